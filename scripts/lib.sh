@@ -1,0 +1,29 @@
+# Shared by scripts/*: where caches live and how missing Debian packages get installed.
+
+# Build outputs and tools live outside the clone so CI and later runs reuse them.
+export WHARF_CACHE_DIR="${WHARF_CACHE_DIR:-$HOME/.cache/wharf}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$WHARF_CACHE_DIR/target}"
+
+# need_cmd COMMAND DEBIAN_PACKAGE: install the package when the command is missing.
+need_cmd() {
+  if ! command -v "$1" >/dev/null 2>&1 && ! compgen -G "/usr/lib/postgresql/*/bin/$1" >/dev/null; then
+    echo "wharf: installing $2 (for $1)" >&2
+    if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
+    if [ -z "${WHARF_APT_UPDATED:-}" ]; then
+      $SUDO apt-get update -qq >&2
+      export WHARF_APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$2" >&2
+  fi
+}
+
+# pg_bin NAME: path of a PostgreSQL server binary (Debian keeps them off PATH).
+pg_bin() {
+  local found
+  found=$(compgen -G "/usr/lib/postgresql/*/bin/$1" | sort -V | tail -n 1)
+  echo "${found:-$1}"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}

@@ -1,0 +1,49 @@
+use thiserror::Error;
+
+/// Why a tenant, hostname or route was refused. Messages say what to change.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ValidationError {
+    #[error("invalid id {0:?}: use 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit")]
+    BadId(String),
+    #[error("invalid hostname {0:?}: use a DNS name like api.acme.test or a wildcard like *.acme.test (no port, no scheme)")]
+    BadHostname(String),
+    #[error("invalid path prefix {0:?}: it must start with '/' and contain no '?', '#', spaces or '..' segments")]
+    BadPathPrefix(String),
+    #[error("invalid method {0:?}: use an HTTP method token such as GET or POST")]
+    BadMethod(String),
+    #[error("route {0:?} has no upstream targets: give at least one host:port")]
+    NoUpstreams(String),
+    #[error("invalid upstream target {0:?}: use ip:port (for example 10.0.0.5:8080)")]
+    BadUpstream(String),
+    #[error("upstream weight must be between 1 and 1000, got {0}")]
+    BadWeight(u32),
+    #[error("timeout {name} must be between 1 ms and 3600000 ms, got {value}")]
+    BadTimeout { name: &'static str, value: u64 },
+    #[error("display name must be 1-200 characters")]
+    BadDisplayName,
+}
+
+/// Errors from the config store.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("tenant {0:?} does not exist")]
+    UnknownTenant(String),
+    #[error("tenant {0:?} already exists")]
+    TenantExists(String),
+    #[error("route {route:?} does not exist for tenant {tenant:?}")]
+    UnknownRoute { tenant: String, route: String },
+    #[error("hostname {hostname:?} overlaps {existing:?}, which belongs to tenant {owner:?}; a host can have only one owner")]
+    HostnameTaken { hostname: String, existing: String, owner: String },
+    #[error("route {new:?} has the same path prefix {prefix:?} and overlapping methods as route {existing:?}")]
+    RouteConflict { new: String, existing: String, prefix: String },
+    #[error("unsupported store URL {0:?}: use sqlite://PATH or postgres://USER@HOST:PORT/DB")]
+    BadUrl(String),
+    #[error("stored config is corrupt ({0}); fix the row or restore from backup")]
+    Corrupt(String),
+    #[error("config store: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("config store migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}

@@ -1,0 +1,12 @@
+//! Tenants, their hostnames, routes and quotas, and the store that holds them.
+
+pub mod error;
+pub mod model;
+pub mod routing;
+pub mod store;
+
+pub use error::{StoreError, ValidationError};
+pub use model::{HealthCheck, HealthCheckKind, HostPattern, Quotas, Route, Tenant, Timeouts, UpstreamTarget};
+pub use store::{ConfigSnapshot, Store};
+#[doc(hidden)]
+pub mod test_support;

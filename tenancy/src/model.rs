@@ -1,0 +1,353 @@
+//! Tenants, hostnames and routes: the config an operator writes and the gateway serves.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+use crate::error::ValidationError;
+
+/// Validated identifier for tenants and routes: stable, URL- and label-safe.
+pub fn validate_id(id: &str) -> Result<(), ValidationError> {
+    let ok = !id.is_empty()
+        && id.len() <= 63
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !id.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::BadId(id.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: String,
+    pub display_name: String,
+    pub hostnames: Vec<HostPattern>,
+    pub routes: Vec<Route>,
+    pub quotas: Quotas,
+}
+
+/// Per-tenant limits. Filled in by the plugin runtime, host-call and rate-limit work;
+/// stored as JSON so adding a field needs no migration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Quotas {}
+
+/// A hostname a tenant owns: `api.acme.test` or `*.acme.test`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum HostPattern {
+    Exact(String),
+    /// Matches any name ending in `.{suffix}`, at any depth, but not the bare suffix.
+    Wildcard(String),
+}
+
+impl HostPattern {
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        let bad = || ValidationError::BadHostname(raw.to_string());
+        let lower = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+        let (wild, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest.to_string()),
+            None => (false, lower),
+        };
+        if !is_dns_name(&name) {
+            return Err(bad());
+        }
+        Ok(if wild { HostPattern::Wildcard(name) } else { HostPattern::Exact(name) })
+    }
+
+    /// Does this pattern serve `host` (already normalized: lowercase, no port)?
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(name) => name == host,
+            HostPattern::Wildcard(suffix) => {
+                host.len() > suffix.len() + 1
+                    && host.ends_with(suffix.as_str())
+                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+            }
+        }
+    }
+
+    /// Could one request host be served by both patterns? Overlap across tenants is refused.
+    pub fn overlaps(&self, other: &HostPattern) -> bool {
+        match (self, other) {
+            (HostPattern::Exact(a), HostPattern::Exact(b)) => a == b,
+            (HostPattern::Exact(a), w @ HostPattern::Wildcard(_))
+            | (w @ HostPattern::Wildcard(_), HostPattern::Exact(a)) => w.matches(a),
+            (HostPattern::Wildcard(a), HostPattern::Wildcard(b)) => {
+                a == b
+                    || HostPattern::Wildcard(a.clone()).matches(b)
+                    || HostPattern::Wildcard(b.clone()).matches(a)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(n) => f.write_str(n),
+            HostPattern::Wildcard(s) => write!(f, "*.{s}"),
+        }
+    }
+}
+
+impl TryFrom<String> for HostPattern {
+    type Error = ValidationError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        HostPattern::parse(&s)
+    }
+}
+
+impl From<HostPattern> for String {
+    fn from(p: HostPattern) -> String {
+        p.to_string()
+    }
+}
+
+fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Normalize a request's Host / :authority for lookup: lowercase, no port, no trailing dot.
+pub fn normalize_host(raw: &str) -> String {
+    let raw = raw.trim();
+    let without_port = if raw.starts_with('[') {
+        // IPv6 literal: keep the brackets' content as is.
+        raw.split(']').next().map(|s| format!("{s}]")).unwrap_or_default()
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                raw
+            }
+        }).to_string()
+    };
+    without_port.trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub id: String,
+    /// Matched on whole path segments: `/api` serves `/api` and `/api/x`, not `/apix`.
+    pub path_prefix: String,
+    /// Upper-case method tokens; empty means every method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    pub upstreams: Vec<UpstreamTarget>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UpstreamTarget {
+    /// `ip:port`; names are not resolved on the request path.
+    pub addr: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Timeouts {
+    pub connect_ms: u64,
+    /// Longest wait for each read from the upstream, the response header included.
+    pub read_ms: u64,
+    pub write_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { connect_ms: 2_000, read_ms: 30_000, write_ms: 30_000 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HealthCheck {
+    #[serde(default)]
+    pub kind: HealthCheckKind,
+    /// For `http`: the path probed with GET; any 2xx is healthy.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    #[serde(default = "default_health_interval")]
+    pub interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthCheckKind {
+    #[default]
+    Tcp,
+    Http,
+}
+
+fn default_health_path() -> String {
+    "/".to_string()
+}
+
+fn default_health_interval() -> u64 {
+    1_000
+}
+
+impl Route {
+    pub fn validate(&mut self) -> Result<(), ValidationError> {
+        validate_id(&self.id)?;
+        validate_path_prefix(&self.path_prefix)?;
+        for m in &mut self.methods {
+            if m.is_empty() || m.len() > 20 || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return Err(ValidationError::BadMethod(m.clone()));
+            }
+            m.make_ascii_uppercase();
+        }
+        self.methods.sort();
+        self.methods.dedup();
+        if self.upstreams.is_empty() {
+            return Err(ValidationError::NoUpstreams(self.id.clone()));
+        }
+        for u in &self.upstreams {
+            if u.addr.parse::<SocketAddr>().is_err() {
+                return Err(ValidationError::BadUpstream(u.addr.clone()));
+            }
+            if !(1..=1000).contains(&u.weight) {
+                return Err(ValidationError::BadWeight(u.weight));
+            }
+        }
+        let t = self.timeouts;
+        for (name, value) in [("connect_ms", t.connect_ms), ("read_ms", t.read_ms), ("write_ms", t.write_ms)] {
+            if !(1..=3_600_000).contains(&value) {
+                return Err(ValidationError::BadTimeout { name, value });
+            }
+        }
+        if let Some(hc) = &self.health_check {
+            validate_path_prefix(&hc.path)?;
+            if !(100..=3_600_000).contains(&hc.interval_ms) {
+                return Err(ValidationError::BadTimeout { name: "health_check.interval_ms", value: hc.interval_ms });
+            }
+        }
+        Ok(())
+    }
+
+    /// Does this route serve `path` (no query) for `method`?
+    pub fn matches(&self, method: &str, path: &str) -> bool {
+        path_has_prefix(path, &self.path_prefix)
+            && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
+    }
+
+    /// Could a request match both routes equally well? Such a pair is ambiguous.
+    pub fn conflicts_with(&self, other: &Route) -> bool {
+        self.id != other.id
+            && self.path_prefix == other.path_prefix
+            && (self.methods.is_empty()
+                || other.methods.is_empty()
+                || self.methods.iter().any(|m| other.methods.contains(m)))
+    }
+}
+
+fn validate_path_prefix(p: &str) -> Result<(), ValidationError> {
+    let ok = p.starts_with('/')
+        && p.len() <= 1024
+        && !p.bytes().any(|b| b == b'?' || b == b'#' || b.is_ascii_whitespace() || b.is_ascii_control())
+        && !p.split('/').any(|seg| seg == "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::BadPathPrefix(p.to_string()))
+    }
+}
+
+/// Segment-aware prefix test.
+pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    if prefix == "/" {
+        return path.starts_with('/');
+    }
+    let prefix = prefix.trim_end_matches('/');
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+pub fn validate_display_name(name: &str) -> Result<(), ValidationError> {
+    if name.trim().is_empty() || name.chars().count() > 200 {
+        return Err(ValidationError::BadDisplayName);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_patterns_parse_and_match() {
+        let w = HostPattern::parse("*.Acme.test.").unwrap();
+        assert_eq!(w, HostPattern::Wildcard("acme.test".into()));
+        assert!(w.matches("api.acme.test"));
+        assert!(w.matches("a.b.acme.test"));
+        assert!(!w.matches("acme.test"));
+        assert!(!w.matches("evilacme.test"));
+        assert!(HostPattern::parse("api.acme.test:8080").is_err());
+        assert!(HostPattern::parse("*").is_err());
+        assert!(HostPattern::parse("a..b").is_err());
+        assert!(HostPattern::parse("http://x").is_err());
+    }
+
+    #[test]
+    fn overlap_covers_wildcards_both_ways() {
+        let p = |s| HostPattern::parse(s).unwrap();
+        assert!(p("api.acme.test").overlaps(&p("*.acme.test")));
+        assert!(p("*.acme.test").overlaps(&p("api.acme.test")));
+        assert!(p("*.acme.test").overlaps(&p("*.eu.acme.test")));
+        assert!(!p("*.acme.test").overlaps(&p("acme.test")));
+        assert!(!p("*.acme.test").overlaps(&p("*.other.test")));
+    }
+
+    #[test]
+    fn host_normalization() {
+        assert_eq!(normalize_host("API.Acme.Test:8080"), "api.acme.test");
+        assert_eq!(normalize_host("api.acme.test."), "api.acme.test");
+        assert_eq!(normalize_host("[::1]:80"), "[::1]");
+    }
+
+    #[test]
+    fn prefix_is_segment_aware() {
+        assert!(path_has_prefix("/api", "/api"));
+        assert!(path_has_prefix("/api/v1", "/api"));
+        assert!(path_has_prefix("/api/v1", "/api/"));
+        assert!(!path_has_prefix("/apix", "/api"));
+        assert!(path_has_prefix("/anything", "/"));
+    }
+
+    #[test]
+    fn route_validation_explains() {
+        let mut r = Route {
+            id: "api".into(),
+            path_prefix: "/api".into(),
+            methods: vec!["get".into()],
+            upstreams: vec![UpstreamTarget { addr: "127.0.0.1:80".into(), weight: 1 }],
+            timeouts: Timeouts::default(),
+            health_check: None,
+        };
+        r.validate().unwrap();
+        assert_eq!(r.methods, vec!["GET"]);
+        r.upstreams[0].addr = "example.com".into();
+        assert_eq!(r.validate(), Err(ValidationError::BadUpstream("example.com".into())));
+        r.upstreams.clear();
+        assert!(matches!(r.validate(), Err(ValidationError::NoUpstreams(_))));
+    }
+}

@@ -1,0 +1,347 @@
+//! The config store: tenants, hostnames and routes in SQLite (embedded default) or Postgres (fleets).
+//!
+//! Every mutation bumps `config_meta.version` first, inside its transaction: that row lock
+//! serializes writers on Postgres, and the version is what gateway nodes poll to converge.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Row};
+
+use crate::error::StoreError;
+use crate::model::{validate_display_name, validate_id, HostPattern, Quotas, Route, Tenant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A consistent view of all config at one version.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSnapshot {
+    pub version: i64,
+    /// When the change that produced `version` was committed (ms since the Unix epoch).
+    pub changed_at_ms: i64,
+    /// Sorted by id; each tenant's routes sorted by id.
+    pub tenants: Vec<Tenant>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Store {
+    /// Connects and applies migrations. `url` is `sqlite://PATH` or `postgres://…`.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::BadUrl(url.to_string()));
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_string(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&url)
+            .await?;
+        if backend == Backend::Sqlite {
+            // WAL lets the CLI write while a gateway polls.
+            sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
+        }
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The SQLite URL for a data directory (creating the directory).
+    pub fn sqlite_url_for(data_dir: &std::path::Path) -> std::io::Result<String> {
+        std::fs::create_dir_all(data_dir)?;
+        Ok(format!("sqlite://{}", data_dir.join("wharf.db").display()))
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let sql: &'static str = match self.backend {
+            Backend::Sqlite => include_str!("../migrations/sqlite/0001_config.sql"),
+            Backend::Postgres => include_str!("../migrations/postgres/0001_config.sql"),
+        };
+        // Listed by hand rather than with sqlx's macro: it keeps the build lean.
+        let migrations = vec![Migration::new(
+            1,
+            "config".into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(sql),
+            false,
+        )];
+        Migrator::with_migrations(migrations).run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// (version, changed_at_ms): cheap enough to poll several times a second.
+    pub async fn version(&self) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query("SELECT version, changed_at_ms FROM config_meta WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
+    /// Everything, read in one transaction so the snapshot matches its version.
+    pub async fn load(&self) -> Result<ConfigSnapshot, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let meta = sqlx::query("SELECT version, changed_at_ms FROM config_meta WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let tenant_rows = sqlx::query("SELECT id, display_name, quotas FROM tenants ORDER BY id")
+            .fetch_all(&mut *tx)
+            .await?;
+        let host_rows = sqlx::query("SELECT tenant_id, pattern FROM hostnames ORDER BY pattern")
+            .fetch_all(&mut *tx)
+            .await?;
+        let route_rows = sqlx::query("SELECT tenant_id, spec FROM routes ORDER BY tenant_id, id")
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+
+        let mut tenants = Vec::with_capacity(tenant_rows.len());
+        for row in &tenant_rows {
+            tenants.push(tenant_from_row(row)?);
+        }
+        let position = |id: &str| tenants.binary_search_by(|t: &Tenant| t.id.as_str().cmp(id)).ok();
+        let mut hosts: Vec<(usize, HostPattern)> = Vec::new();
+        for row in &host_rows {
+            let tenant_id: String = row.try_get(0)?;
+            let pattern: String = row.try_get(1)?;
+            let pattern = HostPattern::parse(&pattern)
+                .map_err(|e| StoreError::Corrupt(format!("hostname row: {e}")))?;
+            if let Some(i) = position(&tenant_id) {
+                hosts.push((i, pattern));
+            }
+        }
+        let mut routes: Vec<(usize, Route)> = Vec::new();
+        for row in &route_rows {
+            let tenant_id: String = row.try_get(0)?;
+            let spec: String = row.try_get(1)?;
+            let route: Route = serde_json::from_str(&spec)
+                .map_err(|e| StoreError::Corrupt(format!("route of tenant {tenant_id}: {e}")))?;
+            if let Some(i) = position(&tenant_id) {
+                routes.push((i, route));
+            }
+        }
+        for (i, h) in hosts {
+            tenants[i].hostnames.push(h);
+        }
+        for (i, r) in routes {
+            tenants[i].routes.push(r);
+        }
+        Ok(ConfigSnapshot {
+            version: meta.try_get(0)?,
+            changed_at_ms: meta.try_get(1)?,
+            tenants,
+        })
+    }
+
+    pub async fn tenant(&self, id: &str) -> Result<Tenant, StoreError> {
+        self.load()
+            .await?
+            .tenants
+            .into_iter()
+            .find(|t| t.id == id)
+            .ok_or_else(|| StoreError::UnknownTenant(id.to_string()))
+    }
+
+    /// Opens a write transaction and bumps the version; returns the new version.
+    async fn begin_change(&self) -> Result<(Tx, i64), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE config_meta SET version = version + 1, changed_at_ms = $1 WHERE id = 1")
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT version FROM config_meta WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        Ok((tx, row.try_get(0)?))
+    }
+
+    async fn ensure_tenant(tx: &mut Tx, id: &str) -> Result<(), StoreError> {
+        let found = sqlx::query("SELECT id FROM tenants WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&mut **tx)
+            .await?;
+        match found {
+            Some(_) => Ok(()),
+            None => Err(StoreError::UnknownTenant(id.to_string())),
+        }
+    }
+
+    /// Creates a tenant; returns the new config version.
+    pub async fn create_tenant(&self, id: &str, display_name: &str) -> Result<i64, StoreError> {
+        validate_id(id)?;
+        validate_display_name(display_name)?;
+        let (mut tx, version) = self.begin_change().await?;
+        if Self::ensure_tenant(&mut tx, id).await.is_ok() {
+            return Err(StoreError::TenantExists(id.to_string()));
+        }
+        let quotas = serde_json::to_string(&Quotas::default()).unwrap_or_else(|_| "{}".into());
+        sqlx::query("INSERT INTO tenants (id, display_name, quotas, created_at_ms) VALUES ($1, $2, $3, $4)")
+            .bind(id.to_string())
+            .bind(display_name.to_string())
+            .bind(quotas)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    /// Removes a tenant with its hostnames and routes.
+    pub async fn remove_tenant(&self, id: &str) -> Result<i64, StoreError> {
+        let (mut tx, version) = self.begin_change().await?;
+        Self::ensure_tenant(&mut tx, id).await?;
+        for sql in [
+            "DELETE FROM routes WHERE tenant_id = $1",
+            "DELETE FROM hostnames WHERE tenant_id = $1",
+            "DELETE FROM tenants WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(id.to_string()).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    /// Gives `tenant` a hostname, refusing any pattern that overlaps another tenant's.
+    pub async fn add_hostname(&self, tenant: &str, pattern: &str) -> Result<i64, StoreError> {
+        let pattern = HostPattern::parse(pattern)?;
+        let (mut tx, version) = self.begin_change().await?;
+        Self::ensure_tenant(&mut tx, tenant).await?;
+        let rows = sqlx::query("SELECT tenant_id, pattern FROM hostnames")
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in rows {
+            let owner: String = row.try_get(0)?;
+            let existing: String = row.try_get(1)?;
+            let Ok(existing_pattern) = HostPattern::parse(&existing) else { continue };
+            if existing_pattern == pattern && owner == tenant {
+                return Ok(version - 1); // already there: nothing to change, tx rolls back
+            }
+            if existing_pattern.overlaps(&pattern) && owner != tenant {
+                return Err(StoreError::HostnameTaken {
+                    hostname: pattern.to_string(),
+                    existing,
+                    owner,
+                });
+            }
+        }
+        sqlx::query("INSERT INTO hostnames (pattern, tenant_id) VALUES ($1, $2)")
+            .bind(pattern.to_string())
+            .bind(tenant.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    pub async fn remove_hostname(&self, tenant: &str, pattern: &str) -> Result<i64, StoreError> {
+        let pattern = HostPattern::parse(pattern)?;
+        let (mut tx, version) = self.begin_change().await?;
+        let done = sqlx::query("DELETE FROM hostnames WHERE pattern = $1 AND tenant_id = $2")
+            .bind(pattern.to_string())
+            .bind(tenant.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Invalid(crate::error::ValidationError::BadHostname(format!(
+                "{pattern} (not a hostname of tenant {tenant})"
+            ))));
+        }
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    /// Creates or replaces a route of `tenant`.
+    pub async fn put_route(&self, tenant: &str, mut route: Route) -> Result<i64, StoreError> {
+        route.validate()?;
+        let (mut tx, version) = self.begin_change().await?;
+        Self::ensure_tenant(&mut tx, tenant).await?;
+        let rows = sqlx::query("SELECT spec FROM routes WHERE tenant_id = $1")
+            .bind(tenant.to_string())
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in rows {
+            let spec: String = row.try_get(0)?;
+            let Ok(existing) = serde_json::from_str::<Route>(&spec) else { continue };
+            if route.conflicts_with(&existing) {
+                return Err(StoreError::RouteConflict {
+                    new: route.id.clone(),
+                    existing: existing.id,
+                    prefix: route.path_prefix.clone(),
+                });
+            }
+        }
+        let spec = serde_json::to_string(&route)
+            .map_err(|e| StoreError::Corrupt(format!("route does not serialize: {e}")))?;
+        sqlx::query("DELETE FROM routes WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.to_string())
+            .bind(route.id.clone())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO routes (tenant_id, id, spec) VALUES ($1, $2, $3)")
+            .bind(tenant.to_string())
+            .bind(route.id.clone())
+            .bind(spec)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    pub async fn remove_route(&self, tenant: &str, route_id: &str) -> Result<i64, StoreError> {
+        let (mut tx, version) = self.begin_change().await?;
+        Self::ensure_tenant(&mut tx, tenant).await?;
+        let done = sqlx::query("DELETE FROM routes WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.to_string())
+            .bind(route_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::UnknownRoute { tenant: tenant.into(), route: route_id.into() });
+        }
+        tx.commit().await?;
+        Ok(version)
+    }
+}
+
+fn tenant_from_row(row: &AnyRow) -> Result<Tenant, StoreError> {
+    let id: String = row.try_get(0)?;
+    let quotas: String = row.try_get(2)?;
+    let quotas = serde_json::from_str(&quotas)
+        .map_err(|e| StoreError::Corrupt(format!("quotas of tenant {id}: {e}")))?;
+    Ok(Tenant { display_name: row.try_get(1)?, id, hostnames: vec![], routes: vec![], quotas })
+}

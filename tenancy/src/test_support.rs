@@ -1,0 +1,73 @@
+//! Throwaway databases for tests of every crate: real Postgres (from `WHARF_TEST_DATABASE_URL`,
+//! which `scripts/test` sets) and SQLite files in temp dirs. Each call gets its own database, so
+//! tests never share state by accident.
+
+use sqlx::{Connection, PgConnection};
+
+/// The admin URL of the test Postgres server, or a panic that says how to get one.
+pub fn postgres_admin_url() -> String {
+    std::env::var("WHARF_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "WHARF_TEST_DATABASE_URL is not set: run the suite with scripts/test, which starts a \
+             throwaway Postgres, or point it at a server where this user may CREATE DATABASE"
+        )
+    })
+}
+
+/// Creates a new, empty Postgres database and returns its URL.
+pub async fn fresh_postgres_url() -> String {
+    let admin = postgres_admin_url();
+    let name = format!("wharf_t_{}", unique_suffix());
+    let mut conn = PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach test Postgres at {admin}: {e}"));
+    let stmt = format!("CREATE DATABASE {name}");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(stmt))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name} failed: {e}"));
+    let _ = conn.close().await;
+    with_database(&admin, &name)
+}
+
+/// A SQLite URL in a fresh temp directory (the directory lives as long as the test process).
+pub fn fresh_sqlite_url() -> String {
+    let dir = std::env::temp_dir().join(format!("wharf-test-{}", unique_suffix()));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    format!("sqlite://{}", dir.join("wharf.db").display())
+}
+
+/// A new id that no other test in this run uses (tenants, schemas, key prefixes).
+pub fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{}_{}_{}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_part = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    format!("{host_part}/{db}{query}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_is_replaced() {
+        assert_eq!(
+            super::with_database("postgres://u@h:1/postgres?sslmode=disable", "x"),
+            "postgres://u@h:1/x?sslmode=disable"
+        );
+        assert_eq!(super::with_database("postgres://u@h:1", "x"), "postgres://u@h:1/x");
+    }
+}

@@ -1,0 +1,103 @@
+//! The config store behaves the same on SQLite and on real Postgres.
+
+use wharf_tenancy::test_support::{fresh_postgres_url, fresh_sqlite_url};
+use wharf_tenancy::{HostPattern, Route, Store, StoreError, Timeouts, UpstreamTarget};
+
+fn route(id: &str, prefix: &str) -> Route {
+    Route {
+        id: id.into(),
+        path_prefix: prefix.into(),
+        methods: vec![],
+        upstreams: vec![UpstreamTarget { addr: "127.0.0.1:9".into(), weight: 2 }],
+        timeouts: Timeouts::default(),
+        health_check: None,
+    }
+}
+
+async fn exercise(store: Store) {
+    let v0 = store.version().await.unwrap().0;
+    let v1 = store.create_tenant("acme", "Acme Corp").await.unwrap();
+    assert!(v1 > v0, "a mutation bumps the version");
+    assert!(matches!(store.create_tenant("acme", "again").await, Err(StoreError::TenantExists(_))));
+    assert!(matches!(store.create_tenant("Bad_Id", "x").await, Err(StoreError::Invalid(_))));
+
+    store.add_hostname("acme", "*.acme.test").await.unwrap();
+    store.add_hostname("acme", "api.acme.test").await.unwrap();
+    store.create_tenant("evil", "Evil").await.unwrap();
+    for stolen in ["api.acme.test", "x.acme.test", "*.acme.test", "*.eu.acme.test", "API.ACME.TEST"] {
+        match store.add_hostname("evil", stolen).await {
+            Err(StoreError::HostnameTaken { owner, .. }) => assert_eq!(owner, "acme"),
+            other => panic!("{stolen}: expected HostnameTaken, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        store.add_hostname("ghost", "ghost.test").await,
+        Err(StoreError::UnknownTenant(_))
+    ));
+
+    store.put_route("acme", route("api", "/api")).await.unwrap();
+    store.put_route("acme", route("root", "/")).await.unwrap();
+    let conflict = store.put_route("acme", route("api2", "/api")).await;
+    assert!(matches!(conflict, Err(StoreError::RouteConflict { .. })), "{conflict:?}");
+    // Upsert replaces.
+    let mut changed = route("api", "/api/v2");
+    changed.methods = vec!["get".into()];
+    store.put_route("acme", changed).await.unwrap();
+
+    let snap = store.load().await.unwrap();
+    assert_eq!(snap.version, store.version().await.unwrap().0);
+    assert_eq!(snap.tenants.len(), 2);
+    let acme = &snap.tenants[0];
+    assert_eq!(acme.id, "acme");
+    assert_eq!(acme.display_name, "Acme Corp");
+    assert_eq!(
+        acme.hostnames,
+        vec![HostPattern::parse("*.acme.test").unwrap(), HostPattern::parse("api.acme.test").unwrap()]
+    );
+    assert_eq!(acme.routes.len(), 2);
+    assert_eq!(acme.routes[0].path_prefix, "/api/v2");
+    assert_eq!(acme.routes[0].methods, vec!["GET"]);
+    assert_eq!(acme.routes[0].upstreams[0].weight, 2);
+
+    store.remove_route("acme", "root").await.unwrap();
+    assert!(matches!(store.remove_route("acme", "root").await, Err(StoreError::UnknownRoute { .. })));
+    store.remove_tenant("acme").await.unwrap();
+    // Once acme is gone its hosts are free to claim.
+    store.add_hostname("evil", "api.acme.test").await.unwrap();
+    let snap = store.load().await.unwrap();
+    assert_eq!(snap.tenants.len(), 1);
+    assert_eq!(snap.tenants[0].hostnames.len(), 1);
+}
+
+#[tokio::test]
+async fn sqlite_store() {
+    exercise(Store::connect(&fresh_sqlite_url()).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_store() {
+    exercise(Store::connect(&fresh_postgres_url().await).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn concurrent_writers_get_distinct_versions() {
+    let store = Store::connect(&fresh_postgres_url().await).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move { s.create_tenant(&format!("t{i}"), "T").await.unwrap() }));
+    }
+    let mut versions = Vec::new();
+    for t in tasks {
+        versions.push(t.await.unwrap());
+    }
+    versions.sort();
+    versions.dedup();
+    assert_eq!(versions.len(), 8, "every mutation gets its own version");
+}
+
+#[tokio::test]
+async fn bad_store_url_is_explained() {
+    let err = Store::connect("mysql://x").await.err().expect("refused");
+    assert!(err.to_string().contains("sqlite://"), "{err}");
+}
