@@ -1,0 +1,88 @@
+//! Process settings: the bootstrap TOML file, overridden by command-line flags.
+//! Tenant config lives in the store, not here.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Bootstrap {
+    /// Where tenants' traffic arrives.
+    pub listen: String,
+    /// Admin API and `/metrics`.
+    pub admin_listen: String,
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; default: SQLite in `data_dir`.
+    pub store: Option<String>,
+    /// Pingora worker threads for the proxy.
+    pub threads: usize,
+    /// Seconds to keep accepting after SIGTERM before draining (Pingora's default is 5 min).
+    pub grace_period_seconds: u64,
+    /// Seconds in-flight requests get to finish after the grace period.
+    pub graceful_shutdown_timeout_seconds: u64,
+    /// How often the store's version is polled; bounds fleet-wide propagation delay.
+    pub config_poll_interval_ms: u64,
+}
+
+impl Default for Bootstrap {
+    fn default() -> Self {
+        Bootstrap {
+            listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:9080".into(),
+            data_dir: PathBuf::from("./wharf-data"),
+            store: None,
+            threads: 2,
+            grace_period_seconds: 1,
+            graceful_shutdown_timeout_seconds: 5,
+            config_poll_interval_ms: 250,
+        }
+    }
+}
+
+impl Bootstrap {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Bootstrap> {
+        let Some(path) = path else { return Ok(Bootstrap::default()) };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read bootstrap file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid bootstrap file {}", path.display()))
+    }
+
+    /// The store URL in force: the configured one, or SQLite under the data dir.
+    pub fn store_url(&self) -> anyhow::Result<String> {
+        match &self.store {
+            Some(url) => Ok(url.clone()),
+            None => wharf_tenancy::Store::sqlite_url_for(&self.data_dir).with_context(|| {
+                format!("cannot create data dir {}", self.data_dir.display())
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects_unknown_keys() {
+        let b: Bootstrap = toml::from_str("listen = \"0.0.0.0:80\"\nthreads = 4").unwrap();
+        assert_eq!(b.listen, "0.0.0.0:80");
+        assert_eq!(b.threads, 4);
+        assert_eq!(b.admin_listen, "127.0.0.1:9080");
+        assert!(toml::from_str::<Bootstrap>("lisen = \"x\"").is_err());
+    }
+}
+
+impl Bootstrap {
+    /// Command-line flags win over the file.
+    pub fn with_store_args(mut self, args: &crate::cli::StoreArgs) -> Bootstrap {
+        if let Some(d) = &args.data_dir {
+            self.data_dir = d.clone();
+        }
+        if let Some(s) = &args.store {
+            self.store = Some(s.clone());
+        }
+        self
+    }
+}

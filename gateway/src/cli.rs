@@ -1,0 +1,152 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "wharf", version, about = "Wharf: a multi-tenant API gateway")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway: proxy, admin API and /metrics.
+    Serve(ServeArgs),
+    /// Manage tenants in the config store.
+    #[command(subcommand)]
+    Tenant(TenantCmd),
+    /// Manage a tenant's routes in the config store.
+    #[command(subcommand)]
+    Route(RouteCmd),
+    /// Run the built-in echo upstream (for demos and tests).
+    Echo {
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: String,
+        #[arg(long, default_value = "echo")]
+        name: String,
+    },
+}
+
+/// Where the config lives; shared by `serve` and the store commands.
+#[derive(Args, Debug, Clone, Default)]
+pub struct StoreArgs {
+    /// Bootstrap TOML file.
+    #[arg(long, env = "WHARF_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (SQLite store, caches).
+    #[arg(long, env = "WHARF_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Config store URL: sqlite://PATH or postgres://USER@HOST:PORT/DB.
+    #[arg(long, env = "WHARF_STORE")]
+    pub store: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Proxy listen address (default 127.0.0.1:8080).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Admin API and /metrics listen address (default 127.0.0.1:9080).
+    #[arg(long)]
+    pub admin_listen: Option<String>,
+    /// Seed a demo tenant (Host demo.localhost) routed to a built-in echo upstream.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantCmd {
+    /// Create a tenant, optionally with hostnames.
+    Add {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Hostname to assign (repeatable): api.acme.test or *.acme.test.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List tenants with their hostnames and route counts.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove a tenant and everything it owns.
+    Remove {
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Assign a hostname to a tenant.
+    AddHost {
+        id: String,
+        host: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Take a hostname away from a tenant.
+    RemoveHost {
+        id: String,
+        host: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RouteCmd {
+    /// Create or replace a route.
+    Add(RouteAddArgs),
+    /// List a tenant's routes.
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove a route.
+    Remove {
+        #[arg(long)]
+        tenant: String,
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct RouteAddArgs {
+    #[arg(long)]
+    pub tenant: String,
+    /// Route id (a-z, 0-9, '-').
+    pub id: String,
+    /// Path prefix, matched on whole segments.
+    #[arg(long, default_value = "/")]
+    pub prefix: String,
+    /// Allowed method (repeatable); none means all.
+    #[arg(long = "method")]
+    pub methods: Vec<String>,
+    /// Upstream target ip:port, optionally =WEIGHT (repeatable).
+    #[arg(long = "upstream", required = true)]
+    pub upstreams: Vec<String>,
+    #[arg(long)]
+    pub connect_timeout_ms: Option<u64>,
+    #[arg(long)]
+    pub read_timeout_ms: Option<u64>,
+    /// Health check: tcp or http.
+    #[arg(long)]
+    pub health: Option<String>,
+    /// Path probed by the http health check.
+    #[arg(long, default_value = "/")]
+    pub health_path: String,
+    #[arg(long, default_value_t = 1000)]
+    pub health_interval_ms: u64,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}

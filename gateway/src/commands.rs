@@ -1,0 +1,105 @@
+//! `wharf tenant …` and `wharf route …`: operator commands against the config store.
+
+use anyhow::{bail, Context};
+use wharf_tenancy::{HealthCheck, HealthCheckKind, Route, Store, Timeouts, UpstreamTarget};
+
+use crate::bootstrap::Bootstrap;
+use crate::cli::{RouteAddArgs, RouteCmd, StoreArgs, TenantCmd};
+
+pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
+    let boot = Bootstrap::load(args.config.as_deref())?.with_store_args(args);
+    let url = boot.store_url()?;
+    Store::connect(&url).await.with_context(|| format!("cannot open config store {url}"))
+}
+
+pub async fn tenant(cmd: TenantCmd) -> anyhow::Result<()> {
+    match cmd {
+        TenantCmd::Add { id, name, hosts, store } => {
+            let store = open_store(&store).await?;
+            let mut version = store.create_tenant(&id, name.as_deref().unwrap_or(&id)).await?;
+            for h in &hosts {
+                version = store.add_hostname(&id, h).await?;
+            }
+            println!("tenant {id} created (config version {version})");
+        }
+        TenantCmd::List { store } => {
+            let snap = open_store(&store).await?.load().await?;
+            println!("{:<24} {:<28} {:>6}  HOSTNAMES", "ID", "NAME", "ROUTES");
+            for t in snap.tenants {
+                let hosts: Vec<String> = t.hostnames.iter().map(|h| h.to_string()).collect();
+                println!("{:<24} {:<28} {:>6}  {}", t.id, t.display_name, t.routes.len(), hosts.join(", "));
+            }
+        }
+        TenantCmd::Remove { id, store } => {
+            let v = open_store(&store).await?.remove_tenant(&id).await?;
+            println!("tenant {id} removed (config version {v})");
+        }
+        TenantCmd::AddHost { id, host, store } => {
+            let v = open_store(&store).await?.add_hostname(&id, &host).await?;
+            println!("{host} assigned to {id} (config version {v})");
+        }
+        TenantCmd::RemoveHost { id, host, store } => {
+            let v = open_store(&store).await?.remove_hostname(&id, &host).await?;
+            println!("{host} removed from {id} (config version {v})");
+        }
+    }
+    Ok(())
+}
+
+pub async fn route(cmd: RouteCmd) -> anyhow::Result<()> {
+    match cmd {
+        RouteCmd::Add(args) => {
+            let store = open_store(&args.store).await?;
+            let tenant = args.tenant.clone();
+            let route = route_from_args(args)?;
+            let id = route.id.clone();
+            let v = store.put_route(&tenant, route).await?;
+            println!("route {id} of {tenant} saved (config version {v})");
+        }
+        RouteCmd::List { tenant, store } => {
+            let t = open_store(&store).await?.tenant(&tenant).await?;
+            println!("{:<20} {:<24} {:<12} UPSTREAMS", "ID", "PREFIX", "METHODS");
+            for r in t.routes {
+                let methods = if r.methods.is_empty() { "*".to_string() } else { r.methods.join(",") };
+                let ups: Vec<String> = r.upstreams.iter().map(|u| format!("{}={}", u.addr, u.weight)).collect();
+                println!("{:<20} {:<24} {:<12} {}", r.id, r.path_prefix, methods, ups.join(" "));
+            }
+        }
+        RouteCmd::Remove { tenant, id, store } => {
+            let v = open_store(&store).await?.remove_route(&tenant, &id).await?;
+            println!("route {id} of {tenant} removed (config version {v})");
+        }
+    }
+    Ok(())
+}
+
+fn route_from_args(a: RouteAddArgs) -> anyhow::Result<Route> {
+    let mut upstreams = Vec::new();
+    for u in &a.upstreams {
+        let (addr, weight) = match u.split_once('=') {
+            Some((addr, w)) => (addr, w.parse().with_context(|| format!("bad weight in {u:?}"))?),
+            None => (u.as_str(), 1),
+        };
+        upstreams.push(UpstreamTarget { addr: addr.to_string(), weight });
+    }
+    let mut timeouts = Timeouts::default();
+    if let Some(ms) = a.connect_timeout_ms {
+        timeouts.connect_ms = ms;
+    }
+    if let Some(ms) = a.read_timeout_ms {
+        timeouts.read_ms = ms;
+    }
+    let health_check = match a.health.as_deref() {
+        None => None,
+        Some(kind) => Some(HealthCheck {
+            kind: match kind {
+                "tcp" => HealthCheckKind::Tcp,
+                "http" => HealthCheckKind::Http,
+                other => bail!("unknown health check {other:?}: use tcp or http"),
+            },
+            path: a.health_path,
+            interval_ms: a.health_interval_ms,
+        }),
+    };
+    Ok(Route { id: a.id, path_prefix: a.prefix, methods: a.methods, upstreams, timeouts, health_check })
+}

@@ -1,0 +1,131 @@
+//! The control plane: keeps the live routing table in step with the store, runs upstream health
+//! checks, and serves the admin listener. It runs as a Pingora background service on its own
+//! runtime, so the store pool and the admin server live and die with that runtime.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use wharf_metrics::Metrics;
+use wharf_tenancy::store::now_ms;
+use wharf_tenancy::Store;
+
+use crate::admin;
+use crate::live::{LiveConfig, RoutingTable};
+
+pub struct ControlPlane {
+    pub store_url: String,
+    pub live: Arc<LiveConfig>,
+    pub metrics: Arc<Metrics>,
+    pub poll_interval: Duration,
+    /// Bound before start-up so a busy port fails `wharf serve` at once.
+    pub admin_listener: Mutex<Option<std::net::TcpListener>>,
+    /// The demo's echo upstream, when `--demo` is on.
+    pub echo_listener: Mutex<Option<std::net::TcpListener>>,
+    pub store_up: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl BackgroundService for ControlPlane {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        for hc in self.live.load().health_checked() {
+            hc.spawn();
+        }
+        if let Some(listener) = take_listener(&self.admin_listener) {
+            let state = admin::AdminState {
+                live: self.live.clone(),
+                metrics: self.metrics.clone(),
+                store_up: self.store_up.clone(),
+            };
+            tokio::spawn(async move {
+                if let Err(e) = admin::serve(listener, state).await {
+                    tracing::error!("admin listener stopped: {e}");
+                }
+            });
+        }
+        if let Some(listener) = take_listener(&self.echo_listener) {
+            tokio::spawn(async move {
+                if let Err(e) = crate::echo::serve(listener, "demo-echo".into()).await {
+                    tracing::error!("demo echo upstream stopped: {e}");
+                }
+            });
+        }
+
+        let mut store: Option<Store> = None;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.poll_interval) => {}
+                _ = shutdown.changed() => break,
+            }
+            if store.is_none() {
+                match Store::connect(&self.store_url).await {
+                    Ok(s) => store = Some(s),
+                    Err(e) => {
+                        self.mark_store(false, &e.to_string());
+                        continue;
+                    }
+                }
+            }
+            if let Some(s) = &store {
+                match self.poll(s).await {
+                    Ok(()) => self.mark_store(true, ""),
+                    Err(e) => self.mark_store(false, &e.to_string()),
+                }
+            }
+        }
+        if let Some(s) = store {
+            s.close().await;
+        }
+    }
+}
+
+impl ControlPlane {
+    /// Applies the store's config if its version moved.
+    async fn poll(&self, store: &Store) -> Result<(), wharf_tenancy::StoreError> {
+        let (version, _) = store.version().await?;
+        let current = self.live.load();
+        if version == current.version {
+            return Ok(());
+        }
+        let snapshot = match store.load().await {
+            Ok(s) => s,
+            Err(e) => {
+                self.metrics.config_reloads_total.with_label_values(&["error"]).inc();
+                return Err(e);
+            }
+        };
+        let (table, fresh) = RoutingTable::compile(&snapshot, &current);
+        self.live.store(table);
+        for hc in fresh {
+            hc.spawn();
+        }
+        self.metrics.config_version.set(snapshot.version);
+        self.metrics.config_reloads_total.with_label_values(&["applied"]).inc();
+        if snapshot.changed_at_ms > 0 {
+            let delay = (now_ms() - snapshot.changed_at_ms).max(0) as f64 / 1000.0;
+            self.metrics.config_propagation.observe(delay);
+        }
+        tracing::info!(version = snapshot.version, tenants = snapshot.tenants.len(), "config applied");
+        Ok(())
+    }
+
+    /// Logs only transitions: a store outage must not flood the log every poll.
+    fn mark_store(&self, up: bool, why: &str) {
+        self.metrics.config_store_up.set(up as i64);
+        let was_up = self.store_up.swap(up, Ordering::Relaxed);
+        if was_up && !up {
+            tracing::warn!("config store unreachable, serving last good config (version {}): {why}", self.live.load().version);
+        } else if !was_up && up {
+            tracing::info!("config store reachable again");
+        }
+    }
+}
+
+fn take_listener(slot: &Mutex<Option<std::net::TcpListener>>) -> Option<tokio::net::TcpListener> {
+    let std_listener = slot.lock().ok()?.take()?;
+    std_listener.set_nonblocking(true).ok()?;
+    tokio::net::TcpListener::from_std(std_listener).ok()
+}

@@ -1,0 +1,105 @@
+//! What a client sees when Wharf, not the upstream, answers: JSON with a stable `error` code.
+
+use pingora_core::{Error, ErrorSource, ErrorType};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayError {
+    UnknownHost,
+    NoRoute,
+    UpstreamUnavailable(String),
+    UpstreamTimeout(String),
+    UpstreamError(String),
+    BadRequest(String),
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    message: String,
+    request_id: &'a str,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::UnknownHost | GatewayError::NoRoute => 404,
+            GatewayError::UpstreamUnavailable(_) | GatewayError::UpstreamError(_) => 502,
+            GatewayError::UpstreamTimeout(_) => 504,
+            GatewayError::BadRequest(_) => 400,
+            GatewayError::Internal(_) => 500,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::UnknownHost => "unknown_host",
+            GatewayError::NoRoute => "no_route",
+            GatewayError::UpstreamUnavailable(_) => "upstream_unavailable",
+            GatewayError::UpstreamTimeout(_) => "upstream_timeout",
+            GatewayError::UpstreamError(_) => "upstream_error",
+            GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::Internal(_) => "internal_error",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            GatewayError::UnknownHost => {
+                "no tenant serves this Host; check the hostname or ask the operator to assign it".into()
+            }
+            GatewayError::NoRoute => "no route of this host matches the method and path".into(),
+            GatewayError::UpstreamUnavailable(d) => format!("could not connect to the upstream: {d}"),
+            GatewayError::UpstreamTimeout(d) => format!("the upstream did not answer in time: {d}"),
+            GatewayError::UpstreamError(d) => format!("the upstream failed: {d}"),
+            GatewayError::BadRequest(d) => format!("bad request: {d}"),
+            GatewayError::Internal(d) => format!("internal gateway error: {d}"),
+        }
+    }
+
+    pub fn to_json(&self, request_id: &str) -> Vec<u8> {
+        let body = Body { error: self.code(), message: self.message(), request_id };
+        serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"error\":\"internal_error\"}".to_vec())
+    }
+
+    /// Classifies a Pingora failure. `None`: the client is gone, there is no one to answer.
+    pub fn from_pingora(e: &Error) -> Option<GatewayError> {
+        use ErrorType::*;
+        let detail = e.to_string();
+        Some(match e.etype() {
+            ConnectTimedout | ReadTimedout | WriteTimedout => GatewayError::UpstreamTimeout(detail),
+            ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
+            | TLSHandshakeFailure | TLSHandshakeTimedout => GatewayError::UpstreamUnavailable(detail),
+            HTTPStatus(code) if (400..500).contains(code) => GatewayError::BadRequest(detail),
+            _ => match e.esource() {
+                ErrorSource::Upstream => GatewayError::UpstreamError(detail),
+                ErrorSource::Downstream => match e.etype() {
+                    WriteError | ReadError | ConnectionClosed => return None,
+                    _ => GatewayError::BadRequest(detail),
+                },
+                ErrorSource::Internal | ErrorSource::Unset => GatewayError::Internal(detail),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pingora_errors_map_to_stable_codes() {
+        let e = Error::new(ErrorType::ConnectRefused);
+        assert_eq!(GatewayError::from_pingora(&e).unwrap().code(), "upstream_unavailable");
+        let e = Error::new(ErrorType::ReadTimedout);
+        assert_eq!(GatewayError::from_pingora(&e).unwrap().status(), 504);
+        let mut e = Error::new(ErrorType::ConnectionClosed);
+        e.esource = ErrorSource::Downstream;
+        assert_eq!(GatewayError::from_pingora(&e), None);
+        let json: serde_json::Value =
+            serde_json::from_slice(&GatewayError::NoRoute.to_json("r1")).unwrap();
+        assert_eq!(json["error"], "no_route");
+        assert_eq!(json["request_id"], "r1");
+    }
+}

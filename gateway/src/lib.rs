@@ -1,0 +1,13 @@
+//! The `wharf` gateway: a Pingora reverse proxy routing Host/path → tenant → route → upstream,
+//! plus its control plane (config polling, health checks) and admin listener.
+
+pub mod admin;
+pub mod bootstrap;
+pub mod cli;
+pub mod commands;
+pub mod control;
+pub mod echo;
+pub mod errors;
+pub mod live;
+pub mod proxy;
+pub mod serve;

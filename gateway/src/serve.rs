@@ -1,0 +1,144 @@
+//! `wharf serve`: loads the first config, then hands the process to Pingora with two services:
+//! the proxy and the control plane.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
+use wharf_metrics::Metrics;
+use wharf_tenancy::{HostPattern, Route, Store, Timeouts, UpstreamTarget};
+
+use crate::bootstrap::Bootstrap;
+use crate::cli::ServeArgs;
+use crate::control::ControlPlane;
+use crate::live::{LiveConfig, RoutingTable};
+use crate::proxy::WharfProxy;
+
+pub const DEMO_HOST: &str = "demo.localhost";
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let mut boot = Bootstrap::load(args.store.config.as_deref())?.with_store_args(&args.store);
+    if let Some(l) = args.listen {
+        boot.listen = l;
+    }
+    if let Some(l) = args.admin_listen {
+        boot.admin_listen = l;
+    }
+    let store_url = boot.store_url()?;
+
+    // Bind what we can up front: a busy port must fail here with a clear message, not in a panic
+    // inside Pingora.
+    drop(std::net::TcpListener::bind(&boot.listen).with_context(|| format!("cannot listen on {} (proxy)", boot.listen))?);
+    let admin_listener = std::net::TcpListener::bind(&boot.admin_listen)
+        .with_context(|| format!("cannot listen on {} (admin)", boot.admin_listen))?;
+    let echo_listener = if args.demo {
+        Some(std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind the demo echo upstream")?)
+    } else {
+        None
+    };
+    let echo_addr = match &echo_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+
+    // The first snapshot is loaded before serving, so no request ever sees an empty table.
+    let snapshot = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let store = Store::connect(&store_url)
+                .await
+                .with_context(|| format!("cannot open config store {store_url}"))?;
+            if let Some(addr) = echo_addr {
+                seed_demo(&store, addr).await.context("seeding the demo tenant")?;
+            }
+            let snapshot = store.load().await?;
+            store.close().await;
+            anyhow::Ok(snapshot)
+        })?;
+
+    let metrics = Arc::new(Metrics::new());
+    let (table, _) = RoutingTable::compile(&snapshot, &RoutingTable::default());
+    metrics.config_version.set(table.version);
+    metrics.config_store_up.set(1);
+    let live = Arc::new(LiveConfig::new(table));
+
+    let conf = ServerConf {
+        threads: boot.threads.max(1),
+        grace_period_seconds: Some(boot.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(boot.graceful_shutdown_timeout_seconds),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        WharfProxy { config: live.clone(), metrics: metrics.clone() },
+        "wharf proxy",
+    );
+    proxy.add_tcp(&boot.listen);
+    server.add_service(proxy);
+    server.add_service(background_service(
+        "wharf control plane",
+        ControlPlane {
+            store_url: store_url.clone(),
+            live,
+            metrics,
+            poll_interval: Duration::from_millis(boot.config_poll_interval_ms.max(10)),
+            admin_listener: Mutex::new(Some(admin_listener)),
+            echo_listener: Mutex::new(echo_listener),
+            store_up: Arc::new(AtomicBool::new(true)),
+        },
+    ));
+
+    eprintln!(
+        "wharf: proxy on http://{}, admin and /metrics on http://{}, config version {} from {}",
+        boot.listen, boot.admin_listen, snapshot.version, redact(&store_url)
+    );
+    if args.demo {
+        eprintln!("wharf: demo ready: curl -H 'Host: {DEMO_HOST}' http://{}/hello", boot.listen);
+    }
+    server.run_forever()
+}
+
+/// The demo tenant: `demo.localhost`, every path to the built-in echo upstream.
+async fn seed_demo(store: &Store, echo: std::net::SocketAddr) -> anyhow::Result<()> {
+    let existing = store.load().await?;
+    let tenant = existing.tenants.iter().find(|t| t.id == "demo");
+    if tenant.is_none() {
+        store.create_tenant("demo", "Demo tenant").await?;
+    }
+    let host = HostPattern::parse(DEMO_HOST)?;
+    if !tenant.is_some_and(|t| t.hostnames.contains(&host)) {
+        store.add_hostname("demo", DEMO_HOST).await?;
+    }
+    let route = Route {
+        id: "echo".into(),
+        path_prefix: "/".into(),
+        methods: vec![],
+        upstreams: vec![UpstreamTarget { addr: echo.to_string(), weight: 1 }],
+        timeouts: Timeouts::default(),
+        health_check: None,
+    };
+    store.put_route("demo", route).await?;
+    Ok(())
+}
+
+/// Hides a password in a store URL before it is printed.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
