@@ -16,10 +16,8 @@ pub async fn tenant(cmd: TenantCmd) -> anyhow::Result<()> {
     match cmd {
         TenantCmd::Add { id, name, hosts, store } => {
             let store = open_store(&store).await?;
-            let mut version = store.create_tenant(&id, name.as_deref().unwrap_or(&id)).await?;
-            for h in &hosts {
-                version = store.add_hostname(&id, h).await?;
-            }
+            let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+            let version = store.create_tenant(&id, name.as_deref().unwrap_or(&id), &hosts).await?;
             println!("tenant {id} created (config version {version})");
         }
         TenantCmd::List { store } => {

@@ -164,6 +164,9 @@ impl ProxyHttp for WharfProxy {
         let failure = ctx.failure.take().or_else(|| GatewayError::from_pingora(e));
         let error_code = match failure {
             Some(f) => {
+                // The connection is not reused after a failure: say so, or clients retry into a
+                // closed socket.
+                session.set_keepalive(None);
                 if let Err(write_err) = respond_error(session, &f, &ctx.request_id).await {
                     tracing::debug!("could not send error response: {write_err}");
                 }

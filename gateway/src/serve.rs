@@ -111,7 +111,7 @@ async fn seed_demo(store: &Store, echo: std::net::SocketAddr) -> anyhow::Result<
     let existing = store.load().await?;
     let tenant = existing.tenants.iter().find(|t| t.id == "demo");
     if tenant.is_none() {
-        store.create_tenant("demo", "Demo tenant").await?;
+        store.create_tenant("demo", "Demo tenant", &[]).await?;
     }
     let host = HostPattern::parse(DEMO_HOST)?;
     if !tenant.is_some_and(|t| t.hostnames.contains(&host)) {

@@ -201,10 +201,11 @@ impl Store {
         }
     }
 
-    /// Creates a tenant; returns the new config version.
-    pub async fn create_tenant(&self, id: &str, display_name: &str) -> Result<i64, StoreError> {
+    /// Creates a tenant with its hostnames, all or nothing; returns the new config version.
+    pub async fn create_tenant(&self, id: &str, display_name: &str, hostnames: &[&str]) -> Result<i64, StoreError> {
         validate_id(id)?;
         validate_display_name(display_name)?;
+        let patterns = hostnames.iter().map(|h| HostPattern::parse(h)).collect::<Result<Vec<_>, _>>()?;
         let (mut tx, version) = self.begin_change().await?;
         if Self::ensure_tenant(&mut tx, id).await.is_ok() {
             return Err(StoreError::TenantExists(id.to_string()));
@@ -217,6 +218,9 @@ impl Store {
             .bind(now_ms())
             .execute(&mut *tx)
             .await?;
+        for p in &patterns {
+            Self::insert_hostname(&mut tx, id, p).await?;
+        }
         tx.commit().await?;
         Ok(version)
     }
@@ -241,31 +245,30 @@ impl Store {
         let pattern = HostPattern::parse(pattern)?;
         let (mut tx, version) = self.begin_change().await?;
         Self::ensure_tenant(&mut tx, tenant).await?;
-        let rows = sqlx::query("SELECT tenant_id, pattern FROM hostnames")
-            .fetch_all(&mut *tx)
-            .await?;
+        Self::insert_hostname(&mut tx, tenant, &pattern).await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    async fn insert_hostname(tx: &mut Tx, tenant: &str, pattern: &HostPattern) -> Result<(), StoreError> {
+        let rows = sqlx::query("SELECT tenant_id, pattern FROM hostnames").fetch_all(&mut **tx).await?;
         for row in rows {
             let owner: String = row.try_get(0)?;
             let existing: String = row.try_get(1)?;
             let Ok(existing_pattern) = HostPattern::parse(&existing) else { continue };
-            if existing_pattern == pattern && owner == tenant {
-                return Ok(version - 1); // already there: nothing to change, tx rolls back
+            if existing_pattern == *pattern && owner == tenant {
+                return Ok(());
             }
-            if existing_pattern.overlaps(&pattern) && owner != tenant {
-                return Err(StoreError::HostnameTaken {
-                    hostname: pattern.to_string(),
-                    existing,
-                    owner,
-                });
+            if existing_pattern.overlaps(pattern) && owner != tenant {
+                return Err(StoreError::HostnameTaken { hostname: pattern.to_string(), existing, owner });
             }
         }
         sqlx::query("INSERT INTO hostnames (pattern, tenant_id) VALUES ($1, $2)")
             .bind(pattern.to_string())
             .bind(tenant.to_string())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        tx.commit().await?;
-        Ok(version)
+        Ok(())
     }
 
     pub async fn remove_hostname(&self, tenant: &str, pattern: &str) -> Result<i64, StoreError> {

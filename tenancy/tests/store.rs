@@ -16,14 +16,14 @@ fn route(id: &str, prefix: &str) -> Route {
 
 async fn exercise(store: Store) {
     let v0 = store.version().await.unwrap().0;
-    let v1 = store.create_tenant("acme", "Acme Corp").await.unwrap();
+    let v1 = store.create_tenant("acme", "Acme Corp", &[]).await.unwrap();
     assert!(v1 > v0, "a mutation bumps the version");
-    assert!(matches!(store.create_tenant("acme", "again").await, Err(StoreError::TenantExists(_))));
-    assert!(matches!(store.create_tenant("Bad_Id", "x").await, Err(StoreError::Invalid(_))));
+    assert!(matches!(store.create_tenant("acme", "again", &[]).await, Err(StoreError::TenantExists(_))));
+    assert!(matches!(store.create_tenant("Bad_Id", "x", &[]).await, Err(StoreError::Invalid(_))));
 
     store.add_hostname("acme", "*.acme.test").await.unwrap();
     store.add_hostname("acme", "api.acme.test").await.unwrap();
-    store.create_tenant("evil", "Evil").await.unwrap();
+    store.create_tenant("evil", "Evil", &[]).await.unwrap();
     for stolen in ["api.acme.test", "x.acme.test", "*.acme.test", "*.eu.acme.test", "API.ACME.TEST"] {
         match store.add_hostname("evil", stolen).await {
             Err(StoreError::HostnameTaken { owner, .. }) => assert_eq!(owner, "acme"),
@@ -85,7 +85,7 @@ async fn concurrent_writers_get_distinct_versions() {
     let mut tasks = Vec::new();
     for i in 0..8 {
         let s = store.clone();
-        tasks.push(tokio::spawn(async move { s.create_tenant(&format!("t{i}"), "T").await.unwrap() }));
+        tasks.push(tokio::spawn(async move { s.create_tenant(&format!("t{i}"), "T", &[]).await.unwrap() }));
     }
     let mut versions = Vec::new();
     for t in tasks {

@@ -1,0 +1,131 @@
+//! Config changes reach live traffic without a restart, without dropping requests in flight,
+//! and across processes sharing one Postgres store.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+on_both_stores!(hot_route_change_keeps_in_flight_requests);
+
+async fn hot_route_change_keeps_in_flight_requests(kind: StoreKind) {
+    let (url, store) = fresh_store(kind).await;
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    store.create_tenant("acme", "Acme", &[]).await.unwrap();
+    store.add_hostname("acme", "acme.test").await.unwrap();
+    store.put_route("acme", route("api", "/", &[&a.target()])).await.unwrap();
+    let gw = std::sync::Arc::new(Wharf::start(&url).await);
+    assert_eq!(gw.get("acme.test", "/").await.json["upstream"], "a");
+
+    // A slow request is in flight on the old route while the route moves to b.
+    let slow = {
+        let gw = gw.clone();
+        tokio::spawn(async move { gw.get("acme.test", "/?sleep_ms=1500").await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let v = store.put_route("acme", route("api", "/", &[&b.target()])).await.unwrap();
+    gw.wait_for_version(v).await;
+    assert_eq!(gw.get("acme.test", "/").await.json["upstream"], "b");
+    let slow = slow.await.unwrap();
+    assert_eq!((slow.status, slow.json["upstream"].as_str()), (200, Some("a")));
+
+    // New hostnames and removals apply live too.
+    let v = store.add_hostname("acme", "www.acme.test").await.unwrap();
+    gw.wait_for_version(v).await;
+    assert_eq!(gw.get("www.acme.test", "/").await.status, 200);
+    let v = store.remove_tenant("acme").await.unwrap();
+    gw.wait_for_version(v).await;
+    assert_eq!(gw.get("acme.test", "/").await.json["error"], "unknown_host");
+    let m = gw.metrics().await;
+    assert!(metric_value(&m, r#"wharf_config_reloads_total{outcome="applied"}"#) >= 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_sharing_postgres_converge() {
+    let (url, store) = fresh_store(StoreKind::Postgres).await;
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    store.create_tenant("acme", "Acme", &[]).await.unwrap();
+    store.add_hostname("acme", "acme.test").await.unwrap();
+    store.put_route("acme", route("api", "/", &[&a.target()])).await.unwrap();
+    let (n1, n2) = tokio::join!(Wharf::start(&url), Wharf::start(&url));
+
+    let mut worst = Duration::ZERO;
+    for (round, target) in [&b, &a, &b].into_iter().enumerate() {
+        let v = store.put_route("acme", route("api", "/", &[&target.target()])).await.unwrap();
+        let (d1, d2) = tokio::join!(n1.wait_for_version(v), n2.wait_for_version(v));
+        worst = worst.max(d1).max(d2);
+        let expect = if round % 2 == 0 { "b" } else { "a" };
+        assert_eq!(n1.get("acme.test", "/").await.json["upstream"], expect);
+        assert_eq!(n2.get("acme.test", "/").await.json["upstream"], expect);
+    }
+    println!("two-node propagation: worst {worst:?} over 3 changes (poll interval 50 ms)");
+    assert!(worst < Duration::from_secs(1), "nodes took {worst:?} to converge");
+    // The nodes measure it themselves too.
+    let m = n2.metrics().await;
+    assert!(metric_value(&m, "wharf_config_propagation_seconds_count") >= 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_outage_keeps_last_good_config() {
+    // A SQLite store whose file disappears: the node keeps serving and says so.
+    let (url, store) = fresh_store(StoreKind::Sqlite).await;
+    let up = Upstream::start("a").await;
+    store.create_tenant("acme", "Acme", &[]).await.unwrap();
+    store.add_hostname("acme", "acme.test").await.unwrap();
+    store.put_route("acme", route("api", "/", &[&up.target()])).await.unwrap();
+    store.close().await;
+    let gw = Wharf::start(&url).await;
+    let db_dir = std::path::PathBuf::from(url.trim_start_matches("sqlite://"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    std::fs::remove_dir_all(&db_dir).unwrap();
+    std::fs::create_dir_all(&db_dir).unwrap();
+    std::fs::write(db_dir.join("wharf.db"), b"this is not a database").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gw.healthz().await["store_up"] != false {
+        assert!(std::time::Instant::now() < deadline, "store outage not noticed:\n{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(gw.get("acme.test", "/").await.status, 200);
+    assert_eq!(metric_value(&gw.metrics().await, "wharf_config_store_up"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_manages_tenants_and_routes_live() {
+    let url = fresh_sqlite_url();
+    let up = Upstream::start("cli").await;
+    let wharf = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(args)
+            .args(["--store", &url])
+            .output()
+            .expect("run wharf");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (ok, out) = wharf(&["tenant", "add", "acme", "--name", "Acme Corp", "--host", "acme.test"]);
+    assert!(ok, "{out}");
+    let gw = Wharf::start(&url).await;
+    let (ok, out) = wharf(&["route", "add", "--tenant", "acme", "api", "--prefix", "/api", "--upstream", &up.target()]);
+    assert!(ok, "{out}");
+    let (_, out) = wharf(&["route", "list", "--tenant", "acme"]);
+    assert!(out.contains("/api"), "{out}");
+    let (_, out) = wharf(&["tenant", "list"]);
+    assert!(out.contains("Acme Corp") && out.contains("acme.test"), "{out}");
+    let v = Store::connect(&url).await.unwrap().version().await.unwrap().0;
+    gw.wait_for_version(v).await;
+    assert_eq!(gw.get("acme.test", "/api").await.json["upstream"], "cli");
+
+    // Errors say what is wrong and change nothing.
+    let (ok, out) = wharf(&["tenant", "add", "evil", "--host", "acme.test"]);
+    assert!(!ok && out.contains("belongs to tenant \"acme\""), "{out}");
+    let (_, out) = wharf(&["tenant", "list"]);
+    assert!(!out.contains("evil"), "a refused tenant is not half-created: {out}");
+    let (ok, out) = wharf(&["route", "add", "--tenant", "acme", "bad", "--upstream", "not-an-address"]);
+    assert!(!ok && out.contains("ip:port"), "{out}");
+    let (ok, out) = wharf(&["tenant", "remove", "ghost"]);
+    assert!(!ok && out.contains("does not exist"), "{out}");
+}
+
+use wharf_tenancy::Store;

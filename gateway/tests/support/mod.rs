@@ -1,0 +1,278 @@
+//! Test harness shared by the gateway's integration tests: real `wharf` processes on free ports,
+//! real upstream HTTP servers, real SQLite/Postgres stores and real Redis.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+pub use wharf_tenancy::test_support::{fresh_postgres_url, fresh_sqlite_url, unique_suffix};
+use wharf_tenancy::{HealthCheck, Route, Store, Timeouts, UpstreamTarget};
+
+#[derive(Debug, Clone, Copy)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty config store of the given kind: (URL, connected handle).
+pub async fn fresh_store(kind: StoreKind) -> (String, Store) {
+    let url = match kind {
+        StoreKind::Sqlite => fresh_sqlite_url(),
+        StoreKind::Postgres => fresh_postgres_url().await,
+    };
+    let store = Store::connect(&url).await.expect("connect test store");
+    (url, store)
+}
+
+/// Generates one `#[tokio::test]` per store backend for an `async fn(StoreKind)` scenario.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() { super::$scenario($crate::support::StoreKind::Sqlite).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() { super::$scenario($crate::support::StoreKind::Postgres).await }
+        }
+    )*};
+}
+
+/// A real HTTP upstream (Wharf's echo server) on a free loopback port.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start(name: &str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream addr");
+        let name = name.to_string();
+        let task = tokio::spawn(async move {
+            let _ = wharf_gateway::echo::serve(listener, name).await;
+        });
+        Upstream { addr, task }
+    }
+
+    pub fn target(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An address where nothing listens (bound, then released).
+pub fn dead_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    drop(l);
+    addr.to_string()
+}
+
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+pub fn route(id: &str, prefix: &str, upstreams: &[&str]) -> Route {
+    Route {
+        id: id.into(),
+        path_prefix: prefix.into(),
+        methods: vec![],
+        upstreams: upstreams
+            .iter()
+            .map(|a| UpstreamTarget { addr: a.to_string(), weight: 1 })
+            .collect(),
+        timeouts: Timeouts::default(),
+        health_check: None::<HealthCheck>,
+    }
+}
+
+/// A `wharf serve` child process with its own data dir and ports.
+pub struct Wharf {
+    child: Child,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+    client: reqwest::Client,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub json: serde_json::Value,
+}
+
+impl Wharf {
+    pub async fn start(store_url: &str) -> Wharf {
+        Self::start_with(store_url, &[]).await
+    }
+
+    /// Starts `wharf serve` and waits until its admin listener answers.
+    pub async fn start_with(store_url: &str, extra_args: &[&str]) -> Wharf {
+        let dir = std::env::temp_dir().join(format!("wharf-gw-{}", unique_suffix()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let proxy = free_addr();
+        let admin = free_addr();
+        let bootstrap = format!(
+            "listen = \"{proxy}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"{}\"\nstore = \"{store_url}\"\n\
+             threads = 1\nconfig_poll_interval_ms = 50\ngrace_period_seconds = 0\n\
+             graceful_shutdown_timeout_seconds = 1\n",
+            dir.join("data").display()
+        );
+        let config = dir.join("wharf.toml");
+        std::fs::write(&config, bootstrap).expect("write bootstrap");
+        let log = std::fs::File::create(dir.join("wharf.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .args(extra_args)
+            .env("WHARF_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn wharf");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client");
+        let mut w = Wharf { child, proxy, admin, dir, client };
+        w.wait_ready().await;
+        w
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("wharf exited early ({status}):\n{}", self.log());
+            }
+            if let Ok(r) = self.client.get(format!("http://{}/healthz", self.admin)).send().await {
+                if r.status().is_success() && tokio::net::TcpStream::connect(self.proxy).await.is_ok() {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("wharf did not become ready:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("wharf.log")).unwrap_or_default()
+    }
+
+    /// A request through the proxy with the given Host header.
+    pub async fn request(&self, method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .client
+            .request(method, format!("http://{}{}", self.proxy, path))
+            .header("Host", host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("request {path} failed: {e}\n{}", self.log()));
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.expect("body");
+        let json = serde_json::from_slice(&body).unwrap_or_else(|_| {
+            panic!("reply to {host}{path} is not JSON ({status}): {}", String::from_utf8_lossy(&body))
+        });
+        Reply { status, headers, json }
+    }
+
+    pub async fn get(&self, host: &str, path: &str) -> Reply {
+        self.request("GET", host, path, &[]).await
+    }
+
+    pub async fn healthz(&self) -> serde_json::Value {
+        self.client
+            .get(format!("http://{}/healthz", self.admin))
+            .send()
+            .await
+            .expect("healthz")
+            .json()
+            .await
+            .expect("healthz json")
+    }
+
+    pub async fn config_version(&self) -> i64 {
+        self.healthz().await["config_version"].as_i64().expect("config_version")
+    }
+
+    /// Waits until this node serves config `version` (or newer); returns how long that took.
+    pub async fn wait_for_version(&self, version: i64) -> Duration {
+        let start = Instant::now();
+        while self.config_version().await < version {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "config version {version} not applied within 10 s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        start.elapsed()
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("http://{}/metrics", self.admin))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+}
+
+impl Wharf {
+    /// Metrics are recorded in the logging phase, after the client has its response: poll.
+    pub async fn wait_metric(&self, series: &str, expected: f64) -> String {
+        let start = Instant::now();
+        loop {
+            let m = self.metrics().await;
+            let got = metric_value(&m, series);
+            if got == expected {
+                return m;
+            }
+            assert!(start.elapsed() < Duration::from_secs(5), "{series} is {got}, expected {expected}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Wharf {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Reads one sample from Prometheus text: the value of the series whose line starts with `series`.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The test Redis server from `scripts/test` (or `WHARF_TEST_REDIS_URL`), as host:port.
+pub fn redis_addr() -> String {
+    let url = std::env::var("WHARF_TEST_REDIS_URL").unwrap_or_else(|_| {
+        panic!("WHARF_TEST_REDIS_URL is not set: run the suite with scripts/test, which starts a throwaway Redis")
+    });
+    url.trim_start_matches("redis://").trim_end_matches('/').to_string()
+}
