@@ -4,8 +4,8 @@
 //! Label values that come from tenants are bounded by the caller (see [`UNKNOWN_TENANT`]).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// Label value for requests whose Host matched no tenant: one series, not one per host.
@@ -19,96 +19,54 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
+const FUEL_BUCKETS: &[f64] = &[1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+
 pub struct Metrics {
     registry: Registry,
+    // Requests
     pub requests_total: IntCounterVec,
     pub request_duration: HistogramVec,
     pub upstream_duration: HistogramVec,
+    // Config
     pub config_version: IntGauge,
     pub config_reloads_total: IntCounterVec,
     pub config_store_up: IntGauge,
     pub config_propagation: Histogram,
+    // Plugins
+    pub plugin_invocations_total: IntCounterVec,
+    pub plugin_duration: HistogramVec,
+    pub plugin_fuel_consumed: HistogramVec,
+    pub plugin_instantiations_total: IntCounterVec,
+    pub plugin_logs_total: IntCounterVec,
+    pub plugin_instances_in_use: IntGauge,
+    pub plugin_instance_capacity: IntGauge,
+    pub compiled_cache_hits_total: IntCounterVec,
+    pub compiled_cache_misses_total: IntCounter,
+    pub compiled_components: IntGauge,
 }
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let requests_total = IntCounterVec::new(
-            Opts::new("wharf_requests_total", "Requests answered, by tenant, route and status code"),
-            &["tenant", "route", "code"],
-        )
-        .expect("static metric definition");
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "wharf_request_duration_seconds",
-                "Time from request header received to response finished, by tenant",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["tenant"],
-        )
-        .expect("static metric definition");
-        let upstream_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "wharf_upstream_duration_seconds",
-                "Time from sending the request upstream to its response header, by tenant",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["tenant"],
-        )
-        .expect("static metric definition");
-        let config_version = IntGauge::new(
-            "wharf_config_version",
-            "Version of the config snapshot serving traffic on this node",
-        )
-        .expect("static metric definition");
-        let config_reloads_total = IntCounterVec::new(
-            Opts::new(
-                "wharf_config_reloads_total",
-                "Config reload attempts, by outcome (applied, unchanged is not counted, error)",
-            ),
-            &["outcome"],
-        )
-        .expect("static metric definition");
-        let config_store_up = IntGauge::new(
-            "wharf_config_store_up",
-            "1 when the last poll of the config store succeeded, 0 while serving the last good config",
-        )
-        .expect("static metric definition");
-        let config_propagation = Histogram::with_opts(
-            HistogramOpts::new(
-                "wharf_config_propagation_seconds",
-                "Delay between a change being committed to the store and this node applying it",
-            )
-            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
-        )
-        .expect("static metric definition");
-
-        let metrics = Metrics {
-            registry,
-            requests_total,
-            request_duration,
-            upstream_duration,
-            config_version,
-            config_reloads_total,
-            config_store_up,
-            config_propagation,
-        };
-        metrics.register_all();
-        metrics
-    }
-
-    fn register_all(&self) {
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
-            Box::new(self.requests_total.clone()),
-            Box::new(self.request_duration.clone()),
-            Box::new(self.upstream_duration.clone()),
-            Box::new(self.config_version.clone()),
-            Box::new(self.config_reloads_total.clone()),
-            Box::new(self.config_store_up.clone()),
-            Box::new(self.config_propagation.clone()),
-        ];
-        for c in collectors {
-            self.registry.register(c).expect("metric names are unique");
+        let r = Registry::new();
+        Metrics {
+            requests_total: counter_vec(&r, "wharf_requests_total", "Requests answered, by tenant, route and status code", &["tenant", "route", "code"]),
+            request_duration: histogram_vec(&r, "wharf_request_duration_seconds", "Time from request header received to response finished, by tenant", &["tenant"], LATENCY_BUCKETS),
+            upstream_duration: histogram_vec(&r, "wharf_upstream_duration_seconds", "Time from sending the request upstream to its response header, by tenant", &["tenant"], LATENCY_BUCKETS),
+            config_version: gauge(&r, "wharf_config_version", "Version of the config snapshot serving traffic on this node"),
+            config_reloads_total: counter_vec(&r, "wharf_config_reloads_total", "Config reloads after the store's version moved, by outcome (applied, error)", &["outcome"]),
+            config_store_up: gauge(&r, "wharf_config_store_up", "1 when the last poll of the config store succeeded, 0 while serving the last good config"),
+            config_propagation: histogram_vec(&r, "wharf_config_propagation_seconds", "Delay between a change being committed to the store and this node applying it", &[], &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]).with_label_values(&[] as &[&str]),
+            plugin_invocations_total: counter_vec(&r, "wharf_plugin_invocations_total", "Plugin phase calls, by tenant, plugin, phase and outcome (ok or the error kind)", &["tenant", "plugin", "phase", "outcome"]),
+            plugin_duration: histogram_vec(&r, "wharf_plugin_duration_seconds", "Wall time of one plugin phase call, instantiation included for on_request", &["tenant", "phase"], LATENCY_BUCKETS),
+            plugin_fuel_consumed: histogram_vec(&r, "wharf_plugin_fuel_consumed", "Fuel one plugin instance used for its whole request", &["tenant"], FUEL_BUCKETS),
+            plugin_instantiations_total: counter_vec(&r, "wharf_plugin_instantiations_total", "Plugin instances created (one per plugin per request)", &["tenant"]),
+            plugin_logs_total: counter_vec(&r, "wharf_plugin_logs_total", "Plugin log lines, emitted or dropped by the per-request quota", &["tenant", "outcome"]),
+            plugin_instances_in_use: gauge(&r, "wharf_plugin_instances_in_use", "Plugin instances alive now, all tenants"),
+            plugin_instance_capacity: gauge(&r, "wharf_plugin_instance_capacity", "Plugin instances the pool can hold at once"),
+            compiled_cache_hits_total: counter_vec(&r, "wharf_compiled_cache_hits_total", "Compiled-component lookups served from cache, by tier (memory, disk)", &["tier"]),
+            compiled_cache_misses_total: counter(&r, "wharf_compiled_cache_misses_total", "Compiled-component lookups that had to compile"),
+            compiled_components: gauge(&r, "wharf_compiled_components", "Distinct compiled components held in memory"),
+            registry: r,
         }
     }
 
@@ -126,6 +84,31 @@ impl Metrics {
         }
         String::from_utf8(buf).unwrap_or_default()
     }
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("static metric definition");
+    r.register(Box::new(c.clone())).expect("metric names are unique");
+    c
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    r.register(Box::new(c.clone())).expect("metric names are unique");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("static metric definition");
+    r.register(Box::new(g.clone())).expect("metric names are unique");
+    g
+}
+
+fn histogram_vec(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
+        .expect("static metric definition");
+    r.register(Box::new(h.clone())).expect("metric names are unique");
+    h
 }
 
 impl Default for Metrics {

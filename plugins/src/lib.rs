@@ -1,1 +1,21 @@
+//! Wharf's WebAssembly plugin runtime: typed WIT world, one shared engine with the pooling
+//! allocator, a content-addressed compiled-code cache, and a fresh store per request with the
+//! tenant's fuel, deadline, memory and instance quotas.
 
+pub mod bindings;
+pub mod cache;
+pub mod engine;
+pub mod error;
+pub mod host;
+pub mod instance;
+pub mod limits;
+pub mod output;
+pub mod runtime;
+pub mod settings;
+
+pub use bindings::types;
+pub use cache::{sha256_hex, CompiledPlugin};
+pub use error::{PluginError, RejectError};
+pub use instance::PluginInstance;
+pub use runtime::{Invocation, PluginRuntime};
+pub use settings::{RuntimeSettings, TenantLimits};

@@ -1,0 +1,170 @@
+//! Compiled components keyed by the sha256 of their bytes: N tenants uploading the same bytes
+//! share one compile and one `InstancePre`. Artifacts are also written under the data dir, keyed
+//! by hash and engine compatibility, so a restart does not recompile. Only files this cache
+//! wrote itself (and whose digest still matches) are ever deserialized.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::Engine;
+use wharf_metrics::Metrics;
+
+use crate::bindings::HttpPluginPre;
+use crate::error::RejectError;
+use crate::host::PluginState;
+
+/// A component ready to instantiate cheaply for every request.
+pub struct CompiledPlugin {
+    pub sha256: String,
+    pub pre: HttpPluginPre<PluginState>,
+}
+
+type Slot = Arc<OnceLock<Result<Arc<CompiledPlugin>, RejectError>>>;
+
+pub struct ComponentCache {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    dir: Option<PathBuf>,
+    entries: Mutex<HashMap<String, Slot>>,
+    metrics: Arc<Metrics>,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl ComponentCache {
+    pub fn new(engine: Engine, linker: Linker<PluginState>, data_dir: Option<&Path>, metrics: Arc<Metrics>) -> Self {
+        let dir = data_dir.map(|d| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut h);
+            d.join("compiled").join(format!("{:016x}", h.finish()))
+        });
+        ComponentCache { engine, linker, dir, entries: Mutex::new(HashMap::new()), metrics }
+    }
+
+    /// The compiled component for `sha256` if memory or disk has it; never compiles.
+    pub fn get(&self, sha256: &str) -> Option<Arc<CompiledPlugin>> {
+        if let Some(Ok(hit)) = self.slot(sha256).get() {
+            self.metrics.compiled_cache_hits_total.with_label_values(&["memory"]).inc();
+            return Some(hit.clone());
+        }
+        let component = self.load_from_disk(sha256)?;
+        let compiled = self.prepare(sha256, component).ok()?;
+        let slot = self.slot(sha256);
+        let stored = slot.get_or_init(|| Ok(compiled));
+        self.metrics.compiled_cache_hits_total.with_label_values(&["disk"]).inc();
+        self.update_gauge();
+        stored.as_ref().ok().cloned()
+    }
+
+    /// The compiled component for `bytes`, compiling once per distinct content. Concurrent callers
+    /// with the same bytes wait for the one compile.
+    pub fn get_or_compile(&self, bytes: &[u8]) -> Result<Arc<CompiledPlugin>, RejectError> {
+        let sha = sha256_hex(bytes);
+        if let Some(hit) = self.get(&sha) {
+            return Ok(hit);
+        }
+        let slot = self.slot(&sha);
+        let mut compiled_here = false;
+        let result = slot
+            .get_or_init(|| {
+                compiled_here = true;
+                self.metrics.compiled_cache_misses_total.inc();
+                let component = compile(&self.engine, bytes)?;
+                self.store_on_disk(&sha, &component);
+                self.prepare(&sha, component)
+            })
+            .clone();
+        if compiled_here {
+            if result.is_err() {
+                // Refusals are not cached: the same bytes may pass once the engine changes.
+                self.entries.lock().unwrap_or_else(|p| p.into_inner()).remove(&sha);
+            }
+            self.update_gauge();
+        } else if result.is_ok() {
+            self.metrics.compiled_cache_hits_total.with_label_values(&["memory"]).inc();
+        }
+        result
+    }
+
+    fn slot(&self, sha: &str) -> Slot {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.entry(sha.to_string()).or_default().clone()
+    }
+
+    fn update_gauge(&self) {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let n = entries.values().filter(|s| matches!(s.get(), Some(Ok(_)))).count();
+        self.metrics.compiled_components.set(n as i64);
+    }
+
+    /// Checks the component against the world (imports we provide, exports we call).
+    fn prepare(&self, sha: &str, component: Component) -> Result<Arc<CompiledPlugin>, RejectError> {
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| RejectError::WrongWorld(describe(&e)))?;
+        let pre = HttpPluginPre::new(pre).map_err(|e| RejectError::WrongWorld(describe(&e)))?;
+        Ok(Arc::new(CompiledPlugin { sha256: sha.to_string(), pre }))
+    }
+
+    fn paths(&self, sha: &str) -> Option<(PathBuf, PathBuf)> {
+        // `sha` is our own hex digest, but never let it name a path outside the cache.
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let dir = self.dir.as_ref()?;
+        Some((dir.join(format!("{sha}.cwasm")), dir.join(format!("{sha}.cwasm.sha256"))))
+    }
+
+    fn store_on_disk(&self, sha: &str, component: &Component) {
+        let Some((artifact, digest)) = self.paths(sha) else { return };
+        let write = || -> std::io::Result<()> {
+            let bytes = component.serialize().map_err(std::io::Error::other)?;
+            std::fs::create_dir_all(artifact.parent().unwrap_or(Path::new(".")))?;
+            let tmp = artifact.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, &bytes)?;
+            std::fs::write(&digest, sha256_hex(&bytes))?;
+            std::fs::rename(&tmp, &artifact)
+        };
+        if let Err(e) = write() {
+            tracing::warn!("cannot write compiled component {sha} to disk cache: {e}");
+        }
+    }
+
+    fn load_from_disk(&self, sha: &str) -> Option<Component> {
+        let (artifact, digest) = self.paths(sha)?;
+        let bytes = std::fs::read(&artifact).ok()?;
+        let expected = std::fs::read_to_string(&digest).ok()?;
+        if sha256_hex(&bytes) != expected.trim() {
+            tracing::warn!("disk cache entry {sha} does not match its digest; recompiling");
+            return None;
+        }
+        // SAFETY: the file was produced by `Component::serialize` of an engine with the same
+        // compatibility hash (it is in the directory name) and its digest matches what we wrote.
+        match unsafe { Component::deserialize(&self.engine, &bytes) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!("disk cache entry {sha} unusable ({e}); recompiling");
+                None
+            }
+        }
+    }
+}
+
+fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, RejectError> {
+    const CORE_MODULE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+    if bytes.starts_with(&CORE_MODULE) {
+        return Err(RejectError::NotAComponent(
+            "this is a core wasm module; wrap it with `wasm-tools component new`".into(),
+        ));
+    }
+    Component::new(engine, bytes).map_err(|e| RejectError::NotAComponent(describe(&e)))
+}
+
+fn describe(e: &wasmtime::Error) -> String {
+    let text = format!("{e:#}");
+    text.chars().take(600).collect()
+}

@@ -1,0 +1,57 @@
+//! The one wasmtime engine every tenant shares, and its epoch ticker.
+
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::settings::RuntimeSettings;
+
+/// Builds the engine; the bool says whether the pooling allocator is in use.
+pub fn build(settings: &RuntimeSettings) -> anyhow::Result<(Engine, bool)> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.consume_fuel(true);
+    config.epoch_interruption(true);
+    if settings.pooling {
+        let n = settings.max_instances.max(1);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(4))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(2))
+            .total_stacks(n)
+            .max_memories_per_component(4)
+            .max_tables_per_component(4)
+            .max_core_instances_per_component(32)
+            .max_component_instance_size(1 << 20)
+            .max_core_instance_size(1 << 20)
+            .max_memory_size(usize::try_from(settings.max_memory_bytes).unwrap_or(usize::MAX));
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        match Engine::new(&config) {
+            Ok(engine) => return Ok((engine, true)),
+            Err(e) => tracing::warn!(
+                "pooling allocator unavailable ({e}); falling back to on-demand allocation, which is \
+                 slower per request. Lower plugins.max_instances or raise the address-space limit"
+            ),
+        }
+        config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    }
+    let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
+    Ok((engine, false))
+}
+
+/// Advances the engine's epoch every `tick` on an OS thread (not a tokio task: a busy runtime
+/// must not delay deadlines). Stops when the engine is dropped.
+pub fn start_epoch_ticker(engine: &Engine, tick: Duration) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new().name("wharf-epoch".into()).spawn(move || loop {
+        std::thread::sleep(tick);
+        match weak.upgrade() {
+            Some(engine) => engine.increment_epoch(),
+            None => break,
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the epoch ticker, plugin deadlines will not fire: {e}");
+    }
+}

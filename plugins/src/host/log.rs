@@ -1,0 +1,44 @@
+//! `wharf:plugin/log`: plugin logs go to the gateway's log, attributed to tenant and plugin.
+//! Quota: a fixed number of lines per request and a cap on line length, so a chatty or hostile
+//! plugin cannot flood the operator's logs.
+
+use crate::bindings::wharf::plugin::log::{Host, Level};
+use crate::host::PluginState;
+
+const LINES_PER_REQUEST: u32 = 32;
+const MAX_LINE_BYTES: usize = 1024;
+
+pub struct LogBudget {
+    remaining: u32,
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        LogBudget { remaining: LINES_PER_REQUEST }
+    }
+}
+
+impl Host for PluginState {
+    async fn log(&mut self, level: Level, message: String) {
+        let tenant = self.tenant.as_ref();
+        if self.log.remaining == 0 {
+            self.metrics.plugin_logs_total.with_label_values(&[tenant, "dropped"]).inc();
+            return;
+        }
+        self.log.remaining -= 1;
+        self.metrics.plugin_logs_total.with_label_values(&[tenant, "emitted"]).inc();
+        let mut end = message.len().min(MAX_LINE_BYTES);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let msg = &message[..end];
+        let plugin = self.plugin.as_ref();
+        match level {
+            Level::Trace => tracing::trace!(target: "wharf::plugin", tenant, plugin, "{msg}"),
+            Level::Debug => tracing::debug!(target: "wharf::plugin", tenant, plugin, "{msg}"),
+            Level::Info => tracing::info!(target: "wharf::plugin", tenant, plugin, "{msg}"),
+            Level::Warn => tracing::warn!(target: "wharf::plugin", tenant, plugin, "{msg}"),
+            Level::Error => tracing::error!(target: "wharf::plugin", tenant, plugin, "{msg}"),
+        }
+    }
+}

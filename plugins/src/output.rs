@@ -1,0 +1,132 @@
+//! Bounds and legality of what a plugin returns. A plugin's output reaches clients and upstreams,
+//! so it is checked like any other untrusted input.
+
+use crate::bindings::types::{Header, HeaderOp, Reply, RequestAction, ResponseAction};
+
+pub const MAX_HEADER_OPS: usize = 64;
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+pub const MAX_PATH_BYTES: usize = 8 * 1024;
+
+/// Framing and connection headers belong to the gateway: editing them could smuggle requests.
+const MANAGED: &[&str] = &[
+    "connection", "content-length", "transfer-encoding", "te", "trailer", "upgrade", "keep-alive",
+    "proxy-connection",
+];
+
+pub fn check_request_action(action: &RequestAction) -> Result<(), String> {
+    match action {
+        RequestAction::Continue(edits) => {
+            check_ops(&edits.headers)?;
+            if let Some(path) = &edits.path {
+                check_path(path)?;
+            }
+            Ok(())
+        }
+        RequestAction::Respond(reply) => check_reply(reply),
+    }
+}
+
+pub fn check_response_action(action: &ResponseAction) -> Result<(), String> {
+    if let Some(status) = action.status {
+        check_status(status, 100)?;
+    }
+    check_ops(&action.headers)
+}
+
+fn check_reply(reply: &Reply) -> Result<(), String> {
+    check_status(reply.status, 200)?;
+    if reply.headers.len() > MAX_HEADER_OPS {
+        return Err(format!("{} reply headers, the limit is {MAX_HEADER_OPS}", reply.headers.len()));
+    }
+    let mut bytes = 0;
+    for h in &reply.headers {
+        bytes += check_header(h)?;
+    }
+    if bytes > MAX_HEADER_BYTES {
+        return Err(format!("{bytes} bytes of reply headers, the limit is {MAX_HEADER_BYTES}"));
+    }
+    if reply.body.len() > MAX_BODY_BYTES {
+        return Err(format!("{} byte reply body, the limit is {MAX_BODY_BYTES}", reply.body.len()));
+    }
+    Ok(())
+}
+
+fn check_status(status: u16, min: u16) -> Result<(), String> {
+    if (min..=599).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("status {status} is not between {min} and 599"))
+    }
+}
+
+fn check_ops(ops: &[HeaderOp]) -> Result<(), String> {
+    if ops.len() > MAX_HEADER_OPS {
+        return Err(format!("{} header edits, the limit is {MAX_HEADER_OPS}", ops.len()));
+    }
+    let mut bytes = 0;
+    for op in ops {
+        bytes += match op {
+            HeaderOp::Set(h) | HeaderOp::Append(h) => check_header(h)?,
+            HeaderOp::Remove(name) => check_name(name)?,
+        };
+    }
+    if bytes > MAX_HEADER_BYTES {
+        return Err(format!("{bytes} bytes of header edits, the limit is {MAX_HEADER_BYTES}"));
+    }
+    Ok(())
+}
+
+fn check_header(h: &Header) -> Result<usize, String> {
+    let name = check_name(&h.name)?;
+    if http::HeaderValue::from_bytes(&h.value).is_err() {
+        return Err(format!("header {:?} has a value that is not legal in HTTP", h.name));
+    }
+    Ok(name + h.value.len())
+}
+
+fn check_name(name: &str) -> Result<usize, String> {
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        let shown: String = name.chars().take(64).collect();
+        return Err(format!("{shown:?} is not a legal header name"));
+    }
+    if MANAGED.iter().any(|m| m.eq_ignore_ascii_case(name)) {
+        return Err(format!("header {name:?} is managed by the gateway and cannot be edited"));
+    }
+    Ok(name.len())
+}
+
+fn check_path(path: &str) -> Result<(), String> {
+    if path.len() > MAX_PATH_BYTES {
+        return Err(format!("rewritten path is {} bytes, the limit is {MAX_PATH_BYTES}", path.len()));
+    }
+    if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
+        let shown: String = path.chars().take(64).collect();
+        return Err(format!("rewritten path {shown:?} must start with '/' and be a legal URI path"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::types::RequestEdits;
+
+    fn set(name: &str, value: &[u8]) -> HeaderOp {
+        HeaderOp::Set(Header { name: name.into(), value: value.to_vec() })
+    }
+
+    #[test]
+    fn refuses_illegal_and_managed_headers() {
+        let ok = RequestAction::Continue(RequestEdits { headers: vec![set("x-ok", b"1")], path: Some("/a?b=c".into()) });
+        assert!(check_request_action(&ok).is_ok());
+        for bad in [set("bad name", b"1"), set("x", b"a\r\nb"), set("Content-Length", b"0")] {
+            let a = RequestAction::Continue(RequestEdits { headers: vec![bad], path: None });
+            assert!(check_request_action(&a).is_err());
+        }
+        let a = RequestAction::Continue(RequestEdits { headers: vec![], path: Some("no-slash".into()) });
+        assert!(check_request_action(&a).is_err());
+        let big = RequestAction::Continue(RequestEdits { headers: vec![set("x", &vec![b'a'; 20_000])], path: None });
+        assert!(check_request_action(&big).unwrap_err().contains("limit"));
+    }
+}

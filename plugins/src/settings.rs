@@ -1,0 +1,54 @@
+//! Runtime settings (process-wide, from the bootstrap file) and per-tenant limits.
+
+use serde::{Deserialize, Serialize};
+
+/// Sizes the shared engine and its instance pool.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeSettings {
+    /// Use the pooling allocator (falls back to on-demand if its address space can't be reserved).
+    pub pooling: bool,
+    /// Plugin instances alive at once across all tenants (one per plugin per in-flight request).
+    pub max_instances: u32,
+    /// Largest linear memory any plugin may have; tenants' limits sit below this.
+    pub max_memory_bytes: u64,
+    /// Epoch tick: the granularity of deadlines and of yielding to other requests.
+    pub epoch_tick_ms: u64,
+    /// How long a request waits for a free pool slot before failing with `plugin_capacity`.
+    pub pool_wait_ms: u64,
+    /// Largest plugin upload accepted.
+    pub max_plugin_bytes: usize,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        RuntimeSettings {
+            pooling: true,
+            max_instances: 1000,
+            max_memory_bytes: 64 << 20,
+            epoch_tick_ms: 1,
+            pool_wait_ms: 50,
+            max_plugin_bytes: 32 << 20,
+        }
+    }
+}
+
+/// What one tenant's plugins may spend per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct TenantLimits {
+    /// Fuel per request (all phases, one plugin): a deterministic CPU budget.
+    pub fuel: u64,
+    /// Wall-clock budget per request, from instantiation to the end of `on-response`.
+    pub deadline_ms: u64,
+    /// Sum of all linear memories and tables of one plugin instance.
+    pub memory_bytes: u64,
+    /// Plugin instances of this tenant alive at once.
+    pub max_instances: u32,
+}
+
+impl Default for TenantLimits {
+    fn default() -> Self {
+        TenantLimits { fuel: 50_000_000, deadline_ms: 100, memory_bytes: 16 << 20, max_instances: 64 }
+    }
+}

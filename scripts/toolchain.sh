@@ -1,0 +1,36 @@
+# Pinned guest-plugin toolchain, installed once into $WHARF_CACHE_DIR/tools and reused.
+# Sourced by scripts/build-plugins; safe to source again (each step is skipped when done).
+
+WASM_TOOLS_VERSION=1.263.0
+WIT_BINDGEN_VERSION=0.63.0
+JCO_VERSION=1.35.0
+
+TOOLS_DIR="$WHARF_CACHE_DIR/tools"
+export PATH="$TOOLS_DIR/bin:$TOOLS_DIR/node_modules/.bin:$PATH"
+
+install_guest_toolchain() {
+  need_cmd clang-14 clang-14
+  need_cmd wasm-ld-14 lld-14
+  [ -f /usr/lib/wasm32-wasi/libc.a ] || [ -d /usr/lib/wasm32-wasi ] || need_cmd __no_such_cmd__ wasi-libc
+  [ -e /usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi ] || need_cmd __no_such_cmd2__ libclang-rt-14-dev-wasm32
+  mkdir -p "$TOOLS_DIR"
+  if [ "$(wasm-tools --version 2>/dev/null | awk '{print $2}')" != "$WASM_TOOLS_VERSION" ]; then
+    echo "wharf: installing wasm-tools $WASM_TOOLS_VERSION (~3 min, once)" >&2
+    cargo install --locked --quiet --root "$TOOLS_DIR" "wasm-tools@$WASM_TOOLS_VERSION" \
+      --no-default-features --features component,parse,validate,print
+  fi
+  if [ "$(wit-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WIT_BINDGEN_VERSION" ]; then
+    echo "wharf: installing wit-bindgen-cli $WIT_BINDGEN_VERSION (~4 min, once)" >&2
+    cargo install --locked --quiet --root "$TOOLS_DIR" "wit-bindgen-cli@$WIT_BINDGEN_VERSION" \
+      --no-default-features --features c
+  fi
+}
+
+install_jco() {
+  need_cmd node nodejs
+  need_cmd npm npm
+  if [ ! -x "$TOOLS_DIR/node_modules/.bin/jco" ]; then
+    echo "wharf: installing @bytecodealliance/jco $JCO_VERSION (once)" >&2
+    (cd "$TOOLS_DIR" && npm install --silent --no-audit --no-fund "@bytecodealliance/jco@$JCO_VERSION" >&2)
+  fi
+}
