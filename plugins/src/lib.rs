@@ -19,3 +19,5 @@ pub use error::{PluginError, RejectError};
 pub use instance::PluginInstance;
 pub use runtime::{Invocation, PluginRuntime};
 pub use settings::{RuntimeSettings, TenantLimits};
+#[doc(hidden)]
+pub mod test_support;

@@ -1,0 +1,133 @@
+// Small helpers for writing Wharf plugins in C on top of the wit-bindgen bindings
+// (http_plugin.h, generated from plugins/wit). Header-only.
+//
+// Ownership: the generated post-return code frees everything an export returns, so every
+// builder below copies its inputs into fresh heap memory. Pass them literals or borrowed
+// strings freely; never put a literal straight into a returned struct yourself.
+#ifndef WHARF_H
+#define WHARF_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http_plugin.h"
+
+typedef http_plugin_string_t wharf_str;
+typedef wharf_plugin_types_header_t wharf_header;
+typedef wharf_plugin_types_header_op_t wharf_header_op;
+
+static inline bool wharf_str_eq(wharf_str s, const char *c) {
+  size_t n = strlen(c);
+  return s.len == n && memcmp(s.ptr, c, n) == 0;
+}
+
+static inline bool wharf_str_eq_ci(const uint8_t *a, size_t alen, const char *b) {
+  size_t n = strlen(b);
+  if (alen != n) return false;
+  for (size_t i = 0; i < n; i++) {
+    uint8_t x = a[i], y = (uint8_t)b[i];
+    if (x >= 'A' && x <= 'Z') x += 32;
+    if (y >= 'A' && y <= 'Z') y += 32;
+    if (x != y) return false;
+  }
+  return true;
+}
+
+// The first header with this name (case-insensitive), or NULL.
+static inline const wharf_header *wharf_find_header(const wharf_plugin_types_list_header_t *list, const char *name) {
+  for (size_t i = 0; i < list->len; i++) {
+    if (wharf_str_eq_ci(list->ptr[i].name.ptr, list->ptr[i].name.len, name)) return &list->ptr[i];
+  }
+  return NULL;
+}
+
+// The plugin's config value for `key`, or `fallback` (a C string) when unset.
+static inline wharf_str wharf_config(const char *key, const char *fallback) {
+  wharf_str k, v;
+  http_plugin_string_set(&k, key);
+  if (wharf_plugin_config_get(&k, &v)) return v;
+  http_plugin_string_dup(&v, fallback);
+  return v;
+}
+
+static inline void wharf_log(wharf_plugin_log_level_t level, const char *msg) {
+  wharf_str s;
+  http_plugin_string_set(&s, msg);
+  wharf_plugin_log_log(level, &s);
+}
+
+// A heap copy of `len` bytes (never NULL, so it is always safe to free).
+static inline uint8_t *wharf_copy(const uint8_t *src, size_t len) {
+  uint8_t *p = (uint8_t *)malloc(len ? len : 1);
+  if (len) memcpy(p, src, len);
+  return p;
+}
+
+static inline wharf_str wharf_str_copy(wharf_str s) {
+  wharf_str out = {wharf_copy(s.ptr, s.len), s.len};
+  return out;
+}
+
+static inline wharf_str wharf_str_lit(const char *s) {
+  wharf_str out;
+  http_plugin_string_dup(&out, s);
+  return out;
+}
+
+static inline wharf_header wharf_make_header(wharf_str name, const uint8_t *value, size_t len) {
+  wharf_header h;
+  h.name = wharf_str_copy(name);
+  h.value.ptr = wharf_copy(value, len);
+  h.value.len = len;
+  return h;
+}
+
+static inline wharf_header_op wharf_op_set(wharf_str name, wharf_str value) {
+  wharf_header_op op;
+  op.tag = WHARF_PLUGIN_TYPES_HEADER_OP_SET;
+  op.val.set = wharf_make_header(name, value.ptr, value.len);
+  return op;
+}
+
+static inline wharf_header_op wharf_op_remove(wharf_str name) {
+  wharf_header_op op;
+  op.tag = WHARF_PLUGIN_TYPES_HEADER_OP_REMOVE;
+  op.val.remove = wharf_str_copy(name);
+  return op;
+}
+
+// An array of `n` header ops that outlives the call (the host reads it after we return).
+static inline wharf_header_op *wharf_ops(size_t n) {
+  return (wharf_header_op *)calloc(n ? n : 1, sizeof(wharf_header_op));
+}
+
+static inline void wharf_continue(http_plugin_request_action_t *ret, wharf_header_op *ops, size_t n) {
+  ret->tag = WHARF_PLUGIN_TYPES_REQUEST_ACTION_CONTINUE;
+  ret->val.continue_.headers.ptr = ops;
+  ret->val.continue_.headers.len = n;
+  ret->val.continue_.path.is_some = false;
+}
+
+static inline void wharf_respond(http_plugin_request_action_t *ret, uint16_t status, const char *content_type, const char *body) {
+  ret->tag = WHARF_PLUGIN_TYPES_REQUEST_ACTION_RESPOND;
+  wharf_plugin_types_reply_t *r = &ret->val.respond;
+  r->status = status;
+  wharf_header *h = (wharf_header *)calloc(1, sizeof(wharf_header));
+  wharf_str name;
+  http_plugin_string_set(&name, "content-type");
+  h[0] = wharf_make_header(name, (const uint8_t *)content_type, strlen(content_type));
+  r->headers.ptr = h;
+  r->headers.len = 1;
+  r->body.len = strlen(body);
+  r->body.ptr = wharf_copy((const uint8_t *)body, r->body.len);
+}
+
+static inline void wharf_response_unchanged(http_plugin_response_action_t *ret) {
+  ret->status.is_some = false;
+  ret->headers.ptr = NULL;
+  ret->headers.len = 0;
+}
+
+#endif

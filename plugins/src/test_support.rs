@@ -1,0 +1,151 @@
+//! Plugins for tests of every crate: the example plugins built by `scripts/build-plugins`, and
+//! hand-written adversarial components in WAT (loops, memory growth, recursion, traps, huge
+//! output), compiled by wasmtime's `wat` support.
+
+/// Bytes of an example plugin built from `plugins/examples/NAME`.
+pub fn example_plugin(name: &str) -> Vec<u8> {
+    let dir = std::env::var("WHARF_PLUGIN_DIR").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+        let cache = std::env::var("WHARF_CACHE_DIR").unwrap_or_else(|_| format!("{home}/.cache/wharf"));
+        format!("{cache}/plugins")
+    });
+    let path = std::path::Path::new(&dir).join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!("{}: {e}; build the example plugins with scripts/build-plugins (scripts/test does)", path.display())
+    })
+}
+
+/// The world's types, as a component imports them (copied from what wit-component emits).
+const TYPES: &str = r#"
+  (type $types-ty
+    (instance
+      (type (;0;) (list u8))
+      (type (;1;) (record (field "name" string) (field "value" 0)))
+      (export (;2;) "header" (type (eq 1)))
+      (type (;3;) (list 2))
+      (type (;4;) (record (field "method" string) (field "path" string) (field "headers" 3) (field "client-addr" string) (field "tenant-id" string) (field "route-id" string)))
+      (export (;5;) "request" (type (eq 4)))
+      (type (;6;) (variant (case "set" 2) (case "append" 2) (case "remove" string)))
+      (export (;7;) "header-op" (type (eq 6)))
+      (type (;8;) (list 7))
+      (type (;9;) (option string))
+      (type (;10;) (record (field "headers" 8) (field "path" 9)))
+      (export (;11;) "request-edits" (type (eq 10)))
+      (type (;12;) (record (field "status" u16) (field "headers" 3) (field "body" 0)))
+      (export (;13;) "reply" (type (eq 12)))
+      (type (;14;) (variant (case "continue" 11) (case "respond" 13)))
+      (export (;15;) "request-action" (type (eq 14)))
+      (type (;16;) (record (field "status" u16) (field "headers" 3)))
+      (export (;17;) "response" (type (eq 16)))
+      (type (;18;) (option u16))
+      (type (;19;) (record (field "status" 18) (field "headers" 8)))
+      (export (;20;) "response-action" (type (eq 19)))
+    )
+  )
+  (import "wharf:plugin/types@0.1.0" (instance $types (type $types-ty)))
+  (alias export $types "request" (type $request))
+  (import "request" (type $req (eq $request)))
+  (alias export $types "request-action" (type $request-action))
+  (import "request-action" (type $req-action (eq $request-action)))
+  (alias export $types "response" (type $response))
+  (import "response" (type $resp (eq $response)))
+  (alias export $types "response-action" (type $response-action))
+  (import "response-action" (type $resp-action (eq $response-action)))
+"#;
+
+/// A component of the Wharf world whose `on-request` runs `body` (WAT instructions) and then
+/// returns the action laid out at address 0 of its memory (all zeros: continue, no edits).
+/// `extra` adds core functions or data; `pages` sizes the memory.
+pub fn wat_plugin(body: &str, extra: &str, pages: u32) -> String {
+    format!(
+        r#"(component
+  {TYPES}
+  (core module $m
+    (memory (export "memory") {pages})
+    (global $bump (mut i32) (i32.const {heap}))
+    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+      (local $p i32)
+      (local.set $p (i32.and (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
+                             (i32.sub (i32.const 0) (local.get 2))))
+      (global.set $bump (i32.add (local.get $p) (local.get 3)))
+      (if (i32.gt_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536)))
+        (then (drop (memory.grow (i32.add (i32.const 1)
+          (i32.div_u (i32.sub (global.get $bump) (i32.mul (memory.size) (i32.const 65536))) (i32.const 65536)))))))
+      (local.get $p))
+    {extra}
+    (func (export "on-request") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+      {body}
+      (i32.const 0))
+    (func (export "on-response") (param i32 i32 i32) (result i32)
+      (i32.const 256))
+  )
+  (core instance $main (instantiate $m))
+  (alias core export $main "memory" (core memory $memory))
+  (alias core export $main "cabi_realloc" (core func $cabi_realloc))
+  (type $on-request-ty (func (param "req" $req) (result $req-action)))
+  (alias core export $main "on-request" (core func $on-request-core))
+  (func $on-request (type $on-request-ty) (canon lift (core func $on-request-core) (memory $memory) (realloc $cabi_realloc) string-encoding=utf8))
+  (export "on-request" (func $on-request))
+  (type $on-response-ty (func (param "resp" $resp) (result $resp-action)))
+  (alias core export $main "on-response" (core func $on-response-core))
+  (func $on-response (type $on-response-ty) (canon lift (core func $on-response-core) (memory $memory) (realloc $cabi_realloc) string-encoding=utf8))
+  (export "on-response" (func $on-response))
+)"#,
+        heap = pages * 65536,
+    )
+}
+
+/// Does nothing: continue, no edits.
+pub fn noop() -> String {
+    wat_plugin("", "", 1)
+}
+
+/// Spins forever.
+pub fn infinite_loop() -> String {
+    wat_plugin("(loop $spin (br $spin))", "", 1)
+}
+
+/// Grows its memory until refused, then aborts like an allocator out of memory.
+pub fn memory_hog() -> String {
+    wat_plugin(
+        "(loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable",
+        "",
+        1,
+    )
+}
+
+/// Recurses without end.
+pub fn deep_recursion() -> String {
+    wat_plugin(
+        "(drop (call $rec (i32.const 0)))",
+        "(func $rec (param i32) (result i32) (i32.add (call $rec (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))",
+        1,
+    )
+}
+
+/// Executes `unreachable`.
+pub fn trap() -> String {
+    wat_plugin("unreachable", "", 1)
+}
+
+/// Continues with one `set` header whose value is 1 MiB.
+pub fn huge_headers() -> String {
+    // Action at 0: continue (tag 0), headers = (ptr 1024, len 1), path = none.
+    // Header op at 1024: set (tag 0), name = (2048, 1) "x", value = (4096, 1 MiB of 'a').
+    let body = "(i32.store (i32.const 4) (i32.const 1024)) (i32.store (i32.const 8) (i32.const 1))
+      (i32.store8 (i32.const 1024) (i32.const 0))
+      (i32.store (i32.const 1028) (i32.const 2048)) (i32.store (i32.const 1032) (i32.const 1))
+      (i32.store (i32.const 1036) (i32.const 4096)) (i32.store (i32.const 1040) (i32.const 1048576))
+      (i32.store8 (i32.const 2048) (i32.const 120))
+      (memory.fill (i32.const 4096) (i32.const 97) (i32.const 1048576))";
+    wat_plugin(body, "", 18)
+}
+
+/// A component that imports a WASI interface Wharf does not provide.
+pub fn wasi_importer() -> String {
+    r#"(component
+  (import "wasi:filesystem/preopens@0.2.0" (instance $fs
+    (export "get-directories" (func (result (list string))))))
+)"#
+    .to_string()
+}
