@@ -49,7 +49,11 @@ pub async fn route(cmd: RouteCmd) -> anyhow::Result<()> {
         RouteCmd::Add(args) => {
             let store = open_store(&args.store).await?;
             let tenant = args.tenant.clone();
-            let route = route_from_args(args)?;
+            let mut route = route_from_args(args)?;
+            // Replacing a route keeps its plugin chain; `route detach` removes plugins.
+            if let Ok(existing) = store.route(&tenant, &route.id).await {
+                route.plugins = existing.plugins;
+            }
             let id = route.id.clone();
             let v = store.put_route(&tenant, route).await?;
             println!("route {id} of {tenant} saved (config version {v})");
@@ -99,5 +103,5 @@ fn route_from_args(a: RouteAddArgs) -> anyhow::Result<Route> {
             interval_ms: a.health_interval_ms,
         }),
     };
-    Ok(Route { id: a.id, path_prefix: a.prefix, methods: a.methods, upstreams, timeouts, health_check })
+    Ok(Route { id: a.id, path_prefix: a.prefix, methods: a.methods, upstreams, timeouts, health_check, plugins: vec![] })
 }

@@ -124,6 +124,7 @@ async fn seed_demo(store: &Store, echo: std::net::SocketAddr) -> anyhow::Result<
         upstreams: vec![UpstreamTarget { addr: echo.to_string(), weight: 1 }],
         timeouts: Timeouts::default(),
         health_check: None,
+        plugins: vec![],
     };
     store.put_route("demo", route).await?;
     Ok(())

@@ -21,6 +21,12 @@ pub enum ValidationError {
     BadTimeout { name: &'static str, value: u64 },
     #[error("display name must be 1-200 characters")]
     BadDisplayName,
+    #[error("quota {name} must be between {min} and {max}, got {value}")]
+    BadQuota { name: &'static str, value: u64, min: u64, max: u64 },
+    #[error("plugin config must have at most 64 entries, keys of 1-128 bytes and values of at most 4096 bytes")]
+    BadPluginConfig,
+    #[error("a route may chain at most 16 plugins, got {0}")]
+    ChainTooLong(usize),
 }
 
 /// Errors from the config store.
@@ -38,6 +44,8 @@ pub enum StoreError {
     HostnameTaken { hostname: String, existing: String, owner: String },
     #[error("route {new:?} has the same path prefix {prefix:?} and overlapping methods as route {existing:?}")]
     RouteConflict { new: String, existing: String, prefix: String },
+    #[error("plugin {name:?} version {version} does not exist for tenant {tenant:?}; upload it first")]
+    UnknownPlugin { tenant: String, name: String, version: i64 },
     #[error("unsupported store URL {0:?}: use sqlite://PATH or postgres://USER@HOST:PORT/DB")]
     BadUrl(String),
     #[error("stored config is corrupt ({0}); fix the row or restore from backup")]

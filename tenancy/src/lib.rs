@@ -6,7 +6,10 @@ pub mod routing;
 pub mod store;
 
 pub use error::{StoreError, ValidationError};
-pub use model::{HealthCheck, HealthCheckKind, HostPattern, Quotas, Route, Tenant, Timeouts, UpstreamTarget};
+pub use model::{
+    HealthCheck, HealthCheckKind, HostPattern, OnError, PluginAttachment, PluginVersion, Quotas, Route, Tenant,
+    Timeouts, UpstreamTarget,
+};
 pub use store::{ConfigSnapshot, Store};
 #[doc(hidden)]
 pub mod test_support;

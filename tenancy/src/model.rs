@@ -25,13 +25,105 @@ pub struct Tenant {
     pub hostnames: Vec<HostPattern>,
     pub routes: Vec<Route>,
     pub quotas: Quotas,
+    /// Every stored version of every plugin of this tenant, by name then version.
+    #[serde(default)]
+    pub plugins: Vec<PluginVersion>,
 }
 
-/// Per-tenant limits. Filled in by the plugin runtime, host-call and rate-limit work;
-/// stored as JSON so adding a field needs no migration.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+impl Tenant {
+    pub fn plugin_version(&self, name: &str, version: i64) -> Option<&PluginVersion> {
+        self.plugins.iter().find(|p| p.name == name && p.version == version)
+    }
+}
+
+/// Per-tenant limits, stored as JSON so adding a field needs no migration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Quotas {}
+pub struct Quotas {
+    /// Fuel (deterministic CPU budget) per plugin per request.
+    pub plugin_fuel: u64,
+    /// Wall-clock budget per plugin per request.
+    pub plugin_deadline_ms: u64,
+    /// Memory (all linear memories and tables summed) per plugin instance.
+    pub plugin_memory_bytes: u64,
+    /// Plugin instances of this tenant alive at once, across its requests.
+    pub plugin_max_instances: u32,
+    /// Largest plugin this tenant may upload.
+    pub plugin_max_bytes: u64,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            plugin_fuel: 50_000_000,
+            plugin_deadline_ms: 100,
+            plugin_memory_bytes: 16 << 20,
+            plugin_max_instances: 64,
+            plugin_max_bytes: 32 << 20,
+        }
+    }
+}
+
+impl Quotas {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let checks: [(&'static str, u64, u64, u64); 5] = [
+            ("plugin_fuel", self.plugin_fuel, 1_000, 100_000_000_000),
+            ("plugin_deadline_ms", self.plugin_deadline_ms, 1, 60_000),
+            ("plugin_memory_bytes", self.plugin_memory_bytes, 64 << 10, 4 << 30),
+            ("plugin_max_instances", u64::from(self.plugin_max_instances), 1, 100_000),
+            ("plugin_max_bytes", self.plugin_max_bytes, 1 << 10, 1 << 30),
+        ];
+        for (name, value, min, max) in checks {
+            if !(min..=max).contains(&value) {
+                return Err(ValidationError::BadQuota { name, value, min, max });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A stored, immutable version of one of a tenant's plugins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginVersion {
+    pub name: String,
+    pub version: i64,
+    pub sha256: String,
+    pub created_at_ms: i64,
+}
+
+/// A plugin in a route's chain.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PluginAttachment {
+    pub plugin: String,
+    pub version: i64,
+    #[serde(default)]
+    pub config: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+/// What a plugin failure does to the request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// The request fails with the plugin's error (the safe default for auth plugins).
+    #[default]
+    FailClosed,
+    /// The plugin is skipped and the request goes on.
+    FailOpen,
+}
+
+impl PluginAttachment {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate_id(&self.plugin)?;
+        if self.config.len() > 64
+            || self.config.iter().any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 4096)
+        {
+            return Err(ValidationError::BadPluginConfig);
+        }
+        Ok(())
+    }
+}
 
 /// A hostname a tenant owns: `api.acme.test` or `*.acme.test`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -148,6 +240,9 @@ pub struct Route {
     pub timeouts: Timeouts,
     #[serde(default)]
     pub health_check: Option<HealthCheck>,
+    /// The plugin chain, run in order on requests and in reverse on responses.
+    #[serde(default)]
+    pub plugins: Vec<PluginAttachment>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -232,6 +327,12 @@ impl Route {
             if !(1..=3_600_000).contains(&value) {
                 return Err(ValidationError::BadTimeout { name, value });
             }
+        }
+        if self.plugins.len() > 16 {
+            return Err(ValidationError::ChainTooLong(self.plugins.len()));
+        }
+        for p in &self.plugins {
+            p.validate()?;
         }
         if let Some(hc) = &self.health_check {
             validate_path_prefix(&hc.path)?;
@@ -342,6 +443,7 @@ mod tests {
             upstreams: vec![UpstreamTarget { addr: "127.0.0.1:80".into(), weight: 1 }],
             timeouts: Timeouts::default(),
             health_check: None,
+            plugins: vec![],
         };
         r.validate().unwrap();
         assert_eq!(r.methods, vec!["GET"]);

@@ -74,6 +74,7 @@ mod tests {
             upstreams: vec![UpstreamTarget { addr: "127.0.0.1:1".into(), weight: 1 }],
             timeouts: Timeouts::default(),
             health_check: None,
+            plugins: vec![],
         }
     }
 
@@ -84,6 +85,7 @@ mod tests {
             hostnames: hosts.iter().map(|h| HostPattern::parse(h).unwrap()).collect(),
             routes: vec![],
             quotas: Quotas::default(),
+            plugins: vec![],
         }
     }
 

@@ -7,10 +7,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sha2::Digest;
 use sqlx::{AnyPool, Row};
 
 use crate::error::StoreError;
-use crate::model::{validate_display_name, validate_id, HostPattern, Quotas, Route, Tenant};
+use crate::model::{
+    validate_display_name, validate_id, HostPattern, PluginAttachment, PluginVersion, Quotas, Route, Tenant,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -76,18 +79,27 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let sql: &'static str = match self.backend {
-            Backend::Sqlite => include_str!("../migrations/sqlite/0001_config.sql"),
-            Backend::Postgres => include_str!("../migrations/postgres/0001_config.sql"),
-        };
+        let files: [(&'static str, &'static str, &'static str); 2] = [
+            (
+                "config",
+                include_str!("../migrations/sqlite/0001_config.sql"),
+                include_str!("../migrations/postgres/0001_config.sql"),
+            ),
+            (
+                "plugins",
+                include_str!("../migrations/sqlite/0002_plugins.sql"),
+                include_str!("../migrations/postgres/0002_plugins.sql"),
+            ),
+        ];
         // Listed by hand rather than with sqlx's macro: it keeps the build lean.
-        let migrations = vec![Migration::new(
-            1,
-            "config".into(),
-            MigrationType::Simple,
-            sqlx::SqlSafeStr::into_sql_str(sql),
-            false,
-        )];
+        let migrations = files
+            .iter()
+            .zip(1..)
+            .map(|((name, sqlite, postgres), version)| {
+                let sql = if self.backend == Backend::Sqlite { *sqlite } else { *postgres };
+                Migration::new(version, (*name).into(), MigrationType::Simple, sqlx::SqlSafeStr::into_sql_str(sql), false)
+            })
+            .collect();
         Migrator::with_migrations(migrations).run(&self.pool).await?;
         Ok(())
     }
@@ -128,6 +140,11 @@ impl Store {
         let route_rows = sqlx::query("SELECT tenant_id, spec FROM routes ORDER BY tenant_id, id")
             .fetch_all(&mut *tx)
             .await?;
+        let plugin_rows = sqlx::query(
+            "SELECT tenant_id, name, version, sha256, created_at_ms FROM plugin_versions ORDER BY tenant_id, name, version",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
 
         let mut tenants = Vec::with_capacity(tenant_rows.len());
@@ -155,11 +172,27 @@ impl Store {
                 routes.push((i, route));
             }
         }
+        let mut plugins: Vec<(usize, PluginVersion)> = Vec::new();
+        for row in &plugin_rows {
+            let tenant_id: String = row.try_get(0)?;
+            let version = PluginVersion {
+                name: row.try_get(1)?,
+                version: row.try_get(2)?,
+                sha256: row.try_get(3)?,
+                created_at_ms: row.try_get(4)?,
+            };
+            if let Some(i) = position(&tenant_id) {
+                plugins.push((i, version));
+            }
+        }
         for (i, h) in hosts {
             tenants[i].hostnames.push(h);
         }
         for (i, r) in routes {
             tenants[i].routes.push(r);
+        }
+        for (i, p) in plugins {
+            tenants[i].plugins.push(p);
         }
         Ok(ConfigSnapshot {
             version: meta.try_get(0)?,
@@ -232,10 +265,14 @@ impl Store {
         for sql in [
             "DELETE FROM routes WHERE tenant_id = $1",
             "DELETE FROM hostnames WHERE tenant_id = $1",
+            "DELETE FROM plugin_versions WHERE tenant_id = $1",
             "DELETE FROM tenants WHERE id = $1",
         ] {
             sqlx::query(sql).bind(id.to_string()).execute(&mut *tx).await?;
         }
+        sqlx::query("DELETE FROM plugin_blobs WHERE sha256 NOT IN (SELECT sha256 FROM plugin_versions)")
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(version)
     }
@@ -308,6 +345,9 @@ impl Store {
                 });
             }
         }
+        for a in &route.plugins {
+            Self::ensure_plugin_version(&mut tx, tenant, &a.plugin, a.version).await?;
+        }
         let spec = serde_json::to_string(&route)
             .map_err(|e| StoreError::Corrupt(format!("route does not serialize: {e}")))?;
         sqlx::query("DELETE FROM routes WHERE tenant_id = $1 AND id = $2")
@@ -339,6 +379,127 @@ impl Store {
         tx.commit().await?;
         Ok(version)
     }
+
+
+    /// Stores a new immutable version of a tenant's plugin; returns (plugin version, config version).
+    /// Bytes are kept once per content hash. Validation (it is a component of the Wharf world)
+    /// is the caller's job, before this.
+    pub async fn add_plugin_version(&self, tenant: &str, name: &str, bytes: &[u8]) -> Result<(i64, i64), StoreError> {
+        validate_id(name)?;
+        let sha = hex::encode(sha2::Sha256::digest(bytes));
+        let (mut tx, config_version) = self.begin_change().await?;
+        Self::ensure_tenant(&mut tx, tenant).await?;
+        let known = sqlx::query("SELECT sha256 FROM plugin_blobs WHERE sha256 = $1")
+            .bind(sha.clone())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if known.is_none() {
+            sqlx::query("INSERT INTO plugin_blobs (sha256, bytes, size) VALUES ($1, $2, $3)")
+                .bind(sha.clone())
+                .bind(bytes.to_vec())
+                .bind(bytes.len() as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Versions of one plugin are numbered under the config-version row lock, so concurrent
+        // uploads get distinct, gapless numbers.
+        let row = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM plugin_versions WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant.to_string())
+            .bind(name.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        let version: i64 = row.try_get::<i64, _>(0)? + 1;
+        sqlx::query(
+            "INSERT INTO plugin_versions (tenant_id, name, version, sha256, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(tenant.to_string())
+        .bind(name.to_string())
+        .bind(version)
+        .bind(sha)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((version, config_version))
+    }
+
+    /// The bytes stored under a content hash.
+    pub async fn plugin_blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query("SELECT bytes FROM plugin_blobs WHERE sha256 = $1")
+            .bind(sha256.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get(0)?),
+            None => None,
+        })
+    }
+
+    async fn ensure_plugin_version(tx: &mut Tx, tenant: &str, name: &str, version: i64) -> Result<(), StoreError> {
+        let found = sqlx::query("SELECT version FROM plugin_versions WHERE tenant_id = $1 AND name = $2 AND version = $3")
+            .bind(tenant.to_string())
+            .bind(name.to_string())
+            .bind(version)
+            .fetch_optional(&mut **tx)
+            .await?;
+        match found {
+            Some(_) => Ok(()),
+            None => Err(StoreError::UnknownPlugin { tenant: tenant.into(), name: name.into(), version }),
+        }
+    }
+
+    /// The newest version of a tenant's plugin.
+    pub async fn latest_plugin_version(&self, tenant: &str, name: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM plugin_versions WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant.to_string())
+            .bind(name.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        match row.try_get::<i64, _>(0)? {
+            0 => Err(StoreError::UnknownPlugin { tenant: tenant.into(), name: name.into(), version: 0 }),
+            v => Ok(v),
+        }
+    }
+
+    /// Adds `attachment` to the end of a route's chain, or replaces the attachment of the same
+    /// plugin in place (which is how a route moves to another version, e.g. a rollback).
+    pub async fn attach_plugin(&self, tenant: &str, route_id: &str, attachment: PluginAttachment) -> Result<i64, StoreError> {
+        let mut route = self.route(tenant, route_id).await?;
+        match route.plugins.iter_mut().find(|a| a.plugin == attachment.plugin) {
+            Some(existing) => *existing = attachment,
+            None => route.plugins.push(attachment),
+        }
+        self.put_route(tenant, route).await
+    }
+
+    pub async fn detach_plugin(&self, tenant: &str, route_id: &str, plugin: &str) -> Result<i64, StoreError> {
+        let mut route = self.route(tenant, route_id).await?;
+        route.plugins.retain(|a| a.plugin != plugin);
+        self.put_route(tenant, route).await
+    }
+
+    pub async fn route(&self, tenant: &str, route_id: &str) -> Result<Route, StoreError> {
+        self.tenant(tenant)
+            .await?
+            .routes
+            .into_iter()
+            .find(|r| r.id == route_id)
+            .ok_or_else(|| StoreError::UnknownRoute { tenant: tenant.into(), route: route_id.into() })
+    }
+
+    pub async fn set_quotas(&self, tenant: &str, quotas: &Quotas) -> Result<i64, StoreError> {
+        quotas.validate()?;
+        let json = serde_json::to_string(quotas).map_err(|e| StoreError::Corrupt(format!("quotas: {e}")))?;
+        let (mut tx, version) = self.begin_change().await?;
+        Self::ensure_tenant(&mut tx, tenant).await?;
+        sqlx::query("UPDATE tenants SET quotas = $1 WHERE id = $2")
+            .bind(json)
+            .bind(tenant.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(version)
+    }
 }
 
 fn tenant_from_row(row: &AnyRow) -> Result<Tenant, StoreError> {
@@ -346,5 +507,5 @@ fn tenant_from_row(row: &AnyRow) -> Result<Tenant, StoreError> {
     let quotas: String = row.try_get(2)?;
     let quotas = serde_json::from_str(&quotas)
         .map_err(|e| StoreError::Corrupt(format!("quotas of tenant {id}: {e}")))?;
-    Ok(Tenant { display_name: row.try_get(1)?, id, hostnames: vec![], routes: vec![], quotas })
+    Ok(Tenant { display_name: row.try_get(1)?, id, hostnames: vec![], routes: vec![], quotas, plugins: vec![] })
 }

@@ -11,6 +11,7 @@ fn route(id: &str, prefix: &str) -> Route {
         upstreams: vec![UpstreamTarget { addr: "127.0.0.1:9".into(), weight: 2 }],
         timeouts: Timeouts::default(),
         health_check: None,
+        plugins: vec![],
     }
 }
 
@@ -100,4 +101,76 @@ async fn concurrent_writers_get_distinct_versions() {
 async fn bad_store_url_is_explained() {
     let err = Store::connect("mysql://x").await.err().expect("refused");
     assert!(err.to_string().contains("sqlite://"), "{err}");
+}
+
+async fn plugins_and_quotas(store: Store) {
+    use wharf_tenancy::{OnError, PluginAttachment, Quotas};
+    store.create_tenant("acme", "Acme", &["acme.test"]).await.unwrap();
+    store.put_route("acme", route("api", "/")).await.unwrap();
+    let (v1, _) = store.add_plugin_version("acme", "auth", b"bytes-one").await.unwrap();
+    let (v2, _) = store.add_plugin_version("acme", "auth", b"bytes-two").await.unwrap();
+    assert_eq!((v1, v2), (1, 2));
+    assert_eq!(store.latest_plugin_version("acme", "auth").await.unwrap(), 2);
+    assert!(matches!(store.add_plugin_version("acme", "../etc", b"x").await, Err(StoreError::Invalid(_))));
+
+    let attach = |version| PluginAttachment {
+        plugin: "auth".into(),
+        version,
+        config: [("keys".to_string(), "k1".to_string())].into(),
+        on_error: OnError::FailClosed,
+    };
+    assert!(matches!(store.attach_plugin("acme", "api", attach(9)).await, Err(StoreError::UnknownPlugin { .. })));
+    store.attach_plugin("acme", "api", attach(2)).await.unwrap();
+    store.attach_plugin("acme", "api", attach(1)).await.unwrap(); // rollback replaces in place
+    let snap = store.load().await.unwrap();
+    let t = &snap.tenants[0];
+    assert_eq!(t.routes[0].plugins, vec![attach(1)]);
+    assert_eq!(t.plugins.len(), 2);
+    let sha = &t.plugin_version("auth", 1).unwrap().sha256;
+    assert_eq!(store.plugin_blob(sha).await.unwrap().as_deref(), Some(&b"bytes-one"[..]));
+    // Another tenant uploading the same bytes shares the blob.
+    store.create_tenant("beta", "Beta", &[]).await.unwrap();
+    store.add_plugin_version("beta", "auth", b"bytes-one").await.unwrap();
+    store.detach_plugin("acme", "api", "auth").await.unwrap();
+    assert!(store.route("acme", "api").await.unwrap().plugins.is_empty());
+
+    let quotas = Quotas { plugin_fuel: 5_000, ..Quotas::default() };
+    store.set_quotas("acme", &quotas).await.unwrap();
+    assert_eq!(store.tenant("acme").await.unwrap().quotas.plugin_fuel, 5_000);
+    let bad = Quotas { plugin_deadline_ms: 0, ..Quotas::default() };
+    assert!(matches!(store.set_quotas("acme", &bad).await, Err(StoreError::Invalid(_))));
+
+    store.remove_tenant("acme").await.unwrap();
+    assert!(store.plugin_blob(sha).await.unwrap().is_some(), "beta still uses the blob");
+    store.remove_tenant("beta").await.unwrap();
+    assert!(store.plugin_blob(sha).await.unwrap().is_none(), "unreferenced blobs are removed");
+}
+
+#[tokio::test]
+async fn sqlite_plugins_and_quotas() {
+    plugins_and_quotas(Store::connect(&fresh_sqlite_url()).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_plugins_and_quotas() {
+    plugins_and_quotas(Store::connect(&fresh_postgres_url().await).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn concurrent_uploads_get_consistent_versions() {
+    let store = Store::connect(&fresh_postgres_url().await).await.unwrap();
+    store.create_tenant("acme", "Acme", &[]).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.add_plugin_version("acme", "p", format!("bytes-{i}").as_bytes()).await.unwrap().0
+        }));
+    }
+    let mut versions = Vec::new();
+    for t in tasks {
+        versions.push(t.await.unwrap());
+    }
+    versions.sort();
+    assert_eq!(versions, (1..=10).collect::<Vec<i64>>());
 }

@@ -68,12 +68,12 @@ impl Drop for Upstream {
     }
 }
 
-/// An address where nothing listens (bound, then released).
+/// An address where nothing listens. Not a released 127.0.0.1 port: another test could grab it.
+/// Test servers bind 127.0.0.1 only, so a port on 127.0.0.254 refuses connections.
 pub fn dead_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("addr");
-    drop(l);
-    addr.to_string()
+    let port = l.local_addr().expect("addr").port();
+    format!("127.0.0.254:{port}")
 }
 
 pub fn free_addr() -> SocketAddr {
@@ -92,6 +92,7 @@ pub fn route(id: &str, prefix: &str, upstreams: &[&str]) -> Route {
             .collect(),
         timeouts: Timeouts::default(),
         health_check: None::<HealthCheck>,
+        plugins: vec![],
     }
 }
 
@@ -115,8 +116,20 @@ impl Wharf {
         Self::start_with(store_url, &[]).await
     }
 
-    /// Starts `wharf serve` and waits until its admin listener answers.
+    /// Starts `wharf serve` and waits until its admin listener answers. Retries with new ports
+    /// when a free port was taken by a concurrent test in the meantime.
     pub async fn start_with(store_url: &str, extra_args: &[&str]) -> Wharf {
+        for _ in 0..3 {
+            match Self::try_start(store_url, extra_args).await {
+                Ok(w) => return w,
+                Err(log) if log.contains("cannot listen") => continue,
+                Err(log) => panic!("wharf did not start:\n{log}"),
+            }
+        }
+        panic!("wharf could not find free ports in 3 tries")
+    }
+
+    async fn try_start(store_url: &str, extra_args: &[&str]) -> Result<Wharf, String> {
         let dir = std::env::temp_dir().join(format!("wharf-gw-{}", unique_suffix()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let proxy = free_addr();
@@ -145,23 +158,23 @@ impl Wharf {
             .build()
             .expect("client");
         let mut w = Wharf { child, proxy, admin, dir, client };
-        w.wait_ready().await;
-        w
+        w.wait_ready().await?;
+        Ok(w)
     }
 
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("wharf exited early ({status}):\n{}", self.log());
+                return Err(format!("wharf exited early ({status}):\n{}", self.log()));
             }
             if let Ok(r) = self.client.get(format!("http://{}/healthz", self.admin)).send().await {
                 if r.status().is_success() && tokio::net::TcpStream::connect(self.proxy).await.is_ok() {
-                    return;
+                    return Ok(());
                 }
             }
             if Instant::now() > deadline {
-                panic!("wharf did not become ready:\n{}", self.log());
+                return Err(format!("wharf did not become ready in 30 s:\n{}", self.log()));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
