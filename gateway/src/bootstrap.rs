@@ -24,6 +24,8 @@ pub struct Bootstrap {
     pub graceful_shutdown_timeout_seconds: u64,
     /// How often the store's version is polled; bounds fleet-wide propagation delay.
     pub config_poll_interval_ms: u64,
+    /// The plugin runtime: pool size, memory ceiling, epoch tick, upload cap.
+    pub plugins: wharf_plugins::RuntimeSettings,
 }
 
 impl Default for Bootstrap {
@@ -37,6 +39,7 @@ impl Default for Bootstrap {
             grace_period_seconds: 1,
             graceful_shutdown_timeout_seconds: 5,
             config_poll_interval_ms: 250,
+            plugins: wharf_plugins::RuntimeSettings::default(),
         }
     }
 }

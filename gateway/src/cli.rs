@@ -21,6 +21,9 @@ pub enum Command {
     /// Manage a tenant's routes in the config store.
     #[command(subcommand)]
     Route(RouteCmd),
+    /// Manage a tenant's plugins in the config store.
+    #[command(subcommand)]
+    Plugin(PluginCmd),
     /// Run the built-in echo upstream (for demos and tests).
     Echo {
         #[arg(long, default_value = "127.0.0.1:8081")]
@@ -97,6 +100,44 @@ pub enum TenantCmd {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Change a tenant's plugin quotas (unset flags keep their value).
+    SetQuota {
+        id: String,
+        #[arg(long)]
+        plugin_fuel: Option<u64>,
+        #[arg(long)]
+        plugin_deadline_ms: Option<u64>,
+        #[arg(long)]
+        plugin_memory_bytes: Option<u64>,
+        #[arg(long)]
+        plugin_max_instances: Option<u32>,
+        #[arg(long)]
+        plugin_max_bytes: Option<u64>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginCmd {
+    /// Validate, compile and store a new version of a plugin (a Wasm component).
+    Add {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        file: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List a tenant's plugins and their versions.
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -107,6 +148,36 @@ pub enum RouteCmd {
     List {
         #[arg(long)]
         tenant: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Add a plugin to a route's chain (or move it to another version, in place).
+    Attach {
+        #[arg(long)]
+        tenant: String,
+        /// The route.
+        id: String,
+        #[arg(long)]
+        plugin: String,
+        /// Version to run; default: the newest.
+        #[arg(long)]
+        version: Option<i64>,
+        /// Plugin config entry KEY=VALUE (repeatable).
+        #[arg(long = "set")]
+        settings: Vec<String>,
+        /// Skip the plugin when it fails instead of failing the request.
+        #[arg(long)]
+        fail_open: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove a plugin from a route's chain.
+    Detach {
+        #[arg(long)]
+        tenant: String,
+        id: String,
+        #[arg(long)]
+        plugin: String,
         #[command(flatten)]
         store: StoreArgs,
     },

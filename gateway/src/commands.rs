@@ -1,10 +1,12 @@
 //! `wharf tenant …` and `wharf route …`: operator commands against the config store.
 
 use anyhow::{bail, Context};
-use wharf_tenancy::{HealthCheck, HealthCheckKind, Route, Store, Timeouts, UpstreamTarget};
+use wharf_tenancy::{
+    HealthCheck, HealthCheckKind, OnError, PluginAttachment, Route, Store, Timeouts, UpstreamTarget,
+};
 
 use crate::bootstrap::Bootstrap;
-use crate::cli::{RouteAddArgs, RouteCmd, StoreArgs, TenantCmd};
+use crate::cli::{PluginCmd, RouteAddArgs, RouteCmd, StoreArgs, TenantCmd};
 
 pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
     let boot = Bootstrap::load(args.config.as_deref())?.with_store_args(args);
@@ -36,6 +38,25 @@ pub async fn tenant(cmd: TenantCmd) -> anyhow::Result<()> {
             let v = open_store(&store).await?.add_hostname(&id, &host).await?;
             println!("{host} assigned to {id} (config version {v})");
         }
+        TenantCmd::SetQuota {
+            id,
+            plugin_fuel,
+            plugin_deadline_ms,
+            plugin_memory_bytes,
+            plugin_max_instances,
+            plugin_max_bytes,
+            store,
+        } => {
+            let store = open_store(&store).await?;
+            let mut q = store.tenant(&id).await?.quotas;
+            q.plugin_fuel = plugin_fuel.unwrap_or(q.plugin_fuel);
+            q.plugin_deadline_ms = plugin_deadline_ms.unwrap_or(q.plugin_deadline_ms);
+            q.plugin_memory_bytes = plugin_memory_bytes.unwrap_or(q.plugin_memory_bytes);
+            q.plugin_max_instances = plugin_max_instances.unwrap_or(q.plugin_max_instances);
+            q.plugin_max_bytes = plugin_max_bytes.unwrap_or(q.plugin_max_bytes);
+            let v = store.set_quotas(&id, &q).await?;
+            println!("quotas of {id} updated (config version {v}): {}", serde_json::to_string(&q)?);
+        }
         TenantCmd::RemoveHost { id, host, store } => {
             let v = open_store(&store).await?.remove_hostname(&id, &host).await?;
             println!("{host} removed from {id} (config version {v})");
@@ -65,7 +86,30 @@ pub async fn route(cmd: RouteCmd) -> anyhow::Result<()> {
                 let methods = if r.methods.is_empty() { "*".to_string() } else { r.methods.join(",") };
                 let ups: Vec<String> = r.upstreams.iter().map(|u| format!("{}={}", u.addr, u.weight)).collect();
                 println!("{:<20} {:<24} {:<12} {}", r.id, r.path_prefix, methods, ups.join(" "));
+                for p in &r.plugins {
+                    println!("{:<20}   plugin {} v{} {:?} {:?}", "", p.plugin, p.version, p.on_error, p.config);
+                }
             }
+        }
+        RouteCmd::Attach { tenant, id, plugin, version, settings, fail_open, store } => {
+            let store = open_store(&store).await?;
+            let version = match version {
+                Some(v) => v,
+                None => store.latest_plugin_version(&tenant, &plugin).await?,
+            };
+            let mut entries = std::collections::BTreeMap::new();
+            for kv in &settings {
+                let (k, v) = kv.split_once('=').with_context(|| format!("config {kv:?} is not KEY=VALUE"))?;
+                entries.insert(k.to_string(), v.to_string());
+            }
+            let on_error = if fail_open { OnError::FailOpen } else { OnError::FailClosed };
+            let attachment = PluginAttachment { plugin: plugin.clone(), version, config: entries, on_error };
+            let v = store.attach_plugin(&tenant, &id, attachment).await?;
+            println!("plugin {plugin} v{version} attached to route {id} of {tenant} (config version {v})");
+        }
+        RouteCmd::Detach { tenant, id, plugin, store } => {
+            let v = open_store(&store).await?.detach_plugin(&tenant, &id, &plugin).await?;
+            println!("plugin {plugin} detached from route {id} of {tenant} (config version {v})");
         }
         RouteCmd::Remove { tenant, id, store } => {
             let v = open_store(&store).await?.remove_route(&tenant, &id).await?;
@@ -104,4 +148,37 @@ fn route_from_args(a: RouteAddArgs) -> anyhow::Result<Route> {
         }),
     };
     Ok(Route { id: a.id, path_prefix: a.prefix, methods: a.methods, upstreams, timeouts, health_check, plugins: vec![] })
+}
+
+pub async fn plugin(cmd: PluginCmd) -> anyhow::Result<()> {
+    match cmd {
+        PluginCmd::Add { tenant, name, file, store: args } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let boot = Bootstrap::load(args.config.as_deref())?.with_store_args(&args);
+            let store = open_store(&args).await?;
+            let limit = store.tenant(&tenant).await?.quotas.plugin_max_bytes;
+            if bytes.len() as u64 > limit {
+                bail!("{} is {} bytes, over tenant {tenant}'s plugin size limit of {limit} bytes", file.display(), bytes.len());
+            }
+            // Compile here, with the gateway's engine settings: a plugin that would not run is
+            // refused before it is stored, and this node's disk cache is warm.
+            let metrics = std::sync::Arc::new(wharf_metrics::Metrics::new());
+            let runtime = wharf_plugins::PluginRuntime::new(boot.plugins.clone(), Some(&boot.data_dir), metrics)?;
+            let checked = tokio::task::spawn_blocking(move || runtime.validate(&bytes).map(|_| bytes)).await?;
+            let bytes = checked.with_context(|| format!("{} refused", file.display()))?;
+            let (version, v) = store.add_plugin_version(&tenant, &name, &bytes).await?;
+            println!(
+                "plugin {name} v{version} of {tenant} stored, sha256 {} (config version {v})",
+                wharf_plugins::sha256_hex(&bytes)
+            );
+        }
+        PluginCmd::List { tenant, store } => {
+            let t = open_store(&store).await?.tenant(&tenant).await?;
+            println!("{:<24} {:>7}  SHA256", "NAME", "VERSION");
+            for p in t.plugins {
+                println!("{:<24} {:>7}  {}", p.name, p.version, p.sha256);
+            }
+        }
+    }
+    Ok(())
 }

@@ -13,11 +13,15 @@ use wharf_metrics::Metrics;
 use wharf_tenancy::store::now_ms;
 use wharf_tenancy::Store;
 
+use wharf_plugins::PluginRuntime;
+
 use crate::admin;
+use crate::resolve::resolve_plugins;
 use crate::live::{LiveConfig, RoutingTable};
 
 pub struct ControlPlane {
     pub store_url: String,
+    pub runtime: Arc<PluginRuntime>,
     pub live: Arc<LiveConfig>,
     pub metrics: Arc<Metrics>,
     pub poll_interval: Duration,
@@ -97,7 +101,8 @@ impl ControlPlane {
                 return Err(e);
             }
         };
-        let (table, fresh) = RoutingTable::compile(&snapshot, &current);
+        let plugins = resolve_plugins(&snapshot, store, &self.runtime).await;
+        let (table, fresh) = RoutingTable::compile(&snapshot, &plugins, &current);
         self.live.store(table);
         for hc in fresh {
             hc.spawn();

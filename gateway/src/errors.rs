@@ -12,12 +12,15 @@ pub enum GatewayError {
     UpstreamError(String),
     BadRequest(String),
     Internal(String),
+    Plugin(wharf_plugins::PluginError),
 }
 
 #[derive(Serialize)]
 struct Body<'a> {
     error: &'a str,
     message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plugin: Option<&'a str>,
     request_id: &'a str,
 }
 
@@ -29,6 +32,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout(_) => 504,
             GatewayError::BadRequest(_) => 400,
             GatewayError::Internal(_) => 500,
+            GatewayError::Plugin(e) => e.status(),
         }
     }
 
@@ -41,6 +45,7 @@ impl GatewayError {
             GatewayError::UpstreamError(_) => "upstream_error",
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::Internal(_) => "internal_error",
+            GatewayError::Plugin(e) => e.code(),
         }
     }
 
@@ -55,11 +60,16 @@ impl GatewayError {
             GatewayError::UpstreamError(d) => format!("the upstream failed: {d}"),
             GatewayError::BadRequest(d) => format!("bad request: {d}"),
             GatewayError::Internal(d) => format!("internal gateway error: {d}"),
+            GatewayError::Plugin(e) => e.to_string(),
         }
     }
 
     pub fn to_json(&self, request_id: &str) -> Vec<u8> {
-        let body = Body { error: self.code(), message: self.message(), request_id };
+        let plugin = match self {
+            GatewayError::Plugin(e) => Some(e.plugin()),
+            _ => None,
+        };
+        let body = Body { error: self.code(), message: self.message(), plugin, request_id };
         serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"error\":\"internal_error\"}".to_vec())
     }
 

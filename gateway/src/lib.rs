@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod bootstrap;
+pub mod chain;
 pub mod cli;
 pub mod commands;
 pub mod control;
@@ -10,4 +11,5 @@ pub mod echo;
 pub mod errors;
 pub mod live;
 pub mod proxy;
+pub mod resolve;
 pub mod serve;

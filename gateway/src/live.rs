@@ -13,7 +13,11 @@ use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{discovery, Backend, Backends, LoadBalancer};
 use wharf_tenancy::model::normalize_host;
 use wharf_tenancy::routing::{select_route, HostIndex};
-use wharf_tenancy::{ConfigSnapshot, HealthCheck, HealthCheckKind, Route};
+use wharf_plugins::TenantLimits;
+use wharf_tenancy::{ConfigSnapshot, HealthCheck, HealthCheckKind, OnError, Quotas, Route, Tenant};
+
+use crate::chain::Attached;
+use crate::resolve::PluginSet;
 
 pub type Balancer = LoadBalancer<RoundRobin>;
 
@@ -22,6 +26,9 @@ pub struct CompiledTenant {
     pub routes: Vec<Route>,
     /// Parallel to `routes`.
     pub balancers: Vec<Arc<Balancer>>,
+    /// Parallel to `routes`: each route's plugin chain, resolved.
+    pub chains: Vec<Vec<Attached>>,
+    pub limits: TenantLimits,
 }
 
 #[derive(Default)]
@@ -52,7 +59,11 @@ impl RoutingTable {
     /// Builds the table for `snapshot`, keeping `previous`'s balancers (and so their health
     /// state) for routes whose targets and health check did not change. Returns the balancers
     /// that are new and need health checks started.
-    pub fn compile(snapshot: &ConfigSnapshot, previous: &RoutingTable) -> (RoutingTable, Vec<HealthChecked>) {
+    pub fn compile(
+        snapshot: &ConfigSnapshot,
+        plugins: &PluginSet,
+        previous: &RoutingTable,
+    ) -> (RoutingTable, Vec<HealthChecked>) {
         let mut fresh = Vec::new();
         let mut tenants = Vec::with_capacity(snapshot.tenants.len());
         for t in &snapshot.tenants {
@@ -77,7 +88,14 @@ impl RoutingTable {
                 };
                 balancers.push(lb);
             }
-            tenants.push(CompiledTenant { id: t.id.as_str().into(), routes: t.routes.clone(), balancers });
+            let chains = t.routes.iter().map(|r| resolve_chain(t, r, plugins)).collect();
+            tenants.push(CompiledTenant {
+                id: t.id.as_str().into(),
+                routes: t.routes.clone(),
+                balancers,
+                chains,
+                limits: tenant_limits(&t.quotas),
+            });
         }
         let hosts = HostIndex::build(&snapshot.tenants);
         (RoutingTable { version: snapshot.version, hosts, tenants }, fresh)
@@ -94,6 +112,38 @@ impl RoutingTable {
             }
         }
         out
+    }
+}
+
+fn resolve_chain(tenant: &Tenant, route: &Route, plugins: &PluginSet) -> Vec<Attached> {
+    route
+        .plugins
+        .iter()
+        .map(|a| {
+            let compiled = match tenant.plugin_version(&a.plugin, a.version) {
+                None => Err(format!("version {} of plugin {} does not exist", a.version, a.plugin)),
+                Some(pv) => match plugins.get(&pv.sha256) {
+                    Some(result) => result.clone(),
+                    None => Err("plugin was not loaded".to_string()),
+                },
+            };
+            Attached {
+                name: a.plugin.as_str().into(),
+                compiled,
+                config: Arc::new(a.config.clone()),
+                fail_open: a.on_error == OnError::FailOpen,
+            }
+        })
+        .collect()
+}
+
+/// A tenant's quotas as the plugin runtime's limits.
+pub fn tenant_limits(q: &Quotas) -> TenantLimits {
+    TenantLimits {
+        fuel: q.plugin_fuel,
+        deadline_ms: q.plugin_deadline_ms,
+        memory_bytes: q.plugin_memory_bytes,
+        max_instances: q.plugin_max_instances,
     }
 }
 

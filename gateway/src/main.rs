@@ -26,6 +26,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 match other {
                     Command::Tenant(cmd) => commands::tenant(cmd).await,
                     Command::Route(cmd) => commands::route(cmd).await,
+                    Command::Plugin(cmd) => commands::plugin(cmd).await,
                     Command::Echo { listen, name } => {
                         let listener = tokio::net::TcpListener::bind(&listen).await?;
                         eprintln!("wharf: echo upstream {name:?} on http://{}", listener.local_addr()?);

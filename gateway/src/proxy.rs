@@ -14,12 +14,17 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use wharf_metrics::{Metrics, NO_ROUTE, UNKNOWN_TENANT};
 
+use wharf_plugins::types::Reply;
+use wharf_plugins::PluginRuntime;
+
+use crate::chain::{self, ChainCtx, Continued, RequestOutcome};
 use crate::errors::GatewayError;
 use crate::live::{LiveConfig, Lookup, RoutingTable};
 
 pub struct WharfProxy {
     pub config: Arc<LiveConfig>,
     pub metrics: Arc<Metrics>,
+    pub runtime: Arc<PluginRuntime>,
 }
 
 /// Per-request state carried across phases.
@@ -34,6 +39,8 @@ pub struct RequestCtx {
     upstream_elapsed: Option<Duration>,
     /// Set when Wharf itself decides the outcome, so `fail_to_proxy` answers precisely.
     failure: Option<GatewayError>,
+    /// Plugins that continued the request, waiting for `on-response`.
+    continued: Vec<Continued>,
 }
 
 impl RequestCtx {
@@ -66,10 +73,12 @@ impl ProxyHttp for WharfProxy {
             upstream_sent: None,
             upstream_elapsed: None,
             failure: None,
+            continued: Vec::new(),
         }
     }
 
-    /// Host → tenant → route. Unknown hosts and unmatched paths are answered here.
+    /// Host → tenant → route, then the route's plugin chain. Unknown hosts, unmatched paths,
+    /// plugin replies and plugin failures are answered here.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = request_id(session.req_header());
         let table = self.config.load();
@@ -87,11 +96,31 @@ impl ProxyHttp for WharfProxy {
                 Ok(())
             }
         };
-        ctx.table = Some(table);
-        match outcome {
-            Ok(()) => Ok(false),
-            Err(e) => {
-                respond_error(session, &e, &ctx.request_id).await?;
+        ctx.table = Some(table.clone());
+        if let Err(e) = outcome {
+            respond_error(session, &e, &ctx.request_id).await?;
+            return Ok(true);
+        }
+        let (Some(t), Some(r)) = (ctx.tenant, ctx.route) else { return Ok(false) };
+        let tenant = &table.tenants[t];
+        if tenant.chains[r].is_empty() {
+            return Ok(false);
+        }
+        let cx = ChainCtx {
+            runtime: &self.runtime,
+            tenant: &tenant.id,
+            route: &tenant.routes[r].id,
+            limits: tenant.limits,
+            client_addr: client_ip(session).unwrap_or_default(),
+        };
+        match chain::on_request(&cx, &tenant.chains[r], session.req_header_mut(), &mut ctx.continued).await {
+            RequestOutcome::Continue => Ok(false),
+            RequestOutcome::Respond(reply) => {
+                respond_reply(session, reply, ctx).await?;
+                Ok(true)
+            }
+            RequestOutcome::Failed(e) => {
+                respond_error(session, &GatewayError::Plugin(e), &ctx.request_id).await?;
                 Ok(true)
             }
         }
@@ -126,7 +155,7 @@ impl ProxyHttp for WharfProxy {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()) {
+        if let Some(client) = client_ip(session) {
             let forwarded = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
                 Some(prev) => format!("{prev}, {client}"),
                 None => client,
@@ -150,12 +179,17 @@ impl ProxyHttp for WharfProxy {
         Ok(())
     }
 
+    /// Plugins' `on-response`, last plugin first; a fail-closed failure replaces the response.
     async fn response_filter(
         &self,
         _session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Err(e) = chain::on_response(&mut ctx.continued, response).await {
+            ctx.failure = Some(GatewayError::Plugin(e));
+            return Err(Error::explain(ErrorType::InternalError, "plugin failed in on-response"));
+        }
         response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         Ok(())
     }
@@ -191,6 +225,23 @@ impl ProxyHttp for WharfProxy {
             m.upstream_duration.with_label_values(&[tenant]).observe(up.as_secs_f64());
         }
     }
+}
+
+fn client_ip(session: &Session) -> Option<String> {
+    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string())
+}
+
+/// A plugin's own reply, after the `on-response` of the plugins before it.
+async fn respond_reply(session: &mut Session, reply: Reply, ctx: &mut RequestCtx) -> Result<()> {
+    let mut resp = chain::reply_header(&reply)?;
+    if let Err(e) = chain::on_response(&mut ctx.continued, &mut resp).await {
+        return respond_error(session, &GatewayError::Plugin(e), &ctx.request_id).await;
+    }
+    resp.insert_header("Content-Length", reply.body.len().to_string())?;
+    resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(Bytes::from(reply.body)), true).await?;
+    Ok(())
 }
 
 /// Host header, or the URI authority for HTTP/2 (`:authority`).

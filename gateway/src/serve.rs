@@ -17,6 +17,8 @@ use crate::cli::ServeArgs;
 use crate::control::ControlPlane;
 use crate::live::{LiveConfig, RoutingTable};
 use crate::proxy::WharfProxy;
+use crate::resolve::resolve_plugins;
+use wharf_plugins::PluginRuntime;
 
 pub const DEMO_HOST: &str = "demo.localhost";
 
@@ -45,8 +47,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
 
-    // The first snapshot is loaded before serving, so no request ever sees an empty table.
-    let snapshot = tokio::runtime::Builder::new_current_thread()
+    let metrics = Arc::new(Metrics::new());
+    let runtime = PluginRuntime::new(boot.plugins.clone(), Some(&boot.data_dir), metrics.clone())?;
+    if !runtime.pooled() {
+        eprintln!("wharf: plugin instances use on-demand allocation (pooling unavailable)");
+    }
+
+    // The first snapshot and its plugins are loaded before serving, so no request ever sees an
+    // empty table or waits for a compile.
+    let (snapshot, plugins) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(async {
@@ -57,12 +66,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 seed_demo(&store, addr).await.context("seeding the demo tenant")?;
             }
             let snapshot = store.load().await?;
+            let plugins = resolve_plugins(&snapshot, &store, &runtime).await;
             store.close().await;
-            anyhow::Ok(snapshot)
+            anyhow::Ok((snapshot, plugins))
         })?;
 
-    let metrics = Arc::new(Metrics::new());
-    let (table, _) = RoutingTable::compile(&snapshot, &RoutingTable::default());
+    let (table, _) = RoutingTable::compile(&snapshot, &plugins, &RoutingTable::default());
     metrics.config_version.set(table.version);
     metrics.config_store_up.set(1);
     let live = Arc::new(LiveConfig::new(table));
@@ -78,7 +87,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        WharfProxy { config: live.clone(), metrics: metrics.clone() },
+        WharfProxy { config: live.clone(), metrics: metrics.clone(), runtime: runtime.clone() },
         "wharf proxy",
     );
     proxy.add_tcp(&boot.listen);
@@ -87,6 +96,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         "wharf control plane",
         ControlPlane {
             store_url: store_url.clone(),
+            runtime,
             live,
             metrics,
             poll_interval: Duration::from_millis(boot.config_poll_interval_ms.max(10)),

@@ -99,6 +99,8 @@ pub fn route(id: &str, prefix: &str, upstreams: &[&str]) -> Route {
 /// A `wharf serve` child process with its own data dir and ports.
 pub struct Wharf {
     child: Child,
+    config: PathBuf,
+    extra_args: Vec<String>,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     pub dir: PathBuf,
@@ -157,9 +159,30 @@ impl Wharf {
             .timeout(Duration::from_secs(20))
             .build()
             .expect("client");
-        let mut w = Wharf { child, proxy, admin, dir, client };
+        let extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+        let mut w = Wharf { child, config, extra_args, proxy, admin, dir, client };
         w.wait_ready().await?;
         Ok(w)
+    }
+
+    /// Stops the process and starts it again with the same ports, data dir and store.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = std::fs::OpenOptions::new().append(true).open(self.dir.join("wharf.log")).expect("log file");
+        self.child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .args(&self.extra_args)
+            .env("WHARF_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn wharf");
+        if let Err(log) = self.wait_ready().await {
+            panic!("wharf did not restart:\n{log}");
+        }
     }
 
     async fn wait_ready(&mut self) -> Result<(), String> {

@@ -1,0 +1,169 @@
+//! A route's plugin chain: `on-request` in order (the first `respond` ends it), `on-response` in
+//! reverse over the plugins that continued. Each plugin instance lives for one request.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+use pingora_http::{RequestHeader, ResponseHeader};
+use wharf_plugins::types::{Header, HeaderOp, Reply, Request, RequestAction, Response, ResponseAction};
+use wharf_plugins::{CompiledPlugin, Invocation, PluginError, PluginInstance, PluginRuntime, TenantLimits};
+
+/// One plugin of a route's chain, resolved against the compiled-code cache.
+pub struct Attached {
+    pub name: Arc<str>,
+    /// `Err`: the plugin could not be loaded (its bytes are missing or no longer compile).
+    pub compiled: Result<Arc<CompiledPlugin>, String>,
+    pub config: Arc<BTreeMap<String, String>>,
+    pub fail_open: bool,
+}
+
+/// A plugin instance waiting for its `on-response`.
+pub struct Continued {
+    instance: PluginInstance,
+    fail_open: bool,
+}
+
+pub enum RequestOutcome {
+    Continue,
+    Respond(Reply),
+    Failed(PluginError),
+}
+
+/// Who the chain runs for.
+pub struct ChainCtx<'a> {
+    pub runtime: &'a PluginRuntime,
+    pub tenant: &'a Arc<str>,
+    pub route: &'a str,
+    pub limits: TenantLimits,
+    pub client_addr: String,
+}
+
+pub async fn on_request(
+    cx: &ChainCtx<'_>,
+    chain: &[Attached],
+    req: &mut RequestHeader,
+    continued: &mut Vec<Continued>,
+) -> RequestOutcome {
+    for att in chain {
+        let result = run_request(cx, att, req).await;
+        match result {
+            Ok((instance, RequestAction::Continue(edits))) => {
+                for op in &edits.headers {
+                    apply_request_op(req, op);
+                }
+                if let Some(path) = edits.path.as_deref() {
+                    rewrite_path(req, path);
+                }
+                continued.push(Continued { instance, fail_open: att.fail_open });
+            }
+            Ok((_, RequestAction::Respond(reply))) => return RequestOutcome::Respond(reply),
+            Err(e) if att.fail_open => {
+                tracing::warn!(tenant = %cx.tenant, plugin = %att.name, "plugin skipped (fail-open): {e}");
+            }
+            Err(e) => return RequestOutcome::Failed(e),
+        }
+    }
+    RequestOutcome::Continue
+}
+
+async fn run_request(
+    cx: &ChainCtx<'_>,
+    att: &Attached,
+    req: &RequestHeader,
+) -> Result<(PluginInstance, RequestAction), PluginError> {
+    let compiled = att
+        .compiled
+        .as_ref()
+        .map_err(|reason| PluginError::Unavailable { plugin: att.name.to_string(), reason: reason.clone() })?;
+    let inv = Invocation { tenant: cx.tenant, plugin: &att.name, limits: cx.limits, config: att.config.clone() };
+    let mut instance = cx.runtime.instantiate(inv, compiled).await?;
+    let action = instance.on_request(&wit_request(cx, req)).await?;
+    Ok((instance, action))
+}
+
+/// Runs `on-response` of every continued plugin, last first, and releases their instances.
+pub async fn on_response(continued: &mut Vec<Continued>, resp: &mut ResponseHeader) -> Result<(), PluginError> {
+    while let Some(mut c) = continued.pop() {
+        let view = Response { status: resp.status.as_u16(), headers: wit_headers(&resp.headers) };
+        match c.instance.on_response(&view).await {
+            Ok(action) => apply_response_action(resp, &action),
+            Err(e) if c.fail_open => {
+                tracing::warn!(plugin = %c.instance.plugin(), "plugin on-response skipped (fail-open): {e}");
+            }
+            Err(e) => {
+                continued.clear();
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The response header of a plugin's own reply (validated by the runtime already).
+pub fn reply_header(reply: &Reply) -> pingora_core::Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(reply.status, Some(reply.headers.len() + 2))?;
+    for h in &reply.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(&h.value)) {
+            resp.append_header(name, value)?;
+        }
+    }
+    Ok(resp)
+}
+
+fn wit_request(cx: &ChainCtx<'_>, req: &RequestHeader) -> Request {
+    Request {
+        method: req.method.as_str().to_string(),
+        path: req.uri.path_and_query().map_or_else(|| req.uri.path().to_string(), |p| p.as_str().to_string()),
+        headers: wit_headers(&req.headers),
+        client_addr: cx.client_addr.clone(),
+        tenant_id: cx.tenant.to_string(),
+        route_id: cx.route.to_string(),
+    }
+}
+
+fn wit_headers(headers: &http::HeaderMap) -> Vec<Header> {
+    headers
+        .iter()
+        .map(|(k, v)| Header { name: k.as_str().to_string(), value: v.as_bytes().to_vec() })
+        .collect()
+}
+
+// Names and values were checked by the runtime (`wharf_plugins::output`): the parses below
+// cannot fail for checked output, and an unparsable op is skipped rather than trusted.
+fn header_pair(h: &Header) -> Option<(HeaderName, HeaderValue)> {
+    Some((HeaderName::from_bytes(h.name.as_bytes()).ok()?, HeaderValue::from_bytes(&h.value).ok()?))
+}
+
+fn apply_request_op(req: &mut RequestHeader, op: &HeaderOp) {
+    let _ = match op {
+        HeaderOp::Set(h) => header_pair(h).map(|(n, v)| req.insert_header(n, v)),
+        HeaderOp::Append(h) => header_pair(h).map(|(n, v)| req.append_header(n, v).map(|_| ())),
+        HeaderOp::Remove(name) => HeaderName::from_bytes(name.as_bytes()).ok().map(|n| {
+            req.remove_header(&n);
+            Ok(())
+        }),
+    };
+}
+
+fn apply_response_action(resp: &mut ResponseHeader, action: &ResponseAction) {
+    if let Some(status) = action.status {
+        let _ = resp.set_status(status);
+    }
+    for op in &action.headers {
+        let _ = match op {
+            HeaderOp::Set(h) => header_pair(h).map(|(n, v)| resp.insert_header(n, v)),
+            HeaderOp::Append(h) => header_pair(h).map(|(n, v)| resp.append_header(n, v).map(|_| ())),
+            HeaderOp::Remove(name) => HeaderName::from_bytes(name.as_bytes()).ok().map(|n| {
+                resp.remove_header(&n);
+                Ok(())
+            }),
+        };
+    }
+}
+
+fn rewrite_path(req: &mut RequestHeader, path: &str) {
+    if let Ok(uri) = path.parse::<http::Uri>() {
+        req.set_uri(uri);
+    }
+}

@@ -1,0 +1,45 @@
+//! Turns the plugin attachments of a config snapshot into compiled plugins, before the snapshot
+//! serves traffic: nothing compiles on the request path. Lookups go memory → disk cache → the
+//! store's blob (compiled once per content hash, off the async threads).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use wharf_plugins::{CompiledPlugin, PluginRuntime};
+use wharf_tenancy::{ConfigSnapshot, Store};
+
+/// Compiled plugins by content hash; `Err` says why a plugin cannot run.
+pub type PluginSet = HashMap<String, Result<Arc<CompiledPlugin>, String>>;
+
+pub async fn resolve_plugins(snapshot: &ConfigSnapshot, store: &Store, runtime: &Arc<PluginRuntime>) -> PluginSet {
+    let mut set = PluginSet::new();
+    for tenant in &snapshot.tenants {
+        for att in tenant.routes.iter().flat_map(|r| &r.plugins) {
+            let Some(pv) = tenant.plugin_version(&att.plugin, att.version) else { continue };
+            if set.contains_key(&pv.sha256) {
+                continue;
+            }
+            let resolved = resolve_one(&pv.sha256, store, runtime).await;
+            if let Err(e) = &resolved {
+                tracing::error!(tenant = %tenant.id, plugin = %att.plugin, version = att.version, "plugin unavailable: {e}");
+            }
+            set.insert(pv.sha256.clone(), resolved);
+        }
+    }
+    set
+}
+
+async fn resolve_one(sha: &str, store: &Store, runtime: &Arc<PluginRuntime>) -> Result<Arc<CompiledPlugin>, String> {
+    if let Some(hit) = runtime.cached(sha) {
+        return Ok(hit);
+    }
+    let bytes = store
+        .plugin_blob(sha)
+        .await
+        .map_err(|e| format!("cannot fetch plugin bytes: {e}"))?
+        .ok_or_else(|| "plugin bytes are missing from the store".to_string())?;
+    let runtime = runtime.clone();
+    tokio::task::spawn_blocking(move || runtime.validate(&bytes).map_err(|e| e.to_string()))
+        .await
+        .map_err(|e| format!("compile task failed: {e}"))?
+}
