@@ -50,7 +50,7 @@ pub async fn on_request(
         match result {
             Ok((instance, RequestAction::Continue(edits))) => {
                 for op in &edits.headers {
-                    apply_request_op(req, op);
+                    apply_op(req, op);
                 }
                 if let Some(path) = edits.path.as_deref() {
                     rewrite_path(req, path);
@@ -135,15 +135,49 @@ fn header_pair(h: &Header) -> Option<(HeaderName, HeaderValue)> {
     Some((HeaderName::from_bytes(h.name.as_bytes()).ok()?, HeaderValue::from_bytes(&h.value).ok()?))
 }
 
-fn apply_request_op(req: &mut RequestHeader, op: &HeaderOp) {
-    let _ = match op {
-        HeaderOp::Set(h) => header_pair(h).map(|(n, v)| req.insert_header(n, v)),
-        HeaderOp::Append(h) => header_pair(h).map(|(n, v)| req.append_header(n, v).map(|_| ())),
-        HeaderOp::Remove(name) => HeaderName::from_bytes(name.as_bytes()).ok().map(|n| {
-            req.remove_header(&n);
-            Ok(())
-        }),
+/// Request and response headers take the same edits; Pingora gives them no common trait.
+trait EditHeaders {
+    fn set(&mut self, name: HeaderName, value: HeaderValue);
+    fn append(&mut self, name: HeaderName, value: HeaderValue);
+    fn remove(&mut self, name: &HeaderName);
+}
+
+macro_rules! edit_headers_for {
+    ($t:ty) => {
+        impl EditHeaders for $t {
+            fn set(&mut self, name: HeaderName, value: HeaderValue) {
+                let _ = self.insert_header(name, value);
+            }
+            fn append(&mut self, name: HeaderName, value: HeaderValue) {
+                let _ = self.append_header(name, value);
+            }
+            fn remove(&mut self, name: &HeaderName) {
+                self.remove_header(name);
+            }
+        }
     };
+}
+edit_headers_for!(RequestHeader);
+edit_headers_for!(ResponseHeader);
+
+fn apply_op(target: &mut impl EditHeaders, op: &HeaderOp) {
+    match op {
+        HeaderOp::Set(h) => {
+            if let Some((n, v)) = header_pair(h) {
+                target.set(n, v);
+            }
+        }
+        HeaderOp::Append(h) => {
+            if let Some((n, v)) = header_pair(h) {
+                target.append(n, v);
+            }
+        }
+        HeaderOp::Remove(name) => {
+            if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                target.remove(&n);
+            }
+        }
+    }
 }
 
 fn apply_response_action(resp: &mut ResponseHeader, action: &ResponseAction) {
@@ -151,14 +185,7 @@ fn apply_response_action(resp: &mut ResponseHeader, action: &ResponseAction) {
         let _ = resp.set_status(status);
     }
     for op in &action.headers {
-        let _ = match op {
-            HeaderOp::Set(h) => header_pair(h).map(|(n, v)| resp.insert_header(n, v)),
-            HeaderOp::Append(h) => header_pair(h).map(|(n, v)| resp.append_header(n, v).map(|_| ())),
-            HeaderOp::Remove(name) => HeaderName::from_bytes(name.as_bytes()).ok().map(|n| {
-                resp.remove_header(&n);
-                Ok(())
-            }),
-        };
+        apply_op(resp, op);
     }
 }
 

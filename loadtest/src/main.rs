@@ -1,1 +1,70 @@
-fn main() {}
+//! `wharf-load`: Wharf's load generator and benchmark scenarios.
+//! See docs/benchmarks.md for the commands that produced the published numbers.
+
+mod http_load;
+mod plugin_bench;
+mod stats;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "wharf-load", about = "Wharf load generator and benchmark scenarios")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Per-request plugin cost: instantiate + on-request, pooling vs on-demand.
+    Plugin {
+        /// A built plugin (.wasm component) or WAT text.
+        #[arg(long, required_unless_present = "noop")]
+        file: Option<std::path::PathBuf>,
+        /// Measure a hand-written no-op component instead: the floor of the runtime's cost.
+        #[arg(long)]
+        noop: bool,
+        #[arg(long, default_value_t = 20_000)]
+        iterations: usize,
+    },
+    /// HTTP load against targets LABEL=ADDR[,HOST[,PATH]], measured one after another.
+    Http {
+        #[arg(long = "target", required = true)]
+        targets: Vec<String>,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().scenario {
+        Scenario::Plugin { file, noop, iterations } => {
+            let (plugin, bytes) = match file {
+                Some(file) if !noop => (
+                    file.file_stem().map_or("plugin".into(), |s| s.to_string_lossy().into_owned()),
+                    std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?,
+                ),
+                _ => ("noop-wat".to_string(), wharf_plugins::test_support::noop().into_bytes()),
+            };
+            plugin_bench::run(plugin_bench::Args { plugin, bytes, iterations })
+        }
+        Scenario::Http { targets, concurrency, seconds } => {
+            let targets = targets.iter().map(|t| parse_target(t)).collect::<anyhow::Result<Vec<_>>>()?;
+            http_load::run(http_load::Args { targets, concurrency, duration: Duration::from_secs(seconds) })
+        }
+    }
+}
+
+fn parse_target(spec: &str) -> anyhow::Result<http_load::Target> {
+    let (label, rest) = spec.split_once('=').context("target must be LABEL=ADDR[,HOST[,PATH]]")?;
+    let mut parts = rest.split(',');
+    let addr = parts.next().context("target needs an address")?.to_string();
+    let host = parts.next().unwrap_or("localhost").to_string();
+    let path = parts.next().unwrap_or("/").to_string();
+    Ok(http_load::Target { label: label.to_string(), addr, host, path })
+}
