@@ -26,6 +26,11 @@ pub struct Bootstrap {
     pub config_poll_interval_ms: u64,
     /// The plugin runtime: pool size, memory ceiling, epoch tick, upload cap.
     pub plugins: wharf_plugins::RuntimeSettings,
+    /// Redis for plugins' host calls (`redis://…`); unset: Redis calls get `backend-unavailable`.
+    pub redis: Option<String>,
+    /// SQL for plugins: `sqlite` (a file per tenant under data_dir/tenant-sql, the default),
+    /// `postgres://ADMIN@HOST/DB` (a schema and role per tenant), or `none`.
+    pub sql: String,
 }
 
 impl Default for Bootstrap {
@@ -40,6 +45,8 @@ impl Default for Bootstrap {
             graceful_shutdown_timeout_seconds: 5,
             config_poll_interval_ms: 250,
             plugins: wharf_plugins::RuntimeSettings::default(),
+            redis: None,
+            sql: "sqlite".into(),
         }
     }
 }
@@ -78,6 +85,17 @@ mod tests {
 }
 
 impl Bootstrap {
+    pub fn backend_settings(&self) -> anyhow::Result<wharf_tenancy::backends::BackendSettings> {
+        use wharf_tenancy::backends::{BackendSettings, SqlBackend};
+        let sql = match self.sql.as_str() {
+            "none" => SqlBackend::Disabled,
+            "sqlite" => SqlBackend::Sqlite(self.data_dir.join("tenant-sql")),
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => SqlBackend::Postgres(url.into()),
+            other => anyhow::bail!("sql = {other:?}: use \"sqlite\", \"none\" or a postgres:// URL"),
+        };
+        Ok(BackendSettings { redis_url: self.redis.clone(), sql })
+    }
+
     /// Command-line flags win over the file.
     pub fn with_store_args(mut self, args: &crate::cli::StoreArgs) -> Bootstrap {
         if let Some(d) = &args.data_dir {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
 use wharf_plugins::types::{Header, HeaderOp, Reply, Request, RequestAction, Response, ResponseAction};
+use wharf_tenancy::backends::TenantBackends;
 use wharf_plugins::{CompiledPlugin, Invocation, PluginError, PluginInstance, PluginRuntime, TenantLimits};
 
 /// One plugin of a route's chain, resolved against the compiled-code cache.
@@ -37,6 +38,7 @@ pub struct ChainCtx<'a> {
     pub route: &'a str,
     pub limits: TenantLimits,
     pub client_addr: String,
+    pub backends: &'a Arc<TenantBackends>,
 }
 
 pub async fn on_request(
@@ -76,7 +78,13 @@ async fn run_request(
         .compiled
         .as_ref()
         .map_err(|reason| PluginError::Unavailable { plugin: att.name.to_string(), reason: reason.clone() })?;
-    let inv = Invocation { tenant: cx.tenant, plugin: &att.name, limits: cx.limits, config: att.config.clone() };
+    let inv = Invocation {
+        tenant: cx.tenant,
+        plugin: &att.name,
+        limits: cx.limits,
+        config: att.config.clone(),
+        backends: Some(cx.backends.clone()),
+    };
     let mut instance = cx.runtime.instantiate(inv, compiled).await?;
     let action = instance.on_request(&wit_request(cx, req)).await?;
     Ok((instance, action))

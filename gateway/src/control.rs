@@ -14,6 +14,7 @@ use wharf_tenancy::store::now_ms;
 use wharf_tenancy::Store;
 
 use wharf_plugins::PluginRuntime;
+use wharf_tenancy::backends::Backends;
 
 use crate::admin;
 use crate::resolve::resolve_plugins;
@@ -22,6 +23,7 @@ use crate::live::{LiveConfig, RoutingTable};
 pub struct ControlPlane {
     pub store_url: String,
     pub runtime: Arc<PluginRuntime>,
+    pub backends: Arc<Backends>,
     pub live: Arc<LiveConfig>,
     pub metrics: Arc<Metrics>,
     pub poll_interval: Duration,
@@ -102,7 +104,7 @@ impl ControlPlane {
             }
         };
         let plugins = resolve_plugins(&snapshot, store, &self.runtime).await;
-        let (table, fresh) = RoutingTable::compile(&snapshot, &plugins, &current);
+        let (table, fresh) = RoutingTable::compile(&snapshot, &plugins, &self.backends, &current);
         self.live.store(table);
         for hc in fresh {
             hc.spawn();

@@ -14,6 +14,7 @@ use pingora_load_balancing::{discovery, Backend, Backends, LoadBalancer};
 use wharf_tenancy::model::normalize_host;
 use wharf_tenancy::routing::{select_route, HostIndex};
 use wharf_plugins::TenantLimits;
+use wharf_tenancy::backends::{Backends as TenantBackendSet, TenantBackends};
 use wharf_tenancy::{ConfigSnapshot, HealthCheck, HealthCheckKind, OnError, Quotas, Route, Tenant};
 
 use crate::chain::Attached;
@@ -29,6 +30,8 @@ pub struct CompiledTenant {
     /// Parallel to `routes`: each route's plugin chain, resolved.
     pub chains: Vec<Vec<Attached>>,
     pub limits: TenantLimits,
+    /// Redis and SQL for this tenant's plugins (pools open lazily, on the proxy's runtime).
+    pub backends: Arc<TenantBackends>,
 }
 
 #[derive(Default)]
@@ -62,6 +65,7 @@ impl RoutingTable {
     pub fn compile(
         snapshot: &ConfigSnapshot,
         plugins: &PluginSet,
+        backends: &TenantBackendSet,
         previous: &RoutingTable,
     ) -> (RoutingTable, Vec<HealthChecked>) {
         let mut fresh = Vec::new();
@@ -95,8 +99,11 @@ impl RoutingTable {
                 balancers,
                 chains,
                 limits: tenant_limits(&t.quotas),
+                backends: backends.tenant(&t.id, &t.quotas),
             });
         }
+        let live: Vec<&str> = snapshot.tenants.iter().map(|t| t.id.as_str()).collect();
+        backends.retain(&live);
         let hosts = HostIndex::build(&snapshot.tenants);
         (RoutingTable { version: snapshot.version, hosts, tenants }, fresh)
     }

@@ -112,6 +112,7 @@ impl ProxyHttp for WharfProxy {
             route: &tenant.routes[r].id,
             limits: tenant.limits,
             client_addr: client_ip(session).unwrap_or_default(),
+            backends: &tenant.backends,
         };
         match chain::on_request(&cx, &tenant.chains[r], session.req_header_mut(), &mut ctx.continued).await {
             RequestOutcome::Continue => Ok(false),

@@ -19,6 +19,7 @@ use crate::live::{LiveConfig, RoutingTable};
 use crate::proxy::WharfProxy;
 use crate::resolve::resolve_plugins;
 use wharf_plugins::PluginRuntime;
+use wharf_tenancy::backends::Backends;
 
 pub const DEMO_HOST: &str = "demo.localhost";
 
@@ -49,6 +50,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let metrics = Arc::new(Metrics::new());
     let runtime = PluginRuntime::new(boot.plugins.clone(), Some(&boot.data_dir), metrics.clone())?;
+    let backends = Backends::new(boot.backend_settings()?, metrics.clone());
     if !runtime.pooled() {
         eprintln!("wharf: plugin instances use on-demand allocation (pooling unavailable)");
     }
@@ -71,7 +73,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             anyhow::Ok((snapshot, plugins))
         })?;
 
-    let (table, _) = RoutingTable::compile(&snapshot, &plugins, &RoutingTable::default());
+    let (table, _) = RoutingTable::compile(&snapshot, &plugins, &backends, &RoutingTable::default());
     metrics.config_version.set(table.version);
     metrics.config_store_up.set(1);
     let live = Arc::new(LiveConfig::new(table));
@@ -97,6 +99,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         ControlPlane {
             store_url: store_url.clone(),
             runtime,
+            backends,
             live,
             metrics,
             poll_interval: Duration::from_millis(boot.config_poll_interval_ms.max(10)),

@@ -66,7 +66,7 @@ async fn measure(runtime: &PluginRuntime, args: &Args) -> anyhow::Result<(Summar
     let total = Instant::now();
     for i in 0..args.iterations + 1000 {
         let start = Instant::now();
-        let inv = Invocation { tenant: &tenant, plugin: &plugin, limits, config: config.clone() };
+        let inv = Invocation { tenant: &tenant, plugin: &plugin, limits, config: config.clone(), backends: None };
         let mut instance = runtime.instantiate(inv, &compiled).await?;
         instance.on_request(&req).await?;
         drop(instance);

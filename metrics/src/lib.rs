@@ -4,7 +4,7 @@
 //! Label values that come from tenants are bounded by the caller (see [`UNKNOWN_TENANT`]).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
@@ -43,6 +43,12 @@ pub struct Metrics {
     pub compiled_cache_hits_total: IntCounterVec,
     pub compiled_cache_misses_total: IntCounter,
     pub compiled_components: IntGauge,
+    // Host calls and backends
+    pub host_calls_total: IntCounterVec,
+    pub host_call_duration: HistogramVec,
+    pub pool_connections: IntGaugeVec,
+    pub pool_wait: HistogramVec,
+    pub quota_rejections_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -66,6 +72,11 @@ impl Metrics {
             compiled_cache_hits_total: counter_vec(&r, "wharf_compiled_cache_hits_total", "Compiled-component lookups served from cache, by tier (memory, disk)", &["tier"]),
             compiled_cache_misses_total: counter(&r, "wharf_compiled_cache_misses_total", "Compiled-component lookups that had to compile"),
             compiled_components: gauge(&r, "wharf_compiled_components", "Distinct compiled components held in memory"),
+            host_calls_total: counter_vec(&r, "wharf_host_calls_total", "Host calls from plugins, by tenant, plugin, function and outcome", &["tenant", "plugin", "function", "outcome"]),
+            host_call_duration: histogram_vec(&r, "wharf_host_call_duration_seconds", "Duration of host calls from plugins, by tenant and function", &["tenant", "function"], LATENCY_BUCKETS),
+            pool_connections: gauge_vec(&r, "wharf_pool_connections", "Connections of a tenant's backend pool, by state (in_use, idle)", &["tenant", "backend", "state"]),
+            pool_wait: histogram_vec(&r, "wharf_pool_wait_seconds", "Time a host call waited for a pooled connection", &["tenant", "backend"], LATENCY_BUCKETS),
+            quota_rejections_total: counter_vec(&r, "wharf_quota_rejections_total", "Calls refused because a tenant quota was used up, by quota", &["tenant", "quota"]),
             registry: r,
         }
     }
@@ -100,6 +111,12 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("static metric definition");
+    r.register(Box::new(g.clone())).expect("metric names are unique");
+    g
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
     r.register(Box::new(g.clone())).expect("metric names are unique");
     g
 }

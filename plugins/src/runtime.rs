@@ -11,6 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wharf_metrics::Metrics;
+use wharf_tenancy::backends::TenantBackends;
 
 use crate::bindings::HttpPlugin;
 use crate::cache::{CompiledPlugin, ComponentCache};
@@ -36,6 +37,8 @@ pub struct Invocation<'a> {
     pub plugin: &'a Arc<str>,
     pub limits: TenantLimits,
     pub config: Arc<BTreeMap<String, String>>,
+    /// The tenant's Redis and SQL for host calls.
+    pub backends: Option<Arc<TenantBackends>>,
 }
 
 impl PluginRuntime {
@@ -96,6 +99,7 @@ impl PluginRuntime {
             timed_out: false,
             log: Default::default(),
             metrics: self.metrics.clone(),
+            backends: inv.backends,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -41,7 +41,7 @@ async fn run_request(
     let compiled = rt.validate(bytes).expect("valid plugin");
     let tenant: Arc<str> = "acme".into();
     let plugin: Arc<str> = "p".into();
-    let inv = Invocation { tenant: &tenant, plugin: &plugin, limits, config: config(cfg) };
+    let inv = Invocation { tenant: &tenant, plugin: &plugin, limits, config: config(cfg), backends: None };
     let mut instance = rt.instantiate(inv, &compiled).await?;
     instance.on_request(req).await
 }
@@ -69,7 +69,7 @@ async fn c_add_header_uses_config_and_keeps_state_between_phases() {
     let plugin: Arc<str> = "add-header".into();
     for round in 0..3 {
         let cfg = config(&[("request-header", "x-tenant"), ("request-value", "acme"), ("debug-state", "1")]);
-        let inv = Invocation { tenant: &tenant, plugin: &plugin, limits: TenantLimits::default(), config: cfg };
+        let inv = Invocation { tenant: &tenant, plugin: &plugin, limits: TenantLimits::default(), config: cfg, backends: None };
         let mut instance = rt.instantiate(inv, &compiled).await.unwrap();
         let path = format!("/round/{round}");
         let action = instance.on_request(&request(&path, &[])).await.unwrap();
@@ -193,7 +193,7 @@ async fn tenant_instance_quota_is_enforced() {
     let limits = TenantLimits { max_instances: 2, ..TenantLimits::default() };
     let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
     let p: Arc<str> = "p".into();
-    let inv = |t| Invocation { tenant: t, plugin: &p, limits, config: config(&[]) };
+    let inv = |t| Invocation { tenant: t, plugin: &p, limits, config: config(&[]), backends: None };
     let first = rt.instantiate(inv(&a), &compiled).await.unwrap();
     let _second = rt.instantiate(inv(&a), &compiled).await.unwrap();
     let third = rt.instantiate(inv(&a), &compiled).await;

@@ -13,3 +13,4 @@ pub use model::{
 pub use store::{ConfigSnapshot, Store};
 #[doc(hidden)]
 pub mod test_support;
+pub mod backends;

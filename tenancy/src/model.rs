@@ -50,6 +50,19 @@ pub struct Quotas {
     pub plugin_max_instances: u32,
     /// Largest plugin this tenant may upload.
     pub plugin_max_bytes: u64,
+    /// Redis connections this tenant's plugins may hold at once (its pool size).
+    pub redis_max_connections: u32,
+    pub redis_commands_per_second: u32,
+    /// Largest Redis reply handed to a plugin.
+    pub redis_max_reply_bytes: u64,
+    /// SQL connections this tenant's plugins may hold at once (its pool size).
+    pub sql_max_connections: u32,
+    pub sql_queries_per_second: u32,
+    pub sql_statement_timeout_ms: u64,
+    pub sql_max_rows: u32,
+    pub sql_max_result_bytes: u64,
+    /// How long a host call waits for a free pooled connection before `quota-exceeded`.
+    pub pool_wait_ms: u64,
 }
 
 impl Default for Quotas {
@@ -60,18 +73,36 @@ impl Default for Quotas {
             plugin_memory_bytes: 16 << 20,
             plugin_max_instances: 64,
             plugin_max_bytes: 32 << 20,
+            redis_max_connections: 4,
+            redis_commands_per_second: 1000,
+            redis_max_reply_bytes: 1 << 20,
+            sql_max_connections: 4,
+            sql_queries_per_second: 500,
+            sql_statement_timeout_ms: 1000,
+            sql_max_rows: 1000,
+            sql_max_result_bytes: 1 << 20,
+            pool_wait_ms: 100,
         }
     }
 }
 
 impl Quotas {
     pub fn validate(&self) -> Result<(), ValidationError> {
-        let checks: [(&'static str, u64, u64, u64); 5] = [
+        let checks: [(&'static str, u64, u64, u64); 14] = [
             ("plugin_fuel", self.plugin_fuel, 1_000, 100_000_000_000),
             ("plugin_deadline_ms", self.plugin_deadline_ms, 1, 60_000),
             ("plugin_memory_bytes", self.plugin_memory_bytes, 64 << 10, 4 << 30),
             ("plugin_max_instances", u64::from(self.plugin_max_instances), 1, 100_000),
             ("plugin_max_bytes", self.plugin_max_bytes, 1 << 10, 1 << 30),
+            ("redis_max_connections", u64::from(self.redis_max_connections), 1, 1000),
+            ("redis_commands_per_second", u64::from(self.redis_commands_per_second), 1, 1_000_000),
+            ("redis_max_reply_bytes", self.redis_max_reply_bytes, 1 << 10, 64 << 20),
+            ("sql_max_connections", u64::from(self.sql_max_connections), 1, 1000),
+            ("sql_queries_per_second", u64::from(self.sql_queries_per_second), 1, 1_000_000),
+            ("sql_statement_timeout_ms", self.sql_statement_timeout_ms, 1, 600_000),
+            ("sql_max_rows", u64::from(self.sql_max_rows), 1, 1_000_000),
+            ("sql_max_result_bytes", self.sql_max_result_bytes, 1 << 10, 64 << 20),
+            ("pool_wait_ms", self.pool_wait_ms, 0, 60_000),
         ];
         for (name, value, min, max) in checks {
             if !(min..=max).contains(&value) {

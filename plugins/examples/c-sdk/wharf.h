@@ -124,6 +124,58 @@ static inline void wharf_respond(http_plugin_request_action_t *ret, uint16_t sta
   r->body.ptr = wharf_copy((const uint8_t *)body, r->body.len);
 }
 
+// Decimal text of `v` in a fresh heap string.
+static inline wharf_str wharf_itoa(int64_t v) {
+  char buf[24];
+  int n = 0;
+  uint64_t u = v < 0 ? (uint64_t)(-(v + 1)) + 1 : (uint64_t)v;
+  do { buf[n++] = (char)('0' + u % 10); u /= 10; } while (u > 0);
+  if (v < 0) buf[n++] = '-';
+  wharf_str out = {(uint8_t *)malloc((size_t)n), (size_t)n};
+  for (int i = 0; i < n; i++) out.ptr[i] = (uint8_t)buf[n - 1 - i];
+  return out;
+}
+
+// The name of a host error, for messages: "quota-exceeded", "backend-unavailable", ...
+static inline const char *wharf_host_error_name(const wharf_plugin_types_host_error_t *e) {
+  switch (e->tag) {
+    case WHARF_PLUGIN_TYPES_HOST_ERROR_QUOTA_EXCEEDED: return "quota-exceeded";
+    case WHARF_PLUGIN_TYPES_HOST_ERROR_TIMEOUT: return "timeout";
+    case WHARF_PLUGIN_TYPES_HOST_ERROR_DENIED: return "denied";
+    case WHARF_PLUGIN_TYPES_HOST_ERROR_BACKEND_UNAVAILABLE: return "backend-unavailable";
+    case WHARF_PLUGIN_TYPES_HOST_ERROR_INVALID: return "invalid";
+    default: return "backend";
+  }
+}
+
+// A JSON error reply {"error": code, "host_error": <kind>} with the given status.
+static inline void wharf_respond_host_error(http_plugin_request_action_t *ret, uint16_t status, const char *code,
+                                            const wharf_plugin_types_host_error_t *e) {
+  const char *kind = wharf_host_error_name(e);
+  size_t n = strlen(code) + strlen(kind) + 40;
+  char *body = (char *)malloc(n);
+  strcpy(body, "{\"error\":\"");
+  strcat(body, code);
+  strcat(body, "\",\"host_error\":\"");
+  strcat(body, kind);
+  strcat(body, "\"}");
+  wharf_respond(ret, status, "application/json", body);
+}
+
+// Runs a Redis command with up to 4 byte-string arguments.
+static inline bool wharf_redis(const char *cmd, wharf_str *args, size_t nargs, wharf_plugin_redis_redis_value_t *ret,
+                               wharf_plugin_types_host_error_t *err) {
+  wharf_str name;
+  http_plugin_string_set(&name, cmd);
+  http_plugin_list_u8_t list[4];
+  for (size_t i = 0; i < nargs && i < 4; i++) {
+    list[i].ptr = args[i].ptr;
+    list[i].len = args[i].len;
+  }
+  http_plugin_list_list_u8_t l = {list, nargs};
+  return wharf_plugin_redis_command(&name, &l, ret, err);
+}
+
 static inline void wharf_response_unchanged(http_plugin_response_action_t *ret) {
   ret->status.is_some = false;
   ret->headers.ptr = NULL;

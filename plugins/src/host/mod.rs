@@ -3,12 +3,15 @@
 
 pub mod config;
 pub mod log;
+pub mod redis;
+pub mod sql;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use wharf_metrics::Metrics;
+use wharf_tenancy::backends::{HostError as BackendError, TenantBackends};
 
 use crate::limits::StoreLimiter;
 
@@ -25,4 +28,47 @@ pub struct PluginState {
     pub timed_out: bool,
     pub log: log::LogBudget,
     pub metrics: Arc<Metrics>,
+    /// The tenant's Redis and SQL; `None` where the gateway has no backends configured.
+    pub backends: Option<Arc<TenantBackends>>,
+}
+
+/// One host call in flight: a tracing span and the start time for the metrics.
+pub struct HostCall {
+    function: &'static str,
+    started: Instant,
+    span: tracing::Span,
+}
+
+impl PluginState {
+    pub fn host_call(&self, function: &'static str) -> HostCall {
+        let span = tracing::debug_span!("host_call", tenant = %self.tenant, plugin = %self.plugin, function);
+        HostCall { function, started: Instant::now(), span }
+    }
+}
+
+impl HostCall {
+    pub fn finish<T>(self, state: &PluginState, result: &Result<T, BackendError>) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) => e.outcome(),
+        };
+        let elapsed = self.started.elapsed();
+        self.span.in_scope(|| tracing::debug!(outcome, elapsed_us = elapsed.as_micros() as u64, "host call"));
+        let m = &state.metrics;
+        m.host_calls_total.with_label_values(&[&state.tenant, &state.plugin, self.function, outcome]).inc();
+        m.host_call_duration.with_label_values(&[&state.tenant, self.function]).observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The host's error as the WIT `host-error` a plugin receives.
+pub fn to_wit_error(e: BackendError) -> crate::bindings::types::HostError {
+    use crate::bindings::types::HostError as W;
+    match e {
+        BackendError::QuotaExceeded(m) => W::QuotaExceeded(m),
+        BackendError::Timeout => W::Timeout,
+        BackendError::Denied(m) => W::Denied(m),
+        BackendError::BackendUnavailable => W::BackendUnavailable,
+        BackendError::Invalid(m) => W::Invalid(m),
+        BackendError::Backend(m) => W::Backend(m),
+    }
 }

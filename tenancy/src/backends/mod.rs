@@ -1,0 +1,113 @@
+//! Per-tenant Redis and SQL for plugins' host calls: pools sized by the tenant's quotas, rate
+//! limits, and isolation (Redis key namespaces; a Postgres schema and role, or a SQLite file,
+//! per tenant). Pools are created lazily on first use, inside the runtime that uses them.
+
+mod error;
+mod quota;
+pub mod redis;
+pub mod sql;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OnceCell;
+use wharf_metrics::Metrics;
+
+pub use error::HostError;
+
+use crate::model::Quotas;
+
+/// Where tenants' data lives; from the bootstrap file.
+#[derive(Debug, Clone, Default)]
+pub struct BackendSettings {
+    /// `redis://…`; `None`: Redis calls fail with `backend-unavailable`.
+    pub redis_url: Option<String>,
+    pub sql: SqlBackend,
+}
+
+#[derive(Debug, Clone, Default)]
+pub enum SqlBackend {
+    #[default]
+    Disabled,
+    /// One database file per tenant in this directory.
+    Sqlite(PathBuf),
+    /// A URL whose user may create roles and schemas; tenants get their own of each.
+    Postgres(String),
+}
+
+/// All tenants' backends on this node.
+pub struct Backends {
+    settings: BackendSettings,
+    metrics: Arc<Metrics>,
+    tenants: Mutex<HashMap<String, Arc<TenantBackends>>>,
+}
+
+/// One tenant's Redis and SQL, at its quotas.
+pub struct TenantBackends {
+    pub tenant: String,
+    pub quotas: Quotas,
+    redis: OnceCell<Option<redis::TenantRedis>>,
+    sql: OnceCell<Result<sql::TenantSql, HostError>>,
+    settings: BackendSettings,
+    metrics: Arc<Metrics>,
+}
+
+impl Backends {
+    pub fn new(settings: BackendSettings, metrics: Arc<Metrics>) -> Arc<Backends> {
+        Arc::new(Backends { settings, metrics, tenants: Mutex::new(HashMap::new()) })
+    }
+
+    /// The tenant's backends; rebuilt (new pools) when its quotas changed.
+    pub fn tenant(&self, tenant: &str, quotas: &Quotas) -> Arc<TenantBackends> {
+        let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = tenants.get(tenant) {
+            if t.quotas == *quotas {
+                return t.clone();
+            }
+        }
+        let t = Arc::new(TenantBackends {
+            tenant: tenant.to_string(),
+            quotas: quotas.clone(),
+            redis: OnceCell::new(),
+            sql: OnceCell::new(),
+            settings: self.settings.clone(),
+            metrics: self.metrics.clone(),
+        });
+        tenants.insert(tenant.to_string(), t.clone());
+        t
+    }
+
+    /// Drops the pools of tenants that no longer exist.
+    pub fn retain(&self, live: &[&str]) {
+        let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        tenants.retain(|id, _| live.contains(&id.as_str()));
+    }
+}
+
+impl TenantBackends {
+    pub async fn redis(&self) -> Result<&redis::TenantRedis, HostError> {
+        let r = self
+            .redis
+            .get_or_init(|| async {
+                let url = self.settings.redis_url.as_deref()?;
+                match redis::TenantRedis::new(&self.tenant, url, &self.quotas, self.metrics.clone()) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::error!(tenant = %self.tenant, "cannot build Redis pool: {e}");
+                        None
+                    }
+                }
+            })
+            .await;
+        r.as_ref().ok_or(HostError::BackendUnavailable)
+    }
+
+    pub async fn sql(&self) -> Result<&sql::TenantSql, HostError> {
+        let s = self
+            .sql
+            .get_or_init(|| sql::TenantSql::open(&self.tenant, &self.settings.sql, &self.quotas, self.metrics.clone()))
+            .await;
+        s.as_ref().map_err(|e| e.clone())
+    }
+}

@@ -1,0 +1,215 @@
+//! A tenant's Redis: its own pool (size = quota), a command allow-list with known key positions,
+//! and every key argument prefixed with the tenant's namespace, so a plugin can reach only its
+//! tenant's keys. No allowed command returns key names, so there is nothing to strip from replies.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_redis::redis::{self, Value};
+use deadpool_redis::{Config, Pool, PoolError, Runtime, Timeouts};
+use wharf_metrics::Metrics;
+
+use super::quota::{reject, Rate};
+use super::HostError;
+use crate::model::Quotas;
+
+/// How a command's arguments hold keys.
+#[derive(Clone, Copy)]
+enum Keys {
+    None,
+    First,
+    FirstTwo,
+    All,
+    /// key value key value … (MSET)
+    Alternate,
+}
+
+/// The allow-list. Everything else is denied: KEYS, SCAN, EVAL*, FUNCTION, SCRIPT, SELECT, FLUSH*,
+/// CONFIG, CLIENT, DEBUG, MONITOR, SUBSCRIBE, MIGRATE, MOVE, OBJECT, SORT, COPY, WAIT, …
+const COMMANDS: &[(&str, Keys)] = &[
+    ("PING", Keys::None),
+    // strings and counters
+    ("GET", Keys::First), ("SET", Keys::First), ("SETNX", Keys::First), ("SETEX", Keys::First),
+    ("PSETEX", Keys::First), ("GETSET", Keys::First), ("GETDEL", Keys::First), ("GETEX", Keys::First),
+    ("APPEND", Keys::First), ("STRLEN", Keys::First), ("GETRANGE", Keys::First), ("SETRANGE", Keys::First),
+    ("INCR", Keys::First), ("INCRBY", Keys::First), ("INCRBYFLOAT", Keys::First), ("DECR", Keys::First),
+    ("DECRBY", Keys::First), ("MGET", Keys::All), ("MSET", Keys::Alternate), ("MSETNX", Keys::Alternate),
+    // keys and expiry
+    ("DEL", Keys::All), ("UNLINK", Keys::All), ("EXISTS", Keys::All), ("TOUCH", Keys::All),
+    ("TYPE", Keys::First), ("EXPIRE", Keys::First), ("PEXPIRE", Keys::First), ("EXPIREAT", Keys::First),
+    ("PEXPIREAT", Keys::First), ("TTL", Keys::First), ("PTTL", Keys::First), ("PERSIST", Keys::First),
+    ("RENAME", Keys::FirstTwo), ("RENAMENX", Keys::FirstTwo),
+    // hashes
+    ("HGET", Keys::First), ("HSET", Keys::First), ("HSETNX", Keys::First), ("HMGET", Keys::First),
+    ("HMSET", Keys::First), ("HDEL", Keys::First), ("HEXISTS", Keys::First), ("HGETALL", Keys::First),
+    ("HKEYS", Keys::First), ("HVALS", Keys::First), ("HLEN", Keys::First), ("HINCRBY", Keys::First),
+    ("HINCRBYFLOAT", Keys::First),
+    // lists
+    ("LPUSH", Keys::First), ("RPUSH", Keys::First), ("LPUSHX", Keys::First), ("RPUSHX", Keys::First),
+    ("LPOP", Keys::First), ("RPOP", Keys::First), ("LLEN", Keys::First), ("LRANGE", Keys::First),
+    ("LINDEX", Keys::First), ("LSET", Keys::First), ("LREM", Keys::First), ("LTRIM", Keys::First),
+    // sets
+    ("SADD", Keys::First), ("SREM", Keys::First), ("SMEMBERS", Keys::First), ("SISMEMBER", Keys::First),
+    ("SCARD", Keys::First), ("SPOP", Keys::First), ("SRANDMEMBER", Keys::First), ("SINTER", Keys::All),
+    ("SUNION", Keys::All), ("SDIFF", Keys::All),
+    // sorted sets
+    ("ZADD", Keys::First), ("ZREM", Keys::First), ("ZSCORE", Keys::First), ("ZINCRBY", Keys::First),
+    ("ZCARD", Keys::First), ("ZCOUNT", Keys::First), ("ZRANGE", Keys::First), ("ZRANGEBYSCORE", Keys::First),
+    ("ZREVRANGE", Keys::First), ("ZRANK", Keys::First), ("ZREVRANK", Keys::First),
+    ("ZREMRANGEBYSCORE", Keys::First), ("ZREMRANGEBYRANK", Keys::First),
+];
+
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+const MAX_ARGS: usize = 1024;
+
+pub struct TenantRedis {
+    tenant: String,
+    prefix: Vec<u8>,
+    pool: Pool,
+    wait: Duration,
+    rate: Rate,
+    max_reply: u64,
+    metrics: Arc<Metrics>,
+}
+
+/// A reply as plugins see it: scalars, or one level of array.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Nil,
+    Status(String),
+    Int(i64),
+    Bulk(Vec<u8>),
+    Array(Vec<Reply>),
+}
+
+impl TenantRedis {
+    pub fn new(tenant: &str, url: &str, q: &Quotas, metrics: Arc<Metrics>) -> Result<TenantRedis, String> {
+        let wait = Duration::from_millis(q.pool_wait_ms);
+        let pool = Config::from_url(url)
+            .builder()
+            .map_err(|e| e.to_string())?
+            .max_size(q.redis_max_connections as usize)
+            .runtime(Runtime::Tokio1)
+            .timeouts(Timeouts { wait: Some(wait), create: Some(COMMAND_TIMEOUT), recycle: Some(COMMAND_TIMEOUT) })
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(TenantRedis {
+            tenant: tenant.to_string(),
+            prefix: format!("wharf:{tenant}:").into_bytes(),
+            pool,
+            wait,
+            rate: Rate::per_second(q.redis_commands_per_second, tenant, "redis_commands_per_second", metrics.clone()),
+            max_reply: q.redis_max_reply_bytes,
+            metrics,
+        })
+    }
+
+    /// Runs one allow-listed command inside the tenant's namespace.
+    pub async fn command(&self, name: &str, args: Vec<Vec<u8>>) -> Result<Reply, HostError> {
+        let upper = name.to_ascii_uppercase();
+        let keys = COMMANDS
+            .iter()
+            .find(|(c, _)| *c == upper)
+            .map(|(_, k)| *k)
+            .ok_or_else(|| HostError::Denied(format!("command {upper:?} is not available to plugins")))?;
+        if args.len() > MAX_ARGS {
+            return Err(HostError::Invalid(format!("{} arguments, at most {MAX_ARGS}", args.len())));
+        }
+        let args = self.namespace(keys, args)?;
+        self.rate.check()?;
+
+        let waited = Instant::now();
+        let conn = self.pool.get().await;
+        self.metrics.pool_wait.with_label_values(&[&self.tenant, "redis"]).observe(waited.elapsed().as_secs_f64());
+        let mut conn = conn.map_err(|e| self.pool_error(e))?;
+        self.update_pool_gauges();
+        let mut cmd = redis::cmd(&upper);
+        for a in &args {
+            cmd.arg(&a[..]);
+        }
+        let result = tokio::time::timeout(COMMAND_TIMEOUT, cmd.query_async::<Value>(&mut conn)).await;
+        drop(conn);
+        self.update_pool_gauges();
+        let value = match result {
+            Err(_) => return Err(HostError::Timeout),
+            Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => {
+                return Err(HostError::BackendUnavailable)
+            }
+            Ok(Err(e)) => return Err(HostError::Backend(e.to_string())),
+            Ok(Ok(v)) => v,
+        };
+        let reply = convert(value, true)?;
+        let size = reply_size(&reply);
+        if size > self.max_reply {
+            reject(&self.metrics, &self.tenant, "redis_max_reply_bytes");
+            return Err(HostError::QuotaExceeded(format!("reply of {size} bytes, the limit is {}", self.max_reply)));
+        }
+        Ok(reply)
+    }
+
+    fn namespace(&self, keys: Keys, mut args: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, HostError> {
+        let positions: Vec<usize> = match keys {
+            Keys::None => vec![],
+            Keys::First => vec![0],
+            Keys::FirstTwo => vec![0, 1],
+            Keys::All => (0..args.len()).collect(),
+            Keys::Alternate => (0..args.len()).step_by(2).collect(),
+        };
+        for i in positions {
+            let Some(key) = args.get_mut(i) else {
+                return Err(HostError::Invalid("missing key argument".into()));
+            };
+            let mut namespaced = self.prefix.clone();
+            namespaced.extend_from_slice(key);
+            *key = namespaced;
+        }
+        Ok(args)
+    }
+
+    fn pool_error(&self, e: PoolError) -> HostError {
+        match e {
+            PoolError::Timeout(deadpool_redis::TimeoutType::Wait) => {
+                reject(&self.metrics, &self.tenant, "redis_max_connections");
+                HostError::QuotaExceeded(format!(
+                    "all {} Redis connections busy for {} ms",
+                    self.pool.status().max_size,
+                    self.wait.as_millis()
+                ))
+            }
+            _ => HostError::BackendUnavailable,
+        }
+    }
+
+    fn update_pool_gauges(&self) {
+        let s = self.pool.status();
+        let in_use = s.size.saturating_sub(s.available);
+        self.metrics.pool_connections.with_label_values(&[&self.tenant, "redis", "in_use"]).set(in_use as i64);
+        self.metrics.pool_connections.with_label_values(&[&self.tenant, "redis", "idle"]).set(s.available as i64);
+    }
+}
+
+fn convert(v: Value, top: bool) -> Result<Reply, HostError> {
+    Ok(match v {
+        Value::Nil => Reply::Nil,
+        Value::Int(i) => Reply::Int(i),
+        Value::BulkString(b) => Reply::Bulk(b),
+        Value::SimpleString(s) => Reply::Status(s),
+        Value::Okay => Reply::Status("OK".into()),
+        Value::Double(d) => Reply::Bulk(d.to_string().into_bytes()),
+        Value::Boolean(b) => Reply::Int(b as i64),
+        Value::Array(items) | Value::Set(items) if top => {
+            Reply::Array(items.into_iter().map(|i| convert(i, false)).collect::<Result<_, _>>()?)
+        }
+        Value::ServerError(e) => return Err(HostError::Backend(format!("{e:?}"))),
+        other => return Err(HostError::Backend(format!("unsupported reply shape: {other:?}"))),
+    })
+}
+
+fn reply_size(r: &Reply) -> u64 {
+    match r {
+        Reply::Nil | Reply::Int(_) => 8,
+        Reply::Status(s) => s.len() as u64,
+        Reply::Bulk(b) => b.len() as u64,
+        Reply::Array(items) => items.iter().map(reply_size).sum::<u64>() + 8,
+    }
+}
