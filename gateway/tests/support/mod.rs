@@ -121,8 +121,13 @@ impl Wharf {
     /// Starts `wharf serve` and waits until its admin listener answers. Retries with new ports
     /// when a free port was taken by a concurrent test in the meantime.
     pub async fn start_with(store_url: &str, extra_args: &[&str]) -> Wharf {
+        Self::start_configured(store_url, "", extra_args).await
+    }
+
+    /// Like `start_with`, with extra bootstrap TOML (e.g. `redis = "..."`, `sql = "..."`).
+    pub async fn start_configured(store_url: &str, extra_toml: &str, extra_args: &[&str]) -> Wharf {
         for _ in 0..3 {
-            match Self::try_start(store_url, extra_args).await {
+            match Self::try_start(store_url, extra_toml, extra_args).await {
                 Ok(w) => return w,
                 Err(log) if log.contains("cannot listen") => continue,
                 Err(log) => panic!("wharf did not start:\n{log}"),
@@ -131,7 +136,7 @@ impl Wharf {
         panic!("wharf could not find free ports in 3 tries")
     }
 
-    async fn try_start(store_url: &str, extra_args: &[&str]) -> Result<Wharf, String> {
+    async fn try_start(store_url: &str, extra_toml: &str, extra_args: &[&str]) -> Result<Wharf, String> {
         let dir = std::env::temp_dir().join(format!("wharf-gw-{}", unique_suffix()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let proxy = free_addr();
@@ -139,7 +144,7 @@ impl Wharf {
         let bootstrap = format!(
             "listen = \"{proxy}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"{}\"\nstore = \"{store_url}\"\n\
              threads = 1\nconfig_poll_interval_ms = 50\ngrace_period_seconds = 0\n\
-             graceful_shutdown_timeout_seconds = 1\n",
+             graceful_shutdown_timeout_seconds = 1\n{extra_toml}\n",
             dir.join("data").display()
         );
         let config = dir.join("wharf.toml");
@@ -201,6 +206,11 @@ impl Wharf {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The data dir this node uses (SQLite tenant databases live under `tenant-sql/`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
     }
 
     pub fn log(&self) -> String {
