@@ -3,6 +3,7 @@
 
 mod http_load;
 mod plugin_bench;
+mod redis_bench;
 mod stats;
 
 use std::time::Duration;
@@ -30,6 +31,16 @@ enum Scenario {
         #[arg(long, default_value_t = 20_000)]
         iterations: usize,
     },
+    /// One Redis call per request through a plugin vs directly, same client code.
+    Redis {
+        #[arg(long, env = "WHARF_TEST_REDIS_URL")]
+        redis: String,
+        /// The redis-rate-limit plugin component.
+        #[arg(long)]
+        file: std::path::PathBuf,
+        #[arg(long, default_value_t = 5_000)]
+        iterations: usize,
+    },
     /// HTTP load against targets LABEL=ADDR[,HOST[,PATH]], measured one after another.
     Http {
         #[arg(long = "target", required = true)]
@@ -52,6 +63,10 @@ fn main() -> anyhow::Result<()> {
                 _ => ("noop-wat".to_string(), wharf_plugins::test_support::noop().into_bytes()),
             };
             plugin_bench::run(plugin_bench::Args { plugin, bytes, iterations })
+        }
+        Scenario::Redis { redis, file, iterations } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            redis_bench::run(redis, bytes, iterations)
         }
         Scenario::Http { targets, concurrency, seconds } => {
             let targets = targets.iter().map(|t| parse_target(t)).collect::<anyhow::Result<Vec<_>>>()?;
