@@ -100,19 +100,12 @@ pub enum TenantCmd {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Change a tenant's plugin quotas (unset flags keep their value).
+    /// Change a tenant's quotas: --set NAME=VALUE (repeatable); an unknown NAME lists the known ones
+    /// (e.g. plugin_fuel, plugin_deadline_ms, redis_max_connections, sql_statement_timeout_ms).
     SetQuota {
         id: String,
-        #[arg(long)]
-        plugin_fuel: Option<u64>,
-        #[arg(long)]
-        plugin_deadline_ms: Option<u64>,
-        #[arg(long)]
-        plugin_memory_bytes: Option<u64>,
-        #[arg(long)]
-        plugin_max_instances: Option<u32>,
-        #[arg(long)]
-        plugin_max_bytes: Option<u64>,
+        #[arg(long = "set", required = true)]
+        settings: Vec<String>,
         #[command(flatten)]
         store: StoreArgs,
     },

@@ -38,22 +38,17 @@ pub async fn tenant(cmd: TenantCmd) -> anyhow::Result<()> {
             let v = open_store(&store).await?.add_hostname(&id, &host).await?;
             println!("{host} assigned to {id} (config version {v})");
         }
-        TenantCmd::SetQuota {
-            id,
-            plugin_fuel,
-            plugin_deadline_ms,
-            plugin_memory_bytes,
-            plugin_max_instances,
-            plugin_max_bytes,
-            store,
-        } => {
+        TenantCmd::SetQuota { id, settings, store } => {
             let store = open_store(&store).await?;
-            let mut q = store.tenant(&id).await?.quotas;
-            q.plugin_fuel = plugin_fuel.unwrap_or(q.plugin_fuel);
-            q.plugin_deadline_ms = plugin_deadline_ms.unwrap_or(q.plugin_deadline_ms);
-            q.plugin_memory_bytes = plugin_memory_bytes.unwrap_or(q.plugin_memory_bytes);
-            q.plugin_max_instances = plugin_max_instances.unwrap_or(q.plugin_max_instances);
-            q.plugin_max_bytes = plugin_max_bytes.unwrap_or(q.plugin_max_bytes);
+            let mut fields = serde_json::to_value(store.tenant(&id).await?.quotas)?;
+            for kv in &settings {
+                let (k, v) = kv.split_once('=').with_context(|| format!("{kv:?} is not NAME=VALUE"))?;
+                let Some(slot) = fields.get_mut(k) else {
+                    bail!("unknown quota {k:?}; known: {}", quota_names(&fields));
+                };
+                *slot = serde_json::Value::Number(v.parse::<u64>().with_context(|| format!("{k}: {v:?} is not a whole number"))?.into());
+            }
+            let q: wharf_tenancy::Quotas = serde_json::from_value(fields).context("quota value out of range")?;
             let v = store.set_quotas(&id, &q).await?;
             println!("quotas of {id} updated (config version {v}): {}", serde_json::to_string(&q)?);
         }
@@ -117,6 +112,10 @@ pub async fn route(cmd: RouteCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn quota_names(fields: &serde_json::Value) -> String {
+    fields.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default()
 }
 
 fn route_from_args(a: RouteAddArgs) -> anyhow::Result<Route> {

@@ -124,6 +124,12 @@ async fn cli_manages_tenants_and_routes_live() {
     assert!(!out.contains("evil"), "a refused tenant is not half-created: {out}");
     let (ok, out) = wharf(&["route", "add", "--tenant", "acme", "bad", "--upstream", "not-an-address"]);
     assert!(!ok && out.contains("ip:port"), "{out}");
+    let (ok, out) = wharf(&["tenant", "set-quota", "acme", "--set", "redis_max_connections=8", "--set", "plugin_deadline_ms=50"]);
+    assert!(ok && out.contains("\"redis_max_connections\":8"), "{out}");
+    let (ok, out) = wharf(&["tenant", "set-quota", "acme", "--set", "bogus=1"]);
+    assert!(!ok && out.contains("plugin_fuel"), "unknown quota names the known ones: {out}");
+    let (ok, out) = wharf(&["tenant", "set-quota", "acme", "--set", "plugin_deadline_ms=0"]);
+    assert!(!ok && out.contains("plugin_deadline_ms"), "{out}");
     let (ok, out) = wharf(&["tenant", "remove", "ghost"]);
     assert!(!ok && out.contains("does not exist"), "{out}");
 }
