@@ -17,7 +17,7 @@ use wharf_plugins::PluginRuntime;
 use wharf_tenancy::backends::Backends;
 
 use crate::admin;
-use crate::resolve::resolve_plugins;
+use crate::resolve::{prepare_backends, resolve_plugins};
 use crate::live::{LiveConfig, RoutingTable};
 
 pub struct ControlPlane {
@@ -109,6 +109,8 @@ impl ControlPlane {
         for hc in fresh {
             hc.spawn();
         }
+        let (backends, prepared) = (self.backends.clone(), snapshot.clone());
+        tokio::spawn(async move { prepare_backends(&prepared, &backends).await });
         self.metrics.config_version.set(snapshot.version);
         self.metrics.config_reloads_total.with_label_values(&["applied"]).inc();
         if snapshot.changed_at_ms > 0 {

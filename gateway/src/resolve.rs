@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use wharf_plugins::{CompiledPlugin, PluginRuntime};
+use wharf_tenancy::backends::Backends;
 use wharf_tenancy::{ConfigSnapshot, Store};
 
 /// Compiled plugins by content hash; `Err` says why a plugin cannot run.
@@ -42,4 +43,17 @@ async fn resolve_one(sha: &str, store: &Store, runtime: &Arc<PluginRuntime>) -> 
     tokio::task::spawn_blocking(move || runtime.validate(&bytes).map_err(|e| e.to_string()))
         .await
         .map_err(|e| format!("compile task failed: {e}"))?
+}
+
+/// Provisions the SQL of every tenant whose routes run plugins, before their first request.
+/// Failures are logged, not fatal: the first host call retries.
+pub async fn prepare_backends(snapshot: &ConfigSnapshot, backends: &Backends) {
+    for tenant in &snapshot.tenants {
+        if tenant.routes.iter().all(|r| r.plugins.is_empty()) {
+            continue;
+        }
+        if let Err(e) = backends.prepare(&tenant.id, &tenant.quotas).await {
+            tracing::warn!(tenant = %tenant.id, "could not provision the tenant's SQL ahead of use: {e}");
+        }
+    }
 }

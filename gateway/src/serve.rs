@@ -17,7 +17,7 @@ use crate::cli::ServeArgs;
 use crate::control::ControlPlane;
 use crate::live::{LiveConfig, RoutingTable};
 use crate::proxy::WharfProxy;
-use crate::resolve::resolve_plugins;
+use crate::resolve::{prepare_backends, resolve_plugins};
 use wharf_plugins::PluginRuntime;
 use wharf_tenancy::backends::Backends;
 
@@ -69,6 +69,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
             let snapshot = store.load().await?;
             let plugins = resolve_plugins(&snapshot, &store, &runtime).await;
+            prepare_backends(&snapshot, &backends).await;
             store.close().await;
             anyhow::Ok((snapshot, plugins))
         })?;

@@ -22,6 +22,12 @@ async fn attach(store: &Store, tenant: &str, route: &str, plugin: &str, config: 
     store.attach_plugin(tenant, route, a).await.unwrap();
 }
 
+/// Generous plugin deadline: the first host call of a tenant opens its pool inside the request,
+/// and CI machines are loaded. The deadline itself is tested on its own below.
+async fn relaxed(store: &Store, tenant: &str) {
+    store.set_quotas(tenant, &Quotas { plugin_deadline_ms: 3000, ..Quotas::default() }).await.unwrap();
+}
+
 fn tenant_id() -> String {
     format!("t-{}", unique_suffix().replace('_', "-"))
 }
@@ -36,6 +42,7 @@ async fn redis_rate_limit_end_to_end() {
     let up = Upstream::start("up").await;
     let t = tenant_id();
     store.create_tenant(&t, "T", &["rl.test"]).await.unwrap();
+    relaxed(&store, &t).await;
     store.put_route(&t, route("api", "/", &[&up.target()])).await.unwrap();
     attach(&store, &t, "api", "redis-rate-limit", &[("limit", "3"), ("window-seconds", "30")]).await;
     let gw = Wharf::start_configured(&url, &format!("redis = \"{}\"", redis_url()), &[]).await;
@@ -65,6 +72,7 @@ async fn sql_api_keys_end_to_end(kind: StoreKind) {
     let up = Upstream::start("up").await;
     let t = tenant_id();
     store.create_tenant(&t, "T", &["keys.test"]).await.unwrap();
+    relaxed(&store, &t).await;
     store.put_route(&t, route("api", "/", &[&up.target()])).await.unwrap();
     attach(&store, &t, "api", "sql-api-keys", &[]).await;
     let (sql_setting, backend) = match kind {
@@ -147,6 +155,7 @@ async fn redis_down_mid_test_then_back() {
     let up = Upstream::start("up").await;
     let t = tenant_id();
     store.create_tenant(&t, "T", &["down.test"]).await.unwrap();
+    relaxed(&store, &t).await;
     store.put_route(&t, route("api", "/", &[&up.target()])).await.unwrap();
     store.put_route(&t, route("plain", "/plain", &[&up.target()])).await.unwrap();
     attach(&store, &t, "api", "redis-rate-limit", &[("limit", "1000")]).await;

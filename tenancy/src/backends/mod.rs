@@ -7,7 +7,7 @@ mod quota;
 pub mod redis;
 pub mod sql;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -41,6 +41,8 @@ pub struct Backends {
     settings: BackendSettings,
     metrics: Arc<Metrics>,
     tenants: Mutex<HashMap<String, Arc<TenantBackends>>>,
+    /// Tenants whose Postgres role and schema exist at their current quotas.
+    provisioned: Arc<Mutex<HashSet<(String, u32)>>>,
 }
 
 /// One tenant's Redis and SQL, at its quotas.
@@ -48,14 +50,33 @@ pub struct TenantBackends {
     pub tenant: String,
     pub quotas: Quotas,
     redis: OnceCell<Option<redis::TenantRedis>>,
-    sql: OnceCell<Result<sql::TenantSql, HostError>>,
+    sql: OnceCell<sql::TenantSql>,
     settings: BackendSettings,
     metrics: Arc<Metrics>,
+    provisioned: Arc<Mutex<HashSet<(String, u32)>>>,
 }
 
 impl Backends {
     pub fn new(settings: BackendSettings, metrics: Arc<Metrics>) -> Arc<Backends> {
-        Arc::new(Backends { settings, metrics, tenants: Mutex::new(HashMap::new()) })
+        Arc::new(Backends {
+            settings,
+            metrics,
+            tenants: Mutex::new(HashMap::new()),
+            provisioned: Arc::new(Mutex::new(HashSet::new())),
+        })
+    }
+
+    /// Provisions a tenant's SQL ahead of its first host call (Postgres role and schema), so the
+    /// first request does not pay for it inside its plugin's deadline. Idempotent.
+    pub async fn prepare(&self, tenant: &str, quotas: &Quotas) -> Result<(), HostError> {
+        let SqlBackend::Postgres(admin_url) = &self.settings.sql else { return Ok(()) };
+        let key = (tenant.to_string(), quotas.sql_max_connections);
+        if lock(&self.provisioned).contains(&key) {
+            return Ok(());
+        }
+        sql::provision_postgres(tenant, admin_url, quotas).await?;
+        lock(&self.provisioned).insert(key);
+        Ok(())
     }
 
     /// The tenant's backends; rebuilt (new pools) when its quotas changed.
@@ -73,6 +94,7 @@ impl Backends {
             sql: OnceCell::new(),
             settings: self.settings.clone(),
             metrics: self.metrics.clone(),
+            provisioned: self.provisioned.clone(),
         });
         tenants.insert(tenant.to_string(), t.clone());
         t
@@ -104,10 +126,19 @@ impl TenantBackends {
     }
 
     pub async fn sql(&self) -> Result<&sql::TenantSql, HostError> {
-        let s = self
-            .sql
-            .get_or_init(|| sql::TenantSql::open(&self.tenant, &self.settings.sql, &self.quotas, self.metrics.clone()))
-            .await;
-        s.as_ref().map_err(|e| e.clone())
+        // Only success is kept: a backend that was down at first use is retried on the next call.
+        self.sql
+            .get_or_try_init(|| async {
+                let key = (self.tenant.clone(), self.quotas.sql_max_connections);
+                let provisioned = lock(&self.provisioned).contains(&key);
+                let opened = sql::TenantSql::open(&self.tenant, &self.settings.sql, &self.quotas, provisioned, self.metrics.clone()).await?;
+                lock(&self.provisioned).insert(key);
+                Ok(opened)
+            })
+            .await
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

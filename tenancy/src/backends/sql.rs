@@ -34,6 +34,24 @@ pub struct RowSet {
     pub rows: Vec<Vec<SqlValue>>,
 }
 
+/// Binds plugin parameters in order; the same for both databases, which share no bind trait.
+macro_rules! bind_params {
+    ($query:expr, $params:expr) => {{
+        let mut q = $query;
+        for p in $params {
+            q = match p {
+                SqlValue::Null => q.bind(None::<String>),
+                SqlValue::Bool(b) => q.bind(b),
+                SqlValue::Int(i) => q.bind(i),
+                SqlValue::Float(f) => q.bind(f),
+                SqlValue::Text(t) => q.bind(t),
+                SqlValue::Bytes(b) => q.bind(b),
+            };
+        }
+        q
+    }};
+}
+
 enum Db {
     Postgres(PgPool),
     Sqlite(SqlitePool),
@@ -55,11 +73,24 @@ pub fn pg_identifier(tenant: &str) -> String {
 }
 
 impl TenantSql {
-    pub async fn open(tenant: &str, backend: &SqlBackend, q: &Quotas, metrics: Arc<Metrics>) -> Result<TenantSql, HostError> {
+    /// Opens the tenant's pool; on Postgres provisions its schema and role first unless
+    /// `provisioned` says that was done already (see [`super::Backends::prepare`]).
+    pub async fn open(
+        tenant: &str,
+        backend: &SqlBackend,
+        q: &Quotas,
+        provisioned: bool,
+        metrics: Arc<Metrics>,
+    ) -> Result<TenantSql, HostError> {
         let wait = Duration::from_millis(q.pool_wait_ms.max(1));
         let db = match backend {
             SqlBackend::Disabled => return Err(HostError::BackendUnavailable),
-            SqlBackend::Postgres(admin_url) => Db::Postgres(open_postgres(tenant, admin_url, q, wait).await?),
+            SqlBackend::Postgres(admin_url) => {
+                if !provisioned {
+                    provision_postgres(tenant, admin_url, q).await?;
+                }
+                Db::Postgres(postgres_pool(tenant, admin_url, q, wait)?)
+            }
             SqlBackend::Sqlite(dir) => Db::Sqlite(open_sqlite(tenant, dir, q, wait).await?),
         };
         Ok(TenantSql {
@@ -103,17 +134,7 @@ impl TenantSql {
                 // SET LOCAL, every time: a plugin may have changed its session's settings.
                 let set = format!("SET LOCAL statement_timeout = {}", self.timeout.as_millis());
                 sqlx::query(sqlx::AssertSqlSafe(set)).execute(&mut *tx).await.map_err(map_err)?;
-                let mut q = sqlx::query(stmt);
-                for p in params {
-                    q = match p {
-                        SqlValue::Null => q.bind(None::<String>),
-                        SqlValue::Bool(b) => q.bind(b),
-                        SqlValue::Int(i) => q.bind(i),
-                        SqlValue::Float(f) => q.bind(f),
-                        SqlValue::Text(t) => q.bind(t),
-                        SqlValue::Bytes(b) => q.bind(b),
-                    };
-                }
+                let q = bind_params!(sqlx::query(stmt), params);
                 let out = if want_rows {
                     let rows = q.fetch_all(&mut *tx).await.map_err(map_err)?;
                     (self.collect(&rows, pg_value)?, 0)
@@ -126,17 +147,7 @@ impl TenantSql {
             Db::Sqlite(pool) => {
                 refuse_sqlite_escapes(statement)?;
                 let mut conn = self.acquire(pool, "sqlite").await?;
-                let mut q = sqlx::query(stmt);
-                for p in params {
-                    q = match p {
-                        SqlValue::Null => q.bind(None::<String>),
-                        SqlValue::Bool(b) => q.bind(b),
-                        SqlValue::Int(i) => q.bind(i),
-                        SqlValue::Float(f) => q.bind(f),
-                        SqlValue::Text(t) => q.bind(t),
-                        SqlValue::Bytes(b) => q.bind(b),
-                    };
-                }
+                let q = bind_params!(sqlx::query(stmt), params);
                 if want_rows {
                     let rows = q.fetch_all(&mut *conn).await.map_err(map_err)?;
                     Ok((self.collect(&rows, sqlite_value)?, 0))
@@ -262,11 +273,16 @@ fn map_err(e: sqlx::Error) -> HostError {
     }
 }
 
-async fn open_postgres(tenant: &str, admin_url: &str, q: &Quotas, wait: Duration) -> Result<PgPool, HostError> {
+/// Fleet-wide stable password without storing it: derived from the admin URL (a secret every
+/// node has) and the tenant.
+fn role_password(admin_url: &str, tenant: &str) -> String {
+    hex::encode(sha2::Sha256::digest(format!("{admin_url}\n{tenant}")))[..32].to_string()
+}
+
+/// Creates (or updates) the tenant's role and schema. Idempotent; serialized across nodes.
+pub async fn provision_postgres(tenant: &str, admin_url: &str, q: &Quotas) -> Result<(), HostError> {
     let ident = pg_identifier(tenant);
-    // Fleet-wide stable password without storing it: derived from the admin URL (a secret every
-    // node has) and the tenant.
-    let password = hex::encode(sha2::Sha256::digest(format!("{admin_url}\n{tenant}")))[..32].to_string();
+    let password = role_password(admin_url, tenant);
     let mut admin = sqlx::PgConnection::connect(admin_url).await.map_err(|_| HostError::BackendUnavailable)?;
     let provision = [
         // Serialize provisioning across nodes.
@@ -291,7 +307,13 @@ async fn open_postgres(tenant: &str, admin_url: &str, q: &Quotas, wait: Duration
     }
     tx.commit().await.map_err(map_err)?;
     let _ = admin.close().await;
+    Ok(())
+}
 
+/// The tenant's pool, connecting as its own role. Connections open lazily, on first use.
+fn postgres_pool(tenant: &str, admin_url: &str, q: &Quotas, wait: Duration) -> Result<PgPool, HostError> {
+    let ident = pg_identifier(tenant);
+    let password = role_password(admin_url, tenant);
     let options = PgConnectOptions::from_str(admin_url)
         .map_err(|e| HostError::Invalid(e.to_string()))?
         .username(&ident)
