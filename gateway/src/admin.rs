@@ -1,4 +1,5 @@
-//! The admin listener: `/metrics` for Prometheus and `/healthz` for orchestrators and tests.
+//! The admin listener: `/metrics` for Prometheus, `/healthz` for orchestrators and tests, and the
+//! admin API under `/v1`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,11 +21,12 @@ pub struct AdminState {
     pub store_up: Arc<AtomicBool>,
 }
 
-pub async fn serve(listener: TcpListener, state: AdminState) -> std::io::Result<()> {
+pub async fn serve(listener: TcpListener, state: AdminState, api: crate::api::ApiState) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
-        .with_state(state);
+        .with_state(state)
+        .merge(crate::api::router(api));
     axum::serve(listener, app).await
 }
 

@@ -31,6 +31,8 @@ pub struct Bootstrap {
     /// SQL for plugins: `sqlite` (a file per tenant under data_dir/tenant-sql, the default),
     /// `postgres://ADMIN@HOST/DB` (a schema and role per tenant), or `none`.
     pub sql: String,
+    /// Bearer token for operator calls to the admin API (env WHARF_OPERATOR_TOKEN wins).
+    pub operator_token: Option<String>,
 }
 
 impl Default for Bootstrap {
@@ -47,6 +49,7 @@ impl Default for Bootstrap {
             plugins: wharf_plugins::RuntimeSettings::default(),
             redis: None,
             sql: "sqlite".into(),
+            operator_token: None,
         }
     }
 }

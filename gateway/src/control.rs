@@ -16,7 +16,10 @@ use wharf_tenancy::Store;
 use wharf_plugins::PluginRuntime;
 use wharf_tenancy::backends::Backends;
 
+use tokio::sync::OnceCell;
+
 use crate::admin;
+use crate::api::ApiState;
 use crate::resolve::{prepare_backends, resolve_plugins};
 use crate::live::{LiveConfig, RoutingTable};
 
@@ -32,6 +35,9 @@ pub struct ControlPlane {
     /// The demo's echo upstream, when `--demo` is on.
     pub echo_listener: Mutex<Option<std::net::TcpListener>>,
     pub store_up: Arc<AtomicBool>,
+    /// The operator's API token; `None` disables operator calls.
+    pub operator_token: Option<String>,
+    pub max_plugin_bytes: usize,
 }
 
 #[async_trait]
@@ -40,14 +46,22 @@ impl BackgroundService for ControlPlane {
         for hc in self.live.load().health_checked() {
             hc.spawn();
         }
+        let store_cell: Arc<OnceCell<Store>> = Arc::new(OnceCell::new());
         if let Some(listener) = take_listener(&self.admin_listener) {
             let state = admin::AdminState {
                 live: self.live.clone(),
                 metrics: self.metrics.clone(),
                 store_up: self.store_up.clone(),
             };
+            let api = ApiState {
+                store: store_cell.clone(),
+                runtime: self.runtime.clone(),
+                metrics: self.metrics.clone(),
+                operator_token: self.operator_token.clone(),
+                max_plugin_bytes: self.max_plugin_bytes,
+            };
             tokio::spawn(async move {
-                if let Err(e) = admin::serve(listener, state).await {
+                if let Err(e) = admin::serve(listener, state, api).await {
                     tracing::error!("admin listener stopped: {e}");
                 }
             });
@@ -61,14 +75,22 @@ impl BackgroundService for ControlPlane {
         }
 
         let mut store: Option<Store> = None;
+        let mut first = true;
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(self.poll_interval) => {}
-                _ = shutdown.changed() => break,
+            // Connect at once on start (the admin API needs the store), then poll.
+            if !first {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.poll_interval) => {}
+                    _ = shutdown.changed() => break,
+                }
             }
+            first = false;
             if store.is_none() {
                 match Store::connect(&self.store_url).await {
-                    Ok(s) => store = Some(s),
+                    Ok(s) => {
+                        let _ = store_cell.set(s.clone());
+                        store = Some(s);
+                    }
                     Err(e) => {
                         self.mark_store(false, &e.to_string());
                         continue;

@@ -2,6 +2,7 @@
 //! plus its control plane (config polling, health checks) and admin listener.
 
 pub mod admin;
+pub mod api;
 pub mod bootstrap;
 pub mod chain;
 pub mod cli;

@@ -107,6 +107,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             admin_listener: Mutex::new(Some(admin_listener)),
             echo_listener: Mutex::new(echo_listener),
             store_up: Arc::new(AtomicBool::new(true)),
+            operator_token: std::env::var("WHARF_OPERATOR_TOKEN").ok().filter(|t| !t.is_empty()).or(boot.operator_token.clone()),
+            max_plugin_bytes: boot.plugins.max_plugin_bytes,
         },
     ));
 

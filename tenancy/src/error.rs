@@ -46,6 +46,10 @@ pub enum StoreError {
     RouteConflict { new: String, existing: String, prefix: String },
     #[error("plugin {name:?} version {version} does not exist for tenant {tenant:?}; upload it first")]
     UnknownPlugin { tenant: String, name: String, version: i64 },
+    #[error("API key {0:?} does not exist or is already revoked")]
+    UnknownApiKey(String),
+    #[error("plugin {plugin:?} is attached to route {route:?}; detach it first")]
+    PluginInUse { plugin: String, route: String },
     #[error("unsupported store URL {0:?}: use sqlite://PATH or postgres://USER@HOST:PORT/DB")]
     BadUrl(String),
     #[error("stored config is corrupt ({0}); fix the row or restore from backup")]

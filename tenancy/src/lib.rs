@@ -10,7 +10,7 @@ pub use model::{
     HealthCheck, HealthCheckKind, HostPattern, OnError, PluginAttachment, PluginVersion, Quotas, Route, Tenant,
     Timeouts, UpstreamTarget,
 };
-pub use store::{ConfigSnapshot, Store};
+pub use store::{ApiKeyInfo, AuditEntry, ConfigSnapshot, Store};
 #[doc(hidden)]
 pub mod test_support;
 pub mod backends;

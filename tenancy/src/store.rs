@@ -35,6 +35,26 @@ pub struct ConfigSnapshot {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Who the audit log names for this handle's changes.
+    actor: std::sync::Arc<str>,
+}
+
+/// One audit log entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEntry {
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub config_version: i64,
+}
+
+/// A tenant API key as listed (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApiKeyInfo {
+    pub id: String,
+    pub created_at_ms: i64,
+    pub revoked: bool,
 }
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
@@ -67,7 +87,7 @@ impl Store {
             // WAL lets the CLI write while a gateway polls.
             sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
         }
-        let store = Store { pool, backend };
+        let store = Store { pool, backend, actor: "system".into() };
         store.migrate().await?;
         Ok(store)
     }
@@ -79,7 +99,7 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let files: [(&'static str, &'static str, &'static str); 2] = [
+        let files: [(&'static str, &'static str, &'static str); 3] = [
             (
                 "config",
                 include_str!("../migrations/sqlite/0001_config.sql"),
@@ -90,6 +110,7 @@ impl Store {
                 include_str!("../migrations/sqlite/0002_plugins.sql"),
                 include_str!("../migrations/postgres/0002_plugins.sql"),
             ),
+            ("api", include_str!("../migrations/sqlite/0003_api.sql"), include_str!("../migrations/postgres/0003_api.sql")),
         ];
         // Listed by hand rather than with sqlx's macro: it keeps the build lean.
         let migrations = files
@@ -210,8 +231,13 @@ impl Store {
             .ok_or_else(|| StoreError::UnknownTenant(id.to_string()))
     }
 
-    /// Opens a write transaction and bumps the version; returns the new version.
-    async fn begin_change(&self) -> Result<(Tx, i64), StoreError> {
+    /// This store, recording `actor` as the author of its changes in the audit log.
+    pub fn with_actor(&self, actor: &str) -> Store {
+        Store { actor: actor.into(), ..self.clone() }
+    }
+
+    /// Opens a write transaction, bumps the version and audits the change; returns the new version.
+    async fn begin_change(&self, action: &str, target: &str) -> Result<(Tx, i64), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE config_meta SET version = version + 1, changed_at_ms = $1 WHERE id = 1")
             .bind(now_ms())
@@ -220,7 +246,16 @@ impl Store {
         let row = sqlx::query("SELECT version FROM config_meta WHERE id = 1")
             .fetch_one(&mut *tx)
             .await?;
-        Ok((tx, row.try_get(0)?))
+        let version: i64 = row.try_get(0)?;
+        sqlx::query("INSERT INTO audit_log (at_ms, actor, action, target, config_version) VALUES ($1, $2, $3, $4, $5)")
+            .bind(now_ms())
+            .bind(self.actor.to_string())
+            .bind(action.to_string())
+            .bind(target.to_string())
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        Ok((tx, version))
     }
 
     async fn ensure_tenant(tx: &mut Tx, id: &str) -> Result<(), StoreError> {
@@ -239,7 +274,7 @@ impl Store {
         validate_id(id)?;
         validate_display_name(display_name)?;
         let patterns = hostnames.iter().map(|h| HostPattern::parse(h)).collect::<Result<Vec<_>, _>>()?;
-        let (mut tx, version) = self.begin_change().await?;
+        let (mut tx, version) = self.begin_change("tenant.create", id).await?;
         if Self::ensure_tenant(&mut tx, id).await.is_ok() {
             return Err(StoreError::TenantExists(id.to_string()));
         }
@@ -260,12 +295,13 @@ impl Store {
 
     /// Removes a tenant with its hostnames and routes.
     pub async fn remove_tenant(&self, id: &str) -> Result<i64, StoreError> {
-        let (mut tx, version) = self.begin_change().await?;
+        let (mut tx, version) = self.begin_change("tenant.remove", id).await?;
         Self::ensure_tenant(&mut tx, id).await?;
         for sql in [
             "DELETE FROM routes WHERE tenant_id = $1",
             "DELETE FROM hostnames WHERE tenant_id = $1",
             "DELETE FROM plugin_versions WHERE tenant_id = $1",
+            "DELETE FROM api_keys WHERE tenant_id = $1",
             "DELETE FROM tenants WHERE id = $1",
         ] {
             sqlx::query(sql).bind(id.to_string()).execute(&mut *tx).await?;
@@ -280,7 +316,7 @@ impl Store {
     /// Gives `tenant` a hostname, refusing any pattern that overlaps another tenant's.
     pub async fn add_hostname(&self, tenant: &str, pattern: &str) -> Result<i64, StoreError> {
         let pattern = HostPattern::parse(pattern)?;
-        let (mut tx, version) = self.begin_change().await?;
+        let (mut tx, version) = self.begin_change("hostname.add", &format!("{tenant}/{pattern}")).await?;
         Self::ensure_tenant(&mut tx, tenant).await?;
         Self::insert_hostname(&mut tx, tenant, &pattern).await?;
         tx.commit().await?;
@@ -310,7 +346,7 @@ impl Store {
 
     pub async fn remove_hostname(&self, tenant: &str, pattern: &str) -> Result<i64, StoreError> {
         let pattern = HostPattern::parse(pattern)?;
-        let (mut tx, version) = self.begin_change().await?;
+        let (mut tx, version) = self.begin_change("hostname.remove", &format!("{tenant}/{pattern}")).await?;
         let done = sqlx::query("DELETE FROM hostnames WHERE pattern = $1 AND tenant_id = $2")
             .bind(pattern.to_string())
             .bind(tenant.to_string())
@@ -328,7 +364,7 @@ impl Store {
     /// Creates or replaces a route of `tenant`.
     pub async fn put_route(&self, tenant: &str, mut route: Route) -> Result<i64, StoreError> {
         route.validate()?;
-        let (mut tx, version) = self.begin_change().await?;
+        let (mut tx, version) = self.begin_change("route.put", &format!("{tenant}/{}", route.id)).await?;
         Self::ensure_tenant(&mut tx, tenant).await?;
         let rows = sqlx::query("SELECT spec FROM routes WHERE tenant_id = $1")
             .bind(tenant.to_string())
@@ -366,7 +402,7 @@ impl Store {
     }
 
     pub async fn remove_route(&self, tenant: &str, route_id: &str) -> Result<i64, StoreError> {
-        let (mut tx, version) = self.begin_change().await?;
+        let (mut tx, version) = self.begin_change("route.remove", &format!("{tenant}/{route_id}")).await?;
         Self::ensure_tenant(&mut tx, tenant).await?;
         let done = sqlx::query("DELETE FROM routes WHERE tenant_id = $1 AND id = $2")
             .bind(tenant.to_string())
@@ -387,7 +423,7 @@ impl Store {
     pub async fn add_plugin_version(&self, tenant: &str, name: &str, bytes: &[u8]) -> Result<(i64, i64), StoreError> {
         validate_id(name)?;
         let sha = hex::encode(sha2::Sha256::digest(bytes));
-        let (mut tx, config_version) = self.begin_change().await?;
+        let (mut tx, config_version) = self.begin_change("plugin.upload", &format!("{tenant}/{name}")).await?;
         Self::ensure_tenant(&mut tx, tenant).await?;
         let known = sqlx::query("SELECT sha256 FROM plugin_blobs WHERE sha256 = $1")
             .bind(sha.clone())
@@ -490,11 +526,109 @@ impl Store {
     pub async fn set_quotas(&self, tenant: &str, quotas: &Quotas) -> Result<i64, StoreError> {
         quotas.validate()?;
         let json = serde_json::to_string(quotas).map_err(|e| StoreError::Corrupt(format!("quotas: {e}")))?;
-        let (mut tx, version) = self.begin_change().await?;
+        let (mut tx, version) = self.begin_change("tenant.quotas", tenant).await?;
         Self::ensure_tenant(&mut tx, tenant).await?;
         sqlx::query("UPDATE tenants SET quotas = $1 WHERE id = $2")
             .bind(json)
             .bind(tenant.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    /// Issues an API key for a tenant: returns (key id, secret). Only the secret's hash is stored.
+    pub async fn create_api_key(&self, tenant: &str) -> Result<(String, String), StoreError> {
+        let id = format!("key_{}", hex::encode(rand::random::<[u8; 6]>()));
+        let secret = format!("wharf_{}", hex::encode(rand::random::<[u8; 24]>()));
+        let (mut tx, _) = self.begin_change("apikey.create", &format!("{tenant}/{id}")).await?;
+        Self::ensure_tenant(&mut tx, tenant).await?;
+        sqlx::query("INSERT INTO api_keys (id, tenant_id, key_hash, created_at_ms) VALUES ($1, $2, $3, $4)")
+            .bind(id.clone())
+            .bind(tenant.to_string())
+            .bind(hash_secret(&secret))
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((id, secret))
+    }
+
+    pub async fn revoke_api_key(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
+        let (mut tx, _) = self.begin_change("apikey.revoke", &format!("{tenant}/{id}")).await?;
+        let done = sqlx::query("UPDATE api_keys SET revoked_at_ms = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at_ms IS NULL")
+            .bind(now_ms())
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::UnknownApiKey(id.to_string()));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn list_api_keys(&self, tenant: &str) -> Result<Vec<ApiKeyInfo>, StoreError> {
+        let rows = sqlx::query("SELECT id, created_at_ms, revoked_at_ms FROM api_keys WHERE tenant_id = $1 ORDER BY created_at_ms, id")
+            .bind(tenant.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let revoked: Option<i64> = r.try_get(2)?;
+            out.push(ApiKeyInfo { id: r.try_get(0)?, created_at_ms: r.try_get(1)?, revoked: revoked.is_some() });
+        }
+        Ok(out)
+    }
+
+    /// The tenant a live (unrevoked) API key belongs to.
+    pub async fn authenticate(&self, secret: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at_ms IS NULL")
+            .bind(hash_secret(secret))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get(0)?),
+            None => None,
+        })
+    }
+
+    /// The newest audit entries first.
+    pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query("SELECT at_ms, actor, action, target, config_version FROM audit_log ORDER BY seq DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push(AuditEntry {
+                at_ms: r.try_get(0)?,
+                actor: r.try_get(1)?,
+                action: r.try_get(2)?,
+                target: r.try_get(3)?,
+                config_version: r.try_get(4)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes every version of a plugin; refused while a route still runs it.
+    pub async fn remove_plugin(&self, tenant: &str, name: &str) -> Result<i64, StoreError> {
+        let t = self.tenant(tenant).await?;
+        if let Some(r) = t.routes.iter().find(|r| r.plugins.iter().any(|a| a.plugin == name)) {
+            return Err(StoreError::PluginInUse { plugin: name.into(), route: r.id.clone() });
+        }
+        let (mut tx, version) = self.begin_change("plugin.remove", &format!("{tenant}/{name}")).await?;
+        let done = sqlx::query("DELETE FROM plugin_versions WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant.to_string())
+            .bind(name.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::UnknownPlugin { tenant: tenant.into(), name: name.into(), version: 0 });
+        }
+        sqlx::query("DELETE FROM plugin_blobs WHERE sha256 NOT IN (SELECT sha256 FROM plugin_versions)")
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -508,4 +642,8 @@ fn tenant_from_row(row: &AnyRow) -> Result<Tenant, StoreError> {
     let quotas = serde_json::from_str(&quotas)
         .map_err(|e| StoreError::Corrupt(format!("quotas of tenant {id}: {e}")))?;
     Ok(Tenant { display_name: row.try_get(1)?, id, hostnames: vec![], routes: vec![], quotas, plugins: vec![] })
+}
+
+fn hash_secret(secret: &str) -> String {
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }

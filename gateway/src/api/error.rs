@@ -1,0 +1,63 @@
+//! API errors: a status, a stable code, and a message that says what to do.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use wharf_tenancy::StoreError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into() }
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(serde_json::json!({ "error": self.code, "message": self.message }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        let status = match &e {
+            StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
+            StoreError::UnknownTenant(_)
+            | StoreError::UnknownRoute { .. }
+            | StoreError::UnknownPlugin { .. }
+            | StoreError::UnknownApiKey(_) => StatusCode::NOT_FOUND,
+            StoreError::TenantExists(_)
+            | StoreError::HostnameTaken { .. }
+            | StoreError::RouteConflict { .. }
+            | StoreError::PluginInUse { .. } => StatusCode::CONFLICT,
+            StoreError::Database(_) | StoreError::Migrate(_) => StatusCode::SERVICE_UNAVAILABLE,
+            StoreError::BadUrl(_) | StoreError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let code = match status {
+            StatusCode::BAD_REQUEST => "invalid",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::SERVICE_UNAVAILABLE => "store_unavailable",
+            _ => "internal_error",
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}

@@ -1,0 +1,94 @@
+//! Plugin upload (validated and compiled before it is stored), versions, rollback, delete.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ApiError, ApiState, Principal};
+
+pub async fn upload(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path((tenant, name)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    who.scope(&tenant)?;
+    wharf_tenancy::model::validate_id(&name).map_err(|e| ApiError::bad_request(format!("plugin name: {e}")))?;
+    let store = s.store_as(&who)?;
+    let limit = store.tenant(&tenant).await?.quotas.plugin_max_bytes.min(s.max_plugin_bytes as u64);
+    let bytes = body.map_err(|e| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("upload refused: {e}; the limit is {limit} bytes"))
+    })?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("the request body must be the plugin's .wasm component"));
+    }
+    if bytes.len() as u64 > limit {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("{} bytes, the limit is {limit}", bytes.len())));
+    }
+    let runtime = s.runtime.clone();
+    let checked = bytes.clone();
+    tokio::task::spawn_blocking(move || runtime.validate(&checked))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin", e.to_string()))?;
+    let (version, v) = store.add_plugin_version(&tenant, &name, &bytes).await?;
+    let sha = wharf_plugins::sha256_hex(&bytes);
+    Ok((StatusCode::CREATED, Json(json!({ "name": name, "version": version, "sha256": sha, "config_version": v }))))
+}
+
+pub async fn list(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>) -> Result<Json<Value>, ApiError> {
+    who.scope(&tenant)?;
+    Ok(Json(json!({ "plugins": s.store()?.tenant(&tenant).await?.plugins })))
+}
+
+pub async fn versions(State(s): State<ApiState>, who: Principal, Path((tenant, name)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    who.scope(&tenant)?;
+    let t = s.store()?.tenant(&tenant).await?;
+    let versions: Vec<_> = t.plugins.iter().filter(|p| p.name == name).collect();
+    if versions.is_empty() {
+        return Err(ApiError::not_found(format!("plugin {name:?} does not exist")));
+    }
+    Ok(Json(json!({ "name": name, "versions": versions })))
+}
+
+pub async fn remove(State(s): State<ApiState>, who: Principal, Path((tenant, name)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    who.scope(&tenant)?;
+    let v = s.store_as(&who)?.remove_plugin(&tenant, &name).await?;
+    Ok(Json(json!({ "config_version": v })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    version: i64,
+}
+
+/// Moves every route running this plugin to `version`, keeping each attachment's config.
+pub async fn rollback(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path((tenant, name)): Path<(String, String)>,
+    Json(b): Json<Rollback>,
+) -> Result<Json<Value>, ApiError> {
+    who.scope(&tenant)?;
+    let store = s.store_as(&who)?;
+    let t = store.tenant(&tenant).await?;
+    if t.plugin_version(&name, b.version).is_none() {
+        return Err(ApiError::not_found(format!("plugin {name:?} has no version {}", b.version)));
+    }
+    let mut moved = Vec::new();
+    let mut config_version = 0;
+    for route in &t.routes {
+        if let Some(a) = route.plugins.iter().find(|a| a.plugin == name) {
+            let mut a = a.clone();
+            a.version = b.version;
+            config_version = store.attach_plugin(&tenant, &route.id, a).await?;
+            moved.push(route.id.clone());
+        }
+    }
+    Ok(Json(json!({ "routes": moved, "version": b.version, "config_version": config_version })))
+}

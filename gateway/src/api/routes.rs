@@ -1,0 +1,84 @@
+//! A tenant's routes and the plugin chains on them.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use wharf_tenancy::{HealthCheck, OnError, PluginAttachment, Route, Timeouts, UpstreamTarget};
+
+use super::{ApiError, ApiState, Principal};
+
+pub async fn list(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>) -> Result<Json<Value>, ApiError> {
+    who.scope(&tenant)?;
+    Ok(Json(json!({ "routes": s.store()?.tenant(&tenant).await?.routes })))
+}
+
+pub async fn get(State(s): State<ApiState>, who: Principal, Path((tenant, route)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    who.scope(&tenant)?;
+    Ok(Json(json!(s.store()?.route(&tenant, &route).await?)))
+}
+
+/// The route as sent by clients: the id comes from the URL, plugins from attach/detach.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteBody {
+    path_prefix: String,
+    #[serde(default)]
+    methods: Vec<String>,
+    upstreams: Vec<UpstreamTarget>,
+    #[serde(default)]
+    timeouts: Timeouts,
+    #[serde(default)]
+    health_check: Option<HealthCheck>,
+}
+
+pub async fn put(State(s): State<ApiState>, who: Principal, Path((tenant, id)): Path<(String, String)>, Json(b): Json<RouteBody>) -> Result<Json<Value>, ApiError> {
+    who.scope(&tenant)?;
+    let store = s.store_as(&who)?;
+    let plugins = store.route(&tenant, &id).await.map(|r| r.plugins).unwrap_or_default();
+    let route = Route { id, path_prefix: b.path_prefix, methods: b.methods, upstreams: b.upstreams, timeouts: b.timeouts, health_check: b.health_check, plugins };
+    let v = store.put_route(&tenant, route).await?;
+    Ok(Json(json!({ "config_version": v })))
+}
+
+pub async fn remove(State(s): State<ApiState>, who: Principal, Path((tenant, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    who.scope(&tenant)?;
+    let v = s.store_as(&who)?.remove_route(&tenant, &id).await?;
+    Ok(Json(json!({ "config_version": v })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachBody {
+    /// Default: the newest version.
+    version: Option<i64>,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+    #[serde(default)]
+    on_error: OnError,
+}
+
+pub async fn attach(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path((tenant, route, plugin)): Path<(String, String, String)>,
+    Json(b): Json<AttachBody>,
+) -> Result<Json<Value>, ApiError> {
+    who.scope(&tenant)?;
+    let store = s.store_as(&who)?;
+    let version = match b.version {
+        Some(v) => v,
+        None => store.latest_plugin_version(&tenant, &plugin).await?,
+    };
+    let a = PluginAttachment { plugin, version, config: b.config, on_error: b.on_error };
+    let v = store.attach_plugin(&tenant, &route, a).await?;
+    Ok(Json(json!({ "version": version, "config_version": v })))
+}
+
+pub async fn detach(State(s): State<ApiState>, who: Principal, Path((tenant, route, plugin)): Path<(String, String, String)>) -> Result<Json<Value>, ApiError> {
+    who.scope(&tenant)?;
+    let v = s.store_as(&who)?.detach_plugin(&tenant, &route, &plugin).await?;
+    Ok(Json(json!({ "config_version": v })))
+}
