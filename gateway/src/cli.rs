@@ -45,6 +45,12 @@ pub struct StoreArgs {
     /// Config store URL: sqlite://PATH or postgres://USER@HOST:PORT/DB.
     #[arg(long, env = "WHARF_STORE")]
     pub store: Option<String>,
+    /// Talk to a running gateway's admin API instead of the store (e.g. http://127.0.0.1:9080).
+    #[arg(long, env = "WHARF_API")]
+    pub api: Option<String>,
+    /// Bearer token for --api: a tenant API key or the operator token.
+    #[arg(long, env = "WHARF_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -114,6 +120,7 @@ pub enum TenantCmd {
 #[derive(Subcommand, Debug)]
 pub enum PluginCmd {
     /// Validate, compile and store a new version of a plugin (a Wasm component).
+    #[command(visible_alias = "push")]
     Add {
         #[arg(long)]
         tenant: String,
@@ -128,6 +135,26 @@ pub enum PluginCmd {
     List {
         #[arg(long)]
         tenant: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the versions of one plugin.
+    Versions {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Move every route running the plugin to another version.
+    Rollback {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: i64,
         #[command(flatten)]
         store: StoreArgs,
     },

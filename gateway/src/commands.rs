@@ -1,9 +1,12 @@
 //! `wharf tenant …` and `wharf route …`: operator commands against the config store.
 
 use anyhow::{bail, Context};
+use reqwest::Method;
 use wharf_tenancy::{
-    HealthCheck, HealthCheckKind, OnError, PluginAttachment, Route, Store, Timeouts, UpstreamTarget,
+    HealthCheck, HealthCheckKind, OnError, PluginAttachment, PluginVersion, Route, Store, Timeouts, UpstreamTarget,
 };
+
+use crate::client::{ApiClient, Body};
 
 use crate::bootstrap::Bootstrap;
 use crate::cli::{PluginCmd, RouteAddArgs, RouteCmd, StoreArgs, TenantCmd};
@@ -60,24 +63,136 @@ pub async fn tenant(cmd: TenantCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where route and plugin commands go: the store directly (operators on a node) or a running
+/// gateway's admin API (`--api`, as a tenant or the operator).
+enum Target {
+    Store(Store),
+    Api(ApiClient),
+}
+
+impl Target {
+    async fn open(args: &StoreArgs) -> anyhow::Result<Target> {
+        Ok(match &args.api {
+            Some(base) => Target::Api(ApiClient::new(base, args.token.as_deref())?),
+            None => Target::Store(open_store(args).await?),
+        })
+    }
+
+    async fn routes(&self, tenant: &str) -> anyhow::Result<Vec<Route>> {
+        Ok(match self {
+            Target::Store(s) => s.tenant(tenant).await?.routes,
+            Target::Api(c) => {
+                let v = c.call(Method::GET, &format!("/v1/tenants/{tenant}/routes"), Body::None).await?;
+                serde_json::from_value(v["routes"].clone())?
+            }
+        })
+    }
+
+    /// Creates or replaces a route, keeping its plugin chain.
+    async fn put_route(&self, tenant: &str, mut route: Route) -> anyhow::Result<i64> {
+        Ok(match self {
+            Target::Store(s) => {
+                if let Ok(existing) = s.route(tenant, &route.id).await {
+                    route.plugins = existing.plugins;
+                }
+                s.put_route(tenant, route).await?
+            }
+            Target::Api(c) => {
+                let mut body = serde_json::to_value(&route)?;
+                if let Some(o) = body.as_object_mut() {
+                    o.remove("id");
+                    o.remove("plugins");
+                }
+                let path = format!("/v1/tenants/{tenant}/routes/{}", route.id);
+                config_version(c.call(Method::PUT, &path, Body::Json(body)).await?)
+            }
+        })
+    }
+
+    async fn remove_route(&self, tenant: &str, id: &str) -> anyhow::Result<i64> {
+        Ok(match self {
+            Target::Store(s) => s.remove_route(tenant, id).await?,
+            Target::Api(c) => config_version(c.call(Method::DELETE, &format!("/v1/tenants/{tenant}/routes/{id}"), Body::None).await?),
+        })
+    }
+
+    /// Attaches; `version: None` means the newest. Returns (version, config version).
+    async fn attach(&self, tenant: &str, route: &str, a: PluginAttachmentArgs) -> anyhow::Result<(i64, i64)> {
+        Ok(match self {
+            Target::Store(s) => {
+                let version = match a.version {
+                    Some(v) => v,
+                    None => s.latest_plugin_version(tenant, &a.plugin).await?,
+                };
+                let att = PluginAttachment { plugin: a.plugin, version, config: a.config, on_error: a.on_error };
+                (version, s.attach_plugin(tenant, route, att).await?)
+            }
+            Target::Api(c) => {
+                let body = serde_json::json!({ "version": a.version, "config": a.config, "on_error": a.on_error });
+                let path = format!("/v1/tenants/{tenant}/routes/{route}/plugins/{}", a.plugin);
+                let v = c.call(Method::PUT, &path, Body::Json(body)).await?;
+                (v["version"].as_i64().unwrap_or_default(), config_version(v))
+            }
+        })
+    }
+
+    async fn detach(&self, tenant: &str, route: &str, plugin: &str) -> anyhow::Result<i64> {
+        Ok(match self {
+            Target::Store(s) => s.detach_plugin(tenant, route, plugin).await?,
+            Target::Api(c) => {
+                let path = format!("/v1/tenants/{tenant}/routes/{route}/plugins/{plugin}");
+                config_version(c.call(Method::DELETE, &path, Body::None).await?)
+            }
+        })
+    }
+
+    async fn plugins(&self, tenant: &str) -> anyhow::Result<Vec<PluginVersion>> {
+        Ok(match self {
+            Target::Store(s) => s.tenant(tenant).await?.plugins,
+            Target::Api(c) => {
+                let v = c.call(Method::GET, &format!("/v1/tenants/{tenant}/plugins"), Body::None).await?;
+                serde_json::from_value(v["plugins"].clone())?
+            }
+        })
+    }
+
+    async fn rollback(&self, tenant: &str, name: &str, version: i64) -> anyhow::Result<Vec<String>> {
+        Ok(match self {
+            Target::Store(s) => s.rollback_plugin(tenant, name, version).await?.0,
+            Target::Api(c) => {
+                let path = format!("/v1/tenants/{tenant}/plugins/{name}/rollback");
+                let v = c.call(Method::POST, &path, Body::Json(serde_json::json!({ "version": version }))).await?;
+                serde_json::from_value(v["routes"].clone())?
+            }
+        })
+    }
+}
+
+struct PluginAttachmentArgs {
+    plugin: String,
+    version: Option<i64>,
+    config: std::collections::BTreeMap<String, String>,
+    on_error: OnError,
+}
+
+fn config_version(v: serde_json::Value) -> i64 {
+    v["config_version"].as_i64().unwrap_or_default()
+}
+
 pub async fn route(cmd: RouteCmd) -> anyhow::Result<()> {
     match cmd {
         RouteCmd::Add(args) => {
-            let store = open_store(&args.store).await?;
+            let target = Target::open(&args.store).await?;
             let tenant = args.tenant.clone();
-            let mut route = route_from_args(args)?;
-            // Replacing a route keeps its plugin chain; `route detach` removes plugins.
-            if let Ok(existing) = store.route(&tenant, &route.id).await {
-                route.plugins = existing.plugins;
-            }
+            let route = route_from_args(args)?;
             let id = route.id.clone();
-            let v = store.put_route(&tenant, route).await?;
+            let v = target.put_route(&tenant, route).await?;
             println!("route {id} of {tenant} saved (config version {v})");
         }
         RouteCmd::List { tenant, store } => {
-            let t = open_store(&store).await?.tenant(&tenant).await?;
+            let routes = Target::open(&store).await?.routes(&tenant).await?;
             println!("{:<20} {:<24} {:<12} UPSTREAMS", "ID", "PREFIX", "METHODS");
-            for r in t.routes {
+            for r in routes {
                 let methods = if r.methods.is_empty() { "*".to_string() } else { r.methods.join(",") };
                 let ups: Vec<String> = r.upstreams.iter().map(|u| format!("{}={}", u.addr, u.weight)).collect();
                 println!("{:<20} {:<24} {:<12} {}", r.id, r.path_prefix, methods, ups.join(" "));
@@ -87,27 +202,22 @@ pub async fn route(cmd: RouteCmd) -> anyhow::Result<()> {
             }
         }
         RouteCmd::Attach { tenant, id, plugin, version, settings, fail_open, store } => {
-            let store = open_store(&store).await?;
-            let version = match version {
-                Some(v) => v,
-                None => store.latest_plugin_version(&tenant, &plugin).await?,
-            };
-            let mut entries = std::collections::BTreeMap::new();
+            let mut config = std::collections::BTreeMap::new();
             for kv in &settings {
                 let (k, v) = kv.split_once('=').with_context(|| format!("config {kv:?} is not KEY=VALUE"))?;
-                entries.insert(k.to_string(), v.to_string());
+                config.insert(k.to_string(), v.to_string());
             }
             let on_error = if fail_open { OnError::FailOpen } else { OnError::FailClosed };
-            let attachment = PluginAttachment { plugin: plugin.clone(), version, config: entries, on_error };
-            let v = store.attach_plugin(&tenant, &id, attachment).await?;
+            let args = PluginAttachmentArgs { plugin: plugin.clone(), version, config, on_error };
+            let (version, v) = Target::open(&store).await?.attach(&tenant, &id, args).await?;
             println!("plugin {plugin} v{version} attached to route {id} of {tenant} (config version {v})");
         }
         RouteCmd::Detach { tenant, id, plugin, store } => {
-            let v = open_store(&store).await?.detach_plugin(&tenant, &id, &plugin).await?;
+            let v = Target::open(&store).await?.detach(&tenant, &id, &plugin).await?;
             println!("plugin {plugin} detached from route {id} of {tenant} (config version {v})");
         }
         RouteCmd::Remove { tenant, id, store } => {
-            let v = open_store(&store).await?.remove_route(&tenant, &id).await?;
+            let v = Target::open(&store).await?.remove_route(&tenant, &id).await?;
             println!("route {id} of {tenant} removed (config version {v})");
         }
     }
@@ -153,31 +263,45 @@ pub async fn plugin(cmd: PluginCmd) -> anyhow::Result<()> {
     match cmd {
         PluginCmd::Add { tenant, name, file, store: args } => {
             let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let boot = Bootstrap::load(args.config.as_deref())?.with_store_args(&args);
-            let store = open_store(&args).await?;
-            let limit = store.tenant(&tenant).await?.quotas.plugin_max_bytes;
-            if bytes.len() as u64 > limit {
-                bail!("{} is {} bytes, over tenant {tenant}'s plugin size limit of {limit} bytes", file.display(), bytes.len());
-            }
-            // Compile here, with the gateway's engine settings: a plugin that would not run is
-            // refused before it is stored, and this node's disk cache is warm.
-            let metrics = std::sync::Arc::new(wharf_metrics::Metrics::new());
-            let runtime = wharf_plugins::PluginRuntime::new(boot.plugins.clone(), Some(&boot.data_dir), metrics)?;
-            let checked = tokio::task::spawn_blocking(move || runtime.validate(&bytes).map(|_| bytes)).await?;
-            let bytes = checked.with_context(|| format!("{} refused", file.display()))?;
-            let (version, v) = store.add_plugin_version(&tenant, &name, &bytes).await?;
-            println!(
-                "plugin {name} v{version} of {tenant} stored, sha256 {} (config version {v})",
-                wharf_plugins::sha256_hex(&bytes)
-            );
+            let (version, sha) = match Target::open(&args).await? {
+                Target::Api(c) => {
+                    // The gateway validates and compiles before it stores.
+                    let v = c.call(Method::PUT, &format!("/v1/tenants/{tenant}/plugins/{name}"), Body::Bytes(bytes)).await?;
+                    (v["version"].as_i64().unwrap_or_default(), v["sha256"].as_str().unwrap_or_default().to_string())
+                }
+                Target::Store(store) => {
+                    let boot = Bootstrap::load(args.config.as_deref())?.with_store_args(&args);
+                    let limit = store.tenant(&tenant).await?.quotas.plugin_max_bytes;
+                    if bytes.len() as u64 > limit {
+                        bail!("{} is {} bytes, over tenant {tenant}'s plugin size limit of {limit} bytes", file.display(), bytes.len());
+                    }
+                    // Compile here, with the gateway's engine settings: a plugin that would not run
+                    // is refused before it is stored, and this node's disk cache is warm.
+                    let metrics = std::sync::Arc::new(wharf_metrics::Metrics::new());
+                    let runtime = wharf_plugins::PluginRuntime::new(boot.plugins.clone(), Some(&boot.data_dir), metrics)?;
+                    let checked = tokio::task::spawn_blocking(move || runtime.validate(&bytes).map(|_| bytes)).await?;
+                    let bytes = checked.with_context(|| format!("{} refused", file.display()))?;
+                    let (version, _) = store.add_plugin_version(&tenant, &name, &bytes).await?;
+                    (version, wharf_plugins::sha256_hex(&bytes))
+                }
+            };
+            println!("plugin {name} v{version} of {tenant} stored, sha256 {sha}");
         }
-        PluginCmd::List { tenant, store } => {
-            let t = open_store(&store).await?.tenant(&tenant).await?;
-            println!("{:<24} {:>7}  SHA256", "NAME", "VERSION");
-            for p in t.plugins {
-                println!("{:<24} {:>7}  {}", p.name, p.version, p.sha256);
-            }
+        PluginCmd::List { tenant, store } => print_versions(Target::open(&store).await?.plugins(&tenant).await?, None),
+        PluginCmd::Versions { tenant, name, store } => {
+            print_versions(Target::open(&store).await?.plugins(&tenant).await?, Some(&name))
+        }
+        PluginCmd::Rollback { tenant, name, version, store } => {
+            let moved = Target::open(&store).await?.rollback(&tenant, &name, version).await?;
+            println!("plugin {name} of {tenant} now runs v{version} on routes: {}", moved.join(", "));
         }
     }
     Ok(())
+}
+
+fn print_versions(versions: Vec<PluginVersion>, only: Option<&str>) {
+    println!("{:<24} {:>7}  SHA256", "NAME", "VERSION");
+    for p in versions.iter().filter(|p| only.is_none_or(|n| n == p.name)) {
+        println!("{:<24} {:>7}  {}", p.name, p.version, p.sha256);
+    }
 }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod bootstrap;
 pub mod chain;
 pub mod cli;
+pub mod client;
 pub mod commands;
 pub mod control;
 pub mod echo;

@@ -186,7 +186,8 @@ async fn concurrent_uploads_get_consistent_versions() {
     for _ in 0..8 {
         let (api, bytes) = (api.clone(), bytes.clone());
         tasks.push(tokio::spawn(async move {
-            api.call(Method::PUT, "/v1/tenants/a/plugins/p", Some(OP), Some(Body::Bytes(bytes))).await.1["version"].as_i64().unwrap()
+            let (s, v) = api.call(Method::PUT, "/v1/tenants/a/plugins/p", Some(OP), Some(Body::Bytes(bytes))).await;
+            v["version"].as_i64().unwrap_or_else(|| panic!("upload failed: {s} {v}"))
         }));
     }
     let mut versions = Vec::new();
@@ -234,4 +235,50 @@ async fn upload_on_one_node_serves_on_another_and_survives_restart() {
     assert_eq!(n2.get("a.test", "/x").await.json["headers"]["x-wharf-plugin"], "v1", "restart loses nothing");
     let (_, v) = Api::new(&n2).call(Method::GET, "/v1/tenants/a/plugins/tag", Some(OP), None).await;
     assert_eq!(v["versions"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_talks_to_the_api_as_a_tenant() {
+    let (gw, _api, ka, _kb, _) = setup().await;
+    let up = Upstream::start("up").await;
+    let dir = std::env::temp_dir().join(format!("wharf-cli-api-{}", unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let api_url = format!("http://{}", gw.admin);
+    let wharf = |token: &str, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(args)
+            .env("WHARF_API", &api_url)
+            .env("WHARF_TOKEN", token)
+            .output()
+            .expect("run wharf");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let v1 = dir.join("v1.wasm");
+    std::fs::write(&v1, example_plugin("add-header")).unwrap();
+    let v2 = dir.join("v2.wasm");
+    std::fs::write(&v2, example_plugin("path-rewrite")).unwrap();
+    let junk = dir.join("junk.wasm");
+    std::fs::write(&junk, b"junk").unwrap();
+
+    let (ok, out) = wharf(&ka, &["route", "add", "--tenant", "a", "api", "--upstream", &up.target()]);
+    assert!(ok, "{out}");
+    let (ok, out) = wharf(&ka, &["plugin", "push", "--tenant", "a", "--name", "tag", "--file", v1.to_str().unwrap()]);
+    assert!(ok && out.contains("v1"), "{out}");
+    let (ok, out) = wharf(&ka, &["plugin", "push", "--tenant", "a", "--name", "tag", "--file", junk.to_str().unwrap()]);
+    assert!(!ok && out.contains("not a WebAssembly component"), "the API's reason reaches the user: {out}");
+    let (ok, out) = wharf(&ka, &["plugin", "push", "--tenant", "a", "--name", "tag", "--file", v2.to_str().unwrap()]);
+    assert!(ok && out.contains("v2"), "{out}");
+    let (ok, out) = wharf(&ka, &["route", "attach", "--tenant", "a", "api", "--plugin", "tag", "--version", "1", "--set", "request-value=cli"]);
+    assert!(ok, "{out}");
+    let (_, out) = wharf(&ka, &["plugin", "versions", "--tenant", "a", "--name", "tag"]);
+    assert_eq!(out.lines().filter(|l| l.starts_with("tag")).count(), 2, "{out}");
+    let (_, out) = wharf(&ka, &["route", "list", "--tenant", "a"]);
+    assert!(out.contains("plugin tag v1"), "{out}");
+    let (ok, out) = wharf(&ka, &["plugin", "rollback", "--tenant", "a", "--name", "tag", "--version", "2"]);
+    assert!(ok && out.contains("api"), "{out}");
+    let (ok, out) = wharf(&ka, &["route", "list", "--tenant", "b"]);
+    assert!(!ok && out.contains("404"), "a tenant cannot see another's routes: {out}");
+    let (ok, out) = wharf("wharf_wrong", &["route", "list", "--tenant", "a"]);
+    assert!(!ok && out.contains("401"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

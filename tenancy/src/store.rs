@@ -613,6 +613,26 @@ impl Store {
         Ok(out)
     }
 
+    /// Moves every route running `name` to `version`, keeping each attachment's config; returns
+    /// the routes moved and the last config version.
+    pub async fn rollback_plugin(&self, tenant: &str, name: &str, version: i64) -> Result<(Vec<String>, i64), StoreError> {
+        let t = self.tenant(tenant).await?;
+        if t.plugin_version(name, version).is_none() {
+            return Err(StoreError::UnknownPlugin { tenant: tenant.into(), name: name.into(), version });
+        }
+        let mut moved = Vec::new();
+        let mut config_version = self.version().await?.0;
+        for route in &t.routes {
+            if let Some(a) = route.plugins.iter().find(|a| a.plugin == name) {
+                let mut a = a.clone();
+                a.version = version;
+                config_version = self.attach_plugin(tenant, &route.id, a).await?;
+                moved.push(route.id.clone());
+            }
+        }
+        Ok((moved, config_version))
+    }
+
     /// Deletes every version of a plugin; refused while a route still runs it.
     pub async fn remove_plugin(&self, tenant: &str, name: &str) -> Result<i64, StoreError> {
         let t = self.tenant(tenant).await?;

@@ -64,7 +64,7 @@ impl FromRequestParts<ApiState> for Principal {
                 return Ok(Principal::Operator);
             }
         }
-        let store = state.store()?;
+        let store = state.store().await?;
         match store.authenticate(token).await? {
             Some(tenant) => Ok(Principal::Tenant(tenant)),
             None => Err(ApiError::unauthorized("unknown or revoked token")),

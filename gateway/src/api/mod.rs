@@ -31,15 +31,24 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    pub fn store(&self) -> Result<&Store, ApiError> {
-        self.store.get().ok_or_else(|| {
-            ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the config store is not reachable yet; retry shortly")
-        })
+    /// The store, waiting briefly while the control plane connects at start-up.
+    pub async fn store(&self) -> Result<&Store, ApiError> {
+        for _ in 0..50 {
+            if let Some(s) = self.store.get() {
+                return Ok(s);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the config store is not reachable; retry shortly",
+        ))
     }
 
     /// The store, recording `who` in the audit log.
-    pub fn store_as(&self, who: &Principal) -> Result<Store, ApiError> {
-        Ok(self.store()?.with_actor(&who.actor()))
+    pub async fn store_as(&self, who: &Principal) -> Result<Store, ApiError> {
+        Ok(self.store().await?.with_actor(&who.actor()))
     }
 }
 

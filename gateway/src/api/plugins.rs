@@ -10,15 +10,18 @@ use serde_json::{json, Value};
 
 use super::{ApiError, ApiState, Principal};
 
+/// Authentication is checked after the body is read (it is bounded by the size limit): answering
+/// before would reset the connection under a client still sending, losing the error message.
 pub async fn upload(
     State(s): State<ApiState>,
-    who: Principal,
+    who: Result<Principal, ApiError>,
     Path((tenant, name)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let who = who?;
     who.scope(&tenant)?;
     wharf_tenancy::model::validate_id(&name).map_err(|e| ApiError::bad_request(format!("plugin name: {e}")))?;
-    let store = s.store_as(&who)?;
+    let store = s.store_as(&who).await?;
     let limit = store.tenant(&tenant).await?.quotas.plugin_max_bytes.min(s.max_plugin_bytes as u64);
     let bytes = body.map_err(|e| {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("upload refused: {e}; the limit is {limit} bytes"))
@@ -42,12 +45,12 @@ pub async fn upload(
 
 pub async fn list(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
-    Ok(Json(json!({ "plugins": s.store()?.tenant(&tenant).await?.plugins })))
+    Ok(Json(json!({ "plugins": s.store().await?.tenant(&tenant).await?.plugins })))
 }
 
 pub async fn versions(State(s): State<ApiState>, who: Principal, Path((tenant, name)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
-    let t = s.store()?.tenant(&tenant).await?;
+    let t = s.store().await?.tenant(&tenant).await?;
     let versions: Vec<_> = t.plugins.iter().filter(|p| p.name == name).collect();
     if versions.is_empty() {
         return Err(ApiError::not_found(format!("plugin {name:?} does not exist")));
@@ -57,7 +60,7 @@ pub async fn versions(State(s): State<ApiState>, who: Principal, Path((tenant, n
 
 pub async fn remove(State(s): State<ApiState>, who: Principal, Path((tenant, name)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
-    let v = s.store_as(&who)?.remove_plugin(&tenant, &name).await?;
+    let v = s.store_as(&who).await?.remove_plugin(&tenant, &name).await?;
     Ok(Json(json!({ "config_version": v })))
 }
 
@@ -75,20 +78,6 @@ pub async fn rollback(
     Json(b): Json<Rollback>,
 ) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
-    let store = s.store_as(&who)?;
-    let t = store.tenant(&tenant).await?;
-    if t.plugin_version(&name, b.version).is_none() {
-        return Err(ApiError::not_found(format!("plugin {name:?} has no version {}", b.version)));
-    }
-    let mut moved = Vec::new();
-    let mut config_version = 0;
-    for route in &t.routes {
-        if let Some(a) = route.plugins.iter().find(|a| a.plugin == name) {
-            let mut a = a.clone();
-            a.version = b.version;
-            config_version = store.attach_plugin(&tenant, &route.id, a).await?;
-            moved.push(route.id.clone());
-        }
-    }
+    let (moved, config_version) = s.store_as(&who).await?.rollback_plugin(&tenant, &name, b.version).await?;
     Ok(Json(json!({ "routes": moved, "version": b.version, "config_version": config_version })))
 }

@@ -12,12 +12,12 @@ use super::{ApiError, ApiState, Principal};
 
 pub async fn list(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
-    Ok(Json(json!({ "routes": s.store()?.tenant(&tenant).await?.routes })))
+    Ok(Json(json!({ "routes": s.store().await?.tenant(&tenant).await?.routes })))
 }
 
 pub async fn get(State(s): State<ApiState>, who: Principal, Path((tenant, route)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
-    Ok(Json(json!(s.store()?.route(&tenant, &route).await?)))
+    Ok(Json(json!(s.store().await?.route(&tenant, &route).await?)))
 }
 
 /// The route as sent by clients: the id comes from the URL, plugins from attach/detach.
@@ -36,7 +36,7 @@ pub struct RouteBody {
 
 pub async fn put(State(s): State<ApiState>, who: Principal, Path((tenant, id)): Path<(String, String)>, Json(b): Json<RouteBody>) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
-    let store = s.store_as(&who)?;
+    let store = s.store_as(&who).await?;
     let plugins = store.route(&tenant, &id).await.map(|r| r.plugins).unwrap_or_default();
     let route = Route { id, path_prefix: b.path_prefix, methods: b.methods, upstreams: b.upstreams, timeouts: b.timeouts, health_check: b.health_check, plugins };
     let v = store.put_route(&tenant, route).await?;
@@ -45,7 +45,7 @@ pub async fn put(State(s): State<ApiState>, who: Principal, Path((tenant, id)): 
 
 pub async fn remove(State(s): State<ApiState>, who: Principal, Path((tenant, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
-    let v = s.store_as(&who)?.remove_route(&tenant, &id).await?;
+    let v = s.store_as(&who).await?.remove_route(&tenant, &id).await?;
     Ok(Json(json!({ "config_version": v })))
 }
 
@@ -67,7 +67,7 @@ pub async fn attach(
     Json(b): Json<AttachBody>,
 ) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
-    let store = s.store_as(&who)?;
+    let store = s.store_as(&who).await?;
     let version = match b.version {
         Some(v) => v,
         None => store.latest_plugin_version(&tenant, &plugin).await?,
@@ -79,6 +79,6 @@ pub async fn attach(
 
 pub async fn detach(State(s): State<ApiState>, who: Principal, Path((tenant, route, plugin)): Path<(String, String, String)>) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
-    let v = s.store_as(&who)?.detach_plugin(&tenant, &route, &plugin).await?;
+    let v = s.store_as(&who).await?.detach_plugin(&tenant, &route, &plugin).await?;
     Ok(Json(json!({ "config_version": v })))
 }

@@ -20,12 +20,12 @@ pub struct NewTenant {
 pub async fn create(State(s): State<ApiState>, who: Principal, Json(t): Json<NewTenant>) -> Result<(StatusCode, Json<Value>), ApiError> {
     who.operator()?;
     let hosts: Vec<&str> = t.hostnames.iter().map(String::as_str).collect();
-    let v = s.store_as(&who)?.create_tenant(&t.id, t.display_name.as_deref().unwrap_or(&t.id), &hosts).await?;
+    let v = s.store_as(&who).await?.create_tenant(&t.id, t.display_name.as_deref().unwrap_or(&t.id), &hosts).await?;
     Ok((StatusCode::CREATED, Json(json!({ "id": t.id, "config_version": v }))))
 }
 
 pub async fn list(State(s): State<ApiState>, who: Principal) -> Result<Json<Value>, ApiError> {
-    let snap = s.store()?.load().await?;
+    let snap = s.store().await?.load().await?;
     let visible: Vec<Value> = snap
         .tenants
         .iter()
@@ -37,7 +37,7 @@ pub async fn list(State(s): State<ApiState>, who: Principal) -> Result<Json<Valu
 
 pub async fn get(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
-    let t = s.store()?.tenant(&tenant).await?;
+    let t = s.store().await?.tenant(&tenant).await?;
     Ok(Json(json!({
         "id": t.id,
         "display_name": t.display_name,
@@ -49,14 +49,14 @@ pub async fn get(State(s): State<ApiState>, who: Principal, Path(tenant): Path<S
 
 pub async fn remove(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>) -> Result<Json<Value>, ApiError> {
     who.operator()?;
-    let v = s.store_as(&who)?.remove_tenant(&tenant).await?;
+    let v = s.store_as(&who).await?.remove_tenant(&tenant).await?;
     Ok(Json(json!({ "config_version": v })))
 }
 
 /// A partial update: only the given fields change.
 pub async fn set_quotas(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>, Json(patch): Json<Value>) -> Result<Json<Value>, ApiError> {
     who.operator()?;
-    let store = s.store_as(&who)?;
+    let store = s.store_as(&who).await?;
     let mut fields = serde_json::to_value(store.tenant(&tenant).await?.quotas).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let Some(updates) = patch.as_object() else { return Err(ApiError::bad_request("send a JSON object of quota fields")) };
     for (k, v) in updates {
@@ -77,38 +77,38 @@ pub struct NewHostname {
 
 pub async fn add_hostname(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>, Json(h): Json<NewHostname>) -> Result<(StatusCode, Json<Value>), ApiError> {
     who.operator()?;
-    let v = s.store_as(&who)?.add_hostname(&tenant, &h.hostname).await?;
+    let v = s.store_as(&who).await?.add_hostname(&tenant, &h.hostname).await?;
     Ok((StatusCode::CREATED, Json(json!({ "config_version": v }))))
 }
 
 pub async fn remove_hostname(State(s): State<ApiState>, who: Principal, Path((tenant, host)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
     who.operator()?;
-    let v = s.store_as(&who)?.remove_hostname(&tenant, &host).await?;
+    let v = s.store_as(&who).await?.remove_hostname(&tenant, &host).await?;
     Ok(Json(json!({ "config_version": v })))
 }
 
 pub async fn create_key(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>) -> Result<(StatusCode, Json<Value>), ApiError> {
     who.operator()?;
-    let (id, secret) = s.store_as(&who)?.create_api_key(&tenant).await?;
+    let (id, secret) = s.store_as(&who).await?.create_api_key(&tenant).await?;
     Ok((StatusCode::CREATED, Json(json!({ "id": id, "key": secret, "note": "the key is shown once; store it now" }))))
 }
 
 pub async fn list_keys(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>) -> Result<Json<Value>, ApiError> {
     who.operator()?;
-    s.store()?.tenant(&tenant).await?;
-    Ok(Json(json!({ "keys": s.store()?.list_api_keys(&tenant).await? })))
+    s.store().await?.tenant(&tenant).await?;
+    Ok(Json(json!({ "keys": s.store().await?.list_api_keys(&tenant).await? })))
 }
 
 pub async fn revoke_key(State(s): State<ApiState>, who: Principal, Path((tenant, key)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
     who.operator()?;
-    s.store_as(&who)?.revoke_api_key(&tenant, &key).await?;
+    s.store_as(&who).await?.revoke_api_key(&tenant, &key).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// The tenant's counters on this node, from the same registry as /metrics.
 pub async fn usage(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
-    s.store()?.tenant(&tenant).await?;
+    s.store().await?.tenant(&tenant).await?;
     let wanted = [
         ("wharf_requests_total", "requests"),
         ("wharf_plugin_invocations_total", "plugin_invocations"),
@@ -143,6 +143,6 @@ pub struct AuditQuery {
 
 pub async fn audit(State(s): State<ApiState>, who: Principal, Query(q): Query<AuditQuery>) -> Result<Json<Value>, ApiError> {
     who.operator()?;
-    let entries = s.store()?.audit_log(q.limit.unwrap_or(100).clamp(1, 1000)).await?;
+    let entries = s.store().await?.audit_log(q.limit.unwrap_or(100).clamp(1, 1000)).await?;
     Ok(Json(json!({ "entries": entries })))
 }
