@@ -13,6 +13,8 @@ pub enum GatewayError {
     BadRequest(String),
     Internal(String),
     Plugin(wharf_plugins::PluginError),
+    /// Over the tenant's request rate; retry after this many seconds.
+    RateLimited(u64),
 }
 
 #[derive(Serialize)]
@@ -33,6 +35,7 @@ impl GatewayError {
             GatewayError::BadRequest(_) => 400,
             GatewayError::Internal(_) => 500,
             GatewayError::Plugin(e) => e.status(),
+            GatewayError::RateLimited(_) => 429,
         }
     }
 
@@ -46,6 +49,7 @@ impl GatewayError {
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::Internal(_) => "internal_error",
             GatewayError::Plugin(e) => e.code(),
+            GatewayError::RateLimited(_) => "rate_limited",
         }
     }
 
@@ -61,6 +65,7 @@ impl GatewayError {
             GatewayError::BadRequest(d) => format!("bad request: {d}"),
             GatewayError::Internal(d) => format!("internal gateway error: {d}"),
             GatewayError::Plugin(e) => e.to_string(),
+            GatewayError::RateLimited(s) => format!("this tenant's request rate is used up; retry in {s} s"),
         }
     }
 

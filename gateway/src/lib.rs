@@ -13,5 +13,6 @@ pub mod echo;
 pub mod errors;
 pub mod live;
 pub mod proxy;
+pub mod rate_limit;
 pub mod resolve;
 pub mod serve;

@@ -18,6 +18,7 @@ use wharf_tenancy::backends::{Backends as TenantBackendSet, TenantBackends};
 use wharf_tenancy::{ConfigSnapshot, HealthCheck, HealthCheckKind, OnError, Quotas, Route, Tenant};
 
 use crate::chain::Attached;
+use crate::rate_limit::TenantRate;
 use crate::resolve::PluginSet;
 
 pub type Balancer = LoadBalancer<RoundRobin>;
@@ -32,6 +33,8 @@ pub struct CompiledTenant {
     pub limits: TenantLimits,
     /// Redis and SQL for this tenant's plugins (pools open lazily, on the proxy's runtime).
     pub backends: Arc<TenantBackends>,
+    /// Requests per second and burst; `None`: unlimited.
+    pub rate: Option<Arc<TenantRate>>,
 }
 
 #[derive(Default)]
@@ -100,6 +103,7 @@ impl RoutingTable {
                 chains,
                 limits: tenant_limits(&t.quotas),
                 backends: backends.tenant(&t.id, &t.quotas),
+                rate: keep_or_build_rate(old, &t.quotas),
             });
         }
         let live: Vec<&str> = snapshot.tenants.iter().map(|t| t.id.as_str()).collect();
@@ -119,6 +123,14 @@ impl RoutingTable {
             }
         }
         out
+    }
+}
+
+fn keep_or_build_rate(old: Option<&CompiledTenant>, q: &Quotas) -> Option<Arc<TenantRate>> {
+    let wanted = (q.requests_per_second, q.burst);
+    match old.and_then(|o| o.rate.clone()) {
+        Some(r) if r.setting == wanted => Some(r),
+        _ => TenantRate::for_quotas(q).map(Arc::new),
     }
 }
 

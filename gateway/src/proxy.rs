@@ -103,6 +103,11 @@ impl ProxyHttp for WharfProxy {
         }
         let (Some(t), Some(r)) = (ctx.tenant, ctx.route) else { return Ok(false) };
         let tenant = &table.tenants[t];
+        if let Some(Err(wait)) = tenant.rate.as_ref().map(|r| r.check()) {
+            let e = GatewayError::RateLimited(wait.as_secs_f64().ceil().max(1.0) as u64);
+            respond_error(session, &e, &ctx.request_id).await?;
+            return Ok(true);
+        }
         if tenant.chains[r].is_empty() {
             return Ok(false);
         }
@@ -291,6 +296,9 @@ async fn respond_error(session: &mut Session, e: &GatewayError, request_id: &str
     resp.insert_header("Content-Length", body.len().to_string())?;
     resp.insert_header("X-Request-Id", request_id)?;
     resp.insert_header("Cache-Control", "no-store")?;
+    if let GatewayError::RateLimited(secs) = e {
+        resp.insert_header("Retry-After", secs.to_string())?;
+    }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await?;
     Ok(())

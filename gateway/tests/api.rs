@@ -282,3 +282,42 @@ async fn cli_talks_to_the_api_as_a_tenant() {
     assert!(!ok && out.contains("401"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_rate_quota_is_set_live_and_per_tenant() {
+    let (gw, api, _, _, _) = setup().await;
+    let up = Upstream::start("up").await;
+    for t in ["a", "b"] {
+        let route = json!({"path_prefix": "/", "upstreams": [{"addr": up.target()}]});
+        api.call(Method::PUT, &format!("/v1/tenants/{t}/routes/api"), Some(OP), Some(Body::Json(route))).await;
+    }
+    let (s, v) = api.call(Method::PATCH, "/v1/tenants/a/quotas", Some(OP), Some(Body::Json(json!({"requests_per_second": 5, "burst": 5})))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    gw.wait_for_version(v["config_version"].as_i64().unwrap()).await;
+    let (mut ok, mut limited) = (0, 0);
+    for _ in 0..20 {
+        let r = gw.get("a.test", "/").await;
+        match r.status {
+            200 => ok += 1,
+            429 => {
+                limited += 1;
+                assert_eq!(r.json["error"], "rate_limited");
+                assert!(r.headers["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!((5..=7).contains(&ok) && ok + limited == 20, "burst 5 at 5/s: {ok} ok, {limited} limited");
+    // Another tenant is not limited by a's quota.
+    for _ in 0..20 {
+        assert_eq!(gw.get("b.test", "/").await.status, 200);
+    }
+    // Raised live.
+    let (_, v) = api.call(Method::PATCH, "/v1/tenants/a/quotas", Some(OP), Some(Body::Json(json!({"requests_per_second": 1000, "burst": 1000})))).await;
+    gw.wait_for_version(v["config_version"].as_i64().unwrap()).await;
+    for _ in 0..20 {
+        assert_eq!(gw.get("a.test", "/").await.status, 200);
+    }
+    let (s, v) = api.call(Method::PATCH, "/v1/tenants/a/quotas", Some(OP), Some(Body::Json(json!({"no_such_quota": 1})))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+}

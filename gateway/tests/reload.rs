@@ -68,28 +68,41 @@ async fn two_nodes_sharing_postgres_converge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_outage_keeps_last_good_config() {
-    // A SQLite store whose file disappears: the node keeps serving and says so.
-    let (url, store) = fresh_store(StoreKind::Sqlite).await;
-    let up = Upstream::start("a").await;
-    store.create_tenant("acme", "Acme", &[]).await.unwrap();
-    store.add_hostname("acme", "acme.test").await.unwrap();
-    store.put_route("acme", route("api", "/", &[&up.target()])).await.unwrap();
+    // The node's Postgres database refuses connections and its sessions are killed: the node keeps
+    // serving its last good config, says so, and catches up when the store is back.
+    use sqlx::Connection;
+    let (url, store) = fresh_store(StoreKind::Postgres).await;
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    store.create_tenant("acme", "Acme", &["acme.test"]).await.unwrap();
+    store.put_route("acme", route("api", "/", &[&a.target()])).await.unwrap();
     store.close().await;
     let gw = Wharf::start(&url).await;
-    let db_dir = std::path::PathBuf::from(url.trim_start_matches("sqlite://"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    std::fs::remove_dir_all(&db_dir).unwrap();
-    std::fs::create_dir_all(&db_dir).unwrap();
-    std::fs::write(db_dir.join("wharf.db"), b"this is not a database").unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while gw.healthz().await["store_up"] != false {
-        assert!(std::time::Instant::now() < deadline, "store outage not noticed:\n{}", gw.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(gw.get("acme.test", "/").await.status, 200);
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let mut admin = sqlx::PgConnection::connect(&wharf_tenancy::test_support::postgres_admin_url()).await.unwrap();
+    let sql = |s: String| sqlx::raw_sql(sqlx::AssertSqlSafe(s));
+    sql(format!("ALTER DATABASE {db} WITH ALLOW_CONNECTIONS false")).execute(&mut admin).await.unwrap();
+    sql(format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'")).execute(&mut admin).await.unwrap();
+    let wait_store = |up: bool| {
+        let gw = &gw;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while gw.healthz().await["store_up"] != up {
+                assert!(std::time::Instant::now() < deadline, "store_up never became {up}:\n{}", gw.log());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_store(false).await;
+    assert_eq!(gw.get("acme.test", "/").await.json["upstream"], "a", "still serving the last good config");
     assert_eq!(metric_value(&gw.metrics().await, "wharf_config_store_up"), 0.0);
+    assert!(gw.log().contains("config store unreachable"), "the log says so");
+
+    sql(format!("ALTER DATABASE {db} WITH ALLOW_CONNECTIONS true")).execute(&mut admin).await.unwrap();
+    let store = Store::connect(&url).await.unwrap();
+    let v = store.put_route("acme", route("api", "/", &[&b.target()])).await.unwrap();
+    wait_store(true).await;
+    gw.wait_for_version(v).await;
+    assert_eq!(gw.get("acme.test", "/").await.json["upstream"], "b", "caught up after the outage");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

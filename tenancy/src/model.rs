@@ -63,6 +63,10 @@ pub struct Quotas {
     pub sql_max_result_bytes: u64,
     /// How long a host call waits for a free pooled connection before `quota-exceeded`.
     pub pool_wait_ms: u64,
+    /// Requests per second this tenant may send through the gateway (0: unlimited).
+    pub requests_per_second: u32,
+    /// Requests allowed in a burst above the steady rate.
+    pub burst: u32,
 }
 
 impl Default for Quotas {
@@ -82,13 +86,15 @@ impl Default for Quotas {
             sql_max_rows: 1000,
             sql_max_result_bytes: 1 << 20,
             pool_wait_ms: 100,
+            requests_per_second: 0,
+            burst: 0,
         }
     }
 }
 
 impl Quotas {
     pub fn validate(&self) -> Result<(), ValidationError> {
-        let checks: [(&'static str, u64, u64, u64); 14] = [
+        let checks: [(&'static str, u64, u64, u64); 16] = [
             ("plugin_fuel", self.plugin_fuel, 1_000, 100_000_000_000),
             ("plugin_deadline_ms", self.plugin_deadline_ms, 1, 60_000),
             ("plugin_memory_bytes", self.plugin_memory_bytes, 64 << 10, 4 << 30),
@@ -103,6 +109,8 @@ impl Quotas {
             ("sql_max_rows", u64::from(self.sql_max_rows), 1, 1_000_000),
             ("sql_max_result_bytes", self.sql_max_result_bytes, 1 << 10, 64 << 20),
             ("pool_wait_ms", self.pool_wait_ms, 0, 60_000),
+            ("requests_per_second", u64::from(self.requests_per_second), 0, 10_000_000),
+            ("burst", u64::from(self.burst), 0, 10_000_000),
         ];
         for (name, value, min, max) in checks {
             if !(min..=max).contains(&value) {
