@@ -80,6 +80,7 @@ async fn authorization_matrix() {
     // (method, path on tenant a, body, who may: "op" = operator only, "a" = operator and tenant a)
     let cases: Vec<(Method, &str, Option<Body>, &str, StatusCode)> = vec![
         (Method::GET, "/v1/tenants/a", None, "a", StatusCode::OK),
+        (Method::PATCH, "/v1/tenants/a", Some(Body::Json(json!({"display_name": "Acme A"}))), "op", StatusCode::OK),
         (Method::PATCH, "/v1/tenants/a/quotas", Some(Body::Json(json!({"plugin_fuel": 2000000}))), "op", StatusCode::OK),
         (Method::POST, "/v1/tenants/a/hostnames", Some(Body::Json(json!({"hostname": "*.a.test"}))), "op", StatusCode::CREATED),
         (Method::GET, "/v1/tenants/a/api-keys", None, "op", StatusCode::OK),
@@ -89,10 +90,13 @@ async fn authorization_matrix() {
         (Method::GET, "/v1/tenants/a/routes", None, "a", StatusCode::OK),
         (Method::GET, "/v1/tenants/a/routes/api", None, "a", StatusCode::OK),
         (Method::PUT, "/v1/tenants/a/plugins/tag", Some(Body::Bytes(wasm.clone())), "a", StatusCode::CREATED),
+        (Method::PUT, "/v1/tenants/a/plugins/tag2", Some(Body::Bytes(wasm.clone())), "a", StatusCode::CREATED),
         (Method::GET, "/v1/tenants/a/plugins", None, "a", StatusCode::OK),
         (Method::GET, "/v1/tenants/a/plugins/tag", None, "a", StatusCode::OK),
         (Method::PUT, "/v1/tenants/a/routes/api/plugins/tag", Some(Body::Json(json!({"config": {"request-value": "x"}}))), "a", StatusCode::OK),
+        (Method::PUT, "/v1/tenants/a/routes/api/plugins/tag2", Some(Body::Json(json!({"version": 1, "position": 0}))), "a", StatusCode::OK),
         (Method::POST, "/v1/tenants/a/plugins/tag/rollback", Some(Body::Json(json!({"version": 1}))), "a", StatusCode::OK),
+        (Method::GET, "/v1/tenants/a/routes/api", None, "a", StatusCode::OK),
         (Method::DELETE, "/v1/tenants/a/routes/api/plugins/tag", None, "a", StatusCode::OK),
         (Method::DELETE, "/v1/tenants/a/plugins/tag", None, "a", StatusCode::OK),
         (Method::DELETE, "/v1/tenants/a/routes/api", None, "a", StatusCode::OK),
@@ -118,6 +122,9 @@ async fn authorization_matrix() {
         let (s, v) = api.call(method.clone(), path, Some(token), body.clone()).await;
         assert_eq!(s, *ok_status, "allowed {method} {path}: {v}");
     }
+    // The display name changed.
+    let (_, v) = api.call(Method::GET, "/v1/tenants/a", Some(OP), None).await;
+    assert_eq!(v["display_name"], "Acme A");
     // Tenant creation and deletion are the operator's.
     let (s, _) = api.call(Method::POST, "/v1/tenants", Some(&ka), Some(Body::Json(json!({"id": "c"})))).await;
     assert_eq!(s, StatusCode::FORBIDDEN);

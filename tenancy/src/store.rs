@@ -500,12 +500,43 @@ impl Store {
     /// Adds `attachment` to the end of a route's chain, or replaces the attachment of the same
     /// plugin in place (which is how a route moves to another version, e.g. a rollback).
     pub async fn attach_plugin(&self, tenant: &str, route_id: &str, attachment: PluginAttachment) -> Result<i64, StoreError> {
+        self.attach_plugin_at(tenant, route_id, attachment, None).await
+    }
+
+    /// Like [`Store::attach_plugin`], placing the plugin at `position` in the chain (0 = first)
+    /// when given; an existing attachment of the same plugin moves there.
+    pub async fn attach_plugin_at(
+        &self,
+        tenant: &str,
+        route_id: &str,
+        attachment: PluginAttachment,
+        position: Option<usize>,
+    ) -> Result<i64, StoreError> {
         let mut route = self.route(tenant, route_id).await?;
-        match route.plugins.iter_mut().find(|a| a.plugin == attachment.plugin) {
-            Some(existing) => *existing = attachment,
-            None => route.plugins.push(attachment),
+        let existing = route.plugins.iter().position(|a| a.plugin == attachment.plugin);
+        match (existing, position) {
+            (Some(i), None) => route.plugins[i] = attachment,
+            (Some(i), Some(p)) => {
+                route.plugins.remove(i);
+                route.plugins.insert(p.min(route.plugins.len()), attachment);
+            }
+            (None, None) => route.plugins.push(attachment),
+            (None, Some(p)) => route.plugins.insert(p.min(route.plugins.len()), attachment),
         }
         self.put_route(tenant, route).await
+    }
+
+    pub async fn rename_tenant(&self, tenant: &str, display_name: &str) -> Result<i64, StoreError> {
+        validate_display_name(display_name)?;
+        let (mut tx, version) = self.begin_change("tenant.update", tenant).await?;
+        Self::ensure_tenant(&mut tx, tenant).await?;
+        sqlx::query("UPDATE tenants SET display_name = $1 WHERE id = $2")
+            .bind(display_name.to_string())
+            .bind(tenant.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(version)
     }
 
     pub async fn detach_plugin(&self, tenant: &str, route_id: &str, plugin: &str) -> Result<i64, StoreError> {

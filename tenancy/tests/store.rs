@@ -129,8 +129,19 @@ async fn plugins_and_quotas(store: Store) {
     let sha = &t.plugin_version("auth", 1).unwrap().sha256;
     assert_eq!(store.plugin_blob(sha).await.unwrap().as_deref(), Some(&b"bytes-one"[..]));
     // Another tenant uploading the same bytes shares the blob.
+    let entries = store.audit_log(100).await.unwrap();
+    assert!(entries.iter().any(|e| e.action == "plugin.upload" && e.target == "acme/auth" && e.actor == "system"));
     store.create_tenant("beta", "Beta", &[]).await.unwrap();
     store.add_plugin_version("beta", "auth", b"bytes-one").await.unwrap();
+    // Order: a second plugin placed first, then moved last.
+    store.add_plugin_version("acme", "tag", b"bytes-tag").await.unwrap();
+    let tag = PluginAttachment { plugin: "tag".into(), version: 1, config: Default::default(), on_error: OnError::FailOpen };
+    store.attach_plugin_at("acme", "api", tag.clone(), Some(0)).await.unwrap();
+    let order = |r: wharf_tenancy::Route| r.plugins.iter().map(|a| a.plugin.clone()).collect::<Vec<_>>();
+    assert_eq!(order(store.route("acme", "api").await.unwrap()), vec!["tag", "auth"]);
+    store.attach_plugin_at("acme", "api", tag, Some(9)).await.unwrap();
+    assert_eq!(order(store.route("acme", "api").await.unwrap()), vec!["auth", "tag"]);
+    store.detach_plugin("acme", "api", "tag").await.unwrap();
     store.detach_plugin("acme", "api", "auth").await.unwrap();
     assert!(store.route("acme", "api").await.unwrap().plugins.is_empty());
 

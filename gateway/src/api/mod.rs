@@ -59,7 +59,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/openapi.json", get(|| async { ([("content-type", "application/json")], OPENAPI) }))
         .route("/v1/tenants", get(tenants::list).post(tenants::create))
-        .route("/v1/tenants/{tenant}", get(tenants::get).delete(tenants::remove))
+        .route("/v1/tenants/{tenant}", get(tenants::get).patch(tenants::update).delete(tenants::remove))
         .route("/v1/tenants/{tenant}/quotas", patch(tenants::set_quotas))
         .route("/v1/tenants/{tenant}/hostnames", post(tenants::add_hostname))
         .route("/v1/tenants/{tenant}/hostnames/{host}", delete(tenants::remove_hostname))

@@ -58,6 +58,8 @@ pub struct AttachBody {
     config: BTreeMap<String, String>,
     #[serde(default)]
     on_error: OnError,
+    /// Place in the chain, 0 = first; default: keep its place, or last when new.
+    position: Option<usize>,
 }
 
 pub async fn attach(
@@ -73,7 +75,7 @@ pub async fn attach(
         None => store.latest_plugin_version(&tenant, &plugin).await?,
     };
     let a = PluginAttachment { plugin, version, config: b.config, on_error: b.on_error };
-    let v = store.attach_plugin(&tenant, &route, a).await?;
+    let v = store.attach_plugin_at(&tenant, &route, a, b.position).await?;
     Ok(Json(json!({ "version": version, "config_version": v })))
 }
 

@@ -47,6 +47,18 @@ pub async fn get(State(s): State<ApiState>, who: Principal, Path(tenant): Path<S
     })))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantUpdate {
+    display_name: String,
+}
+
+pub async fn update(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>, Json(u): Json<TenantUpdate>) -> Result<Json<Value>, ApiError> {
+    who.operator()?;
+    let v = s.store_as(&who).await?.rename_tenant(&tenant, &u.display_name).await?;
+    Ok(Json(json!({ "config_version": v })))
+}
+
 pub async fn remove(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>) -> Result<Json<Value>, ApiError> {
     who.operator()?;
     let v = s.store_as(&who).await?.remove_tenant(&tenant).await?;
