@@ -31,6 +31,8 @@ pub struct Bootstrap {
     /// SQL for plugins: `sqlite` (a file per tenant under data_dir/tenant-sql, the default),
     /// `postgres://ADMIN@HOST/DB` (a schema and role per tenant), or `none`.
     pub sql: String,
+    /// Distinct `tenant` label values in metrics; tenants beyond share `_other`.
+    pub metrics_tenant_label_cap: usize,
     /// Bearer token for operator calls to the admin API (env WHARF_OPERATOR_TOKEN wins).
     pub operator_token: Option<String>,
 }
@@ -50,6 +52,7 @@ impl Default for Bootstrap {
             redis: None,
             sql: "sqlite".into(),
             operator_token: None,
+            metrics_tenant_label_cap: wharf_metrics::DEFAULT_TENANT_LABEL_CAP,
         }
     }
 }

@@ -97,6 +97,7 @@ impl BackgroundService for ControlPlane {
                     }
                 }
             }
+            self.export_target_health();
             if let Some(s) = &store {
                 match self.poll(s).await {
                     Ok(()) => self.mark_store(true, ""),
@@ -141,6 +142,24 @@ impl ControlPlane {
         }
         tracing::info!(version = snapshot.version, tenants = snapshot.tenants.len(), "config applied");
         Ok(())
+    }
+
+    /// Health of every health-checked upstream target, as gauges.
+    fn export_target_health(&self) {
+        let table = self.live.load();
+        for t in &table.tenants {
+            let tenant = self.metrics.tenant(&t.id);
+            for (route, lb) in t.routes.iter().zip(&t.balancers) {
+                if route.health_check.is_none() {
+                    continue;
+                }
+                for backend in lb.backends().get_backend().iter() {
+                    let healthy = lb.backends().ready(backend) as i64;
+                    let target = backend.addr.to_string();
+                    self.metrics.upstream_target_healthy.with_label_values(&[&*tenant, route.id.as_str(), target.as_str()]).set(healthy);
+                }
+            }
+        }
     }
 
     /// Logs only transitions: a store outage must not flood the log every poll.

@@ -219,17 +219,26 @@ impl ProxyHttp for WharfProxy {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let code = session.response_written().map_or(0, |r| r.status.as_u16());
-        let tenant = ctx.tenant_label();
         let m = &self.metrics;
+        let tenant_label = match ctx.tenant {
+            Some(_) => m.tenant(ctx.tenant_label()),
+            None => UNKNOWN_TENANT.into(),
+        };
+        let tenant = &*tenant_label;
         m.requests_total
             .with_label_values(&[tenant, ctx.route_label(), code_label(code)])
             .inc();
         m.request_duration
             .with_label_values(&[tenant])
             .observe(ctx.started.elapsed().as_secs_f64());
-        if let Some(up) = ctx.upstream_elapsed {
-            m.upstream_duration.with_label_values(&[tenant]).observe(up.as_secs_f64());
+        let total = ctx.started.elapsed();
+        let upstream = ctx.upstream_elapsed.unwrap_or_default();
+        if ctx.upstream_elapsed.is_some() {
+            m.upstream_duration.with_label_values(&[tenant]).observe(upstream.as_secs_f64());
         }
+        m.gateway_duration.with_label_values(&[tenant]).observe(total.saturating_sub(upstream).as_secs_f64());
+        m.bytes_total.with_label_values(&[tenant, "in"]).inc_by(session.body_bytes_read() as u64);
+        m.bytes_total.with_label_values(&[tenant, "out"]).inc_by(session.body_bytes_sent() as u64);
     }
 }
 

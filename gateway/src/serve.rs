@@ -48,7 +48,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
 
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_tenant_label_cap(boot.metrics_tenant_label_cap));
     let runtime = PluginRuntime::new(boot.plugins.clone(), Some(&boot.data_dir), metrics.clone())?;
     let backends = Backends::new(boot.backend_settings()?, metrics.clone());
     if !runtime.pooled() {

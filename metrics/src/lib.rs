@@ -3,6 +3,9 @@
 //! Every metric Wharf exports is declared here, so the catalog has a single source.
 //! Label values that come from tenants are bounded by the caller (see [`UNKNOWN_TENANT`]).
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -10,6 +13,10 @@ use prometheus::{
 
 /// Label value for requests whose Host matched no tenant: one series, not one per host.
 pub const UNKNOWN_TENANT: &str = "_unknown";
+/// Label value shared by tenants beyond the label cap.
+pub const OTHER_TENANTS: &str = "_other";
+/// Default cap on distinct tenant label values.
+pub const DEFAULT_TENANT_LABEL_CAP: usize = 1000;
 /// Label value for requests of a known tenant that matched no route.
 pub const NO_ROUTE: &str = "_none";
 
@@ -23,10 +30,17 @@ const FUEL_BUCKETS: &[f64] = &[1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 
 pub struct Metrics {
     registry: Registry,
+    /// Tenant label values admitted so far; past `tenant_label_cap`, tenants share `OTHER_TENANTS`.
+    tenant_labels: RwLock<HashMap<String, Arc<str>>>,
+    tenant_label_cap: usize,
+    other_tenants: Arc<str>,
     // Requests
     pub requests_total: IntCounterVec,
     pub request_duration: HistogramVec,
     pub upstream_duration: HistogramVec,
+    pub gateway_duration: HistogramVec,
+    pub bytes_total: IntCounterVec,
+    pub upstream_target_healthy: IntGaugeVec,
     // Config
     pub config_version: IntGauge,
     pub config_reloads_total: IntCounterVec,
@@ -49,15 +63,28 @@ pub struct Metrics {
     pub pool_connections: IntGaugeVec,
     pub pool_wait: HistogramVec,
     pub quota_rejections_total: IntCounterVec,
+    pub pool_quota: IntGaugeVec,
 }
 
 impl Metrics {
     pub fn new() -> Self {
+        Self::with_tenant_label_cap(DEFAULT_TENANT_LABEL_CAP)
+    }
+
+    /// Metrics whose `tenant` label takes at most `cap` distinct values; later tenants are
+    /// counted together under `_other` (cardinality control).
+    pub fn with_tenant_label_cap(cap: usize) -> Self {
         let r = Registry::new();
         Metrics {
+            tenant_labels: RwLock::new(HashMap::new()),
+            tenant_label_cap: cap,
+            other_tenants: OTHER_TENANTS.into(),
             requests_total: counter_vec(&r, "wharf_requests_total", "Requests answered, by tenant, route and status code", &["tenant", "route", "code"]),
             request_duration: histogram_vec(&r, "wharf_request_duration_seconds", "Time from request header received to response finished, by tenant", &["tenant"], LATENCY_BUCKETS),
             upstream_duration: histogram_vec(&r, "wharf_upstream_duration_seconds", "Time from sending the request upstream to its response header, by tenant", &["tenant"], LATENCY_BUCKETS),
+            gateway_duration: histogram_vec(&r, "wharf_gateway_duration_seconds", "Time Wharf itself added to a request: total minus the upstream's time to response header, by tenant", &["tenant"], LATENCY_BUCKETS),
+            bytes_total: counter_vec(&r, "wharf_bytes_total", "Body bytes, by tenant and direction (in: from clients, out: to clients)", &["tenant", "direction"]),
+            upstream_target_healthy: gauge_vec(&r, "wharf_upstream_target_healthy", "1 when a health-checked upstream target passes its check, else 0", &["tenant", "route", "target"]),
             config_version: gauge(&r, "wharf_config_version", "Version of the config snapshot serving traffic on this node"),
             config_reloads_total: counter_vec(&r, "wharf_config_reloads_total", "Config reloads after the store's version moved, by outcome (applied, error)", &["outcome"]),
             config_store_up: gauge(&r, "wharf_config_store_up", "1 when the last poll of the config store succeeded, 0 while serving the last good config"),
@@ -77,8 +104,26 @@ impl Metrics {
             pool_connections: gauge_vec(&r, "wharf_pool_connections", "Connections of a tenant's backend pool, by state (in_use, idle)", &["tenant", "backend", "state"]),
             pool_wait: histogram_vec(&r, "wharf_pool_wait_seconds", "Time a host call waited for a pooled connection", &["tenant", "backend"], LATENCY_BUCKETS),
             quota_rejections_total: counter_vec(&r, "wharf_quota_rejections_total", "Calls refused because a tenant quota was used up, by quota", &["tenant", "quota"]),
+            pool_quota: gauge_vec(&r, "wharf_pool_quota", "A tenant's pool size quota, to compare with wharf_pool_connections", &["tenant", "backend"]),
             registry: r,
         }
+    }
+
+    /// The label value for a tenant: its id while under the cap, else `_other`.
+    pub fn tenant(&self, id: &str) -> Arc<str> {
+        if let Some(l) = self.tenant_labels.read().unwrap_or_else(|p| p.into_inner()).get(id) {
+            return l.clone();
+        }
+        let mut labels = self.tenant_labels.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = labels.get(id) {
+            return l.clone();
+        }
+        if labels.len() >= self.tenant_label_cap {
+            return self.other_tenants.clone();
+        }
+        let label: Arc<str> = id.into();
+        labels.insert(id.to_string(), label.clone());
+        label
     }
 
     /// The registry, for crates that add their own metrics (plugins, host calls).
@@ -137,6 +182,16 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tenant_labels_are_capped() {
+        let m = Metrics::with_tenant_label_cap(2);
+        assert_eq!(&*m.tenant("a"), "a");
+        assert_eq!(&*m.tenant("b"), "b");
+        assert_eq!(&*m.tenant("c"), OTHER_TENANTS);
+        assert_eq!(&*m.tenant("a"), "a", "admitted tenants keep their label");
+        assert_eq!(&*m.tenant(UNKNOWN_TENANT), OTHER_TENANTS);
+    }
 
     #[test]
     fn renders_declared_families() {

@@ -139,11 +139,11 @@ impl PluginInstance {
         };
         self.metrics
             .plugin_invocations_total
-            .with_label_values(&[&state.tenant, &state.plugin, phase.label(), outcome])
+            .with_label_values(&[&*self.metrics.tenant(&state.tenant), &state.plugin, phase.label(), outcome])
             .inc();
         self.metrics
             .plugin_duration
-            .with_label_values(&[&state.tenant, phase.label()])
+            .with_label_values(&[&*self.metrics.tenant(&state.tenant), phase.label()])
             .observe(started.elapsed().as_secs_f64());
     }
 
@@ -158,7 +158,7 @@ impl Drop for PluginInstance {
         let state = self.store.data();
         self.metrics
             .plugin_fuel_consumed
-            .with_label_values(&[&state.tenant])
+            .with_label_values(&[&*self.metrics.tenant(&state.tenant)])
             .observe(self.fuel_consumed() as f64);
         self.metrics.plugin_instances_in_use.dec();
     }

@@ -117,7 +117,7 @@ impl PluginRuntime {
             Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
         });
 
-        self.metrics.plugin_instantiations_total.with_label_values(&[inv.tenant]).inc();
+        self.metrics.plugin_instantiations_total.with_label_values(&[&*self.metrics.tenant(inv.tenant)]).inc();
         self.metrics.plugin_instances_in_use.inc();
         let instantiated = tokio::time::timeout(
             Duration::from_millis(inv.limits.deadline_ms) + Duration::from_millis(5),

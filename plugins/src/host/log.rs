@@ -21,12 +21,13 @@ impl Default for LogBudget {
 impl Host for PluginState {
     async fn log(&mut self, level: Level, message: String) {
         let tenant = self.tenant.as_ref();
+        let label = self.metrics.tenant(tenant);
         if self.log.remaining == 0 {
-            self.metrics.plugin_logs_total.with_label_values(&[tenant, "dropped"]).inc();
+            self.metrics.plugin_logs_total.with_label_values(&[&label, "dropped"]).inc();
             return;
         }
         self.log.remaining -= 1;
-        self.metrics.plugin_logs_total.with_label_values(&[tenant, "emitted"]).inc();
+        self.metrics.plugin_logs_total.with_label_values(&[&label, "emitted"]).inc();
         let mut end = message.len().min(MAX_LINE_BYTES);
         while !message.is_char_boundary(end) {
             end -= 1;

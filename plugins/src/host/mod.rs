@@ -55,8 +55,9 @@ impl HostCall {
         let elapsed = self.started.elapsed();
         self.span.in_scope(|| tracing::debug!(outcome, elapsed_us = elapsed.as_micros() as u64, "host call"));
         let m = &state.metrics;
-        m.host_calls_total.with_label_values(&[&state.tenant, &state.plugin, self.function, outcome]).inc();
-        m.host_call_duration.with_label_values(&[&state.tenant, self.function]).observe(elapsed.as_secs_f64());
+        let tenant = m.tenant(&state.tenant);
+        m.host_calls_total.with_label_values(&[&tenant, &state.plugin, self.function, outcome]).inc();
+        m.host_call_duration.with_label_values(&[&tenant, self.function]).observe(elapsed.as_secs_f64());
     }
 }
 

@@ -93,6 +93,7 @@ impl TenantRedis {
             .timeouts(Timeouts { wait: Some(wait), create: Some(COMMAND_TIMEOUT), recycle: Some(COMMAND_TIMEOUT) })
             .build()
             .map_err(|e| e.to_string())?;
+        metrics.pool_quota.with_label_values(&[&*metrics.tenant(tenant), "redis"]).set(i64::from(q.redis_max_connections));
         Ok(TenantRedis {
             tenant: tenant.to_string(),
             prefix: format!("wharf:{tenant}:").into_bytes(),
@@ -120,7 +121,7 @@ impl TenantRedis {
 
         let waited = Instant::now();
         let conn = self.pool.get().await;
-        self.metrics.pool_wait.with_label_values(&[&self.tenant, "redis"]).observe(waited.elapsed().as_secs_f64());
+        self.metrics.pool_wait.with_label_values(&[&*self.metrics.tenant(&self.tenant), "redis"]).observe(waited.elapsed().as_secs_f64());
         let mut conn = conn.map_err(|e| self.pool_error(e))?;
         self.update_pool_gauges();
         let mut cmd = redis::cmd(&upper);
@@ -183,8 +184,9 @@ impl TenantRedis {
     fn update_pool_gauges(&self) {
         let s = self.pool.status();
         let in_use = s.size.saturating_sub(s.available);
-        self.metrics.pool_connections.with_label_values(&[&self.tenant, "redis", "in_use"]).set(in_use as i64);
-        self.metrics.pool_connections.with_label_values(&[&self.tenant, "redis", "idle"]).set(s.available as i64);
+        let tenant = self.metrics.tenant(&self.tenant);
+        self.metrics.pool_connections.with_label_values(&[&tenant, "redis", "in_use"]).set(in_use as i64);
+        self.metrics.pool_connections.with_label_values(&[&tenant, "redis", "idle"]).set(s.available as i64);
     }
 }
 

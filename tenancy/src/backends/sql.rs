@@ -93,6 +93,8 @@ impl TenantSql {
             }
             SqlBackend::Sqlite(dir) => Db::Sqlite(open_sqlite(tenant, dir, q, wait).await?),
         };
+        let backend_label = if matches!(db, Db::Postgres(_)) { "postgres" } else { "sqlite" };
+        metrics.pool_quota.with_label_values(&[&*metrics.tenant(tenant), backend_label]).set(i64::from(q.sql_max_connections));
         Ok(TenantSql {
             tenant: tenant.to_string(),
             db,
@@ -161,12 +163,13 @@ impl TenantSql {
     async fn acquire<DB: sqlx::Database>(&self, pool: &sqlx::Pool<DB>, backend: &str) -> Result<sqlx::pool::PoolConnection<DB>, HostError> {
         let waited = Instant::now();
         let conn = pool.acquire().await;
-        self.metrics.pool_wait.with_label_values(&[&self.tenant, backend]).observe(waited.elapsed().as_secs_f64());
+        let tenant = self.metrics.tenant(&self.tenant);
+        self.metrics.pool_wait.with_label_values(&[&tenant, backend]).observe(waited.elapsed().as_secs_f64());
         let idle = pool.num_idle() as i64;
-        self.metrics.pool_connections.with_label_values(&[&self.tenant, backend, "idle"]).set(idle);
+        self.metrics.pool_connections.with_label_values(&[&tenant, backend, "idle"]).set(idle);
         self.metrics
             .pool_connections
-            .with_label_values(&[&self.tenant, backend, "in_use"])
+            .with_label_values(&[&tenant, backend, "in_use"])
             .set(pool.size() as i64 - idle);
         match conn {
             Ok(c) => Ok(c),
