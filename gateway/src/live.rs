@@ -127,7 +127,7 @@ impl RoutingTable {
 }
 
 fn keep_or_build_rate(old: Option<&CompiledTenant>, q: &Quotas) -> Option<Arc<TenantRate>> {
-    let wanted = (q.requests_per_second, q.burst);
+    let wanted = (q.requests_per_second, q.burst, q.rate_limit_scope);
     match old.and_then(|o| o.rate.clone()) {
         Some(r) if r.setting == wanted => Some(r),
         _ => TenantRate::for_quotas(q).map(Arc::new),

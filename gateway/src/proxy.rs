@@ -20,11 +20,14 @@ use wharf_plugins::PluginRuntime;
 use crate::chain::{self, ChainCtx, Continued, RequestOutcome};
 use crate::errors::GatewayError;
 use crate::live::{LiveConfig, Lookup, RoutingTable};
+use crate::rate_limit::{FleetLimiter, TenantRate};
+use wharf_tenancy::RateScope;
 
 pub struct WharfProxy {
     pub config: Arc<LiveConfig>,
     pub metrics: Arc<Metrics>,
     pub runtime: Arc<PluginRuntime>,
+    pub fleet_limiter: FleetLimiter,
 }
 
 /// Per-request state carried across phases.
@@ -56,6 +59,20 @@ impl RequestCtx {
             (Some(t), Some(i), Some(r)) => &t.tenants[i].routes[r].id,
             _ => NO_ROUTE,
         }
+    }
+}
+
+impl WharfProxy {
+    /// The tenant's rate limit: fleet-wide through Redis when so configured and reachable,
+    /// else this node's limiter.
+    async fn admit(&self, tenant: &str, rate: &TenantRate) -> std::result::Result<(), Duration> {
+        if rate.scope() == RateScope::Fleet {
+            match self.fleet_limiter.check(tenant, rate).await {
+                Some(decision) => return decision,
+                None => self.metrics.rate_limit_fallback_total.with_label_values(&[&*self.metrics.tenant(tenant)]).inc(),
+            }
+        }
+        rate.check_local()
     }
 }
 
@@ -103,10 +120,12 @@ impl ProxyHttp for WharfProxy {
         }
         let (Some(t), Some(r)) = (ctx.tenant, ctx.route) else { return Ok(false) };
         let tenant = &table.tenants[t];
-        if let Some(Err(wait)) = tenant.rate.as_ref().map(|r| r.check()) {
-            let e = GatewayError::RateLimited(wait.as_secs_f64().ceil().max(1.0) as u64);
-            respond_error(session, &e, &ctx.request_id).await?;
-            return Ok(true);
+        if let Some(rate) = &tenant.rate {
+            if let Err(wait) = self.admit(&tenant.id, rate).await {
+                let e = GatewayError::RateLimited(wait.as_secs_f64().ceil().max(1.0) as u64);
+                respond_error(session, &e, &ctx.request_id).await?;
+                return Ok(true);
+            }
         }
         if tenant.chains[r].is_empty() {
             return Ok(false);

@@ -1,18 +1,22 @@
-//! Per-tenant request rate limits (GCRA via governor), answered with 429 `rate_limited` and
-//! `Retry-After`. A limiter survives config reloads while the tenant's rate and burst are
-//! unchanged, so a reload never hands a tenant a fresh burst.
+//! Per-tenant request rate limits, answered with 429 `rate_limited` and `Retry-After`.
+//! `local`: GCRA per node (governor). `fleet`: the same GCRA kept in Redis by an atomic script, so
+//! all nodes share one budget; while Redis is unreachable the local limiter decides, and
+//! `wharf_rate_limit_fallback_total` counts it. A limiter survives config reloads while the
+//! tenant's rate, burst and scope are unchanged, so a reload never hands out a fresh burst.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use deadpool_redis::{Config, Pool, Runtime};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use wharf_tenancy::Quotas;
+use tokio::sync::OnceCell;
+use wharf_tenancy::{Quotas, RateScope};
 
 pub struct TenantRate {
     limiter: DefaultDirectRateLimiter,
-    /// (requests per second, burst) this limiter enforces.
-    pub setting: (u32, u32),
+    /// (requests per second, burst, scope) this limiter enforces.
+    pub setting: (u32, u32, RateScope),
 }
 
 impl TenantRate {
@@ -22,12 +26,76 @@ impl TenantRate {
         let burst = NonZeroU32::new(q.burst.max(q.requests_per_second)).unwrap_or(rate);
         Some(TenantRate {
             limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
-            setting: (q.requests_per_second, q.burst),
+            setting: (q.requests_per_second, q.burst, q.rate_limit_scope),
         })
     }
 
-    /// `Err(wait)`: over the limit; retry after `wait`.
-    pub fn check(&self) -> Result<(), Duration> {
+    pub fn scope(&self) -> RateScope {
+        self.setting.2
+    }
+
+    /// The local decision. `Err(wait)`: over the limit; retry after `wait`.
+    pub fn check_local(&self) -> Result<(), Duration> {
         self.limiter.check().map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// (emission interval, burst tolerance) in milliseconds, for the fleet-wide GCRA.
+    fn gcra_ms(&self) -> (f64, f64) {
+        let (rate, burst, _) = self.setting;
+        let emission = 1000.0 / f64::from(rate.max(1));
+        (emission, emission * f64::from(burst.max(rate).max(1)))
+    }
+}
+
+/// GCRA in Redis: one key per tenant holding the theoretical arrival time (ms, Redis clock).
+const GCRA: &str = r#"
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000
+local emission = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now_ms)
+if tat < now_ms then tat = now_ms end
+local new_tat = tat + emission
+local allow_at = new_tat - tolerance
+if allow_at > now_ms then
+  return {0, math.ceil(allow_at - now_ms)}
+end
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(tolerance + emission))
+return {1, 0}
+"#;
+
+const FLEET_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// The gateway's own Redis connection for fleet-wide limits (not a tenant's namespace).
+pub struct FleetLimiter {
+    url: Option<String>,
+    pool: OnceCell<Option<Pool>>,
+}
+
+impl FleetLimiter {
+    pub fn new(url: Option<String>) -> FleetLimiter {
+        FleetLimiter { url, pool: OnceCell::new() }
+    }
+
+    /// `Some(decision)` from Redis, or `None` when Redis cannot decide (down, slow, unset).
+    pub async fn check(&self, tenant: &str, rate: &TenantRate) -> Option<Result<(), Duration>> {
+        // Built lazily so the pool's connections belong to the proxy's runtime.
+        let pool = self
+            .pool
+            .get_or_init(|| async {
+                let url = self.url.as_deref()?;
+                Config::from_url(url).builder().ok()?.max_size(16).runtime(Runtime::Tokio1).build().ok()
+            })
+            .await
+            .as_ref()?;
+        let (emission, tolerance) = rate.gcra_ms();
+        let call = async {
+            let mut conn = pool.get().await.ok()?;
+            let mut eval = deadpool_redis::redis::cmd("EVAL");
+            eval.arg(GCRA).arg(1).arg(format!("wharf:ratelimit:{tenant}")).arg(emission).arg(tolerance);
+            eval.query_async::<(i64, i64)>(&mut conn).await.ok()
+        };
+        let (allowed, wait_ms) = tokio::time::timeout(FLEET_TIMEOUT, call).await.ok()??;
+        Some(if allowed == 1 { Ok(()) } else { Err(Duration::from_millis(wait_ms.max(0) as u64)) })
     }
 }

@@ -17,6 +17,7 @@ use crate::cli::ServeArgs;
 use crate::control::ControlPlane;
 use crate::live::{LiveConfig, RoutingTable};
 use crate::proxy::WharfProxy;
+use crate::rate_limit::FleetLimiter;
 use crate::resolve::{prepare_backends, resolve_plugins};
 use wharf_plugins::PluginRuntime;
 use wharf_tenancy::backends::Backends;
@@ -90,7 +91,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        WharfProxy { config: live.clone(), metrics: metrics.clone(), runtime: runtime.clone() },
+        WharfProxy {
+            config: live.clone(),
+            metrics: metrics.clone(),
+            runtime: runtime.clone(),
+            fleet_limiter: FleetLimiter::new(boot.redis.clone()),
+        },
         "wharf proxy",
     );
     proxy.add_tcp(&boot.listen);

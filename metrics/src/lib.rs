@@ -64,6 +64,7 @@ pub struct Metrics {
     pub pool_wait: HistogramVec,
     pub quota_rejections_total: IntCounterVec,
     pub pool_quota: IntGaugeVec,
+    pub rate_limit_fallback_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -105,6 +106,7 @@ impl Metrics {
             pool_wait: histogram_vec(&r, "wharf_pool_wait_seconds", "Time a host call waited for a pooled connection", &["tenant", "backend"], LATENCY_BUCKETS),
             quota_rejections_total: counter_vec(&r, "wharf_quota_rejections_total", "Calls refused because a tenant quota was used up, by quota", &["tenant", "quota"]),
             pool_quota: gauge_vec(&r, "wharf_pool_quota", "A tenant's pool size quota, to compare with wharf_pool_connections", &["tenant", "backend"]),
+            rate_limit_fallback_total: counter_vec(&r, "wharf_rate_limit_fallback_total", "Fleet-wide rate-limit checks decided by the local limiter because Redis was unreachable", &["tenant"]),
             registry: r,
         }
     }

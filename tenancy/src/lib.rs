@@ -7,7 +7,7 @@ pub mod store;
 
 pub use error::{StoreError, ValidationError};
 pub use model::{
-    HealthCheck, HealthCheckKind, HostPattern, OnError, PluginAttachment, PluginVersion, Quotas, Route, Tenant,
+    HealthCheck, HealthCheckKind, RateScope, HostPattern, OnError, PluginAttachment, PluginVersion, Quotas, Route, Tenant,
     Timeouts, UpstreamTarget,
 };
 pub use store::{ApiKeyInfo, AuditEntry, ConfigSnapshot, Store};

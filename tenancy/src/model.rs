@@ -67,6 +67,17 @@ pub struct Quotas {
     pub requests_per_second: u32,
     /// Requests allowed in a burst above the steady rate.
     pub burst: u32,
+    /// `local`: each node enforces the rate on its own; `fleet`: all nodes share it through Redis
+    /// (falling back to the local limiter while Redis is unreachable).
+    pub rate_limit_scope: RateScope,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateScope {
+    #[default]
+    Local,
+    Fleet,
 }
 
 impl Default for Quotas {
@@ -88,6 +99,7 @@ impl Default for Quotas {
             pool_wait_ms: 100,
             requests_per_second: 0,
             burst: 0,
+            rate_limit_scope: RateScope::Local,
         }
     }
 }

@@ -1,0 +1,62 @@
+//! Per-tenant rate limits across a fleet: local limits are per node, fleet limits are shared
+//! through Redis, and a fleet limit falls back to the local one while Redis is unreachable.
+
+mod support;
+
+use support::*;
+use wharf_tenancy::{Quotas, RateScope, Store};
+
+fn redis_url() -> String {
+    std::env::var("WHARF_TEST_REDIS_URL").expect("WHARF_TEST_REDIS_URL: run scripts/test")
+}
+
+async fn tenant_with_rate(store: &Store, up: &Upstream, scope: RateScope) -> String {
+    let t = format!("t-{}", unique_suffix().replace('_', "-"));
+    store.create_tenant(&t, "T", &[&format!("{t}.test")]).await.unwrap();
+    store.put_route(&t, route("api", "/", &[&up.target()])).await.unwrap();
+    let q = Quotas { requests_per_second: 5, burst: 5, rate_limit_scope: scope, ..Quotas::default() };
+    store.set_quotas(&t, &q).await.unwrap();
+    t
+}
+
+/// 20 requests spread over the nodes within well under a second; how many got through.
+async fn admitted(nodes: &[&Wharf], tenant: &str) -> usize {
+    let mut ok = 0;
+    for i in 0..20 {
+        let r = nodes[i % nodes.len()].get(&format!("{tenant}.test"), "/").await;
+        match r.status {
+            200 => ok += 1,
+            429 => assert_eq!(r.json["error"], "rate_limited"),
+            other => panic!("unexpected {other}: {:?}", r.json),
+        }
+    }
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_limit_is_shared_by_two_nodes_local_is_not() {
+    let (url, store) = fresh_store(StoreKind::Postgres).await;
+    let up = Upstream::start("up").await;
+    let fleet = tenant_with_rate(&store, &up, RateScope::Fleet).await;
+    let local = tenant_with_rate(&store, &up, RateScope::Local).await;
+    let toml = format!("redis = \"{}\"", redis_url());
+    let (n1, n2) = tokio::join!(Wharf::start_configured(&url, &toml, &[]), Wharf::start_configured(&url, &toml, &[]));
+
+    let shared = admitted(&[&n1, &n2], &fleet).await;
+    assert!((5..=8).contains(&shared), "fleet-wide 5/s burst 5 over two nodes admitted {shared} of 20");
+    let per_node = admitted(&[&n1, &n2], &local).await;
+    assert!(per_node >= 10, "a local limit is per node: two nodes admitted {per_node} of 20");
+    assert_eq!(metric_value(&n1.metrics().await, &format!(r#"wharf_rate_limit_fallback_total{{tenant="{fleet}"}}"#)), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_limit_falls_back_to_local_without_redis() {
+    let (url, store) = fresh_store(StoreKind::Sqlite).await;
+    let up = Upstream::start("up").await;
+    let t = tenant_with_rate(&store, &up, RateScope::Fleet).await;
+    let gw = Wharf::start_configured(&url, &format!("redis = \"redis://{}\"", dead_addr()), &[]).await;
+    let ok = admitted(&[&gw], &t).await;
+    assert!((5..=7).contains(&ok), "the local limiter still holds the line: {ok} of 20");
+    let m = gw.metrics().await;
+    assert!(metric_value(&m, &format!(r#"wharf_rate_limit_fallback_total{{tenant="{t}"}}"#)) >= 20.0, "{m}");
+}
