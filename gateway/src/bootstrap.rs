@@ -33,6 +33,8 @@ pub struct Bootstrap {
     pub sql: String,
     /// Distinct `tenant` label values in metrics; tenants beyond share `_other`.
     pub metrics_tenant_label_cap: usize,
+    /// OTLP/HTTP endpoint for traces (e.g. http://collector:4318); env OTEL_EXPORTER_OTLP_ENDPOINT wins.
+    pub otlp_endpoint: Option<String>,
     /// Bearer token for operator calls to the admin API (env WHARF_OPERATOR_TOKEN wins).
     pub operator_token: Option<String>,
 }
@@ -52,6 +54,7 @@ impl Default for Bootstrap {
             redis: None,
             sql: "sqlite".into(),
             operator_token: None,
+            otlp_endpoint: None,
             metrics_tenant_label_cap: wharf_metrics::DEFAULT_TENANT_LABEL_CAP,
         }
     }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
+use tracing::Instrument;
 use pingora_http::{RequestHeader, ResponseHeader};
 use wharf_plugins::types::{Header, HeaderOp, Reply, Request, RequestAction, Response, ResponseAction};
 use wharf_tenancy::backends::TenantBackends;
@@ -48,7 +49,8 @@ pub async fn on_request(
     continued: &mut Vec<Continued>,
 ) -> RequestOutcome {
     for att in chain {
-        let result = run_request(cx, att, req).await;
+        let span = tracing::info_span!("plugin", plugin = %att.name, phase = "on_request");
+        let result = run_request(cx, att, req).instrument(span).await;
         match result {
             Ok((instance, RequestAction::Continue(edits))) => {
                 for op in &edits.headers {
@@ -94,7 +96,8 @@ async fn run_request(
 pub async fn on_response(continued: &mut Vec<Continued>, resp: &mut ResponseHeader) -> Result<(), PluginError> {
     while let Some(mut c) = continued.pop() {
         let view = Response { status: resp.status.as_u16(), headers: wit_headers(&resp.headers) };
-        match c.instance.on_response(&view).await {
+        let span = tracing::info_span!("plugin", plugin = %c.instance.plugin(), phase = "on_response");
+        match c.instance.on_response(&view).instrument(span).await {
             Ok(action) => apply_response_action(resp, &action),
             Err(e) if c.fail_open => {
                 tracing::warn!(plugin = %c.instance.plugin(), "plugin on-response skipped (fail-open): {e}");

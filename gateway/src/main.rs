@@ -3,14 +3,14 @@ use wharf_gateway::cli::{Cli, Command};
 use wharf_gateway::{commands, echo, serve};
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    if let Err(e) = run(Cli::parse()) {
+    let cli = Cli::parse();
+    // Traces go to OTLP when configured (bootstrap `otlp_endpoint` or OTEL_EXPORTER_OTLP_ENDPOINT).
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.is_empty()).or_else(|| match &cli.command {
+        Command::Serve(args) => wharf_gateway::bootstrap::Bootstrap::load(args.store.config.as_deref()).ok()?.otlp_endpoint,
+        _ => None,
+    });
+    let _tracing = wharf_metrics::tracing_setup::init(endpoint.as_deref());
+    if let Err(e) = run(cli) {
         eprintln!("wharf: error: {e:#}");
         std::process::exit(1);
     }

@@ -21,6 +21,8 @@ use crate::chain::{self, ChainCtx, Continued, RequestOutcome};
 use crate::errors::GatewayError;
 use crate::live::{LiveConfig, Lookup, RoutingTable};
 use crate::rate_limit::{FleetLimiter, TenantRate};
+use tracing::Instrument;
+use wharf_metrics::tracing_setup;
 use wharf_tenancy::RateScope;
 
 pub struct WharfProxy {
@@ -44,6 +46,8 @@ pub struct RequestCtx {
     failure: Option<GatewayError>,
     /// Plugins that continued the request, waiting for `on-response`.
     continued: Vec<Continued>,
+    /// The request's trace span (child of the client's `traceparent`, if any).
+    span: tracing::Span,
 }
 
 impl RequestCtx {
@@ -91,6 +95,7 @@ impl ProxyHttp for WharfProxy {
             upstream_elapsed: None,
             failure: None,
             continued: Vec::new(),
+            span: tracing::Span::none(),
         }
     }
 
@@ -120,6 +125,14 @@ impl ProxyHttp for WharfProxy {
         }
         let (Some(t), Some(r)) = (ctx.tenant, ctx.route) else { return Ok(false) };
         let tenant = &table.tenants[t];
+        ctx.span = tracing::info_span!(
+            "request",
+            tenant = %tenant.id,
+            route = %tenant.routes[r].id,
+            method = %session.req_header().method,
+            status = tracing::field::Empty,
+        );
+        tracing_setup::continue_trace(&ctx.span, &session.req_header().headers);
         if let Some(rate) = &tenant.rate {
             if let Err(wait) = self.admit(&tenant.id, rate).await {
                 let e = GatewayError::RateLimited(wait.as_secs_f64().ceil().max(1.0) as u64);
@@ -138,7 +151,9 @@ impl ProxyHttp for WharfProxy {
             client_addr: client_ip(session).unwrap_or_default(),
             backends: &tenant.backends,
         };
-        match chain::on_request(&cx, &tenant.chains[r], session.req_header_mut(), &mut ctx.continued).await {
+        let chain_span = tracing::info_span!(parent: &ctx.span, "plugins", phase = "on_request");
+        let run = chain::on_request(&cx, &tenant.chains[r], session.req_header_mut(), &mut ctx.continued);
+        match run.instrument(chain_span).await {
             RequestOutcome::Continue => Ok(false),
             RequestOutcome::Respond(reply) => {
                 respond_reply(session, reply, ctx).await?;
@@ -189,7 +204,11 @@ impl ProxyHttp for WharfProxy {
         }
         upstream.insert_header("X-Forwarded-Proto", "http")?;
         upstream.insert_header("X-Request-Id", ctx.request_id.as_str())?;
-        // traceparent/tracestate pass through untouched.
+        // With tracing on, the upstream's parent is Wharf's span; otherwise traceparent passes
+        // through untouched.
+        for (name, value) in tracing_setup::trace_headers(&ctx.span) {
+            upstream.insert_header(name, value)?;
+        }
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
     }
@@ -211,7 +230,8 @@ impl ProxyHttp for WharfProxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Err(e) = chain::on_response(&mut ctx.continued, response).await {
+        let span = tracing::info_span!(parent: &ctx.span, "plugins", phase = "on_response");
+        if let Err(e) = chain::on_response(&mut ctx.continued, response).instrument(span).await {
             ctx.failure = Some(GatewayError::Plugin(e));
             return Err(Error::explain(ErrorType::InternalError, "plugin failed in on-response"));
         }
@@ -238,6 +258,7 @@ impl ProxyHttp for WharfProxy {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let code = session.response_written().map_or(0, |r| r.status.as_u16());
+        ctx.span.record("status", code);
         let m = &self.metrics;
         let tenant_label = match ctx.tenant {
             Some(_) => m.tenant(ctx.tenant_label()),

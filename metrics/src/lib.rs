@@ -21,6 +21,8 @@ pub const DEFAULT_TENANT_LABEL_CAP: usize = 1000;
 pub const NO_ROUTE: &str = "_none";
 
 /// Latency buckets from 100 µs to 10 s: a gateway hop is sub-millisecond, upstreams are not.
+pub mod tracing_setup;
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
@@ -205,3 +207,4 @@ mod tests {
         assert!(text.contains("wharf_config_version 7"));
     }
 }
+

@@ -41,7 +41,7 @@ pub struct HostCall {
 
 impl PluginState {
     pub fn host_call(&self, function: &'static str) -> HostCall {
-        let span = tracing::debug_span!("host_call", tenant = %self.tenant, plugin = %self.plugin, function);
+        let span = tracing::info_span!("host_call", tenant = %self.tenant, plugin = %self.plugin, function, outcome = tracing::field::Empty);
         HostCall { function, started: Instant::now(), span }
     }
 }
@@ -53,7 +53,7 @@ impl HostCall {
             Err(e) => e.outcome(),
         };
         let elapsed = self.started.elapsed();
-        self.span.in_scope(|| tracing::debug!(outcome, elapsed_us = elapsed.as_micros() as u64, "host call"));
+        self.span.record("outcome", outcome);
         let m = &state.metrics;
         let tenant = m.tenant(&state.tenant);
         m.host_calls_total.with_label_values(&[&tenant, &state.plugin, self.function, outcome]).inc();
