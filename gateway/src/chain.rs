@@ -49,7 +49,7 @@ pub async fn on_request(
     continued: &mut Vec<Continued>,
 ) -> RequestOutcome {
     for att in chain {
-        let span = tracing::info_span!("plugin", plugin = %att.name, phase = "on_request");
+        let span = tracing::debug_span!(target: "wharf::trace", "plugin", plugin = %att.name, phase = "on_request");
         let result = run_request(cx, att, req).instrument(span).await;
         match result {
             Ok((instance, RequestAction::Continue(edits))) => {
@@ -96,7 +96,7 @@ async fn run_request(
 pub async fn on_response(continued: &mut Vec<Continued>, resp: &mut ResponseHeader) -> Result<(), PluginError> {
     while let Some(mut c) = continued.pop() {
         let view = Response { status: resp.status.as_u16(), headers: wit_headers(&resp.headers) };
-        let span = tracing::info_span!("plugin", plugin = %c.instance.plugin(), phase = "on_response");
+        let span = tracing::debug_span!(target: "wharf::trace", "plugin", plugin = %c.instance.plugin(), phase = "on_response");
         match c.instance.on_response(&view).instrument(span).await {
             Ok(action) => apply_response_action(resp, &action),
             Err(e) if c.fail_open => {

@@ -125,7 +125,8 @@ impl ProxyHttp for WharfProxy {
         }
         let (Some(t), Some(r)) = (ctx.tenant, ctx.route) else { return Ok(false) };
         let tenant = &table.tenants[t];
-        ctx.span = tracing::info_span!(
+        ctx.span = tracing::debug_span!(
+            target: "wharf::trace",
             "request",
             tenant = %tenant.id,
             route = %tenant.routes[r].id,
@@ -151,7 +152,7 @@ impl ProxyHttp for WharfProxy {
             client_addr: client_ip(session).unwrap_or_default(),
             backends: &tenant.backends,
         };
-        let chain_span = tracing::info_span!(parent: &ctx.span, "plugins", phase = "on_request");
+        let chain_span = tracing::debug_span!(target: "wharf::trace", parent: &ctx.span, "plugins", phase = "on_request");
         let run = chain::on_request(&cx, &tenant.chains[r], session.req_header_mut(), &mut ctx.continued);
         match run.instrument(chain_span).await {
             RequestOutcome::Continue => Ok(false),
@@ -230,7 +231,7 @@ impl ProxyHttp for WharfProxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let span = tracing::info_span!(parent: &ctx.span, "plugins", phase = "on_response");
+        let span = tracing::debug_span!(target: "wharf::trace", parent: &ctx.span, "plugins", phase = "on_response");
         if let Err(e) = chain::on_response(&mut ctx.continued, response).instrument(span).await {
             ctx.failure = Some(GatewayError::Plugin(e));
             return Err(Error::explain(ErrorType::InternalError, "plugin failed in on-response"));

@@ -23,7 +23,8 @@ impl TenantRate {
     /// `None` when the tenant is unlimited.
     pub fn for_quotas(q: &Quotas) -> Option<TenantRate> {
         let rate = NonZeroU32::new(q.requests_per_second)?;
-        let burst = NonZeroU32::new(q.burst.max(q.requests_per_second)).unwrap_or(rate);
+        // The bucket size; 0 means one second's worth.
+        let burst = NonZeroU32::new(q.burst).unwrap_or(rate);
         Some(TenantRate {
             limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
             setting: (q.requests_per_second, q.burst, q.rate_limit_scope),
@@ -43,7 +44,8 @@ impl TenantRate {
     fn gcra_ms(&self) -> (f64, f64) {
         let (rate, burst, _) = self.setting;
         let emission = 1000.0 / f64::from(rate.max(1));
-        (emission, emission * f64::from(burst.max(rate).max(1)))
+        let burst = if burst == 0 { rate } else { burst };
+        (emission, emission * f64::from(burst.max(1)))
     }
 }
 

@@ -60,3 +60,38 @@ async fn fleet_limit_falls_back_to_local_without_redis() {
     let m = gw.metrics().await;
     assert!(metric_value(&m, &format!(r#"wharf_rate_limit_fallback_total{{tenant="{t}"}}"#)) >= 20.0, "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_holds_under_concurrent_load() {
+    let (url, store) = fresh_store(StoreKind::Sqlite).await;
+    let up = Upstream::start("up").await;
+    let t = format!("t-{}", unique_suffix().replace('_', "-"));
+    store.create_tenant(&t, "T", &[&format!("{t}.test")]).await.unwrap();
+    store.put_route(&t, route("api", "/", &[&up.target()])).await.unwrap();
+    store.set_quotas(&t, &Quotas { requests_per_second: 50, burst: 10, ..Quotas::default() }).await.unwrap();
+    let gw = std::sync::Arc::new(Wharf::start(&url).await);
+    let started = std::time::Instant::now();
+    let run_for = std::time::Duration::from_secs(2);
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (gw, host) = (gw.clone(), format!("{t}.test"));
+        workers.push(tokio::spawn(async move {
+            let mut ok = 0u64;
+            while started.elapsed() < run_for {
+                if gw.get(&host, "/").await.status == 200 {
+                    ok += 1;
+                }
+            }
+            ok
+        }));
+    }
+    let mut ok = 0;
+    for w in workers {
+        ok += w.await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let expected = 50.0 * 2.0 + 10.0;
+    println!("admitted {ok} in {secs:.2} s under 8 concurrent clients (expected ~{expected})");
+    // Tolerance: ±20 % (timing of the first and last requests, a loaded CI machine).
+    assert!((ok as f64) >= expected * 0.8 && (ok as f64) <= expected * 1.2 + 50.0 * (secs - 2.0), "admitted {ok}");
+}

@@ -10,6 +10,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::Layer;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
@@ -25,6 +26,11 @@ impl Drop for TracingGuard {
         }
     }
 }
+
+/// Target of Wharf's trace spans (request, plugins, plugin, host_call). They are `debug` level and
+/// only the OTLP layer enables them: with no endpoint they are disabled call sites, costing
+/// next to nothing on the request path.
+pub const TRACE_TARGET: &str = "wharf::trace";
 
 /// Installs the global subscriber: logs to stderr filtered by `WHARF_LOG` (default info), plus an
 /// OTLP span exporter when `otlp_endpoint` is set (a base URL; `/v1/traces` is appended).
@@ -46,8 +52,12 @@ pub fn init(otlp_endpoint: Option<&str>) -> TracingGuard {
             }
         }
     });
-    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("wharf")));
-    let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("wharf"))
+            .with_filter(tracing_subscriber::filter::Targets::new().with_target(TRACE_TARGET, tracing::Level::DEBUG))
+    });
+    let _ = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).try_init();
     TracingGuard { provider }
 }
 

@@ -65,7 +65,7 @@ pub struct Quotas {
     pub pool_wait_ms: u64,
     /// Requests per second this tenant may send through the gateway (0: unlimited).
     pub requests_per_second: u32,
-    /// Requests allowed in a burst above the steady rate.
+    /// Requests that may arrive at once (the bucket size); 0 means one second's worth.
     pub burst: u32,
     /// `local`: each node enforces the rate on its own; `fleet`: all nodes share it through Redis
     /// (falling back to the local limiter while Redis is unreachable).

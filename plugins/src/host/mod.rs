@@ -41,7 +41,7 @@ pub struct HostCall {
 
 impl PluginState {
     pub fn host_call(&self, function: &'static str) -> HostCall {
-        let span = tracing::info_span!("host_call", tenant = %self.tenant, plugin = %self.plugin, function, outcome = tracing::field::Empty);
+        let span = tracing::debug_span!(target: "wharf::trace", "host_call", tenant = %self.tenant, plugin = %self.plugin, function, outcome = tracing::field::Empty);
         HostCall { function, started: Instant::now(), span }
     }
 }
