@@ -1,4 +1,4 @@
-//! The config store: tenants, hostnames and routes in SQLite (embedded default) or Postgres (fleets).
+//! The config store (plugin versions in `plugins.rs`, API keys and audit in `access.rs`): tenants, hostnames and routes in SQLite (embedded default) or Postgres (fleets).
 //!
 //! Every mutation bumps `config_meta.version` first, inside its transaction: that row lock
 //! serializes writers on Postgres, and the version is what gateway nodes poll to converge.
@@ -7,12 +7,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sha2::Digest;
+mod access;
+mod plugins;
+
 use sqlx::{AnyPool, Row};
 
 use crate::error::StoreError;
 use crate::model::{
-    validate_display_name, validate_id, HostPattern, PluginAttachment, PluginVersion, Quotas, Route, Tenant,
+    validate_display_name, validate_id, HostPattern, PluginVersion, Quotas, Route, Tenant,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +35,7 @@ pub struct ConfigSnapshot {
 
 #[derive(Clone)]
 pub struct Store {
-    pool: AnyPool,
+    pub(super) pool: AnyPool,
     backend: Backend,
     /// Who the audit log names for this handle's changes.
     actor: std::sync::Arc<str>,
@@ -57,7 +59,7 @@ pub struct ApiKeyInfo {
     pub revoked: bool,
 }
 
-type Tx = sqlx::Transaction<'static, sqlx::Any>;
+pub(super) type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -102,15 +104,15 @@ impl Store {
         let files: [(&'static str, &'static str, &'static str); 3] = [
             (
                 "config",
-                include_str!("../migrations/sqlite/0001_config.sql"),
-                include_str!("../migrations/postgres/0001_config.sql"),
+                include_str!("../../migrations/sqlite/0001_config.sql"),
+                include_str!("../../migrations/postgres/0001_config.sql"),
             ),
             (
                 "plugins",
-                include_str!("../migrations/sqlite/0002_plugins.sql"),
-                include_str!("../migrations/postgres/0002_plugins.sql"),
+                include_str!("../../migrations/sqlite/0002_plugins.sql"),
+                include_str!("../../migrations/postgres/0002_plugins.sql"),
             ),
-            ("api", include_str!("../migrations/sqlite/0003_api.sql"), include_str!("../migrations/postgres/0003_api.sql")),
+            ("api", include_str!("../../migrations/sqlite/0003_api.sql"), include_str!("../../migrations/postgres/0003_api.sql")),
         ];
         // Listed by hand rather than with sqlx's macro: it keeps the build lean.
         let migrations = files
@@ -237,7 +239,7 @@ impl Store {
     }
 
     /// Opens a write transaction, bumps the version and audits the change; returns the new version.
-    async fn begin_change(&self, action: &str, target: &str) -> Result<(Tx, i64), StoreError> {
+    pub(super) async fn begin_change(&self, action: &str, target: &str) -> Result<(Tx, i64), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE config_meta SET version = version + 1, changed_at_ms = $1 WHERE id = 1")
             .bind(now_ms())
@@ -258,7 +260,7 @@ impl Store {
         Ok((tx, version))
     }
 
-    async fn ensure_tenant(tx: &mut Tx, id: &str) -> Result<(), StoreError> {
+    pub(super) async fn ensure_tenant(tx: &mut Tx, id: &str) -> Result<(), StoreError> {
         let found = sqlx::query("SELECT id FROM tenants WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&mut **tx)
@@ -417,114 +419,11 @@ impl Store {
     }
 
 
-    /// Stores a new immutable version of a tenant's plugin; returns (plugin version, config version).
-    /// Bytes are kept once per content hash. Validation (it is a component of the Wharf world)
-    /// is the caller's job, before this.
-    pub async fn add_plugin_version(&self, tenant: &str, name: &str, bytes: &[u8]) -> Result<(i64, i64), StoreError> {
-        validate_id(name)?;
-        let sha = hex::encode(sha2::Sha256::digest(bytes));
-        let (mut tx, config_version) = self.begin_change("plugin.upload", &format!("{tenant}/{name}")).await?;
-        Self::ensure_tenant(&mut tx, tenant).await?;
-        let known = sqlx::query("SELECT sha256 FROM plugin_blobs WHERE sha256 = $1")
-            .bind(sha.clone())
-            .fetch_optional(&mut *tx)
-            .await?;
-        if known.is_none() {
-            sqlx::query("INSERT INTO plugin_blobs (sha256, bytes, size) VALUES ($1, $2, $3)")
-                .bind(sha.clone())
-                .bind(bytes.to_vec())
-                .bind(bytes.len() as i64)
-                .execute(&mut *tx)
-                .await?;
-        }
-        // Versions of one plugin are numbered under the config-version row lock, so concurrent
-        // uploads get distinct, gapless numbers.
-        let row = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM plugin_versions WHERE tenant_id = $1 AND name = $2")
-            .bind(tenant.to_string())
-            .bind(name.to_string())
-            .fetch_one(&mut *tx)
-            .await?;
-        let version: i64 = row.try_get::<i64, _>(0)? + 1;
-        sqlx::query(
-            "INSERT INTO plugin_versions (tenant_id, name, version, sha256, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(tenant.to_string())
-        .bind(name.to_string())
-        .bind(version)
-        .bind(sha)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok((version, config_version))
-    }
 
-    /// The bytes stored under a content hash.
-    pub async fn plugin_blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let row = sqlx::query("SELECT bytes FROM plugin_blobs WHERE sha256 = $1")
-            .bind(sha256.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(match row {
-            Some(r) => Some(r.try_get(0)?),
-            None => None,
-        })
-    }
 
-    async fn ensure_plugin_version(tx: &mut Tx, tenant: &str, name: &str, version: i64) -> Result<(), StoreError> {
-        let found = sqlx::query("SELECT version FROM plugin_versions WHERE tenant_id = $1 AND name = $2 AND version = $3")
-            .bind(tenant.to_string())
-            .bind(name.to_string())
-            .bind(version)
-            .fetch_optional(&mut **tx)
-            .await?;
-        match found {
-            Some(_) => Ok(()),
-            None => Err(StoreError::UnknownPlugin { tenant: tenant.into(), name: name.into(), version }),
-        }
-    }
 
-    /// The newest version of a tenant's plugin.
-    pub async fn latest_plugin_version(&self, tenant: &str, name: &str) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM plugin_versions WHERE tenant_id = $1 AND name = $2")
-            .bind(tenant.to_string())
-            .bind(name.to_string())
-            .fetch_one(&self.pool)
-            .await?;
-        match row.try_get::<i64, _>(0)? {
-            0 => Err(StoreError::UnknownPlugin { tenant: tenant.into(), name: name.into(), version: 0 }),
-            v => Ok(v),
-        }
-    }
 
-    /// Adds `attachment` to the end of a route's chain, or replaces the attachment of the same
-    /// plugin in place (which is how a route moves to another version, e.g. a rollback).
-    pub async fn attach_plugin(&self, tenant: &str, route_id: &str, attachment: PluginAttachment) -> Result<i64, StoreError> {
-        self.attach_plugin_at(tenant, route_id, attachment, None).await
-    }
 
-    /// Like [`Store::attach_plugin`], placing the plugin at `position` in the chain (0 = first)
-    /// when given; an existing attachment of the same plugin moves there.
-    pub async fn attach_plugin_at(
-        &self,
-        tenant: &str,
-        route_id: &str,
-        attachment: PluginAttachment,
-        position: Option<usize>,
-    ) -> Result<i64, StoreError> {
-        let mut route = self.route(tenant, route_id).await?;
-        let existing = route.plugins.iter().position(|a| a.plugin == attachment.plugin);
-        match (existing, position) {
-            (Some(i), None) => route.plugins[i] = attachment,
-            (Some(i), Some(p)) => {
-                route.plugins.remove(i);
-                route.plugins.insert(p.min(route.plugins.len()), attachment);
-            }
-            (None, None) => route.plugins.push(attachment),
-            (None, Some(p)) => route.plugins.insert(p.min(route.plugins.len()), attachment),
-        }
-        self.put_route(tenant, route).await
-    }
 
     pub async fn rename_tenant(&self, tenant: &str, display_name: &str) -> Result<i64, StoreError> {
         validate_display_name(display_name)?;
@@ -539,11 +438,6 @@ impl Store {
         Ok(version)
     }
 
-    pub async fn detach_plugin(&self, tenant: &str, route_id: &str, plugin: &str) -> Result<i64, StoreError> {
-        let mut route = self.route(tenant, route_id).await?;
-        route.plugins.retain(|a| a.plugin != plugin);
-        self.put_route(tenant, route).await
-    }
 
     pub async fn route(&self, tenant: &str, route_id: &str) -> Result<Route, StoreError> {
         self.tenant(tenant)
@@ -568,123 +462,12 @@ impl Store {
         Ok(version)
     }
 
-    /// Issues an API key for a tenant: returns (key id, secret). Only the secret's hash is stored.
-    pub async fn create_api_key(&self, tenant: &str) -> Result<(String, String), StoreError> {
-        let id = format!("key_{}", hex::encode(rand::random::<[u8; 6]>()));
-        let secret = format!("wharf_{}", hex::encode(rand::random::<[u8; 24]>()));
-        let (mut tx, _) = self.begin_change("apikey.create", &format!("{tenant}/{id}")).await?;
-        Self::ensure_tenant(&mut tx, tenant).await?;
-        sqlx::query("INSERT INTO api_keys (id, tenant_id, key_hash, created_at_ms) VALUES ($1, $2, $3, $4)")
-            .bind(id.clone())
-            .bind(tenant.to_string())
-            .bind(hash_secret(&secret))
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok((id, secret))
-    }
 
-    pub async fn revoke_api_key(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
-        let (mut tx, _) = self.begin_change("apikey.revoke", &format!("{tenant}/{id}")).await?;
-        let done = sqlx::query("UPDATE api_keys SET revoked_at_ms = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at_ms IS NULL")
-            .bind(now_ms())
-            .bind(tenant.to_string())
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::UnknownApiKey(id.to_string()));
-        }
-        tx.commit().await?;
-        Ok(())
-    }
 
-    pub async fn list_api_keys(&self, tenant: &str) -> Result<Vec<ApiKeyInfo>, StoreError> {
-        let rows = sqlx::query("SELECT id, created_at_ms, revoked_at_ms FROM api_keys WHERE tenant_id = $1 ORDER BY created_at_ms, id")
-            .bind(tenant.to_string())
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let revoked: Option<i64> = r.try_get(2)?;
-            out.push(ApiKeyInfo { id: r.try_get(0)?, created_at_ms: r.try_get(1)?, revoked: revoked.is_some() });
-        }
-        Ok(out)
-    }
 
-    /// The tenant a live (unrevoked) API key belongs to.
-    pub async fn authenticate(&self, secret: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at_ms IS NULL")
-            .bind(hash_secret(secret))
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(match row {
-            Some(r) => Some(r.try_get(0)?),
-            None => None,
-        })
-    }
 
-    /// The newest audit entries first.
-    pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query("SELECT at_ms, actor, action, target, config_version FROM audit_log ORDER BY seq DESC LIMIT $1")
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            out.push(AuditEntry {
-                at_ms: r.try_get(0)?,
-                actor: r.try_get(1)?,
-                action: r.try_get(2)?,
-                target: r.try_get(3)?,
-                config_version: r.try_get(4)?,
-            });
-        }
-        Ok(out)
-    }
 
-    /// Moves every route running `name` to `version`, keeping each attachment's config; returns
-    /// the routes moved and the last config version.
-    pub async fn rollback_plugin(&self, tenant: &str, name: &str, version: i64) -> Result<(Vec<String>, i64), StoreError> {
-        let t = self.tenant(tenant).await?;
-        if t.plugin_version(name, version).is_none() {
-            return Err(StoreError::UnknownPlugin { tenant: tenant.into(), name: name.into(), version });
-        }
-        let mut moved = Vec::new();
-        let mut config_version = self.version().await?.0;
-        for route in &t.routes {
-            if let Some(a) = route.plugins.iter().find(|a| a.plugin == name) {
-                let mut a = a.clone();
-                a.version = version;
-                config_version = self.attach_plugin(tenant, &route.id, a).await?;
-                moved.push(route.id.clone());
-            }
-        }
-        Ok((moved, config_version))
-    }
 
-    /// Deletes every version of a plugin; refused while a route still runs it.
-    pub async fn remove_plugin(&self, tenant: &str, name: &str) -> Result<i64, StoreError> {
-        let t = self.tenant(tenant).await?;
-        if let Some(r) = t.routes.iter().find(|r| r.plugins.iter().any(|a| a.plugin == name)) {
-            return Err(StoreError::PluginInUse { plugin: name.into(), route: r.id.clone() });
-        }
-        let (mut tx, version) = self.begin_change("plugin.remove", &format!("{tenant}/{name}")).await?;
-        let done = sqlx::query("DELETE FROM plugin_versions WHERE tenant_id = $1 AND name = $2")
-            .bind(tenant.to_string())
-            .bind(name.to_string())
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::UnknownPlugin { tenant: tenant.into(), name: name.into(), version: 0 });
-        }
-        sqlx::query("DELETE FROM plugin_blobs WHERE sha256 NOT IN (SELECT sha256 FROM plugin_versions)")
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(version)
-    }
 }
 
 fn tenant_from_row(row: &AnyRow) -> Result<Tenant, StoreError> {
@@ -695,6 +478,3 @@ fn tenant_from_row(row: &AnyRow) -> Result<Tenant, StoreError> {
     Ok(Tenant { display_name: row.try_get(1)?, id, hostnames: vec![], routes: vec![], quotas, plugins: vec![] })
 }
 
-fn hash_secret(secret: &str) -> String {
-    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
-}

@@ -1,0 +1,85 @@
+//! Tenant API keys (only hashes stored) and the audit log.
+
+use sha2::Digest;
+use sqlx::Row;
+
+use super::{now_ms, ApiKeyInfo, AuditEntry, Store};
+use crate::error::StoreError;
+
+impl Store {
+    /// Issues an API key for a tenant: returns (key id, secret). Only the secret's hash is stored.
+    pub async fn create_api_key(&self, tenant: &str) -> Result<(String, String), StoreError> {
+        let id = format!("key_{}", hex::encode(rand::random::<[u8; 6]>()));
+        let secret = format!("wharf_{}", hex::encode(rand::random::<[u8; 24]>()));
+        let (mut tx, _) = self.begin_change("apikey.create", &format!("{tenant}/{id}")).await?;
+        Self::ensure_tenant(&mut tx, tenant).await?;
+        sqlx::query("INSERT INTO api_keys (id, tenant_id, key_hash, created_at_ms) VALUES ($1, $2, $3, $4)")
+            .bind(id.clone())
+            .bind(tenant.to_string())
+            .bind(hash_secret(&secret))
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((id, secret))
+    }
+    pub async fn revoke_api_key(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
+        let (mut tx, _) = self.begin_change("apikey.revoke", &format!("{tenant}/{id}")).await?;
+        let done = sqlx::query("UPDATE api_keys SET revoked_at_ms = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at_ms IS NULL")
+            .bind(now_ms())
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::UnknownApiKey(id.to_string()));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+    pub async fn list_api_keys(&self, tenant: &str) -> Result<Vec<ApiKeyInfo>, StoreError> {
+        let rows = sqlx::query("SELECT id, created_at_ms, revoked_at_ms FROM api_keys WHERE tenant_id = $1 ORDER BY created_at_ms, id")
+            .bind(tenant.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let revoked: Option<i64> = r.try_get(2)?;
+            out.push(ApiKeyInfo { id: r.try_get(0)?, created_at_ms: r.try_get(1)?, revoked: revoked.is_some() });
+        }
+        Ok(out)
+    }
+    /// The tenant a live (unrevoked) API key belongs to.
+    pub async fn authenticate(&self, secret: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at_ms IS NULL")
+            .bind(hash_secret(secret))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get(0)?),
+            None => None,
+        })
+    }
+    /// The newest audit entries first.
+    pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query("SELECT at_ms, actor, action, target, config_version FROM audit_log ORDER BY seq DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push(AuditEntry {
+                at_ms: r.try_get(0)?,
+                actor: r.try_get(1)?,
+                action: r.try_get(2)?,
+                target: r.try_get(3)?,
+                config_version: r.try_get(4)?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn hash_secret(secret: &str) -> String {
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+}
