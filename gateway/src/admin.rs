@@ -21,7 +21,11 @@ pub struct AdminState {
     pub store_up: Arc<AtomicBool>,
 }
 
-pub async fn serve(listener: TcpListener, state: AdminState, api: crate::api::ApiState) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    api: crate::api::ApiState,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -31,7 +35,10 @@ pub async fn serve(listener: TcpListener, state: AdminState, api: crate::api::Ap
 }
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
 }
 
 /// Always 200 while the process serves: a store outage degrades config freshness, not traffic.

@@ -62,7 +62,9 @@ impl Default for Bootstrap {
 
 impl Bootstrap {
     pub fn load(path: Option<&Path>) -> anyhow::Result<Bootstrap> {
-        let Some(path) = path else { return Ok(Bootstrap::default()) };
+        let Some(path) = path else {
+            return Ok(Bootstrap::default());
+        };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read bootstrap file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid bootstrap file {}", path.display()))
@@ -72,9 +74,8 @@ impl Bootstrap {
     pub fn store_url(&self) -> anyhow::Result<String> {
         match &self.store {
             Some(url) => Ok(url.clone()),
-            None => wharf_tenancy::Store::sqlite_url_for(&self.data_dir).with_context(|| {
-                format!("cannot create data dir {}", self.data_dir.display())
-            }),
+            None => wharf_tenancy::Store::sqlite_url_for(&self.data_dir)
+                .with_context(|| format!("cannot create data dir {}", self.data_dir.display())),
         }
     }
 }
@@ -99,10 +100,17 @@ impl Bootstrap {
         let sql = match self.sql.as_str() {
             "none" => SqlBackend::Disabled,
             "sqlite" => SqlBackend::Sqlite(self.data_dir.join("tenant-sql")),
-            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => SqlBackend::Postgres(url.into()),
-            other => anyhow::bail!("sql = {other:?}: use \"sqlite\", \"none\" or a postgres:// URL"),
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                SqlBackend::Postgres(url.into())
+            }
+            other => {
+                anyhow::bail!("sql = {other:?}: use \"sqlite\", \"none\" or a postgres:// URL")
+            }
         };
-        Ok(BackendSettings { redis_url: self.redis.clone(), sql })
+        Ok(BackendSettings {
+            redis_url: self.redis.clone(),
+            sql,
+        })
     }
 
     /// Command-line flags win over the file.

@@ -5,11 +5,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
-use tracing::Instrument;
 use pingora_http::{RequestHeader, ResponseHeader};
-use wharf_plugins::types::{Header, HeaderOp, Reply, Request, RequestAction, Response, ResponseAction};
+use tracing::Instrument;
+use wharf_plugins::types::{
+    Header, HeaderOp, Reply, Request, RequestAction, Response, ResponseAction,
+};
+use wharf_plugins::{
+    CompiledPlugin, Invocation, PluginError, PluginInstance, PluginRuntime, TenantLimits,
+};
 use wharf_tenancy::backends::TenantBackends;
-use wharf_plugins::{CompiledPlugin, Invocation, PluginError, PluginInstance, PluginRuntime, TenantLimits};
 
 /// One plugin of a route's chain, resolved against the compiled-code cache.
 pub struct Attached {
@@ -59,7 +63,10 @@ pub async fn on_request(
                 if let Some(path) = edits.path.as_deref() {
                     rewrite_path(req, path);
                 }
-                continued.push(Continued { instance, fail_open: att.fail_open });
+                continued.push(Continued {
+                    instance,
+                    fail_open: att.fail_open,
+                });
             }
             Ok((_, RequestAction::Respond(reply))) => return RequestOutcome::Respond(reply),
             Err(e) if att.fail_open => {
@@ -79,7 +86,10 @@ async fn run_request(
     let compiled = att
         .compiled
         .as_ref()
-        .map_err(|reason| PluginError::Unavailable { plugin: att.name.to_string(), reason: reason.clone() })?;
+        .map_err(|reason| PluginError::Unavailable {
+            plugin: att.name.to_string(),
+            reason: reason.clone(),
+        })?;
     let inv = Invocation {
         tenant: cx.tenant,
         plugin: &att.name,
@@ -93,9 +103,15 @@ async fn run_request(
 }
 
 /// Runs `on-response` of every continued plugin, last first, and releases their instances.
-pub async fn on_response(continued: &mut Vec<Continued>, resp: &mut ResponseHeader) -> Result<(), PluginError> {
+pub async fn on_response(
+    continued: &mut Vec<Continued>,
+    resp: &mut ResponseHeader,
+) -> Result<(), PluginError> {
     while let Some(mut c) = continued.pop() {
-        let view = Response { status: resp.status.as_u16(), headers: wit_headers(&resp.headers) };
+        let view = Response {
+            status: resp.status.as_u16(),
+            headers: wit_headers(&resp.headers),
+        };
         let span = tracing::debug_span!(target: "wharf::trace", "plugin", plugin = %c.instance.plugin(), phase = "on_response");
         match c.instance.on_response(&view).instrument(span).await {
             Ok(action) => apply_response_action(resp, &action),
@@ -115,7 +131,10 @@ pub async fn on_response(continued: &mut Vec<Continued>, resp: &mut ResponseHead
 pub fn reply_header(reply: &Reply) -> pingora_core::Result<ResponseHeader> {
     let mut resp = ResponseHeader::build(reply.status, Some(reply.headers.len() + 2))?;
     for h in &reply.headers {
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(&h.value)) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(&h.value),
+        ) {
             resp.append_header(name, value)?;
         }
     }
@@ -125,7 +144,10 @@ pub fn reply_header(reply: &Reply) -> pingora_core::Result<ResponseHeader> {
 fn wit_request(cx: &ChainCtx<'_>, req: &RequestHeader) -> Request {
     Request {
         method: req.method.as_str().to_string(),
-        path: req.uri.path_and_query().map_or_else(|| req.uri.path().to_string(), |p| p.as_str().to_string()),
+        path: req
+            .uri
+            .path_and_query()
+            .map_or_else(|| req.uri.path().to_string(), |p| p.as_str().to_string()),
         headers: wit_headers(&req.headers),
         client_addr: cx.client_addr.clone(),
         tenant_id: cx.tenant.to_string(),
@@ -136,14 +158,20 @@ fn wit_request(cx: &ChainCtx<'_>, req: &RequestHeader) -> Request {
 fn wit_headers(headers: &http::HeaderMap) -> Vec<Header> {
     headers
         .iter()
-        .map(|(k, v)| Header { name: k.as_str().to_string(), value: v.as_bytes().to_vec() })
+        .map(|(k, v)| Header {
+            name: k.as_str().to_string(),
+            value: v.as_bytes().to_vec(),
+        })
         .collect()
 }
 
 // Names and values were checked by the runtime (`wharf_plugins::output`): the parses below
 // cannot fail for checked output, and an unparsable op is skipped rather than trusted.
 fn header_pair(h: &Header) -> Option<(HeaderName, HeaderValue)> {
-    Some((HeaderName::from_bytes(h.name.as_bytes()).ok()?, HeaderValue::from_bytes(&h.value).ok()?))
+    Some((
+        HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+        HeaderValue::from_bytes(&h.value).ok()?,
+    ))
 }
 
 /// Request and response headers take the same edits; Pingora gives them no common trait.

@@ -3,7 +3,8 @@
 use anyhow::{bail, Context};
 use reqwest::Method;
 use wharf_tenancy::{
-    HealthCheck, HealthCheckKind, OnError, PluginAttachment, PluginVersion, Route, Store, Timeouts, UpstreamTarget,
+    HealthCheck, HealthCheckKind, OnError, PluginAttachment, PluginVersion, Route, Store, Timeouts,
+    UpstreamTarget,
 };
 
 use crate::client::{ApiClient, Body};
@@ -14,15 +15,24 @@ use crate::cli::{PluginCmd, RouteAddArgs, RouteCmd, StoreArgs, TenantCmd};
 pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
     let boot = Bootstrap::load(args.config.as_deref())?.with_store_args(args);
     let url = boot.store_url()?;
-    Store::connect(&url).await.with_context(|| format!("cannot open config store {url}"))
+    Store::connect(&url)
+        .await
+        .with_context(|| format!("cannot open config store {url}"))
 }
 
 pub async fn tenant(cmd: TenantCmd) -> anyhow::Result<()> {
     match cmd {
-        TenantCmd::Add { id, name, hosts, store } => {
+        TenantCmd::Add {
+            id,
+            name,
+            hosts,
+            store,
+        } => {
             let store = open_store(&store).await?;
             let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
-            let version = store.create_tenant(&id, name.as_deref().unwrap_or(&id), &hosts).await?;
+            let version = store
+                .create_tenant(&id, name.as_deref().unwrap_or(&id), &hosts)
+                .await?;
             println!("tenant {id} created (config version {version})");
         }
         TenantCmd::List { store } => {
@@ -30,7 +40,13 @@ pub async fn tenant(cmd: TenantCmd) -> anyhow::Result<()> {
             println!("{:<24} {:<28} {:>6}  HOSTNAMES", "ID", "NAME", "ROUTES");
             for t in snap.tenants {
                 let hosts: Vec<String> = t.hostnames.iter().map(|h| h.to_string()).collect();
-                println!("{:<24} {:<28} {:>6}  {}", t.id, t.display_name, t.routes.len(), hosts.join(", "));
+                println!(
+                    "{:<24} {:<28} {:>6}  {}",
+                    t.id,
+                    t.display_name,
+                    t.routes.len(),
+                    hosts.join(", ")
+                );
             }
         }
         TenantCmd::Remove { id, store } => {
@@ -41,22 +57,39 @@ pub async fn tenant(cmd: TenantCmd) -> anyhow::Result<()> {
             let v = open_store(&store).await?.add_hostname(&id, &host).await?;
             println!("{host} assigned to {id} (config version {v})");
         }
-        TenantCmd::SetQuota { id, settings, store } => {
+        TenantCmd::SetQuota {
+            id,
+            settings,
+            store,
+        } => {
             let store = open_store(&store).await?;
             let mut fields = serde_json::to_value(store.tenant(&id).await?.quotas)?;
             for kv in &settings {
-                let (k, v) = kv.split_once('=').with_context(|| format!("{kv:?} is not NAME=VALUE"))?;
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("{kv:?} is not NAME=VALUE"))?;
                 let Some(slot) = fields.get_mut(k) else {
                     bail!("unknown quota {k:?}; known: {}", quota_names(&fields));
                 };
-                *slot = serde_json::Value::Number(v.parse::<u64>().with_context(|| format!("{k}: {v:?} is not a whole number"))?.into());
+                *slot = serde_json::Value::Number(
+                    v.parse::<u64>()
+                        .with_context(|| format!("{k}: {v:?} is not a whole number"))?
+                        .into(),
+                );
             }
-            let q: wharf_tenancy::Quotas = serde_json::from_value(fields).context("quota value out of range")?;
+            let q: wharf_tenancy::Quotas =
+                serde_json::from_value(fields).context("quota value out of range")?;
             let v = store.set_quotas(&id, &q).await?;
-            println!("quotas of {id} updated (config version {v}): {}", serde_json::to_string(&q)?);
+            println!(
+                "quotas of {id} updated (config version {v}): {}",
+                serde_json::to_string(&q)?
+            );
         }
         TenantCmd::RemoveHost { id, host, store } => {
-            let v = open_store(&store).await?.remove_hostname(&id, &host).await?;
+            let v = open_store(&store)
+                .await?
+                .remove_hostname(&id, &host)
+                .await?;
             println!("{host} removed from {id} (config version {v})");
         }
     }
@@ -82,7 +115,13 @@ impl Target {
         Ok(match self {
             Target::Store(s) => s.tenant(tenant).await?.routes,
             Target::Api(c) => {
-                let v = c.call(Method::GET, &format!("/v1/tenants/{tenant}/routes"), Body::None).await?;
+                let v = c
+                    .call(
+                        Method::GET,
+                        &format!("/v1/tenants/{tenant}/routes"),
+                        Body::None,
+                    )
+                    .await?;
                 serde_json::from_value(v["routes"].clone())?
             }
         })
@@ -112,19 +151,36 @@ impl Target {
     async fn remove_route(&self, tenant: &str, id: &str) -> anyhow::Result<i64> {
         Ok(match self {
             Target::Store(s) => s.remove_route(tenant, id).await?,
-            Target::Api(c) => config_version(c.call(Method::DELETE, &format!("/v1/tenants/{tenant}/routes/{id}"), Body::None).await?),
+            Target::Api(c) => config_version(
+                c.call(
+                    Method::DELETE,
+                    &format!("/v1/tenants/{tenant}/routes/{id}"),
+                    Body::None,
+                )
+                .await?,
+            ),
         })
     }
 
     /// Attaches; `version: None` means the newest. Returns (version, config version).
-    async fn attach(&self, tenant: &str, route: &str, a: PluginAttachmentArgs) -> anyhow::Result<(i64, i64)> {
+    async fn attach(
+        &self,
+        tenant: &str,
+        route: &str,
+        a: PluginAttachmentArgs,
+    ) -> anyhow::Result<(i64, i64)> {
         Ok(match self {
             Target::Store(s) => {
                 let version = match a.version {
                     Some(v) => v,
                     None => s.latest_plugin_version(tenant, &a.plugin).await?,
                 };
-                let att = PluginAttachment { plugin: a.plugin, version, config: a.config, on_error: a.on_error };
+                let att = PluginAttachment {
+                    plugin: a.plugin,
+                    version,
+                    config: a.config,
+                    on_error: a.on_error,
+                };
                 (version, s.attach_plugin(tenant, route, att).await?)
             }
             Target::Api(c) => {
@@ -150,18 +206,35 @@ impl Target {
         Ok(match self {
             Target::Store(s) => s.tenant(tenant).await?.plugins,
             Target::Api(c) => {
-                let v = c.call(Method::GET, &format!("/v1/tenants/{tenant}/plugins"), Body::None).await?;
+                let v = c
+                    .call(
+                        Method::GET,
+                        &format!("/v1/tenants/{tenant}/plugins"),
+                        Body::None,
+                    )
+                    .await?;
                 serde_json::from_value(v["plugins"].clone())?
             }
         })
     }
 
-    async fn rollback(&self, tenant: &str, name: &str, version: i64) -> anyhow::Result<Vec<String>> {
+    async fn rollback(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: i64,
+    ) -> anyhow::Result<Vec<String>> {
         Ok(match self {
             Target::Store(s) => s.rollback_plugin(tenant, name, version).await?.0,
             Target::Api(c) => {
                 let path = format!("/v1/tenants/{tenant}/plugins/{name}/rollback");
-                let v = c.call(Method::POST, &path, Body::Json(serde_json::json!({ "version": version }))).await?;
+                let v = c
+                    .call(
+                        Method::POST,
+                        &path,
+                        Body::Json(serde_json::json!({ "version": version })),
+                    )
+                    .await?;
                 serde_json::from_value(v["routes"].clone())?
             }
         })
@@ -193,31 +266,81 @@ pub async fn route(cmd: RouteCmd) -> anyhow::Result<()> {
             let routes = Target::open(&store).await?.routes(&tenant).await?;
             println!("{:<20} {:<24} {:<12} UPSTREAMS", "ID", "PREFIX", "METHODS");
             for r in routes {
-                let methods = if r.methods.is_empty() { "*".to_string() } else { r.methods.join(",") };
-                let ups: Vec<String> = r.upstreams.iter().map(|u| format!("{}={}", u.addr, u.weight)).collect();
-                println!("{:<20} {:<24} {:<12} {}", r.id, r.path_prefix, methods, ups.join(" "));
+                let methods = if r.methods.is_empty() {
+                    "*".to_string()
+                } else {
+                    r.methods.join(",")
+                };
+                let ups: Vec<String> = r
+                    .upstreams
+                    .iter()
+                    .map(|u| format!("{}={}", u.addr, u.weight))
+                    .collect();
+                println!(
+                    "{:<20} {:<24} {:<12} {}",
+                    r.id,
+                    r.path_prefix,
+                    methods,
+                    ups.join(" ")
+                );
                 for p in &r.plugins {
-                    println!("{:<20}   plugin {} v{} {:?} {:?}", "", p.plugin, p.version, p.on_error, p.config);
+                    println!(
+                        "{:<20}   plugin {} v{} {:?} {:?}",
+                        "", p.plugin, p.version, p.on_error, p.config
+                    );
                 }
             }
         }
-        RouteCmd::Attach { tenant, id, plugin, version, settings, fail_open, store } => {
+        RouteCmd::Attach {
+            tenant,
+            id,
+            plugin,
+            version,
+            settings,
+            fail_open,
+            store,
+        } => {
             let mut config = std::collections::BTreeMap::new();
             for kv in &settings {
-                let (k, v) = kv.split_once('=').with_context(|| format!("config {kv:?} is not KEY=VALUE"))?;
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("config {kv:?} is not KEY=VALUE"))?;
                 config.insert(k.to_string(), v.to_string());
             }
-            let on_error = if fail_open { OnError::FailOpen } else { OnError::FailClosed };
-            let args = PluginAttachmentArgs { plugin: plugin.clone(), version, config, on_error };
-            let (version, v) = Target::open(&store).await?.attach(&tenant, &id, args).await?;
+            let on_error = if fail_open {
+                OnError::FailOpen
+            } else {
+                OnError::FailClosed
+            };
+            let args = PluginAttachmentArgs {
+                plugin: plugin.clone(),
+                version,
+                config,
+                on_error,
+            };
+            let (version, v) = Target::open(&store)
+                .await?
+                .attach(&tenant, &id, args)
+                .await?;
             println!("plugin {plugin} v{version} attached to route {id} of {tenant} (config version {v})");
         }
-        RouteCmd::Detach { tenant, id, plugin, store } => {
-            let v = Target::open(&store).await?.detach(&tenant, &id, &plugin).await?;
+        RouteCmd::Detach {
+            tenant,
+            id,
+            plugin,
+            store,
+        } => {
+            let v = Target::open(&store)
+                .await?
+                .detach(&tenant, &id, &plugin)
+                .await?;
             println!("plugin {plugin} detached from route {id} of {tenant} (config version {v})");
         }
         RouteCmd::Remove { tenant, id, store } => {
-            let v = Target::open(&store).await?.remove_route(&tenant, &id).await?;
+            let v = Target::open(&store)
+                .await?
+                .remove_route(&tenant, &id)
+                .await?;
             println!("route {id} of {tenant} removed (config version {v})");
         }
     }
@@ -225,17 +348,26 @@ pub async fn route(cmd: RouteCmd) -> anyhow::Result<()> {
 }
 
 fn quota_names(fields: &serde_json::Value) -> String {
-    fields.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default()
+    fields
+        .as_object()
+        .map(|o| o.keys().cloned().collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
 }
 
 fn route_from_args(a: RouteAddArgs) -> anyhow::Result<Route> {
     let mut upstreams = Vec::new();
     for u in &a.upstreams {
         let (addr, weight) = match u.split_once('=') {
-            Some((addr, w)) => (addr, w.parse().with_context(|| format!("bad weight in {u:?}"))?),
+            Some((addr, w)) => (
+                addr,
+                w.parse().with_context(|| format!("bad weight in {u:?}"))?,
+            ),
             None => (u.as_str(), 1),
         };
-        upstreams.push(UpstreamTarget { addr: addr.to_string(), weight });
+        upstreams.push(UpstreamTarget {
+            addr: addr.to_string(),
+            weight,
+        });
     }
     let mut timeouts = Timeouts::default();
     if let Some(ms) = a.connect_timeout_ms {
@@ -256,18 +388,41 @@ fn route_from_args(a: RouteAddArgs) -> anyhow::Result<Route> {
             interval_ms: a.health_interval_ms,
         }),
     };
-    Ok(Route { id: a.id, path_prefix: a.prefix, methods: a.methods, upstreams, timeouts, health_check, plugins: vec![] })
+    Ok(Route {
+        id: a.id,
+        path_prefix: a.prefix,
+        methods: a.methods,
+        upstreams,
+        timeouts,
+        health_check,
+        plugins: vec![],
+    })
 }
 
 pub async fn plugin(cmd: PluginCmd) -> anyhow::Result<()> {
     match cmd {
-        PluginCmd::Add { tenant, name, file, store: args } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        PluginCmd::Add {
+            tenant,
+            name,
+            file,
+            store: args,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let (version, sha) = match Target::open(&args).await? {
                 Target::Api(c) => {
                     // The gateway validates and compiles before it stores.
-                    let v = c.call(Method::PUT, &format!("/v1/tenants/{tenant}/plugins/{name}"), Body::Bytes(bytes)).await?;
-                    (v["version"].as_i64().unwrap_or_default(), v["sha256"].as_str().unwrap_or_default().to_string())
+                    let v = c
+                        .call(
+                            Method::PUT,
+                            &format!("/v1/tenants/{tenant}/plugins/{name}"),
+                            Body::Bytes(bytes),
+                        )
+                        .await?;
+                    (
+                        v["version"].as_i64().unwrap_or_default(),
+                        v["sha256"].as_str().unwrap_or_default().to_string(),
+                    )
                 }
                 Target::Store(store) => {
                     let boot = Bootstrap::load(args.config.as_deref())?.with_store_args(&args);
@@ -278,8 +433,15 @@ pub async fn plugin(cmd: PluginCmd) -> anyhow::Result<()> {
                     // Compile here, with the gateway's engine settings: a plugin that would not run
                     // is refused before it is stored, and this node's disk cache is warm.
                     let metrics = std::sync::Arc::new(wharf_metrics::Metrics::new());
-                    let runtime = wharf_plugins::PluginRuntime::new(boot.plugins.clone(), Some(&boot.data_dir), metrics)?;
-                    let checked = tokio::task::spawn_blocking(move || runtime.validate(&bytes).map(|_| bytes)).await?;
+                    let runtime = wharf_plugins::PluginRuntime::new(
+                        boot.plugins.clone(),
+                        Some(&boot.data_dir),
+                        metrics,
+                    )?;
+                    let checked = tokio::task::spawn_blocking(move || {
+                        runtime.validate(&bytes).map(|_| bytes)
+                    })
+                    .await?;
                     let bytes = checked.with_context(|| format!("{} refused", file.display()))?;
                     let (version, _) = store.add_plugin_version(&tenant, &name, &bytes).await?;
                     (version, wharf_plugins::sha256_hex(&bytes))
@@ -287,13 +449,31 @@ pub async fn plugin(cmd: PluginCmd) -> anyhow::Result<()> {
             };
             println!("plugin {name} v{version} of {tenant} stored, sha256 {sha}");
         }
-        PluginCmd::List { tenant, store } => print_versions(Target::open(&store).await?.plugins(&tenant).await?, None),
-        PluginCmd::Versions { tenant, name, store } => {
-            print_versions(Target::open(&store).await?.plugins(&tenant).await?, Some(&name))
+        PluginCmd::List { tenant, store } => {
+            print_versions(Target::open(&store).await?.plugins(&tenant).await?, None)
         }
-        PluginCmd::Rollback { tenant, name, version, store } => {
-            let moved = Target::open(&store).await?.rollback(&tenant, &name, version).await?;
-            println!("plugin {name} of {tenant} now runs v{version} on routes: {}", moved.join(", "));
+        PluginCmd::Versions {
+            tenant,
+            name,
+            store,
+        } => print_versions(
+            Target::open(&store).await?.plugins(&tenant).await?,
+            Some(&name),
+        ),
+        PluginCmd::Rollback {
+            tenant,
+            name,
+            version,
+            store,
+        } => {
+            let moved = Target::open(&store)
+                .await?
+                .rollback(&tenant, &name, version)
+                .await?;
+            println!(
+                "plugin {name} of {tenant} now runs v{version} on routes: {}",
+                moved.join(", ")
+            );
         }
     }
     Ok(())

@@ -20,8 +20,8 @@ use tokio::sync::OnceCell;
 
 use crate::admin;
 use crate::api::ApiState;
-use crate::resolve::{prepare_backends, resolve_plugins};
 use crate::live::{LiveConfig, RoutingTable};
+use crate::resolve::{prepare_backends, resolve_plugins};
 
 pub struct ControlPlane {
     pub store_url: String,
@@ -122,7 +122,10 @@ impl ControlPlane {
         let snapshot = match store.load().await {
             Ok(s) => s,
             Err(e) => {
-                self.metrics.config_reloads_total.with_label_values(&["error"]).inc();
+                self.metrics
+                    .config_reloads_total
+                    .with_label_values(&["error"])
+                    .inc();
                 return Err(e);
             }
         };
@@ -135,12 +138,19 @@ impl ControlPlane {
         let (backends, prepared) = (self.backends.clone(), snapshot.clone());
         tokio::spawn(async move { prepare_backends(&prepared, &backends).await });
         self.metrics.config_version.set(snapshot.version);
-        self.metrics.config_reloads_total.with_label_values(&["applied"]).inc();
+        self.metrics
+            .config_reloads_total
+            .with_label_values(&["applied"])
+            .inc();
         if snapshot.changed_at_ms > 0 {
             let delay = (now_ms() - snapshot.changed_at_ms).max(0) as f64 / 1000.0;
             self.metrics.config_propagation.observe(delay);
         }
-        tracing::info!(version = snapshot.version, tenants = snapshot.tenants.len(), "config applied");
+        tracing::info!(
+            version = snapshot.version,
+            tenants = snapshot.tenants.len(),
+            "config applied"
+        );
         Ok(())
     }
 
@@ -156,7 +166,10 @@ impl ControlPlane {
                 for backend in lb.backends().get_backend().iter() {
                     let healthy = lb.backends().ready(backend) as i64;
                     let target = backend.addr.to_string();
-                    self.metrics.upstream_target_healthy.with_label_values(&[&*tenant, route.id.as_str(), target.as_str()]).set(healthy);
+                    self.metrics
+                        .upstream_target_healthy
+                        .with_label_values(&[&*tenant, route.id.as_str(), target.as_str()])
+                        .set(healthy);
                 }
             }
         }
@@ -167,7 +180,10 @@ impl ControlPlane {
         self.metrics.config_store_up.set(up as i64);
         let was_up = self.store_up.swap(up, Ordering::Relaxed);
         if was_up && !up {
-            tracing::warn!("config store unreachable, serving last good config (version {}): {why}", self.live.load().version);
+            tracing::warn!(
+                "config store unreachable, serving last good config (version {}): {why}",
+                self.live.load().version
+            );
         } else if !was_up && up {
             tracing::info!("config store reachable again");
         }

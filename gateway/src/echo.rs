@@ -14,11 +14,17 @@ use tokio::net::TcpListener;
 
 /// Serves until the task is dropped. `name` is reported in every answer (`"upstream"`).
 pub async fn serve(listener: TcpListener, name: String) -> std::io::Result<()> {
-    let app = Router::new().fallback(move |ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request| {
-        let name = name.clone();
-        async move { echo(name, peer, req).await }
-    });
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+    let app = Router::new().fallback(
+        move |ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request| {
+            let name = name.clone();
+            async move { echo(name, peer, req).await }
+        },
+    );
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
 }
 
 async fn echo(name: String, peer: SocketAddr, req: Request) -> Response {
@@ -41,10 +47,15 @@ async fn echo(name: String, peer: SocketAddr, req: Request) -> Response {
         .and_then(|v| v.parse::<u16>().ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
-    let body: Bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let body: Bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
     let mut headers = BTreeMap::new();
     for (k, v) in &parts.headers {
-        headers.insert(k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned());
+        headers.insert(
+            k.as_str().to_string(),
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        );
     }
     let reply = serde_json::json!({
         "upstream": name,

@@ -56,16 +56,21 @@ impl GatewayError {
     pub fn message(&self) -> String {
         match self {
             GatewayError::UnknownHost => {
-                "no tenant serves this Host; check the hostname or ask the operator to assign it".into()
+                "no tenant serves this Host; check the hostname or ask the operator to assign it"
+                    .into()
             }
             GatewayError::NoRoute => "no route of this host matches the method and path".into(),
-            GatewayError::UpstreamUnavailable(d) => format!("could not connect to the upstream: {d}"),
+            GatewayError::UpstreamUnavailable(d) => {
+                format!("could not connect to the upstream: {d}")
+            }
             GatewayError::UpstreamTimeout(d) => format!("the upstream did not answer in time: {d}"),
             GatewayError::UpstreamError(d) => format!("the upstream failed: {d}"),
             GatewayError::BadRequest(d) => format!("bad request: {d}"),
             GatewayError::Internal(d) => format!("internal gateway error: {d}"),
             GatewayError::Plugin(e) => e.to_string(),
-            GatewayError::RateLimited(s) => format!("this tenant's request rate is used up; retry in {s} s"),
+            GatewayError::RateLimited(s) => {
+                format!("this tenant's request rate is used up; retry in {s} s")
+            }
         }
     }
 
@@ -74,7 +79,12 @@ impl GatewayError {
             GatewayError::Plugin(e) => Some(e.plugin()),
             _ => None,
         };
-        let body = Body { error: self.code(), message: self.message(), plugin, request_id };
+        let body = Body {
+            error: self.code(),
+            message: self.message(),
+            plugin,
+            request_id,
+        };
         serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"error\":\"internal_error\"}".to_vec())
     }
 
@@ -85,7 +95,9 @@ impl GatewayError {
         Some(match e.etype() {
             ConnectTimedout | ReadTimedout | WriteTimedout => GatewayError::UpstreamTimeout(detail),
             ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
-            | TLSHandshakeFailure | TLSHandshakeTimedout => GatewayError::UpstreamUnavailable(detail),
+            | TLSHandshakeFailure | TLSHandshakeTimedout => {
+                GatewayError::UpstreamUnavailable(detail)
+            }
             HTTPStatus(code) if (400..500).contains(code) => GatewayError::BadRequest(detail),
             _ => match e.esource() {
                 ErrorSource::Upstream => GatewayError::UpstreamError(detail),
@@ -106,7 +118,10 @@ mod tests {
     #[test]
     fn pingora_errors_map_to_stable_codes() {
         let e = Error::new(ErrorType::ConnectRefused);
-        assert_eq!(GatewayError::from_pingora(&e).unwrap().code(), "upstream_unavailable");
+        assert_eq!(
+            GatewayError::from_pingora(&e).unwrap().code(),
+            "upstream_unavailable"
+        );
         let e = Error::new(ErrorType::ReadTimedout);
         assert_eq!(GatewayError::from_pingora(&e).unwrap().status(), 504);
         let mut e = Error::new(ErrorType::ConnectionClosed);

@@ -11,10 +11,10 @@ use arc_swap::ArcSwap;
 use pingora_load_balancing::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{discovery, Backend, Backends, LoadBalancer};
-use wharf_tenancy::model::normalize_host;
-use wharf_tenancy::routing::{select_route, HostIndex};
 use wharf_plugins::TenantLimits;
 use wharf_tenancy::backends::{Backends as TenantBackendSet, TenantBackends};
+use wharf_tenancy::model::normalize_host;
+use wharf_tenancy::routing::{select_route, HostIndex};
 use wharf_tenancy::{ConfigSnapshot, HealthCheck, HealthCheckKind, OnError, Quotas, Route, Tenant};
 
 use crate::chain::Attached;
@@ -48,14 +48,21 @@ pub struct RoutingTable {
 pub enum Lookup {
     UnknownHost,
     /// Index into `RoutingTable::tenants`.
-    NoRoute { tenant: usize },
-    Route { tenant: usize, route: usize },
+    NoRoute {
+        tenant: usize,
+    },
+    Route {
+        tenant: usize,
+        route: usize,
+    },
 }
 
 impl RoutingTable {
     pub fn lookup(&self, raw_host: &str, method: &str, path: &str) -> Lookup {
         let host = normalize_host(raw_host);
-        let Some(tenant) = self.hosts.lookup(&host) else { return Lookup::UnknownHost };
+        let Some(tenant) = self.hosts.lookup(&host) else {
+            return Lookup::UnknownHost;
+        };
         match select_route(&self.tenants[tenant].routes, method, path) {
             Some(route) => Lookup::Route { tenant, route },
             None => Lookup::NoRoute { tenant },
@@ -79,7 +86,9 @@ impl RoutingTable {
             for r in &t.routes {
                 let reused = old.and_then(|o| {
                     let i = o.routes.iter().position(|or| {
-                        or.id == r.id && or.upstreams == r.upstreams && or.health_check == r.health_check
+                        or.id == r.id
+                            && or.upstreams == r.upstreams
+                            && or.health_check == r.health_check
                     })?;
                     Some(o.balancers[i].clone())
                 });
@@ -88,14 +97,21 @@ impl RoutingTable {
                     None => {
                         let lb = Arc::new(build_balancer(r));
                         if let Some(hc) = &r.health_check {
-                            fresh.push(HealthChecked { lb: Arc::downgrade(&lb), interval: hc_interval(hc) });
+                            fresh.push(HealthChecked {
+                                lb: Arc::downgrade(&lb),
+                                interval: hc_interval(hc),
+                            });
                         }
                         lb
                     }
                 };
                 balancers.push(lb);
             }
-            let chains = t.routes.iter().map(|r| resolve_chain(t, r, plugins)).collect();
+            let chains = t
+                .routes
+                .iter()
+                .map(|r| resolve_chain(t, r, plugins))
+                .collect();
             tenants.push(CompiledTenant {
                 id: t.id.as_str().into(),
                 routes: t.routes.clone(),
@@ -109,7 +125,14 @@ impl RoutingTable {
         let live: Vec<&str> = snapshot.tenants.iter().map(|t| t.id.as_str()).collect();
         backends.retain(&live);
         let hosts = HostIndex::build(&snapshot.tenants);
-        (RoutingTable { version: snapshot.version, hosts, tenants }, fresh)
+        (
+            RoutingTable {
+                version: snapshot.version,
+                hosts,
+                tenants,
+            },
+            fresh,
+        )
     }
 
     /// Every health-checked balancer, for starting checks on a table built elsewhere.
@@ -118,7 +141,10 @@ impl RoutingTable {
         for t in &self.tenants {
             for (r, lb) in t.routes.iter().zip(&t.balancers) {
                 if let Some(hc) = &r.health_check {
-                    out.push(HealthChecked { lb: Arc::downgrade(lb), interval: hc_interval(hc) });
+                    out.push(HealthChecked {
+                        lb: Arc::downgrade(lb),
+                        interval: hc_interval(hc),
+                    });
                 }
             }
         }
@@ -140,7 +166,10 @@ fn resolve_chain(tenant: &Tenant, route: &Route, plugins: &PluginSet) -> Vec<Att
         .iter()
         .map(|a| {
             let compiled = match tenant.plugin_version(&a.plugin, a.version) {
-                None => Err(format!("version {} of plugin {} does not exist", a.version, a.plugin)),
+                None => Err(format!(
+                    "version {} of plugin {} does not exist",
+                    a.version, a.plugin
+                )),
                 Some(pv) => match plugins.get(&pv.sha256) {
                     Some(result) => result.clone(),
                     None => Err("plugin was not loaded".to_string()),
@@ -186,7 +215,9 @@ fn build_balancer(route: &Route) -> Balancer {
             HealthCheckKind::Tcp => backends.set_health_check(TcpHealthCheck::new()),
             HealthCheckKind::Http => {
                 let mut check = HttpHealthCheck::new("wharf-health-check", false);
-                if let Ok(mut req) = pingora_http::RequestHeader::build("GET", hc.path.as_bytes(), None) {
+                if let Ok(mut req) =
+                    pingora_http::RequestHeader::build("GET", hc.path.as_bytes(), None)
+                {
                     let _ = req.insert_header("Host", "wharf-health-check");
                     check.req = req;
                 }
@@ -241,7 +272,9 @@ pub struct LiveConfig {
 
 impl LiveConfig {
     pub fn new(table: RoutingTable) -> Self {
-        LiveConfig { current: ArcSwap::from_pointee(table) }
+        LiveConfig {
+            current: ArcSwap::from_pointee(table),
+        }
     }
 
     pub fn load(&self) -> Arc<RoutingTable> {

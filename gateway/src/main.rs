@@ -5,10 +5,17 @@ use wharf_gateway::{commands, echo, serve};
 fn main() {
     let cli = Cli::parse();
     // Traces go to OTLP when configured (bootstrap `otlp_endpoint` or OTEL_EXPORTER_OTLP_ENDPOINT).
-    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.is_empty()).or_else(|| match &cli.command {
-        Command::Serve(args) => wharf_gateway::bootstrap::Bootstrap::load(args.store.config.as_deref()).ok()?.otlp_endpoint,
-        _ => None,
-    });
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty())
+        .or_else(|| match &cli.command {
+            Command::Serve(args) => {
+                wharf_gateway::bootstrap::Bootstrap::load(args.store.config.as_deref())
+                    .ok()?
+                    .otlp_endpoint
+            }
+            _ => None,
+        });
     let _tracing = wharf_metrics::tracing_setup::init(endpoint.as_deref());
     if let Err(e) = run(cli) {
         eprintln!("wharf: error: {e:#}");
@@ -21,7 +28,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         // Pingora owns its runtimes: `serve` must not run inside one.
         Command::Serve(args) => serve::run(args),
         other => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(async move {
                 match other {
                     Command::Tenant(cmd) => commands::tenant(cmd).await,
@@ -29,7 +38,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Plugin(cmd) => commands::plugin(cmd).await,
                     Command::Echo { listen, name } => {
                         let listener = tokio::net::TcpListener::bind(&listen).await?;
-                        eprintln!("wharf: echo upstream {name:?} on http://{}", listener.local_addr()?);
+                        eprintln!(
+                            "wharf: echo upstream {name:?} on http://{}",
+                            listener.local_addr()?
+                        );
                         echo::serve(listener, name).await?;
                         Ok(())
                     }

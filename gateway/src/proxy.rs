@@ -73,7 +73,11 @@ impl WharfProxy {
         if rate.scope() == RateScope::Fleet {
             match self.fleet_limiter.check(tenant, rate).await {
                 Some(decision) => return decision,
-                None => self.metrics.rate_limit_fallback_total.with_label_values(&[&*self.metrics.tenant(tenant)]).inc(),
+                None => self
+                    .metrics
+                    .rate_limit_fallback_total
+                    .with_label_values(&[&*self.metrics.tenant(tenant)])
+                    .inc(),
             }
         }
         rate.check_local()
@@ -123,7 +127,9 @@ impl ProxyHttp for WharfProxy {
             respond_error(session, &e, &ctx.request_id).await?;
             return Ok(true);
         }
-        let (Some(t), Some(r)) = (ctx.tenant, ctx.route) else { return Ok(false) };
+        let (Some(t), Some(r)) = (ctx.tenant, ctx.route) else {
+            return Ok(false);
+        };
         let tenant = &table.tenants[t];
         ctx.span = tracing::debug_span!(
             target: "wharf::trace",
@@ -153,7 +159,12 @@ impl ProxyHttp for WharfProxy {
             backends: &tenant.backends,
         };
         let chain_span = tracing::debug_span!(target: "wharf::trace", parent: &ctx.span, "plugins", phase = "on_request");
-        let run = chain::on_request(&cx, &tenant.chains[r], session.req_header_mut(), &mut ctx.continued);
+        let run = chain::on_request(
+            &cx,
+            &tenant.chains[r],
+            session.req_header_mut(),
+            &mut ctx.continued,
+        );
         match run.instrument(chain_span).await {
             RequestOutcome::Continue => Ok(false),
             RequestOutcome::Respond(reply) => {
@@ -167,9 +178,16 @@ impl ProxyHttp for WharfProxy {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let (Some(table), Some(t), Some(r)) = (&ctx.table, ctx.tenant, ctx.route) else {
-            return Err(Error::explain(ErrorType::InternalError, "request reached upstream_peer unrouted"));
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "request reached upstream_peer unrouted",
+            ));
         };
         let tenant = &table.tenants[t];
         let route = &tenant.routes[r];
@@ -178,7 +196,10 @@ impl ProxyHttp for WharfProxy {
                 "no healthy target for route {}",
                 route.id
             )));
-            return Err(Error::explain(ErrorType::ConnectNoRoute, "no healthy upstream target"));
+            return Err(Error::explain(
+                ErrorType::ConnectNoRoute,
+                "no healthy upstream target",
+            ));
         };
         let mut peer = HttpPeer::new(backend.addr, false, String::new());
         let t = route.timeouts;
@@ -197,7 +218,11 @@ impl ProxyHttp for WharfProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(client) = client_ip(session) {
-            let forwarded = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            let forwarded = match upstream
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
                 Some(prev) => format!("{prev}, {client}"),
                 None => client,
             };
@@ -232,15 +257,26 @@ impl ProxyHttp for WharfProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let span = tracing::debug_span!(target: "wharf::trace", parent: &ctx.span, "plugins", phase = "on_response");
-        if let Err(e) = chain::on_response(&mut ctx.continued, response).instrument(span).await {
+        if let Err(e) = chain::on_response(&mut ctx.continued, response)
+            .instrument(span)
+            .await
+        {
             ctx.failure = Some(GatewayError::Plugin(e));
-            return Err(Error::explain(ErrorType::InternalError, "plugin failed in on-response"));
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "plugin failed in on-response",
+            ));
         }
         response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let failure = ctx.failure.take().or_else(|| GatewayError::from_pingora(e));
         let error_code = match failure {
             Some(f) => {
@@ -254,7 +290,10 @@ impl ProxyHttp for WharfProxy {
             }
             None => 0,
         };
-        FailToProxy { error_code, can_reuse_downstream: false }
+        FailToProxy {
+            error_code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
@@ -275,16 +314,27 @@ impl ProxyHttp for WharfProxy {
         let total = ctx.started.elapsed();
         let upstream = ctx.upstream_elapsed.unwrap_or_default();
         if ctx.upstream_elapsed.is_some() {
-            m.upstream_duration.with_label_values(&[tenant]).observe(upstream.as_secs_f64());
+            m.upstream_duration
+                .with_label_values(&[tenant])
+                .observe(upstream.as_secs_f64());
         }
-        m.gateway_duration.with_label_values(&[tenant]).observe(total.saturating_sub(upstream).as_secs_f64());
-        m.bytes_total.with_label_values(&[tenant, "in"]).inc_by(session.body_bytes_read() as u64);
-        m.bytes_total.with_label_values(&[tenant, "out"]).inc_by(session.body_bytes_sent() as u64);
+        m.gateway_duration
+            .with_label_values(&[tenant])
+            .observe(total.saturating_sub(upstream).as_secs_f64());
+        m.bytes_total
+            .with_label_values(&[tenant, "in"])
+            .inc_by(session.body_bytes_read() as u64);
+        m.bytes_total
+            .with_label_values(&[tenant, "out"])
+            .inc_by(session.body_bytes_sent() as u64);
     }
 }
 
 fn client_ip(session: &Session) -> Option<String> {
-    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string())
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string())
 }
 
 /// A plugin's own reply, after the `on-response` of the plugins before it.
@@ -296,13 +346,19 @@ async fn respond_reply(session: &mut Session, reply: Reply, ctx: &mut RequestCtx
     resp.insert_header("Content-Length", reply.body.len().to_string())?;
     resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
     session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(Bytes::from(reply.body)), true).await?;
+    session
+        .write_response_body(Some(Bytes::from(reply.body)), true)
+        .await?;
     Ok(())
 }
 
 /// Host header, or the URI authority for HTTP/2 (`:authority`).
 fn request_host(req: &RequestHeader) -> Option<String> {
-    if let Some(h) = req.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()) {
+    if let Some(h) = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+    {
         return Some(h.to_string());
     }
     req.uri.authority().map(|a| a.as_str().to_string())
@@ -310,7 +366,11 @@ fn request_host(req: &RequestHeader) -> Option<String> {
 
 /// Keeps a client's X-Request-Id when it is sane, else makes one.
 fn request_id(req: &RequestHeader) -> String {
-    if let Some(v) = req.headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+    if let Some(v) = req
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+    {
         if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) {
             return v.to_string();
         }
@@ -321,9 +381,24 @@ fn request_id(req: &RequestHeader) -> String {
 /// Status codes as static label values: bounded cardinality, no allocation.
 fn code_label(code: u16) -> &'static str {
     const CODES: &[(u16, &str)] = &[
-        (200, "200"), (201, "201"), (204, "204"), (301, "301"), (302, "302"), (304, "304"),
-        (400, "400"), (401, "401"), (403, "403"), (404, "404"), (405, "405"), (408, "408"),
-        (413, "413"), (429, "429"), (499, "499"), (500, "500"), (502, "502"), (503, "503"),
+        (200, "200"),
+        (201, "201"),
+        (204, "204"),
+        (301, "301"),
+        (302, "302"),
+        (304, "304"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (405, "405"),
+        (408, "408"),
+        (413, "413"),
+        (429, "429"),
+        (499, "499"),
+        (500, "500"),
+        (502, "502"),
+        (503, "503"),
         (504, "504"),
     ];
     match CODES.iter().find(|(c, _)| *c == code) {

@@ -37,7 +37,9 @@ impl TenantRate {
 
     /// The local decision. `Err(wait)`: over the limit; retry after `wait`.
     pub fn check_local(&self) -> Result<(), Duration> {
-        self.limiter.check().map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        self.limiter
+            .check()
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
     /// (emission interval, burst tolerance) in milliseconds, for the fleet-wide GCRA.
@@ -76,7 +78,10 @@ pub struct FleetLimiter {
 
 impl FleetLimiter {
     pub fn new(url: Option<String>) -> FleetLimiter {
-        FleetLimiter { url, pool: OnceCell::new() }
+        FleetLimiter {
+            url,
+            pool: OnceCell::new(),
+        }
     }
 
     /// `Some(decision)` from Redis, or `None` when Redis cannot decide (down, slow, unset).
@@ -86,7 +91,13 @@ impl FleetLimiter {
             .pool
             .get_or_init(|| async {
                 let url = self.url.as_deref()?;
-                Config::from_url(url).builder().ok()?.max_size(16).runtime(Runtime::Tokio1).build().ok()
+                Config::from_url(url)
+                    .builder()
+                    .ok()?
+                    .max_size(16)
+                    .runtime(Runtime::Tokio1)
+                    .build()
+                    .ok()
             })
             .await
             .as_ref()?;
@@ -94,10 +105,18 @@ impl FleetLimiter {
         let call = async {
             let mut conn = pool.get().await.ok()?;
             let mut eval = deadpool_redis::redis::cmd("EVAL");
-            eval.arg(GCRA).arg(1).arg(format!("wharf:ratelimit:{tenant}")).arg(emission).arg(tolerance);
+            eval.arg(GCRA)
+                .arg(1)
+                .arg(format!("wharf:ratelimit:{tenant}"))
+                .arg(emission)
+                .arg(tolerance);
             eval.query_async::<(i64, i64)>(&mut conn).await.ok()
         };
         let (allowed, wait_ms) = tokio::time::timeout(FLEET_TIMEOUT, call).await.ok()??;
-        Some(if allowed == 1 { Ok(()) } else { Err(Duration::from_millis(wait_ms.max(0) as u64)) })
+        Some(if allowed == 1 {
+            Ok(())
+        } else {
+            Err(Duration::from_millis(wait_ms.max(0) as u64))
+        })
     }
 }

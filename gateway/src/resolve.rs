@@ -12,11 +12,17 @@ use wharf_tenancy::{ConfigSnapshot, Store};
 /// Compiled plugins by content hash; `Err` says why a plugin cannot run.
 pub type PluginSet = HashMap<String, Result<Arc<CompiledPlugin>, String>>;
 
-pub async fn resolve_plugins(snapshot: &ConfigSnapshot, store: &Store, runtime: &Arc<PluginRuntime>) -> PluginSet {
+pub async fn resolve_plugins(
+    snapshot: &ConfigSnapshot,
+    store: &Store,
+    runtime: &Arc<PluginRuntime>,
+) -> PluginSet {
     let mut set = PluginSet::new();
     for tenant in &snapshot.tenants {
         for att in tenant.routes.iter().flat_map(|r| &r.plugins) {
-            let Some(pv) = tenant.plugin_version(&att.plugin, att.version) else { continue };
+            let Some(pv) = tenant.plugin_version(&att.plugin, att.version) else {
+                continue;
+            };
             if set.contains_key(&pv.sha256) {
                 continue;
             }
@@ -30,7 +36,11 @@ pub async fn resolve_plugins(snapshot: &ConfigSnapshot, store: &Store, runtime: 
     set
 }
 
-async fn resolve_one(sha: &str, store: &Store, runtime: &Arc<PluginRuntime>) -> Result<Arc<CompiledPlugin>, String> {
+async fn resolve_one(
+    sha: &str,
+    store: &Store,
+    runtime: &Arc<PluginRuntime>,
+) -> Result<Arc<CompiledPlugin>, String> {
     if let Some(hit) = runtime.cached(sha) {
         return Ok(hit);
     }

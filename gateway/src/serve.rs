@@ -36,11 +36,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     // Bind what we can up front: a busy port must fail here with a clear message, not in a panic
     // inside Pingora.
-    drop(std::net::TcpListener::bind(&boot.listen).with_context(|| format!("cannot listen on {} (proxy)", boot.listen))?);
+    drop(
+        std::net::TcpListener::bind(&boot.listen)
+            .with_context(|| format!("cannot listen on {} (proxy)", boot.listen))?,
+    );
     let admin_listener = std::net::TcpListener::bind(&boot.admin_listen)
         .with_context(|| format!("cannot listen on {} (admin)", boot.admin_listen))?;
     let echo_listener = if args.demo {
-        Some(std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind the demo echo upstream")?)
+        Some(
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .context("cannot bind the demo echo upstream")?,
+        )
     } else {
         None
     };
@@ -49,7 +55,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
 
-    let metrics = Arc::new(Metrics::with_tenant_label_cap(boot.metrics_tenant_label_cap));
+    let metrics = Arc::new(Metrics::with_tenant_label_cap(
+        boot.metrics_tenant_label_cap,
+    ));
     let runtime = PluginRuntime::new(boot.plugins.clone(), Some(&boot.data_dir), metrics.clone())?;
     let backends = Backends::new(boot.backend_settings()?, metrics.clone());
     if !runtime.pooled() {
@@ -66,7 +74,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot open config store {store_url}"))?;
             if let Some(addr) = echo_addr {
-                seed_demo(&store, addr).await.context("seeding the demo tenant")?;
+                seed_demo(&store, addr)
+                    .await
+                    .context("seeding the demo tenant")?;
             }
             let snapshot = store.load().await?;
             let plugins = resolve_plugins(&snapshot, &store, &runtime).await;
@@ -75,7 +85,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             anyhow::Ok((snapshot, plugins))
         })?;
 
-    let (table, _) = RoutingTable::compile(&snapshot, &plugins, &backends, &RoutingTable::default());
+    let (table, _) =
+        RoutingTable::compile(&snapshot, &plugins, &backends, &RoutingTable::default());
     metrics.config_version.set(table.version);
     metrics.config_store_up.set(1);
     let live = Arc::new(LiveConfig::new(table));
@@ -113,17 +124,26 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             admin_listener: Mutex::new(Some(admin_listener)),
             echo_listener: Mutex::new(echo_listener),
             store_up: Arc::new(AtomicBool::new(true)),
-            operator_token: std::env::var("WHARF_OPERATOR_TOKEN").ok().filter(|t| !t.is_empty()).or(boot.operator_token.clone()),
+            operator_token: std::env::var("WHARF_OPERATOR_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty())
+                .or(boot.operator_token.clone()),
             max_plugin_bytes: boot.plugins.max_plugin_bytes,
         },
     ));
 
     eprintln!(
         "wharf: proxy on http://{}, admin and /metrics on http://{}, config version {} from {}",
-        boot.listen, boot.admin_listen, snapshot.version, redact(&store_url)
+        boot.listen,
+        boot.admin_listen,
+        snapshot.version,
+        redact(&store_url)
     );
     if args.demo {
-        eprintln!("wharf: demo ready: curl -H 'Host: {DEMO_HOST}' http://{}/hello", boot.listen);
+        eprintln!(
+            "wharf: demo ready: curl -H 'Host: {DEMO_HOST}' http://{}/hello",
+            boot.listen
+        );
     }
     server.run_forever()
 }
@@ -143,7 +163,10 @@ async fn seed_demo(store: &Store, echo: std::net::SocketAddr) -> anyhow::Result<
         id: "echo".into(),
         path_prefix: "/".into(),
         methods: vec![],
-        upstreams: vec![UpstreamTarget { addr: echo.to_string(), weight: 1 }],
+        upstreams: vec![UpstreamTarget {
+            addr: echo.to_string(),
+            weight: 1,
+        }],
         timeouts: Timeouts::default(),
         health_check: None,
         plugins: vec![],

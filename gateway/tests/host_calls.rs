@@ -16,16 +16,36 @@ use wharf_tenancy::backends::{BackendSettings, Backends, SqlBackend};
 use wharf_tenancy::{OnError, PluginAttachment, Quotas, Store};
 
 async fn attach(store: &Store, tenant: &str, route: &str, plugin: &str, config: &[(&str, &str)]) {
-    let (version, _) = store.add_plugin_version(tenant, plugin, &example_plugin(plugin)).await.unwrap();
-    let config: BTreeMap<String, String> = config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let a = PluginAttachment { plugin: plugin.into(), version, config, on_error: OnError::FailClosed };
+    let (version, _) = store
+        .add_plugin_version(tenant, plugin, &example_plugin(plugin))
+        .await
+        .unwrap();
+    let config: BTreeMap<String, String> = config
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let a = PluginAttachment {
+        plugin: plugin.into(),
+        version,
+        config,
+        on_error: OnError::FailClosed,
+    };
     store.attach_plugin(tenant, route, a).await.unwrap();
 }
 
 /// Generous plugin deadline: the first host call of a tenant opens its pool inside the request,
 /// and CI machines are loaded. The deadline itself is tested on its own below.
 async fn relaxed(store: &Store, tenant: &str) {
-    store.set_quotas(tenant, &Quotas { plugin_deadline_ms: 3000, ..Quotas::default() }).await.unwrap();
+    store
+        .set_quotas(
+            tenant,
+            &Quotas {
+                plugin_deadline_ms: 3000,
+                ..Quotas::default()
+            },
+        )
+        .await
+        .unwrap();
 }
 
 fn tenant_id() -> String {
@@ -43,25 +63,53 @@ async fn redis_rate_limit_end_to_end() {
     let t = tenant_id();
     store.create_tenant(&t, "T", &["rl.test"]).await.unwrap();
     relaxed(&store, &t).await;
-    store.put_route(&t, route("api", "/", &[&up.target()])).await.unwrap();
-    attach(&store, &t, "api", "redis-rate-limit", &[("limit", "3"), ("window-seconds", "30")]).await;
+    store
+        .put_route(&t, route("api", "/", &[&up.target()]))
+        .await
+        .unwrap();
+    attach(
+        &store,
+        &t,
+        "api",
+        "redis-rate-limit",
+        &[("limit", "3"), ("window-seconds", "30")],
+    )
+    .await;
     let gw = Wharf::start_configured(&url, &format!("redis = \"{}\"", redis_url()), &[]).await;
 
     for remaining in ["2", "1", "0"] {
-        let r = gw.request("GET", "rl.test", "/", &[("x-api-key", "k1")]).await;
+        let r = gw
+            .request("GET", "rl.test", "/", &[("x-api-key", "k1")])
+            .await;
         assert_eq!(r.status, 200, "{:?}", r.json);
         assert_eq!(r.headers["x-ratelimit-remaining"], remaining);
         assert_eq!(r.headers["x-ratelimit-limit"], "3");
     }
-    let limited = gw.request("GET", "rl.test", "/", &[("x-api-key", "k1")]).await;
-    assert_eq!((limited.status, limited.json["error"].as_str()), (429, Some("rate_limited")));
-    let retry: u64 = limited.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    let limited = gw
+        .request("GET", "rl.test", "/", &[("x-api-key", "k1")])
+        .await;
+    assert_eq!(
+        (limited.status, limited.json["error"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    let retry: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=30).contains(&retry), "Retry-After {retry}");
     // Another key has its own window.
-    assert_eq!(gw.request("GET", "rl.test", "/", &[("x-api-key", "k2")]).await.status, 200);
+    assert_eq!(
+        gw.request("GET", "rl.test", "/", &[("x-api-key", "k2")])
+            .await
+            .status,
+        200
+    );
 
     let m = gw.metrics().await;
-    let ok = format!(r#"wharf_host_calls_total{{function="redis.command",outcome="ok",plugin="redis-rate-limit",tenant="{t}"}}"#);
+    let ok = format!(
+        r#"wharf_host_calls_total{{function="redis.command",outcome="ok",plugin="redis-rate-limit",tenant="{t}"}}"#
+    );
     assert!(metric_value(&m, &ok) >= 6.0, "{m}");
 }
 
@@ -73,7 +121,10 @@ async fn sql_api_keys_end_to_end(kind: StoreKind) {
     let t = tenant_id();
     store.create_tenant(&t, "T", &["keys.test"]).await.unwrap();
     relaxed(&store, &t).await;
-    store.put_route(&t, route("api", "/", &[&up.target()])).await.unwrap();
+    store
+        .put_route(&t, route("api", "/", &[&up.target()]))
+        .await
+        .unwrap();
     attach(&store, &t, "api", "sql-api-keys", &[]).await;
     let (sql_setting, backend) = match kind {
         StoreKind::Postgres => {
@@ -85,25 +136,67 @@ async fn sql_api_keys_end_to_end(kind: StoreKind) {
     let gw = Wharf::start_configured(&url, &sql_setting, &[]).await;
     // Seed the tenant's own table through the same provisioning the gateway uses.
     let sql_backend = match backend {
-        None => SqlBackend::Postgres(sql_setting.trim_start_matches("sql = \"").trim_end_matches('"').to_string()),
+        None => SqlBackend::Postgres(
+            sql_setting
+                .trim_start_matches("sql = \"")
+                .trim_end_matches('"')
+                .to_string(),
+        ),
         Some(()) => SqlBackend::Sqlite(gw.data_dir().join("tenant-sql")),
     };
-    let seed = Backends::new(BackendSettings { redis_url: None, sql: sql_backend }, Arc::new(Metrics::new()));
+    let seed = Backends::new(
+        BackendSettings {
+            redis_url: None,
+            sql: sql_backend,
+        },
+        Arc::new(Metrics::new()),
+    );
     let tb = seed.tenant(&t, &Quotas::default());
     let sql = tb.sql().await.unwrap();
-    let active = if matches!(kind, StoreKind::Postgres) { "BOOLEAN" } else { "INTEGER" };
+    let active = if matches!(kind, StoreKind::Postgres) {
+        "BOOLEAN"
+    } else {
+        "INTEGER"
+    };
     sql.execute(&format!("CREATE TABLE api_keys (key TEXT PRIMARY KEY, customer_id TEXT NOT NULL, active {active} NOT NULL)"), vec![]).await.unwrap();
     for (key, customer, on) in [("good", "cust-42", true), ("off", "cust-7", false)] {
-        let flag = if matches!(kind, StoreKind::Postgres) { SqlValue::Bool(on) } else { SqlValue::Int(on as i64) };
-        sql.execute("INSERT INTO api_keys VALUES ($1, $2, $3)", vec![SqlValue::Text(key.into()), SqlValue::Text(customer.into()), flag]).await.unwrap();
+        let flag = if matches!(kind, StoreKind::Postgres) {
+            SqlValue::Bool(on)
+        } else {
+            SqlValue::Int(on as i64)
+        };
+        sql.execute(
+            "INSERT INTO api_keys VALUES ($1, $2, $3)",
+            vec![
+                SqlValue::Text(key.into()),
+                SqlValue::Text(customer.into()),
+                flag,
+            ],
+        )
+        .await
+        .unwrap();
     }
 
     assert_eq!(gw.get("keys.test", "/").await.status, 401);
-    assert_eq!(gw.request("GET", "keys.test", "/", &[("x-api-key", "nope")]).await.status, 401);
-    assert_eq!(gw.request("GET", "keys.test", "/", &[("x-api-key", "off")]).await.status, 403);
-    let injection = gw.request("GET", "keys.test", "/", &[("x-api-key", "' OR '1'='1")]).await;
+    assert_eq!(
+        gw.request("GET", "keys.test", "/", &[("x-api-key", "nope")])
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        gw.request("GET", "keys.test", "/", &[("x-api-key", "off")])
+            .await
+            .status,
+        403
+    );
+    let injection = gw
+        .request("GET", "keys.test", "/", &[("x-api-key", "' OR '1'='1")])
+        .await;
     assert_eq!(injection.status, 401, "the key is a bound parameter");
-    let ok = gw.request("GET", "keys.test", "/", &[("x-api-key", "good")]).await;
+    let ok = gw
+        .request("GET", "keys.test", "/", &[("x-api-key", "good")])
+        .await;
     assert_eq!(ok.status, 200, "{:?}", ok.json);
     assert_eq!(ok.json["headers"]["x-customer-id"], "cust-42");
     assert!(ok.json["headers"].get("x-api-key").is_none());
@@ -116,12 +209,34 @@ async fn host_call_held_past_the_deadline_fails_only_that_request() {
     let up = Upstream::start("up").await;
     let t = tenant_id();
     store.create_tenant(&t, "T", &["slow.test"]).await.unwrap();
-    store.set_quotas(&t, &Quotas { plugin_deadline_ms: 200, sql_statement_timeout_ms: 10_000, ..Quotas::default() }).await.unwrap();
-    store.put_route(&t, route("api", "/", &[&up.target()])).await.unwrap();
-    store.put_route(&t, route("plain", "/plain", &[&up.target()])).await.unwrap();
+    store
+        .set_quotas(
+            &t,
+            &Quotas {
+                plugin_deadline_ms: 200,
+                sql_statement_timeout_ms: 10_000,
+                ..Quotas::default()
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .put_route(&t, route("api", "/", &[&up.target()]))
+        .await
+        .unwrap();
+    store
+        .put_route(&t, route("plain", "/plain", &[&up.target()]))
+        .await
+        .unwrap();
     attach(&store, &t, "api", "sql-api-keys", &[]).await;
     let gw = Wharf::start_configured(&url, &format!("sql = \"{admin}\""), &[]).await;
-    let seed = Backends::new(BackendSettings { redis_url: None, sql: SqlBackend::Postgres(admin.clone()) }, Arc::new(Metrics::new()));
+    let seed = Backends::new(
+        BackendSettings {
+            redis_url: None,
+            sql: SqlBackend::Postgres(admin.clone()),
+        },
+        Arc::new(Metrics::new()),
+    );
     let sql = seed.tenant(&t, &Quotas::default());
     let sql = sql.sql().await.unwrap();
     sql.execute("CREATE TABLE api_keys (key TEXT PRIMARY KEY, customer_id TEXT NOT NULL, active BOOLEAN NOT NULL)", vec![]).await.unwrap();
@@ -130,14 +245,43 @@ async fn host_call_held_past_the_deadline_fails_only_that_request() {
     use sqlx::Connection;
     let mut locker = sqlx::PgConnection::connect(&admin).await.unwrap();
     let schema = wharf_tenancy::backends::sql::pg_identifier(&t);
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("BEGIN; LOCK TABLE {schema}.api_keys IN ACCESS EXCLUSIVE MODE"))).execute(&mut locker).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; LOCK TABLE {schema}.api_keys IN ACCESS EXCLUSIVE MODE"
+    )))
+    .execute(&mut locker)
+    .await
+    .unwrap();
     let started = std::time::Instant::now();
-    let r = gw.request("GET", "slow.test", "/", &[("x-api-key", "k")]).await;
-    assert_eq!((r.status, r.json["error"].as_str()), (504, Some("plugin_timeout")), "{:?}", r.json);
-    assert!(started.elapsed() < Duration::from_secs(3), "answered at the deadline, not the lock: {:?}", started.elapsed());
-    assert_eq!(gw.get("slow.test", "/plain").await.status, 200, "other routes keep serving");
-    sqlx::raw_sql("ROLLBACK").execute(&mut locker).await.unwrap();
-    assert_eq!(gw.request("GET", "slow.test", "/", &[("x-api-key", "k")]).await.status, 401, "works once the lock is gone");
+    let r = gw
+        .request("GET", "slow.test", "/", &[("x-api-key", "k")])
+        .await;
+    assert_eq!(
+        (r.status, r.json["error"].as_str()),
+        (504, Some("plugin_timeout")),
+        "{:?}",
+        r.json
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered at the deadline, not the lock: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        gw.get("slow.test", "/plain").await.status,
+        200,
+        "other routes keep serving"
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    assert_eq!(
+        gw.request("GET", "slow.test", "/", &[("x-api-key", "k")])
+            .await
+            .status,
+        401,
+        "works once the lock is gone"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,7 +289,16 @@ async fn redis_down_mid_test_then_back() {
     let port = free_addr().port();
     let start = || {
         std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server")
@@ -156,15 +309,27 @@ async fn redis_down_mid_test_then_back() {
     let t = tenant_id();
     store.create_tenant(&t, "T", &["down.test"]).await.unwrap();
     relaxed(&store, &t).await;
-    store.put_route(&t, route("api", "/", &[&up.target()])).await.unwrap();
-    store.put_route(&t, route("plain", "/plain", &[&up.target()])).await.unwrap();
+    store
+        .put_route(&t, route("api", "/", &[&up.target()]))
+        .await
+        .unwrap();
+    store
+        .put_route(&t, route("plain", "/plain", &[&up.target()]))
+        .await
+        .unwrap();
     attach(&store, &t, "api", "redis-rate-limit", &[("limit", "1000")]).await;
-    let gw = Wharf::start_configured(&url, &format!("redis = \"redis://127.0.0.1:{port}\""), &[]).await;
+    let gw =
+        Wharf::start_configured(&url, &format!("redis = \"redis://127.0.0.1:{port}\""), &[]).await;
     let wait_status = |want: u16| {
         let gw = &gw;
         async move {
             for _ in 0..100 {
-                if gw.request("GET", "down.test", "/", &[("x-api-key", "k")]).await.status == want {
+                if gw
+                    .request("GET", "down.test", "/", &[("x-api-key", "k")])
+                    .await
+                    .status
+                    == want
+                {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -175,10 +340,16 @@ async fn redis_down_mid_test_then_back() {
     wait_status(200).await;
     redis.kill().unwrap();
     redis.wait().unwrap();
-    let r = gw.request("GET", "down.test", "/", &[("x-api-key", "k")]).await;
+    let r = gw
+        .request("GET", "down.test", "/", &[("x-api-key", "k")])
+        .await;
     assert_eq!(r.status, 503);
     assert_eq!(r.json["host_error"], "backend-unavailable");
-    assert_eq!(gw.get("down.test", "/plain").await.status, 200, "the gateway keeps serving other routes");
+    assert_eq!(
+        gw.get("down.test", "/plain").await.status,
+        200,
+        "the gateway keeps serving other routes"
+    );
     let mut redis = start();
     wait_status(200).await;
     redis.kill().unwrap();

@@ -12,9 +12,20 @@ fn redis_url() -> String {
 
 async fn tenant_with_rate(store: &Store, up: &Upstream, scope: RateScope) -> String {
     let t = format!("t-{}", unique_suffix().replace('_', "-"));
-    store.create_tenant(&t, "T", &[&format!("{t}.test")]).await.unwrap();
-    store.put_route(&t, route("api", "/", &[&up.target()])).await.unwrap();
-    let q = Quotas { requests_per_second: 5, burst: 5, rate_limit_scope: scope, ..Quotas::default() };
+    store
+        .create_tenant(&t, "T", &[&format!("{t}.test")])
+        .await
+        .unwrap();
+    store
+        .put_route(&t, route("api", "/", &[&up.target()]))
+        .await
+        .unwrap();
+    let q = Quotas {
+        requests_per_second: 5,
+        burst: 5,
+        rate_limit_scope: scope,
+        ..Quotas::default()
+    };
     store.set_quotas(&t, &q).await.unwrap();
     t
 }
@@ -23,7 +34,9 @@ async fn tenant_with_rate(store: &Store, up: &Upstream, scope: RateScope) -> Str
 async fn admitted(nodes: &[&Wharf], tenant: &str) -> usize {
     let mut ok = 0;
     for i in 0..20 {
-        let r = nodes[i % nodes.len()].get(&format!("{tenant}.test"), "/").await;
+        let r = nodes[i % nodes.len()]
+            .get(&format!("{tenant}.test"), "/")
+            .await;
         match r.status {
             200 => ok += 1,
             429 => assert_eq!(r.json["error"], "rate_limited"),
@@ -40,13 +53,28 @@ async fn fleet_limit_is_shared_by_two_nodes_local_is_not() {
     let fleet = tenant_with_rate(&store, &up, RateScope::Fleet).await;
     let local = tenant_with_rate(&store, &up, RateScope::Local).await;
     let toml = format!("redis = \"{}\"", redis_url());
-    let (n1, n2) = tokio::join!(Wharf::start_configured(&url, &toml, &[]), Wharf::start_configured(&url, &toml, &[]));
+    let (n1, n2) = tokio::join!(
+        Wharf::start_configured(&url, &toml, &[]),
+        Wharf::start_configured(&url, &toml, &[])
+    );
 
     let shared = admitted(&[&n1, &n2], &fleet).await;
-    assert!((5..=8).contains(&shared), "fleet-wide 5/s burst 5 over two nodes admitted {shared} of 20");
+    assert!(
+        (5..=8).contains(&shared),
+        "fleet-wide 5/s burst 5 over two nodes admitted {shared} of 20"
+    );
     let per_node = admitted(&[&n1, &n2], &local).await;
-    assert!(per_node >= 10, "a local limit is per node: two nodes admitted {per_node} of 20");
-    assert_eq!(metric_value(&n1.metrics().await, &format!(r#"wharf_rate_limit_fallback_total{{tenant="{fleet}"}}"#)), 0.0);
+    assert!(
+        per_node >= 10,
+        "a local limit is per node: two nodes admitted {per_node} of 20"
+    );
+    assert_eq!(
+        metric_value(
+            &n1.metrics().await,
+            &format!(r#"wharf_rate_limit_fallback_total{{tenant="{fleet}"}}"#)
+        ),
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,11 +82,21 @@ async fn fleet_limit_falls_back_to_local_without_redis() {
     let (url, store) = fresh_store(StoreKind::Sqlite).await;
     let up = Upstream::start("up").await;
     let t = tenant_with_rate(&store, &up, RateScope::Fleet).await;
-    let gw = Wharf::start_configured(&url, &format!("redis = \"redis://{}\"", dead_addr()), &[]).await;
+    let gw =
+        Wharf::start_configured(&url, &format!("redis = \"redis://{}\"", dead_addr()), &[]).await;
     let ok = admitted(&[&gw], &t).await;
-    assert!((5..=7).contains(&ok), "the local limiter still holds the line: {ok} of 20");
+    assert!(
+        (5..=7).contains(&ok),
+        "the local limiter still holds the line: {ok} of 20"
+    );
     let m = gw.metrics().await;
-    assert!(metric_value(&m, &format!(r#"wharf_rate_limit_fallback_total{{tenant="{t}"}}"#)) >= 20.0, "{m}");
+    assert!(
+        metric_value(
+            &m,
+            &format!(r#"wharf_rate_limit_fallback_total{{tenant="{t}"}}"#)
+        ) >= 20.0,
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,9 +104,25 @@ async fn limit_holds_under_concurrent_load() {
     let (url, store) = fresh_store(StoreKind::Sqlite).await;
     let up = Upstream::start("up").await;
     let t = format!("t-{}", unique_suffix().replace('_', "-"));
-    store.create_tenant(&t, "T", &[&format!("{t}.test")]).await.unwrap();
-    store.put_route(&t, route("api", "/", &[&up.target()])).await.unwrap();
-    store.set_quotas(&t, &Quotas { requests_per_second: 50, burst: 10, ..Quotas::default() }).await.unwrap();
+    store
+        .create_tenant(&t, "T", &[&format!("{t}.test")])
+        .await
+        .unwrap();
+    store
+        .put_route(&t, route("api", "/", &[&up.target()]))
+        .await
+        .unwrap();
+    store
+        .set_quotas(
+            &t,
+            &Quotas {
+                requests_per_second: 50,
+                burst: 10,
+                ..Quotas::default()
+            },
+        )
+        .await
+        .unwrap();
     let gw = std::sync::Arc::new(Wharf::start(&url).await);
     let started = std::time::Instant::now();
     let run_for = std::time::Duration::from_secs(2);
@@ -93,5 +147,8 @@ async fn limit_holds_under_concurrent_load() {
     let expected = 50.0 * 2.0 + 10.0;
     println!("admitted {ok} in {secs:.2} s under 8 concurrent clients (expected ~{expected})");
     // Tolerance: ±20 % (timing of the first and last requests, a loaded CI machine).
-    assert!((ok as f64) >= expected * 0.8 && (ok as f64) <= expected * 1.2 + 50.0 * (secs - 2.0), "admitted {ok}");
+    assert!(
+        (ok as f64) >= expected * 0.8 && (ok as f64) <= expected * 1.2 + 50.0 * (secs - 2.0),
+        "admitted {ok}"
+    );
 }

@@ -14,7 +14,10 @@ async fn hot_route_change_keeps_in_flight_requests(kind: StoreKind) {
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
     store.create_tenant("acme", "Acme", &[]).await.unwrap();
     store.add_hostname("acme", "acme.test").await.unwrap();
-    store.put_route("acme", route("api", "/", &[&a.target()])).await.unwrap();
+    store
+        .put_route("acme", route("api", "/", &[&a.target()]))
+        .await
+        .unwrap();
     let gw = std::sync::Arc::new(Wharf::start(&url).await);
     assert_eq!(gw.get("acme.test", "/").await.json["upstream"], "a");
 
@@ -24,11 +27,17 @@ async fn hot_route_change_keeps_in_flight_requests(kind: StoreKind) {
         tokio::spawn(async move { gw.get("acme.test", "/?sleep_ms=1500").await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let v = store.put_route("acme", route("api", "/", &[&b.target()])).await.unwrap();
+    let v = store
+        .put_route("acme", route("api", "/", &[&b.target()]))
+        .await
+        .unwrap();
     gw.wait_for_version(v).await;
     assert_eq!(gw.get("acme.test", "/").await.json["upstream"], "b");
     let slow = slow.await.unwrap();
-    assert_eq!((slow.status, slow.json["upstream"].as_str()), (200, Some("a")));
+    assert_eq!(
+        (slow.status, slow.json["upstream"].as_str()),
+        (200, Some("a"))
+    );
 
     // New hostnames and removals apply live too.
     let v = store.add_hostname("acme", "www.acme.test").await.unwrap();
@@ -47,12 +56,18 @@ async fn two_nodes_sharing_postgres_converge() {
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
     store.create_tenant("acme", "Acme", &[]).await.unwrap();
     store.add_hostname("acme", "acme.test").await.unwrap();
-    store.put_route("acme", route("api", "/", &[&a.target()])).await.unwrap();
+    store
+        .put_route("acme", route("api", "/", &[&a.target()]))
+        .await
+        .unwrap();
     let (n1, n2) = tokio::join!(Wharf::start(&url), Wharf::start(&url));
 
     let mut worst = Duration::ZERO;
     for (round, target) in [&b, &a, &b].into_iter().enumerate() {
-        let v = store.put_route("acme", route("api", "/", &[&target.target()])).await.unwrap();
+        let v = store
+            .put_route("acme", route("api", "/", &[&target.target()]))
+            .await
+            .unwrap();
         let (d1, d2) = tokio::join!(n1.wait_for_version(v), n2.wait_for_version(v));
         worst = worst.max(d1).max(d2);
         let expect = if round % 2 == 0 { "b" } else { "a" };
@@ -60,7 +75,10 @@ async fn two_nodes_sharing_postgres_converge() {
         assert_eq!(n2.get("acme.test", "/").await.json["upstream"], expect);
     }
     println!("two-node propagation: worst {worst:?} over 3 changes (poll interval 50 ms)");
-    assert!(worst < Duration::from_secs(1), "nodes took {worst:?} to converge");
+    assert!(
+        worst < Duration::from_secs(1),
+        "nodes took {worst:?} to converge"
+    );
     // The nodes measure it themselves too.
     let m = n2.metrics().await;
     assert!(metric_value(&m, "wharf_config_propagation_seconds_count") >= 3.0);
@@ -73,36 +91,76 @@ async fn store_outage_keeps_last_good_config() {
     use sqlx::Connection;
     let (url, store) = fresh_store(StoreKind::Postgres).await;
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
-    store.create_tenant("acme", "Acme", &["acme.test"]).await.unwrap();
-    store.put_route("acme", route("api", "/", &[&a.target()])).await.unwrap();
+    store
+        .create_tenant("acme", "Acme", &["acme.test"])
+        .await
+        .unwrap();
+    store
+        .put_route("acme", route("api", "/", &[&a.target()]))
+        .await
+        .unwrap();
     store.close().await;
     let gw = Wharf::start(&url).await;
     let db = url.rsplit('/').next().unwrap().to_string();
-    let mut admin = sqlx::PgConnection::connect(&wharf_tenancy::test_support::postgres_admin_url()).await.unwrap();
+    let mut admin = sqlx::PgConnection::connect(&wharf_tenancy::test_support::postgres_admin_url())
+        .await
+        .unwrap();
     let sql = |s: String| sqlx::raw_sql(sqlx::AssertSqlSafe(s));
-    sql(format!("ALTER DATABASE {db} WITH ALLOW_CONNECTIONS false")).execute(&mut admin).await.unwrap();
-    sql(format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'")).execute(&mut admin).await.unwrap();
+    sql(format!("ALTER DATABASE {db} WITH ALLOW_CONNECTIONS false"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sql(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
     let wait_store = |up: bool| {
         let gw = &gw;
         async move {
             let deadline = std::time::Instant::now() + Duration::from_secs(15);
             while gw.healthz().await["store_up"] != up {
-                assert!(std::time::Instant::now() < deadline, "store_up never became {up}:\n{}", gw.log());
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "store_up never became {up}:\n{}",
+                    gw.log()
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     };
     wait_store(false).await;
-    assert_eq!(gw.get("acme.test", "/").await.json["upstream"], "a", "still serving the last good config");
-    assert_eq!(metric_value(&gw.metrics().await, "wharf_config_store_up"), 0.0);
-    assert!(gw.log().contains("config store unreachable"), "the log says so");
+    assert_eq!(
+        gw.get("acme.test", "/").await.json["upstream"],
+        "a",
+        "still serving the last good config"
+    );
+    assert_eq!(
+        metric_value(&gw.metrics().await, "wharf_config_store_up"),
+        0.0
+    );
+    assert!(
+        gw.log().contains("config store unreachable"),
+        "the log says so"
+    );
 
-    sql(format!("ALTER DATABASE {db} WITH ALLOW_CONNECTIONS true")).execute(&mut admin).await.unwrap();
+    sql(format!("ALTER DATABASE {db} WITH ALLOW_CONNECTIONS true"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
     let store = Store::connect(&url).await.unwrap();
-    let v = store.put_route("acme", route("api", "/", &[&b.target()])).await.unwrap();
+    let v = store
+        .put_route("acme", route("api", "/", &[&b.target()]))
+        .await
+        .unwrap();
     wait_store(true).await;
     gw.wait_for_version(v).await;
-    assert_eq!(gw.get("acme.test", "/").await.json["upstream"], "b", "caught up after the outage");
+    assert_eq!(
+        gw.get("acme.test", "/").await.json["upstream"],
+        "b",
+        "caught up after the outage"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,18 +173,49 @@ async fn cli_manages_tenants_and_routes_live() {
             .args(["--store", &url])
             .output()
             .expect("run wharf");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
     };
-    let (ok, out) = wharf(&["tenant", "add", "acme", "--name", "Acme Corp", "--host", "acme.test"]);
+    let (ok, out) = wharf(&[
+        "tenant",
+        "add",
+        "acme",
+        "--name",
+        "Acme Corp",
+        "--host",
+        "acme.test",
+    ]);
     assert!(ok, "{out}");
     let gw = Wharf::start(&url).await;
-    let (ok, out) = wharf(&["route", "add", "--tenant", "acme", "api", "--prefix", "/api", "--upstream", &up.target()]);
+    let (ok, out) = wharf(&[
+        "route",
+        "add",
+        "--tenant",
+        "acme",
+        "api",
+        "--prefix",
+        "/api",
+        "--upstream",
+        &up.target(),
+    ]);
     assert!(ok, "{out}");
     let (_, out) = wharf(&["route", "list", "--tenant", "acme"]);
     assert!(out.contains("/api"), "{out}");
     let (_, out) = wharf(&["tenant", "list"]);
-    assert!(out.contains("Acme Corp") && out.contains("acme.test"), "{out}");
-    let v = Store::connect(&url).await.unwrap().version().await.unwrap().0;
+    assert!(
+        out.contains("Acme Corp") && out.contains("acme.test"),
+        "{out}"
+    );
+    let v = Store::connect(&url)
+        .await
+        .unwrap()
+        .version()
+        .await
+        .unwrap()
+        .0;
     gw.wait_for_version(v).await;
     assert_eq!(gw.get("acme.test", "/api").await.json["upstream"], "cli");
 
@@ -134,14 +223,42 @@ async fn cli_manages_tenants_and_routes_live() {
     let (ok, out) = wharf(&["tenant", "add", "evil", "--host", "acme.test"]);
     assert!(!ok && out.contains("belongs to tenant \"acme\""), "{out}");
     let (_, out) = wharf(&["tenant", "list"]);
-    assert!(!out.contains("evil"), "a refused tenant is not half-created: {out}");
-    let (ok, out) = wharf(&["route", "add", "--tenant", "acme", "bad", "--upstream", "not-an-address"]);
+    assert!(
+        !out.contains("evil"),
+        "a refused tenant is not half-created: {out}"
+    );
+    let (ok, out) = wharf(&[
+        "route",
+        "add",
+        "--tenant",
+        "acme",
+        "bad",
+        "--upstream",
+        "not-an-address",
+    ]);
     assert!(!ok && out.contains("ip:port"), "{out}");
-    let (ok, out) = wharf(&["tenant", "set-quota", "acme", "--set", "redis_max_connections=8", "--set", "plugin_deadline_ms=50"]);
+    let (ok, out) = wharf(&[
+        "tenant",
+        "set-quota",
+        "acme",
+        "--set",
+        "redis_max_connections=8",
+        "--set",
+        "plugin_deadline_ms=50",
+    ]);
     assert!(ok && out.contains("\"redis_max_connections\":8"), "{out}");
     let (ok, out) = wharf(&["tenant", "set-quota", "acme", "--set", "bogus=1"]);
-    assert!(!ok && out.contains("plugin_fuel"), "unknown quota names the known ones: {out}");
-    let (ok, out) = wharf(&["tenant", "set-quota", "acme", "--set", "plugin_deadline_ms=0"]);
+    assert!(
+        !ok && out.contains("plugin_fuel"),
+        "unknown quota names the known ones: {out}"
+    );
+    let (ok, out) = wharf(&[
+        "tenant",
+        "set-quota",
+        "acme",
+        "--set",
+        "plugin_deadline_ms=0",
+    ]);
     assert!(!ok && out.contains("plugin_deadline_ms"), "{out}");
     let (ok, out) = wharf(&["tenant", "remove", "ghost"]);
     assert!(!ok && out.contains("does not exist"), "{out}");

@@ -35,7 +35,10 @@ fn spans_of(batches: &[Value]) -> Vec<Span> {
                         .flatten()
                         .map(|a| {
                             let v = &a["value"];
-                            let text = v["stringValue"].as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+                            let text = v["stringValue"]
+                                .as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| v.to_string());
                             (a["key"].as_str().unwrap_or_default().to_string(), text)
                         })
                         .collect();
@@ -43,7 +46,10 @@ fn spans_of(batches: &[Value]) -> Vec<Span> {
                         name: s["name"].as_str().unwrap_or_default().to_string(),
                         trace_id: s["traceId"].as_str().unwrap_or_default().to_lowercase(),
                         span_id: s["spanId"].as_str().unwrap_or_default().to_lowercase(),
-                        parent: s["parentSpanId"].as_str().unwrap_or_default().to_lowercase(),
+                        parent: s["parentSpanId"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_lowercase(),
                         attrs,
                     });
                 }
@@ -75,10 +81,24 @@ async fn request_plugin_and_host_call_spans_form_one_trace() {
 
     let (url, store) = fresh_store(StoreKind::Sqlite).await;
     let up = Upstream::start("up").await;
-    store.create_tenant("acme", "Acme", &["acme.test"]).await.unwrap();
-    store.put_route("acme", route("api", "/", &[&up.target()])).await.unwrap();
-    let (version, _) = store.add_plugin_version("acme", "limit", &example_plugin("redis-rate-limit")).await.unwrap();
-    let a = PluginAttachment { plugin: "limit".into(), version, config: Default::default(), on_error: OnError::FailClosed };
+    store
+        .create_tenant("acme", "Acme", &["acme.test"])
+        .await
+        .unwrap();
+    store
+        .put_route("acme", route("api", "/", &[&up.target()]))
+        .await
+        .unwrap();
+    let (version, _) = store
+        .add_plugin_version("acme", "limit", &example_plugin("redis-rate-limit"))
+        .await
+        .unwrap();
+    let a = PluginAttachment {
+        plugin: "limit".into(),
+        version,
+        config: Default::default(),
+        on_error: OnError::FailClosed,
+    };
     store.attach_plugin("acme", "api", a).await.unwrap();
     let redis = std::env::var("WHARF_TEST_REDIS_URL").expect("WHARF_TEST_REDIS_URL");
     let toml = format!("redis = \"{redis}\"\notlp_endpoint = \"http://{collector}\"");
@@ -86,36 +106,85 @@ async fn request_plugin_and_host_call_spans_form_one_trace() {
 
     let (trace, client_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
     let tp = format!("00-{trace}-{client_span}-01");
-    let r = gw.request("GET", "acme.test", "/", &[("traceparent", tp.as_str()), ("x-api-key", "k")]).await;
+    let r = gw
+        .request(
+            "GET",
+            "acme.test",
+            "/",
+            &[("traceparent", tp.as_str()), ("x-api-key", "k")],
+        )
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.json);
 
     // Batches leave every few seconds.
     let deadline = Instant::now() + Duration::from_secs(20);
     let spans = loop {
         let spans = spans_of(&received.lock().unwrap());
-        let done = spans.iter().any(|s| s.name == "request" && s.trace_id == trace)
-            && spans.iter().any(|s| s.name == "host_call" && s.trace_id == trace);
+        let done = spans
+            .iter()
+            .any(|s| s.name == "request" && s.trace_id == trace)
+            && spans
+                .iter()
+                .any(|s| s.name == "host_call" && s.trace_id == trace);
         if done {
             break spans;
         }
-        assert!(Instant::now() < deadline, "no complete trace received; got {spans:?}\n{}", gw.log());
+        assert!(
+            Instant::now() < deadline,
+            "no complete trace received; got {spans:?}\n{}",
+            gw.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let in_trace: Vec<&Span> = spans.iter().filter(|s| s.trace_id == trace).collect();
-    let find = |name: &str| in_trace.iter().find(|s| s.name == name).copied().unwrap_or_else(|| panic!("no {name} span in {in_trace:?}"));
+    let find = |name: &str| {
+        in_trace
+            .iter()
+            .find(|s| s.name == name)
+            .copied()
+            .unwrap_or_else(|| panic!("no {name} span in {in_trace:?}"))
+    };
     let request = find("request");
-    assert_eq!(request.parent, client_span, "the request span continues the client's trace");
-    assert_eq!(request.attrs.get("tenant").map(String::as_str), Some("acme"));
+    assert_eq!(
+        request.parent, client_span,
+        "the request span continues the client's trace"
+    );
+    assert_eq!(
+        request.attrs.get("tenant").map(String::as_str),
+        Some("acme")
+    );
     assert_eq!(request.attrs.get("route").map(String::as_str), Some("api"));
-    let plugins = in_trace.iter().find(|s| s.name == "plugins" && s.parent == request.span_id).expect("plugins span under request");
-    let plugin = in_trace.iter().find(|s| s.name == "plugin" && s.parent == plugins.span_id).expect("plugin span under plugins");
-    assert_eq!(plugin.attrs.get("plugin").map(String::as_str), Some("limit"));
-    let host = in_trace.iter().find(|s| s.name == "host_call" && s.parent == plugin.span_id).expect("host call under its plugin");
-    assert_eq!(host.attrs.get("function").map(String::as_str), Some("redis.command"));
+    let plugins = in_trace
+        .iter()
+        .find(|s| s.name == "plugins" && s.parent == request.span_id)
+        .expect("plugins span under request");
+    let plugin = in_trace
+        .iter()
+        .find(|s| s.name == "plugin" && s.parent == plugins.span_id)
+        .expect("plugin span under plugins");
+    assert_eq!(
+        plugin.attrs.get("plugin").map(String::as_str),
+        Some("limit")
+    );
+    let host = in_trace
+        .iter()
+        .find(|s| s.name == "host_call" && s.parent == plugin.span_id)
+        .expect("host call under its plugin");
+    assert_eq!(
+        host.attrs.get("function").map(String::as_str),
+        Some("redis.command")
+    );
     assert_eq!(host.attrs.get("outcome").map(String::as_str), Some("ok"));
 
     // The upstream sees Wharf's request span as its parent, in the same trace.
-    let upstream_tp = r.json["headers"]["traceparent"].as_str().unwrap().to_string();
+    let upstream_tp = r.json["headers"]["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(upstream_tp.contains(trace), "{upstream_tp}");
-    assert!(upstream_tp.contains(&request.span_id), "{upstream_tp} should name span {}", request.span_id);
+    assert!(
+        upstream_tp.contains(&request.span_id),
+        "{upstream_tp} should name span {}",
+        request.span_id
+    );
 }

@@ -24,12 +24,18 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     println!(
         "{} connections, {:?} per target, closed loop (one client thread)",
         args.concurrency, args.duration
     );
-    println!("{:<16} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}", "target", "req/s", "p50", "p90", "p99", "max", "errors");
+    println!(
+        "{:<16} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        "target", "req/s", "p50", "p90", "p99", "max", "errors"
+    );
     let mut baseline: Option<(f64, Duration)> = None;
     for t in &args.targets {
         let (summary, rps, errors) = rt.block_on(load(t, args.concurrency, args.duration))?;
@@ -57,13 +63,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn load(t: &Target, concurrency: usize, duration: Duration) -> anyhow::Result<(Summary, f64, usize)> {
-    let request = Arc::new(format!("GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: wharf-load\r\n\r\n", t.path, t.host).into_bytes());
+async fn load(
+    t: &Target,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<(Summary, f64, usize)> {
+    let request = Arc::new(
+        format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: wharf-load\r\n\r\n",
+            t.path, t.host
+        )
+        .into_bytes(),
+    );
     let deadline = Instant::now() + duration;
     let mut workers = Vec::new();
     for _ in 0..concurrency {
         let (addr, request) = (t.addr.clone(), request.clone());
-        workers.push(tokio::spawn(async move { worker(addr, request, deadline).await }));
+        workers.push(tokio::spawn(async move {
+            worker(addr, request, deadline).await
+        }));
     }
     let mut samples = Vec::new();
     let mut errors = 0;
@@ -76,13 +94,19 @@ async fn load(t: &Target, concurrency: usize, duration: Duration) -> anyhow::Res
     Ok((Summary::of(&mut samples), rps, errors))
 }
 
-async fn worker(addr: String, request: Arc<Vec<u8>>, deadline: Instant) -> anyhow::Result<(Vec<Duration>, usize)> {
+async fn worker(
+    addr: String,
+    request: Arc<Vec<u8>>,
+    deadline: Instant,
+) -> anyhow::Result<(Vec<Duration>, usize)> {
     let mut samples = Vec::new();
     let mut errors = 0;
     let mut conn: Option<BufReader<TcpStream>> = None;
     while Instant::now() < deadline {
         if conn.is_none() {
-            let stream = TcpStream::connect(&addr).await.with_context(|| format!("connect {addr}"))?;
+            let stream = TcpStream::connect(&addr)
+                .await
+                .with_context(|| format!("connect {addr}"))?;
             stream.set_nodelay(true)?;
             conn = Some(BufReader::new(stream));
         }
@@ -112,7 +136,11 @@ async fn exchange(c: &mut BufReader<TcpStream>, request: &[u8]) -> anyhow::Resul
     c.get_mut().write_all(request).await?;
     let mut line = String::new();
     c.read_line(&mut line).await?;
-    let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("bad status line")?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("bad status line")?;
     let mut length: Option<usize> = None;
     let mut keep_alive = true;
     loop {

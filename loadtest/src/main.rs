@@ -12,7 +12,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "wharf-load", about = "Wharf load generator and benchmark scenarios")]
+#[command(
+    name = "wharf-load",
+    about = "Wharf load generator and benchmark scenarios"
+)]
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
@@ -54,32 +57,68 @@ enum Scenario {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().scenario {
-        Scenario::Plugin { file, noop, iterations } => {
+        Scenario::Plugin {
+            file,
+            noop,
+            iterations,
+        } => {
             let (plugin, bytes) = match file {
                 Some(file) if !noop => (
-                    file.file_stem().map_or("plugin".into(), |s| s.to_string_lossy().into_owned()),
-                    std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?,
+                    file.file_stem()
+                        .map_or("plugin".into(), |s| s.to_string_lossy().into_owned()),
+                    std::fs::read(&file)
+                        .with_context(|| format!("cannot read {}", file.display()))?,
                 ),
-                _ => ("noop-wat".to_string(), wharf_plugins::test_support::noop().into_bytes()),
+                _ => (
+                    "noop-wat".to_string(),
+                    wharf_plugins::test_support::noop().into_bytes(),
+                ),
             };
-            plugin_bench::run(plugin_bench::Args { plugin, bytes, iterations })
+            plugin_bench::run(plugin_bench::Args {
+                plugin,
+                bytes,
+                iterations,
+            })
         }
-        Scenario::Redis { redis, file, iterations } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        Scenario::Redis {
+            redis,
+            file,
+            iterations,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             redis_bench::run(redis, bytes, iterations)
         }
-        Scenario::Http { targets, concurrency, seconds } => {
-            let targets = targets.iter().map(|t| parse_target(t)).collect::<anyhow::Result<Vec<_>>>()?;
-            http_load::run(http_load::Args { targets, concurrency, duration: Duration::from_secs(seconds) })
+        Scenario::Http {
+            targets,
+            concurrency,
+            seconds,
+        } => {
+            let targets = targets
+                .iter()
+                .map(|t| parse_target(t))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            http_load::run(http_load::Args {
+                targets,
+                concurrency,
+                duration: Duration::from_secs(seconds),
+            })
         }
     }
 }
 
 fn parse_target(spec: &str) -> anyhow::Result<http_load::Target> {
-    let (label, rest) = spec.split_once('=').context("target must be LABEL=ADDR[,HOST[,PATH]]")?;
+    let (label, rest) = spec
+        .split_once('=')
+        .context("target must be LABEL=ADDR[,HOST[,PATH]]")?;
     let mut parts = rest.split(',');
     let addr = parts.next().context("target needs an address")?.to_string();
     let host = parts.next().unwrap_or("localhost").to_string();
     let path = parts.next().unwrap_or("/").to_string();
-    Ok(http_load::Target { label: label.to_string(), addr, host, path })
+    Ok(http_load::Target {
+        label: label.to_string(),
+        addr,
+        host,
+        path,
+    })
 }

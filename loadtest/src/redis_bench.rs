@@ -15,27 +15,50 @@ use wharf_tenancy::Quotas;
 use crate::stats::{micros, Summary};
 
 pub fn run(redis_url: String, bytes: Vec<u8>, iterations: usize) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let metrics = Arc::new(Metrics::new());
-        let backends = Backends::new(BackendSettings { redis_url: Some(redis_url), sql: SqlBackend::Disabled }, metrics.clone());
-        let quotas = Quotas { redis_commands_per_second: 1_000_000, ..Quotas::default() };
+        let backends = Backends::new(
+            BackendSettings {
+                redis_url: Some(redis_url),
+                sql: SqlBackend::Disabled,
+            },
+            metrics.clone(),
+        );
+        let quotas = Quotas {
+            redis_commands_per_second: 1_000_000,
+            ..Quotas::default()
+        };
         let tenant_backends = backends.tenant("bench", &quotas);
-        let redis = tenant_backends.redis().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let redis = tenant_backends
+            .redis()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let runtime = PluginRuntime::new(RuntimeSettings::default(), None, metrics.clone())?;
         let compiled = runtime.validate(&bytes)?;
         let tenant: Arc<str> = "bench".into();
         let plugin: Arc<str> = "redis-rate-limit".into();
-        let config = Arc::new(BTreeMap::from([("limit".to_string(), "1000000000".to_string())]));
+        let config = Arc::new(BTreeMap::from([(
+            "limit".to_string(),
+            "1000000000".to_string(),
+        )]));
         let req = Request {
             method: "GET".into(),
             path: "/".into(),
-            headers: vec![Header { name: "x-api-key".into(), value: b"bench".to_vec() }],
+            headers: vec![Header {
+                name: "x-api-key".into(),
+                value: b"bench".to_vec(),
+            }],
             client_addr: "127.0.0.1".into(),
             tenant_id: "bench".into(),
             route_id: "api".into(),
         };
-        let limits = TenantLimits { deadline_ms: 1000, ..TenantLimits::default() };
+        let limits = TenantLimits {
+            deadline_ms: 1000,
+            ..TenantLimits::default()
+        };
         println!("{iterations} sequential requests each, after 500 warm-up; one INCR per request");
         println!("{:<14} {:>10} {:>10} {:>10}", "path", "p50", "p90", "p99");
         let mut results = Vec::new();
@@ -44,10 +67,19 @@ pub fn run(redis_url: String, bytes: Vec<u8>, iterations: usize) -> anyhow::Resu
             let mut via_plugin = Vec::with_capacity(iterations);
             for i in 0..iterations + 500 {
                 let t = Instant::now();
-                redis.command("INCR", vec![b"rl:bench-direct".to_vec()]).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                redis
+                    .command("INCR", vec![b"rl:bench-direct".to_vec()])
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let d = t.elapsed();
                 let t = Instant::now();
-                let inv = Invocation { tenant: &tenant, plugin: &plugin, limits, config: config.clone(), backends: Some(tenant_backends.clone()) };
+                let inv = Invocation {
+                    tenant: &tenant,
+                    plugin: &plugin,
+                    limits,
+                    config: config.clone(),
+                    backends: Some(tenant_backends.clone()),
+                };
                 let mut instance = runtime.instantiate(inv, &compiled).await?;
                 instance.on_request(&req).await?;
                 drop(instance);
@@ -59,8 +91,20 @@ pub fn run(redis_url: String, bytes: Vec<u8>, iterations: usize) -> anyhow::Resu
             }
             let (d, p) = (Summary::of(&mut direct), Summary::of(&mut via_plugin));
             if round == 1 {
-                println!("{:<14} {:>10} {:>10} {:>10}", "direct INCR", micros(d.p50), micros(d.p90), micros(d.p99));
-                println!("{:<14} {:>10} {:>10} {:>10}", "plugin INCR", micros(p.p50), micros(p.p90), micros(p.p99));
+                println!(
+                    "{:<14} {:>10} {:>10} {:>10}",
+                    "direct INCR",
+                    micros(d.p50),
+                    micros(d.p90),
+                    micros(d.p99)
+                );
+                println!(
+                    "{:<14} {:>10} {:>10} {:>10}",
+                    "plugin INCR",
+                    micros(p.p50),
+                    micros(p.p90),
+                    micros(p.p99)
+                );
                 results.push(p.p50.as_secs_f64() / d.p50.as_secs_f64());
             }
         }

@@ -18,7 +18,12 @@ impl Summary {
             }
             samples[((samples.len() - 1) as f64 * q).round() as usize]
         };
-        Summary { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: at(1.0) }
+        Summary {
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: at(1.0),
+        }
     }
 }
 

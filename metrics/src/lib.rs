@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Label value for requests whose Host matched no tenant: one series, not one per host.
@@ -115,10 +115,18 @@ impl Metrics {
 
     /// The label value for a tenant: its id while under the cap, else `_other`.
     pub fn tenant(&self, id: &str) -> Arc<str> {
-        if let Some(l) = self.tenant_labels.read().unwrap_or_else(|p| p.into_inner()).get(id) {
+        if let Some(l) = self
+            .tenant_labels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
             return l.clone();
         }
-        let mut labels = self.tenant_labels.write().unwrap_or_else(|p| p.into_inner());
+        let mut labels = self
+            .tenant_labels
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(l) = labels.get(id) {
             return l.clone();
         }
@@ -148,32 +156,46 @@ impl Metrics {
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("static metric definition");
-    r.register(Box::new(c.clone())).expect("metric names are unique");
+    r.register(Box::new(c.clone()))
+        .expect("metric names are unique");
     c
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    r.register(Box::new(c.clone())).expect("metric names are unique");
+    r.register(Box::new(c.clone()))
+        .expect("metric names are unique");
     c
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("static metric definition");
-    r.register(Box::new(g.clone())).expect("metric names are unique");
+    r.register(Box::new(g.clone()))
+        .expect("metric names are unique");
     g
 }
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    r.register(Box::new(g.clone())).expect("metric names are unique");
+    r.register(Box::new(g.clone()))
+        .expect("metric names are unique");
     g
 }
 
-fn histogram_vec(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
-        .expect("static metric definition");
-    r.register(Box::new(h.clone())).expect("metric names are unique");
+fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("static metric definition");
+    r.register(Box::new(h.clone()))
+        .expect("metric names are unique");
     h
 }
 
@@ -200,11 +222,12 @@ mod tests {
     #[test]
     fn renders_declared_families() {
         let m = Metrics::new();
-        m.requests_total.with_label_values(&["acme", "api", "200"]).inc();
+        m.requests_total
+            .with_label_values(&["acme", "api", "200"])
+            .inc();
         m.config_version.set(7);
         let text = m.render();
         assert!(text.contains(r#"wharf_requests_total{code="200",route="api",tenant="acme"} 1"#));
         assert!(text.contains("wharf_config_version 7"));
     }
 }
-

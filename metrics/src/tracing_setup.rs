@@ -10,9 +10,9 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::Layer;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
 
 /// Keeps the exporter alive; flushes on drop.
 pub struct TracingGuard {
@@ -39,7 +39,12 @@ pub fn init(otlp_endpoint: Option<&str>) -> TracingGuard {
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let provider = otlp_endpoint.and_then(|endpoint| {
         let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
-        match opentelemetry_otlp::SpanExporter::builder().with_http().with_protocol(Protocol::HttpJson).with_endpoint(url).build() {
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpJson)
+            .with_endpoint(url)
+            .build()
+        {
             Ok(exporter) => Some(
                 SdkTracerProvider::builder()
                     .with_batch_exporter(exporter)
@@ -55,9 +60,15 @@ pub fn init(otlp_endpoint: Option<&str>) -> TracingGuard {
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("wharf"))
-            .with_filter(tracing_subscriber::filter::Targets::new().with_target(TRACE_TARGET, tracing::Level::DEBUG))
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target(TRACE_TARGET, tracing::Level::DEBUG),
+            )
     });
-    let _ = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(otel)
+        .try_init();
     TracingGuard { provider }
 }
 

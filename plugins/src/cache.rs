@@ -38,26 +38,43 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl ComponentCache {
-    pub fn new(engine: Engine, linker: Linker<PluginState>, data_dir: Option<&Path>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        engine: Engine,
+        linker: Linker<PluginState>,
+        data_dir: Option<&Path>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let dir = data_dir.map(|d| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             engine.precompile_compatibility_hash().hash(&mut h);
             d.join("compiled").join(format!("{:016x}", h.finish()))
         });
-        ComponentCache { engine, linker, dir, entries: Mutex::new(HashMap::new()), metrics }
+        ComponentCache {
+            engine,
+            linker,
+            dir,
+            entries: Mutex::new(HashMap::new()),
+            metrics,
+        }
     }
 
     /// The compiled component for `sha256` if memory or disk has it; never compiles.
     pub fn get(&self, sha256: &str) -> Option<Arc<CompiledPlugin>> {
         if let Some(Ok(hit)) = self.slot(sha256).get() {
-            self.metrics.compiled_cache_hits_total.with_label_values(&["memory"]).inc();
+            self.metrics
+                .compiled_cache_hits_total
+                .with_label_values(&["memory"])
+                .inc();
             return Some(hit.clone());
         }
         let component = self.load_from_disk(sha256)?;
         let compiled = self.prepare(sha256, component).ok()?;
         let slot = self.slot(sha256);
         let stored = slot.get_or_init(|| Ok(compiled));
-        self.metrics.compiled_cache_hits_total.with_label_values(&["disk"]).inc();
+        self.metrics
+            .compiled_cache_hits_total
+            .with_label_values(&["disk"])
+            .inc();
         self.update_gauge();
         stored.as_ref().ok().cloned()
     }
@@ -83,11 +100,17 @@ impl ComponentCache {
         if compiled_here {
             if result.is_err() {
                 // Refusals are not cached: the same bytes may pass once the engine changes.
-                self.entries.lock().unwrap_or_else(|p| p.into_inner()).remove(&sha);
+                self.entries
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&sha);
             }
             self.update_gauge();
         } else if result.is_ok() {
-            self.metrics.compiled_cache_hits_total.with_label_values(&["memory"]).inc();
+            self.metrics
+                .compiled_cache_hits_total
+                .with_label_values(&["memory"])
+                .inc();
         }
         result
     }
@@ -99,15 +122,24 @@ impl ComponentCache {
 
     fn update_gauge(&self) {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let n = entries.values().filter(|s| matches!(s.get(), Some(Ok(_)))).count();
+        let n = entries
+            .values()
+            .filter(|s| matches!(s.get(), Some(Ok(_))))
+            .count();
         self.metrics.compiled_components.set(n as i64);
     }
 
     /// Checks the component against the world (imports we provide, exports we call).
     fn prepare(&self, sha: &str, component: Component) -> Result<Arc<CompiledPlugin>, RejectError> {
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| RejectError::WrongWorld(describe(&e)))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| RejectError::WrongWorld(describe(&e)))?;
         let pre = HttpPluginPre::new(pre).map_err(|e| RejectError::WrongWorld(describe(&e)))?;
-        Ok(Arc::new(CompiledPlugin { sha256: sha.to_string(), pre }))
+        Ok(Arc::new(CompiledPlugin {
+            sha256: sha.to_string(),
+            pre,
+        }))
     }
 
     fn paths(&self, sha: &str) -> Option<(PathBuf, PathBuf)> {
@@ -116,11 +148,16 @@ impl ComponentCache {
             return None;
         }
         let dir = self.dir.as_ref()?;
-        Some((dir.join(format!("{sha}.cwasm")), dir.join(format!("{sha}.cwasm.sha256"))))
+        Some((
+            dir.join(format!("{sha}.cwasm")),
+            dir.join(format!("{sha}.cwasm.sha256")),
+        ))
     }
 
     fn store_on_disk(&self, sha: &str, component: &Component) {
-        let Some((artifact, digest)) = self.paths(sha) else { return };
+        let Some((artifact, digest)) = self.paths(sha) else {
+            return;
+        };
         let write = || -> std::io::Result<()> {
             let bytes = component.serialize().map_err(std::io::Error::other)?;
             std::fs::create_dir_all(artifact.parent().unwrap_or(Path::new(".")))?;

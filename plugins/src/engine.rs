@@ -42,7 +42,8 @@ pub fn build(settings: &RuntimeSettings) -> anyhow::Result<(Engine, bool)> {
         }
         config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
     }
-    let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
+    let engine =
+        Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
     Ok((engine, false))
 }
 
@@ -50,13 +51,15 @@ pub fn build(settings: &RuntimeSettings) -> anyhow::Result<(Engine, bool)> {
 /// must not delay deadlines). Stops when the engine is dropped.
 pub fn start_epoch_ticker(engine: &Engine, tick: Duration) {
     let weak = engine.weak();
-    let spawned = std::thread::Builder::new().name("wharf-epoch".into()).spawn(move || loop {
-        std::thread::sleep(tick);
-        match weak.upgrade() {
-            Some(engine) => engine.increment_epoch(),
-            None => break,
-        }
-    });
+    let spawned = std::thread::Builder::new()
+        .name("wharf-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(tick);
+            match weak.upgrade() {
+                Some(engine) => engine.increment_epoch(),
+                None => break,
+            }
+        });
     if let Err(e) = spawned {
         tracing::error!("cannot start the epoch ticker, plugin deadlines will not fire: {e}");
     }

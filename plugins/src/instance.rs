@@ -78,7 +78,11 @@ impl PluginInstance {
         if self.failed {
             return Err(self.trap("the instance already failed earlier in this request".into()));
         }
-        let left = self.store.data().deadline.saturating_duration_since(Instant::now());
+        let left = self
+            .store
+            .data()
+            .deadline
+            .saturating_duration_since(Instant::now());
         if left.is_zero() {
             self.failed = true;
             return Err(self.timeout());
@@ -98,7 +102,10 @@ impl PluginInstance {
             Ok(Err(e)) => Err(self.classify(e)),
             Ok(Ok(value)) => match check(&value) {
                 Ok(()) => Ok(value),
-                Err(reason) => Err(PluginError::InvalidOutput { plugin: self.plugin().to_string(), reason }),
+                Err(reason) => Err(PluginError::InvalidOutput {
+                    plugin: self.plugin().to_string(),
+                    reason,
+                }),
             },
         };
         if result.is_err() {
@@ -114,21 +121,35 @@ impl PluginInstance {
             return self.timeout();
         }
         match e.downcast_ref::<Trap>() {
-            Some(Trap::OutOfFuel) => PluginError::FuelExhausted { plugin, fuel: self.limits.fuel },
+            Some(Trap::OutOfFuel) => PluginError::FuelExhausted {
+                plugin,
+                fuel: self.limits.fuel,
+            },
             Some(Trap::Interrupt) => self.timeout(),
-            _ if state.limiter.hit => PluginError::MemoryLimit { plugin, limit_bytes: self.limits.memory_bytes },
-            Some(Trap::StackOverflow) => self.trap("call stack exhausted (recursion too deep)".into()),
+            _ if state.limiter.hit => PluginError::MemoryLimit {
+                plugin,
+                limit_bytes: self.limits.memory_bytes,
+            },
+            Some(Trap::StackOverflow) => {
+                self.trap("call stack exhausted (recursion too deep)".into())
+            }
             Some(trap) => self.trap(trap.to_string()),
             None => self.trap(format!("{e:#}").chars().take(300).collect()),
         }
     }
 
     fn timeout(&self) -> PluginError {
-        PluginError::Timeout { plugin: self.plugin().to_string(), deadline_ms: self.limits.deadline_ms }
+        PluginError::Timeout {
+            plugin: self.plugin().to_string(),
+            deadline_ms: self.limits.deadline_ms,
+        }
     }
 
     fn trap(&self, reason: String) -> PluginError {
-        PluginError::Trap { plugin: self.plugin().to_string(), reason }
+        PluginError::Trap {
+            plugin: self.plugin().to_string(),
+            reason,
+        }
     }
 
     fn record<R>(&self, phase: Phase, started: Instant, result: &Result<R, PluginError>) {
@@ -139,7 +160,12 @@ impl PluginInstance {
         };
         self.metrics
             .plugin_invocations_total
-            .with_label_values(&[&*self.metrics.tenant(&state.tenant), &state.plugin, phase.label(), outcome])
+            .with_label_values(&[
+                &*self.metrics.tenant(&state.tenant),
+                &state.plugin,
+                phase.label(),
+                outcome,
+            ])
             .inc();
         self.metrics
             .plugin_duration
@@ -149,7 +175,9 @@ impl PluginInstance {
 
     /// Fuel used so far by this instance.
     pub fn fuel_consumed(&self) -> u64 {
-        self.limits.fuel.saturating_sub(self.store.get_fuel().unwrap_or(0))
+        self.limits
+            .fuel
+            .saturating_sub(self.store.get_fuel().unwrap_or(0))
     }
 }
 

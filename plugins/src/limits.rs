@@ -15,7 +15,11 @@ pub struct StoreLimiter {
 
 impl StoreLimiter {
     pub fn new(limit_bytes: u64) -> Self {
-        StoreLimiter { limit: usize::try_from(limit_bytes).unwrap_or(usize::MAX), used: 0, hit: false }
+        StoreLimiter {
+            limit: usize::try_from(limit_bytes).unwrap_or(usize::MAX),
+            used: 0,
+            hit: false,
+        }
     }
 
     fn grow(&mut self, current: usize, desired: usize) -> bool {
@@ -30,11 +34,21 @@ impl StoreLimiter {
 }
 
 impl ResourceLimiter for StoreLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(self.grow(current, desired))
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(self.grow(current * TABLE_ELEMENT_BYTES, desired * TABLE_ELEMENT_BYTES))
     }
 
@@ -59,7 +73,10 @@ mod tests {
     fn sums_across_memories() {
         let mut l = StoreLimiter::new(100);
         assert!(l.grow(0, 60));
-        assert!(!l.grow(0, 60), "a second memory counts against the same budget");
+        assert!(
+            !l.grow(0, 60),
+            "a second memory counts against the same budget"
+        );
         assert!(l.hit);
         assert!(l.grow(60, 100));
         assert!(!l.grow(100, 101));

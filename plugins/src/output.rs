@@ -10,7 +10,13 @@ pub const MAX_PATH_BYTES: usize = 8 * 1024;
 
 /// Framing and connection headers belong to the gateway: editing them could smuggle requests.
 const MANAGED: &[&str] = &[
-    "connection", "content-length", "transfer-encoding", "te", "trailer", "upgrade", "keep-alive",
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "keep-alive",
     "proxy-connection",
 ];
 
@@ -37,17 +43,25 @@ pub fn check_response_action(action: &ResponseAction) -> Result<(), String> {
 fn check_reply(reply: &Reply) -> Result<(), String> {
     check_status(reply.status, 200)?;
     if reply.headers.len() > MAX_HEADER_OPS {
-        return Err(format!("{} reply headers, the limit is {MAX_HEADER_OPS}", reply.headers.len()));
+        return Err(format!(
+            "{} reply headers, the limit is {MAX_HEADER_OPS}",
+            reply.headers.len()
+        ));
     }
     let mut bytes = 0;
     for h in &reply.headers {
         bytes += check_header(h)?;
     }
     if bytes > MAX_HEADER_BYTES {
-        return Err(format!("{bytes} bytes of reply headers, the limit is {MAX_HEADER_BYTES}"));
+        return Err(format!(
+            "{bytes} bytes of reply headers, the limit is {MAX_HEADER_BYTES}"
+        ));
     }
     if reply.body.len() > MAX_BODY_BYTES {
-        return Err(format!("{} byte reply body, the limit is {MAX_BODY_BYTES}", reply.body.len()));
+        return Err(format!(
+            "{} byte reply body, the limit is {MAX_BODY_BYTES}",
+            reply.body.len()
+        ));
     }
     Ok(())
 }
@@ -62,7 +76,10 @@ fn check_status(status: u16, min: u16) -> Result<(), String> {
 
 fn check_ops(ops: &[HeaderOp]) -> Result<(), String> {
     if ops.len() > MAX_HEADER_OPS {
-        return Err(format!("{} header edits, the limit is {MAX_HEADER_OPS}", ops.len()));
+        return Err(format!(
+            "{} header edits, the limit is {MAX_HEADER_OPS}",
+            ops.len()
+        ));
     }
     let mut bytes = 0;
     for op in ops {
@@ -72,7 +89,9 @@ fn check_ops(ops: &[HeaderOp]) -> Result<(), String> {
         };
     }
     if bytes > MAX_HEADER_BYTES {
-        return Err(format!("{bytes} bytes of header edits, the limit is {MAX_HEADER_BYTES}"));
+        return Err(format!(
+            "{bytes} bytes of header edits, the limit is {MAX_HEADER_BYTES}"
+        ));
     }
     Ok(())
 }
@@ -80,7 +99,10 @@ fn check_ops(ops: &[HeaderOp]) -> Result<(), String> {
 fn check_header(h: &Header) -> Result<usize, String> {
     let name = check_name(&h.name)?;
     if http::HeaderValue::from_bytes(&h.value).is_err() {
-        return Err(format!("header {:?} has a value that is not legal in HTTP", h.name));
+        return Err(format!(
+            "header {:?} has a value that is not legal in HTTP",
+            h.name
+        ));
     }
     Ok(name + h.value.len())
 }
@@ -91,18 +113,25 @@ fn check_name(name: &str) -> Result<usize, String> {
         return Err(format!("{shown:?} is not a legal header name"));
     }
     if MANAGED.iter().any(|m| m.eq_ignore_ascii_case(name)) {
-        return Err(format!("header {name:?} is managed by the gateway and cannot be edited"));
+        return Err(format!(
+            "header {name:?} is managed by the gateway and cannot be edited"
+        ));
     }
     Ok(name.len())
 }
 
 fn check_path(path: &str) -> Result<(), String> {
     if path.len() > MAX_PATH_BYTES {
-        return Err(format!("rewritten path is {} bytes, the limit is {MAX_PATH_BYTES}", path.len()));
+        return Err(format!(
+            "rewritten path is {} bytes, the limit is {MAX_PATH_BYTES}",
+            path.len()
+        ));
     }
     if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
         let shown: String = path.chars().take(64).collect();
-        return Err(format!("rewritten path {shown:?} must start with '/' and be a legal URI path"));
+        return Err(format!(
+            "rewritten path {shown:?} must start with '/' and be a legal URI path"
+        ));
     }
     Ok(())
 }
@@ -113,20 +142,39 @@ mod tests {
     use crate::bindings::types::RequestEdits;
 
     fn set(name: &str, value: &[u8]) -> HeaderOp {
-        HeaderOp::Set(Header { name: name.into(), value: value.to_vec() })
+        HeaderOp::Set(Header {
+            name: name.into(),
+            value: value.to_vec(),
+        })
     }
 
     #[test]
     fn refuses_illegal_and_managed_headers() {
-        let ok = RequestAction::Continue(RequestEdits { headers: vec![set("x-ok", b"1")], path: Some("/a?b=c".into()) });
+        let ok = RequestAction::Continue(RequestEdits {
+            headers: vec![set("x-ok", b"1")],
+            path: Some("/a?b=c".into()),
+        });
         assert!(check_request_action(&ok).is_ok());
-        for bad in [set("bad name", b"1"), set("x", b"a\r\nb"), set("Content-Length", b"0")] {
-            let a = RequestAction::Continue(RequestEdits { headers: vec![bad], path: None });
+        for bad in [
+            set("bad name", b"1"),
+            set("x", b"a\r\nb"),
+            set("Content-Length", b"0"),
+        ] {
+            let a = RequestAction::Continue(RequestEdits {
+                headers: vec![bad],
+                path: None,
+            });
             assert!(check_request_action(&a).is_err());
         }
-        let a = RequestAction::Continue(RequestEdits { headers: vec![], path: Some("no-slash".into()) });
+        let a = RequestAction::Continue(RequestEdits {
+            headers: vec![],
+            path: Some("no-slash".into()),
+        });
         assert!(check_request_action(&a).is_err());
-        let big = RequestAction::Continue(RequestEdits { headers: vec![set("x", &vec![b'a'; 20_000])], path: None });
+        let big = RequestAction::Continue(RequestEdits {
+            headers: vec![set("x", &vec![b'a'; 20_000])],
+            path: None,
+        });
         assert!(check_request_action(&big).unwrap_err().contains("limit"));
     }
 }

@@ -43,14 +43,23 @@ pub struct Invocation<'a> {
 
 impl PluginRuntime {
     /// `data_dir`: where compiled artifacts are cached on disk (`None`: memory only).
-    pub fn new(settings: RuntimeSettings, data_dir: Option<&Path>, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Self>> {
+    pub fn new(
+        settings: RuntimeSettings,
+        data_dir: Option<&Path>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Arc<Self>> {
         let (engine, pooled) = crate::engine::build(&settings)?;
-        crate::engine::start_epoch_ticker(&engine, Duration::from_millis(settings.epoch_tick_ms.max(1)));
+        crate::engine::start_epoch_ticker(
+            &engine,
+            Duration::from_millis(settings.epoch_tick_ms.max(1)),
+        );
         let mut linker = Linker::<PluginState>::new(&engine);
         HttpPlugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("cannot link host capabilities: {e}"))?;
         let cache = ComponentCache::new(engine.clone(), linker, data_dir, metrics.clone());
-        metrics.plugin_instance_capacity.set(i64::from(settings.max_instances));
+        metrics
+            .plugin_instance_capacity
+            .set(i64::from(settings.max_instances));
         Ok(Arc::new(PluginRuntime {
             global: Arc::new(Semaphore::new(settings.max_instances as usize)),
             engine,
@@ -70,7 +79,10 @@ impl PluginRuntime {
     /// The compiled result is cached, so accepting it costs nothing later.
     pub fn validate(&self, bytes: &[u8]) -> Result<Arc<CompiledPlugin>, RejectError> {
         if bytes.len() > self.settings.max_plugin_bytes {
-            return Err(RejectError::TooLarge { size: bytes.len(), limit: self.settings.max_plugin_bytes });
+            return Err(RejectError::TooLarge {
+                size: bytes.len(),
+                limit: self.settings.max_plugin_bytes,
+            });
         }
         self.cache.get_or_compile(bytes)
     }
@@ -81,13 +93,28 @@ impl PluginRuntime {
     }
 
     /// A fresh instance for one request, within the tenant's instance quota and the pool.
-    pub async fn instantiate(&self, inv: Invocation<'_>, compiled: &CompiledPlugin) -> Result<PluginInstance, PluginError> {
-        let capacity = |reason: String| PluginError::Capacity { plugin: inv.plugin.to_string(), reason };
+    pub async fn instantiate(
+        &self,
+        inv: Invocation<'_>,
+        compiled: &CompiledPlugin,
+    ) -> Result<PluginInstance, PluginError> {
+        let capacity = |reason: String| PluginError::Capacity {
+            plugin: inv.plugin.to_string(),
+            reason,
+        };
         let tenant_permit = self
             .tenant_semaphore(inv.tenant, inv.limits.max_instances)
             .try_acquire_owned()
-            .map_err(|_| capacity(format!("tenant's {} concurrent plugin instances are in use", inv.limits.max_instances)))?;
-        let global_permit = self.global_permit().await.ok_or_else(|| capacity("the plugin instance pool is full".into()))?;
+            .map_err(|_| {
+                capacity(format!(
+                    "tenant's {} concurrent plugin instances are in use",
+                    inv.limits.max_instances
+                ))
+            })?;
+        let global_permit = self
+            .global_permit()
+            .await
+            .ok_or_else(|| capacity("the plugin instance pool is full".into()))?;
 
         let deadline = Instant::now() + Duration::from_millis(inv.limits.deadline_ms);
         let state = PluginState {
@@ -114,10 +141,16 @@ impl PluginRuntime {
                 ctx.data_mut().timed_out = true;
                 return Ok(UpdateDeadline::Interrupt);
             }
-            Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
         });
 
-        self.metrics.plugin_instantiations_total.with_label_values(&[&*self.metrics.tenant(inv.tenant)]).inc();
+        self.metrics
+            .plugin_instantiations_total
+            .with_label_values(&[&*self.metrics.tenant(inv.tenant)])
+            .inc();
         self.metrics.plugin_instances_in_use.inc();
         let instantiated = tokio::time::timeout(
             Duration::from_millis(inv.limits.deadline_ms) + Duration::from_millis(5),
@@ -137,16 +170,28 @@ impl PluginRuntime {
                 self.metrics.plugin_instances_in_use.dec();
                 let plugin = inv.plugin.to_string();
                 if store.data().limiter.hit {
-                    Err(PluginError::MemoryLimit { plugin, limit_bytes: inv.limits.memory_bytes })
+                    Err(PluginError::MemoryLimit {
+                        plugin,
+                        limit_bytes: inv.limits.memory_bytes,
+                    })
                 } else if store.data().timed_out {
-                    Err(PluginError::Timeout { plugin, deadline_ms: inv.limits.deadline_ms })
+                    Err(PluginError::Timeout {
+                        plugin,
+                        deadline_ms: inv.limits.deadline_ms,
+                    })
                 } else {
-                    Err(PluginError::Trap { plugin, reason: format!("instantiation failed: {e}") })
+                    Err(PluginError::Trap {
+                        plugin,
+                        reason: format!("instantiation failed: {e}"),
+                    })
                 }
             }
             Err(_) => {
                 self.metrics.plugin_instances_in_use.dec();
-                Err(PluginError::Timeout { plugin: inv.plugin.to_string(), deadline_ms: inv.limits.deadline_ms })
+                Err(PluginError::Timeout {
+                    plugin: inv.plugin.to_string(),
+                    deadline_ms: inv.limits.deadline_ms,
+                })
             }
         }
     }
@@ -170,6 +215,9 @@ impl PluginRuntime {
             return Some(p);
         }
         let wait = Duration::from_millis(self.settings.pool_wait_ms);
-        tokio::time::timeout(wait, self.global.clone().acquire_owned()).await.ok()?.ok()
+        tokio::time::timeout(wait, self.global.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
     }
 }

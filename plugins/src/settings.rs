@@ -49,6 +49,11 @@ pub struct TenantLimits {
 
 impl Default for TenantLimits {
     fn default() -> Self {
-        TenantLimits { fuel: 50_000_000, deadline_ms: 100, memory_bytes: 16 << 20, max_instances: 64 }
+        TenantLimits {
+            fuel: 50_000_000,
+            deadline_ms: 100,
+            memory_bytes: 16 << 20,
+            max_instances: 64,
+        }
     }
 }

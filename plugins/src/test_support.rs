@@ -6,12 +6,16 @@
 pub fn example_plugin(name: &str) -> Vec<u8> {
     let dir = std::env::var("WHARF_PLUGIN_DIR").unwrap_or_else(|_| {
         let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
-        let cache = std::env::var("WHARF_CACHE_DIR").unwrap_or_else(|_| format!("{home}/.cache/wharf"));
+        let cache =
+            std::env::var("WHARF_CACHE_DIR").unwrap_or_else(|_| format!("{home}/.cache/wharf"));
         format!("{cache}/plugins")
     });
     let path = std::path::Path::new(&dir).join(format!("{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; build the example plugins with scripts/build-plugins (scripts/test does)", path.display())
+        panic!(
+            "{}: {e}; build the example plugins with scripts/build-plugins (scripts/test does)",
+            path.display()
+        )
     })
 }
 

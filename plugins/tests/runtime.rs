@@ -8,19 +8,33 @@ use std::time::Duration;
 use wharf_metrics::Metrics;
 use wharf_plugins::test_support::*;
 use wharf_plugins::types::{Header, HeaderOp, Request, RequestAction, Response};
-use wharf_plugins::{Invocation, PluginError, PluginRuntime, RejectError, RuntimeSettings, TenantLimits};
+use wharf_plugins::{
+    Invocation, PluginError, PluginRuntime, RejectError, RuntimeSettings, TenantLimits,
+};
 
 fn runtime_in(dir: Option<&std::path::Path>) -> (Arc<PluginRuntime>, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
-    let settings = RuntimeSettings { max_instances: 64, ..RuntimeSettings::default() };
-    (PluginRuntime::new(settings, dir, metrics.clone()).expect("runtime"), metrics)
+    let settings = RuntimeSettings {
+        max_instances: 64,
+        ..RuntimeSettings::default()
+    };
+    (
+        PluginRuntime::new(settings, dir, metrics.clone()).expect("runtime"),
+        metrics,
+    )
 }
 
 fn request(path: &str, headers: &[(&str, &str)]) -> Request {
     Request {
         method: "GET".into(),
         path: path.into(),
-        headers: headers.iter().map(|(n, v)| Header { name: n.to_string(), value: v.as_bytes().to_vec() }).collect(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| Header {
+                name: n.to_string(),
+                value: v.as_bytes().to_vec(),
+            })
+            .collect(),
         client_addr: "127.0.0.1".into(),
         tenant_id: "acme".into(),
         route_id: "api".into(),
@@ -28,7 +42,12 @@ fn request(path: &str, headers: &[(&str, &str)]) -> Request {
 }
 
 fn config(pairs: &[(&str, &str)]) -> Arc<BTreeMap<String, String>> {
-    Arc::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    Arc::new(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
 }
 
 async fn run_request(
@@ -41,7 +60,13 @@ async fn run_request(
     let compiled = rt.validate(bytes).expect("valid plugin");
     let tenant: Arc<str> = "acme".into();
     let plugin: Arc<str> = "p".into();
-    let inv = Invocation { tenant: &tenant, plugin: &plugin, limits, config: config(cfg), backends: None };
+    let inv = Invocation {
+        tenant: &tenant,
+        plugin: &plugin,
+        limits,
+        config: config(cfg),
+        backends: None,
+    };
     let mut instance = rt.instantiate(inv, &compiled).await?;
     instance.on_request(req).await
 }
@@ -52,7 +77,10 @@ fn header_sets(action: &RequestAction) -> Vec<(String, String)> {
             .headers
             .iter()
             .filter_map(|op| match op {
-                HeaderOp::Set(h) => Some((h.name.clone(), String::from_utf8_lossy(&h.value).into_owned())),
+                HeaderOp::Set(h) => Some((
+                    h.name.clone(),
+                    String::from_utf8_lossy(&h.value).into_owned(),
+                )),
                 _ => None,
             })
             .collect(),
@@ -68,18 +96,39 @@ async fn c_add_header_uses_config_and_keeps_state_between_phases() {
     let tenant: Arc<str> = "acme".into();
     let plugin: Arc<str> = "add-header".into();
     for round in 0..3 {
-        let cfg = config(&[("request-header", "x-tenant"), ("request-value", "acme"), ("debug-state", "1")]);
-        let inv = Invocation { tenant: &tenant, plugin: &plugin, limits: TenantLimits::default(), config: cfg, backends: None };
+        let cfg = config(&[
+            ("request-header", "x-tenant"),
+            ("request-value", "acme"),
+            ("debug-state", "1"),
+        ]);
+        let inv = Invocation {
+            tenant: &tenant,
+            plugin: &plugin,
+            limits: TenantLimits::default(),
+            config: cfg,
+            backends: None,
+        };
         let mut instance = rt.instantiate(inv, &compiled).await.unwrap();
         let path = format!("/round/{round}");
         let action = instance.on_request(&request(&path, &[])).await.unwrap();
-        assert_eq!(header_sets(&action), vec![("x-tenant".to_string(), "acme".to_string())]);
-        let resp = instance.on_response(&Response { status: 200, headers: vec![] }).await.unwrap();
+        assert_eq!(
+            header_sets(&action),
+            vec![("x-tenant".to_string(), "acme".to_string())]
+        );
+        let resp = instance
+            .on_response(&Response {
+                status: 200,
+                headers: vec![],
+            })
+            .await
+            .unwrap();
         let state: Vec<String> = resp
             .headers
             .iter()
             .filter_map(|op| match op {
-                HeaderOp::Set(h) if h.name == "x-wharf-state" => Some(String::from_utf8_lossy(&h.value).into_owned()),
+                HeaderOp::Set(h) if h.name == "x-wharf-state" => {
+                    Some(String::from_utf8_lossy(&h.value).into_owned())
+                }
                 _ => None,
             })
             .collect();
@@ -94,7 +143,15 @@ async fn c_api_key_auth_short_circuits_without_a_key() {
     let (rt, _) = runtime_in(None);
     let bytes = example_plugin("api-key-auth");
     let cfg = [("keys", "k1,k2")];
-    let denied = run_request(&rt, &bytes, TenantLimits::default(), &cfg, &request("/", &[])).await.unwrap();
+    let denied = run_request(
+        &rt,
+        &bytes,
+        TenantLimits::default(),
+        &cfg,
+        &request("/", &[]),
+    )
+    .await
+    .unwrap();
     match denied {
         RequestAction::Respond(reply) => {
             assert_eq!(reply.status, 401);
@@ -102,9 +159,23 @@ async fn c_api_key_auth_short_circuits_without_a_key() {
         }
         other => panic!("expected a 401 reply, got {other:?}"),
     }
-    let wrong = run_request(&rt, &bytes, TenantLimits::default(), &cfg, &request("/", &[("x-api-key", "k3")])).await;
+    let wrong = run_request(
+        &rt,
+        &bytes,
+        TenantLimits::default(),
+        &cfg,
+        &request("/", &[("x-api-key", "k3")]),
+    )
+    .await;
     assert!(matches!(wrong, Ok(RequestAction::Respond(_))));
-    let allowed = run_request(&rt, &bytes, TenantLimits::default(), &cfg, &request("/", &[("X-Api-Key", "k2")])).await;
+    let allowed = run_request(
+        &rt,
+        &bytes,
+        TenantLimits::default(),
+        &cfg,
+        &request("/", &[("X-Api-Key", "k2")]),
+    )
+    .await;
     match allowed.unwrap() {
         RequestAction::Continue(edits) => {
             assert!(matches!(&edits.headers[..], [HeaderOp::Remove(n)] if n == "x-api-key"));
@@ -118,14 +189,34 @@ async fn js_path_rewrite() {
     let (rt, _) = runtime_in(None);
     let bytes = example_plugin("path-rewrite");
     let cfg = [("from", "/v1"), ("to", "/api/v2")];
-    match run_request(&rt, &bytes, TenantLimits::default(), &cfg, &request("/v1/users?id=7", &[])).await.unwrap() {
+    match run_request(
+        &rt,
+        &bytes,
+        TenantLimits::default(),
+        &cfg,
+        &request("/v1/users?id=7", &[]),
+    )
+    .await
+    .unwrap()
+    {
         RequestAction::Continue(edits) => {
             assert_eq!(edits.path.as_deref(), Some("/api/v2/users?id=7"));
-            assert!(matches!(&edits.headers[..], [HeaderOp::Set(h)] if h.name == "x-original-path"));
+            assert!(
+                matches!(&edits.headers[..], [HeaderOp::Set(h)] if h.name == "x-original-path")
+            );
         }
         other => panic!("expected continue, got {other:?}"),
     }
-    match run_request(&rt, &bytes, TenantLimits::default(), &cfg, &request("/v10", &[])).await.unwrap() {
+    match run_request(
+        &rt,
+        &bytes,
+        TenantLimits::default(),
+        &cfg,
+        &request("/v10", &[]),
+    )
+    .await
+    .unwrap()
+    {
         RequestAction::Continue(edits) => assert_eq!(edits.path, None, "whole segments only"),
         other => panic!("expected continue, got {other:?}"),
     }
@@ -134,15 +225,53 @@ async fn js_path_rewrite() {
 #[tokio::test]
 async fn adversarial_plugins_fail_only_their_own_request() {
     let (rt, metrics) = runtime_in(None);
-    let generous_fuel = TenantLimits { fuel: u64::MAX / 4, deadline_ms: 200, ..TenantLimits::default() };
-    let little_fuel = TenantLimits { fuel: 100_000, deadline_ms: 5_000, ..TenantLimits::default() };
+    let generous_fuel = TenantLimits {
+        fuel: u64::MAX / 4,
+        deadline_ms: 200,
+        ..TenantLimits::default()
+    };
+    let little_fuel = TenantLimits {
+        fuel: 100_000,
+        deadline_ms: 5_000,
+        ..TenantLimits::default()
+    };
     let cases: Vec<(&str, String, TenantLimits, &str)> = vec![
-        ("loop past deadline", infinite_loop(), generous_fuel, "plugin_timeout"),
-        ("loop out of fuel", infinite_loop(), little_fuel, "plugin_fuel_exhausted"),
-        ("memory growth", memory_hog(), TenantLimits::default(), "plugin_memory_limit"),
-        ("deep recursion", deep_recursion(), generous_fuel, "plugin_trap"),
-        ("unreachable", trap(), TenantLimits::default(), "plugin_trap"),
-        ("1 MB of headers", huge_headers(), TenantLimits::default(), "plugin_invalid_output"),
+        (
+            "loop past deadline",
+            infinite_loop(),
+            generous_fuel,
+            "plugin_timeout",
+        ),
+        (
+            "loop out of fuel",
+            infinite_loop(),
+            little_fuel,
+            "plugin_fuel_exhausted",
+        ),
+        (
+            "memory growth",
+            memory_hog(),
+            TenantLimits::default(),
+            "plugin_memory_limit",
+        ),
+        (
+            "deep recursion",
+            deep_recursion(),
+            generous_fuel,
+            "plugin_trap",
+        ),
+        (
+            "unreachable",
+            trap(),
+            TenantLimits::default(),
+            "plugin_trap",
+        ),
+        (
+            "1 MB of headers",
+            huge_headers(),
+            TenantLimits::default(),
+            "plugin_invalid_output",
+        ),
     ];
     let good = example_plugin("add-header");
     for (what, wat, limits, code) in cases {
@@ -161,39 +290,69 @@ async fn adversarial_plugins_fail_only_their_own_request() {
         assert!(ok.is_ok(), "{what}: the neighbour failed: {ok:?}");
     }
     let text = metrics.render();
-    assert!(text.contains(r#"outcome="timeout""#) && text.contains(r#"outcome="fuel_exhausted""#), "{text}");
-    assert_eq!(metrics.plugin_instances_in_use.get(), 0, "every instance was released");
+    assert!(
+        text.contains(r#"outcome="timeout""#) && text.contains(r#"outcome="fuel_exhausted""#),
+        "{text}"
+    );
+    assert_eq!(
+        metrics.plugin_instances_in_use.get(),
+        0,
+        "every instance was released"
+    );
 }
 
 #[tokio::test]
 async fn timeout_yields_to_other_requests_on_one_thread() {
     // Current-thread runtime: the looping plugin must yield at epoch ticks for the other to run.
     let (rt, _) = runtime_in(None);
-    let looping = TenantLimits { fuel: u64::MAX / 4, deadline_ms: 300, ..TenantLimits::default() };
+    let looping = TenantLimits {
+        fuel: u64::MAX / 4,
+        deadline_ms: 300,
+        ..TenantLimits::default()
+    };
     let started = std::time::Instant::now();
     let (spin, root) = (infinite_loop(), request("/", &[]));
     let (bad, ok) = tokio::join!(
         run_request(&rt, spin.as_bytes(), looping, &[], &root),
         async {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            let r = run_request(&rt, noop().as_bytes(), TenantLimits::default(), &[], &request("/", &[])).await;
+            let r = run_request(
+                &rt,
+                noop().as_bytes(),
+                TenantLimits::default(),
+                &[],
+                &request("/", &[]),
+            )
+            .await;
             (r, started.elapsed())
         }
     );
     assert_eq!(bad.unwrap_err().code(), "plugin_timeout");
     let (ok, at) = ok;
     ok.unwrap();
-    assert!(at < Duration::from_millis(250), "the well-behaved request waited {at:?} behind the loop");
+    assert!(
+        at < Duration::from_millis(250),
+        "the well-behaved request waited {at:?} behind the loop"
+    );
 }
 
 #[tokio::test]
 async fn tenant_instance_quota_is_enforced() {
     let (rt, _) = runtime_in(None);
     let compiled = rt.validate(noop().as_bytes()).unwrap();
-    let limits = TenantLimits { max_instances: 2, ..TenantLimits::default() };
+    let limits = TenantLimits {
+        max_instances: 2,
+        ..TenantLimits::default()
+    };
     let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
     let p: Arc<str> = "p".into();
-    let inv = |t| Invocation { tenant: t, plugin: &p, limits, config: config(&[]), backends: None };
+    let inv = |t| Invocation {
+        tenant: t,
+        plugin: &p,
+        limits,
+        config: config(&[]),
+        backends: None,
+    };
     let first = rt.instantiate(inv(&a), &compiled).await.unwrap();
     let _second = rt.instantiate(inv(&a), &compiled).await.unwrap();
     let third = rt.instantiate(inv(&a), &compiled).await;
@@ -201,7 +360,10 @@ async fn tenant_instance_quota_is_enforced() {
     // Another tenant is not affected by a's quota being full.
     assert!(rt.instantiate(inv(&b), &compiled).await.is_ok());
     drop(first);
-    assert!(rt.instantiate(inv(&a), &compiled).await.is_ok(), "a slot frees when a request ends");
+    assert!(
+        rt.instantiate(inv(&a), &compiled).await.is_ok(),
+        "a slot frees when a request ends"
+    );
 }
 
 #[tokio::test]
@@ -218,12 +380,31 @@ async fn identical_bytes_compile_once_and_restarts_reuse_the_disk_cache() {
     }
     let (rt, metrics) = runtime_in(Some(&dir));
     let sha = wharf_plugins::sha256_hex(&bytes);
-    assert!(rt.cached(&sha).is_some(), "a restarted runtime finds the artifact on disk");
+    assert!(
+        rt.cached(&sha).is_some(),
+        "a restarted runtime finds the artifact on disk"
+    );
     rt.validate(&bytes).unwrap();
-    assert_eq!(metrics.compiled_cache_misses_total.get(), 0, "no recompile after restart");
-    assert_eq!(metrics.compiled_cache_hits_total.with_label_values(&["disk"]).get(), 1);
+    assert_eq!(
+        metrics.compiled_cache_misses_total.get(),
+        0,
+        "no recompile after restart"
+    );
+    assert_eq!(
+        metrics
+            .compiled_cache_hits_total
+            .with_label_values(&["disk"])
+            .get(),
+        1
+    );
     // A tampered artifact is not trusted.
-    let artifact = std::fs::read_dir(dir.join("compiled")).unwrap().next().unwrap().unwrap().path().join(format!("{sha}.cwasm"));
+    let artifact = std::fs::read_dir(dir.join("compiled"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join(format!("{sha}.cwasm"));
     let mut tampered = std::fs::read(&artifact).unwrap();
     let mid = tampered.len() / 2;
     tampered[mid] ^= 0xff;
@@ -239,16 +420,28 @@ async fn bad_uploads_are_refused_with_reasons() {
     let core_module = vec![0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (b"not wasm at all".to_vec(), "not a WebAssembly component"),
-        (example_plugin("add-header")[..100].to_vec(), "not a WebAssembly component"),
+        (
+            example_plugin("add-header")[..100].to_vec(),
+            "not a WebAssembly component",
+        ),
         (core_module, "core wasm module"),
         (wasi_importer().into_bytes(), "wasi:filesystem"),
         ("(component)".as_bytes().to_vec(), "on-request"),
     ];
     for (bytes, expect) in cases {
         let err = rt.validate(&bytes).err().expect("refused");
-        assert!(err.to_string().contains(expect), "expected {expect:?} in: {err}");
+        assert!(
+            err.to_string().contains(expect),
+            "expected {expect:?} in: {err}"
+        );
     }
-    let small = RuntimeSettings { max_plugin_bytes: 1000, ..RuntimeSettings::default() };
+    let small = RuntimeSettings {
+        max_plugin_bytes: 1000,
+        ..RuntimeSettings::default()
+    };
     let rt = PluginRuntime::new(small, None, Arc::new(Metrics::new())).unwrap();
-    assert!(matches!(rt.validate(&example_plugin("add-header")), Err(RejectError::TooLarge { .. })));
+    assert!(matches!(
+        rt.validate(&example_plugin("add-header")),
+        Err(RejectError::TooLarge { .. })
+    ));
 }

@@ -22,7 +22,12 @@ pub enum ValidationError {
     #[error("display name must be 1-200 characters")]
     BadDisplayName,
     #[error("quota {name} must be between {min} and {max}, got {value}")]
-    BadQuota { name: &'static str, value: u64, min: u64, max: u64 },
+    BadQuota {
+        name: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
     #[error("plugin config must have at most 64 entries, keys of 1-128 bytes and values of at most 4096 bytes")]
     BadPluginConfig,
     #[error("a route may chain at most 16 plugins, got {0}")]
@@ -41,11 +46,25 @@ pub enum StoreError {
     #[error("route {route:?} does not exist for tenant {tenant:?}")]
     UnknownRoute { tenant: String, route: String },
     #[error("hostname {hostname:?} overlaps {existing:?}, which belongs to tenant {owner:?}; a host can have only one owner")]
-    HostnameTaken { hostname: String, existing: String, owner: String },
+    HostnameTaken {
+        hostname: String,
+        existing: String,
+        owner: String,
+    },
     #[error("route {new:?} has the same path prefix {prefix:?} and overlapping methods as route {existing:?}")]
-    RouteConflict { new: String, existing: String, prefix: String },
-    #[error("plugin {name:?} version {version} does not exist for tenant {tenant:?}; upload it first")]
-    UnknownPlugin { tenant: String, name: String, version: i64 },
+    RouteConflict {
+        new: String,
+        existing: String,
+        prefix: String,
+    },
+    #[error(
+        "plugin {name:?} version {version} does not exist for tenant {tenant:?}; upload it first"
+    )]
+    UnknownPlugin {
+        tenant: String,
+        name: String,
+        version: i64,
+    },
     #[error("API key {0:?} does not exist or is already revoked")]
     UnknownApiKey(String),
     #[error("plugin {plugin:?} is attached to route {route:?}; detach it first")]

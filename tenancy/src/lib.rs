@@ -7,10 +7,10 @@ pub mod store;
 
 pub use error::{StoreError, ValidationError};
 pub use model::{
-    HealthCheck, HealthCheckKind, RateScope, HostPattern, OnError, PluginAttachment, PluginVersion, Quotas, Route, Tenant,
-    Timeouts, UpstreamTarget,
+    HealthCheck, HealthCheckKind, HostPattern, OnError, PluginAttachment, PluginVersion, Quotas,
+    RateScope, Route, Tenant, Timeouts, UpstreamTarget,
 };
 pub use store::{ApiKeyInfo, AuditEntry, ConfigSnapshot, Store};
+pub mod backends;
 #[doc(hidden)]
 pub mod test_support;
-pub mod backends;

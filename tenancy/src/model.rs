@@ -9,7 +9,9 @@ use crate::error::ValidationError;
 pub fn validate_id(id: &str) -> Result<(), ValidationError> {
     let ok = !id.is_empty()
         && id.len() <= 63
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !id.starts_with('-');
     if ok {
         Ok(())
@@ -32,7 +34,9 @@ pub struct Tenant {
 
 impl Tenant {
     pub fn plugin_version(&self, name: &str, version: i64) -> Option<&PluginVersion> {
-        self.plugins.iter().find(|p| p.name == name && p.version == version)
+        self.plugins
+            .iter()
+            .find(|p| p.name == name && p.version == version)
     }
 }
 
@@ -109,24 +113,79 @@ impl Quotas {
         let checks: [(&'static str, u64, u64, u64); 16] = [
             ("plugin_fuel", self.plugin_fuel, 1_000, 100_000_000_000),
             ("plugin_deadline_ms", self.plugin_deadline_ms, 1, 60_000),
-            ("plugin_memory_bytes", self.plugin_memory_bytes, 64 << 10, 4 << 30),
-            ("plugin_max_instances", u64::from(self.plugin_max_instances), 1, 100_000),
+            (
+                "plugin_memory_bytes",
+                self.plugin_memory_bytes,
+                64 << 10,
+                4 << 30,
+            ),
+            (
+                "plugin_max_instances",
+                u64::from(self.plugin_max_instances),
+                1,
+                100_000,
+            ),
             ("plugin_max_bytes", self.plugin_max_bytes, 1 << 10, 1 << 30),
-            ("redis_max_connections", u64::from(self.redis_max_connections), 1, 1000),
-            ("redis_commands_per_second", u64::from(self.redis_commands_per_second), 1, 1_000_000),
-            ("redis_max_reply_bytes", self.redis_max_reply_bytes, 1 << 10, 64 << 20),
-            ("sql_max_connections", u64::from(self.sql_max_connections), 1, 1000),
-            ("sql_queries_per_second", u64::from(self.sql_queries_per_second), 1, 1_000_000),
-            ("sql_statement_timeout_ms", self.sql_statement_timeout_ms, 1, 600_000),
+            (
+                "redis_max_connections",
+                u64::from(self.redis_max_connections),
+                1,
+                1000,
+            ),
+            (
+                "redis_commands_per_second",
+                u64::from(self.redis_commands_per_second),
+                1,
+                1_000_000,
+            ),
+            (
+                "redis_max_reply_bytes",
+                self.redis_max_reply_bytes,
+                1 << 10,
+                64 << 20,
+            ),
+            (
+                "sql_max_connections",
+                u64::from(self.sql_max_connections),
+                1,
+                1000,
+            ),
+            (
+                "sql_queries_per_second",
+                u64::from(self.sql_queries_per_second),
+                1,
+                1_000_000,
+            ),
+            (
+                "sql_statement_timeout_ms",
+                self.sql_statement_timeout_ms,
+                1,
+                600_000,
+            ),
             ("sql_max_rows", u64::from(self.sql_max_rows), 1, 1_000_000),
-            ("sql_max_result_bytes", self.sql_max_result_bytes, 1 << 10, 64 << 20),
+            (
+                "sql_max_result_bytes",
+                self.sql_max_result_bytes,
+                1 << 10,
+                64 << 20,
+            ),
             ("pool_wait_ms", self.pool_wait_ms, 0, 60_000),
-            ("requests_per_second", u64::from(self.requests_per_second), 0, 10_000_000),
+            (
+                "requests_per_second",
+                u64::from(self.requests_per_second),
+                0,
+                10_000_000,
+            ),
             ("burst", u64::from(self.burst), 0, 10_000_000),
         ];
         for (name, value, min, max) in checks {
             if !(min..=max).contains(&value) {
-                return Err(ValidationError::BadQuota { name, value, min, max });
+                return Err(ValidationError::BadQuota {
+                    name,
+                    value,
+                    min,
+                    max,
+                });
             }
         }
         Ok(())
@@ -168,7 +227,10 @@ impl PluginAttachment {
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate_id(&self.plugin)?;
         if self.config.len() > 64
-            || self.config.iter().any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 4096)
+            || self
+                .config
+                .iter()
+                .any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 4096)
         {
             return Err(ValidationError::BadPluginConfig);
         }
@@ -196,7 +258,11 @@ impl HostPattern {
         if !is_dns_name(&name) {
             return Err(bad());
         }
-        Ok(if wild { HostPattern::Wildcard(name) } else { HostPattern::Exact(name) })
+        Ok(if wild {
+            HostPattern::Wildcard(name)
+        } else {
+            HostPattern::Exact(name)
+        })
     }
 
     /// Does this pattern serve `host` (already normalized: lowercase, no port)?
@@ -256,7 +322,9 @@ fn is_dns_name(name: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -265,15 +333,20 @@ pub fn normalize_host(raw: &str) -> String {
     let raw = raw.trim();
     let without_port = if raw.starts_with('[') {
         // IPv6 literal: keep the brackets' content as is.
-        raw.split(']').next().map(|s| format!("{s}]")).unwrap_or_default()
+        raw.split(']')
+            .next()
+            .map(|s| format!("{s}]"))
+            .unwrap_or_default()
     } else {
-        raw.rsplit_once(':').map_or(raw, |(h, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                h
-            } else {
-                raw
-            }
-        }).to_string()
+        raw.rsplit_once(':')
+            .map_or(raw, |(h, port)| {
+                if port.bytes().all(|b| b.is_ascii_digit()) {
+                    h
+                } else {
+                    raw
+                }
+            })
+            .to_string()
     };
     without_port.trim_end_matches('.').to_ascii_lowercase()
 }
@@ -319,7 +392,11 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { connect_ms: 2_000, read_ms: 30_000, write_ms: 30_000 }
+        Timeouts {
+            connect_ms: 2_000,
+            read_ms: 30_000,
+            write_ms: 30_000,
+        }
     }
 }
 
@@ -374,7 +451,11 @@ impl Route {
             }
         }
         let t = self.timeouts;
-        for (name, value) in [("connect_ms", t.connect_ms), ("read_ms", t.read_ms), ("write_ms", t.write_ms)] {
+        for (name, value) in [
+            ("connect_ms", t.connect_ms),
+            ("read_ms", t.read_ms),
+            ("write_ms", t.write_ms),
+        ] {
             if !(1..=3_600_000).contains(&value) {
                 return Err(ValidationError::BadTimeout { name, value });
             }
@@ -388,7 +469,10 @@ impl Route {
         if let Some(hc) = &self.health_check {
             validate_path_prefix(&hc.path)?;
             if !(100..=3_600_000).contains(&hc.interval_ms) {
-                return Err(ValidationError::BadTimeout { name: "health_check.interval_ms", value: hc.interval_ms });
+                return Err(ValidationError::BadTimeout {
+                    name: "health_check.interval_ms",
+                    value: hc.interval_ms,
+                });
             }
         }
         Ok(())
@@ -413,7 +497,9 @@ impl Route {
 fn validate_path_prefix(p: &str) -> Result<(), ValidationError> {
     let ok = p.starts_with('/')
         && p.len() <= 1024
-        && !p.bytes().any(|b| b == b'?' || b == b'#' || b.is_ascii_whitespace() || b.is_ascii_control())
+        && !p
+            .bytes()
+            .any(|b| b == b'?' || b == b'#' || b.is_ascii_whitespace() || b.is_ascii_control())
         && !p.split('/').any(|seg| seg == "..");
     if ok {
         Ok(())
@@ -491,7 +577,10 @@ mod tests {
             id: "api".into(),
             path_prefix: "/api".into(),
             methods: vec!["get".into()],
-            upstreams: vec![UpstreamTarget { addr: "127.0.0.1:80".into(), weight: 1 }],
+            upstreams: vec![UpstreamTarget {
+                addr: "127.0.0.1:80".into(),
+                weight: 1,
+            }],
             timeouts: Timeouts::default(),
             health_check: None,
             plugins: vec![],
@@ -499,7 +588,10 @@ mod tests {
         r.validate().unwrap();
         assert_eq!(r.methods, vec!["GET"]);
         r.upstreams[0].addr = "example.com".into();
-        assert_eq!(r.validate(), Err(ValidationError::BadUpstream("example.com".into())));
+        assert_eq!(
+            r.validate(),
+            Err(ValidationError::BadUpstream("example.com".into()))
+        );
         r.upstreams.clear();
         assert!(matches!(r.validate(), Err(ValidationError::NoUpstreams(_))));
     }

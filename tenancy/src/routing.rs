@@ -25,7 +25,9 @@ impl HostIndex {
                 }
             }
         }
-        index.wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        index
+            .wildcards
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
         index
     }
 
@@ -71,7 +73,10 @@ mod tests {
             id: id.into(),
             path_prefix: prefix.into(),
             methods: methods.iter().map(|m| m.to_string()).collect(),
-            upstreams: vec![UpstreamTarget { addr: "127.0.0.1:1".into(), weight: 1 }],
+            upstreams: vec![UpstreamTarget {
+                addr: "127.0.0.1:1".into(),
+                weight: 1,
+            }],
             timeouts: Timeouts::default(),
             health_check: None,
             plugins: vec![],
@@ -82,7 +87,10 @@ mod tests {
         Tenant {
             id: id.into(),
             display_name: id.into(),
-            hostnames: hosts.iter().map(|h| HostPattern::parse(h).unwrap()).collect(),
+            hostnames: hosts
+                .iter()
+                .map(|h| HostPattern::parse(h).unwrap())
+                .collect(),
             routes: vec![],
             quotas: Quotas::default(),
             plugins: vec![],

@@ -21,7 +21,13 @@ fn tenant_id(name: &str) -> String {
 }
 
 fn backends(sql: SqlBackend) -> Arc<Backends> {
-    Backends::new(BackendSettings { redis_url: Some(redis_url()), sql }, Arc::new(Metrics::new()))
+    Backends::new(
+        BackendSettings {
+            redis_url: Some(redis_url()),
+            sql,
+        },
+        Arc::new(Metrics::new()),
+    )
 }
 
 fn bulk(s: &str) -> Vec<u8> {
@@ -36,43 +42,118 @@ async fn redis_keys_are_namespaced_and_dangerous_commands_denied() {
     let evil = b.tenant(&e_id, &Quotas::default());
     let (ra, re) = (a.redis().await.unwrap(), evil.redis().await.unwrap());
 
-    assert_eq!(ra.command("SET", vec![bulk("secret"), bulk("a's")]).await.unwrap(), Reply::Status("OK".into()));
-    assert_eq!(ra.command("get", vec![bulk("secret")]).await.unwrap(), Reply::Bulk(bulk("a's")));
+    assert_eq!(
+        ra.command("SET", vec![bulk("secret"), bulk("a's")])
+            .await
+            .unwrap(),
+        Reply::Status("OK".into())
+    );
+    assert_eq!(
+        ra.command("get", vec![bulk("secret")]).await.unwrap(),
+        Reply::Bulk(bulk("a's"))
+    );
     // The same key name from another tenant is another key.
-    assert_eq!(re.command("GET", vec![bulk("secret")]).await.unwrap(), Reply::Nil);
+    assert_eq!(
+        re.command("GET", vec![bulk("secret")]).await.unwrap(),
+        Reply::Nil
+    );
     // Naming a's full key does not escape: it is prefixed again.
     let full = format!("wharf:{a_id}:secret");
-    assert_eq!(re.command("GET", vec![bulk(&full)]).await.unwrap(), Reply::Nil);
-    assert_eq!(re.command("MGET", vec![bulk("secret"), bulk(&full)]).await.unwrap(), Reply::Array(vec![Reply::Nil, Reply::Nil]));
+    assert_eq!(
+        re.command("GET", vec![bulk(&full)]).await.unwrap(),
+        Reply::Nil
+    );
+    assert_eq!(
+        re.command("MGET", vec![bulk("secret"), bulk(&full)])
+            .await
+            .unwrap(),
+        Reply::Array(vec![Reply::Nil, Reply::Nil])
+    );
     // RENAME stays inside the namespace on both sides.
-    re.command("SET", vec![bulk("mine"), bulk("x")]).await.unwrap();
-    re.command("RENAME", vec![bulk("mine"), bulk(&full)]).await.unwrap();
-    assert_eq!(ra.command("GET", vec![bulk("secret")]).await.unwrap(), Reply::Bulk(bulk("a's")), "a's key untouched");
+    re.command("SET", vec![bulk("mine"), bulk("x")])
+        .await
+        .unwrap();
+    re.command("RENAME", vec![bulk("mine"), bulk(&full)])
+        .await
+        .unwrap();
+    assert_eq!(
+        ra.command("GET", vec![bulk("secret")]).await.unwrap(),
+        Reply::Bulk(bulk("a's")),
+        "a's key untouched"
+    );
     // MSET prefixes every key, not the values.
-    re.command("MSET", vec![bulk("k1"), bulk(&full), bulk("k2"), bulk("v")]).await.unwrap();
-    assert_eq!(re.command("GET", vec![bulk("k1")]).await.unwrap(), Reply::Bulk(bulk(&full)));
+    re.command("MSET", vec![bulk("k1"), bulk(&full), bulk("k2"), bulk("v")])
+        .await
+        .unwrap();
+    assert_eq!(
+        re.command("GET", vec![bulk("k1")]).await.unwrap(),
+        Reply::Bulk(bulk(&full))
+    );
 
     for denied in [
-        "KEYS", "SCAN", "EVAL", "EVALSHA", "EVAL_RO", "FCALL", "FUNCTION", "SCRIPT", "SELECT", "FLUSHALL",
-        "FLUSHDB", "CONFIG", "CLIENT", "DEBUG", "MONITOR", "SUBSCRIBE", "PSUBSCRIBE", "PUBLISH", "MIGRATE",
-        "MOVE", "OBJECT", "SORT", "COPY", "SWAPDB", "SHUTDOWN", "ACL", "AUTH", "HELLO", "MULTI", "WAIT",
-        "DUMP", "RESTORE", "RANDOMKEY", "DBSIZE", "INFO", "SLAVEOF", "REPLICAOF", "MODULE",
+        "KEYS",
+        "SCAN",
+        "EVAL",
+        "EVALSHA",
+        "EVAL_RO",
+        "FCALL",
+        "FUNCTION",
+        "SCRIPT",
+        "SELECT",
+        "FLUSHALL",
+        "FLUSHDB",
+        "CONFIG",
+        "CLIENT",
+        "DEBUG",
+        "MONITOR",
+        "SUBSCRIBE",
+        "PSUBSCRIBE",
+        "PUBLISH",
+        "MIGRATE",
+        "MOVE",
+        "OBJECT",
+        "SORT",
+        "COPY",
+        "SWAPDB",
+        "SHUTDOWN",
+        "ACL",
+        "AUTH",
+        "HELLO",
+        "MULTI",
+        "WAIT",
+        "DUMP",
+        "RESTORE",
+        "RANDOMKEY",
+        "DBSIZE",
+        "INFO",
+        "SLAVEOF",
+        "REPLICAOF",
+        "MODULE",
     ] {
         match re.command(denied, vec![bulk("*")]).await {
             Err(HostError::Denied(m)) => assert!(m.contains(denied), "{m}"),
             other => panic!("{denied} must be denied, got {other:?}"),
         }
     }
-    assert!(matches!(re.command("GET", vec![]).await, Err(HostError::Invalid(_))));
+    assert!(matches!(
+        re.command("GET", vec![]).await,
+        Err(HostError::Invalid(_))
+    ));
 }
 
 #[tokio::test]
 async fn redis_quotas_rate_and_reply_size() {
     let b = backends(SqlBackend::Disabled);
-    let q = Quotas { redis_commands_per_second: 5, redis_max_reply_bytes: 1024, ..Quotas::default() };
+    let q = Quotas {
+        redis_commands_per_second: 5,
+        redis_max_reply_bytes: 1024,
+        ..Quotas::default()
+    };
     let t = b.tenant(&tenant_id("q"), &q);
     let r = t.redis().await.unwrap();
-    r.command("SET", vec![bulk("big"), vec![b'x'; 4096]]).await.unwrap();
+    r.command("SET", vec![bulk("big"), vec![b'x'; 4096]])
+        .await
+        .unwrap();
     match r.command("GET", vec![bulk("big")]).await {
         Err(HostError::QuotaExceeded(m)) => assert!(m.contains("1024"), "{m}"),
         other => panic!("reply over the cap must be refused, got {other:?}"),
@@ -83,32 +164,57 @@ async fn redis_quotas_rate_and_reply_size() {
             refused += 1;
         }
     }
-    assert!(refused >= 5, "5 commands/s: most of 10 back-to-back must be refused, got {refused}");
+    assert!(
+        refused >= 5,
+        "5 commands/s: most of 10 back-to-back must be refused, got {refused}"
+    );
 }
 
 #[tokio::test]
 async fn redis_down_then_back_without_rebuilding() {
     // A private Redis this test can stop and start.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let start = || {
         std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server (scripts/test installs it)")
     };
     let b = Backends::new(
-        BackendSettings { redis_url: Some(format!("redis://127.0.0.1:{port}")), sql: SqlBackend::Disabled },
+        BackendSettings {
+            redis_url: Some(format!("redis://127.0.0.1:{port}")),
+            sql: SqlBackend::Disabled,
+        },
         Arc::new(Metrics::new()),
     );
     let t = b.tenant("down", &Quotas::default());
-    assert_eq!(t.redis().await.unwrap().command("PING", vec![]).await, Err(HostError::BackendUnavailable));
+    assert_eq!(
+        t.redis().await.unwrap().command("PING", vec![]).await,
+        Err(HostError::BackendUnavailable)
+    );
     let mut server = start();
     let ok = pings_within_5s(&t).await;
     assert!(ok, "recovers once Redis is up, same pool");
     server.kill().unwrap();
     server.wait().unwrap();
-    assert_eq!(t.redis().await.unwrap().command("PING", vec![]).await, Err(HostError::BackendUnavailable));
+    assert_eq!(
+        t.redis().await.unwrap().command("PING", vec![]).await,
+        Err(HostError::BackendUnavailable)
+    );
     let mut server = start();
     let ok = pings_within_5s(&t).await;
     server.kill().unwrap();
@@ -118,7 +224,13 @@ async fn redis_down_then_back_without_rebuilding() {
 async fn pings_within_5s(t: &wharf_tenancy::backends::TenantBackends) -> bool {
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if t.redis().await.unwrap().command("PING", vec![]).await.is_ok() {
+        if t.redis()
+            .await
+            .unwrap()
+            .command("PING", vec![])
+            .await
+            .is_ok()
+        {
             return true;
         }
     }
@@ -137,15 +249,37 @@ async fn postgres_tenants_cannot_escape_their_schema() {
     let admin = fresh_postgres_url().await;
     let b = backends(SqlBackend::Postgres(admin.clone()));
     let (a_id, e_id) = (tenant_id("a"), tenant_id("evil"));
-    let q = Quotas { sql_statement_timeout_ms: 300, ..Quotas::default() };
+    let q = Quotas {
+        sql_statement_timeout_ms: 300,
+        ..Quotas::default()
+    };
     let a = b.tenant(&a_id, &q);
     let evil = b.tenant(&e_id, &q);
     let (sa, se) = (a.sql().await.unwrap(), evil.sql().await.unwrap());
-    sa.execute("CREATE TABLE secrets (v TEXT)", vec![]).await.unwrap();
-    assert_eq!(sa.execute("INSERT INTO secrets VALUES ($1), ($2)", vec![SqlValue::Text("s1".into()), SqlValue::Text("s2".into())]).await.unwrap(), 2);
-    let rows = sa.query("SELECT v FROM secrets ORDER BY v", vec![]).await.unwrap();
+    sa.execute("CREATE TABLE secrets (v TEXT)", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        sa.execute(
+            "INSERT INTO secrets VALUES ($1), ($2)",
+            vec![SqlValue::Text("s1".into()), SqlValue::Text("s2".into())]
+        )
+        .await
+        .unwrap(),
+        2
+    );
+    let rows = sa
+        .query("SELECT v FROM secrets ORDER BY v", vec![])
+        .await
+        .unwrap();
     assert_eq!(rows.columns, vec!["v"]);
-    assert_eq!(rows.rows, vec![vec![SqlValue::Text("s1".into())], vec![SqlValue::Text("s2".into())]]);
+    assert_eq!(
+        rows.rows,
+        vec![
+            vec![SqlValue::Text("s1".into())],
+            vec![SqlValue::Text("s2".into())]
+        ]
+    );
 
     let a_schema = wharf_tenancy::backends::sql::pg_identifier(&a_id);
     let attacks = [
@@ -154,40 +288,83 @@ async fn postgres_tenants_cannot_escape_their_schema() {
         "SELECT pg_read_file('/etc/passwd')".to_string(),
         "COPY (SELECT 1) TO PROGRAM 'id'".to_string(),
         "SELECT rolpassword FROM pg_authid".to_string(),
-        format!("ALTER ROLE {} SUPERUSER", wharf_tenancy::backends::sql::pg_identifier(&e_id)),
+        format!(
+            "ALTER ROLE {} SUPERUSER",
+            wharf_tenancy::backends::sql::pg_identifier(&e_id)
+        ),
         "CREATE EXTENSION IF NOT EXISTS dblink".to_string(),
         "CREATE TABLE public.planted (x int)".to_string(),
         "SET SESSION AUTHORIZATION postgres".to_string(),
     ];
     for stmt in &attacks {
         let e = expect_err(se.execute(stmt, vec![]).await, stmt).await;
-        assert!(matches!(e, HostError::Denied(_) | HostError::Invalid(_)), "{stmt}: {e:?}");
+        assert!(
+            matches!(e, HostError::Denied(_) | HostError::Invalid(_)),
+            "{stmt}: {e:?}"
+        );
     }
     // Changing its own search_path reaches nothing new.
-    se.execute(&format!("SET search_path = {a_schema}"), vec![]).await.unwrap();
-    let e = expect_err(se.query("SELECT * FROM secrets", vec![]).await, "search_path escape").await;
-    assert!(matches!(e, HostError::Denied(_) | HostError::Invalid(_)), "{e:?}");
+    se.execute(&format!("SET search_path = {a_schema}"), vec![])
+        .await
+        .unwrap();
+    let e = expect_err(
+        se.query("SELECT * FROM secrets", vec![]).await,
+        "search_path escape",
+    )
+    .await;
+    assert!(
+        matches!(e, HostError::Denied(_) | HostError::Invalid(_)),
+        "{e:?}"
+    );
     // Its own session setting cannot lift the statement timeout.
-    se.execute("SET statement_timeout = 0", vec![]).await.unwrap();
-    assert_eq!(expect_err(se.query("SELECT pg_sleep(2)", vec![]).await, "sleep").await, HostError::Timeout);
+    se.execute("SET statement_timeout = 0", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_err(se.query("SELECT pg_sleep(2)", vec![]).await, "sleep").await,
+        HostError::Timeout
+    );
     // Parameters are bound, never interpolated.
     let evil_text = "'; DROP TABLE secrets; --";
-    let r = se.query("SELECT $1::text AS v", vec![SqlValue::Text(evil_text.into())]).await.unwrap();
+    let r = se
+        .query(
+            "SELECT $1::text AS v",
+            vec![SqlValue::Text(evil_text.into())],
+        )
+        .await
+        .unwrap();
     assert_eq!(r.rows, vec![vec![SqlValue::Text(evil_text.into())]]);
-    assert_eq!(sa.query("SELECT count(*)::int8 FROM secrets", vec![]).await.unwrap().rows, vec![vec![SqlValue::Int(2)]]);
+    assert_eq!(
+        sa.query("SELECT count(*)::int8 FROM secrets", vec![])
+            .await
+            .unwrap()
+            .rows,
+        vec![vec![SqlValue::Int(2)]]
+    );
 }
 
 #[tokio::test]
 async fn postgres_pool_quota_two_of_ten() {
     let admin = fresh_postgres_url().await;
     let b = backends(SqlBackend::Postgres(admin));
-    let q = Quotas { sql_max_connections: 2, pool_wait_ms: 100, sql_statement_timeout_ms: 5000, ..Quotas::default() };
+    let q = Quotas {
+        sql_max_connections: 2,
+        pool_wait_ms: 100,
+        sql_statement_timeout_ms: 5000,
+        ..Quotas::default()
+    };
     let t = b.tenant(&tenant_id("pool"), &q);
     t.sql().await.unwrap();
     let mut tasks = Vec::new();
     for _ in 0..10 {
         let t = t.clone();
-        tasks.push(tokio::spawn(async move { t.sql().await.unwrap().query("SELECT pg_sleep(0.6)::text", vec![]).await }));
+        tasks.push(tokio::spawn(async move {
+            t.sql()
+                .await
+                .unwrap()
+                .query("SELECT pg_sleep(0.6)::text", vec![])
+                .await
+        }));
     }
     let (mut ok, mut quota) = (0, 0);
     for task in tasks {
@@ -197,18 +374,38 @@ async fn postgres_pool_quota_two_of_ten() {
             Err(e) => panic!("unexpected {e:?}"),
         }
     }
-    assert_eq!((ok, quota), (2, 8), "2 run, the rest are refused after waiting 100 ms");
+    assert_eq!(
+        (ok, quota),
+        (2, 8),
+        "2 run, the rest are refused after waiting 100 ms"
+    );
 }
 
 #[tokio::test]
 async fn sqlite_tenants_stay_in_their_file() {
     let dir = std::env::temp_dir().join(format!("wharf-sql-{}", unique_suffix()));
     let b = backends(SqlBackend::Sqlite(dir.clone()));
-    let (a, evil) = (b.tenant("a", &Quotas::default()), b.tenant("evil", &Quotas::default()));
+    let (a, evil) = (
+        b.tenant("a", &Quotas::default()),
+        b.tenant("evil", &Quotas::default()),
+    );
     let (sa, se) = (a.sql().await.unwrap(), evil.sql().await.unwrap());
-    sa.execute("CREATE TABLE secrets (v TEXT)", vec![]).await.unwrap();
-    sa.execute("INSERT INTO secrets VALUES ($1)", vec![SqlValue::Text("s".into())]).await.unwrap();
-    assert_eq!(sa.query("SELECT v, 1 AS n FROM secrets", vec![]).await.unwrap().rows, vec![vec![SqlValue::Text("s".into()), SqlValue::Int(1)]]);
+    sa.execute("CREATE TABLE secrets (v TEXT)", vec![])
+        .await
+        .unwrap();
+    sa.execute(
+        "INSERT INTO secrets VALUES ($1)",
+        vec![SqlValue::Text("s".into())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        sa.query("SELECT v, 1 AS n FROM secrets", vec![])
+            .await
+            .unwrap()
+            .rows,
+        vec![vec![SqlValue::Text("s".into()), SqlValue::Int(1)]]
+    );
     let other = dir.join("a.db");
     for stmt in [
         format!("ATTACH DATABASE '{}' AS a", other.display()),
@@ -218,7 +415,13 @@ async fn sqlite_tenants_stay_in_their_file() {
         "SELECT * FROM secrets".to_string(),
     ] {
         let e = expect_err(se.query(&stmt, vec![]).await, &stmt).await;
-        assert!(matches!(e, HostError::Denied(_) | HostError::Invalid(_) | HostError::Backend(_)), "{stmt}: {e:?}");
+        assert!(
+            matches!(
+                e,
+                HostError::Denied(_) | HostError::Invalid(_) | HostError::Backend(_)
+            ),
+            "{stmt}: {e:?}"
+        );
     }
     assert!(!dir.join("stolen.db").exists());
     let _ = std::fs::remove_dir_all(&dir);

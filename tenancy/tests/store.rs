@@ -8,7 +8,10 @@ fn route(id: &str, prefix: &str) -> Route {
         id: id.into(),
         path_prefix: prefix.into(),
         methods: vec![],
-        upstreams: vec![UpstreamTarget { addr: "127.0.0.1:9".into(), weight: 2 }],
+        upstreams: vec![UpstreamTarget {
+            addr: "127.0.0.1:9".into(),
+            weight: 2,
+        }],
         timeouts: Timeouts::default(),
         health_check: None,
         plugins: vec![],
@@ -19,13 +22,25 @@ async fn exercise(store: Store) {
     let v0 = store.version().await.unwrap().0;
     let v1 = store.create_tenant("acme", "Acme Corp", &[]).await.unwrap();
     assert!(v1 > v0, "a mutation bumps the version");
-    assert!(matches!(store.create_tenant("acme", "again", &[]).await, Err(StoreError::TenantExists(_))));
-    assert!(matches!(store.create_tenant("Bad_Id", "x", &[]).await, Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        store.create_tenant("acme", "again", &[]).await,
+        Err(StoreError::TenantExists(_))
+    ));
+    assert!(matches!(
+        store.create_tenant("Bad_Id", "x", &[]).await,
+        Err(StoreError::Invalid(_))
+    ));
 
     store.add_hostname("acme", "*.acme.test").await.unwrap();
     store.add_hostname("acme", "api.acme.test").await.unwrap();
     store.create_tenant("evil", "Evil", &[]).await.unwrap();
-    for stolen in ["api.acme.test", "x.acme.test", "*.acme.test", "*.eu.acme.test", "API.ACME.TEST"] {
+    for stolen in [
+        "api.acme.test",
+        "x.acme.test",
+        "*.acme.test",
+        "*.eu.acme.test",
+        "API.ACME.TEST",
+    ] {
         match store.add_hostname("evil", stolen).await {
             Err(StoreError::HostnameTaken { owner, .. }) => assert_eq!(owner, "acme"),
             other => panic!("{stolen}: expected HostnameTaken, got {other:?}"),
@@ -39,7 +54,10 @@ async fn exercise(store: Store) {
     store.put_route("acme", route("api", "/api")).await.unwrap();
     store.put_route("acme", route("root", "/")).await.unwrap();
     let conflict = store.put_route("acme", route("api2", "/api")).await;
-    assert!(matches!(conflict, Err(StoreError::RouteConflict { .. })), "{conflict:?}");
+    assert!(
+        matches!(conflict, Err(StoreError::RouteConflict { .. })),
+        "{conflict:?}"
+    );
     // Upsert replaces.
     let mut changed = route("api", "/api/v2");
     changed.methods = vec!["get".into()];
@@ -53,7 +71,10 @@ async fn exercise(store: Store) {
     assert_eq!(acme.display_name, "Acme Corp");
     assert_eq!(
         acme.hostnames,
-        vec![HostPattern::parse("*.acme.test").unwrap(), HostPattern::parse("api.acme.test").unwrap()]
+        vec![
+            HostPattern::parse("*.acme.test").unwrap(),
+            HostPattern::parse("api.acme.test").unwrap()
+        ]
     );
     assert_eq!(acme.routes.len(), 2);
     assert_eq!(acme.routes[0].path_prefix, "/api/v2");
@@ -61,7 +82,10 @@ async fn exercise(store: Store) {
     assert_eq!(acme.routes[0].upstreams[0].weight, 2);
 
     store.remove_route("acme", "root").await.unwrap();
-    assert!(matches!(store.remove_route("acme", "root").await, Err(StoreError::UnknownRoute { .. })));
+    assert!(matches!(
+        store.remove_route("acme", "root").await,
+        Err(StoreError::UnknownRoute { .. })
+    ));
     store.remove_tenant("acme").await.unwrap();
     // Once acme is gone its hosts are free to claim.
     store.add_hostname("evil", "api.acme.test").await.unwrap();
@@ -86,7 +110,9 @@ async fn concurrent_writers_get_distinct_versions() {
     let mut tasks = Vec::new();
     for i in 0..8 {
         let s = store.clone();
-        tasks.push(tokio::spawn(async move { s.create_tenant(&format!("t{i}"), "T", &[]).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            s.create_tenant(&format!("t{i}"), "T", &[]).await.unwrap()
+        }));
     }
     let mut versions = Vec::new();
     for t in tasks {
@@ -105,13 +131,28 @@ async fn bad_store_url_is_explained() {
 
 async fn plugins_and_quotas(store: Store) {
     use wharf_tenancy::{OnError, PluginAttachment, Quotas};
-    store.create_tenant("acme", "Acme", &["acme.test"]).await.unwrap();
+    store
+        .create_tenant("acme", "Acme", &["acme.test"])
+        .await
+        .unwrap();
     store.put_route("acme", route("api", "/")).await.unwrap();
-    let (v1, _) = store.add_plugin_version("acme", "auth", b"bytes-one").await.unwrap();
-    let (v2, _) = store.add_plugin_version("acme", "auth", b"bytes-two").await.unwrap();
+    let (v1, _) = store
+        .add_plugin_version("acme", "auth", b"bytes-one")
+        .await
+        .unwrap();
+    let (v2, _) = store
+        .add_plugin_version("acme", "auth", b"bytes-two")
+        .await
+        .unwrap();
     assert_eq!((v1, v2), (1, 2));
-    assert_eq!(store.latest_plugin_version("acme", "auth").await.unwrap(), 2);
-    assert!(matches!(store.add_plugin_version("acme", "../etc", b"x").await, Err(StoreError::Invalid(_))));
+    assert_eq!(
+        store.latest_plugin_version("acme", "auth").await.unwrap(),
+        2
+    );
+    assert!(matches!(
+        store.add_plugin_version("acme", "../etc", b"x").await,
+        Err(StoreError::Invalid(_))
+    ));
 
     let attach = |version| PluginAttachment {
         plugin: "auth".into(),
@@ -119,7 +160,10 @@ async fn plugins_and_quotas(store: Store) {
         config: [("keys".to_string(), "k1".to_string())].into(),
         on_error: OnError::FailClosed,
     };
-    assert!(matches!(store.attach_plugin("acme", "api", attach(9)).await, Err(StoreError::UnknownPlugin { .. })));
+    assert!(matches!(
+        store.attach_plugin("acme", "api", attach(9)).await,
+        Err(StoreError::UnknownPlugin { .. })
+    ));
     store.attach_plugin("acme", "api", attach(2)).await.unwrap();
     store.attach_plugin("acme", "api", attach(1)).await.unwrap(); // rollback replaces in place
     let snap = store.load().await.unwrap();
@@ -127,34 +171,85 @@ async fn plugins_and_quotas(store: Store) {
     assert_eq!(t.routes[0].plugins, vec![attach(1)]);
     assert_eq!(t.plugins.len(), 2);
     let sha = &t.plugin_version("auth", 1).unwrap().sha256;
-    assert_eq!(store.plugin_blob(sha).await.unwrap().as_deref(), Some(&b"bytes-one"[..]));
+    assert_eq!(
+        store.plugin_blob(sha).await.unwrap().as_deref(),
+        Some(&b"bytes-one"[..])
+    );
     // Another tenant uploading the same bytes shares the blob.
     let entries = store.audit_log(100).await.unwrap();
-    assert!(entries.iter().any(|e| e.action == "plugin.upload" && e.target == "acme/auth" && e.actor == "system"));
+    assert!(entries
+        .iter()
+        .any(|e| e.action == "plugin.upload" && e.target == "acme/auth" && e.actor == "system"));
     store.create_tenant("beta", "Beta", &[]).await.unwrap();
-    store.add_plugin_version("beta", "auth", b"bytes-one").await.unwrap();
+    store
+        .add_plugin_version("beta", "auth", b"bytes-one")
+        .await
+        .unwrap();
     // Order: a second plugin placed first, then moved last.
-    store.add_plugin_version("acme", "tag", b"bytes-tag").await.unwrap();
-    let tag = PluginAttachment { plugin: "tag".into(), version: 1, config: Default::default(), on_error: OnError::FailOpen };
-    store.attach_plugin_at("acme", "api", tag.clone(), Some(0)).await.unwrap();
-    let order = |r: wharf_tenancy::Route| r.plugins.iter().map(|a| a.plugin.clone()).collect::<Vec<_>>();
-    assert_eq!(order(store.route("acme", "api").await.unwrap()), vec!["tag", "auth"]);
-    store.attach_plugin_at("acme", "api", tag, Some(9)).await.unwrap();
-    assert_eq!(order(store.route("acme", "api").await.unwrap()), vec!["auth", "tag"]);
+    store
+        .add_plugin_version("acme", "tag", b"bytes-tag")
+        .await
+        .unwrap();
+    let tag = PluginAttachment {
+        plugin: "tag".into(),
+        version: 1,
+        config: Default::default(),
+        on_error: OnError::FailOpen,
+    };
+    store
+        .attach_plugin_at("acme", "api", tag.clone(), Some(0))
+        .await
+        .unwrap();
+    let order = |r: wharf_tenancy::Route| {
+        r.plugins
+            .iter()
+            .map(|a| a.plugin.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        order(store.route("acme", "api").await.unwrap()),
+        vec!["tag", "auth"]
+    );
+    store
+        .attach_plugin_at("acme", "api", tag, Some(9))
+        .await
+        .unwrap();
+    assert_eq!(
+        order(store.route("acme", "api").await.unwrap()),
+        vec!["auth", "tag"]
+    );
     store.detach_plugin("acme", "api", "tag").await.unwrap();
     store.detach_plugin("acme", "api", "auth").await.unwrap();
     assert!(store.route("acme", "api").await.unwrap().plugins.is_empty());
 
-    let quotas = Quotas { plugin_fuel: 5_000, ..Quotas::default() };
+    let quotas = Quotas {
+        plugin_fuel: 5_000,
+        ..Quotas::default()
+    };
     store.set_quotas("acme", &quotas).await.unwrap();
-    assert_eq!(store.tenant("acme").await.unwrap().quotas.plugin_fuel, 5_000);
-    let bad = Quotas { plugin_deadline_ms: 0, ..Quotas::default() };
-    assert!(matches!(store.set_quotas("acme", &bad).await, Err(StoreError::Invalid(_))));
+    assert_eq!(
+        store.tenant("acme").await.unwrap().quotas.plugin_fuel,
+        5_000
+    );
+    let bad = Quotas {
+        plugin_deadline_ms: 0,
+        ..Quotas::default()
+    };
+    assert!(matches!(
+        store.set_quotas("acme", &bad).await,
+        Err(StoreError::Invalid(_))
+    ));
 
     store.remove_tenant("acme").await.unwrap();
-    assert!(store.plugin_blob(sha).await.unwrap().is_some(), "beta still uses the blob");
+    assert!(
+        store.plugin_blob(sha).await.unwrap().is_some(),
+        "beta still uses the blob"
+    );
     store.remove_tenant("beta").await.unwrap();
-    assert!(store.plugin_blob(sha).await.unwrap().is_none(), "unreferenced blobs are removed");
+    assert!(
+        store.plugin_blob(sha).await.unwrap().is_none(),
+        "unreferenced blobs are removed"
+    );
 }
 
 #[tokio::test]
@@ -175,7 +270,10 @@ async fn concurrent_uploads_get_consistent_versions() {
     for i in 0..10 {
         let s = store.clone();
         tasks.push(tokio::spawn(async move {
-            s.add_plugin_version("acme", "p", format!("bytes-{i}").as_bytes()).await.unwrap().0
+            s.add_plugin_version("acme", "p", format!("bytes-{i}").as_bytes())
+                .await
+                .unwrap()
+                .0
         }));
     }
     let mut versions = Vec::new();

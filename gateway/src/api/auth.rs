@@ -20,7 +20,9 @@ impl Principal {
         match self {
             Principal::Operator => Ok(()),
             Principal::Tenant(own) if own == tenant => Ok(()),
-            Principal::Tenant(_) => Err(ApiError::not_found(format!("tenant {tenant:?} does not exist"))),
+            Principal::Tenant(_) => Err(ApiError::not_found(format!(
+                "tenant {tenant:?} does not exist"
+            ))),
         }
     }
 
@@ -47,17 +49,26 @@ impl Principal {
 impl FromRequestParts<ApiState> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Principal, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Principal, ApiError> {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <operator token or tenant API key>"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "send Authorization: Bearer <operator token or tenant API key>",
+                )
+            })?;
         let token = header
             .strip_prefix("Bearer ")
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
+            })?;
         if let Some(op) = &state.operator_token {
             // Compare digests: constant-time with respect to the secret's content.
             if Sha256::digest(op.as_bytes()) == Sha256::digest(token.as_bytes()) {

@@ -57,25 +57,56 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 pub fn router(state: ApiState) -> Router {
     let upload_limit = state.max_plugin_bytes.saturating_add(1);
     Router::new()
-        .route("/v1/openapi.json", get(|| async { ([("content-type", "application/json")], OPENAPI) }))
+        .route(
+            "/v1/openapi.json",
+            get(|| async { ([("content-type", "application/json")], OPENAPI) }),
+        )
         .route("/v1/tenants", get(tenants::list).post(tenants::create))
-        .route("/v1/tenants/{tenant}", get(tenants::get).patch(tenants::update).delete(tenants::remove))
+        .route(
+            "/v1/tenants/{tenant}",
+            get(tenants::get)
+                .patch(tenants::update)
+                .delete(tenants::remove),
+        )
         .route("/v1/tenants/{tenant}/quotas", patch(tenants::set_quotas))
-        .route("/v1/tenants/{tenant}/hostnames", post(tenants::add_hostname))
-        .route("/v1/tenants/{tenant}/hostnames/{host}", delete(tenants::remove_hostname))
-        .route("/v1/tenants/{tenant}/api-keys", get(tenants::list_keys).post(tenants::create_key))
-        .route("/v1/tenants/{tenant}/api-keys/{key}", delete(tenants::revoke_key))
+        .route(
+            "/v1/tenants/{tenant}/hostnames",
+            post(tenants::add_hostname),
+        )
+        .route(
+            "/v1/tenants/{tenant}/hostnames/{host}",
+            delete(tenants::remove_hostname),
+        )
+        .route(
+            "/v1/tenants/{tenant}/api-keys",
+            get(tenants::list_keys).post(tenants::create_key),
+        )
+        .route(
+            "/v1/tenants/{tenant}/api-keys/{key}",
+            delete(tenants::revoke_key),
+        )
         .route("/v1/tenants/{tenant}/usage", get(tenants::usage))
         .route("/v1/audit", get(tenants::audit))
         .route("/v1/tenants/{tenant}/routes", get(routes::list))
-        .route("/v1/tenants/{tenant}/routes/{route}", get(routes::get).put(routes::put).delete(routes::remove))
-        .route("/v1/tenants/{tenant}/routes/{route}/plugins/{plugin}", put(routes::attach).delete(routes::detach))
+        .route(
+            "/v1/tenants/{tenant}/routes/{route}",
+            get(routes::get).put(routes::put).delete(routes::remove),
+        )
+        .route(
+            "/v1/tenants/{tenant}/routes/{route}/plugins/{plugin}",
+            put(routes::attach).delete(routes::detach),
+        )
         .route("/v1/tenants/{tenant}/plugins", get(plugins::list))
         .route(
             "/v1/tenants/{tenant}/plugins/{plugin}",
-            put(plugins::upload).get(plugins::versions).delete(plugins::remove),
+            put(plugins::upload)
+                .get(plugins::versions)
+                .delete(plugins::remove),
         )
-        .route("/v1/tenants/{tenant}/plugins/{plugin}/rollback", post(plugins::rollback))
+        .route(
+            "/v1/tenants/{tenant}/plugins/{plugin}/rollback",
+            post(plugins::rollback),
+        )
         .layer(DefaultBodyLimit::max(upload_limit))
         .with_state(state)
 }

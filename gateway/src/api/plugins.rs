@@ -20,47 +20,98 @@ pub async fn upload(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let who = who?;
     who.scope(&tenant)?;
-    wharf_tenancy::model::validate_id(&name).map_err(|e| ApiError::bad_request(format!("plugin name: {e}")))?;
+    wharf_tenancy::model::validate_id(&name)
+        .map_err(|e| ApiError::bad_request(format!("plugin name: {e}")))?;
     let store = s.store_as(&who).await?;
-    let limit = store.tenant(&tenant).await?.quotas.plugin_max_bytes.min(s.max_plugin_bytes as u64);
+    let limit = store
+        .tenant(&tenant)
+        .await?
+        .quotas
+        .plugin_max_bytes
+        .min(s.max_plugin_bytes as u64);
     let bytes = body.map_err(|e| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("upload refused: {e}; the limit is {limit} bytes"))
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("upload refused: {e}; the limit is {limit} bytes"),
+        )
     })?;
     if bytes.is_empty() {
-        return Err(ApiError::bad_request("the request body must be the plugin's .wasm component"));
+        return Err(ApiError::bad_request(
+            "the request body must be the plugin's .wasm component",
+        ));
     }
     if bytes.len() as u64 > limit {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("{} bytes, the limit is {limit}", bytes.len())));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("{} bytes, the limit is {limit}", bytes.len()),
+        ));
     }
     let runtime = s.runtime.clone();
     let checked = bytes.clone();
     tokio::task::spawn_blocking(move || runtime.validate(&checked))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin", e.to_string()))?;
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                e.to_string(),
+            )
+        })?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_plugin",
+                e.to_string(),
+            )
+        })?;
     let (version, v) = store.add_plugin_version(&tenant, &name, &bytes).await?;
     let sha = wharf_plugins::sha256_hex(&bytes);
-    Ok((StatusCode::CREATED, Json(json!({ "name": name, "version": version, "sha256": sha, "config_version": v }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "name": name, "version": version, "sha256": sha, "config_version": v })),
+    ))
 }
 
-pub async fn list(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
-    Ok(Json(json!({ "plugins": s.store().await?.tenant(&tenant).await?.plugins })))
+    Ok(Json(
+        json!({ "plugins": s.store().await?.tenant(&tenant).await?.plugins }),
+    ))
 }
 
-pub async fn versions(State(s): State<ApiState>, who: Principal, Path((tenant, name)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn versions(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
     let t = s.store().await?.tenant(&tenant).await?;
     let versions: Vec<_> = t.plugins.iter().filter(|p| p.name == name).collect();
     if versions.is_empty() {
-        return Err(ApiError::not_found(format!("plugin {name:?} does not exist")));
+        return Err(ApiError::not_found(format!(
+            "plugin {name:?} does not exist"
+        )));
     }
     Ok(Json(json!({ "name": name, "versions": versions })))
 }
 
-pub async fn remove(State(s): State<ApiState>, who: Principal, Path((tenant, name)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn remove(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
-    let v = s.store_as(&who).await?.remove_plugin(&tenant, &name).await?;
+    let v = s
+        .store_as(&who)
+        .await?
+        .remove_plugin(&tenant, &name)
+        .await?;
     Ok(Json(json!({ "config_version": v })))
 }
 
@@ -78,6 +129,12 @@ pub async fn rollback(
     Json(b): Json<Rollback>,
 ) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
-    let (moved, config_version) = s.store_as(&who).await?.rollback_plugin(&tenant, &name, b.version).await?;
-    Ok(Json(json!({ "routes": moved, "version": b.version, "config_version": config_version })))
+    let (moved, config_version) = s
+        .store_as(&who)
+        .await?
+        .rollback_plugin(&tenant, &name, b.version)
+        .await?;
+    Ok(Json(
+        json!({ "routes": moved, "version": b.version, "config_version": config_version }),
+    ))
 }

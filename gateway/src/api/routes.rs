@@ -10,12 +10,22 @@ use wharf_tenancy::{HealthCheck, OnError, PluginAttachment, Route, Timeouts, Ups
 
 use super::{ApiError, ApiState, Principal};
 
-pub async fn list(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
-    Ok(Json(json!({ "routes": s.store().await?.tenant(&tenant).await?.routes })))
+    Ok(Json(
+        json!({ "routes": s.store().await?.tenant(&tenant).await?.routes }),
+    ))
 }
 
-pub async fn get(State(s): State<ApiState>, who: Principal, Path((tenant, route)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn get(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path((tenant, route)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
     Ok(Json(json!(s.store().await?.route(&tenant, &route).await?)))
 }
@@ -34,16 +44,37 @@ pub struct RouteBody {
     health_check: Option<HealthCheck>,
 }
 
-pub async fn put(State(s): State<ApiState>, who: Principal, Path((tenant, id)): Path<(String, String)>, Json(b): Json<RouteBody>) -> Result<Json<Value>, ApiError> {
+pub async fn put(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path((tenant, id)): Path<(String, String)>,
+    Json(b): Json<RouteBody>,
+) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
     let store = s.store_as(&who).await?;
-    let plugins = store.route(&tenant, &id).await.map(|r| r.plugins).unwrap_or_default();
-    let route = Route { id, path_prefix: b.path_prefix, methods: b.methods, upstreams: b.upstreams, timeouts: b.timeouts, health_check: b.health_check, plugins };
+    let plugins = store
+        .route(&tenant, &id)
+        .await
+        .map(|r| r.plugins)
+        .unwrap_or_default();
+    let route = Route {
+        id,
+        path_prefix: b.path_prefix,
+        methods: b.methods,
+        upstreams: b.upstreams,
+        timeouts: b.timeouts,
+        health_check: b.health_check,
+        plugins,
+    };
     let v = store.put_route(&tenant, route).await?;
     Ok(Json(json!({ "config_version": v })))
 }
 
-pub async fn remove(State(s): State<ApiState>, who: Principal, Path((tenant, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn remove(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
     let v = s.store_as(&who).await?.remove_route(&tenant, &id).await?;
     Ok(Json(json!({ "config_version": v })))
@@ -74,13 +105,28 @@ pub async fn attach(
         Some(v) => v,
         None => store.latest_plugin_version(&tenant, &plugin).await?,
     };
-    let a = PluginAttachment { plugin, version, config: b.config, on_error: b.on_error };
-    let v = store.attach_plugin_at(&tenant, &route, a, b.position).await?;
+    let a = PluginAttachment {
+        plugin,
+        version,
+        config: b.config,
+        on_error: b.on_error,
+    };
+    let v = store
+        .attach_plugin_at(&tenant, &route, a, b.position)
+        .await?;
     Ok(Json(json!({ "version": version, "config_version": v })))
 }
 
-pub async fn detach(State(s): State<ApiState>, who: Principal, Path((tenant, route, plugin)): Path<(String, String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn detach(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path((tenant, route, plugin)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
-    let v = s.store_as(&who).await?.detach_plugin(&tenant, &route, &plugin).await?;
+    let v = s
+        .store_as(&who)
+        .await?
+        .detach_plugin(&tenant, &route, &plugin)
+        .await?;
     Ok(Json(json!({ "config_version": v })))
 }

@@ -17,11 +17,22 @@ pub struct NewTenant {
     hostnames: Vec<String>,
 }
 
-pub async fn create(State(s): State<ApiState>, who: Principal, Json(t): Json<NewTenant>) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn create(
+    State(s): State<ApiState>,
+    who: Principal,
+    Json(t): Json<NewTenant>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     who.operator()?;
     let hosts: Vec<&str> = t.hostnames.iter().map(String::as_str).collect();
-    let v = s.store_as(&who).await?.create_tenant(&t.id, t.display_name.as_deref().unwrap_or(&t.id), &hosts).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "id": t.id, "config_version": v }))))
+    let v = s
+        .store_as(&who)
+        .await?
+        .create_tenant(&t.id, t.display_name.as_deref().unwrap_or(&t.id), &hosts)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": t.id, "config_version": v })),
+    ))
 }
 
 pub async fn list(State(s): State<ApiState>, who: Principal) -> Result<Json<Value>, ApiError> {
@@ -35,7 +46,11 @@ pub async fn list(State(s): State<ApiState>, who: Principal) -> Result<Json<Valu
     Ok(Json(json!({ "tenants": visible })))
 }
 
-pub async fn get(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
     let t = s.store().await?.tenant(&tenant).await?;
     Ok(Json(json!({
@@ -53,31 +68,53 @@ pub struct TenantUpdate {
     display_name: String,
 }
 
-pub async fn update(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>, Json(u): Json<TenantUpdate>) -> Result<Json<Value>, ApiError> {
+pub async fn update(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path(tenant): Path<String>,
+    Json(u): Json<TenantUpdate>,
+) -> Result<Json<Value>, ApiError> {
     who.operator()?;
-    let v = s.store_as(&who).await?.rename_tenant(&tenant, &u.display_name).await?;
+    let v = s
+        .store_as(&who)
+        .await?
+        .rename_tenant(&tenant, &u.display_name)
+        .await?;
     Ok(Json(json!({ "config_version": v })))
 }
 
-pub async fn remove(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn remove(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     who.operator()?;
     let v = s.store_as(&who).await?.remove_tenant(&tenant).await?;
     Ok(Json(json!({ "config_version": v })))
 }
 
 /// A partial update: only the given fields change.
-pub async fn set_quotas(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>, Json(patch): Json<Value>) -> Result<Json<Value>, ApiError> {
+pub async fn set_quotas(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path(tenant): Path<String>,
+    Json(patch): Json<Value>,
+) -> Result<Json<Value>, ApiError> {
     who.operator()?;
     let store = s.store_as(&who).await?;
-    let mut fields = serde_json::to_value(store.tenant(&tenant).await?.quotas).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let Some(updates) = patch.as_object() else { return Err(ApiError::bad_request("send a JSON object of quota fields")) };
+    let mut fields = serde_json::to_value(store.tenant(&tenant).await?.quotas)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let Some(updates) = patch.as_object() else {
+        return Err(ApiError::bad_request("send a JSON object of quota fields"));
+    };
     for (k, v) in updates {
         match fields.get_mut(k) {
             Some(slot) => *slot = v.clone(),
             None => return Err(ApiError::bad_request(format!("unknown quota {k:?}"))),
         }
     }
-    let quotas: wharf_tenancy::Quotas = serde_json::from_value(fields).map_err(|e| ApiError::bad_request(format!("bad quota value: {e}")))?;
+    let quotas: wharf_tenancy::Quotas = serde_json::from_value(fields)
+        .map_err(|e| ApiError::bad_request(format!("bad quota value: {e}")))?;
     let v = store.set_quotas(&tenant, &quotas).await?;
     Ok(Json(json!({ "quotas": quotas, "config_version": v })))
 }
@@ -87,38 +124,79 @@ pub struct NewHostname {
     hostname: String,
 }
 
-pub async fn add_hostname(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>, Json(h): Json<NewHostname>) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn add_hostname(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path(tenant): Path<String>,
+    Json(h): Json<NewHostname>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     who.operator()?;
-    let v = s.store_as(&who).await?.add_hostname(&tenant, &h.hostname).await?;
+    let v = s
+        .store_as(&who)
+        .await?
+        .add_hostname(&tenant, &h.hostname)
+        .await?;
     Ok((StatusCode::CREATED, Json(json!({ "config_version": v }))))
 }
 
-pub async fn remove_hostname(State(s): State<ApiState>, who: Principal, Path((tenant, host)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn remove_hostname(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path((tenant, host)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     who.operator()?;
-    let v = s.store_as(&who).await?.remove_hostname(&tenant, &host).await?;
+    let v = s
+        .store_as(&who)
+        .await?
+        .remove_hostname(&tenant, &host)
+        .await?;
     Ok(Json(json!({ "config_version": v })))
 }
 
-pub async fn create_key(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn create_key(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path(tenant): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     who.operator()?;
     let (id, secret) = s.store_as(&who).await?.create_api_key(&tenant).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "id": id, "key": secret, "note": "the key is shown once; store it now" }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "key": secret, "note": "the key is shown once; store it now" })),
+    ))
 }
 
-pub async fn list_keys(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn list_keys(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     who.operator()?;
     s.store().await?.tenant(&tenant).await?;
-    Ok(Json(json!({ "keys": s.store().await?.list_api_keys(&tenant).await? })))
+    Ok(Json(
+        json!({ "keys": s.store().await?.list_api_keys(&tenant).await? }),
+    ))
 }
 
-pub async fn revoke_key(State(s): State<ApiState>, who: Principal, Path((tenant, key)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+pub async fn revoke_key(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path((tenant, key)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
     who.operator()?;
-    s.store_as(&who).await?.revoke_api_key(&tenant, &key).await?;
+    s.store_as(&who)
+        .await?
+        .revoke_api_key(&tenant, &key)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// The tenant's counters on this node, from the same registry as /metrics.
-pub async fn usage(State(s): State<ApiState>, who: Principal, Path(tenant): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn usage(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
     s.store().await?.tenant(&tenant).await?;
     let wanted = [
@@ -129,11 +207,16 @@ pub async fn usage(State(s): State<ApiState>, who: Principal, Path(tenant): Path
     ];
     let mut out = serde_json::Map::new();
     for family in s.metrics.registry().gather() {
-        let Some((_, key)) = wanted.iter().find(|(n, _)| *n == family.name()) else { continue };
+        let Some((_, key)) = wanted.iter().find(|(n, _)| *n == family.name()) else {
+            continue;
+        };
         let mut by: serde_json::Map<String, Value> = serde_json::Map::new();
         for m in family.get_metric() {
             let labels = m.get_label();
-            if !labels.iter().any(|l| l.name() == "tenant" && l.value() == tenant) {
+            if !labels
+                .iter()
+                .any(|l| l.name() == "tenant" && l.value() == tenant)
+            {
                 continue;
             }
             let breakdown: Vec<String> = labels
@@ -141,7 +224,10 @@ pub async fn usage(State(s): State<ApiState>, who: Principal, Path(tenant): Path
                 .filter(|l| l.name() != "tenant")
                 .map(|l| format!("{}={}", l.name(), l.value()))
                 .collect();
-            by.insert(breakdown.join(","), json!(m.get_counter().get_value() as u64));
+            by.insert(
+                breakdown.join(","),
+                json!(m.get_counter().get_value() as u64),
+            );
         }
         out.insert(key.to_string(), Value::Object(by));
     }
@@ -153,8 +239,16 @@ pub struct AuditQuery {
     limit: Option<i64>,
 }
 
-pub async fn audit(State(s): State<ApiState>, who: Principal, Query(q): Query<AuditQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn audit(
+    State(s): State<ApiState>,
+    who: Principal,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
     who.operator()?;
-    let entries = s.store().await?.audit_log(q.limit.unwrap_or(100).clamp(1, 1000)).await?;
+    let entries = s
+        .store()
+        .await?
+        .audit_log(q.limit.unwrap_or(100).clamp(1, 1000))
+        .await?;
     Ok(Json(json!({ "entries": entries })))
 }

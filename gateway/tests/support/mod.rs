@@ -48,7 +48,9 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start(name: &str) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().expect("upstream addr");
         let name = name.to_string();
         let task = tokio::spawn(async move {
@@ -88,7 +90,10 @@ pub fn route(id: &str, prefix: &str, upstreams: &[&str]) -> Route {
         methods: vec![],
         upstreams: upstreams
             .iter()
-            .map(|a| UpstreamTarget { addr: a.to_string(), weight: 1 })
+            .map(|a| UpstreamTarget {
+                addr: a.to_string(),
+                weight: 1,
+            })
             .collect(),
         timeouts: Timeouts::default(),
         health_check: None::<HealthCheck>,
@@ -136,7 +141,11 @@ impl Wharf {
         panic!("wharf could not find free ports in 3 tries")
     }
 
-    async fn try_start(store_url: &str, extra_toml: &str, extra_args: &[&str]) -> Result<Wharf, String> {
+    async fn try_start(
+        store_url: &str,
+        extra_toml: &str,
+        extra_args: &[&str],
+    ) -> Result<Wharf, String> {
         let dir = std::env::temp_dir().join(format!("wharf-gw-{}", unique_suffix()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let proxy = free_addr();
@@ -165,7 +174,15 @@ impl Wharf {
             .build()
             .expect("client");
         let extra_args = extra_args.iter().map(|s| s.to_string()).collect();
-        let mut w = Wharf { child, config, extra_args, proxy, admin, dir, client };
+        let mut w = Wharf {
+            child,
+            config,
+            extra_args,
+            proxy,
+            admin,
+            dir,
+            client,
+        };
         w.wait_ready().await?;
         Ok(w)
     }
@@ -174,7 +191,10 @@ impl Wharf {
     pub async fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let log = std::fs::OpenOptions::new().append(true).open(self.dir.join("wharf.log")).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("wharf.log"))
+            .expect("log file");
         self.child = Command::new(env!("CARGO_BIN_EXE_wharf"))
             .arg("serve")
             .arg("--config")
@@ -196,13 +216,23 @@ impl Wharf {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("wharf exited early ({status}):\n{}", self.log()));
             }
-            if let Ok(r) = self.client.get(format!("http://{}/healthz", self.admin)).send().await {
-                if r.status().is_success() && tokio::net::TcpStream::connect(self.proxy).await.is_ok() {
+            if let Ok(r) = self
+                .client
+                .get(format!("http://{}/healthz", self.admin))
+                .send()
+                .await
+            {
+                if r.status().is_success()
+                    && tokio::net::TcpStream::connect(self.proxy).await.is_ok()
+                {
                     return Ok(());
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("wharf did not become ready in 30 s:\n{}", self.log()));
+                return Err(format!(
+                    "wharf did not become ready in 30 s:\n{}",
+                    self.log()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -218,7 +248,13 @@ impl Wharf {
     }
 
     /// A request through the proxy with the given Host header.
-    pub async fn request(&self, method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    pub async fn request(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self
             .client
@@ -227,14 +263,24 @@ impl Wharf {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("request {path} failed: {e}\n{}", self.log()));
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request {path} failed: {e}\n{}", self.log()));
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.bytes().await.expect("body");
         let json = serde_json::from_slice(&body).unwrap_or_else(|_| {
-            panic!("reply to {host}{path} is not JSON ({status}): {}", String::from_utf8_lossy(&body))
+            panic!(
+                "reply to {host}{path} is not JSON ({status}): {}",
+                String::from_utf8_lossy(&body)
+            )
         });
-        Reply { status, headers, json }
+        Reply {
+            status,
+            headers,
+            json,
+        }
     }
 
     pub async fn get(&self, host: &str, path: &str) -> Reply {
@@ -253,7 +299,9 @@ impl Wharf {
     }
 
     pub async fn config_version(&self) -> i64 {
-        self.healthz().await["config_version"].as_i64().expect("config_version")
+        self.healthz().await["config_version"]
+            .as_i64()
+            .expect("config_version")
     }
 
     /// Waits until this node serves config `version` (or newer); returns how long that took.
@@ -292,7 +340,10 @@ impl Wharf {
             if got == expected {
                 return m;
             }
-            assert!(start.elapsed() < Duration::from_secs(5), "{series} is {got}, expected {expected}");
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{series} is {got}, expected {expected}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -320,5 +371,7 @@ pub fn redis_addr() -> String {
     let url = std::env::var("WHARF_TEST_REDIS_URL").unwrap_or_else(|_| {
         panic!("WHARF_TEST_REDIS_URL is not set: run the suite with scripts/test, which starts a throwaway Redis")
     });
-    url.trim_start_matches("redis://").trim_end_matches('/').to_string()
+    url.trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_string()
 }

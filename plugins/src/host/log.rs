@@ -14,7 +14,9 @@ pub struct LogBudget {
 
 impl Default for LogBudget {
     fn default() -> Self {
-        LogBudget { remaining: LINES_PER_REQUEST }
+        LogBudget {
+            remaining: LINES_PER_REQUEST,
+        }
     }
 }
 
@@ -23,11 +25,17 @@ impl Host for PluginState {
         let tenant = self.tenant.as_ref();
         let label = self.metrics.tenant(tenant);
         if self.log.remaining == 0 {
-            self.metrics.plugin_logs_total.with_label_values(&[&label, "dropped"]).inc();
+            self.metrics
+                .plugin_logs_total
+                .with_label_values(&[&label, "dropped"])
+                .inc();
             return;
         }
         self.log.remaining -= 1;
-        self.metrics.plugin_logs_total.with_label_values(&[&label, "emitted"]).inc();
+        self.metrics
+            .plugin_logs_total
+            .with_label_values(&[&label, "emitted"])
+            .inc();
         let mut end = message.len().min(MAX_LINE_BYTES);
         while !message.is_char_boundary(end) {
             end -= 1;

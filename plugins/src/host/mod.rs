@@ -42,7 +42,11 @@ pub struct HostCall {
 impl PluginState {
     pub fn host_call(&self, function: &'static str) -> HostCall {
         let span = tracing::debug_span!(target: "wharf::trace", "host_call", tenant = %self.tenant, plugin = %self.plugin, function, outcome = tracing::field::Empty);
-        HostCall { function, started: Instant::now(), span }
+        HostCall {
+            function,
+            started: Instant::now(),
+            span,
+        }
     }
 }
 
@@ -56,8 +60,12 @@ impl HostCall {
         self.span.record("outcome", outcome);
         let m = &state.metrics;
         let tenant = m.tenant(&state.tenant);
-        m.host_calls_total.with_label_values(&[&tenant, &state.plugin, self.function, outcome]).inc();
-        m.host_call_duration.with_label_values(&[&tenant, self.function]).observe(elapsed.as_secs_f64());
+        m.host_calls_total
+            .with_label_values(&[&tenant, &state.plugin, self.function, outcome])
+            .inc();
+        m.host_call_duration
+            .with_label_values(&[&tenant, self.function])
+            .observe(elapsed.as_secs_f64());
     }
 }
 

@@ -7,25 +7,43 @@ use crate::host::PluginState;
 use wharf_tenancy::backends::sql as backend;
 
 impl Host for PluginState {
-    async fn query(&mut self, statement: String, params: Vec<SqlValue>) -> Result<RowSet, HostError> {
+    async fn query(
+        &mut self,
+        statement: String,
+        params: Vec<SqlValue>,
+    ) -> Result<RowSet, HostError> {
         let call = self.host_call("sql.query");
         let result = match self.sql().await {
-            Ok(sql) => sql.query(&statement, params.into_iter().map(from_wit).collect()).await,
+            Ok(sql) => {
+                sql.query(&statement, params.into_iter().map(from_wit).collect())
+                    .await
+            }
             Err(e) => Err(e),
         };
         call.finish(self, &result);
         result
             .map(|rs| RowSet {
                 columns: rs.columns,
-                rows: rs.rows.into_iter().map(|r| r.into_iter().map(to_wit).collect()).collect(),
+                rows: rs
+                    .rows
+                    .into_iter()
+                    .map(|r| r.into_iter().map(to_wit).collect())
+                    .collect(),
             })
             .map_err(super::to_wit_error)
     }
 
-    async fn execute(&mut self, statement: String, params: Vec<SqlValue>) -> Result<u64, HostError> {
+    async fn execute(
+        &mut self,
+        statement: String,
+        params: Vec<SqlValue>,
+    ) -> Result<u64, HostError> {
         let call = self.host_call("sql.execute");
         let result = match self.sql().await {
-            Ok(sql) => sql.execute(&statement, params.into_iter().map(from_wit).collect()).await,
+            Ok(sql) => {
+                sql.execute(&statement, params.into_iter().map(from_wit).collect())
+                    .await
+            }
             Err(e) => Err(e),
         };
         call.finish(self, &result);

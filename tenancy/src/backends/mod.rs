@@ -69,7 +69,9 @@ impl Backends {
     /// Provisions a tenant's SQL ahead of its first host call (Postgres role and schema), so the
     /// first request does not pay for it inside its plugin's deadline. Idempotent.
     pub async fn prepare(&self, tenant: &str, quotas: &Quotas) -> Result<(), HostError> {
-        let SqlBackend::Postgres(admin_url) = &self.settings.sql else { return Ok(()) };
+        let SqlBackend::Postgres(admin_url) = &self.settings.sql else {
+            return Ok(());
+        };
         let key = (tenant.to_string(), quotas.sql_max_connections);
         if lock(&self.provisioned).contains(&key) {
             return Ok(());
@@ -113,7 +115,8 @@ impl TenantBackends {
             .redis
             .get_or_init(|| async {
                 let url = self.settings.redis_url.as_deref()?;
-                match redis::TenantRedis::new(&self.tenant, url, &self.quotas, self.metrics.clone()) {
+                match redis::TenantRedis::new(&self.tenant, url, &self.quotas, self.metrics.clone())
+                {
                     Ok(r) => Some(r),
                     Err(e) => {
                         tracing::error!(tenant = %self.tenant, "cannot build Redis pool: {e}");
@@ -131,7 +134,14 @@ impl TenantBackends {
             .get_or_try_init(|| async {
                 let key = (self.tenant.clone(), self.quotas.sql_max_connections);
                 let provisioned = lock(&self.provisioned).contains(&key);
-                let opened = sql::TenantSql::open(&self.tenant, &self.settings.sql, &self.quotas, provisioned, self.metrics.clone()).await?;
+                let opened = sql::TenantSql::open(
+                    &self.tenant,
+                    &self.settings.sql,
+                    &self.quotas,
+                    provisioned,
+                    self.metrics.clone(),
+                )
+                .await?;
                 lock(&self.provisioned).insert(key);
                 Ok(opened)
             })

@@ -38,5 +38,8 @@ impl Rate {
 
 /// Counts a quota rejection.
 pub fn reject(metrics: &Metrics, tenant: &str, quota: &str) {
-    metrics.quota_rejections_total.with_label_values(&[&metrics.tenant(tenant), quota]).inc();
+    metrics
+        .quota_rejections_total
+        .with_label_values(&[&metrics.tenant(tenant), quota])
+        .inc();
 }

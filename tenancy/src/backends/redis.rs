@@ -29,34 +29,93 @@ enum Keys {
 const COMMANDS: &[(&str, Keys)] = &[
     ("PING", Keys::None),
     // strings and counters
-    ("GET", Keys::First), ("SET", Keys::First), ("SETNX", Keys::First), ("SETEX", Keys::First),
-    ("PSETEX", Keys::First), ("GETSET", Keys::First), ("GETDEL", Keys::First), ("GETEX", Keys::First),
-    ("APPEND", Keys::First), ("STRLEN", Keys::First), ("GETRANGE", Keys::First), ("SETRANGE", Keys::First),
-    ("INCR", Keys::First), ("INCRBY", Keys::First), ("INCRBYFLOAT", Keys::First), ("DECR", Keys::First),
-    ("DECRBY", Keys::First), ("MGET", Keys::All), ("MSET", Keys::Alternate), ("MSETNX", Keys::Alternate),
+    ("GET", Keys::First),
+    ("SET", Keys::First),
+    ("SETNX", Keys::First),
+    ("SETEX", Keys::First),
+    ("PSETEX", Keys::First),
+    ("GETSET", Keys::First),
+    ("GETDEL", Keys::First),
+    ("GETEX", Keys::First),
+    ("APPEND", Keys::First),
+    ("STRLEN", Keys::First),
+    ("GETRANGE", Keys::First),
+    ("SETRANGE", Keys::First),
+    ("INCR", Keys::First),
+    ("INCRBY", Keys::First),
+    ("INCRBYFLOAT", Keys::First),
+    ("DECR", Keys::First),
+    ("DECRBY", Keys::First),
+    ("MGET", Keys::All),
+    ("MSET", Keys::Alternate),
+    ("MSETNX", Keys::Alternate),
     // keys and expiry
-    ("DEL", Keys::All), ("UNLINK", Keys::All), ("EXISTS", Keys::All), ("TOUCH", Keys::All),
-    ("TYPE", Keys::First), ("EXPIRE", Keys::First), ("PEXPIRE", Keys::First), ("EXPIREAT", Keys::First),
-    ("PEXPIREAT", Keys::First), ("TTL", Keys::First), ("PTTL", Keys::First), ("PERSIST", Keys::First),
-    ("RENAME", Keys::FirstTwo), ("RENAMENX", Keys::FirstTwo),
+    ("DEL", Keys::All),
+    ("UNLINK", Keys::All),
+    ("EXISTS", Keys::All),
+    ("TOUCH", Keys::All),
+    ("TYPE", Keys::First),
+    ("EXPIRE", Keys::First),
+    ("PEXPIRE", Keys::First),
+    ("EXPIREAT", Keys::First),
+    ("PEXPIREAT", Keys::First),
+    ("TTL", Keys::First),
+    ("PTTL", Keys::First),
+    ("PERSIST", Keys::First),
+    ("RENAME", Keys::FirstTwo),
+    ("RENAMENX", Keys::FirstTwo),
     // hashes
-    ("HGET", Keys::First), ("HSET", Keys::First), ("HSETNX", Keys::First), ("HMGET", Keys::First),
-    ("HMSET", Keys::First), ("HDEL", Keys::First), ("HEXISTS", Keys::First), ("HGETALL", Keys::First),
-    ("HKEYS", Keys::First), ("HVALS", Keys::First), ("HLEN", Keys::First), ("HINCRBY", Keys::First),
+    ("HGET", Keys::First),
+    ("HSET", Keys::First),
+    ("HSETNX", Keys::First),
+    ("HMGET", Keys::First),
+    ("HMSET", Keys::First),
+    ("HDEL", Keys::First),
+    ("HEXISTS", Keys::First),
+    ("HGETALL", Keys::First),
+    ("HKEYS", Keys::First),
+    ("HVALS", Keys::First),
+    ("HLEN", Keys::First),
+    ("HINCRBY", Keys::First),
     ("HINCRBYFLOAT", Keys::First),
     // lists
-    ("LPUSH", Keys::First), ("RPUSH", Keys::First), ("LPUSHX", Keys::First), ("RPUSHX", Keys::First),
-    ("LPOP", Keys::First), ("RPOP", Keys::First), ("LLEN", Keys::First), ("LRANGE", Keys::First),
-    ("LINDEX", Keys::First), ("LSET", Keys::First), ("LREM", Keys::First), ("LTRIM", Keys::First),
+    ("LPUSH", Keys::First),
+    ("RPUSH", Keys::First),
+    ("LPUSHX", Keys::First),
+    ("RPUSHX", Keys::First),
+    ("LPOP", Keys::First),
+    ("RPOP", Keys::First),
+    ("LLEN", Keys::First),
+    ("LRANGE", Keys::First),
+    ("LINDEX", Keys::First),
+    ("LSET", Keys::First),
+    ("LREM", Keys::First),
+    ("LTRIM", Keys::First),
     // sets
-    ("SADD", Keys::First), ("SREM", Keys::First), ("SMEMBERS", Keys::First), ("SISMEMBER", Keys::First),
-    ("SCARD", Keys::First), ("SPOP", Keys::First), ("SRANDMEMBER", Keys::First), ("SINTER", Keys::All),
-    ("SUNION", Keys::All), ("SDIFF", Keys::All),
+    ("SADD", Keys::First),
+    ("SREM", Keys::First),
+    ("SMEMBERS", Keys::First),
+    ("SISMEMBER", Keys::First),
+    ("SCARD", Keys::First),
+    ("SPOP", Keys::First),
+    ("SRANDMEMBER", Keys::First),
+    ("SINTER", Keys::All),
+    ("SUNION", Keys::All),
+    ("SDIFF", Keys::All),
     // sorted sets
-    ("ZADD", Keys::First), ("ZREM", Keys::First), ("ZSCORE", Keys::First), ("ZINCRBY", Keys::First),
-    ("ZCARD", Keys::First), ("ZCOUNT", Keys::First), ("ZRANGE", Keys::First), ("ZRANGEBYSCORE", Keys::First),
-    ("ZREVRANGE", Keys::First), ("ZRANK", Keys::First), ("ZREVRANK", Keys::First),
-    ("ZREMRANGEBYSCORE", Keys::First), ("ZREMRANGEBYRANK", Keys::First),
+    ("ZADD", Keys::First),
+    ("ZREM", Keys::First),
+    ("ZSCORE", Keys::First),
+    ("ZINCRBY", Keys::First),
+    ("ZCARD", Keys::First),
+    ("ZCOUNT", Keys::First),
+    ("ZRANGE", Keys::First),
+    ("ZRANGEBYSCORE", Keys::First),
+    ("ZREVRANGE", Keys::First),
+    ("ZRANK", Keys::First),
+    ("ZREVRANK", Keys::First),
+    ("ZREMRANGEBYSCORE", Keys::First),
+    ("ZREMRANGEBYRANK", Keys::First),
 ];
 
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
@@ -83,23 +142,40 @@ pub enum Reply {
 }
 
 impl TenantRedis {
-    pub fn new(tenant: &str, url: &str, q: &Quotas, metrics: Arc<Metrics>) -> Result<TenantRedis, String> {
+    pub fn new(
+        tenant: &str,
+        url: &str,
+        q: &Quotas,
+        metrics: Arc<Metrics>,
+    ) -> Result<TenantRedis, String> {
         let wait = Duration::from_millis(q.pool_wait_ms);
         let pool = Config::from_url(url)
             .builder()
             .map_err(|e| e.to_string())?
             .max_size(q.redis_max_connections as usize)
             .runtime(Runtime::Tokio1)
-            .timeouts(Timeouts { wait: Some(wait), create: Some(COMMAND_TIMEOUT), recycle: Some(COMMAND_TIMEOUT) })
+            .timeouts(Timeouts {
+                wait: Some(wait),
+                create: Some(COMMAND_TIMEOUT),
+                recycle: Some(COMMAND_TIMEOUT),
+            })
             .build()
             .map_err(|e| e.to_string())?;
-        metrics.pool_quota.with_label_values(&[&*metrics.tenant(tenant), "redis"]).set(i64::from(q.redis_max_connections));
+        metrics
+            .pool_quota
+            .with_label_values(&[&*metrics.tenant(tenant), "redis"])
+            .set(i64::from(q.redis_max_connections));
         Ok(TenantRedis {
             tenant: tenant.to_string(),
             prefix: format!("wharf:{tenant}:").into_bytes(),
             pool,
             wait,
-            rate: Rate::per_second(q.redis_commands_per_second, tenant, "redis_commands_per_second", metrics.clone()),
+            rate: Rate::per_second(
+                q.redis_commands_per_second,
+                tenant,
+                "redis_commands_per_second",
+                metrics.clone(),
+            ),
             max_reply: q.redis_max_reply_bytes,
             metrics,
         })
@@ -112,28 +188,39 @@ impl TenantRedis {
             .iter()
             .find(|(c, _)| *c == upper)
             .map(|(_, k)| *k)
-            .ok_or_else(|| HostError::Denied(format!("command {upper:?} is not available to plugins")))?;
+            .ok_or_else(|| {
+                HostError::Denied(format!("command {upper:?} is not available to plugins"))
+            })?;
         if args.len() > MAX_ARGS {
-            return Err(HostError::Invalid(format!("{} arguments, at most {MAX_ARGS}", args.len())));
+            return Err(HostError::Invalid(format!(
+                "{} arguments, at most {MAX_ARGS}",
+                args.len()
+            )));
         }
         let args = self.namespace(keys, args)?;
         self.rate.check()?;
 
         let waited = Instant::now();
         let conn = self.pool.get().await;
-        self.metrics.pool_wait.with_label_values(&[&*self.metrics.tenant(&self.tenant), "redis"]).observe(waited.elapsed().as_secs_f64());
+        self.metrics
+            .pool_wait
+            .with_label_values(&[&*self.metrics.tenant(&self.tenant), "redis"])
+            .observe(waited.elapsed().as_secs_f64());
         let mut conn = conn.map_err(|e| self.pool_error(e))?;
         self.update_pool_gauges();
         let mut cmd = redis::cmd(&upper);
         for a in &args {
             cmd.arg(&a[..]);
         }
-        let result = tokio::time::timeout(COMMAND_TIMEOUT, cmd.query_async::<Value>(&mut conn)).await;
+        let result =
+            tokio::time::timeout(COMMAND_TIMEOUT, cmd.query_async::<Value>(&mut conn)).await;
         drop(conn);
         self.update_pool_gauges();
         let value = match result {
             Err(_) => return Err(HostError::Timeout),
-            Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => {
+            Ok(Err(e))
+                if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() =>
+            {
                 return Err(HostError::BackendUnavailable)
             }
             Ok(Err(e)) => return Err(HostError::Backend(e.to_string())),
@@ -143,7 +230,10 @@ impl TenantRedis {
         let size = reply_size(&reply);
         if size > self.max_reply {
             reject(&self.metrics, &self.tenant, "redis_max_reply_bytes");
-            return Err(HostError::QuotaExceeded(format!("reply of {size} bytes, the limit is {}", self.max_reply)));
+            return Err(HostError::QuotaExceeded(format!(
+                "reply of {size} bytes, the limit is {}",
+                self.max_reply
+            )));
         }
         Ok(reply)
     }
@@ -185,8 +275,14 @@ impl TenantRedis {
         let s = self.pool.status();
         let in_use = s.size.saturating_sub(s.available);
         let tenant = self.metrics.tenant(&self.tenant);
-        self.metrics.pool_connections.with_label_values(&[&tenant, "redis", "in_use"]).set(in_use as i64);
-        self.metrics.pool_connections.with_label_values(&[&tenant, "redis", "idle"]).set(s.available as i64);
+        self.metrics
+            .pool_connections
+            .with_label_values(&[&tenant, "redis", "in_use"])
+            .set(in_use as i64);
+        self.metrics
+            .pool_connections
+            .with_label_values(&[&tenant, "redis", "idle"])
+            .set(s.available as i64);
     }
 }
 
@@ -199,11 +295,18 @@ fn convert(v: Value, top: bool) -> Result<Reply, HostError> {
         Value::Okay => Reply::Status("OK".into()),
         Value::Double(d) => Reply::Bulk(d.to_string().into_bytes()),
         Value::Boolean(b) => Reply::Int(b as i64),
-        Value::Array(items) | Value::Set(items) if top => {
-            Reply::Array(items.into_iter().map(|i| convert(i, false)).collect::<Result<_, _>>()?)
-        }
+        Value::Array(items) | Value::Set(items) if top => Reply::Array(
+            items
+                .into_iter()
+                .map(|i| convert(i, false))
+                .collect::<Result<_, _>>()?,
+        ),
         Value::ServerError(e) => return Err(HostError::Backend(format!("{e:?}"))),
-        other => return Err(HostError::Backend(format!("unsupported reply shape: {other:?}"))),
+        other => {
+            return Err(HostError::Backend(format!(
+                "unsupported reply shape: {other:?}"
+            )))
+        }
     })
 }
 

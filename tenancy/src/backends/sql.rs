@@ -93,12 +93,24 @@ impl TenantSql {
             }
             SqlBackend::Sqlite(dir) => Db::Sqlite(open_sqlite(tenant, dir, q, wait).await?),
         };
-        let backend_label = if matches!(db, Db::Postgres(_)) { "postgres" } else { "sqlite" };
-        metrics.pool_quota.with_label_values(&[&*metrics.tenant(tenant), backend_label]).set(i64::from(q.sql_max_connections));
+        let backend_label = if matches!(db, Db::Postgres(_)) {
+            "postgres"
+        } else {
+            "sqlite"
+        };
+        metrics
+            .pool_quota
+            .with_label_values(&[&*metrics.tenant(tenant), backend_label])
+            .set(i64::from(q.sql_max_connections));
         Ok(TenantSql {
             tenant: tenant.to_string(),
             db,
-            rate: Rate::per_second(q.sql_queries_per_second, tenant, "sql_queries_per_second", metrics.clone()),
+            rate: Rate::per_second(
+                q.sql_queries_per_second,
+                tenant,
+                "sql_queries_per_second",
+                metrics.clone(),
+            ),
             timeout: Duration::from_millis(q.sql_statement_timeout_ms),
             max_rows: q.sql_max_rows as usize,
             max_bytes: q.sql_max_result_bytes,
@@ -107,16 +119,25 @@ impl TenantSql {
     }
 
     pub async fn query(&self, statement: &str, params: Vec<SqlValue>) -> Result<RowSet, HostError> {
-        self.run(statement, params, true).await.map(|(rows, _)| rows)
+        self.run(statement, params, true)
+            .await
+            .map(|(rows, _)| rows)
     }
 
     pub async fn execute(&self, statement: &str, params: Vec<SqlValue>) -> Result<u64, HostError> {
         self.run(statement, params, false).await.map(|(_, n)| n)
     }
 
-    async fn run(&self, statement: &str, params: Vec<SqlValue>, want_rows: bool) -> Result<(RowSet, u64), HostError> {
+    async fn run(
+        &self,
+        statement: &str,
+        params: Vec<SqlValue>,
+        want_rows: bool,
+    ) -> Result<(RowSet, u64), HostError> {
         if statement.len() > 64 * 1024 || params.len() > 1000 {
-            return Err(HostError::Invalid("statement over 64 KiB or over 1000 parameters".into()));
+            return Err(HostError::Invalid(
+                "statement over 64 KiB or over 1000 parameters".into(),
+            ));
         }
         self.rate.check()?;
         // Backstop over the server-side timeout: a dead connection must not hold the plugin.
@@ -127,7 +148,12 @@ impl TenantSql {
         }
     }
 
-    async fn run_inner(&self, statement: &str, params: Vec<SqlValue>, want_rows: bool) -> Result<(RowSet, u64), HostError> {
+    async fn run_inner(
+        &self,
+        statement: &str,
+        params: Vec<SqlValue>,
+        want_rows: bool,
+    ) -> Result<(RowSet, u64), HostError> {
         let stmt = sqlx::AssertSqlSafe(statement.to_string());
         match &self.db {
             Db::Postgres(pool) => {
@@ -135,13 +161,19 @@ impl TenantSql {
                 let mut tx = conn.begin().await.map_err(map_err)?;
                 // SET LOCAL, every time: a plugin may have changed its session's settings.
                 let set = format!("SET LOCAL statement_timeout = {}", self.timeout.as_millis());
-                sqlx::query(sqlx::AssertSqlSafe(set)).execute(&mut *tx).await.map_err(map_err)?;
+                sqlx::query(sqlx::AssertSqlSafe(set))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
                 let q = bind_params!(sqlx::query(stmt), params);
                 let out = if want_rows {
                     let rows = q.fetch_all(&mut *tx).await.map_err(map_err)?;
                     (self.collect(&rows, pg_value)?, 0)
                 } else {
-                    (RowSet::default(), q.execute(&mut *tx).await.map_err(map_err)?.rows_affected())
+                    (
+                        RowSet::default(),
+                        q.execute(&mut *tx).await.map_err(map_err)?.rows_affected(),
+                    )
                 };
                 tx.commit().await.map_err(map_err)?;
                 Ok(out)
@@ -154,19 +186,35 @@ impl TenantSql {
                     let rows = q.fetch_all(&mut *conn).await.map_err(map_err)?;
                     Ok((self.collect(&rows, sqlite_value)?, 0))
                 } else {
-                    Ok((RowSet::default(), q.execute(&mut *conn).await.map_err(map_err)?.rows_affected()))
+                    Ok((
+                        RowSet::default(),
+                        q.execute(&mut *conn)
+                            .await
+                            .map_err(map_err)?
+                            .rows_affected(),
+                    ))
                 }
             }
         }
     }
 
-    async fn acquire<DB: sqlx::Database>(&self, pool: &sqlx::Pool<DB>, backend: &str) -> Result<sqlx::pool::PoolConnection<DB>, HostError> {
+    async fn acquire<DB: sqlx::Database>(
+        &self,
+        pool: &sqlx::Pool<DB>,
+        backend: &str,
+    ) -> Result<sqlx::pool::PoolConnection<DB>, HostError> {
         let waited = Instant::now();
         let conn = pool.acquire().await;
         let tenant = self.metrics.tenant(&self.tenant);
-        self.metrics.pool_wait.with_label_values(&[&tenant, backend]).observe(waited.elapsed().as_secs_f64());
+        self.metrics
+            .pool_wait
+            .with_label_values(&[&tenant, backend])
+            .observe(waited.elapsed().as_secs_f64());
         let idle = pool.num_idle() as i64;
-        self.metrics.pool_connections.with_label_values(&[&tenant, backend, "idle"]).set(idle);
+        self.metrics
+            .pool_connections
+            .with_label_values(&[&tenant, backend, "idle"])
+            .set(idle);
         self.metrics
             .pool_connections
             .with_label_values(&[&tenant, backend, "in_use"])
@@ -185,14 +233,26 @@ impl TenantSql {
         }
     }
 
-    fn collect<R: Row>(&self, rows: &[R], value: fn(&R, usize) -> Result<SqlValue, HostError>) -> Result<RowSet, HostError> {
+    fn collect<R: Row>(
+        &self,
+        rows: &[R],
+        value: fn(&R, usize) -> Result<SqlValue, HostError>,
+    ) -> Result<RowSet, HostError> {
         if rows.len() > self.max_rows {
             reject(&self.metrics, &self.tenant, "sql_max_rows");
-            return Err(HostError::QuotaExceeded(format!("{} rows, the limit is {}", rows.len(), self.max_rows)));
+            return Err(HostError::QuotaExceeded(format!(
+                "{} rows, the limit is {}",
+                rows.len(),
+                self.max_rows
+            )));
         }
         let mut set = RowSet::default();
         if let Some(first) = rows.first() {
-            set.columns = first.columns().iter().map(|c| c.name().to_string()).collect();
+            set.columns = first
+                .columns()
+                .iter()
+                .map(|c| c.name().to_string())
+                .collect();
         }
         let mut bytes = 0u64;
         for row in rows {
@@ -210,7 +270,10 @@ impl TenantSql {
         }
         if bytes > self.max_bytes {
             reject(&self.metrics, &self.tenant, "sql_max_result_bytes");
-            return Err(HostError::QuotaExceeded(format!("{bytes} result bytes, the limit is {}", self.max_bytes)));
+            return Err(HostError::QuotaExceeded(format!(
+                "{bytes} result bytes, the limit is {}",
+                self.max_bytes
+            )));
         }
         Ok(set)
     }
@@ -269,9 +332,10 @@ fn map_err(e: sqlx::Error) -> HostError {
             }
         }
         sqlx::Error::PoolTimedOut => HostError::QuotaExceeded("no free SQL connection".into()),
-        sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => {
-            HostError::BackendUnavailable
-        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => HostError::BackendUnavailable,
         _ => HostError::Backend(e.to_string()),
     }
 }
@@ -283,10 +347,16 @@ fn role_password(admin_url: &str, tenant: &str) -> String {
 }
 
 /// Creates (or updates) the tenant's role and schema. Idempotent; serialized across nodes.
-pub async fn provision_postgres(tenant: &str, admin_url: &str, q: &Quotas) -> Result<(), HostError> {
+pub async fn provision_postgres(
+    tenant: &str,
+    admin_url: &str,
+    q: &Quotas,
+) -> Result<(), HostError> {
     let ident = pg_identifier(tenant);
     let password = role_password(admin_url, tenant);
-    let mut admin = sqlx::PgConnection::connect(admin_url).await.map_err(|_| HostError::BackendUnavailable)?;
+    let mut admin = sqlx::PgConnection::connect(admin_url)
+        .await
+        .map_err(|_| HostError::BackendUnavailable)?;
     let provision = [
         // Serialize provisioning across nodes.
         "SELECT pg_advisory_xact_lock(7461726600)".to_string(),
@@ -303,10 +373,13 @@ pub async fn provision_postgres(tenant: &str, admin_url: &str, q: &Quotas) -> Re
     ];
     let mut tx = admin.begin().await.map_err(map_err)?;
     for stmt in provision {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(stmt)).execute(&mut *tx).await.map_err(|e| {
-            tracing::error!(tenant, "provisioning the tenant's SQL schema failed: {e}");
-            HostError::Backend(format!("provisioning failed: {e}"))
-        })?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(stmt))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                tracing::error!(tenant, "provisioning the tenant's SQL schema failed: {e}");
+                HostError::Backend(format!("provisioning failed: {e}"))
+            })?;
     }
     tx.commit().await.map_err(map_err)?;
     let _ = admin.close().await;
@@ -314,7 +387,12 @@ pub async fn provision_postgres(tenant: &str, admin_url: &str, q: &Quotas) -> Re
 }
 
 /// The tenant's pool, connecting as its own role. Connections open lazily, on first use.
-fn postgres_pool(tenant: &str, admin_url: &str, q: &Quotas, wait: Duration) -> Result<PgPool, HostError> {
+fn postgres_pool(
+    tenant: &str,
+    admin_url: &str,
+    q: &Quotas,
+    wait: Duration,
+) -> Result<PgPool, HostError> {
     let ident = pg_identifier(tenant);
     let password = role_password(admin_url, tenant);
     let options = PgConnectOptions::from_str(admin_url)
@@ -328,8 +406,14 @@ fn postgres_pool(tenant: &str, admin_url: &str, q: &Quotas, wait: Duration) -> R
         .connect_lazy_with(options))
 }
 
-async fn open_sqlite(tenant: &str, dir: &std::path::Path, q: &Quotas, wait: Duration) -> Result<SqlitePool, HostError> {
-    std::fs::create_dir_all(dir).map_err(|e| HostError::Backend(format!("cannot create {}: {e}", dir.display())))?;
+async fn open_sqlite(
+    tenant: &str,
+    dir: &std::path::Path,
+    q: &Quotas,
+    wait: Duration,
+) -> Result<SqlitePool, HostError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| HostError::Backend(format!("cannot create {}: {e}", dir.display())))?;
     let options = SqliteConnectOptions::new()
         .filename(dir.join(format!("{tenant}.db")))
         .create_if_missing(true)
@@ -354,8 +438,13 @@ async fn open_sqlite(tenant: &str, dir: &std::path::Path, q: &Quotas, wait: Dura
 fn refuse_sqlite_escapes(statement: &str) -> Result<(), HostError> {
     let upper = statement.to_ascii_uppercase();
     // VACUUM INTO writes a copy of the database to any path: refuse the keyword outright.
-    if upper.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').any(|w| w == "VACUUM") {
-        return Err(HostError::Denied("VACUUM is not available to plugins".into()));
+    if upper
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .any(|w| w == "VACUUM")
+    {
+        return Err(HostError::Denied(
+            "VACUUM is not available to plugins".into(),
+        ));
     }
     Ok(())
 }

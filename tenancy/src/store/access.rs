@@ -11,20 +11,26 @@ impl Store {
     pub async fn create_api_key(&self, tenant: &str) -> Result<(String, String), StoreError> {
         let id = format!("key_{}", hex::encode(rand::random::<[u8; 6]>()));
         let secret = format!("wharf_{}", hex::encode(rand::random::<[u8; 24]>()));
-        let (mut tx, _) = self.begin_change("apikey.create", &format!("{tenant}/{id}")).await?;
-        Self::ensure_tenant(&mut tx, tenant).await?;
-        sqlx::query("INSERT INTO api_keys (id, tenant_id, key_hash, created_at_ms) VALUES ($1, $2, $3, $4)")
-            .bind(id.clone())
-            .bind(tenant.to_string())
-            .bind(hash_secret(&secret))
-            .bind(now_ms())
-            .execute(&mut *tx)
+        let (mut tx, _) = self
+            .begin_change("apikey.create", &format!("{tenant}/{id}"))
             .await?;
+        Self::ensure_tenant(&mut tx, tenant).await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, tenant_id, key_hash, created_at_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id.clone())
+        .bind(tenant.to_string())
+        .bind(hash_secret(&secret))
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok((id, secret))
     }
     pub async fn revoke_api_key(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
-        let (mut tx, _) = self.begin_change("apikey.revoke", &format!("{tenant}/{id}")).await?;
+        let (mut tx, _) = self
+            .begin_change("apikey.revoke", &format!("{tenant}/{id}"))
+            .await?;
         let done = sqlx::query("UPDATE api_keys SET revoked_at_ms = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at_ms IS NULL")
             .bind(now_ms())
             .bind(tenant.to_string())
@@ -45,16 +51,22 @@ impl Store {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let revoked: Option<i64> = r.try_get(2)?;
-            out.push(ApiKeyInfo { id: r.try_get(0)?, created_at_ms: r.try_get(1)?, revoked: revoked.is_some() });
+            out.push(ApiKeyInfo {
+                id: r.try_get(0)?,
+                created_at_ms: r.try_get(1)?,
+                revoked: revoked.is_some(),
+            });
         }
         Ok(out)
     }
     /// The tenant a live (unrevoked) API key belongs to.
     pub async fn authenticate(&self, secret: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at_ms IS NULL")
-            .bind(hash_secret(secret))
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at_ms IS NULL",
+        )
+        .bind(hash_secret(secret))
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(match row {
             Some(r) => Some(r.try_get(0)?),
             None => None,

@@ -62,7 +62,9 @@ pub struct ApiKeyInfo {
 pub(super) type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Store {
@@ -87,9 +89,15 @@ impl Store {
             .await?;
         if backend == Backend::Sqlite {
             // WAL lets the CLI write while a gateway polls.
-            sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await?;
         }
-        let store = Store { pool, backend, actor: "system".into() };
+        let store = Store {
+            pool,
+            backend,
+            actor: "system".into(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -112,18 +120,34 @@ impl Store {
                 include_str!("../../migrations/sqlite/0002_plugins.sql"),
                 include_str!("../../migrations/postgres/0002_plugins.sql"),
             ),
-            ("api", include_str!("../../migrations/sqlite/0003_api.sql"), include_str!("../../migrations/postgres/0003_api.sql")),
+            (
+                "api",
+                include_str!("../../migrations/sqlite/0003_api.sql"),
+                include_str!("../../migrations/postgres/0003_api.sql"),
+            ),
         ];
         // Listed by hand rather than with sqlx's macro: it keeps the build lean.
         let migrations = files
             .iter()
             .zip(1..)
             .map(|((name, sqlite, postgres), version)| {
-                let sql = if self.backend == Backend::Sqlite { *sqlite } else { *postgres };
-                Migration::new(version, (*name).into(), MigrationType::Simple, sqlx::SqlSafeStr::into_sql_str(sql), false)
+                let sql = if self.backend == Backend::Sqlite {
+                    *sqlite
+                } else {
+                    *postgres
+                };
+                Migration::new(
+                    version,
+                    (*name).into(),
+                    MigrationType::Simple,
+                    sqlx::SqlSafeStr::into_sql_str(sql),
+                    false,
+                )
             })
             .collect();
-        Migrator::with_migrations(migrations).run(&self.pool).await?;
+        Migrator::with_migrations(migrations)
+            .run(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -174,7 +198,11 @@ impl Store {
         for row in &tenant_rows {
             tenants.push(tenant_from_row(row)?);
         }
-        let position = |id: &str| tenants.binary_search_by(|t: &Tenant| t.id.as_str().cmp(id)).ok();
+        let position = |id: &str| {
+            tenants
+                .binary_search_by(|t: &Tenant| t.id.as_str().cmp(id))
+                .ok()
+        };
         let mut hosts: Vec<(usize, HostPattern)> = Vec::new();
         for row in &host_rows {
             let tenant_id: String = row.try_get(0)?;
@@ -235,16 +263,25 @@ impl Store {
 
     /// This store, recording `actor` as the author of its changes in the audit log.
     pub fn with_actor(&self, actor: &str) -> Store {
-        Store { actor: actor.into(), ..self.clone() }
+        Store {
+            actor: actor.into(),
+            ..self.clone()
+        }
     }
 
     /// Opens a write transaction, bumps the version and audits the change; returns the new version.
-    pub(super) async fn begin_change(&self, action: &str, target: &str) -> Result<(Tx, i64), StoreError> {
+    pub(super) async fn begin_change(
+        &self,
+        action: &str,
+        target: &str,
+    ) -> Result<(Tx, i64), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE config_meta SET version = version + 1, changed_at_ms = $1 WHERE id = 1")
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE config_meta SET version = version + 1, changed_at_ms = $1 WHERE id = 1",
+        )
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
         let row = sqlx::query("SELECT version FROM config_meta WHERE id = 1")
             .fetch_one(&mut *tx)
             .await?;
@@ -272,22 +309,32 @@ impl Store {
     }
 
     /// Creates a tenant with its hostnames, all or nothing; returns the new config version.
-    pub async fn create_tenant(&self, id: &str, display_name: &str, hostnames: &[&str]) -> Result<i64, StoreError> {
+    pub async fn create_tenant(
+        &self,
+        id: &str,
+        display_name: &str,
+        hostnames: &[&str],
+    ) -> Result<i64, StoreError> {
         validate_id(id)?;
         validate_display_name(display_name)?;
-        let patterns = hostnames.iter().map(|h| HostPattern::parse(h)).collect::<Result<Vec<_>, _>>()?;
+        let patterns = hostnames
+            .iter()
+            .map(|h| HostPattern::parse(h))
+            .collect::<Result<Vec<_>, _>>()?;
         let (mut tx, version) = self.begin_change("tenant.create", id).await?;
         if Self::ensure_tenant(&mut tx, id).await.is_ok() {
             return Err(StoreError::TenantExists(id.to_string()));
         }
         let quotas = serde_json::to_string(&Quotas::default()).unwrap_or_else(|_| "{}".into());
-        sqlx::query("INSERT INTO tenants (id, display_name, quotas, created_at_ms) VALUES ($1, $2, $3, $4)")
-            .bind(id.to_string())
-            .bind(display_name.to_string())
-            .bind(quotas)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO tenants (id, display_name, quotas, created_at_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id.to_string())
+        .bind(display_name.to_string())
+        .bind(quotas)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
         for p in &patterns {
             Self::insert_hostname(&mut tx, id, p).await?;
         }
@@ -306,11 +353,16 @@ impl Store {
             "DELETE FROM api_keys WHERE tenant_id = $1",
             "DELETE FROM tenants WHERE id = $1",
         ] {
-            sqlx::query(sql).bind(id.to_string()).execute(&mut *tx).await?;
+            sqlx::query(sql)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
         }
-        sqlx::query("DELETE FROM plugin_blobs WHERE sha256 NOT IN (SELECT sha256 FROM plugin_versions)")
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM plugin_blobs WHERE sha256 NOT IN (SELECT sha256 FROM plugin_versions)",
+        )
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(version)
     }
@@ -318,24 +370,38 @@ impl Store {
     /// Gives `tenant` a hostname, refusing any pattern that overlaps another tenant's.
     pub async fn add_hostname(&self, tenant: &str, pattern: &str) -> Result<i64, StoreError> {
         let pattern = HostPattern::parse(pattern)?;
-        let (mut tx, version) = self.begin_change("hostname.add", &format!("{tenant}/{pattern}")).await?;
+        let (mut tx, version) = self
+            .begin_change("hostname.add", &format!("{tenant}/{pattern}"))
+            .await?;
         Self::ensure_tenant(&mut tx, tenant).await?;
         Self::insert_hostname(&mut tx, tenant, &pattern).await?;
         tx.commit().await?;
         Ok(version)
     }
 
-    async fn insert_hostname(tx: &mut Tx, tenant: &str, pattern: &HostPattern) -> Result<(), StoreError> {
-        let rows = sqlx::query("SELECT tenant_id, pattern FROM hostnames").fetch_all(&mut **tx).await?;
+    async fn insert_hostname(
+        tx: &mut Tx,
+        tenant: &str,
+        pattern: &HostPattern,
+    ) -> Result<(), StoreError> {
+        let rows = sqlx::query("SELECT tenant_id, pattern FROM hostnames")
+            .fetch_all(&mut **tx)
+            .await?;
         for row in rows {
             let owner: String = row.try_get(0)?;
             let existing: String = row.try_get(1)?;
-            let Ok(existing_pattern) = HostPattern::parse(&existing) else { continue };
+            let Ok(existing_pattern) = HostPattern::parse(&existing) else {
+                continue;
+            };
             if existing_pattern == *pattern && owner == tenant {
                 return Ok(());
             }
             if existing_pattern.overlaps(pattern) && owner != tenant {
-                return Err(StoreError::HostnameTaken { hostname: pattern.to_string(), existing, owner });
+                return Err(StoreError::HostnameTaken {
+                    hostname: pattern.to_string(),
+                    existing,
+                    owner,
+                });
             }
         }
         sqlx::query("INSERT INTO hostnames (pattern, tenant_id) VALUES ($1, $2)")
@@ -348,16 +414,20 @@ impl Store {
 
     pub async fn remove_hostname(&self, tenant: &str, pattern: &str) -> Result<i64, StoreError> {
         let pattern = HostPattern::parse(pattern)?;
-        let (mut tx, version) = self.begin_change("hostname.remove", &format!("{tenant}/{pattern}")).await?;
+        let (mut tx, version) = self
+            .begin_change("hostname.remove", &format!("{tenant}/{pattern}"))
+            .await?;
         let done = sqlx::query("DELETE FROM hostnames WHERE pattern = $1 AND tenant_id = $2")
             .bind(pattern.to_string())
             .bind(tenant.to_string())
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::Invalid(crate::error::ValidationError::BadHostname(format!(
-                "{pattern} (not a hostname of tenant {tenant})"
-            ))));
+            return Err(StoreError::Invalid(
+                crate::error::ValidationError::BadHostname(format!(
+                    "{pattern} (not a hostname of tenant {tenant})"
+                )),
+            ));
         }
         tx.commit().await?;
         Ok(version)
@@ -366,7 +436,9 @@ impl Store {
     /// Creates or replaces a route of `tenant`.
     pub async fn put_route(&self, tenant: &str, mut route: Route) -> Result<i64, StoreError> {
         route.validate()?;
-        let (mut tx, version) = self.begin_change("route.put", &format!("{tenant}/{}", route.id)).await?;
+        let (mut tx, version) = self
+            .begin_change("route.put", &format!("{tenant}/{}", route.id))
+            .await?;
         Self::ensure_tenant(&mut tx, tenant).await?;
         let rows = sqlx::query("SELECT spec FROM routes WHERE tenant_id = $1")
             .bind(tenant.to_string())
@@ -374,7 +446,9 @@ impl Store {
             .await?;
         for row in rows {
             let spec: String = row.try_get(0)?;
-            let Ok(existing) = serde_json::from_str::<Route>(&spec) else { continue };
+            let Ok(existing) = serde_json::from_str::<Route>(&spec) else {
+                continue;
+            };
             if route.conflicts_with(&existing) {
                 return Err(StoreError::RouteConflict {
                     new: route.id.clone(),
@@ -404,7 +478,9 @@ impl Store {
     }
 
     pub async fn remove_route(&self, tenant: &str, route_id: &str) -> Result<i64, StoreError> {
-        let (mut tx, version) = self.begin_change("route.remove", &format!("{tenant}/{route_id}")).await?;
+        let (mut tx, version) = self
+            .begin_change("route.remove", &format!("{tenant}/{route_id}"))
+            .await?;
         Self::ensure_tenant(&mut tx, tenant).await?;
         let done = sqlx::query("DELETE FROM routes WHERE tenant_id = $1 AND id = $2")
             .bind(tenant.to_string())
@@ -412,18 +488,14 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::UnknownRoute { tenant: tenant.into(), route: route_id.into() });
+            return Err(StoreError::UnknownRoute {
+                tenant: tenant.into(),
+                route: route_id.into(),
+            });
         }
         tx.commit().await?;
         Ok(version)
     }
-
-
-
-
-
-
-
 
     pub async fn rename_tenant(&self, tenant: &str, display_name: &str) -> Result<i64, StoreError> {
         validate_display_name(display_name)?;
@@ -438,19 +510,22 @@ impl Store {
         Ok(version)
     }
 
-
     pub async fn route(&self, tenant: &str, route_id: &str) -> Result<Route, StoreError> {
         self.tenant(tenant)
             .await?
             .routes
             .into_iter()
             .find(|r| r.id == route_id)
-            .ok_or_else(|| StoreError::UnknownRoute { tenant: tenant.into(), route: route_id.into() })
+            .ok_or_else(|| StoreError::UnknownRoute {
+                tenant: tenant.into(),
+                route: route_id.into(),
+            })
     }
 
     pub async fn set_quotas(&self, tenant: &str, quotas: &Quotas) -> Result<i64, StoreError> {
         quotas.validate()?;
-        let json = serde_json::to_string(quotas).map_err(|e| StoreError::Corrupt(format!("quotas: {e}")))?;
+        let json = serde_json::to_string(quotas)
+            .map_err(|e| StoreError::Corrupt(format!("quotas: {e}")))?;
         let (mut tx, version) = self.begin_change("tenant.quotas", tenant).await?;
         Self::ensure_tenant(&mut tx, tenant).await?;
         sqlx::query("UPDATE tenants SET quotas = $1 WHERE id = $2")
@@ -461,13 +536,6 @@ impl Store {
         tx.commit().await?;
         Ok(version)
     }
-
-
-
-
-
-
-
 }
 
 fn tenant_from_row(row: &AnyRow) -> Result<Tenant, StoreError> {
@@ -475,6 +543,12 @@ fn tenant_from_row(row: &AnyRow) -> Result<Tenant, StoreError> {
     let quotas: String = row.try_get(2)?;
     let quotas = serde_json::from_str(&quotas)
         .map_err(|e| StoreError::Corrupt(format!("quotas of tenant {id}: {e}")))?;
-    Ok(Tenant { display_name: row.try_get(1)?, id, hostnames: vec![], routes: vec![], quotas, plugins: vec![] })
+    Ok(Tenant {
+        display_name: row.try_get(1)?,
+        id,
+        hostnames: vec![],
+        routes: vec![],
+        quotas,
+        plugins: vec![],
+    })
 }
-

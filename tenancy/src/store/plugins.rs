@@ -11,10 +11,17 @@ impl Store {
     /// Stores a new immutable version of a tenant's plugin; returns (plugin version, config version).
     /// Bytes are kept once per content hash. Validation (it is a component of the Wharf world)
     /// is the caller's job, before this.
-    pub async fn add_plugin_version(&self, tenant: &str, name: &str, bytes: &[u8]) -> Result<(i64, i64), StoreError> {
+    pub async fn add_plugin_version(
+        &self,
+        tenant: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(i64, i64), StoreError> {
         validate_id(name)?;
         let sha = hex::encode(sha2::Sha256::digest(bytes));
-        let (mut tx, config_version) = self.begin_change("plugin.upload", &format!("{tenant}/{name}")).await?;
+        let (mut tx, config_version) = self
+            .begin_change("plugin.upload", &format!("{tenant}/{name}"))
+            .await?;
         Self::ensure_tenant(&mut tx, tenant).await?;
         let known = sqlx::query("SELECT sha256 FROM plugin_blobs WHERE sha256 = $1")
             .bind(sha.clone())
@@ -60,7 +67,12 @@ impl Store {
             None => None,
         })
     }
-    pub(super) async fn ensure_plugin_version(tx: &mut Tx, tenant: &str, name: &str, version: i64) -> Result<(), StoreError> {
+    pub(super) async fn ensure_plugin_version(
+        tx: &mut Tx,
+        tenant: &str,
+        name: &str,
+        version: i64,
+    ) -> Result<(), StoreError> {
         let found = sqlx::query("SELECT version FROM plugin_versions WHERE tenant_id = $1 AND name = $2 AND version = $3")
             .bind(tenant.to_string())
             .bind(name.to_string())
@@ -69,7 +81,11 @@ impl Store {
             .await?;
         match found {
             Some(_) => Ok(()),
-            None => Err(StoreError::UnknownPlugin { tenant: tenant.into(), name: name.into(), version }),
+            None => Err(StoreError::UnknownPlugin {
+                tenant: tenant.into(),
+                name: name.into(),
+                version,
+            }),
         }
     }
     /// The newest version of a tenant's plugin.
@@ -80,14 +96,24 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         match row.try_get::<i64, _>(0)? {
-            0 => Err(StoreError::UnknownPlugin { tenant: tenant.into(), name: name.into(), version: 0 }),
+            0 => Err(StoreError::UnknownPlugin {
+                tenant: tenant.into(),
+                name: name.into(),
+                version: 0,
+            }),
             v => Ok(v),
         }
     }
     /// Adds `attachment` to the end of a route's chain, or replaces the attachment of the same
     /// plugin in place (which is how a route moves to another version, e.g. a rollback).
-    pub async fn attach_plugin(&self, tenant: &str, route_id: &str, attachment: PluginAttachment) -> Result<i64, StoreError> {
-        self.attach_plugin_at(tenant, route_id, attachment, None).await
+    pub async fn attach_plugin(
+        &self,
+        tenant: &str,
+        route_id: &str,
+        attachment: PluginAttachment,
+    ) -> Result<i64, StoreError> {
+        self.attach_plugin_at(tenant, route_id, attachment, None)
+            .await
     }
     /// Like [`Store::attach_plugin`], placing the plugin at `position` in the chain (0 = first)
     /// when given; an existing attachment of the same plugin moves there.
@@ -99,7 +125,10 @@ impl Store {
         position: Option<usize>,
     ) -> Result<i64, StoreError> {
         let mut route = self.route(tenant, route_id).await?;
-        let existing = route.plugins.iter().position(|a| a.plugin == attachment.plugin);
+        let existing = route
+            .plugins
+            .iter()
+            .position(|a| a.plugin == attachment.plugin);
         match (existing, position) {
             (Some(i), None) => route.plugins[i] = attachment,
             (Some(i), Some(p)) => {
@@ -111,17 +140,31 @@ impl Store {
         }
         self.put_route(tenant, route).await
     }
-    pub async fn detach_plugin(&self, tenant: &str, route_id: &str, plugin: &str) -> Result<i64, StoreError> {
+    pub async fn detach_plugin(
+        &self,
+        tenant: &str,
+        route_id: &str,
+        plugin: &str,
+    ) -> Result<i64, StoreError> {
         let mut route = self.route(tenant, route_id).await?;
         route.plugins.retain(|a| a.plugin != plugin);
         self.put_route(tenant, route).await
     }
     /// Moves every route running `name` to `version`, keeping each attachment's config; returns
     /// the routes moved and the last config version.
-    pub async fn rollback_plugin(&self, tenant: &str, name: &str, version: i64) -> Result<(Vec<String>, i64), StoreError> {
+    pub async fn rollback_plugin(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: i64,
+    ) -> Result<(Vec<String>, i64), StoreError> {
         let t = self.tenant(tenant).await?;
         if t.plugin_version(name, version).is_none() {
-            return Err(StoreError::UnknownPlugin { tenant: tenant.into(), name: name.into(), version });
+            return Err(StoreError::UnknownPlugin {
+                tenant: tenant.into(),
+                name: name.into(),
+                version,
+            });
         }
         let mut moved = Vec::new();
         let mut config_version = self.version().await?.0;
@@ -138,21 +181,36 @@ impl Store {
     /// Deletes every version of a plugin; refused while a route still runs it.
     pub async fn remove_plugin(&self, tenant: &str, name: &str) -> Result<i64, StoreError> {
         let t = self.tenant(tenant).await?;
-        if let Some(r) = t.routes.iter().find(|r| r.plugins.iter().any(|a| a.plugin == name)) {
-            return Err(StoreError::PluginInUse { plugin: name.into(), route: r.id.clone() });
+        if let Some(r) = t
+            .routes
+            .iter()
+            .find(|r| r.plugins.iter().any(|a| a.plugin == name))
+        {
+            return Err(StoreError::PluginInUse {
+                plugin: name.into(),
+                route: r.id.clone(),
+            });
         }
-        let (mut tx, version) = self.begin_change("plugin.remove", &format!("{tenant}/{name}")).await?;
+        let (mut tx, version) = self
+            .begin_change("plugin.remove", &format!("{tenant}/{name}"))
+            .await?;
         let done = sqlx::query("DELETE FROM plugin_versions WHERE tenant_id = $1 AND name = $2")
             .bind(tenant.to_string())
             .bind(name.to_string())
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::UnknownPlugin { tenant: tenant.into(), name: name.into(), version: 0 });
+            return Err(StoreError::UnknownPlugin {
+                tenant: tenant.into(),
+                name: name.into(),
+                version: 0,
+            });
         }
-        sqlx::query("DELETE FROM plugin_blobs WHERE sha256 NOT IN (SELECT sha256 FROM plugin_versions)")
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM plugin_blobs WHERE sha256 NOT IN (SELECT sha256 FROM plugin_versions)",
+        )
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(version)
     }
