@@ -2,6 +2,8 @@
 //! real upstream HTTP servers, real SQLite/Postgres stores and real Redis.
 #![allow(dead_code)]
 
+pub mod api;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

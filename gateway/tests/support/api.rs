@@ -1,0 +1,105 @@
+//! An admin API client for tests, and a fixture with two tenants and their keys.
+
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+
+use super::{fresh_store, StoreKind, Wharf};
+
+pub const OP: &str = "op-secret-token";
+
+pub struct Api {
+    base: String,
+    client: Client,
+}
+
+impl Api {
+    pub fn new(gw: &Wharf) -> Api {
+        Api {
+            base: format!("http://{}", gw.admin),
+            client: Client::new(),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Body>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req = match body {
+            Some(Body::Json(v)) => req.json(&v),
+            Some(Body::Bytes(b)) => req.body(b),
+            None => req,
+        };
+        let resp = req.send().await.expect("api call");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
+#[derive(Clone)]
+pub enum Body {
+    Json(Value),
+    Bytes(Vec<u8>),
+}
+
+/// A gateway with tenants a and b: (gateway, client, a's key, b's key, a revoked key of a).
+pub async fn setup() -> (Wharf, Api, String, String, String) {
+    let (url, _) = fresh_store(StoreKind::Sqlite).await;
+    let gw = Wharf::start_configured(&url, &format!("operator_token = \"{OP}\""), &[]).await;
+    let api = Api::new(&gw);
+    for (t, host) in [("a", "a.test"), ("b", "b.test")] {
+        let (s, v) = api
+            .call(
+                Method::POST,
+                "/v1/tenants",
+                Some(OP),
+                Some(Body::Json(json!({"id": t, "hostnames": [host]}))),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let key = |t: &str| {
+        let api = &api;
+        let t = t.to_string();
+        async move {
+            let (s, v) = api
+                .call(
+                    Method::POST,
+                    &format!("/v1/tenants/{t}/api-keys"),
+                    Some(OP),
+                    None,
+                )
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            v["key"].as_str().unwrap().to_string()
+        }
+    };
+    let (ka, kb) = (key("a").await, key("b").await);
+    // A revoked key of tenant a.
+    let (_, v) = api
+        .call(Method::POST, "/v1/tenants/a/api-keys", Some(OP), None)
+        .await;
+    let revoked = v["key"].as_str().unwrap().to_string();
+    let (s, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/tenants/a/api-keys/{}", v["id"].as_str().unwrap()),
+            Some(OP),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    (gw, api, ka, kb, revoked)
+}
