@@ -87,6 +87,10 @@ impl PluginInstance {
             self.failed = true;
             return Err(self.timeout());
         }
+        // Re-arm the tick deadline: it was set at instantiation, and after the upstream call it has
+        // long passed, which would start the call with a needless callback and yield. The
+        // wall-clock deadline itself is unchanged (the callback checks `deadline`).
+        self.store.set_epoch_deadline(1);
         // The epoch callback enforces the deadline inside wasm; this outer timeout catches a
         // host call (e.g. a slow backend) that holds the plugin past it.
         Ok(left + Duration::from_millis(5))
