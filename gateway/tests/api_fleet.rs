@@ -123,17 +123,7 @@ async fn cli_talks_to_the_api_as_a_tenant() {
     std::fs::create_dir_all(&dir).unwrap();
     let api_url = format!("http://{}", gw.admin);
     let wharf = |token: &str, args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args(args)
-            .env("WHARF_API", &api_url)
-            .env("WHARF_TOKEN", token)
-            .output()
-            .expect("run wharf");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
+        run_wharf(args, &[("WHARF_API", &api_url), ("WHARF_TOKEN", token)])
     };
     let v1 = dir.join("v1.wasm");
     std::fs::write(&v1, example_plugin("add-header")).unwrap();

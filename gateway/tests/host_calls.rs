@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,25 +12,7 @@ use wharf_metrics::Metrics;
 use wharf_plugins::test_support::example_plugin;
 use wharf_tenancy::backends::sql::SqlValue;
 use wharf_tenancy::backends::{BackendSettings, Backends, SqlBackend};
-use wharf_tenancy::{OnError, PluginAttachment, Quotas, Store};
-
-async fn attach(store: &Store, tenant: &str, route: &str, plugin: &str, config: &[(&str, &str)]) {
-    let (version, _) = store
-        .add_plugin_version(tenant, plugin, &example_plugin(plugin))
-        .await
-        .unwrap();
-    let config: BTreeMap<String, String> = config
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let a = PluginAttachment {
-        plugin: plugin.into(),
-        version,
-        config,
-        on_error: OnError::FailClosed,
-    };
-    store.attach_plugin(tenant, route, a).await.unwrap();
-}
+use wharf_tenancy::{OnError, Quotas, Store};
 
 /// Generous plugin deadline: the first host call of a tenant opens its pool inside the request,
 /// and CI machines are loaded. The deadline itself is tested on its own below.
@@ -48,14 +29,6 @@ async fn relaxed(store: &Store, tenant: &str) {
         .unwrap();
 }
 
-fn tenant_id() -> String {
-    format!("t-{}", unique_suffix().replace('_', "-"))
-}
-
-fn redis_url() -> String {
-    std::env::var("WHARF_TEST_REDIS_URL").expect("WHARF_TEST_REDIS_URL: run scripts/test")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_rate_limit_end_to_end() {
     let (url, store) = fresh_store(StoreKind::Sqlite).await;
@@ -67,12 +40,14 @@ async fn redis_rate_limit_end_to_end() {
         .put_route(&t, route("api", "/", &[&up.target()]))
         .await
         .unwrap();
-    attach(
+    attach_plugin(
         &store,
         &t,
         "api",
         "redis-rate-limit",
+        &example_plugin("redis-rate-limit"),
         &[("limit", "3"), ("window-seconds", "30")],
+        OnError::FailClosed,
     )
     .await;
     let gw = Wharf::start_configured(&url, &format!("redis = \"{}\"", redis_url()), &[]).await;
@@ -125,7 +100,16 @@ async fn sql_api_keys_end_to_end(kind: StoreKind) {
         .put_route(&t, route("api", "/", &[&up.target()]))
         .await
         .unwrap();
-    attach(&store, &t, "api", "sql-api-keys", &[]).await;
+    attach_plugin(
+        &store,
+        &t,
+        "api",
+        "sql-api-keys",
+        &example_plugin("sql-api-keys"),
+        &[],
+        OnError::FailClosed,
+    )
+    .await;
     let (sql_setting, backend) = match kind {
         StoreKind::Postgres => {
             let admin = fresh_postgres_url().await;
@@ -228,7 +212,16 @@ async fn host_call_held_past_the_deadline_fails_only_that_request() {
         .put_route(&t, route("plain", "/plain", &[&up.target()]))
         .await
         .unwrap();
-    attach(&store, &t, "api", "sql-api-keys", &[]).await;
+    attach_plugin(
+        &store,
+        &t,
+        "api",
+        "sql-api-keys",
+        &example_plugin("sql-api-keys"),
+        &[],
+        OnError::FailClosed,
+    )
+    .await;
     let gw = Wharf::start_configured(&url, &format!("sql = \"{admin}\""), &[]).await;
     let seed = Backends::new(
         BackendSettings {
@@ -317,7 +310,16 @@ async fn redis_down_mid_test_then_back() {
         .put_route(&t, route("plain", "/plain", &[&up.target()]))
         .await
         .unwrap();
-    attach(&store, &t, "api", "redis-rate-limit", &[("limit", "1000")]).await;
+    attach_plugin(
+        &store,
+        &t,
+        "api",
+        "redis-rate-limit",
+        &example_plugin("redis-rate-limit"),
+        &[("limit", "1000")],
+        OnError::FailClosed,
+    )
+    .await;
     let gw =
         Wharf::start_configured(&url, &format!("redis = \"redis://127.0.0.1:{port}\""), &[]).await;
     let wait_status = |want: u16| {

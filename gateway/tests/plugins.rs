@@ -3,48 +3,15 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use support::*;
 use wharf_plugins::test_support::{
     deep_recursion, example_plugin, huge_headers, infinite_loop, memory_hog, trap,
 };
-use wharf_tenancy::{OnError, PluginAttachment, Quotas, Store};
+use wharf_tenancy::{OnError, Quotas, Store};
 
 on_both_stores!(chain_of_c_and_js_plugins);
-
-async fn attach(
-    store: &Store,
-    tenant: &str,
-    route: &str,
-    plugin: &str,
-    bytes: &[u8],
-    config: &[(&str, &str)],
-    on_error: OnError,
-) {
-    let (version, _) = store
-        .add_plugin_version(tenant, plugin, bytes)
-        .await
-        .unwrap();
-    let config: BTreeMap<String, String> = config
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    store
-        .attach_plugin(
-            tenant,
-            route,
-            PluginAttachment {
-                plugin: plugin.into(),
-                version,
-                config,
-                on_error,
-            },
-        )
-        .await
-        .unwrap();
-}
 
 async fn chain_of_c_and_js_plugins(kind: StoreKind) {
     let (url, store) = fresh_store(kind).await;
@@ -58,7 +25,7 @@ async fn chain_of_c_and_js_plugins(kind: StoreKind) {
         .await
         .unwrap();
     let fc = OnError::FailClosed;
-    attach(
+    attach_plugin(
         &store,
         "acme",
         "api",
@@ -68,7 +35,7 @@ async fn chain_of_c_and_js_plugins(kind: StoreKind) {
         fc,
     )
     .await;
-    attach(
+    attach_plugin(
         &store,
         "acme",
         "api",
@@ -84,7 +51,7 @@ async fn chain_of_c_and_js_plugins(kind: StoreKind) {
         fc,
     )
     .await;
-    attach(
+    attach_plugin(
         &store,
         "acme",
         "api",
@@ -95,7 +62,7 @@ async fn chain_of_c_and_js_plugins(kind: StoreKind) {
     )
     .await;
     // Same bytes under another name: shares the compiled component; runs after `rewrite`.
-    attach(
+    attach_plugin(
         &store,
         "acme",
         "api",
@@ -200,7 +167,7 @@ async fn hostile_plugins_fail_only_their_own_requests() {
         .put_route("good", route("api", "/", &[&up.target()]))
         .await
         .unwrap();
-    attach(
+    attach_plugin(
         &store,
         "good",
         "api",
@@ -223,7 +190,7 @@ async fn hostile_plugins_fail_only_their_own_requests() {
             .put_route("evil", route(name, &format!("/{name}"), &[&up.target()]))
             .await
             .unwrap();
-        attach(
+        attach_plugin(
             &store,
             "evil",
             name,
@@ -238,7 +205,7 @@ async fn hostile_plugins_fail_only_their_own_requests() {
         .put_route("evil", route("open", "/open", &[&up.target()]))
         .await
         .unwrap();
-    attach(
+    attach_plugin(
         &store,
         "evil",
         "open",
@@ -252,7 +219,7 @@ async fn hostile_plugins_fail_only_their_own_requests() {
         .put_route("stingy", route("api", "/", &[&up.target()]))
         .await
         .unwrap();
-    attach(
+    attach_plugin(
         &store,
         "stingy",
         "api",
@@ -339,7 +306,7 @@ async fn hundred_tenants_same_bytes_compile_once_and_restart_does_not_recompile(
             .put_route(&t, route("api", "/", &[&up.target()]))
             .await
             .unwrap();
-        attach(
+        attach_plugin(
             &store,
             &t,
             "api",
@@ -382,16 +349,11 @@ async fn cli_uploads_validate_and_rollback_applies_live() {
     let up = Upstream::start("up").await;
     let dir = std::env::temp_dir().join(format!("wharf-cli-{}", unique_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
+    let data_dir = dir.to_str().unwrap().to_string();
     let wharf = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args(args)
-            .args(["--store", &url, "--data-dir", dir.to_str().unwrap()])
-            .output()
-            .expect("run wharf");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
+        run_wharf(
+            &[args, &["--store", &url, "--data-dir", &data_dir]].concat(),
+            &[],
         )
     };
     assert!(wharf(&["tenant", "add", "acme", "--host", "acme.test"]).0);

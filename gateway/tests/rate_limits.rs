@@ -6,12 +6,8 @@ mod support;
 use support::*;
 use wharf_tenancy::{Quotas, RateScope, Store};
 
-fn redis_url() -> String {
-    std::env::var("WHARF_TEST_REDIS_URL").expect("WHARF_TEST_REDIS_URL: run scripts/test")
-}
-
 async fn tenant_with_rate(store: &Store, up: &Upstream, scope: RateScope) -> String {
-    let t = format!("t-{}", unique_suffix().replace('_', "-"));
+    let t = tenant_id();
     store
         .create_tenant(&t, "T", &[&format!("{t}.test")])
         .await
@@ -103,7 +99,7 @@ async fn fleet_limit_falls_back_to_local_without_redis() {
 async fn limit_holds_under_concurrent_load() {
     let (url, store) = fresh_store(StoreKind::Sqlite).await;
     let up = Upstream::start("up").await;
-    let t = format!("t-{}", unique_suffix().replace('_', "-"));
+    let t = tenant_id();
     store
         .create_tenant(&t, "T", &[&format!("{t}.test")])
         .await

@@ -167,18 +167,7 @@ async fn store_outage_keeps_last_good_config() {
 async fn cli_manages_tenants_and_routes_live() {
     let url = fresh_sqlite_url();
     let up = Upstream::start("cli").await;
-    let wharf = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args(args)
-            .args(["--store", &url])
-            .output()
-            .expect("run wharf");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
+    let wharf = |args: &[&str]| run_wharf(&[args, &["--store", &url]].concat(), &[]);
     let (ok, out) = wharf(&[
         "tenant",
         "add",

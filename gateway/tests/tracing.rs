@@ -12,7 +12,7 @@ use axum::routing::post;
 use serde_json::Value;
 use support::*;
 use wharf_plugins::test_support::example_plugin;
-use wharf_tenancy::{OnError, PluginAttachment};
+use wharf_tenancy::OnError;
 
 #[derive(Debug, Clone)]
 struct Span {
@@ -89,19 +89,21 @@ async fn request_plugin_and_host_call_spans_form_one_trace() {
         .put_route("acme", route("api", "/", &[&up.target()]))
         .await
         .unwrap();
-    let (version, _) = store
-        .add_plugin_version("acme", "limit", &example_plugin("redis-rate-limit"))
-        .await
-        .unwrap();
-    let a = PluginAttachment {
-        plugin: "limit".into(),
-        version,
-        config: Default::default(),
-        on_error: OnError::FailClosed,
-    };
-    store.attach_plugin("acme", "api", a).await.unwrap();
-    let redis = std::env::var("WHARF_TEST_REDIS_URL").expect("WHARF_TEST_REDIS_URL");
-    let toml = format!("redis = \"{redis}\"\notlp_endpoint = \"http://{collector}\"");
+    let plugin = example_plugin("redis-rate-limit");
+    attach_plugin(
+        &store,
+        "acme",
+        "api",
+        "limit",
+        &plugin,
+        &[],
+        OnError::FailClosed,
+    )
+    .await;
+    let toml = format!(
+        "redis = \"{}\"\notlp_endpoint = \"http://{collector}\"",
+        redis_url()
+    );
     let gw = Wharf::start_configured(&url, &toml, &[]).await;
 
     let (trace, client_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");

@@ -377,3 +377,52 @@ pub fn redis_addr() -> String {
         .trim_end_matches('/')
         .to_string()
 }
+
+/// Stores `bytes` as a new version of `plugin` and attaches it to the route.
+pub async fn attach_plugin(
+    store: &Store,
+    tenant: &str,
+    route: &str,
+    plugin: &str,
+    bytes: &[u8],
+    config: &[(&str, &str)],
+    on_error: wharf_tenancy::OnError,
+) {
+    let (version, _) = store
+        .add_plugin_version(tenant, plugin, bytes)
+        .await
+        .unwrap();
+    let config = config
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let a = wharf_tenancy::PluginAttachment {
+        plugin: plugin.into(),
+        version,
+        config,
+        on_error,
+    };
+    store.attach_plugin(tenant, route, a).await.unwrap();
+}
+
+/// A tenant id no other test uses.
+pub fn tenant_id() -> String {
+    format!("t-{}", unique_suffix().replace('_', "-"))
+}
+
+/// The test Redis server's URL (`WHARF_TEST_REDIS_URL`, set by scripts/test).
+pub fn redis_url() -> String {
+    std::env::var("WHARF_TEST_REDIS_URL").expect("WHARF_TEST_REDIS_URL: run scripts/test")
+}
+
+/// Runs the `wharf` binary: (succeeded, stdout + stderr).
+pub fn run_wharf(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run wharf");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
