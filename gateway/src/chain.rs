@@ -97,8 +97,8 @@ async fn run_request(
         config: att.config.clone(),
         backends: Some(cx.backends.clone()),
     };
-    let mut instance = cx.runtime.instantiate(inv, compiled).await?;
-    let action = instance.on_request(&wit_request(cx, req)).await?;
+    let mut instance = cx.runtime.prepare(inv, compiled).await?;
+    let action = instance.on_request(wit_request(cx, req)).await?;
     Ok((instance, action))
 }
 
@@ -113,7 +113,7 @@ pub async fn on_response(
             headers: wit_headers(&resp.headers),
         };
         let span = tracing::debug_span!(target: "wharf::trace", "plugin", plugin = %c.instance.plugin(), phase = "on_response");
-        match c.instance.on_response(&view).instrument(span).await {
+        match c.instance.on_response(view).instrument(span).await {
             Ok(action) => apply_response_action(resp, &action),
             Err(e) if c.fail_open => {
                 tracing::warn!(plugin = %c.instance.plugin(), "plugin on-response skipped (fail-open): {e}");

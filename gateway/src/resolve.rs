@@ -1,6 +1,6 @@
 //! Turns the plugin attachments of a config snapshot into compiled plugins, before the snapshot
 //! serves traffic: nothing compiles on the request path. Lookups go memory → disk cache → the
-//! store's blob (compiled once per content hash, off the async threads).
+//! store's blob (compiled once per content hash, on the runtime's compile thread).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,10 +49,10 @@ async fn resolve_one(
         .await
         .map_err(|e| format!("cannot fetch plugin bytes: {e}"))?
         .ok_or_else(|| "plugin bytes are missing from the store".to_string())?;
-    let runtime = runtime.clone();
-    tokio::task::spawn_blocking(move || runtime.validate(&bytes).map_err(|e| e.to_string()))
+    runtime
+        .compile(None, bytes)
         .await
-        .map_err(|e| format!("compile task failed: {e}"))?
+        .map_err(|e| e.to_string())
 }
 
 /// Provisions the SQL of every tenant whose routes run plugins, before their first request.

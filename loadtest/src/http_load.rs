@@ -132,7 +132,7 @@ async fn worker(
 }
 
 /// One request and its response; returns (status, whether the connection stays open).
-async fn exchange(c: &mut BufReader<TcpStream>, request: &[u8]) -> anyhow::Result<(u16, bool)> {
+pub async fn exchange(c: &mut BufReader<TcpStream>, request: &[u8]) -> anyhow::Result<(u16, bool)> {
     c.get_mut().write_all(request).await?;
     let mut line = String::new();
     c.read_line(&mut line).await?;

@@ -2,6 +2,7 @@
 //! See docs/benchmarks.md for the commands that produced the published numbers.
 
 mod http_load;
+mod noisy;
 mod plugin_bench;
 mod redis_bench;
 mod stats;
@@ -43,6 +44,22 @@ enum Scenario {
         file: std::path::PathBuf,
         #[arg(long, default_value_t = 5_000)]
         iterations: usize,
+    },
+    /// One tenant's hostile plugins under load vs another tenant's requests, alone and under
+    /// attack, in one run. Starts a `wharf` node, an upstream and both tenants itself.
+    NoisyNeighbour {
+        /// The `wharf` binary (default: next to this one).
+        #[arg(long)]
+        wharf: Option<std::path::PathBuf>,
+        /// Where scripts/build-plugins put hostile.wasm and add-header.wasm.
+        #[arg(long, env = "WHARF_PLUGIN_DIR")]
+        plugin_dir: Option<std::path::PathBuf>,
+        /// Seconds per phase (alone, under attack).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Hostile connections per hostile route (five routes).
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
     },
     /// HTTP load against targets LABEL=ADDR[,HOST[,PATH]], measured one after another.
     Http {
@@ -88,6 +105,34 @@ fn main() -> anyhow::Result<()> {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             redis_bench::run(redis, bytes, iterations)
+        }
+        Scenario::NoisyNeighbour {
+            wharf,
+            plugin_dir,
+            seconds,
+            connections,
+        } => {
+            let wharf = match wharf {
+                Some(w) => w,
+                None => std::env::current_exe()?.with_file_name("wharf"),
+            };
+            let plugin_dir = plugin_dir.unwrap_or_else(|| {
+                let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+                std::env::var("WHARF_CACHE_DIR")
+                    .map_or_else(|_| format!("{home}/.cache/wharf"), |c| c)
+                    .into()
+            });
+            let plugin_dir = if plugin_dir.join("hostile.wasm").exists() {
+                plugin_dir
+            } else {
+                plugin_dir.join("plugins")
+            };
+            noisy::run(noisy::Args {
+                wharf,
+                plugin_dir,
+                seconds,
+                connections,
+            })
         }
         Scenario::Http {
             targets,

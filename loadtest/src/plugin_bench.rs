@@ -112,7 +112,7 @@ async fn measure(runtime: &PluginRuntime, args: &Args) -> anyhow::Result<(Summar
             backends: None,
         };
         let mut instance = runtime.instantiate(inv, &compiled).await?;
-        instance.on_request(&req).await?;
+        instance.on_request(req.clone()).await?;
         drop(instance);
         if i >= 1000 {
             samples.push(start.elapsed());

@@ -81,7 +81,7 @@ pub fn run(redis_url: String, bytes: Vec<u8>, iterations: usize) -> anyhow::Resu
                     backends: Some(tenant_backends.clone()),
                 };
                 let mut instance = runtime.instantiate(inv, &compiled).await?;
-                instance.on_request(&req).await?;
+                instance.on_request(req.clone()).await?;
                 drop(instance);
                 let p = t.elapsed();
                 if i >= 500 {

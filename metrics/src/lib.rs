@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Label value for requests whose Host matched no tenant: one series, not one per host.
@@ -56,6 +56,9 @@ pub struct Metrics {
     pub plugin_logs_total: IntCounterVec,
     pub plugin_instances_in_use: IntGauge,
     pub plugin_instance_capacity: IntGauge,
+    pub plugin_cpu_seconds: CounterVec,
+    pub plugin_queue_wait: HistogramVec,
+    pub plugin_yields_total: IntCounterVec,
     pub compiled_cache_hits_total: IntCounterVec,
     pub compiled_cache_misses_total: IntCounter,
     pub compiled_components: IntGauge,
@@ -99,6 +102,9 @@ impl Metrics {
             plugin_logs_total: counter_vec(&r, "wharf_plugin_logs_total", "Plugin log lines, emitted or dropped by the per-request quota", &["tenant", "outcome"]),
             plugin_instances_in_use: gauge(&r, "wharf_plugin_instances_in_use", "Plugin instances alive now, all tenants"),
             plugin_instance_capacity: gauge(&r, "wharf_plugin_instance_capacity", "Plugin instances the pool can hold at once"),
+            plugin_cpu_seconds: float_counter_vec(&r, "wharf_plugin_cpu_seconds_total", "Time a tenant's plugins held a plugin thread (running wasm or host code), by tenant", &["tenant"]),
+            plugin_queue_wait: histogram_vec(&r, "wharf_plugin_queue_wait_seconds", "Time one plugin instance waited for a plugin thread or its tenant's instance quota, per wait", &["tenant"], LATENCY_BUCKETS),
+            plugin_yields_total: counter_vec(&r, "wharf_plugin_yields_total", "Time slices a running plugin handed the CPU to others waiting (one per epoch tick while contended)", &["tenant"]),
             compiled_cache_hits_total: counter_vec(&r, "wharf_compiled_cache_hits_total", "Compiled-component lookups served from cache, by tier (memory, disk)", &["tier"]),
             compiled_cache_misses_total: counter(&r, "wharf_compiled_cache_misses_total", "Compiled-component lookups that had to compile"),
             compiled_components: gauge(&r, "wharf_compiled_components", "Distinct compiled components held in memory"),
@@ -163,6 +169,13 @@ fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    r.register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
+
+fn float_counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> CounterVec {
+    let c = CounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
     r.register(Box::new(c.clone()))
         .expect("metric names are unique");
     c

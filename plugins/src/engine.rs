@@ -12,6 +12,8 @@ pub fn build(settings: &RuntimeSettings) -> anyhow::Result<(Engine, bool)> {
     config.wasm_component_model(true);
     config.consume_fuel(true);
     config.epoch_interruption(true);
+    // One compile uses one core: a tenant's compile bomb must not take the whole machine.
+    config.parallel_compilation(false);
     if settings.pooling {
         let n = settings.max_instances.max(1);
         let mut pool = PoolingAllocationConfig::default();

@@ -1,28 +1,58 @@
 //! One plugin instance serving one request: a fresh store with the tenant's fuel, deadline and
-//! memory limit. Failures are classified into [`PluginError`] and never outlive the request.
+//! memory limit. Each call travels to the plugin threads and back; failures are classified into
+//! [`PluginError`] and never outlive the request.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::runtime::Handle;
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
 use wasmtime::{Store, Trap};
 use wharf_metrics::Metrics;
 
 use crate::bindings::types::{Request, RequestAction, Response, ResponseAction};
 use crate::bindings::HttpPlugin;
+use crate::cache::CompiledPlugin;
+use crate::clock::{self, CallClock, Overrun};
 use crate::error::PluginError;
 use crate::host::PluginState;
 use crate::output;
 use crate::settings::TenantLimits;
 
 pub struct PluginInstance {
-    pub(crate) store: Store<PluginState>,
-    pub(crate) bindings: HttpPlugin,
-    pub(crate) limits: TenantLimits,
-    pub(crate) metrics: Arc<Metrics>,
+    /// `None` while a call runs on the plugin threads, or after a call was lost with its task.
+    live: Option<Box<Live>>,
+    tenant: Arc<str>,
+    plugin: Arc<str>,
+    limits: TenantLimits,
+    /// Own time the request's calls may still use.
+    remaining: Duration,
+    executor: Handle,
+    metrics: Arc<Metrics>,
     /// Pool slots (global, tenant) held for as long as the instance lives.
-    pub(crate) _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
-    pub(crate) failed: bool,
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    failed: bool,
+}
+
+/// What travels to the plugin threads.
+struct Live {
+    store: Store<PluginState>,
+    compiled: Arc<CompiledPlugin>,
+    /// Set by the first call (instantiation runs the component's start function).
+    bindings: Option<HttpPlugin>,
+}
+
+enum Op {
+    Start,
+    Request(Request),
+    Response(Response),
+}
+
+enum Done {
+    Started,
+    Request(RequestAction),
+    Response(ResponseAction),
 }
 
 #[derive(Clone, Copy)]
@@ -41,76 +71,91 @@ impl Phase {
 }
 
 impl PluginInstance {
-    pub fn plugin(&self) -> &str {
-        &self.store.data().plugin
+    pub(crate) fn new(
+        store: Store<PluginState>,
+        compiled: Arc<CompiledPlugin>,
+        limits: TenantLimits,
+        executor: Handle,
+        metrics: Arc<Metrics>,
+        permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    ) -> Self {
+        metrics.plugin_instances_in_use.inc();
+        let (tenant, plugin) = (store.data().tenant.clone(), store.data().plugin.clone());
+        PluginInstance {
+            live: Some(Box::new(Live {
+                store,
+                compiled,
+                bindings: None,
+            })),
+            tenant,
+            plugin,
+            limits,
+            remaining: Duration::from_millis(limits.deadline_ms),
+            executor,
+            metrics,
+            _permits: permits,
+            failed: false,
+        }
     }
 
-    pub async fn on_request(&mut self, req: &Request) -> Result<RequestAction, PluginError> {
+    pub fn plugin(&self) -> &str {
+        &self.plugin
+    }
+
+    /// Instantiates now (otherwise the first call does).
+    pub async fn start(&mut self) -> Result<(), PluginError> {
+        self.call(Op::Start).await.map(|_| ())
+    }
+
+    pub async fn on_request(&mut self, req: Request) -> Result<RequestAction, PluginError> {
         let started = Instant::now();
-        let result = match self.budget() {
+        let result = match self.call(Op::Request(req)).await {
+            Ok(Done::Request(action)) => self.checked(action, output::check_request_action),
+            Ok(_) => Err(self.trap("the call returned the wrong phase's result".into())),
             Err(e) => Err(e),
-            Ok(budget) => {
-                let call = self.bindings.call_on_request(&mut self.store, req);
-                let outcome = tokio::time::timeout(budget, call).await;
-                self.settle(outcome, output::check_request_action)
-            }
         };
         self.record(Phase::Request, started, &result);
         result
     }
 
-    pub async fn on_response(&mut self, resp: &Response) -> Result<ResponseAction, PluginError> {
+    pub async fn on_response(&mut self, resp: Response) -> Result<ResponseAction, PluginError> {
         let started = Instant::now();
-        let result = match self.budget() {
+        let result = match self.call(Op::Response(resp)).await {
+            Ok(Done::Response(action)) => self.checked(action, output::check_response_action),
+            Ok(_) => Err(self.trap("the call returned the wrong phase's result".into())),
             Err(e) => Err(e),
-            Ok(budget) => {
-                let call = self.bindings.call_on_response(&mut self.store, resp);
-                let outcome = tokio::time::timeout(budget, call).await;
-                self.settle(outcome, output::check_response_action)
-            }
         };
         self.record(Phase::Response, started, &result);
         result
     }
 
-    /// Time left for this call. Past the deadline, or after a failure, the instance is done.
-    fn budget(&mut self) -> Result<Duration, PluginError> {
+    /// Runs one call on the plugin threads. After a failure, or with no own time left, the
+    /// instance is done.
+    async fn call(&mut self, op: Op) -> Result<Done, PluginError> {
         if self.failed {
             return Err(self.trap("the instance already failed earlier in this request".into()));
         }
-        let left = self
-            .store
-            .data()
-            .deadline
-            .saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        let Some(live) = self.live.take() else {
+            self.failed = true;
+            return Err(self.trap("the instance was lost".into()));
+        };
+        if self.remaining.is_zero() {
+            self.live = Some(live);
             self.failed = true;
             return Err(self.timeout());
         }
-        // Re-arm the tick deadline: it was set at instantiation, and after the upstream call it has
-        // long passed, which would start the call with a needless callback and yield. The
-        // wall-clock deadline itself is unchanged (the callback checks `deadline`).
-        self.store.set_epoch_deadline(1);
-        // The epoch callback enforces the deadline inside wasm; this outer timeout catches a
-        // host call (e.g. a slow backend) that holds the plugin past it.
-        Ok(left + Duration::from_millis(5))
-    }
-
-    fn settle<R>(
-        &mut self,
-        outcome: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
-        check: fn(&R) -> Result<(), String>,
-    ) -> Result<R, PluginError> {
-        let result = match outcome {
-            Err(_elapsed) => Err(self.timeout()),
-            Ok(Err(e)) => Err(self.classify(e)),
-            Ok(Ok(value)) => match check(&value) {
-                Ok(()) => Ok(value),
-                Err(reason) => Err(PluginError::InvalidOutput {
-                    plugin: self.plugin().to_string(),
-                    reason,
-                }),
-            },
+        // The caller's span goes along, so host-call spans stay in the request's trace.
+        let run = live.run(op, self.remaining, self.limits);
+        let task = self
+            .executor
+            .spawn(run.instrument(tracing::Span::current()));
+        let result = match task.await {
+            Ok((live, result, used)) => {
+                self.live = Some(live);
+                self.remaining = self.remaining.saturating_sub(used);
+                result
+            }
+            Err(e) => Err(self.trap(format!("the plugin task ended abnormally: {e}"))),
         };
         if result.is_err() {
             self.failed = true;
@@ -118,79 +163,167 @@ impl PluginInstance {
         result
     }
 
-    fn classify(&self, e: wasmtime::Error) -> PluginError {
-        let plugin = self.plugin().to_string();
-        let state = self.store.data();
-        if state.timed_out {
-            return self.timeout();
-        }
-        match e.downcast_ref::<Trap>() {
-            Some(Trap::OutOfFuel) => PluginError::FuelExhausted {
-                plugin,
-                fuel: self.limits.fuel,
-            },
-            Some(Trap::Interrupt) => self.timeout(),
-            _ if state.limiter.hit => PluginError::MemoryLimit {
-                plugin,
-                limit_bytes: self.limits.memory_bytes,
-            },
-            Some(Trap::StackOverflow) => {
-                self.trap("call stack exhausted (recursion too deep)".into())
+    fn checked<R>(
+        &mut self,
+        value: R,
+        check: fn(&R) -> Result<(), String>,
+    ) -> Result<R, PluginError> {
+        match check(&value) {
+            Ok(()) => Ok(value),
+            Err(reason) => {
+                self.failed = true;
+                Err(PluginError::InvalidOutput {
+                    plugin: self.plugin.to_string(),
+                    reason,
+                })
             }
-            Some(trap) => self.trap(trap.to_string()),
-            None => self.trap(format!("{e:#}").chars().take(300).collect()),
         }
     }
 
     fn timeout(&self) -> PluginError {
         PluginError::Timeout {
-            plugin: self.plugin().to_string(),
+            plugin: self.plugin.to_string(),
             deadline_ms: self.limits.deadline_ms,
         }
     }
 
     fn trap(&self, reason: String) -> PluginError {
         PluginError::Trap {
-            plugin: self.plugin().to_string(),
+            plugin: self.plugin.to_string(),
             reason,
         }
     }
 
     fn record<R>(&self, phase: Phase, started: Instant, result: &Result<R, PluginError>) {
-        let state = self.store.data();
         let outcome = match result {
             Ok(_) => "ok",
             Err(e) => e.outcome(),
         };
+        let tenant = self.metrics.tenant(&self.tenant);
         self.metrics
             .plugin_invocations_total
-            .with_label_values(&[
-                &*self.metrics.tenant(&state.tenant),
-                &state.plugin,
-                phase.label(),
-                outcome,
-            ])
+            .with_label_values(&[&*tenant, &self.plugin, phase.label(), outcome])
             .inc();
         self.metrics
             .plugin_duration
-            .with_label_values(&[&*self.metrics.tenant(&state.tenant), phase.label()])
+            .with_label_values(&[&*tenant, phase.label()])
             .observe(started.elapsed().as_secs_f64());
     }
 
     /// Fuel used so far by this instance.
     pub fn fuel_consumed(&self) -> u64 {
-        self.limits
-            .fuel
-            .saturating_sub(self.store.get_fuel().unwrap_or(0))
+        let left = self
+            .live
+            .as_ref()
+            .map_or(0, |l| l.store.get_fuel().unwrap_or(0));
+        self.limits.fuel.saturating_sub(left)
+    }
+}
+
+impl Live {
+    /// One call, on the plugin threads: waits its tenant's turn for the CPU, runs, gives the CPU
+    /// back. Returns the own time it used.
+    async fn run(
+        mut self: Box<Self>,
+        op: Op,
+        budget: Duration,
+        limits: TenantLimits,
+    ) -> (Box<Self>, Result<Done, PluginError>, Duration) {
+        let slot = self.store.data().cpu.clone();
+        let queue_cap = self.store.data().queue_cap;
+        let clock = CallClock::start(&slot, budget);
+        self.store.data_mut().call = clock;
+        // Re-arm the tick: after the upstream call the old deadline has long passed, which would
+        // start the call with a needless callback.
+        self.store.set_epoch_deadline(1);
+        let outcome = clock::guard(&slot, clock, queue_cap, async {
+            slot.acquire().await;
+            self.exec(op).await
+        })
+        .await;
+        slot.release();
+        let used = clock.used(&slot);
+        let plugin = self.store.data().plugin.to_string();
+        let result = match outcome {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(e)) => Err(classify(self.store.data(), &limits, e)),
+            Err(Overrun::Deadline) => Err(PluginError::Timeout {
+                plugin,
+                deadline_ms: limits.deadline_ms,
+            }),
+            Err(Overrun::Queue) => Err(queue_full(plugin, queue_cap)),
+        };
+        (self, result, used)
+    }
+
+    async fn exec(&mut self, op: Op) -> wasmtime::Result<Done> {
+        let bindings = match self.bindings.take() {
+            Some(b) => b,
+            None => self.compiled.pre.instantiate_async(&mut self.store).await?,
+        };
+        let bindings = self.bindings.insert(bindings);
+        Ok(match op {
+            Op::Start => Done::Started,
+            Op::Request(req) => {
+                Done::Request(bindings.call_on_request(&mut self.store, &req).await?)
+            }
+            Op::Response(resp) => {
+                Done::Response(bindings.call_on_response(&mut self.store, &resp).await?)
+            }
+        })
+    }
+}
+
+fn queue_full(plugin: String, cap: Duration) -> PluginError {
+    PluginError::Capacity {
+        plugin,
+        reason: format!(
+            "waited over {} ms for the plugin CPU behind other plugins",
+            cap.as_millis()
+        ),
+    }
+}
+
+/// Why a call (or the instantiation, whose start function runs wasm too) failed.
+fn classify(state: &PluginState, limits: &TenantLimits, e: wasmtime::Error) -> PluginError {
+    let plugin = state.plugin.to_string();
+    if state.timed_out {
+        return PluginError::Timeout {
+            plugin,
+            deadline_ms: limits.deadline_ms,
+        };
+    }
+    if state.queue_exceeded {
+        return queue_full(plugin, state.queue_cap);
+    }
+    let trap = |reason: String| PluginError::Trap {
+        plugin: plugin.clone(),
+        reason,
+    };
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => PluginError::FuelExhausted {
+            plugin,
+            fuel: limits.fuel,
+        },
+        Some(Trap::Interrupt) => PluginError::Timeout {
+            plugin,
+            deadline_ms: limits.deadline_ms,
+        },
+        _ if state.limiter.hit => PluginError::MemoryLimit {
+            plugin,
+            limit_bytes: limits.memory_bytes,
+        },
+        Some(Trap::StackOverflow) => trap("call stack exhausted (recursion too deep)".into()),
+        Some(t) => trap(t.to_string()),
+        None => trap(format!("{e:#}").chars().take(300).collect()),
     }
 }
 
 impl Drop for PluginInstance {
     fn drop(&mut self) {
-        let state = self.store.data();
         self.metrics
             .plugin_fuel_consumed
-            .with_label_values(&[&*self.metrics.tenant(&state.tenant)])
+            .with_label_values(&[&*self.metrics.tenant(&self.tenant)])
             .observe(self.fuel_consumed() as f64);
         self.metrics.plugin_instances_in_use.dec();
     }

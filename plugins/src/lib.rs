@@ -4,8 +4,12 @@
 
 pub mod bindings;
 pub mod cache;
+mod clock;
+mod compiler;
 pub mod engine;
 pub mod error;
+mod executor;
+pub mod fair;
 pub mod host;
 pub mod instance;
 pub mod limits;

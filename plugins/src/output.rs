@@ -24,6 +24,7 @@ pub fn check_request_action(action: &RequestAction) -> Result<(), String> {
     match action {
         RequestAction::Continue(edits) => {
             check_ops(&edits.headers)?;
+            check_host_edits(&edits.headers)?;
             if let Some(path) = &edits.path {
                 check_path(path)?;
             }
@@ -34,8 +35,10 @@ pub fn check_request_action(action: &RequestAction) -> Result<(), String> {
 }
 
 pub fn check_response_action(action: &ResponseAction) -> Result<(), String> {
+    // 1xx are interim responses: the client would wait for a final one that never comes (or
+    // believe the protocol switched, with 101).
     if let Some(status) = action.status {
-        check_status(status, 100)?;
+        check_status(status, 200)?;
     }
     check_ops(&action.headers)
 }
@@ -72,6 +75,24 @@ fn check_status(status: u16, min: u16) -> Result<(), String> {
     } else {
         Err(format!("status {status} is not between {min} and 599"))
     }
+}
+
+/// A request carries exactly one Host: a plugin may replace it (`set`), never add a second
+/// (Pingora refuses to send that) or remove it (HTTP/1.1 requires it).
+fn check_host_edits(ops: &[HeaderOp]) -> Result<(), String> {
+    for op in ops {
+        let (name, verb) = match op {
+            HeaderOp::Append(h) => (h.name.as_str(), "append"),
+            HeaderOp::Remove(name) => (name.as_str(), "remove"),
+            HeaderOp::Set(_) => continue,
+        };
+        if name.eq_ignore_ascii_case("host") {
+            return Err(format!(
+                "a request has exactly one Host header: {verb} is refused, use set to replace it"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_ops(ops: &[HeaderOp]) -> Result<(), String> {
@@ -176,5 +197,44 @@ mod tests {
             path: None,
         });
         assert!(check_request_action(&big).unwrap_err().contains("limit"));
+    }
+
+    #[test]
+    fn host_may_be_replaced_but_not_doubled_or_removed() {
+        let edits = |op: HeaderOp| {
+            RequestAction::Continue(RequestEdits {
+                headers: vec![op],
+                path: None,
+            })
+        };
+        assert!(check_request_action(&edits(set("Host", b"other.test"))).is_ok());
+        let append = HeaderOp::Append(Header {
+            name: "host".into(),
+            value: b"second.test".to_vec(),
+        });
+        assert!(check_request_action(&edits(append)).is_err());
+        assert!(check_request_action(&edits(HeaderOp::Remove("HOST".into()))).is_err());
+    }
+
+    #[test]
+    fn responses_may_not_become_interim() {
+        for (status, ok) in [
+            (100, false),
+            (101, false),
+            (199, false),
+            (200, true),
+            (599, true),
+            (600, false),
+        ] {
+            let action = ResponseAction {
+                status: Some(status),
+                headers: vec![],
+            };
+            assert_eq!(
+                check_response_action(&action).is_ok(),
+                ok,
+                "status {status}"
+            );
+        }
     }
 }

@@ -1,12 +1,14 @@
-//! The plugin runtime: one engine for all tenants, the compiled-code cache, and admission to the
-//! instance pool (a global semaphore sized to the pool, and one per tenant at its quota), so one
-//! tenant can never exhaust the pool for the others.
+//! The plugin runtime: one engine for all tenants, the compiled-code cache and its compile
+//! thread, the plugin threads with their fair CPU scheduler, and admission to the instance pool
+//! (a global semaphore sized to the pool, and one per tenant at its quota), so one tenant can
+//! never exhaust the pool, the plugin CPU or the compiler for the others.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, Store, UpdateDeadline};
@@ -15,7 +17,10 @@ use wharf_tenancy::backends::TenantBackends;
 
 use crate::bindings::HttpPlugin;
 use crate::cache::{CompiledPlugin, ComponentCache};
+use crate::clock::CallClock;
+use crate::compiler::Compiler;
 use crate::error::{PluginError, RejectError};
+use crate::fair::FairScheduler;
 use crate::host::PluginState;
 use crate::instance::PluginInstance;
 use crate::limits::StoreLimiter;
@@ -24,10 +29,14 @@ use crate::settings::{RuntimeSettings, TenantLimits};
 pub struct PluginRuntime {
     engine: Engine,
     pooled: bool,
-    cache: ComponentCache,
+    cache: Arc<ComponentCache>,
+    compiler: Compiler,
     settings: RuntimeSettings,
     global: Arc<Semaphore>,
     tenants: Mutex<HashMap<Arc<str>, (u32, Arc<Semaphore>)>>,
+    fair: Arc<FairScheduler>,
+    /// The plugin threads (`None` only while dropping).
+    executor: Option<Runtime>,
     metrics: Arc<Metrics>,
 }
 
@@ -56,7 +65,17 @@ impl PluginRuntime {
         let mut linker = Linker::<PluginState>::new(&engine);
         HttpPlugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("cannot link host capabilities: {e}"))?;
-        let cache = ComponentCache::new(engine.clone(), linker, data_dir, metrics.clone());
+        let cache = Arc::new(ComponentCache::new(
+            engine.clone(),
+            linker,
+            data_dir,
+            metrics.clone(),
+        ));
+        let compiler = Compiler::start(cache.clone(), settings.nice)
+            .map_err(|e| anyhow::anyhow!("cannot start the compile thread: {e}"))?;
+        let executor = crate::executor::build(settings.threads, settings.nice)
+            .map_err(|e| anyhow::anyhow!("cannot start the plugin threads: {e}"))?;
+        let slots = crate::executor::thread_count(settings.threads);
         metrics
             .plugin_instance_capacity
             .set(i64::from(settings.max_instances));
@@ -65,8 +84,11 @@ impl PluginRuntime {
             engine,
             pooled,
             cache,
+            compiler,
             settings,
             tenants: Mutex::new(HashMap::new()),
+            fair: FairScheduler::new(slots, metrics.clone()),
+            executor: Some(executor),
             metrics,
         }))
     }
@@ -75,16 +97,36 @@ impl PluginRuntime {
         self.pooled
     }
 
-    /// Checks an upload: size, component of the Wharf world, compiles with the shared engine.
-    /// The compiled result is cached, so accepting it costs nothing later.
+    /// Checks an upload here and now: size, component of the Wharf world, compiles with the
+    /// shared engine. For tools and tests; servers use [`PluginRuntime::compile`].
     pub fn validate(&self, bytes: &[u8]) -> Result<Arc<CompiledPlugin>, RejectError> {
-        if bytes.len() > self.settings.max_plugin_bytes {
+        self.check_size(bytes.len())?;
+        self.cache.get_or_compile(bytes)
+    }
+
+    /// Like [`PluginRuntime::validate`], on the compile thread. With a tenant (an upload), at
+    /// most one compile of that tenant's is queued or running; without (the control plane
+    /// loading stored plugins), always queued.
+    pub async fn compile(
+        &self,
+        tenant: Option<&str>,
+        bytes: Vec<u8>,
+    ) -> Result<Arc<CompiledPlugin>, RejectError> {
+        self.check_size(bytes.len())?;
+        if let Some(hit) = self.cache.get(&crate::cache::sha256_hex(&bytes)) {
+            return Ok(hit);
+        }
+        self.compiler.compile(tenant, bytes).await
+    }
+
+    fn check_size(&self, size: usize) -> Result<(), RejectError> {
+        if size > self.settings.max_plugin_bytes {
             return Err(RejectError::TooLarge {
-                size: bytes.len(),
+                size,
                 limit: self.settings.max_plugin_bytes,
             });
         }
-        self.cache.get_or_compile(bytes)
+        Ok(())
     }
 
     /// The compiled plugin for a content hash, from memory or the disk cache; never compiles.
@@ -92,38 +134,64 @@ impl PluginRuntime {
         self.cache.get(sha256)
     }
 
-    /// A fresh instance for one request, within the tenant's instance quota and the pool.
+    /// A fresh instance for one request, instantiated (its start function run) on the plugin
+    /// threads.
     pub async fn instantiate(
         &self,
         inv: Invocation<'_>,
-        compiled: &CompiledPlugin,
+        compiled: &Arc<CompiledPlugin>,
+    ) -> Result<PluginInstance, PluginError> {
+        let mut instance = self.prepare(inv, compiled).await?;
+        instance.start().await?;
+        Ok(instance)
+    }
+
+    /// A fresh instance for one request, within the tenant's instance quota and the pool; it is
+    /// instantiated by its first call (in the same trip to the plugin threads).
+    pub async fn prepare(
+        &self,
+        inv: Invocation<'_>,
+        compiled: &Arc<CompiledPlugin>,
     ) -> Result<PluginInstance, PluginError> {
         let capacity = |reason: String| PluginError::Capacity {
             plugin: inv.plugin.to_string(),
             reason,
         };
-        let tenant_permit = self
-            .tenant_semaphore(inv.tenant, inv.limits.max_instances)
-            .try_acquire_owned()
-            .map_err(|_| {
-                capacity(format!(
-                    "tenant's {} concurrent plugin instances are in use",
-                    inv.limits.max_instances
-                ))
-            })?;
+        let slot = self.fair.slot(inv.tenant);
+        let queue_cap = Duration::from_millis(self.settings.queue_ms);
+        // The tenant's own instances are its queue: wait for one to end (charged as queueing,
+        // never to the deadline) rather than answer a flood with a flood of fast errors.
+        let tenant_sem = self.tenant_semaphore(inv.tenant, inv.limits.max_instances);
+        let tenant_permit = match tenant_sem.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let waited = Instant::now();
+                let permit = tokio::time::timeout(queue_cap, tenant_sem.acquire_owned()).await;
+                slot.add_queued(waited.elapsed());
+                permit.ok().and_then(Result::ok).ok_or_else(|| {
+                    capacity(format!(
+                        "the tenant's {} concurrent plugin instances stayed in use for {} ms",
+                        inv.limits.max_instances, self.settings.queue_ms
+                    ))
+                })?
+            }
+        };
         let global_permit = self
             .global_permit()
             .await
             .ok_or_else(|| capacity("the plugin instance pool is full".into()))?;
 
-        let deadline = Instant::now() + Duration::from_millis(inv.limits.deadline_ms);
+        let budget = Duration::from_millis(inv.limits.deadline_ms);
         let state = PluginState {
             tenant: inv.tenant.clone(),
             plugin: inv.plugin.clone(),
             config: inv.config,
             limiter: StoreLimiter::new(inv.limits.memory_bytes),
-            deadline,
+            call: CallClock::start(&slot, budget),
+            cpu: slot,
+            queue_cap,
             timed_out: false,
+            queue_exceeded: false,
             log: Default::default(),
             metrics: self.metrics.clone(),
             backends: inv.backends,
@@ -133,17 +201,22 @@ impl PluginRuntime {
         store
             .set_fuel(inv.limits.fuel)
             .map_err(|e| capacity(format!("fuel accounting unavailable: {e}")))?;
-        // Check in every tick: past the deadline stop the plugin, otherwise yield so one
-        // tenant's long-running plugin cannot starve other requests on this thread.
+        // Every tick: past the plugin's own deadline (or the queueing cap) stop it; otherwise
+        // hand the CPU to the next tenant in line, if any (a one-tick time slice).
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                ctx.data_mut().timed_out = true;
+            let st = ctx.data_mut();
+            if st.call.expired(&st.cpu) {
+                st.timed_out = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            if st.cpu.queued() >= st.queue_cap {
+                st.queue_exceeded = true;
                 return Ok(UpdateDeadline::Interrupt);
             }
             Ok(UpdateDeadline::YieldCustom(
                 1,
-                Box::pin(tokio::task::yield_now()),
+                Box::pin(st.cpu.clone().yield_slice()),
             ))
         });
 
@@ -151,48 +224,21 @@ impl PluginRuntime {
             .plugin_instantiations_total
             .with_label_values(&[&*self.metrics.tenant(inv.tenant)])
             .inc();
-        self.metrics.plugin_instances_in_use.inc();
-        let instantiated = tokio::time::timeout(
-            Duration::from_millis(inv.limits.deadline_ms) + Duration::from_millis(5),
-            compiled.pre.instantiate_async(&mut store),
-        )
-        .await;
-        match instantiated {
-            Ok(Ok(bindings)) => Ok(PluginInstance {
-                store,
-                bindings,
-                limits: inv.limits,
-                metrics: self.metrics.clone(),
-                _permits: (global_permit, tenant_permit),
-                failed: false,
-            }),
-            Ok(Err(e)) => {
-                self.metrics.plugin_instances_in_use.dec();
-                let plugin = inv.plugin.to_string();
-                if store.data().limiter.hit {
-                    Err(PluginError::MemoryLimit {
-                        plugin,
-                        limit_bytes: inv.limits.memory_bytes,
-                    })
-                } else if store.data().timed_out {
-                    Err(PluginError::Timeout {
-                        plugin,
-                        deadline_ms: inv.limits.deadline_ms,
-                    })
-                } else {
-                    Err(PluginError::Trap {
-                        plugin,
-                        reason: format!("instantiation failed: {e}"),
-                    })
-                }
-            }
-            Err(_) => {
-                self.metrics.plugin_instances_in_use.dec();
-                Err(PluginError::Timeout {
-                    plugin: inv.plugin.to_string(),
-                    deadline_ms: inv.limits.deadline_ms,
-                })
-            }
+        Ok(PluginInstance::new(
+            store,
+            compiled.clone(),
+            inv.limits,
+            self.executor_handle(),
+            self.metrics.clone(),
+            (global_permit, tenant_permit),
+        ))
+    }
+
+    fn executor_handle(&self) -> Handle {
+        match &self.executor {
+            Some(rt) => rt.handle().clone(),
+            // Unreachable while `self` is alive: only `Drop` takes the executor.
+            None => Handle::current(),
         }
     }
 
@@ -219,5 +265,14 @@ impl PluginRuntime {
             .await
             .ok()?
             .ok()
+    }
+}
+
+impl Drop for PluginRuntime {
+    /// The plugin threads stop without blocking: the runtime may be dropped inside async code.
+    fn drop(&mut self) {
+        if let Some(rt) = self.executor.take() {
+            rt.shutdown_background();
+        }
     }
 }

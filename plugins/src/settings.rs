@@ -18,6 +18,14 @@ pub struct RuntimeSettings {
     pub pool_wait_ms: u64,
     /// Largest plugin upload accepted.
     pub max_plugin_bytes: usize,
+    /// Threads that run plugins, apart from the proxy's (0: one per core). Also the number of
+    /// plugins running at once, shared fairly between tenants.
+    pub threads: usize,
+    /// How much lower than the proxy's the plugin and compile threads' priority is (Linux nice).
+    pub nice: i32,
+    /// Longest a request's plugin may wait in total for the plugin CPU or its tenant's instance
+    /// quota before failing with `plugin_capacity` (waiting is never charged to its deadline).
+    pub queue_ms: u64,
 }
 
 impl Default for RuntimeSettings {
@@ -29,6 +37,9 @@ impl Default for RuntimeSettings {
             epoch_tick_ms: 1,
             pool_wait_ms: 50,
             max_plugin_bytes: 32 << 20,
+            threads: 0,
+            nice: 10,
+            queue_ms: 1000,
         }
     }
 }
@@ -39,7 +50,9 @@ impl Default for RuntimeSettings {
 pub struct TenantLimits {
     /// Fuel per request (all phases, one plugin): a deterministic CPU budget.
     pub fuel: u64,
-    /// Wall-clock budget per request, from instantiation to the end of `on-response`.
+    /// Time budget per request (all phases, one plugin): the plugin's own running and host-call
+    /// time. Time spent waiting for the CPU behind other plugins, or between phases (the
+    /// upstream), is not charged.
     pub deadline_ms: u64,
     /// Sum of all linear memories and tables of one plugin instance.
     pub memory_bytes: u64,

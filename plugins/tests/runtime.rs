@@ -68,7 +68,7 @@ async fn run_request(
         backends: None,
     };
     let mut instance = rt.instantiate(inv, &compiled).await?;
-    instance.on_request(req).await
+    instance.on_request(req.clone()).await
 }
 
 fn header_sets(action: &RequestAction) -> Vec<(String, String)> {
@@ -110,13 +110,13 @@ async fn c_add_header_uses_config_and_keeps_state_between_phases() {
         };
         let mut instance = rt.instantiate(inv, &compiled).await.unwrap();
         let path = format!("/round/{round}");
-        let action = instance.on_request(&request(&path, &[])).await.unwrap();
+        let action = instance.on_request(request(&path, &[])).await.unwrap();
         assert_eq!(
             header_sets(&action),
             vec![("x-tenant".to_string(), "acme".to_string())]
         );
         let resp = instance
-            .on_response(&Response {
+            .on_response(Response {
                 status: 200,
                 headers: vec![],
             })
@@ -355,15 +355,19 @@ async fn tenant_instance_quota_is_enforced() {
     };
     let first = rt.instantiate(inv(&a), &compiled).await.unwrap();
     let _second = rt.instantiate(inv(&a), &compiled).await.unwrap();
+    // Over quota, a request waits (up to plugins.queue_ms) for one of its tenant's own
+    // instances to end, then gives up with plugin_capacity.
+    let started = std::time::Instant::now();
     let third = rt.instantiate(inv(&a), &compiled).await;
     assert_eq!(third.err().map(|e| e.code()), Some("plugin_capacity"));
+    assert!(started.elapsed() >= Duration::from_millis(900));
     // Another tenant is not affected by a's quota being full.
     assert!(rt.instantiate(inv(&b), &compiled).await.is_ok());
-    drop(first);
-    assert!(
-        rt.instantiate(inv(&a), &compiled).await.is_ok(),
-        "a slot frees when a request ends"
-    );
+    let (waiting, _) = tokio::join!(rt.instantiate(inv(&a), &compiled), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(first);
+    });
+    assert!(waiting.is_ok(), "a slot frees when a request ends");
 }
 
 #[tokio::test]

@@ -8,6 +8,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use wharf_plugins::RejectError;
+
 use super::{ApiError, ApiState, Principal};
 
 /// Authentication is checked after the body is read (it is bounded by the size limit): answering
@@ -48,23 +50,23 @@ pub async fn upload(
             format!("{} bytes, the limit is {limit}", bytes.len()),
         ));
     }
-    let runtime = s.runtime.clone();
-    let checked = bytes.clone();
-    tokio::task::spawn_blocking(move || runtime.validate(&checked))
+    s.runtime
+        .compile(Some(&tenant), bytes.to_vec())
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
+        .map_err(|e| match e {
+            RejectError::Busy => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "compile_busy", e.to_string())
+            }
+            RejectError::Unavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "compile_unavailable",
                 e.to_string(),
-            )
-        })?
-        .map_err(|e| {
-            ApiError::new(
+            ),
+            _ => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_plugin",
                 e.to_string(),
-            )
+            ),
         })?;
     let (version, v) = store.add_plugin_version(&tenant, &name, &bytes).await?;
     let sha = wharf_plugins::sha256_hex(&bytes);

@@ -7,12 +7,15 @@ pub mod redis;
 pub mod sql;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wharf_metrics::Metrics;
 use wharf_tenancy::backends::{HostError as BackendError, TenantBackends};
 
+use crate::clock::CallClock;
+use crate::fair::CpuSlot;
 use crate::limits::StoreLimiter;
 
 /// `wharf:plugin/types` has only types, no functions to provide.
@@ -24,12 +27,28 @@ pub struct PluginState {
     pub plugin: Arc<str>,
     pub config: Arc<BTreeMap<String, String>>,
     pub limiter: StoreLimiter,
-    pub deadline: Instant,
+    /// This instance's claim on the plugin CPU, and the clock of the call in progress.
+    pub cpu: Arc<CpuSlot>,
+    pub call: CallClock,
+    /// Cap on this instance's total waiting for the CPU or an instance permit.
+    pub queue_cap: Duration,
+    /// Why the epoch tick interrupted the plugin, for the error it gets.
     pub timed_out: bool,
+    pub queue_exceeded: bool,
     pub log: log::LogBudget,
     pub metrics: Arc<Metrics>,
     /// The tenant's Redis and SQL; `None` where the gateway has no backends configured.
     pub backends: Option<Arc<TenantBackends>>,
+}
+
+/// Waits for a host call's I/O without holding a plugin CPU slot (other tenants' plugins run
+/// meanwhile), then waits for the CPU again. The I/O counts against the plugin's deadline; the
+/// wait for the CPU does not.
+pub async fn off_cpu<T>(slot: &Arc<CpuSlot>, io: impl Future<Output = T>) -> T {
+    slot.release();
+    let out = io.await;
+    slot.acquire().await;
+    out
 }
 
 /// One host call in flight: a tracing span and the start time for the metrics.

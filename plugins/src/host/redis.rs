@@ -10,13 +10,16 @@ impl Host for PluginState {
     async fn command(&mut self, name: String, args: Vec<Vec<u8>>) -> Result<RedisValue, HostError> {
         let function = "redis.command";
         let call = self.host_call(function);
-        let result = match &self.backends {
-            None => Err(wharf_tenancy::backends::HostError::BackendUnavailable),
-            Some(b) => match b.redis().await {
-                Ok(redis) => redis.command(&name, args).await,
-                Err(e) => Err(e),
-            },
+        let io = async {
+            match &self.backends {
+                None => Err(wharf_tenancy::backends::HostError::BackendUnavailable),
+                Some(b) => match b.redis().await {
+                    Ok(redis) => redis.command(&name, args).await,
+                    Err(e) => Err(e),
+                },
+            }
         };
+        let result = super::off_cpu(&self.cpu, io).await;
         call.finish(self, &result);
         result.map(to_wit).map_err(super::to_wit_error)
     }

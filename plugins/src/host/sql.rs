@@ -13,13 +13,16 @@ impl Host for PluginState {
         params: Vec<SqlValue>,
     ) -> Result<RowSet, HostError> {
         let call = self.host_call("sql.query");
-        let result = match self.sql().await {
-            Ok(sql) => {
-                sql.query(&statement, params.into_iter().map(from_wit).collect())
-                    .await
+        let io = async {
+            match self.sql().await {
+                Ok(sql) => {
+                    sql.query(&statement, params.into_iter().map(from_wit).collect())
+                        .await
+                }
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
         };
+        let result = super::off_cpu(&self.cpu, io).await;
         call.finish(self, &result);
         result
             .map(|rs| RowSet {
@@ -39,13 +42,16 @@ impl Host for PluginState {
         params: Vec<SqlValue>,
     ) -> Result<u64, HostError> {
         let call = self.host_call("sql.execute");
-        let result = match self.sql().await {
-            Ok(sql) => {
-                sql.execute(&statement, params.into_iter().map(from_wit).collect())
-                    .await
+        let io = async {
+            match self.sql().await {
+                Ok(sql) => {
+                    sql.execute(&statement, params.into_iter().map(from_wit).collect())
+                        .await
+                }
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
         };
+        let result = super::off_cpu(&self.cpu, io).await;
         call.finish(self, &result);
         result.map_err(super::to_wit_error)
     }

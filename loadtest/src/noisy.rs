@@ -1,0 +1,481 @@
+//! Scenario `noisy-neighbour`: does one tenant's hostile plugin traffic slow down or fail another
+//! tenant? Starts everything itself: an upstream, a `wharf` node (child process, its own data
+//! dir), tenant `evil` with five hostile routes (a plugin that spins on host calls until its
+//! deadline, burns fuel, hogs memory, traps, spams logs) and tenant `good` with a plain route
+//! and a plugin route. Good is probed one request at a time, alone and then while every evil
+//! route is driven by `connections` closed-loop clients, in the same run.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::http_load::exchange;
+use crate::stats::{micros, Summary};
+
+pub struct Args {
+    pub wharf: PathBuf,
+    pub plugin_dir: PathBuf,
+    pub seconds: u64,
+    pub connections: usize,
+}
+
+const OPERATOR: &str = "noisy-neighbour-operator";
+const HOSTILE: &[&str] = &["spin", "fuel", "memory", "trap", "log-spam"];
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(scenario(args))
+}
+
+async fn scenario(args: Args) -> anyhow::Result<()> {
+    let hostile = std::fs::read(args.plugin_dir.join("hostile.wasm"))
+        .context("hostile.wasm: build the plugins with scripts/build-plugins")?;
+    let add_header = std::fs::read(args.plugin_dir.join("add-header.wasm"))
+        .context("add-header.wasm: build the plugins with scripts/build-plugins")?;
+    let upstream = start_upstream().await?;
+    let node = Node::start(&args.wharf)?;
+    let api = Api::new(&node.admin);
+    api.wait_ready().await?;
+
+    for (tenant, host) in [("evil", "evil.test"), ("good", "good.test")] {
+        api.call(
+            "POST",
+            "/v1/tenants",
+            OPERATOR,
+            json!({"id": tenant, "hostnames": [host]}),
+        )
+        .await?;
+    }
+    let evil = api.key("evil").await?;
+    let good = api.key("good").await?;
+    api.upload("evil", "hostile", &evil, hostile).await?;
+    api.upload("good", "add-header", &good, add_header).await?;
+    let route = |prefix: &str| json!({"path_prefix": prefix, "upstreams": [{"addr": upstream, "weight": 1}]});
+    for mode in HOSTILE {
+        let path = format!("/v1/tenants/evil/routes/{mode}");
+        api.call("PUT", &path, &evil, route(&format!("/{mode}")))
+            .await?;
+        api.call(
+            "PUT",
+            &format!("{path}/plugins/hostile"),
+            &evil,
+            json!({"config": {"mode": mode}}),
+        )
+        .await?;
+    }
+    api.call("PUT", "/v1/tenants/good/routes/plain", &good, route("/"))
+        .await?;
+    api.call("PUT", "/v1/tenants/good/routes/plug", &good, route("/plug"))
+        .await?;
+    api.call(
+        "PUT",
+        "/v1/tenants/good/routes/plug/plugins/add-header",
+        &good,
+        json!({}),
+    )
+    .await?;
+    wait_serving(&node.proxy, "good.test", "/plug").await?;
+    wait_serving(&node.proxy, "evil.test", "/log-spam").await?;
+
+    let span = Duration::from_secs(args.seconds);
+    println!(
+        "noisy-neighbour: {} s per phase; attack = {} hostile routes x {} connections; good probed one request at a time",
+        args.seconds,
+        HOSTILE.len(),
+        args.connections
+    );
+    let alone = probe_both(&node.proxy, span).await;
+    let attack: Vec<_> = HOSTILE
+        .iter()
+        .flat_map(|mode| {
+            let path = format!("/{mode}");
+            (0..args.connections).map(move |_| path.clone())
+        })
+        .map(|path| {
+            let addr = node.proxy.clone();
+            tokio::spawn(async move { attacker(&addr, &path, Instant::now() + span).await })
+        })
+        .collect();
+    let under = probe_both(&node.proxy, span).await;
+    let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+    for a in attack {
+        for (status, n) in a.await? {
+            *statuses.entry(status).or_default() += n;
+        }
+    }
+
+    println!("| good route | phase | requests | p50 | p99 | max | success |");
+    println!("|---|---|---|---|---|---|---|");
+    for (i, route) in ["/ (no plugin)", "/plug (add-header)"].iter().enumerate() {
+        for (phase, probes) in [("alone", &alone[i]), ("under attack", &under[i])] {
+            probes.row(route, phase);
+        }
+    }
+    for (i, route) in ["/", "/plug"].iter().enumerate() {
+        let (a, u) = (alone[i].summary(), under[i].summary());
+        println!(
+            "good {route}: p99 under attack / alone = {:.2} (target <= 2), success {:.2}% (target 100%)",
+            u.p99.as_secs_f64() / a.p99.as_secs_f64().max(1e-9),
+            under[i].success_pct()
+        );
+    }
+    let total: u64 = statuses.values().sum();
+    println!("evil's requests under attack: {total} answered, by status {statuses:?}");
+    let metrics = api.get_text("/metrics", OPERATOR).await.unwrap_or_default();
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("wharf_plugin_cpu_seconds_total")
+            || l.starts_with("wharf_plugin_yields_total")
+    }) {
+        println!("  {line}");
+    }
+    Ok(())
+}
+
+/// Probes of one route: latency of each request and whether it succeeded (200).
+#[derive(Default)]
+struct Probes {
+    samples: Vec<Duration>,
+    ok: usize,
+    failed: BTreeMap<String, usize>,
+}
+
+impl Probes {
+    fn summary(&self) -> Summary {
+        Summary::of(&mut self.samples.clone())
+    }
+
+    fn success_pct(&self) -> f64 {
+        100.0 * self.ok as f64 / self.samples.len().max(1) as f64
+    }
+
+    fn row(&self, route: &str, phase: &str) {
+        let s = self.summary();
+        println!(
+            "| {route} | {phase} | {} | {} | {} | {} | {:.2}%{} |",
+            self.samples.len(),
+            micros(s.p50),
+            micros(s.p99),
+            micros(s.max),
+            self.success_pct(),
+            if self.failed.is_empty() {
+                String::new()
+            } else {
+                format!(" {:?}", self.failed)
+            }
+        );
+    }
+}
+
+/// Probes good's two routes side by side, each one request at a time.
+async fn probe_both(addr: &str, span: Duration) -> [Probes; 2] {
+    let until = Instant::now() + span;
+    let (a, b) = tokio::join!(probe(addr, "/", until), probe(addr, "/plug", until));
+    [a, b]
+}
+
+async fn probe(addr: &str, path: &str, until: Instant) -> Probes {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: good.test\r\n\r\n").into_bytes();
+    let mut probes = Probes::default();
+    let mut conn: Option<BufReader<TcpStream>> = None;
+    while Instant::now() < until {
+        let started = Instant::now();
+        let result = async {
+            if conn.is_none() {
+                let s = TcpStream::connect(addr).await?;
+                s.set_nodelay(true)?;
+                conn = Some(BufReader::new(s));
+            }
+            let Some(c) = conn.as_mut() else {
+                bail!("no connection")
+            };
+            exchange(c, &request).await
+        }
+        .await;
+        probes.samples.push(started.elapsed());
+        match result {
+            Ok((200, keep)) => {
+                probes.ok += 1;
+                if !keep {
+                    conn = None;
+                }
+            }
+            Ok((status, _)) => {
+                *probes.failed.entry(status.to_string()).or_default() += 1;
+                conn = None;
+            }
+            Err(e) => {
+                *probes.failed.entry(format!("{e}")).or_default() += 1;
+                conn = None;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    probes
+}
+
+/// One hostile client: closed loop on one route until `until`; counts answers by status.
+async fn attacker(addr: &str, path: &str, until: Instant) -> BTreeMap<u16, u64> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: evil.test\r\n\r\n").into_bytes();
+    let mut statuses = BTreeMap::new();
+    let mut conn: Option<BufReader<TcpStream>> = None;
+    while Instant::now() < until {
+        if conn.is_none() {
+            match TcpStream::connect(addr).await {
+                Ok(s) => conn = Some(BufReader::new(s)),
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        match exchange(c, &request).await {
+            Ok((status, keep)) => {
+                *statuses.entry(status).or_default() += 1;
+                if !keep {
+                    conn = None;
+                }
+            }
+            Err(_) => conn = None,
+        }
+    }
+    statuses
+}
+
+async fn wait_serving(addr: &str, host: &str, path: &str) -> anyhow::Result<()> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    for _ in 0..200 {
+        if let Ok(s) = TcpStream::connect(addr).await {
+            let mut c = BufReader::new(s);
+            if let Ok((status, _)) = exchange(&mut c, request.as_bytes()).await {
+                if status != 404 {
+                    return Ok(());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{host}{path} did not start serving")
+}
+
+/// A minimal keep-alive HTTP/1.1 upstream answering `200 ok` to everything.
+async fn start_upstream() -> anyhow::Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = s.set_nodelay(true);
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut have = 0;
+                loop {
+                    let Ok(n) = s.read(&mut buf[have..]).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    have += n;
+                    while let Some(end) = find_end(&buf[..have]) {
+                        let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if s.write_all(reply).await.is_err() {
+                            return;
+                        }
+                        buf.copy_within(end..have, 0);
+                        have -= end;
+                    }
+                    if have == buf.len() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+fn find_end(b: &[u8]) -> Option<usize> {
+    b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+/// A `wharf serve` child process on free loopback ports, killed on drop.
+struct Node {
+    child: Child,
+    proxy: String,
+    admin: String,
+    _dir: TempDir,
+}
+
+impl Node {
+    fn start(wharf: &std::path::Path) -> anyhow::Result<Node> {
+        let dir = TempDir::new()?;
+        let (proxy, admin) = (free_addr()?, free_addr()?);
+        let config = dir.0.join("wharf.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"{proxy}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"{}\"\n\
+                 threads = 2\ngrace_period_seconds = 0\ngraceful_shutdown_timeout_seconds = 1\n\
+                 config_poll_interval_ms = 50\noperator_token = \"{OPERATOR}\"\n",
+                dir.0.join("data").display()
+            ),
+        )?;
+        let child = Command::new(wharf)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.0.join("wharf.log"))?))
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .with_context(|| format!("cannot start {}", wharf.display()))?;
+        Ok(Node {
+            child,
+            proxy,
+            admin,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> std::io::Result<TempDir> {
+        let dir = std::env::temp_dir().join(format!(
+            "wharf-noisy-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_addr() -> anyhow::Result<String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.to_string())
+}
+
+/// The admin API, as the operator and tenants use it.
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(admin: &str) -> Api {
+        Api {
+            base: format!("http://{admin}"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        for _ in 0..600 {
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.base)).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("wharf did not become healthy in 30 s")
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Value,
+    ) -> anyhow::Result<Value> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await?;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{path}: {status} {v}");
+        }
+        Ok(v)
+    }
+
+    async fn key(&self, tenant: &str) -> anyhow::Result<String> {
+        let v = self
+            .call(
+                "POST",
+                &format!("/v1/tenants/{tenant}/api-keys"),
+                OPERATOR,
+                json!({}),
+            )
+            .await?;
+        v["key"]
+            .as_str()
+            .map(String::from)
+            .context("no key in the answer")
+    }
+
+    async fn upload(
+        &self,
+        tenant: &str,
+        name: &str,
+        token: &str,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<()> {
+        let r = self
+            .http
+            .put(format!("{}/v1/tenants/{tenant}/plugins/{name}", self.base))
+            .bearer_auth(token)
+            .body(bytes)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!(
+                "upload {name}: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    async fn get_text(&self, path: &str, token: &str) -> anyhow::Result<String> {
+        Ok(self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await?
+            .text()
+            .await?)
+    }
+}

@@ -1,0 +1,74 @@
+//! A plugin's own time: wall time of its calls minus the time it waited for the CPU. Deadlines
+//! are charged in this time, so a tenant never times out because other tenants kept it waiting.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::fair::CpuSlot;
+
+/// Grace past the deadline for the outer guard: normally the epoch tick stops the plugin first
+/// (an interrupt is more precise than cancelling a suspended call).
+const GRACE: Duration = Duration::from_millis(5);
+
+/// One call (instantiation, `on-request` or `on-response`) of one instance.
+#[derive(Clone, Copy)]
+pub struct CallClock {
+    started: Instant,
+    queued_at_start: Duration,
+    /// Own time this call may use: what the request's budget has left.
+    budget: Duration,
+}
+
+impl CallClock {
+    pub fn start(slot: &CpuSlot, budget: Duration) -> Self {
+        CallClock {
+            started: Instant::now(),
+            queued_at_start: slot.queued(),
+            budget,
+        }
+    }
+
+    /// Own time used by this call so far.
+    pub fn used(&self, slot: &CpuSlot) -> Duration {
+        let queued = slot.queued().saturating_sub(self.queued_at_start);
+        self.started.elapsed().saturating_sub(queued)
+    }
+
+    pub fn expired(&self, slot: &CpuSlot) -> bool {
+        self.used(slot) >= self.budget
+    }
+}
+
+/// Why [`guard`] stopped a call.
+pub enum Overrun {
+    /// The plugin used its own time budget (e.g. a host call held past it).
+    Deadline,
+    /// The request waited longer than the queueing cap.
+    Queue,
+}
+
+/// Runs `call` until it ends, its own time passes the budget (plus a grace), or the instance's
+/// total queueing passes `queue_cap`. Re-arms as waiting extends the wall-clock end.
+pub async fn guard<F: Future>(
+    slot: &Arc<CpuSlot>,
+    clock: CallClock,
+    queue_cap: Duration,
+    call: F,
+) -> Result<F::Output, Overrun> {
+    tokio::pin!(call);
+    loop {
+        let own_left = (clock.budget + GRACE).saturating_sub(clock.used(slot));
+        if own_left.is_zero() {
+            return Err(Overrun::Deadline);
+        }
+        let queue_left = (queue_cap + GRACE).saturating_sub(slot.queued());
+        if queue_left.is_zero() {
+            return Err(Overrun::Queue);
+        }
+        tokio::select! {
+            out = &mut call => return Ok(out),
+            _ = tokio::time::sleep(own_left.min(queue_left)) => {}
+        }
+    }
+}

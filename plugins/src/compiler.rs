@@ -1,0 +1,145 @@
+//! Compiling uploads off the request and API threads, fairly: one background thread (so
+//! compiles use at most one core, at a lower priority than the proxy) takes queued compiles from
+//! tenants in round-robin order, and a tenant may have only a few queued, so one tenant's
+//! compile bombs delay another tenant's upload by at most one compile. Identical bytes queued
+//! twice compile once.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use tokio::sync::oneshot;
+
+use crate::cache::{sha256_hex, CompiledPlugin, ComponentCache};
+use crate::error::RejectError;
+
+type Outcome = Result<Arc<CompiledPlugin>, RejectError>;
+
+/// Compiles a tenant may have queued (the running one included).
+const MAX_QUEUED_PER_TENANT: usize = 4;
+
+/// The queue key of compiles the control plane asks for (stored plugins): never refused.
+const CONTROL_PLANE: &str = "";
+
+struct Job {
+    bytes: Vec<u8>,
+    waiters: Vec<oneshot::Sender<Outcome>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Content hashes waiting, per tenant, oldest first.
+    by_tenant: HashMap<Arc<str>, VecDeque<String>>,
+    /// Tenants with compiles waiting, in turn order.
+    ring: VecDeque<Arc<str>>,
+    /// Queued or compiling, by content hash.
+    jobs: HashMap<String, Job>,
+    /// The tenant whose compile is running.
+    running: Option<Arc<str>>,
+    stopped: bool,
+}
+
+pub struct Compiler {
+    shared: Arc<(Mutex<Queue>, Condvar)>,
+}
+
+impl Compiler {
+    pub fn start(cache: Arc<ComponentCache>, nice: i32) -> std::io::Result<Self> {
+        let shared: Arc<(Mutex<Queue>, Condvar)> = Arc::default();
+        let worker = shared.clone();
+        std::thread::Builder::new()
+            .name("wharf-compile".into())
+            .spawn(move || {
+                crate::executor::lower_priority(nice);
+                while let Some((sha, bytes)) = next(&worker) {
+                    let outcome = cache.get_or_compile(&bytes);
+                    let waiters = {
+                        let mut q = lock(&worker.0);
+                        q.running = None;
+                        q.jobs.remove(&sha).map(|j| j.waiters).unwrap_or_default()
+                    };
+                    for w in waiters {
+                        let _ = w.send(outcome.clone());
+                    }
+                }
+            })?;
+        Ok(Compiler { shared })
+    }
+
+    /// Compiles `bytes` on the compile thread. With a tenant (an upload), refuses with
+    /// [`RejectError::Busy`] while that tenant has [`MAX_QUEUED_PER_TENANT`] compiles queued;
+    /// without (the control plane loading stored plugins), always queues.
+    pub async fn compile(&self, tenant: Option<&str>, bytes: Vec<u8>) -> Outcome {
+        let sha = sha256_hex(&bytes);
+        let (reply, result) = oneshot::channel();
+        {
+            let mut q = lock(&self.shared.0);
+            if let Some(job) = q.jobs.get_mut(&sha) {
+                job.waiters.push(reply);
+            } else {
+                let key: Arc<str> = tenant.unwrap_or(CONTROL_PLANE).into();
+                let queued = q.by_tenant.get(&key).map_or(0, VecDeque::len);
+                let running = usize::from(q.running.as_ref() == Some(&key));
+                if tenant.is_some() && queued + running >= MAX_QUEUED_PER_TENANT {
+                    return Err(RejectError::Busy);
+                }
+                if queued == 0 {
+                    q.ring.push_back(key.clone());
+                }
+                q.by_tenant.entry(key).or_default().push_back(sha.clone());
+                q.jobs.insert(
+                    sha,
+                    Job {
+                        bytes,
+                        waiters: vec![reply],
+                    },
+                );
+                self.shared.1.notify_one();
+            }
+        }
+        result.await.unwrap_or_else(|_| {
+            Err(RejectError::Unavailable(
+                "the compile thread has stopped".into(),
+            ))
+        })
+    }
+}
+
+impl Drop for Compiler {
+    fn drop(&mut self) {
+        lock(&self.shared.0).stopped = true;
+        self.shared.1.notify_all();
+    }
+}
+
+/// The next compile, from the tenant whose turn it is; `None` once stopped.
+fn next(shared: &(Mutex<Queue>, Condvar)) -> Option<(String, Vec<u8>)> {
+    let mut q = lock(&shared.0);
+    loop {
+        if q.stopped {
+            return None;
+        }
+        if let Some(tenant) = q.ring.pop_front() {
+            let sha = q.by_tenant.get_mut(&tenant).and_then(VecDeque::pop_front);
+            if q.by_tenant.get(&tenant).is_some_and(|v| !v.is_empty()) {
+                q.ring.push_back(tenant.clone());
+            } else {
+                q.by_tenant.remove(&tenant);
+            }
+            // The job stays in `jobs` while it compiles, so identical uploads join it.
+            let job = sha.and_then(|s| {
+                let bytes = std::mem::take(&mut q.jobs.get_mut(&s)?.bytes);
+                Some((s, bytes))
+            });
+            if job.is_some() {
+                q.running = Some(tenant);
+                return job;
+            }
+            continue;
+        }
+        q = shared.1.wait(q).unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+fn lock(m: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,45 @@
+//! The threads that run tenants' wasm, apart from the proxy's I/O threads: a busy plugin can
+//! then never delay another tenant's plugin-free request, and the operating system can favour
+//! the proxy (plugin threads run at a lower priority, `nice`).
+
+use tokio::runtime::{Builder, Runtime};
+
+/// The plugin runtime's own tokio runtime. `threads` 0: one per core.
+pub fn build(threads: usize, nice: i32) -> std::io::Result<Runtime> {
+    Builder::new_multi_thread()
+        .worker_threads(thread_count(threads))
+        .thread_name("wharf-plugin")
+        .on_thread_start(move || lower_priority(nice))
+        .enable_all()
+        .build()
+}
+
+/// Number of threads `build` starts for `threads`.
+pub fn thread_count(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    }
+}
+
+/// Lowers the calling thread's priority (Linux: per-thread nice). Raising niceness needs no
+/// privilege; failure only costs the proxy's priority, so it is logged, not fatal.
+pub fn lower_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority have no memory-safety preconditions.
+        let rc = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+        };
+        if rc != 0 {
+            tracing::warn!(
+                "cannot lower plugin thread priority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}

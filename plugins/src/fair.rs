@@ -1,0 +1,382 @@
+//! Fair sharing of plugin CPU between tenants.
+//!
+//! Plugins run on a few dedicated threads; a job may execute wasm only while it holds one of
+//! `slots` CPU slots (one per plugin thread). Waiting jobs queue per tenant, and free slots go to
+//! tenants in round-robin order, so a tenant with 100 jobs waiting and a tenant with one take
+//! turns. A running job gives its slot back at every epoch tick when anyone is waiting (a time
+//! slice of one tick), before host-call I/O, and at the end of each call. Time spent waiting is
+//! recorded per job, so deadlines can charge a tenant only for its own running time.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use prometheus::{Counter, Histogram, IntCounter};
+use tokio::sync::Notify;
+use wharf_metrics::Metrics;
+
+pub struct FairScheduler {
+    state: Mutex<State>,
+    /// Jobs waiting for a slot, all tenants: the epoch tick's cheap "is anyone waiting?".
+    waiting: AtomicUsize,
+    /// Origin of the `held_since` timestamps.
+    epoch: Instant,
+    metrics: Arc<Metrics>,
+}
+
+struct State {
+    free: usize,
+    /// Waiting jobs per tenant, oldest first; present exactly while the tenant is in `ring`.
+    queues: HashMap<Arc<str>, VecDeque<Weak<CpuSlot>>>,
+    /// Tenants with waiting jobs, in the order they get the next free slot.
+    ring: VecDeque<Arc<str>>,
+}
+
+/// One plugin instance's claim on the plugin CPU. `held` and `waiting` change only under the
+/// scheduler's lock.
+pub struct CpuSlot {
+    sched: Arc<FairScheduler>,
+    tenant: Arc<str>,
+    held: AtomicBool,
+    waiting: AtomicBool,
+    notify: Notify,
+    held_since_ns: AtomicU64,
+    /// Waits that have ended, and the start of the one in progress (0: none).
+    queued_ns: AtomicU64,
+    waiting_since_ns: AtomicU64,
+    cpu_seconds: Counter,
+    queue_wait: Histogram,
+    yields: IntCounter,
+}
+
+impl FairScheduler {
+    pub fn new(slots: usize, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(FairScheduler {
+            state: Mutex::new(State {
+                free: slots.max(1),
+                queues: HashMap::new(),
+                ring: VecDeque::new(),
+            }),
+            waiting: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            metrics,
+        })
+    }
+
+    /// A slot handle for one instance of `tenant`'s plugin (holds nothing yet).
+    pub fn slot(self: &Arc<Self>, tenant: &Arc<str>) -> Arc<CpuSlot> {
+        let label = self.metrics.tenant(tenant);
+        let m = &self.metrics;
+        Arc::new(CpuSlot {
+            sched: self.clone(),
+            tenant: tenant.clone(),
+            held: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
+            notify: Notify::new(),
+            held_since_ns: AtomicU64::new(0),
+            queued_ns: AtomicU64::new(0),
+            waiting_since_ns: AtomicU64::new(0),
+            cpu_seconds: m.plugin_cpu_seconds.with_label_values(&[&label]),
+            queue_wait: m.plugin_queue_wait.with_label_values(&[&label]),
+            yields: m.plugin_yields_total.with_label_values(&[&label]),
+        })
+    }
+
+    /// Whether any job is waiting for a slot.
+    pub fn contended(&self) -> bool {
+        self.waiting.load(Ordering::Acquire) > 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Hands free slots to waiting jobs, one tenant at a time in ring order. Returns the slots
+    /// it upgraded, to be dropped after the lock is released (dropping the last reference to a
+    /// slot takes the lock).
+    fn dispatch(&self, st: &mut State) -> Vec<Arc<CpuSlot>> {
+        let mut touched = Vec::new();
+        while st.free > 0 {
+            let Some(tenant) = st.ring.pop_front() else {
+                break;
+            };
+            let mut granted = None;
+            if let Some(queue) = st.queues.get_mut(&tenant) {
+                while let Some(weak) = queue.pop_front() {
+                    let Some(slot) = weak.upgrade() else {
+                        continue;
+                    };
+                    if slot.waiting.load(Ordering::Acquire) {
+                        granted = Some(slot);
+                        break;
+                    }
+                    touched.push(slot);
+                }
+                if queue.is_empty() {
+                    st.queues.remove(&tenant);
+                } else {
+                    st.ring.push_back(tenant);
+                }
+            }
+            if let Some(slot) = granted {
+                st.free -= 1;
+                slot.waiting.store(false, Ordering::Release);
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
+                slot.held_since_ns.store(self.now_ns(), Ordering::Relaxed);
+                slot.held.store(true, Ordering::Release);
+                slot.notify.notify_one();
+                touched.push(slot);
+            }
+        }
+        touched
+    }
+}
+
+impl CpuSlot {
+    /// Total time this instance has waited for the CPU (and for its tenant's instance quota).
+    pub fn queued(&self) -> Duration {
+        let since = self.waiting_since_ns.load(Ordering::Acquire);
+        let current = match since {
+            0 => 0,
+            s => self.sched.now_ns().saturating_sub(s),
+        };
+        Duration::from_nanos(
+            self.queued_ns
+                .load(Ordering::Acquire)
+                .saturating_add(current),
+        )
+    }
+
+    /// Counts time waited outside the scheduler (e.g. for an instance permit) as queueing.
+    pub fn add_queued(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.queued_ns.fetch_add(ns, Ordering::Relaxed);
+        self.queue_wait.observe(d.as_secs_f64());
+    }
+
+    /// Waits for a slot: at once when one is free and nobody is queued, else in the tenant's
+    /// turn.
+    pub async fn acquire(self: &Arc<Self>) {
+        let touched = {
+            let mut st = self.sched.lock();
+            if self.held.load(Ordering::Acquire) {
+                return;
+            }
+            if st.ring.is_empty() && st.free > 0 {
+                st.free -= 1;
+                self.held_since_ns
+                    .store(self.sched.now_ns(), Ordering::Relaxed);
+                self.held.store(true, Ordering::Release);
+                return;
+            }
+            self.enqueue(&mut st);
+            self.sched.dispatch(&mut st)
+        };
+        drop(touched);
+        self.wait().await;
+    }
+
+    /// Gives the slot back (end of a call, or before waiting on I/O).
+    pub fn release(&self) {
+        let touched = {
+            let mut st = self.sched.lock();
+            self.release_locked(&mut st);
+            self.sched.dispatch(&mut st)
+        };
+        drop(touched);
+    }
+
+    /// The epoch tick: when other jobs wait, go to the back of the line; otherwise let the
+    /// thread's other tasks (I/O completions that may become waiters) run.
+    pub async fn yield_slice(self: Arc<Self>) {
+        if !self.sched.contended() {
+            tokio::task::yield_now().await;
+            return;
+        }
+        let touched = {
+            let mut st = self.sched.lock();
+            if !self.held.load(Ordering::Acquire) {
+                return;
+            }
+            self.release_locked(&mut st);
+            self.enqueue(&mut st);
+            self.sched.dispatch(&mut st)
+        };
+        drop(touched);
+        self.yields.inc();
+        self.wait().await;
+    }
+
+    fn release_locked(&self, st: &mut State) {
+        if self.held.swap(false, Ordering::AcqRel) {
+            st.free += 1;
+            let since = self.held_since_ns.load(Ordering::Relaxed);
+            let ran = self.sched.now_ns().saturating_sub(since);
+            self.cpu_seconds.inc_by(ran as f64 / 1e9);
+        }
+    }
+
+    fn enqueue(self: &Arc<Self>, st: &mut State) {
+        if self.waiting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.sched.waiting.fetch_add(1, Ordering::AcqRel);
+        match st.queues.entry(self.tenant.clone()) {
+            Entry::Occupied(mut q) => q.get_mut().push_back(Arc::downgrade(self)),
+            Entry::Vacant(v) => {
+                v.insert(VecDeque::from([Arc::downgrade(self)]));
+                st.ring.push_back(self.tenant.clone());
+            }
+        }
+    }
+
+    async fn wait(self: &Arc<Self>) {
+        let guard = WaitGuard {
+            slot: self,
+            started: Instant::now(),
+            done: false,
+        };
+        self.waiting_since_ns
+            .store(self.sched.now_ns().max(1), Ordering::Release);
+        while !self.held.load(Ordering::Acquire) {
+            self.notify.notified().await;
+        }
+        guard.finish();
+    }
+}
+
+/// Records the time waited, and undoes the wait when the waiting future is dropped (the call
+/// was cancelled): a slot granted meanwhile goes straight to the next job.
+struct WaitGuard<'a> {
+    slot: &'a Arc<CpuSlot>,
+    started: Instant,
+    done: bool,
+}
+
+impl WaitGuard<'_> {
+    fn finish(mut self) {
+        self.done = true;
+        self.record();
+    }
+
+    fn record(&self) {
+        // Add before clearing the start, so `queued()` never drops in between.
+        self.slot.add_queued(self.started.elapsed());
+        self.slot.waiting_since_ns.store(0, Ordering::Release);
+    }
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.record();
+        let touched = {
+            let mut st = self.slot.sched.lock();
+            if self.slot.waiting.swap(false, Ordering::AcqRel) {
+                self.slot.sched.waiting.fetch_sub(1, Ordering::AcqRel);
+            }
+            self.slot.release_locked(&mut st);
+            self.slot.sched.dispatch(&mut st)
+        };
+        drop(touched);
+    }
+}
+
+impl Drop for CpuSlot {
+    fn drop(&mut self) {
+        let mut st = self.sched.lock();
+        if self.waiting.swap(false, Ordering::AcqRel) {
+            self.sched.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+        if self.held.swap(false, Ordering::AcqRel) {
+            st.free += 1;
+        }
+        let touched = self.sched.dispatch(&mut st);
+        drop(st);
+        drop(touched);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sched(slots: usize) -> Arc<FairScheduler> {
+        FairScheduler::new(slots, Arc::new(Metrics::new()))
+    }
+
+    #[tokio::test]
+    async fn free_slot_is_taken_at_once_and_returned() {
+        let s = sched(1);
+        let a = s.slot(&"a".into());
+        a.acquire().await;
+        assert!(a.held.load(Ordering::Acquire));
+        a.release();
+        let b = s.slot(&"b".into());
+        b.acquire().await;
+        assert!(b.held.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn tenants_take_turns_whatever_their_queue_length() {
+        let s = sched(1);
+        let running = s.slot(&"a".into());
+        running.acquire().await;
+        // Tenant a queues five jobs, then tenant b one.
+        let mut waits = Vec::new();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        for i in 0..6 {
+            let tenant: Arc<str> = if i < 5 { "a".into() } else { "b".into() };
+            let slot = s.slot(&tenant);
+            let order = order.clone();
+            waits.push(tokio::spawn(async move {
+                slot.acquire().await;
+                order.lock().unwrap().push(tenant.to_string());
+                slot.release();
+            }));
+            // Let the job enqueue before the next, so the queue order is known.
+            while s.waiting.load(Ordering::Acquire) < i + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        running.release();
+        for w in waits {
+            w.await.unwrap();
+        }
+        let order = order.lock().unwrap().clone();
+        assert_eq!(
+            order[..2],
+            ["a", "b"],
+            "b is served second, not sixth: {order:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_waiter_passes_its_grant_on() {
+        let s = sched(1);
+        let running = s.slot(&"a".into());
+        running.acquire().await;
+        let cancelled = s.slot(&"b".into());
+        let c2 = cancelled.clone();
+        let waiter = tokio::spawn(async move { c2.acquire().await });
+        while !s.contended() {
+            tokio::task::yield_now().await;
+        }
+        waiter.abort();
+        let _ = waiter.await;
+        running.release();
+        let next = s.slot(&"c".into());
+        tokio::time::timeout(Duration::from_secs(1), next.acquire())
+            .await
+            .expect("the slot was not leaked to the cancelled waiter");
+        assert!(!cancelled.held.load(Ordering::Acquire));
+    }
+}

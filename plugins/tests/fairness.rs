@@ -1,0 +1,214 @@
+//! Fairness between tenants on the plugin threads, from the attacker's side: a tenant that keeps
+//! every plugin thread busy with spinning plugins must not slow down, time out or fail another
+//! tenant's plugins; waiting is never charged to a deadline; compiles are one per tenant.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wharf_metrics::Metrics;
+use wharf_plugins::test_support::*;
+use wharf_plugins::types::{Header, Request};
+use wharf_plugins::{
+    CompiledPlugin, Invocation, PluginError, PluginRuntime, RejectError, RuntimeSettings,
+    TenantLimits,
+};
+
+fn runtime(threads: usize, queue_ms: u64) -> (Arc<PluginRuntime>, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new());
+    let settings = RuntimeSettings {
+        max_instances: 256,
+        threads,
+        queue_ms,
+        ..RuntimeSettings::default()
+    };
+    (
+        PluginRuntime::new(settings, None, metrics.clone()).expect("runtime"),
+        metrics,
+    )
+}
+
+fn request() -> Request {
+    Request {
+        method: "GET".into(),
+        path: "/".into(),
+        headers: vec![Header {
+            name: "host".into(),
+            value: b"x.test".to_vec(),
+        }],
+        client_addr: "127.0.0.1".into(),
+        tenant_id: "t".into(),
+        route_id: "r".into(),
+    }
+}
+
+async fn call(
+    rt: &PluginRuntime,
+    tenant: &str,
+    compiled: &Arc<CompiledPlugin>,
+    limits: TenantLimits,
+) -> Result<(), PluginError> {
+    let (tenant, plugin): (Arc<str>, Arc<str>) = (tenant.into(), "p".into());
+    let inv = Invocation {
+        tenant: &tenant,
+        plugin: &plugin,
+        limits,
+        config: Arc::new(BTreeMap::new()),
+        backends: None,
+    };
+    let mut instance = rt.prepare(inv, compiled).await?;
+    instance.on_request(request()).await.map(|_| ())
+}
+
+fn spinning() -> TenantLimits {
+    TenantLimits {
+        fuel: u64::MAX / 4,
+        deadline_ms: 300,
+        max_instances: 128,
+        ..TenantLimits::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_saturating_the_plugin_threads_does_not_slow_or_time_out_another() {
+    let (rt, metrics) = runtime(2, 5_000);
+    let spin = rt.validate(infinite_loop().as_bytes()).unwrap();
+    let noop = rt.validate(noop().as_bytes()).unwrap();
+    // Evil: 48 plugins spinning to their deadline, far more than there are plugin threads.
+    let evil: Vec<_> = (0..48)
+        .map(|_| {
+            let (rt, spin) = (rt.clone(), spin.clone());
+            tokio::spawn(async move { call(&rt, "evil", &spin, spinning()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Good: a 10 ms deadline, which the time spent waiting behind evil would blow many times
+    // over if it were charged.
+    let good_limits = TenantLimits {
+        deadline_ms: 10,
+        ..TenantLimits::default()
+    };
+    let mut worst = Duration::ZERO;
+    for _ in 0..40 {
+        let started = Instant::now();
+        call(&rt, "good", &noop, good_limits)
+            .await
+            .expect("good's plugin succeeds while evil spins");
+        worst = worst.max(started.elapsed());
+    }
+    assert!(
+        worst < Duration::from_millis(60),
+        "good waited {worst:?} behind evil's plugins"
+    );
+    for e in evil {
+        let err = e.await.unwrap().expect_err("evil spins until stopped");
+        assert!(
+            matches!(err.code(), "plugin_timeout" | "plugin_capacity"),
+            "{err}"
+        );
+    }
+    let text = metrics.render();
+    let cpu = |t: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("wharf_plugin_cpu_seconds_total{{tenant=\"{t}\"}}")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        cpu("evil") > 0.3,
+        "evil's CPU is accounted: {}",
+        cpu("evil")
+    );
+    assert!(cpu("good") > 0.0 && cpu("good") < cpu("evil"));
+    assert!(text.contains("wharf_plugin_yields_total{tenant=\"evil\"}"));
+    assert_eq!(metrics.plugin_instances_in_use.get(), 0);
+}
+
+#[tokio::test]
+async fn waiting_for_the_cpu_is_capped_and_reported_as_capacity_not_timeout() {
+    // One plugin thread, a 40 ms queueing cap: twelve spinners of one tenant share the thread in
+    // 1 ms slices, so each waits far longer than 40 ms before using its 1 s of own time.
+    let (rt, _) = runtime(1, 40);
+    let spin = rt.validate(infinite_loop().as_bytes()).unwrap();
+    let limits = TenantLimits {
+        deadline_ms: 1_000,
+        ..spinning()
+    };
+    let started = Instant::now();
+    let runs: Vec<_> = (0..12)
+        .map(|_| {
+            let (rt, spin) = (rt.clone(), spin.clone());
+            tokio::spawn(async move { call(&rt, "evil", &spin, limits).await })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for r in runs {
+        codes.push(r.await.unwrap().unwrap_err().code());
+    }
+    assert!(codes.contains(&"plugin_capacity"), "{codes:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "the queueing cap ended them early: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn fuel_exhausted_in_the_start_function_is_reported_as_fuel() {
+    let (rt, _) = runtime(1, 1_000);
+    let wat = wat_plugin("", "(func $spin (loop $l (br $l))) (start $spin)", 1);
+    let compiled = rt.validate(wat.as_bytes()).unwrap();
+    let limits = TenantLimits {
+        fuel: 10_000,
+        deadline_ms: 5_000,
+        ..TenantLimits::default()
+    };
+    let err = call(&rt, "t", &compiled, limits).await.unwrap_err();
+    assert_eq!(err.code(), "plugin_fuel_exhausted", "{err}");
+}
+
+#[tokio::test]
+async fn compiles_take_turns_between_tenants_and_a_tenant_may_queue_only_a_few() {
+    let (rt, _) = runtime(1, 1_000);
+    // Tenant a queues a big compile and then distinct small ones, up to its limit.
+    let big = example_plugin("path-rewrite");
+    let mut a_jobs = Vec::new();
+    for i in 0..4 {
+        let bytes = if i == 0 {
+            big.clone()
+        } else {
+            wat_plugin(&format!("(drop (i32.const {i}))"), "", 1).into_bytes()
+        };
+        let rt = rt.clone();
+        a_jobs.push(tokio::spawn(async move {
+            rt.compile(Some("a"), bytes).await.map(|_| Instant::now())
+        }));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let over = rt.compile(Some("a"), trap().into_bytes()).await;
+    assert!(
+        matches!(over, Err(RejectError::Busy)),
+        "a fifth queued compile of one tenant is refused: {:?}",
+        over.err()
+    );
+    // Identical bytes join the compile already queued instead of counting again; tenant b's
+    // compile is served in b's turn, not after all of a's queue.
+    let (b, same) = tokio::join!(
+        async {
+            let r = rt.compile(Some("b"), noop().into_bytes()).await;
+            (r, Instant::now())
+        },
+        rt.compile(Some("a"), big.clone())
+    );
+    let (b, b_done) = b;
+    b.expect("b's compile succeeds");
+    same.expect("the identical upload got the shared result");
+    let mut a_done = Vec::new();
+    for j in a_jobs {
+        a_done.push(j.await.unwrap().expect("a's uploads compile"));
+    }
+    assert!(
+        b_done <= a_done[3],
+        "b waited for all of a's queued compiles"
+    );
+}
