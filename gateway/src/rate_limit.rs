@@ -107,7 +107,9 @@ impl FleetLimiter {
             let mut eval = deadpool_redis::redis::cmd("EVAL");
             eval.arg(GCRA)
                 .arg(1)
-                .arg(format!("wharf:ratelimit:{tenant}"))
+                .arg(wharf_tenancy::backends::redis::system_key(&format!(
+                    "ratelimit:{tenant}"
+                )))
                 .arg(emission)
                 .arg(tolerance);
             eval.query_async::<(i64, i64)>(&mut conn).await.ok()

@@ -5,6 +5,8 @@ use thiserror::Error;
 pub enum ValidationError {
     #[error("invalid id {0:?}: use 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit")]
     BadId(String),
+    #[error("tenant id {0:?} is reserved for Wharf itself; choose another")]
+    ReservedId(String),
     #[error("invalid hostname {0:?}: use a DNS name like api.acme.test or a wildcard like *.acme.test (no port, no scheme)")]
     BadHostname(String),
     #[error("invalid path prefix {0:?}: it must start with '/' and contain no '?', '#', spaces or '..' segments")]

@@ -20,6 +20,19 @@ pub fn validate_id(id: &str) -> Result<(), ValidationError> {
     }
 }
 
+/// Tenant ids that would read as Wharf's own names (the store's `system` actor, the operator)
+/// in audit logs, keys or labels.
+pub const RESERVED_TENANT_IDS: &[&str] = &["system", "sys", "wharf", "operator", "admin", "root"];
+
+/// A tenant id: a plain id that is not reserved.
+pub fn validate_tenant_id(id: &str) -> Result<(), ValidationError> {
+    validate_id(id)?;
+    if RESERVED_TENANT_IDS.contains(&id) {
+        return Err(ValidationError::ReservedId(id.to_string()));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
     pub id: String,

@@ -58,7 +58,10 @@ async fn redis_keys_are_namespaced_and_dangerous_commands_denied() {
         Reply::Nil
     );
     // Naming a's full key does not escape: it is prefixed again.
-    let full = format!("wharf:{a_id}:secret");
+    let full = format!(
+        "{}secret",
+        wharf_tenancy::backends::redis::key_prefix(&a_id)
+    );
     assert_eq!(
         re.command("GET", vec![bulk(&full)]).await.unwrap(),
         Reply::Nil

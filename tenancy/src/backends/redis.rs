@@ -141,6 +141,17 @@ pub enum Reply {
     Array(Vec<Reply>),
 }
 
+/// A tenant's key namespace. Tenants live under `wharf:t:`, Wharf's own keys under `wharf:sys:`:
+/// no tenant id can name a key of Wharf's.
+pub fn key_prefix(tenant: &str) -> String {
+    format!("wharf:t:{tenant}:")
+}
+
+/// Wharf's own key `name` (e.g. the fleet rate limiter's state of a tenant).
+pub fn system_key(name: &str) -> String {
+    format!("wharf:sys:{name}")
+}
+
 impl TenantRedis {
     pub fn new(
         tenant: &str,
@@ -167,7 +178,7 @@ impl TenantRedis {
             .set(i64::from(q.redis_max_connections));
         Ok(TenantRedis {
             tenant: tenant.to_string(),
-            prefix: format!("wharf:{tenant}:").into_bytes(),
+            prefix: key_prefix(tenant).into_bytes(),
             pool,
             wait,
             rate: Rate::per_second(

@@ -14,7 +14,7 @@ use sqlx::{AnyPool, Row};
 
 use crate::error::StoreError;
 use crate::model::{
-    validate_display_name, validate_id, HostPattern, PluginVersion, Quotas, Route, Tenant,
+    validate_display_name, validate_tenant_id, HostPattern, PluginVersion, Quotas, Route, Tenant,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,7 +315,7 @@ impl Store {
         display_name: &str,
         hostnames: &[&str],
     ) -> Result<i64, StoreError> {
-        validate_id(id)?;
+        validate_tenant_id(id)?;
         validate_display_name(display_name)?;
         let patterns = hostnames
             .iter()
