@@ -37,6 +37,10 @@ pub struct Bootstrap {
     pub otlp_endpoint: Option<String>,
     /// Bearer token for operator calls to the admin API (env WHARF_OPERATOR_TOKEN wins).
     pub operator_token: Option<String>,
+    /// Internal address ranges (CIDR) tenants' upstreams may use; everything internal
+    /// (loopback, private, link-local, …) is refused otherwise. The gateway's own listeners are
+    /// refused always.
+    pub egress_allow: Vec<String>,
 }
 
 impl Default for Bootstrap {
@@ -54,6 +58,7 @@ impl Default for Bootstrap {
             redis: None,
             sql: "sqlite".into(),
             operator_token: None,
+            egress_allow: Vec::new(),
             otlp_endpoint: None,
             metrics_tenant_label_cap: wharf_metrics::DEFAULT_TENANT_LABEL_CAP,
         }

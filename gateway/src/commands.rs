@@ -128,14 +128,9 @@ impl Target {
     }
 
     /// Creates or replaces a route, keeping its plugin chain.
-    async fn put_route(&self, tenant: &str, mut route: Route) -> anyhow::Result<i64> {
+    async fn put_route(&self, tenant: &str, route: Route) -> anyhow::Result<i64> {
         Ok(match self {
-            Target::Store(s) => {
-                if let Ok(existing) = s.route(tenant, &route.id).await {
-                    route.plugins = existing.plugins;
-                }
-                s.put_route(tenant, route).await?
-            }
+            Target::Store(s) => s.put_route_keeping_plugins(tenant, route).await?,
             Target::Api(c) => {
                 let mut body = serde_json::to_value(&route)?;
                 if let Some(o) = body.as_object_mut() {

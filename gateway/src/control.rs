@@ -27,6 +27,8 @@ pub struct ControlPlane {
     pub store_url: String,
     pub runtime: Arc<PluginRuntime>,
     pub backends: Arc<Backends>,
+    /// Where tenants' upstreams may point.
+    pub egress: Arc<crate::egress::EgressPolicy>,
     pub live: Arc<LiveConfig>,
     pub metrics: Arc<Metrics>,
     pub poll_interval: Duration,
@@ -52,6 +54,7 @@ impl BackgroundService for ControlPlane {
                 live: self.live.clone(),
                 metrics: self.metrics.clone(),
                 store_up: self.store_up.clone(),
+                operator_token: self.operator_token.clone(),
             };
             let api = ApiState {
                 store: store_cell.clone(),
@@ -59,6 +62,8 @@ impl BackgroundService for ControlPlane {
                 metrics: self.metrics.clone(),
                 operator_token: self.operator_token.clone(),
                 max_plugin_bytes: self.max_plugin_bytes,
+                egress: self.egress.clone(),
+                uploads: Default::default(),
             };
             tokio::spawn(async move {
                 if let Err(e) = admin::serve(listener, state, api).await {
@@ -130,7 +135,8 @@ impl ControlPlane {
             }
         };
         let plugins = resolve_plugins(&snapshot, store, &self.runtime).await;
-        let (table, fresh) = RoutingTable::compile(&snapshot, &plugins, &self.backends, &current);
+        let (table, fresh) =
+            RoutingTable::compile(&snapshot, &plugins, &self.backends, &self.egress, &current);
         self.live.store(table);
         for hc in fresh {
             hc.spawn();

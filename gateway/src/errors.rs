@@ -15,6 +15,10 @@ pub enum GatewayError {
     Plugin(wharf_plugins::PluginError),
     /// Over the tenant's request rate; retry after this many seconds.
     RateLimited(u64),
+    /// The route's upstream is an address the egress policy refuses.
+    UpstreamForbidden(String),
+    /// The request already passed through this gateway node (a routing loop).
+    LoopDetected,
 }
 
 #[derive(Serialize)]
@@ -36,6 +40,8 @@ impl GatewayError {
             GatewayError::Internal(_) => 500,
             GatewayError::Plugin(e) => e.status(),
             GatewayError::RateLimited(_) => 429,
+            GatewayError::UpstreamForbidden(_) => 502,
+            GatewayError::LoopDetected => 508,
         }
     }
 
@@ -50,6 +56,8 @@ impl GatewayError {
             GatewayError::Internal(_) => "internal_error",
             GatewayError::Plugin(e) => e.code(),
             GatewayError::RateLimited(_) => "rate_limited",
+            GatewayError::UpstreamForbidden(_) => "upstream_forbidden",
+            GatewayError::LoopDetected => "loop_detected",
         }
     }
 
@@ -70,6 +78,12 @@ impl GatewayError {
             GatewayError::Plugin(e) => e.to_string(),
             GatewayError::RateLimited(s) => {
                 format!("this tenant's request rate is used up; retry in {s} s")
+            }
+            GatewayError::UpstreamForbidden(d) => {
+                format!("the route's upstream is not allowed: {d}")
+            }
+            GatewayError::LoopDetected => {
+                "the request has already passed through this gateway (routing loop)".into()
             }
         }
     }

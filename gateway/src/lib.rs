@@ -10,6 +10,7 @@ pub mod client;
 pub mod commands;
 pub mod control;
 pub mod echo;
+pub mod egress;
 pub mod errors;
 pub mod live;
 pub mod proxy;

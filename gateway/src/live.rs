@@ -18,6 +18,7 @@ use wharf_tenancy::routing::{select_route, HostIndex};
 use wharf_tenancy::{ConfigSnapshot, HealthCheck, HealthCheckKind, OnError, Quotas, Route, Tenant};
 
 use crate::chain::Attached;
+use crate::egress::EgressPolicy;
 use crate::rate_limit::TenantRate;
 use crate::resolve::PluginSet;
 
@@ -76,6 +77,7 @@ impl RoutingTable {
         snapshot: &ConfigSnapshot,
         plugins: &PluginSet,
         backends: &TenantBackendSet,
+        egress: &EgressPolicy,
         previous: &RoutingTable,
     ) -> (RoutingTable, Vec<HealthChecked>) {
         let mut fresh = Vec::new();
@@ -95,7 +97,7 @@ impl RoutingTable {
                 let lb = match reused {
                     Some(lb) => lb,
                     None => {
-                        let lb = Arc::new(build_balancer(r));
+                        let lb = Arc::new(build_balancer(r, egress));
                         if let Some(hc) = &r.health_check {
                             fresh.push(HealthChecked {
                                 lb: Arc::downgrade(&lb),
@@ -199,9 +201,14 @@ fn hc_interval(hc: &HealthCheck) -> Duration {
     Duration::from_millis(hc.interval_ms)
 }
 
-fn build_balancer(route: &Route) -> Balancer {
+/// Targets the egress policy refuses are left out: never dialled, never health-checked.
+fn build_balancer(route: &Route, egress: &EgressPolicy) -> Balancer {
     let mut set = BTreeSet::new();
     for u in &route.upstreams {
+        if let Err(why) = egress.check_target(&u.addr) {
+            tracing::warn!(route = %route.id, addr = %u.addr, "upstream refused by the egress policy: {why}");
+            continue;
+        }
         match Backend::new_with_weight(&u.addr, u.weight as usize) {
             Ok(b) => {
                 set.insert(b);

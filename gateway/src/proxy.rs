@@ -18,6 +18,7 @@ use wharf_plugins::types::Reply;
 use wharf_plugins::PluginRuntime;
 
 use crate::chain::{self, ChainCtx, Continued, RequestOutcome};
+use crate::egress::EgressPolicy;
 use crate::errors::GatewayError;
 use crate::live::{LiveConfig, Lookup, RoutingTable};
 use crate::rate_limit::{FleetLimiter, TenantRate};
@@ -30,6 +31,14 @@ pub struct WharfProxy {
     pub metrics: Arc<Metrics>,
     pub runtime: Arc<PluginRuntime>,
     pub fleet_limiter: FleetLimiter,
+    pub egress: Arc<EgressPolicy>,
+    /// This node's `Via` token: seeing it on an incoming request means a loop.
+    pub node: String,
+}
+
+/// A random token naming this gateway process in `Via` headers.
+pub fn node_token() -> String {
+    format!("wharf-{:016x}", rand::random::<u64>())
 }
 
 /// Per-request state carried across phases.
@@ -67,6 +76,14 @@ impl RequestCtx {
 }
 
 impl WharfProxy {
+    /// Whether this node already forwarded the request (its token is in `Via`).
+    fn is_loop(&self, req: &RequestHeader) -> bool {
+        req.headers
+            .get_all("via")
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains(self.node.as_str())))
+    }
+
     /// The tenant's rate limit: fleet-wide through Redis when so configured and reachable,
     /// else this node's limiter.
     async fn admit(&self, tenant: &str, rate: &TenantRate) -> std::result::Result<(), Duration> {
@@ -107,6 +124,10 @@ impl ProxyHttp for WharfProxy {
     /// plugin replies and plugin failures are answered here.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = request_id(session.req_header());
+        if self.is_loop(session.req_header()) {
+            respond_error(session, &GatewayError::LoopDetected, &ctx.request_id).await?;
+            return Ok(true);
+        }
         let table = self.config.load();
         let req = session.req_header();
         let host = request_host(req).unwrap_or_default();
@@ -192,15 +213,32 @@ impl ProxyHttp for WharfProxy {
         let tenant = &table.tenants[t];
         let route = &tenant.routes[r];
         let Some(backend) = tenant.balancers[r].select(b"", 256) else {
-            ctx.failure = Some(GatewayError::UpstreamUnavailable(format!(
-                "no healthy target for route {}",
-                route.id
-            )));
+            let forbidden = route
+                .upstreams
+                .iter()
+                .find_map(|u| self.egress.check_target(&u.addr).err());
+            ctx.failure = Some(match forbidden {
+                Some(why) => GatewayError::UpstreamForbidden(why),
+                None => GatewayError::UpstreamUnavailable(format!(
+                    "no healthy target for route {}",
+                    route.id
+                )),
+            });
             return Err(Error::explain(
                 ErrorType::ConnectNoRoute,
                 "no healthy upstream target",
             ));
         };
+        // The address actually dialled is checked, not only what the route said.
+        if let Some(addr) = backend.addr.as_inet() {
+            if let Err(why) = self.egress.check(*addr) {
+                ctx.failure = Some(GatewayError::UpstreamForbidden(why));
+                return Err(Error::explain(
+                    ErrorType::ConnectNoRoute,
+                    "upstream refused by egress policy",
+                ));
+            }
+        }
         let mut peer = HttpPeer::new(backend.addr, false, String::new());
         let t = route.timeouts;
         peer.options.connection_timeout = Some(Duration::from_millis(t.connect_ms));
@@ -229,6 +267,7 @@ impl ProxyHttp for WharfProxy {
             upstream.insert_header("X-Forwarded-For", forwarded)?;
         }
         upstream.insert_header("X-Forwarded-Proto", "http")?;
+        upstream.append_header("Via", format!("1.1 {}", self.node))?;
         upstream.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         // With tracing on, the upstream's parent is Wharf's span; otherwise traceparent passes
         // through untouched.

@@ -15,6 +15,7 @@ use wharf_tenancy::{HostPattern, Route, Store, Timeouts, UpstreamTarget};
 use crate::bootstrap::Bootstrap;
 use crate::cli::ServeArgs;
 use crate::control::ControlPlane;
+use crate::egress::EgressPolicy;
 use crate::live::{LiveConfig, RoutingTable};
 use crate::proxy::WharfProxy;
 use crate::rate_limit::FleetLimiter;
@@ -55,6 +56,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
 
+    let mut allow = boot.egress_allow.clone();
+    if let Some(echo) = echo_addr {
+        // The demo's built-in upstream is on loopback: allow exactly it.
+        allow.push(format!("{}/32", echo.ip()));
+    }
+    let own = [&boot.listen, &boot.admin_listen]
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let egress = Arc::new(EgressPolicy::new(&allow, own).map_err(anyhow::Error::msg)?);
+
     let metrics = Arc::new(Metrics::with_tenant_label_cap(
         boot.metrics_tenant_label_cap,
     ));
@@ -85,8 +97,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             anyhow::Ok((snapshot, plugins))
         })?;
 
-    let (table, _) =
-        RoutingTable::compile(&snapshot, &plugins, &backends, &RoutingTable::default());
+    let (table, _) = RoutingTable::compile(
+        &snapshot,
+        &plugins,
+        &backends,
+        &egress,
+        &RoutingTable::default(),
+    );
     metrics.config_version.set(table.version);
     metrics.config_store_up.set(1);
     let live = Arc::new(LiveConfig::new(table));
@@ -107,6 +124,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             metrics: metrics.clone(),
             runtime: runtime.clone(),
             fleet_limiter: FleetLimiter::new(boot.redis.clone()),
+            egress: egress.clone(),
+            node: crate::proxy::node_token(),
         },
         "wharf proxy",
     );
@@ -118,6 +137,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             store_url: store_url.clone(),
             runtime,
             backends,
+            egress,
             live,
             metrics,
             poll_interval: Duration::from_millis(boot.config_poll_interval_ms.max(10)),

@@ -325,7 +325,8 @@ impl Node {
             format!(
                 "listen = \"{proxy}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"{}\"\n\
                  threads = 2\ngrace_period_seconds = 0\ngraceful_shutdown_timeout_seconds = 1\n\
-                 config_poll_interval_ms = 50\noperator_token = \"{OPERATOR}\"\n",
+                 config_poll_interval_ms = 50\noperator_token = \"{OPERATOR}\"\n\
+                 egress_allow = [\"127.0.0.0/8\"]\n",
                 dir.0.join("data").display()
             ),
         )?;

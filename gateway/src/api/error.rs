@@ -10,6 +10,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Answered before the request body was read: the connection cannot be reused, so say so.
+    pub close: bool,
 }
 
 impl ApiError {
@@ -18,7 +20,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            close: false,
         }
+    }
+
+    /// This error is sent while the client may still be sending a body we will not read.
+    pub fn closing(mut self) -> ApiError {
+        self.close = true;
+        self
     }
 
     pub fn unauthorized(message: impl Into<String>) -> ApiError {
@@ -36,11 +45,17 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(serde_json::json!({ "error": self.code, "message": self.message })),
-        )
-            .into_response()
+        let body = Json(serde_json::json!({ "error": self.code, "message": self.message }));
+        // Unauthenticated requests are refused before their body is read, whatever the route.
+        if self.close || self.status == StatusCode::UNAUTHORIZED {
+            return (
+                self.status,
+                [(axum::http::header::CONNECTION, "close")],
+                body,
+            )
+                .into_response();
+        }
+        (self.status, body).into_response()
     }
 }
 

@@ -6,6 +6,7 @@ mod error;
 mod plugins;
 mod routes;
 mod tenants;
+pub mod uploads;
 
 use std::sync::Arc;
 
@@ -28,6 +29,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     pub operator_token: Option<String>,
     pub max_plugin_bytes: usize,
+    pub egress: Arc<crate::egress::EgressPolicy>,
+    pub uploads: uploads::Uploads,
 }
 
 impl ApiState {

@@ -1,7 +1,6 @@
 //! Plugin upload (validated and compiled before it is stored), versions, rollback, delete.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -9,35 +8,35 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use wharf_plugins::RejectError;
+use wharf_tenancy::Store;
+
+use super::uploads::UploadSlot;
 
 use super::{ApiError, ApiState, Principal};
 
-/// Authentication is checked after the body is read (it is bounded by the size limit): answering
-/// before would reset the connection under a client still sending, losing the error message.
+/// Who may upload is settled before a byte of the body is read: an unauthenticated or
+/// out-of-scope upload costs the gateway nothing but its headers (clients sending
+/// `Expect: 100-continue`, as curl does for large bodies, never send the body at all). Bodies
+/// being read are capped per tenant and per node.
 pub async fn upload(
     State(s): State<ApiState>,
-    who: Result<Principal, ApiError>,
+    who: Principal,
     Path((tenant, name)): Path<(String, String)>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let who = who?;
-    who.scope(&tenant)?;
-    wharf_tenancy::model::validate_id(&name)
-        .map_err(|e| ApiError::bad_request(format!("plugin name: {e}")))?;
-    let store = s.store_as(&who).await?;
-    let limit = store
-        .tenant(&tenant)
-        .await?
-        .quotas
-        .plugin_max_bytes
-        .min(s.max_plugin_bytes as u64);
-    let bytes = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("upload refused: {e}; the limit is {limit} bytes"),
-        )
-    })?;
+    let (store, limit, _slot) = admit_upload(&s, &who, &tenant, &name)
+        .await
+        .map_err(ApiError::closing)?;
+    let bytes = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("upload refused: the limit is {limit} bytes"),
+            )
+            .closing()
+        })?;
     if bytes.is_empty() {
         return Err(ApiError::bad_request(
             "the request body must be the plugin's .wasm component",
@@ -74,6 +73,27 @@ pub async fn upload(
         StatusCode::CREATED,
         Json(json!({ "name": name, "version": version, "sha256": sha, "config_version": v })),
     ))
+}
+
+/// Everything decided before the body is read: scope, name, size limit, a place in line.
+async fn admit_upload(
+    s: &ApiState,
+    who: &Principal,
+    tenant: &str,
+    name: &str,
+) -> Result<(Store, u64, UploadSlot), ApiError> {
+    who.scope(tenant)?;
+    wharf_tenancy::model::validate_id(name)
+        .map_err(|e| ApiError::bad_request(format!("plugin name: {e}")))?;
+    let store = s.store_as(who).await?;
+    let limit = store
+        .tenant(tenant)
+        .await?
+        .quotas
+        .plugin_max_bytes
+        .min(s.max_plugin_bytes as u64);
+    let slot = s.uploads.admit(tenant).await?;
+    Ok((store, limit, slot))
 }
 
 pub async fn list(

@@ -51,12 +51,16 @@ pub async fn put(
     Json(b): Json<RouteBody>,
 ) -> Result<Json<Value>, ApiError> {
     who.scope(&tenant)?;
+    for u in &b.upstreams {
+        s.egress.check_target(&u.addr).map_err(|why| {
+            ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "upstream_forbidden",
+                format!("upstream {}: {why}", u.addr),
+            )
+        })?;
+    }
     let store = s.store_as(&who).await?;
-    let plugins = store
-        .route(&tenant, &id)
-        .await
-        .map(|r| r.plugins)
-        .unwrap_or_default();
     let route = Route {
         id,
         path_prefix: b.path_prefix,
@@ -64,9 +68,10 @@ pub async fn put(
         upstreams: b.upstreams,
         timeouts: b.timeouts,
         health_check: b.health_check,
-        plugins,
+        plugins: Vec::new(),
     };
-    let v = store.put_route(&tenant, route).await?;
+    // The chain is kept as it is in the store at write time (attach/detach change it).
+    let v = store.put_route_keeping_plugins(&tenant, route).await?;
     Ok(Json(json!({ "config_version": v })))
 }
 

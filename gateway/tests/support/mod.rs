@@ -152,10 +152,16 @@ impl Wharf {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let proxy = free_addr();
         let admin = free_addr();
+        // Test upstreams listen on loopback, which the egress policy refuses unless allowed.
+        let egress = if extra_toml.contains("egress_allow") {
+            ""
+        } else {
+            "egress_allow = [\"127.0.0.0/8\"]\n"
+        };
         let bootstrap = format!(
             "listen = \"{proxy}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"{}\"\nstore = \"{store_url}\"\n\
              threads = 1\nconfig_poll_interval_ms = 50\ngrace_period_seconds = 0\n\
-             graceful_shutdown_timeout_seconds = 1\n{extra_toml}\n",
+             graceful_shutdown_timeout_seconds = 1\n{egress}{extra_toml}\n",
             dir.join("data").display()
         );
         let config = dir.join("wharf.toml");
@@ -245,6 +251,17 @@ impl Wharf {
         self.dir.join("data")
     }
 
+    /// Resident memory of the gateway process, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("wharf.log")).unwrap_or_default()
     }
@@ -320,10 +337,13 @@ impl Wharf {
         start.elapsed()
     }
 
+    /// `/metrics`, as Prometheus scrapes it: with the operator token when one is configured.
     pub async fn metrics(&self) -> String {
-        self.client
-            .get(format!("http://{}/metrics", self.admin))
-            .send()
+        let mut req = self.client.get(format!("http://{}/metrics", self.admin));
+        if let Some(token) = self.operator_token() {
+            req = req.bearer_auth(token);
+        }
+        req.send()
             .await
             .expect("metrics")
             .text()
@@ -333,6 +353,15 @@ impl Wharf {
 }
 
 impl Wharf {
+    /// The operator token of this node's bootstrap file, if it sets one.
+    pub fn operator_token(&self) -> Option<String> {
+        let text = std::fs::read_to_string(&self.config).ok()?;
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("operator_token"))?;
+        Some(line.split('"').nth(1)?.to_string())
+    }
+
     /// Metrics are recorded in the logging phase, after the client has its response: poll.
     pub async fn wait_metric(&self, series: &str, expected: f64) -> String {
         let start = Instant::now();

@@ -9,6 +9,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 mod access;
 mod plugins;
+mod routes;
 
 use sqlx::{AnyPool, Row};
 
@@ -433,70 +434,6 @@ impl Store {
         Ok(version)
     }
 
-    /// Creates or replaces a route of `tenant`.
-    pub async fn put_route(&self, tenant: &str, mut route: Route) -> Result<i64, StoreError> {
-        route.validate()?;
-        let (mut tx, version) = self
-            .begin_change("route.put", &format!("{tenant}/{}", route.id))
-            .await?;
-        Self::ensure_tenant(&mut tx, tenant).await?;
-        let rows = sqlx::query("SELECT spec FROM routes WHERE tenant_id = $1")
-            .bind(tenant.to_string())
-            .fetch_all(&mut *tx)
-            .await?;
-        for row in rows {
-            let spec: String = row.try_get(0)?;
-            let Ok(existing) = serde_json::from_str::<Route>(&spec) else {
-                continue;
-            };
-            if route.conflicts_with(&existing) {
-                return Err(StoreError::RouteConflict {
-                    new: route.id.clone(),
-                    existing: existing.id,
-                    prefix: route.path_prefix.clone(),
-                });
-            }
-        }
-        for a in &route.plugins {
-            Self::ensure_plugin_version(&mut tx, tenant, &a.plugin, a.version).await?;
-        }
-        let spec = serde_json::to_string(&route)
-            .map_err(|e| StoreError::Corrupt(format!("route does not serialize: {e}")))?;
-        sqlx::query("DELETE FROM routes WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.to_string())
-            .bind(route.id.clone())
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO routes (tenant_id, id, spec) VALUES ($1, $2, $3)")
-            .bind(tenant.to_string())
-            .bind(route.id.clone())
-            .bind(spec)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(version)
-    }
-
-    pub async fn remove_route(&self, tenant: &str, route_id: &str) -> Result<i64, StoreError> {
-        let (mut tx, version) = self
-            .begin_change("route.remove", &format!("{tenant}/{route_id}"))
-            .await?;
-        Self::ensure_tenant(&mut tx, tenant).await?;
-        let done = sqlx::query("DELETE FROM routes WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.to_string())
-            .bind(route_id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::UnknownRoute {
-                tenant: tenant.into(),
-                route: route_id.into(),
-            });
-        }
-        tx.commit().await?;
-        Ok(version)
-    }
-
     pub async fn rename_tenant(&self, tenant: &str, display_name: &str) -> Result<i64, StoreError> {
         validate_display_name(display_name)?;
         let (mut tx, version) = self.begin_change("tenant.update", tenant).await?;
@@ -508,18 +445,6 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(version)
-    }
-
-    pub async fn route(&self, tenant: &str, route_id: &str) -> Result<Route, StoreError> {
-        self.tenant(tenant)
-            .await?
-            .routes
-            .into_iter()
-            .find(|r| r.id == route_id)
-            .ok_or_else(|| StoreError::UnknownRoute {
-                tenant: tenant.into(),
-                route: route_id.into(),
-            })
     }
 
     pub async fn set_quotas(&self, tenant: &str, quotas: &Quotas) -> Result<i64, StoreError> {

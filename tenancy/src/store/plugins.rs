@@ -124,21 +124,22 @@ impl Store {
         attachment: PluginAttachment,
         position: Option<usize>,
     ) -> Result<i64, StoreError> {
-        let mut route = self.route(tenant, route_id).await?;
-        let existing = route
-            .plugins
-            .iter()
-            .position(|a| a.plugin == attachment.plugin);
-        match (existing, position) {
-            (Some(i), None) => route.plugins[i] = attachment,
-            (Some(i), Some(p)) => {
-                route.plugins.remove(i);
-                route.plugins.insert(p.min(route.plugins.len()), attachment);
+        self.edit_route("plugin.attach", tenant, route_id, |route| {
+            let existing = route
+                .plugins
+                .iter()
+                .position(|a| a.plugin == attachment.plugin);
+            match (existing, position) {
+                (Some(i), None) => route.plugins[i] = attachment,
+                (Some(i), Some(p)) => {
+                    route.plugins.remove(i);
+                    route.plugins.insert(p.min(route.plugins.len()), attachment);
+                }
+                (None, None) => route.plugins.push(attachment),
+                (None, Some(p)) => route.plugins.insert(p.min(route.plugins.len()), attachment),
             }
-            (None, None) => route.plugins.push(attachment),
-            (None, Some(p)) => route.plugins.insert(p.min(route.plugins.len()), attachment),
-        }
-        self.put_route(tenant, route).await
+        })
+        .await
     }
     pub async fn detach_plugin(
         &self,
@@ -146,54 +147,55 @@ impl Store {
         route_id: &str,
         plugin: &str,
     ) -> Result<i64, StoreError> {
-        let mut route = self.route(tenant, route_id).await?;
-        route.plugins.retain(|a| a.plugin != plugin);
-        self.put_route(tenant, route).await
+        self.edit_route("plugin.detach", tenant, route_id, |route| {
+            route.plugins.retain(|a| a.plugin != plugin)
+        })
+        .await
     }
     /// Moves every route running `name` to `version`, keeping each attachment's config; returns
-    /// the routes moved and the last config version.
+    /// the routes moved and the new config version. One transaction: no route is left on
+    /// another version by a concurrent rollback.
     pub async fn rollback_plugin(
         &self,
         tenant: &str,
         name: &str,
         version: i64,
     ) -> Result<(Vec<String>, i64), StoreError> {
-        let t = self.tenant(tenant).await?;
-        if t.plugin_version(name, version).is_none() {
-            return Err(StoreError::UnknownPlugin {
-                tenant: tenant.into(),
-                name: name.into(),
-                version,
-            });
-        }
+        let (mut tx, config_version) = self
+            .begin_change("plugin.rollback", &format!("{tenant}/{name}@{version}"))
+            .await?;
+        Self::ensure_tenant(&mut tx, tenant).await?;
+        Self::ensure_plugin_version(&mut tx, tenant, name, version).await?;
         let mut moved = Vec::new();
-        let mut config_version = self.version().await?.0;
-        for route in &t.routes {
-            if let Some(a) = route.plugins.iter().find(|a| a.plugin == name) {
-                let mut a = a.clone();
-                a.version = version;
-                config_version = self.attach_plugin(tenant, &route.id, a).await?;
-                moved.push(route.id.clone());
-            }
+        for mut route in Self::routes_in(&mut tx, tenant).await? {
+            let Some(a) = route.plugins.iter_mut().find(|a| a.plugin == name) else {
+                continue;
+            };
+            a.version = version;
+            moved.push(route.id.clone());
+            Self::write_route(&mut tx, tenant, route).await?;
         }
+        tx.commit().await?;
         Ok((moved, config_version))
     }
     /// Deletes every version of a plugin; refused while a route still runs it.
     pub async fn remove_plugin(&self, tenant: &str, name: &str) -> Result<i64, StoreError> {
-        let t = self.tenant(tenant).await?;
-        if let Some(r) = t
-            .routes
-            .iter()
+        let (mut tx, version) = self
+            .begin_change("plugin.remove", &format!("{tenant}/{name}"))
+            .await?;
+        Self::ensure_tenant(&mut tx, tenant).await?;
+        // Checked inside the transaction: an attach racing this delete either lands first (and
+        // the delete is refused) or finds the plugin gone.
+        if let Some(r) = Self::routes_in(&mut tx, tenant)
+            .await?
+            .into_iter()
             .find(|r| r.plugins.iter().any(|a| a.plugin == name))
         {
             return Err(StoreError::PluginInUse {
                 plugin: name.into(),
-                route: r.id.clone(),
+                route: r.id,
             });
         }
-        let (mut tx, version) = self
-            .begin_change("plugin.remove", &format!("{tenant}/{name}"))
-            .await?;
         let done = sqlx::query("DELETE FROM plugin_versions WHERE tenant_id = $1 AND name = $2")
             .bind(tenant.to_string())
             .bind(name.to_string())

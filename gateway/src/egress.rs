@@ -1,0 +1,220 @@
+//! Where tenants' upstreams may point. A tenant names its upstreams itself, so without a policy
+//! one route could make the gateway connect to its own listeners (a request loop), the admin
+//! API, the fleet's Redis or Postgres, a cloud metadata service, or anything on the private
+//! network. Checked when a route is written (a clear 400) and again before every connect and
+//! health check (the address actually dialled).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+#[derive(Debug, Clone, Default)]
+pub struct EgressPolicy {
+    /// Ranges the operator allows although they are internal (e.g. `10.0.0.0/8` for upstreams
+    /// on the private network, `127.0.0.0/8` for local test upstreams).
+    allow: Vec<Cidr>,
+    /// The gateway's own listeners: refused whatever `allow` says.
+    own: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cidr {
+    net: IpAddr,
+    bits: u8,
+}
+
+impl EgressPolicy {
+    pub fn new(allow: &[String], own: Vec<SocketAddr>) -> Result<EgressPolicy, String> {
+        let allow = allow
+            .iter()
+            .map(|c| {
+                Cidr::parse(c)
+                    .ok_or_else(|| format!("egress_allow: {c:?} is not a CIDR like 10.0.0.0/8"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(EgressPolicy { allow, own })
+    }
+
+    /// Why `addr` may not be an upstream, if it may not.
+    pub fn check(&self, addr: SocketAddr) -> Result<(), String> {
+        let ip = canonical(addr.ip());
+        if self.own.iter().any(|own| is_own(*own, ip, addr.port())) {
+            return Err(format!("{addr} is this gateway's own listener"));
+        }
+        let Some(class) = internal_class(ip) else {
+            return Ok(());
+        };
+        if self.allow.iter().any(|c| c.contains(ip)) {
+            return Ok(());
+        }
+        Err(format!(
+            "{addr} is a {class} address; upstreams must be public unless the operator allows the range (egress_allow)"
+        ))
+    }
+
+    /// Checks a target as written in a route (`ip:port`).
+    pub fn check_target(&self, target: &str) -> Result<(), String> {
+        match target.parse::<SocketAddr>() {
+            Ok(addr) => self.check(addr),
+            Err(_) => Err(format!("{target:?} is not an ip:port")),
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 (`::ffff:127.0.0.1`) is the IPv4 address it maps.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn is_own(own: SocketAddr, ip: IpAddr, port: u16) -> bool {
+    if own.port() != port {
+        return false;
+    }
+    let own_ip = canonical(own.ip());
+    // A listener on 0.0.0.0 or :: answers on every local address, loopback included.
+    own_ip == ip || own_ip.is_unspecified() || ip.is_loopback() || ip.is_unspecified()
+}
+
+/// The kind of internal address `ip` is, if it is one.
+fn internal_class(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => internal_v4(v4),
+        IpAddr::V6(v6) => internal_v6(v6),
+    }
+}
+
+fn internal_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let o = ip.octets();
+    Some(if ip.is_loopback() {
+        "loopback"
+    } else if ip.is_unspecified() || o[0] == 0 {
+        "unspecified"
+    } else if ip.is_link_local() {
+        "link-local (cloud metadata)"
+    } else if ip.is_private() {
+        "private"
+    } else if o[0] == 100 && (o[1] & 0xc0) == 64 {
+        "shared (carrier-grade NAT)"
+    } else if ip.is_multicast() || ip.is_broadcast() || o[0] >= 240 {
+        "multicast, broadcast or reserved"
+    } else {
+        return None;
+    })
+}
+
+fn internal_v6(ip: Ipv6Addr) -> Option<&'static str> {
+    let s = ip.segments();
+    Some(if ip.is_loopback() {
+        "loopback"
+    } else if ip.is_unspecified() {
+        "unspecified"
+    } else if (s[0] & 0xffc0) == 0xfe80 {
+        "link-local"
+    } else if (s[0] & 0xfe00) == 0xfc00 {
+        "private (unique local)"
+    } else if ip.is_multicast() {
+        "multicast"
+    } else {
+        return None;
+    })
+}
+
+impl Cidr {
+    fn parse(s: &str) -> Option<Cidr> {
+        let (ip, bits) = match s.split_once('/') {
+            Some((ip, bits)) => (ip.parse::<IpAddr>().ok()?, bits.parse::<u8>().ok()?),
+            None => {
+                let ip = s.parse::<IpAddr>().ok()?;
+                (ip, if ip.is_ipv4() { 32 } else { 128 })
+            }
+        };
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        (bits <= max).then_some(Cidr {
+            net: canonical(ip),
+            bits,
+        })
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => prefix_eq(&n.octets(), &a.octets(), self.bits),
+            (IpAddr::V6(n), IpAddr::V6(a)) => prefix_eq(&n.octets(), &a.octets(), self.bits),
+            _ => false,
+        }
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
+    let (whole, rest) = (usize::from(bits / 8), bits % 8);
+    if a[..whole] != b[..whole] {
+        return false;
+    }
+    rest == 0 || {
+        let mask = 0xffu8 << (8 - rest);
+        (a[whole] & mask) == (b[whole] & mask)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(allow: &[&str]) -> EgressPolicy {
+        let allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
+        let own = vec![
+            "127.0.0.1:8080".parse().unwrap(),
+            "0.0.0.0:9080".parse().unwrap(),
+        ];
+        EgressPolicy::new(&allow, own).unwrap()
+    }
+
+    #[test]
+    fn internal_addresses_are_refused_unless_allowed() {
+        let p = policy(&[]);
+        for bad in [
+            "127.0.0.1:80",
+            "[::1]:80",
+            "0.0.0.0:80",
+            "[::]:80",
+            "169.254.169.254:80",
+            "10.1.2.3:80",
+            "172.16.0.1:80",
+            "192.168.1.1:80",
+            "100.64.0.1:80",
+            "224.0.0.1:80",
+            "255.255.255.255:80",
+            "[fe80::1]:80",
+            "[fd00::1]:80",
+            "[::ffff:127.0.0.1]:80",
+            "[::ffff:10.0.0.1]:80",
+        ] {
+            assert!(p.check_target(bad).is_err(), "{bad} should be refused");
+        }
+        for ok in [
+            "93.184.216.34:80",
+            "[2606:2800:220:1::]:443",
+            "172.32.0.1:80",
+        ] {
+            assert!(p.check_target(ok).is_ok(), "{ok} should be allowed");
+        }
+    }
+
+    #[test]
+    fn allowed_ranges_open_but_own_listeners_stay_closed() {
+        let p = policy(&["127.0.0.0/8", "10.0.0.0/8"]);
+        assert!(p.check_target("127.0.0.1:3000").is_ok());
+        assert!(p.check_target("10.9.9.9:80").is_ok());
+        assert!(p.check_target("192.168.0.1:80").is_err());
+        assert!(p
+            .check_target("127.0.0.1:8080")
+            .unwrap_err()
+            .contains("own listener"));
+        assert!(p
+            .check_target("127.0.0.2:9080")
+            .unwrap_err()
+            .contains("own listener"));
+        assert!(p.check_target("[::ffff:127.0.0.1]:8080").is_err());
+        assert!(EgressPolicy::new(&["nonsense".into()], vec![]).is_err());
+    }
+}

@@ -1,0 +1,197 @@
+//! A hostile tenant against the gateway's own boundaries, over real sockets: upstreams aimed at
+//! the gateway itself, its admin listener or internal networks; request loops through a fleet;
+//! reading the operator's metrics; uploads that never authenticate.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use support::api::{setup, Api, Body, OP};
+use support::{fresh_store, route, StoreKind, Upstream, Wharf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_cannot_point_at_the_gateway_or_internal_networks() {
+    let (gw, api, ka, _, _) = setup().await;
+    let up = Upstream::start("ok").await;
+    let put = |addr: String| {
+        let (api, ka) = (&api, &ka);
+        async move {
+            api.call(
+                Method::PUT,
+                "/v1/tenants/a/routes/r",
+                Some(ka),
+                Some(Body::Json(
+                    json!({"path_prefix": "/", "upstreams": [{"addr": addr, "weight": 1}]}),
+                )),
+            )
+            .await
+        }
+    };
+    for bad in [
+        gw.proxy.to_string(),
+        gw.admin.to_string(),
+        format!("0.0.0.0:{}", gw.proxy.port()),
+        format!("[::1]:{}", up.addr.port()),
+        "169.254.169.254:80".into(),
+        "10.0.0.1:6379".into(),
+        "192.168.1.10:5432".into(),
+        "[fd00::1]:80".into(),
+    ] {
+        let (s, v) = put(bad.clone()).await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("upstream_forbidden")),
+            "{bad}: {v}"
+        );
+    }
+    // The operator allowed 127.0.0.0/8 (test upstreams live there): other ports are fine.
+    let (s, v) = put(up.target()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_route_to_the_gateway_itself_is_refused_at_connect_time() {
+    // Written straight into the store (as by an older version or a direct store client): the
+    // proxy still refuses to dial its own listener instead of looping.
+    let (url, store) = fresh_store(StoreKind::Sqlite).await;
+    let gw = Wharf::start(&url).await;
+    store.create_tenant("a", "A", &["a.test"]).await.unwrap();
+    let v = store
+        .put_route("a", route("self", "/", &[&gw.proxy.to_string()]))
+        .await
+        .unwrap();
+    gw.wait_for_version(v).await;
+    let r = gw.get("a.test", "/").await;
+    assert_eq!(
+        (r.status, r.json["error"].as_str()),
+        (502, Some("upstream_forbidden")),
+        "{:?}",
+        r.json
+    );
+    assert!(
+        !gw.log().contains("loop_detected"),
+        "refused before any request was sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_through_two_gateways_stops_at_the_first_repeat() {
+    // Two independent gateways whose tenants point at each other: A -> B -> A.
+    let ((ua, sa), (ub, sb)) = (
+        fresh_store(StoreKind::Sqlite).await,
+        fresh_store(StoreKind::Sqlite).await,
+    );
+    let (a, b) = (Wharf::start(&ua).await, Wharf::start(&ub).await);
+    for (store, gw, other) in [(&sa, &a, &b), (&sb, &b, &a)] {
+        store.create_tenant("t", "T", &["loop.test"]).await.unwrap();
+        let v = store
+            .put_route("t", route("r", "/", &[&other.proxy.to_string()]))
+            .await
+            .unwrap();
+        gw.wait_for_version(v).await;
+    }
+    let r = a.get("loop.test", "/").await;
+    assert_eq!(
+        (r.status, r.json["error"].as_str()),
+        (508, Some("loop_detected")),
+        "{:?}",
+        r.json
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_for_the_operator_only() {
+    let (gw, _, ka, _, _) = setup().await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/metrics", gw.admin);
+    let anon = client.get(&url).send().await.unwrap();
+    assert_eq!(anon.status(), StatusCode::UNAUTHORIZED);
+    let tenant = client.get(&url).bearer_auth(&ka).send().await.unwrap();
+    assert_eq!(tenant.status(), StatusCode::UNAUTHORIZED);
+    let op = client.get(&url).bearer_auth(OP).send().await.unwrap();
+    assert_eq!(op.status(), StatusCode::OK);
+    assert!(op.text().await.unwrap().contains("wharf_config_version"));
+    // Tenants read their own usage through the API instead.
+    let (s, _) = Api::new(&gw)
+        .call(Method::GET, "/v1/tenants/a/usage", Some(&ka), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_tenant_ids_are_refused() {
+    let (gw, api, _, _, _) = setup().await;
+    for id in ["system", "operator", "sys"] {
+        let (s, v) = api
+            .call(
+                Method::POST,
+                "/v1/tenants",
+                Some(OP),
+                Some(Body::Json(
+                    json!({"id": id, "hostnames": [format!("{id}.test")]}),
+                )),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{id}: {v}");
+    }
+    drop(gw);
+}
+
+/// Sends only an upload's headers (30 MB announced, no body); returns the status line the
+/// gateway answers with.
+async fn upload_attempt(admin: std::net::SocketAddr, token: Option<&str>, expect: bool) -> String {
+    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let expect = if expect {
+        "Expect: 100-continue\r\n"
+    } else {
+        ""
+    };
+    let head = format!(
+        "PUT /v1/tenants/a/plugins/p HTTP/1.1\r\nHost: x\r\n{auth}{expect}Content-Length: 31457280\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("an answer before any body byte")
+        .unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_authenticated_before_their_body_is_read() {
+    let (gw, _, _, kb, revoked) = setup().await;
+    let before = gw.rss_bytes();
+    let mut attempts = Vec::new();
+    for i in 0..12 {
+        let admin = gw.admin;
+        let (token, expect) = match i % 3 {
+            0 => (None, true),
+            1 => (Some(revoked.clone()), false),
+            _ => (Some(kb.clone()), false), // b's key on a's plugin: out of scope
+        };
+        attempts.push(tokio::spawn(async move {
+            upload_attempt(admin, token.as_deref(), expect).await
+        }));
+    }
+    for a in attempts {
+        let line = a.await.unwrap();
+        assert!(
+            line.contains(" 401 ") || line.contains(" 404 "),
+            "refused before the body was sent: {line:?}"
+        );
+    }
+    let grown = gw.rss_bytes().saturating_sub(before);
+    assert!(
+        grown < 32 << 20,
+        "twelve 30 MB unauthenticated uploads grew the gateway by {grown} bytes"
+    );
+}
