@@ -41,6 +41,9 @@ pub struct Bootstrap {
     /// (loopback, private, link-local, …) is refused otherwise. The gateway's own listeners are
     /// refused always.
     pub egress_allow: Vec<String>,
+    /// Memory for Redis/SQL results in flight on this node, all tenants (each call reserves its
+    /// tenant's result cap).
+    pub host_result_budget_bytes: u64,
 }
 
 impl Default for Bootstrap {
@@ -59,6 +62,7 @@ impl Default for Bootstrap {
             sql: "sqlite".into(),
             operator_token: None,
             egress_allow: Vec::new(),
+            host_result_budget_bytes: wharf_tenancy::backends::DEFAULT_RESULT_BUDGET_BYTES,
             otlp_endpoint: None,
             metrics_tenant_label_cap: wharf_metrics::DEFAULT_TENANT_LABEL_CAP,
         }

@@ -64,6 +64,7 @@ impl BackgroundService for ControlPlane {
                 max_plugin_bytes: self.max_plugin_bytes,
                 egress: self.egress.clone(),
                 uploads: Default::default(),
+                backends: self.backends.clone(),
             };
             tokio::spawn(async move {
                 if let Err(e) = admin::serve(listener, state, api).await {

@@ -71,7 +71,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         boot.metrics_tenant_label_cap,
     ));
     let runtime = PluginRuntime::new(boot.plugins.clone(), Some(&boot.data_dir), metrics.clone())?;
-    let backends = Backends::new(boot.backend_settings()?, metrics.clone());
+    let backends = Backends::with_result_budget(
+        boot.backend_settings()?,
+        metrics.clone(),
+        boot.host_result_budget_bytes,
+    );
     if !runtime.pooled() {
         eprintln!("wharf: plugin instances use on-demand allocation (pooling unavailable)");
     }

@@ -236,8 +236,13 @@ async fn host_call_held_past_the_deadline_fails_only_that_request() {
 
     // Hold a lock on the table from outside, so the plugin's lookup blocks in the host call.
     use sqlx::Connection;
-    let mut locker = sqlx::PgConnection::connect(&admin).await.unwrap();
+    use std::str::FromStr;
+    // The tenant's data lives in its own database on the server.
     let schema = wharf_tenancy::backends::sql::pg_identifier(&t);
+    let options = sqlx::postgres::PgConnectOptions::from_str(&admin)
+        .unwrap()
+        .database(&schema);
+    let mut locker = sqlx::PgConnection::connect_with(&options).await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "BEGIN; LOCK TABLE {schema}.api_keys IN ACCESS EXCLUSIVE MODE"
     )))

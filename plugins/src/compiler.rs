@@ -1,5 +1,5 @@
 //! Compiling uploads off the request and API threads, fairly: one background thread (so
-//! compiles use at most one core, at a lower priority than the proxy) takes queued compiles from
+//! compiles use at most one core) takes queued compiles from
 //! tenants in round-robin order, and a tenant may have only a few queued, so one tenant's
 //! compile bombs delay another tenant's upload by at most one compile. Identical bytes queued
 //! twice compile once.
@@ -43,13 +43,12 @@ pub struct Compiler {
 }
 
 impl Compiler {
-    pub fn start(cache: Arc<ComponentCache>, nice: i32) -> std::io::Result<Self> {
+    pub fn start(cache: Arc<ComponentCache>) -> std::io::Result<Self> {
         let shared: Arc<(Mutex<Queue>, Condvar)> = Arc::default();
         let worker = shared.clone();
         std::thread::Builder::new()
             .name("wharf-compile".into())
             .spawn(move || {
-                crate::executor::lower_priority(nice);
                 while let Some((sha, bytes)) = next(&worker) {
                     let outcome = cache.get_or_compile(&bytes);
                     let waiters = {

@@ -71,7 +71,9 @@ impl PluginRuntime {
             data_dir,
             metrics.clone(),
         ));
-        let compiler = Compiler::start(cache.clone(), settings.nice)
+        // Compiles run at the proxy's priority: they are bounded to one core already, and a
+        // lower priority starves them on a busy node (a new node must compile before serving).
+        let compiler = Compiler::start(cache.clone())
             .map_err(|e| anyhow::anyhow!("cannot start the compile thread: {e}"))?;
         let executor = crate::executor::build(settings.threads, settings.nice)
             .map_err(|e| anyhow::anyhow!("cannot start the plugin threads: {e}"))?;

@@ -21,7 +21,7 @@ pub struct RuntimeSettings {
     /// Threads that run plugins, apart from the proxy's (0: one per core). Also the number of
     /// plugins running at once, shared fairly between tenants.
     pub threads: usize,
-    /// How much lower than the proxy's the plugin and compile threads' priority is (Linux nice).
+    /// How much lower than the proxy's the plugin threads' priority is (Linux nice).
     pub nice: i32,
     /// Longest a request's plugin may wait in total for the plugin CPU or its tenant's instance
     /// quota before failing with `plugin_capacity` (waiting is never charged to its deadline).

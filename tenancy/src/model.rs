@@ -78,6 +78,11 @@ pub struct Quotas {
     pub sql_statement_timeout_ms: u64,
     pub sql_max_rows: u32,
     pub sql_max_result_bytes: u64,
+    /// Size of the tenant's SQL data (Postgres database or SQLite file); over it, writes fail
+    /// with `quota-exceeded`.
+    pub sql_max_storage_bytes: u64,
+    /// Memory the tenant's Redis keys may use; over it, writes fail with `quota-exceeded`.
+    pub redis_max_memory_bytes: u64,
     /// How long a host call waits for a free pooled connection before `quota-exceeded`.
     pub pool_wait_ms: u64,
     /// Requests per second this tenant may send through the gateway (0: unlimited).
@@ -113,6 +118,8 @@ impl Default for Quotas {
             sql_statement_timeout_ms: 1000,
             sql_max_rows: 1000,
             sql_max_result_bytes: 1 << 20,
+            sql_max_storage_bytes: 64 << 20,
+            redis_max_memory_bytes: 64 << 20,
             pool_wait_ms: 100,
             requests_per_second: 0,
             burst: 0,
@@ -123,7 +130,7 @@ impl Default for Quotas {
 
 impl Quotas {
     pub fn validate(&self) -> Result<(), ValidationError> {
-        let checks: [(&'static str, u64, u64, u64); 16] = [
+        let checks: [(&'static str, u64, u64, u64); 18] = [
             ("plugin_fuel", self.plugin_fuel, 1_000, 100_000_000_000),
             ("plugin_deadline_ms", self.plugin_deadline_ms, 1, 60_000),
             (
@@ -181,6 +188,18 @@ impl Quotas {
                 self.sql_max_result_bytes,
                 1 << 10,
                 64 << 20,
+            ),
+            (
+                "sql_max_storage_bytes",
+                self.sql_max_storage_bytes,
+                64 << 10,
+                64 << 30,
+            ),
+            (
+                "redis_max_memory_bytes",
+                self.redis_max_memory_bytes,
+                64 << 10,
+                64 << 30,
             ),
             ("pool_wait_ms", self.pool_wait_ms, 0, 60_000),
             (

@@ -31,6 +31,8 @@ pub struct ApiState {
     pub max_plugin_bytes: usize,
     pub egress: Arc<crate::egress::EgressPolicy>,
     pub uploads: uploads::Uploads,
+    /// Tenants' Redis and SQL, for purging a removed tenant's data.
+    pub backends: Arc<wharf_tenancy::backends::Backends>,
 }
 
 impl ApiState {

@@ -6,6 +6,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use wharf_tenancy::StoreError;
+
 use super::{ApiError, ApiState, Principal};
 
 #[derive(Deserialize)]
@@ -89,7 +91,28 @@ pub async fn remove(
     Path(tenant): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     who.operator()?;
-    let v = s.store_as(&who).await?.remove_tenant(&tenant).await?;
+    let store = s.store_as(&who).await?;
+    // A tenant that is already gone may still have data left by a failed purge: purge again.
+    let removed = store.remove_tenant(&tenant).await;
+    if matches!(removed, Err(StoreError::UnknownTenant(_))) {
+        wharf_tenancy::model::validate_tenant_id(&tenant)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    // Its data goes before the answer, so an id re-created afterwards starts empty.
+    let purged = s.backends.purge(&tenant).await;
+    let outcome = match &purged {
+        Ok(()) => "tenant.purge".to_string(),
+        Err(e) => format!("tenant.purge_failed: {e}"),
+    };
+    store.audit(&outcome, &tenant).await?;
+    if let Err(e) = purged {
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "purge_failed",
+            format!("the tenant's data could not be deleted ({e}); repeat the DELETE"),
+        ));
+    }
+    let v = removed?;
     Ok(Json(json!({ "config_version": v })))
 }
 

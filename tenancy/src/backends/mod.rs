@@ -3,9 +3,11 @@
 //! per tenant). Pools are created lazily on first use, inside the runtime that uses them.
 
 mod error;
+pub mod postgres;
 mod quota;
 pub mod redis;
 pub mod sql;
+pub mod sqlite;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -43,7 +45,11 @@ pub struct Backends {
     tenants: Mutex<HashMap<String, Arc<TenantBackends>>>,
     /// Tenants whose Postgres role and schema exist at their current quotas.
     provisioned: Arc<Mutex<HashSet<(String, u32)>>>,
+    budget: quota::ResultBudget,
 }
+
+/// The node's default memory for host-call results in flight.
+pub const DEFAULT_RESULT_BUDGET_BYTES: u64 = 256 << 20;
 
 /// One tenant's Redis and SQL, at its quotas.
 pub struct TenantBackends {
@@ -54,11 +60,22 @@ pub struct TenantBackends {
     settings: BackendSettings,
     metrics: Arc<Metrics>,
     provisioned: Arc<Mutex<HashSet<(String, u32)>>>,
+    budget: quota::ResultBudget,
 }
 
 impl Backends {
     pub fn new(settings: BackendSettings, metrics: Arc<Metrics>) -> Arc<Backends> {
+        Self::with_result_budget(settings, metrics, DEFAULT_RESULT_BUDGET_BYTES)
+    }
+
+    /// `budget_bytes`: the node's memory for host-call results in flight, all tenants.
+    pub fn with_result_budget(
+        settings: BackendSettings,
+        metrics: Arc<Metrics>,
+        budget_bytes: u64,
+    ) -> Arc<Backends> {
         Arc::new(Backends {
+            budget: quota::ResultBudget::new(budget_bytes, metrics.clone()),
             settings,
             metrics,
             tenants: Mutex::new(HashMap::new()),
@@ -76,7 +93,7 @@ impl Backends {
         if lock(&self.provisioned).contains(&key) {
             return Ok(());
         }
-        sql::provision_postgres(tenant, admin_url, quotas).await?;
+        postgres::provision(tenant, admin_url, quotas).await?;
         lock(&self.provisioned).insert(key);
         Ok(())
     }
@@ -97,9 +114,27 @@ impl Backends {
             settings: self.settings.clone(),
             metrics: self.metrics.clone(),
             provisioned: self.provisioned.clone(),
+            budget: self.budget.clone(),
         });
         tenants.insert(tenant.to_string(), t.clone());
         t
+    }
+
+    /// Deletes everything a removed tenant kept in the backends: its Redis keys (and Wharf's
+    /// keys about it), its Postgres database and role, its SQLite file. A tenant created later
+    /// with the same id starts empty. Idempotent; safe to retry after a failure.
+    pub async fn purge(&self, tenant: &str) -> Result<(), HostError> {
+        lock(&self.tenants).remove(tenant);
+        lock(&self.provisioned).retain(|(t, _)| t != tenant);
+        if let Some(url) = &self.settings.redis_url {
+            redis::purge(url, tenant).await?;
+        }
+        match &self.settings.sql {
+            SqlBackend::Disabled => {}
+            SqlBackend::Postgres(admin) => postgres::purge(tenant, admin).await?,
+            SqlBackend::Sqlite(dir) => sqlite::purge(tenant, dir)?,
+        }
+        Ok(())
     }
 
     /// Drops the pools of tenants that no longer exist.
@@ -115,8 +150,14 @@ impl TenantBackends {
             .redis
             .get_or_init(|| async {
                 let url = self.settings.redis_url.as_deref()?;
-                match redis::TenantRedis::new(&self.tenant, url, &self.quotas, self.metrics.clone())
-                {
+                let budget = self.budget.clone();
+                match redis::TenantRedis::new(
+                    &self.tenant,
+                    url,
+                    &self.quotas,
+                    self.metrics.clone(),
+                    budget,
+                ) {
                     Ok(r) => Some(r),
                     Err(e) => {
                         tracing::error!(tenant = %self.tenant, "cannot build Redis pool: {e}");
@@ -140,6 +181,7 @@ impl TenantBackends {
                     &self.quotas,
                     provisioned,
                     self.metrics.clone(),
+                    self.budget.clone(),
                 )
                 .await?;
                 lock(&self.provisioned).insert(key);

@@ -36,6 +36,43 @@ impl Rate {
     }
 }
 
+/// The node's memory for host-call results in flight, shared by all tenants: each call reserves
+/// its tenant's result cap before it runs, and fails at once (`quota-exceeded`) when the node's
+/// budget is taken, so many concurrent maximal results cannot add up past it.
+#[derive(Clone)]
+pub struct ResultBudget {
+    kib: Arc<tokio::sync::Semaphore>,
+    total_kib: u32,
+    metrics: Arc<Metrics>,
+}
+
+impl ResultBudget {
+    pub fn new(bytes: u64, metrics: Arc<Metrics>) -> ResultBudget {
+        let total_kib = u32::try_from(bytes / 1024).unwrap_or(u32::MAX).max(1);
+        ResultBudget {
+            kib: Arc::new(tokio::sync::Semaphore::new(total_kib as usize)),
+            total_kib,
+            metrics,
+        }
+    }
+
+    pub fn reserve(
+        &self,
+        tenant: &str,
+        cap_bytes: u64,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, HostError> {
+        let kib = u32::try_from(cap_bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.total_kib);
+        self.kib.clone().try_acquire_many_owned(kib).map_err(|_| {
+            reject(&self.metrics, tenant, "node_result_budget");
+            HostError::QuotaExceeded(
+                "the node's memory for host-call results in flight is in use; retry".into(),
+            )
+        })
+    }
+}
+
 /// Counts a quota rejection.
 pub fn reject(metrics: &Metrics, tenant: &str, quota: &str) {
     metrics

@@ -9,7 +9,7 @@ use deadpool_redis::redis::{self, Value};
 use deadpool_redis::{Config, Pool, PoolError, Runtime, Timeouts};
 use wharf_metrics::Metrics;
 
-use super::quota::{reject, Rate};
+use super::quota::{reject, Rate, ResultBudget};
 use super::HostError;
 use crate::model::Quotas;
 
@@ -118,6 +118,112 @@ const COMMANDS: &[(&str, Keys)] = &[
     ("ZREMRANGEBYRANK", Keys::First),
 ];
 
+/// Commands that can grow a tenant's data: refused over its memory quota, and their growth
+/// bounded before they run. Everything else that writes only shrinks (DEL, POP, REM, TRIM, …).
+const GROWS: &[&str] = &[
+    "SET",
+    "SETNX",
+    "SETEX",
+    "PSETEX",
+    "GETSET",
+    "GETEX",
+    "APPEND",
+    "SETRANGE",
+    "INCR",
+    "INCRBY",
+    "INCRBYFLOAT",
+    "DECR",
+    "DECRBY",
+    "MSET",
+    "MSETNX",
+    "RENAME",
+    "RENAMENX",
+    "HSET",
+    "HSETNX",
+    "HMSET",
+    "HINCRBY",
+    "HINCRBYFLOAT",
+    "LPUSH",
+    "RPUSH",
+    "LPUSHX",
+    "RPUSHX",
+    "LSET",
+    "SADD",
+    "ZADD",
+    "ZINCRBY",
+];
+const SHRINKS: &[&str] = &[
+    "GETDEL",
+    "DEL",
+    "UNLINK",
+    "HDEL",
+    "LPOP",
+    "RPOP",
+    "LREM",
+    "LTRIM",
+    "SREM",
+    "SPOP",
+    "ZREM",
+    "ZREMRANGEBYSCORE",
+    "ZREMRANGEBYRANK",
+    "EXPIRE",
+    "PEXPIRE",
+    "EXPIREAT",
+    "PEXPIREAT",
+    "PERSIST",
+];
+
+/// Every tenant command runs inside this script, on the Redis server, so that:
+/// - a reply bigger than the tenant's cap is refused *in Redis*, never sent to the gateway;
+/// - a command that can grow the tenant's data is refused when its usage (bytes, tracked in
+///   Wharf's own key) is at the quota, or when its own growth (its arguments; for SETRANGE the
+///   offset) would pass it;
+/// - the memory a write changed (MEMORY USAGE of its keys, before and after) is added to the
+///   usage.
+/// KEYS: [usage key, the command's keys…]; ARGV: [reply cap, memory quota, class, command, args…].
+const SCRIPT: &str = r#"
+local cap, quota, class = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local cmd = {unpack(ARGV, 4)}
+local function mem()
+  local n = 0
+  for i = 2, #KEYS do n = n + (redis.call('MEMORY', 'USAGE', KEYS[i]) or 0) end
+  return n
+end
+local before = 0
+if class ~= 'r' then
+  if class == 'g' then
+    local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+    local growth = 0
+    for i = 2, #cmd do growth = growth + #cmd[i] end
+    if cmd[1] == 'SETRANGE' then growth = growth + (tonumber(cmd[3]) or 0) end
+    if used + growth > quota then
+      return redis.error_reply('WHARF_QUOTA ' .. used .. ' bytes used, ' .. growth .. ' more asked, quota ' .. quota)
+    end
+  end
+  before = mem()
+end
+local reply = redis.call(unpack(cmd))
+if class ~= 'r' then
+  local delta = mem() - before
+  if delta ~= 0 then redis.call('INCRBY', KEYS[1], delta) end
+end
+local function size(v)
+  local t = type(v)
+  if t == 'string' then return #v end
+  if t == 'table' then
+    if v.ok then return #v.ok end
+    if v.err then return #v.err end
+    local n = 8
+    for i = 1, #v do n = n + size(v[i]) end
+    return n
+  end
+  return 8
+end
+local n = size(reply)
+if n > cap then return redis.error_reply('WHARF_TOO_LARGE ' .. n) end
+return reply
+"#;
+
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_ARGS: usize = 1024;
 
@@ -128,6 +234,10 @@ pub struct TenantRedis {
     wait: Duration,
     rate: Rate,
     max_reply: u64,
+    max_memory: u64,
+    /// Wharf's key counting the bytes this tenant's keys use.
+    usage_key: String,
+    budget: ResultBudget,
     metrics: Arc<Metrics>,
 }
 
@@ -152,12 +262,70 @@ pub fn system_key(name: &str) -> String {
     format!("wharf:sys:{name}")
 }
 
+/// Deletes every key of a tenant, and Wharf's keys about it, a batch at a time (SCAN, never
+/// KEYS: Redis keeps serving everyone else meanwhile).
+pub async fn purge(url: &str, tenant: &str) -> Result<(), HostError> {
+    let client = redis::Client::open(url).map_err(|e| HostError::Backend(e.to_string()))?;
+    let mut conn = tokio::time::timeout(COMMAND_TIMEOUT, client.get_multiplexed_async_connection())
+        .await
+        .map_err(|_| HostError::Timeout)?
+        .map_err(|_| HostError::BackendUnavailable)?;
+    let pattern = format!("{}*", key_prefix(tenant));
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| HostError::Backend(e.to_string()))?;
+        if !keys.is_empty() {
+            redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async::<i64>(&mut conn)
+                .await
+                .map_err(|e| HostError::Backend(e.to_string()))?;
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    redis::cmd("UNLINK")
+        .arg(usage_key(tenant))
+        .arg(system_key(&format!("ratelimit:{tenant}")))
+        .query_async::<i64>(&mut conn)
+        .await
+        .map_err(|e| HostError::Backend(e.to_string()))?;
+    Ok(())
+}
+
+/// Wharf's count of the bytes a tenant's keys use (see the script).
+pub fn usage_key(tenant: &str) -> String {
+    system_key(&format!("usage:{tenant}"))
+}
+
+/// Which arguments of a command are keys.
+fn key_positions(keys: Keys, n: usize) -> Vec<usize> {
+    match keys {
+        Keys::None => vec![],
+        Keys::First => vec![0],
+        Keys::FirstTwo => vec![0, 1],
+        Keys::All => (0..n).collect(),
+        Keys::Alternate => (0..n).step_by(2).collect(),
+    }
+}
+
 impl TenantRedis {
     pub fn new(
         tenant: &str,
         url: &str,
         q: &Quotas,
         metrics: Arc<Metrics>,
+        budget: ResultBudget,
     ) -> Result<TenantRedis, String> {
         let wait = Duration::from_millis(q.pool_wait_ms);
         let pool = Config::from_url(url)
@@ -188,6 +356,9 @@ impl TenantRedis {
                 metrics.clone(),
             ),
             max_reply: q.redis_max_reply_bytes,
+            max_memory: q.redis_max_memory_bytes,
+            usage_key: usage_key(tenant),
+            budget,
             metrics,
         })
     }
@@ -208,8 +379,17 @@ impl TenantRedis {
                 args.len()
             )));
         }
-        let args = self.namespace(keys, args)?;
+        let positions = key_positions(keys, args.len());
+        let args = self.namespace(&positions, args)?;
+        let class = if GROWS.contains(&upper.as_str()) {
+            "g"
+        } else if SHRINKS.contains(&upper.as_str()) {
+            "s"
+        } else {
+            "r"
+        };
         self.rate.check()?;
+        let _reserved = self.budget.reserve(&self.tenant, self.max_reply)?;
 
         let waited = Instant::now();
         let conn = self.pool.get().await;
@@ -219,12 +399,23 @@ impl TenantRedis {
             .observe(waited.elapsed().as_secs_f64());
         let mut conn = conn.map_err(|e| self.pool_error(e))?;
         self.update_pool_gauges();
-        let mut cmd = redis::cmd(&upper);
+        // EVAL (Redis caches the compiled script by its digest).
+        let mut call = redis::cmd("EVAL");
+        call.arg(SCRIPT)
+            .arg(1 + positions.len())
+            .arg(&self.usage_key);
+        for &i in &positions {
+            call.arg(&args[i][..]);
+        }
+        call.arg(self.max_reply)
+            .arg(self.max_memory)
+            .arg(class)
+            .arg(&upper);
         for a in &args {
-            cmd.arg(&a[..]);
+            call.arg(&a[..]);
         }
         let result =
-            tokio::time::timeout(COMMAND_TIMEOUT, cmd.query_async::<Value>(&mut conn)).await;
+            tokio::time::timeout(COMMAND_TIMEOUT, call.query_async::<Value>(&mut conn)).await;
         drop(conn);
         self.update_pool_gauges();
         let value = match result {
@@ -234,30 +425,40 @@ impl TenantRedis {
             {
                 return Err(HostError::BackendUnavailable)
             }
-            Ok(Err(e)) => return Err(HostError::Backend(e.to_string())),
+            Ok(Err(e)) => return Err(self.script_error(e)),
             Ok(Ok(v)) => v,
         };
-        let reply = convert(value, true)?;
-        let size = reply_size(&reply);
-        if size > self.max_reply {
-            reject(&self.metrics, &self.tenant, "redis_max_reply_bytes");
-            return Err(HostError::QuotaExceeded(format!(
-                "reply of {size} bytes, the limit is {}",
-                self.max_reply
-            )));
-        }
-        Ok(reply)
+        convert(value, true)
     }
 
-    fn namespace(&self, keys: Keys, mut args: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, HostError> {
-        let positions: Vec<usize> = match keys {
-            Keys::None => vec![],
-            Keys::First => vec![0],
-            Keys::FirstTwo => vec![0, 1],
-            Keys::All => (0..args.len()).collect(),
-            Keys::Alternate => (0..args.len()).step_by(2).collect(),
-        };
-        for i in positions {
+    /// The script's own refusals are quotas; anything else is the command's error.
+    fn script_error(&self, e: redis::RedisError) -> HostError {
+        match e.code() {
+            Some("WHARF_TOO_LARGE") => {
+                reject(&self.metrics, &self.tenant, "redis_max_reply_bytes");
+                HostError::QuotaExceeded(format!(
+                    "reply of {} bytes, the limit is {}",
+                    e.detail().unwrap_or("?"),
+                    self.max_reply
+                ))
+            }
+            Some("WHARF_QUOTA") => {
+                reject(&self.metrics, &self.tenant, "redis_max_memory_bytes");
+                HostError::QuotaExceeded(format!(
+                    "Redis memory quota: {}",
+                    e.detail().unwrap_or("")
+                ))
+            }
+            _ => HostError::Backend(e.to_string()),
+        }
+    }
+
+    fn namespace(
+        &self,
+        positions: &[usize],
+        mut args: Vec<Vec<u8>>,
+    ) -> Result<Vec<Vec<u8>>, HostError> {
+        for &i in positions {
             let Some(key) = args.get_mut(i) else {
                 return Err(HostError::Invalid("missing key argument".into()));
             };
@@ -319,13 +520,4 @@ fn convert(v: Value, top: bool) -> Result<Reply, HostError> {
             )))
         }
     })
-}
-
-fn reply_size(r: &Reply) -> u64 {
-    match r {
-        Reply::Nil | Reply::Int(_) => 8,
-        Reply::Status(s) => s.len() as u64,
-        Reply::Bulk(b) => b.len() as u64,
-        Reply::Array(items) => items.iter().map(reply_size).sum::<u64>() + 8,
-    }
 }

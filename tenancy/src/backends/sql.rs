@@ -4,17 +4,14 @@
 //! database file per tenant, with ATTACH, extension loading and VACUUM INTO refused.
 //! Parameters are always bound; each call is one statement under the tenant's statement timeout.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sha2::Digest;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use futures_util::StreamExt;
 use sqlx::{Column, Connection, PgPool, Row, SqlitePool, TypeInfo, ValueRef};
 use wharf_metrics::Metrics;
 
-use super::quota::{reject, Rate};
+use super::quota::{reject, Rate, ResultBudget};
 use super::{HostError, SqlBackend};
 use crate::model::Quotas;
 
@@ -64,13 +61,16 @@ pub struct TenantSql {
     timeout: Duration,
     max_rows: usize,
     max_bytes: u64,
+    max_storage: u64,
+    /// When the storage quota was last checked, and whether the tenant was over it.
+    storage: std::sync::Mutex<Option<(Instant, bool)>>,
+    budget: ResultBudget,
     metrics: Arc<Metrics>,
 }
 
-/// Role and schema name of a tenant: ids are `[a-z0-9-]`, so this is a safe identifier.
-pub fn pg_identifier(tenant: &str) -> String {
-    format!("wharf_t_{}", tenant.replace('-', "_"))
-}
+const STORAGE_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+pub use super::postgres::pg_identifier;
 
 impl TenantSql {
     /// Opens the tenant's pool; on Postgres provisions its schema and role first unless
@@ -81,17 +81,18 @@ impl TenantSql {
         q: &Quotas,
         provisioned: bool,
         metrics: Arc<Metrics>,
+        budget: ResultBudget,
     ) -> Result<TenantSql, HostError> {
         let wait = Duration::from_millis(q.pool_wait_ms.max(1));
         let db = match backend {
             SqlBackend::Disabled => return Err(HostError::BackendUnavailable),
             SqlBackend::Postgres(admin_url) => {
                 if !provisioned {
-                    provision_postgres(tenant, admin_url, q).await?;
+                    super::postgres::provision(tenant, admin_url, q).await?;
                 }
-                Db::Postgres(postgres_pool(tenant, admin_url, q, wait)?)
+                Db::Postgres(super::postgres::pool(tenant, admin_url, q, wait)?)
             }
-            SqlBackend::Sqlite(dir) => Db::Sqlite(open_sqlite(tenant, dir, q, wait).await?),
+            SqlBackend::Sqlite(dir) => Db::Sqlite(super::sqlite::open(tenant, dir, q, wait).await?),
         };
         let backend_label = if matches!(db, Db::Postgres(_)) {
             "postgres"
@@ -114,6 +115,9 @@ impl TenantSql {
             timeout: Duration::from_millis(q.sql_statement_timeout_ms),
             max_rows: q.sql_max_rows as usize,
             max_bytes: q.sql_max_result_bytes,
+            max_storage: q.sql_max_storage_bytes,
+            storage: std::sync::Mutex::new(None),
+            budget,
             metrics,
         })
     }
@@ -140,6 +144,7 @@ impl TenantSql {
             ));
         }
         self.rate.check()?;
+        let _reserved = self.budget.reserve(&self.tenant, self.max_bytes)?;
         // Backstop over the server-side timeout: a dead connection must not hold the plugin.
         let budget = self.timeout + Duration::from_millis(500);
         match tokio::time::timeout(budget, self.run_inner(statement, params, want_rows)).await {
@@ -154,48 +159,112 @@ impl TenantSql {
         params: Vec<SqlValue>,
         want_rows: bool,
     ) -> Result<(RowSet, u64), HostError> {
-        let stmt = sqlx::AssertSqlSafe(statement.to_string());
         match &self.db {
             Db::Postgres(pool) => {
                 let mut conn = self.acquire(pool, "postgres").await?;
                 let mut tx = conn.begin().await.map_err(map_err)?;
                 // SET LOCAL, every time: a plugin may have changed its session's settings.
-                let set = format!("SET LOCAL statement_timeout = {}", self.timeout.as_millis());
-                sqlx::query(sqlx::AssertSqlSafe(set))
+                let set = format!(
+                    "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}",
+                    self.timeout.as_millis(),
+                    self.timeout.as_millis()
+                );
+                sqlx::raw_sql(sqlx::AssertSqlSafe(set))
                     .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
-                let q = bind_params!(sqlx::query(stmt), params);
+                if !frees_space(statement) && self.over_storage_quota(&mut tx).await? {
+                    sqlx::query("SET TRANSACTION READ ONLY")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
                 let out = if want_rows {
-                    let rows = q.fetch_all(&mut *tx).await.map_err(map_err)?;
-                    (self.collect(&rows, pg_value)?, 0)
+                    // Rows are checked on the server as they are produced (no row bigger than
+                    // the result cap, no more rows than the row cap) and counted here as they
+                    // arrive: an oversized result is refused before it is in memory.
+                    let guarded =
+                        sqlx::AssertSqlSafe(pg_guarded(statement, self.max_bytes, self.max_rows));
+                    let q = bind_params!(sqlx::query(guarded), params);
+                    (self.collect(q.fetch(&mut *tx), pg_value).await?, 0)
                 } else {
-                    (
-                        RowSet::default(),
-                        q.execute(&mut *tx).await.map_err(map_err)?.rows_affected(),
-                    )
+                    let q = bind_params!(
+                        sqlx::query(sqlx::AssertSqlSafe(statement.to_string())),
+                        params
+                    );
+                    let done = q
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.map_write_err(e))?;
+                    (RowSet::default(), done.rows_affected())
                 };
                 tx.commit().await.map_err(map_err)?;
                 Ok(out)
             }
             Db::Sqlite(pool) => {
-                refuse_sqlite_escapes(statement)?;
+                super::sqlite::refuse_escapes(statement)?;
                 let mut conn = self.acquire(pool, "sqlite").await?;
-                let q = bind_params!(sqlx::query(stmt), params);
+                let _deadline = super::sqlite::Deadline::arm(&mut conn, self.timeout).await?;
+                let q = bind_params!(
+                    sqlx::query(sqlx::AssertSqlSafe(statement.to_string())),
+                    params
+                );
                 if want_rows {
-                    let rows = q.fetch_all(&mut *conn).await.map_err(map_err)?;
-                    Ok((self.collect(&rows, sqlite_value)?, 0))
+                    Ok((self.collect(q.fetch(&mut *conn), sqlite_value).await?, 0))
                 } else {
-                    Ok((
-                        RowSet::default(),
-                        q.execute(&mut *conn)
-                            .await
-                            .map_err(map_err)?
-                            .rows_affected(),
-                    ))
+                    let done = q
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(|e| self.map_write_err(e))?;
+                    Ok((RowSet::default(), done.rows_affected()))
                 }
             }
         }
+    }
+
+    /// Whether the tenant's Postgres data is over its storage quota (checked at most every few
+    /// seconds: the size of a database is not free to compute).
+    async fn over_storage_quota(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    ) -> Result<bool, HostError> {
+        let now = Instant::now();
+        {
+            let cached = self.storage.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, over)) = *cached {
+                if now.duration_since(at) < STORAGE_CHECK_EVERY {
+                    return Ok(over);
+                }
+            }
+        }
+        let size: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::int8 FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')",
+        )
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(map_err)?;
+        let over = u64::try_from(size).unwrap_or(0) >= self.max_storage;
+        *self.storage.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, over));
+        Ok(over)
+    }
+
+    /// Storage-quota refusals (read-only transaction on Postgres, a full file on SQLite) are
+    /// `quota-exceeded`, the rest as usual.
+    fn map_write_err(&self, e: sqlx::Error) -> HostError {
+        if let sqlx::Error::Database(db) = &e {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            // 25006 read_only_sql_transaction; 13 SQLITE_FULL.
+            if code == "25006" || code == "13" {
+                reject(&self.metrics, &self.tenant, "sql_max_storage_bytes");
+                return HostError::QuotaExceeded(format!(
+                    "the tenant's SQL data is over its {} byte storage quota; delete data to write again",
+                    self.max_storage
+                ));
+            }
+        }
+        map_err(e)
     }
 
     async fn acquire<DB: sqlx::Database>(
@@ -233,32 +302,30 @@ impl TenantSql {
         }
     }
 
-    fn collect<R: Row>(
+    /// Reads rows as they stream in, refusing the result as soon as it passes the row or byte
+    /// cap (what was read so far is dropped; the rest is never read).
+    async fn collect<'s, R: Row>(
         &self,
-        rows: &[R],
+        mut rows: futures_core::stream::BoxStream<'s, Result<R, sqlx::Error>>,
         value: fn(&R, usize) -> Result<SqlValue, HostError>,
     ) -> Result<RowSet, HostError> {
-        if rows.len() > self.max_rows {
-            reject(&self.metrics, &self.tenant, "sql_max_rows");
-            return Err(HostError::QuotaExceeded(format!(
-                "{} rows, the limit is {}",
-                rows.len(),
-                self.max_rows
-            )));
-        }
         let mut set = RowSet::default();
-        if let Some(first) = rows.first() {
-            set.columns = first
-                .columns()
-                .iter()
-                .map(|c| c.name().to_string())
-                .collect();
-        }
         let mut bytes = 0u64;
-        for row in rows {
+        while let Some(row) = rows.next().await {
+            let row = row.map_err(|e| self.map_result_err(e))?;
+            if set.rows.len() >= self.max_rows {
+                reject(&self.metrics, &self.tenant, "sql_max_rows");
+                return Err(HostError::QuotaExceeded(format!(
+                    "more than {} rows, the limit",
+                    self.max_rows
+                )));
+            }
+            if set.columns.is_empty() {
+                set.columns = row.columns().iter().map(|c| c.name().to_string()).collect();
+            }
             let mut out = Vec::with_capacity(row.len());
             for i in 0..row.len() {
-                let v = value(row, i)?;
+                let v = value(&row, i)?;
                 bytes += match &v {
                     SqlValue::Text(t) => t.len() as u64,
                     SqlValue::Bytes(b) => b.len() as u64,
@@ -266,17 +333,63 @@ impl TenantSql {
                 };
                 out.push(v);
             }
+            if bytes > self.max_bytes {
+                return Err(self.too_many_bytes(bytes));
+            }
             set.rows.push(out);
-        }
-        if bytes > self.max_bytes {
-            reject(&self.metrics, &self.tenant, "sql_max_result_bytes");
-            return Err(HostError::QuotaExceeded(format!(
-                "{bytes} result bytes, the limit is {}",
-                self.max_bytes
-            )));
         }
         Ok(set)
     }
+
+    fn too_many_bytes(&self, bytes: u64) -> HostError {
+        reject(&self.metrics, &self.tenant, "sql_max_result_bytes");
+        HostError::QuotaExceeded(format!(
+            "over {} result bytes ({bytes} read), the limit",
+            self.max_bytes
+        ))
+    }
+
+    /// The server-side row guard and SQLite's length limit speak as errors: they are quotas.
+    fn map_result_err(&self, e: sqlx::Error) -> HostError {
+        if let sqlx::Error::Database(db) = &e {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            // 18 SQLITE_TOOBIG.
+            if db.message().contains(ROW_GUARD) || code == "18" {
+                return self.too_many_bytes(self.max_bytes + 1);
+            }
+        }
+        map_err(e)
+    }
+}
+
+/// Statements that only shrink the tenant's data stay allowed over the storage quota, so a tenant
+/// can get back under it.
+fn frees_space(statement: &str) -> bool {
+    let first = statement
+        .trim_start()
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    ["DELETE", "TRUNCATE", "DROP"]
+        .iter()
+        .any(|k| first.eq_ignore_ascii_case(k))
+}
+
+/// Marker of the server-side row-size guard's error.
+const ROW_GUARD: &str = "wharf: row over the result byte limit";
+
+/// A tenant's query wrapped so that Postgres itself refuses any row whose text form is over
+/// `max_bytes` and stops after `max_rows + 1` rows. The statement runs unchanged inside a CTE
+/// (data-modifying statements with RETURNING work there too).
+fn pg_guarded(statement: &str, max_bytes: u64, max_rows: usize) -> String {
+    let inner = statement.trim().trim_end_matches(';');
+    format!(
+        "WITH wharf_q AS ({inner}\n) SELECT wharf_q.* FROM wharf_q \
+         WHERE CASE WHEN octet_length(wharf_q::text) > {max_bytes} \
+         THEN ('{ROW_GUARD}: ' || octet_length(wharf_q::text))::int > 0 ELSE true END \
+         LIMIT {}",
+        max_rows + 1
+    )
 }
 
 fn pg_value(row: &sqlx::postgres::PgRow, i: usize) -> Result<SqlValue, HostError> {
@@ -318,14 +431,21 @@ fn sqlite_value(row: &sqlx::sqlite::SqliteRow, i: usize) -> Result<SqlValue, Hos
     })
 }
 
-fn map_err(e: sqlx::Error) -> HostError {
+pub(super) fn map_err(e: sqlx::Error) -> HostError {
     match &e {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.to_string()).unwrap_or_default();
             let msg = db.message().to_string();
             match code.as_str() {
-                "57014" => HostError::Timeout,
+                // Postgres: query_canceled, lock_not_available; SQLite: SQLITE_INTERRUPT (our
+                // deadline).
+                "57014" | "55P03" | "9" => HostError::Timeout,
+                _ if msg == "interrupted" => HostError::Timeout,
+                // SQLite's SQLITE_ERROR: a statement it could not prepare or run (syntax, no such
+                // table, …).
+                "1" => HostError::Invalid(msg),
                 "42501" => HostError::Denied(msg),
+                c if c.starts_with("3F") || c.starts_with("3D") => HostError::Invalid(msg),
                 c if c.starts_with("42") || c.starts_with("22") => HostError::Invalid(msg),
                 _ if msg.contains("not authorized") => HostError::Denied(msg),
                 _ => HostError::Backend(msg),
@@ -337,159 +457,5 @@ fn map_err(e: sqlx::Error) -> HostError {
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_) => HostError::BackendUnavailable,
         _ => HostError::Backend(e.to_string()),
-    }
-}
-
-/// Fleet-wide stable password without storing it: derived from the admin URL (a secret every
-/// node has) and the tenant.
-fn role_password(admin_url: &str, tenant: &str) -> String {
-    hex::encode(sha2::Sha256::digest(format!("{admin_url}\n{tenant}")))[..32].to_string()
-}
-
-/// Creates (or updates) the tenant's role and schema. Idempotent; serialized across nodes.
-pub async fn provision_postgres(
-    tenant: &str,
-    admin_url: &str,
-    q: &Quotas,
-) -> Result<(), HostError> {
-    let ident = pg_identifier(tenant);
-    let password = role_password(admin_url, tenant);
-    let mut admin = sqlx::PgConnection::connect(admin_url)
-        .await
-        .map_err(|_| HostError::BackendUnavailable)?;
-    let provision = [
-        // Serialize provisioning across nodes.
-        "SELECT pg_advisory_xact_lock(7461726600)".to_string(),
-        format!(
-            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ident}') THEN \
-             CREATE ROLE {ident} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS; \
-             END IF; END $$"
-        ),
-        format!("ALTER ROLE {ident} WITH LOGIN PASSWORD '{password}' CONNECTION LIMIT {}", q.sql_max_connections + 2),
-        format!("CREATE SCHEMA IF NOT EXISTS {ident} AUTHORIZATION {ident}"),
-        format!("REVOKE ALL ON SCHEMA {ident} FROM PUBLIC"),
-        format!("REVOKE CREATE ON SCHEMA public FROM {ident}"),
-        format!("ALTER ROLE {ident} SET search_path = {ident}"),
-    ];
-    let mut tx = admin.begin().await.map_err(map_err)?;
-    for stmt in provision {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(stmt))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| {
-                tracing::error!(tenant, "provisioning the tenant's SQL schema failed: {e}");
-                HostError::Backend(format!("provisioning failed: {e}"))
-            })?;
-    }
-    tx.commit().await.map_err(map_err)?;
-    let _ = admin.close().await;
-    Ok(())
-}
-
-/// The tenant's pool, connecting as its own role. Connections open lazily, on first use.
-fn postgres_pool(
-    tenant: &str,
-    admin_url: &str,
-    q: &Quotas,
-    wait: Duration,
-) -> Result<PgPool, HostError> {
-    let ident = pg_identifier(tenant);
-    let password = role_password(admin_url, tenant);
-    let options = PgConnectOptions::from_str(admin_url)
-        .map_err(|e| HostError::Invalid(e.to_string()))?
-        .username(&ident)
-        .password(&password)
-        .options([("search_path", ident.as_str())]);
-    Ok(PgPoolOptions::new()
-        .max_connections(q.sql_max_connections)
-        .acquire_timeout(wait)
-        .connect_lazy_with(options))
-}
-
-async fn open_sqlite(
-    tenant: &str,
-    dir: &std::path::Path,
-    q: &Quotas,
-    wait: Duration,
-) -> Result<SqlitePool, HostError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| HostError::Backend(format!("cannot create {}: {e}", dir.display())))?;
-    let options = SqliteConnectOptions::new()
-        .filename(dir.join(format!("{tenant}.db")))
-        .create_if_missing(true)
-        .busy_timeout(Duration::from_millis(q.sql_statement_timeout_ms));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(q.sql_max_connections)
-        .acquire_timeout(wait)
-        .after_connect(|conn, _| {
-            Box::pin(async move {
-                let mut handle = conn.lock_handle().await?;
-                sqlite_guard::install(handle.as_raw_handle().as_ptr());
-                Ok(())
-            })
-        })
-        .connect_with(options)
-        .await
-        .map_err(map_err)?;
-    Ok(pool)
-}
-
-/// Statements that would reach outside the tenant's file and that the authorizer cannot see.
-fn refuse_sqlite_escapes(statement: &str) -> Result<(), HostError> {
-    let upper = statement.to_ascii_uppercase();
-    // VACUUM INTO writes a copy of the database to any path: refuse the keyword outright.
-    if upper
-        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-        .any(|w| w == "VACUUM")
-    {
-        return Err(HostError::Denied(
-            "VACUUM is not available to plugins".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// SQLite's C-level guard: no attached databases, and an authorizer that refuses ATTACH, DETACH,
-/// PRAGMA and `load_extension`.
-mod sqlite_guard {
-    use std::ffi::{c_char, c_int, c_void, CStr};
-
-    use libsqlite3_sys as ffi;
-
-    pub fn install(db: *mut ffi::sqlite3) {
-        // SAFETY: `db` is a live connection handle, locked for us by sqlx for this call; the
-        // authorizer is a plain function with no user data.
-        unsafe {
-            ffi::sqlite3_limit(db, ffi::SQLITE_LIMIT_ATTACHED, 0);
-            ffi::sqlite3_set_authorizer(db, Some(authorize), std::ptr::null_mut());
-        }
-    }
-
-    extern "C" fn authorize(
-        _: *mut c_void,
-        action: c_int,
-        arg1: *const c_char,
-        arg2: *const c_char,
-        _: *const c_char,
-        _: *const c_char,
-    ) -> c_int {
-        match action {
-            ffi::SQLITE_ATTACH | ffi::SQLITE_DETACH | ffi::SQLITE_PRAGMA => ffi::SQLITE_DENY,
-            ffi::SQLITE_FUNCTION => {
-                let name = if arg2.is_null() {
-                    ""
-                } else {
-                    // SAFETY: SQLite passes a NUL-terminated function name for SQLITE_FUNCTION.
-                    unsafe { CStr::from_ptr(arg2) }.to_str().unwrap_or("")
-                };
-                let _ = arg1;
-                if name.eq_ignore_ascii_case("load_extension") {
-                    ffi::SQLITE_DENY
-                } else {
-                    ffi::SQLITE_OK
-                }
-            }
-            _ => ffi::SQLITE_OK,
-        }
     }
 }

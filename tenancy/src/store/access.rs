@@ -72,6 +72,20 @@ impl Store {
             None => None,
         })
     }
+    /// Records something done outside the config (e.g. a tenant's data purged) in the audit log,
+    /// at the current config version.
+    pub async fn audit(&self, action: &str, target: &str) -> Result<(), StoreError> {
+        let version = self.version().await?.0;
+        sqlx::query("INSERT INTO audit_log (at_ms, actor, action, target, config_version) VALUES ($1, $2, $3, $4, $5)")
+            .bind(super::now_ms())
+            .bind(self.actor.to_string())
+            .bind(action.to_string())
+            .bind(target.to_string())
+            .bind(version)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
     /// The newest audit entries first.
     pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query("SELECT at_ms, actor, action, target, config_version FROM audit_log ORDER BY seq DESC LIMIT $1")

@@ -1,0 +1,174 @@
+//! A tenant's Postgres: its own database, login role and schema on the server Wharf's admin URL
+//! names. A database of its own is what makes the rest hold: advisory locks, `pg_class` and
+//! `pg_proc` are per database, so a tenant can neither take a lock that Wharf (its migrations,
+//! its store) or another tenant uses, nor list other tenants' tables or read their functions.
+//! CONNECT is granted to the tenant's role alone. Provisioning takes no lock a tenant can hold,
+//! and its admin connection has lock and statement timeouts. Each pooled connection is reset
+//! (advisory locks, settings, temporary tables) before it is reused.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sha2::Digest;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool};
+
+use super::sql::map_err;
+use super::HostError;
+use crate::model::Quotas;
+
+/// Role, database and schema name of a tenant: ids are `[a-z0-9-]`, so this is a safe
+/// identifier (at most 8 + 63 characters; Postgres truncates past 63, so ids are kept short
+/// enough by hashing long ones).
+pub fn pg_identifier(tenant: &str) -> String {
+    let plain = format!("wharf_t_{}", tenant.replace('-', "_"));
+    if plain.len() <= 63 {
+        return plain;
+    }
+    let digest = hex::encode(sha2::Sha256::digest(tenant.as_bytes()));
+    format!("{}_{}", &plain[..46], &digest[..16])
+}
+
+/// Fleet-wide stable password without storing it: derived from the admin URL (a secret every
+/// node has) and the tenant.
+fn role_password(admin_url: &str, tenant: &str) -> String {
+    hex::encode(sha2::Sha256::digest(format!("{admin_url}\n{tenant}")))[..32].to_string()
+}
+
+/// Admin sessions give up instead of queueing behind anything a tenant could hold.
+const ADMIN_SESSION: &str = "SET lock_timeout = '5s'; SET statement_timeout = '60s'";
+
+async fn admin_connection(options: &PgConnectOptions) -> Result<sqlx::PgConnection, HostError> {
+    let mut conn = sqlx::PgConnection::connect_with(options)
+        .await
+        .map_err(|_| HostError::BackendUnavailable)?;
+    sqlx::raw_sql(ADMIN_SESSION)
+        .execute(&mut conn)
+        .await
+        .map_err(map_err)?;
+    Ok(conn)
+}
+
+/// Creates (or updates) the tenant's role, database and schema. Idempotent, and safe to run on
+/// several nodes at once: each step tolerates the object already existing.
+pub async fn provision(tenant: &str, admin_url: &str, q: &Quotas) -> Result<(), HostError> {
+    let ident = pg_identifier(tenant);
+    let password = role_password(admin_url, tenant);
+    let admin_options =
+        PgConnectOptions::from_str(admin_url).map_err(|e| HostError::Invalid(e.to_string()))?;
+    let fail = |e: sqlx::Error| {
+        tracing::error!(tenant, "provisioning the tenant's SQL failed: {e}");
+        HostError::Backend(format!("provisioning failed: {e}"))
+    };
+    let mut admin = admin_connection(&admin_options).await?;
+    let role = [
+        format!(
+            "DO $$ BEGIN CREATE ROLE {ident} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT \
+             NOREPLICATION NOBYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        ),
+        format!(
+            "ALTER ROLE {ident} WITH LOGIN PASSWORD '{password}' CONNECTION LIMIT {}",
+            q.sql_max_connections + 2
+        ),
+    ];
+    for stmt in role {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(stmt))
+            .execute(&mut admin)
+            .await
+            .map_err(fail)?;
+    }
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&ident)
+        .fetch_optional(&mut admin)
+        .await
+        .map_err(fail)?;
+    if exists.is_none() {
+        // CREATE DATABASE cannot run in a transaction; a concurrent node may win the race.
+        let created = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {ident}")))
+            .execute(&mut admin)
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    for stmt in [
+        format!("REVOKE ALL ON DATABASE {ident} FROM PUBLIC"),
+        format!("GRANT CONNECT ON DATABASE {ident} TO {ident}"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(stmt))
+            .execute(&mut admin)
+            .await
+            .map_err(fail)?;
+    }
+    let _ = admin.close().await;
+
+    let mut db = admin_connection(&admin_options.clone().database(&ident)).await?;
+    let mut tx = db.begin().await.map_err(map_err)?;
+    for stmt in [
+        format!("CREATE SCHEMA IF NOT EXISTS {ident} AUTHORIZATION {ident}"),
+        format!("REVOKE ALL ON SCHEMA {ident} FROM PUBLIC"),
+        "REVOKE ALL ON SCHEMA public FROM PUBLIC".to_string(),
+        format!("ALTER ROLE {ident} IN DATABASE {ident} SET search_path = {ident}"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(stmt))
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+    }
+    tx.commit().await.map_err(map_err)?;
+    let _ = db.close().await;
+    Ok(())
+}
+
+/// What a connection must not carry from one host call to the next.
+const RESET: &str =
+    "SELECT pg_advisory_unlock_all(); UNLISTEN *; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES";
+
+/// The tenant's pool, connecting as its own role to its own database. Connections open lazily,
+/// on first use, and are reset before going back to the pool.
+pub fn pool(
+    tenant: &str,
+    admin_url: &str,
+    q: &Quotas,
+    wait: Duration,
+) -> Result<PgPool, HostError> {
+    let ident = pg_identifier(tenant);
+    let password = role_password(admin_url, tenant);
+    let options = PgConnectOptions::from_str(admin_url)
+        .map_err(|e| HostError::Invalid(e.to_string()))?
+        .username(&ident)
+        .password(&password)
+        .database(&ident)
+        .options([("search_path", ident.as_str())]);
+    Ok(PgPoolOptions::new()
+        .max_connections(q.sql_max_connections)
+        .acquire_timeout(wait)
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                // A connection that cannot be reset is closed rather than reused.
+                Ok(sqlx::raw_sql(RESET).execute(conn).await.is_ok())
+            })
+        })
+        .connect_lazy_with(options))
+}
+
+/// Drops a tenant's database and role (its data goes with it). Idempotent.
+pub async fn purge(tenant: &str, admin_url: &str) -> Result<(), HostError> {
+    let ident = pg_identifier(tenant);
+    let admin_options =
+        PgConnectOptions::from_str(admin_url).map_err(|e| HostError::Invalid(e.to_string()))?;
+    let mut admin = admin_connection(&admin_options).await?;
+    for stmt in [
+        format!("DROP DATABASE IF EXISTS {ident} WITH (FORCE)"),
+        format!("DROP ROLE IF EXISTS {ident}"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(stmt))
+            .execute(&mut admin)
+            .await
+            .map_err(map_err)?;
+    }
+    let _ = admin.close().await;
+    Ok(())
+}

@@ -1,0 +1,512 @@
+//! A hostile tenant's SQL against the shared servers and the gateway's memory: locks shared with
+//! Wharf or other tenants, catalogs, results bigger than the caps, statements that never end,
+//! data that grows without bound. Real Postgres (WHARF_TEST_DATABASE_URL) and SQLite files.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::Connection;
+use wharf_metrics::Metrics;
+use wharf_tenancy::backends::sql::{pg_identifier, SqlValue};
+use wharf_tenancy::backends::{BackendSettings, Backends, HostError, SqlBackend};
+use wharf_tenancy::test_support::{fresh_postgres_url, unique_suffix};
+use wharf_tenancy::Quotas;
+
+/// The tests here measure this process's memory and CPU: they run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn tenant_id(name: &str) -> String {
+    format!("{name}-{}", unique_suffix().replace('_', "-"))
+}
+
+fn backends(sql: SqlBackend) -> Arc<Backends> {
+    Backends::new(
+        BackendSettings {
+            redis_url: None,
+            sql,
+        },
+        Arc::new(Metrics::new()),
+    )
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// CPU time this process used (user + system), from /proc.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Fields after the command: state is 0, utime is 11, stime is 12; 100 ticks a second.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+fn quota_exceeded(r: Result<impl std::fmt::Debug, HostError>, what: &str) {
+    match r {
+        Err(HostError::QuotaExceeded(_)) => {}
+        other => panic!("{what}: expected quota-exceeded, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn postgres_locks_and_catalogs_are_the_tenants_own() {
+    let _serial = SERIAL.lock().await;
+    let admin = fresh_postgres_url().await;
+    let b = backends(SqlBackend::Postgres(admin.clone()));
+    let (a_id, b_id) = (tenant_id("a"), tenant_id("b"));
+    let sa = b.tenant(&a_id, &Quotas::default());
+    let sb = b.tenant(&b_id, &Quotas::default());
+    let (a, bb) = (sa.sql().await.unwrap(), sb.sql().await.unwrap());
+
+    // A holds lock 42 and the id Wharf once used to serialize provisioning, session-level.
+    a.execute(
+        "SELECT pg_advisory_lock(42), pg_advisory_lock(7461726600)",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let r = bb
+        .query("SELECT pg_try_advisory_lock(42) AS got", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        r.rows,
+        vec![vec![SqlValue::Bool(true)]],
+        "B's lock 42 is B's own"
+    );
+    bb.execute("SELECT pg_advisory_unlock_all()", vec![])
+        .await
+        .unwrap();
+    // Provisioning a new tenant is not blocked by anything A holds.
+    let started = Instant::now();
+    let c = b.tenant(&tenant_id("c"), &Quotas::default());
+    c.sql()
+        .await
+        .unwrap()
+        .query("SELECT 1::int8", vec![])
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // A's session locks did not survive its call: the pooled connection was reset.
+    let a_db = sqlx::postgres::PgConnectOptions::from_str(&admin)
+        .unwrap()
+        .database(&pg_identifier(&a_id));
+    let mut probe = sqlx::PgConnection::connect_with(&a_db).await.unwrap();
+    let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(42)")
+        .fetch_one(&mut probe)
+        .await
+        .unwrap();
+    assert!(free, "A's lock 42 was released with its connection");
+
+    // A's table and function are invisible to B's catalogs.
+    a.execute("CREATE TABLE a_secret_table (v text)", vec![])
+        .await
+        .unwrap();
+    a.execute(
+        "CREATE FUNCTION a_secret_fn() RETURNS int LANGUAGE sql AS 'SELECT 4242'",
+        vec![],
+    )
+    .await
+    .unwrap();
+    for (what, stmt) in [
+        (
+            "pg_class",
+            "SELECT count(*)::int8 FROM pg_class WHERE relname = 'a_secret_table'",
+        ),
+        (
+            "pg_proc",
+            "SELECT count(*)::int8 FROM pg_proc WHERE prosrc LIKE '%4242%'",
+        ),
+        (
+            "pg_namespace",
+            &*format!(
+                "SELECT count(*)::int8 FROM pg_namespace WHERE nspname = '{}'",
+                pg_identifier(&a_id)
+            ),
+        ),
+    ] {
+        let r = bb.query(stmt, vec![]).await.unwrap();
+        assert_eq!(
+            r.rows,
+            vec![vec![SqlValue::Int(0)]],
+            "{what} shows A's objects to B"
+        );
+    }
+    // B cannot connect to A's database at all (nor to the store's) through its pool's role.
+    let b_on_a = a_db.clone().username(&pg_identifier(&b_id)).password("x");
+    assert!(sqlx::PgConnection::connect_with(&b_on_a).await.is_err());
+}
+
+#[tokio::test]
+async fn postgres_results_are_capped_while_they_stream() {
+    let _serial = SERIAL.lock().await;
+    let admin = fresh_postgres_url().await;
+    let b = backends(SqlBackend::Postgres(admin));
+    let t = b.tenant(&tenant_id("big"), &Quotas::default());
+    let sql = t.sql().await.unwrap();
+    sql.query("SELECT 1::int8", vec![]).await.unwrap();
+    let before = rss_bytes();
+    // One 60 MB row, and 3 M small rows: each refused without holding the result. (Measuring
+    // a huge row on the server may itself take the statement's whole time: a timeout is a
+    // refusal too.)
+    match sql.query("SELECT repeat('x', 60000000) AS v", vec![]).await {
+        Err(HostError::QuotaExceeded(_) | HostError::Timeout) => {}
+        other => panic!("one huge row: {other:?}"),
+    }
+    quota_exceeded(
+        sql.query("SELECT g::int8 FROM generate_series(1, 3000000) g", vec![])
+            .await,
+        "millions of rows",
+    );
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(grown < 40 << 20, "the gateway grew by {grown} bytes");
+    // Results within the caps, and data-modifying statements with RETURNING, still work.
+    sql.execute("CREATE TABLE t (v text)", vec![])
+        .await
+        .unwrap();
+    let r = sql
+        .query("INSERT INTO t VALUES ('a'), ('b') RETURNING v;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(r.rows.len(), 2);
+}
+
+#[tokio::test]
+async fn postgres_storage_quota_refuses_writes_until_data_is_removed() {
+    let _serial = SERIAL.lock().await;
+    let admin = fresh_postgres_url().await;
+    let b = backends(SqlBackend::Postgres(admin));
+    let q = Quotas {
+        sql_max_storage_bytes: 1 << 20,
+        ..Quotas::default()
+    };
+    let t = b.tenant(&tenant_id("fat"), &q);
+    let sql = t.sql().await.unwrap();
+    sql.execute("CREATE TABLE blob (v text)", vec![])
+        .await
+        .unwrap();
+    sql.execute(
+        "INSERT INTO blob SELECT md5(g::text) || repeat(md5(g::text), 30) FROM generate_series(1, 3000) g",
+        vec![],
+    )
+    .await
+    .unwrap();
+    // The size is checked every couple of seconds.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    quota_exceeded(
+        sql.execute("INSERT INTO blob VALUES ('more')", vec![])
+            .await,
+        "insert over quota",
+    );
+    // Removing data stays possible, and brings writes back.
+    sql.execute("TRUNCATE blob", vec![]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    sql.execute("INSERT INTO blob VALUES ('fits')", vec![])
+        .await
+        .unwrap();
+}
+
+fn sqlite_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("wharf-hostile-{}", unique_suffix()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_statement_past_its_deadline_is_stopped_and_its_connection_returned() {
+    let _serial = SERIAL.lock().await;
+    let b = backends(SqlBackend::Sqlite(sqlite_dir()));
+    let q = Quotas {
+        sql_statement_timeout_ms: 300,
+        sql_max_connections: 1,
+        ..Quotas::default()
+    };
+    let t = b.tenant(&tenant_id("spin"), &q);
+    let sql = t.sql().await.unwrap();
+    let endless =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+    let started = Instant::now();
+    assert_eq!(
+        sql.query(endless, vec![]).await.unwrap_err(),
+        HostError::Timeout
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // The only connection is back and idle: the next statement runs at once, and no core keeps
+    // spinning on the abandoned statement.
+    let cpu = cpu_time();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let spent = cpu_time().saturating_sub(cpu);
+    assert!(
+        spent < Duration::from_millis(500),
+        "{spent:?} of CPU while idle"
+    );
+    let r = sql.query("SELECT 7", vec![]).await.unwrap();
+    assert_eq!(r.rows, vec![vec![SqlValue::Int(7)]]);
+}
+
+#[tokio::test]
+async fn sqlite_values_and_files_are_capped() {
+    let _serial = SERIAL.lock().await;
+    let dir = sqlite_dir();
+    let b = backends(SqlBackend::Sqlite(dir.clone()));
+    let q = Quotas {
+        sql_max_storage_bytes: 256 << 10,
+        ..Quotas::default()
+    };
+    let id = tenant_id("grow");
+    let t = b.tenant(&id, &q);
+    let sql = t.sql().await.unwrap();
+    let before = rss_bytes();
+    quota_exceeded(
+        sql.query("SELECT randomblob(60000000)", vec![]).await,
+        "a 60 MB value",
+    );
+    quota_exceeded(
+        sql.query("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 3000000) SELECT x FROM c", vec![])
+            .await,
+        "millions of rows",
+    );
+    assert!(rss_bytes().saturating_sub(before) < 40 << 20);
+    sql.execute("CREATE TABLE t (v blob)", vec![])
+        .await
+        .unwrap();
+    let mut refused = false;
+    for _ in 0..40 {
+        match sql
+            .execute("INSERT INTO t VALUES (randomblob(16000))", vec![])
+            .await
+        {
+            Ok(_) => {}
+            Err(HostError::QuotaExceeded(_)) => {
+                refused = true;
+                break;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(refused, "the file stopped growing at its quota");
+    let size = std::fs::metadata(dir.join(format!("{id}.db")))
+        .unwrap()
+        .len();
+    assert!(size <= 300 << 10, "file is {size} bytes");
+}
+
+fn redis_backends() -> Arc<Backends> {
+    let url =
+        std::env::var("WHARF_TEST_REDIS_URL").expect("WHARF_TEST_REDIS_URL: run scripts/test");
+    Backends::new(
+        BackendSettings {
+            redis_url: Some(url),
+            sql: SqlBackend::Disabled,
+        },
+        Arc::new(Metrics::new()),
+    )
+}
+
+/// Redis' own memory use, from INFO, through a plain client.
+async fn redis_used_memory() -> u64 {
+    let url = std::env::var("WHARF_TEST_REDIS_URL").unwrap();
+    let client = deadpool_redis::redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = deadpool_redis::redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn bulk(s: &str) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
+#[tokio::test]
+async fn redis_big_values_never_reach_the_gateway() {
+    let _serial = SERIAL.lock().await;
+    let b = redis_backends();
+    let t = b.tenant(&tenant_id("rbig"), &Quotas::default());
+    let r = t.redis().await.unwrap();
+    r.command("SET", vec![bulk("big"), vec![b'x'; 20 << 20]])
+        .await
+        .unwrap();
+    let before = rss_bytes();
+    for cmd in ["GET", "GETRANGE", "GETDEL"] {
+        let args = match cmd {
+            "GETRANGE" => vec![bulk("big"), bulk("0"), bulk("-1")],
+            _ => vec![bulk("big")],
+        };
+        quota_exceeded(r.command(cmd, args).await, cmd);
+    }
+    assert!(
+        rss_bytes().saturating_sub(before) < 8 << 20,
+        "a refused 20 MB reply was held by the gateway"
+    );
+}
+
+#[tokio::test]
+async fn redis_memory_quota_bites_and_single_commands_cannot_jump_it() {
+    let _serial = SERIAL.lock().await;
+    let b = redis_backends();
+    let q = Quotas {
+        redis_max_memory_bytes: 256 << 10,
+        ..Quotas::default()
+    };
+    let t = b.tenant(&tenant_id("rgrow"), &q);
+    let r = t.redis().await.unwrap();
+    // SETRANGE at a 300 MB offset would make Redis allocate 300 MB: refused before it runs.
+    let used = redis_used_memory().await;
+    quota_exceeded(
+        r.command("SETRANGE", vec![bulk("s"), bulk("300000000"), bulk("x")])
+            .await,
+        "SETRANGE far offset",
+    );
+    assert!(redis_used_memory().await < used + (8 << 20));
+    // Writes stop at the quota.
+    let mut refused = None;
+    for i in 0..64 {
+        if let Err(e) = r
+            .command("SET", vec![bulk(&format!("k{i}")), vec![b'v'; 16 << 10]])
+            .await
+        {
+            refused = Some((i, e));
+            break;
+        }
+    }
+    let (at, e) = refused.expect("writes were refused at the quota");
+    assert!(matches!(e, HostError::QuotaExceeded(_)), "{e:?}");
+    assert!(
+        (10..=17).contains(&at),
+        "refused after {at} writes of 16 KiB"
+    );
+    quota_exceeded(
+        r.command("APPEND", vec![bulk("k0"), vec![b'a'; 16 << 10]])
+            .await,
+        "APPEND over quota",
+    );
+    // Reads still work, and deleting brings writes back.
+    assert!(r.command("GET", vec![bulk("k0")]).await.is_ok());
+    for i in 0..at {
+        r.command("DEL", vec![bulk(&format!("k{i}"))])
+            .await
+            .unwrap();
+    }
+    r.command("SET", vec![bulk("again"), bulk("ok")])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_removed_tenants_data_is_purged_and_a_new_owner_of_its_id_starts_empty() {
+    let _serial = SERIAL.lock().await;
+    let url = std::env::var("WHARF_TEST_REDIS_URL").expect("WHARF_TEST_REDIS_URL");
+    let admin = fresh_postgres_url().await;
+    let dir = sqlite_dir();
+    for sql in [
+        SqlBackend::Postgres(admin.clone()),
+        SqlBackend::Sqlite(dir.clone()),
+    ] {
+        let b = Backends::new(
+            BackendSettings {
+                redis_url: Some(url.clone()),
+                sql: sql.clone(),
+            },
+            Arc::new(Metrics::new()),
+        );
+        let id = tenant_id("gone");
+        {
+            let t = b.tenant(&id, &Quotas::default());
+            let r = t.redis().await.unwrap();
+            r.command("SET", vec![bulk("secret"), bulk("old owner's")])
+                .await
+                .unwrap();
+            let s = t.sql().await.unwrap();
+            s.execute("CREATE TABLE secrets (v text)", vec![])
+                .await
+                .unwrap();
+            s.execute("INSERT INTO secrets VALUES ('old owner''s')", vec![])
+                .await
+                .unwrap();
+        }
+        b.purge(&id).await.unwrap();
+        b.purge(&id).await.expect("purging twice is fine");
+        let t = b.tenant(&id, &Quotas::default());
+        assert_eq!(
+            t.redis()
+                .await
+                .unwrap()
+                .command("GET", vec![bulk("secret")])
+                .await
+                .unwrap(),
+            wharf_tenancy::backends::redis::Reply::Nil,
+            "{sql:?}: Redis keys survived"
+        );
+        let e = t
+            .sql()
+            .await
+            .unwrap()
+            .query("SELECT v FROM secrets", vec![])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, HostError::Invalid(_)),
+            "{sql:?}: table survived: {e:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_budget_for_results_in_flight_is_shared_and_fails_fast() {
+    let _serial = SERIAL.lock().await;
+    // A 1 MiB node budget and 1 MiB result caps: one call in flight takes it all.
+    let b = Backends::with_result_budget(
+        BackendSettings {
+            redis_url: None,
+            sql: SqlBackend::Sqlite(sqlite_dir()),
+        },
+        Arc::new(Metrics::new()),
+        1 << 20,
+    );
+    let q = Quotas {
+        sql_statement_timeout_ms: 600,
+        ..Quotas::default()
+    };
+    let (x, y) = (b.tenant(&tenant_id("x"), &q), b.tenant(&tenant_id("y"), &q));
+    let (sx, sy) = (x.sql().await.unwrap(), y.sql().await.unwrap());
+    let endless =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+    let (slow, other) = tokio::join!(sx.query(endless, vec![]), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sy.query("SELECT 1", vec![]).await
+    });
+    assert_eq!(slow.unwrap_err(), HostError::Timeout);
+    match other {
+        Err(HostError::QuotaExceeded(m)) => assert!(m.contains("node"), "{m}"),
+        r => panic!("the budget was in use: {r:?}"),
+    }
+    // Released with the call: the next one runs.
+    sy.query("SELECT 1", vec![]).await.unwrap();
+}
