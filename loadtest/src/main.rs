@@ -60,6 +60,9 @@ enum Scenario {
         /// Hostile connections per hostile route (five routes).
         #[arg(long, default_value_t = 32)]
         connections: usize,
+        /// TOML appended to the node's bootstrap file, e.g. $'[plugins]\nnice = 0'.
+        #[arg(long, default_value = "")]
+        extra_toml: String,
     },
     /// HTTP load against targets LABEL=ADDR[,HOST[,PATH]], measured one after another.
     Http {
@@ -111,6 +114,7 @@ fn main() -> anyhow::Result<()> {
             plugin_dir,
             seconds,
             connections,
+            extra_toml,
         } => {
             let wharf = match wharf {
                 Some(w) => w,
@@ -132,6 +136,7 @@ fn main() -> anyhow::Result<()> {
                 plugin_dir,
                 seconds,
                 connections,
+                extra_toml,
             })
         }
         Scenario::Http {

@@ -23,6 +23,8 @@ pub struct Args {
     pub plugin_dir: PathBuf,
     pub seconds: u64,
     pub connections: usize,
+    /// Appended to the node's bootstrap file (e.g. `[plugins]` settings to compare).
+    pub extra_toml: String,
 }
 
 const OPERATOR: &str = "noisy-neighbour-operator";
@@ -42,7 +44,7 @@ async fn scenario(args: Args) -> anyhow::Result<()> {
     let add_header = std::fs::read(args.plugin_dir.join("add-header.wasm"))
         .context("add-header.wasm: build the plugins with scripts/build-plugins")?;
     let upstream = start_upstream().await?;
-    let node = Node::start(&args.wharf)?;
+    let node = Node::start(&args.wharf, &args.extra_toml)?;
     let api = Api::new(&node.admin);
     api.wait_ready().await?;
 
@@ -316,7 +318,7 @@ struct Node {
 }
 
 impl Node {
-    fn start(wharf: &std::path::Path) -> anyhow::Result<Node> {
+    fn start(wharf: &std::path::Path, extra_toml: &str) -> anyhow::Result<Node> {
         let dir = TempDir::new()?;
         let (proxy, admin) = (free_addr()?, free_addr()?);
         let config = dir.0.join("wharf.toml");
@@ -326,7 +328,7 @@ impl Node {
                 "listen = \"{proxy}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"{}\"\n\
                  threads = 2\ngrace_period_seconds = 0\ngraceful_shutdown_timeout_seconds = 1\n\
                  config_poll_interval_ms = 50\noperator_token = \"{OPERATOR}\"\n\
-                 egress_allow = [\"127.0.0.0/8\"]\n",
+                 egress_allow = [\"127.0.0.0/8\"]\n{extra_toml}\n",
                 dir.0.join("data").display()
             ),
         )?;

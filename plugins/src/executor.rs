@@ -9,12 +9,17 @@ pub fn build(threads: usize, nice: i32) -> std::io::Result<Runtime> {
     Builder::new_multi_thread()
         .worker_threads(thread_count(threads))
         .thread_name("wharf-plugin")
+        // A poll here can last a whole time slice (1 ms of wasm): new requests (injected from
+        // the proxy's threads) and I/O completions must be looked at every few polls, not every
+        // 61 (tokio's default), or they wait behind dozens of slices.
+        .global_queue_interval(2)
+        .event_interval(2)
         .on_thread_start(move || lower_priority(nice))
         .enable_all()
         .build()
 }
 
-/// Number of threads `build` starts for `threads`.
+/// CPU slots (plugins executing at once) for `threads`: one per core by default.
 pub fn thread_count(threads: usize) -> usize {
     match threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),

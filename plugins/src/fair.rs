@@ -23,6 +23,9 @@ pub struct FairScheduler {
     waiting: AtomicUsize,
     /// Origin of the `held_since` timestamps.
     epoch: Instant,
+    /// A job keeps a slot at least this long once granted (one epoch tick), so a short call
+    /// finishes in its first turn instead of yielding at a tick that falls just after it began.
+    quantum_ns: u64,
     metrics: Arc<Metrics>,
 }
 
@@ -52,7 +55,7 @@ pub struct CpuSlot {
 }
 
 impl FairScheduler {
-    pub fn new(slots: usize, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(slots: usize, quantum: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(FairScheduler {
             state: Mutex::new(State {
                 free: slots.max(1),
@@ -61,6 +64,7 @@ impl FairScheduler {
             }),
             waiting: AtomicUsize::new(0),
             epoch: Instant::now(),
+            quantum_ns: u64::try_from(quantum.as_nanos()).unwrap_or(u64::MAX),
             metrics,
         })
     }
@@ -195,7 +199,11 @@ impl CpuSlot {
     /// The epoch tick: when other jobs wait, go to the back of the line; otherwise let the
     /// thread's other tasks (I/O completions that may become waiters) run.
     pub async fn yield_slice(self: Arc<Self>) {
-        if !self.sched.contended() {
+        let held_for = self
+            .sched
+            .now_ns()
+            .saturating_sub(self.held_since_ns.load(Ordering::Relaxed));
+        if !self.sched.contended() || held_for < self.sched.quantum_ns {
             tokio::task::yield_now().await;
             return;
         }
@@ -310,7 +318,7 @@ mod tests {
     use super::*;
 
     fn sched(slots: usize) -> Arc<FairScheduler> {
-        FairScheduler::new(slots, Arc::new(Metrics::new()))
+        FairScheduler::new(slots, Duration::from_millis(1), Arc::new(Metrics::new()))
     }
 
     #[tokio::test]

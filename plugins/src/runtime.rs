@@ -78,6 +78,7 @@ impl PluginRuntime {
         let executor = crate::executor::build(settings.threads, settings.nice)
             .map_err(|e| anyhow::anyhow!("cannot start the plugin threads: {e}"))?;
         let slots = crate::executor::thread_count(settings.threads);
+        let tick = Duration::from_millis(settings.epoch_tick_ms.max(1));
         metrics
             .plugin_instance_capacity
             .set(i64::from(settings.max_instances));
@@ -89,7 +90,7 @@ impl PluginRuntime {
             compiler,
             settings,
             tenants: Mutex::new(HashMap::new()),
-            fair: FairScheduler::new(slots, metrics.clone()),
+            fair: FairScheduler::new(slots, tick, metrics.clone()),
             executor: Some(executor),
             metrics,
         }))

@@ -49,6 +49,19 @@ async fn admin_connection(options: &PgConnectOptions) -> Result<sqlx::PgConnecti
     Ok(conn)
 }
 
+/// Runs statements one after another on `conn`, stopping at the first error.
+async fn run_each(
+    conn: &mut sqlx::PgConnection,
+    statements: Vec<String>,
+) -> Result<(), sqlx::Error> {
+    for stmt in statements {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(stmt))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Creates (or updates) the tenant's role, database and schema. Idempotent, and safe to run on
 /// several nodes at once: each step tolerates the object already existing.
 pub async fn provision(tenant: &str, admin_url: &str, q: &Quotas) -> Result<(), HostError> {
@@ -71,12 +84,7 @@ pub async fn provision(tenant: &str, admin_url: &str, q: &Quotas) -> Result<(), 
             q.sql_max_connections + 2
         ),
     ];
-    for stmt in role {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(stmt))
-            .execute(&mut admin)
-            .await
-            .map_err(fail)?;
-    }
+    run_each(&mut admin, role.to_vec()).await.map_err(fail)?;
     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
         .bind(&ident)
         .fetch_optional(&mut admin)
@@ -93,30 +101,30 @@ pub async fn provision(tenant: &str, admin_url: &str, q: &Quotas) -> Result<(), 
             Err(e) => return Err(fail(e)),
         }
     }
-    for stmt in [
-        format!("REVOKE ALL ON DATABASE {ident} FROM PUBLIC"),
-        format!("GRANT CONNECT ON DATABASE {ident} TO {ident}"),
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(stmt))
-            .execute(&mut admin)
-            .await
-            .map_err(fail)?;
-    }
+    run_each(
+        &mut admin,
+        vec![
+            format!("REVOKE ALL ON DATABASE {ident} FROM PUBLIC"),
+            format!("GRANT CONNECT ON DATABASE {ident} TO {ident}"),
+        ],
+    )
+    .await
+    .map_err(fail)?;
     let _ = admin.close().await;
 
     let mut db = admin_connection(&admin_options.clone().database(&ident)).await?;
     let mut tx = db.begin().await.map_err(map_err)?;
-    for stmt in [
-        format!("CREATE SCHEMA IF NOT EXISTS {ident} AUTHORIZATION {ident}"),
-        format!("REVOKE ALL ON SCHEMA {ident} FROM PUBLIC"),
-        "REVOKE ALL ON SCHEMA public FROM PUBLIC".to_string(),
-        format!("ALTER ROLE {ident} IN DATABASE {ident} SET search_path = {ident}"),
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(stmt))
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
-    }
+    run_each(
+        &mut *tx,
+        vec![
+            format!("CREATE SCHEMA IF NOT EXISTS {ident} AUTHORIZATION {ident}"),
+            format!("REVOKE ALL ON SCHEMA {ident} FROM PUBLIC"),
+            "REVOKE ALL ON SCHEMA public FROM PUBLIC".to_string(),
+            format!("ALTER ROLE {ident} IN DATABASE {ident} SET search_path = {ident}"),
+        ],
+    )
+    .await
+    .map_err(fail)?;
     tx.commit().await.map_err(map_err)?;
     let _ = db.close().await;
     Ok(())
@@ -160,15 +168,15 @@ pub async fn purge(tenant: &str, admin_url: &str) -> Result<(), HostError> {
     let admin_options =
         PgConnectOptions::from_str(admin_url).map_err(|e| HostError::Invalid(e.to_string()))?;
     let mut admin = admin_connection(&admin_options).await?;
-    for stmt in [
-        format!("DROP DATABASE IF EXISTS {ident} WITH (FORCE)"),
-        format!("DROP ROLE IF EXISTS {ident}"),
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(stmt))
-            .execute(&mut admin)
-            .await
-            .map_err(map_err)?;
-    }
+    run_each(
+        &mut admin,
+        vec![
+            format!("DROP DATABASE IF EXISTS {ident} WITH (FORCE)"),
+            format!("DROP ROLE IF EXISTS {ident}"),
+        ],
+    )
+    .await
+    .map_err(map_err)?;
     let _ = admin.close().await;
     Ok(())
 }
