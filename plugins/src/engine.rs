@@ -50,13 +50,20 @@ pub fn build(settings: &RuntimeSettings) -> anyhow::Result<(Engine, bool)> {
 }
 
 /// Advances the engine's epoch every `tick` on an OS thread (not a tokio task: a busy runtime
-/// must not delay deadlines). Stops when the engine is dropped.
-pub fn start_epoch_ticker(engine: &Engine, tick: Duration) {
+/// must not delay deadlines) while `busy()` says plugins are running, and every millisecond
+/// otherwise (an idle gateway does not wake ten thousand times a second). Stops when the
+/// engine is dropped.
+pub fn start_epoch_ticker(
+    engine: &Engine,
+    tick: Duration,
+    busy: impl Fn() -> bool + Send + 'static,
+) {
     let weak = engine.weak();
+    let idle = tick.max(Duration::from_millis(1));
     let spawned = std::thread::Builder::new()
         .name("wharf-epoch".into())
         .spawn(move || loop {
-            std::thread::sleep(tick);
+            std::thread::sleep(if busy() { tick } else { idle });
             match weak.upgrade() {
                 Some(engine) => engine.increment_epoch(),
                 None => break,

@@ -9,7 +9,7 @@ pub fn build(threads: usize, nice: i32) -> std::io::Result<Runtime> {
     Builder::new_multi_thread()
         .worker_threads(thread_count(threads))
         .thread_name("wharf-plugin")
-        // A poll here can last a whole time slice (1 ms of wasm): new requests (injected from
+        // A poll here can last a whole time slice (one or two epoch ticks of wasm): new requests (injected from
         // the proxy's threads) and I/O completions must be looked at every few polls, not every
         // 61 (tokio's default), or they wait behind dozens of slices.
         .global_queue_interval(2)

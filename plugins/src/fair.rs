@@ -21,6 +21,8 @@ pub struct FairScheduler {
     state: Mutex<State>,
     /// Jobs waiting for a slot, all tenants: the epoch tick's cheap "is anyone waiting?".
     waiting: AtomicUsize,
+    /// Slots held now: while none is, no wasm runs and the epoch ticker can rest.
+    held: AtomicUsize,
     /// Origin of the `held_since` timestamps.
     epoch: Instant,
     /// A job keeps a slot at least this long once granted (one epoch tick), so a short call
@@ -63,6 +65,7 @@ impl FairScheduler {
                 ring: VecDeque::new(),
             }),
             waiting: AtomicUsize::new(0),
+            held: AtomicUsize::new(0),
             epoch: Instant::now(),
             quantum_ns: u64::try_from(quantum.as_nanos()).unwrap_or(u64::MAX),
             metrics,
@@ -86,6 +89,11 @@ impl FairScheduler {
             queue_wait: m.plugin_queue_wait.with_label_values(&[&label]),
             yields: m.plugin_yields_total.with_label_values(&[&label]),
         })
+    }
+
+    /// Whether any plugin is running (holds a slot).
+    pub fn busy(&self) -> bool {
+        self.held.load(Ordering::Acquire) > 0
     }
 
     /// Whether any job is waiting for a slot.
@@ -134,6 +142,7 @@ impl FairScheduler {
                 self.waiting.fetch_sub(1, Ordering::AcqRel);
                 slot.held_since_ns.store(self.now_ns(), Ordering::Relaxed);
                 slot.held.store(true, Ordering::Release);
+                self.held.fetch_add(1, Ordering::AcqRel);
                 slot.notify.notify_one();
                 touched.push(slot);
             }
@@ -177,6 +186,7 @@ impl CpuSlot {
                 self.held_since_ns
                     .store(self.sched.now_ns(), Ordering::Relaxed);
                 self.held.store(true, Ordering::Release);
+                self.sched.held.fetch_add(1, Ordering::AcqRel);
                 return;
             }
             self.enqueue(&mut st);
@@ -224,6 +234,7 @@ impl CpuSlot {
     fn release_locked(&self, st: &mut State) {
         if self.held.swap(false, Ordering::AcqRel) {
             st.free += 1;
+            self.sched.held.fetch_sub(1, Ordering::AcqRel);
             let since = self.held_since_ns.load(Ordering::Relaxed);
             let ran = self.sched.now_ns().saturating_sub(since);
             self.cpu_seconds.inc_by(ran as f64 / 1e9);
@@ -306,6 +317,7 @@ impl Drop for CpuSlot {
         }
         if self.held.swap(false, Ordering::AcqRel) {
             st.free += 1;
+            self.sched.held.fetch_sub(1, Ordering::AcqRel);
         }
         let touched = self.sched.dispatch(&mut st);
         drop(st);

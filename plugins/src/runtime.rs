@@ -58,10 +58,6 @@ impl PluginRuntime {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Self>> {
         let (engine, pooled) = crate::engine::build(&settings)?;
-        crate::engine::start_epoch_ticker(
-            &engine,
-            Duration::from_millis(settings.epoch_tick_ms.max(1)),
-        );
         let mut linker = Linker::<PluginState>::new(&engine);
         HttpPlugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("cannot link host capabilities: {e}"))?;
@@ -78,7 +74,10 @@ impl PluginRuntime {
         let executor = crate::executor::build(settings.threads, settings.nice)
             .map_err(|e| anyhow::anyhow!("cannot start the plugin threads: {e}"))?;
         let slots = crate::executor::thread_count(settings.threads);
-        let tick = Duration::from_millis(settings.epoch_tick_ms.max(1));
+        let tick = settings.epoch_tick();
+        let fair = FairScheduler::new(slots, tick, metrics.clone());
+        let ticking = fair.clone();
+        crate::engine::start_epoch_ticker(&engine, tick, move || ticking.busy());
         metrics
             .plugin_instance_capacity
             .set(i64::from(settings.max_instances));
@@ -90,7 +89,7 @@ impl PluginRuntime {
             compiler,
             settings,
             tenants: Mutex::new(HashMap::new()),
-            fair: FairScheduler::new(slots, tick, metrics.clone()),
+            fair,
             executor: Some(executor),
             metrics,
         }))

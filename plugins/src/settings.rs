@@ -12,8 +12,11 @@ pub struct RuntimeSettings {
     pub max_instances: u32,
     /// Largest linear memory any plugin may have; tenants' limits sit below this.
     pub max_memory_bytes: u64,
-    /// Epoch tick: the granularity of deadlines and of yielding to other requests.
-    pub epoch_tick_ms: u64,
+    /// Epoch tick, in microseconds: the granularity of deadlines and the length of a time slice
+    /// on the plugin CPU (a waiting tenant waits at most about one tick for its turn).
+    pub epoch_tick_us: u64,
+    /// The same in milliseconds (older configs); when set it wins over `epoch_tick_us`.
+    pub epoch_tick_ms: Option<u64>,
     /// How long a request waits for a free pool slot before failing with `plugin_capacity`.
     pub pool_wait_ms: u64,
     /// Largest plugin upload accepted.
@@ -28,13 +31,25 @@ pub struct RuntimeSettings {
     pub queue_ms: u64,
 }
 
+impl RuntimeSettings {
+    /// The epoch tick in effect (at least 50 µs).
+    pub fn epoch_tick(&self) -> std::time::Duration {
+        let us = match self.epoch_tick_ms {
+            Some(ms) => ms.saturating_mul(1000),
+            None => self.epoch_tick_us,
+        };
+        std::time::Duration::from_micros(us.max(50))
+    }
+}
+
 impl Default for RuntimeSettings {
     fn default() -> Self {
         RuntimeSettings {
             pooling: true,
             max_instances: 1000,
             max_memory_bytes: 64 << 20,
-            epoch_tick_ms: 1,
+            epoch_tick_us: 100,
+            epoch_tick_ms: None,
             pool_wait_ms: 50,
             max_plugin_bytes: 32 << 20,
             threads: 0,
