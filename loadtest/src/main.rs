@@ -2,6 +2,7 @@
 //! See docs/benchmarks.md for the commands that produced the published numbers.
 
 mod http_load;
+mod node;
 mod noisy;
 mod plugin_bench;
 mod redis_bench;

@@ -7,15 +7,15 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::http_load::exchange;
+use crate::node::{Api, Node, OPERATOR};
 use crate::stats::{micros, Summary};
 
 pub struct Args {
@@ -27,7 +27,6 @@ pub struct Args {
     pub extra_toml: String,
 }
 
-const OPERATOR: &str = "noisy-neighbour-operator";
 const HOSTILE: &[&str] = &["spin", "fuel", "memory", "trap", "log-spam"];
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -307,178 +306,4 @@ async fn start_upstream() -> anyhow::Result<String> {
 
 fn find_end(b: &[u8]) -> Option<usize> {
     b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
-}
-
-/// A `wharf serve` child process on free loopback ports, killed on drop.
-struct Node {
-    child: Child,
-    proxy: String,
-    admin: String,
-    _dir: TempDir,
-}
-
-impl Node {
-    fn start(wharf: &std::path::Path, extra_toml: &str) -> anyhow::Result<Node> {
-        let dir = TempDir::new()?;
-        let (proxy, admin) = (free_addr()?, free_addr()?);
-        let config = dir.0.join("wharf.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"{proxy}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"{}\"\n\
-                 threads = 2\ngrace_period_seconds = 0\ngraceful_shutdown_timeout_seconds = 1\n\
-                 config_poll_interval_ms = 50\noperator_token = \"{OPERATOR}\"\n\
-                 egress_allow = [\"127.0.0.0/8\"]\n{extra_toml}\n",
-                dir.0.join("data").display()
-            ),
-        )?;
-        let child = Command::new(wharf)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.0.join("wharf.log"))?))
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .with_context(|| format!("cannot start {}", wharf.display()))?;
-        Ok(Node {
-            child,
-            proxy,
-            admin,
-            _dir: dir,
-        })
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> std::io::Result<TempDir> {
-        let dir = std::env::temp_dir().join(format!(
-            "wharf-noisy-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        ));
-        std::fs::create_dir_all(&dir)?;
-        Ok(TempDir(dir))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_addr() -> anyhow::Result<String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.to_string())
-}
-
-/// The admin API, as the operator and tenants use it.
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn new(admin: &str) -> Api {
-        Api {
-            base: format!("http://{admin}"),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn wait_ready(&self) -> anyhow::Result<()> {
-        for _ in 0..600 {
-            if let Ok(r) = self.http.get(format!("{}/healthz", self.base)).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("wharf did not become healthy in 30 s")
-    }
-
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: &str,
-        body: Value,
-    ) -> anyhow::Result<Value> {
-        let method = reqwest::Method::from_bytes(method.as_bytes())?;
-        let r = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await?;
-        let status = r.status();
-        let v: Value = r.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("{path}: {status} {v}");
-        }
-        Ok(v)
-    }
-
-    async fn key(&self, tenant: &str) -> anyhow::Result<String> {
-        let v = self
-            .call(
-                "POST",
-                &format!("/v1/tenants/{tenant}/api-keys"),
-                OPERATOR,
-                json!({}),
-            )
-            .await?;
-        v["key"]
-            .as_str()
-            .map(String::from)
-            .context("no key in the answer")
-    }
-
-    async fn upload(
-        &self,
-        tenant: &str,
-        name: &str,
-        token: &str,
-        bytes: Vec<u8>,
-    ) -> anyhow::Result<()> {
-        let r = self
-            .http
-            .put(format!("{}/v1/tenants/{tenant}/plugins/{name}", self.base))
-            .bearer_auth(token)
-            .body(bytes)
-            .send()
-            .await?;
-        if !r.status().is_success() {
-            bail!(
-                "upload {name}: {} {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
-            );
-        }
-        Ok(())
-    }
-
-    async fn get_text(&self, path: &str, token: &str) -> anyhow::Result<String> {
-        Ok(self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await?
-            .text()
-            .await?)
-    }
 }

@@ -2,6 +2,8 @@
 //! which `scripts/test` sets) and SQLite files in temp dirs. Each call gets its own database, so
 //! tests never share state by accident.
 
+use std::time::Duration;
+
 use sqlx::{Connection, PgConnection};
 
 /// The admin URL of the test Postgres server, or a panic that says how to get one.
@@ -78,4 +80,33 @@ mod tests {
             "postgres://u@h:1/x"
         );
     }
+}
+
+/// Resident memory of this process, in bytes (Linux).
+pub fn process_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// CPU time this process used (user + system), from /proc.
+pub fn process_cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Fields after the command: state is 0, utime is 11, stime is 12; 100 ticks a second.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }

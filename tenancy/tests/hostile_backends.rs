@@ -10,7 +10,9 @@ use sqlx::Connection;
 use wharf_metrics::Metrics;
 use wharf_tenancy::backends::sql::{pg_identifier, SqlValue};
 use wharf_tenancy::backends::{BackendSettings, Backends, HostError, SqlBackend};
-use wharf_tenancy::test_support::{fresh_postgres_url, unique_suffix};
+use wharf_tenancy::test_support::{
+    fresh_postgres_url, process_cpu_time, process_rss_bytes, unique_suffix,
+};
 use wharf_tenancy::Quotas;
 
 /// The tests here measure this process's memory and CPU: they run one at a time.
@@ -28,34 +30,6 @@ fn backends(sql: SqlBackend) -> Arc<Backends> {
         },
         Arc::new(Metrics::new()),
     )
-}
-
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
-}
-
-/// CPU time this process used (user + system), from /proc.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // Fields after the command: state is 0, utime is 11, stime is 12; 100 ticks a second.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 fn quota_exceeded(r: Result<impl std::fmt::Debug, HostError>, what: &str) {
@@ -166,7 +140,7 @@ async fn postgres_results_are_capped_while_they_stream() {
     let t = b.tenant(&tenant_id("big"), &Quotas::default());
     let sql = t.sql().await.unwrap();
     sql.query("SELECT 1::int8", vec![]).await.unwrap();
-    let before = rss_bytes();
+    let before = process_rss_bytes();
     // One 60 MB row, and 3 M small rows: each refused without holding the result. (Measuring
     // a huge row on the server may itself take the statement's whole time: a timeout is a
     // refusal too.)
@@ -179,7 +153,7 @@ async fn postgres_results_are_capped_while_they_stream() {
             .await,
         "millions of rows",
     );
-    let grown = rss_bytes().saturating_sub(before);
+    let grown = process_rss_bytes().saturating_sub(before);
     assert!(grown < 40 << 20, "the gateway grew by {grown} bytes");
     // Results within the caps, and data-modifying statements with RETURNING, still work.
     sql.execute("CREATE TABLE t (v text)", vec![])
@@ -227,6 +201,10 @@ async fn postgres_storage_quota_refuses_writes_until_data_is_removed() {
         .unwrap();
 }
 
+fn bulk(s: &str) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
 fn sqlite_dir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("wharf-hostile-{}", unique_suffix()));
     std::fs::create_dir_all(&d).unwrap();
@@ -254,9 +232,9 @@ async fn sqlite_statement_past_its_deadline_is_stopped_and_its_connection_return
     assert!(started.elapsed() < Duration::from_secs(2));
     // The only connection is back and idle: the next statement runs at once, and no core keeps
     // spinning on the abandoned statement.
-    let cpu = cpu_time();
+    let cpu = process_cpu_time();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let spent = cpu_time().saturating_sub(cpu);
+    let spent = process_cpu_time().saturating_sub(cpu);
     assert!(
         spent < Duration::from_millis(500),
         "{spent:?} of CPU while idle"
@@ -277,7 +255,7 @@ async fn sqlite_values_and_files_are_capped() {
     let id = tenant_id("grow");
     let t = b.tenant(&id, &q);
     let sql = t.sql().await.unwrap();
-    let before = rss_bytes();
+    let before = process_rss_bytes();
     quota_exceeded(
         sql.query("SELECT randomblob(60000000)", vec![]).await,
         "a 60 MB value",
@@ -287,7 +265,7 @@ async fn sqlite_values_and_files_are_capped() {
             .await,
         "millions of rows",
     );
-    assert!(rss_bytes().saturating_sub(before) < 40 << 20);
+    assert!(process_rss_bytes().saturating_sub(before) < 40 << 20);
     sql.execute("CREATE TABLE t (v blob)", vec![])
         .await
         .unwrap();
@@ -310,113 +288,6 @@ async fn sqlite_values_and_files_are_capped() {
         .unwrap()
         .len();
     assert!(size <= 300 << 10, "file is {size} bytes");
-}
-
-fn redis_backends() -> Arc<Backends> {
-    let url =
-        std::env::var("WHARF_TEST_REDIS_URL").expect("WHARF_TEST_REDIS_URL: run scripts/test");
-    Backends::new(
-        BackendSettings {
-            redis_url: Some(url),
-            sql: SqlBackend::Disabled,
-        },
-        Arc::new(Metrics::new()),
-    )
-}
-
-/// Redis' own memory use, from INFO, through a plain client.
-async fn redis_used_memory() -> u64 {
-    let url = std::env::var("WHARF_TEST_REDIS_URL").unwrap();
-    let client = deadpool_redis::redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let info: String = deadpool_redis::redis::cmd("INFO")
-        .arg("memory")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn bulk(s: &str) -> Vec<u8> {
-    s.as_bytes().to_vec()
-}
-
-#[tokio::test]
-async fn redis_big_values_never_reach_the_gateway() {
-    let _serial = SERIAL.lock().await;
-    let b = redis_backends();
-    let t = b.tenant(&tenant_id("rbig"), &Quotas::default());
-    let r = t.redis().await.unwrap();
-    r.command("SET", vec![bulk("big"), vec![b'x'; 20 << 20]])
-        .await
-        .unwrap();
-    let before = rss_bytes();
-    for cmd in ["GET", "GETRANGE", "GETDEL"] {
-        let args = match cmd {
-            "GETRANGE" => vec![bulk("big"), bulk("0"), bulk("-1")],
-            _ => vec![bulk("big")],
-        };
-        quota_exceeded(r.command(cmd, args).await, cmd);
-    }
-    assert!(
-        rss_bytes().saturating_sub(before) < 8 << 20,
-        "a refused 20 MB reply was held by the gateway"
-    );
-}
-
-#[tokio::test]
-async fn redis_memory_quota_bites_and_single_commands_cannot_jump_it() {
-    let _serial = SERIAL.lock().await;
-    let b = redis_backends();
-    let q = Quotas {
-        redis_max_memory_bytes: 256 << 10,
-        ..Quotas::default()
-    };
-    let t = b.tenant(&tenant_id("rgrow"), &q);
-    let r = t.redis().await.unwrap();
-    // SETRANGE at a 300 MB offset would make Redis allocate 300 MB: refused before it runs.
-    let used = redis_used_memory().await;
-    quota_exceeded(
-        r.command("SETRANGE", vec![bulk("s"), bulk("300000000"), bulk("x")])
-            .await,
-        "SETRANGE far offset",
-    );
-    assert!(redis_used_memory().await < used + (8 << 20));
-    // Writes stop at the quota.
-    let mut refused = None;
-    for i in 0..64 {
-        if let Err(e) = r
-            .command("SET", vec![bulk(&format!("k{i}")), vec![b'v'; 16 << 10]])
-            .await
-        {
-            refused = Some((i, e));
-            break;
-        }
-    }
-    let (at, e) = refused.expect("writes were refused at the quota");
-    assert!(matches!(e, HostError::QuotaExceeded(_)), "{e:?}");
-    assert!(
-        (10..=17).contains(&at),
-        "refused after {at} writes of 16 KiB"
-    );
-    quota_exceeded(
-        r.command("APPEND", vec![bulk("k0"), vec![b'a'; 16 << 10]])
-            .await,
-        "APPEND over quota",
-    );
-    // Reads still work, and deleting brings writes back.
-    assert!(r.command("GET", vec![bulk("k0")]).await.is_ok());
-    for i in 0..at {
-        r.command("DEL", vec![bulk(&format!("k{i}"))])
-            .await
-            .unwrap();
-    }
-    r.command("SET", vec![bulk("again"), bulk("ok")])
-        .await
-        .unwrap();
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ mod error;
 pub mod postgres;
 mod quota;
 pub mod redis;
+mod redis_script;
 pub mod sql;
 pub mod sqlite;
 

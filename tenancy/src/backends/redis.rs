@@ -10,6 +10,7 @@ use deadpool_redis::{Config, Pool, PoolError, Runtime, Timeouts};
 use wharf_metrics::Metrics;
 
 use super::quota::{reject, Rate, ResultBudget};
+use super::redis_script::{class_of, SCRIPT};
 use super::HostError;
 use crate::model::Quotas;
 
@@ -117,112 +118,6 @@ const COMMANDS: &[(&str, Keys)] = &[
     ("ZREMRANGEBYSCORE", Keys::First),
     ("ZREMRANGEBYRANK", Keys::First),
 ];
-
-/// Commands that can grow a tenant's data: refused over its memory quota, and their growth
-/// bounded before they run. Everything else that writes only shrinks (DEL, POP, REM, TRIM, …).
-const GROWS: &[&str] = &[
-    "SET",
-    "SETNX",
-    "SETEX",
-    "PSETEX",
-    "GETSET",
-    "GETEX",
-    "APPEND",
-    "SETRANGE",
-    "INCR",
-    "INCRBY",
-    "INCRBYFLOAT",
-    "DECR",
-    "DECRBY",
-    "MSET",
-    "MSETNX",
-    "RENAME",
-    "RENAMENX",
-    "HSET",
-    "HSETNX",
-    "HMSET",
-    "HINCRBY",
-    "HINCRBYFLOAT",
-    "LPUSH",
-    "RPUSH",
-    "LPUSHX",
-    "RPUSHX",
-    "LSET",
-    "SADD",
-    "ZADD",
-    "ZINCRBY",
-];
-const SHRINKS: &[&str] = &[
-    "GETDEL",
-    "DEL",
-    "UNLINK",
-    "HDEL",
-    "LPOP",
-    "RPOP",
-    "LREM",
-    "LTRIM",
-    "SREM",
-    "SPOP",
-    "ZREM",
-    "ZREMRANGEBYSCORE",
-    "ZREMRANGEBYRANK",
-    "EXPIRE",
-    "PEXPIRE",
-    "EXPIREAT",
-    "PEXPIREAT",
-    "PERSIST",
-];
-
-/// Every tenant command runs inside this script, on the Redis server, so that:
-/// - a reply bigger than the tenant's cap is refused *in Redis*, never sent to the gateway;
-/// - a command that can grow the tenant's data is refused when its usage (bytes, tracked in
-///   Wharf's own key) is at the quota, or when its own growth (its arguments; for SETRANGE the
-///   offset) would pass it;
-/// - the memory a write changed (MEMORY USAGE of its keys, before and after) is added to the
-///   usage.
-/// KEYS: [usage key, the command's keys…]; ARGV: [reply cap, memory quota, class, command, args…].
-const SCRIPT: &str = r#"
-local cap, quota, class = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local cmd = {unpack(ARGV, 4)}
-local function mem()
-  local n = 0
-  for i = 2, #KEYS do n = n + (redis.call('MEMORY', 'USAGE', KEYS[i]) or 0) end
-  return n
-end
-local before = 0
-if class ~= 'r' then
-  if class == 'g' then
-    local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-    local growth = 0
-    for i = 2, #cmd do growth = growth + #cmd[i] end
-    if cmd[1] == 'SETRANGE' then growth = growth + (tonumber(cmd[3]) or 0) end
-    if used + growth > quota then
-      return redis.error_reply('WHARF_QUOTA ' .. used .. ' bytes used, ' .. growth .. ' more asked, quota ' .. quota)
-    end
-  end
-  before = mem()
-end
-local reply = redis.call(unpack(cmd))
-if class ~= 'r' then
-  local delta = mem() - before
-  if delta ~= 0 then redis.call('INCRBY', KEYS[1], delta) end
-end
-local function size(v)
-  local t = type(v)
-  if t == 'string' then return #v end
-  if t == 'table' then
-    if v.ok then return #v.ok end
-    if v.err then return #v.err end
-    local n = 8
-    for i = 1, #v do n = n + size(v[i]) end
-    return n
-  end
-  return 8
-end
-local n = size(reply)
-if n > cap then return redis.error_reply('WHARF_TOO_LARGE ' .. n) end
-return reply
-"#;
 
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_ARGS: usize = 1024;
@@ -381,13 +276,7 @@ impl TenantRedis {
         }
         let positions = key_positions(keys, args.len());
         let args = self.namespace(&positions, args)?;
-        let class = if GROWS.contains(&upper.as_str()) {
-            "g"
-        } else if SHRINKS.contains(&upper.as_str()) {
-            "s"
-        } else {
-            "r"
-        };
+        let class = class_of(&upper);
         self.rate.check()?;
         let _reserved = self.budget.reserve(&self.tenant, self.max_reply)?;
 

@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use sqlx::{Column, Connection, PgPool, Row, SqlitePool, TypeInfo, ValueRef};
 use wharf_metrics::Metrics;
 
+use super::postgres::{frees_space, pg_guarded, ROW_GUARD};
 use super::quota::{reject, Rate, ResultBudget};
 use super::{HostError, SqlBackend};
 use crate::model::Quotas;
@@ -360,36 +361,6 @@ impl TenantSql {
         }
         map_err(e)
     }
-}
-
-/// Statements that only shrink the tenant's data stay allowed over the storage quota, so a tenant
-/// can get back under it.
-fn frees_space(statement: &str) -> bool {
-    let first = statement
-        .trim_start()
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or("");
-    ["DELETE", "TRUNCATE", "DROP"]
-        .iter()
-        .any(|k| first.eq_ignore_ascii_case(k))
-}
-
-/// Marker of the server-side row-size guard's error.
-const ROW_GUARD: &str = "wharf: row over the result byte limit";
-
-/// A tenant's query wrapped so that Postgres itself refuses any row whose text form is over
-/// `max_bytes` and stops after `max_rows + 1` rows. The statement runs unchanged inside a CTE
-/// (data-modifying statements with RETURNING work there too).
-fn pg_guarded(statement: &str, max_bytes: u64, max_rows: usize) -> String {
-    let inner = statement.trim().trim_end_matches(';');
-    format!(
-        "WITH wharf_q AS ({inner}\n) SELECT wharf_q.* FROM wharf_q \
-         WHERE CASE WHEN octet_length(wharf_q::text) > {max_bytes} \
-         THEN ('{ROW_GUARD}: ' || octet_length(wharf_q::text))::int > 0 ELSE true END \
-         LIMIT {}",
-        max_rows + 1
-    )
 }
 
 fn pg_value(row: &sqlx::postgres::PgRow, i: usize) -> Result<SqlValue, HostError> {
