@@ -9,11 +9,11 @@ pub fn build(threads: usize, nice: i32) -> std::io::Result<Runtime> {
     Builder::new_multi_thread()
         .worker_threads(thread_count(threads))
         .thread_name("wharf-plugin")
-        // A poll here can last a whole time slice (one or two epoch ticks of wasm): new requests (injected from
-        // the proxy's threads) and I/O completions must be looked at every few polls, not every
-        // 61 (tokio's default), or they wait behind dozens of slices.
-        .global_queue_interval(2)
-        .event_interval(2)
+        // A poll here can last a whole time slice (one or two epoch ticks of wasm): new calls
+        // (injected from the proxy's threads) and I/O completions are looked at after every
+        // poll, not every 61 (tokio's default), or they wait behind dozens of slices.
+        .global_queue_interval(1)
+        .event_interval(1)
         .on_thread_start(move || lower_priority(nice))
         .enable_all()
         .build()
