@@ -1,6 +1,7 @@
 //! The threads that run tenants' wasm, apart from the proxy's I/O threads: a busy plugin can
 //! then never delay another tenant's plugin-free request, and the operating system can favour
-//! the proxy (plugin threads run at a lower priority, `nice`).
+//! the proxy (plugin threads run at a lower priority, `nice`). (A call's first time slice may
+//! run on the caller's thread when the CPU is uncontended: see `PluginInstance::call`.)
 
 use tokio::runtime::{Builder, Runtime};
 

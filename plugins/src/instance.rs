@@ -2,6 +2,7 @@
 //! memory limit. Each call travels to the plugin threads and back; failures are classified into
 //! [`PluginError`] and never outlive the request.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -145,11 +146,21 @@ impl PluginInstance {
             return Err(self.timeout());
         }
         // The caller's span goes along, so host-call spans stay in the request's trace.
-        let run = live.run(op, self.remaining, self.limits);
-        let task = self
-            .executor
-            .spawn(run.instrument(tracing::Span::current()));
-        let result = match task.await {
+        let mut run = Box::pin(
+            live.run(op, self.remaining, self.limits)
+                .instrument(tracing::Span::current()),
+        );
+        // First poll here: when a CPU slot is free and nobody waits, a short call (most plugin
+        // calls) finishes without a trip to the plugin threads. If it has to wait for the CPU,
+        // or runs past its first time slice, or waits on I/O, the rest of it moves to the
+        // plugin threads: the proxy's thread runs at most one slice of wasm per call, and only
+        // while the plugin CPU is uncontended.
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(run.as_mut().poll(cx))).await;
+        let finished = match first {
+            std::task::Poll::Ready(done) => Ok(done),
+            std::task::Poll::Pending => self.executor.spawn(run).await,
+        };
+        let result = match finished {
             Ok((live, result, used)) => {
                 self.live = Some(live);
                 self.remaining = self.remaining.saturating_sub(used);
