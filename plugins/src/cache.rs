@@ -82,7 +82,17 @@ impl ComponentCache {
     /// The compiled component for `bytes`, compiling once per distinct content. Concurrent callers
     /// with the same bytes wait for the one compile.
     pub fn get_or_compile(&self, bytes: &[u8]) -> Result<Arc<CompiledPlugin>, RejectError> {
-        let sha = sha256_hex(bytes);
+        self.get_or_compile_hashed(&sha256_hex(bytes), bytes)
+    }
+
+    /// [`ComponentCache::get_or_compile`] for bytes whose digest the caller has already taken
+    /// (a 32 MB upload is hashed once, not at every step).
+    pub fn get_or_compile_hashed(
+        &self,
+        sha: &str,
+        bytes: &[u8],
+    ) -> Result<Arc<CompiledPlugin>, RejectError> {
+        let sha = sha.to_string();
         if let Some(hit) = self.get(&sha) {
             return Ok(hit);
         }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
-use crate::cache::{sha256_hex, CompiledPlugin, ComponentCache};
+use crate::cache::{CompiledPlugin, ComponentCache};
 use crate::error::RejectError;
 
 type Outcome = Result<Arc<CompiledPlugin>, RejectError>;
@@ -50,7 +50,7 @@ impl Compiler {
             .name("wharf-compile".into())
             .spawn(move || {
                 while let Some((sha, bytes)) = next(&worker) {
-                    let outcome = cache.get_or_compile(&bytes);
+                    let outcome = cache.get_or_compile_hashed(&sha, &bytes);
                     let waiters = {
                         let mut q = lock(&worker.0);
                         q.running = None;
@@ -67,8 +67,7 @@ impl Compiler {
     /// Compiles `bytes` on the compile thread. With a tenant (an upload), refuses with
     /// [`RejectError::Busy`] while that tenant has [`MAX_QUEUED_PER_TENANT`] compiles queued;
     /// without (the control plane loading stored plugins), always queues.
-    pub async fn compile(&self, tenant: Option<&str>, bytes: Vec<u8>) -> Outcome {
-        let sha = sha256_hex(&bytes);
+    pub async fn compile(&self, tenant: Option<&str>, sha: String, bytes: Vec<u8>) -> Outcome {
         let (reply, result) = oneshot::channel();
         {
             let mut q = lock(&self.shared.0);

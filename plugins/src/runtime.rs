@@ -115,10 +115,11 @@ impl PluginRuntime {
         bytes: Vec<u8>,
     ) -> Result<Arc<CompiledPlugin>, RejectError> {
         self.check_size(bytes.len())?;
-        if let Some(hit) = self.cache.get(&crate::cache::sha256_hex(&bytes)) {
+        let sha = crate::cache::sha256_hex(&bytes);
+        if let Some(hit) = self.cache.get(&sha) {
             return Ok(hit);
         }
-        self.compiler.compile(tenant, bytes).await
+        self.compiler.compile(tenant, sha, bytes).await
     }
 
     fn check_size(&self, size: usize) -> Result<(), RejectError> {

@@ -49,7 +49,8 @@ pub async fn upload(
             format!("{} bytes, the limit is {limit}", bytes.len()),
         ));
     }
-    s.runtime
+    let compiled = s
+        .runtime
         .compile(Some(&tenant), bytes.to_vec())
         .await
         .map_err(|e| match e {
@@ -68,7 +69,7 @@ pub async fn upload(
             ),
         })?;
     let (version, v) = store.add_plugin_version(&tenant, &name, &bytes).await?;
-    let sha = wharf_plugins::sha256_hex(&bytes);
+    let sha = &compiled.sha256;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "name": name, "version": version, "sha256": sha, "config_version": v })),
