@@ -12,22 +12,7 @@ use wharf_metrics::Metrics;
 use wharf_plugins::test_support::example_plugin;
 use wharf_tenancy::backends::sql::SqlValue;
 use wharf_tenancy::backends::{BackendSettings, Backends, SqlBackend};
-use wharf_tenancy::{OnError, Quotas, Store};
-
-/// Generous plugin deadline: the first host call of a tenant opens its pool inside the request,
-/// and CI machines are loaded. The deadline itself is tested on its own below.
-async fn relaxed(store: &Store, tenant: &str) {
-    store
-        .set_quotas(
-            tenant,
-            &Quotas {
-                plugin_deadline_ms: 3000,
-                ..Quotas::default()
-            },
-        )
-        .await
-        .unwrap();
-}
+use wharf_tenancy::{OnError, Quotas};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_rate_limit_end_to_end() {

@@ -85,6 +85,7 @@ async fn request_plugin_and_host_call_spans_form_one_trace() {
         .create_tenant("acme", "Acme", &["acme.test"])
         .await
         .unwrap();
+    relaxed(&store, "acme").await;
     store
         .put_route("acme", route("api", "/", &[&up.target()]))
         .await

@@ -457,3 +457,18 @@ pub fn run_wharf(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
+
+/// Generous plugin deadline: the first host call of a tenant opens its pool inside the request,
+/// and CI machines are loaded. Deadlines are tested on their own (host_calls, plugins).
+pub async fn relaxed(store: &Store, tenant: &str) {
+    store
+        .set_quotas(
+            tenant,
+            &wharf_tenancy::Quotas {
+                plugin_deadline_ms: 3000,
+                ..wharf_tenancy::Quotas::default()
+            },
+        )
+        .await
+        .unwrap();
+}
