@@ -95,14 +95,17 @@ async fn chain(api: &Api, route: &str) -> Vec<(String, i64)> {
         .unwrap_or_default()
 }
 
+/// Plugins attached to one route at once, each by its own API call: the longest chain allowed.
+const ATTACHES: usize = 16;
+
 async fn parallel_attaches_are_all_kept(kind: StoreKind) {
     let (_gw, api, _up) = tenant_with_route(kind).await;
     let bytes = noop().into_bytes();
-    for i in 0..8 {
+    for i in 0..ATTACHES {
         upload(&api, &format!("p{i}"), &bytes).await;
     }
     for round in 0..3 {
-        let tasks: Vec<_> = (0..8)
+        let tasks: Vec<_> = (0..ATTACHES)
             .map(|i| {
                 let api = api.clone();
                 tokio::spawn(async move { ok(attach(&api, "r", &format!("p{i}"), None).await) })
@@ -113,8 +116,8 @@ async fn parallel_attaches_are_all_kept(kind: StoreKind) {
         }
         let mut names: Vec<String> = chain(&api, "r").await.into_iter().map(|(n, _)| n).collect();
         names.sort();
-        assert_eq!(names.len(), 8, "round {round}: attachments lost: {names:?}");
-        for i in 0..8 {
+        assert_eq!(names.len(), ATTACHES, "round {round}: attachments lost: {names:?}");
+        for i in 0..ATTACHES {
             ok(api
                 .call(
                     Method::DELETE,

@@ -5,18 +5,17 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 mod access;
 mod plugins;
 mod routes;
+mod snapshot;
 
 use sqlx::{AnyPool, Row};
 
 use crate::error::StoreError;
-use crate::model::{
-    validate_display_name, validate_tenant_id, HostPattern, PluginVersion, Quotas, Route, Tenant,
-};
+use crate::model::{validate_display_name, validate_tenant_id, HostPattern, Quotas, Tenant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -166,100 +165,6 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok((row.try_get(0)?, row.try_get(1)?))
-    }
-
-    /// Everything, read in one transaction so the snapshot matches its version.
-    pub async fn load(&self) -> Result<ConfigSnapshot, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        if self.backend == Backend::Postgres {
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                .execute(&mut *tx)
-                .await?;
-        }
-        let meta = sqlx::query("SELECT version, changed_at_ms FROM config_meta WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await?;
-        let tenant_rows = sqlx::query("SELECT id, display_name, quotas FROM tenants ORDER BY id")
-            .fetch_all(&mut *tx)
-            .await?;
-        let host_rows = sqlx::query("SELECT tenant_id, pattern FROM hostnames ORDER BY pattern")
-            .fetch_all(&mut *tx)
-            .await?;
-        let route_rows = sqlx::query("SELECT tenant_id, spec FROM routes ORDER BY tenant_id, id")
-            .fetch_all(&mut *tx)
-            .await?;
-        let plugin_rows = sqlx::query(
-            "SELECT tenant_id, name, version, sha256, created_at_ms FROM plugin_versions ORDER BY tenant_id, name, version",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-
-        let mut tenants = Vec::with_capacity(tenant_rows.len());
-        for row in &tenant_rows {
-            tenants.push(tenant_from_row(row)?);
-        }
-        let position = |id: &str| {
-            tenants
-                .binary_search_by(|t: &Tenant| t.id.as_str().cmp(id))
-                .ok()
-        };
-        let mut hosts: Vec<(usize, HostPattern)> = Vec::new();
-        for row in &host_rows {
-            let tenant_id: String = row.try_get(0)?;
-            let pattern: String = row.try_get(1)?;
-            let pattern = HostPattern::parse(&pattern)
-                .map_err(|e| StoreError::Corrupt(format!("hostname row: {e}")))?;
-            if let Some(i) = position(&tenant_id) {
-                hosts.push((i, pattern));
-            }
-        }
-        let mut routes: Vec<(usize, Route)> = Vec::new();
-        for row in &route_rows {
-            let tenant_id: String = row.try_get(0)?;
-            let spec: String = row.try_get(1)?;
-            let route: Route = serde_json::from_str(&spec)
-                .map_err(|e| StoreError::Corrupt(format!("route of tenant {tenant_id}: {e}")))?;
-            if let Some(i) = position(&tenant_id) {
-                routes.push((i, route));
-            }
-        }
-        let mut plugins: Vec<(usize, PluginVersion)> = Vec::new();
-        for row in &plugin_rows {
-            let tenant_id: String = row.try_get(0)?;
-            let version = PluginVersion {
-                name: row.try_get(1)?,
-                version: row.try_get(2)?,
-                sha256: row.try_get(3)?,
-                created_at_ms: row.try_get(4)?,
-            };
-            if let Some(i) = position(&tenant_id) {
-                plugins.push((i, version));
-            }
-        }
-        for (i, h) in hosts {
-            tenants[i].hostnames.push(h);
-        }
-        for (i, r) in routes {
-            tenants[i].routes.push(r);
-        }
-        for (i, p) in plugins {
-            tenants[i].plugins.push(p);
-        }
-        Ok(ConfigSnapshot {
-            version: meta.try_get(0)?,
-            changed_at_ms: meta.try_get(1)?,
-            tenants,
-        })
-    }
-
-    pub async fn tenant(&self, id: &str) -> Result<Tenant, StoreError> {
-        self.load()
-            .await?
-            .tenants
-            .into_iter()
-            .find(|t| t.id == id)
-            .ok_or_else(|| StoreError::UnknownTenant(id.to_string()))
     }
 
     /// This store, recording `actor` as the author of its changes in the audit log.
@@ -461,19 +366,4 @@ impl Store {
         tx.commit().await?;
         Ok(version)
     }
-}
-
-fn tenant_from_row(row: &AnyRow) -> Result<Tenant, StoreError> {
-    let id: String = row.try_get(0)?;
-    let quotas: String = row.try_get(2)?;
-    let quotas = serde_json::from_str(&quotas)
-        .map_err(|e| StoreError::Corrupt(format!("quotas of tenant {id}: {e}")))?;
-    Ok(Tenant {
-        display_name: row.try_get(1)?,
-        id,
-        hostnames: vec![],
-        routes: vec![],
-        quotas,
-        plugins: vec![],
-    })
 }

@@ -81,18 +81,6 @@ impl Store {
         Ok(version)
     }
 
-    pub async fn route(&self, tenant: &str, route_id: &str) -> Result<Route, StoreError> {
-        self.tenant(tenant)
-            .await?
-            .routes
-            .into_iter()
-            .find(|r| r.id == route_id)
-            .ok_or_else(|| StoreError::UnknownRoute {
-                tenant: tenant.into(),
-                route: route_id.into(),
-            })
-    }
-
     /// Every route of `tenant`, as the transaction sees them.
     pub(super) async fn routes_in(tx: &mut Tx, tenant: &str) -> Result<Vec<Route>, StoreError> {
         let rows = sqlx::query("SELECT spec FROM routes WHERE tenant_id = $1 ORDER BY id")
@@ -100,11 +88,7 @@ impl Store {
             .fetch_all(&mut **tx)
             .await?;
         rows.iter()
-            .map(|row| {
-                let spec: String = row.try_get(0)?;
-                serde_json::from_str(&spec)
-                    .map_err(|e| StoreError::Corrupt(format!("route of {tenant}: {e}")))
-            })
+            .map(|row| super::snapshot::route_from_spec(tenant, &row.try_get::<String, _>(0)?))
             .collect()
     }
 

@@ -1,0 +1,166 @@
+//! Reading config: the whole snapshot (what nodes serve) or one tenant (what the admin API and
+//! the CLI show), each in one transaction so what it returns matches one version.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{Backend, ConfigSnapshot, Store, StoreError, Tx};
+use crate::model::{HostPattern, PluginVersion, Route, Tenant};
+
+/// Which tenants a read covers. Tenant ids are never empty, so `''` stands for all of them.
+const ALL: &str = "";
+
+impl Store {
+    /// Everything, read in one transaction so the snapshot matches its version.
+    pub async fn load(&self) -> Result<ConfigSnapshot, StoreError> {
+        let mut tx = self.read_tx().await?;
+        let meta = sqlx::query("SELECT version, changed_at_ms FROM config_meta WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let tenants = read_tenants(&mut tx, ALL).await?;
+        tx.commit().await?;
+        Ok(ConfigSnapshot {
+            version: meta.try_get(0)?,
+            changed_at_ms: meta.try_get(1)?,
+            tenants,
+        })
+    }
+
+    /// One tenant with its hostnames, routes and plugin versions; reads only that tenant's rows.
+    pub async fn tenant(&self, id: &str) -> Result<Tenant, StoreError> {
+        if id == ALL {
+            return Err(StoreError::UnknownTenant(id.to_string()));
+        }
+        let mut tx = self.read_tx().await?;
+        let mut found = read_tenants(&mut tx, id).await?;
+        tx.commit().await?;
+        found
+            .pop()
+            .ok_or_else(|| StoreError::UnknownTenant(id.to_string()))
+    }
+
+    pub async fn route(&self, tenant: &str, route_id: &str) -> Result<Route, StoreError> {
+        let mut tx = self.read_tx().await?;
+        Self::ensure_tenant(&mut tx, tenant).await?;
+        let row = sqlx::query("SELECT spec FROM routes WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.to_string())
+            .bind(route_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let row = row.ok_or_else(|| StoreError::UnknownRoute {
+            tenant: tenant.into(),
+            route: route_id.into(),
+        })?;
+        route_from_spec(tenant, &row.try_get::<String, _>(0)?)
+    }
+
+    async fn read_tx(&self) -> Result<Tx, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+}
+
+/// Tenants sorted by id, each with its rows; `only` names one tenant, or is [`ALL`].
+async fn read_tenants(tx: &mut Tx, only: &str) -> Result<Vec<Tenant>, StoreError> {
+    let rows = |sql: &'static str| {
+        sqlx::query(sql)
+            .bind(only.to_string())
+            .bind(only.to_string())
+    };
+    let tenant_rows =
+        rows("SELECT id, display_name, quotas FROM tenants WHERE ($1 = '' OR id = $2) ORDER BY id")
+            .fetch_all(&mut **tx)
+            .await?;
+    let host_rows = rows(
+        "SELECT tenant_id, pattern FROM hostnames WHERE ($1 = '' OR tenant_id = $2) ORDER BY pattern",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let route_rows = rows(
+        "SELECT tenant_id, spec FROM routes WHERE ($1 = '' OR tenant_id = $2) ORDER BY tenant_id, id",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let plugin_rows = rows(
+        "SELECT tenant_id, name, version, sha256, created_at_ms FROM plugin_versions \
+         WHERE ($1 = '' OR tenant_id = $2) ORDER BY tenant_id, name, version",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+
+    let mut tenants = tenant_rows
+        .iter()
+        .map(tenant_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let position = |id: &str| {
+        tenants
+            .binary_search_by(|t: &Tenant| t.id.as_str().cmp(id))
+            .ok()
+    };
+    let mut hosts: Vec<(usize, HostPattern)> = Vec::new();
+    for row in &host_rows {
+        let tenant_id: String = row.try_get(0)?;
+        let pattern: String = row.try_get(1)?;
+        let pattern = HostPattern::parse(&pattern)
+            .map_err(|e| StoreError::Corrupt(format!("hostname row: {e}")))?;
+        if let Some(i) = position(&tenant_id) {
+            hosts.push((i, pattern));
+        }
+    }
+    let mut routes: Vec<(usize, Route)> = Vec::new();
+    for row in &route_rows {
+        let tenant_id: String = row.try_get(0)?;
+        let route = route_from_spec(&tenant_id, &row.try_get::<String, _>(1)?)?;
+        if let Some(i) = position(&tenant_id) {
+            routes.push((i, route));
+        }
+    }
+    let mut plugins: Vec<(usize, PluginVersion)> = Vec::new();
+    for row in &plugin_rows {
+        let tenant_id: String = row.try_get(0)?;
+        let version = PluginVersion {
+            name: row.try_get(1)?,
+            version: row.try_get(2)?,
+            sha256: row.try_get(3)?,
+            created_at_ms: row.try_get(4)?,
+        };
+        if let Some(i) = position(&tenant_id) {
+            plugins.push((i, version));
+        }
+    }
+    for (i, h) in hosts {
+        tenants[i].hostnames.push(h);
+    }
+    for (i, r) in routes {
+        tenants[i].routes.push(r);
+    }
+    for (i, p) in plugins {
+        tenants[i].plugins.push(p);
+    }
+    Ok(tenants)
+}
+
+pub(super) fn route_from_spec(tenant: &str, spec: &str) -> Result<Route, StoreError> {
+    serde_json::from_str(spec).map_err(|e| StoreError::Corrupt(format!("route of {tenant}: {e}")))
+}
+
+fn tenant_from_row(row: &AnyRow) -> Result<Tenant, StoreError> {
+    let id: String = row.try_get(0)?;
+    let quotas: String = row.try_get(2)?;
+    let quotas = serde_json::from_str(&quotas)
+        .map_err(|e| StoreError::Corrupt(format!("quotas of tenant {id}: {e}")))?;
+    Ok(Tenant {
+        display_name: row.try_get(1)?,
+        id,
+        hostnames: vec![],
+        routes: vec![],
+        quotas,
+        plugins: vec![],
+    })
+}
