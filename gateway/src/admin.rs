@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use wharf_metrics::Metrics;
 
-use crate::live::LiveConfig;
+use crate::control::table::LiveConfig;
 
 #[derive(Clone)]
 pub struct AdminState {

@@ -1,6 +1,7 @@
 use clap::Parser;
+use wharf_gateway::cli::commands;
 use wharf_gateway::cli::{Cli, Command};
-use wharf_gateway::{commands, echo, serve};
+use wharf_gateway::{echo, serve};
 
 fn main() {
     let cli = Cli::parse();

@@ -14,12 +14,12 @@ use wharf_tenancy::{HostPattern, Route, Store, Timeouts, UpstreamTarget};
 
 use crate::bootstrap::Bootstrap;
 use crate::cli::ServeArgs;
+use crate::control::resolve::{prepare_backends, resolve_plugins};
+use crate::control::table::{LiveConfig, RoutingTable};
 use crate::control::ControlPlane;
 use crate::egress::EgressPolicy;
-use crate::live::{LiveConfig, RoutingTable};
+use crate::proxy::rate_limit::FleetLimiter;
 use crate::proxy::WharfProxy;
-use crate::rate_limit::FleetLimiter;
-use crate::resolve::{prepare_backends, resolve_plugins};
 use wharf_plugins::PluginRuntime;
 use wharf_tenancy::backends::Backends;
 

@@ -116,7 +116,11 @@ async fn parallel_attaches_are_all_kept(kind: StoreKind) {
         }
         let mut names: Vec<String> = chain(&api, "r").await.into_iter().map(|(n, _)| n).collect();
         names.sort();
-        assert_eq!(names.len(), ATTACHES, "round {round}: attachments lost: {names:?}");
+        assert_eq!(
+            names.len(),
+            ATTACHES,
+            "round {round}: attachments lost: {names:?}"
+        );
         for i in 0..ATTACHES {
             ok(api
                 .call(

@@ -1,5 +1,8 @@
 //! Command-line interface.
 
+pub mod client;
+pub mod commands;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};

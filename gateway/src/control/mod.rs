@@ -2,6 +2,10 @@
 //! checks, and serves the admin listener. It runs as a Pingora background service on its own
 //! runtime, so the store pool and the admin server live and die with that runtime.
 
+pub mod balancer;
+pub mod resolve;
+pub mod table;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,8 +24,8 @@ use tokio::sync::OnceCell;
 
 use crate::admin;
 use crate::api::ApiState;
-use crate::live::{LiveConfig, RoutingTable};
-use crate::resolve::{prepare_backends, resolve_plugins};
+use crate::control::resolve::{prepare_backends, resolve_plugins};
+use crate::control::table::{LiveConfig, RoutingTable};
 
 pub struct ControlPlane {
     pub store_url: String,
@@ -164,20 +168,19 @@ impl ControlPlane {
     /// Health of every health-checked upstream target, as gauges.
     fn export_target_health(&self) {
         let table = self.live.load();
-        for t in &table.tenants {
+        for (t, route) in table.routes() {
+            if route.spec.health_check.is_none() {
+                continue;
+            }
             let tenant = self.metrics.tenant(&t.id);
-            for (route, lb) in t.routes.iter().zip(&t.balancers) {
-                if route.health_check.is_none() {
-                    continue;
-                }
-                for backend in lb.backends().get_backend().iter() {
-                    let healthy = lb.backends().ready(backend) as i64;
-                    let target = backend.addr.to_string();
-                    self.metrics
-                        .upstream_target_healthy
-                        .with_label_values(&[&*tenant, route.id.as_str(), target.as_str()])
-                        .set(healthy);
-                }
+            let lb = &route.balancer;
+            for backend in lb.backends().get_backend().iter() {
+                let healthy = lb.backends().ready(backend) as i64;
+                let target = backend.addr.to_string();
+                self.metrics
+                    .upstream_target_healthy
+                    .with_label_values(&[&*tenant, route.spec.id.as_str(), target.as_str()])
+                    .set(healthy);
             }
         }
     }

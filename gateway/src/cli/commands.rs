@@ -7,7 +7,7 @@ use wharf_tenancy::{
     UpstreamTarget,
 };
 
-use crate::client::{ApiClient, Body};
+use crate::cli::client::{ApiClient, Body};
 
 use crate::bootstrap::Bootstrap;
 use crate::cli::{PluginCmd, RouteAddArgs, RouteCmd, StoreArgs, TenantCmd};

@@ -1,0 +1,58 @@
+//! What one request carries from phase to phase.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wharf_metrics::{NO_ROUTE, UNKNOWN_TENANT};
+
+use super::chain::Continued;
+use super::errors::GatewayError;
+use crate::control::table::{CompiledRoute, CompiledTenant};
+
+/// Per-request state carried across phases.
+pub struct RequestCtx {
+    pub started: Instant,
+    /// The tenant and route this request matched, pinned for its whole life: a reload that
+    /// replaces them does not change a request midway.
+    pub tenant: Option<Arc<CompiledTenant>>,
+    pub route: Option<Arc<CompiledRoute>>,
+    pub request_id: String,
+    pub upstream_sent: Option<Instant>,
+    pub upstream_elapsed: Option<Duration>,
+    /// Set when Wharf itself decides the outcome, so `fail_to_proxy` answers precisely.
+    pub failure: Option<GatewayError>,
+    /// Plugins that continued the request, waiting for `on-response`.
+    pub continued: Vec<Continued>,
+    /// The request's trace span (child of the client's `traceparent`, if any).
+    pub span: tracing::Span,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        RequestCtx {
+            started: Instant::now(),
+            tenant: None,
+            route: None,
+            request_id: String::new(),
+            upstream_sent: None,
+            upstream_elapsed: None,
+            failure: None,
+            continued: Vec::new(),
+            span: tracing::Span::none(),
+        }
+    }
+
+    pub fn tenant_label(&self) -> &str {
+        self.tenant.as_ref().map_or(UNKNOWN_TENANT, |t| &t.id)
+    }
+
+    pub fn route_label(&self) -> &str {
+        self.route.as_ref().map_or(NO_ROUTE, |r| &r.spec.id)
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,350 @@
+//! The request lifecycle, one method per phase, in the order Pingora calls them:
+//! `request_filter` (lookup → limit → plugin chain) → `upstream_peer` (pick a target) →
+//! `upstream_request_filter` (forwarding headers) → `upstream_response_filter` →
+//! `response_filter` (plugins' `on-response`) → `logging` (metrics). Failures land in
+//! `fail_to_proxy`. What one phase decides for the next travels in [`RequestCtx`].
+
+pub mod chain;
+pub mod ctx;
+pub mod errors;
+pub mod rate_limit;
+mod request_info;
+mod respond;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use tracing::Instrument;
+use wharf_metrics::{tracing_setup, Metrics, UNKNOWN_TENANT};
+use wharf_plugins::PluginRuntime;
+use wharf_tenancy::RateScope;
+
+use crate::control::table::{LiveConfig, Lookup};
+use crate::egress::EgressPolicy;
+use chain::{ChainCtx, RequestOutcome};
+pub use ctx::RequestCtx;
+use errors::GatewayError;
+use rate_limit::{FleetLimiter, TenantRate};
+use request_info::{client_ip, code_label, request_host, request_id};
+
+pub struct WharfProxy {
+    pub config: Arc<LiveConfig>,
+    pub metrics: Arc<Metrics>,
+    pub runtime: Arc<PluginRuntime>,
+    pub fleet_limiter: FleetLimiter,
+    pub egress: Arc<EgressPolicy>,
+    /// This node's `Via` token: seeing it on an incoming request means a loop.
+    pub node: String,
+}
+
+/// A random token naming this gateway process in `Via` headers.
+pub fn node_token() -> String {
+    format!("wharf-{:016x}", rand::random::<u64>())
+}
+
+/// What `request_filter` tells Pingora: `true` when the response was already written.
+type Answered = Result<bool>;
+
+#[async_trait]
+impl ProxyHttp for WharfProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    /// Lookup → limit → plugin chain. Unknown hosts, unmatched paths, rate limits, plugin
+    /// replies and plugin failures are answered here.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Answered {
+        ctx.request_id = request_id(session.req_header());
+        if let Err(e) = self.lookup(session.req_header(), ctx) {
+            return refuse(session, &e, ctx).await;
+        }
+        if let Err(e) = self.limit(ctx).await {
+            return refuse(session, &e, ctx).await;
+        }
+        self.run_chain(session, ctx).await
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route.clone() else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "request reached upstream_peer unrouted",
+            ));
+        };
+        let Some(backend) = route.balancer.select(b"", 256) else {
+            let forbidden = route
+                .spec
+                .upstreams
+                .iter()
+                .find_map(|u| self.egress.check_target(&u.addr).err());
+            ctx.failure = Some(match forbidden {
+                Some(why) => GatewayError::UpstreamForbidden(why),
+                None => GatewayError::UpstreamUnavailable(format!(
+                    "no healthy target for route {}",
+                    route.spec.id
+                )),
+            });
+            return Err(Error::explain(
+                ErrorType::ConnectNoRoute,
+                "no healthy upstream target",
+            ));
+        };
+        // The address actually dialled is checked, not only what the route said.
+        if let Some(addr) = backend.addr.as_inet() {
+            if let Err(why) = self.egress.check(*addr) {
+                ctx.failure = Some(GatewayError::UpstreamForbidden(why));
+                return Err(Error::explain(
+                    ErrorType::ConnectNoRoute,
+                    "upstream refused by egress policy",
+                ));
+            }
+        }
+        let mut peer = HttpPeer::new(backend.addr, false, String::new());
+        let t = route.spec.timeouts;
+        peer.options.connection_timeout = Some(Duration::from_millis(t.connect_ms));
+        peer.options.total_connection_timeout = Some(Duration::from_millis(t.connect_ms));
+        peer.options.read_timeout = Some(Duration::from_millis(t.read_ms));
+        peer.options.write_timeout = Some(Duration::from_millis(t.write_ms));
+        Ok(Box::new(peer))
+    }
+
+    /// Forwarding headers: who asked, over what, and which request this is.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(client) = client_ip(session) {
+            let forwarded = match upstream
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prev) => format!("{prev}, {client}"),
+                None => client,
+            };
+            upstream.insert_header("X-Forwarded-For", forwarded)?;
+        }
+        upstream.insert_header("X-Forwarded-Proto", "http")?;
+        upstream.append_header("Via", format!("1.1 {}", self.node))?;
+        upstream.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        // With tracing on, the upstream's parent is Wharf's span; otherwise traceparent passes
+        // through untouched.
+        for (name, value) in tracing_setup::trace_headers(&ctx.span) {
+            upstream.insert_header(name, value)?;
+        }
+        ctx.upstream_sent = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_elapsed = ctx.upstream_sent.map(|t| t.elapsed());
+        Ok(())
+    }
+
+    /// Plugins' `on-response`, last plugin first; a fail-closed failure replaces the response.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let span = tracing::debug_span!(target: "wharf::trace", parent: &ctx.span, "plugins", phase = "on_response");
+        if let Err(e) = chain::on_response(&mut ctx.continued, response)
+            .instrument(span)
+            .await
+        {
+            ctx.failure = Some(GatewayError::Plugin(e));
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "plugin failed in on-response",
+            ));
+        }
+        respond::stamp(response, &ctx.request_id)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let failure = ctx.failure.take().or_else(|| GatewayError::from_pingora(e));
+        let error_code = match failure {
+            Some(f) => {
+                // The connection is not reused after a failure: say so, or clients retry into a
+                // closed socket.
+                session.set_keepalive(None);
+                if let Err(write_err) = respond::error(session, &f, &ctx.request_id).await {
+                    tracing::debug!("could not send error response: {write_err}");
+                }
+                f.status()
+            }
+            None => 0,
+        };
+        FailToProxy {
+            error_code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let code = session.response_written().map_or(0, |r| r.status.as_u16());
+        ctx.span.record("status", code);
+        let m = &self.metrics;
+        let tenant_label = match ctx.tenant {
+            Some(_) => m.tenant(ctx.tenant_label()),
+            None => UNKNOWN_TENANT.into(),
+        };
+        let tenant = &*tenant_label;
+        m.requests_total
+            .with_label_values(&[tenant, ctx.route_label(), code_label(code)])
+            .inc();
+        m.request_duration
+            .with_label_values(&[tenant])
+            .observe(ctx.started.elapsed().as_secs_f64());
+        let total = ctx.started.elapsed();
+        let upstream = ctx.upstream_elapsed.unwrap_or_default();
+        if ctx.upstream_elapsed.is_some() {
+            m.upstream_duration
+                .with_label_values(&[tenant])
+                .observe(upstream.as_secs_f64());
+        }
+        m.gateway_duration
+            .with_label_values(&[tenant])
+            .observe(total.saturating_sub(upstream).as_secs_f64());
+        m.bytes_total
+            .with_label_values(&[tenant, "in"])
+            .inc_by(session.body_bytes_read() as u64);
+        m.bytes_total
+            .with_label_values(&[tenant, "out"])
+            .inc_by(session.body_bytes_sent() as u64);
+    }
+}
+
+impl WharfProxy {
+    /// Host → tenant → route, against the table in force when the request arrived.
+    fn lookup(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+        if self.is_loop(req) {
+            return Err(GatewayError::LoopDetected);
+        }
+        let host = request_host(req).unwrap_or_default();
+        let (tenant, route) =
+            match self
+                .config
+                .load()
+                .lookup(&host, req.method.as_str(), req.uri.path())
+            {
+                Lookup::UnknownHost => return Err(GatewayError::UnknownHost),
+                Lookup::NoRoute(tenant) => {
+                    ctx.tenant = Some(tenant);
+                    return Err(GatewayError::NoRoute);
+                }
+                Lookup::Route(tenant, route) => (tenant, route),
+            };
+        ctx.span = tracing::debug_span!(
+            target: "wharf::trace",
+            "request",
+            tenant = %tenant.id,
+            route = %route.spec.id,
+            method = %req.method,
+            status = tracing::field::Empty,
+        );
+        tracing_setup::continue_trace(&ctx.span, &req.headers);
+        ctx.tenant = Some(tenant);
+        ctx.route = Some(route);
+        Ok(())
+    }
+
+    /// Whether this node already forwarded the request (its token is in `Via`).
+    fn is_loop(&self, req: &RequestHeader) -> bool {
+        req.headers
+            .get_all("via")
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains(self.node.as_str())))
+    }
+
+    /// The tenant's rate limit, if it has one.
+    async fn limit(&self, ctx: &RequestCtx) -> Result<(), GatewayError> {
+        let Some(tenant) = &ctx.tenant else {
+            return Ok(());
+        };
+        let Some(rate) = &tenant.rate else {
+            return Ok(());
+        };
+        self.admit(&tenant.id, rate)
+            .await
+            .map_err(|wait| GatewayError::RateLimited(wait.as_secs_f64().ceil().max(1.0) as u64))
+    }
+
+    /// Fleet-wide through Redis when so configured and reachable, else this node's limiter.
+    async fn admit(&self, tenant: &str, rate: &TenantRate) -> std::result::Result<(), Duration> {
+        if rate.scope() == RateScope::Fleet {
+            match self.fleet_limiter.check(tenant, rate).await {
+                Some(decision) => return decision,
+                None => self
+                    .metrics
+                    .rate_limit_fallback_total
+                    .with_label_values(&[&*self.metrics.tenant(tenant)])
+                    .inc(),
+            }
+        }
+        rate.check_local()
+    }
+
+    /// The route's plugins' `on-request`, in order.
+    async fn run_chain(&self, session: &mut Session, ctx: &mut RequestCtx) -> Answered {
+        let (Some(tenant), Some(route)) = (ctx.tenant.clone(), ctx.route.clone()) else {
+            return Ok(false);
+        };
+        if route.chain.is_empty() {
+            return Ok(false);
+        }
+        let cx = ChainCtx {
+            runtime: &self.runtime,
+            tenant: &tenant.id,
+            route: &route.spec.id,
+            limits: tenant.limits,
+            client_addr: client_ip(session).unwrap_or_default(),
+            backends: &tenant.backends,
+        };
+        let span = tracing::debug_span!(target: "wharf::trace", parent: &ctx.span, "plugins", phase = "on_request");
+        let run = chain::on_request(
+            &cx,
+            &route.chain,
+            session.req_header_mut(),
+            &mut ctx.continued,
+        );
+        match run.instrument(span).await {
+            RequestOutcome::Continue => Ok(false),
+            RequestOutcome::Respond(reply) => {
+                respond::reply(session, reply, ctx).await?;
+                Ok(true)
+            }
+            RequestOutcome::Failed(e) => refuse(session, &GatewayError::Plugin(e), ctx).await,
+        }
+    }
+}
+
+/// Answers the request with Wharf's own error; Pingora goes straight to `logging`.
+async fn refuse(session: &mut Session, e: &GatewayError, ctx: &RequestCtx) -> Answered {
+    respond::error(session, e, &ctx.request_id).await?;
+    Ok(true)
+}

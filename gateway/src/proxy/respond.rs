@@ -1,0 +1,49 @@
+//! Responses Wharf writes itself (errors, plugin replies) and the headers it stamps on every
+//! response, proxied or not.
+
+use bytes::Bytes;
+use pingora_core::Result;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+use wharf_plugins::types::Reply;
+
+use super::chain;
+use super::ctx::RequestCtx;
+use super::errors::GatewayError;
+
+/// Headers every response carries, whoever produced it.
+pub fn stamp(resp: &mut ResponseHeader, request_id: &str) -> Result<()> {
+    resp.insert_header("X-Request-Id", request_id)?;
+    Ok(())
+}
+
+/// A plugin's own reply, after the `on-response` of the plugins before it.
+pub async fn reply(session: &mut Session, reply: Reply, ctx: &mut RequestCtx) -> Result<()> {
+    let mut resp = chain::reply_header(&reply)?;
+    if let Err(e) = chain::on_response(&mut ctx.continued, &mut resp).await {
+        return error(session, &GatewayError::Plugin(e), &ctx.request_id).await;
+    }
+    resp.insert_header("Content-Length", reply.body.len().to_string())?;
+    stamp(&mut resp, &ctx.request_id)?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(reply.body)), true)
+        .await?;
+    Ok(())
+}
+
+/// Wharf's own error answer: a JSON body naming the error and the request.
+pub async fn error(session: &mut Session, e: &GatewayError, request_id: &str) -> Result<()> {
+    let body = Bytes::from(e.to_json(request_id));
+    let mut resp = ResponseHeader::build(e.status(), Some(4))?;
+    resp.insert_header("Content-Type", "application/json")?;
+    resp.insert_header("Content-Length", body.len().to_string())?;
+    resp.insert_header("Cache-Control", "no-store")?;
+    if let GatewayError::RateLimited(secs) = e {
+        resp.insert_header("Retry-After", secs.to_string())?;
+    }
+    stamp(&mut resp, request_id)?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
