@@ -62,7 +62,7 @@ impl Default for Bootstrap {
             sql: "sqlite".into(),
             operator_token: None,
             egress_allow: Vec::new(),
-            host_result_budget_bytes: wharf_tenancy::backends::DEFAULT_RESULT_BUDGET_BYTES,
+            host_result_budget_bytes: wharf_plugins::capabilities::DEFAULT_RESULT_BUDGET_BYTES,
             otlp_endpoint: None,
             metrics_tenant_label_cap: wharf_metrics::DEFAULT_TENANT_LABEL_CAP,
         }
@@ -104,8 +104,8 @@ mod tests {
 }
 
 impl Bootstrap {
-    pub fn backend_settings(&self) -> anyhow::Result<wharf_tenancy::backends::BackendSettings> {
-        use wharf_tenancy::backends::{BackendSettings, SqlBackend};
+    pub fn backend_settings(&self) -> anyhow::Result<wharf_plugins::capabilities::BackendSettings> {
+        use wharf_plugins::capabilities::{BackendSettings, SqlBackend};
         let sql = match self.sql.as_str() {
             "none" => SqlBackend::Disabled,
             "sqlite" => SqlBackend::Sqlite(self.data_dir.join("tenant-sql")),

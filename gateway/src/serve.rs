@@ -20,8 +20,8 @@ use crate::control::ControlPlane;
 use crate::egress::EgressPolicy;
 use crate::proxy::rate_limit::FleetLimiter;
 use crate::proxy::WharfProxy;
+use wharf_plugins::capabilities::Backends;
 use wharf_plugins::PluginRuntime;
-use wharf_tenancy::backends::Backends;
 
 pub const DEMO_HOST: &str = "demo.localhost";
 

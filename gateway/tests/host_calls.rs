@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use support::*;
 use wharf_metrics::Metrics;
+use wharf_plugins::capabilities::sql::SqlValue;
+use wharf_plugins::capabilities::{BackendSettings, Backends, SqlBackend};
 use wharf_plugins::test_support::example_plugin;
-use wharf_tenancy::backends::sql::SqlValue;
-use wharf_tenancy::backends::{BackendSettings, Backends, SqlBackend};
 use wharf_tenancy::{OnError, Quotas};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,9 +130,9 @@ async fn sql_api_keys_end_to_end(kind: StoreKind) {
     sql.execute(&format!("CREATE TABLE api_keys (key TEXT PRIMARY KEY, customer_id TEXT NOT NULL, active {active} NOT NULL)"), vec![]).await.unwrap();
     for (key, customer, on) in [("good", "cust-42", true), ("off", "cust-7", false)] {
         let flag = if matches!(kind, StoreKind::Postgres) {
-            SqlValue::Bool(on)
+            SqlValue::Boolean(on)
         } else {
-            SqlValue::Int(on as i64)
+            SqlValue::Int64(on as i64)
         };
         sql.execute(
             "INSERT INTO api_keys VALUES ($1, $2, $3)",
@@ -223,7 +223,7 @@ async fn host_call_held_past_the_deadline_fails_only_that_request() {
     use sqlx::Connection;
     use std::str::FromStr;
     // The tenant's data lives in its own database on the server.
-    let schema = wharf_tenancy::backends::sql::pg_identifier(&t);
+    let schema = wharf_plugins::capabilities::sql::pg_identifier(&t);
     let options = sqlx::postgres::PgConnectOptions::from_str(&admin)
         .unwrap()
         .database(&schema);

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use wharf_metrics::Metrics;
+use wharf_plugins::capabilities::{BackendSettings, Backends, SqlBackend};
 use wharf_plugins::types::{Header, Request};
 use wharf_plugins::{Invocation, PluginRuntime, RuntimeSettings, TenantLimits};
-use wharf_tenancy::backends::{BackendSettings, Backends, SqlBackend};
 use wharf_tenancy::Quotas;
 
 use crate::stats::{micros, Summary};

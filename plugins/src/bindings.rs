@@ -5,6 +5,8 @@ wasmtime::component::bindgen!({
     world: "http-plugin",
     imports: { default: async },
     exports: { default: async },
+    // Host code and tests compare values (replies, rows) directly.
+    additional_derives: [PartialEq],
 });
 
 pub use wharf::plugin::types;

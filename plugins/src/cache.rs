@@ -15,7 +15,7 @@ use wharf_metrics::Metrics;
 
 use crate::bindings::HttpPluginPre;
 use crate::error::RejectError;
-use crate::host::PluginState;
+use crate::state::PluginState;
 
 /// A component ready to instantiate cheaply for every request.
 pub struct CompiledPlugin {

@@ -17,9 +17,9 @@ use crate::bindings::HttpPlugin;
 use crate::cache::CompiledPlugin;
 use crate::clock::{self, CallClock, Overrun};
 use crate::error::PluginError;
-use crate::host::PluginState;
 use crate::output;
 use crate::settings::TenantLimits;
+use crate::state::PluginState;
 
 pub struct PluginInstance {
     /// `None` while a call runs on the plugin threads, or after a call was lost with its task.

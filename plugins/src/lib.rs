@@ -4,18 +4,19 @@
 
 pub mod bindings;
 pub mod cache;
+pub mod capabilities;
 mod clock;
 mod compiler;
 pub mod engine;
 pub mod error;
 mod executor;
 pub mod fair;
-pub mod host;
 pub mod instance;
 pub mod limits;
 pub mod output;
 pub mod runtime;
 pub mod settings;
+pub mod state;
 
 pub use bindings::types;
 pub use cache::{sha256_hex, CompiledPlugin};

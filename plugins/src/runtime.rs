@@ -8,12 +8,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::capabilities::TenantBackends;
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wharf_metrics::Metrics;
-use wharf_tenancy::backends::TenantBackends;
 
 use crate::bindings::HttpPlugin;
 use crate::cache::{CompiledPlugin, ComponentCache};
@@ -21,10 +21,10 @@ use crate::clock::CallClock;
 use crate::compiler::Compiler;
 use crate::error::{PluginError, RejectError};
 use crate::fair::FairScheduler;
-use crate::host::PluginState;
 use crate::instance::PluginInstance;
 use crate::limits::StoreLimiter;
 use crate::settings::{RuntimeSettings, TenantLimits};
+use crate::state::PluginState;
 
 pub struct PluginRuntime {
     engine: Engine,

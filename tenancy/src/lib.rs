@@ -11,6 +11,5 @@ pub use model::{
     RateScope, Route, Tenant, Timeouts, UpstreamTarget,
 };
 pub use store::{ApiKeyInfo, AuditEntry, ConfigSnapshot, Store};
-pub mod backends;
 #[doc(hidden)]
 pub mod test_support;

@@ -32,7 +32,7 @@ pub struct ApiState {
     pub egress: Arc<crate::egress::EgressPolicy>,
     pub uploads: uploads::Uploads,
     /// Tenants' Redis and SQL, for purging a removed tenant's data.
-    pub backends: Arc<wharf_tenancy::backends::Backends>,
+    pub backends: Arc<wharf_plugins::capabilities::Backends>,
 }
 
 impl ApiState {

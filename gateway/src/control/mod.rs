@@ -17,8 +17,8 @@ use wharf_metrics::Metrics;
 use wharf_tenancy::store::now_ms;
 use wharf_tenancy::Store;
 
+use wharf_plugins::capabilities::Backends;
 use wharf_plugins::PluginRuntime;
-use wharf_tenancy::backends::Backends;
 
 use tokio::sync::OnceCell;
 

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use wharf_plugins::capabilities::Backends;
 use wharf_plugins::{CompiledPlugin, PluginRuntime};
-use wharf_tenancy::backends::Backends;
 use wharf_tenancy::{ConfigSnapshot, Store};
 
 /// Compiled plugins by content hash; `Err` says why a plugin cannot run.

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use wharf_plugins::capabilities::{Backends as TenantBackendSet, TenantBackends};
 use wharf_plugins::TenantLimits;
-use wharf_tenancy::backends::{Backends as TenantBackendSet, TenantBackends};
 use wharf_tenancy::model::normalize_host;
 use wharf_tenancy::routing::{select_route, HostIndex};
 use wharf_tenancy::{ConfigSnapshot, OnError, Quotas, Route, Tenant};

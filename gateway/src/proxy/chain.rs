@@ -7,13 +7,13 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
 use tracing::Instrument;
+use wharf_plugins::capabilities::TenantBackends;
 use wharf_plugins::types::{
     Header, HeaderOp, Reply, Request, RequestAction, Response, ResponseAction,
 };
 use wharf_plugins::{
     CompiledPlugin, Invocation, PluginError, PluginInstance, PluginRuntime, TenantLimits,
 };
-use wharf_tenancy::backends::TenantBackends;
 
 /// One plugin of a route's chain, resolved against the compiled-code cache.
 pub struct Attached {

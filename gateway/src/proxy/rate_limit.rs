@@ -107,7 +107,7 @@ impl FleetLimiter {
             let mut eval = deadpool_redis::redis::cmd("EVAL");
             eval.arg(GCRA)
                 .arg(1)
-                .arg(wharf_tenancy::backends::redis::system_key(&format!(
+                .arg(wharf_plugins::capabilities::redis::system_key(&format!(
                     "ratelimit:{tenant}"
                 )))
                 .arg(emission)

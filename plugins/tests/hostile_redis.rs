@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use wharf_metrics::Metrics;
-use wharf_tenancy::backends::{BackendSettings, Backends, HostError, SqlBackend};
+use wharf_plugins::capabilities::{BackendSettings, Backends, HostError, SqlBackend};
 use wharf_tenancy::test_support::{process_rss_bytes, unique_suffix};
 use wharf_tenancy::Quotas;
 

@@ -2,7 +2,7 @@
 //! Read-only and already bounded by the store's validation, so no quota beyond that.
 
 use crate::bindings::wharf::plugin::config::Host;
-use crate::host::PluginState;
+use crate::state::PluginState;
 
 impl Host for PluginState {
     async fn get(&mut self, key: String) -> Option<String> {

@@ -13,9 +13,9 @@ use sha2::Digest;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 
-use super::sql::map_err;
-use super::HostError;
-use crate::model::Quotas;
+use super::map_err;
+use crate::capabilities::HostError;
+use wharf_tenancy::Quotas;
 
 /// Role, database and schema name of a tenant: ids are `[a-z0-9-]`, so this is a safe
 /// identifier (at most 8 + 63 characters; Postgres truncates past 63, so ids are kept short

@@ -1,3 +1,5 @@
+//! Why a host call failed, for metrics and logs, and as the plugin sees it.
+
 use thiserror::Error;
 
 /// Why a host call failed; mirrors the WIT `host-error`.
@@ -27,6 +29,21 @@ impl HostError {
             HostError::BackendUnavailable => "backend_unavailable",
             HostError::Invalid(_) => "invalid",
             HostError::Backend(_) => "backend_error",
+        }
+    }
+}
+
+impl From<HostError> for crate::bindings::types::HostError {
+    /// The error as the WIT `host-error` a plugin receives.
+    fn from(e: HostError) -> Self {
+        use crate::bindings::types::HostError as W;
+        match e {
+            HostError::QuotaExceeded(m) => W::QuotaExceeded(m),
+            HostError::Timeout => W::Timeout,
+            HostError::Denied(m) => W::Denied(m),
+            HostError::BackendUnavailable => W::BackendUnavailable,
+            HostError::Invalid(m) => W::Invalid(m),
+            HostError::Backend(m) => W::Backend(m),
         }
     }
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{Executor, SqlitePool};
 
-use super::HostError;
-use crate::model::Quotas;
+use crate::capabilities::HostError;
+use wharf_tenancy::Quotas;
 
 /// SQLite's default page size; the quota is a page count.
 const PAGE_BYTES: u64 = 4096;
@@ -45,7 +45,7 @@ pub async fn open(
         })
         .connect_with(options)
         .await
-        .map_err(super::sql::map_err)?;
+        .map_err(super::map_err)?;
     Ok(pool)
 }
 
@@ -95,7 +95,7 @@ impl Deadline {
         after: Duration,
     ) -> Result<Deadline, HostError> {
         let db = {
-            let mut handle = conn.lock_handle().await.map_err(super::sql::map_err)?;
+            let mut handle = conn.lock_handle().await.map_err(super::map_err)?;
             handle.as_raw_handle().as_ptr() as usize
         };
         let timer = tokio::spawn(async move {

@@ -2,6 +2,9 @@
 //! and every key argument prefixed with the tenant's namespace, so a plugin can reach only its
 //! tenant's keys. No allowed command returns key names, so there is nothing to strip from replies.
 
+mod host;
+mod script;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,9 +13,10 @@ use deadpool_redis::{Config, Pool, PoolError, Runtime, Timeouts};
 use wharf_metrics::Metrics;
 
 use super::quota::{reject, Rate, ResultBudget};
-use super::redis_script::{class_of, SCRIPT};
 use super::HostError;
-use crate::model::Quotas;
+pub use crate::bindings::wharf::plugin::redis::{RedisScalar, RedisValue};
+use script::{class_of, SCRIPT};
+use wharf_tenancy::Quotas;
 
 /// How a command's arguments hold keys.
 #[derive(Clone, Copy)]
@@ -136,16 +140,6 @@ pub struct TenantRedis {
     metrics: Arc<Metrics>,
 }
 
-/// A reply as plugins see it: scalars, or one level of array.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
-    Nil,
-    Status(String),
-    Int(i64),
-    Bulk(Vec<u8>),
-    Array(Vec<Reply>),
-}
-
 /// A tenant's key namespace. Tenants live under `wharf:t:`, Wharf's own keys under `wharf:sys:`:
 /// no tenant id can name a key of Wharf's.
 pub fn key_prefix(tenant: &str) -> String {
@@ -221,11 +215,11 @@ impl TenantRedis {
         q: &Quotas,
         metrics: Arc<Metrics>,
         budget: ResultBudget,
-    ) -> Result<TenantRedis, String> {
+    ) -> Result<TenantRedis, HostError> {
         let wait = Duration::from_millis(q.pool_wait_ms);
         let pool = Config::from_url(url)
             .builder()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| HostError::Backend(format!("Redis pool: {e}")))?
             .max_size(q.redis_max_connections as usize)
             .runtime(Runtime::Tokio1)
             .timeouts(Timeouts {
@@ -234,7 +228,7 @@ impl TenantRedis {
                 recycle: Some(COMMAND_TIMEOUT),
             })
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| HostError::Backend(format!("Redis pool: {e}")))?;
         metrics
             .pool_quota
             .with_label_values(&[&*metrics.tenant(tenant), "redis"])
@@ -259,7 +253,7 @@ impl TenantRedis {
     }
 
     /// Runs one allow-listed command inside the tenant's namespace.
-    pub async fn command(&self, name: &str, args: Vec<Vec<u8>>) -> Result<Reply, HostError> {
+    pub async fn command(&self, name: &str, args: Vec<Vec<u8>>) -> Result<RedisValue, HostError> {
         let upper = name.to_ascii_uppercase();
         let keys = COMMANDS
             .iter()
@@ -317,7 +311,7 @@ impl TenantRedis {
             Ok(Err(e)) => return Err(self.script_error(e)),
             Ok(Ok(v)) => v,
         };
-        convert(value, true)
+        convert(value)
     }
 
     /// The script's own refusals are quotas; anything else is the command's error.
@@ -387,21 +381,30 @@ impl TenantRedis {
     }
 }
 
-fn convert(v: Value, top: bool) -> Result<Reply, HostError> {
+/// A Redis reply as the WIT value a plugin receives: scalars, or one level of array.
+fn convert(v: Value) -> Result<RedisValue, HostError> {
     Ok(match v {
-        Value::Nil => Reply::Nil,
-        Value::Int(i) => Reply::Int(i),
-        Value::BulkString(b) => Reply::Bulk(b),
-        Value::SimpleString(s) => Reply::Status(s),
-        Value::Okay => Reply::Status("OK".into()),
-        Value::Double(d) => Reply::Bulk(d.to_string().into_bytes()),
-        Value::Boolean(b) => Reply::Int(b as i64),
-        Value::Array(items) | Value::Set(items) if top => Reply::Array(
-            items
-                .into_iter()
-                .map(|i| convert(i, false))
-                .collect::<Result<_, _>>()?,
-        ),
+        Value::Array(items) | Value::Set(items) => {
+            RedisValue::Array(items.into_iter().map(scalar).collect::<Result<_, _>>()?)
+        }
+        other => match scalar(other)? {
+            RedisScalar::Nil => RedisValue::Nil,
+            RedisScalar::Status(s) => RedisValue::Status(s),
+            RedisScalar::Int(i) => RedisValue::Int(i),
+            RedisScalar::Bulk(b) => RedisValue::Bulk(b),
+        },
+    })
+}
+
+fn scalar(v: Value) -> Result<RedisScalar, HostError> {
+    Ok(match v {
+        Value::Nil => RedisScalar::Nil,
+        Value::Int(i) => RedisScalar::Int(i),
+        Value::BulkString(b) => RedisScalar::Bulk(b),
+        Value::SimpleString(s) => RedisScalar::Status(s),
+        Value::Okay => RedisScalar::Status("OK".into()),
+        Value::Double(d) => RedisScalar::Bulk(d.to_string().into_bytes()),
+        Value::Boolean(b) => RedisScalar::Int(b as i64),
         Value::ServerError(e) => return Err(HostError::Backend(format!("{e:?}"))),
         other => {
             return Err(HostError::Backend(format!(

@@ -4,6 +4,10 @@
 //! database file per tenant, with ATTACH, extension loading and VACUUM INTO refused.
 //! Parameters are always bound; each call is one statement under the tenant's statement timeout.
 
+mod host;
+pub mod postgres;
+pub mod sqlite;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,25 +15,18 @@ use futures_util::StreamExt;
 use sqlx::{Column, Connection, PgPool, Row, SqlitePool, TypeInfo, ValueRef};
 use wharf_metrics::Metrics;
 
-use super::postgres::{frees_space, pg_guarded, ROW_GUARD};
 use super::quota::{reject, Rate, ResultBudget};
 use super::{HostError, SqlBackend};
-use crate::model::Quotas;
+use postgres::{frees_space, pg_guarded, ROW_GUARD};
+use wharf_tenancy::Quotas;
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum SqlValue {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Text(String),
-    Bytes(Vec<u8>),
-}
+pub use crate::bindings::wharf::plugin::sql::{RowSet, SqlValue};
 
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RowSet {
-    pub columns: Vec<String>,
-    pub rows: Vec<Vec<SqlValue>>,
+fn no_rows() -> RowSet {
+    RowSet {
+        columns: Vec::new(),
+        rows: Vec::new(),
+    }
 }
 
 /// Binds plugin parameters in order; the same for both databases, which share no bind trait.
@@ -39,9 +36,9 @@ macro_rules! bind_params {
         for p in $params {
             q = match p {
                 SqlValue::Null => q.bind(None::<String>),
-                SqlValue::Bool(b) => q.bind(b),
-                SqlValue::Int(i) => q.bind(i),
-                SqlValue::Float(f) => q.bind(f),
+                SqlValue::Boolean(b) => q.bind(b),
+                SqlValue::Int64(i) => q.bind(i),
+                SqlValue::Float64(f) => q.bind(f),
                 SqlValue::Text(t) => q.bind(t),
                 SqlValue::Bytes(b) => q.bind(b),
             };
@@ -71,7 +68,7 @@ pub struct TenantSql {
 
 const STORAGE_CHECK_EVERY: Duration = Duration::from_secs(2);
 
-pub use super::postgres::pg_identifier;
+pub use postgres::pg_identifier;
 
 impl TenantSql {
     /// Opens the tenant's pool; on Postgres provisions its schema and role first unless
@@ -89,11 +86,11 @@ impl TenantSql {
             SqlBackend::Disabled => return Err(HostError::BackendUnavailable),
             SqlBackend::Postgres(admin_url) => {
                 if !provisioned {
-                    super::postgres::provision(tenant, admin_url, q).await?;
+                    postgres::provision(tenant, admin_url, q).await?;
                 }
-                Db::Postgres(super::postgres::pool(tenant, admin_url, q, wait)?)
+                Db::Postgres(postgres::pool(tenant, admin_url, q, wait)?)
             }
-            SqlBackend::Sqlite(dir) => Db::Sqlite(super::sqlite::open(tenant, dir, q, wait).await?),
+            SqlBackend::Sqlite(dir) => Db::Sqlite(sqlite::open(tenant, dir, q, wait).await?),
         };
         let backend_label = if matches!(db, Db::Postgres(_)) {
             "postgres"
@@ -197,15 +194,15 @@ impl TenantSql {
                         .execute(&mut *tx)
                         .await
                         .map_err(|e| self.map_write_err(e))?;
-                    (RowSet::default(), done.rows_affected())
+                    (no_rows(), done.rows_affected())
                 };
                 tx.commit().await.map_err(map_err)?;
                 Ok(out)
             }
             Db::Sqlite(pool) => {
-                super::sqlite::refuse_escapes(statement)?;
+                sqlite::refuse_escapes(statement)?;
                 let mut conn = self.acquire(pool, "sqlite").await?;
-                let _deadline = super::sqlite::Deadline::arm(&mut conn, self.timeout).await?;
+                let _deadline = sqlite::Deadline::arm(&mut conn, self.timeout).await?;
                 let q = bind_params!(
                     sqlx::query(sqlx::AssertSqlSafe(statement.to_string())),
                     params
@@ -217,7 +214,7 @@ impl TenantSql {
                         .execute(&mut *conn)
                         .await
                         .map_err(|e| self.map_write_err(e))?;
-                    Ok((RowSet::default(), done.rows_affected()))
+                    Ok((no_rows(), done.rows_affected()))
                 }
             }
         }
@@ -307,10 +304,10 @@ impl TenantSql {
     /// cap (what was read so far is dropped; the rest is never read).
     async fn collect<'s, R: Row>(
         &self,
-        mut rows: futures_core::stream::BoxStream<'s, Result<R, sqlx::Error>>,
+        mut rows: futures_util::stream::BoxStream<'s, Result<R, sqlx::Error>>,
         value: fn(&R, usize) -> Result<SqlValue, HostError>,
     ) -> Result<RowSet, HostError> {
-        let mut set = RowSet::default();
+        let mut set = no_rows();
         let mut bytes = 0u64;
         while let Some(row) = rows.next().await {
             let row = row.map_err(|e| self.map_result_err(e))?;
@@ -371,12 +368,12 @@ fn pg_value(row: &sqlx::postgres::PgRow, i: usize) -> Result<SqlValue, HostError
     let ty = raw.type_info().name().to_string();
     let get_err = |e: sqlx::Error| HostError::Backend(e.to_string());
     Ok(match ty.as_str() {
-        "BOOL" => SqlValue::Bool(row.try_get(i).map_err(get_err)?),
-        "INT2" => SqlValue::Int(row.try_get::<i16, _>(i).map_err(get_err)?.into()),
-        "INT4" => SqlValue::Int(row.try_get::<i32, _>(i).map_err(get_err)?.into()),
-        "INT8" => SqlValue::Int(row.try_get(i).map_err(get_err)?),
-        "FLOAT4" => SqlValue::Float(row.try_get::<f32, _>(i).map_err(get_err)?.into()),
-        "FLOAT8" => SqlValue::Float(row.try_get(i).map_err(get_err)?),
+        "BOOL" => SqlValue::Boolean(row.try_get(i).map_err(get_err)?),
+        "INT2" => SqlValue::Int64(row.try_get::<i16, _>(i).map_err(get_err)?.into()),
+        "INT4" => SqlValue::Int64(row.try_get::<i32, _>(i).map_err(get_err)?.into()),
+        "INT8" => SqlValue::Int64(row.try_get(i).map_err(get_err)?),
+        "FLOAT4" => SqlValue::Float64(row.try_get::<f32, _>(i).map_err(get_err)?.into()),
+        "FLOAT8" => SqlValue::Float64(row.try_get(i).map_err(get_err)?),
         "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "UNKNOWN" => SqlValue::Text(row.try_get(i).map_err(get_err)?),
         "BYTEA" => SqlValue::Bytes(row.try_get(i).map_err(get_err)?),
         other => {
@@ -395,8 +392,8 @@ fn sqlite_value(row: &sqlx::sqlite::SqliteRow, i: usize) -> Result<SqlValue, Hos
     let ty = raw.type_info().name().to_string();
     let get_err = |e: sqlx::Error| HostError::Backend(e.to_string());
     Ok(match ty.as_str() {
-        "INTEGER" | "BOOLEAN" => SqlValue::Int(row.try_get(i).map_err(get_err)?),
-        "REAL" => SqlValue::Float(row.try_get(i).map_err(get_err)?),
+        "INTEGER" | "BOOLEAN" => SqlValue::Int64(row.try_get(i).map_err(get_err)?),
+        "REAL" => SqlValue::Float64(row.try_get(i).map_err(get_err)?),
         "BLOB" => SqlValue::Bytes(row.try_get(i).map_err(get_err)?),
         _ => SqlValue::Text(row.try_get(i).map_err(get_err)?),
     })

@@ -1,18 +1,14 @@
-//! Host capabilities a plugin may import. Each lives in its own module with the same shape:
-//! the WIT binding's `Host` impl on [`PluginState`], its quota check, and its metrics.
-
-pub mod config;
-pub mod log;
-pub mod redis;
-pub mod sql;
+//! One plugin instance's state: who it runs for, what it may still spend, and the per-request
+//! state of each capability; plus what every host call does alike (span, metrics, leaving the
+//! plugin CPU while it waits on I/O).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::capabilities::{log, HostError, TenantBackends};
 use wharf_metrics::Metrics;
-use wharf_tenancy::backends::{HostError as BackendError, TenantBackends};
 
 use crate::clock::CallClock;
 use crate::fair::CpuSlot;
@@ -59,6 +55,13 @@ pub struct HostCall {
 }
 
 impl PluginState {
+    /// The tenant's Redis and SQL, where the gateway has any configured.
+    pub fn capabilities(&self) -> Result<&TenantBackends, HostError> {
+        self.backends
+            .as_deref()
+            .ok_or(HostError::BackendUnavailable)
+    }
+
     pub fn host_call(&self, function: &'static str) -> HostCall {
         let span = tracing::debug_span!(target: "wharf::trace", "host_call", tenant = %self.tenant, plugin = %self.plugin, function, outcome = tracing::field::Empty);
         HostCall {
@@ -70,7 +73,7 @@ impl PluginState {
 }
 
 impl HostCall {
-    pub fn finish<T>(self, state: &PluginState, result: &Result<T, BackendError>) {
+    pub fn finish<T>(self, state: &PluginState, result: &Result<T, HostError>) {
         let outcome = match result {
             Ok(_) => "ok",
             Err(e) => e.outcome(),
@@ -85,18 +88,5 @@ impl HostCall {
         m.host_call_duration
             .with_label_values(&[&tenant, self.function])
             .observe(elapsed.as_secs_f64());
-    }
-}
-
-/// The host's error as the WIT `host-error` a plugin receives.
-pub fn to_wit_error(e: BackendError) -> crate::bindings::types::HostError {
-    use crate::bindings::types::HostError as W;
-    match e {
-        BackendError::QuotaExceeded(m) => W::QuotaExceeded(m),
-        BackendError::Timeout => W::Timeout,
-        BackendError::Denied(m) => W::Denied(m),
-        BackendError::BackendUnavailable => W::BackendUnavailable,
-        BackendError::Invalid(m) => W::Invalid(m),
-        BackendError::Backend(m) => W::Backend(m),
     }
 }

@@ -3,7 +3,7 @@
 //! plugin cannot flood the operator's logs.
 
 use crate::bindings::wharf::plugin::log::{Host, Level};
-use crate::host::PluginState;
+use crate::state::PluginState;
 
 const LINES_PER_REQUEST: u32 = 32;
 const MAX_LINE_BYTES: usize = 1024;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 use wharf_metrics::Metrics;
-use wharf_tenancy::backends::sql::{pg_identifier, SqlValue};
-use wharf_tenancy::backends::{BackendSettings, Backends, HostError, SqlBackend};
+use wharf_plugins::capabilities::sql::{pg_identifier, SqlValue};
+use wharf_plugins::capabilities::{BackendSettings, Backends, HostError, SqlBackend};
 use wharf_tenancy::test_support::{
     fresh_postgres_url, process_cpu_time, process_rss_bytes, unique_suffix,
 };
@@ -62,7 +62,7 @@ async fn postgres_locks_and_catalogs_are_the_tenants_own() {
         .unwrap();
     assert_eq!(
         r.rows,
-        vec![vec![SqlValue::Bool(true)]],
+        vec![vec![SqlValue::Boolean(true)]],
         "B's lock 42 is B's own"
     );
     bb.execute("SELECT pg_advisory_unlock_all()", vec![])
@@ -123,7 +123,7 @@ async fn postgres_locks_and_catalogs_are_the_tenants_own() {
         let r = bb.query(stmt, vec![]).await.unwrap();
         assert_eq!(
             r.rows,
-            vec![vec![SqlValue::Int(0)]],
+            vec![vec![SqlValue::Int64(0)]],
             "{what} shows A's objects to B"
         );
     }
@@ -240,7 +240,7 @@ async fn sqlite_statement_past_its_deadline_is_stopped_and_its_connection_return
         "{spent:?} of CPU while idle"
     );
     let r = sql.query("SELECT 7", vec![]).await.unwrap();
-    assert_eq!(r.rows, vec![vec![SqlValue::Int(7)]]);
+    assert_eq!(r.rows, vec![vec![SqlValue::Int64(7)]]);
 }
 
 #[tokio::test]
@@ -332,7 +332,7 @@ async fn a_removed_tenants_data_is_purged_and_a_new_owner_of_its_id_starts_empty
                 .command("GET", vec![bulk("secret")])
                 .await
                 .unwrap(),
-            wharf_tenancy::backends::redis::Reply::Nil,
+            wharf_plugins::capabilities::redis::RedisValue::Nil,
             "{sql:?}: Redis keys survived"
         );
         let e = t

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wharf_metrics::Metrics;
-use wharf_tenancy::backends::redis::Reply;
-use wharf_tenancy::backends::sql::SqlValue;
-use wharf_tenancy::backends::{BackendSettings, Backends, HostError, SqlBackend};
+use wharf_plugins::capabilities::redis::{RedisScalar, RedisValue};
+use wharf_plugins::capabilities::sql::SqlValue;
+use wharf_plugins::capabilities::{BackendSettings, Backends, HostError, SqlBackend};
 use wharf_tenancy::test_support::{fresh_postgres_url, unique_suffix};
 use wharf_tenancy::Quotas;
 
@@ -46,31 +46,31 @@ async fn redis_keys_are_namespaced_and_dangerous_commands_denied() {
         ra.command("SET", vec![bulk("secret"), bulk("a's")])
             .await
             .unwrap(),
-        Reply::Status("OK".into())
+        RedisValue::Status("OK".into())
     );
     assert_eq!(
         ra.command("get", vec![bulk("secret")]).await.unwrap(),
-        Reply::Bulk(bulk("a's"))
+        RedisValue::Bulk(bulk("a's"))
     );
     // The same key name from another tenant is another key.
     assert_eq!(
         re.command("GET", vec![bulk("secret")]).await.unwrap(),
-        Reply::Nil
+        RedisValue::Nil
     );
     // Naming a's full key does not escape: it is prefixed again.
     let full = format!(
         "{}secret",
-        wharf_tenancy::backends::redis::key_prefix(&a_id)
+        wharf_plugins::capabilities::redis::key_prefix(&a_id)
     );
     assert_eq!(
         re.command("GET", vec![bulk(&full)]).await.unwrap(),
-        Reply::Nil
+        RedisValue::Nil
     );
     assert_eq!(
         re.command("MGET", vec![bulk("secret"), bulk(&full)])
             .await
             .unwrap(),
-        Reply::Array(vec![Reply::Nil, Reply::Nil])
+        RedisValue::Array(vec![RedisScalar::Nil, RedisScalar::Nil])
     );
     // RENAME stays inside the namespace on both sides.
     re.command("SET", vec![bulk("mine"), bulk("x")])
@@ -81,7 +81,7 @@ async fn redis_keys_are_namespaced_and_dangerous_commands_denied() {
         .unwrap();
     assert_eq!(
         ra.command("GET", vec![bulk("secret")]).await.unwrap(),
-        Reply::Bulk(bulk("a's")),
+        RedisValue::Bulk(bulk("a's")),
         "a's key untouched"
     );
     // MSET prefixes every key, not the values.
@@ -90,7 +90,7 @@ async fn redis_keys_are_namespaced_and_dangerous_commands_denied() {
         .unwrap();
     assert_eq!(
         re.command("GET", vec![bulk("k1")]).await.unwrap(),
-        Reply::Bulk(bulk(&full))
+        RedisValue::Bulk(bulk(&full))
     );
 
     for denied in [
@@ -224,7 +224,7 @@ async fn redis_down_then_back_without_rebuilding() {
     assert!(ok, "recovers after a restart, without rebuilding the pool");
 }
 
-async fn pings_within_5s(t: &wharf_tenancy::backends::TenantBackends) -> bool {
+async fn pings_within_5s(t: &wharf_plugins::capabilities::TenantBackends) -> bool {
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if t.redis()
@@ -284,7 +284,7 @@ async fn postgres_tenants_cannot_escape_their_schema() {
         ]
     );
 
-    let a_schema = wharf_tenancy::backends::sql::pg_identifier(&a_id);
+    let a_schema = wharf_plugins::capabilities::sql::pg_identifier(&a_id);
     let attacks = [
         format!("SELECT * FROM {a_schema}.secrets"),
         format!("SET ROLE {a_schema}"),
@@ -293,7 +293,7 @@ async fn postgres_tenants_cannot_escape_their_schema() {
         "SELECT rolpassword FROM pg_authid".to_string(),
         format!(
             "ALTER ROLE {} SUPERUSER",
-            wharf_tenancy::backends::sql::pg_identifier(&e_id)
+            wharf_plugins::capabilities::sql::pg_identifier(&e_id)
         ),
         "CREATE EXTENSION IF NOT EXISTS dblink".to_string(),
         "CREATE TABLE public.planted (x int)".to_string(),
@@ -342,7 +342,7 @@ async fn postgres_tenants_cannot_escape_their_schema() {
             .await
             .unwrap()
             .rows,
-        vec![vec![SqlValue::Int(2)]]
+        vec![vec![SqlValue::Int64(2)]]
     );
 }
 
@@ -407,7 +407,7 @@ async fn sqlite_tenants_stay_in_their_file() {
             .await
             .unwrap()
             .rows,
-        vec![vec![SqlValue::Text("s".into()), SqlValue::Int(1)]]
+        vec![vec![SqlValue::Text("s".into()), SqlValue::Int64(1)]]
     );
     let other = dir.join("a.db");
     for stmt in [

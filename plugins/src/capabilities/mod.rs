@@ -1,14 +1,26 @@
-//! Per-tenant Redis and SQL for plugins' host calls: pools sized by the tenant's quotas, rate
-//! limits, and isolation (Redis key namespaces; a Postgres schema and role, or a SQLite file,
-//! per tenant). Pools are created lazily on first use, inside the runtime that uses them.
+//! Host capabilities: what a plugin may import besides computing. Each capability is one module
+//! of one shape:
+//!
+//! | module | binding (`host.rs` or inline) | tenant-level state | per-request state |
+//! |---|---|---|---|
+//! | `log` | `wharf:plugin/log` | — | lines left ([`log::LogBudget`]) |
+//! | `config` | `wharf:plugin/config` | — | the attachment's key/values |
+//! | `redis` | `wharf:plugin/redis` | [`redis::TenantRedis`]: pool, allow-list, namespace, rate, memory quota | — |
+//! | `sql` | `wharf:plugin/sql` | [`sql::TenantSql`]: pool, own database, rate, row/byte/storage caps | — |
+//!
+//! Per-request state lives in [`crate::state::PluginState`]; quotas come from the tenant's
+//! [`wharf_tenancy::Quotas`]; metrics and the `host_call` span are recorded by
+//! [`crate::state::HostCall`] for every capability alike. Tenant-level state is built lazily on
+//! first use by [`lazy`], which keeps only successes: a backend that was down is retried on the
+//! next call, for every capability the same way. Adding a capability: a module here with its
+//! binding and state, a `OnceCell` in [`TenantBackends`], its interface in `wit/`.
 
+pub mod config;
 mod error;
-pub mod postgres;
+pub mod log;
 mod quota;
 pub mod redis;
-mod redis_script;
 pub mod sql;
-pub mod sqlite;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -19,7 +31,7 @@ use wharf_metrics::Metrics;
 
 pub use error::HostError;
 
-use crate::model::Quotas;
+use wharf_tenancy::Quotas;
 
 /// Where tenants' data lives; from the bootstrap file.
 #[derive(Debug, Clone, Default)]
@@ -56,7 +68,7 @@ pub const DEFAULT_RESULT_BUDGET_BYTES: u64 = 256 << 20;
 pub struct TenantBackends {
     pub tenant: String,
     pub quotas: Quotas,
-    redis: OnceCell<Option<redis::TenantRedis>>,
+    redis: OnceCell<redis::TenantRedis>,
     sql: OnceCell<sql::TenantSql>,
     settings: BackendSettings,
     metrics: Arc<Metrics>,
@@ -94,7 +106,7 @@ impl Backends {
         if lock(&self.provisioned).contains(&key) {
             return Ok(());
         }
-        postgres::provision(tenant, admin_url, quotas).await?;
+        sql::postgres::provision(tenant, admin_url, quotas).await?;
         lock(&self.provisioned).insert(key);
         Ok(())
     }
@@ -132,8 +144,8 @@ impl Backends {
         }
         match &self.settings.sql {
             SqlBackend::Disabled => {}
-            SqlBackend::Postgres(admin) => postgres::purge(tenant, admin).await?,
-            SqlBackend::Sqlite(dir) => sqlite::purge(tenant, dir)?,
+            SqlBackend::Postgres(admin) => sql::postgres::purge(tenant, admin).await?,
+            SqlBackend::Sqlite(dir) => sql::sqlite::purge(tenant, dir)?,
         }
         Ok(())
     }
@@ -147,49 +159,64 @@ impl Backends {
 
 impl TenantBackends {
     pub async fn redis(&self) -> Result<&redis::TenantRedis, HostError> {
-        let r = self
-            .redis
-            .get_or_init(|| async {
-                let url = self.settings.redis_url.as_deref()?;
-                let budget = self.budget.clone();
-                match redis::TenantRedis::new(
-                    &self.tenant,
-                    url,
-                    &self.quotas,
-                    self.metrics.clone(),
-                    budget,
-                ) {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        tracing::error!(tenant = %self.tenant, "cannot build Redis pool: {e}");
-                        None
-                    }
-                }
-            })
-            .await;
-        r.as_ref().ok_or(HostError::BackendUnavailable)
+        let url = self
+            .settings
+            .redis_url
+            .as_deref()
+            .ok_or(HostError::BackendUnavailable)?;
+        lazy(&self.tenant, "redis", &self.redis, || async {
+            redis::TenantRedis::new(
+                &self.tenant,
+                url,
+                &self.quotas,
+                self.metrics.clone(),
+                self.budget.clone(),
+            )
+        })
+        .await
     }
 
     pub async fn sql(&self) -> Result<&sql::TenantSql, HostError> {
-        // Only success is kept: a backend that was down at first use is retried on the next call.
-        self.sql
-            .get_or_try_init(|| async {
-                let key = (self.tenant.clone(), self.quotas.sql_max_connections);
-                let provisioned = lock(&self.provisioned).contains(&key);
-                let opened = sql::TenantSql::open(
-                    &self.tenant,
-                    &self.settings.sql,
-                    &self.quotas,
-                    provisioned,
-                    self.metrics.clone(),
-                    self.budget.clone(),
-                )
-                .await?;
-                lock(&self.provisioned).insert(key);
-                Ok(opened)
-            })
-            .await
+        lazy(&self.tenant, "sql", &self.sql, || async {
+            let key = (self.tenant.clone(), self.quotas.sql_max_connections);
+            let provisioned = lock(&self.provisioned).contains(&key);
+            let opened = sql::TenantSql::open(
+                &self.tenant,
+                &self.settings.sql,
+                &self.quotas,
+                provisioned,
+                self.metrics.clone(),
+                self.budget.clone(),
+            )
+            .await?;
+            lock(&self.provisioned).insert(key);
+            Ok(opened)
+        })
+        .await
     }
+}
+
+/// A capability's tenant-level state, built on first use. Only success is kept: a backend that
+/// was down at first use is retried on the next call.
+async fn lazy<'a, T, F, Fut>(
+    tenant: &str,
+    capability: &'static str,
+    cell: &'a OnceCell<T>,
+    build: F,
+) -> Result<&'a T, HostError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<T, HostError>>,
+{
+    // Debug, not warn: while a backend is down every call lands here; the host-call metrics
+    // (outcome `backend_unavailable`) are what operators watch.
+    cell.get_or_try_init(build).await.inspect_err(|e| {
+        tracing::debug!(
+            tenant,
+            capability,
+            "cannot open the tenant's {capability}: {e}"
+        );
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
