@@ -182,8 +182,14 @@ async fn host_call_held_past_the_deadline_fails_only_that_request() {
         .set_quotas(
             &t,
             &Quotas {
-                plugin_deadline_ms: 200,
-                sql_statement_timeout_ms: 10_000,
+                plugin: wharf_tenancy::PluginQuotas {
+                    deadline_ms: 200,
+                    ..Default::default()
+                },
+                sql: wharf_tenancy::SqlQuotas {
+                    statement_timeout_ms: 10_000,
+                    ..Default::default()
+                },
                 ..Quotas::default()
             },
         )

@@ -138,8 +138,11 @@ async fn hostile_plugins_fail_only_their_own_requests() {
         .set_quotas(
             "evil",
             &Quotas {
-                plugin_fuel: 100_000_000_000,
-                plugin_deadline_ms: 100,
+                plugin: wharf_tenancy::PluginQuotas {
+                    fuel: 100_000_000_000,
+                    deadline_ms: 100,
+                    ..Default::default()
+                },
                 ..Quotas::default()
             },
         )
@@ -153,7 +156,10 @@ async fn hostile_plugins_fail_only_their_own_requests() {
         .set_quotas(
             "stingy",
             &Quotas {
-                plugin_fuel: 10_000,
+                plugin: wharf_tenancy::PluginQuotas {
+                    fuel: 10_000,
+                    ..Default::default()
+                },
                 ..Quotas::default()
             },
         )

@@ -17,9 +17,12 @@ async fn tenant_with_rate(store: &Store, up: &Upstream, scope: RateScope) -> Str
         .await
         .unwrap();
     let q = Quotas {
-        requests_per_second: 5,
-        burst: 5,
-        rate_limit_scope: scope,
+        requests: wharf_tenancy::RequestQuotas {
+            requests_per_second: 5,
+            burst: 5,
+            rate_limit_scope: scope,
+            ..Default::default()
+        },
         ..Quotas::default()
     };
     store.set_quotas(&t, &q).await.unwrap();
@@ -112,8 +115,11 @@ async fn limit_holds_under_concurrent_load() {
         .set_quotas(
             &t,
             &Quotas {
-                requests_per_second: 50,
-                burst: 10,
+                requests: wharf_tenancy::RequestQuotas {
+                    requests_per_second: 50,
+                    burst: 10,
+                    ..Default::default()
+                },
                 ..Quotas::default()
             },
         )

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use wharf_metrics::Metrics;
 use wharf_plugins::types::{Header, Request};
-use wharf_plugins::{Invocation, PluginRuntime, RuntimeSettings, TenantLimits};
+use wharf_plugins::{Invocation, PluginQuotas, PluginRuntime, RuntimeSettings};
 
 use crate::stats::{micros, Summary};
 
@@ -96,9 +96,9 @@ async fn measure(runtime: &PluginRuntime, args: &Args) -> anyhow::Result<(Summar
         tenant_id: "bench".into(),
         route_id: "api".into(),
     };
-    let limits = TenantLimits {
+    let limits = PluginQuotas {
         deadline_ms: 1000,
-        ..TenantLimits::default()
+        ..PluginQuotas::default()
     };
     let mut samples = Vec::with_capacity(args.iterations);
     let total = Instant::now();

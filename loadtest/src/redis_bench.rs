@@ -9,7 +9,7 @@ use std::time::Instant;
 use wharf_metrics::Metrics;
 use wharf_plugins::capabilities::{BackendSettings, Backends, SqlBackend};
 use wharf_plugins::types::{Header, Request};
-use wharf_plugins::{Invocation, PluginRuntime, RuntimeSettings, TenantLimits};
+use wharf_plugins::{Invocation, PluginQuotas, PluginRuntime, RuntimeSettings};
 use wharf_tenancy::Quotas;
 
 use crate::stats::{micros, Summary};
@@ -28,7 +28,10 @@ pub fn run(redis_url: String, bytes: Vec<u8>, iterations: usize) -> anyhow::Resu
             metrics.clone(),
         );
         let quotas = Quotas {
-            redis_commands_per_second: 1_000_000,
+            redis: wharf_tenancy::RedisQuotas {
+                commands_per_second: 1_000_000,
+                ..Default::default()
+            },
             ..Quotas::default()
         };
         let tenant_backends = backends.tenant("bench", &quotas);
@@ -55,9 +58,9 @@ pub fn run(redis_url: String, bytes: Vec<u8>, iterations: usize) -> anyhow::Resu
             tenant_id: "bench".into(),
             route_id: "api".into(),
         };
-        let limits = TenantLimits {
+        let limits = PluginQuotas {
             deadline_ms: 1000,
-            ..TenantLimits::default()
+            ..PluginQuotas::default()
         };
         println!("{iterations} sequential requests each, after 500 warm-up; one INCR per request");
         println!("{:<14} {:>10} {:>10} {:>10}", "path", "p50", "p90", "p99");

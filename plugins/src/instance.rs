@@ -18,15 +18,15 @@ use crate::cache::CompiledPlugin;
 use crate::clock::{self, CallClock, Overrun};
 use crate::error::PluginError;
 use crate::output;
-use crate::settings::TenantLimits;
 use crate::state::PluginState;
+use wharf_tenancy::PluginQuotas;
 
 pub struct PluginInstance {
     /// `None` while a call runs on the plugin threads, or after a call was lost with its task.
     live: Option<Box<Live>>,
     tenant: Arc<str>,
     plugin: Arc<str>,
-    limits: TenantLimits,
+    limits: PluginQuotas,
     /// Own time the request's calls may still use.
     remaining: Duration,
     executor: Handle,
@@ -75,7 +75,7 @@ impl PluginInstance {
     pub(crate) fn new(
         store: Store<PluginState>,
         compiled: Arc<CompiledPlugin>,
-        limits: TenantLimits,
+        limits: PluginQuotas,
         executor: Handle,
         metrics: Arc<Metrics>,
         permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
@@ -238,7 +238,7 @@ impl Live {
         mut self: Box<Self>,
         op: Op,
         budget: Duration,
-        limits: TenantLimits,
+        limits: PluginQuotas,
     ) -> (Box<Self>, Result<Done, PluginError>, Duration) {
         let slot = self.store.data().cpu.clone();
         let queue_cap = self.store.data().queue_cap;
@@ -296,7 +296,7 @@ fn queue_full(plugin: String, cap: Duration) -> PluginError {
 }
 
 /// Why a call (or the instantiation, whose start function runs wasm too) failed.
-fn classify(state: &PluginState, limits: &TenantLimits, e: wasmtime::Error) -> PluginError {
+fn classify(state: &PluginState, limits: &PluginQuotas, e: wasmtime::Error) -> PluginError {
     let plugin = state.plugin.to_string();
     if state.timed_out {
         return PluginError::Timeout {

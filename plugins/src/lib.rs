@@ -23,6 +23,7 @@ pub use cache::{sha256_hex, CompiledPlugin};
 pub use error::{PluginError, RejectError};
 pub use instance::PluginInstance;
 pub use runtime::{Invocation, PluginRuntime};
-pub use settings::{RuntimeSettings, TenantLimits};
+pub use settings::RuntimeSettings;
+pub use wharf_tenancy::PluginQuotas;
 #[doc(hidden)]
 pub mod test_support;

@@ -23,8 +23,9 @@ use crate::error::{PluginError, RejectError};
 use crate::fair::FairScheduler;
 use crate::instance::PluginInstance;
 use crate::limits::StoreLimiter;
-use crate::settings::{RuntimeSettings, TenantLimits};
+use crate::settings::RuntimeSettings;
 use crate::state::PluginState;
+use wharf_tenancy::PluginQuotas;
 
 pub struct PluginRuntime {
     engine: Engine,
@@ -44,7 +45,7 @@ pub struct PluginRuntime {
 pub struct Invocation<'a> {
     pub tenant: &'a Arc<str>,
     pub plugin: &'a Arc<str>,
-    pub limits: TenantLimits,
+    pub limits: PluginQuotas,
     pub config: Arc<BTreeMap<String, String>>,
     /// The tenant's Redis and SQL for host calls.
     pub backends: Option<Arc<TenantBackends>>,

@@ -58,30 +58,3 @@ impl Default for RuntimeSettings {
         }
     }
 }
-
-/// What one tenant's plugins may spend per request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(default)]
-pub struct TenantLimits {
-    /// Fuel per request (all phases, one plugin): a deterministic CPU budget.
-    pub fuel: u64,
-    /// Time budget per request (all phases, one plugin): the plugin's own running and host-call
-    /// time. Time spent waiting for the CPU behind other plugins, or between phases (the
-    /// upstream), is not charged.
-    pub deadline_ms: u64,
-    /// Sum of all linear memories and tables of one plugin instance.
-    pub memory_bytes: u64,
-    /// Plugin instances of this tenant alive at once.
-    pub max_instances: u32,
-}
-
-impl Default for TenantLimits {
-    fn default() -> Self {
-        TenantLimits {
-            fuel: 50_000_000,
-            deadline_ms: 100,
-            memory_bytes: 16 << 20,
-            max_instances: 64,
-        }
-    }
-}

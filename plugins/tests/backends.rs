@@ -148,8 +148,11 @@ async fn redis_keys_are_namespaced_and_dangerous_commands_denied() {
 async fn redis_quotas_rate_and_reply_size() {
     let b = backends(SqlBackend::Disabled);
     let q = Quotas {
-        redis_commands_per_second: 5,
-        redis_max_reply_bytes: 1024,
+        redis: wharf_tenancy::RedisQuotas {
+            commands_per_second: 5,
+            max_reply_bytes: 1024,
+            ..Default::default()
+        },
         ..Quotas::default()
     };
     let t = b.tenant(&tenant_id("q"), &q);
@@ -253,7 +256,10 @@ async fn postgres_tenants_cannot_escape_their_schema() {
     let b = backends(SqlBackend::Postgres(admin.clone()));
     let (a_id, e_id) = (tenant_id("a"), tenant_id("evil"));
     let q = Quotas {
-        sql_statement_timeout_ms: 300,
+        sql: wharf_tenancy::SqlQuotas {
+            statement_timeout_ms: 300,
+            ..Default::default()
+        },
         ..Quotas::default()
     };
     let a = b.tenant(&a_id, &q);
@@ -351,9 +357,12 @@ async fn postgres_pool_quota_two_of_ten() {
     let admin = fresh_postgres_url().await;
     let b = backends(SqlBackend::Postgres(admin));
     let q = Quotas {
-        sql_max_connections: 2,
+        sql: wharf_tenancy::SqlQuotas {
+            max_connections: 2,
+            statement_timeout_ms: 5000,
+            ..Default::default()
+        },
         pool_wait_ms: 100,
-        sql_statement_timeout_ms: 5000,
         ..Quotas::default()
     };
     let t = b.tenant(&tenant_id("pool"), &q);

@@ -10,8 +10,8 @@ use wharf_metrics::Metrics;
 use wharf_plugins::test_support::*;
 use wharf_plugins::types::{Header, Request};
 use wharf_plugins::{
-    CompiledPlugin, Invocation, PluginError, PluginRuntime, RejectError, RuntimeSettings,
-    TenantLimits,
+    CompiledPlugin, Invocation, PluginError, PluginQuotas, PluginRuntime, RejectError,
+    RuntimeSettings,
 };
 
 fn runtime(threads: usize, queue_ms: u64) -> (Arc<PluginRuntime>, Arc<Metrics>) {
@@ -46,7 +46,7 @@ async fn call(
     rt: &PluginRuntime,
     tenant: &str,
     compiled: &Arc<CompiledPlugin>,
-    limits: TenantLimits,
+    limits: PluginQuotas,
 ) -> Result<(), PluginError> {
     let (tenant, plugin): (Arc<str>, Arc<str>) = (tenant.into(), "p".into());
     let inv = Invocation {
@@ -60,12 +60,12 @@ async fn call(
     instance.on_request(request()).await.map(|_| ())
 }
 
-fn spinning() -> TenantLimits {
-    TenantLimits {
+fn spinning() -> PluginQuotas {
+    PluginQuotas {
         fuel: u64::MAX / 4,
         deadline_ms: 300,
         max_instances: 128,
-        ..TenantLimits::default()
+        ..PluginQuotas::default()
     }
 }
 
@@ -84,9 +84,9 @@ async fn a_tenant_saturating_the_plugin_threads_does_not_slow_or_time_out_anothe
     tokio::time::sleep(Duration::from_millis(50)).await;
     // Good: a 50 ms deadline. Waiting behind 48 spinners (queued in 1 ms slices) would blow it
     // if it were charged; only good's own running time is.
-    let good_limits = TenantLimits {
+    let good_limits = PluginQuotas {
         deadline_ms: 50,
-        ..TenantLimits::default()
+        ..PluginQuotas::default()
     };
     // Every call succeeds within its 50 ms of own time. (How long good waits in wall time is
     // measured, not asserted: `wharf-load noisy-neighbour`, docs/benchmarks.md.)
@@ -125,7 +125,7 @@ async fn waiting_for_the_cpu_is_capped_and_reported_as_capacity_not_timeout() {
     // 1 ms slices, so each waits far longer than 40 ms before using its 1 s of own time.
     let (rt, _) = runtime(1, 40);
     let spin = rt.validate(infinite_loop().as_bytes()).unwrap();
-    let limits = TenantLimits {
+    let limits = PluginQuotas {
         deadline_ms: 1_000,
         ..spinning()
     };
@@ -154,10 +154,10 @@ async fn fuel_exhausted_in_the_start_function_is_reported_as_fuel() {
     let (rt, _) = runtime(1, 1_000);
     let wat = wat_plugin("", "(func $spin (loop $l (br $l))) (start $spin)", 1);
     let compiled = rt.validate(wat.as_bytes()).unwrap();
-    let limits = TenantLimits {
+    let limits = PluginQuotas {
         fuel: 10_000,
         deadline_ms: 5_000,
-        ..TenantLimits::default()
+        ..PluginQuotas::default()
     };
     let err = call(&rt, "t", &compiled, limits).await.unwrap_err();
     assert_eq!(err.code(), "plugin_fuel_exhausted", "{err}");

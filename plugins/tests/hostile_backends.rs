@@ -172,7 +172,10 @@ async fn postgres_storage_quota_refuses_writes_until_data_is_removed() {
     let admin = fresh_postgres_url().await;
     let b = backends(SqlBackend::Postgres(admin));
     let q = Quotas {
-        sql_max_storage_bytes: 1 << 20,
+        sql: wharf_tenancy::SqlQuotas {
+            max_storage_bytes: 1 << 20,
+            ..Default::default()
+        },
         ..Quotas::default()
     };
     let t = b.tenant(&tenant_id("fat"), &q);
@@ -216,8 +219,11 @@ async fn sqlite_statement_past_its_deadline_is_stopped_and_its_connection_return
     let _serial = SERIAL.lock().await;
     let b = backends(SqlBackend::Sqlite(sqlite_dir()));
     let q = Quotas {
-        sql_statement_timeout_ms: 300,
-        sql_max_connections: 1,
+        sql: wharf_tenancy::SqlQuotas {
+            statement_timeout_ms: 300,
+            max_connections: 1,
+            ..Default::default()
+        },
         ..Quotas::default()
     };
     let t = b.tenant(&tenant_id("spin"), &q);
@@ -249,7 +255,10 @@ async fn sqlite_values_and_files_are_capped() {
     let dir = sqlite_dir();
     let b = backends(SqlBackend::Sqlite(dir.clone()));
     let q = Quotas {
-        sql_max_storage_bytes: 256 << 10,
+        sql: wharf_tenancy::SqlQuotas {
+            max_storage_bytes: 256 << 10,
+            ..Default::default()
+        },
         ..Quotas::default()
     };
     let id = tenant_id("grow");
@@ -362,7 +371,10 @@ async fn the_node_budget_for_results_in_flight_is_shared_and_fails_fast() {
         1 << 20,
     );
     let q = Quotas {
-        sql_statement_timeout_ms: 600,
+        sql: wharf_tenancy::SqlQuotas {
+            statement_timeout_ms: 600,
+            ..Default::default()
+        },
         ..Quotas::default()
     };
     let (x, y) = (b.tenant(&tenant_id("x"), &q), b.tenant(&tenant_id("y"), &q));

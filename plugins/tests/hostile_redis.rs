@@ -83,7 +83,10 @@ async fn redis_memory_quota_bites_and_single_commands_cannot_jump_it() {
     let _serial = SERIAL.lock().await;
     let b = redis_backends();
     let q = Quotas {
-        redis_max_memory_bytes: 256 << 10,
+        redis: wharf_tenancy::RedisQuotas {
+            max_memory_bytes: 256 << 10,
+            ..Default::default()
+        },
         ..Quotas::default()
     };
     let t = b.tenant(&tenant_id("rgrow"), &q);

@@ -9,7 +9,7 @@ use wharf_metrics::Metrics;
 use wharf_plugins::test_support::*;
 use wharf_plugins::types::{Header, HeaderOp, Request, RequestAction, Response};
 use wharf_plugins::{
-    Invocation, PluginError, PluginRuntime, RejectError, RuntimeSettings, TenantLimits,
+    Invocation, PluginError, PluginQuotas, PluginRuntime, RejectError, RuntimeSettings,
 };
 
 fn runtime_in(dir: Option<&std::path::Path>) -> (Arc<PluginRuntime>, Arc<Metrics>) {
@@ -53,7 +53,7 @@ fn config(pairs: &[(&str, &str)]) -> Arc<BTreeMap<String, String>> {
 async fn run_request(
     rt: &PluginRuntime,
     bytes: &[u8],
-    limits: TenantLimits,
+    limits: PluginQuotas,
     cfg: &[(&str, &str)],
     req: &Request,
 ) -> Result<RequestAction, PluginError> {
@@ -104,7 +104,7 @@ async fn c_add_header_uses_config_and_keeps_state_between_phases() {
         let inv = Invocation {
             tenant: &tenant,
             plugin: &plugin,
-            limits: TenantLimits::default(),
+            limits: PluginQuotas::default(),
             config: cfg,
             backends: None,
         };
@@ -146,7 +146,7 @@ async fn c_api_key_auth_short_circuits_without_a_key() {
     let denied = run_request(
         &rt,
         &bytes,
-        TenantLimits::default(),
+        PluginQuotas::default(),
         &cfg,
         &request("/", &[]),
     )
@@ -162,7 +162,7 @@ async fn c_api_key_auth_short_circuits_without_a_key() {
     let wrong = run_request(
         &rt,
         &bytes,
-        TenantLimits::default(),
+        PluginQuotas::default(),
         &cfg,
         &request("/", &[("x-api-key", "k3")]),
     )
@@ -171,7 +171,7 @@ async fn c_api_key_auth_short_circuits_without_a_key() {
     let allowed = run_request(
         &rt,
         &bytes,
-        TenantLimits::default(),
+        PluginQuotas::default(),
         &cfg,
         &request("/", &[("X-Api-Key", "k2")]),
     )
@@ -192,7 +192,7 @@ async fn js_path_rewrite() {
     match run_request(
         &rt,
         &bytes,
-        TenantLimits::default(),
+        PluginQuotas::default(),
         &cfg,
         &request("/v1/users?id=7", &[]),
     )
@@ -210,7 +210,7 @@ async fn js_path_rewrite() {
     match run_request(
         &rt,
         &bytes,
-        TenantLimits::default(),
+        PluginQuotas::default(),
         &cfg,
         &request("/v10", &[]),
     )
@@ -225,17 +225,17 @@ async fn js_path_rewrite() {
 #[tokio::test]
 async fn adversarial_plugins_fail_only_their_own_request() {
     let (rt, metrics) = runtime_in(None);
-    let generous_fuel = TenantLimits {
+    let generous_fuel = PluginQuotas {
         fuel: u64::MAX / 4,
         deadline_ms: 200,
-        ..TenantLimits::default()
+        ..PluginQuotas::default()
     };
-    let little_fuel = TenantLimits {
+    let little_fuel = PluginQuotas {
         fuel: 100_000,
         deadline_ms: 5_000,
-        ..TenantLimits::default()
+        ..PluginQuotas::default()
     };
-    let cases: Vec<(&str, String, TenantLimits, &str)> = vec![
+    let cases: Vec<(&str, String, PluginQuotas, &str)> = vec![
         (
             "loop past deadline",
             infinite_loop(),
@@ -251,7 +251,7 @@ async fn adversarial_plugins_fail_only_their_own_request() {
         (
             "memory growth",
             memory_hog(),
-            TenantLimits::default(),
+            PluginQuotas::default(),
             "plugin_memory_limit",
         ),
         (
@@ -263,13 +263,13 @@ async fn adversarial_plugins_fail_only_their_own_request() {
         (
             "unreachable",
             trap(),
-            TenantLimits::default(),
+            PluginQuotas::default(),
             "plugin_trap",
         ),
         (
             "1 MB of headers",
             huge_headers(),
-            TenantLimits::default(),
+            PluginQuotas::default(),
             "plugin_invalid_output",
         ),
     ];
@@ -281,7 +281,7 @@ async fn adversarial_plugins_fail_only_their_own_request() {
             run_request(&rt, wat.as_bytes(), limits, &[], &root),
             async {
                 tokio::time::sleep(Duration::from_millis(5)).await;
-                run_request(&rt, &good, TenantLimits::default(), &[], &request("/", &[])).await
+                run_request(&rt, &good, PluginQuotas::default(), &[], &request("/", &[])).await
             }
         );
         let err = bad.expect_err(what);
@@ -305,10 +305,10 @@ async fn adversarial_plugins_fail_only_their_own_request() {
 async fn timeout_yields_to_other_requests_on_one_thread() {
     // Current-thread runtime: the looping plugin must yield at epoch ticks for the other to run.
     let (rt, _) = runtime_in(None);
-    let looping = TenantLimits {
+    let looping = PluginQuotas {
         fuel: u64::MAX / 4,
         deadline_ms: 300,
-        ..TenantLimits::default()
+        ..PluginQuotas::default()
     };
     let started = std::time::Instant::now();
     let (spin, root) = (infinite_loop(), request("/", &[]));
@@ -319,7 +319,7 @@ async fn timeout_yields_to_other_requests_on_one_thread() {
             let r = run_request(
                 &rt,
                 noop().as_bytes(),
-                TenantLimits::default(),
+                PluginQuotas::default(),
                 &[],
                 &request("/", &[]),
             )
@@ -340,9 +340,9 @@ async fn timeout_yields_to_other_requests_on_one_thread() {
 async fn tenant_instance_quota_is_enforced() {
     let (rt, _) = runtime_in(None);
     let compiled = rt.validate(noop().as_bytes()).unwrap();
-    let limits = TenantLimits {
+    let limits = PluginQuotas {
         max_instances: 2,
-        ..TenantLimits::default()
+        ..PluginQuotas::default()
     };
     let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
     let p: Arc<str> = "p".into();

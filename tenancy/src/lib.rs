@@ -2,14 +2,16 @@
 
 pub mod error;
 pub mod model;
+pub mod quotas;
 pub mod routing;
 pub mod store;
 
 pub use error::{StoreError, ValidationError};
 pub use model::{
-    HealthCheck, HealthCheckKind, HostPattern, OnError, PluginAttachment, PluginVersion, Quotas,
-    RateScope, Route, Tenant, Timeouts, UpstreamTarget,
+    HealthCheck, HealthCheckKind, HostPattern, OnError, PluginAttachment, PluginVersion, Route,
+    Tenant, Timeouts, UpstreamTarget,
 };
+pub use quotas::{PluginQuotas, Quotas, RateScope, RedisQuotas, RequestQuotas, SqlQuotas};
 pub use store::{ApiKeyInfo, AuditEntry, ConfigSnapshot, Store};
 #[doc(hidden)]
 pub mod test_support;

@@ -66,7 +66,8 @@ pub fn select_route(routes: &[Route], method: &str, path: &str) -> Option<usize>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Quotas, Timeouts, UpstreamTarget};
+    use crate::model::{Timeouts, UpstreamTarget};
+    use crate::quotas::Quotas;
 
     fn route(id: &str, prefix: &str, methods: &[&str]) -> Route {
         Route {

@@ -223,16 +223,22 @@ async fn plugins_and_quotas(store: Store) {
     assert!(store.route("acme", "api").await.unwrap().plugins.is_empty());
 
     let quotas = Quotas {
-        plugin_fuel: 5_000,
+        plugin: wharf_tenancy::PluginQuotas {
+            fuel: 5_000,
+            ..Default::default()
+        },
         ..Quotas::default()
     };
     store.set_quotas("acme", &quotas).await.unwrap();
     assert_eq!(
-        store.tenant("acme").await.unwrap().quotas.plugin_fuel,
+        store.tenant("acme").await.unwrap().quotas.plugin.fuel,
         5_000
     );
     let bad = Quotas {
-        plugin_deadline_ms: 0,
+        plugin: wharf_tenancy::PluginQuotas {
+            deadline_ms: 0,
+            ..Default::default()
+        },
         ..Quotas::default()
     };
     assert!(matches!(

@@ -91,7 +91,8 @@ async fn admit_upload(
         .tenant(tenant)
         .await?
         .quotas
-        .plugin_max_bytes
+        .plugin
+        .max_bytes
         .min(s.max_plugin_bytes as u64);
     let slot = s.uploads.admit(tenant).await?;
     Ok((store, limit, slot))

@@ -421,7 +421,7 @@ pub async fn plugin(cmd: PluginCmd) -> anyhow::Result<()> {
                 }
                 Target::Store(store) => {
                     let boot = Bootstrap::load(args.config.as_deref())?.with_store_args(&args);
-                    let limit = store.tenant(&tenant).await?.quotas.plugin_max_bytes;
+                    let limit = store.tenant(&tenant).await?.quotas.plugin.max_bytes;
                     if bytes.len() as u64 > limit {
                         bail!("{} is {} bytes, over tenant {tenant}'s plugin size limit of {limit} bytes", file.display(), bytes.len());
                     }

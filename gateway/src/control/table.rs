@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use wharf_plugins::capabilities::{Backends as TenantBackendSet, TenantBackends};
-use wharf_plugins::TenantLimits;
+use wharf_plugins::PluginQuotas;
 use wharf_tenancy::model::normalize_host;
 use wharf_tenancy::routing::{select_route, HostIndex};
 use wharf_tenancy::{ConfigSnapshot, OnError, Quotas, Route, Tenant};
@@ -26,7 +26,7 @@ pub struct CompiledTenant {
     pub routes: Vec<Arc<CompiledRoute>>,
     /// The same routes' specs, in the same order: what route selection matches against.
     specs: Vec<Route>,
-    pub limits: TenantLimits,
+    pub limits: PluginQuotas,
     /// Redis and SQL for this tenant's plugins (pools open lazily, on first use).
     pub backends: Arc<TenantBackends>,
     /// Requests per second and burst; `None`: unlimited.
@@ -109,7 +109,7 @@ impl RoutingTable {
                     id: t.id.as_str().into(),
                     routes,
                     specs: t.routes.clone(),
-                    limits: tenant_limits(&t.quotas),
+                    limits: t.quotas.plugin,
                     backends: backends.tenant(&t.id, &t.quotas),
                     rate: keep_or_build_rate(old.map(|o| &**o), &t.quotas),
                 })
@@ -159,7 +159,11 @@ fn reuse_balancer(old: Option<&Arc<CompiledTenant>>, r: &Route) -> Option<Arc<Ba
 }
 
 fn keep_or_build_rate(old: Option<&CompiledTenant>, q: &Quotas) -> Option<Arc<TenantRate>> {
-    let wanted = (q.requests_per_second, q.burst, q.rate_limit_scope);
+    let wanted = (
+        q.requests.requests_per_second,
+        q.requests.burst,
+        q.requests.rate_limit_scope,
+    );
     match old.and_then(|o| o.rate.clone()) {
         Some(r) if r.setting == wanted => Some(r),
         _ => TenantRate::for_quotas(q).map(Arc::new),
@@ -189,16 +193,6 @@ fn resolve_chain(tenant: &Tenant, route: &Route, plugins: &PluginSet) -> Vec<Att
             }
         })
         .collect()
-}
-
-/// A tenant's quotas as the plugin runtime's limits.
-pub fn tenant_limits(q: &Quotas) -> TenantLimits {
-    TenantLimits {
-        fuel: q.plugin_fuel,
-        deadline_ms: q.plugin_deadline_ms,
-        memory_bytes: q.plugin_memory_bytes,
-        max_instances: q.plugin_max_instances,
-    }
 }
 
 /// The table in force, shared by the proxy (readers) and the control plane (the one writer).

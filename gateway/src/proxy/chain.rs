@@ -12,7 +12,7 @@ use wharf_plugins::types::{
     Header, HeaderOp, Reply, Request, RequestAction, Response, ResponseAction,
 };
 use wharf_plugins::{
-    CompiledPlugin, Invocation, PluginError, PluginInstance, PluginRuntime, TenantLimits,
+    CompiledPlugin, Invocation, PluginError, PluginInstance, PluginQuotas, PluginRuntime,
 };
 
 /// One plugin of a route's chain, resolved against the compiled-code cache.
@@ -41,7 +41,7 @@ pub struct ChainCtx<'a> {
     pub runtime: &'a PluginRuntime,
     pub tenant: &'a Arc<str>,
     pub route: &'a str,
-    pub limits: TenantLimits,
+    pub limits: PluginQuotas,
     pub client_addr: String,
     pub backends: &'a Arc<TenantBackends>,
 }

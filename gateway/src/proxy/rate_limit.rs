@@ -22,12 +22,16 @@ pub struct TenantRate {
 impl TenantRate {
     /// `None` when the tenant is unlimited.
     pub fn for_quotas(q: &Quotas) -> Option<TenantRate> {
-        let rate = NonZeroU32::new(q.requests_per_second)?;
+        let rate = NonZeroU32::new(q.requests.requests_per_second)?;
         // The bucket size; 0 means one second's worth.
-        let burst = NonZeroU32::new(q.burst).unwrap_or(rate);
+        let burst = NonZeroU32::new(q.requests.burst).unwrap_or(rate);
         Some(TenantRate {
             limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
-            setting: (q.requests_per_second, q.burst, q.rate_limit_scope),
+            setting: (
+                q.requests.requests_per_second,
+                q.requests.burst,
+                q.requests.rate_limit_scope,
+            ),
         })
     }
 

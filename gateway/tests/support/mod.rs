@@ -465,7 +465,10 @@ pub async fn relaxed(store: &Store, tenant: &str) {
         .set_quotas(
             tenant,
             &wharf_tenancy::Quotas {
-                plugin_deadline_ms: 3000,
+                plugin: wharf_tenancy::PluginQuotas {
+                    deadline_ms: 3000,
+                    ..Default::default()
+                },
                 ..wharf_tenancy::Quotas::default()
             },
         )

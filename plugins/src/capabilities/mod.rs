@@ -102,7 +102,7 @@ impl Backends {
         let SqlBackend::Postgres(admin_url) = &self.settings.sql else {
             return Ok(());
         };
-        let key = (tenant.to_string(), quotas.sql_max_connections);
+        let key = (tenant.to_string(), quotas.sql.max_connections);
         if lock(&self.provisioned).contains(&key) {
             return Ok(());
         }
@@ -178,7 +178,7 @@ impl TenantBackends {
 
     pub async fn sql(&self) -> Result<&sql::TenantSql, HostError> {
         lazy(&self.tenant, "sql", &self.sql, || async {
-            let key = (self.tenant.clone(), self.quotas.sql_max_connections);
+            let key = (self.tenant.clone(), self.quotas.sql.max_connections);
             let provisioned = lock(&self.provisioned).contains(&key);
             let opened = sql::TenantSql::open(
                 &self.tenant,

@@ -15,7 +15,8 @@ mod snapshot;
 use sqlx::{AnyPool, Row};
 
 use crate::error::StoreError;
-use crate::model::{validate_display_name, validate_tenant_id, HostPattern, Quotas, Tenant};
+use crate::model::{validate_display_name, validate_tenant_id, HostPattern, Tenant};
+use crate::quotas::Quotas;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

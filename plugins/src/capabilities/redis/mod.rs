@@ -220,7 +220,7 @@ impl TenantRedis {
         let pool = Config::from_url(url)
             .builder()
             .map_err(|e| HostError::Backend(format!("Redis pool: {e}")))?
-            .max_size(q.redis_max_connections as usize)
+            .max_size(q.redis.max_connections as usize)
             .runtime(Runtime::Tokio1)
             .timeouts(Timeouts {
                 wait: Some(wait),
@@ -232,20 +232,20 @@ impl TenantRedis {
         metrics
             .pool_quota
             .with_label_values(&[&*metrics.tenant(tenant), "redis"])
-            .set(i64::from(q.redis_max_connections));
+            .set(i64::from(q.redis.max_connections));
         Ok(TenantRedis {
             tenant: tenant.to_string(),
             prefix: key_prefix(tenant).into_bytes(),
             pool,
             wait,
             rate: Rate::per_second(
-                q.redis_commands_per_second,
+                q.redis.commands_per_second,
                 tenant,
                 "redis_commands_per_second",
                 metrics.clone(),
             ),
-            max_reply: q.redis_max_reply_bytes,
-            max_memory: q.redis_max_memory_bytes,
+            max_reply: q.redis.max_reply_bytes,
+            max_memory: q.redis.max_memory_bytes,
             usage_key: usage_key(tenant),
             budget,
             metrics,

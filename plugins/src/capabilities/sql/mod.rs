@@ -100,20 +100,20 @@ impl TenantSql {
         metrics
             .pool_quota
             .with_label_values(&[&*metrics.tenant(tenant), backend_label])
-            .set(i64::from(q.sql_max_connections));
+            .set(i64::from(q.sql.max_connections));
         Ok(TenantSql {
             tenant: tenant.to_string(),
             db,
             rate: Rate::per_second(
-                q.sql_queries_per_second,
+                q.sql.queries_per_second,
                 tenant,
                 "sql_queries_per_second",
                 metrics.clone(),
             ),
-            timeout: Duration::from_millis(q.sql_statement_timeout_ms),
-            max_rows: q.sql_max_rows as usize,
-            max_bytes: q.sql_max_result_bytes,
-            max_storage: q.sql_max_storage_bytes,
+            timeout: Duration::from_millis(q.sql.statement_timeout_ms),
+            max_rows: q.sql.max_rows as usize,
+            max_bytes: q.sql.max_result_bytes,
+            max_storage: q.sql.max_storage_bytes,
             storage: std::sync::Mutex::new(None),
             budget,
             metrics,

@@ -81,7 +81,7 @@ pub async fn provision(tenant: &str, admin_url: &str, q: &Quotas) -> Result<(), 
         ),
         format!(
             "ALTER ROLE {ident} WITH LOGIN PASSWORD '{password}' CONNECTION LIMIT {}",
-            q.sql_max_connections + 2
+            q.sql.max_connections + 2
         ),
     ];
     run_each(&mut admin, role.to_vec()).await.map_err(fail)?;
@@ -151,7 +151,7 @@ pub fn pool(
         .database(&ident)
         .options([("search_path", ident.as_str())]);
     Ok(PgPoolOptions::new()
-        .max_connections(q.sql_max_connections)
+        .max_connections(q.sql.max_connections)
         .acquire_timeout(wait)
         .after_release(|conn, _| {
             Box::pin(async move {

@@ -25,11 +25,11 @@ pub async fn open(
     let options = SqliteConnectOptions::new()
         .filename(dir.join(format!("{tenant}.db")))
         .create_if_missing(true)
-        .busy_timeout(Duration::from_millis(q.sql_statement_timeout_ms));
-    let pages = (q.sql_max_storage_bytes / PAGE_BYTES).max(16);
-    let max_length = i32::try_from(q.sql_max_result_bytes).unwrap_or(i32::MAX);
+        .busy_timeout(Duration::from_millis(q.sql.statement_timeout_ms));
+    let pages = (q.sql.max_storage_bytes / PAGE_BYTES).max(16);
+    let max_length = i32::try_from(q.sql.max_result_bytes).unwrap_or(i32::MAX);
     let pool = SqlitePoolOptions::new()
-        .max_connections(q.sql_max_connections)
+        .max_connections(q.sql.max_connections)
         .acquire_timeout(wait)
         .after_connect(move |conn, _| {
             Box::pin(async move {

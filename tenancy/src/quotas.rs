@@ -1,0 +1,230 @@
+//! What a tenant may spend, one group per capability. Stored as one flat JSON object (the names
+//! the API and the CLI use, e.g. `plugin_deadline_ms`), so adding a field needs no migration.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ValidationError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Quotas {
+    #[serde(flatten)]
+    pub plugin: PluginQuotas,
+    #[serde(flatten)]
+    pub redis: RedisQuotas,
+    #[serde(flatten)]
+    pub sql: SqlQuotas,
+    #[serde(flatten)]
+    pub requests: RequestQuotas,
+    /// How long a host call waits for a free pooled connection (Redis or SQL) before
+    /// `quota-exceeded`.
+    pub pool_wait_ms: u64,
+}
+
+/// What one tenant's plugins may spend per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PluginQuotas {
+    /// Fuel per request (all phases, one plugin): a deterministic CPU budget.
+    #[serde(rename = "plugin_fuel")]
+    pub fuel: u64,
+    /// Time budget per request (all phases, one plugin): the plugin's own running and host-call
+    /// time. Time spent waiting for the CPU behind other plugins, or between phases (the
+    /// upstream), is not charged.
+    #[serde(rename = "plugin_deadline_ms")]
+    pub deadline_ms: u64,
+    /// Memory (all linear memories and tables summed) per plugin instance.
+    #[serde(rename = "plugin_memory_bytes")]
+    pub memory_bytes: u64,
+    /// Plugin instances of this tenant alive at once, across its requests.
+    #[serde(rename = "plugin_max_instances")]
+    pub max_instances: u32,
+    /// Largest plugin this tenant may upload.
+    #[serde(rename = "plugin_max_bytes")]
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisQuotas {
+    /// Redis connections this tenant's plugins may hold at once (its pool size).
+    #[serde(rename = "redis_max_connections")]
+    pub max_connections: u32,
+    #[serde(rename = "redis_commands_per_second")]
+    pub commands_per_second: u32,
+    /// Largest Redis reply handed to a plugin.
+    #[serde(rename = "redis_max_reply_bytes")]
+    pub max_reply_bytes: u64,
+    /// Memory the tenant's Redis keys may use; over it, writes fail with `quota-exceeded`.
+    #[serde(rename = "redis_max_memory_bytes")]
+    pub max_memory_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SqlQuotas {
+    /// SQL connections this tenant's plugins may hold at once (its pool size).
+    #[serde(rename = "sql_max_connections")]
+    pub max_connections: u32,
+    #[serde(rename = "sql_queries_per_second")]
+    pub queries_per_second: u32,
+    #[serde(rename = "sql_statement_timeout_ms")]
+    pub statement_timeout_ms: u64,
+    #[serde(rename = "sql_max_rows")]
+    pub max_rows: u32,
+    #[serde(rename = "sql_max_result_bytes")]
+    pub max_result_bytes: u64,
+    /// Size of the tenant's SQL data (Postgres database or SQLite file); over it, writes fail
+    /// with `quota-exceeded`.
+    #[serde(rename = "sql_max_storage_bytes")]
+    pub max_storage_bytes: u64,
+}
+
+/// The tenant's request rate through the gateway.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RequestQuotas {
+    /// Requests per second this tenant may send through the gateway (0: unlimited).
+    pub requests_per_second: u32,
+    /// Requests that may arrive at once (the bucket size); 0 means one second's worth.
+    pub burst: u32,
+    /// `local`: each node enforces the rate on its own; `fleet`: all nodes share it through Redis
+    /// (falling back to the local limiter while Redis is unreachable).
+    pub rate_limit_scope: RateScope,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateScope {
+    #[default]
+    Local,
+    Fleet,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            plugin: PluginQuotas::default(),
+            redis: RedisQuotas::default(),
+            sql: SqlQuotas::default(),
+            requests: RequestQuotas::default(),
+            pool_wait_ms: 100,
+        }
+    }
+}
+
+impl Default for PluginQuotas {
+    fn default() -> Self {
+        PluginQuotas {
+            fuel: 50_000_000,
+            deadline_ms: 100,
+            memory_bytes: 16 << 20,
+            max_instances: 64,
+            max_bytes: 32 << 20,
+        }
+    }
+}
+
+impl Default for RedisQuotas {
+    fn default() -> Self {
+        RedisQuotas {
+            max_connections: 4,
+            commands_per_second: 1000,
+            max_reply_bytes: 1 << 20,
+            max_memory_bytes: 64 << 20,
+        }
+    }
+}
+
+impl Default for SqlQuotas {
+    fn default() -> Self {
+        SqlQuotas {
+            max_connections: 4,
+            queries_per_second: 500,
+            statement_timeout_ms: 1000,
+            max_rows: 1000,
+            max_result_bytes: 1 << 20,
+            max_storage_bytes: 64 << 20,
+        }
+    }
+}
+
+/// One bound: the quota's name as stored, its value, and the range it must lie in.
+type Bound = (&'static str, u64, u64, u64);
+
+impl Quotas {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let (p, r, s, q) = (&self.plugin, &self.redis, &self.sql, &self.requests);
+        let bounds: [Bound; 18] = [
+            ("plugin_fuel", p.fuel, 1_000, 100_000_000_000),
+            ("plugin_deadline_ms", p.deadline_ms, 1, 60_000),
+            ("plugin_memory_bytes", p.memory_bytes, 64 << 10, 4 << 30),
+            ("plugin_max_instances", p.max_instances.into(), 1, 100_000),
+            ("plugin_max_bytes", p.max_bytes, 1 << 10, 1 << 30),
+            ("redis_max_connections", r.max_connections.into(), 1, 1000),
+            (
+                "redis_commands_per_second",
+                r.commands_per_second.into(),
+                1,
+                1_000_000,
+            ),
+            (
+                "redis_max_reply_bytes",
+                r.max_reply_bytes,
+                1 << 10,
+                64 << 20,
+            ),
+            (
+                "redis_max_memory_bytes",
+                r.max_memory_bytes,
+                64 << 10,
+                64 << 30,
+            ),
+            ("sql_max_connections", s.max_connections.into(), 1, 1000),
+            (
+                "sql_queries_per_second",
+                s.queries_per_second.into(),
+                1,
+                1_000_000,
+            ),
+            (
+                "sql_statement_timeout_ms",
+                s.statement_timeout_ms,
+                1,
+                600_000,
+            ),
+            ("sql_max_rows", s.max_rows.into(), 1, 1_000_000),
+            (
+                "sql_max_result_bytes",
+                s.max_result_bytes,
+                1 << 10,
+                64 << 20,
+            ),
+            (
+                "sql_max_storage_bytes",
+                s.max_storage_bytes,
+                64 << 10,
+                64 << 30,
+            ),
+            ("pool_wait_ms", self.pool_wait_ms, 0, 60_000),
+            (
+                "requests_per_second",
+                q.requests_per_second.into(),
+                0,
+                10_000_000,
+            ),
+            ("burst", q.burst.into(), 0, 10_000_000),
+        ];
+        for (name, value, min, max) in bounds {
+            if !(min..=max).contains(&value) {
+                return Err(ValidationError::BadQuota {
+                    name,
+                    value,
+                    min,
+                    max,
+                });
+            }
+        }
+        Ok(())
+    }
+}
