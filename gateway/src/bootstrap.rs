@@ -89,20 +89,6 @@ impl Bootstrap {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_and_rejects_unknown_keys() {
-        let b: Bootstrap = toml::from_str("listen = \"0.0.0.0:80\"\nthreads = 4").unwrap();
-        assert_eq!(b.listen, "0.0.0.0:80");
-        assert_eq!(b.threads, 4);
-        assert_eq!(b.admin_listen, "127.0.0.1:9080");
-        assert!(toml::from_str::<Bootstrap>("lisen = \"x\"").is_err());
-    }
-}
-
 impl Bootstrap {
     pub fn backend_settings(&self) -> anyhow::Result<wharf_plugins::capabilities::BackendSettings> {
         use wharf_plugins::capabilities::{BackendSettings, SqlBackend};
@@ -131,5 +117,19 @@ impl Bootstrap {
             self.store = Some(s.clone());
         }
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects_unknown_keys() {
+        let b: Bootstrap = toml::from_str("listen = \"0.0.0.0:80\"\nthreads = 4").unwrap();
+        assert_eq!(b.listen, "0.0.0.0:80");
+        assert_eq!(b.threads, 4);
+        assert_eq!(b.admin_listen, "127.0.0.1:9080");
+        assert!(toml::from_str::<Bootstrap>("lisen = \"x\"").is_err());
     }
 }

@@ -15,6 +15,22 @@ pub struct EgressPolicy {
     own: Vec<SocketAddr>,
 }
 
+/// Why an address may not be an upstream, or why the policy itself is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EgressError {
+    #[error("{0} is this gateway's own listener")]
+    OwnListener(SocketAddr),
+    #[error("{addr} is a {class} address; upstreams must be public unless the operator allows the range (egress_allow)")]
+    Internal {
+        addr: SocketAddr,
+        class: &'static str,
+    },
+    #[error("{0:?} is not an ip:port")]
+    NotAnAddress(String),
+    #[error("egress_allow: {0:?} is not a CIDR like 10.0.0.0/8")]
+    BadCidr(String),
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Cidr {
     net: IpAddr,
@@ -22,22 +38,19 @@ struct Cidr {
 }
 
 impl EgressPolicy {
-    pub fn new(allow: &[String], own: Vec<SocketAddr>) -> Result<EgressPolicy, String> {
+    pub fn new(allow: &[String], own: Vec<SocketAddr>) -> Result<EgressPolicy, EgressError> {
         let allow = allow
             .iter()
-            .map(|c| {
-                Cidr::parse(c)
-                    .ok_or_else(|| format!("egress_allow: {c:?} is not a CIDR like 10.0.0.0/8"))
-            })
+            .map(|c| Cidr::parse(c).ok_or_else(|| EgressError::BadCidr(c.clone())))
             .collect::<Result<_, _>>()?;
         Ok(EgressPolicy { allow, own })
     }
 
     /// Why `addr` may not be an upstream, if it may not.
-    pub fn check(&self, addr: SocketAddr) -> Result<(), String> {
+    pub fn check(&self, addr: SocketAddr) -> Result<(), EgressError> {
         let ip = canonical(addr.ip());
         if self.own.iter().any(|own| is_own(*own, ip, addr.port())) {
-            return Err(format!("{addr} is this gateway's own listener"));
+            return Err(EgressError::OwnListener(addr));
         }
         let Some(class) = internal_class(ip) else {
             return Ok(());
@@ -45,16 +58,14 @@ impl EgressPolicy {
         if self.allow.iter().any(|c| c.contains(ip)) {
             return Ok(());
         }
-        Err(format!(
-            "{addr} is a {class} address; upstreams must be public unless the operator allows the range (egress_allow)"
-        ))
+        Err(EgressError::Internal { addr, class })
     }
 
     /// Checks a target as written in a route (`ip:port`).
-    pub fn check_target(&self, target: &str) -> Result<(), String> {
+    pub fn check_target(&self, target: &str) -> Result<(), EgressError> {
         match target.parse::<SocketAddr>() {
             Ok(addr) => self.check(addr),
-            Err(_) => Err(format!("{target:?} is not an ip:port")),
+            Err(_) => Err(EgressError::NotAnAddress(target.to_string())),
         }
     }
 }
@@ -209,10 +220,12 @@ mod tests {
         assert!(p
             .check_target("127.0.0.1:8080")
             .unwrap_err()
+            .to_string()
             .contains("own listener"));
         assert!(p
             .check_target("127.0.0.2:9080")
             .unwrap_err()
+            .to_string()
             .contains("own listener"));
         assert!(p.check_target("[::ffff:127.0.0.1]:8080").is_err());
         assert!(EgressPolicy::new(&["nonsense".into()], vec![]).is_err());

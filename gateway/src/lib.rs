@@ -3,6 +3,8 @@
 //! (`control/`), the admin listener with the tenant/operator API (`admin`, `api/`), and the CLI
 //! (`cli/`).
 
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
 pub mod admin;
 pub mod api;
 pub mod bootstrap;

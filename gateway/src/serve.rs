@@ -1,8 +1,9 @@
 //! `wharf serve`: loads the first config, then hands the process to Pingora with two services:
 //! the proxy and the control plane.
 
+use parking_lot::Mutex;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -65,7 +66,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .iter()
         .filter_map(|a| a.parse().ok())
         .collect();
-    let egress = Arc::new(EgressPolicy::new(&allow, own).map_err(anyhow::Error::msg)?);
+    let egress = Arc::new(EgressPolicy::new(&allow, own)?);
 
     let metrics = Arc::new(Metrics::with_tenant_label_cap(
         boot.metrics_tenant_label_cap,

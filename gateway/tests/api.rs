@@ -1,5 +1,6 @@
 //! The admin API over real HTTP: who may do what (an authorization matrix), uploads that must be
 //! refused, and concurrent uploads.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod support;
 
@@ -7,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use support::api::{setup, Api, Body, OP};
 use support::*;
-use wharf_plugins::test_support::{example_plugin, wasi_importer};
+use wharf_plugins::test_support::{binary, example_plugin, wasi_importer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorization_matrix() {
@@ -284,15 +285,22 @@ async fn bad_uploads_are_refused_and_store_nothing() {
         ),
         (
             "tag",
-            wasi_importer().into_bytes(),
+            wasi_importer(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "wasi:filesystem",
         ),
         (
             "tag",
-            b"(component)".to_vec(),
+            binary("(component)"),
             StatusCode::UNPROCESSABLE_ENTITY,
             "on-request",
+        ),
+        // WAT text is never compiled: uploads are binary components.
+        (
+            "tag",
+            b"(component)".to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not a WebAssembly component",
         ),
         ("tag", vec![], StatusCode::BAD_REQUEST, "body"),
         (

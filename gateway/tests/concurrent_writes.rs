@@ -2,6 +2,7 @@
 //! PUT racing an attach, a delete racing an attach, rollbacks racing each other. Every write
 //! that answers 2xx must be in the final state; none may leave a route bound to a deleted
 //! plugin or routes on mixed versions. On SQLite and Postgres.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod support;
 
@@ -11,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use support::api::{Api, Body, OP};
 use support::{fresh_store, StoreKind, Upstream, Wharf};
-use wharf_plugins::test_support::noop;
+use wharf_plugins::test_support::{noop, wat_plugin};
 
 async fn tenant_with_route(kind: StoreKind) -> (Wharf, Arc<Api>, Upstream) {
     let (url, _) = fresh_store(kind).await;
@@ -100,7 +101,7 @@ const ATTACHES: usize = 16;
 
 async fn parallel_attaches_are_all_kept(kind: StoreKind) {
     let (_gw, api, _up) = tenant_with_route(kind).await;
-    let bytes = noop().into_bytes();
+    let bytes = noop();
     for i in 0..ATTACHES {
         upload(&api, &format!("p{i}"), &bytes).await;
     }
@@ -136,7 +137,7 @@ async fn parallel_attaches_are_all_kept(kind: StoreKind) {
 
 async fn a_route_put_racing_an_attach_keeps_both(kind: StoreKind) {
     let (_gw, api, up) = tenant_with_route(kind).await;
-    upload(&api, "p", &noop().into_bytes()).await;
+    upload(&api, "p", &noop()).await;
     for i in 0..6 {
         let prefix = format!("/r{i}");
         let (a, p) = tokio::join!(
@@ -167,7 +168,7 @@ async fn a_route_put_racing_an_attach_keeps_both(kind: StoreKind) {
 
 async fn a_delete_racing_an_attach_never_leaves_a_dangling_plugin(kind: StoreKind) {
     let (_gw, api, _up) = tenant_with_route(kind).await;
-    let bytes = noop().into_bytes();
+    let bytes = noop();
     for i in 0..6 {
         let name = format!("d{i}");
         let path = format!("/v1/tenants/a/plugins/{name}");
@@ -220,7 +221,8 @@ async fn a_delete_racing_an_attach_never_leaves_a_dangling_plugin(kind: StoreKin
 async fn racing_rollbacks_leave_one_version_everywhere(kind: StoreKind) {
     let (_gw, api, _up) = tenant_with_route(kind).await;
     for i in 0..3 {
-        upload(&api, "v", format!("{}\n;; {i}", noop()).as_bytes()).await;
+        let distinct = wat_plugin(&format!("(drop (i32.const {i}))"), "", 1);
+        upload(&api, "v", &distinct).await;
     }
     for route in ["r", "s"] {
         ok(attach(&api, route, "v", Some(3)).await);

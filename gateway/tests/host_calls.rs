@@ -1,6 +1,7 @@
 //! Plugins calling Redis and SQL through the gateway, over real HTTP, real Redis and real
 //! Postgres/SQLite: the two examples end to end, a host call held past the plugin's deadline,
 //! and a backend going down and coming back while other routes keep serving.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod support;
 
@@ -351,6 +352,7 @@ async fn redis_down_mid_test_then_back() {
     let mut redis = start();
     wait_status(200).await;
     redis.kill().unwrap();
+    redis.wait().unwrap();
     let m = gw.metrics().await;
     assert!(m.contains(r#"outcome="backend_unavailable""#));
 }

@@ -1,5 +1,6 @@
 //! Tenants' plugins through the gateway over real HTTP: real components built from C and
 //! JavaScript sources, hostile WAT components, chains, quotas and the compiled-code cache.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod support;
 
@@ -201,7 +202,7 @@ async fn hostile_plugins_fail_only_their_own_requests() {
             "evil",
             name,
             name,
-            wat.as_bytes(),
+            wat.as_slice(),
             &[],
             OnError::FailClosed,
         )
@@ -216,7 +217,7 @@ async fn hostile_plugins_fail_only_their_own_requests() {
         "evil",
         "open",
         "loop",
-        infinite_loop().as_bytes(),
+        &infinite_loop(),
         &[],
         OnError::FailOpen,
     )
@@ -230,7 +231,7 @@ async fn hostile_plugins_fail_only_their_own_requests() {
         "stingy",
         "api",
         "loop",
-        infinite_loop().as_bytes(),
+        &infinite_loop(),
         &[],
         OnError::FailClosed,
     )

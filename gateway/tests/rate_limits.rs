@@ -1,5 +1,6 @@
 //! Per-tenant rate limits across a fleet: local limits are per node, fleet limits are shared
 //! through Redis, and a fleet limit falls back to the local one while Redis is unreachable.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod support;
 
@@ -21,7 +22,6 @@ async fn tenant_with_rate(store: &Store, up: &Upstream, scope: RateScope) -> Str
             requests_per_second: 5,
             burst: 5,
             rate_limit_scope: scope,
-            ..Default::default()
         },
         ..Quotas::default()
     };

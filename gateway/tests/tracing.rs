@@ -1,11 +1,14 @@
 //! OpenTelemetry traces, received by a small OTLP/HTTP (JSON) receiver in the test: a span per
 //! request continuing the client's `traceparent`, child spans for the plugin phases and host
 //! calls, and the trace carried on to the upstream.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::routing::post;
@@ -69,7 +72,7 @@ async fn request_plugin_and_host_call_spans_form_one_trace() {
             let sink = sink.clone();
             async move {
                 if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-                    sink.lock().unwrap().push(v);
+                    sink.lock().push(v);
                 }
                 "{}"
             }
@@ -122,7 +125,7 @@ async fn request_plugin_and_host_call_spans_form_one_trace() {
     // Batches leave every few seconds.
     let deadline = Instant::now() + Duration::from_secs(20);
     let spans = loop {
-        let spans = spans_of(&received.lock().unwrap());
+        let spans = spans_of(&received.lock());
         let done = spans
             .iter()
             .any(|s| s.name == "request" && s.trace_id == trace)

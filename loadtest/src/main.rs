@@ -90,10 +90,7 @@ fn main() -> anyhow::Result<()> {
                     std::fs::read(&file)
                         .with_context(|| format!("cannot read {}", file.display()))?,
                 ),
-                _ => (
-                    "noop-wat".to_string(),
-                    wharf_plugins::test_support::noop().into_bytes(),
-                ),
+                _ => ("noop-wat".to_string(), wharf_plugins::test_support::noop()),
             };
             plugin_bench::run(plugin_bench::Args {
                 plugin,
@@ -124,7 +121,7 @@ fn main() -> anyhow::Result<()> {
             let plugin_dir = plugin_dir.unwrap_or_else(|| {
                 let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
                 std::env::var("WHARF_CACHE_DIR")
-                    .map_or_else(|_| format!("{home}/.cache/wharf"), |c| c)
+                    .unwrap_or_else(|_| format!("{home}/.cache/wharf"))
                     .into()
             });
             let plugin_dir = if plugin_dir.join("hostile.wasm").exists() {

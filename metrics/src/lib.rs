@@ -3,8 +3,11 @@
 //! Every metric Wharf exports is declared here, so the catalog has a single source.
 //! Label values that come from tenants are bounded by the caller (see [`UNKNOWN_TENANT`]).
 
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
+use parking_lot::RwLock;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use prometheus::{
     CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -121,18 +124,10 @@ impl Metrics {
 
     /// The label value for a tenant: its id while under the cap, else `_other`.
     pub fn tenant(&self, id: &str) -> Arc<str> {
-        if let Some(l) = self
-            .tenant_labels
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-        {
+        if let Some(l) = self.tenant_labels.read().get(id) {
             return l.clone();
         }
-        let mut labels = self
-            .tenant_labels
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut labels = self.tenant_labels.write();
         if let Some(l) = labels.get(id) {
             return l.clone();
         }

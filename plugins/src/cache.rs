@@ -3,10 +3,11 @@
 //! by hash and engine compatibility, so a restart does not recompile. Only files this cache
 //! wrote itself (and whose digest still matches) are ever deserialized.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
@@ -110,10 +111,7 @@ impl ComponentCache {
         if compiled_here {
             if result.is_err() {
                 // Refusals are not cached: the same bytes may pass once the engine changes.
-                self.entries
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&sha);
+                self.entries.lock().remove(&sha);
             }
             self.update_gauge();
         } else if result.is_ok() {
@@ -126,12 +124,12 @@ impl ComponentCache {
     }
 
     fn slot(&self, sha: &str) -> Slot {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.entries.lock();
         entries.entry(sha.to_string()).or_default().clone()
     }
 
     fn update_gauge(&self) {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = self.entries.lock();
         let n = entries
             .values()
             .filter(|s| matches!(s.get(), Some(Ok(_))))

@@ -4,8 +4,9 @@
 //! compile bombs delay another tenant's upload by at most one compile. Identical bytes queued
 //! twice compile once.
 
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
@@ -134,10 +135,10 @@ fn next(shared: &(Mutex<Queue>, Condvar)) -> Option<(String, Vec<u8>)> {
             }
             continue;
         }
-        q = shared.1.wait(q).unwrap_or_else(|p| p.into_inner());
+        shared.1.wait(&mut q);
     }
 }
 
 fn lock(m: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock()
 }

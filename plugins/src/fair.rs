@@ -7,10 +7,11 @@
 //! slice of one tick), before host-call I/O, and at the end of each call. Time spent waiting is
 //! recorded per job, so deadlines can charge a tenant only for its own running time.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use prometheus::{Counter, Histogram, IntCounter};
@@ -102,7 +103,7 @@ impl FairScheduler {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     fn now_ns(&self) -> u64 {
@@ -359,7 +360,7 @@ mod tests {
             let order = order.clone();
             waits.push(tokio::spawn(async move {
                 slot.acquire().await;
-                order.lock().unwrap().push(tenant.to_string());
+                order.lock().push(tenant.to_string());
                 slot.release();
             }));
             // Let the job enqueue before the next, so the queue order is known.
@@ -371,7 +372,7 @@ mod tests {
         for w in waits {
             w.await.unwrap();
         }
-        let order = order.lock().unwrap().clone();
+        let order = order.lock().clone();
         assert_eq!(
             order[..2],
             ["a", "b"],

@@ -177,15 +177,15 @@ impl PluginInstance {
     fn checked<R>(
         &mut self,
         value: R,
-        check: fn(&R) -> Result<(), String>,
+        check: fn(&R) -> Result<(), output::InvalidOutput>,
     ) -> Result<R, PluginError> {
         match check(&value) {
             Ok(()) => Ok(value),
-            Err(reason) => {
+            Err(invalid) => {
                 self.failed = true;
                 Err(PluginError::InvalidOutput {
                     plugin: self.plugin.to_string(),
-                    reason,
+                    reason: invalid.0,
                 })
             }
         }

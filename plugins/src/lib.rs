@@ -2,6 +2,8 @@
 //! allocator, a content-addressed compiled-code cache, and a fresh store per request with the
 //! tenant's fuel, deadline, memory and instance quotas.
 
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
 pub mod bindings;
 pub mod cache;
 pub mod capabilities;
@@ -25,5 +27,5 @@ pub use instance::PluginInstance;
 pub use runtime::{Invocation, PluginRuntime};
 pub use settings::RuntimeSettings;
 pub use wharf_tenancy::PluginQuotas;
-#[doc(hidden)]
+#[cfg(feature = "test-util")]
 pub mod test_support;

@@ -20,7 +20,20 @@ const MANAGED: &[&str] = &[
     "proxy-connection",
 ];
 
-pub fn check_request_action(action: &RequestAction) -> Result<(), String> {
+/// What is wrong with a plugin's output, in words for the tenant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidOutput(pub String);
+
+pub fn check_request_action(action: &RequestAction) -> Result<(), InvalidOutput> {
+    request_action(action).map_err(InvalidOutput)
+}
+
+pub fn check_response_action(action: &ResponseAction) -> Result<(), InvalidOutput> {
+    response_action(action).map_err(InvalidOutput)
+}
+
+fn request_action(action: &RequestAction) -> Result<(), String> {
     match action {
         RequestAction::Continue(edits) => {
             check_ops(&edits.headers)?;
@@ -34,7 +47,7 @@ pub fn check_request_action(action: &RequestAction) -> Result<(), String> {
     }
 }
 
-pub fn check_response_action(action: &ResponseAction) -> Result<(), String> {
+fn response_action(action: &ResponseAction) -> Result<(), String> {
     // 1xx are interim responses: the client would wait for a final one that never comes (or
     // believe the protocol switched, with 101).
     if let Some(status) = action.status {
@@ -196,7 +209,7 @@ mod tests {
             headers: vec![set("x", &vec![b'a'; 20_000])],
             path: None,
         });
-        assert!(check_request_action(&big).unwrap_err().contains("limit"));
+        assert!(check_request_action(&big).unwrap_err().0.contains("limit"));
     }
 
     #[test]

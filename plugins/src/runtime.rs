@@ -3,9 +3,10 @@
 //! (a global semaphore sized to the pool, and one per tenant at its quota), so one tenant can
 //! never exhaust the pool, the plugin CPU or the compiler for the others.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::capabilities::TenantBackends;
@@ -27,6 +28,9 @@ use crate::settings::RuntimeSettings;
 use crate::state::PluginState;
 use wharf_tenancy::PluginQuotas;
 
+/// A tenant's instance quota and the permits that enforce it.
+type TenantPermits = (u32, Arc<Semaphore>);
+
 pub struct PluginRuntime {
     engine: Engine,
     pooled: bool,
@@ -34,7 +38,7 @@ pub struct PluginRuntime {
     compiler: Compiler,
     settings: RuntimeSettings,
     global: Arc<Semaphore>,
-    tenants: Mutex<HashMap<Arc<str>, (u32, Arc<Semaphore>)>>,
+    tenants: Mutex<HashMap<Arc<str>, TenantPermits>>,
     fair: Arc<FairScheduler>,
     /// The plugin threads (`None` only while dropping).
     executor: Option<Runtime>,
@@ -247,7 +251,7 @@ impl PluginRuntime {
     }
 
     fn tenant_semaphore(&self, tenant: &Arc<str>, max: u32) -> Arc<Semaphore> {
-        let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tenants = self.tenants.lock();
         match tenants.get(tenant) {
             Some((cap, sem)) if *cap == max => sem.clone(),
             _ => {

@@ -1,6 +1,7 @@
 //! Plugins for tests of every crate: the example plugins built by `scripts/build-plugins`, and
 //! hand-written adversarial components in WAT (loops, memory growth, recursion, traps, huge
-//! output), compiled by wasmtime's `wat` support.
+//! output), written as WAT text and compiled to a binary component here (the runtime accepts
+//! binary components only).
 
 /// Bytes of an example plugin built from `plugins/examples/NAME`.
 pub fn example_plugin(name: &str) -> Vec<u8> {
@@ -60,8 +61,8 @@ const TYPES: &str = r#"
 /// A component of the Wharf world whose `on-request` runs `body` (WAT instructions) and then
 /// returns the action laid out at address 0 of its memory (all zeros: continue, no edits).
 /// `extra` adds core functions or data; `pages` sizes the memory.
-pub fn wat_plugin(body: &str, extra: &str, pages: u32) -> String {
-    format!(
+pub fn wat_plugin(body: &str, extra: &str, pages: u32) -> Vec<u8> {
+    binary(&format!(
         r#"(component
   {TYPES}
   (core module $m
@@ -96,21 +97,26 @@ pub fn wat_plugin(body: &str, extra: &str, pages: u32) -> String {
   (export "on-response" (func $on-response))
 )"#,
         heap = pages * 65536,
-    )
+    ))
+}
+
+/// WAT text as a binary component; a typo in a test's WAT is a test bug, so it panics.
+pub fn binary(wat: &str) -> Vec<u8> {
+    wat::parse_str(wat).unwrap_or_else(|e| panic!("test WAT does not parse: {e}"))
 }
 
 /// Does nothing: continue, no edits.
-pub fn noop() -> String {
+pub fn noop() -> Vec<u8> {
     wat_plugin("", "", 1)
 }
 
 /// Spins forever.
-pub fn infinite_loop() -> String {
+pub fn infinite_loop() -> Vec<u8> {
     wat_plugin("(loop $spin (br $spin))", "", 1)
 }
 
 /// Grows its memory until refused, then aborts like an allocator out of memory.
-pub fn memory_hog() -> String {
+pub fn memory_hog() -> Vec<u8> {
     wat_plugin(
         "(loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable",
         "",
@@ -119,7 +125,7 @@ pub fn memory_hog() -> String {
 }
 
 /// Recurses without end.
-pub fn deep_recursion() -> String {
+pub fn deep_recursion() -> Vec<u8> {
     wat_plugin(
         "(drop (call $rec (i32.const 0)))",
         "(func $rec (param i32) (result i32) (i32.add (call $rec (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))",
@@ -128,12 +134,12 @@ pub fn deep_recursion() -> String {
 }
 
 /// Executes `unreachable`.
-pub fn trap() -> String {
+pub fn trap() -> Vec<u8> {
     wat_plugin("unreachable", "", 1)
 }
 
 /// Continues with one `set` header whose value is 1 MiB.
-pub fn huge_headers() -> String {
+pub fn huge_headers() -> Vec<u8> {
     // Action at 0: continue (tag 0), headers = (ptr 1024, len 1), path = none.
     // Header op at 1024: set (tag 0), name = (2048, 1) "x", value = (4096, 1 MiB of 'a').
     let body = "(i32.store (i32.const 4) (i32.const 1024)) (i32.store (i32.const 8) (i32.const 1))
@@ -146,10 +152,11 @@ pub fn huge_headers() -> String {
 }
 
 /// A component that imports a WASI interface Wharf does not provide.
-pub fn wasi_importer() -> String {
-    r#"(component
+pub fn wasi_importer() -> Vec<u8> {
+    binary(
+        r#"(component
   (import "wasi:filesystem/preopens@0.2.0" (instance $fs
     (export "get-directories" (func (result (list string))))))
-)"#
-    .to_string()
+)"#,
+    )
 }

@@ -1,6 +1,7 @@
 //! Tenants' Redis and SQL from the attacker's side: every isolation line is tried and must hold.
 //! Real Redis (WHARF_TEST_REDIS_URL) and real Postgres (WHARF_TEST_DATABASE_URL), as scripts/test
 //! starts them; SQLite in temp dirs.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -224,6 +225,7 @@ async fn redis_down_then_back_without_rebuilding() {
     let mut server = start();
     let ok = pings_within_5s(&t).await;
     server.kill().unwrap();
+    server.wait().unwrap();
     assert!(ok, "recovers after a restart, without rebuilding the pool");
 }
 

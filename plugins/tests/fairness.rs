@@ -1,6 +1,7 @@
 //! Fairness between tenants on the plugin threads, from the attacker's side: a tenant that keeps
 //! every plugin thread busy with spinning plugins must not slow down, time out or fail another
 //! tenant's plugins; waiting is never charged to a deadline; compiles are one per tenant.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -72,8 +73,8 @@ fn spinning() -> PluginQuotas {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_saturating_the_plugin_threads_does_not_slow_or_time_out_another() {
     let (rt, metrics) = runtime(2, 5_000);
-    let spin = rt.validate(infinite_loop().as_bytes()).unwrap();
-    let noop = rt.validate(noop().as_bytes()).unwrap();
+    let spin = rt.validate(&infinite_loop()).unwrap();
+    let noop = rt.validate(&noop()).unwrap();
     // Evil: 48 plugins spinning to their deadline, far more than there are plugin threads.
     let evil: Vec<_> = (0..48)
         .map(|_| {
@@ -124,7 +125,7 @@ async fn waiting_for_the_cpu_is_capped_and_reported_as_capacity_not_timeout() {
     // One plugin thread, a 40 ms queueing cap: twelve spinners of one tenant share the thread in
     // 1 ms slices, so each waits far longer than 40 ms before using its 1 s of own time.
     let (rt, _) = runtime(1, 40);
-    let spin = rt.validate(infinite_loop().as_bytes()).unwrap();
+    let spin = rt.validate(&infinite_loop()).unwrap();
     let limits = PluginQuotas {
         deadline_ms: 1_000,
         ..spinning()
@@ -153,7 +154,7 @@ async fn waiting_for_the_cpu_is_capped_and_reported_as_capacity_not_timeout() {
 async fn fuel_exhausted_in_the_start_function_is_reported_as_fuel() {
     let (rt, _) = runtime(1, 1_000);
     let wat = wat_plugin("", "(func $spin (loop $l (br $l))) (start $spin)", 1);
-    let compiled = rt.validate(wat.as_bytes()).unwrap();
+    let compiled = rt.validate(wat.as_slice()).unwrap();
     let limits = PluginQuotas {
         fuel: 10_000,
         deadline_ms: 5_000,
@@ -173,7 +174,7 @@ async fn compiles_take_turns_between_tenants_and_a_tenant_may_queue_only_a_few()
         let bytes = if i == 0 {
             big.clone()
         } else {
-            wat_plugin(&format!("(drop (i32.const {i}))"), "", 1).into_bytes()
+            wat_plugin(&format!("(drop (i32.const {i}))"), "", 1)
         };
         let rt = rt.clone();
         a_jobs.push(tokio::spawn(async move {
@@ -181,7 +182,7 @@ async fn compiles_take_turns_between_tenants_and_a_tenant_may_queue_only_a_few()
         }));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let over = rt.compile(Some("a"), trap().into_bytes()).await;
+    let over = rt.compile(Some("a"), trap()).await;
     assert!(
         matches!(over, Err(RejectError::Busy)),
         "a fifth queued compile of one tenant is refused: {:?}",
@@ -191,7 +192,7 @@ async fn compiles_take_turns_between_tenants_and_a_tenant_may_queue_only_a_few()
     // compile is served in b's turn, not after all of a's queue.
     let (b, same) = tokio::join!(
         async {
-            let r = rt.compile(Some("b"), noop().into_bytes()).await;
+            let r = rt.compile(Some("b"), noop()).await;
             (r, Instant::now())
         },
         rt.compile(Some("a"), big.clone())

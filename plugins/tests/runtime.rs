@@ -1,5 +1,6 @@
 //! The runtime with real components: examples built from C and JavaScript sources, and
 //! adversarial WAT components. Every failure stays inside its own instance.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -235,7 +236,7 @@ async fn adversarial_plugins_fail_only_their_own_request() {
         deadline_ms: 5_000,
         ..PluginQuotas::default()
     };
-    let cases: Vec<(&str, String, PluginQuotas, &str)> = vec![
+    let cases: Vec<(&str, Vec<u8>, PluginQuotas, &str)> = vec![
         (
             "loop past deadline",
             infinite_loop(),
@@ -278,7 +279,7 @@ async fn adversarial_plugins_fail_only_their_own_request() {
         // A well-behaved plugin runs concurrently with the hostile one and is unaffected.
         let root = request("/", &[]);
         let (bad, ok) = tokio::join!(
-            run_request(&rt, wat.as_bytes(), limits, &[], &root),
+            run_request(&rt, wat.as_slice(), limits, &[], &root),
             async {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 run_request(&rt, &good, PluginQuotas::default(), &[], &request("/", &[])).await
@@ -313,12 +314,12 @@ async fn timeout_yields_to_other_requests_on_one_thread() {
     let started = std::time::Instant::now();
     let (spin, root) = (infinite_loop(), request("/", &[]));
     let (bad, ok) = tokio::join!(
-        run_request(&rt, spin.as_bytes(), looping, &[], &root),
+        run_request(&rt, spin.as_slice(), looping, &[], &root),
         async {
             tokio::time::sleep(Duration::from_millis(20)).await;
             let r = run_request(
                 &rt,
-                noop().as_bytes(),
+                &noop(),
                 PluginQuotas::default(),
                 &[],
                 &request("/", &[]),
@@ -339,7 +340,7 @@ async fn timeout_yields_to_other_requests_on_one_thread() {
 #[tokio::test]
 async fn tenant_instance_quota_is_enforced() {
     let (rt, _) = runtime_in(None);
-    let compiled = rt.validate(noop().as_bytes()).unwrap();
+    let compiled = rt.validate(&noop()).unwrap();
     let limits = PluginQuotas {
         max_instances: 2,
         ..PluginQuotas::default()
@@ -429,8 +430,10 @@ async fn bad_uploads_are_refused_with_reasons() {
             "not a WebAssembly component",
         ),
         (core_module, "core wasm module"),
-        (wasi_importer().into_bytes(), "wasi:filesystem"),
-        ("(component)".as_bytes().to_vec(), "on-request"),
+        (wasi_importer(), "wasi:filesystem"),
+        (binary("(component)"), "on-request"),
+        // Text is never compiled: uploads are binary components only.
+        (b"(component)".to_vec(), "not a WebAssembly component"),
     ];
     for (bytes, expect) in cases {
         let err = rt.validate(&bytes).err().expect("refused");

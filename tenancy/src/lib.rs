@@ -1,5 +1,7 @@
 //! Tenants, their hostnames, routes and quotas, and the store that holds them.
 
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
 pub mod error;
 pub mod model;
 pub mod quotas;
@@ -13,5 +15,5 @@ pub use model::{
 };
 pub use quotas::{PluginQuotas, Quotas, RateScope, RedisQuotas, RequestQuotas, SqlQuotas};
 pub use store::{ApiKeyInfo, AuditEntry, ConfigSnapshot, Store};
-#[doc(hidden)]
+#[cfg(feature = "test-util")]
 pub mod test_support;

@@ -67,21 +67,6 @@ fn with_database(url: &str, db: &str) -> String {
     format!("{host_part}/{db}{query}")
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn database_is_replaced() {
-        assert_eq!(
-            super::with_database("postgres://u@h:1/postgres?sslmode=disable", "x"),
-            "postgres://u@h:1/x?sslmode=disable"
-        );
-        assert_eq!(
-            super::with_database("postgres://u@h:1", "x"),
-            "postgres://u@h:1/x"
-        );
-    }
-}
-
 /// Resident memory of this process, in bytes (Linux).
 pub fn process_rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -109,4 +94,19 @@ pub fn process_cpu_time() -> Duration {
     };
     // Fields after the command: state is 0, utime is 11, stime is 12; 100 ticks a second.
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_is_replaced() {
+        assert_eq!(
+            super::with_database("postgres://u@h:1/postgres?sslmode=disable", "x"),
+            "postgres://u@h:1/x?sslmode=disable"
+        );
+        assert_eq!(
+            super::with_database("postgres://u@h:1", "x"),
+            "postgres://u@h:1/x"
+        );
+    }
 }

@@ -2,8 +2,9 @@
 //! per tenant and a few per node, so concurrent 30 MB uploads cannot grow the gateway without
 //! bound. An upload waits for its turn before its body is read, and gives up after a while.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -38,7 +39,7 @@ pub struct UploadSlot {
 impl Uploads {
     pub async fn admit(&self, tenant: &str) -> Result<UploadSlot, ApiError> {
         let mine = {
-            let mut map = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = self.tenants.lock();
             // Idle tenants' semaphores are dropped, so the map stays as small as the uploads.
             map.retain(|_, s| s.available_permits() < PER_TENANT);
             map.entry(tenant.to_string())

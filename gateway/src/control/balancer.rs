@@ -42,8 +42,10 @@ pub fn build_balancer(route: &Route, egress: &EgressPolicy) -> Balancer {
                 if let Ok(mut req) =
                     pingora_http::RequestHeader::build("GET", hc.path.as_bytes(), None)
                 {
-                    let _ = req.insert_header("Host", "wharf-health-check");
-                    check.req = req;
+                    match req.insert_header("Host", "wharf-health-check") {
+                        Ok(()) => check.req = req,
+                        Err(e) => tracing::warn!(route = %route.id, "health check request: {e}"),
+                    }
                 }
                 backends.set_health_check(Box::new(check));
             }

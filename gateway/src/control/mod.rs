@@ -6,8 +6,9 @@ pub mod balancer;
 pub mod resolve;
 pub mod table;
 
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -53,7 +54,7 @@ impl BackgroundService for ControlPlane {
             hc.spawn();
         }
         let store_cell: Arc<OnceCell<Store>> = Arc::new(OnceCell::new());
-        if let Some(listener) = take_listener(&self.admin_listener) {
+        if let Some(listener) = take_listener(&self.admin_listener, "admin listener") {
             let state = admin::AdminState {
                 live: self.live.clone(),
                 metrics: self.metrics.clone(),
@@ -76,7 +77,7 @@ impl BackgroundService for ControlPlane {
                 }
             });
         }
-        if let Some(listener) = take_listener(&self.echo_listener) {
+        if let Some(listener) = take_listener(&self.echo_listener, "demo echo upstream") {
             tokio::spawn(async move {
                 if let Err(e) = crate::echo::serve(listener, "demo-echo".into()).await {
                     tracing::error!("demo echo upstream stopped: {e}");
@@ -200,8 +201,21 @@ impl ControlPlane {
     }
 }
 
-fn take_listener(slot: &Mutex<Option<std::net::TcpListener>>) -> Option<tokio::net::TcpListener> {
-    let std_listener = slot.lock().ok()?.take()?;
-    std_listener.set_nonblocking(true).ok()?;
-    tokio::net::TcpListener::from_std(std_listener).ok()
+/// The listener bound at start-up, moved onto this runtime; `None` if there is none. A listener
+/// that cannot move is logged: the service it was for is not running.
+fn take_listener(
+    slot: &Mutex<Option<std::net::TcpListener>>,
+    what: &str,
+) -> Option<tokio::net::TcpListener> {
+    let std_listener = slot.lock().take()?;
+    let moved = std_listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpListener::from_std(std_listener));
+    match moved {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::error!("the {what} cannot start: {e}");
+            None
+        }
+    }
 }

@@ -10,7 +10,22 @@ use wharf_plugins::{CompiledPlugin, PluginRuntime};
 use wharf_tenancy::{ConfigSnapshot, Store};
 
 /// Compiled plugins by content hash; `Err` says why a plugin cannot run.
-pub type PluginSet = HashMap<String, Result<Arc<CompiledPlugin>, String>>;
+pub type PluginSet = HashMap<String, Result<Arc<CompiledPlugin>, Unavailable>>;
+
+/// Why an attached plugin cannot run; requests through it fail with `plugin_unavailable`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    #[error("version {version} of plugin {plugin} does not exist")]
+    NoSuchVersion { plugin: String, version: i64 },
+    #[error("plugin was not loaded")]
+    NotLoaded,
+    #[error("cannot fetch plugin bytes: {0}")]
+    Fetch(String),
+    #[error("plugin bytes are missing from the store")]
+    MissingBytes,
+    #[error("{0}")]
+    Compile(String),
+}
 
 pub async fn resolve_plugins(
     snapshot: &ConfigSnapshot,
@@ -40,19 +55,19 @@ async fn resolve_one(
     sha: &str,
     store: &Store,
     runtime: &Arc<PluginRuntime>,
-) -> Result<Arc<CompiledPlugin>, String> {
+) -> Result<Arc<CompiledPlugin>, Unavailable> {
     if let Some(hit) = runtime.cached(sha) {
         return Ok(hit);
     }
     let bytes = store
         .plugin_blob(sha)
         .await
-        .map_err(|e| format!("cannot fetch plugin bytes: {e}"))?
-        .ok_or_else(|| "plugin bytes are missing from the store".to_string())?;
+        .map_err(|e| Unavailable::Fetch(e.to_string()))?
+        .ok_or(Unavailable::MissingBytes)?;
     runtime
         .compile(None, bytes)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| Unavailable::Compile(e.to_string()))
 }
 
 /// Provisions the SQL of every tenant whose routes run plugins, before their first request.

@@ -15,7 +15,7 @@ use wharf_tenancy::routing::{select_route, HostIndex};
 use wharf_tenancy::{ConfigSnapshot, OnError, Quotas, Route, Tenant};
 
 use super::balancer::{build_balancer, hc_interval, Balancer, HealthChecked};
-use super::resolve::PluginSet;
+use super::resolve::{PluginSet, Unavailable};
 use crate::egress::EgressPolicy;
 use crate::proxy::chain::Attached;
 use crate::proxy::rate_limit::TenantRate;
@@ -176,13 +176,13 @@ fn resolve_chain(tenant: &Tenant, route: &Route, plugins: &PluginSet) -> Vec<Att
         .iter()
         .map(|a| {
             let compiled = match tenant.plugin_version(&a.plugin, a.version) {
-                None => Err(format!(
-                    "version {} of plugin {} does not exist",
-                    a.version, a.plugin
-                )),
+                None => Err(Unavailable::NoSuchVersion {
+                    plugin: a.plugin.clone(),
+                    version: a.version,
+                }),
                 Some(pv) => match plugins.get(&pv.sha256) {
                     Some(result) => result.clone(),
-                    None => Err("plugin was not loaded".to_string()),
+                    None => Err(Unavailable::NotLoaded),
                 },
             };
             Attached {

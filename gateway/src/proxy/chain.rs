@@ -8,6 +8,8 @@ use http::{HeaderName, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
 use tracing::Instrument;
 use wharf_plugins::capabilities::TenantBackends;
+
+use crate::control::resolve::Unavailable;
 use wharf_plugins::types::{
     Header, HeaderOp, Reply, Request, RequestAction, Response, ResponseAction,
 };
@@ -19,7 +21,7 @@ use wharf_plugins::{
 pub struct Attached {
     pub name: Arc<str>,
     /// `Err`: the plugin could not be loaded (its bytes are missing or no longer compile).
-    pub compiled: Result<Arc<CompiledPlugin>, String>,
+    pub compiled: Result<Arc<CompiledPlugin>, Unavailable>,
     pub config: Arc<BTreeMap<String, String>>,
     pub fail_open: bool,
 }
@@ -88,7 +90,7 @@ async fn run_request(
         .as_ref()
         .map_err(|reason| PluginError::Unavailable {
             plugin: att.name.to_string(),
-            reason: reason.clone(),
+            reason: reason.to_string(),
         })?;
     let inv = Invocation {
         tenant: cx.tenant,
@@ -184,11 +186,17 @@ trait EditHeaders {
 macro_rules! edit_headers_for {
     ($t:ty) => {
         impl EditHeaders for $t {
+            // Edits were validated with the plugin's output; a refusal here is logged (debug:
+            // a plugin could otherwise make the log its own) and the edit is skipped.
             fn set(&mut self, name: HeaderName, value: HeaderValue) {
-                let _ = self.insert_header(name, value);
+                if let Err(e) = self.insert_header(name, value) {
+                    tracing::debug!("plugin header edit skipped: {e}");
+                }
             }
             fn append(&mut self, name: HeaderName, value: HeaderValue) {
-                let _ = self.append_header(name, value);
+                if let Err(e) = self.append_header(name, value) {
+                    tracing::debug!("plugin header edit skipped: {e}");
+                }
             }
             fn remove(&mut self, name: &HeaderName) {
                 self.remove_header(name);
@@ -221,7 +229,9 @@ fn apply_op(target: &mut impl EditHeaders, op: &HeaderOp) {
 
 fn apply_response_action(resp: &mut ResponseHeader, action: &ResponseAction) {
     if let Some(status) = action.status {
-        let _ = resp.set_status(status);
+        if let Err(e) = resp.set_status(status) {
+            tracing::debug!("plugin status {status} skipped: {e}");
+        }
     }
     for op in &action.headers {
         apply_op(resp, op);

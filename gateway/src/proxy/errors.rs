@@ -3,21 +3,33 @@
 use pingora_core::{Error, ErrorSource, ErrorType};
 use serde::Serialize;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The message says what happened and, where the client can do something, what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
+    #[error("no tenant serves this Host; check the hostname or ask the operator to assign it")]
     UnknownHost,
+    #[error("no route of this host matches the method and path")]
     NoRoute,
+    #[error("could not connect to the upstream: {0}")]
     UpstreamUnavailable(String),
+    #[error("the upstream did not answer in time: {0}")]
     UpstreamTimeout(String),
+    #[error("the upstream failed: {0}")]
     UpstreamError(String),
+    #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("internal gateway error: {0}")]
     Internal(String),
+    #[error(transparent)]
     Plugin(wharf_plugins::PluginError),
     /// Over the tenant's request rate; retry after this many seconds.
+    #[error("this tenant's request rate is used up; retry in {0} s")]
     RateLimited(u64),
     /// The route's upstream is an address the egress policy refuses.
-    UpstreamForbidden(String),
+    #[error("the route's upstream is not allowed: {0}")]
+    UpstreamForbidden(crate::egress::EgressError),
     /// The request already passed through this gateway node (a routing loop).
+    #[error("the request has already passed through this gateway (routing loop)")]
     LoopDetected,
 }
 
@@ -61,33 +73,6 @@ impl GatewayError {
         }
     }
 
-    pub fn message(&self) -> String {
-        match self {
-            GatewayError::UnknownHost => {
-                "no tenant serves this Host; check the hostname or ask the operator to assign it"
-                    .into()
-            }
-            GatewayError::NoRoute => "no route of this host matches the method and path".into(),
-            GatewayError::UpstreamUnavailable(d) => {
-                format!("could not connect to the upstream: {d}")
-            }
-            GatewayError::UpstreamTimeout(d) => format!("the upstream did not answer in time: {d}"),
-            GatewayError::UpstreamError(d) => format!("the upstream failed: {d}"),
-            GatewayError::BadRequest(d) => format!("bad request: {d}"),
-            GatewayError::Internal(d) => format!("internal gateway error: {d}"),
-            GatewayError::Plugin(e) => e.to_string(),
-            GatewayError::RateLimited(s) => {
-                format!("this tenant's request rate is used up; retry in {s} s")
-            }
-            GatewayError::UpstreamForbidden(d) => {
-                format!("the route's upstream is not allowed: {d}")
-            }
-            GatewayError::LoopDetected => {
-                "the request has already passed through this gateway (routing loop)".into()
-            }
-        }
-    }
-
     pub fn to_json(&self, request_id: &str) -> Vec<u8> {
         let plugin = match self {
             GatewayError::Plugin(e) => Some(e.plugin()),
@@ -95,7 +80,7 @@ impl GatewayError {
         };
         let body = Body {
             error: self.code(),
-            message: self.message(),
+            message: self.to_string(),
             plugin,
             request_id,
         };

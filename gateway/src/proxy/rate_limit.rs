@@ -5,6 +5,7 @@
 //! tenant's rate, burst and scope are unchanged, so a reload never hands out a fresh burst.
 
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool_redis::{Config, Pool, Runtime};
@@ -77,7 +78,10 @@ const FLEET_TIMEOUT: Duration = Duration::from_millis(50);
 /// The gateway's own Redis connection for fleet-wide limits (not a tenant's namespace).
 pub struct FleetLimiter {
     url: Option<String>,
-    pool: OnceCell<Option<Pool>>,
+    pool: OnceCell<Pool>,
+    /// Whether the last decision came from Redis: failures are logged when this flips, not on
+    /// every request (the fallback metric counts each one).
+    reachable: AtomicBool,
 }
 
 impl FleetLimiter {
@@ -85,41 +89,66 @@ impl FleetLimiter {
         FleetLimiter {
             url,
             pool: OnceCell::new(),
+            reachable: AtomicBool::new(true),
         }
     }
 
     /// `Some(decision)` from Redis, or `None` when Redis cannot decide (down, slow, unset).
     pub async fn check(&self, tenant: &str, rate: &TenantRate) -> Option<Result<(), Duration>> {
-        // Built lazily so the pool's connections belong to the proxy's runtime.
+        let url = self.url.as_deref()?;
+        let decided = tokio::time::timeout(FLEET_TIMEOUT, self.ask(url, tenant, rate)).await;
+        let outcome = match decided {
+            Ok(Ok(d)) => Ok(d),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!("no answer within {FLEET_TIMEOUT:?}")),
+        };
+        let up = outcome.is_ok();
+        if self.reachable.swap(up, Ordering::Relaxed) != up {
+            match &outcome {
+                Ok(_) => tracing::info!("fleet rate limiter: Redis answers again"),
+                Err(e) => tracing::warn!(
+                    "fleet rate limiter: Redis cannot decide, each node limits on its own: {e}"
+                ),
+            }
+        }
+        outcome.ok()
+    }
+
+    async fn ask(
+        &self,
+        url: &str,
+        tenant: &str,
+        rate: &TenantRate,
+    ) -> Result<Result<(), Duration>, String> {
+        // Built lazily so the pool's connections belong to the proxy's runtime; a failed build
+        // is retried on the next request.
         let pool = self
             .pool
-            .get_or_init(|| async {
-                let url = self.url.as_deref()?;
+            .get_or_try_init(|| async {
                 Config::from_url(url)
                     .builder()
-                    .ok()?
+                    .map_err(|e| e.to_string())?
                     .max_size(16)
                     .runtime(Runtime::Tokio1)
                     .build()
-                    .ok()
+                    .map_err(|e| e.to_string())
             })
-            .await
-            .as_ref()?;
+            .await?;
         let (emission, tolerance) = rate.gcra_ms();
-        let call = async {
-            let mut conn = pool.get().await.ok()?;
-            let mut eval = deadpool_redis::redis::cmd("EVAL");
-            eval.arg(GCRA)
-                .arg(1)
-                .arg(wharf_plugins::capabilities::redis::system_key(&format!(
-                    "ratelimit:{tenant}"
-                )))
-                .arg(emission)
-                .arg(tolerance);
-            eval.query_async::<(i64, i64)>(&mut conn).await.ok()
-        };
-        let (allowed, wait_ms) = tokio::time::timeout(FLEET_TIMEOUT, call).await.ok()??;
-        Some(if allowed == 1 {
+        let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+        let mut eval = deadpool_redis::redis::cmd("EVAL");
+        eval.arg(GCRA)
+            .arg(1)
+            .arg(wharf_plugins::capabilities::redis::system_key(&format!(
+                "ratelimit:{tenant}"
+            )))
+            .arg(emission)
+            .arg(tolerance);
+        let (allowed, wait_ms) = eval
+            .query_async::<(i64, i64)>(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(if allowed == 1 {
             Ok(())
         } else {
             Err(Duration::from_millis(wait_ms.max(0) as u64))

@@ -22,9 +22,10 @@ mod quota;
 pub mod redis;
 pub mod sql;
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::OnceCell;
 use wharf_metrics::Metrics;
@@ -113,7 +114,7 @@ impl Backends {
 
     /// The tenant's backends; rebuilt (new pools) when its quotas changed.
     pub fn tenant(&self, tenant: &str, quotas: &Quotas) -> Arc<TenantBackends> {
-        let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tenants = self.tenants.lock();
         if let Some(t) = tenants.get(tenant) {
             if t.quotas == *quotas {
                 return t.clone();
@@ -152,7 +153,7 @@ impl Backends {
 
     /// Drops the pools of tenants that no longer exist.
     pub fn retain(&self, live: &[&str]) {
-        let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tenants = self.tenants.lock();
         tenants.retain(|id, _| live.contains(&id.as_str()));
     }
 }
@@ -219,6 +220,6 @@ where
     })
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+fn lock<T>(m: &Mutex<T>) -> parking_lot::MutexGuard<'_, T> {
+    m.lock()
 }

@@ -63,6 +63,7 @@ const SHRINKS: &[&str] = &[
 ///   offset) would pass it;
 /// - the memory a write changed (MEMORY USAGE of its keys, before and after) is added to the
 ///   usage.
+///
 /// KEYS: [usage key, the command's keys…]; ARGV: [reply cap, memory quota, class, command, args…].
 pub const SCRIPT: &str = r#"
 local cap, quota, class = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]

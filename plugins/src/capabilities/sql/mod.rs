@@ -61,7 +61,7 @@ pub struct TenantSql {
     max_bytes: u64,
     max_storage: u64,
     /// When the storage quota was last checked, and whether the tenant was over it.
-    storage: std::sync::Mutex<Option<(Instant, bool)>>,
+    storage: parking_lot::Mutex<Option<(Instant, bool)>>,
     budget: ResultBudget,
     metrics: Arc<Metrics>,
 }
@@ -114,7 +114,7 @@ impl TenantSql {
             max_rows: q.sql.max_rows as usize,
             max_bytes: q.sql.max_result_bytes,
             max_storage: q.sql.max_storage_bytes,
-            storage: std::sync::Mutex::new(None),
+            storage: parking_lot::Mutex::new(None),
             budget,
             metrics,
         })
@@ -228,7 +228,7 @@ impl TenantSql {
     ) -> Result<bool, HostError> {
         let now = Instant::now();
         {
-            let cached = self.storage.lock().unwrap_or_else(|p| p.into_inner());
+            let cached = self.storage.lock();
             if let Some((at, over)) = *cached {
                 if now.duration_since(at) < STORAGE_CHECK_EVERY {
                     return Ok(over);
@@ -244,7 +244,7 @@ impl TenantSql {
         .await
         .map_err(map_err)?;
         let over = u64::try_from(size).unwrap_or(0) >= self.max_storage;
-        *self.storage.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, over));
+        *self.storage.lock() = Some((now, over));
         Ok(over)
     }
 

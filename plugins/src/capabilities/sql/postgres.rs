@@ -115,7 +115,7 @@ pub async fn provision(tenant: &str, admin_url: &str, q: &Quotas) -> Result<(), 
     let mut db = admin_connection(&admin_options.clone().database(&ident)).await?;
     let mut tx = db.begin().await.map_err(map_err)?;
     run_each(
-        &mut *tx,
+        &mut tx,
         vec![
             format!("CREATE SCHEMA IF NOT EXISTS {ident} AUTHORIZATION {ident}"),
             format!("REVOKE ALL ON SCHEMA {ident} FROM PUBLIC"),
