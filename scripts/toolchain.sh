@@ -4,6 +4,7 @@
 WASM_TOOLS_VERSION=1.263.0
 WIT_BINDGEN_VERSION=0.63.0
 JCO_VERSION=1.35.0
+COMPONENTIZE_PY_VERSION=0.25.1
 
 TOOLS_DIR="$WHARF_CACHE_DIR/tools"
 export PATH="$TOOLS_DIR/bin:$TOOLS_DIR/node_modules/.bin:$PATH"
@@ -33,4 +34,16 @@ install_jco() {
     echo "wharf: installing @bytecodealliance/jco $JCO_VERSION (once)" >&2
     (cd "$TOOLS_DIR" && npm install --silent --no-audit --no-fund "@bytecodealliance/jco@$JCO_VERSION" >&2)
   fi
+}
+
+install_componentize_py() {
+  need_cmd python3 python3
+  python3 -c 'import venv, ensurepip' 2>/dev/null || need_cmd __no_such_cmd3__ python3-venv
+  local py="$TOOLS_DIR/py"
+  if [ "$("$py/bin/componentize-py" --version 2>/dev/null | awk '{print $2}')" != "$COMPONENTIZE_PY_VERSION" ]; then
+    echo "wharf: installing componentize-py $COMPONENTIZE_PY_VERSION (once)" >&2
+    python3 -m venv "$py"
+    "$py/bin/pip" install --quiet "componentize-py==$COMPONENTIZE_PY_VERSION" >&2
+  fi
+  export PATH="$py/bin:$PATH"
 }

@@ -14,6 +14,9 @@ pub struct Bootstrap {
     /// Admin API and `/metrics`.
     pub admin_listen: String,
     pub data_dir: PathBuf,
+    /// Compiled plugins, by content hash (default: `data_dir/compiled`). Nodes may share one, or
+    /// keep it on a faster disk; restarts reuse it instead of compiling again.
+    pub compiled_cache: Option<PathBuf>,
     /// `sqlite://…` or `postgres://…`; default: SQLite in `data_dir`.
     pub store: Option<String>,
     /// Pingora worker threads for the proxy.
@@ -52,6 +55,7 @@ impl Default for Bootstrap {
             listen: "127.0.0.1:8080".into(),
             admin_listen: "127.0.0.1:9080".into(),
             data_dir: PathBuf::from("./wharf-data"),
+            compiled_cache: None,
             store: None,
             threads: 2,
             grace_period_seconds: 1,
@@ -77,6 +81,13 @@ impl Bootstrap {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read bootstrap file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid bootstrap file {}", path.display()))
+    }
+
+    /// Where compiled plugins are cached on disk.
+    pub fn compiled_cache_dir(&self) -> PathBuf {
+        self.compiled_cache
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("compiled"))
     }
 
     /// The store URL in force: the configured one, or SQLite under the data dir.

@@ -71,7 +71,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::with_tenant_label_cap(
         boot.metrics_tenant_label_cap,
     ));
-    let runtime = PluginRuntime::new(boot.plugins.clone(), Some(&boot.data_dir), metrics.clone())?;
+    let runtime = PluginRuntime::new(
+        boot.plugins.clone(),
+        Some(&boot.compiled_cache_dir()),
+        metrics.clone(),
+    )?;
     let backends = Backends::with_result_budget(
         boot.backend_settings()?,
         metrics.clone(),

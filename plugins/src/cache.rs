@@ -42,13 +42,15 @@ impl ComponentCache {
     pub fn new(
         engine: Engine,
         linker: Linker<PluginState>,
-        data_dir: Option<&Path>,
+        cache_dir: Option<&Path>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let dir = data_dir.map(|d| {
+        // One subdirectory per engine configuration: compiled code is only valid for the
+        // engine that made it.
+        let dir = cache_dir.map(|d| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             engine.precompile_compatibility_hash().hash(&mut h);
-            d.join("compiled").join(format!("{:016x}", h.finish()))
+            d.join(format!("{:016x}", h.finish()))
         });
         ComponentCache {
             engine,

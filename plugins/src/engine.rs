@@ -18,13 +18,14 @@ pub fn build(settings: &RuntimeSettings) -> anyhow::Result<(Engine, bool)> {
         let n = settings.max_instances.max(1);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(n)
-            .total_core_instances(n.saturating_mul(4))
+            // Python components (componentize-py) hold ~40 core instances; C ones 1-3.
+            .total_core_instances(n.saturating_mul(8))
             .total_memories(n.saturating_mul(2))
             .total_tables(n.saturating_mul(2))
             .total_stacks(n)
             .max_memories_per_component(4)
             .max_tables_per_component(4)
-            .max_core_instances_per_component(32)
+            .max_core_instances_per_component(64)
             .max_component_instance_size(1 << 20)
             .max_core_instance_size(1 << 20)
             .max_memory_size(usize::try_from(settings.max_memory_bytes).unwrap_or(usize::MAX))

@@ -59,7 +59,7 @@ impl PluginRuntime {
     /// `data_dir`: where compiled artifacts are cached on disk (`None`: memory only).
     pub fn new(
         settings: RuntimeSettings,
-        data_dir: Option<&Path>,
+        compiled_cache_dir: Option<&Path>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Self>> {
         let (engine, pooled) = crate::engine::build(&settings)?;
@@ -69,7 +69,7 @@ impl PluginRuntime {
         let cache = Arc::new(ComponentCache::new(
             engine.clone(),
             linker,
-            data_dir,
+            compiled_cache_dir,
             metrics.clone(),
         ));
         // Compiles run at the proxy's priority: they are bounded to one core already, and a

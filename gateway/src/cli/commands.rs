@@ -430,7 +430,7 @@ pub async fn plugin(cmd: PluginCmd) -> anyhow::Result<()> {
                     let metrics = std::sync::Arc::new(wharf_metrics::Metrics::new());
                     let runtime = wharf_plugins::PluginRuntime::new(
                         boot.plugins.clone(),
-                        Some(&boot.data_dir),
+                        Some(&boot.compiled_cache_dir()),
                         metrics,
                     )?;
                     let checked = tokio::task::spawn_blocking(move || {

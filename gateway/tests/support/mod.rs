@@ -289,6 +289,13 @@ impl Wharf {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.bytes().await.expect("body");
+        if body.is_empty() {
+            return Reply {
+                status,
+                headers,
+                json: serde_json::Value::Null,
+            };
+        }
         let json = serde_json::from_slice(&body).unwrap_or_else(|_| {
             panic!(
                 "reply to {host}{path} is not JSON ({status}): {}",
