@@ -12,5 +12,6 @@ pub mod cli;
 pub mod control;
 pub mod echo;
 pub mod egress;
+pub mod plugin_add;
 pub mod proxy;
 pub mod serve;

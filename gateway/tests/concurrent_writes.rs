@@ -251,7 +251,50 @@ async fn racing_rollbacks_leave_one_version_everywhere(kind: StoreKind) {
     }
 }
 
+/// Operators patching different quotas of one tenant at once: every patch lands.
+async fn parallel_quota_patches_all_land(kind: StoreKind) {
+    let (_gw, api, _up) = tenant_with_route(kind).await;
+    let patches: Vec<(&str, u64)> = vec![
+        ("plugin_fuel", 123_456),
+        ("plugin_deadline_ms", 77),
+        ("plugin_memory_bytes", 8 << 20),
+        ("plugin_max_instances", 9),
+        ("redis_max_connections", 3),
+        ("redis_commands_per_second", 42),
+        ("sql_max_connections", 2),
+        ("sql_queries_per_second", 41),
+        ("sql_max_rows", 99),
+        ("pool_wait_ms", 55),
+        ("requests_per_second", 1234),
+        ("burst", 77),
+    ];
+    let tasks: Vec<_> = patches
+        .iter()
+        .map(|&(name, value)| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                ok(api
+                    .call(
+                        Method::PATCH,
+                        "/v1/tenants/a/quotas",
+                        Some(OP),
+                        Some(Body::Json(json!({ name: value }))),
+                    )
+                    .await)
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let tenant = ok(api.call(Method::GET, "/v1/tenants/a", Some(OP), None).await);
+    for (name, value) in patches {
+        assert_eq!(tenant["quotas"][name], value, "{name}'s patch was lost");
+    }
+}
+
 on_both_stores!(
+    parallel_quota_patches_all_land,
     parallel_attaches_are_all_kept,
     a_route_put_racing_an_attach_keeps_both,
     a_delete_racing_an_attach_never_leaves_a_dangling_plugin,

@@ -30,6 +30,12 @@ pub enum ValidationError {
         min: u64,
         max: u64,
     },
+    #[error("unknown quota {name:?}; known: {known}")]
+    UnknownQuota { name: String, known: String },
+    #[error("quota {name}: {reason}")]
+    BadQuotaValue { name: String, reason: String },
+    #[error("send quota updates as a JSON object of quota names and values")]
+    QuotaPatchNotAnObject,
     #[error("plugin config must have at most 64 entries, keys of 1-128 bytes and values of at most 4096 bytes")]
     BadPluginConfig,
     #[error("a route may chain at most 16 plugins, got {0}")]

@@ -149,6 +149,44 @@ impl Default for SqlQuotas {
     }
 }
 
+impl Quotas {
+    /// These quotas with `updates` (quota name → new value, the names the API shows) applied.
+    /// Unknown names and values of the wrong type or range are refused; nothing is applied
+    /// then. The API's PATCH and the CLI's `set-quota` both go through here.
+    pub fn patched(&self, updates: &serde_json::Value) -> Result<Quotas, ValidationError> {
+        let updates = updates
+            .as_object()
+            .ok_or(ValidationError::QuotaPatchNotAnObject)?;
+        let mut fields =
+            serde_json::to_value(self).map_err(|e| ValidationError::BadQuotaValue {
+                name: "*".into(),
+                reason: e.to_string(),
+            })?;
+        for (name, value) in updates {
+            match fields.get_mut(name) {
+                Some(slot) => *slot = value.clone(),
+                None => {
+                    let known = fields
+                        .as_object()
+                        .map(|o| o.keys().cloned().collect::<Vec<_>>().join(", "))
+                        .unwrap_or_default();
+                    return Err(ValidationError::UnknownQuota {
+                        name: name.clone(),
+                        known,
+                    });
+                }
+            }
+        }
+        let patched: Quotas =
+            serde_json::from_value(fields).map_err(|e| ValidationError::BadQuotaValue {
+                name: updates.keys().cloned().collect::<Vec<_>>().join(", "),
+                reason: e.to_string(),
+            })?;
+        patched.validate()?;
+        Ok(patched)
+    }
+}
+
 /// One bound: the quota's name as stored, its value, and the range it must lie in.
 type Bound = (&'static str, u64, u64, u64);
 

@@ -11,6 +11,7 @@ use wharf_plugins::RejectError;
 use wharf_tenancy::Store;
 
 use super::uploads::UploadSlot;
+use crate::plugin_add::{add_plugin, AddPluginError};
 
 use super::{ApiError, ApiState, Principal};
 
@@ -37,42 +38,38 @@ pub async fn upload(
             )
             .closing()
         })?;
-    if bytes.is_empty() {
-        return Err(ApiError::bad_request(
-            "the request body must be the plugin's .wasm component",
-        ));
-    }
-    if bytes.len() as u64 > limit {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("{} bytes, the limit is {limit}", bytes.len()),
-        ));
-    }
-    let compiled = s
-        .runtime
-        .compile(Some(&tenant), bytes.to_vec())
+    let added = add_plugin(&store, &s.runtime, &tenant, &name, bytes.to_vec(), limit)
         .await
         .map_err(|e| match e {
-            RejectError::Busy => {
+            AddPluginError::Empty => {
+                ApiError::bad_request("the request body must be the plugin's .wasm component")
+            }
+            AddPluginError::TooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+            }
+            AddPluginError::Rejected(RejectError::Busy) => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "compile_busy", e.to_string())
             }
-            RejectError::Unavailable(_) => ApiError::new(
+            AddPluginError::Rejected(RejectError::Unavailable(_)) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "compile_unavailable",
                 e.to_string(),
             ),
-            _ => ApiError::new(
+            AddPluginError::Rejected(_) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_plugin",
                 e.to_string(),
             ),
+            AddPluginError::Store(e) => e.into(),
         })?;
-    let (version, v) = store.add_plugin_version(&tenant, &name, &bytes).await?;
-    let sha = &compiled.sha256;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "name": name, "version": version, "sha256": sha, "config_version": v })),
+        Json(json!({
+            "name": name,
+            "version": added.version,
+            "sha256": added.sha256,
+            "config_version": added.config_version,
+        })),
     ))
 }
 

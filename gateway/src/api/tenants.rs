@@ -125,20 +125,7 @@ pub async fn set_quotas(
 ) -> Result<Json<Value>, ApiError> {
     who.operator()?;
     let store = s.store_as(&who).await?;
-    let mut fields = serde_json::to_value(store.tenant(&tenant).await?.quotas)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let Some(updates) = patch.as_object() else {
-        return Err(ApiError::bad_request("send a JSON object of quota fields"));
-    };
-    for (k, v) in updates {
-        match fields.get_mut(k) {
-            Some(slot) => *slot = v.clone(),
-            None => return Err(ApiError::bad_request(format!("unknown quota {k:?}"))),
-        }
-    }
-    let quotas: wharf_tenancy::Quotas = serde_json::from_value(fields)
-        .map_err(|e| ApiError::bad_request(format!("bad quota value: {e}")))?;
-    let v = store.set_quotas(&tenant, &quotas).await?;
+    let (v, quotas) = store.patch_quotas(&tenant, &patch).await?;
     Ok(Json(json!({ "quotas": quotas, "config_version": v })))
 }
 

@@ -11,6 +11,7 @@ use crate::cli::client::{ApiClient, Body};
 
 use crate::bootstrap::Bootstrap;
 use crate::cli::{PluginCmd, RouteAddArgs, RouteCmd, StoreArgs, TenantCmd};
+use crate::plugin_add::add_plugin;
 
 pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
     let boot = Bootstrap::load(args.config.as_deref())?.with_store_args(args);
@@ -63,23 +64,19 @@ pub async fn tenant(cmd: TenantCmd) -> anyhow::Result<()> {
             store,
         } => {
             let store = open_store(&store).await?;
-            let mut fields = serde_json::to_value(store.tenant(&id).await?.quotas)?;
+            let mut updates = serde_json::Map::new();
             for kv in &settings {
                 let (k, v) = kv
                     .split_once('=')
                     .with_context(|| format!("{kv:?} is not NAME=VALUE"))?;
-                let Some(slot) = fields.get_mut(k) else {
-                    bail!("unknown quota {k:?}; known: {}", quota_names(&fields));
+                // Numbers as numbers, anything else (e.g. rate_limit_scope=fleet) as text.
+                let value = match v.parse::<u64>() {
+                    Ok(n) => serde_json::Value::from(n),
+                    Err(_) => serde_json::Value::from(v),
                 };
-                *slot = serde_json::Value::Number(
-                    v.parse::<u64>()
-                        .with_context(|| format!("{k}: {v:?} is not a whole number"))?
-                        .into(),
-                );
+                updates.insert(k.to_string(), value);
             }
-            let q: wharf_tenancy::Quotas =
-                serde_json::from_value(fields).context("quota value out of range")?;
-            let v = store.set_quotas(&id, &q).await?;
+            let (v, q) = store.patch_quotas(&id, &updates.into()).await?;
             println!(
                 "quotas of {id} updated (config version {v}): {}",
                 serde_json::to_string(&q)?
@@ -342,13 +339,6 @@ pub async fn route(cmd: RouteCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn quota_names(fields: &serde_json::Value) -> String {
-    fields
-        .as_object()
-        .map(|o| o.keys().cloned().collect::<Vec<_>>().join(", "))
-        .unwrap_or_default()
-}
-
 fn route_from_args(a: RouteAddArgs) -> anyhow::Result<Route> {
     let mut upstreams = Vec::new();
     for u in &a.upstreams {
@@ -421,25 +411,25 @@ pub async fn plugin(cmd: PluginCmd) -> anyhow::Result<()> {
                 }
                 Target::Store(store) => {
                     let boot = Bootstrap::load(args.config.as_deref())?.with_store_args(&args);
-                    let limit = store.tenant(&tenant).await?.quotas.plugin.max_bytes;
-                    if bytes.len() as u64 > limit {
-                        bail!("{} is {} bytes, over tenant {tenant}'s plugin size limit of {limit} bytes", file.display(), bytes.len());
-                    }
-                    // Compile here, with the gateway's engine settings: a plugin that would not run
-                    // is refused before it is stored, and this node's disk cache is warm.
+                    let limit = store
+                        .tenant(&tenant)
+                        .await?
+                        .quotas
+                        .plugin
+                        .max_bytes
+                        .min(boot.plugins.max_plugin_bytes as u64);
+                    // Compiled here with the gateway's engine settings (this node's disk cache
+                    // is then warm), through the same checks as an upload to the API.
                     let metrics = std::sync::Arc::new(wharf_metrics::Metrics::new());
                     let runtime = wharf_plugins::PluginRuntime::new(
                         boot.plugins.clone(),
                         Some(&boot.compiled_cache_dir()),
                         metrics,
                     )?;
-                    let checked = tokio::task::spawn_blocking(move || {
-                        runtime.validate(&bytes).map(|_| bytes)
-                    })
-                    .await?;
-                    let bytes = checked.with_context(|| format!("{} refused", file.display()))?;
-                    let (version, _) = store.add_plugin_version(&tenant, &name, &bytes).await?;
-                    (version, wharf_plugins::sha256_hex(&bytes))
+                    let added = add_plugin(&store, &runtime, &tenant, &name, bytes, limit)
+                        .await
+                        .with_context(|| format!("{} refused", file.display()))?;
+                    (added.version, added.sha256)
                 }
             };
             println!("plugin {name} v{version} of {tenant} stored, sha256 {sha}");

@@ -355,16 +355,42 @@ impl Store {
 
     pub async fn set_quotas(&self, tenant: &str, quotas: &Quotas) -> Result<i64, StoreError> {
         quotas.validate()?;
-        let json = serde_json::to_string(quotas)
-            .map_err(|e| StoreError::Corrupt(format!("quotas: {e}")))?;
         let (mut tx, version) = self.begin_change("tenant.quotas", tenant).await?;
         Self::ensure_tenant(&mut tx, tenant).await?;
+        Self::write_quotas(&mut tx, tenant, quotas).await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    /// Applies `updates` (see [`Quotas::patched`]) to the tenant's quotas in one transaction, so
+    /// concurrent patches of different quotas all land. Returns the new version and quotas.
+    pub async fn patch_quotas(
+        &self,
+        tenant: &str,
+        updates: &serde_json::Value,
+    ) -> Result<(i64, Quotas), StoreError> {
+        let (mut tx, version) = self.begin_change("tenant.quotas", tenant).await?;
+        let row = sqlx::query("SELECT quotas FROM tenants WHERE id = $1")
+            .bind(tenant.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::UnknownTenant(tenant.to_string()))?;
+        let current: Quotas = serde_json::from_str(&row.try_get::<String, _>(0)?)
+            .map_err(|e| StoreError::Corrupt(format!("quotas of tenant {tenant}: {e}")))?;
+        let patched = current.patched(updates)?;
+        Self::write_quotas(&mut tx, tenant, &patched).await?;
+        tx.commit().await?;
+        Ok((version, patched))
+    }
+
+    async fn write_quotas(tx: &mut Tx, tenant: &str, quotas: &Quotas) -> Result<(), StoreError> {
+        let json = serde_json::to_string(quotas)
+            .map_err(|e| StoreError::Corrupt(format!("quotas: {e}")))?;
         sqlx::query("UPDATE tenants SET quotas = $1 WHERE id = $2")
             .bind(json)
             .bind(tenant.to_string())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        tx.commit().await?;
-        Ok(version)
+        Ok(())
     }
 }
