@@ -34,7 +34,7 @@ pub fn validate_tenant_id(id: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Tenant {
     pub id: String,
     pub display_name: String,
@@ -55,7 +55,7 @@ impl Tenant {
 }
 
 /// A stored, immutable version of one of a tenant's plugins.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PluginVersion {
     pub name: String,
     pub version: i64,
@@ -64,7 +64,7 @@ pub struct PluginVersion {
 }
 
 /// A plugin in a route's chain.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PluginAttachment {
     pub plugin: String,
     pub version: i64,
@@ -75,7 +75,9 @@ pub struct PluginAttachment {
 }
 
 /// What a plugin failure does to the request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnError {
     /// The request fails with the plugin's error (the safe default for auth plugins).
@@ -108,6 +110,20 @@ pub enum HostPattern {
     /// Matches any name ending in `.{suffix}`, at any depth, but not the bare suffix.
     Wildcard(String),
 }
+
+/// On the wire a hostname is a string: `api.acme.test` or `*.acme.test`.
+impl utoipa::PartialSchema for HostPattern {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "a hostname (api.acme.test) or a wildcard (*.acme.test)",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for HostPattern {}
 
 impl HostPattern {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
@@ -213,7 +229,7 @@ pub fn normalize_host(raw: &str) -> String {
     without_port.trim_end_matches('.').to_ascii_lowercase()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Route {
     pub id: String,
     /// Matched on whole path segments: `/api` serves `/api` and `/api/x`, not `/apix`.
@@ -231,7 +247,7 @@ pub struct Route {
     pub plugins: Vec<PluginAttachment>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UpstreamTarget {
     /// `ip:port`; names are not resolved on the request path.
     pub addr: String,
@@ -243,7 +259,7 @@ fn default_weight() -> u32 {
     1
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Timeouts {
     pub connect_ms: u64,
@@ -262,7 +278,7 @@ impl Default for Timeouts {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthCheck {
     #[serde(default)]
     pub kind: HealthCheckKind,
@@ -273,7 +289,9 @@ pub struct HealthCheck {
     pub interval_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthCheckKind {
     #[default]

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Quotas {
     #[serde(flatten)]
@@ -22,7 +22,7 @@ pub struct Quotas {
 }
 
 /// What one tenant's plugins may spend per request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct PluginQuotas {
     /// Fuel per request (all phases, one plugin): a deterministic CPU budget.
@@ -44,7 +44,7 @@ pub struct PluginQuotas {
     pub max_bytes: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct RedisQuotas {
     /// Redis connections this tenant's plugins may hold at once (its pool size).
@@ -60,7 +60,7 @@ pub struct RedisQuotas {
     pub max_memory_bytes: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct SqlQuotas {
     /// SQL connections this tenant's plugins may hold at once (its pool size).
@@ -81,7 +81,7 @@ pub struct SqlQuotas {
 }
 
 /// The tenant's request rate through the gateway.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct RequestQuotas {
     /// Requests per second this tenant may send through the gateway (0: unlimited).
@@ -93,7 +93,9 @@ pub struct RequestQuotas {
     pub rate_limit_scope: RateScope,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RateScope {
     #[default]

@@ -1,19 +1,26 @@
 //! The admin API under /v1 (axum, JSON): operators manage tenants, hostnames, quotas and keys;
-//! tenants manage their own routes and plugins. See `openapi.json` (served at /v1/openapi.json).
+//! tenants manage their own routes and plugins. The OpenAPI document at /v1/openapi.json is
+//! generated from the same handlers and types the router uses, so it cannot drift from them.
 
+mod access;
+mod activity;
 mod auth;
 mod error;
 mod plugins;
 mod routes;
+pub mod schema;
 mod tenants;
 pub mod uploads;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, patch, post, put};
+use axum::routing::get;
 use axum::Router;
 use tokio::sync::OnceCell;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use wharf_metrics::Metrics;
 use wharf_plugins::PluginRuntime;
 use wharf_tenancy::Store;
@@ -57,60 +64,49 @@ impl ApiState {
     }
 }
 
-pub const OPENAPI: &str = include_str!("openapi.json");
+/// Every route of the API with its documentation; `router` serves both.
+fn api() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(schema::ApiDoc::openapi())
+        .routes(routes!(tenants::list, tenants::create))
+        .routes(routes!(tenants::get, tenants::update, tenants::remove))
+        .routes(routes!(tenants::set_quotas))
+        .routes(routes!(access::add_hostname))
+        .routes(routes!(access::remove_hostname))
+        .routes(routes!(access::list_keys, access::create_key))
+        .routes(routes!(access::revoke_key))
+        .routes(routes!(activity::usage))
+        .routes(routes!(activity::audit))
+        .routes(routes!(routes::list))
+        .routes(routes!(routes::get, routes::put, routes::remove))
+        .routes(routes!(routes::attach, routes::detach))
+        .routes(routes!(plugins::list))
+        .routes(routes!(plugins::upload, plugins::versions, plugins::remove))
+        .routes(routes!(plugins::rollback))
+}
+
+/// The API's OpenAPI document, as served at /v1/openapi.json.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = api().split_for_parts();
+    doc.paths.paths.insert(
+        "/v1/openapi.json".into(),
+        utoipa::openapi::PathItem::new(
+            utoipa::openapi::HttpMethod::Get,
+            utoipa::openapi::path::OperationBuilder::new()
+                .summary(Some("This document"))
+                .response("200", utoipa::openapi::Response::new("OpenAPI 3.1 JSON")),
+        ),
+    );
+    doc
+}
 
 pub fn router(state: ApiState) -> Router {
     let upload_limit = state.max_plugin_bytes.saturating_add(1);
-    Router::new()
+    let (router, _) = api().split_for_parts();
+    let doc = openapi().to_pretty_json().unwrap_or_default();
+    router
         .route(
             "/v1/openapi.json",
-            get(|| async { ([("content-type", "application/json")], OPENAPI) }),
-        )
-        .route("/v1/tenants", get(tenants::list).post(tenants::create))
-        .route(
-            "/v1/tenants/{tenant}",
-            get(tenants::get)
-                .patch(tenants::update)
-                .delete(tenants::remove),
-        )
-        .route("/v1/tenants/{tenant}/quotas", patch(tenants::set_quotas))
-        .route(
-            "/v1/tenants/{tenant}/hostnames",
-            post(tenants::add_hostname),
-        )
-        .route(
-            "/v1/tenants/{tenant}/hostnames/{host}",
-            delete(tenants::remove_hostname),
-        )
-        .route(
-            "/v1/tenants/{tenant}/api-keys",
-            get(tenants::list_keys).post(tenants::create_key),
-        )
-        .route(
-            "/v1/tenants/{tenant}/api-keys/{key}",
-            delete(tenants::revoke_key),
-        )
-        .route("/v1/tenants/{tenant}/usage", get(tenants::usage))
-        .route("/v1/audit", get(tenants::audit))
-        .route("/v1/tenants/{tenant}/routes", get(routes::list))
-        .route(
-            "/v1/tenants/{tenant}/routes/{route}",
-            get(routes::get).put(routes::put).delete(routes::remove),
-        )
-        .route(
-            "/v1/tenants/{tenant}/routes/{route}/plugins/{plugin}",
-            put(routes::attach).delete(routes::detach),
-        )
-        .route("/v1/tenants/{tenant}/plugins", get(plugins::list))
-        .route(
-            "/v1/tenants/{tenant}/plugins/{plugin}",
-            put(plugins::upload)
-                .get(plugins::versions)
-                .delete(plugins::remove),
-        )
-        .route(
-            "/v1/tenants/{tenant}/plugins/{plugin}/rollback",
-            post(plugins::rollback),
+            get(move || async move { ([("content-type", "application/json")], doc) }),
         )
         .layer(DefaultBodyLimit::max(upload_limit))
         .with_state(state)

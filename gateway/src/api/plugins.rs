@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use wharf_plugins::RejectError;
 use wharf_tenancy::Store;
@@ -13,18 +13,27 @@ use wharf_tenancy::Store;
 use super::uploads::UploadSlot;
 use crate::plugin_add::{add_plugin, AddPluginError};
 
+use super::schema::{Changed, ErrorBody, PluginList, PluginUploaded, PluginVersions, RolledBack};
 use super::{ApiError, ApiState, Principal};
 
 /// Who may upload is settled before a byte of the body is read: an unauthenticated or
 /// out-of-scope upload costs the gateway nothing but its headers (clients sending
 /// `Expect: 100-continue`, as curl does for large bodies, never send the body at all). Bodies
 /// being read are capped per tenant and per node.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/plugins/{plugin}", tag = "plugins",
+    params(("tenant" = String, Path), ("plugin" = String, Path)),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "the plugin's binary .wasm component"),
+    responses((status = 201, body = PluginUploaded),
+        (status = 413, description = "over the tenant's plugin size limit", body = ErrorBody),
+        (status = 422, description = "not a component of the Wharf world", body = ErrorBody),
+        (status = 429, description = "the tenant's compiles are queued full", body = ErrorBody),
+        (status = "4XX", body = ErrorBody)))]
 pub async fn upload(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, name)): Path<(String, String)>,
     body: Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<PluginUploaded>), ApiError> {
     let (store, limit, _slot) = admit_upload(&s, &who, &tenant, &name)
         .await
         .map_err(ApiError::closing)?;
@@ -64,12 +73,12 @@ pub async fn upload(
         })?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "name": name,
-            "version": added.version,
-            "sha256": added.sha256,
-            "config_version": added.config_version,
-        })),
+        Json(PluginUploaded {
+            name,
+            version: added.version,
+            sha256: added.sha256,
+            config_version: added.config_version,
+        }),
     ))
 }
 
@@ -95,67 +104,81 @@ async fn admit_upload(
     Ok((store, limit, slot))
 }
 
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/plugins", tag = "plugins",
+    params(("tenant" = String, Path)),
+    responses((status = 200, body = PluginList), (status = "4XX", body = ErrorBody)))]
 pub async fn list(
     State(s): State<ApiState>,
     who: Principal,
     Path(tenant): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PluginList>, ApiError> {
     who.scope(&tenant)?;
-    Ok(Json(
-        json!({ "plugins": s.store().await?.tenant(&tenant).await?.plugins }),
-    ))
+    let plugins = s.store().await?.tenant(&tenant).await?.plugins;
+    Ok(Json(PluginList { plugins }))
 }
 
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/plugins/{plugin}", tag = "plugins",
+    params(("tenant" = String, Path), ("plugin" = String, Path)),
+    responses((status = 200, body = PluginVersions), (status = "4XX", body = ErrorBody)))]
 pub async fn versions(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PluginVersions>, ApiError> {
     who.scope(&tenant)?;
     let t = s.store().await?.tenant(&tenant).await?;
-    let versions: Vec<_> = t.plugins.iter().filter(|p| p.name == name).collect();
+    let versions: Vec<_> = t.plugins.into_iter().filter(|p| p.name == name).collect();
     if versions.is_empty() {
         return Err(ApiError::not_found(format!(
             "plugin {name:?} does not exist"
         )));
     }
-    Ok(Json(json!({ "name": name, "versions": versions })))
+    Ok(Json(PluginVersions { name, versions }))
 }
 
+/// Deletes every version of a plugin no route uses any more.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/plugins/{plugin}", tag = "plugins",
+    params(("tenant" = String, Path), ("plugin" = String, Path)),
+    responses((status = 200, body = Changed), (status = "4XX", body = ErrorBody)))]
 pub async fn remove(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Changed>, ApiError> {
     who.scope(&tenant)?;
     let v = s
         .store_as(&who)
         .await?
         .remove_plugin(&tenant, &name)
         .await?;
-    Ok(Json(json!({ "config_version": v })))
+    Ok(Json(Changed { config_version: v }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rollback {
     version: i64,
 }
 
 /// Moves every route running this plugin to `version`, keeping each attachment's config.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/plugins/{plugin}/rollback", tag = "plugins",
+    params(("tenant" = String, Path), ("plugin" = String, Path)), request_body = Rollback,
+    responses((status = 200, body = RolledBack), (status = "4XX", body = ErrorBody)))]
 pub async fn rollback(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, name)): Path<(String, String)>,
     Json(b): Json<Rollback>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RolledBack>, ApiError> {
     who.scope(&tenant)?;
-    let (moved, config_version) = s
+    let (routes, config_version) = s
         .store_as(&who)
         .await?
         .rollback_plugin(&tenant, &name, b.version)
         .await?;
-    Ok(Json(
-        json!({ "routes": moved, "version": b.version, "config_version": config_version }),
-    ))
+    Ok(Json(RolledBack {
+        routes,
+        version: b.version,
+        config_version,
+    }))
 }

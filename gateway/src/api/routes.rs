@@ -5,33 +5,39 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa::ToSchema;
 use wharf_tenancy::{HealthCheck, OnError, PluginAttachment, Route, Timeouts, UpstreamTarget};
 
+use super::schema::{Changed, ErrorBody, PluginAttached, RouteList};
 use super::{ApiError, ApiState, Principal};
 
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/routes", tag = "routes",
+    params(("tenant" = String, Path)),
+    responses((status = 200, body = RouteList), (status = "4XX", body = ErrorBody)))]
 pub async fn list(
     State(s): State<ApiState>,
     who: Principal,
     Path(tenant): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RouteList>, ApiError> {
     who.scope(&tenant)?;
-    Ok(Json(
-        json!({ "routes": s.store().await?.tenant(&tenant).await?.routes }),
-    ))
+    let routes = s.store().await?.tenant(&tenant).await?.routes;
+    Ok(Json(RouteList { routes }))
 }
 
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/routes/{route}", tag = "routes",
+    params(("tenant" = String, Path), ("route" = String, Path)),
+    responses((status = 200, body = Route), (status = "4XX", body = ErrorBody)))]
 pub async fn get(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, route)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Route>, ApiError> {
     who.scope(&tenant)?;
-    Ok(Json(json!(s.store().await?.route(&tenant, &route).await?)))
+    Ok(Json(s.store().await?.route(&tenant, &route).await?))
 }
 
 /// The route as sent by clients: the id comes from the URL, plugins from attach/detach.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteBody {
     path_prefix: String,
@@ -44,12 +50,16 @@ pub struct RouteBody {
     health_check: Option<HealthCheck>,
 }
 
+/// Creates or replaces a route; its plugin chain is kept as it is.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/routes/{route}", tag = "routes",
+    params(("tenant" = String, Path), ("route" = String, Path)), request_body = RouteBody,
+    responses((status = 200, body = Changed), (status = "4XX", body = ErrorBody)))]
 pub async fn put(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, id)): Path<(String, String)>,
     Json(b): Json<RouteBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Changed>, ApiError> {
     who.scope(&tenant)?;
     for u in &b.upstreams {
         s.egress.check_target(&u.addr).map_err(|why| {
@@ -72,20 +82,23 @@ pub async fn put(
     };
     // The chain is kept as it is in the store at write time (attach/detach change it).
     let v = store.put_route_keeping_plugins(&tenant, route).await?;
-    Ok(Json(json!({ "config_version": v })))
+    Ok(Json(Changed { config_version: v }))
 }
 
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/routes/{route}", tag = "routes",
+    params(("tenant" = String, Path), ("route" = String, Path)),
+    responses((status = 200, body = Changed), (status = "4XX", body = ErrorBody)))]
 pub async fn remove(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Changed>, ApiError> {
     who.scope(&tenant)?;
     let v = s.store_as(&who).await?.remove_route(&tenant, &id).await?;
-    Ok(Json(json!({ "config_version": v })))
+    Ok(Json(Changed { config_version: v }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttachBody {
     /// Default: the newest version.
@@ -98,12 +111,17 @@ pub struct AttachBody {
     position: Option<usize>,
 }
 
+/// Attaches a plugin version to the route (or changes its attachment), in one transaction.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/routes/{route}/plugins/{plugin}", tag = "routes",
+    params(("tenant" = String, Path), ("route" = String, Path), ("plugin" = String, Path)),
+    request_body = AttachBody,
+    responses((status = 200, body = PluginAttached), (status = "4XX", body = ErrorBody)))]
 pub async fn attach(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, route, plugin)): Path<(String, String, String)>,
     Json(b): Json<AttachBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PluginAttached>, ApiError> {
     who.scope(&tenant)?;
     let store = s.store_as(&who).await?;
     let version = match b.version {
@@ -119,19 +137,25 @@ pub async fn attach(
     let v = store
         .attach_plugin_at(&tenant, &route, a, b.position)
         .await?;
-    Ok(Json(json!({ "version": version, "config_version": v })))
+    Ok(Json(PluginAttached {
+        version,
+        config_version: v,
+    }))
 }
 
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/routes/{route}/plugins/{plugin}", tag = "routes",
+    params(("tenant" = String, Path), ("route" = String, Path), ("plugin" = String, Path)),
+    responses((status = 200, body = Changed), (status = "4XX", body = ErrorBody)))]
 pub async fn detach(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, route, plugin)): Path<(String, String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Changed>, ApiError> {
     who.scope(&tenant)?;
     let v = s
         .store_as(&who)
         .await?
         .detach_plugin(&tenant, &route, &plugin)
         .await?;
-    Ok(Json(json!({ "config_version": v })))
+    Ok(Json(Changed { config_version: v }))
 }

@@ -1,16 +1,18 @@
-//! Tenants, hostnames, quotas, API keys, usage and the audit log.
+//! Tenants and their quotas (operator only, except reading one's own tenant).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa::ToSchema;
+use wharf_tenancy::{StoreError, Tenant};
 
-use wharf_tenancy::StoreError;
-
+use super::schema::{
+    Changed, ErrorBody, QuotasChanged, TenantCreated, TenantDetail, TenantList, TenantSummary,
+};
 use super::{ApiError, ApiState, Principal};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
     id: String,
@@ -19,11 +21,14 @@ pub struct NewTenant {
     hostnames: Vec<String>,
 }
 
+/// Creates a tenant with its hostnames, all or nothing.
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = NewTenant,
+    responses((status = 201, body = TenantCreated), (status = "4XX", body = ErrorBody)))]
 pub async fn create(
     State(s): State<ApiState>,
     who: Principal,
     Json(t): Json<NewTenant>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<TenantCreated>), ApiError> {
     who.operator()?;
     let hosts: Vec<&str> = t.hostnames.iter().map(String::as_str).collect();
     let v = s
@@ -33,63 +38,85 @@ pub async fn create(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "id": t.id, "config_version": v })),
+        Json(TenantCreated {
+            id: t.id,
+            config_version: v,
+        }),
     ))
 }
 
-pub async fn list(State(s): State<ApiState>, who: Principal) -> Result<Json<Value>, ApiError> {
-    let snap = s.store().await?.load().await?;
-    let visible: Vec<Value> = snap
-        .tenants
-        .iter()
-        .filter(|t| who.scope(&t.id).is_ok())
-        .map(|t| json!({ "id": t.id, "display_name": t.display_name, "hostnames": t.hostnames }))
-        .collect();
-    Ok(Json(json!({ "tenants": visible })))
+/// The tenants the caller may see: all for the operator, its own for a tenant.
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants",
+    responses((status = 200, body = TenantList), (status = "4XX", body = ErrorBody)))]
+pub async fn list(State(s): State<ApiState>, who: Principal) -> Result<Json<TenantList>, ApiError> {
+    let store = s.store().await?;
+    let visible = match &who {
+        Principal::Operator => store.load().await?.tenants,
+        Principal::Tenant(own) => vec![store.tenant(own).await?],
+    };
+    let tenants = visible.into_iter().map(summary).collect();
+    Ok(Json(TenantList { tenants }))
 }
 
+fn summary(t: Tenant) -> TenantSummary {
+    TenantSummary {
+        id: t.id,
+        display_name: t.display_name,
+        hostnames: t.hostnames,
+    }
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = String, Path)),
+    responses((status = 200, body = TenantDetail), (status = "4XX", body = ErrorBody)))]
 pub async fn get(
     State(s): State<ApiState>,
     who: Principal,
     Path(tenant): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TenantDetail>, ApiError> {
     who.scope(&tenant)?;
     let t = s.store().await?.tenant(&tenant).await?;
-    Ok(Json(json!({
-        "id": t.id,
-        "display_name": t.display_name,
-        "hostnames": t.hostnames,
-        "quotas": t.quotas,
-        "routes": t.routes.iter().map(|r| &r.id).collect::<Vec<_>>(),
-    })))
+    Ok(Json(TenantDetail {
+        routes: t.routes.iter().map(|r| r.id.clone()).collect(),
+        id: t.id,
+        display_name: t.display_name,
+        hostnames: t.hostnames,
+        quotas: t.quotas,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantUpdate {
     display_name: String,
 }
 
+#[utoipa::path(patch, path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = String, Path)),
+    request_body = TenantUpdate,
+    responses((status = 200, body = Changed), (status = "4XX", body = ErrorBody)))]
 pub async fn update(
     State(s): State<ApiState>,
     who: Principal,
     Path(tenant): Path<String>,
     Json(u): Json<TenantUpdate>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Changed>, ApiError> {
     who.operator()?;
     let v = s
         .store_as(&who)
         .await?
         .rename_tenant(&tenant, &u.display_name)
         .await?;
-    Ok(Json(json!({ "config_version": v })))
+    Ok(Json(Changed { config_version: v }))
 }
 
+/// Removes the tenant and purges its data (Redis keys, SQL database); repeat on 503.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = String, Path)),
+    responses((status = 200, body = Changed), (status = "4XX", body = ErrorBody),
+        (status = 503, description = "the data could not be purged yet: repeat", body = ErrorBody)))]
 pub async fn remove(
     State(s): State<ApiState>,
     who: Principal,
     Path(tenant): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Changed>, ApiError> {
     who.operator()?;
     let store = s.store_as(&who).await?;
     // A tenant that is already gone may still have data left by a failed purge: purge again.
@@ -107,158 +134,32 @@ pub async fn remove(
     store.audit(&outcome, &tenant).await?;
     if let Err(e) = purged {
         return Err(ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::SERVICE_UNAVAILABLE,
             "purge_failed",
             format!("the tenant's data could not be deleted ({e}); repeat the DELETE"),
         ));
     }
-    let v = removed?;
-    Ok(Json(json!({ "config_version": v })))
+    Ok(Json(Changed {
+        config_version: removed?,
+    }))
 }
 
-/// A partial update: only the given fields change.
+/// A partial update: only the quotas named in the body change (names as in `Quotas`).
+#[utoipa::path(patch, path = "/v1/tenants/{tenant}/quotas", tag = "tenants",
+    params(("tenant" = String, Path)),
+    request_body(content = serde_json::Value, description = "quota name → new value, e.g. {\"plugin_deadline_ms\": 50}"),
+    responses((status = 200, body = QuotasChanged), (status = "4XX", body = ErrorBody)))]
 pub async fn set_quotas(
     State(s): State<ApiState>,
     who: Principal,
     Path(tenant): Path<String>,
-    Json(patch): Json<Value>,
-) -> Result<Json<Value>, ApiError> {
+    Json(patch): Json<serde_json::Value>,
+) -> Result<Json<QuotasChanged>, ApiError> {
     who.operator()?;
     let store = s.store_as(&who).await?;
     let (v, quotas) = store.patch_quotas(&tenant, &patch).await?;
-    Ok(Json(json!({ "quotas": quotas, "config_version": v })))
-}
-
-#[derive(Deserialize)]
-pub struct NewHostname {
-    hostname: String,
-}
-
-pub async fn add_hostname(
-    State(s): State<ApiState>,
-    who: Principal,
-    Path(tenant): Path<String>,
-    Json(h): Json<NewHostname>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    who.operator()?;
-    let v = s
-        .store_as(&who)
-        .await?
-        .add_hostname(&tenant, &h.hostname)
-        .await?;
-    Ok((StatusCode::CREATED, Json(json!({ "config_version": v }))))
-}
-
-pub async fn remove_hostname(
-    State(s): State<ApiState>,
-    who: Principal,
-    Path((tenant, host)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    who.operator()?;
-    let v = s
-        .store_as(&who)
-        .await?
-        .remove_hostname(&tenant, &host)
-        .await?;
-    Ok(Json(json!({ "config_version": v })))
-}
-
-pub async fn create_key(
-    State(s): State<ApiState>,
-    who: Principal,
-    Path(tenant): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    who.operator()?;
-    let (id, secret) = s.store_as(&who).await?.create_api_key(&tenant).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "id": id, "key": secret, "note": "the key is shown once; store it now" })),
-    ))
-}
-
-pub async fn list_keys(
-    State(s): State<ApiState>,
-    who: Principal,
-    Path(tenant): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    who.operator()?;
-    s.store().await?.tenant(&tenant).await?;
-    Ok(Json(
-        json!({ "keys": s.store().await?.list_api_keys(&tenant).await? }),
-    ))
-}
-
-pub async fn revoke_key(
-    State(s): State<ApiState>,
-    who: Principal,
-    Path((tenant, key)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    who.operator()?;
-    s.store_as(&who)
-        .await?
-        .revoke_api_key(&tenant, &key)
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// The tenant's counters on this node, from the same registry as /metrics.
-pub async fn usage(
-    State(s): State<ApiState>,
-    who: Principal,
-    Path(tenant): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    who.scope(&tenant)?;
-    s.store().await?.tenant(&tenant).await?;
-    let wanted = [
-        ("wharf_requests_total", "requests"),
-        ("wharf_plugin_invocations_total", "plugin_invocations"),
-        ("wharf_host_calls_total", "host_calls"),
-        ("wharf_quota_rejections_total", "quota_rejections"),
-    ];
-    let mut out = serde_json::Map::new();
-    for family in s.metrics.registry().gather() {
-        let Some((_, key)) = wanted.iter().find(|(n, _)| *n == family.name()) else {
-            continue;
-        };
-        let mut by: serde_json::Map<String, Value> = serde_json::Map::new();
-        for m in family.get_metric() {
-            let labels = m.get_label();
-            if !labels
-                .iter()
-                .any(|l| l.name() == "tenant" && l.value() == tenant)
-            {
-                continue;
-            }
-            let breakdown: Vec<String> = labels
-                .iter()
-                .filter(|l| l.name() != "tenant")
-                .map(|l| format!("{}={}", l.name(), l.value()))
-                .collect();
-            by.insert(
-                breakdown.join(","),
-                json!(m.get_counter().get_value() as u64),
-            );
-        }
-        out.insert(key.to_string(), Value::Object(by));
-    }
-    Ok(Json(Value::Object(out)))
-}
-
-#[derive(Deserialize)]
-pub struct AuditQuery {
-    limit: Option<i64>,
-}
-
-pub async fn audit(
-    State(s): State<ApiState>,
-    who: Principal,
-    Query(q): Query<AuditQuery>,
-) -> Result<Json<Value>, ApiError> {
-    who.operator()?;
-    let entries = s
-        .store()
-        .await?
-        .audit_log(q.limit.unwrap_or(100).clamp(1, 1000))
-        .await?;
-    Ok(Json(json!({ "entries": entries })))
+    Ok(Json(QuotasChanged {
+        quotas,
+        config_version: v,
+    }))
 }
