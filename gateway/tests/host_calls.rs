@@ -277,22 +277,7 @@ async fn host_call_held_past_the_deadline_fails_only_that_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_mid_test_then_back() {
     let port = free_addr().port();
-    let start = || {
-        std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server")
-    };
+    let start = || wharf_tenancy::test_support::spawn_redis(port);
     let mut redis = start();
     let (url, store) = fresh_store(StoreKind::Sqlite).await;
     let up = Upstream::start("up").await;

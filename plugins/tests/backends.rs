@@ -185,22 +185,7 @@ async fn redis_down_then_back_without_rebuilding() {
         .local_addr()
         .unwrap()
         .port();
-    let start = || {
-        std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/test installs it)")
-    };
+    let start = || wharf_tenancy::test_support::spawn_redis(port);
     let b = Backends::new(
         BackendSettings {
             redis_url: Some(format!("redis://127.0.0.1:{port}")),

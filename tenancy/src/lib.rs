@@ -3,6 +3,7 @@
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
 pub mod error;
+pub mod hostname;
 pub mod model;
 pub mod quotas;
 pub mod routing;

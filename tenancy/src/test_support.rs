@@ -96,6 +96,16 @@ pub fn process_cpu_time() -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
+/// A private Redis on `port` that a test may stop (kill) and start again: for outages.
+pub fn spawn_redis(port: u16) -> std::process::Child {
+    std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("redis-server (scripts/test installs it): {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -1,13 +1,14 @@
-//! `wharf tenant …` and `wharf route …`: operator commands against the config store.
+//! `wharf tenant …`, `wharf route …` and `wharf plugin …`: operator and tenant commands, against
+//! the config store or a gateway's admin API (`target.rs`).
 
 use anyhow::{bail, Context};
 use reqwest::Method;
 use wharf_tenancy::{
-    HealthCheck, HealthCheckKind, OnError, PluginAttachment, PluginVersion, Route, Store, Timeouts,
-    UpstreamTarget,
+    HealthCheck, HealthCheckKind, OnError, PluginVersion, Route, Store, Timeouts, UpstreamTarget,
 };
 
-use crate::cli::client::{ApiClient, Body};
+use crate::cli::client::Body;
+use crate::cli::target::{PluginAttachmentArgs, Target};
 
 use crate::bootstrap::Bootstrap;
 use crate::cli::{PluginCmd, RouteAddArgs, RouteCmd, StoreArgs, TenantCmd};
@@ -91,157 +92,6 @@ pub async fn tenant(cmd: TenantCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Where route and plugin commands go: the store directly (operators on a node) or a running
-/// gateway's admin API (`--api`, as a tenant or the operator).
-enum Target {
-    Store(Store),
-    Api(ApiClient),
-}
-
-impl Target {
-    async fn open(args: &StoreArgs) -> anyhow::Result<Target> {
-        Ok(match &args.api {
-            Some(base) => Target::Api(ApiClient::new(base, args.token.as_deref())?),
-            None => Target::Store(open_store(args).await?),
-        })
-    }
-
-    async fn routes(&self, tenant: &str) -> anyhow::Result<Vec<Route>> {
-        Ok(match self {
-            Target::Store(s) => s.tenant(tenant).await?.routes,
-            Target::Api(c) => {
-                let v = c
-                    .call(
-                        Method::GET,
-                        &format!("/v1/tenants/{tenant}/routes"),
-                        Body::None,
-                    )
-                    .await?;
-                serde_json::from_value(v["routes"].clone())?
-            }
-        })
-    }
-
-    /// Creates or replaces a route, keeping its plugin chain.
-    async fn put_route(&self, tenant: &str, route: Route) -> anyhow::Result<i64> {
-        Ok(match self {
-            Target::Store(s) => s.put_route_keeping_plugins(tenant, route).await?,
-            Target::Api(c) => {
-                let mut body = serde_json::to_value(&route)?;
-                if let Some(o) = body.as_object_mut() {
-                    o.remove("id");
-                    o.remove("plugins");
-                }
-                let path = format!("/v1/tenants/{tenant}/routes/{}", route.id);
-                config_version(c.call(Method::PUT, &path, Body::Json(body)).await?)
-            }
-        })
-    }
-
-    async fn remove_route(&self, tenant: &str, id: &str) -> anyhow::Result<i64> {
-        Ok(match self {
-            Target::Store(s) => s.remove_route(tenant, id).await?,
-            Target::Api(c) => config_version(
-                c.call(
-                    Method::DELETE,
-                    &format!("/v1/tenants/{tenant}/routes/{id}"),
-                    Body::None,
-                )
-                .await?,
-            ),
-        })
-    }
-
-    /// Attaches; `version: None` means the newest. Returns (version, config version).
-    async fn attach(
-        &self,
-        tenant: &str,
-        route: &str,
-        a: PluginAttachmentArgs,
-    ) -> anyhow::Result<(i64, i64)> {
-        Ok(match self {
-            Target::Store(s) => {
-                let version = match a.version {
-                    Some(v) => v,
-                    None => s.latest_plugin_version(tenant, &a.plugin).await?,
-                };
-                let att = PluginAttachment {
-                    plugin: a.plugin,
-                    version,
-                    config: a.config,
-                    on_error: a.on_error,
-                };
-                (version, s.attach_plugin(tenant, route, att).await?)
-            }
-            Target::Api(c) => {
-                let body = serde_json::json!({ "version": a.version, "config": a.config, "on_error": a.on_error });
-                let path = format!("/v1/tenants/{tenant}/routes/{route}/plugins/{}", a.plugin);
-                let v = c.call(Method::PUT, &path, Body::Json(body)).await?;
-                (v["version"].as_i64().unwrap_or_default(), config_version(v))
-            }
-        })
-    }
-
-    async fn detach(&self, tenant: &str, route: &str, plugin: &str) -> anyhow::Result<i64> {
-        Ok(match self {
-            Target::Store(s) => s.detach_plugin(tenant, route, plugin).await?,
-            Target::Api(c) => {
-                let path = format!("/v1/tenants/{tenant}/routes/{route}/plugins/{plugin}");
-                config_version(c.call(Method::DELETE, &path, Body::None).await?)
-            }
-        })
-    }
-
-    async fn plugins(&self, tenant: &str) -> anyhow::Result<Vec<PluginVersion>> {
-        Ok(match self {
-            Target::Store(s) => s.tenant(tenant).await?.plugins,
-            Target::Api(c) => {
-                let v = c
-                    .call(
-                        Method::GET,
-                        &format!("/v1/tenants/{tenant}/plugins"),
-                        Body::None,
-                    )
-                    .await?;
-                serde_json::from_value(v["plugins"].clone())?
-            }
-        })
-    }
-
-    async fn rollback(
-        &self,
-        tenant: &str,
-        name: &str,
-        version: i64,
-    ) -> anyhow::Result<Vec<String>> {
-        Ok(match self {
-            Target::Store(s) => s.rollback_plugin(tenant, name, version).await?.0,
-            Target::Api(c) => {
-                let path = format!("/v1/tenants/{tenant}/plugins/{name}/rollback");
-                let v = c
-                    .call(
-                        Method::POST,
-                        &path,
-                        Body::Json(serde_json::json!({ "version": version })),
-                    )
-                    .await?;
-                serde_json::from_value(v["routes"].clone())?
-            }
-        })
-    }
-}
-
-struct PluginAttachmentArgs {
-    plugin: String,
-    version: Option<i64>,
-    config: std::collections::BTreeMap<String, String>,
-    on_error: OnError,
-}
-
-fn config_version(v: serde_json::Value) -> i64 {
-    v["config_version"].as_i64().unwrap_or_default()
 }
 
 pub async fn route(cmd: RouteCmd) -> anyhow::Result<()> {

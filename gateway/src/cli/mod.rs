@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod commands;
+pub mod target;
 
 use std::path::PathBuf;
 
