@@ -1,6 +1,7 @@
 //! `wharf-load`: Wharf's load generator and benchmark scenarios.
 //! See docs/benchmarks.md for the commands that produced the published numbers.
 
+mod bare_pingora;
 mod http_load;
 mod node;
 mod noisy;
@@ -64,6 +65,16 @@ enum Scenario {
         /// TOML appended to the node's bootstrap file, e.g. $'[plugins]\nnice = 0'.
         #[arg(long, default_value = "")]
         extra_toml: String,
+    },
+    /// A bare Pingora proxy to one upstream (the framework's ceiling, for comparisons).
+    /// Runs until killed.
+    BarePingora {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
     },
     /// HTTP load against targets LABEL=ADDR[,HOST[,PATH]], measured one after another.
     Http {
@@ -137,6 +148,11 @@ fn main() -> anyhow::Result<()> {
                 extra_toml,
             })
         }
+        Scenario::BarePingora {
+            listen,
+            upstream,
+            threads,
+        } => bare_pingora::run(&listen, upstream, threads),
         Scenario::Http {
             targets,
             concurrency,
