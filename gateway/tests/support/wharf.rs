@@ -1,0 +1,297 @@
+//! A real `wharf serve` process on free ports, and how tests talk to it.
+
+use super::*;
+
+/// A `wharf serve` child process with its own data dir and ports.
+pub struct Wharf {
+    child: Child,
+    config: PathBuf,
+    extra_args: Vec<String>,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+    client: reqwest::Client,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub json: serde_json::Value,
+}
+
+impl Wharf {
+    pub async fn start(store_url: &str) -> Wharf {
+        Self::start_with(store_url, &[]).await
+    }
+
+    /// Starts `wharf serve` and waits until its admin listener answers. Retries with new ports
+    /// when a free port was taken by a concurrent test in the meantime.
+    pub async fn start_with(store_url: &str, extra_args: &[&str]) -> Wharf {
+        Self::start_configured(store_url, "", extra_args).await
+    }
+
+    /// Like `start_with`, with extra bootstrap TOML (e.g. `redis = "..."`, `sql = "..."`).
+    pub async fn start_configured(store_url: &str, extra_toml: &str, extra_args: &[&str]) -> Wharf {
+        for _ in 0..3 {
+            match Self::try_start(store_url, extra_toml, extra_args).await {
+                Ok(w) => return w,
+                Err(log) if log.contains("cannot listen") => continue,
+                Err(log) => panic!("wharf did not start:\n{log}"),
+            }
+        }
+        panic!("wharf could not find free ports in 3 tries")
+    }
+
+    async fn try_start(
+        store_url: &str,
+        extra_toml: &str,
+        extra_args: &[&str],
+    ) -> Result<Wharf, String> {
+        let dir = std::env::temp_dir().join(format!("wharf-gw-{}", unique_suffix()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let proxy = free_addr();
+        let admin = free_addr();
+        // Test upstreams listen on loopback, which the egress policy refuses unless allowed.
+        let egress = if extra_toml.contains("egress_allow") {
+            ""
+        } else {
+            "egress_allow = [\"127.0.0.0/8\"]\n"
+        };
+        let bootstrap = format!(
+            "listen = \"{proxy}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"{}\"\nstore = \"{store_url}\"\n\
+             threads = 1\nconfig_poll_interval_ms = 50\ngrace_period_seconds = 0\n\
+             graceful_shutdown_timeout_seconds = 1\n{egress}{extra_toml}\n",
+            dir.join("data").display()
+        );
+        let config = dir.join("wharf.toml");
+        std::fs::write(&config, bootstrap).expect("write bootstrap");
+        let log = std::fs::File::create(dir.join("wharf.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .args(extra_args)
+            .env("WHARF_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn wharf");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client");
+        let extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+        let mut w = Wharf {
+            child,
+            config,
+            extra_args,
+            proxy,
+            admin,
+            dir,
+            client,
+        };
+        w.wait_ready().await?;
+        Ok(w)
+    }
+
+    /// Stops the process and starts it again with the same ports, data dir and store.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("wharf.log"))
+            .expect("log file");
+        self.child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .args(&self.extra_args)
+            .env("WHARF_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn wharf");
+        if let Err(log) = self.wait_ready().await {
+            panic!("wharf did not restart:\n{log}");
+        }
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("wharf exited early ({status}):\n{}", self.log()));
+            }
+            if let Ok(r) = self
+                .client
+                .get(format!("http://{}/healthz", self.admin))
+                .send()
+                .await
+            {
+                if r.status().is_success()
+                    && tokio::net::TcpStream::connect(self.proxy).await.is_ok()
+                {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "wharf did not become ready in 30 s:\n{}",
+                    self.log()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The data dir this node uses (SQLite tenant databases live under `tenant-sql/`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Resident memory of the gateway process, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("wharf.log")).unwrap_or_default()
+    }
+
+    /// A request through the proxy with the given Host header.
+    pub async fn request(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .client
+            .request(method, format!("http://{}{}", self.proxy, path))
+            .header("Host", host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request {path} failed: {e}\n{}", self.log()));
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.expect("body");
+        if body.is_empty() {
+            return Reply {
+                status,
+                headers,
+                json: serde_json::Value::Null,
+            };
+        }
+        let json = serde_json::from_slice(&body).unwrap_or_else(|_| {
+            panic!(
+                "reply to {host}{path} is not JSON ({status}): {}",
+                String::from_utf8_lossy(&body)
+            )
+        });
+        Reply {
+            status,
+            headers,
+            json,
+        }
+    }
+
+    pub async fn get(&self, host: &str, path: &str) -> Reply {
+        self.request("GET", host, path, &[]).await
+    }
+
+    pub async fn healthz(&self) -> serde_json::Value {
+        self.client
+            .get(format!("http://{}/healthz", self.admin))
+            .send()
+            .await
+            .expect("healthz")
+            .json()
+            .await
+            .expect("healthz json")
+    }
+
+    pub async fn config_version(&self) -> i64 {
+        self.healthz().await["config_version"]
+            .as_i64()
+            .expect("config_version")
+    }
+
+    /// Waits until this node serves config `version` (or newer); returns how long that took.
+    pub async fn wait_for_version(&self, version: i64) -> Duration {
+        let start = Instant::now();
+        while self.config_version().await < version {
+            assert!(
+                // Generous: a new node compiles stored plugins on one core first (a 1.6 MB
+                // JavaScript plugin takes seconds in a debug build on a loaded machine).
+                start.elapsed() < Duration::from_secs(40),
+                "config version {version} not applied within 40 s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        start.elapsed()
+    }
+
+    /// `/metrics`, as Prometheus scrapes it: with the operator token when one is configured.
+    pub async fn metrics(&self) -> String {
+        let mut req = self.client.get(format!("http://{}/metrics", self.admin));
+        if let Some(token) = self.operator_token() {
+            req = req.bearer_auth(token);
+        }
+        req.send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+}
+
+impl Wharf {
+    /// The operator token of this node's bootstrap file, if it sets one.
+    pub fn operator_token(&self) -> Option<String> {
+        let text = std::fs::read_to_string(&self.config).ok()?;
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("operator_token"))?;
+        Some(line.split('"').nth(1)?.to_string())
+    }
+
+    /// Metrics are recorded in the logging phase, after the client has its response: poll.
+    pub async fn wait_metric(&self, series: &str, expected: f64) -> String {
+        let start = Instant::now();
+        loop {
+            let m = self.metrics().await;
+            let got = metric_value(&m, series);
+            if got == expected {
+                return m;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{series} is {got}, expected {expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Wharf {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
