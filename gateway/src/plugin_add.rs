@@ -31,7 +31,7 @@ pub async fn add_plugin(
     runtime: &PluginRuntime,
     tenant: &str,
     name: &str,
-    bytes: Vec<u8>,
+    bytes: &[u8],
     limit: u64,
 ) -> Result<Added, AddPluginError> {
     if bytes.is_empty() {
@@ -41,8 +41,9 @@ pub async fn add_plugin(
     if size > limit {
         return Err(AddPluginError::TooLarge { size, limit });
     }
-    let compiled = runtime.compile(Some(tenant), bytes.clone()).await?;
-    let (version, config_version) = store.add_plugin_version(tenant, name, &bytes).await?;
+    // The one copy of the upload: the compile thread owns it while the original is stored.
+    let compiled = runtime.compile(Some(tenant), bytes.to_vec()).await?;
+    let (version, config_version) = store.add_plugin_version(tenant, name, bytes).await?;
     Ok(Added {
         version,
         sha256: compiled.sha256.clone(),

@@ -47,7 +47,7 @@ pub async fn upload(
             )
             .closing()
         })?;
-    let added = add_plugin(&store, &s.runtime, &tenant, &name, bytes.to_vec(), limit)
+    let added = add_plugin(&store, &s.runtime, &tenant, &name, &bytes, limit)
         .await
         .map_err(|e| match e {
             AddPluginError::Empty => {

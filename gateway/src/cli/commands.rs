@@ -276,7 +276,7 @@ pub async fn plugin(cmd: PluginCmd) -> anyhow::Result<()> {
                         Some(&boot.compiled_cache_dir()),
                         metrics,
                     )?;
-                    let added = add_plugin(&store, &runtime, &tenant, &name, bytes, limit)
+                    let added = add_plugin(&store, &runtime, &tenant, &name, &bytes, limit)
                         .await
                         .with_context(|| format!("{} refused", file.display()))?;
                     (added.version, added.sha256)
