@@ -95,6 +95,7 @@ async fn scenario(args: Args) -> anyhow::Result<()> {
         args.connections
     );
     let alone = probe_both(&node.proxy, span).await;
+    let before = api.get_text("/metrics", OPERATOR).await.unwrap_or_default();
     let attack: Vec<_> = HOSTILE
         .iter()
         .flat_map(|mode| {
@@ -132,6 +133,14 @@ async fn scenario(args: Args) -> anyhow::Result<()> {
     let total: u64 = statuses.values().sum();
     println!("evil's requests under attack: {total} answered, by status {statuses:?}");
     let metrics = api.get_text("/metrics", OPERATOR).await.unwrap_or_default();
+    println!("good's time inside the gateway under attack (p99 from the histograms' buckets):");
+    for (name, filter) in GOOD_BREAKDOWN {
+        let p99 = histogram_delta_p99(&before, &metrics, name, filter);
+        println!(
+            "  {name}{{{filter}}}: p99 <= {}",
+            p99.map_or("n/a".into(), |s| format!("{:.2} ms", s * 1e3))
+        );
+    }
     for line in metrics.lines().filter(|l| {
         l.starts_with("wharf_plugin_cpu_seconds_total")
             || l.starts_with("wharf_plugin_yields_total")
@@ -306,4 +315,55 @@ async fn start_upstream() -> anyhow::Result<String> {
 
 fn find_end(b: &[u8]) -> Option<usize> {
     b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+/// Good's server-side histograms whose tails locate its end-to-end p99 under attack.
+const GOOD_BREAKDOWN: [(&str, &str); 4] = [
+    ("wharf_gateway_duration_seconds", "tenant=\"good\""),
+    (
+        "wharf_plugin_duration_seconds",
+        "phase=\"on_request\",tenant=\"good\"",
+    ),
+    (
+        "wharf_plugin_duration_seconds",
+        "phase=\"on_response\",tenant=\"good\"",
+    ),
+    ("wharf_plugin_queue_wait_seconds", "tenant=\"good\""),
+];
+
+/// The upper bound of the bucket holding the 99th percentile of the observations a histogram
+/// series gained between two scrapes.
+fn histogram_delta_p99(before: &str, after: &str, name: &str, labels: &str) -> Option<f64> {
+    let buckets = |text: &str| -> Vec<(f64, f64)> {
+        let prefix = format!("{name}_bucket{{");
+        text.lines()
+            .filter(|l| l.starts_with(&prefix) && l.contains(labels))
+            .filter_map(|l| {
+                let le = l.split("le=\"").nth(1)?.split('"').next()?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                let count = l.rsplit(' ').next()?.parse().ok()?;
+                Some((le, count))
+            })
+            .collect()
+    };
+    let (b, a) = (buckets(before), buckets(after));
+    let delta: Vec<(f64, f64)> = a
+        .iter()
+        .map(|(le, n)| {
+            let old = b.iter().find(|(l, _)| l == le).map_or(0.0, |(_, c)| *c);
+            (*le, n - old)
+        })
+        .collect();
+    let total = delta.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    delta
+        .iter()
+        .find(|(_, n)| *n >= 0.99 * total)
+        .map(|(le, _)| *le)
 }
