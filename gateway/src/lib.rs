@@ -5,6 +5,9 @@
 
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
+// The global allocator is the binary's (`main.rs`).
+use mimalloc as _;
+
 pub mod admin;
 pub mod api;
 pub mod bootstrap;

@@ -3,6 +3,12 @@ use wharf_gateway::cli::commands;
 use wharf_gateway::cli::{Cli, Command};
 use wharf_gateway::{echo, serve};
 
+/// glibc's malloc was ~14 % of the proxy's CPU under load (docs/benchmarks.md, #12): requests
+/// allocate and free many small buffers across threads, which mimalloc serves from per-thread
+/// pages.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     // Traces go to OTLP when configured (bootstrap `otlp_endpoint` or OTEL_EXPORTER_OTLP_ENDPOINT).
