@@ -6,10 +6,13 @@ use wharf_gateway::{echo, serve};
 /// glibc's malloc was ~14 % of the proxy's CPU under load (docs/benchmarks.md, #12): requests
 /// allocate and free many small buffers across threads, which mimalloc serves from per-thread
 /// pages.
+/// Wrapped to count allocations when asked to (`WHARF_COUNT_ALLOCATIONS=1`, benchmarks only).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: wharf_metrics::allocations::Counting<mimalloc::MiMalloc> =
+    wharf_metrics::allocations::Counting(mimalloc::MiMalloc);
 
 fn main() {
+    wharf_metrics::allocations::enable_from_env();
     let cli = Cli::parse();
     // Traces go to OTLP when configured (bootstrap `otlp_endpoint` or OTEL_EXPORTER_OTLP_ENDPOINT).
     let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")

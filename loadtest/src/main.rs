@@ -3,6 +3,7 @@
 
 mod bare_pingora;
 mod http_load;
+mod memory;
 mod node;
 mod noisy;
 mod plugin_bench;
@@ -46,6 +47,21 @@ enum Scenario {
         file: std::path::PathBuf,
         #[arg(long, default_value_t = 5_000)]
         iterations: usize,
+    },
+    /// Resident memory of an idle node, per 1,000 tenants and per distinct compiled plugin.
+    /// Starts a `wharf` node and an upstream itself.
+    Memory {
+        /// The `wharf` binary (default: next to this one).
+        #[arg(long)]
+        wharf: Option<std::path::PathBuf>,
+        /// Where scripts/build-plugins put add-header.wasm.
+        #[arg(long, env = "WHARF_PLUGIN_DIR")]
+        plugin_dir: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 1000)]
+        tenants: usize,
+        /// Distinct plugins, one per tenant (at most `tenants`).
+        #[arg(long, default_value_t = 100)]
+        plugins: usize,
     },
     /// One tenant's hostile plugins under load vs another tenant's requests, alone and under
     /// attack, in one run. Starts a `wharf` node, an upstream and both tenants itself.
@@ -124,30 +140,24 @@ fn main() -> anyhow::Result<()> {
             seconds,
             connections,
             extra_toml,
-        } => {
-            let wharf = match wharf {
-                Some(w) => w,
-                None => std::env::current_exe()?.with_file_name("wharf"),
-            };
-            let plugin_dir = plugin_dir.unwrap_or_else(|| {
-                let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
-                std::env::var("WHARF_CACHE_DIR")
-                    .unwrap_or_else(|_| format!("{home}/.cache/wharf"))
-                    .into()
-            });
-            let plugin_dir = if plugin_dir.join("hostile.wasm").exists() {
-                plugin_dir
-            } else {
-                plugin_dir.join("plugins")
-            };
-            noisy::run(noisy::Args {
-                wharf,
-                plugin_dir,
-                seconds,
-                connections,
-                extra_toml,
-            })
-        }
+        } => noisy::run(noisy::Args {
+            wharf: wharf_binary(wharf)?,
+            plugin_dir: plugins_in(plugin_dir, "hostile.wasm"),
+            seconds,
+            connections,
+            extra_toml,
+        }),
+        Scenario::Memory {
+            wharf,
+            plugin_dir,
+            tenants,
+            plugins,
+        } => memory::run(memory::Args {
+            wharf: wharf_binary(wharf)?,
+            plugin_dir: plugins_in(plugin_dir, "add-header.wasm"),
+            tenants,
+            plugins,
+        }),
         Scenario::BarePingora {
             listen,
             upstream,
@@ -185,4 +195,28 @@ fn parse_target(spec: &str) -> anyhow::Result<http_load::Target> {
         host,
         path,
     })
+}
+
+/// The `wharf` binary a scenario starts: the one given, else the one next to this binary.
+fn wharf_binary(given: Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
+    match given {
+        Some(w) => Ok(w),
+        None => Ok(std::env::current_exe()?.with_file_name("wharf")),
+    }
+}
+
+/// Where scripts/build-plugins put the plugins: the directory given, else the cache
+/// (`$WHARF_CACHE_DIR`, default ~/.cache/wharf, or its `plugins/`) holding `probe`.
+fn plugins_in(given: Option<std::path::PathBuf>, probe: &str) -> std::path::PathBuf {
+    let dir = given.unwrap_or_else(|| {
+        let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+        std::env::var("WHARF_CACHE_DIR")
+            .unwrap_or_else(|_| format!("{home}/.cache/wharf"))
+            .into()
+    });
+    if dir.join(probe).exists() {
+        dir
+    } else {
+        dir.join("plugins")
+    }
 }

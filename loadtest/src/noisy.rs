@@ -261,7 +261,7 @@ async fn attacker(addr: &str, path: &str, until: Instant) -> BTreeMap<u16, u64> 
     statuses
 }
 
-async fn wait_serving(addr: &str, host: &str, path: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_serving(addr: &str, host: &str, path: &str) -> anyhow::Result<()> {
     let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     for _ in 0..200 {
         if let Ok(s) = TcpStream::connect(addr).await {
@@ -278,7 +278,7 @@ async fn wait_serving(addr: &str, host: &str, path: &str) -> anyhow::Result<()> 
 }
 
 /// A minimal keep-alive HTTP/1.1 upstream answering `200 ok` to everything.
-async fn start_upstream() -> anyhow::Result<String> {
+pub(crate) async fn start_upstream() -> anyhow::Result<String> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?.to_string();
     tokio::spawn(async move {

@@ -5,6 +5,8 @@
 
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
+pub mod allocations;
+
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,6 +43,8 @@ pub struct Metrics {
     other_tenants: Arc<str>,
     // Requests
     pub requests_total: IntCounterVec,
+    /// Process-wide, only while counting is on ([`allocations`]).
+    pub heap_allocations_total: IntCounter,
     pub request_duration: HistogramVec,
     pub upstream_duration: HistogramVec,
     pub gateway_duration: HistogramVec,
@@ -88,6 +92,7 @@ impl Metrics {
             tenant_labels: RwLock::new(HashMap::new()),
             tenant_label_cap: cap,
             other_tenants: OTHER_TENANTS.into(),
+            heap_allocations_total: counter(&r, "wharf_heap_allocations_total", "Heap allocations by the whole process; counted only while WHARF_COUNT_ALLOCATIONS=1 (a benchmark setting), else 0"),
             requests_total: counter_vec(&r, "wharf_requests_total", "Requests answered, by tenant, route and status code", &["tenant", "route", "code"]),
             request_duration: histogram_vec(&r, "wharf_request_duration_seconds", "Time from request header received to response finished, by tenant", &["tenant"], LATENCY_BUCKETS),
             upstream_duration: histogram_vec(&r, "wharf_upstream_duration_seconds", "Time from sending the request upstream to its response header, by tenant", &["tenant"], LATENCY_BUCKETS),
@@ -146,6 +151,11 @@ impl Metrics {
 
     /// The Prometheus text exposition of every registered metric.
     pub fn render(&self) -> String {
+        let counted = allocations::count();
+        let exported = self.heap_allocations_total.get();
+        if counted > exported {
+            self.heap_allocations_total.inc_by(counted - exported);
+        }
         let mut buf = Vec::new();
         let encoder = TextEncoder::new();
         if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
