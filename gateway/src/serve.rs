@@ -134,7 +134,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             runtime: runtime.clone(),
             fleet_limiter: FleetLimiter::new(boot.redis.clone()),
             egress: egress.clone(),
-            node: crate::proxy::node_token(),
+            node: crate::proxy::NodeToken::new(),
         },
         "wharf proxy",
     );

@@ -7,6 +7,7 @@ use wharf_metrics::{NO_ROUTE, UNKNOWN_TENANT};
 
 use super::chain::Continued;
 use super::errors::GatewayError;
+use super::request_info::RequestId;
 use crate::control::table::{CompiledRoute, CompiledTenant};
 
 /// Per-request state carried across phases.
@@ -16,7 +17,7 @@ pub struct RequestCtx {
     /// replaces them does not change a request midway.
     pub tenant: Option<Arc<CompiledTenant>>,
     pub route: Option<Arc<CompiledRoute>>,
-    pub request_id: String,
+    pub request_id: RequestId,
     pub upstream_sent: Option<Instant>,
     pub upstream_elapsed: Option<Duration>,
     /// Set when Wharf itself decides the outcome, so `fail_to_proxy` answers precisely.
@@ -33,7 +34,7 @@ impl RequestCtx {
             started: Instant::now(),
             tenant: None,
             route: None,
-            request_id: String::new(),
+            request_id: RequestId::default(),
             upstream_sent: None,
             upstream_elapsed: None,
             failure: None,

@@ -38,13 +38,29 @@ pub struct WharfProxy {
     pub runtime: Arc<PluginRuntime>,
     pub fleet_limiter: FleetLimiter,
     pub egress: Arc<EgressPolicy>,
-    /// This node's `Via` token: seeing it on an incoming request means a loop.
-    pub node: String,
+    pub node: NodeToken,
 }
 
-/// A random token naming this gateway process in `Via` headers.
-pub fn node_token() -> String {
-    format!("wharf-{:016x}", rand::random::<u64>())
+/// A random token naming this gateway process in `Via` headers: seeing it on an incoming
+/// request means a loop. The header value is built once, not per request.
+pub struct NodeToken {
+    pub token: String,
+    via: http::HeaderValue,
+}
+
+impl NodeToken {
+    pub fn new() -> NodeToken {
+        let token = format!("wharf-{:016x}", rand::random::<u64>());
+        let via = http::HeaderValue::from_str(&format!("1.1 {token}"))
+            .unwrap_or_else(|_| http::HeaderValue::from_static("1.1 wharf"));
+        NodeToken { token, via }
+    }
+}
+
+impl Default for NodeToken {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// What `request_filter` tells Pingora: `true` when the response was already written.
@@ -138,8 +154,8 @@ impl ProxyHttp for WharfProxy {
             upstream.insert_header("X-Forwarded-For", forwarded)?;
         }
         upstream.insert_header("X-Forwarded-Proto", "http")?;
-        upstream.append_header("Via", format!("1.1 {}", self.node))?;
-        upstream.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        upstream.append_header("Via", self.node.via.clone())?;
+        upstream.insert_header("X-Request-Id", ctx.request_id.header())?;
         // With tracing on, the upstream's parent is Wharf's span; otherwise traceparent passes
         // through untouched.
         for (name, value) in tracing_setup::trace_headers(&ctx.span) {
@@ -275,10 +291,10 @@ impl WharfProxy {
 
     /// Whether this node already forwarded the request (its token is in `Via`).
     fn is_loop(&self, req: &RequestHeader) -> bool {
-        req.headers
-            .get_all("via")
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|v| v.contains(self.node.as_str())))
+        req.headers.get_all("via").iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.contains(self.node.token.as_str()))
+        })
     }
 
     /// The tenant's rate limit, if it has one.

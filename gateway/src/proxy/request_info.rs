@@ -1,6 +1,7 @@
 //! What Wharf reads off a request: who sent it, which host it names, its id; and status codes as
 //! metric labels.
 
+use http::HeaderValue;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
@@ -23,18 +24,38 @@ pub fn request_host(req: &RequestHeader) -> Option<String> {
     req.uri.authority().map(|a| a.as_str().to_string())
 }
 
+/// A request's id as the header value it travels in: stamped on the upstream request and the
+/// response by cloning (shared bytes), not by copying it into each header.
+#[derive(Clone)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        // Only ever built from graphic ASCII (below), which `to_str` accepts.
+        self.0.to_str().unwrap_or_default()
+    }
+
+    pub fn header(&self) -> HeaderValue {
+        self.0.clone()
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId(HeaderValue::from_static(""))
+    }
+}
+
 /// Keeps a client's X-Request-Id when it is sane, else makes one.
-pub fn request_id(req: &RequestHeader) -> String {
-    if let Some(v) = req
-        .headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-    {
-        if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) {
-            return v.to_string();
+pub fn request_id(req: &RequestHeader) -> RequestId {
+    if let Some(v) = req.headers.get("x-request-id") {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+            return RequestId(v.clone());
         }
     }
-    format!("{:032x}", rand::random::<u128>())
+    let made = format!("{:032x}", rand::random::<u128>());
+    RequestId(HeaderValue::from_str(&made).unwrap_or_else(|_| HeaderValue::from_static("")))
 }
 
 /// Status codes as static label values: bounded cardinality, no allocation.

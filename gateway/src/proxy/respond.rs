@@ -10,10 +10,11 @@ use wharf_plugins::types::Reply;
 use super::chain;
 use super::ctx::RequestCtx;
 use super::errors::GatewayError;
+use super::request_info::RequestId;
 
 /// Headers every response carries, whoever produced it.
-pub fn stamp(resp: &mut ResponseHeader, request_id: &str) -> Result<()> {
-    resp.insert_header("X-Request-Id", request_id)?;
+pub fn stamp(resp: &mut ResponseHeader, request_id: &RequestId) -> Result<()> {
+    resp.insert_header("X-Request-Id", request_id.header())?;
     Ok(())
 }
 
@@ -33,8 +34,8 @@ pub async fn reply(session: &mut Session, reply: Reply, ctx: &mut RequestCtx) ->
 }
 
 /// Wharf's own error answer: a JSON body naming the error and the request.
-pub async fn error(session: &mut Session, e: &GatewayError, request_id: &str) -> Result<()> {
-    let body = Bytes::from(e.to_json(request_id));
+pub async fn error(session: &mut Session, e: &GatewayError, request_id: &RequestId) -> Result<()> {
+    let body = Bytes::from(e.to_json(request_id.as_str()));
     let mut resp = ResponseHeader::build(e.status(), Some(4))?;
     resp.insert_header("Content-Type", "application/json")?;
     resp.insert_header("Content-Length", body.len().to_string())?;
