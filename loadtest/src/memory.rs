@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 
-use crate::node::{Api, Node, OPERATOR};
+use crate::node::{block_on, Api, Node, OPERATOR};
 use crate::noisy::{start_upstream, wait_serving};
 
 pub struct Args {
@@ -20,11 +20,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    rt.block_on(scenario(args))
+    block_on(scenario(args))?
 }
 
 const MIB: f64 = 1024.0 * 1024.0;

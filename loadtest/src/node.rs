@@ -10,6 +10,16 @@ use serde_json::{json, Value};
 
 pub const OPERATOR: &str = "noisy-neighbour-operator";
 
+/// Runs a scenario that drives a node on a one-worker runtime (the node's process gets the
+/// rest of the machine).
+pub fn block_on<F: std::future::Future>(scenario: F) -> anyhow::Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    Ok(rt.block_on(scenario))
+}
+
 /// A `wharf serve` child process on free loopback ports, killed on drop.
 pub struct Node {
     child: Child,

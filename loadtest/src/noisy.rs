@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::http_load::exchange;
-use crate::node::{Api, Node, OPERATOR};
+use crate::node::{block_on, Api, Node, OPERATOR};
 use crate::stats::{micros, Summary};
 
 pub struct Args {
@@ -30,11 +30,7 @@ pub struct Args {
 const HOSTILE: &[&str] = &["spin", "fuel", "memory", "trap", "log-spam"];
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    rt.block_on(scenario(args))
+    block_on(scenario(args))?
 }
 
 async fn scenario(args: Args) -> anyhow::Result<()> {
