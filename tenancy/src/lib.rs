@@ -15,6 +15,6 @@ pub use model::{
     Tenant, Timeouts, UpstreamTarget,
 };
 pub use quotas::{PluginQuotas, Quotas, RateScope, RedisQuotas, RequestQuotas, SqlQuotas};
-pub use store::{ApiKeyInfo, AuditEntry, ConfigSnapshot, Store};
+pub use store::{ApiKeyInfo, AuditEntry, ConfigDelta, ConfigSnapshot, Store};
 #[cfg(feature = "test-util")]
 pub mod test_support;

@@ -290,3 +290,53 @@ async fn concurrent_uploads_get_consistent_versions() {
     versions.sort();
     assert_eq!(versions, (1..=10).collect::<Vec<i64>>());
 }
+
+/// What nodes reload: only the tenants changed since their version, or everything when the log
+/// cannot vouch for the whole gap.
+async fn deltas(store: Store) {
+    store.create_tenant("a", "A", &[]).await.unwrap();
+    store.create_tenant("b", "B", &[]).await.unwrap();
+    let (base, _) = store.version().await.unwrap();
+    store.put_route("a", route("r1", "/")).await.unwrap();
+    store.add_hostname("a", "a.test").await.unwrap();
+    store.create_tenant("c", "C", &[]).await.unwrap();
+    store.remove_tenant("b").await.unwrap();
+
+    let delta = store.changes_since(base, 100).await.unwrap().unwrap();
+    assert_eq!(delta.version, store.version().await.unwrap().0);
+    let ids: Vec<&str> = delta.tenants.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["a", "c", "b"],
+        "each changed tenant once, in order of first change"
+    );
+    let a = delta.tenants[0].1.as_ref().unwrap();
+    assert_eq!(a.routes.len(), 1);
+    assert_eq!(a.hostnames.len(), 1);
+    assert!(
+        delta.tenants[2].1.is_none(),
+        "a removed tenant comes back as None"
+    );
+
+    assert!(
+        store.changes_since(base, 2).await.unwrap().is_none(),
+        "more tenants than the caller wants: full load"
+    );
+    assert!(
+        store.changes_since(0, 100).await.unwrap().is_none(),
+        "from nothing: full load"
+    );
+    let now = delta.version;
+    let empty = store.changes_since(now, 100).await.unwrap().unwrap();
+    assert!(empty.tenants.is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_deltas() {
+    deltas(Store::connect(&fresh_sqlite_url()).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_deltas() {
+    deltas(Store::connect(&fresh_postgres_url().await).await.unwrap()).await;
+}

@@ -12,7 +12,7 @@ impl Store {
         let id = format!("key_{}", hex::encode(rand::random::<[u8; 6]>()));
         let secret = format!("wharf_{}", hex::encode(rand::random::<[u8; 24]>()));
         let (mut tx, _) = self
-            .begin_change("apikey.create", &format!("{tenant}/{id}"))
+            .begin_change("apikey.create", tenant, &format!("{tenant}/{id}"))
             .await?;
         Self::ensure_tenant(&mut tx, tenant).await?;
         sqlx::query(
@@ -29,7 +29,7 @@ impl Store {
     }
     pub async fn revoke_api_key(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
         let (mut tx, _) = self
-            .begin_change("apikey.revoke", &format!("{tenant}/{id}"))
+            .begin_change("apikey.revoke", tenant, &format!("{tenant}/{id}"))
             .await?;
         let done = sqlx::query("UPDATE api_keys SET revoked_at_ms = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at_ms IS NULL")
             .bind(now_ms())

@@ -24,6 +24,19 @@ pub enum Backend {
     Postgres,
 }
 
+/// The tenants changed between two versions: what a node applies instead of a full snapshot.
+#[derive(Debug, Clone)]
+pub struct ConfigDelta {
+    /// The version this delta brings a node to.
+    pub version: i64,
+    pub changed_at_ms: i64,
+    /// Each changed tenant by id, as it is now; `None`: it was removed.
+    pub tenants: Vec<(String, Option<Tenant>)>,
+}
+
+/// Versions of the change log kept: a node further behind reloads everything once.
+const CHANGE_LOG_KEPT: i64 = 100_000;
+
 /// A consistent view of all config at one version.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigSnapshot {
@@ -110,7 +123,7 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let files: [(&'static str, &'static str, &'static str); 3] = [
+        let files: [(&'static str, &'static str, &'static str); 4] = [
             (
                 "config",
                 include_str!("../../migrations/sqlite/0001_config.sql"),
@@ -125,6 +138,11 @@ impl Store {
                 "api",
                 include_str!("../../migrations/sqlite/0003_api.sql"),
                 include_str!("../../migrations/postgres/0003_api.sql"),
+            ),
+            (
+                "changes",
+                include_str!("../../migrations/sqlite/0004_changes.sql"),
+                include_str!("../../migrations/postgres/0004_changes.sql"),
             ),
         ];
         // Listed by hand rather than with sqlx's macro: it keeps the build lean.
@@ -176,10 +194,12 @@ impl Store {
         }
     }
 
-    /// Opens a write transaction, bumps the version and audits the change; returns the new version.
+    /// Opens a write transaction, bumps the version, records which tenant the change touches
+    /// (nodes reload only that tenant) and audits it; returns the new version.
     pub(super) async fn begin_change(
         &self,
         action: &str,
+        tenant: &str,
         target: &str,
     ) -> Result<(Tx, i64), StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -193,6 +213,15 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let version: i64 = row.try_get(0)?;
+        sqlx::query("INSERT INTO config_changes (version, tenant_id) VALUES ($1, $2)")
+            .bind(version)
+            .bind(tenant.to_string())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM config_changes WHERE version <= $1")
+            .bind(version - CHANGE_LOG_KEPT)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("INSERT INTO audit_log (at_ms, actor, action, target, config_version) VALUES ($1, $2, $3, $4, $5)")
             .bind(now_ms())
             .bind(self.actor.to_string())
@@ -228,7 +257,7 @@ impl Store {
             .iter()
             .map(|h| HostPattern::parse(h))
             .collect::<Result<Vec<_>, _>>()?;
-        let (mut tx, version) = self.begin_change("tenant.create", id).await?;
+        let (mut tx, version) = self.begin_change("tenant.create", id, id).await?;
         if Self::ensure_tenant(&mut tx, id).await.is_ok() {
             return Err(StoreError::TenantExists(id.to_string()));
         }
@@ -251,7 +280,7 @@ impl Store {
 
     /// Removes a tenant with its hostnames and routes.
     pub async fn remove_tenant(&self, id: &str) -> Result<i64, StoreError> {
-        let (mut tx, version) = self.begin_change("tenant.remove", id).await?;
+        let (mut tx, version) = self.begin_change("tenant.remove", id, id).await?;
         Self::ensure_tenant(&mut tx, id).await?;
         for sql in [
             "DELETE FROM routes WHERE tenant_id = $1",
@@ -278,7 +307,7 @@ impl Store {
     pub async fn add_hostname(&self, tenant: &str, pattern: &str) -> Result<i64, StoreError> {
         let pattern = HostPattern::parse(pattern)?;
         let (mut tx, version) = self
-            .begin_change("hostname.add", &format!("{tenant}/{pattern}"))
+            .begin_change("hostname.add", tenant, &format!("{tenant}/{pattern}"))
             .await?;
         Self::ensure_tenant(&mut tx, tenant).await?;
         Self::insert_hostname(&mut tx, tenant, &pattern).await?;
@@ -322,7 +351,7 @@ impl Store {
     pub async fn remove_hostname(&self, tenant: &str, pattern: &str) -> Result<i64, StoreError> {
         let pattern = HostPattern::parse(pattern)?;
         let (mut tx, version) = self
-            .begin_change("hostname.remove", &format!("{tenant}/{pattern}"))
+            .begin_change("hostname.remove", tenant, &format!("{tenant}/{pattern}"))
             .await?;
         let done = sqlx::query("DELETE FROM hostnames WHERE pattern = $1 AND tenant_id = $2")
             .bind(pattern.to_string())
@@ -342,7 +371,7 @@ impl Store {
 
     pub async fn rename_tenant(&self, tenant: &str, display_name: &str) -> Result<i64, StoreError> {
         validate_display_name(display_name)?;
-        let (mut tx, version) = self.begin_change("tenant.update", tenant).await?;
+        let (mut tx, version) = self.begin_change("tenant.update", tenant, tenant).await?;
         Self::ensure_tenant(&mut tx, tenant).await?;
         sqlx::query("UPDATE tenants SET display_name = $1 WHERE id = $2")
             .bind(display_name.to_string())
@@ -355,7 +384,7 @@ impl Store {
 
     pub async fn set_quotas(&self, tenant: &str, quotas: &Quotas) -> Result<i64, StoreError> {
         quotas.validate()?;
-        let (mut tx, version) = self.begin_change("tenant.quotas", tenant).await?;
+        let (mut tx, version) = self.begin_change("tenant.quotas", tenant, tenant).await?;
         Self::ensure_tenant(&mut tx, tenant).await?;
         Self::write_quotas(&mut tx, tenant, quotas).await?;
         tx.commit().await?;
@@ -369,7 +398,7 @@ impl Store {
         tenant: &str,
         updates: &serde_json::Value,
     ) -> Result<(i64, Quotas), StoreError> {
-        let (mut tx, version) = self.begin_change("tenant.quotas", tenant).await?;
+        let (mut tx, version) = self.begin_change("tenant.quotas", tenant, tenant).await?;
         let row = sqlx::query("SELECT quotas FROM tenants WHERE id = $1")
             .bind(tenant.to_string())
             .fetch_optional(&mut *tx)

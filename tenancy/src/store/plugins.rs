@@ -20,7 +20,7 @@ impl Store {
         validate_id(name)?;
         let sha = hex::encode(sha2::Sha256::digest(bytes));
         let (mut tx, config_version) = self
-            .begin_change("plugin.upload", &format!("{tenant}/{name}"))
+            .begin_change("plugin.upload", tenant, &format!("{tenant}/{name}"))
             .await?;
         Self::ensure_tenant(&mut tx, tenant).await?;
         let known = sqlx::query("SELECT sha256 FROM plugin_blobs WHERE sha256 = $1")
@@ -162,7 +162,11 @@ impl Store {
         version: i64,
     ) -> Result<(Vec<String>, i64), StoreError> {
         let (mut tx, config_version) = self
-            .begin_change("plugin.rollback", &format!("{tenant}/{name}@{version}"))
+            .begin_change(
+                "plugin.rollback",
+                tenant,
+                &format!("{tenant}/{name}@{version}"),
+            )
             .await?;
         Self::ensure_tenant(&mut tx, tenant).await?;
         Self::ensure_plugin_version(&mut tx, tenant, name, version).await?;
@@ -181,7 +185,7 @@ impl Store {
     /// Deletes every version of a plugin; refused while a route still runs it.
     pub async fn remove_plugin(&self, tenant: &str, name: &str) -> Result<i64, StoreError> {
         let (mut tx, version) = self
-            .begin_change("plugin.remove", &format!("{tenant}/{name}"))
+            .begin_change("plugin.remove", tenant, &format!("{tenant}/{name}"))
             .await?;
         Self::ensure_tenant(&mut tx, tenant).await?;
         // Checked inside the transaction: an attach racing this delete either lands first (and

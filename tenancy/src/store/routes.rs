@@ -14,7 +14,7 @@ impl Store {
     pub async fn put_route(&self, tenant: &str, mut route: Route) -> Result<i64, StoreError> {
         route.validate()?;
         let (mut tx, version) = self
-            .begin_change("route.put", &format!("{tenant}/{}", route.id))
+            .begin_change("route.put", tenant, &format!("{tenant}/{}", route.id))
             .await?;
         Self::write_route(&mut tx, tenant, route).await?;
         tx.commit().await?;
@@ -29,7 +29,7 @@ impl Store {
         mut route: Route,
     ) -> Result<i64, StoreError> {
         let (mut tx, version) = self
-            .begin_change("route.put", &format!("{tenant}/{}", route.id))
+            .begin_change("route.put", tenant, &format!("{tenant}/{}", route.id))
             .await?;
         Self::ensure_tenant(&mut tx, tenant).await?;
         route.plugins = match Self::route_in(&mut tx, tenant, &route.id).await {
@@ -51,7 +51,7 @@ impl Store {
         edit: impl FnOnce(&mut Route),
     ) -> Result<i64, StoreError> {
         let (mut tx, version) = self
-            .begin_change(action, &format!("{tenant}/{route_id}"))
+            .begin_change(action, tenant, &format!("{tenant}/{route_id}"))
             .await?;
         Self::ensure_tenant(&mut tx, tenant).await?;
         let mut route = Self::route_in(&mut tx, tenant, route_id).await?;
@@ -63,7 +63,7 @@ impl Store {
 
     pub async fn remove_route(&self, tenant: &str, route_id: &str) -> Result<i64, StoreError> {
         let (mut tx, version) = self
-            .begin_change("route.remove", &format!("{tenant}/{route_id}"))
+            .begin_change("route.remove", tenant, &format!("{tenant}/{route_id}"))
             .await?;
         Self::ensure_tenant(&mut tx, tenant).await?;
         let done = sqlx::query("DELETE FROM routes WHERE tenant_id = $1 AND id = $2")

@@ -4,7 +4,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{Backend, ConfigSnapshot, Store, StoreError, Tx};
+use super::{Backend, ConfigDelta, ConfigSnapshot, Store, StoreError, Tx};
 use crate::model::{HostPattern, PluginVersion, Route, Tenant};
 
 /// Which tenants a read covers. Tenant ids are never empty, so `''` stands for all of them.
@@ -24,6 +24,56 @@ impl Store {
             changed_at_ms: meta.try_get(1)?,
             tenants,
         })
+    }
+
+    /// The tenants changed since version `since`, read in one transaction (so the delta matches
+    /// its version), when the change log covers the whole gap and names at most `max_tenants`
+    /// tenants; `None`: load the whole snapshot instead.
+    pub async fn changes_since(
+        &self,
+        since: i64,
+        max_tenants: usize,
+    ) -> Result<Option<ConfigDelta>, StoreError> {
+        let mut tx = self.read_tx().await?;
+        let meta = sqlx::query("SELECT version, changed_at_ms FROM config_meta WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let (version, changed_at_ms): (i64, i64) = (meta.try_get(0)?, meta.try_get(1)?);
+        let rows = sqlx::query(
+            "SELECT version, tenant_id FROM config_changes WHERE version > $1 AND version <= $2 \
+             ORDER BY version",
+        )
+        .bind(since)
+        .bind(version)
+        .fetch_all(&mut *tx)
+        .await?;
+        // Every version in the gap must be logged: a pruned log, or a change written by a
+        // binary that predates the log, means the delta would miss something.
+        if since <= 0 || since > version || rows.len() as i64 != version - since {
+            return Ok(None);
+        }
+        let mut ids: Vec<String> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for row in &rows {
+            let id: String = row.try_get(1)?;
+            if seen.insert(id.clone()) {
+                ids.push(id);
+            }
+            if ids.len() > max_tenants {
+                return Ok(None);
+            }
+        }
+        let mut tenants = Vec::with_capacity(ids.len());
+        for id in ids {
+            let now = read_tenants(&mut tx, &id).await?.pop();
+            tenants.push((id, now));
+        }
+        tx.commit().await?;
+        Ok(Some(ConfigDelta {
+            version,
+            changed_at_ms,
+            tenants,
+        }))
     }
 
     /// One tenant with its hostnames, routes and plugin versions; reads only that tenant's rows.
