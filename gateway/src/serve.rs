@@ -16,7 +16,7 @@ use wharf_tenancy::{HostPattern, Route, Store, Timeouts, UpstreamTarget};
 use crate::bootstrap::Bootstrap;
 use crate::cli::ServeArgs;
 use crate::control::resolve::{prepare_backends, resolve_plugins};
-use crate::control::table::{LiveConfig, RoutingTable};
+use crate::control::table::{CompileEnv, LiveConfig, RoutingTable};
 use crate::control::ControlPlane;
 use crate::egress::EgressPolicy;
 use crate::proxy::rate_limit::FleetLimiter;
@@ -100,19 +100,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                     .context("seeding the demo tenant")?;
             }
             let snapshot = store.load().await?;
-            let plugins = resolve_plugins(&snapshot, &store, &runtime).await;
-            prepare_backends(&snapshot, &backends).await;
+            let plugins = resolve_plugins(&snapshot.tenants, &store, &runtime).await;
+            prepare_backends(&snapshot.tenants, &backends).await;
             store.close().await;
             anyhow::Ok((snapshot, plugins))
         })?;
 
-    let (table, _) = RoutingTable::compile(
-        &snapshot,
-        &plugins,
-        &backends,
-        &egress,
-        &RoutingTable::default(),
-    );
+    let env = CompileEnv {
+        plugins: &plugins,
+        backends: &backends,
+        egress: &egress,
+    };
+    let (table, _) = RoutingTable::compile(&snapshot, &env, &RoutingTable::default());
     metrics.config_version.set(table.version);
     metrics.config_store_up.set(1);
     let live = Arc::new(LiveConfig::new(table));

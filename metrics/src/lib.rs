@@ -100,7 +100,7 @@ impl Metrics {
             bytes_total: counter_vec(&r, "wharf_bytes_total", "Body bytes, by tenant and direction (in: from clients, out: to clients)", &["tenant", "direction"]),
             upstream_target_healthy: gauge_vec(&r, "wharf_upstream_target_healthy", "1 when a health-checked upstream target passes its check, else 0", &["tenant", "route", "target"]),
             config_version: gauge(&r, "wharf_config_version", "Version of the config snapshot serving traffic on this node"),
-            config_reloads_total: counter_vec(&r, "wharf_config_reloads_total", "Config reloads after the store's version moved, by outcome (applied, error)", &["outcome"]),
+            config_reloads_total: counter_vec(&r, "wharf_config_reloads_total", "Config reloads after the store's version moved, by kind (full: the whole snapshot; incremental: only the tenants changed) and outcome (applied, error)", &["kind", "outcome"]),
             config_store_up: gauge(&r, "wharf_config_store_up", "1 when the last poll of the config store succeeded, 0 while serving the last good config"),
             config_propagation: histogram_vec(&r, "wharf_config_propagation_seconds", "Delay between a change being committed to the store and this node applying it", &[], &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]).with_label_values(&[] as &[&str]),
             plugin_invocations_total: counter_vec(&r, "wharf_plugin_invocations_total", "Plugin phase calls, by tenant, plugin, phase and outcome (ok or the error kind)", &["tenant", "plugin", "phase", "outcome"]),

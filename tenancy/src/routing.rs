@@ -8,26 +8,28 @@ use crate::model::{HostPattern, Route, Tenant};
 #[derive(Debug, Default)]
 pub struct HostIndex {
     exact: HashMap<String, usize>,
-    /// (suffix, tenant index), longest suffix first so the most specific wildcard wins.
-    wildcards: Vec<(String, usize)>,
+    /// Wildcard suffix (`example.com` for `*.example.com`) → tenant index: a lookup tries the
+    /// host's own suffixes, longest first, so it costs one probe per label whatever the count of
+    /// tenants, and the most specific wildcard wins.
+    wildcards: HashMap<String, usize>,
 }
 
 impl HostIndex {
     pub fn build(tenants: &[Tenant]) -> Self {
+        Self::build_from(tenants.iter().map(|t| t.hostnames.as_slice()))
+    }
+
+    /// From each tenant's hostnames, in the order of the tenant indexes.
+    pub fn build_from<'a>(tenants: impl Iterator<Item = &'a [HostPattern]>) -> Self {
         let mut index = HostIndex::default();
-        for (i, t) in tenants.iter().enumerate() {
-            for h in &t.hostnames {
+        for (i, hosts) in tenants.enumerate() {
+            for h in hosts {
                 match h {
-                    HostPattern::Exact(name) => {
-                        index.exact.insert(name.clone(), i);
-                    }
-                    HostPattern::Wildcard(suffix) => index.wildcards.push((suffix.clone(), i)),
-                }
+                    HostPattern::Exact(name) => index.exact.insert(name.clone(), i),
+                    HostPattern::Wildcard(suffix) => index.wildcards.insert(suffix.clone(), i),
+                };
             }
         }
-        index
-            .wildcards
-            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
         index
     }
 
@@ -36,12 +38,13 @@ impl HostIndex {
         if let Some(i) = self.exact.get(host) {
             return Some(*i);
         }
-        self.wildcards.iter().find_map(|(suffix, i)| {
-            let matches = host.len() > suffix.len() + 1
-                && host.ends_with(suffix.as_str())
-                && host.as_bytes()[host.len() - suffix.len() - 1] == b'.';
-            matches.then_some(*i)
-        })
+        if self.wildcards.is_empty() {
+            return None;
+        }
+        // A wildcard needs at least one label in front of its suffix.
+        host.match_indices('.')
+            .filter(|(dot, _)| *dot > 0)
+            .find_map(|(dot, _)| self.wildcards.get(&host[dot + 1..]).copied())
     }
 }
 
@@ -109,6 +112,17 @@ mod tests {
         assert_eq!(idx.lookup("api.acme.test"), Some(1));
         assert_eq!(idx.lookup("www.acme.test"), Some(0));
         assert_eq!(idx.lookup("x.eu.acme.test"), Some(2));
+        assert_eq!(
+            idx.lookup("a.b.eu.acme.test"),
+            Some(2),
+            "any depth under the wildcard"
+        );
+        assert_eq!(idx.lookup("a.b.acme.test"), Some(0));
+        assert_eq!(
+            idx.lookup(".acme.test"),
+            None,
+            "a wildcard needs a label in front"
+        );
         assert_eq!(idx.lookup("acme.test"), None);
         assert_eq!(idx.lookup("other.test"), None);
     }

@@ -16,7 +16,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use wharf_metrics::Metrics;
 use wharf_tenancy::store::now_ms;
-use wharf_tenancy::Store;
+use wharf_tenancy::{ConfigDelta, Store, Tenant};
 
 use wharf_plugins::capabilities::Backends;
 use wharf_plugins::PluginRuntime;
@@ -25,8 +25,14 @@ use tokio::sync::OnceCell;
 
 use crate::admin;
 use crate::api::ApiState;
+use crate::control::balancer::HealthChecked;
+use crate::control::resolve::PluginSet;
 use crate::control::resolve::{prepare_backends, resolve_plugins};
-use crate::control::table::{LiveConfig, RoutingTable};
+use crate::control::table::{CompileEnv, LiveConfig, RoutingTable};
+
+/// A delta naming more tenants than this is applied as a full reload (one read instead of
+/// thousands of per-tenant reads).
+const MAX_DELTA_TENANTS: usize = 1000;
 
 pub struct ControlPlane {
     pub store_url: String,
@@ -123,47 +129,95 @@ impl BackgroundService for ControlPlane {
 }
 
 impl ControlPlane {
-    /// Applies the store's config if its version moved.
+    /// Applies the store's config if its version moved: only the tenants changed since the
+    /// version in force when the change log covers the gap, else the whole snapshot.
     async fn poll(&self, store: &Store) -> Result<(), wharf_tenancy::StoreError> {
         let (version, _) = store.version().await?;
         let current = self.live.load();
         if version == current.version {
             return Ok(());
         }
-        let snapshot = match store.load().await {
-            Ok(s) => s,
-            Err(e) => {
-                self.metrics
-                    .config_reloads_total
-                    .with_label_values(&["error"])
-                    .inc();
-                return Err(e);
-            }
+        let delta = if current.version > 0 {
+            store
+                .changes_since(current.version, MAX_DELTA_TENANTS)
+                .await
+                .inspect_err(|_| self.count_reload("incremental", "error"))?
+        } else {
+            None
         };
-        let plugins = resolve_plugins(&snapshot, store, &self.runtime).await;
-        let (table, fresh) =
-            RoutingTable::compile(&snapshot, &plugins, &self.backends, &self.egress, &current);
+        match delta {
+            Some(delta) => self.apply_delta(store, delta, &current).await,
+            None => self.apply_full(store, &current).await,
+        }
+    }
+
+    async fn apply_full(
+        &self,
+        store: &Store,
+        current: &RoutingTable,
+    ) -> Result<(), wharf_tenancy::StoreError> {
+        let snapshot = store
+            .load()
+            .await
+            .inspect_err(|_| self.count_reload("full", "error"))?;
+        let plugins = resolve_plugins(&snapshot.tenants, store, &self.runtime).await;
+        let (table, fresh) = RoutingTable::compile(&snapshot, &self.env(&plugins), current);
+        self.install(table, fresh, snapshot.tenants.clone());
+        self.applied("full", snapshot.version, snapshot.changed_at_ms);
+        Ok(())
+    }
+
+    async fn apply_delta(
+        &self,
+        store: &Store,
+        delta: ConfigDelta,
+        current: &RoutingTable,
+    ) -> Result<(), wharf_tenancy::StoreError> {
+        let changed: Vec<Tenant> = delta
+            .tenants
+            .iter()
+            .filter_map(|(_, t)| t.clone())
+            .collect();
+        let plugins = resolve_plugins(&changed, store, &self.runtime).await;
+        let (table, fresh) = RoutingTable::apply(&delta, &self.env(&plugins), current);
+        self.install(table, fresh, changed);
+        self.applied("incremental", delta.version, delta.changed_at_ms);
+        Ok(())
+    }
+
+    fn env<'a>(&'a self, plugins: &'a PluginSet) -> CompileEnv<'a> {
+        CompileEnv {
+            plugins,
+            backends: &self.backends,
+            egress: &self.egress,
+        }
+    }
+
+    /// Swaps the table in, starts new health checks, provisions the changed tenants' SQL.
+    fn install(&self, table: RoutingTable, fresh: Vec<HealthChecked>, changed: Vec<Tenant>) {
         self.live.store(table);
         for hc in fresh {
             hc.spawn();
         }
-        let (backends, prepared) = (self.backends.clone(), snapshot.clone());
-        tokio::spawn(async move { prepare_backends(&prepared, &backends).await });
-        self.metrics.config_version.set(snapshot.version);
-        self.metrics
-            .config_reloads_total
-            .with_label_values(&["applied"])
-            .inc();
-        if snapshot.changed_at_ms > 0 {
-            let delay = (now_ms() - snapshot.changed_at_ms).max(0) as f64 / 1000.0;
+        let backends = self.backends.clone();
+        tokio::spawn(async move { prepare_backends(&changed, &backends).await });
+    }
+
+    fn applied(&self, kind: &str, version: i64, changed_at_ms: i64) {
+        self.metrics.config_version.set(version);
+        self.count_reload(kind, "applied");
+        if changed_at_ms > 0 {
+            let delay = (now_ms() - changed_at_ms).max(0) as f64 / 1000.0;
             self.metrics.config_propagation.observe(delay);
         }
-        tracing::info!(
-            version = snapshot.version,
-            tenants = snapshot.tenants.len(),
-            "config applied"
-        );
-        Ok(())
+        tracing::info!(version, kind, "config applied");
+    }
+
+    fn count_reload(&self, kind: &str, outcome: &str) {
+        self.metrics
+            .config_reloads_total
+            .with_label_values(&[kind, outcome])
+            .inc();
     }
 
     /// Health of every health-checked upstream target, as gauges.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use wharf_plugins::capabilities::Backends;
 use wharf_plugins::{CompiledPlugin, PluginRuntime};
-use wharf_tenancy::{ConfigSnapshot, Store};
+use wharf_tenancy::{Store, Tenant};
 
 /// Compiled plugins by content hash; `Err` says why a plugin cannot run.
 pub type PluginSet = HashMap<String, Result<Arc<CompiledPlugin>, Unavailable>>;
@@ -27,13 +27,14 @@ pub enum Unavailable {
     Compile(String),
 }
 
-pub async fn resolve_plugins(
-    snapshot: &ConfigSnapshot,
+/// Compiles (or finds) every plugin attached by `tenants`.
+pub async fn resolve_plugins<'a>(
+    tenants: impl IntoIterator<Item = &'a Tenant>,
     store: &Store,
     runtime: &Arc<PluginRuntime>,
 ) -> PluginSet {
     let mut set = PluginSet::new();
-    for tenant in &snapshot.tenants {
+    for tenant in tenants {
         for att in tenant.routes.iter().flat_map(|r| &r.plugins) {
             let Some(pv) = tenant.plugin_version(&att.plugin, att.version) else {
                 continue;
@@ -72,8 +73,8 @@ async fn resolve_one(
 
 /// Provisions the SQL of every tenant whose routes run plugins, before their first request.
 /// Failures are logged, not fatal: the first host call retries.
-pub async fn prepare_backends(snapshot: &ConfigSnapshot, backends: &Backends) {
-    for tenant in &snapshot.tenants {
+pub async fn prepare_backends(tenants: &[Tenant], backends: &Backends) {
+    for tenant in tenants {
         if tenant.routes.iter().all(|r| r.plugins.is_empty()) {
             continue;
         }

@@ -5,6 +5,7 @@
 //! a request midway, and a reload keeps what did not change (balancers and their health state,
 //! rate limiters).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -12,7 +13,7 @@ use wharf_plugins::capabilities::{Backends as TenantBackendSet, TenantBackends};
 use wharf_plugins::PluginQuotas;
 use wharf_tenancy::model::normalize_host;
 use wharf_tenancy::routing::{select_route, HostIndex};
-use wharf_tenancy::{ConfigSnapshot, OnError, Quotas, Route, Tenant};
+use wharf_tenancy::{ConfigDelta, ConfigSnapshot, HostPattern, OnError, Quotas, Route, Tenant};
 
 use super::balancer::{build_balancer, hc_interval, Balancer, HealthChecked};
 use super::resolve::{PluginSet, Unavailable};
@@ -22,6 +23,8 @@ use crate::proxy::rate_limit::TenantRate;
 
 pub struct CompiledTenant {
     pub id: Arc<str>,
+    /// The hostnames it owns: the table's index is rebuilt from these when tenants change.
+    hosts: Vec<HostPattern>,
     /// Sorted by id, as the store keeps them (route selection breaks ties by this order).
     pub routes: Vec<Arc<CompiledRoute>>,
     /// The same routes' specs, in the same order: what route selection matches against.
@@ -73,56 +76,58 @@ impl RoutingTable {
     /// that are new and need health checks started.
     pub fn compile(
         snapshot: &ConfigSnapshot,
-        plugins: &PluginSet,
-        backends: &TenantBackendSet,
-        egress: &EgressPolicy,
+        env: &CompileEnv<'_>,
         previous: &RoutingTable,
     ) -> (RoutingTable, Vec<HealthChecked>) {
+        let old: HashMap<&str, &Arc<CompiledTenant>> =
+            previous.tenants.iter().map(|t| (&*t.id, t)).collect();
         let mut fresh = Vec::new();
         let tenants = snapshot
             .tenants
             .iter()
-            .map(|t| {
-                let old = previous.tenants.iter().find(|o| *o.id == *t.id);
-                let routes = t
-                    .routes
-                    .iter()
-                    .map(|r| {
-                        let balancer = reuse_balancer(old, r).unwrap_or_else(|| {
-                            let lb = Arc::new(build_balancer(r, egress));
-                            if let Some(hc) = &r.health_check {
-                                fresh.push(HealthChecked {
-                                    lb: Arc::downgrade(&lb),
-                                    interval: hc_interval(hc),
-                                });
-                            }
-                            lb
-                        });
-                        Arc::new(CompiledRoute {
-                            spec: r.clone(),
-                            balancer,
-                            chain: resolve_chain(t, r, plugins),
-                        })
-                    })
-                    .collect();
-                Arc::new(CompiledTenant {
-                    id: t.id.as_str().into(),
-                    routes,
-                    specs: t.routes.clone(),
-                    limits: t.quotas.plugin,
-                    backends: backends.tenant(&t.id, &t.quotas),
-                    rate: keep_or_build_rate(old.map(|o| &**o), &t.quotas),
-                })
-            })
+            .map(|t| compile_tenant(t, old.get(t.id.as_str()).copied(), env, &mut fresh))
             .collect();
-        let live: Vec<&str> = snapshot.tenants.iter().map(|t| t.id.as_str()).collect();
-        backends.retain(&live);
-        let table = RoutingTable {
-            version: snapshot.version,
-            hosts: HostIndex::build(&snapshot.tenants),
+        (
+            RoutingTable::assemble(snapshot.version, tenants, env),
+            fresh,
+        )
+    }
+
+    /// `previous` with the tenants of `delta` recompiled, added or removed; every other tenant
+    /// is shared as is (its compiled routes, balancers, limiters and plugin handles).
+    pub fn apply(
+        delta: &ConfigDelta,
+        env: &CompileEnv<'_>,
+        previous: &RoutingTable,
+    ) -> (RoutingTable, Vec<HealthChecked>) {
+        let mut tenants = previous.tenants.clone();
+        let mut fresh = Vec::new();
+        for (id, now) in &delta.tenants {
+            let at = tenants.binary_search_by(|t| (*t.id).cmp(id.as_str()));
+            match (at, now) {
+                (Ok(i), Some(t)) => {
+                    tenants[i] = compile_tenant(t, Some(&tenants[i]), env, &mut fresh)
+                }
+                (Err(i), Some(t)) => tenants.insert(i, compile_tenant(t, None, env, &mut fresh)),
+                (Ok(i), None) => {
+                    tenants.remove(i);
+                }
+                (Err(_), None) => {}
+            }
+        }
+        (RoutingTable::assemble(delta.version, tenants, env), fresh)
+    }
+
+    /// The table over `tenants` (sorted by id), with its hostname index.
+    fn assemble(version: i64, tenants: Vec<Arc<CompiledTenant>>, env: &CompileEnv<'_>) -> Self {
+        let live: HashSet<&str> = tenants.iter().map(|t| &*t.id).collect();
+        env.backends.retain(|id| live.contains(id));
+        let hosts = HostIndex::build_from(tenants.iter().map(|t| t.hosts.as_slice()));
+        RoutingTable {
+            version,
+            hosts,
             tenants,
-        };
-        (table, fresh)
+        }
     }
 
     /// Every health-checked balancer, for starting checks on a table built elsewhere.
@@ -144,6 +149,51 @@ impl RoutingTable {
             .iter()
             .flat_map(|t| t.routes.iter().map(move |r| (&**t, &**r)))
     }
+}
+
+/// What compiling a tenant needs besides its config.
+pub struct CompileEnv<'a> {
+    pub plugins: &'a PluginSet,
+    pub backends: &'a TenantBackendSet,
+    pub egress: &'a EgressPolicy,
+}
+
+fn compile_tenant(
+    t: &Tenant,
+    old: Option<&Arc<CompiledTenant>>,
+    env: &CompileEnv<'_>,
+    fresh: &mut Vec<HealthChecked>,
+) -> Arc<CompiledTenant> {
+    let routes = t
+        .routes
+        .iter()
+        .map(|r| {
+            let balancer = reuse_balancer(old, r).unwrap_or_else(|| {
+                let lb = Arc::new(build_balancer(r, env.egress));
+                if let Some(hc) = &r.health_check {
+                    fresh.push(HealthChecked {
+                        lb: Arc::downgrade(&lb),
+                        interval: hc_interval(hc),
+                    });
+                }
+                lb
+            });
+            Arc::new(CompiledRoute {
+                spec: r.clone(),
+                balancer,
+                chain: resolve_chain(t, r, env.plugins),
+            })
+        })
+        .collect();
+    Arc::new(CompiledTenant {
+        id: t.id.as_str().into(),
+        hosts: t.hostnames.clone(),
+        routes,
+        specs: t.routes.clone(),
+        limits: t.quotas.plugin,
+        backends: env.backends.tenant(&t.id, &t.quotas),
+        rate: keep_or_build_rate(old.map(|o| &**o), &t.quotas),
+    })
 }
 
 /// The previous table's balancer for this route, if its targets and health check are unchanged.
@@ -213,5 +263,97 @@ impl LiveConfig {
 
     pub fn store(&self, table: RoutingTable) {
         self.current.store(Arc::new(table));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wharf_metrics::Metrics;
+    use wharf_plugins::capabilities::BackendSettings;
+    use wharf_tenancy::{Timeouts, UpstreamTarget};
+
+    fn tenant(id: &str, host: &str, prefix: &str) -> Tenant {
+        Tenant {
+            id: id.into(),
+            display_name: id.into(),
+            hostnames: vec![HostPattern::parse(host).unwrap()],
+            routes: vec![Route {
+                id: "r".into(),
+                path_prefix: prefix.into(),
+                methods: vec![],
+                upstreams: vec![UpstreamTarget {
+                    addr: "127.0.0.1:9".into(),
+                    weight: 1,
+                }],
+                timeouts: Timeouts::default(),
+                health_check: None,
+                plugins: vec![],
+            }],
+            quotas: Quotas::default(),
+            plugins: vec![],
+        }
+    }
+
+    fn id_of(table: &RoutingTable, host: &str) -> Option<String> {
+        match table.lookup(host, "GET", "/x") {
+            Lookup::Route(t, _) | Lookup::NoRoute(t) => Some(t.id.to_string()),
+            Lookup::UnknownHost => None,
+        }
+    }
+
+    #[test]
+    fn a_delta_recompiles_only_its_tenants_and_shares_the_rest() {
+        let plugins = PluginSet::new();
+        let backends = TenantBackendSet::new(BackendSettings::default(), Arc::new(Metrics::new()));
+        let egress = EgressPolicy::new(&["127.0.0.0/8".into()], vec![]).unwrap();
+        let env = CompileEnv {
+            plugins: &plugins,
+            backends: &backends,
+            egress: &egress,
+        };
+        let snapshot = ConfigSnapshot {
+            version: 1,
+            changed_at_ms: 0,
+            tenants: vec![
+                tenant("a", "a.test", "/"),
+                tenant("b", "*.b.test", "/"),
+                tenant("c", "c.test", "/"),
+            ],
+        };
+        let (v1, _) = RoutingTable::compile(&snapshot, &env, &RoutingTable::default());
+        let delta = ConfigDelta {
+            version: 4,
+            changed_at_ms: 0,
+            tenants: vec![
+                ("b".into(), Some(tenant("b", "*.b2.test", "/"))),
+                ("c".into(), None),
+                ("aa".into(), Some(tenant("aa", "aa.test", "/"))),
+            ],
+        };
+        let (v2, _) = RoutingTable::apply(&delta, &env, &v1);
+        assert_eq!(v2.version, 4);
+        let ids: Vec<&str> = v2.tenants.iter().map(|t| &*t.id).collect();
+        assert_eq!(ids, ["a", "aa", "b"], "kept sorted by id");
+        assert!(
+            Arc::ptr_eq(&v1.tenants[0], &v2.tenants[0]),
+            "an unchanged tenant is shared"
+        );
+        assert!(
+            !Arc::ptr_eq(&v1.tenants[1], &v2.tenants[2]),
+            "a changed one is rebuilt"
+        );
+        assert!(
+            Arc::ptr_eq(
+                &v1.tenants[1].routes[0].balancer,
+                &v2.tenants[2].routes[0].balancer
+            ),
+            "its unchanged route keeps its balancer (and health state)"
+        );
+        assert_eq!(id_of(&v2, "a.test").as_deref(), Some("a"));
+        assert_eq!(id_of(&v2, "aa.test").as_deref(), Some("aa"));
+        assert_eq!(id_of(&v2, "x.b2.test").as_deref(), Some("b"));
+        assert_eq!(id_of(&v2, "x.b.test"), None, "the old hostname is gone");
+        assert_eq!(id_of(&v2, "c.test"), None, "a removed tenant is gone");
     }
 }

@@ -152,9 +152,9 @@ impl Backends {
     }
 
     /// Drops the pools of tenants that no longer exist.
-    pub fn retain(&self, live: &[&str]) {
+    pub fn retain(&self, live: impl Fn(&str) -> bool) {
         let mut tenants = self.tenants.lock();
-        tenants.retain(|id, _| live.contains(&id.as_str()));
+        tenants.retain(|id, _| live(id));
     }
 }
 
