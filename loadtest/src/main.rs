@@ -8,6 +8,7 @@ mod node;
 mod noisy;
 mod plugin_bench;
 mod redis_bench;
+mod reload;
 mod stats;
 
 use std::time::Duration;
@@ -47,6 +48,19 @@ enum Scenario {
         file: std::path::PathBuf,
         #[arg(long, default_value_t = 5_000)]
         iterations: usize,
+    },
+    /// One tenant's route change until it serves, and its admin read, at each tenant count.
+    /// Starts a `wharf` node per count and an upstream itself.
+    Reload {
+        /// The `wharf` binary (default: next to this one).
+        #[arg(long)]
+        wharf: Option<std::path::PathBuf>,
+        /// Tenant counts to compare, e.g. 100,3000.
+        #[arg(long, value_delimiter = ',', default_value = "100,3000")]
+        tenants: Vec<usize>,
+        /// Route changes timed per count.
+        #[arg(long, default_value_t = 20)]
+        changes: usize,
     },
     /// Resident memory of an idle node, per 1,000 tenants and per distinct compiled plugin.
     /// Starts a `wharf` node and an upstream itself.
@@ -146,6 +160,15 @@ fn main() -> anyhow::Result<()> {
             seconds,
             connections,
             extra_toml,
+        }),
+        Scenario::Reload {
+            wharf,
+            tenants,
+            changes,
+        } => reload::run(reload::Args {
+            wharf: wharf_binary(wharf)?,
+            tenants,
+            changes,
         }),
         Scenario::Memory {
             wharf,

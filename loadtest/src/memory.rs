@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 
-use crate::node::{block_on, Api, Node, OPERATOR};
+use crate::node::{block_on, Api, Node};
 use crate::noisy::{start_upstream, wait_serving};
 
 pub struct Args {
@@ -36,24 +36,7 @@ async fn scenario(args: Args) -> anyhow::Result<()> {
     let idle = node.rss_bytes()?;
     println!("idle node: RSS {:.1} MiB", idle as f64 / MIB);
 
-    let route = json!({"path_prefix": "/", "upstreams": [{"addr": upstream, "weight": 1}]});
-    for i in 0..args.tenants {
-        let t = format!("t{i}");
-        api.call(
-            "POST",
-            "/v1/tenants",
-            OPERATOR,
-            json!({"id": t, "hostnames": [format!("{t}.test")]}),
-        )
-        .await?;
-        api.call(
-            "PUT",
-            &format!("/v1/tenants/{t}/routes/main"),
-            OPERATOR,
-            route.clone(),
-        )
-        .await?;
-    }
+    api.seed_tenants(0..args.tenants, &upstream).await?;
     let last = args.tenants.saturating_sub(1);
     wait_serving(&node.proxy, &format!("t{last}.test"), "/").await?;
     settle().await;

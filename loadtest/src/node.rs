@@ -195,6 +195,28 @@ impl Api {
         Ok(())
     }
 
+    /// Tenants `t{i}`, each owning `t{i}.test` with one route `main` on `/` to `upstream`.
+    pub async fn seed_tenants(
+        &self,
+        ids: std::ops::Range<usize>,
+        upstream: &str,
+    ) -> anyhow::Result<()> {
+        let route = json!({"path_prefix": "/", "upstreams": [{"addr": upstream, "weight": 1}]});
+        for i in ids {
+            let t = format!("t{i}");
+            let tenant = json!({"id": t, "hostnames": [format!("{t}.test")]});
+            self.call("POST", "/v1/tenants", OPERATOR, tenant).await?;
+            self.call(
+                "PUT",
+                &format!("/v1/tenants/{t}/routes/main"),
+                OPERATOR,
+                route.clone(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     pub async fn get_text(&self, path: &str, token: &str) -> anyhow::Result<String> {
         Ok(self
             .http

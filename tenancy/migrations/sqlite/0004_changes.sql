@@ -5,3 +5,6 @@ CREATE TABLE config_changes (
     version BIGINT PRIMARY KEY,
     tenant_id TEXT NOT NULL
 );
+
+-- One tenant's hostnames without a scan (admin reads, incremental reloads).
+CREATE INDEX hostnames_by_tenant ON hostnames (tenant_id);

@@ -118,28 +118,39 @@ impl Store {
 
 /// Tenants sorted by id, each with its rows; `only` names one tenant, or is [`ALL`].
 async fn read_tenants(tx: &mut Tx, only: &str) -> Result<Vec<Tenant>, StoreError> {
-    let rows = |sql: &'static str| {
-        sqlx::query(sql)
-            .bind(only.to_string())
-            .bind(only.to_string())
+    // Two spellings per query: with the tenant filter as its own statement, the database uses
+    // the tenant's index (an `($1 = '' OR tenant_id = $1)` filter would scan every tenant).
+    let one = only != ALL;
+    let query = |all: &'static str, filtered: &'static str| {
+        if one {
+            sqlx::query(filtered).bind(only.to_string())
+        } else {
+            sqlx::query(all)
+        }
     };
-    let tenant_rows =
-        rows("SELECT id, display_name, quotas FROM tenants WHERE ($1 = '' OR id = $2) ORDER BY id")
-            .fetch_all(&mut **tx)
-            .await?;
-    let host_rows = rows(
-        "SELECT tenant_id, pattern FROM hostnames WHERE ($1 = '' OR tenant_id = $2) ORDER BY pattern",
+    let tenant_rows = query(
+        "SELECT id, display_name, quotas FROM tenants ORDER BY id",
+        "SELECT id, display_name, quotas FROM tenants WHERE id = $1",
     )
     .fetch_all(&mut **tx)
     .await?;
-    let route_rows = rows(
-        "SELECT tenant_id, spec FROM routes WHERE ($1 = '' OR tenant_id = $2) ORDER BY tenant_id, id",
+    let host_rows = query(
+        "SELECT tenant_id, pattern FROM hostnames ORDER BY pattern",
+        "SELECT tenant_id, pattern FROM hostnames WHERE tenant_id = $1 ORDER BY pattern",
     )
     .fetch_all(&mut **tx)
     .await?;
-    let plugin_rows = rows(
+    let route_rows = query(
+        "SELECT tenant_id, spec FROM routes ORDER BY tenant_id, id",
+        "SELECT tenant_id, spec FROM routes WHERE tenant_id = $1 ORDER BY id",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let plugin_rows = query(
         "SELECT tenant_id, name, version, sha256, created_at_ms FROM plugin_versions \
-         WHERE ($1 = '' OR tenant_id = $2) ORDER BY tenant_id, name, version",
+         ORDER BY tenant_id, name, version",
+        "SELECT tenant_id, name, version, sha256, created_at_ms FROM plugin_versions \
+         WHERE tenant_id = $1 ORDER BY name, version",
     )
     .fetch_all(&mut **tx)
     .await?;

@@ -1,0 +1,82 @@
+//! How long one tenant's change takes to serve, and its admin read, as the tenant count grows
+//! (#13): a node with `tenants` tenants (one host, one route each), then `changes` route edits
+//! on one tenant, each timed from the API's answer until the proxy serves the new route.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use serde_json::json;
+use tokio::io::BufReader;
+use tokio::net::TcpStream;
+
+use crate::http_load::exchange;
+use crate::node::{block_on, Api, Node, OPERATOR};
+use crate::noisy::start_upstream;
+use crate::stats::{micros, Summary};
+
+pub struct Args {
+    pub wharf: PathBuf,
+    pub tenants: Vec<usize>,
+    pub changes: usize,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    block_on(scenario(args))?
+}
+
+async fn scenario(args: Args) -> anyhow::Result<()> {
+    let upstream = start_upstream().await?;
+    println!("| tenants | seeding | change until served p50 | max | admin GET of one tenant p50 | max | RSS |");
+    println!("|---|---|---|---|---|---|---|");
+    for &n in &args.tenants {
+        let node = Node::start(&args.wharf, "")?;
+        let api = Api::new(&node.admin);
+        api.wait_ready().await?;
+        let seeding = Instant::now();
+        api.seed_tenants(0..n, &upstream).await?;
+        let seeding = seeding.elapsed();
+        let mut served = Vec::new();
+        let mut reads = Vec::new();
+        for i in 0..args.changes {
+            let prefix = format!("/v{i}");
+            let route =
+                json!({"path_prefix": prefix, "upstreams": [{"addr": upstream, "weight": 1}]});
+            api.call("PUT", "/v1/tenants/t0/routes/main", OPERATOR, route)
+                .await?;
+            let changed = Instant::now();
+            wait_for(&node.proxy, "t0.test", &format!("{prefix}/x")).await?;
+            served.push(changed.elapsed());
+            let read = Instant::now();
+            api.get_text("/v1/tenants/t0", OPERATOR).await?;
+            reads.push(read.elapsed());
+        }
+        let (s, r) = (Summary::of(&mut served), Summary::of(&mut reads));
+        println!(
+            "| {n} | {:.1} s | {} | {} | {} | {} | {:.0} MiB |",
+            seeding.as_secs_f64(),
+            micros(s.p50),
+            micros(s.max),
+            micros(r.p50),
+            micros(r.max),
+            node.rss_bytes()? as f64 / (1024.0 * 1024.0)
+        );
+    }
+    Ok(())
+}
+
+/// Polls until `path` on `host` answers 200 (the new route serves), on one kept-alive connection.
+async fn wait_for(proxy: &str, host: &str, path: &str) -> anyhow::Result<()> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut conn = BufReader::new(TcpStream::connect(proxy).await?);
+    while Instant::now() < deadline {
+        match exchange(&mut conn, request.as_bytes()).await {
+            Ok((200, _)) => return Ok(()),
+            Ok((_, true)) => {}
+            _ => conn = BufReader::new(TcpStream::connect(proxy).await?),
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    bail!("{host}{path} did not start serving within 30 s")
+}
