@@ -58,7 +58,7 @@ async fn hot_route_change_keeps_in_flight_requests(kind: StoreKind) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_sharing_postgres_converge() {
+async fn three_nodes_sharing_postgres_converge_incrementally() {
     let (url, store) = fresh_store(StoreKind::Postgres).await;
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
     store.create_tenant("acme", "Acme", &[]).await.unwrap();
@@ -81,14 +81,39 @@ async fn two_nodes_sharing_postgres_converge() {
         assert_eq!(n1.get("acme.test", "/").await.json["upstream"], expect);
         assert_eq!(n2.get("acme.test", "/").await.json["upstream"], expect);
     }
-    println!("two-node propagation: worst {worst:?} over 3 changes (poll interval 50 ms)");
+    // A third node that was down through those changes starts from the whole snapshot, then
+    // follows the next change incrementally like the others.
+    let n3 = Wharf::start(&url).await;
+    assert_eq!(n3.get("acme.test", "/").await.json["upstream"], "b");
+    store
+        .create_tenant("beta", "Beta", &["beta.test"])
+        .await
+        .unwrap();
+    let v = store
+        .put_route("acme", route("api", "/", &[&a.target()]))
+        .await
+        .unwrap();
+    let (d1, d2, d3) = tokio::join!(
+        n1.wait_for_version(v),
+        n2.wait_for_version(v),
+        n3.wait_for_version(v)
+    );
+    worst = worst.max(d1).max(d2).max(d3);
+    for n in [&n1, &n2, &n3] {
+        assert_eq!(n.get("acme.test", "/").await.json["upstream"], "a");
+        assert_eq!(n.get("beta.test", "/").await.json["error"], "no_route");
+    }
+    println!("three-node propagation: worst {worst:?} over 4 changes (poll interval 50 ms)");
     assert!(
         worst < Duration::from_secs(1),
         "nodes took {worst:?} to converge"
     );
-    // The nodes measure it themselves too.
+    // The nodes measure it themselves too, and applied every change incrementally.
+    let incremental = r#"wharf_config_reloads_total{kind="incremental",outcome="applied"}"#;
     let m = n2.metrics().await;
     assert!(metric_value(&m, "wharf_config_propagation_seconds_count") >= 3.0);
+    assert!(metric_value(&m, incremental) >= 3.0);
+    assert!(metric_value(&n3.metrics().await, incremental) >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
