@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 mod access;
+mod hostnames;
 mod plugins;
 mod routes;
 mod snapshot;
@@ -299,72 +300,6 @@ impl Store {
         )
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
-        Ok(version)
-    }
-
-    /// Gives `tenant` a hostname, refusing any pattern that overlaps another tenant's.
-    pub async fn add_hostname(&self, tenant: &str, pattern: &str) -> Result<i64, StoreError> {
-        let pattern = HostPattern::parse(pattern)?;
-        let (mut tx, version) = self
-            .begin_change("hostname.add", tenant, &format!("{tenant}/{pattern}"))
-            .await?;
-        Self::ensure_tenant(&mut tx, tenant).await?;
-        Self::insert_hostname(&mut tx, tenant, &pattern).await?;
-        tx.commit().await?;
-        Ok(version)
-    }
-
-    async fn insert_hostname(
-        tx: &mut Tx,
-        tenant: &str,
-        pattern: &HostPattern,
-    ) -> Result<(), StoreError> {
-        let rows = sqlx::query("SELECT tenant_id, pattern FROM hostnames")
-            .fetch_all(&mut **tx)
-            .await?;
-        for row in rows {
-            let owner: String = row.try_get(0)?;
-            let existing: String = row.try_get(1)?;
-            let Ok(existing_pattern) = HostPattern::parse(&existing) else {
-                continue;
-            };
-            if existing_pattern == *pattern && owner == tenant {
-                return Ok(());
-            }
-            if existing_pattern.overlaps(pattern) && owner != tenant {
-                return Err(StoreError::HostnameTaken {
-                    hostname: pattern.to_string(),
-                    existing,
-                    owner,
-                });
-            }
-        }
-        sqlx::query("INSERT INTO hostnames (pattern, tenant_id) VALUES ($1, $2)")
-            .bind(pattern.to_string())
-            .bind(tenant.to_string())
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn remove_hostname(&self, tenant: &str, pattern: &str) -> Result<i64, StoreError> {
-        let pattern = HostPattern::parse(pattern)?;
-        let (mut tx, version) = self
-            .begin_change("hostname.remove", tenant, &format!("{tenant}/{pattern}"))
-            .await?;
-        let done = sqlx::query("DELETE FROM hostnames WHERE pattern = $1 AND tenant_id = $2")
-            .bind(pattern.to_string())
-            .bind(tenant.to_string())
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::Invalid(
-                crate::error::ValidationError::BadHostname(format!(
-                    "{pattern} (not a hostname of tenant {tenant})"
-                )),
-            ));
-        }
         tx.commit().await?;
         Ok(version)
     }
