@@ -63,7 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn load(
+pub(crate) async fn load(
     t: &Target,
     concurrency: usize,
     duration: Duration,

@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
 
-use crate::http_load::exchange;
+use crate::http_load::{exchange, load, Target};
 use crate::node::{block_on, Api, Node, OPERATOR};
 use crate::noisy::start_upstream;
 use crate::stats::{micros, Summary};
@@ -27,8 +27,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 async fn scenario(args: Args) -> anyhow::Result<()> {
     let upstream = start_upstream().await?;
-    println!("| tenants | seeding | change until served p50 | max | admin GET of one tenant p50 | max | RSS |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| tenants | seeding | change until served p50 | max | admin GET of one tenant p50 | max | RSS | proxy p99 quiet | with 10 changes/s | ratio |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for &n in &args.tenants {
         let node = Node::start(&args.wharf, "")?;
         let api = Api::new(&node.admin);
@@ -52,17 +52,54 @@ async fn scenario(args: Args) -> anyhow::Result<()> {
             reads.push(read.elapsed());
         }
         let (s, r) = (Summary::of(&mut served), Summary::of(&mut reads));
+        let rss = node.rss_bytes()? as f64 / (1024.0 * 1024.0);
+        let (quiet, churned) = churn(&node, &api, &upstream, n).await?;
         println!(
-            "| {n} | {:.1} s | {} | {} | {} | {} | {:.0} MiB |",
+            "| {n} | {:.1} s | {} | {} | {} | {} | {rss:.0} MiB | {} | {} | {:.2} |",
             seeding.as_secs_f64(),
             micros(s.p50),
             micros(s.max),
             micros(r.p50),
             micros(r.max),
-            node.rss_bytes()? as f64 / (1024.0 * 1024.0)
+            micros(quiet),
+            micros(churned),
+            churned.as_secs_f64() / quiet.as_secs_f64().max(1e-9)
         );
     }
     Ok(())
+}
+
+/// Proxy p99 on one tenant's route (8 connections, 5 s) without config changes, then while
+/// another tenant's route is edited 10 times a second.
+async fn churn(
+    node: &Node,
+    api: &Api,
+    upstream: &str,
+    tenants: usize,
+) -> anyhow::Result<(Duration, Duration)> {
+    let target = Target {
+        label: "t1".into(),
+        addr: node.proxy.clone(),
+        host: format!("t{}.test", tenants.min(2) - 1),
+        path: "/".into(),
+    };
+    let span = Duration::from_secs(5);
+    let (quiet, _, _) = load(&target, 8, span).await?;
+    let edits = async {
+        let end = Instant::now() + span;
+        let mut i = 0;
+        while Instant::now() < end {
+            let route = json!({"path_prefix": format!("/c{i}"), "upstreams": [{"addr": upstream, "weight": 1}]});
+            api.call("PUT", "/v1/tenants/t0/routes/main", OPERATOR, route)
+                .await?;
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::Ok(())
+    };
+    let (loaded, edited) = tokio::join!(load(&target, 8, span), edits);
+    edited?;
+    Ok((quiet.p99, loaded?.0.p99))
 }
 
 /// Polls until `path` on `host` answers 200 (the new route serves), on one kept-alive connection.
