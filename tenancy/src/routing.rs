@@ -41,11 +41,16 @@ impl HostIndex {
         if self.wildcards.is_empty() {
             return None;
         }
-        // A wildcard needs at least one label in front of its suffix.
-        host.match_indices('.')
-            .filter(|(dot, _)| *dot > 0)
-            .find_map(|(dot, _)| self.wildcards.get(&host[dot + 1..]).copied())
+        wildcard_suffixes(host).find_map(|suffix| self.wildcards.get(suffix).copied())
     }
+}
+
+/// The wildcard suffixes that could cover `host`, most specific first: `b.example.com`, then
+/// `example.com`, then `com` for `a.b.example.com` (a wildcard needs a label in front).
+pub fn wildcard_suffixes(host: &str) -> impl Iterator<Item = &str> {
+    host.match_indices('.')
+        .filter(|(dot, _)| *dot > 0)
+        .map(move |(dot, _)| &host[dot + 1..])
 }
 
 /// Index of the route with the longest matching prefix; routes naming the method beat catch-alls

@@ -4,6 +4,7 @@
 
 pub mod balancer;
 pub mod resolve;
+mod shards;
 pub mod table;
 
 use parking_lot::Mutex;
@@ -223,10 +224,18 @@ impl ControlPlane {
     /// Health of every health-checked upstream target, as gauges.
     fn export_target_health(&self) {
         let table = self.live.load();
-        for (t, route) in table.routes() {
-            if route.spec.health_check.is_none() {
-                continue;
-            }
+        // In tenant order, so which tenants fit under the metrics' label cap does not depend
+        // on the table's (hashed) iteration order.
+        let mut checked: Vec<_> = table
+            .routes()
+            .filter(|(_, r)| r.spec.health_check.is_some())
+            .collect();
+        checked.sort_by(|a, b| {
+            a.0.id
+                .cmp(&b.0.id)
+                .then_with(|| a.1.spec.id.cmp(&b.1.spec.id))
+        });
+        for (t, route) in checked {
             let tenant = self.metrics.tenant(&t.id);
             let lb = &route.balancer;
             for backend in lb.backends().get_backend().iter() {

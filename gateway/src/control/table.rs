@@ -5,25 +5,26 @@
 //! a request midway, and a reload keeps what did not change (balancers and their health state,
 //! rate limiters).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use wharf_plugins::capabilities::{Backends as TenantBackendSet, TenantBackends};
 use wharf_plugins::PluginQuotas;
 use wharf_tenancy::model::normalize_host;
-use wharf_tenancy::routing::{select_route, HostIndex};
+use wharf_tenancy::routing::{select_route, wildcard_suffixes};
 use wharf_tenancy::{ConfigDelta, ConfigSnapshot, HostPattern, OnError, Quotas, Route, Tenant};
 
 use super::balancer::{build_balancer, hc_interval, Balancer, HealthChecked};
 use super::resolve::{PluginSet, Unavailable};
+use super::shards::Shared;
 use crate::egress::EgressPolicy;
 use crate::proxy::chain::Attached;
 use crate::proxy::rate_limit::TenantRate;
 
 pub struct CompiledTenant {
     pub id: Arc<str>,
-    /// The hostnames it owns: the table's index is rebuilt from these when tenants change.
+    /// The hostnames it owns: what a change takes out of the table's index.
     hosts: Vec<HostPattern>,
     /// Sorted by id, as the store keeps them (route selection breaks ties by this order).
     pub routes: Vec<Arc<CompiledRoute>>,
@@ -44,11 +45,15 @@ pub struct CompiledRoute {
     pub chain: Vec<Attached>,
 }
 
+/// Tenants by id and their hostnames, in maps that successive tables share ([`Shared`]): a
+/// change costs the tenants it touches, not the fleet's size.
 #[derive(Default)]
 pub struct RoutingTable {
     pub version: i64,
-    hosts: HostIndex,
-    pub tenants: Vec<Arc<CompiledTenant>>,
+    tenants: Shared<Arc<CompiledTenant>>,
+    exact: Shared<Arc<CompiledTenant>>,
+    /// By suffix: `example.com` for `*.example.com`.
+    wildcards: Shared<Arc<CompiledTenant>>,
 }
 
 /// Where a request goes, as far as the config can tell.
@@ -61,14 +66,25 @@ pub enum Lookup {
 impl RoutingTable {
     pub fn lookup(&self, raw_host: &str, method: &str, path: &str) -> Lookup {
         let host = normalize_host(raw_host);
-        let Some(i) = self.hosts.lookup(&host) else {
+        let Some(tenant) = self.owner(&host) else {
             return Lookup::UnknownHost;
         };
-        let tenant = &self.tenants[i];
         match select_route(&tenant.specs, method, path) {
             Some(r) => Lookup::Route(tenant.clone(), tenant.routes[r].clone()),
             None => Lookup::NoRoute(tenant.clone()),
         }
+    }
+
+    /// The tenant owning a normalized host: its exact name, else the most specific wildcard
+    /// (one probe per label).
+    fn owner(&self, host: &str) -> Option<&Arc<CompiledTenant>> {
+        if let Some(t) = self.exact.get(host) {
+            return Some(t);
+        }
+        if self.wildcards.is_empty() {
+            return None;
+        }
+        wildcard_suffixes(host).find_map(|suffix| self.wildcards.get(suffix))
     }
 
     /// Builds the table for `snapshot`, keeping `previous`'s balancers (and so their health
@@ -79,18 +95,18 @@ impl RoutingTable {
         env: &CompileEnv<'_>,
         previous: &RoutingTable,
     ) -> (RoutingTable, Vec<HealthChecked>) {
-        let old: HashMap<&str, &Arc<CompiledTenant>> =
-            previous.tenants.iter().map(|t| (&*t.id, t)).collect();
+        let mut table = RoutingTable {
+            version: snapshot.version,
+            ..RoutingTable::default()
+        };
         let mut fresh = Vec::new();
-        let tenants = snapshot
-            .tenants
-            .iter()
-            .map(|t| compile_tenant(t, old.get(t.id.as_str()).copied(), env, &mut fresh))
-            .collect();
-        (
-            RoutingTable::assemble(snapshot.version, tenants, env),
-            fresh,
-        )
+        for t in &snapshot.tenants {
+            let compiled = compile_tenant(t, previous.tenants.get(&t.id), env, &mut fresh);
+            table.put(compiled);
+        }
+        let live: HashSet<&str> = snapshot.tenants.iter().map(|t| t.id.as_str()).collect();
+        env.backends.retain(|id| live.contains(id));
+        (table, fresh)
     }
 
     /// `previous` with the tenants of `delta` recompiled, added or removed; every other tenant
@@ -100,34 +116,65 @@ impl RoutingTable {
         env: &CompileEnv<'_>,
         previous: &RoutingTable,
     ) -> (RoutingTable, Vec<HealthChecked>) {
-        let mut tenants = previous.tenants.clone();
-        let mut fresh = Vec::new();
-        for (id, now) in &delta.tenants {
-            let at = tenants.binary_search_by(|t| (*t.id).cmp(id.as_str()));
-            match (at, now) {
-                (Ok(i), Some(t)) => {
-                    tenants[i] = compile_tenant(t, Some(&tenants[i]), env, &mut fresh)
-                }
-                (Err(i), Some(t)) => tenants.insert(i, compile_tenant(t, None, env, &mut fresh)),
-                (Ok(i), None) => {
-                    tenants.remove(i);
-                }
-                (Err(_), None) => {}
+        let mut table = RoutingTable {
+            version: delta.version,
+            tenants: previous.tenants.clone(),
+            exact: previous.exact.clone(),
+            wildcards: previous.wildcards.clone(),
+        };
+        // Every changed tenant's old hostnames go first: a name may move between tenants
+        // within one delta.
+        for (id, _) in &delta.tenants {
+            if let Some(old) = previous.tenants.get(id) {
+                table.unindex(old);
+                table.tenants.remove(id);
             }
         }
-        (RoutingTable::assemble(delta.version, tenants, env), fresh)
+        let removed: HashSet<&str> = delta
+            .tenants
+            .iter()
+            .filter(|(_, now)| now.is_none())
+            .map(|(id, _)| id.as_str())
+            .collect();
+        if !removed.is_empty() {
+            env.backends.retain(|id| !removed.contains(id));
+        }
+        let mut fresh = Vec::new();
+        for t in delta.tenants.iter().filter_map(|(_, now)| now.as_ref()) {
+            let compiled = compile_tenant(t, previous.tenants.get(&t.id), env, &mut fresh);
+            table.put(compiled);
+        }
+        (table, fresh)
     }
 
-    /// The table over `tenants` (sorted by id), with its hostname index.
-    fn assemble(version: i64, tenants: Vec<Arc<CompiledTenant>>, env: &CompileEnv<'_>) -> Self {
-        let live: HashSet<&str> = tenants.iter().map(|t| &*t.id).collect();
-        env.backends.retain(|id| live.contains(id));
-        let hosts = HostIndex::build_from(tenants.iter().map(|t| t.hosts.as_slice()));
-        RoutingTable {
-            version,
-            hosts,
-            tenants,
+    fn put(&mut self, tenant: Arc<CompiledTenant>) {
+        for h in &tenant.hosts {
+            match h {
+                HostPattern::Exact(name) => self.exact.insert(name.clone(), tenant.clone()),
+                HostPattern::Wildcard(suffix) => {
+                    self.wildcards.insert(suffix.clone(), tenant.clone())
+                }
+            }
         }
+        self.tenants.insert(tenant.id.to_string(), tenant);
+    }
+
+    fn unindex(&mut self, tenant: &CompiledTenant) {
+        for h in &tenant.hosts {
+            match h {
+                HostPattern::Exact(name) => self.exact.remove(name),
+                HostPattern::Wildcard(suffix) => self.wildcards.remove(suffix),
+            }
+        }
+    }
+
+    /// Every tenant, in no particular order.
+    pub fn tenants(&self) -> impl Iterator<Item = &Arc<CompiledTenant>> {
+        self.tenants.values()
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<&Arc<CompiledTenant>> {
+        self.tenants.get(id)
     }
 
     /// Every health-checked balancer, for starting checks on a table built elsewhere.
@@ -146,7 +193,7 @@ impl RoutingTable {
     /// Every route of every tenant.
     pub fn routes(&self) -> impl Iterator<Item = (&CompiledTenant, &CompiledRoute)> {
         self.tenants
-            .iter()
+            .values()
             .flat_map(|t| t.routes.iter().map(move |r| (&**t, &**r)))
     }
 }
@@ -333,20 +380,21 @@ mod tests {
         };
         let (v2, _) = RoutingTable::apply(&delta, &env, &v1);
         assert_eq!(v2.version, 4);
-        let ids: Vec<&str> = v2.tenants.iter().map(|t| &*t.id).collect();
-        assert_eq!(ids, ["a", "aa", "b"], "kept sorted by id");
+        let mut ids: Vec<&str> = v2.tenants().map(|t| &*t.id).collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "aa", "b"]);
         assert!(
-            Arc::ptr_eq(&v1.tenants[0], &v2.tenants[0]),
+            Arc::ptr_eq(v1.tenant("a").unwrap(), v2.tenant("a").unwrap()),
             "an unchanged tenant is shared"
         );
         assert!(
-            !Arc::ptr_eq(&v1.tenants[1], &v2.tenants[2]),
+            !Arc::ptr_eq(v1.tenant("b").unwrap(), v2.tenant("b").unwrap()),
             "a changed one is rebuilt"
         );
         assert!(
             Arc::ptr_eq(
-                &v1.tenants[1].routes[0].balancer,
-                &v2.tenants[2].routes[0].balancer
+                &v1.tenant("b").unwrap().routes[0].balancer,
+                &v2.tenant("b").unwrap().routes[0].balancer
             ),
             "its unchanged route keeps its balancer (and health state)"
         );
