@@ -23,6 +23,7 @@ pub fn block_on<F: std::future::Future>(scenario: F) -> anyhow::Result<F::Output
 /// A `wharf serve` child process on free loopback ports, killed on drop.
 pub struct Node {
     child: Child,
+    wharf: PathBuf,
     pub proxy: String,
     pub admin: String,
     _dir: TempDir,
@@ -43,21 +44,39 @@ impl Node {
                 dir.0.join("data").display()
             ),
         )?;
-        let child = Command::new(wharf)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.0.join("wharf.log"))?))
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .with_context(|| format!("cannot start {}", wharf.display()))?;
+        let child = spawn(wharf, &dir)?;
         Ok(Node {
             child,
+            wharf: wharf.to_path_buf(),
             proxy,
             admin,
             _dir: dir,
         })
     }
+
+    /// Stops the process and starts it again on the same config, store and caches.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.wharf, &self._dir)?;
+        Ok(())
+    }
+}
+
+fn spawn(wharf: &std::path::Path, dir: &TempDir) -> anyhow::Result<Child> {
+    Command::new(wharf)
+        .args(["serve", "--config"])
+        .arg(dir.0.join("wharf.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.0.join("wharf.log"))?,
+        ))
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .with_context(|| format!("cannot start {}", wharf.display()))
 }
 
 impl Node {
