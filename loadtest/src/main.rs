@@ -61,6 +61,9 @@ enum Scenario {
         /// Route changes timed per count.
         #[arg(long, default_value_t = 20)]
         changes: usize,
+        /// TOML appended to each node's bootstrap file, e.g. `store = "postgres://…"`.
+        #[arg(long, default_value = "")]
+        extra_toml: String,
     },
     /// Resident memory of an idle node, per 1,000 tenants and per distinct compiled plugin.
     /// Starts a `wharf` node and an upstream itself.
@@ -165,10 +168,12 @@ fn main() -> anyhow::Result<()> {
             wharf,
             tenants,
             changes,
+            extra_toml,
         } => reload::run(reload::Args {
             wharf: wharf_binary(wharf)?,
             tenants,
             changes,
+            extra_toml,
         }),
         Scenario::Memory {
             wharf,

@@ -19,6 +19,7 @@ pub struct Args {
     pub wharf: PathBuf,
     pub tenants: Vec<usize>,
     pub changes: usize,
+    pub extra_toml: String,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -30,7 +31,7 @@ async fn scenario(args: Args) -> anyhow::Result<()> {
     println!("| tenants | seeding | change until served p50 | max | admin GET of one tenant p50 | max | RSS | proxy p99 quiet | with 10 changes/s | ratio |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for &n in &args.tenants {
-        let node = Node::start(&args.wharf, "")?;
+        let node = Node::start(&args.wharf, &args.extra_toml)?;
         let api = Api::new(&node.admin);
         api.wait_ready().await?;
         let seeding = Instant::now();
