@@ -7,6 +7,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use sha2::{Digest, Sha256};
@@ -22,6 +23,10 @@ use crate::state::PluginState;
 pub struct CompiledPlugin {
     pub sha256: String,
     pub pre: HttpPluginPre<PluginState>,
+    /// Size of its compiled code image: what it counts against the cache's budget.
+    pub code_bytes: u64,
+    /// When the cache last handed it out (cache ticks): the eviction order.
+    last_used: AtomicU64,
 }
 
 type Slot = Arc<OnceLock<Result<Arc<CompiledPlugin>, RejectError>>>;
@@ -31,6 +36,9 @@ pub struct ComponentCache {
     linker: Linker<PluginState>,
     dir: Option<PathBuf>,
     entries: Mutex<HashMap<String, Slot>>,
+    /// Bytes of compiled code kept for plugins nothing else holds.
+    budget_bytes: u64,
+    ticks: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -43,6 +51,7 @@ impl ComponentCache {
         engine: Engine,
         linker: Linker<PluginState>,
         cache_dir: Option<&Path>,
+        budget_bytes: u64,
         metrics: Arc<Metrics>,
     ) -> Self {
         // One subdirectory per engine configuration: compiled code is only valid for the
@@ -57,6 +66,8 @@ impl ComponentCache {
             linker,
             dir,
             entries: Mutex::new(HashMap::new()),
+            budget_bytes,
+            ticks: AtomicU64::new(0),
             metrics,
         }
     }
@@ -68,6 +79,7 @@ impl ComponentCache {
                 .compiled_cache_hits_total
                 .with_label_values(&["memory"])
                 .inc();
+            self.touch(hit);
             return Some(hit.clone());
         }
         let component = self.load_from_disk(sha256)?;
@@ -130,13 +142,50 @@ impl ComponentCache {
         entries.entry(sha.to_string()).or_default().clone()
     }
 
-    fn update_gauge(&self) {
-        let entries = self.entries.lock();
+    fn touch(&self, plugin: &CompiledPlugin) {
+        let now = self.ticks.fetch_add(1, Ordering::Relaxed);
+        plugin.last_used.store(now, Ordering::Relaxed);
+    }
+
+    /// Evicts compiled plugins that nothing but this cache holds (no route attaches them, no
+    /// request runs them), least recently used first, until the code kept is within budget.
+    /// Plugins in use stay whatever their size: they are needed.
+    pub fn trim(&self) {
+        let mut entries = self.entries.lock();
+        let mut total = 0u64;
+        let mut idle: Vec<(u64, u64, String)> = Vec::new();
+        for (sha, slot) in entries.iter() {
+            if let Some(Ok(p)) = slot.get() {
+                total += p.code_bytes;
+                // The slot's own reference is the only one.
+                if Arc::strong_count(p) == 1 {
+                    idle.push((
+                        p.last_used.load(Ordering::Relaxed),
+                        p.code_bytes,
+                        sha.clone(),
+                    ));
+                }
+            }
+        }
+        idle.sort();
+        for (_, bytes, sha) in idle {
+            if total <= self.budget_bytes {
+                break;
+            }
+            entries.remove(&sha);
+            total -= bytes;
+            self.metrics.compiled_cache_evictions_total.inc();
+        }
+        self.metrics.compiled_cache_bytes.set(total as i64);
         let n = entries
             .values()
             .filter(|s| matches!(s.get(), Some(Ok(_))))
             .count();
         self.metrics.compiled_components.set(n as i64);
+    }
+
+    fn update_gauge(&self) {
+        self.trim();
     }
 
     /// Checks the component against the world (imports we provide, exports we call).
@@ -146,9 +195,12 @@ impl ComponentCache {
             .instantiate_pre(&component)
             .map_err(|e| RejectError::WrongWorld(describe(&e)))?;
         let pre = HttpPluginPre::new(pre).map_err(|e| RejectError::WrongWorld(describe(&e)))?;
+        let image = component.image_range();
         Ok(Arc::new(CompiledPlugin {
             sha256: sha.to_string(),
             pre,
+            code_bytes: (image.end as u64).saturating_sub(image.start as u64),
+            last_used: AtomicU64::new(self.ticks.fetch_add(1, Ordering::Relaxed)),
         }))
     }
 

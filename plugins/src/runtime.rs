@@ -70,6 +70,7 @@ impl PluginRuntime {
             engine.clone(),
             linker,
             compiled_cache_dir,
+            settings.compiled_cache_bytes,
             metrics.clone(),
         ));
         // Compiles run at the proxy's priority: they are bounded to one core already, and a
@@ -140,6 +141,11 @@ impl PluginRuntime {
     /// The compiled plugin for a content hash, from memory or the disk cache; never compiles.
     pub fn cached(&self, sha256: &str) -> Option<Arc<CompiledPlugin>> {
         self.cache.get(sha256)
+    }
+
+    /// Drops compiled plugins no route or request holds any more, past the memory budget.
+    pub fn trim_compiled(&self) {
+        self.cache.trim();
     }
 
     /// A fresh instance for one request, instantiated (its start function run) on the plugin

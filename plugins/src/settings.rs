@@ -29,6 +29,10 @@ pub struct RuntimeSettings {
     /// Longest a request's plugin may wait in total for the plugin CPU or its tenant's instance
     /// quota before failing with `plugin_capacity` (waiting is never charged to its deadline).
     pub queue_ms: u64,
+    /// Compiled code kept in memory for plugins no route uses any more (old versions, removed
+    /// tenants), evicted least recently used first past this many bytes. Plugins in use are
+    /// never evicted; an evicted one reloads from the disk cache.
+    pub compiled_cache_bytes: u64,
 }
 
 impl RuntimeSettings {
@@ -55,6 +59,7 @@ impl Default for RuntimeSettings {
             threads: 0,
             nice: 10,
             queue_ms: 1000,
+            compiled_cache_bytes: 256 << 20,
         }
     }
 }

@@ -116,6 +116,8 @@ impl BackgroundService for ControlPlane {
                 }
             }
             self.export_target_health();
+            // Plugins the last table change let go of leave memory once over budget.
+            self.runtime.trim_compiled();
             if let Some(s) = &store {
                 match self.poll(s).await {
                     Ok(()) => self.mark_store(true, ""),
