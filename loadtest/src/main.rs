@@ -61,6 +61,9 @@ enum Scenario {
         /// Route changes timed per count.
         #[arg(long, default_value_t = 20)]
         changes: usize,
+        /// Routes per tenant.
+        #[arg(long, default_value_t = 1)]
+        routes: usize,
         /// TOML appended to each node's bootstrap file, e.g. `store = "postgres://…"`.
         #[arg(long, default_value = "")]
         extra_toml: String,
@@ -168,11 +171,13 @@ fn main() -> anyhow::Result<()> {
             wharf,
             tenants,
             changes,
+            routes,
             extra_toml,
         } => reload::run(reload::Args {
             wharf: wharf_binary(wharf)?,
             tenants,
             changes,
+            routes,
             extra_toml,
         }),
         Scenario::Memory {

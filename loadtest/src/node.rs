@@ -80,6 +80,24 @@ fn spawn(wharf: &std::path::Path, dir: &TempDir) -> anyhow::Result<Child> {
 }
 
 impl Node {
+    /// CPU time the node's process has used (Linux: user + system, in USER_HZ ticks of 10 ms).
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let rest = stat
+            .rsplit_once(") ")
+            .map(|(_, r)| r)
+            .context("bad /proc/PID/stat")?;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        Ok((field(11) + field(12)) as f64 / 100.0)
+    }
+
+    /// The node's data directory (store, compiled cache).
+    pub fn data_dir(&self) -> PathBuf {
+        self._dir.0.join("data")
+    }
+
     /// Resident memory of the node's process (Linux: `VmRSS`), in bytes.
     pub fn rss_bytes(&self) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
@@ -141,7 +159,7 @@ impl Api {
     }
 
     pub async fn wait_ready(&self) -> anyhow::Result<()> {
-        for _ in 0..600 {
+        for _ in 0..2400 {
             if let Ok(r) = self.http.get(format!("{}/healthz", self.base)).send().await {
                 if r.status().is_success() {
                     return Ok(());
@@ -149,7 +167,7 @@ impl Api {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        bail!("wharf did not become healthy in 30 s")
+        bail!("wharf did not become healthy in 120 s")
     }
 
     pub async fn call(
@@ -214,24 +232,31 @@ impl Api {
         Ok(())
     }
 
-    /// Tenants `t{i}`, each owning `t{i}.test` with one route `main` on `/` to `upstream`.
+    /// Tenants `t{i}`, each owning `t{i}.test` with route `main` on `/` to `upstream`, plus
+    /// `routes - 1` more (`r{j}` on `/r{j}`).
     pub async fn seed_tenants(
         &self,
         ids: std::ops::Range<usize>,
+        routes: usize,
         upstream: &str,
     ) -> anyhow::Result<()> {
-        let route = json!({"path_prefix": "/", "upstreams": [{"addr": upstream, "weight": 1}]});
+        let route = |prefix: String| json!({"path_prefix": prefix, "upstreams": [{"addr": upstream, "weight": 1}]});
         for i in ids {
             let t = format!("t{i}");
             let tenant = json!({"id": t, "hostnames": [format!("{t}.test")]});
             self.call("POST", "/v1/tenants", OPERATOR, tenant).await?;
-            self.call(
-                "PUT",
-                &format!("/v1/tenants/{t}/routes/main"),
-                OPERATOR,
-                route.clone(),
-            )
-            .await?;
+            let path = format!("/v1/tenants/{t}/routes");
+            self.call("PUT", &format!("{path}/main"), OPERATOR, route("/".into()))
+                .await?;
+            for j in 1..routes {
+                self.call(
+                    "PUT",
+                    &format!("{path}/r{j}"),
+                    OPERATOR,
+                    route(format!("/r{j}")),
+                )
+                .await?;
+            }
         }
         Ok(())
     }

@@ -259,7 +259,7 @@ async fn attacker(addr: &str, path: &str, until: Instant) -> BTreeMap<u16, u64> 
 
 pub(crate) async fn wait_serving(addr: &str, host: &str, path: &str) -> anyhow::Result<()> {
     let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    for _ in 0..200 {
+    for _ in 0..2400 {
         if let Ok(s) = TcpStream::connect(addr).await {
             let mut c = BufReader::new(s);
             if let Ok((status, _)) = exchange(&mut c, request.as_bytes()).await {

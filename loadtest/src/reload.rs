@@ -19,6 +19,7 @@ pub struct Args {
     pub wharf: PathBuf,
     pub tenants: Vec<usize>,
     pub changes: usize,
+    pub routes: usize,
     pub extra_toml: String,
 }
 
@@ -28,14 +29,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 async fn scenario(args: Args) -> anyhow::Result<()> {
     let upstream = start_upstream().await?;
-    println!("| tenants | seeding | change until served p50 | max | admin GET of one tenant p50 | max | RSS | proxy p99 quiet | with 10 changes/s | ratio |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| tenants | seeding | change until served p50 | max | admin GET of one tenant p50 | max | RSS | proxy p99 quiet | with 10 changes/s | ratio | node CPU per change |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for &n in &args.tenants {
         let node = Node::start(&args.wharf, &args.extra_toml)?;
         let api = Api::new(&node.admin);
         api.wait_ready().await?;
         let seeding = Instant::now();
-        api.seed_tenants(0..n, &upstream).await?;
+        api.seed_tenants(0..n, args.routes, &upstream).await?;
         let seeding = seeding.elapsed();
         let mut served = Vec::new();
         let mut reads = Vec::new();
@@ -55,8 +56,9 @@ async fn scenario(args: Args) -> anyhow::Result<()> {
         let (s, r) = (Summary::of(&mut served), Summary::of(&mut reads));
         let rss = node.rss_bytes()? as f64 / (1024.0 * 1024.0);
         let (quiet, churned) = churn(&node, &api, &upstream, n).await?;
+        let cpu = cpu_per_change(&node, &api, &upstream).await?;
         println!(
-            "| {n} | {:.1} s | {} | {} | {} | {} | {rss:.0} MiB | {} | {} | {:.2} |",
+            "| {n} | {:.1} s | {} | {} | {} | {} | {rss:.0} MiB | {} | {} | {:.2} | {:.1} ms |",
             seeding.as_secs_f64(),
             micros(s.p50),
             micros(s.max),
@@ -64,7 +66,8 @@ async fn scenario(args: Args) -> anyhow::Result<()> {
             micros(r.max),
             micros(quiet),
             micros(churned),
-            churned.as_secs_f64() / quiet.as_secs_f64().max(1e-9)
+            churned.as_secs_f64() / quiet.as_secs_f64().max(1e-9),
+            cpu * 1e3
         );
     }
     Ok(())
@@ -101,6 +104,24 @@ async fn churn(
     let (loaded, edited) = tokio::join!(load(&target, 8, span), edits);
     edited?;
     Ok((quiet.p99, loaded?.0.p99))
+}
+
+/// The node's CPU time per config change (the API's write and every node-side reload step):
+/// 20 changes over 2 s, minus the CPU of 2 idle seconds.
+async fn cpu_per_change(node: &Node, api: &Api, upstream: &str) -> anyhow::Result<f64> {
+    let span = Duration::from_secs(2);
+    let idle_from = node.cpu_seconds()?;
+    tokio::time::sleep(span).await;
+    let idle = node.cpu_seconds()? - idle_from;
+    let from = node.cpu_seconds()?;
+    for i in 0..20 {
+        let route = json!({"path_prefix": format!("/cpu{i}"), "upstreams": [{"addr": upstream, "weight": 1}]});
+        api.call("PUT", "/v1/tenants/t0/routes/main", OPERATOR, route)
+            .await?;
+        tokio::time::sleep(span / 20).await;
+    }
+    let busy = node.cpu_seconds()? - from;
+    Ok(((busy - idle) / 20.0).max(0.0))
 }
 
 /// Polls until `path` on `host` answers 200 (the new route serves), on one kept-alive connection.
