@@ -372,54 +372,6 @@ async fn tenant_instance_quota_is_enforced() {
 }
 
 #[tokio::test]
-async fn identical_bytes_compile_once_and_restarts_reuse_the_disk_cache() {
-    let dir = std::env::temp_dir().join(format!("wharf-cache-{}", std::process::id()));
-    let bytes = example_plugin("add-header");
-    {
-        let (rt, metrics) = runtime_in(Some(&dir));
-        for _ in 0..100 {
-            rt.validate(&bytes).unwrap();
-        }
-        assert_eq!(metrics.compiled_cache_misses_total.get(), 1);
-        assert_eq!(metrics.compiled_components.get(), 1);
-    }
-    let (rt, metrics) = runtime_in(Some(&dir));
-    let sha = wharf_plugins::sha256_hex(&bytes);
-    assert!(
-        rt.cached(&sha).is_some(),
-        "a restarted runtime finds the artifact on disk"
-    );
-    rt.validate(&bytes).unwrap();
-    assert_eq!(
-        metrics.compiled_cache_misses_total.get(),
-        0,
-        "no recompile after restart"
-    );
-    assert_eq!(
-        metrics
-            .compiled_cache_hits_total
-            .with_label_values(&["disk"])
-            .get(),
-        1
-    );
-    // A tampered artifact is not trusted.
-    let artifact = std::fs::read_dir(&dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
-        .join(format!("{sha}.cwasm"));
-    let mut tampered = std::fs::read(&artifact).unwrap();
-    let mid = tampered.len() / 2;
-    tampered[mid] ^= 0xff;
-    std::fs::write(&artifact, tampered).unwrap();
-    let (rt, _) = runtime_in(Some(&dir));
-    assert!(rt.cached(&sha).is_none());
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[tokio::test]
 async fn bad_uploads_are_refused_with_reasons() {
     let (rt, _) = runtime_in(None);
     let core_module = vec![0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
