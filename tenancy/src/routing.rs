@@ -1,49 +1,7 @@
-//! Request → tenant → route lookup over one config snapshot. Pure and allocation-free per lookup.
+//! Request → route selection, and the wildcard suffixes a host lookup probes. Pure and
+//! allocation-free per lookup.
 
-use std::collections::HashMap;
-
-use crate::model::{HostPattern, Route, Tenant};
-
-/// Maps request hosts to the index of the tenant that owns them.
-#[derive(Debug, Default)]
-pub struct HostIndex {
-    exact: HashMap<String, usize>,
-    /// Wildcard suffix (`example.com` for `*.example.com`) → tenant index: a lookup tries the
-    /// host's own suffixes, longest first, so it costs one probe per label whatever the count of
-    /// tenants, and the most specific wildcard wins.
-    wildcards: HashMap<String, usize>,
-}
-
-impl HostIndex {
-    pub fn build(tenants: &[Tenant]) -> Self {
-        Self::build_from(tenants.iter().map(|t| t.hostnames.as_slice()))
-    }
-
-    /// From each tenant's hostnames, in the order of the tenant indexes.
-    pub fn build_from<'a>(tenants: impl Iterator<Item = &'a [HostPattern]>) -> Self {
-        let mut index = HostIndex::default();
-        for (i, hosts) in tenants.enumerate() {
-            for h in hosts {
-                match h {
-                    HostPattern::Exact(name) => index.exact.insert(name.clone(), i),
-                    HostPattern::Wildcard(suffix) => index.wildcards.insert(suffix.clone(), i),
-                };
-            }
-        }
-        index
-    }
-
-    /// `host` must already be normalized (see [`crate::model::normalize_host`]).
-    pub fn lookup(&self, host: &str) -> Option<usize> {
-        if let Some(i) = self.exact.get(host) {
-            return Some(*i);
-        }
-        if self.wildcards.is_empty() {
-            return None;
-        }
-        wildcard_suffixes(host).find_map(|suffix| self.wildcards.get(suffix).copied())
-    }
-}
+use crate::model::Route;
 
 /// The wildcard suffixes that could cover `host`, most specific first: `b.example.com`, then
 /// `example.com`, then `com` for `a.b.example.com` (a wildcard needs a label in front).
@@ -75,7 +33,6 @@ pub fn select_route(routes: &[Route], method: &str, path: &str) -> Option<usize>
 mod tests {
     use super::*;
     use crate::model::{Timeouts, UpstreamTarget};
-    use crate::quotas::Quotas;
 
     fn route(id: &str, prefix: &str, methods: &[&str]) -> Route {
         Route {
@@ -90,46 +47,6 @@ mod tests {
             health_check: None,
             plugins: vec![],
         }
-    }
-
-    fn tenant(id: &str, hosts: &[&str]) -> Tenant {
-        Tenant {
-            id: id.into(),
-            display_name: id.into(),
-            hostnames: hosts
-                .iter()
-                .map(|h| HostPattern::parse(h).unwrap())
-                .collect(),
-            routes: vec![],
-            quotas: Quotas::default(),
-            plugins: vec![],
-        }
-    }
-
-    #[test]
-    fn exact_beats_wildcard_and_longest_wildcard_wins() {
-        let ts = vec![
-            tenant("a", &["*.acme.test"]),
-            tenant("b", &["api.acme.test"]),
-            tenant("c", &["*.eu.acme.test"]),
-        ];
-        let idx = HostIndex::build(&ts);
-        assert_eq!(idx.lookup("api.acme.test"), Some(1));
-        assert_eq!(idx.lookup("www.acme.test"), Some(0));
-        assert_eq!(idx.lookup("x.eu.acme.test"), Some(2));
-        assert_eq!(
-            idx.lookup("a.b.eu.acme.test"),
-            Some(2),
-            "any depth under the wildcard"
-        );
-        assert_eq!(idx.lookup("a.b.acme.test"), Some(0));
-        assert_eq!(
-            idx.lookup(".acme.test"),
-            None,
-            "a wildcard needs a label in front"
-        );
-        assert_eq!(idx.lookup("acme.test"), None);
-        assert_eq!(idx.lookup("other.test"), None);
     }
 
     #[test]

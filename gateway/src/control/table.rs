@@ -349,16 +349,72 @@ mod tests {
         }
     }
 
+    /// What compiling needs besides the config: no plugins, no backends, loopback upstreams.
+    struct Fixture {
+        plugins: PluginSet,
+        backends: Arc<TenantBackendSet>,
+        egress: EgressPolicy,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Fixture {
+                plugins: PluginSet::new(),
+                backends: TenantBackendSet::new(
+                    BackendSettings::default(),
+                    Arc::new(Metrics::new()),
+                ),
+                egress: EgressPolicy::new(&["127.0.0.0/8".into()], vec![]).unwrap(),
+            }
+        }
+
+        fn env(&self) -> CompileEnv<'_> {
+            CompileEnv {
+                plugins: &self.plugins,
+                backends: &self.backends,
+                egress: &self.egress,
+            }
+        }
+    }
+
+    fn table(tenants: Vec<Tenant>) -> RoutingTable {
+        let snapshot = ConfigSnapshot {
+            version: 1,
+            changed_at_ms: 0,
+            tenants,
+        };
+        RoutingTable::compile(&snapshot, &Fixture::new().env(), &RoutingTable::default()).0
+    }
+
+    #[test]
+    fn exact_beats_wildcard_and_longest_wildcard_wins() {
+        let t = table(vec![
+            tenant("a", "*.acme.test", "/"),
+            tenant("b", "api.acme.test", "/"),
+            tenant("c", "*.eu.acme.test", "/"),
+        ]);
+        assert_eq!(id_of(&t, "api.acme.test").as_deref(), Some("b"));
+        assert_eq!(id_of(&t, "www.acme.test").as_deref(), Some("a"));
+        assert_eq!(id_of(&t, "x.eu.acme.test").as_deref(), Some("c"));
+        assert_eq!(
+            id_of(&t, "a.b.eu.acme.test").as_deref(),
+            Some("c"),
+            "any depth under the wildcard"
+        );
+        assert_eq!(id_of(&t, "a.b.acme.test").as_deref(), Some("a"));
+        assert_eq!(
+            id_of(&t, ".acme.test"),
+            None,
+            "a wildcard needs a label in front"
+        );
+        assert_eq!(id_of(&t, "acme.test"), None);
+        assert_eq!(id_of(&t, "other.test"), None);
+    }
+
     #[test]
     fn a_delta_recompiles_only_its_tenants_and_shares_the_rest() {
-        let plugins = PluginSet::new();
-        let backends = TenantBackendSet::new(BackendSettings::default(), Arc::new(Metrics::new()));
-        let egress = EgressPolicy::new(&["127.0.0.0/8".into()], vec![]).unwrap();
-        let env = CompileEnv {
-            plugins: &plugins,
-            backends: &backends,
-            egress: &egress,
-        };
+        let fixture = Fixture::new();
+        let env = fixture.env();
         let snapshot = ConfigSnapshot {
             version: 1,
             changed_at_ms: 0,
