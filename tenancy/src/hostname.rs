@@ -95,9 +95,12 @@ impl From<HostPattern> for String {
     }
 }
 
+/// The longest DNS name: a longer Host can match no tenant's hostname.
+pub const MAX_HOSTNAME_LEN: usize = 253;
+
 fn is_dns_name(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= 253
+        && name.len() <= MAX_HOSTNAME_LEN
         && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63

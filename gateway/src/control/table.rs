@@ -11,6 +11,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use wharf_plugins::capabilities::{Backends as TenantBackendSet, TenantBackends};
 use wharf_plugins::PluginQuotas;
+use wharf_tenancy::hostname::MAX_HOSTNAME_LEN;
 use wharf_tenancy::model::normalize_host;
 use wharf_tenancy::routing::{select_route, wildcard_suffixes};
 use wharf_tenancy::{ConfigDelta, ConfigSnapshot, HostPattern, OnError, Quotas, Route, Tenant};
@@ -78,6 +79,10 @@ impl RoutingTable {
     /// The tenant owning a normalized host: its exact name, else the most specific wildcard
     /// (one probe per label).
     fn owner(&self, host: &str) -> Option<&Arc<CompiledTenant>> {
+        // No stored name is longer: a client's 8 KB Host of dots costs no probing.
+        if host.len() > MAX_HOSTNAME_LEN {
+            return None;
+        }
         if let Some(t) = self.exact.get(host) {
             return Some(t);
         }
@@ -409,6 +414,12 @@ mod tests {
         );
         assert_eq!(id_of(&t, "acme.test"), None);
         assert_eq!(id_of(&t, "other.test"), None);
+        let too_long = format!("{}acme.test", "x.".repeat(150));
+        assert_eq!(
+            id_of(&t, &too_long),
+            None,
+            "longer than any DNS name: not probed"
+        );
     }
 
     #[test]
