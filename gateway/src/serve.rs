@@ -15,7 +15,7 @@ use wharf_tenancy::{HostPattern, Route, Store, Timeouts, UpstreamTarget};
 
 use crate::bootstrap::Bootstrap;
 use crate::cli::ServeArgs;
-use crate::control::resolve::{prepare_backends, resolve_plugins};
+use crate::control::resolve::{prepare_backends, resolve_plugins, BlobSource, Loading};
 use crate::control::table::{CompileEnv, LiveConfig, RoutingTable};
 use crate::control::ControlPlane;
 use crate::egress::EgressPolicy;
@@ -85,8 +85,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         eprintln!("wharf: plugin instances use on-demand allocation (pooling unavailable)");
     }
 
-    // The first snapshot and its plugins are loaded before serving, so no request ever sees an
-    // empty table or waits for a compile.
+    // The first snapshot is loaded before serving, so no request ever sees an empty table or
+    // waits for a compile. Plugins already in the disk cache are not read: each loads on its
+    // first request, so a warm boot does not grow with the plugin count.
+    let blobs = Arc::new(BlobSource::default());
     let (snapshot, plugins) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -100,7 +102,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                     .context("seeding the demo tenant")?;
             }
             let snapshot = store.load().await?;
-            let plugins = resolve_plugins(&snapshot.tenants, &store, &runtime).await;
+            blobs.connect(&store);
+            let plugins = resolve_plugins(&snapshot.tenants, &runtime, &blobs, Loading::Lazy).await;
+            blobs.disconnect();
             prepare_backends(&snapshot.tenants, &backends).await;
             store.close().await;
             anyhow::Ok((snapshot, plugins))
@@ -144,6 +148,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         ControlPlane {
             store_url: store_url.clone(),
             runtime,
+            blobs,
             backends,
             egress,
             live,

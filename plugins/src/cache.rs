@@ -72,15 +72,31 @@ impl ComponentCache {
         }
     }
 
-    /// The compiled component for `sha256` if memory or disk has it; never compiles.
+    /// The compiled component for `sha256` if memory has it; no disk access.
+    pub fn get_in_memory(&self, sha256: &str) -> Option<Arc<CompiledPlugin>> {
+        let entries = self.entries.lock();
+        let Some(Ok(hit)) = entries.get(sha256)?.get() else {
+            return None;
+        };
+        self.metrics
+            .compiled_cache_hits_total
+            .with_label_values(&["memory"])
+            .inc();
+        self.touch(hit);
+        Some(hit.clone())
+    }
+
+    /// Whether the disk cache holds an artifact for `sha256` (not checked until loaded).
+    pub fn on_disk(&self, sha256: &str) -> bool {
+        self.paths(sha256)
+            .is_some_and(|(artifact, _)| artifact.is_file())
+    }
+
+    /// The compiled component for `sha256` if memory or disk has it; never compiles. Reading
+    /// from disk blocks: async callers use [`crate::PluginRuntime::load`].
     pub fn get(&self, sha256: &str) -> Option<Arc<CompiledPlugin>> {
-        if let Some(Ok(hit)) = self.slot(sha256).get() {
-            self.metrics
-                .compiled_cache_hits_total
-                .with_label_values(&["memory"])
-                .inc();
-            self.touch(hit);
-            return Some(hit.clone());
+        if let Some(hit) = self.get_in_memory(sha256) {
+            return Some(hit);
         }
         let component = self.load_from_disk(sha256)?;
         let compiled = self.prepare(sha256, component).ok()?;
@@ -142,14 +158,16 @@ impl ComponentCache {
         entries.entry(sha.to_string()).or_default().clone()
     }
 
-    fn touch(&self, plugin: &CompiledPlugin) {
+    /// Marks a plugin as just used: the eviction order.
+    pub fn touch(&self, plugin: &CompiledPlugin) {
         let now = self.ticks.fetch_add(1, Ordering::Relaxed);
         plugin.last_used.store(now, Ordering::Relaxed);
     }
 
-    /// Evicts compiled plugins that nothing but this cache holds (no route attaches them, no
-    /// request runs them), least recently used first, until the code kept is within budget.
-    /// Plugins in use stay whatever their size: they are needed.
+    /// Evicts compiled plugins that nothing but this cache holds (no request runs them: routes
+    /// hold only weak references and load them again on their next request), least recently
+    /// used first, until the code kept is within budget. Plugins in use stay whatever their
+    /// size: they are needed.
     pub fn trim(&self) {
         let mut entries = self.entries.lock();
         let mut total = 0u64;

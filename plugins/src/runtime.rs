@@ -143,6 +143,44 @@ impl PluginRuntime {
         self.cache.get(sha256)
     }
 
+    /// The compiled plugin for a content hash from memory, else from the disk cache (read on a
+    /// blocking thread, never the caller's); never compiles.
+    pub async fn load(self: &Arc<Self>, sha256: &str) -> Option<Arc<CompiledPlugin>> {
+        if let Some(hit) = self.cache.get_in_memory(sha256) {
+            return Some(hit);
+        }
+        if !self.cache.on_disk(sha256) {
+            return None;
+        }
+        let cache = self.cache.clone();
+        let sha = sha256.to_string();
+        tokio::task::spawn_blocking(move || cache.get(&sha))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The compiled plugin for a content hash if memory holds it; no disk access.
+    pub fn in_memory(&self, sha256: &str) -> Option<Arc<CompiledPlugin>> {
+        self.cache.get_in_memory(sha256)
+    }
+
+    /// Whether the disk cache has an artifact for the hash (a restart would not compile it).
+    pub fn on_disk(&self, sha256: &str) -> bool {
+        self.cache.on_disk(sha256)
+    }
+
+    /// Marks a plugin used by a request, for the compiled-code cache's eviction order.
+    pub fn touch(&self, plugin: &CompiledPlugin) {
+        self.cache.touch(plugin);
+    }
+
+    /// How long a request may wait for its turn (a slot, a plugin's first load) before it fails
+    /// with `plugin_capacity`.
+    pub fn queue_cap(&self) -> Duration {
+        Duration::from_millis(self.settings.queue_ms)
+    }
+
     /// Drops compiled plugins no route or request holds any more, past the memory budget.
     pub fn trim_compiled(&self) {
         self.cache.trim();

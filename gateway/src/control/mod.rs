@@ -3,6 +3,7 @@
 //! runtime, so the store pool and the admin server live and die with that runtime.
 
 pub mod balancer;
+mod plugin_ref;
 pub mod resolve;
 mod shards;
 pub mod table;
@@ -27,8 +28,7 @@ use tokio::sync::OnceCell;
 use crate::admin;
 use crate::api::ApiState;
 use crate::control::balancer::HealthChecked;
-use crate::control::resolve::PluginSet;
-use crate::control::resolve::{prepare_backends, resolve_plugins};
+use crate::control::resolve::{prepare_backends, resolve_plugins, BlobSource, Loading, PluginSet};
 use crate::control::table::{CompileEnv, LiveConfig, RoutingTable};
 
 /// A delta naming more tenants than this is applied as a full reload (one read instead of
@@ -38,6 +38,8 @@ const MAX_DELTA_TENANTS: usize = 1000;
 pub struct ControlPlane {
     pub store_url: String,
     pub runtime: Arc<PluginRuntime>,
+    /// Plugin bytes for what the disk cache lacks; bound to the store once connected.
+    pub blobs: Arc<BlobSource>,
     pub backends: Arc<Backends>,
     /// Where tenants' upstreams may point.
     pub egress: Arc<crate::egress::EgressPolicy>,
@@ -107,6 +109,7 @@ impl BackgroundService for ControlPlane {
                 match Store::connect(&self.store_url).await {
                     Ok(s) => {
                         let _ = store_cell.set(s.clone());
+                        self.blobs.connect(&s);
                         store = Some(s);
                     }
                     Err(e) => {
@@ -149,7 +152,7 @@ impl ControlPlane {
             None
         };
         match delta {
-            Some(delta) => self.apply_delta(store, delta, &current).await,
+            Some(delta) => self.apply_delta(delta, &current).await,
             None => self.apply_full(store, &current).await,
         }
     }
@@ -163,7 +166,8 @@ impl ControlPlane {
             .load()
             .await
             .inspect_err(|_| self.count_reload("full", "error"))?;
-        let plugins = resolve_plugins(&snapshot.tenants, store, &self.runtime).await;
+        let plugins =
+            resolve_plugins(&snapshot.tenants, &self.runtime, &self.blobs, Loading::Lazy).await;
         let (table, fresh) = RoutingTable::compile(&snapshot, &self.env(&plugins), current);
         self.install(table, fresh, snapshot.tenants.clone());
         self.applied("full", snapshot.version, snapshot.changed_at_ms);
@@ -172,7 +176,6 @@ impl ControlPlane {
 
     async fn apply_delta(
         &self,
-        store: &Store,
         delta: ConfigDelta,
         current: &RoutingTable,
     ) -> Result<(), wharf_tenancy::StoreError> {
@@ -181,7 +184,7 @@ impl ControlPlane {
             .iter()
             .filter_map(|(_, t)| t.clone())
             .collect();
-        let plugins = resolve_plugins(&changed, store, &self.runtime).await;
+        let plugins = resolve_plugins(&changed, &self.runtime, &self.blobs, Loading::Eager).await;
         let (table, fresh) = RoutingTable::apply(&delta, &self.env(&plugins), current);
         self.install(table, fresh, changed);
         self.applied("incremental", delta.version, delta.changed_at_ms);

@@ -1,16 +1,21 @@
-//! Turns the plugin attachments of a config snapshot into compiled plugins, before the snapshot
-//! serves traffic: nothing compiles on the request path. Lookups go memory → disk cache → the
-//! store's blob (compiled once per content hash, on the runtime's compile thread).
+//! Turns the plugin attachments of a config snapshot into plugin references for the routing
+//! table. No request waits for a compile: plugins the disk cache lacks are compiled (on the
+//! runtime's compile thread) before the table that attaches them serves. A tenant's change also
+//! loads its plugins from the disk before serving; a node's boot or full reload does not: each
+//! is loaded by its first request ([`PluginRef`]), so boot time does not grow with the plugin
+//! count once the disk cache is warm.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use wharf_plugins::capabilities::Backends;
-use wharf_plugins::{CompiledPlugin, PluginRuntime};
-use wharf_tenancy::{Store, Tenant};
+use wharf_plugins::PluginRuntime;
+use wharf_tenancy::Tenant;
 
-/// Compiled plugins by content hash; `Err` says why a plugin cannot run.
-pub type PluginSet = HashMap<String, Result<Arc<CompiledPlugin>, Unavailable>>;
+pub use super::plugin_ref::{BlobSource, PluginRef};
+
+/// Plugin references by content hash.
+pub type PluginSet = HashMap<String, Arc<PluginRef>>;
 
 /// Why an attached plugin cannot run; requests through it fail with `plugin_unavailable`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,11 +32,22 @@ pub enum Unavailable {
     Compile(String),
 }
 
-/// Compiles (or finds) every plugin attached by `tenants`.
+/// When a reload's plugins are loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loading {
+    /// Before the new table serves: a tenant's change, whose new plugin is wanted at once.
+    Eager,
+    /// From the disk cache by each plugin's first request (compiled now if not on disk): a
+    /// boot or full reload, whatever the plugin count.
+    Lazy,
+}
+
+/// A reference for every plugin attached by `tenants`.
 pub async fn resolve_plugins<'a>(
     tenants: impl IntoIterator<Item = &'a Tenant>,
-    store: &Store,
     runtime: &Arc<PluginRuntime>,
+    blobs: &Arc<BlobSource>,
+    loading: Loading,
 ) -> PluginSet {
     let mut set = PluginSet::new();
     for tenant in tenants {
@@ -42,33 +58,17 @@ pub async fn resolve_plugins<'a>(
             if set.contains_key(&pv.sha256) {
                 continue;
             }
-            let resolved = resolve_one(&pv.sha256, store, runtime).await;
-            if let Err(e) = &resolved {
-                tracing::error!(tenant = %tenant.id, plugin = %att.plugin, version = att.version, "plugin unavailable: {e}");
+            let plugin = Arc::new(PluginRef::new(pv.sha256.clone(), blobs.clone()));
+            plugin.adopt(runtime);
+            if loading == Loading::Eager || !runtime.on_disk(&pv.sha256) {
+                if let Err(e) = plugin.load(runtime).await {
+                    tracing::error!(tenant = %tenant.id, plugin = %att.plugin, version = att.version, "plugin unavailable: {e}");
+                }
             }
-            set.insert(pv.sha256.clone(), resolved);
+            set.insert(pv.sha256.clone(), plugin);
         }
     }
     set
-}
-
-async fn resolve_one(
-    sha: &str,
-    store: &Store,
-    runtime: &Arc<PluginRuntime>,
-) -> Result<Arc<CompiledPlugin>, Unavailable> {
-    if let Some(hit) = runtime.cached(sha) {
-        return Ok(hit);
-    }
-    let bytes = store
-        .plugin_blob(sha)
-        .await
-        .map_err(|e| Unavailable::Fetch(e.to_string()))?
-        .ok_or(Unavailable::MissingBytes)?;
-    runtime
-        .compile(None, bytes)
-        .await
-        .map_err(|e| Unavailable::Compile(e.to_string()))
 }
 
 /// Provisions the SQL of every tenant whose routes run plugins, before their first request.

@@ -17,7 +17,7 @@ use wharf_tenancy::routing::{select_route, wildcard_suffixes};
 use wharf_tenancy::{ConfigDelta, ConfigSnapshot, HostPattern, OnError, Quotas, Route, Tenant};
 
 use super::balancer::{build_balancer, hc_interval, Balancer, HealthChecked};
-use super::resolve::{PluginSet, Unavailable};
+use super::resolve::{PluginRef, PluginSet, Unavailable};
 use super::shards::Shared;
 use crate::egress::EgressPolicy;
 use crate::proxy::chain::Attached;
@@ -195,6 +195,17 @@ impl RoutingTable {
             .collect()
     }
 
+    /// Every distinct plugin the table's routes attach.
+    pub fn plugins(&self) -> Vec<Arc<PluginRef>> {
+        let mut seen = HashSet::new();
+        self.routes()
+            .flat_map(|(_, r)| r.chain.iter())
+            .filter_map(|a| a.plugin.as_ref().ok())
+            .filter(|p| seen.insert(p.sha256.clone()))
+            .cloned()
+            .collect()
+    }
+
     /// Every route of every tenant.
     pub fn routes(&self) -> impl Iterator<Item = (&CompiledTenant, &CompiledRoute)> {
         self.tenants
@@ -277,19 +288,19 @@ fn resolve_chain(tenant: &Tenant, route: &Route, plugins: &PluginSet) -> Vec<Att
         .plugins
         .iter()
         .map(|a| {
-            let compiled = match tenant.plugin_version(&a.plugin, a.version) {
+            let plugin = match tenant.plugin_version(&a.plugin, a.version) {
                 None => Err(Unavailable::NoSuchVersion {
                     plugin: a.plugin.clone(),
                     version: a.version,
                 }),
-                Some(pv) => match plugins.get(&pv.sha256) {
-                    Some(result) => result.clone(),
-                    None => Err(Unavailable::NotLoaded),
-                },
+                Some(pv) => plugins
+                    .get(&pv.sha256)
+                    .cloned()
+                    .ok_or(Unavailable::NotLoaded),
             };
             Attached {
                 name: a.plugin.as_str().into(),
-                compiled,
+                plugin,
                 config: Arc::new(a.config.clone()),
                 fail_open: a.on_error == OnError::FailOpen,
             }

@@ -9,7 +9,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use tracing::Instrument;
 use wharf_plugins::capabilities::TenantBackends;
 
-use crate::control::resolve::Unavailable;
+use crate::control::resolve::{PluginRef, Unavailable};
 use wharf_plugins::types::{
     Header, HeaderOp, Reply, Request, RequestAction, Response, ResponseAction,
 };
@@ -20,8 +20,8 @@ use wharf_plugins::{
 /// One plugin of a route's chain, resolved against the compiled-code cache.
 pub struct Attached {
     pub name: Arc<str>,
-    /// `Err`: the plugin could not be loaded (its bytes are missing or no longer compile).
-    pub compiled: Result<Arc<CompiledPlugin>, Unavailable>,
+    /// `Err`: the attached version does not exist.
+    pub plugin: Result<Arc<PluginRef>, Unavailable>,
     pub config: Arc<BTreeMap<String, String>>,
     pub fail_open: bool,
 }
@@ -40,7 +40,7 @@ pub enum RequestOutcome {
 
 /// Who the chain runs for.
 pub struct ChainCtx<'a> {
-    pub runtime: &'a PluginRuntime,
+    pub runtime: &'a Arc<PluginRuntime>,
     pub tenant: &'a Arc<str>,
     pub route: &'a str,
     pub limits: PluginQuotas,
@@ -85,13 +85,7 @@ async fn run_request(
     att: &Attached,
     req: &RequestHeader,
 ) -> Result<(PluginInstance, RequestAction), PluginError> {
-    let compiled = att
-        .compiled
-        .as_ref()
-        .map_err(|reason| PluginError::Unavailable {
-            plugin: att.name.to_string(),
-            reason: reason.to_string(),
-        })?;
+    let compiled = compiled(cx.runtime, att).await?;
     let inv = Invocation {
         tenant: cx.tenant,
         plugin: &att.name,
@@ -99,9 +93,32 @@ async fn run_request(
         config: att.config.clone(),
         backends: Some(cx.backends.clone()),
     };
-    let mut instance = cx.runtime.prepare(inv, compiled).await?;
+    let mut instance = cx.runtime.prepare(inv, &compiled).await?;
     let action = instance.on_request(wit_request(cx, req)).await?;
     Ok((instance, action))
+}
+
+/// The plugin's compiled code: memory's on the fast path, else loaded (its first request on
+/// this node, or after eviction) within the queueing cap.
+async fn compiled(
+    runtime: &Arc<PluginRuntime>,
+    att: &Attached,
+) -> Result<Arc<CompiledPlugin>, PluginError> {
+    let unavailable = |reason: &Unavailable| PluginError::Unavailable {
+        plugin: att.name.to_string(),
+        reason: reason.to_string(),
+    };
+    let plugin = att.plugin.as_ref().map_err(unavailable)?;
+    if let Some(hit) = plugin.get(runtime) {
+        return Ok(hit);
+    }
+    match tokio::time::timeout(runtime.queue_cap(), plugin.load(runtime)).await {
+        Ok(loaded) => loaded.map_err(|e| unavailable(&e)),
+        Err(_) => Err(PluginError::Capacity {
+            plugin: att.name.to_string(),
+            reason: "the plugin is still loading on this node".into(),
+        }),
+    }
 }
 
 /// Runs `on-response` of every continued plugin, last first, and releases their instances.
