@@ -82,6 +82,9 @@ enum Scenario {
         /// Distinct plugins, one per tenant (at most `tenants`).
         #[arg(long, default_value_t = 100)]
         plugins: usize,
+        /// TOML appended to the node's bootstrap file, e.g. a `[plugins]` compiled-code budget.
+        #[arg(long, default_value = "")]
+        extra_toml: String,
     },
     /// One tenant's hostile plugins under load vs another tenant's requests, alone and under
     /// attack, in one run. Starts a `wharf` node, an upstream and both tenants itself.
@@ -185,11 +188,13 @@ fn main() -> anyhow::Result<()> {
             plugin_dir,
             tenants,
             plugins,
+            extra_toml,
         } => memory::run(memory::Args {
             wharf: wharf_binary(wharf)?,
             plugin_dir: plugins_in(plugin_dir, "add-header.wasm"),
             tenants,
             plugins,
+            extra_toml,
         }),
         Scenario::BarePingora {
             listen,
