@@ -64,8 +64,17 @@ impl Node {
 }
 
 fn spawn(wharf: &std::path::Path, dir: &TempDir) -> anyhow::Result<Child> {
-    Command::new(wharf)
-        .args(["serve", "--config"])
+    // `WHARF_LOAD_NODE_CPUS=0`: the node on those CPUs only (`taskset -c`), apart from the load
+    // generator (run it under `taskset` on the others), as a gateway and its clients would be.
+    let mut cmd = match std::env::var("WHARF_LOAD_NODE_CPUS") {
+        Ok(cpus) if !cpus.is_empty() => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpus]).arg(wharf);
+            c
+        }
+        _ => Command::new(wharf),
+    };
+    cmd.args(["serve", "--config"])
         .arg(dir.0.join("wharf.toml"))
         .stdout(Stdio::null())
         .stderr(Stdio::from(
