@@ -9,8 +9,13 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Bootstrap {
-    /// Where tenants' traffic arrives.
+    /// Where tenants' traffic arrives (plain HTTP).
     pub listen: String,
+    /// HTTPS for tenants' hostnames (certificates by SNI, HTTP/2 by ALPN); unset: no HTTPS.
+    pub tls_listen: Option<String>,
+    /// Accept HTTP/2 without TLS (prior knowledge, h2c) on `listen`, besides HTTP/1.1.
+    pub h2c: bool,
+    pub tls: TlsConfig,
     /// Admin API and `/metrics`.
     pub admin_listen: String,
     pub data_dir: PathBuf,
@@ -49,10 +54,26 @@ pub struct Bootstrap {
     pub host_result_budget_bytes: u64,
 }
 
+/// The HTTPS listener's operator settings; tenants' certificates live in the store.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Served for names no tenant has a certificate for (PEM files); unset: such handshakes
+    /// fail.
+    pub default_certificate: Option<PathBuf>,
+    pub default_key: Option<PathBuf>,
+    /// Seals tenants' private keys in the store: 64 hex characters, the same on every node
+    /// (env WHARF_TLS_KEY_ENCRYPTION_KEY wins). Unset: generated into `data_dir` (one node).
+    pub key_encryption_key: Option<String>,
+}
+
 impl Default for Bootstrap {
     fn default() -> Self {
         Bootstrap {
             listen: "127.0.0.1:8080".into(),
+            tls_listen: None,
+            h2c: false,
+            tls: TlsConfig::default(),
             admin_listen: "127.0.0.1:9080".into(),
             data_dir: PathBuf::from("./wharf-data"),
             compiled_cache: None,

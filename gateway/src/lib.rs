@@ -18,3 +18,4 @@ pub mod egress;
 pub mod plugin_add;
 pub mod proxy;
 pub mod serve;
+pub mod tls;

@@ -21,6 +21,8 @@ use crate::control::ControlPlane;
 use crate::egress::EgressPolicy;
 use crate::proxy::rate_limit::FleetLimiter;
 use crate::proxy::WharfProxy;
+use crate::tls::resolver::SniResolver;
+use pingora_core::apps::HttpServerOptions;
 use wharf_plugins::capabilities::Backends;
 use wharf_plugins::PluginRuntime;
 
@@ -42,6 +44,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         std::net::TcpListener::bind(&boot.listen)
             .with_context(|| format!("cannot listen on {} (proxy)", boot.listen))?,
     );
+    if let Some(addr) = &boot.tls_listen {
+        drop(
+            std::net::TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen on {addr} (HTTPS)"))?,
+        );
+    }
     let admin_listener = std::net::TcpListener::bind(&boot.admin_listen)
         .with_context(|| format!("cannot listen on {} (admin)", boot.admin_listen))?;
     let echo_listener = if args.demo {
@@ -62,10 +70,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // The demo's built-in upstream is on loopback: allow exactly it.
         allow.push(format!("{}/32", echo.ip()));
     }
-    let own = [&boot.listen, &boot.admin_listen]
-        .iter()
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let own = [
+        Some(&boot.listen),
+        Some(&boot.admin_listen),
+        boot.tls_listen.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|a| a.parse().ok())
+    .collect();
+    let sealer = Arc::new(crate::tls::key_sealer(&boot.tls, &boot.data_dir)?);
     let egress = Arc::new(EgressPolicy::new(&allow, own)?);
 
     let metrics = Arc::new(Metrics::with_tenant_label_cap(
@@ -114,6 +128,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         plugins: &plugins,
         backends: &backends,
         egress: &egress,
+        sealer: &sealer,
     };
     let (table, _) = RoutingTable::compile(&snapshot, &env, &RoutingTable::default());
     metrics.config_version.set(table.version);
@@ -142,6 +157,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         "wharf proxy",
     );
     proxy.add_tcp(&boot.listen);
+    if boot.h2c {
+        if let Some(app) = proxy.app_logic_mut() {
+            let mut options = HttpServerOptions::default();
+            options.h2c = true;
+            app.server_options = Some(options);
+        }
+    }
+    if let Some(addr) = &boot.tls_listen {
+        let resolver = Arc::new(SniResolver {
+            live: live.clone(),
+            default: crate::tls::default_certificate(&boot.tls)?,
+            metrics: metrics.clone(),
+        });
+        proxy.add_tls_with_settings(addr, None, crate::tls::listener_settings(resolver)?);
+    }
     server.add_service(proxy);
     server.add_service(background_service(
         "wharf control plane",
@@ -151,6 +181,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             blobs,
             backends,
             egress,
+            sealer,
             live,
             metrics,
             poll_interval: Duration::from_millis(boot.config_poll_interval_ms.max(10)),
@@ -165,6 +196,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     ));
 
+    if let Some(addr) = &boot.tls_listen {
+        eprintln!("wharf: HTTPS (tenants' certificates by SNI, h2 and http/1.1) on {addr}");
+    }
     eprintln!(
         "wharf: proxy on http://{}, admin and /metrics on http://{}, config version {} from {}",
         boot.listen,

@@ -73,6 +73,8 @@ pub enum StoreError {
         name: String,
         version: i64,
     },
+    #[error("certificate {name:?} does not exist for tenant {tenant:?}")]
+    UnknownCertificate { tenant: String, name: String },
     #[error("API key {0:?} does not exist or is already revoked")]
     UnknownApiKey(String),
     #[error("plugin {plugin:?} is attached to route {route:?}; detach it first")]

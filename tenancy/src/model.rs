@@ -45,6 +45,9 @@ pub struct Tenant {
     /// Every stored version of every plugin of this tenant, by name then version.
     #[serde(default)]
     pub plugins: Vec<PluginVersion>,
+    /// TLS certificates for its hostnames, by name.
+    #[serde(default)]
+    pub certificates: Vec<TlsCertificate>,
 }
 
 impl Tenant {
@@ -52,6 +55,36 @@ impl Tenant {
         self.plugins
             .iter()
             .find(|p| p.name == name && p.version == version)
+    }
+}
+
+/// A tenant's TLS certificate, as stored: the chain in PEM and what was learned validating it.
+/// The private key is sealed with the operator's key and never serialized.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TlsCertificate {
+    pub name: String,
+    /// Leaf first.
+    pub chain_pem: String,
+    /// The tenant's hostnames this certificate serves.
+    pub hostnames: Vec<String>,
+    pub not_after_ms: i64,
+    /// SHA-256 of the leaf certificate (DER), hex.
+    pub fingerprint: String,
+    pub updated_at_ms: i64,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub key_sealed: String,
+}
+
+impl std::fmt::Debug for TlsCertificate {
+    /// Without the sealed key: logs never carry key material, even encrypted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsCertificate")
+            .field("name", &self.name)
+            .field("hostnames", &self.hostnames)
+            .field("not_after_ms", &self.not_after_ms)
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
     }
 }
 

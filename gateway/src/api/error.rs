@@ -66,6 +66,7 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
             StoreError::UnknownTenant(_)
             | StoreError::UnknownRoute { .. }
+            | StoreError::UnknownCertificate { .. }
             | StoreError::UnknownPlugin { .. }
             | StoreError::UnknownApiKey(_) => StatusCode::NOT_FOUND,
             StoreError::TenantExists(_)

@@ -5,6 +5,7 @@
 mod access;
 mod activity;
 mod auth;
+mod certificates;
 mod error;
 mod plugins;
 mod routes;
@@ -38,6 +39,8 @@ pub struct ApiState {
     pub max_plugin_bytes: usize,
     pub egress: Arc<crate::egress::EgressPolicy>,
     pub uploads: uploads::Uploads,
+    /// Seals tenants' TLS private keys before they are stored.
+    pub sealer: Arc<crate::tls::seal::KeySealer>,
     /// Tenants' Redis and SQL, for purging a removed tenant's data.
     pub backends: Arc<wharf_plugins::capabilities::Backends>,
 }
@@ -82,6 +85,8 @@ fn api() -> OpenApiRouter<ApiState> {
         .routes(routes!(plugins::list))
         .routes(routes!(plugins::upload, plugins::versions, plugins::remove))
         .routes(routes!(plugins::rollback))
+        .routes(routes!(certificates::list))
+        .routes(routes!(certificates::put, certificates::remove))
 }
 
 /// The API's OpenAPI document, as served at /v1/openapi.json.

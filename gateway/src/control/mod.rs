@@ -29,7 +29,7 @@ use crate::admin;
 use crate::api::ApiState;
 use crate::control::balancer::HealthChecked;
 use crate::control::resolve::{prepare_backends, resolve_plugins, BlobSource, Loading, PluginSet};
-use crate::control::table::{CompileEnv, LiveConfig, RoutingTable};
+use crate::control::table::{CompileEnv, CompiledTenant, LiveConfig, RoutingTable};
 
 /// A delta naming more tenants than this is applied as a full reload (one read instead of
 /// thousands of per-tenant reads).
@@ -43,6 +43,8 @@ pub struct ControlPlane {
     pub backends: Arc<Backends>,
     /// Where tenants' upstreams may point.
     pub egress: Arc<crate::egress::EgressPolicy>,
+    /// Seals and opens tenants' TLS private keys.
+    pub sealer: Arc<crate::tls::seal::KeySealer>,
     pub live: Arc<LiveConfig>,
     pub metrics: Arc<Metrics>,
     pub poll_interval: Duration,
@@ -62,6 +64,7 @@ impl BackgroundService for ControlPlane {
         for hc in self.live.load().health_checked() {
             hc.spawn();
         }
+        self.export_cert_expiry(&RoutingTable::default(), &self.live.load(), None);
         let store_cell: Arc<OnceCell<Store>> = Arc::new(OnceCell::new());
         if let Some(listener) = take_listener(&self.admin_listener, "admin listener") {
             let state = admin::AdminState {
@@ -78,6 +81,7 @@ impl BackgroundService for ControlPlane {
                 max_plugin_bytes: self.max_plugin_bytes,
                 egress: self.egress.clone(),
                 uploads: Default::default(),
+                sealer: self.sealer.clone(),
                 backends: self.backends.clone(),
             };
             tokio::spawn(async move {
@@ -169,6 +173,7 @@ impl ControlPlane {
         let plugins =
             resolve_plugins(&snapshot.tenants, &self.runtime, &self.blobs, Loading::Lazy).await;
         let (table, fresh) = RoutingTable::compile(&snapshot, &self.env(&plugins), current);
+        self.export_cert_expiry(current, &table, None);
         self.install(table, fresh, snapshot.tenants.clone());
         self.applied("full", snapshot.version, snapshot.changed_at_ms);
         Ok(())
@@ -186,6 +191,8 @@ impl ControlPlane {
             .collect();
         let plugins = resolve_plugins(&changed, &self.runtime, &self.blobs, Loading::Eager).await;
         let (table, fresh) = RoutingTable::apply(&delta, &self.env(&plugins), current);
+        let ids: Vec<&str> = delta.tenants.iter().map(|(id, _)| id.as_str()).collect();
+        self.export_cert_expiry(current, &table, Some(&ids));
         self.install(table, fresh, changed);
         self.applied("incremental", delta.version, delta.changed_at_ms);
         Ok(())
@@ -196,6 +203,46 @@ impl ControlPlane {
             plugins,
             backends: &self.backends,
             egress: &self.egress,
+            sealer: &self.sealer,
+        }
+    }
+
+    /// Expiry of tenants' certificates per host: every tenant's after a full reload, only the
+    /// changed tenants' after an incremental one.
+    fn export_cert_expiry(&self, old: &RoutingTable, new: &RoutingTable, only: Option<&[&str]>) {
+        let gauge = &self.metrics.tls_certificate_expiry;
+        // Only tenants with certificates take a tenant label (the labels are capped).
+        let set = |t: &CompiledTenant| {
+            if t.certs.is_empty() {
+                return;
+            }
+            let label = self.metrics.tenant(&t.id);
+            for c in &t.certs {
+                for host in &c.hostnames {
+                    gauge
+                        .with_label_values(&[&*label, host])
+                        .set(c.not_after_ms / 1000);
+                }
+            }
+        };
+        match only {
+            None => {
+                gauge.reset();
+                new.tenants().for_each(|t| set(t));
+            }
+            Some(ids) => {
+                for id in ids {
+                    if let Some(t) = old.tenant(id).filter(|t| !t.certs.is_empty()) {
+                        let label = self.metrics.tenant(&t.id);
+                        for host in t.certs.iter().flat_map(|c| &c.hostnames) {
+                            let _ = gauge.remove_label_values(&[&*label, host]);
+                        }
+                    }
+                    if let Some(t) = new.tenant(id) {
+                        set(t);
+                    }
+                }
+            }
         }
     }
 

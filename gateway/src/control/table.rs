@@ -14,7 +14,9 @@ use wharf_plugins::PluginQuotas;
 use wharf_tenancy::hostname::MAX_HOSTNAME_LEN;
 use wharf_tenancy::model::normalize_host;
 use wharf_tenancy::routing::{select_route, wildcard_suffixes};
-use wharf_tenancy::{ConfigDelta, ConfigSnapshot, HostPattern, OnError, Quotas, Route, Tenant};
+use wharf_tenancy::{
+    ConfigDelta, ConfigSnapshot, HostPattern, OnError, Quotas, Route, Tenant, TlsCertificate,
+};
 
 use super::balancer::{build_balancer, hc_interval, Balancer, HealthChecked};
 use super::resolve::{PluginRef, PluginSet, Unavailable};
@@ -22,6 +24,9 @@ use super::shards::Shared;
 use crate::egress::EgressPolicy;
 use crate::proxy::chain::Attached;
 use crate::proxy::rate_limit::TenantRate;
+use crate::tls::resolver::ServedCert;
+use crate::tls::seal::{self, KeySealer};
+use crate::tls::validate;
 
 pub struct CompiledTenant {
     pub id: Arc<str>,
@@ -36,6 +41,8 @@ pub struct CompiledTenant {
     pub backends: Arc<TenantBackends>,
     /// Requests per second and burst; `None`: unlimited.
     pub rate: Option<Arc<TenantRate>>,
+    /// TLS certificates for its hostnames.
+    pub certs: Vec<Arc<ServedCert>>,
 }
 
 /// Everything a request on one route needs: where to send it and what runs on the way.
@@ -74,6 +81,11 @@ impl RoutingTable {
             Some(r) => Lookup::Route(tenant.clone(), tenant.routes[r].clone()),
             None => Lookup::NoRoute(tenant.clone()),
         }
+    }
+
+    /// The tenant owning a host (as a client sent it).
+    pub fn host_owner(&self, raw_host: &str) -> Option<Arc<CompiledTenant>> {
+        self.owner(&normalize_host(raw_host)).cloned()
     }
 
     /// The tenant owning a normalized host: its exact name, else the most specific wildcard
@@ -219,6 +231,8 @@ pub struct CompileEnv<'a> {
     pub plugins: &'a PluginSet,
     pub backends: &'a TenantBackendSet,
     pub egress: &'a EgressPolicy,
+    /// Opens tenants' sealed private keys.
+    pub sealer: &'a KeySealer,
 }
 
 fn compile_tenant(
@@ -256,6 +270,11 @@ fn compile_tenant(
         limits: t.quotas.plugin,
         backends: env.backends.tenant(&t.id, &t.quotas),
         rate: keep_or_build_rate(old.map(|o| &**o), &t.quotas),
+        certs: t
+            .certificates
+            .iter()
+            .filter_map(|c| keep_or_load_cert(old.map(|o| &**o), &t.id, c, env.sealer))
+            .collect(),
     })
 }
 
@@ -269,6 +288,43 @@ fn reuse_balancer(old: Option<&Arc<CompiledTenant>>, r: &Route) -> Option<Arc<Ba
                 && o.spec.health_check == r.health_check
         })
         .map(|o| o.balancer.clone())
+}
+
+/// The previous table's certificate if unchanged, else the stored one opened and parsed. A
+/// certificate that no longer opens (another operator key) is logged and not served.
+fn keep_or_load_cert(
+    old: Option<&CompiledTenant>,
+    tenant: &str,
+    c: &TlsCertificate,
+    sealer: &KeySealer,
+) -> Option<Arc<ServedCert>> {
+    if let Some(same) = old.and_then(|o| {
+        o.certs.iter().find(|s| {
+            s.name == c.name && s.fingerprint == c.fingerprint && s.updated_at_ms == c.updated_at_ms
+        })
+    }) {
+        return Some(same.clone());
+    }
+    let loaded = sealer
+        .open(&seal::context(tenant, &c.name), &c.key_sealed)
+        .map_err(|e| e.to_string())
+        .and_then(|key| String::from_utf8(key).map_err(|e| e.to_string()))
+        .and_then(|key| validate::load(&c.chain_pem, &key).map_err(|e| e.to_string()));
+    match loaded {
+        Ok((key, names)) => Some(Arc::new(ServedCert {
+            name: c.name.clone(),
+            names,
+            hostnames: c.hostnames.clone(),
+            key,
+            not_after_ms: c.not_after_ms,
+            fingerprint: c.fingerprint.clone(),
+            updated_at_ms: c.updated_at_ms,
+        })),
+        Err(e) => {
+            tracing::error!(tenant, certificate = %c.name, "certificate not served: {e}");
+            None
+        }
+    }
 }
 
 fn keep_or_build_rate(old: Option<&CompiledTenant>, q: &Quotas) -> Option<Arc<TenantRate>> {
@@ -355,6 +411,7 @@ mod tests {
             }],
             quotas: Quotas::default(),
             plugins: vec![],
+            certificates: vec![],
         }
     }
 
@@ -370,6 +427,7 @@ mod tests {
         plugins: PluginSet,
         backends: Arc<TenantBackendSet>,
         egress: EgressPolicy,
+        sealer: KeySealer,
     }
 
     impl Fixture {
@@ -381,6 +439,7 @@ mod tests {
                     Arc::new(Metrics::new()),
                 ),
                 egress: EgressPolicy::new(&["127.0.0.0/8".into()], vec![]).unwrap(),
+                sealer: KeySealer::from_hex(&KeySealer::generate_hex().unwrap()).unwrap(),
             }
         }
 
@@ -389,6 +448,7 @@ mod tests {
                 plugins: &self.plugins,
                 backends: &self.backends,
                 egress: &self.egress,
+                sealer: &self.sealer,
             }
         }
     }

@@ -10,6 +10,9 @@ pub enum GatewayError {
     UnknownHost,
     #[error("no route of this host matches the method and path")]
     NoRoute,
+    /// The Host names a tenant other than the one the TLS connection's SNI name belongs to.
+    #[error("this connection was opened for another host (TLS server name); open a new connection for this Host")]
+    Misdirected,
     #[error("could not connect to the upstream: {0}")]
     UpstreamUnavailable(String),
     #[error("the upstream did not answer in time: {0}")]
@@ -46,6 +49,7 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::UnknownHost | GatewayError::NoRoute => 404,
+            GatewayError::Misdirected => 421,
             GatewayError::UpstreamUnavailable(_) | GatewayError::UpstreamError(_) => 502,
             GatewayError::UpstreamTimeout(_) => 504,
             GatewayError::BadRequest(_) => 400,
@@ -61,6 +65,7 @@ impl GatewayError {
         match self {
             GatewayError::UnknownHost => "unknown_host",
             GatewayError::NoRoute => "no_route",
+            GatewayError::Misdirected => "misdirected_request",
             GatewayError::UpstreamUnavailable(_) => "upstream_unavailable",
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",
             GatewayError::UpstreamError(_) => "upstream_error",

@@ -26,6 +26,7 @@ use wharf_tenancy::RateScope;
 
 use crate::control::table::{LiveConfig, Lookup};
 use crate::egress::EgressPolicy;
+use crate::tls::resolver::Sni;
 use chain::{ChainCtx, RequestOutcome};
 pub use ctx::RequestCtx;
 use errors::GatewayError;
@@ -78,7 +79,11 @@ impl ProxyHttp for WharfProxy {
     /// replies and plugin failures are answered here.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Answered {
         ctx.request_id = request_id(session.req_header());
-        if let Err(e) = self.lookup(session.req_header(), ctx) {
+        let sni = session
+            .digest()
+            .and_then(|d| d.ssl_digest.clone())
+            .and_then(|d| d.extension.get::<Sni>().map(|s| s.0.clone()));
+        if let Err(e) = self.lookup(session.req_header(), sni.as_deref(), ctx) {
             return refuse(session, &e, ctx).await;
         }
         if let Err(e) = self.limit(ctx).await {
@@ -257,24 +262,33 @@ impl ProxyHttp for WharfProxy {
 
 impl WharfProxy {
     /// Host → tenant → route, against the table in force when the request arrived.
-    fn lookup(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+    /// On TLS, the Host must belong to the tenant that owns the handshake's SNI name: one TLS
+    /// session never reaches another tenant (`421`).
+    fn lookup(
+        &self,
+        req: &RequestHeader,
+        sni: Option<&str>,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError> {
         if self.is_loop(req) {
             return Err(GatewayError::LoopDetected);
         }
         let host = request_host(req).unwrap_or_default();
-        let (tenant, route) =
-            match self
-                .config
-                .load()
-                .lookup(&host, req.method.as_str(), req.uri.path())
-            {
-                Lookup::UnknownHost => return Err(GatewayError::UnknownHost),
-                Lookup::NoRoute(tenant) => {
-                    ctx.tenant = Some(tenant);
-                    return Err(GatewayError::NoRoute);
-                }
-                Lookup::Route(tenant, route) => (tenant, route),
-            };
+        let table = self.config.load();
+        let found = table.lookup(&host, req.method.as_str(), req.uri.path());
+        if let (Some(sni), Lookup::Route(tenant, _) | Lookup::NoRoute(tenant)) = (sni, &found) {
+            if table.host_owner(sni).is_none_or(|o| o.id != tenant.id) {
+                return Err(GatewayError::Misdirected);
+            }
+        }
+        let (tenant, route) = match found {
+            Lookup::UnknownHost => return Err(GatewayError::UnknownHost),
+            Lookup::NoRoute(tenant) => {
+                ctx.tenant = Some(tenant);
+                return Err(GatewayError::NoRoute);
+            }
+            Lookup::Route(tenant, route) => (tenant, route),
+        };
         ctx.span = tracing::debug_span!(
             target: "wharf::trace",
             "request",

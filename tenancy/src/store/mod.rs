@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 mod access;
+mod certificates;
 mod hostnames;
 mod plugins;
 mod routes;
@@ -124,7 +125,7 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let files: [(&'static str, &'static str, &'static str); 4] = [
+        let files: [(&'static str, &'static str, &'static str); 5] = [
             (
                 "config",
                 include_str!("../../migrations/sqlite/0001_config.sql"),
@@ -144,6 +145,11 @@ impl Store {
                 "changes",
                 include_str!("../../migrations/sqlite/0004_changes.sql"),
                 include_str!("../../migrations/postgres/0004_changes.sql"),
+            ),
+            (
+                "certificates",
+                include_str!("../../migrations/sqlite/0005_certificates.sql"),
+                include_str!("../../migrations/postgres/0005_certificates.sql"),
             ),
         ];
         // Listed by hand rather than with sqlx's macro: it keeps the build lean.

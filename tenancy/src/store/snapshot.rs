@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{Backend, ConfigDelta, ConfigSnapshot, Store, StoreError, Tx};
-use crate::model::{HostPattern, PluginVersion, Route, Tenant};
+use crate::model::{HostPattern, PluginVersion, Route, Tenant, TlsCertificate};
 
 /// Which tenants a read covers. Tenant ids are never empty, so `''` stands for all of them.
 const ALL: &str = "";
@@ -154,6 +154,14 @@ async fn read_tenants(tx: &mut Tx, only: &str) -> Result<Vec<Tenant>, StoreError
     )
     .fetch_all(&mut **tx)
     .await?;
+    let cert_rows = query(
+        "SELECT tenant_id, name, chain_pem, key_sealed, hostnames, not_after_ms, fingerprint, \
+         updated_at_ms FROM certificates ORDER BY tenant_id, name",
+        "SELECT tenant_id, name, chain_pem, key_sealed, hostnames, not_after_ms, fingerprint, \
+         updated_at_ms FROM certificates WHERE tenant_id = $1 ORDER BY name",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
 
     let mut tenants = tenant_rows
         .iter()
@@ -195,6 +203,27 @@ async fn read_tenants(tx: &mut Tx, only: &str) -> Result<Vec<Tenant>, StoreError
             plugins.push((i, version));
         }
     }
+    let mut certs: Vec<(usize, TlsCertificate)> = Vec::new();
+    for row in &cert_rows {
+        let tenant_id: String = row.try_get(0)?;
+        let hostnames: String = row.try_get(4)?;
+        let cert = TlsCertificate {
+            name: row.try_get(1)?,
+            chain_pem: row.try_get(2)?,
+            key_sealed: row.try_get(3)?,
+            hostnames: serde_json::from_str(&hostnames)
+                .map_err(|e| StoreError::Corrupt(format!("certificate of {tenant_id}: {e}")))?,
+            not_after_ms: row.try_get(5)?,
+            fingerprint: row.try_get(6)?,
+            updated_at_ms: row.try_get(7)?,
+        };
+        if let Some(i) = position(&tenant_id) {
+            certs.push((i, cert));
+        }
+    }
+    for (i, c) in certs {
+        tenants[i].certificates.push(c);
+    }
     for (i, h) in hosts {
         tenants[i].hostnames.push(h);
     }
@@ -223,5 +252,6 @@ fn tenant_from_row(row: &AnyRow) -> Result<Tenant, StoreError> {
         routes: vec![],
         quotas,
         plugins: vec![],
+        certificates: vec![],
     })
 }

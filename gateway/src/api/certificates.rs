@@ -1,0 +1,142 @@
+//! A tenant's TLS certificates for its own hostnames: uploaded as PEM (chain + key), validated,
+//! the key sealed before it is stored. No endpoint ever returns a key.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use wharf_tenancy::store::now_ms;
+use wharf_tenancy::TlsCertificate;
+
+use super::schema::{Changed, ErrorBody};
+use super::{ApiError, ApiState, Principal};
+use crate::tls::{seal, validate};
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateUpload {
+    /// PEM: the leaf certificate first, then each intermediate.
+    chain_pem: String,
+    /// PEM private key of the leaf (PKCS#8, PKCS#1 or SEC1). Stored sealed, never returned.
+    key_pem: String,
+}
+
+/// A certificate as the API shows it: never its key.
+#[derive(Serialize, ToSchema)]
+pub struct CertificateInfo {
+    name: String,
+    hostnames: Vec<String>,
+    not_after_ms: i64,
+    fingerprint: String,
+    updated_at_ms: i64,
+    chain_pem: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CertificateList {
+    certificates: Vec<CertificateInfo>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CertificateStored {
+    config_version: i64,
+    certificate: CertificateInfo,
+}
+
+fn info(c: TlsCertificate) -> CertificateInfo {
+    CertificateInfo {
+        name: c.name,
+        hostnames: c.hostnames,
+        not_after_ms: c.not_after_ms,
+        fingerprint: c.fingerprint,
+        updated_at_ms: c.updated_at_ms,
+        chain_pem: c.chain_pem,
+    }
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/certificates", tag = "certificates",
+    params(("tenant" = String, Path)),
+    responses((status = 200, body = CertificateList), (status = "4XX", body = ErrorBody)))]
+pub async fn list(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path(tenant): Path<String>,
+) -> Result<Json<CertificateList>, ApiError> {
+    who.scope(&tenant)?;
+    let certs = s.store().await?.tenant(&tenant).await?.certificates;
+    Ok(Json(CertificateList {
+        certificates: certs.into_iter().map(info).collect(),
+    }))
+}
+
+/// Stores a certificate for the tenant's hostnames, or replaces the one of that name (rotation:
+/// new handshakes on every node use it once they apply the change; open connections go on).
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/certificates/{name}", tag = "certificates",
+    params(("tenant" = String, Path), ("name" = String, Path)), request_body = CertificateUpload,
+    responses((status = 200, body = CertificateStored), (status = "4XX", body = ErrorBody)))]
+pub async fn put(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path((tenant, name)): Path<(String, String)>,
+    Json(up): Json<CertificateUpload>,
+) -> Result<Json<CertificateStored>, ApiError> {
+    who.scope(&tenant)?;
+    let store = s.store_as(&who).await?;
+    let owned = store.tenant(&tenant).await?.hostnames;
+    let v = validate::validate(&up.chain_pem, &up.key_pem, &owned, now_ms()).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_certificate",
+            e.to_string(),
+        )
+    })?;
+    let sealed = s
+        .sealer
+        .seal(&seal::context(&tenant, &name), up.key_pem.as_bytes())
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                e.to_string(),
+            )
+        })?;
+    let cert = TlsCertificate {
+        name: name.clone(),
+        chain_pem: up.chain_pem,
+        hostnames: v.hostnames,
+        not_after_ms: v.not_after_ms,
+        fingerprint: v.fingerprint,
+        updated_at_ms: 0,
+        key_sealed: sealed,
+    };
+    let version = store.put_certificate(&tenant, &cert).await?;
+    let stored = store
+        .tenant(&tenant)
+        .await?
+        .certificates
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap_or(cert);
+    Ok(Json(CertificateStored {
+        config_version: version,
+        certificate: info(stored),
+    }))
+}
+
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/certificates/{name}", tag = "certificates",
+    params(("tenant" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = Changed), (status = "4XX", body = ErrorBody)))]
+pub async fn remove(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Result<Json<Changed>, ApiError> {
+    who.scope(&tenant)?;
+    let v = s
+        .store_as(&who)
+        .await?
+        .delete_certificate(&tenant, &name)
+        .await?;
+    Ok(Json(Changed { config_version: v }))
+}

@@ -1,0 +1,111 @@
+//! Certificate selection by SNI: the handshake's server name is looked up in the live routing
+//! table, and only the tenant owning that name is asked for a certificate. Another tenant's
+//! certificate is never a candidate; a name nobody owns, or whose owner has no certificate for
+//! it, gets the operator's default certificate if one is configured, else no handshake.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora_core::listeners::TlsAccept;
+use pingora_core::protocols::tls::TlsRef;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use wharf_metrics::{Metrics, UNKNOWN_TENANT};
+
+use super::validate::covers;
+use crate::control::table::{CompiledTenant, LiveConfig};
+
+/// A tenant's certificate, ready to serve.
+pub struct ServedCert {
+    pub name: String,
+    /// The leaf's DNS names, lowercased.
+    pub names: Vec<String>,
+    /// The tenant's hostnames it serves (for the expiry gauge).
+    pub hostnames: Vec<String>,
+    pub key: Arc<CertifiedKey>,
+    pub not_after_ms: i64,
+    /// What it was built from: a reload reuses it while these are unchanged.
+    pub fingerprint: String,
+    pub updated_at_ms: i64,
+}
+
+/// The tenant's certificate for `sni`: an exact name first, else a wildcard.
+pub fn pick<'a>(certs: &'a [Arc<ServedCert>], sni: &str) -> Option<&'a Arc<ServedCert>> {
+    certs
+        .iter()
+        .find(|c| c.names.iter().any(|n| n == sni))
+        .or_else(|| {
+            certs
+                .iter()
+                .find(|c| c.names.iter().any(|n| covers(n, sni)))
+        })
+}
+
+pub struct SniResolver {
+    pub live: Arc<LiveConfig>,
+    pub default: Option<Arc<CertifiedKey>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SniResolver")
+            .field("default", &self.default.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SniResolver {
+    fn count(&self, tenant: Option<&CompiledTenant>, outcome: &str) {
+        let label = tenant.map_or_else(|| UNKNOWN_TENANT.into(), |t| self.metrics.tenant(&t.id));
+        self.metrics
+            .tls_handshakes_total
+            .with_label_values(&[&*label, outcome])
+            .inc();
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let sni = hello.server_name().map(str::to_ascii_lowercase);
+        let table = self.live.load();
+        let tenant = sni.as_deref().and_then(|n| table.host_owner(n));
+        let own = match (&tenant, &sni) {
+            (Some(t), Some(n)) => pick(&t.certs, n).map(|c| c.key.clone()),
+            _ => None,
+        };
+        if own.is_some() {
+            self.count(tenant.as_deref(), "tenant_certificate");
+            return own;
+        }
+        match &self.default {
+            Some(d) => {
+                self.count(tenant.as_deref(), "default_certificate");
+                Some(d.clone())
+            }
+            None => {
+                self.count(tenant.as_deref(), "refused");
+                None
+            }
+        }
+    }
+}
+
+/// The server name a TLS connection's handshake asked for, kept with the connection so each
+/// request on it can be checked against its Host.
+pub struct Sni(pub String);
+
+/// Records the handshake's SNI on the connection.
+pub struct SniCapture;
+
+#[async_trait]
+impl TlsAccept for SniCapture {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
+        let name = tls.server_name()?.to_ascii_lowercase();
+        Some(Arc::new(Sni(name)))
+    }
+}
