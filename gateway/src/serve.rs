@@ -236,6 +236,7 @@ async fn seed_demo(store: &Store, echo: std::net::SocketAddr) -> anyhow::Result<
         }],
         timeouts: Timeouts::default(),
         health_check: None,
+        upstream_protocol: Default::default(),
         plugins: vec![],
     };
     store.put_route("demo", route).await?;

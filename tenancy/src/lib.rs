@@ -12,7 +12,7 @@ pub mod store;
 pub use error::{StoreError, ValidationError};
 pub use model::{
     HealthCheck, HealthCheckKind, HostPattern, OnError, PluginAttachment, PluginVersion, Route,
-    Tenant, Timeouts, TlsCertificate, UpstreamTarget,
+    Tenant, Timeouts, TlsCertificate, UpstreamProtocol, UpstreamTarget,
 };
 pub use quotas::{PluginQuotas, Quotas, RateScope, RedisQuotas, RequestQuotas, SqlQuotas};
 pub use store::{ApiKeyInfo, AuditEntry, ConfigDelta, ConfigSnapshot, Store};

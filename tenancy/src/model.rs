@@ -152,6 +152,22 @@ pub struct Route {
     /// The plugin chain, run in order on requests and in reverse on responses.
     #[serde(default)]
     pub plugins: Vec<PluginAttachment>,
+    /// How the gateway speaks to the upstream.
+    #[serde(default)]
+    pub upstream_protocol: UpstreamProtocol,
+}
+
+/// The protocol between the gateway and a route's upstream (clients may use either).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (WebSocket upgrades included).
+    #[default]
+    Http1,
+    /// HTTP/2 without TLS (prior knowledge): gRPC services, trailers kept end to end.
+    Http2,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -370,6 +386,7 @@ mod tests {
             }],
             timeouts: Timeouts::default(),
             health_check: None,
+            upstream_protocol: Default::default(),
             plugins: vec![],
         };
         r.validate().unwrap();

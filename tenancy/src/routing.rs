@@ -45,6 +45,7 @@ mod tests {
             }],
             timeouts: Timeouts::default(),
             health_check: None,
+            upstream_protocol: Default::default(),
             plugins: vec![],
         }
     }

@@ -15,6 +15,7 @@ fn route(id: &str, prefix: &str) -> Route {
         }],
         timeouts: Timeouts::default(),
         health_check: None,
+        upstream_protocol: Default::default(),
         plugins: vec![],
     }
 }

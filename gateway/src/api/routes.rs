@@ -6,7 +6,9 @@ use axum::extract::{Path, State};
 use axum::Json;
 use serde::Deserialize;
 use utoipa::ToSchema;
-use wharf_tenancy::{HealthCheck, OnError, PluginAttachment, Route, Timeouts, UpstreamTarget};
+use wharf_tenancy::{
+    HealthCheck, OnError, PluginAttachment, Route, Timeouts, UpstreamProtocol, UpstreamTarget,
+};
 
 use super::schema::{Changed, ErrorBody, PluginAttached, RouteList};
 use super::{ApiError, ApiState, Principal};
@@ -48,6 +50,8 @@ pub struct RouteBody {
     timeouts: Timeouts,
     #[serde(default)]
     health_check: Option<HealthCheck>,
+    #[serde(default)]
+    upstream_protocol: UpstreamProtocol,
 }
 
 /// Creates or replaces a route; its plugin chain is kept as it is.
@@ -78,6 +82,7 @@ pub async fn put(
         upstreams: b.upstreams,
         timeouts: b.timeouts,
         health_check: b.health_check,
+        upstream_protocol: b.upstream_protocol,
         plugins: Vec::new(),
     };
     // The chain is kept as it is in the store at write time (attach/detach change it).

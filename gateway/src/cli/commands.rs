@@ -4,7 +4,8 @@
 use anyhow::{bail, Context};
 use reqwest::Method;
 use wharf_tenancy::{
-    HealthCheck, HealthCheckKind, OnError, PluginVersion, Route, Store, Timeouts, UpstreamTarget,
+    HealthCheck, HealthCheckKind, OnError, PluginVersion, Route, Store, Timeouts, UpstreamProtocol,
+    UpstreamTarget,
 };
 
 use crate::cli::client::Body;
@@ -231,6 +232,11 @@ fn route_from_args(a: RouteAddArgs) -> anyhow::Result<Route> {
         timeouts,
         health_check,
         plugins: vec![],
+        upstream_protocol: if a.upstream_http2 {
+            UpstreamProtocol::Http2
+        } else {
+            UpstreamProtocol::Http1
+        },
     })
 }
 

@@ -242,6 +242,9 @@ pub struct RouteAddArgs {
     pub health_path: String,
     #[arg(long, default_value_t = 1000)]
     pub health_interval_ms: u64,
+    /// Speak HTTP/2 (prior knowledge) to the upstream, e.g. for gRPC services.
+    #[arg(long)]
+    pub upstream_http2: bool,
     #[command(flatten)]
     pub store: StoreArgs,
 }

@@ -407,6 +407,7 @@ mod tests {
                 }],
                 timeouts: Timeouts::default(),
                 health_check: None,
+                upstream_protocol: Default::default(),
                 plugins: vec![],
             }],
             quotas: Quotas::default(),

@@ -22,7 +22,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use tracing::Instrument;
 use wharf_metrics::{tracing_setup, Metrics, UNKNOWN_TENANT};
 use wharf_plugins::PluginRuntime;
-use wharf_tenancy::RateScope;
+use wharf_tenancy::{RateScope, UpstreamProtocol};
 
 use crate::control::table::{LiveConfig, Lookup};
 use crate::egress::EgressPolicy;
@@ -137,6 +137,10 @@ impl ProxyHttp for WharfProxy {
         peer.options.total_connection_timeout = Some(Duration::from_millis(t.connect_ms));
         peer.options.read_timeout = Some(Duration::from_millis(t.read_ms));
         peer.options.write_timeout = Some(Duration::from_millis(t.write_ms));
+        if route.spec.upstream_protocol == UpstreamProtocol::Http2 {
+            // Plain-text HTTP/2 by prior knowledge: what gRPC servers speak without TLS.
+            peer.options.set_http_version(2, 2);
+        }
         Ok(Box::new(peer))
     }
 

@@ -103,6 +103,7 @@ pub fn route(id: &str, prefix: &str, upstreams: &[&str]) -> Route {
         timeouts: Timeouts::default(),
         health_check: None::<HealthCheck>,
         plugins: vec![],
+        upstream_protocol: Default::default(),
     }
 }
 

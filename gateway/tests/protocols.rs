@@ -1,0 +1,322 @@
+//! Protocols besides HTTP/1.1 request/response through the gateway, with real clients and
+//! servers: WebSocket upgrades (a tungstenite echo server and client), HTTP/2 without TLS on the
+//! plain listener (curl, prior knowledge), gRPC end to end (tonic).
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::result_large_err)] // tonic's Status is what gRPC code returns
+
+mod support;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use support::*;
+use wharf_plugins::test_support::example_plugin;
+use wharf_tenancy::OnError;
+
+/// A WebSocket server echoing every text message, prefixed.
+async fn ws_echo() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if let Message::Text(t) = m {
+                        let _ = ws.send(Message::Text(format!("echo: {t}").into())).await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_is_proxied_and_echoes() {
+    let (url, store) = fresh_store(StoreKind::Sqlite).await;
+    let upstream = ws_echo().await;
+    store
+        .create_tenant("acme", "Acme", &["acme.test"])
+        .await
+        .unwrap();
+    store
+        .put_route("acme", route("ws", "/ws", &[&upstream]))
+        .await
+        .unwrap();
+    // The same upstream behind a plugin: it runs on the upgrade request and its 101 answer,
+    // never on the frames that follow.
+    store
+        .put_route("acme", route("wsp", "/wsp", &[&upstream]))
+        .await
+        .unwrap();
+    attach_plugin(
+        &store,
+        "acme",
+        "wsp",
+        "tag",
+        &example_plugin("add-header"),
+        &[("response-header", "x-tagged"), ("response-value", "yes")],
+        OnError::FailClosed,
+    )
+    .await;
+    let gw = Wharf::start(&url).await;
+    for path in ["/ws/chat", "/wsp/chat"] {
+        echo_three(&gw, path).await;
+    }
+}
+
+async fn echo_three(gw: &Wharf, path: &str) {
+    let mut req = format!("ws://{}{path}", gw.proxy)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("host", "acme.test".parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    if path.starts_with("/wsp") {
+        assert_eq!(resp.headers()["x-tagged"], "yes", "the plugin saw the 101");
+    }
+    for i in 0..3 {
+        ws.send(Message::Text(format!("hello {i}").into()))
+            .await
+            .unwrap();
+        let back = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, Message::Text(format!("echo: hello {i}").into()));
+    }
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_on_the_plain_listener_when_configured() {
+    let (url, store) = fresh_store(StoreKind::Sqlite).await;
+    let up = Upstream::start("up").await;
+    store
+        .create_tenant("acme", "Acme", &["acme.test"])
+        .await
+        .unwrap();
+    store
+        .put_route("acme", route("all", "/", &[&up.target()]))
+        .await
+        .unwrap();
+    let curl = |gw: &Wharf| {
+        std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--http2-prior-knowledge",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+            ])
+            .args(["-H", "Host: acme.test"])
+            .arg(format!("http://{}/", gw.proxy))
+            .output()
+            .unwrap()
+    };
+    let gw = Wharf::start_configured(&url, "h2c = true", &[]).await;
+    let out = curl(&gw);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "2 200",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // HTTP/1.1 still works on the same listener.
+    assert_eq!(gw.get("acme.test", "/").await.status, 200);
+    drop(gw);
+    let gw = Wharf::start(&url).await;
+    let out = curl(&gw);
+    assert_ne!(
+        String::from_utf8_lossy(&out.stdout),
+        "2 200",
+        "h2c is off by default"
+    );
+}
+
+/// gRPC by hand (no protoc here): one message type and a service with a unary method and a
+/// server-streaming one, written as tonic's generated code would be.
+mod grpc {
+    use std::task::{Context, Poll};
+
+    use tonic::codegen::{BoxFuture, BoxStream, StdError};
+    use tonic::{Request, Response, Status};
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Msg {
+        #[prost(string, tag = "1")]
+        pub text: String,
+    }
+
+    pub const SAY: &str = "/wharf.test.Echo/Say";
+    pub const COUNT: &str = "/wharf.test.Echo/Count";
+
+    #[derive(Clone)]
+    pub struct Echo;
+
+    impl tonic::server::NamedService for Echo {
+        const NAME: &'static str = "wharf.test.Echo";
+    }
+
+    struct Say;
+    impl tonic::server::UnaryService<Msg> for Say {
+        type Response = Msg;
+        type Future = BoxFuture<Response<Msg>, Status>;
+        fn call(&mut self, r: Request<Msg>) -> Self::Future {
+            Box::pin(async move {
+                // What the gateway's plugin added to the request's headers.
+                let seen = r
+                    .metadata()
+                    .get("x-plugin-saw")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_string();
+                Ok(Response::new(Msg {
+                    text: format!("echo: {} (plugin: {seen})", r.into_inner().text),
+                }))
+            })
+        }
+    }
+
+    /// Streams `n` messages, then ends with `aborted` in the trailers.
+    struct Count;
+    impl tonic::server::ServerStreamingService<Msg> for Count {
+        type Response = Msg;
+        type ResponseStream = BoxStream<Msg>;
+        type Future = BoxFuture<Response<BoxStream<Msg>>, Status>;
+        fn call(&mut self, r: Request<Msg>) -> Self::Future {
+            Box::pin(async move {
+                let n: usize = r.into_inner().text.parse().unwrap_or(0);
+                let mut items: Vec<Result<Msg, Status>> = (0..n)
+                    .map(|i| {
+                        Ok(Msg {
+                            text: i.to_string(),
+                        })
+                    })
+                    .collect();
+                items.push(Err(Status::aborted("counted to the end")));
+                let stream: BoxStream<Msg> = Box::pin(tokio_stream::iter(items));
+                Ok(Response::new(stream))
+            })
+        }
+    }
+
+    impl<B> tower_service::Service<http::Request<B>> for Echo
+    where
+        B: tonic::codegen::Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            let codec = tonic::codec::ProstCodec::<Msg, Msg>::default;
+            match req.uri().path() {
+                SAY => {
+                    Box::pin(
+                        async move { Ok(tonic::server::Grpc::new(codec()).unary(Say, req).await) },
+                    )
+                }
+                COUNT => Box::pin(async move {
+                    Ok(tonic::server::Grpc::new(codec())
+                        .server_streaming(Count, req)
+                        .await)
+                }),
+                _ => {
+                    Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) })
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_unary_and_streaming_end_to_end_with_trailers() {
+    use grpc::{Msg, COUNT, SAY};
+    use tonic::codec::ProstCodec;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap().to_string();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(grpc::Echo)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let (url, store) = fresh_store(StoreKind::Sqlite).await;
+    store
+        .create_tenant("acme", "Acme", &["grpc.acme.test"])
+        .await
+        .unwrap();
+    let mut r = route("echo", "/wharf.test.Echo", &[&upstream]);
+    r.upstream_protocol = wharf_tenancy::UpstreamProtocol::Http2;
+    store.put_route("acme", r).await.unwrap();
+    attach_plugin(
+        &store,
+        "acme",
+        "echo",
+        "tag",
+        &example_plugin("add-header"),
+        &[("request-header", "x-plugin-saw"), ("request-value", "yes")],
+        OnError::FailClosed,
+    )
+    .await;
+    let gw = Wharf::start_configured(&url, "h2c = true", &[]).await;
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", gw.proxy))
+        .unwrap()
+        .origin("http://grpc.acme.test".parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tonic::client::Grpc::new(channel);
+
+    client.ready().await.unwrap();
+    let reply = client
+        .unary(
+            tonic::Request::new(Msg { text: "hi".into() }),
+            SAY.parse().unwrap(),
+            ProstCodec::<Msg, Msg>::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.into_inner().text, "echo: hi (plugin: yes)");
+
+    client.ready().await.unwrap();
+    let mut stream = client
+        .server_streaming(
+            tonic::Request::new(Msg { text: "3".into() }),
+            COUNT.parse().unwrap(),
+            ProstCodec::<Msg, Msg>::default(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(m)) => got.push(m.text),
+            Ok(None) => panic!("the stream ended without its trailers' status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(got, ["0", "1", "2"]);
+    assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "counted to the end",
+        "trailers arrived intact"
+    );
+}
