@@ -46,6 +46,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Tenant(cmd) => commands::tenant(cmd).await,
                     Command::Route(cmd) => commands::route(cmd).await,
                     Command::Plugin(cmd) => commands::plugin(cmd).await,
+                    Command::Cert(cmd) => wharf_gateway::cli::certs::cert(cmd).await,
                     Command::Echo { listen, name } => {
                         let listener = tokio::net::TcpListener::bind(&listen).await?;
                         eprintln!(

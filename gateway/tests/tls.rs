@@ -420,3 +420,214 @@ async fn tenants_certificates_by_sni_with_real_clients() {
         .await
         .is_err());
 }
+
+/// An HTTPS client trusting `ca` that resolves every name to the gateway's TLS listener and
+/// reports the server certificate of each answer.
+fn https_client(ca: &Ca, tls_addr: SocketAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_der(ca.cert.der()).unwrap())
+        .resolve("acme.test", tls_addr)
+        .tls_info(true)
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// The leaf certificate (DER) an answer came over.
+async fn served_cert(client: &reqwest::Client, port: u16) -> Result<Vec<u8>, String> {
+    let resp = client
+        .get(format!("https://acme.test:{port}/"))
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    if resp.status() != 200 {
+        return Err(format!("status {}", resp.status()));
+    }
+    let der = resp
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .map(<[u8]>::to_vec)
+        .ok_or("no TLS info")?;
+    let _ = resp.bytes().await;
+    Ok(der)
+}
+
+/// Rotating a certificate three times while clients keep opening connections: no handshake or
+/// request fails, new connections get the newest certificate, and a connection opened before
+/// the rotations keeps serving (with the certificate it was opened with).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_under_load_fails_no_request_and_drops_no_connection() {
+    let (url, store) = fresh_store(StoreKind::Postgres).await;
+    let up = Upstream::start("up").await;
+    let tls_addr = free_addr();
+    let gw = Wharf::start_configured(
+        &url,
+        &format!("operator_token = \"{OP}\"\ntls_listen = \"{tls_addr}\""),
+        &[],
+    )
+    .await;
+    let api = Api::new(&gw);
+    let key = create_tenant(&api, "acme", &["acme.test"]).await;
+    store
+        .put_route("acme", route("all", "/", &[&up.target()]))
+        .await
+        .unwrap();
+    let ca = Arc::new(Ca::new("Wharf rotation CA"));
+    let (chain, private, first) = ca.leaf(&["acme.test"]);
+    let (_, v) = upload(&api, "acme", &key, "main", &chain, &private).await;
+    gw.wait_for_version(v["config_version"].as_i64().unwrap())
+        .await;
+
+    let kept = https_client(&ca, tls_addr);
+    assert_eq!(
+        sha(&served_cert(&kept, tls_addr.port()).await.unwrap()),
+        sha(&first)
+    );
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (ca, stop) = (ca.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            // Bounded: at most 2,000 handshakes per task, stopping once rotations are done.
+            for _ in 0..2000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                // A new client per request: a new connection and handshake each time.
+                match served_cert(&https_client(&ca, tls_addr), tls_addr.port()).await {
+                    Ok(_) => ok += 1,
+                    Err(e) => failed.push(e),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let mut newest = first.clone();
+    for _ in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let (chain, private, der) = ca.leaf(&["acme.test"]);
+        let (s, v) = upload(&api, "acme", &key, "main", &chain, &private).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        gw.wait_for_version(v["config_version"].as_i64().unwrap())
+            .await;
+        newest = der;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for t in load {
+        let (o, f) = t.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(ok > 20, "the load ran ({ok} requests)");
+    assert_eq!(
+        sha(&served_cert(&https_client(&ca, tls_addr), tls_addr.port())
+            .await
+            .unwrap()),
+        sha(&newest),
+        "new connections get the newest certificate"
+    );
+    assert_eq!(
+        sha(&served_cert(&kept, tls_addr.port()).await.unwrap()),
+        sha(&first),
+        "the connection opened before the rotations is still serving"
+    );
+}
+
+/// The CLI stores a certificate straight into the store (sealing the key with the fleet's
+/// key-encryption key) and lists it through the API; the gateway serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_stores_and_lists_certificates() {
+    let (url, store) = fresh_store(StoreKind::Sqlite).await;
+    let up = Upstream::start("up").await;
+    store
+        .create_tenant("acme", "Acme", &["acme.test"])
+        .await
+        .unwrap();
+    store
+        .put_route("acme", route("all", "/", &[&up.target()]))
+        .await
+        .unwrap();
+    let ca = Ca::new("Wharf CLI CA");
+    let (chain, private, der) = ca.leaf(&["acme.test"]);
+    let dir = std::env::temp_dir().join(format!("wharf-cli-cert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("chain.pem"), &chain).unwrap();
+    std::fs::write(dir.join("key.pem"), &private).unwrap();
+    let kek = "42".repeat(32);
+    let env = [("WHARF_TLS_KEY_ENCRYPTION_KEY", kek.as_str())];
+    let (ok, out) = run_wharf(
+        &[
+            "cert",
+            "add",
+            "--tenant",
+            "acme",
+            "--name",
+            "main",
+            "--chain",
+            dir.join("chain.pem").to_str().unwrap(),
+            "--key",
+            dir.join("key.pem").to_str().unwrap(),
+            "--store",
+            &url,
+        ],
+        &env,
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("acme.test"), "{out}");
+    let (ok, out) = run_wharf(
+        &[
+            "cert",
+            "add",
+            "--tenant",
+            "acme",
+            "--name",
+            "bad",
+            "--chain",
+            dir.join("key.pem").to_str().unwrap(),
+            "--key",
+            dir.join("key.pem").to_str().unwrap(),
+            "--store",
+            &url,
+        ],
+        &env,
+    );
+    assert!(!ok && out.contains("no PEM certificate"), "{out}");
+
+    let tls_addr = free_addr();
+    let gw = Wharf::start_configured(
+        &url,
+        &format!("operator_token = \"{OP}\"\ntls_listen = \"{tls_addr}\"\n[tls]\nkey_encryption_key = \"{kek}\""),
+        &[],
+    )
+    .await;
+    let (peer, _, status, _) = https_get(tls_addr, &ca, "acme.test", "acme.test", &[])
+        .await
+        .unwrap();
+    assert_eq!((sha(&peer), status), (sha(&der), 200));
+    let admin = format!("http://{}", gw.admin);
+    let (ok, out) = run_wharf(
+        &[
+            "cert", "list", "--tenant", "acme", "--api", &admin, "--token", OP,
+        ],
+        &[],
+    );
+    assert!(
+        ok && out.contains("main") && out.contains("acme.test"),
+        "{out}"
+    );
+    assert!(!out.contains("PRIVATE"), "{out}");
+}

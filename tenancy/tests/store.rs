@@ -341,3 +341,66 @@ async fn sqlite_deltas() {
 async fn postgres_deltas() {
     deltas(Store::connect(&fresh_postgres_url().await).await.unwrap()).await;
 }
+
+/// Certificates: stored per tenant with their sealed key, replaced by name (a rotation is one
+/// change recorded for its tenant), deleted, gone with their tenant.
+async fn certificates(store: Store) {
+    use wharf_tenancy::TlsCertificate;
+    store
+        .create_tenant("acme", "Acme", &["acme.test"])
+        .await
+        .unwrap();
+    let cert = |fp: &str| TlsCertificate {
+        name: "main".into(),
+        chain_pem: format!("chain {fp}"),
+        hostnames: vec!["acme.test".into()],
+        not_after_ms: 4_000_000_000_000,
+        fingerprint: fp.into(),
+        updated_at_ms: 0,
+        key_sealed: format!("v1:sealed-{fp}"),
+    };
+    let v1 = store.put_certificate("acme", &cert("one")).await.unwrap();
+    let v2 = store.put_certificate("acme", &cert("two")).await.unwrap();
+    assert!(v2 > v1);
+    let delta = store.changes_since(v1, 10).await.unwrap().unwrap();
+    assert_eq!(delta.tenants.len(), 1, "the rotation is acme's change");
+    let stored = store.tenant("acme").await.unwrap().certificates;
+    assert_eq!(stored.len(), 1, "replaced by name");
+    assert_eq!(stored[0].fingerprint, "two");
+    assert_eq!(stored[0].key_sealed, "v1:sealed-two");
+    assert!(stored[0].updated_at_ms > 0);
+    assert!(
+        !format!("{:?}", stored[0]).contains("sealed"),
+        "Debug never shows the key"
+    );
+    assert!(matches!(
+        store.put_certificate("ghost", &cert("x")).await,
+        Err(StoreError::UnknownTenant(_))
+    ));
+    assert!(matches!(
+        store.delete_certificate("acme", "nope").await,
+        Err(StoreError::UnknownCertificate { .. })
+    ));
+    store.delete_certificate("acme", "main").await.unwrap();
+    assert!(store.tenant("acme").await.unwrap().certificates.is_empty());
+    store.put_certificate("acme", &cert("three")).await.unwrap();
+    store.remove_tenant("acme").await.unwrap();
+    store
+        .create_tenant("acme", "Acme again", &[])
+        .await
+        .unwrap();
+    assert!(
+        store.tenant("acme").await.unwrap().certificates.is_empty(),
+        "a removed tenant's certificates go with it"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_certificates() {
+    certificates(Store::connect(&fresh_sqlite_url()).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_certificates() {
+    certificates(Store::connect(&fresh_postgres_url().await).await.unwrap()).await;
+}

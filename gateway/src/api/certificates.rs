@@ -6,12 +6,11 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use wharf_tenancy::store::now_ms;
 use wharf_tenancy::TlsCertificate;
 
 use super::schema::{Changed, ErrorBody};
 use super::{ApiError, ApiState, Principal};
-use crate::tls::{seal, validate};
+use crate::tls::upload::{put_certificate, UploadError};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -83,41 +82,28 @@ pub async fn put(
 ) -> Result<Json<CertificateStored>, ApiError> {
     who.scope(&tenant)?;
     let store = s.store_as(&who).await?;
-    let owned = store.tenant(&tenant).await?.hostnames;
-    let v = validate::validate(&up.chain_pem, &up.key_pem, &owned, now_ms()).map_err(|e| {
-        ApiError::new(
+    let (version, stored) = put_certificate(
+        &store,
+        &s.sealer,
+        &tenant,
+        &name,
+        &up.chain_pem,
+        &up.key_pem,
+    )
+    .await
+    .map_err(|e| match e {
+        UploadError::Invalid(e) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_certificate",
             e.to_string(),
-        )
+        ),
+        UploadError::Store(e) => e.into(),
+        UploadError::Seal(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            e.to_string(),
+        ),
     })?;
-    let sealed = s
-        .sealer
-        .seal(&seal::context(&tenant, &name), up.key_pem.as_bytes())
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                e.to_string(),
-            )
-        })?;
-    let cert = TlsCertificate {
-        name: name.clone(),
-        chain_pem: up.chain_pem,
-        hostnames: v.hostnames,
-        not_after_ms: v.not_after_ms,
-        fingerprint: v.fingerprint,
-        updated_at_ms: 0,
-        key_sealed: sealed,
-    };
-    let version = store.put_certificate(&tenant, &cert).await?;
-    let stored = store
-        .tenant(&tenant)
-        .await?
-        .certificates
-        .into_iter()
-        .find(|c| c.name == name)
-        .unwrap_or(cert);
     Ok(Json(CertificateStored {
         config_version: version,
         certificate: info(stored),

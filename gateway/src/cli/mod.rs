@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+pub mod certs;
 pub mod client;
 pub mod commands;
 pub mod target;
@@ -28,6 +29,9 @@ pub enum Command {
     /// Manage a tenant's plugins in the config store.
     #[command(subcommand)]
     Plugin(PluginCmd),
+    /// Manage a tenant's TLS certificates.
+    #[command(subcommand)]
+    Cert(certs::CertCmd),
     /// Run the built-in echo upstream (for demos and tests).
     Echo {
         #[arg(long, default_value = "127.0.0.1:8081")]

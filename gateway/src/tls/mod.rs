@@ -7,6 +7,7 @@
 
 pub mod resolver;
 pub mod seal;
+pub mod upload;
 pub mod validate;
 
 use std::path::Path;

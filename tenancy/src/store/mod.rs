@@ -285,7 +285,7 @@ impl Store {
         Ok(version)
     }
 
-    /// Removes a tenant with its hostnames and routes.
+    /// Removes a tenant with its hostnames, routes, plugins, keys and certificates.
     pub async fn remove_tenant(&self, id: &str) -> Result<i64, StoreError> {
         let (mut tx, version) = self.begin_change("tenant.remove", id, id).await?;
         Self::ensure_tenant(&mut tx, id).await?;
@@ -294,6 +294,7 @@ impl Store {
             "DELETE FROM hostnames WHERE tenant_id = $1",
             "DELETE FROM plugin_versions WHERE tenant_id = $1",
             "DELETE FROM api_keys WHERE tenant_id = $1",
+            "DELETE FROM certificates WHERE tenant_id = $1",
             "DELETE FROM tenants WHERE id = $1",
         ] {
             sqlx::query(sql)
