@@ -27,3 +27,13 @@ pg_bin() {
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
+
+# Deletes all but the newest build of each test executable in the debug target dir.
+prune_stale_test_binaries() {
+  local deps="$CARGO_TARGET_DIR/debug/deps"
+  [ -d "$deps" ] || return 0
+  find "$deps" -maxdepth 1 -type f -executable ! -name '*.so' -printf '%T@ %f\n' \
+    | sort -rn \
+    | awk '{ n = $2; sub(/-[0-9a-f]+$/, "", n); if (seen[n]++) print $2 }' \
+    | while read -r f; do rm -f "$deps/$f"; done
+}
