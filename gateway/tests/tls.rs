@@ -631,3 +631,99 @@ async fn cli_stores_and_lists_certificates() {
     );
     assert!(!out.contains("PRIVATE"), "{out}");
 }
+
+/// With an operator default certificate, names without a tenant certificate get it (never
+/// another tenant's), requests for a tenant's Host over such a session are misdirected, and
+/// sessions resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_certificate_for_unknown_names_and_session_resumption() {
+    let (url, store) = fresh_store(StoreKind::Sqlite).await;
+    let up = Upstream::start("up").await;
+    store
+        .create_tenant("acme", "Acme", &["acme.test"])
+        .await
+        .unwrap();
+    store
+        .put_route("acme", route("all", "/", &[&up.target()]))
+        .await
+        .unwrap();
+    let ca = Ca::new("Wharf default CA");
+    let (chain, private, default_der) = ca.leaf(&["gateway.operator.test"]);
+    let dir = std::env::temp_dir().join(format!("wharf-default-cert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("default.pem"), &chain).unwrap();
+    std::fs::write(dir.join("default.key"), &private).unwrap();
+    let tls_addr = free_addr();
+    let gw = Wharf::start_configured(
+        &url,
+        &format!(
+            "operator_token = \"{OP}\"\ntls_listen = \"{tls_addr}\"\n[tls]\ndefault_certificate = \"{}\"\ndefault_key = \"{}\"",
+            dir.join("default.pem").display(),
+            dir.join("default.key").display()
+        ),
+        &[],
+    )
+    .await;
+    let api = Api::new(&gw);
+    let (s, v) = api
+        .call(Method::POST, "/v1/tenants/acme/api-keys", Some(OP), None)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let key = v["key"].as_str().unwrap().to_string();
+    let (a_chain, a_key, a_der) = ca.leaf(&["acme.test"]);
+    let (s, v) = upload(&api, "acme", &key, "main", &a_chain, &a_key).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    gw.wait_for_version(v["config_version"].as_i64().unwrap())
+        .await;
+
+    // A name nobody owns gets the operator's certificate; the name is not a tenant's, so the
+    // client's own name check fails: that is the point, no tenant's certificate is shown.
+    let unknown = https_get(tls_addr, &ca, "nobody.test", "nobody.test", &[]).await;
+    let err = unknown.unwrap_err();
+    assert!(
+        err.contains("only valid for DnsName(\"gateway.operator.test\")"),
+        "{err}"
+    );
+    let (peer, _, status, body) =
+        https_get(tls_addr, &ca, "gateway.operator.test", "acme.test", &[])
+            .await
+            .unwrap();
+    assert_eq!(
+        sha(&peer),
+        sha(&default_der),
+        "the operator's default certificate"
+    );
+    assert_eq!(
+        status, 421,
+        "acme's Host over a session opened for another name: {body}"
+    );
+    let (peer, _, status, _) = https_get(tls_addr, &ca, "acme.test", "acme.test", &[])
+        .await
+        .unwrap();
+    assert_eq!((sha(&peer), status), (sha(&a_der), 200));
+
+    // Session resumption: openssl reconnects five times with the first session.
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &tls_addr.to_string(),
+            "-servername",
+            "acme.test",
+            "-reconnect",
+            "-tls1_2",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.matches("Reused, TLSv1.2").count() >= 4, "{text}");
+    let m = gw.metrics().await;
+    assert!(
+        metric_value(
+            &m,
+            r#"wharf_tls_handshakes_total{outcome="default_certificate",tenant="_unknown"}"#
+        ) >= 2.0,
+        "{m}"
+    );
+}
