@@ -47,3 +47,17 @@ install_componentize_py() {
   fi
   export PATH="$py/bin:$PATH"
 }
+
+# Selenium (PyPI) in the same venv, driving Debian's Chromium for the console's browser test.
+SELENIUM_VERSION=4.51.0
+install_browser_test() {
+  need_cmd chromium chromium
+  need_cmd chromedriver chromium-driver
+  local py="$TOOLS_DIR/py"
+  [ -x "$py/bin/python" ] || python3 -m venv "$py"
+  if ! "$py/bin/python" -c "import selenium, sys; sys.exit(selenium.__version__ != '$SELENIUM_VERSION')" 2>/dev/null; then
+    echo "wharf: installing selenium $SELENIUM_VERSION (once)" >&2
+    "$py/bin/pip" install --quiet "selenium==$SELENIUM_VERSION" >&2
+  fi
+  export WHARF_PYTHON="$py/bin/python"
+}

@@ -36,7 +36,8 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .with_state(state)
-        .merge(crate::api::router(api));
+        .merge(crate::api::router(api))
+        .merge(crate::console::router());
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

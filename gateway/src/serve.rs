@@ -182,6 +182,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             backends,
             egress,
             sealer,
+            usage: crate::usage::UsageHistory::new(metrics.clone()),
             live,
             metrics,
             poll_interval: Duration::from_millis(boot.config_poll_interval_ms.max(10)),

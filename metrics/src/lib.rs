@@ -11,6 +11,7 @@ use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub use prometheus::proto::MetricFamily;
 use prometheus::{
     CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -151,6 +152,17 @@ impl Metrics {
         let label: Arc<str> = id.into();
         labels.insert(id.to_string(), label.clone());
         label
+    }
+
+    /// The label a tenant's series carry, without assigning one: `None` while it has none (no
+    /// series yet, under the cap), `_other` once the cap is reached.
+    pub fn tenant_label_if_known(&self, id: &str) -> Option<Arc<str>> {
+        let labels = self.tenant_labels.read();
+        match labels.get(id) {
+            Some(l) => Some(l.clone()),
+            None if labels.len() >= self.tenant_label_cap => Some(self.other_tenants.clone()),
+            None => None,
+        }
     }
 
     /// The registry, for crates that add their own metrics (plugins, host calls).

@@ -7,6 +7,7 @@ use utoipa::IntoParams;
 
 use super::schema::{AuditLog, ErrorBody, Usage};
 use super::{ApiError, ApiState, Principal};
+use crate::usage::UsageHistoryBody;
 
 /// The tenant's counters on this node, from the same registry as /metrics.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/usage", tag = "tenants",
@@ -71,4 +72,60 @@ pub async fn audit(
         .audit_log(q.limit.unwrap_or(100).clamp(1, 1000))
         .await?;
     Ok(Json(AuditLog { entries }))
+}
+
+/// The tenant's usage on this node over the last hour, per minute (the last: the current minute
+/// so far): what the console graphs.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/usage/history", tag = "tenants",
+    params(("tenant" = String, Path)),
+    responses((status = 200, body = UsageHistoryBody), (status = "4XX", body = ErrorBody)))]
+pub async fn usage_history(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path(tenant): Path<String>,
+) -> Result<Json<UsageHistoryBody>, ApiError> {
+    who.scope(&tenant)?;
+    s.store().await?.tenant(&tenant).await?;
+    Ok(Json(s.usage.history(&tenant)))
+}
+
+/// The changes made to one tenant's config: who, what, when, the version it produced.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/audit", tag = "tenants",
+    params(("tenant" = String, Path), AuditQuery),
+    responses((status = 200, body = AuditLog), (status = "4XX", body = ErrorBody)))]
+pub async fn tenant_audit(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path(tenant): Path<String>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<AuditLog>, ApiError> {
+    who.scope(&tenant)?;
+    let store = s.store().await?;
+    store.tenant(&tenant).await?;
+    let entries = store
+        .tenant_audit_log(&tenant, q.limit.unwrap_or(100).clamp(1, 1000))
+        .await?;
+    Ok(Json(AuditLog { entries }))
+}
+
+/// Who the caller is: the console signs in with it.
+#[utoipa::path(get, path = "/v1/whoami", tag = "audit",
+    responses((status = 200, body = WhoAmI), (status = "4XX", body = ErrorBody)))]
+pub async fn whoami(who: Principal) -> Json<WhoAmI> {
+    Json(match who {
+        Principal::Operator => WhoAmI {
+            operator: true,
+            tenant: None,
+        },
+        Principal::Tenant(t) => WhoAmI {
+            operator: false,
+            tenant: Some(t),
+        },
+    })
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct WhoAmI {
+    operator: bool,
+    tenant: Option<String>,
 }

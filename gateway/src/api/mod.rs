@@ -39,6 +39,8 @@ pub struct ApiState {
     pub max_plugin_bytes: usize,
     pub egress: Arc<crate::egress::EgressPolicy>,
     pub uploads: uploads::Uploads,
+    /// Per-minute usage of the last hour, for the console.
+    pub usage: Arc<crate::usage::UsageHistory>,
     /// Seals tenants' TLS private keys before they are stored.
     pub sealer: Arc<crate::tls::seal::KeySealer>,
     /// Tenants' Redis and SQL, for purging a removed tenant's data.
@@ -79,6 +81,9 @@ fn api() -> OpenApiRouter<ApiState> {
         .routes(routes!(access::revoke_key))
         .routes(routes!(activity::usage))
         .routes(routes!(activity::audit))
+        .routes(routes!(activity::usage_history))
+        .routes(routes!(activity::tenant_audit))
+        .routes(routes!(activity::whoami))
         .routes(routes!(routes::list))
         .routes(routes!(routes::get, routes::put, routes::remove))
         .routes(routes!(routes::attach, routes::detach))

@@ -45,6 +45,8 @@ pub struct ControlPlane {
     pub egress: Arc<crate::egress::EgressPolicy>,
     /// Seals and opens tenants' TLS private keys.
     pub sealer: Arc<crate::tls::seal::KeySealer>,
+    /// Per-minute usage snapshots for the console.
+    pub usage: Arc<crate::usage::UsageHistory>,
     pub live: Arc<LiveConfig>,
     pub metrics: Arc<Metrics>,
     pub poll_interval: Duration,
@@ -82,6 +84,7 @@ impl BackgroundService for ControlPlane {
                 egress: self.egress.clone(),
                 uploads: Default::default(),
                 sealer: self.sealer.clone(),
+                usage: self.usage.clone(),
                 backends: self.backends.clone(),
             };
             tokio::spawn(async move {
@@ -98,6 +101,15 @@ impl BackgroundService for ControlPlane {
             });
         }
 
+        let usage = self.usage.clone();
+        tokio::spawn(async move {
+            let mut minute = tokio::time::interval(Duration::from_secs(60));
+            minute.tick().await;
+            loop {
+                minute.tick().await;
+                usage.snapshot();
+            }
+        });
         let mut store: Option<Store> = None;
         let mut first = true;
         loop {

@@ -106,6 +106,36 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The audit entries of changes to `tenant`'s config (through the change log), newest first.
+    pub async fn tenant_audit_log(
+        &self,
+        tenant: &str,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.at_ms, a.actor, a.action, a.target, a.config_version FROM audit_log a \
+             JOIN config_changes c ON c.version = a.config_version WHERE c.tenant_id = $1 \
+             ORDER BY a.seq DESC LIMIT $2",
+        )
+        .bind(tenant.to_string())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    at_ms: r.try_get(0)?,
+                    actor: r.try_get(1)?,
+                    action: r.try_get(2)?,
+                    target: r.try_get(3)?,
+                    config_version: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+}
+
 fn hash_secret(secret: &str) -> String {
     hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }

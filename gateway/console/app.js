@@ -1,0 +1,384 @@
+// Wharf console: a tenant's hostnames, routes, plugins, certificates, usage and audit trail, and
+// the operator's tenants, quotas, keys and audit log, all through the same /v1 API (the console
+// never shows what the API would refuse). The token lives in sessionStorage only. Every value
+// from the API is inserted as text, never as HTML.
+
+const TOKEN = "wharf.token";
+const main = document.getElementById("main");
+const message = document.getElementById("message");
+let refresh = null;
+
+// ---- helpers -------------------------------------------------------------------------------
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (v === true) el.setAttribute(k, "");
+    else if (v !== false && v != null) el.setAttribute(k, v);
+  }
+  for (const c of children.flat()) {
+    if (c == null) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function say(text, kind = "error") {
+  message.textContent = text || "";
+  message.className = text ? kind : "";
+}
+
+class ApiError extends Error {}
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${sessionStorage.getItem(TOKEN) || ""}` };
+  let payload = body;
+  if (body !== undefined && !(body instanceof Blob) && !(body instanceof ArrayBuffer)) {
+    headers["Content-Type"] = "application/json";
+    payload = JSON.stringify(body);
+  }
+  const resp = await fetch(path, { method, headers, body: payload });
+  const text = await resp.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = { message: text }; }
+  if (!resp.ok) {
+    if (resp.status === 401) { sessionStorage.removeItem(TOKEN); }
+    throw new ApiError((data && data.message) || `${resp.status} ${resp.statusText}`);
+  }
+  return data;
+}
+
+// Runs an action and re-renders, then shows `done`, or the error in words.
+async function act(fn, done) {
+  try {
+    await fn();
+    await route();
+    say(done || "", "info");
+  } catch (e) {
+    say(e.message);
+  }
+}
+
+function field(label, input) { return h("label", {}, label, input); }
+function time(ms) { return new Date(ms).toLocaleString(); }
+function enc(s) { return encodeURIComponent(s); }
+
+// ---- sign in / out -------------------------------------------------------------------------
+
+async function whoami() {
+  if (!sessionStorage.getItem(TOKEN)) return null;
+  try { return await api("GET", "/v1/whoami"); } catch { return null; }
+}
+
+function signinView() {
+  const token = h("input", { type: "password", id: "token", autocomplete: "off", required: true });
+  const form = h("form", { id: "signin", onsubmit: async (e) => {
+    e.preventDefault();
+    sessionStorage.setItem(TOKEN, token.value.trim());
+    const me = await whoami();
+    if (!me) { sessionStorage.removeItem(TOKEN); say("That key or token was not accepted: check it and try again."); return; }
+    say("");
+    location.hash = me.operator ? "#/operator" : `#/tenant/${enc(me.tenant)}`;
+  } }, field("Tenant API key or operator token", token), h("button", { type: "submit" }, "Sign in"));
+  return [h("h1", {}, "Sign in"), h("section", {}, form,
+    h("p", {}, "The key is kept in this tab's session storage only and sent as a bearer token."))];
+}
+
+document.getElementById("signout").addEventListener("click", () => {
+  sessionStorage.removeItem(TOKEN);
+  say("Signed out.", "info");
+  location.hash = "#/signin";
+});
+
+// ---- charts --------------------------------------------------------------------------------
+
+// A small line chart of one or more series over the minutes, as inline SVG.
+function chart(title, minutes, series, unit = "") {
+  const W = 600, H = 140, P = 24;
+  const all = series.flatMap((s) => minutes.map(s.value)).filter((v) => Number.isFinite(v));
+  const max = Math.max(1e-9, ...all);
+  const x = (i) => P + (i * (W - 2 * P)) / Math.max(1, minutes.length - 1);
+  const y = (v) => H - P - (v / max) * (H - 2 * P);
+  const colors = ["#0b5cad", "#b42318", "#1a7f37", "#8250df", "#bc4c00"];
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", title);
+  series.forEach((s, n) => {
+    const pts = minutes.map((m, i) => [x(i), y(s.value(m) || 0)]);
+    const line = document.createElementNS(svg.namespaceURI, "polyline");
+    line.setAttribute("points", pts.map((p) => p.join(",")).join(" "));
+    line.setAttribute("fill", "none");
+    line.setAttribute("stroke", colors[n % colors.length]);
+    line.setAttribute("stroke-width", "2");
+    svg.append(line);
+    // A dot per minute: one minute of history is still visible.
+    for (const [cx, cy] of pts) {
+      const dot = document.createElementNS(svg.namespaceURI, "circle");
+      dot.setAttribute("cx", cx); dot.setAttribute("cy", cy); dot.setAttribute("r", "4");
+      dot.setAttribute("fill", colors[n % colors.length]);
+      svg.append(dot);
+    }
+  });
+  const axis = document.createElementNS(svg.namespaceURI, "line");
+  axis.setAttribute("x1", P); axis.setAttribute("x2", W - P);
+  axis.setAttribute("y1", H - P); axis.setAttribute("y2", H - P);
+  axis.setAttribute("stroke", "#d0d7de");
+  svg.prepend(axis);
+  const last = minutes.length ? minutes[minutes.length - 1] : null;
+  const legend = series.map((s) => `${s.name}: ${last ? (+(s.value(last) || 0)).toFixed(2) : "0"}${unit}`).join(" · ");
+  return h("div", { class: "chart", "data-title": title }, h("h3", {}, title), svg,
+    h("div", { class: "legend" }, `now: ${legend} (max ${max.toFixed(2)}${unit})`));
+}
+
+function keysOf(minutes, pick) {
+  return [...new Set(minutes.flatMap((m) => Object.keys(pick(m) || {})))];
+}
+
+async function usageSection(tenant) {
+  const { minutes } = await api("GET", `/v1/tenants/${enc(tenant)}/usage/history`);
+  const plugin = keysOf(minutes, (m) => m.plugin_calls);
+  const host = keysOf(minutes, (m) => m.host_calls);
+  const quota = keysOf(minutes, (m) => m.quota_rejections);
+  const total = minutes.reduce((n, m) => n + m.requests, 0);
+  return h("section", { id: "usage" }, h("h2", {}, "Usage, last hour (this node, per minute)"),
+    h("p", { id: "usage-total" }, `${total} requests in the last hour`),
+    h("div", { class: "grid" },
+      chart("Requests per second", minutes, [{ name: "req/s", value: (m) => m.requests_per_second }]),
+      chart("Error rate (5xx)", minutes, [{ name: "errors", value: (m) => m.error_rate * 100 }], "%"),
+      chart("Latency", minutes, [{ name: "p50", value: (m) => m.p50_ms }, { name: "p99", value: (m) => m.p99_ms }], " ms"),
+      chart("Plugin calls by outcome", minutes, plugin.map((k) => ({ name: k, value: (m) => m.plugin_calls[k] || 0 }))),
+      chart("Fuel used", minutes, [{ name: "fuel", value: (m) => m.fuel }]),
+      chart("Host calls", minutes, host.map((k) => ({ name: k, value: (m) => m.host_calls[k] || 0 }))),
+      chart("Quota rejections", minutes, quota.map((k) => ({ name: k, value: (m) => m.quota_rejections[k] || 0 })))));
+}
+
+// ---- tenant view ---------------------------------------------------------------------------
+
+function routeForm(tenant, existing) {
+  const r = existing || { id: "", path_prefix: "/", methods: [], upstreams: [], timeouts: {} };
+  const id = h("input", { id: "route-id", value: r.id, required: true, readonly: existing ? true : false });
+  const prefix = h("input", { id: "route-prefix", value: r.path_prefix, required: true });
+  const methods = h("input", { id: "route-methods", value: r.methods.join(","), placeholder: "GET,POST (empty: all)" });
+  const ups = h("input", { id: "route-upstreams", value: r.upstreams.map((u) => u.addr).join(","), placeholder: "10.0.0.5:8080", required: true });
+  const read = h("input", { id: "route-read-ms", type: "number", value: (r.timeouts && r.timeouts.read_ms) || "" });
+  return h("form", { id: existing ? `edit-${r.id}` : "route-form", onsubmit: (e) => {
+    e.preventDefault();
+    const body = {
+      path_prefix: prefix.value,
+      methods: methods.value.split(",").map((s) => s.trim()).filter(Boolean),
+      upstreams: ups.value.split(",").map((s) => s.trim()).filter(Boolean).map((addr) => ({ addr, weight: 1 })),
+    };
+    if (read.value) body.timeouts = { ...(r.timeouts || {}), read_ms: Number(read.value) };
+    act(() => api("PUT", `/v1/tenants/${enc(tenant)}/routes/${enc(id.value)}`, body), `Route ${id.value} saved.`);
+  } }, field("Route id", id), field("Path prefix", prefix), field("Methods", methods),
+    field("Upstreams (ip:port, comma-separated)", ups), field("Read timeout (ms)", read),
+    h("button", { type: "submit" }, existing ? "Save route" : "Create route"));
+}
+
+function uploadForm(tenant) {
+  const name = h("input", { id: "plugin-name", required: true, placeholder: "auth" });
+  const file = h("input", { id: "plugin-file", type: "file", accept: ".wasm" });
+  let dropped = null;
+  const drop = h("div", { class: "drop", id: "plugin-drop", tabindex: "0" }, "…or drop a .wasm file here");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault(); drop.classList.remove("over");
+    dropped = e.dataTransfer.files[0] || null;
+    drop.textContent = dropped ? `Ready: ${dropped.name}` : "…or drop a .wasm file here";
+  });
+  return h("form", { id: "upload-form", onsubmit: (e) => {
+    e.preventDefault();
+    const f = file.files[0] || dropped;
+    if (!f) { say("Choose a .wasm file to upload."); return; }
+    act(async () => {
+      const v = await api("PUT", `/v1/tenants/${enc(tenant)}/plugins/${enc(name.value.trim())}`, await f.arrayBuffer());
+      return v;
+    }, `Plugin ${name.value.trim()} uploaded as a new version.`);
+  } }, field("Plugin name", name), field("Component (.wasm)", file), drop, h("button", { type: "submit" }, "Upload"));
+}
+
+function attachForm(tenant, routes, plugins) {
+  const names = [...new Set(plugins.map((p) => p.name))];
+  const route = h("select", { id: "attach-route" }, routes.map((r) => h("option", { value: r.id }, r.id)));
+  const plugin = h("select", { id: "attach-plugin" }, names.map((n) => h("option", { value: n }, n)));
+  const version = h("input", { id: "attach-version", type: "number", placeholder: "newest" });
+  const position = h("input", { id: "attach-position", type: "number", placeholder: "last" });
+  const config = h("textarea", { id: "attach-config", placeholder: "key=value, one per line" });
+  const open = h("input", { id: "attach-fail-open", type: "checkbox" });
+  return h("form", { id: "attach-form", onsubmit: (e) => {
+    e.preventDefault();
+    const cfg = {};
+    for (const line of config.value.split("\n")) {
+      const i = line.indexOf("=");
+      if (i > 0) cfg[line.slice(0, i).trim()] = line.slice(i + 1).trim();
+    }
+    const body = { config: cfg, on_error: open.checked ? "fail-open" : "fail-closed" };
+    if (version.value) body.version = Number(version.value);
+    if (position.value) body.position = Number(position.value);
+    act(() => api("PUT", `/v1/tenants/${enc(tenant)}/routes/${enc(route.value)}/plugins/${enc(plugin.value)}`, body),
+      `Plugin ${plugin.value} attached to ${route.value}.`);
+  } }, field("Route", route), field("Plugin", plugin), field("Version", version), field("Position", position),
+    field("Config", config), h("label", {}, "Fail open", open), h("button", { type: "submit" }, "Attach"));
+}
+
+async function tenantView(tenant) {
+  const t = await api("GET", `/v1/tenants/${enc(tenant)}`);
+  const { routes } = await api("GET", `/v1/tenants/${enc(tenant)}/routes`);
+  const { plugins } = await api("GET", `/v1/tenants/${enc(tenant)}/plugins`);
+  const { certificates } = await api("GET", `/v1/tenants/${enc(tenant)}/certificates`);
+  const { entries } = await api("GET", `/v1/tenants/${enc(tenant)}/audit?limit=50`);
+  const byName = {};
+  for (const p of plugins) (byName[p.name] = byName[p.name] || []).push(p);
+
+  const routeRows = routes.map((r) => h("tr", { "data-route": r.id },
+    h("td", {}, h("code", {}, r.id)), h("td", {}, h("code", {}, r.path_prefix)),
+    h("td", {}, r.methods.length ? r.methods.join(", ") : "all"),
+    h("td", {}, r.upstreams.map((u) => u.addr).join(", ")),
+    h("td", {}, r.plugins.length ? r.plugins.map((a, i) => h("div", {},
+      `${i + 1}. ${a.plugin} v${a.version} (${a.on_error === "fail-open" ? "fail open" : "fail closed"}) `,
+      h("button", { class: "danger", type: "button", onclick: () => act(() => api("DELETE",
+        `/v1/tenants/${enc(tenant)}/routes/${enc(r.id)}/plugins/${enc(a.plugin)}`), `Detached ${a.plugin}.`) }, `Detach ${a.plugin}`))) : "none"),
+    h("td", {},
+      h("button", { class: "secondary", type: "button", onclick: (e) => e.target.closest("td").append(routeForm(tenant, r)) }, "Edit"), " ",
+      h("button", { class: "danger", type: "button", onclick: () => {
+        if (confirm(`Delete route ${r.id}?`)) act(() => api("DELETE", `/v1/tenants/${enc(tenant)}/routes/${enc(r.id)}`), `Route ${r.id} deleted.`);
+      } }, "Delete"))));
+
+  const pluginRows = Object.entries(byName).map(([name, versions]) => {
+    const inUse = routes.flatMap((r) => r.plugins.filter((a) => a.plugin === name).map((a) => `${r.id}: v${a.version}`));
+    const pick = h("select", { "aria-label": `Version of ${name} to roll back to` },
+      versions.map((v) => h("option", { value: v.version }, `v${v.version}`)));
+    return h("tr", { "data-plugin": name }, h("td", {}, h("code", {}, name)),
+      h("td", {}, versions.map((v) => `v${v.version} (${v.sha256.slice(0, 12)}…, ${time(v.created_at_ms)})`).join("; ")),
+      h("td", {}, inUse.join(", ") || "not attached"),
+      h("td", {}, pick, " ", h("button", { type: "button", class: "secondary", onclick: () => act(() =>
+        api("POST", `/v1/tenants/${enc(tenant)}/plugins/${enc(name)}/rollback`, { version: Number(pick.value) }),
+        `Every route running ${name} now runs v${pick.value}.`) }, "Roll back")));
+  });
+
+  return [
+    h("h1", {}, `${t.display_name} (${t.id})`),
+    h("section", { id: "hostnames" }, h("h2", {}, "Hostnames"),
+      h("ul", {}, t.hostnames.map((n) => h("li", {}, h("code", {}, n))))),
+    h("section", { id: "routes" }, h("h2", {}, "Routes"),
+      h("table", {}, h("thead", {}, h("tr", {}, ["Id", "Prefix", "Methods", "Upstreams", "Plugin chain", ""].map((c) => h("th", {}, c)))),
+        h("tbody", {}, routeRows)),
+      routeForm(tenant, null)),
+    h("section", { id: "plugins" }, h("h2", {}, "Plugins"),
+      h("table", {}, h("thead", {}, h("tr", {}, ["Plugin", "Versions", "Attached", "Roll back"].map((c) => h("th", {}, c)))),
+        h("tbody", {}, pluginRows)),
+      uploadForm(tenant), routes.length && plugins.length ? attachForm(tenant, routes, plugins) : null),
+    h("section", { id: "certificates" }, h("h2", {}, "TLS certificates"),
+      certificates.length ? h("ul", {}, certificates.map((c) => h("li", {}, `${c.name}: ${c.hostnames.join(", ")}, expires ${time(c.not_after_ms)}`)))
+        : h("p", {}, "None (upload with wharf cert add or PUT …/certificates/{name}).")),
+    await usageSection(tenant),
+    h("section", { id: "audit" }, h("h2", {}, "Changes (audit trail)"), auditTable(entries)),
+  ];
+}
+
+function auditTable(entries) {
+  return h("table", {}, h("thead", {}, h("tr", {}, ["When", "Who", "What", "Target", "Version"].map((c) => h("th", {}, c)))),
+    h("tbody", {}, entries.map((e) => h("tr", {}, h("td", {}, time(e.at_ms)), h("td", {}, e.actor),
+      h("td", {}, e.action), h("td", {}, h("code", {}, e.target)), h("td", {}, e.config_version)))));
+}
+
+// ---- operator view -------------------------------------------------------------------------
+
+async function operatorView() {
+  const { tenants } = await api("GET", "/v1/tenants");
+  const { entries } = await api("GET", "/v1/audit?limit=50");
+  const health = await fetch("/healthz").then((r) => r.json()).catch(() => ({}));
+  const id = h("input", { id: "new-tenant-id", required: true, placeholder: "acme" });
+  const host = h("input", { id: "new-tenant-host", placeholder: "api.acme.test" });
+  return [
+    h("h1", {}, "Operator"),
+    h("section", { id: "node" }, h("h2", {}, "This node"),
+      h("p", {}, `Config version ${health.config_version ?? "?"}, store ${health.store_up ? "reachable" : "unreachable (serving last good config)"}.`)),
+    h("section", { id: "tenants" }, h("h2", {}, "Tenants"),
+      h("table", {}, h("thead", {}, h("tr", {}, ["Id", "Name", "Hostnames", ""].map((c) => h("th", {}, c)))),
+        h("tbody", {}, tenants.map((t) => h("tr", { "data-tenant": t.id }, h("td", {}, h("a", { href: `#/tenant/${enc(t.id)}` }, t.id)),
+          h("td", {}, t.display_name), h("td", {}, t.hostnames.join(", ")),
+          h("td", {}, h("a", { href: `#/operator/tenant/${enc(t.id)}` }, "Quotas and keys")))))),
+      h("form", { id: "tenant-form", onsubmit: (e) => {
+        e.preventDefault();
+        act(() => api("POST", "/v1/tenants", { id: id.value.trim(), hostnames: host.value ? [host.value.trim()] : [] }), `Tenant ${id.value} created.`);
+      } }, field("Tenant id", id), field("Hostname", host), h("button", { type: "submit" }, "Create tenant"))),
+    h("section", { id: "audit" }, h("h2", {}, "Audit log (all tenants)"), auditTable(entries)),
+  ];
+}
+
+async function operatorTenantView(tenant) {
+  const t = await api("GET", `/v1/tenants/${enc(tenant)}`);
+  const { keys } = await api("GET", `/v1/tenants/${enc(tenant)}/api-keys`);
+  const inputs = Object.entries(t.quotas).map(([k, v]) =>
+    field(k, h("input", { name: k, "data-quota": k, value: typeof v === "object" ? JSON.stringify(v) : v })));
+  const form = h("form", { id: "quota-form", onsubmit: (e) => {
+    e.preventDefault();
+    const patch = {};
+    for (const input of form.querySelectorAll("[data-quota]")) {
+      const old = t.quotas[input.dataset.quota];
+      const now = typeof old === "number" ? Number(input.value) : input.value;
+      if (String(now) !== String(old)) patch[input.dataset.quota] = now;
+    }
+    act(() => api("PATCH", `/v1/tenants/${enc(tenant)}/quotas`, patch), "Quotas saved.");
+  } }, inputs, h("button", { type: "submit" }, "Save quotas"));
+  const issued = h("div", { id: "issued-key" });
+  return [
+    h("h1", {}, `Tenant ${t.id}: quotas and keys`),
+    h("section", { id: "quotas" }, h("h2", {}, "Quotas"), form),
+    h("section", { id: "keys" }, h("h2", {}, "API keys"),
+      h("ul", {}, keys.map((k) => h("li", { "data-key": k.id }, `${k.id}: created ${time(k.created_at_ms)}${k.revoked ? ", revoked" : ""} `,
+        k.revoked ? null : h("button", { class: "danger", type: "button", onclick: () =>
+          act(() => api("DELETE", `/v1/tenants/${enc(tenant)}/api-keys/${enc(k.id)}`), `Key ${k.id} revoked.`) }, "Revoke")))),
+      h("button", { id: "issue-key", type: "button", onclick: async () => {
+        try {
+          const k = await api("POST", `/v1/tenants/${enc(tenant)}/api-keys`);
+          issued.replaceChildren(h("p", { class: "secret" }, "New key (shown once, copy it now): ", h("code", { id: "new-key" }, k.key)));
+          say("");
+        } catch (e) { say(e.message); }
+      } }, "Issue a key"), issued),
+  ];
+}
+
+// ---- routing -------------------------------------------------------------------------------
+
+async function route() {
+  clearInterval(refresh);
+  const me = await whoami();
+  const hash = location.hash || "#/";
+  const signout = document.getElementById("signout");
+  const nav = document.getElementById("nav");
+  if (!me) {
+    signout.hidden = true; nav.replaceChildren(); document.getElementById("who").textContent = "";
+    main.replaceChildren(...signinView());
+    return;
+  }
+  signout.hidden = false;
+  document.getElementById("who").textContent = me.operator ? "Signed in as the operator" : `Signed in as tenant ${me.tenant}`;
+  nav.replaceChildren(me.operator ? h("a", { href: "#/operator" }, "Tenants") : h("a", { href: `#/tenant/${enc(me.tenant)}` }, "My tenant"));
+  try {
+    let m;
+    if ((m = hash.match(/^#\/tenant\/([^/]+)$/))) {
+      const tenant = decodeURIComponent(m[1]);
+      main.replaceChildren(...(await tenantView(tenant)));
+      refresh = setInterval(async () => {
+        const old = document.getElementById("usage");
+        if (old) old.replaceWith(await usageSection(tenant).catch(() => old));
+      }, 3000);
+    } else if (me.operator && (m = hash.match(/^#\/operator\/tenant\/([^/]+)$/))) {
+      main.replaceChildren(...(await operatorTenantView(decodeURIComponent(m[1]))));
+    } else if (me.operator) {
+      main.replaceChildren(...(await operatorView()));
+    } else {
+      location.hash = `#/tenant/${enc(me.tenant)}`;
+    }
+  } catch (e) {
+    main.replaceChildren(h("h1", {}, "Not available"), h("p", {}, e.message));
+  }
+}
+
+window.addEventListener("hashchange", () => { say(""); route(); });
+route();

@@ -1,0 +1,211 @@
+"""The console in a real browser (headless Chromium from Debian, driven by Selenium), against a
+real `wharf serve` started by gateway/tests/console.rs, which passes addresses and keys in the
+environment. Exits non-zero (with the failing step) on any failure; saves a screenshot of each
+page into SCREENSHOTS."""
+
+import json
+import os
+import sys
+import time
+import urllib.request
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+ADMIN = os.environ["WHARF_ADMIN"]
+PROXY = os.environ["WHARF_PROXY"]
+OP = os.environ["WHARF_OP"]
+KEY_A = os.environ["WHARF_KEY_A"]
+KEY_B = os.environ["WHARF_KEY_B"]
+PLUGIN = os.environ["WHARF_PLUGIN"]
+SHOTS = os.environ["SCREENSHOTS"]
+NOT_WASM = os.environ["WHARF_NOT_WASM"]
+
+opts = webdriver.ChromeOptions()
+opts.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+for a in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+          "--window-size=1280,800"]:
+    opts.add_argument(a)
+driver = webdriver.Chrome(service=Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")),
+                          options=opts)
+wait = WebDriverWait(driver, 15)
+
+
+def step(name):
+    print(f"step: {name}", flush=True)
+
+
+def shot(name, at=None):
+    """Saves a screenshot, scrolled to the element with id `at` (default: the top)."""
+    if at:
+        driver.execute_script("document.getElementById(arguments[0]).scrollIntoView()", at)
+    else:
+        driver.execute_script("window.scrollTo(0, 0)")
+    time.sleep(0.2)
+    driver.save_screenshot(os.path.join(SHOTS, f"{name}.png"))
+
+
+def message():
+    return driver.find_element(By.ID, "message").text
+
+
+def wait_message(text):
+    wait.until(lambda d: text in d.find_element(By.ID, "message").text,
+               f"message containing {text!r}")
+    return message()
+
+
+def sign_in(token):
+    driver.get(f"http://{ADMIN}/console/")
+    wait.until(EC.presence_of_element_located((By.ID, "token")))
+    box = driver.find_element(By.ID, "token")
+    box.clear()
+    box.send_keys(token, Keys.ENTER)  # keyboard only
+
+
+def sign_out():
+    driver.find_element(By.ID, "signout").click()
+    wait.until(EC.presence_of_element_located((By.ID, "token")))
+
+
+def fill(id_, value):
+    for _ in range(5):  # the usage panel re-renders every few seconds
+        try:
+            el = driver.find_element(By.ID, id_)
+            el.clear()
+            el.send_keys(value)
+            return
+        except StaleElementReferenceException:
+            time.sleep(0.2)
+    raise AssertionError(f"{id_} kept being re-rendered")
+
+
+def api(method, path, token):
+    req = urllib.request.Request(f"http://{ADMIN}{path}", method=method,
+                                 headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read() or b"null")
+
+
+try:
+    step("sign-in page, a refused token")
+    driver.get(f"http://{ADMIN}/console/")
+    wait.until(EC.presence_of_element_located((By.ID, "token")))
+    shot("signin")
+    sign_in("not-a-key")
+    assert "not accepted" in wait_message("not accepted")
+    assert "not-a-key" not in driver.current_url, "the token never goes in a URL"
+
+    step("tenant a signs in")
+    sign_in(KEY_A)
+    wait.until(EC.presence_of_element_located((By.ID, "routes")))
+    assert "a.test" in driver.find_element(By.ID, "hostnames").text
+    assert KEY_A not in driver.current_url
+    stored = driver.execute_script("return sessionStorage.getItem('wharf.token')")
+    assert stored == KEY_A, "kept in session storage"
+    assert driver.execute_script("return localStorage.length") == 0
+
+    step("create a route")
+    fill("route-id", "web")
+    fill("route-prefix", "/web")
+    fill("route-upstreams", os.environ["WHARF_UPSTREAM"])
+    driver.find_element(By.CSS_SELECTOR, "#route-form button[type=submit]").click()
+    wait_message("Route web saved")
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "tr[data-route=web]")))
+
+    step("a refused upload says why")
+    fill("plugin-name", "junk")
+    driver.find_element(By.ID, "plugin-file").send_keys(NOT_WASM)
+    driver.find_element(By.CSS_SELECTOR, "#upload-form button[type=submit]").click()
+    refused = wait_message("not a WebAssembly component")
+    shot("upload-refused", at="plugins")
+    print("refused upload:", refused)
+
+    step("upload a plugin (twice: two versions) and attach it")
+    for _ in range(2):
+        fill("plugin-name", "tag")
+        driver.find_element(By.ID, "plugin-file").send_keys(PLUGIN)
+        driver.find_element(By.CSS_SELECTOR, "#upload-form button[type=submit]").click()
+        wait_message("uploaded as a new version")
+        time.sleep(0.3)
+    wait.until(EC.presence_of_element_located((By.ID, "attach-form")))
+    driver.find_element(By.CSS_SELECTOR, "#attach-route option[value=api]").click()
+    fill("attach-config", "request-value=console")
+    driver.find_element(By.CSS_SELECTOR, "#attach-form button[type=submit]").click()
+    wait_message("attached to api")
+    assert "tag v2" in driver.find_element(By.CSS_SELECTOR, "tr[data-route=api]").text
+
+    step("traffic through the proxy moves the usage graph")
+    time.sleep(1.0)  # the node applies the change (50 ms polls)
+    for _ in range(25):
+        req = urllib.request.Request(f"http://{PROXY}/", headers={"Host": "a.test"})
+        with urllib.request.urlopen(req) as r:
+            body = json.loads(r.read())
+    assert body["headers"].get("x-wharf-plugin") == "console", body
+    wait.until(lambda d: int(d.find_element(By.ID, "usage-total").text.split()[0]) >= 25,
+               "usage total counts the requests")
+    assert "req/s" in driver.find_element(By.ID, "usage").text
+    shot("tenant")
+    shot("tenant-usage", at="usage")
+
+    step("one-click rollback")
+    row = driver.find_element(By.CSS_SELECTOR, "tr[data-plugin=tag]")
+    row.find_element(By.CSS_SELECTOR, "option[value='1']").click()
+    row.find_element(By.TAG_NAME, "button").click()
+    wait_message("now runs v1")
+    wait.until(lambda d: "tag v1" in d.find_element(By.CSS_SELECTOR, "tr[data-route=api]").text)
+    audit = driver.find_element(By.ID, "audit").text
+    assert "rollback" in audit, audit
+    shot("tenant-audit", at="audit")
+
+    step("narrow window")
+    driver.set_window_size(480, 900)
+    time.sleep(0.3)
+    shot("tenant-narrow")
+    driver.set_window_size(1280, 800)
+
+    step("tenant b sees none of it")
+    sign_out()
+    sign_in(KEY_B)
+    wait.until(EC.presence_of_element_located((By.ID, "routes")))
+    page = driver.find_element(By.ID, "main").text
+    assert "b.test" in page and "a.test" not in page and "tag" not in page, page
+    driver.get(f"http://{ADMIN}/console/#/tenant/a")
+    wait.until(EC.text_to_be_present_in_element((By.ID, "main"), "does not exist"))
+    shot("other-tenant-refused")
+
+    step("the operator issues a key")
+    sign_out()
+    sign_in(OP)
+    wait.until(EC.presence_of_element_located((By.ID, "tenants")))
+    text = driver.find_element(By.ID, "tenants").text
+    assert "a.test" in text and "b.test" in text
+    shot("operator")
+    driver.find_element(By.CSS_SELECTOR, "tr[data-tenant=b] a[href*=operator]").click()
+    wait.until(EC.presence_of_element_located((By.ID, "issue-key")))
+    driver.find_element(By.ID, "issue-key").click()
+    wait.until(EC.presence_of_element_located((By.ID, "new-key")))
+    new_key = driver.find_element(By.ID, "new-key").text
+    assert api("GET", "/v1/whoami", new_key) == {"operator": False, "tenant": "b"}
+    shot("operator-keys")
+
+    step("quotas edited")
+    box = driver.find_element(By.CSS_SELECTOR, "[data-quota=plugin_fuel]")
+    box.clear()
+    box.send_keys("2000000")
+    driver.find_element(By.CSS_SELECTOR, "#quota-form button[type=submit]").click()
+    wait_message("Quotas saved")
+    assert api("GET", "/v1/tenants/b", OP)["quotas"]["plugin_fuel"] == 2000000
+    print("console: all steps passed")
+except Exception as e:  # the failing step is printed above
+    shot("failure")
+    print(f"FAILED: {type(e).__name__}: {e}", file=sys.stderr)
+    print(driver.find_element(By.TAG_NAME, "body").text[:3000], file=sys.stderr)
+    sys.exit(1)
+finally:
+    driver.quit()
