@@ -291,12 +291,17 @@ async function operatorView() {
   const { tenants } = await api("GET", "/v1/tenants");
   const { entries } = await api("GET", "/v1/audit?limit=50");
   const health = await fetch("/healthz").then((r) => r.json()).catch(() => ({}));
+  const fleet = await api("GET", "/v1/nodes");
   const id = h("input", { id: "new-tenant-id", required: true, placeholder: "acme" });
   const host = h("input", { id: "new-tenant-host", placeholder: "api.acme.test" });
   return [
     h("h1", {}, "Operator"),
-    h("section", { id: "node" }, h("h2", {}, "This node"),
-      h("p", {}, `Config version ${health.config_version ?? "?"}, store ${health.store_up ? "reachable" : "unreachable (serving last good config)"}.`)),
+    h("section", { id: "node" }, h("h2", {}, "Fleet"),
+      h("p", {}, `Store config version ${fleet.store_version}. This node serves ${health.config_version ?? "?"}, store ${health.store_up ? "reachable" : "unreachable (serving last good config)"}.`),
+      h("table", { id: "nodes" }, h("thead", {}, h("tr", {}, ["Node", "Config version", "Last report", "Started"].map((c) => h("th", {}, c)))),
+        h("tbody", {}, fleet.nodes.map((n) => h("tr", {}, h("td", {}, h("code", {}, n.id)),
+          h("td", {}, n.config_version < fleet.store_version ? `${n.config_version} (behind)` : String(n.config_version)),
+          h("td", {}, time(n.seen_at_ms)), h("td", {}, time(n.started_at_ms))))))),
     h("section", { id: "tenants" }, h("h2", {}, "Tenants"),
       h("table", {}, h("thead", {}, h("tr", {}, ["Id", "Name", "Hostnames", ""].map((c) => h("th", {}, c)))),
         h("tbody", {}, tenants.map((t) => h("tr", { "data-tenant": t.id }, h("td", {}, h("a", { href: `#/tenant/${enc(t.id)}` }, t.id)),

@@ -183,6 +183,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             egress,
             sealer,
             usage: crate::usage::UsageHistory::new(metrics.clone()),
+            node_id: node_id(&boot.admin_listen),
             live,
             metrics,
             poll_interval: Duration::from_millis(boot.config_poll_interval_ms.max(10)),
@@ -242,6 +243,14 @@ async fn seed_demo(store: &Store, echo: std::net::SocketAddr) -> anyhow::Result<
     };
     store.put_route("demo", route).await?;
     Ok(())
+}
+
+/// This node's name in the fleet: its host name and admin address.
+fn node_id(admin_listen: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "node".into());
+    format!("{host}/{admin_listen}")
 }
 
 /// Hides a password in a store URL before it is printed.

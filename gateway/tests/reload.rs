@@ -114,6 +114,23 @@ async fn three_nodes_sharing_postgres_converge_incrementally() {
     assert!(metric_value(&m, "wharf_config_propagation_seconds_count") >= 3.0);
     assert!(metric_value(&m, incremental) >= 3.0);
     assert!(metric_value(&n3.metrics().await, incremental) >= 1.0);
+    // Each node reports the version it serves to the store (every 5 s): the operator's fleet view.
+    let mut reported = Vec::new();
+    for _ in 0..80 {
+        reported = store.nodes().await.unwrap();
+        let at_v = reported.iter().filter(|n| n.config_version == v).count();
+        if at_v == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in [&n1, &n2, &n3] {
+        let me = reported
+            .iter()
+            .find(|r| r.id.ends_with(&format!("/{}", n.admin)))
+            .unwrap_or_else(|| panic!("{} missing from {reported:?}", n.admin));
+        assert_eq!(me.config_version, v, "{reported:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,6 @@ pub use model::{
     Tenant, Timeouts, TlsCertificate, UpstreamProtocol, UpstreamTarget,
 };
 pub use quotas::{PluginQuotas, Quotas, RateScope, RedisQuotas, RequestQuotas, SqlQuotas};
-pub use store::{ApiKeyInfo, AuditEntry, ConfigDelta, ConfigSnapshot, Store};
+pub use store::{ApiKeyInfo, AuditEntry, ConfigDelta, ConfigSnapshot, NodeReport, Store};
 #[cfg(feature = "test-util")]
 pub mod test_support;

@@ -129,3 +129,22 @@ pub struct WhoAmI {
     operator: bool,
     tenant: Option<String>,
 }
+
+/// The gateway nodes sharing this store and the config version each serves (operator only).
+#[utoipa::path(get, path = "/v1/nodes", tag = "audit",
+    responses((status = 200, body = NodeList), (status = "4XX", body = ErrorBody)))]
+pub async fn nodes(State(s): State<ApiState>, who: Principal) -> Result<Json<NodeList>, ApiError> {
+    who.operator()?;
+    let store = s.store().await?;
+    Ok(Json(NodeList {
+        store_version: store.version().await?.0,
+        nodes: store.nodes().await?,
+    }))
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct NodeList {
+    /// The newest config version in the store: nodes serving less are behind.
+    store_version: i64,
+    nodes: Vec<wharf_tenancy::NodeReport>,
+}

@@ -84,6 +84,7 @@ fn api() -> OpenApiRouter<ApiState> {
         .routes(routes!(activity::usage_history))
         .routes(routes!(activity::tenant_audit))
         .routes(routes!(activity::whoami))
+        .routes(routes!(activity::nodes))
         .routes(routes!(routes::list))
         .routes(routes!(routes::get, routes::put, routes::remove))
         .routes(routes!(routes::attach, routes::detach))

@@ -35,6 +35,9 @@ use crate::control::table::{CompileEnv, CompiledTenant, LiveConfig, RoutingTable
 /// thousands of per-tenant reads).
 const MAX_DELTA_TENANTS: usize = 1000;
 
+/// How often a node tells the store which config version it serves.
+const NODE_REPORT_EVERY: Duration = Duration::from_secs(5);
+
 pub struct ControlPlane {
     pub store_url: String,
     pub runtime: Arc<PluginRuntime>,
@@ -47,6 +50,8 @@ pub struct ControlPlane {
     pub sealer: Arc<crate::tls::seal::KeySealer>,
     /// Per-minute usage snapshots for the console.
     pub usage: Arc<crate::usage::UsageHistory>,
+    /// How this node names itself in the store's node list (host name and admin address).
+    pub node_id: String,
     pub live: Arc<LiveConfig>,
     pub metrics: Arc<Metrics>,
     pub poll_interval: Duration,
@@ -112,6 +117,8 @@ impl BackgroundService for ControlPlane {
         });
         let mut store: Option<Store> = None;
         let mut first = true;
+        let started_at_ms = now_ms();
+        let mut last_report: Option<std::time::Instant> = None;
         loop {
             // Connect at once on start (the admin API needs the store), then poll.
             if !first {
@@ -131,6 +138,18 @@ impl BackgroundService for ControlPlane {
                     Err(e) => {
                         self.mark_store(false, &e.to_string());
                         continue;
+                    }
+                }
+            }
+            if let Some(s) = &store {
+                if last_report.is_none_or(|t: std::time::Instant| t.elapsed() >= NODE_REPORT_EVERY)
+                {
+                    last_report = Some(std::time::Instant::now());
+                    if let Err(e) = s
+                        .report_node(&self.node_id, self.live.load().version, started_at_ms)
+                        .await
+                    {
+                        tracing::warn!("cannot report this node to the store: {e}");
                     }
                 }
             }

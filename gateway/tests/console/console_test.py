@@ -185,6 +185,8 @@ try:
     wait.until(EC.presence_of_element_located((By.ID, "tenants")))
     text = driver.find_element(By.ID, "tenants").text
     assert "a.test" in text and "b.test" in text
+    nodes = driver.find_element(By.ID, "nodes").text
+    assert ADMIN in nodes, nodes  # this node, by its admin address
     shot("operator")
     driver.find_element(By.CSS_SELECTOR, "tr[data-tenant=b] a[href*=operator]").click()
     wait.until(EC.presence_of_element_located((By.ID, "issue-key")))

@@ -10,6 +10,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 mod access;
 mod certificates;
 mod hostnames;
+mod nodes;
 mod plugins;
 mod routes;
 mod snapshot;
@@ -75,6 +76,15 @@ pub struct ApiKeyInfo {
     pub revoked: bool,
 }
 
+/// A gateway node as it last reported itself.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct NodeReport {
+    pub id: String,
+    pub config_version: i64,
+    pub started_at_ms: i64,
+    pub seen_at_ms: i64,
+}
+
 pub(super) type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
 pub fn now_ms() -> i64 {
@@ -125,7 +135,7 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let files: [(&'static str, &'static str, &'static str); 5] = [
+        let files: [(&'static str, &'static str, &'static str); 6] = [
             (
                 "config",
                 include_str!("../../migrations/sqlite/0001_config.sql"),
@@ -150,6 +160,11 @@ impl Store {
                 "certificates",
                 include_str!("../../migrations/sqlite/0005_certificates.sql"),
                 include_str!("../../migrations/postgres/0005_certificates.sql"),
+            ),
+            (
+                "nodes",
+                include_str!("../../migrations/sqlite/0006_nodes.sql"),
+                include_str!("../../migrations/postgres/0006_nodes.sql"),
             ),
         ];
         // Listed by hand rather than with sqlx's macro: it keeps the build lean.
