@@ -137,12 +137,12 @@ function keysOf(minutes, pick) {
 }
 
 async function usageSection(tenant) {
-  const { minutes } = await api("GET", `/v1/tenants/${enc(tenant)}/usage/history`);
+  const { minutes, source } = await api("GET", `/v1/tenants/${enc(tenant)}/usage/history`);
   const plugin = keysOf(minutes, (m) => m.plugin_calls);
   const host = keysOf(minutes, (m) => m.host_calls);
   const quota = keysOf(minutes, (m) => m.quota_rejections);
   const total = minutes.reduce((n, m) => n + m.requests, 0);
-  return h("section", { id: "usage" }, h("h2", {}, "Usage, last hour (this node, per minute)"),
+  return h("section", { id: "usage" }, h("h2", {}, `Usage, last hour, per minute (${source})`),
     h("p", { id: "usage-total" }, `${total} requests in the last hour`),
     h("div", { class: "grid" },
       chart("Requests per second", minutes, [{ name: "req/s", value: (m) => m.requests_per_second }]),

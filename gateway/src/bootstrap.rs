@@ -41,6 +41,9 @@ pub struct Bootstrap {
     pub sql: String,
     /// Distinct `tenant` label values in metrics; tenants beyond share `_other`.
     pub metrics_tenant_label_cap: usize,
+    /// A Prometheus that scrapes every node (e.g. http://prometheus:9090): the console's usage
+    /// graphs then show the whole fleet; unset: each node's own.
+    pub usage_prometheus_url: Option<String>,
     /// OTLP/HTTP endpoint for traces (e.g. http://collector:4318); env OTEL_EXPORTER_OTLP_ENDPOINT wins.
     pub otlp_endpoint: Option<String>,
     /// Bearer token for operator calls to the admin API (env WHARF_OPERATOR_TOKEN wins).
@@ -89,6 +92,7 @@ impl Default for Bootstrap {
             egress_allow: Vec::new(),
             host_result_budget_bytes: wharf_plugins::capabilities::DEFAULT_RESULT_BUDGET_BYTES,
             otlp_endpoint: None,
+            usage_prometheus_url: None,
             metrics_tenant_label_cap: wharf_metrics::DEFAULT_TENANT_LABEL_CAP,
         }
     }

@@ -21,3 +21,4 @@ pub mod proxy;
 pub mod serve;
 pub mod tls;
 pub mod usage;
+pub mod usage_fleet;

@@ -184,6 +184,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             sealer,
             usage: crate::usage::UsageHistory::new(metrics.clone()),
             node_id: node_id(&boot.admin_listen),
+            usage_prometheus_url: boot.usage_prometheus_url.clone(),
             live,
             metrics,
             poll_interval: Duration::from_millis(boot.config_poll_interval_ms.max(10)),

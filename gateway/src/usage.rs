@@ -62,6 +62,8 @@ pub struct UsageMinute {
 #[derive(Serialize, ToSchema)]
 pub struct UsageHistoryBody {
     pub tenant: String,
+    /// Where the numbers come from: `this node`, or `prometheus` (the whole fleet).
+    pub source: String,
     /// Oldest first; the last one is the current minute so far.
     pub minutes: Vec<UsageMinute>,
 }
@@ -114,6 +116,7 @@ impl UsageHistory {
             .collect();
         UsageHistoryBody {
             tenant: tenant.to_string(),
+            source: "this node".into(),
             minutes,
         }
     }

@@ -74,8 +74,9 @@ pub async fn audit(
     Ok(Json(AuditLog { entries }))
 }
 
-/// The tenant's usage on this node over the last hour, per minute (the last: the current minute
-/// so far): what the console graphs.
+/// The tenant's usage over the last hour, per minute: the whole fleet's from Prometheus when
+/// `usage_prometheus_url` is set, else this node's own (the last minute: so far). What the
+/// console graphs.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/usage/history", tag = "tenants",
     params(("tenant" = String, Path)),
     responses((status = 200, body = UsageHistoryBody), (status = "4XX", body = ErrorBody)))]
@@ -86,6 +87,17 @@ pub async fn usage_history(
 ) -> Result<Json<UsageHistoryBody>, ApiError> {
     who.scope(&tenant)?;
     s.store().await?.tenant(&tenant).await?;
+    if let Some(fleet) = &s.fleet_usage {
+        match fleet.history(&tenant).await {
+            Ok(h) => return Ok(Json(h)),
+            Err(e) => {
+                tracing::warn!("fleet usage from Prometheus unavailable, showing this node's: {e}");
+                let mut h = s.usage.history(&tenant);
+                h.source = format!("this node ({e})");
+                return Ok(Json(h));
+            }
+        }
+    }
     Ok(Json(s.usage.history(&tenant)))
 }
 

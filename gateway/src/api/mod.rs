@@ -41,6 +41,8 @@ pub struct ApiState {
     pub uploads: uploads::Uploads,
     /// Per-minute usage of the last hour, for the console.
     pub usage: Arc<crate::usage::UsageHistory>,
+    /// The fleet's usage from Prometheus, when configured.
+    pub fleet_usage: Option<Arc<crate::usage_fleet::FleetUsage>>,
     /// Seals tenants' TLS private keys before they are stored.
     pub sealer: Arc<crate::tls::seal::KeySealer>,
     /// Tenants' Redis and SQL, for purging a removed tenant's data.

@@ -52,6 +52,8 @@ pub struct ControlPlane {
     pub usage: Arc<crate::usage::UsageHistory>,
     /// How this node names itself in the store's node list (host name and admin address).
     pub node_id: String,
+    /// A Prometheus scraping every node: the console's usage graphs show the whole fleet.
+    pub usage_prometheus_url: Option<String>,
     pub live: Arc<LiveConfig>,
     pub metrics: Arc<Metrics>,
     pub poll_interval: Duration,
@@ -90,6 +92,10 @@ impl BackgroundService for ControlPlane {
                 uploads: Default::default(),
                 sealer: self.sealer.clone(),
                 usage: self.usage.clone(),
+                fleet_usage: self
+                    .usage_prometheus_url
+                    .as_deref()
+                    .map(|u| Arc::new(crate::usage_fleet::FleetUsage::new(u))),
                 backends: self.backends.clone(),
             };
             tokio::spawn(async move {
