@@ -1,5 +1,5 @@
-//! The admin listener: `/metrics` for Prometheus, `/healthz` for orchestrators and tests, and the
-//! admin API under `/v1`.
+//! The admin listener: `/metrics` for Prometheus, `/healthz` (alive) and `/readyz` (should get
+//! traffic) for orchestrators and load balancers, the admin API under `/v1`, the console.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,6 +22,10 @@ pub struct AdminState {
     pub live: Arc<LiveConfig>,
     pub metrics: Arc<Metrics>,
     pub store_up: Arc<AtomicBool>,
+    /// Set once shutdown began: `/readyz` turns 503 so load balancers drain the node.
+    pub draining: Arc<AtomicBool>,
+    /// The proxy's listen addresses (plain and TLS): `/readyz` checks they accept connections.
+    pub listeners: Vec<String>,
     /// `/metrics` names every tenant, route and upstream: with an operator token it requires
     /// that token; without one it answers only on loopback.
     pub operator_token: Option<String>,
@@ -35,6 +39,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .with_state(state)
         .merge(crate::api::router(api))
         .merge(crate::console::router());
@@ -74,6 +79,57 @@ async fn metrics(
         s.metrics.render(),
     )
         .into_response()
+}
+
+/// Ready for traffic: a config is loaded (a node never serves without one; a store outage only
+/// means it serves its last good one), every proxy listener accepts connections, and the node is
+/// not shutting down. 503 with the reasons otherwise.
+async fn readyz(State(s): State<AdminState>) -> Response {
+    let mut problems = Vec::new();
+    if s.draining.load(Ordering::Relaxed) {
+        problems.push("shutting down".to_string());
+    }
+    for addr in &s.listeners {
+        if !accepts(addr).await {
+            problems.push(format!("listener {addr} does not accept connections"));
+        }
+    }
+    let version = s.live.load().version;
+    let store_up = s.store_up.load(Ordering::Relaxed);
+    let body = serde_json::json!({
+        "ready": problems.is_empty(),
+        "config_version": version,
+        "store": if store_up { "reachable" } else { "unreachable: serving the last good config" },
+        "problems": problems,
+    });
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Whether a local listener accepts a connection (a wildcard address is tried on loopback).
+async fn accepts(addr: &str) -> bool {
+    let Ok(mut a) = addr.parse::<SocketAddr>() else {
+        return false;
+    };
+    if a.ip().is_unspecified() {
+        a.set_ip(if a.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    matches!(
+        tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            tokio::net::TcpStream::connect(a)
+        )
+        .await,
+        Ok(Ok(_))
+    )
 }
 
 /// Always 200 while the process serves: a store outage degrades config freshness, not traffic.

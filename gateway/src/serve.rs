@@ -191,6 +191,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             admin_listener: Mutex::new(Some(admin_listener)),
             echo_listener: Mutex::new(echo_listener),
             store_up: Arc::new(AtomicBool::new(true)),
+            draining: Arc::new(AtomicBool::new(false)),
+            listeners: std::iter::once(boot.listen.clone())
+                .chain(boot.tls_listen.clone())
+                .collect(),
             operator_token: std::env::var("WHARF_OPERATOR_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty())

@@ -62,6 +62,10 @@ pub struct ControlPlane {
     /// The demo's echo upstream, when `--demo` is on.
     pub echo_listener: Mutex<Option<std::net::TcpListener>>,
     pub store_up: Arc<AtomicBool>,
+    /// Set when shutdown begins (`/readyz` answers 503).
+    pub draining: Arc<AtomicBool>,
+    /// The proxy's listen addresses, for `/readyz`.
+    pub listeners: Vec<String>,
     /// The operator's API token; `None` disables operator calls.
     pub operator_token: Option<String>,
     pub max_plugin_bytes: usize,
@@ -80,6 +84,8 @@ impl BackgroundService for ControlPlane {
                 live: self.live.clone(),
                 metrics: self.metrics.clone(),
                 store_up: self.store_up.clone(),
+                draining: self.draining.clone(),
+                listeners: self.listeners.clone(),
                 operator_token: self.operator_token.clone(),
             };
             let api = ApiState {
@@ -130,7 +136,10 @@ impl BackgroundService for ControlPlane {
             if !first {
                 tokio::select! {
                     _ = tokio::time::sleep(self.poll_interval) => {}
-                    _ = shutdown.changed() => break,
+                    _ = shutdown.changed() => {
+                        self.draining.store(true, Ordering::Relaxed);
+                        break;
+                    }
                 }
             }
             first = false;

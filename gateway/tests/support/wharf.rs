@@ -98,6 +98,30 @@ impl Wharf {
     pub async fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.respawn().await;
+    }
+
+    /// Sends SIGTERM and waits for the process to finish its requests and exit; returns how long
+    /// that took.
+    pub async fn terminate(&mut self) -> Duration {
+        let started = Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no exit after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts the process again after it exited (same ports, data dir and store).
+    pub async fn respawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .append(true)
             .open(self.dir.join("wharf.log"))

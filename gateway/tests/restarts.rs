@@ -1,0 +1,115 @@
+//! Operating a fleet: readiness, and restarts that lose no request. Two nodes on one Postgres
+//! under steady load; one is stopped with SIGTERM and started again while a client that behaves
+//! like a load balancer (idempotent GETs retried on the other node when a connection is refused
+//! or reset before any answer) keeps sending.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use support::*;
+
+/// One GET on a new connection: Ok(status), or Err(true) when no answer byte came back (the
+/// request may be retried elsewhere), Err(false) for a failure after an answer started.
+async fn get(addr: SocketAddr) -> Result<u16, bool> {
+    let mut s = TcpStream::connect(addr).await.map_err(|_| true)?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: acme.test\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|_| true)?;
+    let mut out = Vec::new();
+    match s.read_to_end(&mut out).await {
+        Ok(_) if out.is_empty() => Err(true),
+        Ok(_) => std::str::from_utf8(&out)
+            .ok()
+            .and_then(|t| t.split_whitespace().nth(1))
+            .and_then(|c| c.parse().ok())
+            .ok_or(false),
+        Err(_) if out.is_empty() => Err(true),
+        Err(_) => Err(false),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_a_node_under_load_loses_no_request() {
+    let (url, store) = fresh_store(StoreKind::Postgres).await;
+    let up = Upstream::start("up").await;
+    store
+        .create_tenant("acme", "Acme", &["acme.test"])
+        .await
+        .unwrap();
+    store
+        .put_route("acme", route("all", "/", &[&up.target()]))
+        .await
+        .unwrap();
+    let mut n1 = Wharf::start(&url).await;
+    let n2 = Wharf::start(&url).await;
+
+    // Ready: config loaded, listener accepting, not draining.
+    let ready = reqwest::get(format!("http://{}/readyz", n1.admin))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["ready"], true, "{body}");
+
+    let nodes = [n1.proxy, n2.proxy];
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, retried) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let failures = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let mut clients = Vec::new();
+    for c in 0..4usize {
+        let (stop, ok, retried, failures) =
+            (stop.clone(), ok.clone(), retried.clone(), failures.clone());
+        clients.push(tokio::spawn(async move {
+            // Bounded: stops when told, or after 20,000 requests.
+            for i in 0..20_000usize {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let first = nodes[(c + i) % 2];
+                let answer = match get(first).await {
+                    Err(true) => {
+                        retried.fetch_add(1, Ordering::Relaxed);
+                        get(nodes[(c + i + 1) % 2]).await
+                    }
+                    other => other,
+                };
+                match answer {
+                    Ok(200) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => failures.lock().push(format!("{first}: {other:?}")),
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let took = n1.terminate().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    n1.respawn().await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let failures = failures.lock().clone();
+    let (ok, retried) = (ok.load(Ordering::Relaxed), retried.load(Ordering::Relaxed));
+    println!("restart under load: {ok} answered, {retried} retried on the other node, {} failed; SIGTERM to exit {took:?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok > 100, "the load ran ({ok})");
+    assert!(retried > 0, "requests did reach the stopped node's address");
+    // The restarted node serves again.
+    assert_eq!(n1.get("acme.test", "/").await.status, 200);
+}
