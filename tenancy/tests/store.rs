@@ -404,3 +404,28 @@ async fn sqlite_certificates() {
 async fn postgres_certificates() {
     certificates(Store::connect(&fresh_postgres_url().await).await.unwrap()).await;
 }
+
+/// Plugin bytes are verified against their content hash when read: a damaged row is refused,
+/// never handed out as the plugin it claims to be.
+#[tokio::test]
+async fn damaged_plugin_bytes_are_refused_when_read() {
+    use sha2::Digest;
+    use sqlx::Connection;
+    let url = fresh_sqlite_url();
+    let store = Store::connect(&url).await.unwrap();
+    store.create_tenant("acme", "Acme", &[]).await.unwrap();
+    let bytes = b"component bytes".to_vec();
+    store.add_plugin_version("acme", "p", &bytes).await.unwrap();
+    let sha = hex::encode(sha2::Sha256::digest(&bytes));
+    assert_eq!(store.plugin_blob(&sha).await.unwrap(), Some(bytes));
+    let mut raw = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("UPDATE plugin_blobs SET bytes = ?")
+        .bind(b"tampered".to_vec())
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    match store.plugin_blob(&sha).await {
+        Err(StoreError::Corrupt(why)) => assert!(why.contains(&sha), "{why}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}

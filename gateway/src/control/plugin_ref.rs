@@ -43,7 +43,11 @@ impl BlobSource {
             .spawn(async move { store.plugin_blob(&sha).await })
             .await
             .map_err(|e| Unavailable::Fetch(e.to_string()))?
-            .map_err(|e| Unavailable::Fetch(e.to_string()))?
+            .map_err(|e| match e {
+                // Damaged bytes stay damaged: no retry per request.
+                wharf_tenancy::StoreError::Corrupt(why) => Unavailable::Corrupt(why),
+                other => Unavailable::Fetch(other.to_string()),
+            })?
             .ok_or(Unavailable::MissingBytes)
     }
 }
@@ -112,7 +116,9 @@ impl PluginRef {
         };
         match &loaded {
             Ok(p) => self.hold(p),
-            Err(e @ (Unavailable::MissingBytes | Unavailable::Compile(_))) => {
+            Err(
+                e @ (Unavailable::MissingBytes | Unavailable::Corrupt(_) | Unavailable::Compile(_)),
+            ) => {
                 *failed = Some(e.clone());
             }
             Err(_) => {}

@@ -28,6 +28,8 @@ pub enum Unavailable {
     Fetch(String),
     #[error("plugin bytes are missing from the store")]
     MissingBytes,
+    #[error("plugin bytes in the store are damaged: {0}")]
+    Corrupt(String),
     #[error("{0}")]
     Compile(String),
 }

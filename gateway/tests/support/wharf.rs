@@ -120,24 +120,32 @@ impl Wharf {
         }
     }
 
-    /// Starts the process again after it exited (same ports, data dir and store).
+    /// Starts the process again after it exited (same ports, data dir and store). A port the
+    /// old process held can be taken for a moment by another test's connection (it was free
+    /// when chosen): the start is retried for a few seconds then.
     pub async fn respawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.dir.join("wharf.log"))
-            .expect("log file");
-        self.child = Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&self.config)
-            .args(&self.extra_args)
-            .env("WHARF_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn wharf");
-        if let Err(log) = self.wait_ready().await {
-            panic!("wharf did not restart:\n{log}");
+        for attempt in 0.. {
+            let log = std::fs::OpenOptions::new()
+                .append(true)
+                .open(self.dir.join("wharf.log"))
+                .expect("log file");
+            self.child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+                .arg("serve")
+                .arg("--config")
+                .arg(&self.config)
+                .args(&self.extra_args)
+                .env("WHARF_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn wharf");
+            match self.wait_ready().await {
+                Ok(()) => return,
+                Err(log) if attempt < 20 && log.contains("Address already in use") => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(log) => panic!("wharf did not restart:\n{log}"),
+            }
         }
     }
 

@@ -56,16 +56,24 @@ impl Store {
         tx.commit().await?;
         Ok((version, config_version))
     }
-    /// The bytes stored under a content hash.
+    /// The bytes stored under a content hash, verified against it: a damaged row is an error,
+    /// never bytes that would run as a plugin they are not.
     pub async fn plugin_blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let row = sqlx::query("SELECT bytes FROM plugin_blobs WHERE sha256 = $1")
             .bind(sha256.to_string())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(match row {
-            Some(r) => Some(r.try_get(0)?),
-            None => None,
-        })
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let bytes: Vec<u8> = row.try_get(0)?;
+        let actual = hex::encode(sha2::Sha256::digest(&bytes));
+        if actual != sha256 {
+            return Err(StoreError::Corrupt(format!(
+                "plugin bytes stored under sha256 {sha256} hash to {actual}"
+            )));
+        }
+        Ok(Some(bytes))
     }
     pub(super) async fn ensure_plugin_version(
         tx: &mut Tx,
