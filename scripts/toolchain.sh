@@ -61,3 +61,23 @@ install_browser_test() {
   fi
   export WHARF_PYTHON="$py/bin/python"
 }
+
+# Tools that check deploy/ (PyPI): checkov and the Kubernetes client's API models in one venv;
+# docker-compose (v1, the PyPI one) in its own, since it pins PyYAML 5.4, which only builds with
+# Cython < 3 and without build isolation.
+install_deploy_checks() {
+  local py="$TOOLS_DIR/deploy-py" dc="$TOOLS_DIR/compose-py"
+  [ -x "$py/bin/python" ] || python3 -m venv "$py"
+  if ! "$py/bin/python" -c "import kubernetes, yaml" 2>/dev/null || [ ! -x "$py/bin/checkov" ]; then
+    echo "wharf: installing checkov and the kubernetes client (once)" >&2
+    "$py/bin/pip" install --quiet checkov kubernetes >&2
+  fi
+  [ -x "$dc/bin/python" ] || python3 -m venv "$dc"
+  if [ ! -x "$dc/bin/docker-compose" ]; then
+    echo "wharf: installing docker-compose (once)" >&2
+    "$dc/bin/pip" install --quiet "cython<3" wheel setuptools >&2
+    "$dc/bin/pip" install --quiet --no-build-isolation "pyyaml==5.4.1" >&2
+    "$dc/bin/pip" install --quiet docker-compose >&2
+  fi
+  export WHARF_DEPLOY_PYTHON="$py/bin/python" WHARF_DOCKER_COMPOSE="$dc/bin/docker-compose"
+}

@@ -47,6 +47,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Route(cmd) => commands::route(cmd).await,
                     Command::Plugin(cmd) => commands::plugin(cmd).await,
                     Command::Cert(cmd) => wharf_gateway::cli::certs::cert(cmd).await,
+                    Command::Probe { url } => {
+                        let resp = reqwest::Client::builder()
+                            .timeout(std::time::Duration::from_secs(3))
+                            .build()?
+                            .get(&url)
+                            .send()
+                            .await?;
+                        anyhow::ensure!(resp.status().is_success(), "{url}: {}", resp.status());
+                        Ok(())
+                    }
                     Command::Echo { listen, name } => {
                         let listener = tokio::net::TcpListener::bind(&listen).await?;
                         eprintln!(

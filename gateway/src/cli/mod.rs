@@ -32,6 +32,11 @@ pub enum Command {
     /// Manage a tenant's TLS certificates.
     #[command(subcommand)]
     Cert(certs::CertCmd),
+    /// Check a node's health endpoint (container HEALTHCHECK, no curl needed): exit 0 on a 2xx.
+    Probe {
+        #[arg(default_value = "http://127.0.0.1:9080/readyz")]
+        url: String,
+    },
     /// Run the built-in echo upstream (for demos and tests).
     Echo {
         #[arg(long, default_value = "127.0.0.1:8081")]
