@@ -28,12 +28,13 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# Deletes all but the newest build of each test executable in the debug target dir.
+# Deletes all but the newest three builds of each executable in the debug target dir (one name
+# has a build per feature set, e.g. the `wharf` binary for `cargo build` and for `cargo test`).
 prune_stale_test_binaries() {
   local deps="$CARGO_TARGET_DIR/debug/deps"
   [ -d "$deps" ] || return 0
   find "$deps" -maxdepth 1 -type f -executable ! -name '*.so' -printf '%T@ %f\n' \
     | sort -rn \
-    | awk '{ n = $2; sub(/-[0-9a-f]+$/, "", n); if (seen[n]++) print $2 }' \
+    | awk '{ n = $2; sub(/-[0-9a-f]+$/, "", n); if (seen[n]++ >= 3) print $2 }' \
     | while read -r f; do rm -f "$deps/$f"; done
 }

@@ -47,6 +47,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Route(cmd) => commands::route(cmd).await,
                     Command::Plugin(cmd) => commands::plugin(cmd).await,
                     Command::Cert(cmd) => wharf_gateway::cli::certs::cert(cmd).await,
+                    Command::Backup { tenant, out, store } => {
+                        let store = wharf_gateway::cli::commands::open_store(&store).await?;
+                        wharf_gateway::cli::backup::backup(&store, &tenant, out).await
+                    }
+                    Command::Restore { file, store } => {
+                        let store = wharf_gateway::cli::commands::open_store(&store).await?;
+                        wharf_gateway::cli::backup::restore(&store, file).await
+                    }
                     Command::Probe { url } => {
                         let resp = reqwest::Client::builder()
                             .timeout(std::time::Duration::from_secs(3))

@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+pub mod backup;
 pub mod certs;
 pub mod client;
 pub mod commands;
@@ -32,6 +33,24 @@ pub enum Command {
     /// Manage a tenant's TLS certificates.
     #[command(subcommand)]
     Cert(certs::CertCmd),
+    /// Export one tenant's whole config (routes, plugins with their bytes, quotas, hostnames,
+    /// certificates with sealed keys) as JSON, from the store.
+    Backup {
+        #[arg(long)]
+        tenant: String,
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Recreate a tenant from a `wharf backup` file, into the store.
+    Restore {
+        #[arg(long)]
+        file: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Check a node's health endpoint (container HEALTHCHECK, no curl needed): exit 0 on a 2xx.
     Probe {
         #[arg(default_value = "http://127.0.0.1:9080/readyz")]

@@ -1,0 +1,124 @@
+//! `wharf backup` / `wharf restore`: a tenant's whole config round-trips through one file and
+//! serves again; a damaged file is refused before anything is written.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod support;
+
+use support::*;
+use wharf_plugins::test_support::example_plugin;
+use wharf_tenancy::{OnError, TlsCertificate};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_round_trips_through_backup_and_restore() {
+    let (url, store) = fresh_store(StoreKind::Sqlite).await;
+    let up = Upstream::start("up").await;
+    store
+        .create_tenant("acme", "Acme", &["acme.test", "*.acme.test"])
+        .await
+        .unwrap();
+    store
+        .patch_quotas("acme", &serde_json::json!({"plugin_fuel": 1234567}))
+        .await
+        .unwrap();
+    store
+        .put_route("acme", route("api", "/", &[&up.target()]))
+        .await
+        .unwrap();
+    // Two versions of one plugin, the second attached with its config.
+    let bytes = example_plugin("add-header");
+    store
+        .add_plugin_version("acme", "tag", &bytes)
+        .await
+        .unwrap();
+    attach_plugin(
+        &store,
+        "acme",
+        "api",
+        "tag",
+        &bytes,
+        &[("request-value", "restored")],
+        OnError::FailClosed,
+    )
+    .await;
+    let cert = TlsCertificate {
+        name: "main".into(),
+        chain_pem: "chain".into(),
+        hostnames: vec!["acme.test".into()],
+        not_after_ms: 4_000_000_000_000,
+        fingerprint: "fp".into(),
+        updated_at_ms: 0,
+        key_sealed: "v1:sealed".into(),
+    };
+    store.put_certificate("acme", &cert).await.unwrap();
+    let before = store.tenant("acme").await.unwrap();
+
+    let dir = std::env::temp_dir().join(format!("wharf-backup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("acme.json");
+    let (ok, out) = run_wharf(
+        &[
+            "backup",
+            "--tenant",
+            "acme",
+            "--out",
+            file.to_str().unwrap(),
+            "--store",
+            &url,
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    store.remove_tenant("acme").await.unwrap();
+
+    // A damaged copy is refused, and nothing of it is written.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let damaged = dir.join("damaged.json");
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["plugins"][0]["bytes"] = serde_json::json!(hex::encode(b"not the plugin"));
+    std::fs::write(&damaged, v.to_string()).unwrap();
+    let (ok, out) = run_wharf(
+        &[
+            "restore",
+            "--file",
+            damaged.to_str().unwrap(),
+            "--store",
+            &url,
+        ],
+        &[],
+    );
+    assert!(!ok && out.contains("do not match sha256"), "{out}");
+    assert!(
+        store.tenant("acme").await.is_err(),
+        "nothing restored from a damaged file"
+    );
+
+    let (ok, out) = run_wharf(
+        &["restore", "--file", file.to_str().unwrap(), "--store", &url],
+        &[],
+    );
+    assert!(ok, "{out}");
+    let after = store.tenant("acme").await.unwrap();
+    assert_eq!(after.hostnames, before.hostnames);
+    assert_eq!(after.quotas, before.quotas);
+    assert_eq!(after.routes, before.routes, "routes and their chains");
+    let shas = |t: &wharf_tenancy::Tenant| {
+        t.plugins
+            .iter()
+            .map(|p| (p.name.clone(), p.version, p.sha256.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(shas(&after), shas(&before));
+    assert_eq!(after.certificates.len(), 1);
+    assert_eq!(
+        after.certificates[0].key_sealed, "v1:sealed",
+        "the key stays sealed"
+    );
+
+    // And it serves, plugin and all.
+    let gw = Wharf::start(&url).await;
+    assert_eq!(
+        gw.get("acme.test", "/").await.json["headers"]["x-wharf-plugin"],
+        "restored"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
