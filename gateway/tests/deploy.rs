@@ -90,3 +90,33 @@ async fn the_images_bootstrap_file_starts_a_node_that_the_healthcheck_sees_ready
         "the probe fails when the node is gone"
     );
 }
+
+/// The image built for real with buildah from a debootstrap root filesystem, and smoke-tested by
+/// running it (scripts/build-image). Needs root and buildah (scripts/test installs buildah and
+/// debootstrap); elsewhere it says why it did not run.
+#[test]
+fn the_image_builds_with_buildah_and_serves_a_request() {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    let buildah = Command::new("buildah")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !root || !buildah {
+        eprintln!(
+            "skipped: building the image needs root and buildah (root: {root}, buildah: {buildah})"
+        );
+        return;
+    }
+    let out = Command::new(repo().join("scripts/build-image"))
+        .arg(env!("CARGO_BIN_EXE_wharf"))
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("smoke test passed"), "{text}");
+}
