@@ -40,14 +40,13 @@ async fn ws_echo() -> String {
 async fn websocket_upgrade_is_proxied_and_echoes() {
     let (url, store) = fresh_store(StoreKind::Sqlite).await;
     let upstream = ws_echo().await;
-    store
-        .create_tenant("acme", "Acme", &["acme.test"])
-        .await
-        .unwrap();
-    store
-        .put_route("acme", route("ws", "/ws", &[&upstream]))
-        .await
-        .unwrap();
+    tenant_with_route(
+        &store,
+        "acme",
+        &["acme.test"],
+        route("ws", "/ws", &[&upstream]),
+    )
+    .await;
     // The same upstream behind a plugin: it runs on the upgrade request and its 101 answer,
     // never on the frames that follow.
     store
@@ -99,14 +98,13 @@ async fn echo_three(gw: &Wharf, path: &str) {
 async fn h2c_on_the_plain_listener_when_configured() {
     let (url, store) = fresh_store(StoreKind::Sqlite).await;
     let up = Upstream::start("up").await;
-    store
-        .create_tenant("acme", "Acme", &["acme.test"])
-        .await
-        .unwrap();
-    store
-        .put_route("acme", route("all", "/", &[&up.target()]))
-        .await
-        .unwrap();
+    tenant_with_route(
+        &store,
+        "acme",
+        &["acme.test"],
+        route("all", "/", &[&up.target()]),
+    )
+    .await;
     let curl = |gw: &Wharf| {
         std::process::Command::new("curl")
             .args([

@@ -40,14 +40,13 @@ async fn get(addr: SocketAddr) -> Result<u16, bool> {
 async fn restarting_a_node_under_load_loses_no_request() {
     let (url, store) = fresh_store(StoreKind::Postgres).await;
     let up = Upstream::start("up").await;
-    store
-        .create_tenant("acme", "Acme", &["acme.test"])
-        .await
-        .unwrap();
-    store
-        .put_route("acme", route("all", "/", &[&up.target()]))
-        .await
-        .unwrap();
+    tenant_with_route(
+        &store,
+        "acme",
+        &["acme.test"],
+        route("all", "/", &[&up.target()]),
+    )
+    .await;
     let mut n1 = Wharf::start(&url).await;
     let n2 = Wharf::start(&url).await;
 

@@ -553,14 +553,13 @@ async fn rotation_under_load_fails_no_request_and_drops_no_connection() {
 async fn cli_stores_and_lists_certificates() {
     let (url, store) = fresh_store(StoreKind::Sqlite).await;
     let up = Upstream::start("up").await;
-    store
-        .create_tenant("acme", "Acme", &["acme.test"])
-        .await
-        .unwrap();
-    store
-        .put_route("acme", route("all", "/", &[&up.target()]))
-        .await
-        .unwrap();
+    tenant_with_route(
+        &store,
+        "acme",
+        &["acme.test"],
+        route("all", "/", &[&up.target()]),
+    )
+    .await;
     let ca = Ca::new("Wharf CLI CA");
     let (chain, private, der) = ca.leaf(&["acme.test"]);
     let dir = std::env::temp_dir().join(format!("wharf-cli-cert-{}", std::process::id()));
@@ -639,14 +638,13 @@ async fn cli_stores_and_lists_certificates() {
 async fn default_certificate_for_unknown_names_and_session_resumption() {
     let (url, store) = fresh_store(StoreKind::Sqlite).await;
     let up = Upstream::start("up").await;
-    store
-        .create_tenant("acme", "Acme", &["acme.test"])
-        .await
-        .unwrap();
-    store
-        .put_route("acme", route("all", "/", &[&up.target()]))
-        .await
-        .unwrap();
+    tenant_with_route(
+        &store,
+        "acme",
+        &["acme.test"],
+        route("all", "/", &[&up.target()]),
+    )
+    .await;
     let ca = Ca::new("Wharf default CA");
     let (chain, private, default_der) = ca.leaf(&["gateway.operator.test"]);
     let dir = std::env::temp_dir().join(format!("wharf-default-cert-{}", std::process::id()));

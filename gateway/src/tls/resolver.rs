@@ -13,8 +13,10 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use wharf_metrics::{Metrics, UNKNOWN_TENANT};
 
-use super::validate::covers;
+use super::seal::{self, KeySealer};
+use super::validate::{self, covers};
 use crate::control::table::{CompiledTenant, LiveConfig};
+use wharf_tenancy::TlsCertificate;
 
 /// A tenant's certificate, ready to serve.
 pub struct ServedCert {
@@ -28,6 +30,47 @@ pub struct ServedCert {
     /// What it was built from: a reload reuses it while these are unchanged.
     pub fingerprint: String,
     pub updated_at_ms: i64,
+}
+
+impl ServedCert {
+    /// The previous table's certificate if unchanged, else the stored one opened and parsed. A
+    /// certificate that no longer opens (another operator key) is logged and not served.
+    pub fn keep_or_load(
+        old: Option<&[Arc<ServedCert>]>,
+        tenant: &str,
+        c: &TlsCertificate,
+        sealer: &KeySealer,
+    ) -> Option<Arc<ServedCert>> {
+        if let Some(same) = old.and_then(|certs| {
+            certs.iter().find(|s| {
+                s.name == c.name
+                    && s.fingerprint == c.fingerprint
+                    && s.updated_at_ms == c.updated_at_ms
+            })
+        }) {
+            return Some(same.clone());
+        }
+        let loaded = sealer
+            .open(&seal::context(tenant, &c.name), &c.key_sealed)
+            .map_err(|e| e.to_string())
+            .and_then(|key| String::from_utf8(key).map_err(|e| e.to_string()))
+            .and_then(|key| validate::load(&c.chain_pem, &key).map_err(|e| e.to_string()));
+        match loaded {
+            Ok((key, names)) => Some(Arc::new(ServedCert {
+                name: c.name.clone(),
+                names,
+                hostnames: c.hostnames.clone(),
+                key,
+                not_after_ms: c.not_after_ms,
+                fingerprint: c.fingerprint.clone(),
+                updated_at_ms: c.updated_at_ms,
+            })),
+            Err(e) => {
+                tracing::error!(tenant, certificate = %c.name, "certificate not served: {e}");
+                None
+            }
+        }
+    }
 }
 
 /// The tenant's certificate for `sni`: an exact name first, else a wildcard.

@@ -88,6 +88,12 @@ pub fn free_addr() -> SocketAddr {
     l.local_addr().expect("addr")
 }
 
+/// A tenant with its hostnames and one route: most tests' starting point.
+pub async fn tenant_with_route(store: &Store, id: &str, hosts: &[&str], route: Route) {
+    store.create_tenant(id, id, hosts).await.unwrap();
+    store.put_route(id, route).await.unwrap();
+}
+
 pub fn route(id: &str, prefix: &str, upstreams: &[&str]) -> Route {
     Route {
         id: id.into(),
