@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod tls;
 mod wharf;
 
 pub use wharf::Wharf;
