@@ -71,6 +71,9 @@ async fn tenants_certificates_by_sni_with_real_clients() {
         v["message"].as_str().unwrap().contains("out of order"),
         "{v}"
     );
+    // A huge upload is refused before it is read whole, let alone parsed.
+    let (s, v) = upload(&api, "acme", &ka, "main", &"A".repeat(4 << 20), &key).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
     let (s, v) = upload(&api, "acme", &ka, "main", "not a pem", &key).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(

@@ -43,6 +43,9 @@ pub struct CertificateStored {
     certificate: CertificateInfo,
 }
 
+/// PEM text grows when JSON-escaped (one `\n` per 64 characters); twice the PEM cap is ample.
+const MAX_UPLOAD_BYTES: usize = 2 * crate::tls::validate::MAX_PEM_BYTES;
+
 fn info(c: TlsCertificate) -> CertificateInfo {
     CertificateInfo {
         name: c.name,
@@ -78,9 +81,25 @@ pub async fn put(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, name)): Path<(String, String)>,
-    Json(up): Json<CertificateUpload>,
+    body: axum::body::Body,
 ) -> Result<Json<CertificateStored>, ApiError> {
     who.scope(&tenant)?;
+    // Read at most what a certificate upload can be (PEM, JSON-escaped) before parsing: the
+    // listener's body limit is the plugin upload's, far larger.
+    let bytes = axum::body::to_bytes(body, MAX_UPLOAD_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("a certificate upload is at most {MAX_UPLOAD_BYTES} bytes"),
+            )
+        })?;
+    let up: CertificateUpload = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "send {{\"chain_pem\": \"…\", \"key_pem\": \"…\"}} as JSON: {e}"
+        ))
+    })?;
     let store = s.store_as(&who).await?;
     let (version, stored) = put_certificate(
         &store,
