@@ -35,6 +35,7 @@ pub async fn serve(
     listener: TcpListener,
     state: AdminState,
     api: crate::api::ApiState,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
@@ -47,6 +48,7 @@ pub async fn serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
+    .with_graceful_shutdown(stop)
     .await
 }
 

@@ -20,5 +20,6 @@ pub mod plugin_add;
 pub mod proxy;
 pub mod serve;
 pub mod tls;
+pub mod upgrade;
 pub mod usage;
 pub mod usage_fleet;

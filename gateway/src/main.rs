@@ -19,7 +19,7 @@ fn main() {
         .ok()
         .filter(|e| !e.is_empty())
         .or_else(|| match &cli.command {
-            Command::Serve(args) => {
+            Command::Serve(args) | Command::Upgrade(args) => {
                 wharf_gateway::bootstrap::Bootstrap::load(args.store.config.as_deref())
                     .ok()?
                     .otlp_endpoint
@@ -37,6 +37,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         // Pingora owns its runtimes: `serve` must not run inside one.
         Command::Serve(args) => serve::run(args),
+        Command::Upgrade(args) => serve::run(wharf_gateway::cli::ServeArgs {
+            upgrade: true,
+            ..args
+        }),
         other => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -74,7 +78,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         echo::serve(listener, name).await?;
                         Ok(())
                     }
-                    Command::Serve(_) => unreachable!("handled above"),
+                    Command::Serve(_) | Command::Upgrade(_) => unreachable!("handled above"),
                 }
             })
         }

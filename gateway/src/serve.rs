@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
-use pingora_core::services::background::background_service;
 use wharf_metrics::Metrics;
 use wharf_tenancy::{HostPattern, Route, Store, Timeouts, UpstreamTarget};
 
@@ -22,6 +21,7 @@ use crate::egress::EgressPolicy;
 use crate::proxy::rate_limit::FleetLimiter;
 use crate::proxy::WharfProxy;
 use crate::tls::resolver::SniResolver;
+use crate::upgrade::Handover;
 use pingora_core::apps::HttpServerOptions;
 use wharf_plugins::capabilities::Backends;
 use wharf_plugins::PluginRuntime;
@@ -38,20 +38,27 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let store_url = boot.store_url()?;
 
-    // Bind what we can up front: a busy port must fail here with a clear message, not in a panic
-    // inside Pingora.
-    drop(
-        std::net::TcpListener::bind(&boot.listen)
-            .with_context(|| format!("cannot listen on {} (proxy)", boot.listen))?,
-    );
-    if let Some(addr) = &boot.tls_listen {
+    let handover = Handover::in_dir(&boot.data_dir);
+    // An upgrade takes the listeners over from the running node: check it runs before loading
+    // anything. Otherwise bind what we can up front: a busy port must fail here with a clear
+    // message, not in a panic inside Pingora.
+    let (predecessor, admin_listener) = if args.upgrade {
+        (Some(handover.predecessor()?), None)
+    } else {
         drop(
-            std::net::TcpListener::bind(addr)
-                .with_context(|| format!("cannot listen on {addr} (HTTPS)"))?,
+            std::net::TcpListener::bind(&boot.listen)
+                .with_context(|| format!("cannot listen on {} (proxy)", boot.listen))?,
         );
-    }
-    let admin_listener = std::net::TcpListener::bind(&boot.admin_listen)
-        .with_context(|| format!("cannot listen on {} (admin)", boot.admin_listen))?;
+        if let Some(addr) = &boot.tls_listen {
+            drop(
+                std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("cannot listen on {addr} (HTTPS)"))?,
+            );
+        }
+        let admin = std::net::TcpListener::bind(&boot.admin_listen)
+            .with_context(|| format!("cannot listen on {} (admin)", boot.admin_listen))?;
+        (None, Some(admin))
+    };
     let echo_listener = if args.demo {
         Some(
             std::net::TcpListener::bind("127.0.0.1:0")
@@ -136,13 +143,29 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let live = Arc::new(LiveConfig::new(table));
 
     let conf = ServerConf {
+        upgrade_sock: handover.socket.display().to_string(),
         threads: boot.threads.max(1),
         grace_period_seconds: Some(boot.grace_period_seconds),
         graceful_shutdown_timeout_seconds: Some(boot.graceful_shutdown_timeout_seconds),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = Opt {
+        upgrade: predecessor.is_some(),
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    if let Some(old) = predecessor {
+        eprintln!(
+            "wharf: config loaded; taking the listeners over from process {}",
+            old.pid
+        );
+        handover.signal_when_listening(old)?;
+    }
+    // In an upgrade this blocks until the old process sent its sockets (Pingora exits if none
+    // come within a few seconds).
     server.bootstrap();
+    handover.record_self()?;
+    let phases = server.watch_execution_phase();
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -173,35 +196,34 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         proxy.add_tls_with_settings(addr, None, crate::tls::listener_settings(resolver)?);
     }
     server.add_service(proxy);
-    server.add_service(background_service(
-        "wharf control plane",
-        ControlPlane {
-            store_url: store_url.clone(),
-            runtime,
-            blobs,
-            backends,
-            egress,
-            sealer,
-            usage: crate::usage::UsageHistory::new(metrics.clone()),
-            node_id: node_id(&boot.admin_listen),
-            usage_prometheus_url: boot.usage_prometheus_url.clone(),
-            live,
-            metrics,
-            poll_interval: Duration::from_millis(boot.config_poll_interval_ms.max(10)),
-            admin_listener: Mutex::new(Some(admin_listener)),
-            echo_listener: Mutex::new(echo_listener),
-            store_up: Arc::new(AtomicBool::new(true)),
-            draining: Arc::new(AtomicBool::new(false)),
-            listeners: std::iter::once(boot.listen.clone())
-                .chain(boot.tls_listen.clone())
-                .collect(),
-            operator_token: std::env::var("WHARF_OPERATOR_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty())
-                .or(boot.operator_token.clone()),
-            max_plugin_bytes: boot.plugins.max_plugin_bytes,
-        },
-    ));
+    server.add_service(ControlPlane {
+        store_url: store_url.clone(),
+        runtime,
+        blobs,
+        backends,
+        egress,
+        sealer,
+        usage: crate::usage::UsageHistory::new(metrics.clone()),
+        node_id: node_id(&boot.admin_listen),
+        usage_prometheus_url: boot.usage_prometheus_url.clone(),
+        live,
+        metrics,
+        poll_interval: Duration::from_millis(boot.config_poll_interval_ms.max(10)),
+        admin_addr: boot.admin_listen.clone(),
+        admin_listener: Mutex::new(admin_listener),
+        phases: Mutex::new(Some(phases)),
+        echo_listener: Mutex::new(echo_listener),
+        store_up: Arc::new(AtomicBool::new(true)),
+        draining: Arc::new(AtomicBool::new(false)),
+        listeners: std::iter::once(boot.listen.clone())
+            .chain(boot.tls_listen.clone())
+            .collect(),
+        operator_token: std::env::var("WHARF_OPERATOR_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or(boot.operator_token.clone()),
+        max_plugin_bytes: boot.plugins.max_plugin_bytes,
+    });
 
     if let Some(addr) = &boot.tls_listen {
         eprintln!("wharf: HTTPS (tenants' certificates by SNI, h2 and http/1.1) on {addr}");

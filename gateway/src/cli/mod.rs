@@ -21,6 +21,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway: proxy, admin API and /metrics.
     Serve(ServeArgs),
+    /// Replace the running node with this binary and bootstrap file without refusing a
+    /// connection (`wharf serve --upgrade`).
+    Upgrade(ServeArgs),
     /// Manage tenants in the config store.
     #[command(subcommand)]
     Tenant(TenantCmd),
@@ -98,6 +101,11 @@ pub struct ServeArgs {
     /// Seed a demo tenant (Host demo.localhost) routed to a built-in echo upstream.
     #[arg(long)]
     pub demo: bool,
+    /// Take the listening sockets over from the node running on the same data dir, with no
+    /// connection refused: this process loads its config first, then signals the old one
+    /// (SIGQUIT), which hands over its sockets and drains. Same as `wharf upgrade`.
+    #[arg(long)]
+    pub upgrade: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
+use pingora_core::server::{ExecutionPhase, ListenFds, ShutdownWatch};
+use pingora_core::services::Service;
 use wharf_metrics::Metrics;
 use wharf_tenancy::store::now_ms;
 use wharf_tenancy::{ConfigDelta, Store, Tenant};
@@ -57,8 +57,14 @@ pub struct ControlPlane {
     pub live: Arc<LiveConfig>,
     pub metrics: Arc<Metrics>,
     pub poll_interval: Duration,
-    /// Bound before start-up so a busy port fails `wharf serve` at once.
+    /// Where the admin API listens; also its key in the table of sockets an upgrade hands over.
+    pub admin_addr: String,
+    /// Bound before start-up so a busy port fails `wharf serve` at once; `None` when the
+    /// listener comes from the process this one upgrades.
     pub admin_listener: Mutex<Option<std::net::TcpListener>>,
+    /// The server's phases: after handing its sockets to a new process, this one stops accepting
+    /// admin connections at shutdown (the new process answers on the same socket).
+    pub phases: Mutex<Option<tokio::sync::broadcast::Receiver<ExecutionPhase>>>,
     /// The demo's echo upstream, when `--demo` is on.
     pub echo_listener: Mutex<Option<std::net::TcpListener>>,
     pub store_up: Arc<AtomicBool>,
@@ -72,14 +78,42 @@ pub struct ControlPlane {
 }
 
 #[async_trait]
-impl BackgroundService for ControlPlane {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+impl Service for ControlPlane {
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        _listeners_per_fd: usize,
+    ) {
+        let bound = self.admin_listener.lock().take();
+        let admin = crate::upgrade::admin_listener(fds.as_ref(), &self.admin_addr, bound)
+            .and_then(to_tokio)
+            .inspect_err(|e| tracing::error!("the admin listener cannot start: {e}"))
+            .ok();
+        self.run(admin, shutdown).await;
+    }
+
+    fn name(&self) -> &str {
+        "wharf control plane"
+    }
+
+    fn threads(&self) -> Option<usize> {
+        Some(1)
+    }
+
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        Some(vec![self.admin_addr.clone()])
+    }
+}
+
+impl ControlPlane {
+    async fn run(&self, admin: Option<tokio::net::TcpListener>, mut shutdown: ShutdownWatch) {
         for hc in self.live.load().health_checked() {
             hc.spawn();
         }
         self.export_cert_expiry(&RoutingTable::default(), &self.live.load(), None);
         let store_cell: Arc<OnceCell<Store>> = Arc::new(OnceCell::new());
-        if let Some(listener) = take_listener(&self.admin_listener, "admin listener") {
+        if let Some(listener) = admin {
             let state = admin::AdminState {
                 live: self.live.clone(),
                 metrics: self.metrics.clone(),
@@ -104,8 +138,10 @@ impl BackgroundService for ControlPlane {
                     .map(|u| Arc::new(crate::usage_fleet::FleetUsage::new(u))),
                 backends: self.backends.clone(),
             };
+            let handed_over =
+                crate::upgrade::handed_over(self.phases.lock().take(), shutdown.clone());
             tokio::spawn(async move {
-                if let Err(e) = admin::serve(listener, state, api).await {
+                if let Err(e) = admin::serve(listener, state, api, handed_over).await {
                     tracing::error!("admin listener stopped: {e}");
                 }
             });
@@ -364,15 +400,16 @@ impl ControlPlane {
 
 /// The listener bound at start-up, moved onto this runtime; `None` if there is none. A listener
 /// that cannot move is logged: the service it was for is not running.
+fn to_tokio(l: std::net::TcpListener) -> std::io::Result<tokio::net::TcpListener> {
+    l.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(l)
+}
+
 fn take_listener(
     slot: &Mutex<Option<std::net::TcpListener>>,
     what: &str,
 ) -> Option<tokio::net::TcpListener> {
-    let std_listener = slot.lock().take()?;
-    let moved = std_listener
-        .set_nonblocking(true)
-        .and_then(|()| tokio::net::TcpListener::from_std(std_listener));
-    match moved {
+    match to_tokio(slot.lock().take()?) {
         Ok(l) => Some(l),
         Err(e) => {
             tracing::error!("the {what} cannot start: {e}");

@@ -1,6 +1,7 @@
 //! A real `wharf serve` process on free ports, and how tests talk to it.
 
 use super::*;
+use std::path::Path;
 
 /// A `wharf serve` child process with its own data dir and ports.
 pub struct Wharf {
@@ -17,6 +18,25 @@ pub struct Reply {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
     pub json: serde_json::Value,
+}
+
+/// Starts `wharf SUBCOMMAND --config CONFIG`, its log appended to `dir/wharf.log`.
+fn spawn(subcommand: &str, config: &Path, extra_args: &[String], dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("wharf.log"))
+        .expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .arg(subcommand)
+        .arg("--config")
+        .arg(config)
+        .args(extra_args)
+        .env("WHARF_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn wharf")
 }
 
 impl Wharf {
@@ -65,22 +85,13 @@ impl Wharf {
         );
         let config = dir.join("wharf.toml");
         std::fs::write(&config, bootstrap).expect("write bootstrap");
-        let log = std::fs::File::create(dir.join("wharf.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .args(extra_args)
-            .env("WHARF_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn wharf");
+        std::fs::File::create(dir.join("wharf.log")).expect("log file");
+        let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let child = spawn("serve", &config, &extra_args, &dir);
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
             .expect("client");
-        let extra_args = extra_args.iter().map(|s| s.to_string()).collect();
         let mut w = Wharf {
             child,
             config,
@@ -125,20 +136,7 @@ impl Wharf {
     /// when chosen): the start is retried for a few seconds then.
     pub async fn respawn(&mut self) {
         for attempt in 0.. {
-            let log = std::fs::OpenOptions::new()
-                .append(true)
-                .open(self.dir.join("wharf.log"))
-                .expect("log file");
-            self.child = Command::new(env!("CARGO_BIN_EXE_wharf"))
-                .arg("serve")
-                .arg("--config")
-                .arg(&self.config)
-                .args(&self.extra_args)
-                .env("WHARF_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawn wharf");
+            self.child = spawn("serve", &self.config, &self.extra_args, &self.dir);
             match self.wait_ready().await {
                 Ok(()) => return,
                 Err(log) if attempt < 20 && log.contains("Address already in use") => {
@@ -147,6 +145,40 @@ impl Wharf {
                 Err(log) => panic!("wharf did not restart:\n{log}"),
             }
         }
+    }
+
+    /// `wharf upgrade` with the same bootstrap file: the new process takes the listeners over,
+    /// the old one drains and exits. Returns the time from the upgrade's start to the old
+    /// process's exit, once the new one is ready.
+    pub async fn upgrade(&mut self) -> Duration {
+        let started = Instant::now();
+        let new = spawn("upgrade", &self.config, &self.extra_args, &self.dir);
+        let mut old = std::mem::replace(&mut self.child, new);
+        let exited = loop {
+            if let Ok(Some(status)) = old.try_wait() {
+                assert!(status.success(), "the old process exited with {status}");
+                break started.elapsed();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let _ = old.kill();
+                panic!("the upgrade exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the old process did not exit after the upgrade:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        if let Err(log) = self.wait_ready().await {
+            panic!("the upgraded process is not ready:\n{log}");
+        }
+        exited
+    }
+
+    /// The process serving now.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     async fn wait_ready(&mut self) -> Result<(), String> {
