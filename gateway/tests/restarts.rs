@@ -15,6 +15,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use support::api::{Api, OP};
+use support::tls::{create_tenant, https_get, upload, Ca};
 use support::*;
 
 /// Why a GET got no status.
@@ -127,7 +129,6 @@ async fn restarting_a_node_under_load_loses_no_request() {
 /// node starts again, the database checks clean, and every write it acknowledged is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_survives_kill_9_mid_write() {
-    use support::api::OP;
     let (url, _) = fresh_store(StoreKind::Sqlite).await;
     let mut gw = Wharf::start_configured(&url, &format!("operator_token = \"{OP}\""), &[]).await;
     let base = format!("http://{}/v1/tenants", gw.admin);
@@ -186,8 +187,8 @@ async fn sqlite_store_survives_kill_9_mid_write() {
 }
 
 /// `wharf upgrade` under load on a single node (SQLite, the single-node default): the new
-/// process takes the proxy's and the admin API's listening sockets over, the old one drains and
-/// exits. Two upgrades in a row (the second proves the new process passes the sockets on). No
+/// process takes the proxy's, the HTTPS listener's and the admin API's listening sockets over,
+/// the old one drains and exits. Two upgrades in a row (the second proves the new process passes the sockets on). No
 /// connection is ever refused, to the proxy or the admin API; no request fails. A request caught
 /// on a connection the old process closed before answering is retried once on the same address,
 /// as a load balancer retries an idempotent request.
@@ -195,14 +196,32 @@ async fn sqlite_store_survives_kill_9_mid_write() {
 async fn upgrading_a_node_in_place_under_load_refuses_no_connection() {
     let (url, store) = fresh_store(StoreKind::Sqlite).await;
     let up = Upstream::start("up").await;
-    tenant_with_route(
-        &store,
-        "acme",
-        &["acme.test"],
-        route("all", "/", &[&up.target()]),
+    let tls_addr = free_addr();
+    let mut node = Wharf::start_configured(
+        &url,
+        &format!("operator_token = \"{OP}\"\ntls_listen = \"{tls_addr}\""),
+        &[],
     )
     .await;
-    let mut node = Wharf::start(&url).await;
+    // acme serves HTTPS with its own certificate (its key sealed under the key-encryption key
+    // the first process generated into the data dir, which the upgraded ones read).
+    let api = Api::new(&node);
+    let key = create_tenant(&api, "acme", &["acme.test"]).await;
+    store
+        .put_route("acme", route("all", "/", &[&up.target()]))
+        .await
+        .unwrap();
+    let ca = Arc::new(Ca::new("upgrade CA"));
+    let (chain, private, _) = ca.leaf(&["acme.test"]);
+    let (status, body) = upload(&api, "acme", &key, "main", &chain, &private).await;
+    assert!(status.is_success(), "{body}");
+    let https = || https_get(tls_addr, &ca, "acme.test", "acme.test", &[b"http/1.1"]);
+    for _ in 0..100 {
+        if matches!(https().await, Ok((_, _, 200, _))) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (proxy, admin) = (node.proxy, node.admin);
     let first_pid = node.pid();
 
@@ -211,7 +230,7 @@ async fn upgrading_a_node_in_place_under_load_refuses_no_connection() {
     let retried = Arc::new(AtomicUsize::new(0));
     let misses = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let mut clients = Vec::new();
-    // Three clients on the proxy and one on the admin API's /healthz, a new connection each.
+    // Three clients on the proxy and one on the admin API, a new connection each.
     for c in 0..4usize {
         let (stop, ok, retried, misses) =
             (stop.clone(), ok.clone(), retried.clone(), misses.clone());
@@ -240,6 +259,44 @@ async fn upgrading_a_node_in_place_under_load_refuses_no_connection() {
             }
         }));
     }
+    // One HTTPS client, a new TLS connection per request.
+    let https_ok = Arc::new(AtomicUsize::new(0));
+    let tls_client = {
+        let (stop, ok, retried, misses, ca) = (
+            stop.clone(),
+            https_ok.clone(),
+            retried.clone(),
+            misses.clone(),
+            ca.clone(),
+        );
+        tokio::spawn(async move {
+            let https = || https_get(tls_addr, &ca, "acme.test", "acme.test", &[b"http/1.1"]);
+            for _ in 0..50_000usize {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let answer = match https().await {
+                    // Connected, but the handshake or the answer never came: retry once.
+                    Err(e) if !e.contains("refused") => {
+                        retried.fetch_add(1, Ordering::Relaxed);
+                        https().await
+                    }
+                    Ok((_, _, 0, _)) => {
+                        retried.fetch_add(1, Ordering::Relaxed);
+                        https().await
+                    }
+                    other => other,
+                };
+                match answer {
+                    Ok((_, _, 200, _)) => ok.fetch_add(1, Ordering::Relaxed),
+                    other => {
+                        misses.lock().push(format!("https: {other:?}"));
+                        0
+                    }
+                };
+            }
+        })
+    };
     // And one keep-alive client, as a load balancer's connection pool.
     let pooled_retries = Arc::new(AtomicUsize::new(0));
     let keep_alive = {
@@ -290,12 +347,15 @@ async fn upgrading_a_node_in_place_under_load_refuses_no_connection() {
         c.await.unwrap();
     }
     keep_alive.await.unwrap();
+    tls_client.await.unwrap();
 
     let misses = misses.lock().clone();
     let (ok, retried) = (ok.load(Ordering::Relaxed), retried.load(Ordering::Relaxed));
     let pooled_retries = pooled_retries.load(Ordering::Relaxed);
+    let https_ok = https_ok.load(Ordering::Relaxed);
     println!(
-        "two upgrades under load: {ok} answered, {} failed; retried on the same address: \
+        "two upgrades under load: {ok} answered over HTTP, {https_ok} over HTTPS, {} failed; \
+         retried on the same address: \
          {retried} on new connections, {pooled_retries} on the keep-alive pool; old process \
          exited {first:?} and {second:?} after `wharf upgrade` started",
         misses.len()
@@ -306,7 +366,7 @@ async fn upgrading_a_node_in_place_under_load_refuses_no_connection() {
         misses.len(),
         &misses[..misses.len().min(5)]
     );
-    assert!(ok > 100, "the load ran ({ok})");
+    assert!(ok > 100 && https_ok > 10, "the load ran ({ok}, {https_ok})");
     let pids = [first_pid, second_pid, node.pid()];
     assert!(
         pids[0] != pids[1] && pids[1] != pids[2],
