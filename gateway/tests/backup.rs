@@ -92,11 +92,42 @@ async fn a_tenant_round_trips_through_backup_and_restore() {
         "nothing restored from a damaged file"
     );
 
-    let (ok, out) = run_wharf(
-        &["restore", "--file", file.to_str().unwrap(), "--store", &url],
-        &[],
+    // A file the store refuses midway (a certificate name it does not accept, written after the
+    // tenant, its plugins and routes) leaves nothing behind either.
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["certificates"][0]["name"] = serde_json::json!("Not A Name");
+    std::fs::write(&damaged, v.to_string()).unwrap();
+    let restore = |f: &std::path::Path| {
+        run_wharf(
+            &["restore", "--file", f.to_str().unwrap(), "--store", &url],
+            &[],
+        )
+    };
+    let (ok, out) = restore(&damaged);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("certificate Not A Name")
+            && out.contains("partly restored tenant was removed"),
+        "{out}"
     );
+    assert!(store.tenant("acme").await.is_err(), "nothing kept");
+    // A chain naming a plugin version the file lacks is refused before anything is written.
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["routes"][0]["plugins"][0]["version"] = serde_json::json!(99);
+    std::fs::write(&damaged, v.to_string()).unwrap();
+    let (ok, out) = restore(&damaged);
+    assert!(!ok && out.contains("v99 not in the backup"), "{out}");
+    assert!(store.tenant("acme").await.is_err());
+
+    let (ok, out) = restore(&file);
     assert!(ok, "{out}");
+    // Restoring over an existing tenant is refused and leaves it as it is.
+    let (ok, out) = restore(&file);
+    assert!(!ok, "{out}");
+    assert_eq!(
+        store.tenant("acme").await.unwrap().routes.len(),
+        before.routes.len()
+    );
     let after = store.tenant("acme").await.unwrap();
     assert_eq!(after.hostnames, before.hostnames);
     assert_eq!(after.quotas, before.quotas);

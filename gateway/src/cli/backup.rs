@@ -96,8 +96,9 @@ pub async fn backup(store: &Store, tenant: &str, out: Option<PathBuf>) -> anyhow
     Ok(())
 }
 
-/// Recreates the tenant (which must not exist) from a backup. Plugin versions are renumbered
-/// from 1 in their original order and the routes' chains follow them.
+/// Recreates the tenant (which must not exist) from a backup: all or nothing. The file is checked
+/// whole before anything is written (plugin bytes against their sha256, routes, the chains'
+/// plugin versions); if the store still refuses a step, the tenant is removed again.
 pub async fn restore(store: &Store, file: PathBuf) -> anyhow::Result<()> {
     let text = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
     let b: TenantBackup = serde_json::from_slice(&text)
@@ -124,44 +125,115 @@ pub async fn restore(store: &Store, file: PathBuf) -> anyhow::Result<()> {
         }
         blobs.push(bytes);
     }
-    let hosts: Vec<&str> = b.hostnames.iter().map(String::as_str).collect();
-    store.create_tenant(&b.id, &b.display_name, &hosts).await?;
-    store
-        .patch_quotas(&b.id, &serde_json::to_value(&b.quotas)?)
-        .await?;
     let mut order: Vec<usize> = (0..b.plugins.len()).collect();
     order.sort_by_key(|&i| (b.plugins[i].name.clone(), b.plugins[i].version));
-    let mut renumbered: HashMap<(String, i64), i64> = HashMap::new();
-    for i in order {
-        let p = &b.plugins[i];
-        let (version, _) = store.add_plugin_version(&b.id, &p.name, &blobs[i]).await?;
-        renumbered.insert((p.name.clone(), p.version), version);
-    }
-    for mut route in b.routes {
-        for a in &mut route.plugins {
-            a.version = *renumbered
-                .get(&(a.plugin.clone(), a.version))
-                .with_context(|| {
-                    format!(
-                        "route {}: plugin {} v{} not in the backup",
-                        route.id, a.plugin, a.version
-                    )
-                })?;
+    let mut routes = b.routes;
+    for route in &mut routes {
+        route
+            .validate()
+            .with_context(|| format!("route {}", route.id))?;
+        for a in &route.plugins {
+            if !b
+                .plugins
+                .iter()
+                .any(|p| p.name == a.plugin && p.version == a.version)
+            {
+                bail!(
+                    "route {}: plugin {} v{} not in the backup",
+                    route.id,
+                    a.plugin,
+                    a.version
+                );
+            }
         }
-        store.put_route(&b.id, route).await?;
     }
-    for c in b.certificates {
-        let cert = TlsCertificate {
-            name: c.name,
-            chain_pem: c.chain_pem,
-            hostnames: c.hostnames,
-            not_after_ms: c.not_after_ms,
-            fingerprint: c.fingerprint,
-            updated_at_ms: 0,
-            key_sealed: c.key_sealed,
+
+    let hosts: Vec<&str> = b.hostnames.iter().map(String::as_str).collect();
+    // Refused when the tenant exists: nothing of it is touched.
+    store.create_tenant(&b.id, &b.display_name, &hosts).await?;
+    let restored = Restore {
+        quotas: b.quotas,
+        plugins: order
+            .into_iter()
+            .map(|i| {
+                (
+                    b.plugins[i].name.clone(),
+                    b.plugins[i].version,
+                    std::mem::take(&mut blobs[i]),
+                )
+            })
+            .collect(),
+        routes,
+        certificates: b.certificates,
+    }
+    .write(store, &b.id)
+    .await;
+    if let Err(e) = restored {
+        // The tenant did not exist before: removing it leaves the store as it was.
+        return match store.remove_tenant(&b.id).await {
+            Ok(_) => Err(e.context(format!(
+                "restoring tenant {} failed; the partly restored tenant was removed",
+                b.id
+            ))),
+            Err(r) => Err(e.context(format!(
+                "restoring tenant {} failed, and removing the partly restored tenant failed too \
+                 ({r}): remove it with `wharf tenant remove {}`",
+                b.id, b.id
+            ))),
         };
-        store.put_certificate(&b.id, &cert).await?;
     }
     eprintln!("tenant {} restored from {}", b.id, file.display());
     Ok(())
+}
+
+/// What a restore writes after creating the tenant, checked already.
+struct Restore {
+    quotas: Quotas,
+    /// (name, version in the backup, bytes), in version order per plugin.
+    plugins: Vec<(String, i64, Vec<u8>)>,
+    routes: Vec<Route>,
+    certificates: Vec<CertBackup>,
+}
+
+impl Restore {
+    /// Plugin versions are renumbered from 1 in their original order; the routes' chains follow.
+    async fn write(self, store: &Store, tenant: &str) -> anyhow::Result<()> {
+        store
+            .patch_quotas(tenant, &serde_json::to_value(&self.quotas)?)
+            .await?;
+        let mut renumbered: HashMap<(String, i64), i64> = HashMap::new();
+        for (name, old, bytes) in self.plugins {
+            let (version, _) = store.add_plugin_version(tenant, &name, &bytes).await?;
+            renumbered.insert((name, old), version);
+        }
+        for mut route in self.routes {
+            for a in &mut route.plugins {
+                if let Some(v) = renumbered.get(&(a.plugin.clone(), a.version)) {
+                    a.version = *v;
+                }
+            }
+            let id = route.id.clone();
+            store
+                .put_route(tenant, route)
+                .await
+                .with_context(|| format!("route {id}"))?;
+        }
+        for c in self.certificates {
+            let name = c.name.clone();
+            let cert = TlsCertificate {
+                name: c.name,
+                chain_pem: c.chain_pem,
+                hostnames: c.hostnames,
+                not_after_ms: c.not_after_ms,
+                fingerprint: c.fingerprint,
+                updated_at_ms: 0,
+                key_sealed: c.key_sealed,
+            };
+            store
+                .put_certificate(tenant, &cert)
+                .await
+                .with_context(|| format!("certificate {name}"))?;
+        }
+        Ok(())
+    }
 }
