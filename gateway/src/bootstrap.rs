@@ -26,9 +26,11 @@ pub struct Bootstrap {
     pub store: Option<String>,
     /// Pingora worker threads for the proxy.
     pub threads: usize,
-    /// Seconds to keep accepting after SIGTERM before draining (Pingora's default is 5 min).
+    /// Once the node stopped accepting (SIGTERM, or an upgrade handed its sockets over), the
+    /// longest it waits for requests in flight; it exits as soon as none remain. Requests still
+    /// running after it are cut.
     pub grace_period_seconds: u64,
-    /// Seconds in-flight requests get to finish after the grace period.
+    /// After that, how long background work gets to stop.
     pub graceful_shutdown_timeout_seconds: u64,
     /// How often the store's version is polled; bounds fleet-wide propagation delay.
     pub config_poll_interval_ms: u64,
@@ -82,7 +84,7 @@ impl Default for Bootstrap {
             compiled_cache: None,
             store: None,
             threads: 2,
-            grace_period_seconds: 1,
+            grace_period_seconds: 10,
             graceful_shutdown_timeout_seconds: 5,
             config_poll_interval_ms: 250,
             plugins: wharf_plugins::RuntimeSettings::default(),

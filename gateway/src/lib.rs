@@ -14,6 +14,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod console;
 pub mod control;
+pub mod drain;
 pub mod echo;
 pub mod egress;
 pub mod plugin_add;

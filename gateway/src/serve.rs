@@ -166,6 +166,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     server.bootstrap();
     handover.record_self()?;
     let phases = server.watch_execution_phase();
+    let in_flight = crate::drain::InFlight::default();
+    crate::drain::exit_when_drained(server.watch_execution_phase(), in_flight.clone());
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -176,6 +178,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             fleet_limiter: FleetLimiter::new(boot.redis.clone()),
             egress: egress.clone(),
             node: crate::proxy::NodeToken::new(),
+            in_flight,
         },
         "wharf proxy",
     );

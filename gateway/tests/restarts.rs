@@ -30,10 +30,15 @@ enum Miss {
     Broken,
 }
 
-/// One GET on a new connection.
+/// One GET / on a new connection.
 async fn get(addr: SocketAddr) -> Result<u16, Miss> {
+    get_path(addr, "/").await
+}
+
+async fn get_path(addr: SocketAddr, path: &str) -> Result<u16, Miss> {
     let mut s = TcpStream::connect(addr).await.map_err(|_| Miss::Refused)?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: acme.test\r\nConnection: close\r\n\r\n")
+    let request = format!("GET {path} HTTP/1.1\r\nHost: acme.test\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes())
         .await
         .map_err(|_| Miss::NoAnswer)?;
     let mut out = Vec::new();
@@ -102,7 +107,21 @@ async fn restarting_a_node_under_load_loses_no_request() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
+    // A slow request (the upstream answers after 1 s) is in flight when SIGTERM comes: the node
+    // stops accepting, finishes it, and exits as soon as it is done (not after the whole grace
+    // period, 5 s here).
+    let slow = tokio::spawn(get_path(n1.proxy, "/?sleep_ms=1000"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let took = n1.terminate().await;
+    assert_eq!(
+        slow.await.unwrap(),
+        Ok(200),
+        "the request in flight finished"
+    );
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_millis(4500),
+        "exited once drained: {took:?}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     n1.respawn().await;
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -337,7 +356,16 @@ async fn upgrading_a_node_in_place_under_load_refuses_no_connection() {
         })
     };
     tokio::time::sleep(Duration::from_millis(800)).await;
+    // A request the old process still handles when it stops accepting (its upstream answers
+    // after 7 s; the old process serves on for 5 s after the handover) finishes too.
+    let slow = tokio::spawn(get_path(proxy, "/?sleep_ms=7000"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let first = node.upgrade().await;
+    assert_eq!(
+        slow.await.unwrap(),
+        Ok(200),
+        "the request in flight finished"
+    );
     let second_pid = node.pid();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let second = node.upgrade().await;

@@ -14,6 +14,16 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
 
+/// The exporter, for `flush` from a process that exits without unwinding main.
+static PROVIDER: std::sync::OnceLock<SdkTracerProvider> = std::sync::OnceLock::new();
+
+/// Sends the spans still batched (a process about to `exit` does not drop its guard).
+pub fn flush() {
+    if let Some(p) = PROVIDER.get() {
+        let _ = p.force_flush();
+    }
+}
+
 /// Keeps the exporter alive; flushes on drop.
 pub struct TracingGuard {
     provider: Option<SdkTracerProvider>,
@@ -69,6 +79,9 @@ pub fn init(otlp_endpoint: Option<&str>) -> TracingGuard {
         .with(fmt.with_filter(filter))
         .with(otel)
         .try_init();
+    if let Some(p) = &provider {
+        let _ = PROVIDER.set(p.clone());
+    }
     TracingGuard { provider }
 }
 

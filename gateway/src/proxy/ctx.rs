@@ -26,6 +26,8 @@ pub struct RequestCtx {
     pub continued: Vec<Continued>,
     /// The request's trace span (child of the client's `traceparent`, if any).
     pub span: tracing::Span,
+    /// Counts this request as in flight until it is done: shutdown waits for it.
+    pub in_flight: Option<crate::drain::InFlightGuard>,
 }
 
 impl RequestCtx {
@@ -40,6 +42,7 @@ impl RequestCtx {
             failure: None,
             continued: Vec::new(),
             span: tracing::Span::none(),
+            in_flight: None,
         }
     }
 

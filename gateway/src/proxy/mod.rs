@@ -40,6 +40,8 @@ pub struct WharfProxy {
     pub fleet_limiter: FleetLimiter,
     pub egress: Arc<EgressPolicy>,
     pub node: NodeToken,
+    /// Requests being handled, for draining on shutdown.
+    pub in_flight: crate::drain::InFlight,
 }
 
 /// A random token naming this gateway process in `Via` headers: seeing it on an incoming
@@ -72,7 +74,9 @@ impl ProxyHttp for WharfProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new()
+        let mut ctx = RequestCtx::new();
+        ctx.in_flight = Some(self.in_flight.enter());
+        ctx
     }
 
     /// Lookup → limit → plugin chain. Unknown hosts, unmatched paths, rate limits, plugin

@@ -79,7 +79,7 @@ impl Wharf {
         };
         let bootstrap = format!(
             "listen = \"{proxy}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"{}\"\nstore = \"{store_url}\"\n\
-             threads = 1\nconfig_poll_interval_ms = 50\ngrace_period_seconds = 0\n\
+             threads = 1\nconfig_poll_interval_ms = 50\ngrace_period_seconds = 5\n\
              graceful_shutdown_timeout_seconds = 1\n{egress}{extra_toml}\n",
             dir.join("data").display()
         );
