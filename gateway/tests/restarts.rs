@@ -15,8 +15,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use support::api::{Api, OP};
-use support::tls::{create_tenant, https_get, upload, Ca};
+use support::api::OP;
+use support::tls::{acme_over_https, https_get, AcmeOverHttps};
 use support::*;
 
 /// Why a GET got no status.
@@ -215,32 +215,14 @@ async fn sqlite_store_survives_kill_9_mid_write() {
 async fn upgrading_a_node_in_place_under_load_refuses_no_connection() {
     let (url, store) = fresh_store(StoreKind::Sqlite).await;
     let up = Upstream::start("up").await;
-    let tls_addr = free_addr();
-    let mut node = Wharf::start_configured(
-        &url,
-        &format!("operator_token = \"{OP}\"\ntls_listen = \"{tls_addr}\""),
-        &[],
-    )
-    .await;
     // acme serves HTTPS with its own certificate (its key sealed under the key-encryption key
     // the first process generated into the data dir, which the upgraded ones read).
-    let api = Api::new(&node);
-    let key = create_tenant(&api, "acme", &["acme.test"]).await;
-    store
-        .put_route("acme", route("all", "/", &[&up.target()]))
-        .await
-        .unwrap();
-    let ca = Arc::new(Ca::new("upgrade CA"));
-    let (chain, private, _) = ca.leaf(&["acme.test"]);
-    let (status, body) = upload(&api, "acme", &key, "main", &chain, &private).await;
-    assert!(status.is_success(), "{body}");
-    let https = || https_get(tls_addr, &ca, "acme.test", "acme.test", &[b"http/1.1"]);
-    for _ in 0..100 {
-        if matches!(https().await, Ok((_, _, 200, _))) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let AcmeOverHttps {
+        gw: mut node,
+        tls_addr,
+        ca,
+        ..
+    } = acme_over_https(&url, &store, &up.target(), "upgrade CA").await;
     let (proxy, admin) = (node.proxy, node.admin);
     let first_pid = node.pid();
 

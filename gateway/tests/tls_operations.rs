@@ -19,24 +19,14 @@ use support::*;
 async fn rotation_under_load_fails_no_request_and_drops_no_connection() {
     let (url, store) = fresh_store(StoreKind::Postgres).await;
     let up = Upstream::start("up").await;
-    let tls_addr = free_addr();
-    let gw = Wharf::start_configured(
-        &url,
-        &format!("operator_token = \"{OP}\"\ntls_listen = \"{tls_addr}\""),
-        &[],
-    )
-    .await;
+    let AcmeOverHttps {
+        gw,
+        tls_addr,
+        ca,
+        leaf: first,
+        key,
+    } = acme_over_https(&url, &store, &up.target(), "Wharf rotation CA").await;
     let api = Api::new(&gw);
-    let key = create_tenant(&api, "acme", &["acme.test"]).await;
-    store
-        .put_route("acme", route("all", "/", &[&up.target()]))
-        .await
-        .unwrap();
-    let ca = Arc::new(Ca::new("Wharf rotation CA"));
-    let (chain, private, first) = ca.leaf(&["acme.test"]);
-    let (_, v) = upload(&api, "acme", &key, "main", &chain, &private).await;
-    gw.wait_for_version(v["config_version"].as_i64().unwrap())
-        .await;
 
     let kept = https_client(&ca, tls_addr);
     assert_eq!(

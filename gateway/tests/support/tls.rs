@@ -113,6 +113,52 @@ pub async fn https_get(
     Ok((peer, alpn, status, body))
 }
 
+/// A node with an HTTPS listener where tenant `acme` (`acme.test`, every path to `upstream`)
+/// serves a certificate of its own, signed by a new CA, uploaded through the API and in force.
+pub struct AcmeOverHttps {
+    pub gw: super::Wharf,
+    pub tls_addr: SocketAddr,
+    pub ca: Arc<Ca>,
+    /// The certificate served (DER).
+    pub leaf: Vec<u8>,
+    /// acme's API key.
+    pub key: String,
+}
+
+pub async fn acme_over_https(
+    store_url: &str,
+    store: &wharf_tenancy::Store,
+    upstream: &str,
+    ca_name: &str,
+) -> AcmeOverHttps {
+    let tls_addr = super::free_addr();
+    let gw = super::Wharf::start_configured(
+        store_url,
+        &format!("operator_token = \"{OP}\"\ntls_listen = \"{tls_addr}\""),
+        &[],
+    )
+    .await;
+    let api = Api::new(&gw);
+    let key = create_tenant(&api, "acme", &["acme.test"]).await;
+    store
+        .put_route("acme", super::route("all", "/", &[upstream]))
+        .await
+        .unwrap();
+    let ca = Arc::new(Ca::new(ca_name));
+    let (chain, private, leaf) = ca.leaf(&["acme.test"]);
+    let (status, v) = upload(&api, "acme", &key, "main", &chain, &private).await;
+    assert!(status.is_success(), "{v}");
+    gw.wait_for_version(v["config_version"].as_i64().unwrap())
+        .await;
+    AcmeOverHttps {
+        gw,
+        tls_addr,
+        ca,
+        leaf,
+        key,
+    }
+}
+
 pub async fn create_tenant(api: &Api, id: &str, hosts: &[&str]) -> String {
     let (s, v) = api
         .call(
