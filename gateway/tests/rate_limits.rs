@@ -22,6 +22,7 @@ async fn tenant_with_rate(store: &Store, up: &Upstream, scope: RateScope) -> Str
             requests_per_second: 5,
             burst: 5,
             rate_limit_scope: scope,
+            ..Default::default()
         },
         ..Quotas::default()
     };
@@ -152,5 +153,104 @@ async fn limit_holds_under_concurrent_load() {
     assert!(
         (ok as f64) >= expected * 0.8 && (ok as f64) <= expected * 1.2 + 50.0 * (secs - 2.0),
         "admitted {ok}"
+    );
+}
+
+/// A tenant whose upstream is slow (or whose clients hold streams open) cannot make a node hold
+/// more than `max_requests_in_flight` of its requests: the rest get 429 `too_many_in_flight` at
+/// once, before any work; another tenant on the same node is not affected; a reload while the
+/// slots are held does not reset the count; the slots come back when the requests finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_requests_in_flight_are_capped_per_node() {
+    let (url, store) = fresh_store(StoreKind::Sqlite).await;
+    let up = Upstream::start("up").await;
+    tenant_with_route(
+        &store,
+        "slow",
+        &["slow.test"],
+        route("all", "/", &[&up.target()]),
+    )
+    .await;
+    tenant_with_route(
+        &store,
+        "calm",
+        &["calm.test"],
+        route("all", "/", &[&up.target()]),
+    )
+    .await;
+    store
+        .patch_quotas("slow", &serde_json::json!({"max_requests_in_flight": 4}))
+        .await
+        .unwrap();
+    let gw = Wharf::start(&url).await;
+    let client = reqwest::Client::new();
+    let proxy = gw.proxy;
+    let send = move |host: &'static str, path: &'static str| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .get(format!("http://{proxy}{path}"))
+                .header("Host", host)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let retry = r.headers().get("retry-after").cloned();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            (
+                status,
+                body["error"].as_str().unwrap_or("").to_string(),
+                retry,
+            )
+        }
+    };
+    // 12 requests the upstream answers after 1.5 s, all at once.
+    let held: Vec<_> = (0..12)
+        .map(|_| tokio::spawn(send("slow.test", "/?sleep_ms=1500")))
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+
+    // Another tenant is served as usual meanwhile.
+    for _ in 0..20 {
+        assert_eq!(send("calm.test", "/").await.0, 200);
+    }
+    // A reload of slow's config (another quota) keeps the held slots counted.
+    let (version, _) = store
+        .patch_quotas("slow", &serde_json::json!({"plugin_fuel": 2_000_000}))
+        .await
+        .unwrap();
+    gw.wait_for_version(version).await;
+    let (status, error, retry) = send("slow.test", "/").await;
+    assert_eq!((status, error.as_str()), (429, "too_many_in_flight"));
+    assert_eq!(retry.unwrap(), "1");
+
+    let mut answers = std::collections::BTreeMap::new();
+    for h in held {
+        let (status, error, _) = h.await.unwrap();
+        *answers.entry((status, error)).or_insert(0) += 1;
+    }
+    assert_eq!(
+        answers.get(&(200, String::new())),
+        Some(&4),
+        "exactly the cap was served: {answers:?}"
+    );
+    assert_eq!(
+        answers.get(&(429, "too_many_in_flight".to_string())),
+        Some(&8),
+        "{answers:?}"
+    );
+    // The slots came back.
+    assert_eq!(send("slow.test", "/").await.0, 200);
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"wharf_quota_rejections_total{quota="max_requests_in_flight",tenant="slow"} 9"#
+        ),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("quota_rejections"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }

@@ -80,8 +80,8 @@ pub struct SqlQuotas {
     pub max_storage_bytes: u64,
 }
 
-/// The tenant's request rate through the gateway.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+/// The tenant's request rate and concurrency through the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct RequestQuotas {
     /// Requests per second this tenant may send through the gateway (0: unlimited).
@@ -91,6 +91,22 @@ pub struct RequestQuotas {
     /// `local`: each node enforces the rate on its own; `fleet`: all nodes share it through Redis
     /// (falling back to the local limiter while Redis is unreachable).
     pub rate_limit_scope: RateScope,
+    /// Requests (HTTP/2 streams, open WebSockets) one node handles for this tenant at once: a
+    /// slow upstream or long-lived streams cannot make a node hold unbounded connections,
+    /// memory and descriptors for one tenant. Over it: 429 `too_many_in_flight`.
+    #[serde(rename = "max_requests_in_flight")]
+    pub max_in_flight: u32,
+}
+
+impl Default for RequestQuotas {
+    fn default() -> Self {
+        RequestQuotas {
+            requests_per_second: 0,
+            burst: 0,
+            rate_limit_scope: RateScope::Local,
+            max_in_flight: 1000,
+        }
+    }
 }
 
 #[derive(
@@ -195,7 +211,7 @@ type Bound = (&'static str, u64, u64, u64);
 impl Quotas {
     pub fn validate(&self) -> Result<(), ValidationError> {
         let (p, r, s, q) = (&self.plugin, &self.redis, &self.sql, &self.requests);
-        let bounds: [Bound; 18] = [
+        let bounds: [Bound; 19] = [
             ("plugin_fuel", p.fuel, 1_000, 100_000_000_000),
             ("plugin_deadline_ms", p.deadline_ms, 1, 60_000),
             ("plugin_memory_bytes", p.memory_bytes, 64 << 10, 4 << 30),
@@ -254,6 +270,12 @@ impl Quotas {
                 10_000_000,
             ),
             ("burst", q.burst.into(), 0, 10_000_000),
+            (
+                "max_requests_in_flight",
+                q.max_in_flight.into(),
+                1,
+                1_000_000,
+            ),
         ];
         for (name, value, min, max) in bounds {
             if !(min..=max).contains(&value) {

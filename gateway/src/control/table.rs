@@ -21,6 +21,7 @@ use super::resolve::{PluginRef, PluginSet, Unavailable};
 use super::shards::Shared;
 use crate::egress::EgressPolicy;
 use crate::proxy::chain::Attached;
+use crate::proxy::concurrency::TenantInFlight;
 use crate::proxy::rate_limit::TenantRate;
 use crate::tls::resolver::ServedCert;
 use crate::tls::seal::KeySealer;
@@ -38,6 +39,9 @@ pub struct CompiledTenant {
     pub backends: Arc<TenantBackends>,
     /// Requests per second and burst; `None`: unlimited.
     pub rate: Option<Arc<TenantRate>>,
+    /// Its requests in flight on this node (kept across reloads) and their cap.
+    pub in_flight: Arc<TenantInFlight>,
+    pub max_in_flight: u32,
     /// TLS certificates for its hostnames.
     pub certs: Vec<Arc<ServedCert>>,
 }
@@ -267,6 +271,8 @@ fn compile_tenant(
         limits: t.quotas.plugin,
         backends: env.backends.tenant(&t.id, &t.quotas),
         rate: keep_or_build_rate(old.map(|o| &**o), &t.quotas),
+        in_flight: old.map(|o| o.in_flight.clone()).unwrap_or_default(),
+        max_in_flight: t.quotas.requests.max_in_flight,
         certs: t
             .certificates
             .iter()

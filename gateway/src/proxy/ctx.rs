@@ -28,6 +28,8 @@ pub struct RequestCtx {
     pub span: tracing::Span,
     /// Counts this request as in flight until it is done: shutdown waits for it.
     pub in_flight: Option<crate::drain::InFlightGuard>,
+    /// Its place in the tenant's `max_requests_in_flight`, held until it is done.
+    pub tenant_slot: Option<super::concurrency::Slot>,
 }
 
 impl RequestCtx {
@@ -43,6 +45,7 @@ impl RequestCtx {
             continued: Vec::new(),
             span: tracing::Span::none(),
             in_flight: None,
+            tenant_slot: None,
         }
     }
 

@@ -28,6 +28,9 @@ pub enum GatewayError {
     /// Over the tenant's request rate; retry after this many seconds.
     #[error("this tenant's request rate is used up; retry in {0} s")]
     RateLimited(u64),
+    /// The tenant already has this many requests in flight on this node.
+    #[error("this tenant already has {0} requests in flight on this gateway node; retry shortly")]
+    TooManyInFlight(u32),
     /// The route's upstream is an address the egress policy refuses.
     #[error("the route's upstream is not allowed: {0}")]
     UpstreamForbidden(crate::egress::EgressError),
@@ -55,7 +58,7 @@ impl GatewayError {
             GatewayError::BadRequest(_) => 400,
             GatewayError::Internal(_) => 500,
             GatewayError::Plugin(e) => e.status(),
-            GatewayError::RateLimited(_) => 429,
+            GatewayError::RateLimited(_) | GatewayError::TooManyInFlight(_) => 429,
             GatewayError::UpstreamForbidden(_) => 502,
             GatewayError::LoopDetected => 508,
         }
@@ -73,6 +76,7 @@ impl GatewayError {
             GatewayError::Internal(_) => "internal_error",
             GatewayError::Plugin(e) => e.code(),
             GatewayError::RateLimited(_) => "rate_limited",
+            GatewayError::TooManyInFlight(_) => "too_many_in_flight",
             GatewayError::UpstreamForbidden(_) => "upstream_forbidden",
             GatewayError::LoopDetected => "loop_detected",
         }

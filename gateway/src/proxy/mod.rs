@@ -5,6 +5,7 @@
 //! `fail_to_proxy`. What one phase decides for the next travels in [`RequestCtx`].
 
 pub mod chain;
+pub mod concurrency;
 pub mod ctx;
 pub mod errors;
 pub mod rate_limit;
@@ -319,11 +320,24 @@ impl WharfProxy {
         })
     }
 
-    /// The tenant's rate limit, if it has one.
-    async fn limit(&self, ctx: &RequestCtx) -> Result<(), GatewayError> {
-        let Some(tenant) = &ctx.tenant else {
+    /// The tenant's requests in flight on this node, then its rate limit.
+    async fn limit(&self, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+        let Some(tenant) = ctx.tenant.clone() else {
             return Ok(());
         };
+        match tenant.in_flight.try_enter(tenant.max_in_flight) {
+            Some(slot) => ctx.tenant_slot = Some(slot),
+            None => {
+                self.metrics
+                    .quota_rejections_total
+                    .with_label_values(&[
+                        &*self.metrics.tenant(&tenant.id),
+                        "max_requests_in_flight",
+                    ])
+                    .inc();
+                return Err(GatewayError::TooManyInFlight(tenant.max_in_flight));
+            }
+        }
         let Some(rate) = &tenant.rate else {
             return Ok(());
         };

@@ -40,8 +40,10 @@ pub async fn error(session: &mut Session, e: &GatewayError, request_id: &Request
     resp.insert_header("Content-Type", "application/json")?;
     resp.insert_header("Content-Length", body.len().to_string())?;
     resp.insert_header("Cache-Control", "no-store")?;
-    if let GatewayError::RateLimited(secs) = e {
-        resp.insert_header("Retry-After", secs.to_string())?;
+    match e {
+        GatewayError::RateLimited(secs) => resp.insert_header("Retry-After", secs.to_string())?,
+        GatewayError::TooManyInFlight(_) => resp.insert_header("Retry-After", "1")?,
+        _ => {}
     }
     stamp(&mut resp, request_id)?;
     session.write_response_header(Box::new(resp), false).await?;
