@@ -16,6 +16,8 @@ pub struct Bootstrap {
     /// Accept HTTP/2 without TLS (prior knowledge, h2c) on `listen`, besides HTTP/1.1.
     pub h2c: bool,
     pub tls: TlsConfig,
+    /// Budgets for tenants' admin API calls (`[admin]`).
+    pub admin: crate::api::throttle::AdminLimits,
     /// Admin API and `/metrics`.
     pub admin_listen: String,
     pub data_dir: PathBuf,
@@ -79,6 +81,7 @@ impl Default for Bootstrap {
             tls_listen: None,
             h2c: false,
             tls: TlsConfig::default(),
+            admin: Default::default(),
             admin_listen: "127.0.0.1:9080".into(),
             data_dir: PathBuf::from("./wharf-data"),
             compiled_cache: None,

@@ -226,6 +226,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .filter(|t| !t.is_empty())
             .or(boot.operator_token.clone()),
         max_plugin_bytes: boot.plugins.max_plugin_bytes,
+        admin_limits: boot.admin,
     });
 
     if let Some(addr) = &boot.tls_listen {

@@ -196,3 +196,110 @@ async fn uploads_are_authenticated_before_their_body_is_read() {
         "twelve 30 MB unauthenticated uploads grew the gateway by {grown} bytes"
     );
 }
+
+/// What one caller can make a node spend through the admin API is capped before the store is
+/// asked: a tenant key's calls and writes (every write makes every node reload that tenant) and
+/// an address's failed authentications. Over budget: 429 with Retry-After; others unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_budgets_cap_one_callers_cost() {
+    let (url, _) = fresh_store(StoreKind::Sqlite).await;
+    let gw = Wharf::start_configured(
+        &url,
+        &format!(
+            "operator_token = \"{OP}\"\n[admin]\ntenant_calls_per_second = 1\n\
+             tenant_calls_burst = 10\ntenant_writes_per_second = 1\ntenant_writes_burst = 3\n\
+             failed_auth_per_second = 1\nfailed_auth_burst = 5"
+        ),
+        &[],
+    )
+    .await;
+    let api = Api::new(&gw);
+    let ka = support::tls::create_tenant(&api, "a", &["a.test"]).await;
+    let kb = support::tls::create_tenant(&api, "b", &["b.test"]).await;
+    let raw = |token: &str, method: Method, path: &str| {
+        let url = format!("http://{}{path}", gw.admin);
+        let req = reqwest::Client::new()
+            .request(method, url)
+            .bearer_auth(token);
+        async move {
+            let r = req
+                .json(&json!({"path_prefix": "/", "upstreams": []}))
+                .send()
+                .await
+                .unwrap();
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            let status = r.status();
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            (status, v["error"].as_str().unwrap_or("").to_string(), retry)
+        }
+    };
+
+    // Tenant a's calls: its burst of 10, then 429 rate_limited with Retry-After.
+    for _ in 0..10 {
+        assert_eq!(
+            raw(&ka, Method::GET, "/v1/tenants/a/routes").await.0,
+            StatusCode::OK
+        );
+    }
+    let (status, error, retry) = raw(&ka, Method::GET, "/v1/tenants/a/routes").await;
+    assert_eq!(
+        (status, error.as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+    );
+    assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+    // Tenant b and the operator are not affected.
+    assert_eq!(
+        raw(&kb, Method::GET, "/v1/tenants/b/routes").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        raw(OP, Method::GET, "/v1/tenants/a/routes").await.0,
+        StatusCode::OK
+    );
+
+    // Tenant b's writes: 3, then refused, though its call budget has room.
+    for i in 0..3 {
+        let (s, e, _) = raw(&kb, Method::DELETE, &format!("/v1/tenants/b/routes/r{i}")).await;
+        assert_ne!(s, StatusCode::TOO_MANY_REQUESTS, "{e}");
+    }
+    let (status, error, _) = raw(&kb, Method::DELETE, "/v1/tenants/b/routes/r9").await;
+    assert_eq!(
+        (status, error.as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+    );
+    assert_eq!(
+        raw(&kb, Method::GET, "/v1/tenants/b/routes").await.0,
+        StatusCode::OK
+    );
+
+    // Guessing keys from one address: 5 failures (well-formed or not), then 429 before any
+    // lookup, even for a good key from that address; the operator still gets in.
+    let forged = format!("wharf_{}", "0".repeat(48));
+    for token in [forged.as_str(), "nonsense", &forged, "x", &forged] {
+        let (s, e, _) = raw(token, Method::GET, "/v1/tenants/a/routes").await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{e}");
+    }
+    let (status, error, retry) = raw(&forged, Method::GET, "/v1/tenants/a/routes").await;
+    assert_eq!(
+        (status, error.as_str()),
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failed_authentications"
+        )
+    );
+    assert!(retry.is_some());
+    assert_eq!(
+        raw(&kb, Method::GET, "/v1/tenants/b/routes").await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(raw(OP, Method::GET, "/v1/tenants").await.0, StatusCode::OK);
+    // The budget comes back with time.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        raw(&kb, Method::GET, "/v1/tenants/b/routes").await.0,
+        StatusCode::OK
+    );
+}

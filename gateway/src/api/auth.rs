@@ -1,8 +1,11 @@
 //! Who is calling: the operator (token from the bootstrap file or WHARF_OPERATOR_TOKEN) or a
 //! tenant (its API key). Every handler scopes by this principal, never by the URL alone.
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
+use axum::http::Method;
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
@@ -69,16 +72,58 @@ impl FromRequestParts<ApiState> for Principal {
             .ok_or_else(|| {
                 ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
             })?;
+        let digest = Sha256::digest(token.as_bytes());
         if let Some(op) = &state.operator_token {
             // Compare digests: constant-time with respect to the secret's content.
-            if Sha256::digest(op.as_bytes()) == Sha256::digest(token.as_bytes()) {
+            if Sha256::digest(op.as_bytes()) == digest {
                 return Ok(Principal::Operator);
             }
         }
-        let store = state.store().await?;
-        match store.authenticate(token).await? {
-            Some(tenant) => Ok(Principal::Tenant(tenant)),
-            None => Err(ApiError::unauthorized("unknown or revoked token")),
+        // Budgets first: a caller over one costs the store nothing.
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_default();
+        let t = &state.throttles;
+        t.failed_auth.peek(&client).map_err(|wait| {
+            ApiError::too_many(
+                "too_many_failed_authentications",
+                "too many failed authentications from this address; retry later",
+                wait,
+            )
+        })?;
+        let key = hex::encode(digest);
+        t.calls.take(&key).map_err(|wait| {
+            ApiError::too_many(
+                "rate_limited",
+                "this API key's call budget is used up",
+                wait,
+            )
+        })?;
+        if !matches!(parts.method, Method::GET | Method::HEAD) {
+            t.writes.take(&key).map_err(|wait| {
+                ApiError::too_many(
+                    "rate_limited",
+                    "this API key's write budget is used up",
+                    wait,
+                )
+            })?;
         }
+        let tenant = match looks_like_api_key(token) {
+            true => state.store().await?.authenticate(token).await?,
+            false => None,
+        };
+        tenant.map(Principal::Tenant).ok_or_else(|| {
+            let _ = t.failed_auth.take(&client);
+            ApiError::unauthorized("unknown or revoked token")
+        })
     }
+}
+
+/// Tenant API keys are `wharf_` and 48 hex digits: anything else is refused without a query.
+fn looks_like_api_key(token: &str) -> bool {
+    token
+        .strip_prefix("wharf_")
+        .is_some_and(|h| h.len() == 48 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }

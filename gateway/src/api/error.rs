@@ -1,5 +1,7 @@
 //! API errors: a status, a stable code, and a message that says what to do.
 
+use std::time::Duration;
+
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,6 +15,8 @@ pub struct ApiError {
     pub message: String,
     /// Answered before the request body was read: the connection cannot be reused, so say so.
     pub close: bool,
+    /// Seconds until a retry may succeed (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -22,7 +26,15 @@ impl ApiError {
             code,
             message: message.into(),
             close: false,
+            retry_after: None,
         }
+    }
+
+    /// Over a budget (429), refused before the body is read; retry after `wait`.
+    pub fn too_many(code: &'static str, message: impl Into<String>, wait: Duration) -> ApiError {
+        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message).closing();
+        e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        e
     }
 
     /// This error is sent while the client may still be sending a body we will not read.
@@ -47,6 +59,17 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(serde_json::json!({ "error": self.code, "message": self.message }));
+        if let Some(secs) = self.retry_after {
+            return (
+                self.status,
+                [
+                    (axum::http::header::CONNECTION, "close".to_string()),
+                    (axum::http::header::RETRY_AFTER, secs.to_string()),
+                ],
+                body,
+            )
+                .into_response();
+        }
         // Unauthenticated requests are refused before their body is read, whatever the route.
         if self.close || self.status == StatusCode::UNAUTHORIZED {
             return (

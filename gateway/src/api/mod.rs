@@ -11,6 +11,7 @@ mod plugins;
 mod routes;
 pub mod schema;
 mod tenants;
+pub mod throttle;
 pub mod uploads;
 
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct ApiState {
     pub sealer: Arc<crate::tls::seal::KeySealer>,
     /// Tenants' Redis and SQL, for purging a removed tenant's data.
     pub backends: Arc<wharf_plugins::capabilities::Backends>,
+    /// Per-key and per-address budgets, checked before the store is asked anything.
+    pub throttles: Arc<throttle::AdminThrottles>,
 }
 
 impl ApiState {

@@ -75,6 +75,8 @@ pub struct ControlPlane {
     /// The operator's API token; `None` disables operator calls.
     pub operator_token: Option<String>,
     pub max_plugin_bytes: usize,
+    /// Budgets for tenants' admin API calls and failed authentications.
+    pub admin_limits: crate::api::throttle::AdminLimits,
 }
 
 #[async_trait]
@@ -137,6 +139,9 @@ impl ControlPlane {
                     .as_deref()
                     .map(|u| Arc::new(crate::usage_fleet::FleetUsage::new(u))),
                 backends: self.backends.clone(),
+                throttles: Arc::new(crate::api::throttle::AdminThrottles::new(
+                    &self.admin_limits,
+                )),
             };
             let handed_over =
                 crate::upgrade::handed_over(self.phases.lock().take(), shutdown.clone());

@@ -57,7 +57,14 @@ pub enum Body {
 /// A gateway with tenants a and b: (gateway, client, a's key, b's key, a revoked key of a).
 pub async fn setup() -> (Wharf, Api, String, String, String) {
     let (url, _) = fresh_store(StoreKind::Sqlite).await;
-    let gw = Wharf::start_configured(&url, &format!("operator_token = \"{OP}\""), &[]).await;
+    // These nodes are for authorization tests, which send many wrong keys from one address on
+    // purpose: the failed-authentication budget has its own test (hostile_tenant.rs).
+    let gw = Wharf::start_configured(
+        &url,
+        &format!("operator_token = \"{OP}\"\n[admin]\nfailed_auth_burst = 100000"),
+        &[],
+    )
+    .await;
     let api = Api::new(&gw);
     for (t, host) in [("a", "a.test"), ("b", "b.test")] {
         let (s, v) = api
