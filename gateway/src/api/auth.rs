@@ -94,30 +94,32 @@ impl FromRequestParts<ApiState> for Principal {
             )
         })?;
         let key = hex::encode(digest);
-        t.calls.take(&key).map_err(|wait| {
+        let write = !matches!(parts.method, Method::GET | Method::HEAD);
+        let over = |wait, what| {
             ApiError::too_many(
                 "rate_limited",
-                "this API key's call budget is used up",
+                format!("this API key's {what} budget is used up"),
                 wait,
             )
-        })?;
-        if !matches!(parts.method, Method::GET | Method::HEAD) {
-            t.writes.take(&key).map_err(|wait| {
-                ApiError::too_many(
-                    "rate_limited",
-                    "this API key's write budget is used up",
-                    wait,
-                )
-            })?;
+        };
+        // Peeked before the lookup, taken after it: only authenticated keys enter the budgets.
+        t.calls.peek(&key).map_err(|w| over(w, "call"))?;
+        if write {
+            t.writes.peek(&key).map_err(|w| over(w, "write"))?;
         }
         let tenant = match looks_like_api_key(token) {
             true => state.store().await?.authenticate(token).await?,
             false => None,
         };
-        tenant.map(Principal::Tenant).ok_or_else(|| {
+        let Some(tenant) = tenant else {
             let _ = t.failed_auth.take(&client);
-            ApiError::unauthorized("unknown or revoked token")
-        })
+            return Err(ApiError::unauthorized("unknown or revoked token"));
+        };
+        t.calls.take(&key).map_err(|w| over(w, "call"))?;
+        if write {
+            t.writes.take(&key).map_err(|w| over(w, "write"))?;
+        }
+        Ok(Principal::Tenant(tenant))
     }
 }
 

@@ -75,15 +75,18 @@ impl Throttle {
         })
     }
 
-    /// Whether `key` has a token left, without taking it.
+    /// Whether `key` has a token left, without taking it (a key never seen has its whole burst,
+    /// and is not entered: a caller that never authenticates adds nothing here).
     pub fn peek(&self, key: &str) -> Result<(), Duration> {
-        self.with(key, |b| {
-            if b.tokens >= 1.0 {
-                Ok(())
-            } else {
-                Err(Duration::from_secs_f64((1.0 - b.tokens) / self.per_second))
-            }
-        })
+        let mut buckets = self.buckets.lock();
+        let Some(b) = buckets.get_mut(key) else {
+            return Ok(());
+        };
+        if refill(b, Instant::now(), self.per_second, self.burst) >= 1.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / self.per_second))
+        }
     }
 
     fn with<T>(&self, key: &str, f: impl FnOnce(&mut Bucket) -> T) -> T {
@@ -152,6 +155,15 @@ mod tests {
         assert!(t.take("b").is_ok(), "another key has its own bucket");
         std::thread::sleep(Duration::from_millis(120));
         assert!(t.take("a").is_ok(), "refilled");
+    }
+
+    #[test]
+    fn peeking_at_an_unknown_key_enters_nothing() {
+        let t = Throttle::new(1, 1);
+        for i in 0..100 {
+            assert!(t.peek(&format!("never-authenticated-{i}")).is_ok());
+        }
+        assert!(t.buckets.lock().is_empty());
     }
 
     #[test]
