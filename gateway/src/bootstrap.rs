@@ -18,6 +18,8 @@ pub struct Bootstrap {
     pub tls: TlsConfig,
     /// Budgets for tenants' admin API calls (`[admin]`).
     pub admin: crate::api::throttle::AdminLimits,
+    /// New connections per client address on the proxy's listeners (`[clients]`).
+    pub clients: crate::clients::ClientLimits,
     /// Admin API and `/metrics`.
     pub admin_listen: String,
     pub data_dir: PathBuf,
@@ -82,6 +84,7 @@ impl Default for Bootstrap {
             h2c: false,
             tls: TlsConfig::default(),
             admin: Default::default(),
+            clients: Default::default(),
             admin_listen: "127.0.0.1:9080".into(),
             data_dir: PathBuf::from("./wharf-data"),
             compiled_cache: None,

@@ -32,7 +32,7 @@ pub enum EgressError {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Cidr {
+pub(crate) struct Cidr {
     net: IpAddr,
     bits: u8,
 }
@@ -132,7 +132,7 @@ fn internal_v6(ip: Ipv6Addr) -> Option<&'static str> {
 }
 
 impl Cidr {
-    fn parse(s: &str) -> Option<Cidr> {
+    pub(crate) fn parse(s: &str) -> Option<Cidr> {
         let (ip, bits) = match s.split_once('/') {
             Some((ip, bits)) => (ip.parse::<IpAddr>().ok()?, bits.parse::<u8>().ok()?),
             None => {
@@ -147,7 +147,9 @@ impl Cidr {
         })
     }
 
-    fn contains(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` (IPv4-mapped IPv6 taken as IPv4) lies in this range.
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
         match (self.net, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => prefix_eq(&n.octets(), &a.octets(), self.bits),
             (IpAddr::V6(n), IpAddr::V6(a)) => prefix_eq(&n.octets(), &a.octets(), self.bits),

@@ -182,6 +182,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         "wharf proxy",
     );
+    if let Some(budget) = crate::clients::ConnectionBudget::new(&boot.clients, metrics.clone())? {
+        proxy.set_connection_filter(Arc::new(budget));
+    }
     proxy.add_tcp(&boot.listen);
     if boot.h2c {
         if let Some(app) = proxy.app_logic_mut() {

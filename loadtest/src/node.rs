@@ -40,7 +40,8 @@ impl Node {
                 "listen = \"{proxy}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"{}\"\n\
                  threads = 2\ngrace_period_seconds = 0\ngraceful_shutdown_timeout_seconds = 1\n\
                  config_poll_interval_ms = 50\noperator_token = \"{OPERATOR}\"\n\
-                 egress_allow = [\"127.0.0.0/8\"]\n{extra_toml}\n",
+                 egress_allow = [\"127.0.0.0/8\"]\n\
+                 clients = {{ new_connections_per_second = 0 }}\n{extra_toml}\n",
                 dir.0.join("data").display()
             ),
         )?;

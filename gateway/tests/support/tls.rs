@@ -69,6 +69,18 @@ pub async fn https_get(
     host: &str,
     alpn: &[&[u8]],
 ) -> Result<(Vec<u8>, Option<Vec<u8>>, u16, String), String> {
+    https_get_from(None, addr, ca, sni, host, alpn).await
+}
+
+/// `https_get` from a chosen local source address (e.g. 127.0.0.2).
+pub async fn https_get_from(
+    from: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    ca: &Ca,
+    sni: &str,
+    host: &str,
+    alpn: &[&[u8]],
+) -> Result<(Vec<u8>, Option<Vec<u8>>, u16, String), String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.cert.der().clone()).unwrap();
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -80,7 +92,13 @@ pub async fn https_get(
     .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    if let Some(ip) = from {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .map_err(|e| e.to_string())?;
+    }
+    let tcp: TcpStream = socket.connect(addr).await.map_err(|e| e.to_string())?;
     let name = ServerName::try_from(sni.to_string()).unwrap();
     let mut tls = connector
         .connect(name, tcp)
@@ -131,10 +149,21 @@ pub async fn acme_over_https(
     upstream: &str,
     ca_name: &str,
 ) -> AcmeOverHttps {
+    acme_over_https_configured(store_url, store, upstream, ca_name, "").await
+}
+
+/// The same, with more bootstrap TOML (tables allowed).
+pub async fn acme_over_https_configured(
+    store_url: &str,
+    store: &wharf_tenancy::Store,
+    upstream: &str,
+    ca_name: &str,
+    extra_toml: &str,
+) -> AcmeOverHttps {
     let tls_addr = super::free_addr();
     let gw = super::Wharf::start_configured(
         store_url,
-        &format!("operator_token = \"{OP}\"\ntls_listen = \"{tls_addr}\""),
+        &format!("operator_token = \"{OP}\"\ntls_listen = \"{tls_addr}\"\n{extra_toml}"),
         &[],
     )
     .await;

@@ -77,10 +77,17 @@ impl Wharf {
         } else {
             "egress_allow = [\"127.0.0.0/8\"]\n"
         };
+        // Tests open thousands of connections a second from 127.0.0.1: the per-address
+        // connection budget is off unless a test sets `[clients]` itself.
+        let clients = if extra_toml.contains("[clients]") {
+            ""
+        } else {
+            "clients = { new_connections_per_second = 0 }\n"
+        };
         let bootstrap = format!(
             "listen = \"{proxy}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"{}\"\nstore = \"{store_url}\"\n\
              threads = 1\nconfig_poll_interval_ms = 50\ngrace_period_seconds = 5\n\
-             graceful_shutdown_timeout_seconds = 1\n{egress}{extra_toml}\n",
+             graceful_shutdown_timeout_seconds = 1\n{egress}{clients}{extra_toml}\n",
             dir.join("data").display()
         );
         let config = dir.join("wharf.toml");
