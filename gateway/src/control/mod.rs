@@ -403,13 +403,14 @@ impl ControlPlane {
     }
 }
 
-/// The listener bound at start-up, moved onto this runtime; `None` if there is none. A listener
-/// that cannot move is logged: the service it was for is not running.
+/// A listener bound outside tokio, moved onto this runtime.
 fn to_tokio(l: std::net::TcpListener) -> std::io::Result<tokio::net::TcpListener> {
     l.set_nonblocking(true)?;
     tokio::net::TcpListener::from_std(l)
 }
 
+/// The listener bound at start-up, moved onto this runtime; `None` if there is none. A listener
+/// that cannot move is logged: the service it was for is not running.
 fn take_listener(
     slot: &Mutex<Option<std::net::TcpListener>>,
     what: &str,
