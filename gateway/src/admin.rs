@@ -29,6 +29,9 @@ pub struct AdminState {
     /// `/metrics` names every tenant, route and upstream: with an operator token it requires
     /// that token; without one it answers only on loopback.
     pub operator_token: Option<String>,
+    /// Requests being handled, proxy and admin alike: shutdown waits for them (an upload
+    /// compiling, a write committing).
+    pub in_flight: crate::drain::InFlight,
 }
 
 pub async fn serve(
@@ -37,13 +40,24 @@ pub async fn serve(
     api: crate::api::ApiState,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let in_flight = state.in_flight.clone();
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
         .merge(crate::api::router(api))
-        .merge(crate::console::router());
+        .merge(crate::console::router())
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let guard = in_flight.enter();
+                async move {
+                    let response = next.run(req).await;
+                    drop(guard);
+                    response
+                }
+            },
+        ));
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

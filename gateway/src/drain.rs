@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use pingora_core::server::ExecutionPhase;
 use tokio::sync::broadcast::{error::TryRecvError, Receiver};
 
-/// Requests the proxy is handling now (header read, answer not yet finished).
+/// Requests being handled now: the proxy's (header read, answer not yet finished) and the admin
+/// API's.
 #[derive(Clone, Default)]
 pub struct InFlight(Arc<AtomicUsize>);
 

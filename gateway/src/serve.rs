@@ -178,7 +178,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             fleet_limiter: FleetLimiter::new(boot.redis.clone()),
             egress: egress.clone(),
             node: crate::proxy::NodeToken::new(),
-            in_flight,
+            in_flight: in_flight.clone(),
         },
         "wharf proxy",
     );
@@ -230,6 +230,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .or(boot.operator_token.clone()),
         max_plugin_bytes: boot.plugins.max_plugin_bytes,
         admin_limits: boot.admin,
+        in_flight: in_flight.clone(),
     });
 
     if let Some(addr) = &boot.tls_listen {

@@ -430,3 +430,37 @@ async fn upgrading_without_a_running_node_refuses_with_a_reason() {
     assert!(!out.status.success());
     assert!(err.contains("has exited"), "{err}");
 }
+
+/// SIGTERM while an admin write is under way (a JavaScript plugin upload: validated and compiled
+/// for seconds before it is stored): the node finishes it, answers 201, then exits; the version
+/// is in the store. Admin requests count as in flight just like proxied ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_an_admin_write_finishes_it_first() {
+    let (url, store) = fresh_store(StoreKind::Sqlite).await;
+    let mut gw = Wharf::start_configured(
+        &url,
+        &format!("operator_token = \"{OP}\"\ngrace_period_seconds = 60"),
+        &[],
+    )
+    .await;
+    store.create_tenant("acme", "Acme", &[]).await.unwrap();
+    let bytes = wharf_plugins::test_support::example_plugin("path-rewrite");
+    let upload = tokio::spawn(
+        reqwest::Client::new()
+            .put(format!(
+                "http://{}/v1/tenants/acme/plugins/rewrite",
+                gw.admin
+            ))
+            .bearer_auth(OP)
+            .body(bytes)
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!upload.is_finished(), "the upload is still compiling");
+    let took = gw.terminate().await;
+    let answer = upload.await.unwrap().expect("answered");
+    assert_eq!(answer.status(), 201, "{:?}", answer.text().await);
+    let versions = store.tenant("acme").await.unwrap().plugins;
+    assert_eq!(versions.len(), 1, "stored");
+    println!("SIGTERM during an upload: answered 201, exited {took:?} after SIGTERM");
+}

@@ -77,6 +77,8 @@ pub struct ControlPlane {
     pub max_plugin_bytes: usize,
     /// Budgets for tenants' admin API calls and failed authentications.
     pub admin_limits: crate::api::throttle::AdminLimits,
+    /// Requests being handled (the proxy's and the admin API's), for draining on shutdown.
+    pub in_flight: crate::drain::InFlight,
 }
 
 #[async_trait]
@@ -117,6 +119,7 @@ impl ControlPlane {
         let store_cell: Arc<OnceCell<Store>> = Arc::new(OnceCell::new());
         if let Some(listener) = admin {
             let state = admin::AdminState {
+                in_flight: self.in_flight.clone(),
                 live: self.live.clone(),
                 metrics: self.metrics.clone(),
                 store_up: self.store_up.clone(),
@@ -218,6 +221,12 @@ impl ControlPlane {
                     Err(e) => self.mark_store(false, &e.to_string()),
                 }
             }
+        }
+        // Admin requests still running (an upload compiling, a write committing) need the
+        // store: it closes once they are done (the drain ends the process then, or at the grace
+        // period's end).
+        while self.in_flight.count() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         if let Some(s) = store {
             s.close().await;

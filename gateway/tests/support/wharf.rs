@@ -77,6 +77,11 @@ impl Wharf {
         } else {
             "egress_allow = [\"127.0.0.0/8\"]\n"
         };
+        let grace = if extra_toml.contains("grace_period_seconds") {
+            ""
+        } else {
+            "grace_period_seconds = 5\n"
+        };
         // Tests open thousands of connections a second from 127.0.0.1: the per-address
         // connection budget is off unless a test sets `[clients]` itself.
         let clients = if extra_toml.contains("[clients]") {
@@ -86,7 +91,7 @@ impl Wharf {
         };
         let bootstrap = format!(
             "listen = \"{proxy}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"{}\"\nstore = \"{store_url}\"\n\
-             threads = 1\nconfig_poll_interval_ms = 50\ngrace_period_seconds = 5\n\
+             threads = 1\nconfig_poll_interval_ms = 50\n{grace}\
              graceful_shutdown_timeout_seconds = 1\n{egress}{clients}{extra_toml}\n",
             dir.join("data").display()
         );
