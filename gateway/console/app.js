@@ -200,6 +200,25 @@ function uploadForm(tenant) {
   } }, field("Plugin name", name), field("Component (.wasm)", file), drop, h("button", { type: "submit" }, "Upload"));
 }
 
+// A certificate chain (leaf first) and its private key, as PEM files; the key is sealed by the
+// gateway and never shown again.
+function certificateForm(tenant) {
+  const name = h("input", { id: "cert-name", required: true, placeholder: "main" });
+  const chain = h("input", { id: "cert-chain", type: "file", accept: ".pem,.crt" });
+  const key = h("input", { id: "cert-key", type: "file", accept: ".pem,.key" });
+  return h("form", { id: "cert-form", onsubmit: (e) => {
+    e.preventDefault();
+    const [c, k] = [chain.files[0], key.files[0]];
+    if (!c || !k) { say("Choose the certificate chain and its private key (PEM files)."); return; }
+    act(async () => {
+      const v = await api("PUT", `/v1/tenants/${enc(tenant)}/certificates/${enc(name.value.trim())}`,
+        { chain_pem: await c.text(), key_pem: await k.text() });
+      return v;
+    }, `Certificate ${name.value.trim()} stored: served by SNI on every node.`);
+  } }, field("Name", name), field("Chain (PEM, leaf first)", chain), field("Private key (PEM)", key),
+  h("button", { type: "submit" }, "Upload certificate"));
+}
+
 function attachForm(tenant, routes, plugins) {
   const names = [...new Set(plugins.map((p) => p.name))];
   const route = h("select", { id: "attach-route" }, routes.map((r) => h("option", { value: r.id }, r.id)));
@@ -272,8 +291,13 @@ async function tenantView(tenant) {
         h("tbody", {}, pluginRows)),
       uploadForm(tenant), routes.length && plugins.length ? attachForm(tenant, routes, plugins) : null),
     h("section", { id: "certificates" }, h("h2", {}, "TLS certificates"),
-      certificates.length ? h("ul", {}, certificates.map((c) => h("li", {}, `${c.name}: ${c.hostnames.join(", ")}, expires ${time(c.not_after_ms)}`)))
-        : h("p", {}, "None (upload with wharf cert add or PUT …/certificates/{name}).")),
+      certificates.length ? h("ul", {}, certificates.map((c) => h("li", { "data-certificate": c.name },
+        `${c.name}: ${c.hostnames.join(", ")}, expires ${time(c.not_after_ms)} `,
+        h("button", { class: "danger", type: "button", onclick: () => {
+          if (confirm(`Remove certificate ${c.name}?`)) act(() => api("DELETE", `/v1/tenants/${enc(tenant)}/certificates/${enc(c.name)}`), `Certificate ${c.name} removed.`);
+        } }, "Remove"))))
+        : h("p", {}, "None yet."),
+      certificateForm(tenant)),
     await usageSection(tenant),
     h("section", { id: "audit" }, h("h2", {}, "Changes (audit trail)"), auditTable(entries)),
   ];

@@ -37,6 +37,16 @@ async fn console_in_a_real_browser() {
     let shots = shots.canonicalize().unwrap();
     let not_wasm = std::env::temp_dir().join(format!("not-a-plugin-{}.wasm", std::process::id()));
     std::fs::write(&not_wasm, b"this is not WebAssembly").unwrap();
+    // Certificates for the certificate form: one for tenant a's hostname, one for b's (refused).
+    let pems = std::env::temp_dir().join(format!("wharf-console-pem-{}", std::process::id()));
+    std::fs::create_dir_all(&pems).unwrap();
+    let ca = support::tls::Ca::new("console CA");
+    for (host, stem) in [("a.test", "a"), ("b.test", "b")] {
+        let (chain, key, _) = ca.leaf(&[host]);
+        std::fs::write(pems.join(format!("{stem}-chain.pem")), chain).unwrap();
+        std::fs::write(pems.join(format!("{stem}-key.pem")), key).unwrap();
+    }
+    let pems = pems.canonicalize().unwrap();
     let plugin_dir = std::env::var("WHARF_PLUGIN_DIR")
         .unwrap_or_else(|_| format!("{}/.cache/wharf/plugins", std::env::var("HOME").unwrap()));
     let python = std::env::var("WHARF_PYTHON").unwrap_or_else(|_| {
@@ -58,10 +68,12 @@ async fn console_in_a_real_browser() {
         .env("WHARF_UPSTREAM", up.target())
         .env("WHARF_PLUGIN", format!("{plugin_dir}/add-header.wasm"))
         .env("WHARF_NOT_WASM", &not_wasm)
+        .env("WHARF_PEMS", &pems)
         .env("SCREENSHOTS", &shots)
         .output()
         .unwrap_or_else(|e| panic!("{python}: {e} (scripts/test installs selenium)"));
     let _ = std::fs::remove_file(&not_wasm);
+    let _ = std::fs::remove_dir_all(&pems);
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -25,6 +25,7 @@ KEY_B = os.environ["WHARF_KEY_B"]
 PLUGIN = os.environ["WHARF_PLUGIN"]
 SHOTS = os.environ["SCREENSHOTS"]
 NOT_WASM = os.environ["WHARF_NOT_WASM"]
+PEMS = os.environ["WHARF_PEMS"]
 
 opts = webdriver.ChromeOptions()
 opts.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -162,6 +163,34 @@ try:
     audit = driver.find_element(By.ID, "audit").text
     assert "rollback" in audit, audit
     shot("tenant-audit", at="audit")
+
+    step("a certificate for another tenant's hostname is refused, in words")
+    def upload_cert(name, stem):
+        fill("cert-name", name)
+        driver.find_element(By.ID, "cert-chain").send_keys(os.path.join(PEMS, f"{stem}-chain.pem"))
+        driver.find_element(By.ID, "cert-key").send_keys(os.path.join(PEMS, f"{stem}-key.pem"))
+        driver.find_element(By.CSS_SELECTOR, "#cert-form button[type=submit]").click()
+    upload_cert("stolen", "b")
+    refused = wait_message("none of which is a hostname of this tenant")
+    print("refused certificate:", refused)
+
+    step("upload a certificate, then remove one")
+    upload_cert("main", "a")
+    wait_message("Certificate main stored")
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "li[data-certificate=main]")))
+    assert "a.test" in driver.find_element(By.CSS_SELECTOR, "li[data-certificate=main]").text
+    certs = api("GET", "/v1/tenants/a/certificates", KEY_A)["certificates"]
+    assert [c["name"] for c in certs] == ["main"], certs
+    assert all("key_pem" not in c and "key_sealed" not in c for c in certs), "no key comes back"
+    upload_cert("spare", "a")
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "li[data-certificate=spare]")))
+    shot("tenant-certificates", at="certificates")
+    driver.find_element(By.CSS_SELECTOR, "li[data-certificate=spare] button").click()
+    wait.until(EC.alert_is_present())
+    driver.switch_to.alert.accept()
+    wait_message("Certificate spare removed")
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "li[data-certificate=spare]"))
+    assert [c["name"] for c in api("GET", "/v1/tenants/a/certificates", KEY_A)["certificates"]] == ["main"]
 
     step("narrow window")
     driver.set_window_size(480, 900)
