@@ -2,7 +2,7 @@
 //! connections per second on the proxy's listeners (HTTP and HTTPS). Over budget, a connection
 //! is closed right after accept, before a TLS handshake (~1 ms of proxy CPU each) or any read.
 //! An IPv6 client is budgeted by its /64, which one host typically holds whole. Load balancers
-//! in front of the fleet go in `unlimited`. Per node.
+//! in front of the fleet go in `unlimited`. Per node. Idle HTTP/2 connections are closed too.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -24,6 +24,9 @@ pub struct ClientLimits {
     pub new_connections_burst: u32,
     /// Addresses (CIDR) without a limit, e.g. the load balancers in front of the fleet.
     pub unlimited: Vec<String>,
+    /// An HTTP/2 connection with no request for this long is closed (Pingora keeps an idle one
+    /// forever otherwise; an idle HTTP/1.1 connection closes after 60 s).
+    pub http2_idle_timeout_seconds: u64,
 }
 
 impl Default for ClientLimits {
@@ -32,6 +35,7 @@ impl Default for ClientLimits {
             new_connections_per_second: 200,
             new_connections_burst: 400,
             unlimited: Vec::new(),
+            http2_idle_timeout_seconds: 60,
         }
     }
 }
@@ -117,6 +121,7 @@ mod tests {
             new_connections_per_second: 1,
             new_connections_burst: 2,
             unlimited: vec!["10.0.0.0/8".into()],
+            ..ClientLimits::default()
         };
         let b = ConnectionBudget::new(&limits, Arc::new(Metrics::new()))
             .expect("valid")

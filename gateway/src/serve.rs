@@ -186,12 +186,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         proxy.set_connection_filter(Arc::new(budget));
     }
     proxy.add_tcp(&boot.listen);
-    if boot.h2c {
-        if let Some(app) = proxy.app_logic_mut() {
-            let mut options = HttpServerOptions::default();
-            options.h2c = true;
-            app.server_options = Some(options);
-        }
+    if let Some(app) = proxy.app_logic_mut() {
+        let mut options = HttpServerOptions::default();
+        options.h2c = boot.h2c;
+        options.h2_idle_timeout = Some(Duration::from_secs(
+            boot.clients.http2_idle_timeout_seconds.max(1),
+        ));
+        app.server_options = Some(options);
     }
     if let Some(addr) = &boot.tls_listen {
         let resolver = Arc::new(SniResolver {

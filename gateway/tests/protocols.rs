@@ -318,3 +318,47 @@ async fn grpc_unary_and_streaming_end_to_end_with_trailers() {
         "trailers arrived intact"
     );
 }
+
+/// An HTTP/2 connection that sends no request is closed after `http2_idle_timeout_seconds`
+/// (Pingora would keep it forever): a client cannot hold connections without using them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (url, _) = fresh_store(StoreKind::Sqlite).await;
+    // The client preface and an empty SETTINGS frame, then nothing: how long until it closes.
+    async fn idle_until_closed(
+        proxy: std::net::SocketAddr,
+        wait: u64,
+    ) -> Option<std::time::Duration> {
+        let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .await
+            .unwrap();
+        let opened = std::time::Instant::now();
+        let mut buf = vec![0u8; 4096];
+        tokio::time::timeout(std::time::Duration::from_secs(wait), async {
+            // The server's SETTINGS, its ACK, then GOAWAY and the close.
+            while !matches!(s.read(&mut buf).await, Ok(0) | Err(_)) {}
+        })
+        .await
+        .ok()
+        .map(|()| opened.elapsed())
+    }
+    let gw = Wharf::start_configured(
+        &url,
+        "h2c = true\n[clients]\nnew_connections_per_second = 0\nhttp2_idle_timeout_seconds = 1",
+        &[],
+    )
+    .await;
+    let idle = idle_until_closed(gw.proxy, 10)
+        .await
+        .expect("closed within 10 s");
+    assert!(
+        idle >= std::time::Duration::from_millis(900),
+        "closed for idleness, not at once: {idle:?}"
+    );
+    // With the default (60 s) the same connection is still open 2 s later.
+    drop(gw);
+    let gw = Wharf::start_configured(&url, "h2c = true", &[]).await;
+    assert_eq!(idle_until_closed(gw.proxy, 2).await, None);
+}
