@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod raw;
 pub mod tls;
 mod wharf;
 
