@@ -1,14 +1,21 @@
 //! What one client address may make the proxy spend before it has sent a request: new
-//! connections per second on the proxy's listeners (HTTP and HTTPS). Over budget, a connection
-//! is closed right after accept, before a TLS handshake (~1 ms of proxy CPU each) or any read.
-//! An IPv6 client is budgeted by its /64, which one host typically holds whole. Load balancers
-//! in front of the fleet go in `unlimited`. Per node. Idle HTTP/2 connections are closed too.
+//! connections per second on the proxy's listeners (HTTP and HTTPS) — over budget, a connection
+//! is closed right after accept, before a TLS handshake (~1 ms of proxy CPU each) or any read —
+//! and connections held open at once (`PerAddress`, which wraps the proxy application and so
+//! sees each connection's whole life). An IPv6 client is budgeted by its /64, which one host
+//! typically holds whole. Load balancers in front of the fleet go in `unlimited`. Per node.
+//! Idle HTTP/2 connections are closed too.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
+use pingora_core::apps::ServerApp;
 use pingora_core::listeners::ConnectionFilter;
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
 use serde::Deserialize;
 use wharf_metrics::Metrics;
 
@@ -27,6 +34,9 @@ pub struct ClientLimits {
     /// An HTTP/2 connection with no request for this long is closed (Pingora keeps an idle one
     /// forever otherwise; an idle HTTP/1.1 connection closes after 60 s).
     pub http2_idle_timeout_seconds: u64,
+    /// Connections one address may hold open at once (0: no limit); a slow sender cannot pile
+    /// up connections and descriptors.
+    pub max_connections_per_address: u32,
 }
 
 impl Default for ClientLimits {
@@ -36,6 +46,7 @@ impl Default for ClientLimits {
             new_connections_burst: 400,
             unlimited: Vec::new(),
             http2_idle_timeout_seconds: 60,
+            max_connections_per_address: 256,
         }
     }
 }
@@ -65,14 +76,7 @@ impl ConnectionBudget {
         if l.new_connections_per_second == 0 {
             return Ok(None);
         }
-        let unlimited = l
-            .unlimited
-            .iter()
-            .map(|c| {
-                Cidr::parse(c)
-                    .ok_or_else(|| anyhow::anyhow!("[clients] unlimited: {c:?} is not a CIDR"))
-            })
-            .collect::<anyhow::Result<_>>()?;
+        let unlimited = parse_ranges(&l.unlimited)?;
         Ok(Some(ConnectionBudget {
             throttle: Throttle::new(l.new_connections_per_second, l.new_connections_burst),
             unlimited,
@@ -86,7 +90,10 @@ impl ConnectionBudget {
         }
         let admitted = self.throttle.take(&client_key(ip)).is_ok();
         if !admitted {
-            self.metrics.client_connections_refused_total.inc();
+            self.metrics
+                .client_connections_refused_total
+                .with_label_values(&["new_connection_rate"])
+                .inc();
         }
         admitted
     }
@@ -97,6 +104,104 @@ impl ConnectionFilter for ConnectionBudget {
     async fn should_accept(&self, addr: Option<&SocketAddr>) -> bool {
         addr.is_none_or(|a| self.admits(a.ip()))
     }
+}
+
+/// The proxy application, with the connections each client address holds open counted: one
+/// over `max` is closed before it is served (after the TLS handshake, which the rate budget
+/// above bounds).
+pub struct PerAddress<A> {
+    inner: Arc<A>,
+    max: u32,
+    unlimited: Vec<Cidr>,
+    open: Mutex<HashMap<String, u32>>,
+    metrics: Arc<Metrics>,
+}
+
+/// One open connection of an address; released when the connection ends.
+struct Held<'a, A> {
+    app: &'a PerAddress<A>,
+    key: String,
+}
+
+impl<A> PerAddress<A> {
+    /// `max` 0: no limit.
+    pub fn new(inner: A, l: &ClientLimits, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        Ok(PerAddress {
+            inner: Arc::new(inner),
+            max: l.max_connections_per_address,
+            unlimited: parse_ranges(&l.unlimited)?,
+            open: Mutex::new(HashMap::new()),
+            metrics,
+        })
+    }
+
+    /// A hold on one of `ip`'s connections; `Err(())` when it already holds `max`.
+    fn hold(&self, ip: IpAddr) -> Result<Option<Held<'_, A>>, ()> {
+        if self.max == 0 || self.unlimited.iter().any(|c| c.contains(ip)) {
+            return Ok(None);
+        }
+        let key = client_key(ip);
+        let mut open = self.open.lock();
+        let n = open.entry(key.clone()).or_insert(0);
+        if *n >= self.max {
+            return Err(());
+        }
+        *n += 1;
+        Ok(Some(Held { app: self, key }))
+    }
+}
+
+impl<A> Drop for Held<'_, A> {
+    fn drop(&mut self) {
+        let mut open = self.app.open.lock();
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for PerAddress<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        session: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let ip = session
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let held = match ip.map(|ip| self.hold(ip)) {
+            Some(Err(())) => {
+                self.metrics
+                    .client_connections_refused_total
+                    .with_label_values(&["open_connections"])
+                    .inc();
+                return None; // dropping the stream closes it
+            }
+            Some(Ok(held)) => held,
+            None => None,
+        };
+        let reused = self.inner.process_new(session, shutdown).await;
+        drop(held);
+        reused
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
+    }
+}
+
+fn parse_ranges(ranges: &[String]) -> anyhow::Result<Vec<Cidr>> {
+    ranges
+        .iter()
+        .map(|c| {
+            Cidr::parse(c)
+                .ok_or_else(|| anyhow::anyhow!("[clients] unlimited: {c:?} is not a CIDR"))
+        })
+        .collect()
 }
 
 /// The budget's key: the IPv4 address, or an IPv6 address's /64.

@@ -23,6 +23,7 @@ use crate::proxy::WharfProxy;
 use crate::tls::resolver::SniResolver;
 use crate::upgrade::Handover;
 use pingora_core::apps::HttpServerOptions;
+use pingora_core::services::listening::Service;
 use wharf_plugins::capabilities::Backends;
 use wharf_plugins::PluginRuntime;
 
@@ -169,7 +170,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let in_flight = crate::drain::InFlight::default();
     crate::drain::exit_when_drained(server.watch_execution_phase(), in_flight.clone());
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+    let mut app = pingora_proxy::http_proxy(
         &server.configuration,
         WharfProxy {
             config: live.clone(),
@@ -180,20 +181,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             node: crate::proxy::NodeToken::new(),
             in_flight: in_flight.clone(),
         },
-        "wharf proxy",
     );
+    let mut options = HttpServerOptions::default();
+    options.h2c = boot.h2c;
+    options.h2_idle_timeout = Some(Duration::from_secs(
+        boot.clients.http2_idle_timeout_seconds.max(1),
+    ));
+    app.server_options = Some(options);
+    let app = crate::clients::PerAddress::new(app, &boot.clients, metrics.clone())?;
+    let mut proxy = Service::new("wharf proxy".to_string(), app);
     if let Some(budget) = crate::clients::ConnectionBudget::new(&boot.clients, metrics.clone())? {
         proxy.set_connection_filter(Arc::new(budget));
     }
     proxy.add_tcp(&boot.listen);
-    if let Some(app) = proxy.app_logic_mut() {
-        let mut options = HttpServerOptions::default();
-        options.h2c = boot.h2c;
-        options.h2_idle_timeout = Some(Duration::from_secs(
-            boot.clients.http2_idle_timeout_seconds.max(1),
-        ));
-        app.server_options = Some(options);
-    }
     if let Some(addr) = &boot.tls_listen {
         let resolver = Arc::new(SniResolver {
             live: live.clone(),

@@ -14,6 +14,16 @@ use tokio::net::{TcpSocket, TcpStream};
 use support::tls::{acme_over_https_configured, https_get_from, AcmeOverHttps};
 use support::*;
 
+fn refused_count(metrics: &str, reason: &str) -> u64 {
+    let prefix = format!("wharf_client_connections_refused_total{{reason=\"{reason}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or("0")
+        .parse()
+        .unwrap()
+}
+
 /// A GET from source address `from`: the status, or `None` when the connection closed unanswered.
 async fn get_from(from: &str, to: SocketAddr) -> Option<u16> {
     let socket = TcpSocket::new_v4().unwrap();
@@ -81,14 +91,70 @@ async fn one_address_opening_connections_is_cut_off_before_any_handshake() {
     }
     assert!(matches!(https("127.0.0.2").await, Ok((_, _, 200, _))));
     let metrics = gw.metrics().await;
-    let refused: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("wharf_client_connections_refused_total "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let refused = refused_count(&metrics, "new_connection_rate");
     assert!(refused >= 16, "{refused}");
     // The budget refills.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(get_from("127.0.0.1", gw.proxy).await, Some(200));
+}
+
+/// Connections one address holds open at once are capped: idle ones (a slow sender that never
+/// finishes its request) cannot pile up. The one over the cap is closed before it is served;
+/// another address is served; closing one makes room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_more_connections_than_its_cap() {
+    let (url, store) = fresh_store(StoreKind::Sqlite).await;
+    let up = Upstream::start("up").await;
+    tenant_with_route(
+        &store,
+        "acme",
+        &["acme.test"],
+        route("all", "/", &[&up.target()]),
+    )
+    .await;
+    let gw = Wharf::start_configured(
+        &url,
+        "[clients]\nnew_connections_per_second = 0\nmax_connections_per_address = 3",
+        &[],
+    )
+    .await;
+    let open_from = |from: &'static str| async move {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        let mut s = socket.connect(gw.proxy).await.unwrap();
+        // Half a request, as a slow sender would.
+        s.write_all(b"GET / HTTP/1.1\r\nHost: acme").await.unwrap();
+        s
+    };
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(open_from("127.0.0.2").await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The fourth from that address is closed unanswered, at once.
+    let mut fourth = open_from("127.0.0.2").await;
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), fourth.read_to_end(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "{closed:?} {buf:?}"
+    );
+    // Another address is served meanwhile.
+    assert_eq!(get_from("127.0.0.3", gw.proxy).await, Some(200));
+    // One of the three finishes its request: the address may open another.
+    let mut first = held.remove(0);
+    first
+        .write_all(b".test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    first.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(get_from("127.0.0.2", gw.proxy).await, Some(200));
+    assert!(refused_count(&gw.metrics().await, "open_connections") >= 1);
 }

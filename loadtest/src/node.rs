@@ -41,7 +41,7 @@ impl Node {
                  threads = 2\ngrace_period_seconds = 0\ngraceful_shutdown_timeout_seconds = 1\n\
                  config_poll_interval_ms = 50\noperator_token = \"{OPERATOR}\"\n\
                  egress_allow = [\"127.0.0.0/8\"]\n\
-                 clients = {{ new_connections_per_second = 0 }}\n{extra_toml}\n",
+                 clients = {{ new_connections_per_second = 0, max_connections_per_address = 0 }}\n{extra_toml}\n",
                 dir.0.join("data").display()
             ),
         )?;

@@ -84,7 +84,7 @@ pub struct Metrics {
     pub pool_quota: IntGaugeVec,
     pub rate_limit_fallback_total: IntCounterVec,
     // Clients
-    pub client_connections_refused_total: IntCounter,
+    pub client_connections_refused_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -135,7 +135,7 @@ impl Metrics {
             quota_rejections_total: counter_vec(&r, "wharf_quota_rejections_total", "Calls refused because a tenant quota was used up, by quota", &["tenant", "quota"]),
             pool_quota: gauge_vec(&r, "wharf_pool_quota", "A tenant's pool size quota, to compare with wharf_pool_connections", &["tenant", "backend"]),
             rate_limit_fallback_total: counter_vec(&r, "wharf_rate_limit_fallback_total", "Fleet-wide rate-limit checks decided by the local limiter because Redis was unreachable", &["tenant"]),
-            client_connections_refused_total: counter(&r, "wharf_client_connections_refused_total", "Connections closed right after accept because their client address was over its new-connection budget ([clients])"),
+            client_connections_refused_total: counter_vec(&r, "wharf_client_connections_refused_total", "Connections closed before they were served because their client address was over a [clients] budget, by reason (new_connection_rate: closed on accept; open_connections: it held max_connections_per_address)", &["reason"]),
             registry: r,
         }
     }

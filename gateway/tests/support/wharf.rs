@@ -83,11 +83,11 @@ impl Wharf {
             "grace_period_seconds = 5\n"
         };
         // Tests open thousands of connections a second from 127.0.0.1: the per-address
-        // connection budget is off unless a test sets `[clients]` itself.
+        // connection budgets are off unless a test sets `[clients]` itself.
         let clients = if extra_toml.contains("[clients]") {
             ""
         } else {
-            "clients = { new_connections_per_second = 0 }\n"
+            "clients = { new_connections_per_second = 0, max_connections_per_address = 0 }\n"
         };
         let bootstrap = format!(
             "listen = \"{proxy}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"{}\"\nstore = \"{store_url}\"\n\
