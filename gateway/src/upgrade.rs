@@ -98,6 +98,15 @@ impl Handover {
                 while !socket.exists() && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(5));
                 }
+                if !socket.exists() {
+                    // Signalled now, the old node would give up its sockets to no one and stop.
+                    eprintln!(
+                        "wharf: {} never appeared; process {} keeps serving",
+                        socket.display(),
+                        old.pid
+                    );
+                    return;
+                }
                 if let Err(e) = kill(Pid::from_raw(old.pid), Signal::SIGQUIT) {
                     eprintln!("wharf: cannot signal process {} to hand over: {e}", old.pid);
                 }
