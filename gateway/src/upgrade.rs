@@ -115,20 +115,45 @@ impl Handover {
     }
 }
 
+/// Where this process's admin listener comes from.
+pub enum AdminSocket {
+    Ready(TcpListener),
+    /// An upgrade from a node that did not hand its admin socket over (a version before it
+    /// did): bind the address once that node lets go of it, then enter it in the table.
+    WhenFree(String, Option<ListenFds>),
+}
+
+impl AdminSocket {
+    /// The listener, waiting up to `patience` for an address the previous process still holds.
+    pub async fn listener(self, patience: Duration) -> io::Result<TcpListener> {
+        match self {
+            AdminSocket::Ready(l) => Ok(l),
+            AdminSocket::WhenFree(addr, fds) => {
+                tracing::warn!("the previous process kept {addr}: binding it once free");
+                let l = bind_when_free(&addr, patience).await?;
+                if let Some(fds) = fds {
+                    fds.lock().add(addr, l.try_clone()?.into_raw_fd());
+                }
+                Ok(l)
+            }
+        }
+    }
+}
+
 /// The admin listener for this process: the one the predecessor handed over under `key`, or the
 /// one bound at start, which is then entered in the table so the next upgrade passes it on.
 pub fn admin_listener(
     fds: Option<&ListenFds>,
     key: &str,
     bound: Option<TcpListener>,
-) -> io::Result<TcpListener> {
+) -> io::Result<AdminSocket> {
     let inherited = fds.and_then(|f| f.lock().get(key).copied());
     match (inherited, bound) {
         (Some(fd), _) => {
             // SAFETY: the table owns `fd` (an open listening socket) for the life of the process;
             // it is only borrowed here to duplicate it, so the table's copy stays valid to pass on.
             let owned: OwnedFd = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
-            Ok(TcpListener::from(owned))
+            Ok(AdminSocket::Ready(TcpListener::from(owned)))
         }
         (None, Some(listener)) => {
             if let Some(fds) = fds {
@@ -136,12 +161,22 @@ pub fn admin_listener(
                 let copy = listener.try_clone()?.into_raw_fd();
                 fds.lock().add(key.to_string(), copy);
             }
-            Ok(listener)
+            Ok(AdminSocket::Ready(listener))
         }
-        (None, None) => Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("the admin listener {key} was not handed over by the previous process"),
-        )),
+        (None, None) => Ok(AdminSocket::WhenFree(key.to_string(), fds.cloned())),
+    }
+}
+
+/// Binds `addr`, retrying while another process still holds it, for at most `patience`.
+pub async fn bind_when_free(addr: &str, patience: Duration) -> io::Result<TcpListener> {
+    let deadline = Instant::now() + patience;
+    loop {
+        match TcpListener::bind(addr) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -180,6 +215,28 @@ fn start_time(pid: i32) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_address_still_held_is_bound_once_released() {
+        let held = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = held.local_addr().expect("addr").to_string();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            drop(held);
+        });
+        let started = Instant::now();
+        let l = bind_when_free(&addr, Duration::from_secs(10))
+            .await
+            .expect("bound");
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        assert_eq!(l.local_addr().expect("addr").to_string(), addr);
+        release.await.expect("released");
+        // Still held past the patience: the error comes back.
+        let err = bind_when_free(&addr, Duration::from_millis(300))
+            .await
+            .expect_err("held");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
 
     #[test]
     fn a_recorded_node_is_found_and_a_stale_record_is_refused() {

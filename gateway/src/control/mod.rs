@@ -2,6 +2,7 @@
 //! checks, and serves the admin listener. It runs as a Pingora background service on its own
 //! runtime, so the store pool and the admin server live and die with that runtime.
 
+mod admin_listener;
 pub mod balancer;
 mod plugin_ref;
 pub mod resolve;
@@ -25,11 +26,10 @@ use wharf_plugins::PluginRuntime;
 
 use tokio::sync::OnceCell;
 
-use crate::admin;
-use crate::api::ApiState;
 use crate::control::balancer::HealthChecked;
 use crate::control::resolve::{prepare_backends, resolve_plugins, BlobSource, Loading, PluginSet};
 use crate::control::table::{CompileEnv, CompiledTenant, LiveConfig, RoutingTable};
+use crate::upgrade::AdminSocket;
 
 /// A delta naming more tenants than this is applied as a full reload (one read instead of
 /// thousands of per-tenant reads).
@@ -91,7 +91,6 @@ impl Service for ControlPlane {
     ) {
         let bound = self.admin_listener.lock().take();
         let admin = crate::upgrade::admin_listener(fds.as_ref(), &self.admin_addr, bound)
-            .and_then(to_tokio)
             .inspect_err(|e| tracing::error!("the admin listener cannot start: {e}"))
             .ok();
         self.run(admin, shutdown).await;
@@ -111,48 +110,14 @@ impl Service for ControlPlane {
 }
 
 impl ControlPlane {
-    async fn run(&self, admin: Option<tokio::net::TcpListener>, mut shutdown: ShutdownWatch) {
+    async fn run(&self, admin: Option<AdminSocket>, mut shutdown: ShutdownWatch) {
         for hc in self.live.load().health_checked() {
             hc.spawn();
         }
         self.export_cert_expiry(&RoutingTable::default(), &self.live.load(), None);
         let store_cell: Arc<OnceCell<Store>> = Arc::new(OnceCell::new());
-        if let Some(listener) = admin {
-            let state = admin::AdminState {
-                in_flight: self.in_flight.clone(),
-                live: self.live.clone(),
-                metrics: self.metrics.clone(),
-                store_up: self.store_up.clone(),
-                draining: self.draining.clone(),
-                listeners: self.listeners.clone(),
-                operator_token: self.operator_token.clone(),
-            };
-            let api = ApiState {
-                store: store_cell.clone(),
-                runtime: self.runtime.clone(),
-                metrics: self.metrics.clone(),
-                operator_token: self.operator_token.clone(),
-                max_plugin_bytes: self.max_plugin_bytes,
-                egress: self.egress.clone(),
-                uploads: Default::default(),
-                sealer: self.sealer.clone(),
-                usage: self.usage.clone(),
-                fleet_usage: self
-                    .usage_prometheus_url
-                    .as_deref()
-                    .map(|u| Arc::new(crate::usage_fleet::FleetUsage::new(u))),
-                backends: self.backends.clone(),
-                throttles: Arc::new(crate::api::throttle::AdminThrottles::new(
-                    &self.admin_limits,
-                )),
-            };
-            let handed_over =
-                crate::upgrade::handed_over(self.phases.lock().take(), shutdown.clone());
-            tokio::spawn(async move {
-                if let Err(e) = admin::serve(listener, state, api, handed_over).await {
-                    tracing::error!("admin listener stopped: {e}");
-                }
-            });
+        if let Some(socket) = admin {
+            self.spawn_admin(socket, store_cell.clone(), &shutdown);
         }
         if let Some(listener) = take_listener(&self.echo_listener, "demo echo upstream") {
             tokio::spawn(async move {
@@ -413,7 +378,7 @@ impl ControlPlane {
 }
 
 /// A listener bound outside tokio, moved onto this runtime.
-fn to_tokio(l: std::net::TcpListener) -> std::io::Result<tokio::net::TcpListener> {
+pub(crate) fn to_tokio(l: std::net::TcpListener) -> std::io::Result<tokio::net::TcpListener> {
     l.set_nonblocking(true)?;
     tokio::net::TcpListener::from_std(l)
 }
