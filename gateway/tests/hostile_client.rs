@@ -103,15 +103,7 @@ async fn one_address_opening_connections_is_cut_off_before_any_handshake() {
 /// another address is served; closing one makes room again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_cannot_hold_more_connections_than_its_cap() {
-    let (url, store) = fresh_store(StoreKind::Sqlite).await;
-    let up = Upstream::start("up").await;
-    tenant_with_route(
-        &store,
-        "acme",
-        &["acme.test"],
-        route("all", "/", &[&up.target()]),
-    )
-    .await;
+    let (url, _, _up) = acme_routed(StoreKind::Sqlite).await;
     let gw = Wharf::start_configured(
         &url,
         "[clients]\nnew_connections_per_second = 0\nmax_connections_per_address = 3",

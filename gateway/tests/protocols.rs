@@ -96,15 +96,7 @@ async fn echo_three(gw: &Wharf, path: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_on_the_plain_listener_when_configured() {
-    let (url, store) = fresh_store(StoreKind::Sqlite).await;
-    let up = Upstream::start("up").await;
-    tenant_with_route(
-        &store,
-        "acme",
-        &["acme.test"],
-        route("all", "/", &[&up.target()]),
-    )
-    .await;
+    let (url, _, _up) = acme_routed(StoreKind::Sqlite).await;
     let curl = |gw: &Wharf| {
         std::process::Command::new("curl")
             .args([

@@ -17,15 +17,7 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_a_node_under_load_loses_no_request() {
-    let (url, store) = fresh_store(StoreKind::Postgres).await;
-    let up = Upstream::start("up").await;
-    tenant_with_route(
-        &store,
-        "acme",
-        &["acme.test"],
-        route("all", "/", &[&up.target()]),
-    )
-    .await;
+    let (url, _, _up) = acme_routed(StoreKind::Postgres).await;
     let mut n1 = Wharf::start(&url).await;
     let n2 = Wharf::start(&url).await;
 

@@ -98,15 +98,7 @@ async fn rotation_under_load_fails_no_request_and_drops_no_connection() {
 /// key-encryption key) and lists it through the API; the gateway serves it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_stores_and_lists_certificates() {
-    let (url, store) = fresh_store(StoreKind::Sqlite).await;
-    let up = Upstream::start("up").await;
-    tenant_with_route(
-        &store,
-        "acme",
-        &["acme.test"],
-        route("all", "/", &[&up.target()]),
-    )
-    .await;
+    let (url, _, _up) = acme_routed(StoreKind::Sqlite).await;
     let ca = Ca::new("Wharf CLI CA");
     let (chain, private, der) = ca.leaf(&["acme.test"]);
     let dir = std::env::temp_dir().join(format!("wharf-cli-cert-{}", std::process::id()));
@@ -183,15 +175,7 @@ async fn cli_stores_and_lists_certificates() {
 /// sessions resume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_certificate_for_unknown_names_and_session_resumption() {
-    let (url, store) = fresh_store(StoreKind::Sqlite).await;
-    let up = Upstream::start("up").await;
-    tenant_with_route(
-        &store,
-        "acme",
-        &["acme.test"],
-        route("all", "/", &[&up.target()]),
-    )
-    .await;
+    let (url, _, _up) = acme_routed(StoreKind::Sqlite).await;
     let ca = Ca::new("Wharf default CA");
     let (chain, private, default_der) = ca.leaf(&["gateway.operator.test"]);
     let dir = std::env::temp_dir().join(format!("wharf-default-cert-{}", std::process::id()));

@@ -96,6 +96,21 @@ pub async fn tenant_with_route(store: &Store, id: &str, hosts: &[&str], route: R
     store.put_route(id, route).await.unwrap();
 }
 
+/// A fresh store where tenant `acme` (`acme.test`) sends every path to an echo upstream: the
+/// setting of the tests about operating the gateway rather than routing.
+pub async fn acme_routed(kind: StoreKind) -> (String, Store, Upstream) {
+    let (url, store) = fresh_store(kind).await;
+    let up = Upstream::start("up").await;
+    tenant_with_route(
+        &store,
+        "acme",
+        &["acme.test"],
+        route("all", "/", &[&up.target()]),
+    )
+    .await;
+    (url, store, up)
+}
+
 pub fn route(id: &str, prefix: &str, upstreams: &[&str]) -> Route {
     Route {
         id: id.into(),
