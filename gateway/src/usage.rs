@@ -122,15 +122,20 @@ impl UsageHistory {
     }
 }
 
+/// Answers with a 5xx status among answers counted by status code.
+pub(crate) fn server_errors(by_code: &BTreeMap<String, f64>) -> f64 {
+    by_code
+        .iter()
+        .filter(|(c, _)| c.starts_with('5'))
+        .map(|(_, n)| n)
+        .sum()
+}
+
 fn minute(t0: i64, t1: i64, a: &Counters, b: &Counters) -> UsageMinute {
     let seconds = ((t1 - t0).max(1)) as f64 / 1000.0;
     let by_code = diff(&a.by_code, &b.by_code);
     let requests: f64 = by_code.values().sum();
-    let errors: f64 = by_code
-        .iter()
-        .filter(|(c, _)| c.starts_with('5'))
-        .map(|(_, n)| n)
-        .sum();
+    let errors = server_errors(&by_code);
     let latency: Vec<(f64, f64)> = b
         .latency
         .iter()

@@ -102,11 +102,7 @@ impl FleetUsage {
             .map(|at| {
                 let by_code = by(&codes, at);
                 let requests: f64 = by_code.values().sum();
-                let errors: f64 = by_code
-                    .iter()
-                    .filter(|(c, _)| c.starts_with('5'))
-                    .map(|(_, n)| n)
-                    .sum();
+                let errors = crate::usage::server_errors(&by_code);
                 UsageMinute {
                     start_ms: at * 1000,
                     seconds: 60.0,

@@ -212,13 +212,16 @@ async fn upgrading_without_a_running_node_refuses_with_a_reason() {
         dir.join("data").display()
     );
     std::fs::write(&config, bootstrap).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .args(["upgrade", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let upgrade = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(["upgrade", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = upgrade();
     assert!(err.contains("no running node to upgrade"), "{err}");
     // A pid file whose pid now names another process is refused (its start time differs):
     // this test's own pid stands for the reused one, so nothing else is ever signalled.
@@ -228,12 +231,6 @@ async fn upgrading_without_a_running_node_refuses_with_a_reason() {
         format!("{} 1\n", std::process::id()),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .args(["upgrade", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = upgrade();
     assert!(err.contains("has exited"), "{err}");
 }
