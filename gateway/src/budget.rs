@@ -64,8 +64,9 @@ impl Throttle {
         if buckets.len() >= MAX_KEYS && !buckets.contains_key(key) {
             let (per_second, burst) = (self.per_second, self.burst);
             buckets.retain(|_, b| refill(b, now, per_second, burst) < burst);
-            if buckets.len() >= MAX_KEYS {
-                // Every key is busy: start over rather than grow.
+            if buckets.len() >= MAX_KEYS * 9 / 10 {
+                // Nearly every key is busy: start over rather than grow, or scan the whole map
+                // again on the next new key (each scan must free a tenth to pay for itself).
                 buckets.clear();
             }
         }
