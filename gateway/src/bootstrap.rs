@@ -20,6 +20,8 @@ pub struct Bootstrap {
     pub admin: crate::api::throttle::AdminLimits,
     /// New connections per client address on the proxy's listeners (`[clients]`).
     pub clients: crate::clients::ClientLimits,
+    /// How long the store keeps its audit log (`[audit]`).
+    pub audit: AuditRetention,
     /// Admin API and `/metrics`.
     pub admin_listen: String,
     pub data_dir: PathBuf,
@@ -76,6 +78,24 @@ pub struct TlsConfig {
     pub key_encryption_key: Option<String>,
 }
 
+/// The audit log is kept this long and at most this many entries (the oldest go first), so
+/// writes, which each add an entry, cannot fill the store's disk. Nodes prune once a minute.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditRetention {
+    pub retention_days: u32,
+    pub max_rows: u32,
+}
+
+impl Default for AuditRetention {
+    fn default() -> Self {
+        AuditRetention {
+            retention_days: 400,
+            max_rows: 2_000_000,
+        }
+    }
+}
+
 impl Default for Bootstrap {
     fn default() -> Self {
         Bootstrap {
@@ -85,6 +105,7 @@ impl Default for Bootstrap {
             tls: TlsConfig::default(),
             admin: Default::default(),
             clients: Default::default(),
+            audit: Default::default(),
             admin_listen: "127.0.0.1:9080".into(),
             data_dir: PathBuf::from("./wharf-data"),
             compiled_cache: None,

@@ -20,6 +20,7 @@ pub mod drain;
 pub mod echo;
 pub mod egress;
 pub mod plugin_add;
+pub mod private_files;
 pub mod proxy;
 pub mod serve;
 pub mod tls;

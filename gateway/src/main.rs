@@ -12,6 +12,8 @@ static ALLOCATOR: wharf_metrics::allocations::Counting<mimalloc::MiMalloc> =
     wharf_metrics::allocations::Counting(mimalloc::MiMalloc);
 
 fn main() {
+    // Before any file exists: the store, tenants' data, keys and the cache are wharf's alone.
+    wharf_gateway::private_files::owner_only_from_now_on();
     wharf_metrics::allocations::enable_from_env();
     let cli = Cli::parse();
     // Traces go to OTLP when configured (bootstrap `otlp_endpoint` or OTEL_EXPORTER_OTLP_ENDPOINT).

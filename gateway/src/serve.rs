@@ -37,6 +37,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(l) = args.admin_listen {
         boot.admin_listen = l;
     }
+    // Before the store opens: a data dir an older version left open is closed first.
+    crate::private_files::make_private(&boot.data_dir)
+        .with_context(|| format!("cannot make data dir {} private", boot.data_dir.display()))?;
+    let cache_dir = boot.compiled_cache_dir();
+    if !cache_dir.starts_with(&boot.data_dir) {
+        crate::private_files::make_private(&cache_dir)
+            .with_context(|| format!("cannot make cache dir {} private", cache_dir.display()))?;
+    }
     let store_url = boot.store_url()?;
 
     let handover = Handover::in_dir(&boot.data_dir);
@@ -231,6 +239,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .or(boot.operator_token.clone()),
         max_plugin_bytes: boot.plugins.max_plugin_bytes,
         admin_limits: boot.admin,
+        audit: boot.audit,
         in_flight: in_flight.clone(),
     });
 

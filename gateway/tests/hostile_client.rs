@@ -150,3 +150,69 @@ async fn one_address_cannot_hold_more_connections_than_its_cap() {
     assert_eq!(get_from("127.0.0.2", gw.proxy).await, Some(200));
     assert!(refused_count(&gw.metrics().await, "open_connections") >= 1);
 }
+
+/// A raw upstream that answers one request and hands back the head it received.
+async fn capturing_upstream() -> (SocketAddr, tokio::task::JoinHandle<String>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (mut s, _) = tokio::time::timeout(Duration::from_secs(10), l.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "upstream saw EOF before a whole head");
+            head.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&head).into_owned()
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framing_lookalikes_with_underscores_never_reach_the_upstream() {
+    let (url, store) = fresh_store(StoreKind::Sqlite).await;
+    let (up, head) = capturing_upstream().await;
+    tenant_with_route(
+        &store,
+        "acme",
+        &["acme.test"],
+        route("all", "/", &[&up.to_string()]),
+    )
+    .await;
+    let gw = Wharf::start(&url).await;
+    let mut s = TcpStream::connect(gw.proxy).await.unwrap();
+    s.write_all(
+        b"POST / HTTP/1.1\r\nHost: acme.test\r\nContent-Length: 5\r\nTransfer_Encoding: chunked\r\n\
+          Content_Length: 0\r\nX_Forwarded_For: 10.9.9.9\r\nX_Api_Version: 2\r\nConnection: close\r\n\r\nhello",
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let head = head.await.unwrap().to_ascii_lowercase();
+    for gone in [
+        "transfer_encoding",
+        "content_length",
+        "x_forwarded_for",
+        "10.9.9.9",
+    ] {
+        assert!(!head.contains(gone), "{gone} reached the upstream:\n{head}");
+    }
+    assert!(head.contains("content-length: 5"), "{head}");
+    assert!(
+        head.contains("x_api_version: 2"),
+        "other underscores pass:\n{head}"
+    );
+}

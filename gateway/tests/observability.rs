@@ -170,6 +170,7 @@ async fn live_metrics_pass_promtool_and_tenant_labels_are_capped() {
             .create_tenant(t, t, &[&format!("{t}.test")])
             .await
             .unwrap();
+        fast_health_checks(&store, t).await;
         let mut r = route("api", "/", &[&up.target(), &dead_addr()]);
         r.health_check = Some(wharf_tenancy::HealthCheck {
             kind: wharf_tenancy::HealthCheckKind::Tcp,

@@ -214,6 +214,7 @@ async fn weighted_round_robin_and_health_checks() {
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
     store.create_tenant("acme", "Acme", &[]).await.unwrap();
     store.add_hostname("acme", "acme.test").await.unwrap();
+    fast_health_checks(&store, "acme").await;
     let mut weighted = route("weighted", "/w", &[&a.target(), &b.target()]);
     weighted.upstreams[1].weight = 3;
     store.put_route("acme", weighted).await.unwrap();

@@ -21,7 +21,7 @@ pub enum ValidationError {
     BadWeight(u32),
     #[error("timeout {name} must be between 1 ms and 3600000 ms, got {value}")]
     BadTimeout { name: &'static str, value: u64 },
-    #[error("display name must be 1-200 characters")]
+    #[error("display name must be 1-200 characters, without control characters")]
     BadDisplayName,
     #[error("quota {name} must be between {min} and {max}, got {value}")]
     BadQuota {
@@ -79,6 +79,18 @@ pub enum StoreError {
     UnknownApiKey(String),
     #[error("plugin {plugin:?} is attached to route {route:?}; detach it first")]
     PluginInUse { plugin: String, route: String },
+    #[error("quota {quota} is {limit}; this change needs {wanted}: remove something first, or ask the operator to raise it")]
+    QuotaExceeded {
+        quota: &'static str,
+        limit: u64,
+        wanted: u64,
+    },
+    #[error("quota {quota} is {floor}; {asked} is below it")]
+    BelowQuota {
+        quota: &'static str,
+        floor: u64,
+        asked: u64,
+    },
     #[error("unsupported store URL {0:?}: use sqlite://PATH or postgres://USER@HOST:PORT/DB")]
     BadUrl(String),
     #[error("stored config is corrupt ({0}); fix the row or restore from backup")]
@@ -87,4 +99,13 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("config store migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// The database refused a value as one it cannot hold (Postgres: a NUL in text, an
+    /// untranslatable character): the input's fault, not the store's.
+    pub fn is_unstorable_value(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(d))
+            if matches!(d.code().as_deref(), Some("22021") | Some("22P05")))
+    }
 }

@@ -14,7 +14,10 @@ pub use model::{
     HealthCheck, HealthCheckKind, HostPattern, OnError, PluginAttachment, PluginVersion, Route,
     Tenant, Timeouts, TlsCertificate, UpstreamProtocol, UpstreamTarget,
 };
-pub use quotas::{PluginQuotas, Quotas, RateScope, RedisQuotas, RequestQuotas, SqlQuotas};
+pub use quotas::{
+    ConfigQuotas, PluginQuotas, Quotas, RateScope, RedisQuotas, RequestQuotas, SqlQuotas,
+    StorageQuotas,
+};
 pub use store::{ApiKeyInfo, AuditEntry, ConfigDelta, ConfigSnapshot, NodeReport, Store};
 #[cfg(feature = "test-util")]
 pub mod test_support;

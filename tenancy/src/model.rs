@@ -324,10 +324,41 @@ pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
 }
 
 pub fn validate_display_name(name: &str) -> Result<(), ValidationError> {
-    if name.trim().is_empty() || name.chars().count() > 200 {
+    if name.trim().is_empty() || name.chars().count() > 200 || has_control(name) {
         return Err(ValidationError::BadDisplayName);
     }
     Ok(())
+}
+
+/// Whether `s` holds a control character (NUL, newline, escape, DEL, C1 controls): no name or
+/// label the API stores or shows may, since stores (Postgres refuses NUL), logs and terminals
+/// each read them differently.
+pub fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+/// A free-form name a client sends (a path parameter, a label): non-empty, at most `max_bytes`,
+/// no control characters. The error says which rule it broke.
+pub fn validate_text(s: &str, max_bytes: usize) -> Result<(), TextError> {
+    if s.is_empty() {
+        Err(TextError::Empty)
+    } else if s.len() > max_bytes {
+        Err(TextError::TooLong(max_bytes))
+    } else if has_control(s) {
+        Err(TextError::Control)
+    } else {
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TextError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most {0} bytes")]
+    TooLong(usize),
+    #[error("must not contain control characters (NUL, newlines, escapes)")]
+    Control,
 }
 
 #[cfg(test)]

@@ -16,6 +16,10 @@ pub struct Quotas {
     pub sql: SqlQuotas,
     #[serde(flatten)]
     pub requests: RequestQuotas,
+    #[serde(flatten)]
+    pub config: ConfigQuotas,
+    #[serde(flatten)]
+    pub storage: StorageQuotas,
     /// How long a host call waits for a free pooled connection (Redis or SQL) before
     /// `quota-exceeded`.
     pub pool_wait_ms: u64,
@@ -109,6 +113,71 @@ impl Default for RequestQuotas {
     }
 }
 
+/// How much config a tenant may keep: every node holds all of it in memory and recompiles the
+/// tenant on each change, so each is refused at write time, before any node spends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct ConfigQuotas {
+    #[serde(rename = "max_routes")]
+    pub routes: u32,
+    /// Upstream targets of one route (each is a balancer entry and, checked, a probe).
+    #[serde(rename = "max_targets_per_route")]
+    pub targets_per_route: u32,
+    #[serde(rename = "max_hostnames")]
+    pub hostnames: u32,
+    #[serde(rename = "max_certificates")]
+    pub certificates: u32,
+    /// Keys and values of one plugin attachment's config, summed.
+    #[serde(rename = "max_attachment_config_bytes")]
+    pub attachment_config_bytes: u64,
+    /// All of the tenant's routes as stored (JSON), attachments included.
+    #[serde(rename = "max_config_bytes")]
+    pub config_bytes: u64,
+    /// The shortest health-check interval a route may ask for.
+    #[serde(rename = "health_check_min_interval_ms")]
+    pub health_check_min_interval_ms: u64,
+    /// Health probes per second all the tenant's routes may cost each node (targets / interval).
+    #[serde(rename = "max_health_checks_per_second")]
+    pub health_checks_per_second: u32,
+}
+
+impl Default for ConfigQuotas {
+    fn default() -> Self {
+        ConfigQuotas {
+            routes: 200,
+            targets_per_route: 64,
+            hostnames: 50,
+            certificates: 50,
+            attachment_config_bytes: 16 << 10,
+            config_bytes: 256 << 10,
+            health_check_min_interval_ms: 1_000,
+            health_checks_per_second: 100,
+        }
+    }
+}
+
+/// What a tenant may keep in the shared store besides config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct StorageQuotas {
+    /// All stored versions of all the tenant's plugins, summed.
+    #[serde(rename = "plugin_storage_bytes")]
+    pub plugin_bytes: u64,
+    /// Versions kept per plugin: on upload, the oldest versions no route uses beyond this many
+    /// are removed (audited as `plugin.prune`).
+    #[serde(rename = "plugin_versions_kept")]
+    pub plugin_versions_kept: u32,
+}
+
+impl Default for StorageQuotas {
+    fn default() -> Self {
+        StorageQuotas {
+            plugin_bytes: 128 << 20,
+            plugin_versions_kept: 10,
+        }
+    }
+}
+
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
 )]
@@ -126,6 +195,8 @@ impl Default for Quotas {
             redis: RedisQuotas::default(),
             sql: SqlQuotas::default(),
             requests: RequestQuotas::default(),
+            config: ConfigQuotas::default(),
+            storage: StorageQuotas::default(),
             pool_wait_ms: 100,
         }
     }
@@ -211,7 +282,8 @@ type Bound = (&'static str, u64, u64, u64);
 impl Quotas {
     pub fn validate(&self) -> Result<(), ValidationError> {
         let (p, r, s, q) = (&self.plugin, &self.redis, &self.sql, &self.requests);
-        let bounds: [Bound; 19] = [
+        let (c, st) = (&self.config, &self.storage);
+        let bounds: [Bound; 29] = [
             ("plugin_fuel", p.fuel, 1_000, 100_000_000_000),
             ("plugin_deadline_ms", p.deadline_ms, 1, 60_000),
             ("plugin_memory_bytes", p.memory_bytes, 64 << 10, 4 << 30),
@@ -275,6 +347,41 @@ impl Quotas {
                 q.max_in_flight.into(),
                 1,
                 1_000_000,
+            ),
+            ("max_routes", c.routes.into(), 1, 100_000),
+            (
+                "max_targets_per_route",
+                c.targets_per_route.into(),
+                1,
+                10_000,
+            ),
+            ("max_hostnames", c.hostnames.into(), 1, 100_000),
+            ("max_certificates", c.certificates.into(), 0, 100_000),
+            (
+                "max_attachment_config_bytes",
+                c.attachment_config_bytes,
+                0,
+                1 << 20,
+            ),
+            ("max_config_bytes", c.config_bytes, 4 << 10, 1 << 30),
+            (
+                "health_check_min_interval_ms",
+                c.health_check_min_interval_ms,
+                100,
+                3_600_000,
+            ),
+            (
+                "max_health_checks_per_second",
+                c.health_checks_per_second.into(),
+                0,
+                1_000_000,
+            ),
+            ("plugin_storage_bytes", st.plugin_bytes, 0, 1 << 40),
+            (
+                "plugin_versions_kept",
+                st.plugin_versions_kept.into(),
+                1,
+                10_000,
             ),
         ];
         for (name, value, min, max) in bounds {

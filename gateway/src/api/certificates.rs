@@ -53,7 +53,8 @@ fn info(c: TlsCertificate) -> CertificateInfo {
         not_after_ms: c.not_after_ms,
         fingerprint: c.fingerprint,
         updated_at_ms: c.updated_at_ms,
-        chain_pem: c.chain_pem,
+        // Certificates stored before bundles with keys were refused may still hold one.
+        chain_pem: crate::tls::validate::without_keys(&c.chain_pem),
     }
 }
 

@@ -85,6 +85,13 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
+        if let Some(e) = backend_failure(&e) {
+            return e;
+        }
+        if let StoreError::QuotaExceeded { .. } | StoreError::BelowQuota { .. } = e {
+            // As Kubernetes answers a ResourceQuota: the request is fine, this tenant may not.
+            return ApiError::new(StatusCode::FORBIDDEN, "quota_exceeded", e.to_string());
+        }
         let status = match &e {
             StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
             StoreError::UnknownTenant(_)
@@ -96,6 +103,9 @@ impl From<StoreError> for ApiError {
             | StoreError::HostnameTaken { .. }
             | StoreError::RouteConflict { .. }
             | StoreError::PluginInUse { .. } => StatusCode::CONFLICT,
+            StoreError::QuotaExceeded { .. } | StoreError::BelowQuota { .. } => {
+                StatusCode::FORBIDDEN
+            }
             StoreError::Database(_) | StoreError::Migrate(_) => StatusCode::SERVICE_UNAVAILABLE,
             StoreError::BadUrl(_) | StoreError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -107,5 +117,34 @@ impl From<StoreError> for ApiError {
             _ => "internal_error",
         };
         ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// A failure of the store itself: its text (SQL, driver and server messages) is logged for the
+/// operator and never sent to a client, which gets a stable code. A value the database refuses
+/// to hold (Postgres: NUL in text) is the client's input, so 400, though the API checks names
+/// before they get this far.
+fn backend_failure(e: &StoreError) -> Option<ApiError> {
+    match e {
+        e if e.is_unstorable_value() => Some(ApiError::bad_request(
+            "a value holds a character the config store cannot keep (such as NUL)",
+        )),
+        StoreError::Database(_) | StoreError::Migrate(_) => {
+            tracing::warn!(error = %e, "config store failed an admin request");
+            Some(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the config store failed this request; retry shortly (the node's log has the cause)",
+            ))
+        }
+        StoreError::BadUrl(_) | StoreError::Corrupt(_) => {
+            tracing::error!(error = %e, "config store failed an admin request");
+            Some(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the config store holds data this node cannot read; the node's log has the cause",
+            ))
+        }
+        _ => None,
     }
 }

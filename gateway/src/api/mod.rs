@@ -7,6 +7,7 @@ mod activity;
 mod auth;
 mod certificates;
 mod error;
+mod params;
 mod plugins;
 mod routes;
 pub mod schema;
@@ -120,6 +121,7 @@ pub fn router(state: ApiState) -> Router {
     let (router, _) = api().split_for_parts();
     let doc = openapi().to_pretty_json().unwrap_or_default();
     router
+        .route_layer(axum::middleware::from_fn(params::check))
         .route(
             "/v1/openapi.json",
             get(move || async move { ([("content-type", "application/json")], doc) }),

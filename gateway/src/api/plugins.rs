@@ -24,6 +24,7 @@ use super::{ApiError, ApiState, Principal};
     params(("tenant" = String, Path), ("plugin" = String, Path)),
     request_body(content = Vec<u8>, content_type = "application/wasm", description = "the plugin's binary .wasm component"),
     responses((status = 201, body = PluginUploaded),
+        (status = 403, description = "over the tenant's plugin storage quota", body = ErrorBody),
         (status = 413, description = "over the tenant's plugin size limit", body = ErrorBody),
         (status = 422, description = "not a component of the Wharf world", body = ErrorBody),
         (status = 429, description = "the tenant's compiles are queued full", body = ErrorBody),
@@ -34,12 +35,29 @@ pub async fn upload(
     Path((tenant, name)): Path<(String, String)>,
     body: Body,
 ) -> Result<(StatusCode, Json<PluginUploaded>), ApiError> {
-    let (store, limit, _slot) = admit_upload(&s, &who, &tenant, &name)
+    let (store, limit, room, _slot) = admit_upload(&s, &who, &tenant, &name)
         .await
         .map_err(ApiError::closing)?;
-    let bytes = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
+    let over_room = || {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "quota_exceeded",
+            format!(
+                "quota plugin_storage_bytes leaves room for {room} more bytes: remove plugins                  or versions first, or ask the operator to raise it"
+            ),
+        )
+        .closing()
+    };
+    if room == 0 {
+        return Err(over_room());
+    }
+    let read_limit = limit.min(room);
+    let bytes = axum::body::to_bytes(body, usize::try_from(read_limit).unwrap_or(usize::MAX))
         .await
         .map_err(|_| {
+            if room < limit {
+                return over_room();
+            }
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
@@ -82,13 +100,14 @@ pub async fn upload(
     ))
 }
 
-/// Everything decided before the body is read: scope, name, size limit, a place in line.
+/// Everything decided before the body is read: scope, name, size limit, room left under the
+/// storage quota, a place in line.
 async fn admit_upload(
     s: &ApiState,
     who: &Principal,
     tenant: &str,
     name: &str,
-) -> Result<(Store, u64, UploadSlot), ApiError> {
+) -> Result<(Store, u64, u64, UploadSlot), ApiError> {
     who.scope(tenant)?;
     wharf_tenancy::model::validate_id(name)
         .map_err(|e| ApiError::bad_request(format!("plugin name: {e}")))?;
@@ -100,8 +119,9 @@ async fn admit_upload(
         .plugin
         .max_bytes
         .min(s.max_plugin_bytes as u64);
+    let room = store.plugin_upload_room(tenant, name).await?;
     let slot = s.uploads.admit(tenant).await?;
-    Ok((store, limit, slot))
+    Ok((store, limit, room, slot))
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/plugins", tag = "plugins",

@@ -38,6 +38,9 @@ const MAX_DELTA_TENANTS: usize = 1000;
 /// How often a node tells the store which config version it serves.
 const NODE_REPORT_EVERY: Duration = Duration::from_secs(5);
 
+/// How often a node prunes the audit log to its retention.
+const AUDIT_PRUNE_EVERY: Duration = Duration::from_secs(60);
+
 pub struct ControlPlane {
     pub store_url: String,
     pub runtime: Arc<PluginRuntime>,
@@ -79,6 +82,7 @@ pub struct ControlPlane {
     pub admin_limits: crate::api::throttle::AdminLimits,
     /// Requests being handled (the proxy's and the admin API's), for draining on shutdown.
     pub in_flight: crate::drain::InFlight,
+    pub audit: crate::bootstrap::AuditRetention,
 }
 
 #[async_trait]
@@ -140,6 +144,7 @@ impl ControlPlane {
         let mut first = true;
         let started_at_ms = now_ms();
         let mut last_report: Option<std::time::Instant> = None;
+        let mut last_prune: Option<std::time::Instant> = None;
         loop {
             // Connect at once on start (the admin API needs the store), then poll.
             if !first {
@@ -174,6 +179,14 @@ impl ControlPlane {
                         .await
                     {
                         tracing::warn!("cannot report this node to the store: {e}");
+                    }
+                }
+                if last_prune.is_none_or(|t: std::time::Instant| t.elapsed() >= AUDIT_PRUNE_EVERY) {
+                    last_prune = Some(std::time::Instant::now());
+                    let a = self.audit;
+                    let age_ms = i64::from(a.retention_days) * 86_400_000;
+                    if let Err(e) = s.prune_audit(age_ms, a.max_rows.into()).await {
+                        tracing::warn!("cannot prune the audit log: {e}");
                     }
                 }
             }

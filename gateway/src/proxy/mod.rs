@@ -8,6 +8,7 @@ pub mod chain;
 pub mod concurrency;
 pub mod ctx;
 pub mod errors;
+mod lookalikes;
 pub mod rate_limit;
 mod request_info;
 mod respond;
@@ -156,6 +157,13 @@ impl ProxyHttp for WharfProxy {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let dropped = lookalikes::drop_lookalikes(upstream);
+        if dropped > 0 {
+            tracing::debug!(
+                dropped,
+                "header names that read as framing or forwarding headers dropped"
+            );
+        }
         if let Some(client) = client_ip(session) {
             let forwarded = match upstream
                 .headers

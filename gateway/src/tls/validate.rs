@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
+use rustls_pemfile::Item;
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
@@ -39,6 +40,8 @@ pub enum CertError {
         names: Vec<String>,
         owned: Vec<String>,
     },
+    #[error("the chain holds a private key: send only certificates as chain_pem and the key as key_pem (a key is stored sealed, never in clear)")]
+    KeyInChain,
     #[error("the upload is too large ({0} bytes; at most {MAX_PEM_BYTES})")]
     TooLarge(usize),
 }
@@ -57,6 +60,7 @@ pub struct Validated {
     pub fingerprint: String,
 }
 
+/// Checks an upload (a stored certificate is only `load`ed, see there).
 pub fn validate(
     chain_pem: &str,
     key_pem: &str,
@@ -64,6 +68,17 @@ pub fn validate(
     now_ms: i64,
 ) -> Result<Validated, CertError> {
     let v = parse(chain_pem, key_pem)?;
+    // A "fullchain + key" bundle: the chain is stored and returned as sent, so a key in it
+    // would be kept in clear next to its sealed copy.
+    let key_in_chain = rustls_pemfile::read_all(&mut chain_pem.as_bytes()).any(|item| {
+        matches!(
+            item,
+            Ok(Item::Pkcs1Key(_) | Item::Pkcs8Key(_) | Item::Sec1Key(_))
+        )
+    });
+    if key_in_chain || chain_pem.contains("PRIVATE KEY-----") {
+        return Err(CertError::KeyInChain);
+    }
     let now = now_ms / 1000;
     if v.not_after_ms / 1000 < now {
         return Err(CertError::Expired(v.not_after_ms / 1000));
@@ -198,9 +213,38 @@ pub fn covers(name: &str, host: &str) -> bool {
     }
 }
 
+/// `chain_pem` without any private key block: what may be shown of a chain stored before such
+/// bundles were refused.
+pub fn without_keys(chain_pem: &str) -> String {
+    let mut out = String::new();
+    let mut in_key = false;
+    for line in chain_pem.lines() {
+        if line.starts_with("-----BEGIN") && line.contains("PRIVATE KEY") {
+            in_key = true;
+        }
+        if !in_key {
+            out.push_str(line);
+            out.push('\n');
+        }
+        if line.starts_with("-----END") && line.contains("PRIVATE KEY") {
+            in_key = false;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::covers;
+    use super::{covers, without_keys};
+
+    #[test]
+    fn keys_are_cut_from_a_shown_chain() {
+        let pem = "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n\
+                   -----BEGIN PRIVATE KEY-----\nSECRET\n-----END PRIVATE KEY-----\n\
+                   -----BEGIN EC PRIVATE KEY-----\nSECRET\n-----END EC PRIVATE KEY-----\n";
+        let shown = without_keys(pem);
+        assert!(shown.contains("AAA") && !shown.contains("SECRET") && !shown.contains("KEY"));
+    }
 
     #[test]
     fn tls_name_rules() {

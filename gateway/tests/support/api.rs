@@ -56,7 +56,12 @@ pub enum Body {
 
 /// A gateway with tenants a and b: (gateway, client, a's key, b's key, a revoked key of a).
 pub async fn setup() -> (Wharf, Api, String, String, String) {
-    let (url, _) = fresh_store(StoreKind::Sqlite).await;
+    setup_on(StoreKind::Sqlite).await
+}
+
+/// [`setup`] on a store of the given kind.
+pub async fn setup_on(kind: StoreKind) -> (Wharf, Api, String, String, String) {
+    let (url, _) = fresh_store(kind).await;
     // These nodes are for authorization tests, which send many wrong keys from one address on
     // purpose: the failed-authentication budget has its own test (hostile_tenant.rs).
     let gw = Wharf::start_configured(

@@ -215,3 +215,15 @@ pub async fn relaxed(store: &Store, tenant: &str) {
         .await
         .unwrap();
 }
+
+/// Lets `tenant`'s routes probe their targets every 100 ms (the default floor is 1 s): tests
+/// watch a target go down without waiting seconds.
+pub async fn fast_health_checks(store: &Store, tenant: &str) {
+    store
+        .patch_quotas(
+            tenant,
+            &serde_json::json!({ "health_check_min_interval_ms": 100 }),
+        )
+        .await
+        .unwrap();
+}

@@ -86,6 +86,20 @@ impl Store {
             .await?;
         Ok(())
     }
+    /// Removes audit entries older than `max_age_ms` and all but the newest `max_rows`; returns
+    /// how many went. Every node may run it: the deletes are idempotent.
+    pub async fn prune_audit(&self, max_age_ms: i64, max_rows: i64) -> Result<u64, StoreError> {
+        let old = sqlx::query("DELETE FROM audit_log WHERE at_ms < $1")
+            .bind(super::now_ms().saturating_sub(max_age_ms))
+            .execute(&self.pool)
+            .await?;
+        let over =
+            sqlx::query("DELETE FROM audit_log WHERE seq <= (SELECT MAX(seq) FROM audit_log) - $1")
+                .bind(max_rows)
+                .execute(&self.pool)
+                .await?;
+        Ok(old.rows_affected() + over.rows_affected())
+    }
     /// The newest audit entries first.
     pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query("SELECT at_ms, actor, action, target, config_version FROM audit_log ORDER BY seq DESC LIMIT $1")

@@ -22,7 +22,15 @@ impl Store {
                 &format!("{tenant}/{}", cert.name),
             )
             .await?;
-        Self::ensure_tenant(&mut tx, tenant).await?;
+        let quotas = Self::quotas_in(&mut tx, tenant).await?;
+        Self::check_count(
+            &mut tx,
+            "SELECT COUNT(*) FROM certificates WHERE tenant_id = $1 AND name <> $2",
+            tenant,
+            &cert.name,
+            ("max_certificates", quotas.config.certificates),
+        )
+        .await?;
         sqlx::query(
             "INSERT INTO certificates (tenant_id, name, chain_pem, key_sealed, hostnames, \
              not_after_ms, fingerprint, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \

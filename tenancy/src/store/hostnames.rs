@@ -14,7 +14,15 @@ impl Store {
         let (mut tx, version) = self
             .begin_change("hostname.add", tenant, &format!("{tenant}/{pattern}"))
             .await?;
-        Self::ensure_tenant(&mut tx, tenant).await?;
+        let quotas = Self::quotas_in(&mut tx, tenant).await?;
+        Self::check_count(
+            &mut tx,
+            "SELECT COUNT(*) FROM hostnames WHERE tenant_id = $1 AND pattern <> $2",
+            tenant,
+            &pattern.to_string(),
+            ("max_hostnames", quotas.config.hostnames),
+        )
+        .await?;
         Self::insert_hostname(&mut tx, tenant, &pattern).await?;
         tx.commit().await?;
         Ok(version)

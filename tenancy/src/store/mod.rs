@@ -11,7 +11,9 @@ mod access;
 mod certificates;
 mod hostnames;
 mod nodes;
+mod plugin_storage;
 mod plugins;
+mod quota_use;
 mod routes;
 mod snapshot;
 
@@ -135,7 +137,7 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let files: [(&'static str, &'static str, &'static str); 6] = [
+        let files: [(&'static str, &'static str, &'static str); 7] = [
             (
                 "config",
                 include_str!("../../migrations/sqlite/0001_config.sql"),
@@ -165,6 +167,11 @@ impl Store {
                 "nodes",
                 include_str!("../../migrations/sqlite/0006_nodes.sql"),
                 include_str!("../../migrations/postgres/0006_nodes.sql"),
+            ),
+            (
+                "audit retention",
+                include_str!("../../migrations/sqlite/0007_audit_retention.sql"),
+                include_str!("../../migrations/postgres/0007_audit_retention.sql"),
             ),
         ];
         // Listed by hand rather than with sqlx's macro: it keeps the build lean.
@@ -279,6 +286,11 @@ impl Store {
             .iter()
             .map(|h| HostPattern::parse(h))
             .collect::<Result<Vec<_>, _>>()?;
+        quota_use::within(
+            "max_hostnames",
+            Quotas::default().config.hostnames.into(),
+            patterns.len() as u64,
+        )?;
         let (mut tx, version) = self.begin_change("tenant.create", id, id).await?;
         if Self::ensure_tenant(&mut tx, id).await.is_ok() {
             return Err(StoreError::TenantExists(id.to_string()));
@@ -317,11 +329,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query(
-            "DELETE FROM plugin_blobs WHERE sha256 NOT IN (SELECT sha256 FROM plugin_versions)",
-        )
-        .execute(&mut *tx)
-        .await?;
+        Self::drop_orphan_blobs(&mut tx).await?;
         tx.commit().await?;
         Ok(version)
     }
@@ -356,13 +364,7 @@ impl Store {
         updates: &serde_json::Value,
     ) -> Result<(i64, Quotas), StoreError> {
         let (mut tx, version) = self.begin_change("tenant.quotas", tenant, tenant).await?;
-        let row = sqlx::query("SELECT quotas FROM tenants WHERE id = $1")
-            .bind(tenant.to_string())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::UnknownTenant(tenant.to_string()))?;
-        let current: Quotas = serde_json::from_str(&row.try_get::<String, _>(0)?)
-            .map_err(|e| StoreError::Corrupt(format!("quotas of tenant {tenant}: {e}")))?;
+        let current = Self::quotas_in(&mut tx, tenant).await?;
         let patched = current.patched(updates)?;
         Self::write_quotas(&mut tx, tenant, &patched).await?;
         tx.commit().await?;

@@ -22,7 +22,21 @@ impl Store {
         let (mut tx, config_version) = self
             .begin_change("plugin.upload", tenant, &format!("{tenant}/{name}"))
             .await?;
-        Self::ensure_tenant(&mut tx, tenant).await?;
+        // Versions of one plugin are numbered under the config-version row lock, so concurrent
+        // uploads get distinct, gapless numbers; and before pruning, so none is given twice.
+        let row = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM plugin_versions WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant.to_string())
+            .bind(name.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        let version: i64 = row.try_get::<i64, _>(0)? + 1;
+        self.make_room(
+            &mut tx,
+            tenant,
+            (name, &sha, bytes.len() as u64),
+            config_version,
+        )
+        .await?;
         let known = sqlx::query("SELECT sha256 FROM plugin_blobs WHERE sha256 = $1")
             .bind(sha.clone())
             .fetch_optional(&mut *tx)
@@ -35,14 +49,6 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        // Versions of one plugin are numbered under the config-version row lock, so concurrent
-        // uploads get distinct, gapless numbers.
-        let row = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM plugin_versions WHERE tenant_id = $1 AND name = $2")
-            .bind(tenant.to_string())
-            .bind(name.to_string())
-            .fetch_one(&mut *tx)
-            .await?;
-        let version: i64 = row.try_get::<i64, _>(0)? + 1;
         sqlx::query(
             "INSERT INTO plugin_versions (tenant_id, name, version, sha256, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -53,6 +59,7 @@ impl Store {
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
+        Self::drop_orphan_blobs(&mut tx).await?;
         tx.commit().await?;
         Ok((version, config_version))
     }
@@ -220,12 +227,18 @@ impl Store {
                 version: 0,
             });
         }
+        Self::drop_orphan_blobs(&mut tx).await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    /// Bytes no version refers to any more (stored once per content, shared across tenants).
+    pub(super) async fn drop_orphan_blobs(tx: &mut Tx) -> Result<(), StoreError> {
         sqlx::query(
             "DELETE FROM plugin_blobs WHERE sha256 NOT IN (SELECT sha256 FROM plugin_versions)",
         )
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        tx.commit().await?;
-        Ok(version)
+        Ok(())
     }
 }

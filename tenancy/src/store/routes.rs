@@ -111,16 +111,18 @@ impl Store {
         mut route: Route,
     ) -> Result<(), StoreError> {
         route.validate()?;
-        Self::ensure_tenant(tx, tenant).await?;
-        for existing in Self::routes_in(tx, tenant).await? {
-            if route.conflicts_with(&existing) {
+        let quotas = Self::quotas_in(tx, tenant).await?;
+        let others = Self::routes_in(tx, tenant).await?;
+        for existing in &others {
+            if route.conflicts_with(existing) {
                 return Err(StoreError::RouteConflict {
                     new: route.id.clone(),
-                    existing: existing.id,
+                    existing: existing.id.clone(),
                     prefix: route.path_prefix.clone(),
                 });
             }
         }
+        super::quota_use::check_route(&quotas.config, &route, &others)?;
         for a in &route.plugins {
             Self::ensure_plugin_version(tx, tenant, &a.plugin, a.version).await?;
         }
