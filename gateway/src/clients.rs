@@ -32,11 +32,22 @@ pub struct ClientLimits {
     /// Addresses (CIDR) without a limit, e.g. the load balancers in front of the fleet.
     pub unlimited: Vec<String>,
     /// An HTTP/2 connection with no request for this long is closed (Pingora keeps an idle one
-    /// forever otherwise; an idle HTTP/1.1 connection closes after 60 s).
+    /// forever otherwise).
     pub http2_idle_timeout_seconds: u64,
     /// Connections one address may hold open at once (0: no limit); a slow sender cannot pile
     /// up connections and descriptors.
     pub max_connections_per_address: u32,
+    /// An HTTP/1 request head must be complete this long after its first byte (0: no limit;
+    /// Pingora times each read only, so a byte a second would do forever).
+    pub request_head_timeout_seconds: u64,
+    /// A request body must arrive at this rate on average once the grace below is used up, as
+    /// Apache's mod_reqtimeout `body=GRACE,MinRate=RATE` (0: no minimum). A body stalled
+    /// outright fails after the grace.
+    pub request_body_min_bytes_per_second: u64,
+    pub request_body_grace_seconds: u64,
+    /// An idle HTTP/1.1 connection between requests is closed after this long (Pingora waits
+    /// forever for a second request on a kept-alive connection).
+    pub keepalive_idle_timeout_seconds: u64,
 }
 
 impl Default for ClientLimits {
@@ -47,6 +58,10 @@ impl Default for ClientLimits {
             unlimited: Vec::new(),
             http2_idle_timeout_seconds: 60,
             max_connections_per_address: 256,
+            request_head_timeout_seconds: 10,
+            request_body_min_bytes_per_second: 500,
+            request_body_grace_seconds: 20,
+            keepalive_idle_timeout_seconds: 60,
         }
     }
 }
@@ -112,6 +127,8 @@ impl ConnectionFilter for ConnectionBudget {
 pub struct PerAddress<A> {
     inner: Arc<A>,
     max: u32,
+    /// Each connection's request heads must be complete within this (zero: untimed).
+    head_timeout: std::time::Duration,
     unlimited: Vec<Cidr>,
     open: Mutex<HashMap<String, u32>>,
     metrics: Arc<Metrics>,
@@ -129,6 +146,7 @@ impl<A> PerAddress<A> {
         Ok(PerAddress {
             inner: Arc::new(inner),
             max: l.max_connections_per_address,
+            head_timeout: std::time::Duration::from_secs(l.request_head_timeout_seconds),
             unlimited: parse_ranges(&l.unlimited)?,
             open: Mutex::new(HashMap::new()),
             metrics,
@@ -184,6 +202,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for PerAddress<A> {
             Some(Ok(held)) => held,
             None => None,
         };
+        let session = crate::head_deadline::wrap(session, self.head_timeout);
         let reused = self.inner.process_new(session, shutdown).await;
         drop(held);
         reused

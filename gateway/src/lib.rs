@@ -19,6 +19,7 @@ pub mod control;
 pub mod drain;
 pub mod echo;
 pub mod egress;
+pub mod head_deadline;
 pub mod plugin_add;
 pub mod private_files;
 pub mod proxy;

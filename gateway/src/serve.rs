@@ -188,6 +188,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             egress: egress.clone(),
             node: crate::proxy::NodeToken::new(),
             in_flight: in_flight.clone(),
+            pace: crate::proxy::pace::Pace::new(&boot.clients),
         },
     );
     let mut options = HttpServerOptions::default();

@@ -30,6 +30,8 @@ pub struct RequestCtx {
     pub in_flight: Option<crate::drain::InFlightGuard>,
     /// Its place in the tenant's `max_requests_in_flight`, held until it is done.
     pub tenant_slot: Option<super::concurrency::Slot>,
+    /// When its body began to be read, if it has one that must keep a minimum rate.
+    pub body_started: Option<Instant>,
 }
 
 impl RequestCtx {
@@ -46,6 +48,7 @@ impl RequestCtx {
             span: tracing::Span::none(),
             in_flight: None,
             tenant_slot: None,
+            body_started: None,
         }
     }
 

@@ -21,6 +21,9 @@ pub enum GatewayError {
     UpstreamError(String),
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The client sent its request body too slowly (or stopped sending it).
+    #[error("the request body did not arrive in time: {0}")]
+    RequestTimeout(String),
     #[error("internal gateway error: {0}")]
     Internal(String),
     #[error(transparent)]
@@ -56,6 +59,7 @@ impl GatewayError {
             GatewayError::UpstreamUnavailable(_) | GatewayError::UpstreamError(_) => 502,
             GatewayError::UpstreamTimeout(_) => 504,
             GatewayError::BadRequest(_) => 400,
+            GatewayError::RequestTimeout(_) => 408,
             GatewayError::Internal(_) => 500,
             GatewayError::Plugin(e) => e.status(),
             GatewayError::RateLimited(_) | GatewayError::TooManyInFlight(_) => 429,
@@ -73,6 +77,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",
             GatewayError::UpstreamError(_) => "upstream_error",
             GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::RequestTimeout(_) => "request_timeout",
             GatewayError::Internal(_) => "internal_error",
             GatewayError::Plugin(e) => e.code(),
             GatewayError::RateLimited(_) => "rate_limited",
@@ -101,6 +106,10 @@ impl GatewayError {
         use ErrorType::*;
         let detail = e.to_string();
         Some(match e.etype() {
+            // A read of the client's request body timed out: the client's doing.
+            ReadTimedout if e.esource() == &ErrorSource::Downstream => {
+                GatewayError::RequestTimeout(detail)
+            }
             ConnectTimedout | ReadTimedout | WriteTimedout => GatewayError::UpstreamTimeout(detail),
             ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
             | TLSHandshakeFailure | TLSHandshakeTimedout => {

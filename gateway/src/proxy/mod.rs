@@ -9,6 +9,7 @@ pub mod concurrency;
 pub mod ctx;
 pub mod errors;
 mod lookalikes;
+pub mod pace;
 pub mod rate_limit;
 mod request_info;
 mod respond;
@@ -44,6 +45,8 @@ pub struct WharfProxy {
     pub node: NodeToken,
     /// Requests being handled, for draining on shutdown.
     pub in_flight: crate::drain::InFlight,
+    /// How fast clients must send heads and bodies.
+    pub pace: pace::Pace,
 }
 
 /// A random token naming this gateway process in `Via` headers: seeing it on an incoming
@@ -79,6 +82,25 @@ impl ProxyHttp for WharfProxy {
         let mut ctx = RequestCtx::new();
         ctx.in_flight = Some(self.in_flight.enter());
         ctx
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.pace.head_parsed(session, ctx);
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.pace.body_read(session, ctx)
     }
 
     /// Lookup → limit → plugin chain. Unknown hosts, unmatched paths, rate limits, plugin
@@ -244,6 +266,7 @@ impl ProxyHttp for WharfProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        pace::Pace::request_done(session);
         let code = session.response_written().map_or(0, |r| r.status.as_u16());
         ctx.span.record("status", code);
         let m = &self.metrics;
