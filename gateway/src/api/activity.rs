@@ -20,33 +20,15 @@ pub async fn usage(
 ) -> Result<Json<Usage>, ApiError> {
     who.scope(&tenant)?;
     s.store().await?.tenant(&tenant).await?;
-    let wanted = [
-        ("wharf_requests_total", "requests"),
-        ("wharf_plugin_invocations_total", "plugin_invocations"),
-        ("wharf_host_calls_total", "host_calls"),
-        ("wharf_quota_rejections_total", "quota_rejections"),
-    ];
-    let mut out = Usage::new();
-    for family in s.metrics.registry().gather() {
-        let Some((_, key)) = wanted.iter().find(|(n, _)| *n == family.name()) else {
-            continue;
-        };
-        let by = out.entry(key.to_string()).or_default();
-        for m in family.get_metric() {
-            let labels = m.get_label();
-            if !labels
-                .iter()
-                .any(|l| l.name() == "tenant" && l.value() == tenant)
-            {
-                continue;
-            }
-            let breakdown: Vec<String> = labels
-                .iter()
-                .filter(|l| l.name() != "tenant")
-                .map(|l| format!("{}={}", l.name(), l.value()))
-                .collect();
-            by.insert(breakdown.join(","), m.get_counter().get_value() as u64);
-        }
+    let mut out = s.usage.counters(&tenant);
+    // Every counter is named, counted or not.
+    for key in [
+        "requests",
+        "plugin_invocations",
+        "host_calls",
+        "quota_rejections",
+    ] {
+        out.entry(key.to_string()).or_default();
     }
     Ok(Json(out))
 }

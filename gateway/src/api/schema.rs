@@ -1,8 +1,6 @@
 //! What the admin API sends and accepts, as types: handlers return these, and the OpenAPI
 //! document (`/v1/openapi.json`) is generated from them and from the handlers' annotations.
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -70,7 +68,7 @@ pub struct AuditLog {
 
 /// Counter name (`requests`, `plugin_invocations`, `host_calls`, `quota_rejections`) →
 /// breakdown (`route=api,code=200`, …) → count on this node.
-pub type Usage = BTreeMap<String, BTreeMap<String, u64>>;
+pub type Usage = crate::usage::TenantCounters;
 
 #[derive(Serialize, ToSchema)]
 pub struct RouteList {
