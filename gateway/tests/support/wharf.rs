@@ -89,9 +89,14 @@ impl Wharf {
         } else {
             "clients = { new_connections_per_second = 0, max_connections_per_address = 0 }\n"
         };
+        let threads = if extra_toml.contains("threads =") {
+            ""
+        } else {
+            "threads = 1\n"
+        };
         let bootstrap = format!(
             "listen = \"{proxy}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"{}\"\nstore = \"{store_url}\"\n\
-             threads = 1\nconfig_poll_interval_ms = 50\n{grace}\
+             {threads}config_poll_interval_ms = 50\n{grace}\
              graceful_shutdown_timeout_seconds = 1\n{egress}{clients}{extra_toml}\n",
             dir.join("data").display()
         );
