@@ -230,7 +230,10 @@ async fn host_call_held_past_the_deadline_fails_only_that_request() {
     use sqlx::Connection;
     use std::str::FromStr;
     // The tenant's data lives in its own database on the server.
-    let schema = wharf_plugins::capabilities::sql::pg_identifier(&t);
+    let schema = wharf_plugins::capabilities::sql::pg_name(&admin, &t)
+        .await
+        .unwrap()
+        .expect("provisioned by the seed above");
     let options = sqlx::postgres::PgConnectOptions::from_str(&admin)
         .unwrap()
         .database(&schema);

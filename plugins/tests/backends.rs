@@ -277,17 +277,24 @@ async fn postgres_tenants_cannot_escape_their_schema() {
         ]
     );
 
-    let a_schema = wharf_plugins::capabilities::sql::pg_identifier(&a_id);
+    let name = |t: String| {
+        let admin = admin.clone();
+        async move {
+            wharf_plugins::capabilities::sql::pg_name(&admin, &t)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let a_schema = name(a_id.clone()).await;
+    let e_schema = name(e_id.clone()).await;
     let attacks = [
         format!("SELECT * FROM {a_schema}.secrets"),
         format!("SET ROLE {a_schema}"),
         "SELECT pg_read_file('/etc/passwd')".to_string(),
         "COPY (SELECT 1) TO PROGRAM 'id'".to_string(),
         "SELECT rolpassword FROM pg_authid".to_string(),
-        format!(
-            "ALTER ROLE {} SUPERUSER",
-            wharf_plugins::capabilities::sql::pg_identifier(&e_id)
-        ),
+        format!("ALTER ROLE {e_schema} SUPERUSER"),
         "CREATE EXTENSION IF NOT EXISTS dblink".to_string(),
         "CREATE TABLE public.planted (x int)".to_string(),
         "SET SESSION AUTHORIZATION postgres".to_string(),

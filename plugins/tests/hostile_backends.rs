@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 use wharf_metrics::Metrics;
-use wharf_plugins::capabilities::sql::{pg_identifier, SqlValue};
+use wharf_plugins::capabilities::sql::{pg_name, SqlValue};
 use wharf_plugins::capabilities::{BackendSettings, Backends, HostError, SqlBackend};
 use wharf_tenancy::test_support::{
     fresh_postgres_url, process_cpu_time, process_rss_bytes, unique_suffix,
@@ -86,7 +86,7 @@ async fn postgres_locks_and_catalogs_are_the_tenants_own() {
     // A's session locks did not survive its call: the pooled connection was reset.
     let a_db = sqlx::postgres::PgConnectOptions::from_str(&admin)
         .unwrap()
-        .database(&pg_identifier(&a_id));
+        .database(&pg_name(&admin, &a_id).await.unwrap().unwrap());
     let mut probe = sqlx::PgConnection::connect_with(&a_db).await.unwrap();
     let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(42)")
         .fetch_one(&mut probe)
@@ -117,7 +117,7 @@ async fn postgres_locks_and_catalogs_are_the_tenants_own() {
             "pg_namespace",
             &*format!(
                 "SELECT count(*)::int8 FROM pg_namespace WHERE nspname = '{}'",
-                pg_identifier(&a_id)
+                pg_name(&admin, &a_id).await.unwrap().unwrap()
             ),
         ),
     ] {
@@ -129,7 +129,8 @@ async fn postgres_locks_and_catalogs_are_the_tenants_own() {
         );
     }
     // B cannot connect to A's database at all (nor to the store's) through its pool's role.
-    let b_on_a = a_db.clone().username(&pg_identifier(&b_id)).password("x");
+    let b_name = pg_name(&admin, &b_id).await.unwrap().unwrap();
+    let b_on_a = a_db.clone().username(&b_name).password("x");
     assert!(sqlx::PgConnection::connect_with(&b_on_a).await.is_err());
 }
 
@@ -165,6 +166,68 @@ async fn postgres_results_are_capped_while_they_stream() {
         .await
         .unwrap();
     assert_eq!(r.rows.len(), 2);
+}
+
+/// `pg_database` and `pg_roles` are cluster-wide: every tenant reads them. Its own database and
+/// role, and every other tenant's, are named `wharf_` + random hex, so the catalogs list no
+/// tenant id (the operator's customer list). A tenant provisioned under the old id-derived
+/// name keeps it, with its data.
+#[tokio::test]
+async fn cluster_catalogs_name_no_tenant() {
+    let _serial = SERIAL.lock().await;
+    let admin = fresh_postgres_url().await;
+    let b = backends(SqlBackend::Postgres(admin.clone()));
+    let (a_id, b_id) = (tenant_id("acmecorp"), tenant_id("betabank"));
+    let a = b.tenant(&a_id, &Quotas::default());
+    a.sql().await.unwrap();
+    let bb = b.tenant(&b_id, &Quotas::default());
+    let bsql = bb.sql().await.unwrap();
+    for catalog in [
+        "SELECT datname::text FROM pg_database",
+        "SELECT rolname::text FROM pg_roles",
+        "SELECT nspname::text FROM pg_namespace",
+    ] {
+        let r = bsql.query(catalog, vec![]).await.unwrap();
+        let names: Vec<String> = r.rows.iter().map(|row| format!("{:?}", row[0])).collect();
+        for id in [&a_id, &b_id] {
+            let plain = id.replace('-', "_");
+            assert!(
+                !names.iter().any(|n| n.contains("acmecorp")
+                    || n.contains("betabank")
+                    || n.contains(&plain)),
+                "{catalog} names tenant {id}: {names:?}"
+            );
+        }
+    }
+    // Names are Wharf's own shape, distinct per tenant.
+    let (na, nb) = (
+        pg_name(&admin, &a_id).await.unwrap().unwrap(),
+        pg_name(&admin, &b_id).await.unwrap().unwrap(),
+    );
+    assert!(
+        na.starts_with("wharf_") && na.len() == 30 && na != nb,
+        "{na} {nb}"
+    );
+
+    // A tenant whose database was made under the old name keeps it and its data.
+    let old_id = tenant_id("legacy");
+    let old_name = format!("wharf_t_{}", old_id.replace('-', "_"));
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {old_name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let old = b.tenant(&old_id, &Quotas::default());
+    old.sql().await.unwrap();
+    assert_eq!(pg_name(&admin, &old_id).await.unwrap().unwrap(), old_name);
+    b.purge(&old_id).await.unwrap();
+    let gone: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&old_name)
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(gone, None, "the purge drops the legacy database too");
+    assert_eq!(pg_name(&admin, &old_id).await.unwrap(), None);
 }
 
 /// The query: a 400 MB constant row. The guard used to be folded by the planner into

@@ -23,7 +23,7 @@ pub mod redis;
 pub mod sql;
 
 use parking_lot::Mutex;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -57,10 +57,12 @@ pub struct Backends {
     settings: BackendSettings,
     metrics: Arc<Metrics>,
     tenants: Mutex<HashMap<String, Arc<TenantBackends>>>,
-    /// Tenants whose Postgres role and schema exist at their current quotas.
-    provisioned: Arc<Mutex<HashSet<(String, u32)>>>,
+    provisioned: Provisioned,
     budget: quota::ResultBudget,
 }
+
+/// Tenants whose Postgres role and database exist, at which connection limit, under which name.
+type Provisioned = Arc<Mutex<HashMap<String, (u32, String)>>>;
 
 /// The node's default memory for host-call results in flight.
 pub const DEFAULT_RESULT_BUDGET_BYTES: u64 = 256 << 20;
@@ -73,7 +75,7 @@ pub struct TenantBackends {
     sql: OnceCell<sql::TenantSql>,
     settings: BackendSettings,
     metrics: Arc<Metrics>,
-    provisioned: Arc<Mutex<HashSet<(String, u32)>>>,
+    provisioned: Provisioned,
     budget: quota::ResultBudget,
 }
 
@@ -93,7 +95,7 @@ impl Backends {
             settings,
             metrics,
             tenants: Mutex::new(HashMap::new()),
-            provisioned: Arc::new(Mutex::new(HashSet::new())),
+            provisioned: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -103,12 +105,15 @@ impl Backends {
         let SqlBackend::Postgres(admin_url) = &self.settings.sql else {
             return Ok(());
         };
-        let key = (tenant.to_string(), quotas.sql.max_connections);
-        if lock(&self.provisioned).contains(&key) {
+        let limit = quotas.sql.max_connections;
+        if lock(&self.provisioned)
+            .get(tenant)
+            .is_some_and(|(l, _)| *l == limit)
+        {
             return Ok(());
         }
-        sql::postgres::provision(tenant, admin_url, quotas).await?;
-        lock(&self.provisioned).insert(key);
+        let name = sql::postgres::provision(tenant, admin_url, quotas).await?;
+        lock(&self.provisioned).insert(tenant.to_string(), (limit, name));
         Ok(())
     }
 
@@ -139,7 +144,7 @@ impl Backends {
     /// with the same id starts empty. Idempotent; safe to retry after a failure.
     pub async fn purge(&self, tenant: &str) -> Result<(), HostError> {
         lock(&self.tenants).remove(tenant);
-        lock(&self.provisioned).retain(|(t, _)| t != tenant);
+        lock(&self.provisioned).remove(tenant);
         if let Some(url) = &self.settings.redis_url {
             redis::purge(url, tenant).await?;
         }
@@ -179,8 +184,11 @@ impl TenantBackends {
 
     pub async fn sql(&self) -> Result<&sql::TenantSql, HostError> {
         lazy(&self.tenant, "sql", &self.sql, || async {
-            let key = (self.tenant.clone(), self.quotas.sql.max_connections);
-            let provisioned = lock(&self.provisioned).contains(&key);
+            let limit = self.quotas.sql.max_connections;
+            let provisioned = lock(&self.provisioned)
+                .get(&self.tenant)
+                .filter(|(l, _)| *l == limit)
+                .map(|(_, name)| name.clone());
             let opened = sql::TenantSql::open(
                 &self.tenant,
                 &self.settings.sql,
@@ -190,7 +198,9 @@ impl TenantBackends {
                 self.budget.clone(),
             )
             .await?;
-            lock(&self.provisioned).insert(key);
+            if let Some(name) = opened.pg_name() {
+                lock(&self.provisioned).insert(self.tenant.clone(), (limit, name.to_string()));
+            }
             Ok(opened)
         })
         .await

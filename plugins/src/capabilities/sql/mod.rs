@@ -5,6 +5,7 @@
 //! Parameters are always bound; each call is one statement under the tenant's statement timeout.
 
 mod host;
+mod pg_names;
 pub mod postgres;
 pub mod sqlite;
 
@@ -64,31 +65,37 @@ pub struct TenantSql {
     storage: parking_lot::Mutex<Option<(Instant, bool)>>,
     budget: ResultBudget,
     metrics: Arc<Metrics>,
+    /// On Postgres: the tenant's database, role and schema name.
+    pg_name: Option<String>,
 }
 
 const STORAGE_CHECK_EVERY: Duration = Duration::from_secs(2);
 
-pub use postgres::pg_identifier;
+pub use pg_names::lookup as pg_name;
 
 impl TenantSql {
     /// Opens the tenant's pool; on Postgres provisions its schema and role first unless
-    /// `provisioned` says that was done already (see [`super::Backends::prepare`]).
+    /// `provisioned` names them already (see [`super::Backends::prepare`]).
     pub async fn open(
         tenant: &str,
         backend: &SqlBackend,
         q: &Quotas,
-        provisioned: bool,
+        provisioned: Option<String>,
         metrics: Arc<Metrics>,
         budget: ResultBudget,
     ) -> Result<TenantSql, HostError> {
         let wait = Duration::from_millis(q.pool_wait_ms.max(1));
+        let mut pg_name = None;
         let db = match backend {
             SqlBackend::Disabled => return Err(HostError::BackendUnavailable),
             SqlBackend::Postgres(admin_url) => {
-                if !provisioned {
-                    postgres::provision(tenant, admin_url, q).await?;
-                }
-                Db::Postgres(postgres::pool(tenant, admin_url, q, wait)?)
+                let name = match provisioned {
+                    Some(name) => name,
+                    None => postgres::provision(tenant, admin_url, q).await?,
+                };
+                let pool = postgres::pool(tenant, &name, admin_url, q, wait)?;
+                pg_name = Some(name);
+                Db::Postgres(pool)
             }
             SqlBackend::Sqlite(dir) => Db::Sqlite(sqlite::open(tenant, dir, q, wait).await?),
         };
@@ -117,7 +124,13 @@ impl TenantSql {
             storage: parking_lot::Mutex::new(None),
             budget,
             metrics,
+            pg_name,
         })
+    }
+
+    /// On Postgres: the tenant's database, role and schema name.
+    pub fn pg_name(&self) -> Option<&str> {
+        self.pg_name.as_deref()
     }
 
     pub async fn query(&self, statement: &str, params: Vec<SqlValue>) -> Result<RowSet, HostError> {

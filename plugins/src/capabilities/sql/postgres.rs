@@ -13,21 +13,9 @@ use sha2::Digest;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 
-use super::map_err;
+use super::{map_err, pg_names};
 use crate::capabilities::HostError;
 use wharf_tenancy::Quotas;
-
-/// Role, database and schema name of a tenant: ids are `[a-z0-9-]`, so this is a safe
-/// identifier (at most 8 + 63 characters; Postgres truncates past 63, so ids are kept short
-/// enough by hashing long ones).
-pub fn pg_identifier(tenant: &str) -> String {
-    let plain = format!("wharf_t_{}", tenant.replace('-', "_"));
-    if plain.len() <= 63 {
-        return plain;
-    }
-    let digest = hex::encode(sha2::Sha256::digest(tenant.as_bytes()));
-    format!("{}_{}", &plain[..46], &digest[..16])
-}
 
 /// Fleet-wide stable password without storing it: derived from the admin URL (a secret every
 /// node has) and the tenant.
@@ -62,10 +50,10 @@ async fn run_each(
     Ok(())
 }
 
-/// Creates (or updates) the tenant's role, database and schema. Idempotent, and safe to run on
-/// several nodes at once: each step tolerates the object already existing.
-pub async fn provision(tenant: &str, admin_url: &str, q: &Quotas) -> Result<(), HostError> {
-    let ident = pg_identifier(tenant);
+/// Creates (or updates) the tenant's role, database and schema; returns their name
+/// (`pg_names`). Idempotent, and safe to run on several nodes at once: each step tolerates the
+/// object already existing.
+pub async fn provision(tenant: &str, admin_url: &str, q: &Quotas) -> Result<String, HostError> {
     let password = role_password(admin_url, tenant);
     let admin_options =
         PgConnectOptions::from_str(admin_url).map_err(|e| HostError::Invalid(e.to_string()))?;
@@ -74,6 +62,7 @@ pub async fn provision(tenant: &str, admin_url: &str, q: &Quotas) -> Result<(), 
         HostError::Backend(format!("provisioning failed: {e}"))
     };
     let mut admin = admin_connection(&admin_options).await?;
+    let ident = pg_names::resolve(&mut admin, tenant).await.map_err(fail)?;
     let role = [
         format!(
             "DO $$ BEGIN CREATE ROLE {ident} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT \
@@ -127,7 +116,7 @@ pub async fn provision(tenant: &str, admin_url: &str, q: &Quotas) -> Result<(), 
     .map_err(fail)?;
     tx.commit().await.map_err(map_err)?;
     let _ = db.close().await;
-    Ok(())
+    Ok(ident)
 }
 
 /// What a connection must not carry from one host call to the next.
@@ -138,18 +127,18 @@ const RESET: &str =
 /// on first use, and are reset before going back to the pool.
 pub fn pool(
     tenant: &str,
+    ident: &str,
     admin_url: &str,
     q: &Quotas,
     wait: Duration,
 ) -> Result<PgPool, HostError> {
-    let ident = pg_identifier(tenant);
     let password = role_password(admin_url, tenant);
     let options = PgConnectOptions::from_str(admin_url)
         .map_err(|e| HostError::Invalid(e.to_string()))?
-        .username(&ident)
+        .username(ident)
         .password(&password)
-        .database(&ident)
-        .options([("search_path", ident.as_str())]);
+        .database(ident)
+        .options([("search_path", ident)]);
     Ok(PgPoolOptions::new()
         .max_connections(q.sql.max_connections)
         .acquire_timeout(wait)
@@ -164,19 +153,25 @@ pub fn pool(
 
 /// Drops a tenant's database and role (its data goes with it). Idempotent.
 pub async fn purge(tenant: &str, admin_url: &str) -> Result<(), HostError> {
-    let ident = pg_identifier(tenant);
     let admin_options =
         PgConnectOptions::from_str(admin_url).map_err(|e| HostError::Invalid(e.to_string()))?;
     let mut admin = admin_connection(&admin_options).await?;
-    run_each(
-        &mut admin,
-        vec![
-            format!("DROP DATABASE IF EXISTS {ident} WITH (FORCE)"),
-            format!("DROP ROLE IF EXISTS {ident}"),
-        ],
-    )
-    .await
-    .map_err(map_err)?;
+    let names = pg_names::names_of(&mut admin, tenant)
+        .await
+        .map_err(map_err)?;
+    let drops = names
+        .iter()
+        .flat_map(|n| {
+            [
+                format!("DROP DATABASE IF EXISTS {n} WITH (FORCE)"),
+                format!("DROP ROLE IF EXISTS {n}"),
+            ]
+        })
+        .collect();
+    run_each(&mut admin, drops).await.map_err(map_err)?;
+    pg_names::forget(&mut admin, tenant)
+        .await
+        .map_err(map_err)?;
     let _ = admin.close().await;
     Ok(())
 }
