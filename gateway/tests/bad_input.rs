@@ -33,12 +33,7 @@ async fn nul_and_control_characters_in_names_are_400_naming_the_field() {
     let up = Upstream::start("up").await;
     let route = json!({"path_prefix": "/", "upstreams": [{"addr": up.target()}]});
     let (s, v) = api
-        .call(
-            Method::PUT,
-            "/v1/tenants/a/plugins/tag",
-            Some(&ka),
-            Some(Body::Bytes(example_plugin("add-header"))),
-        )
+        .put_plugin("a", "tag", &ka, example_plugin("add-header"))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let (s, v) = api

@@ -50,12 +50,7 @@ async fn a_config_flood_stops_at_the_quota_and_costs_nodes_nothing() {
     let (gw, api, ka, _, _) = setup().await;
     let up = Upstream::start("up").await;
     let (s, v) = api
-        .call(
-            Method::PUT,
-            "/v1/tenants/a/plugins/tag",
-            Some(&ka),
-            Some(Body::Bytes(example_plugin("add-header"))),
-        )
+        .put_plugin("a", "tag", &ka, example_plugin("add-header"))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let route = json!({"path_prefix": "/", "upstreams": [{"addr": up.target()}]});
@@ -227,16 +222,6 @@ fn padded(pad: usize, tag: u8) -> Vec<u8> {
     out
 }
 
-async fn upload(api: &Api, key: &str, name: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
-    api.call(
-        Method::PUT,
-        &format!("/v1/tenants/a/plugins/{name}"),
-        Some(key),
-        Some(Body::Bytes(bytes)),
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn padded_uploads_stop_at_the_storage_quota_and_old_versions_are_pruned() {
     let (_gw, api, ka, kb, _) = setup().await;
@@ -247,12 +232,16 @@ async fn padded_uploads_stop_at_the_storage_quota_and_old_versions_are_pruned() 
     )
     .await;
     for tag in 1..=2 {
-        let (s, v) = upload(&api, &ka, "fat", padded(1_200_000, tag)).await;
+        let (s, v) = api
+            .put_plugin("a", "fat", &ka, padded(1_200_000, tag))
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
     }
-    let (s, v) = upload(&api, &ka, "fat", padded(1_200_000, 3)).await;
+    let (s, v) = api.put_plugin("a", "fat", &ka, padded(1_200_000, 3)).await;
     refused(s, &v, "plugin_storage_bytes");
-    let (s, v) = upload(&api, &ka, "other", padded(1_200_000, 4)).await;
+    let (s, v) = api
+        .put_plugin("a", "other", &ka, padded(1_200_000, 4))
+        .await;
     refused(s, &v, "plugin_storage_bytes");
     // Refused uploads stored nothing: two versions of `fat`, no `other`.
     let (_, v) = api
@@ -264,14 +253,7 @@ async fn padded_uploads_stop_at_the_storage_quota_and_old_versions_are_pruned() 
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // Another tenant is not affected by a's quota.
-    let (s, v) = api
-        .call(
-            Method::PUT,
-            "/v1/tenants/b/plugins/fat",
-            Some(&kb),
-            Some(Body::Bytes(padded(1_200_000, 5))),
-        )
-        .await;
+    let (s, v) = api.put_plugin("b", "fat", &kb, padded(1_200_000, 5)).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
 
     // Versions kept: 2. Version 1 of `small` runs on a route, so it stays; others are pruned.
@@ -286,7 +268,7 @@ async fn padded_uploads_stop_at_the_storage_quota_and_old_versions_are_pruned() 
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     for tag in 1..=4u8 {
-        let (s, v) = upload(&api, &ka, "small", padded(10, tag)).await;
+        let (s, v) = api.put_plugin("a", "small", &ka, padded(10, tag)).await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         if tag == 1 {
             let (s, v) = api

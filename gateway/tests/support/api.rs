@@ -48,6 +48,25 @@ impl Api {
     }
 }
 
+impl Api {
+    /// Uploads `bytes` as the next version of `tenant`'s plugin `name`.
+    pub async fn put_plugin(
+        &self,
+        tenant: &str,
+        name: &str,
+        token: &str,
+        bytes: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        self.call(
+            Method::PUT,
+            &format!("/v1/tenants/{tenant}/plugins/{name}"),
+            Some(token),
+            Some(Body::Bytes(bytes)),
+        )
+        .await
+    }
+}
+
 #[derive(Clone)]
 pub enum Body {
     Json(Value),
