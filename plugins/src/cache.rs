@@ -17,6 +17,7 @@ use wharf_metrics::Metrics;
 
 use crate::bindings::HttpPluginPre;
 use crate::error::RejectError;
+use crate::footprint::Footprint;
 use crate::state::PluginState;
 
 /// A component ready to instantiate cheaply for every request.
@@ -25,6 +26,8 @@ pub struct CompiledPlugin {
     pub pre: HttpPluginPre<PluginState>,
     /// Size of its compiled code image: what it counts against the cache's budget.
     pub code_bytes: u64,
+    /// Instance slots each of its instances takes from the pool and the tenant's quota.
+    pub slots: u32,
     /// When the cache last handed it out (cache ticks): the eviction order.
     last_used: AtomicU64,
 }
@@ -86,10 +89,12 @@ impl ComponentCache {
         Some(hit.clone())
     }
 
-    /// Whether the disk cache holds an artifact for `sha256` (not checked until loaded).
+    /// Whether the disk cache holds an artifact for `sha256` with its footprint (not checked
+    /// until loaded): one written before footprints were kept is compiled again from its bytes.
     pub fn on_disk(&self, sha256: &str) -> bool {
-        self.paths(sha256)
-            .is_some_and(|(artifact, _)| artifact.is_file())
+        self.paths(sha256).is_some_and(|(artifact, digest)| {
+            artifact.is_file() && Self::footprint_path(&digest).is_file()
+        })
     }
 
     /// The compiled component for `sha256` if memory or disk has it; never compiles. Reading
@@ -98,8 +103,8 @@ impl ComponentCache {
         if let Some(hit) = self.get_in_memory(sha256) {
             return Some(hit);
         }
-        let component = self.load_from_disk(sha256)?;
-        let compiled = self.prepare(sha256, component).ok()?;
+        let (component, footprint) = self.load_from_disk(sha256)?;
+        let compiled = self.prepare(sha256, component, footprint).ok()?;
         let slot = self.slot(sha256);
         let stored = slot.get_or_init(|| Ok(compiled));
         self.metrics
@@ -134,8 +139,10 @@ impl ComponentCache {
                 compiled_here = true;
                 self.metrics.compiled_cache_misses_total.inc();
                 let component = compile(&self.engine, bytes)?;
-                self.store_on_disk(&sha, &component);
-                self.prepare(&sha, component)
+                let footprint =
+                    Footprint::of(bytes).map_err(|e| RejectError::NotAComponent(e.to_string()))?;
+                self.store_on_disk(&sha, &component, footprint);
+                self.prepare(&sha, component, footprint)
             })
             .clone();
         if compiled_here {
@@ -207,7 +214,12 @@ impl ComponentCache {
     }
 
     /// Checks the component against the world (imports we provide, exports we call).
-    fn prepare(&self, sha: &str, component: Component) -> Result<Arc<CompiledPlugin>, RejectError> {
+    fn prepare(
+        &self,
+        sha: &str,
+        component: Component,
+        footprint: Footprint,
+    ) -> Result<Arc<CompiledPlugin>, RejectError> {
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -218,6 +230,7 @@ impl ComponentCache {
             sha256: sha.to_string(),
             pre,
             code_bytes: (image.end as u64).saturating_sub(image.start as u64),
+            slots: footprint.slots(),
             last_used: AtomicU64::new(self.ticks.fetch_add(1, Ordering::Relaxed)),
         }))
     }
@@ -234,7 +247,12 @@ impl ComponentCache {
         ))
     }
 
-    fn store_on_disk(&self, sha: &str, component: &Component) {
+    /// Beside an artifact: its component's footprint, which the compiled code does not tell.
+    fn footprint_path(digest: &Path) -> PathBuf {
+        digest.with_extension("footprint")
+    }
+
+    fn store_on_disk(&self, sha: &str, component: &Component, footprint: Footprint) {
         let Some((artifact, digest)) = self.paths(sha) else {
             return;
         };
@@ -244,6 +262,15 @@ impl ComponentCache {
             let tmp = artifact.with_extension(format!("tmp{}", std::process::id()));
             std::fs::write(&tmp, &bytes)?;
             std::fs::write(&digest, sha256_hex(&bytes))?;
+            let Footprint {
+                core_instances,
+                memories,
+                tables,
+            } = footprint;
+            std::fs::write(
+                Self::footprint_path(&digest),
+                format!("{core_instances} {memories} {tables}"),
+            )?;
             std::fs::rename(&tmp, &artifact)
         };
         if let Err(e) = write() {
@@ -251,8 +278,23 @@ impl ComponentCache {
         }
     }
 
-    fn load_from_disk(&self, sha: &str) -> Option<Component> {
+    /// An artifact and its footprint; one written before footprints were kept is compiled again.
+    fn load_from_disk(&self, sha: &str) -> Option<(Component, Footprint)> {
         let (artifact, digest) = self.paths(sha)?;
+        let counts: Vec<u32> = std::fs::read_to_string(Self::footprint_path(&digest))
+            .ok()?
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let [core_instances, memories, tables] = counts[..] else {
+            return None;
+        };
+        let footprint = Footprint {
+            core_instances,
+            memories,
+            tables,
+        };
         let bytes = std::fs::read(&artifact).ok()?;
         let expected = std::fs::read_to_string(&digest).ok()?;
         if sha256_hex(&bytes) != expected.trim() {
@@ -262,7 +304,7 @@ impl ComponentCache {
         // SAFETY: the file was produced by `Component::serialize` of an engine with the same
         // compatibility hash (it is in the directory name) and its digest matches what we wrote.
         match unsafe { Component::deserialize(&self.engine, &bytes) } {
-            Ok(c) => Some(c),
+            Ok(c) => Some((c, footprint)),
             Err(e) => {
                 tracing::warn!("disk cache entry {sha} unusable ({e}); recompiling");
                 None

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 mod executor;
 pub mod fair;
+pub mod footprint;
 pub mod instance;
 pub mod limits;
 pub mod output;

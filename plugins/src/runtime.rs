@@ -211,14 +211,25 @@ impl PluginRuntime {
         };
         let slot = self.fair.slot(inv.tenant);
         let queue_cap = Duration::from_millis(self.settings.queue_ms);
+        // An instance takes the pool slots its component needs (`footprint.rs`), from the
+        // tenant's quota and the node's pool alike.
+        let slots = compiled.slots;
+        if slots > inv.limits.max_instances {
+            return Err(capacity(format!(
+                "one instance of this plugin needs {slots} instance slots (its core instances, \
+                 memories and tables); the tenant's plugin_max_instances is {}",
+                inv.limits.max_instances
+            )));
+        }
         // The tenant's own instances are its queue: wait for one to end (charged as queueing,
         // never to the deadline) rather than answer a flood with a flood of fast errors.
         let tenant_sem = self.tenant_semaphore(inv.tenant, inv.limits.max_instances);
-        let tenant_permit = match tenant_sem.clone().try_acquire_owned() {
+        let tenant_permit = match tenant_sem.clone().try_acquire_many_owned(slots) {
             Ok(p) => p,
             Err(_) => {
                 let waited = Instant::now();
-                let permit = tokio::time::timeout(queue_cap, tenant_sem.acquire_owned()).await;
+                let permit =
+                    tokio::time::timeout(queue_cap, tenant_sem.acquire_many_owned(slots)).await;
                 slot.add_queued(waited.elapsed());
                 permit.ok().and_then(Result::ok).ok_or_else(|| {
                     capacity(format!(
@@ -229,7 +240,7 @@ impl PluginRuntime {
             }
         };
         let global_permit = self
-            .global_permit()
+            .global_permit(slots)
             .await
             .ok_or_else(|| capacity("the plugin instance pool is full".into()))?;
 
@@ -308,12 +319,12 @@ impl PluginRuntime {
     }
 
     /// A pool slot, waiting briefly: a full pool fails fast instead of queueing without bound.
-    async fn global_permit(&self) -> Option<OwnedSemaphorePermit> {
-        if let Ok(p) = self.global.clone().try_acquire_owned() {
+    async fn global_permit(&self, slots: u32) -> Option<OwnedSemaphorePermit> {
+        if let Ok(p) = self.global.clone().try_acquire_many_owned(slots) {
             return Some(p);
         }
         let wait = Duration::from_millis(self.settings.pool_wait_ms);
-        tokio::time::timeout(wait, self.global.clone().acquire_owned())
+        tokio::time::timeout(wait, self.global.clone().acquire_many_owned(slots))
             .await
             .ok()?
             .ok()

@@ -62,7 +62,24 @@ const TYPES: &str = r#"
 /// returns the action laid out at address 0 of its memory (all zeros: continue, no edits).
 /// `extra` adds core functions or data; `pages` sizes the memory.
 pub fn wat_plugin(body: &str, extra: &str, pages: u32) -> Vec<u8> {
-    binary(&format!(
+    binary(&wat_plugin_text(body, extra, pages))
+}
+
+/// A no-op plugin that also instantiates `n` empty core modules: it holds `n + 1` core
+/// instances, as a Python component holds ~40.
+pub fn core_instance_hog(n: usize) -> Vec<u8> {
+    let extra: String = (0..n)
+        .map(|_| "(core instance (instantiate $empty))\n")
+        .collect();
+    binary(&wat_plugin_text("", "", 1).replacen(
+        "(core instance $main (instantiate $m))",
+        &format!("(core module $empty)\n(core instance $main (instantiate $m))\n{extra}"),
+        1,
+    ))
+}
+
+fn wat_plugin_text(body: &str, extra: &str, pages: u32) -> String {
+    format!(
         r#"(component
   {TYPES}
   (core module $m
@@ -97,7 +114,7 @@ pub fn wat_plugin(body: &str, extra: &str, pages: u32) -> Vec<u8> {
   (export "on-response" (func $on-response))
 )"#,
         heap = pages * 65536,
-    ))
+    )
 }
 
 /// WAT text as a binary component; a typo in a test's WAT is a test bug, so it panics.

@@ -209,3 +209,48 @@ async fn compiles_take_turns_between_tenants_and_a_tenant_may_queue_only_a_few()
         "b waited for all of a's queued compiles"
     );
 }
+
+/// A component holding many core instances (32 here; Python components hold ~40) counts as the
+/// pool slots it takes (8 core instances each), against its tenant's instance quota and the
+/// node's pool: a tenant at its quota cannot take the pool's core instances from the others.
+/// Counted as one instance each, two such instances filled this 8-slot pool's 64 core instances
+/// and every other tenant's instantiation failed while they ran.
+#[tokio::test]
+async fn core_instance_heavy_plugins_are_charged_their_pool_slots() {
+    let metrics = Arc::new(Metrics::new());
+    let settings = RuntimeSettings {
+        max_instances: 8,
+        queue_ms: 200,
+        ..RuntimeSettings::default()
+    };
+    let rt = PluginRuntime::new(settings, None, metrics).unwrap();
+    let heavy = rt.validate(&core_instance_hog(31)).unwrap();
+    assert_eq!(heavy.slots, 4, "32 core instances");
+    let light = rt.validate(&noop()).unwrap();
+    assert_eq!(light.slots, 1);
+    let (a, b, p): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "p".into());
+    let inv = |t, max_instances| Invocation {
+        tenant: t,
+        plugin: &p,
+        limits: PluginQuotas {
+            max_instances,
+            ..PluginQuotas::default()
+        },
+        config: Arc::new(Default::default()),
+        backends: None,
+    };
+    // a's quota of 4 slots holds one heavy instance; a second waits for it, then gives up.
+    let held = rt.instantiate(inv(&a, 4), &heavy).await.unwrap();
+    let second = rt.instantiate(inv(&a, 4), &heavy).await;
+    assert_eq!(second.err().map(|e| e.code()), Some("plugin_capacity"));
+    // b's instances still find room in the pool, all four slots that are left.
+    let mut b_held = Vec::new();
+    for _ in 0..4 {
+        b_held.push(rt.instantiate(inv(&b, 64), &light).await.unwrap());
+    }
+    // A quota smaller than one instance's slots is refused at once, saying why.
+    let e = rt.instantiate(inv(&a, 3), &heavy).await.err().unwrap();
+    assert_eq!(e.code(), "plugin_capacity");
+    assert!(e.to_string().contains("needs 4 instance slots"), "{e}");
+    drop((held, b_held));
+}

@@ -40,7 +40,9 @@ pub struct PluginQuotas {
     /// Memory (all linear memories and tables summed) per plugin instance.
     #[serde(rename = "plugin_memory_bytes")]
     pub memory_bytes: u64,
-    /// Plugin instances of this tenant alive at once, across its requests.
+    /// Instance slots this tenant's plugins may hold at once, across its requests: one per
+    /// instance, more for a component with many core instances, memories or tables (8, 2 and 2
+    /// per slot, as the shared pool is sized).
     #[serde(rename = "plugin_max_instances")]
     pub max_instances: u32,
     /// Largest plugin this tenant may upload.
