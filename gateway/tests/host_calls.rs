@@ -74,6 +74,59 @@ async fn redis_rate_limit_end_to_end() {
     assert!(metric_value(&m, &ok) >= 6.0, "{m}");
 }
 
+/// A TCP relay to `to` that holds each new connection `delay` before connecting it: a Redis a
+/// slow network away. Bounded: it serves until the test ends.
+async fn slow_relay(to: String, delay: std::time::Duration) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = l.accept().await {
+            let to = to.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Ok(mut server) = tokio::net::TcpStream::connect(&to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A tenant's first Redis call on a node opens its pool and first connection: Wharf's set-up,
+/// not the plugin's time. Through a relay that takes 300 ms to connect, the first request's
+/// plugin (default 100 ms deadline) is served instead of timing out, and later ones reuse the
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_connection_is_not_charged_to_the_first_requests_deadline() {
+    let (url, store) = fresh_store(StoreKind::Sqlite).await;
+    let up = Upstream::start("up").await;
+    let t = tenant_id();
+    store.create_tenant(&t, "T", &["first.test"]).await.unwrap();
+    store
+        .put_route(&t, route("api", "/", &[&up.target()]))
+        .await
+        .unwrap();
+    attach_plugin(
+        &store,
+        &t,
+        "api",
+        "redis-rate-limit",
+        &example_plugin("redis-rate-limit"),
+        &[("limit", "100"), ("window-seconds", "30")],
+        OnError::FailClosed,
+    )
+    .await;
+    let relay = slow_relay(redis_addr(), std::time::Duration::from_millis(300)).await;
+    let gw = Wharf::start_configured(&url, &format!("redis = \"redis://{relay}\""), &[]).await;
+    for _ in 0..3 {
+        let r = gw
+            .request("GET", "first.test", "/", &[("x-api-key", "k1")])
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.json);
+    }
+}
+
 on_both_stores!(sql_api_keys_end_to_end);
 
 async fn sql_api_keys_end_to_end(kind: StoreKind) {

@@ -256,6 +256,21 @@ impl CpuSlot {
         }
     }
 
+    /// Runs `setup`, its time counted as queueing while it runs (deadlines see it as waiting,
+    /// within the queueing cap): Wharf's own lazy set-up, which no plugin should pay for.
+    pub async fn waiting_for<F: std::future::Future>(self: &Arc<Self>, setup: F) -> F::Output {
+        let guard = WaitGuard {
+            slot: self,
+            started: Instant::now(),
+            done: false,
+        };
+        self.waiting_since_ns
+            .store(self.sched.now_ns().max(1), Ordering::Release);
+        let out = setup.await;
+        guard.finish();
+        out
+    }
+
     async fn wait(self: &Arc<Self>) {
         let guard = WaitGuard {
             slot: self,

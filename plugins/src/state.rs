@@ -62,6 +62,22 @@ impl PluginState {
             .ok_or(HostError::BackendUnavailable)
     }
 
+    /// Runs `setup` and, when `first` (a capability's first use of the tenant on this node:
+    /// provisioning, its pool, its first connection), counts its time as waiting, not as the
+    /// plugin's own: a request must not time out for Wharf's lazy set-up. Waiting stays capped
+    /// (`plugins.queue_ms`).
+    pub async fn uncharged_if<T>(
+        &self,
+        first: bool,
+        setup: impl std::future::Future<Output = T>,
+    ) -> T {
+        if first {
+            self.cpu.waiting_for(setup).await
+        } else {
+            setup.await
+        }
+    }
+
     pub fn host_call(&self, function: &'static str) -> HostCall {
         let span = tracing::debug_span!(target: "wharf::trace", "host_call", tenant = %self.tenant, plugin = %self.plugin, function, outcome = tracing::field::Empty);
         HostCall {

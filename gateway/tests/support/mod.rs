@@ -198,8 +198,9 @@ pub fn run_wharf(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// Generous plugin deadline: the first host call of a tenant opens its pool inside the request,
-/// and CI machines are loaded. Deadlines are tested on their own (host_calls, plugins).
+/// Generous plugin deadline: CI machines are loaded, and a host call (after the first's set-up,
+/// which is not charged) still counts against it. Deadlines are tested on their own
+/// (host_calls, plugins).
 pub async fn relaxed(store: &Store, tenant: &str) {
     store
         .set_quotas(

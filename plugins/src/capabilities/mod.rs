@@ -171,15 +171,30 @@ impl TenantBackends {
             .as_deref()
             .ok_or(HostError::BackendUnavailable)?;
         lazy(&self.tenant, "redis", &self.redis, || async {
-            redis::TenantRedis::new(
+            let redis = redis::TenantRedis::new(
                 &self.tenant,
                 url,
                 &self.quotas,
                 self.metrics.clone(),
                 self.budget.clone(),
-            )
+            )?;
+            // Best effort: with Redis down the pool is kept, and calls report the outage.
+            if let Err(e) = redis.warm().await {
+                tracing::debug!(tenant = %self.tenant, "first Redis connection failed: {e}");
+            }
+            Ok(redis)
         })
         .await
+    }
+
+    /// Whether the tenant's Redis (pool and first connection) is built on this node.
+    pub fn redis_ready(&self) -> bool {
+        self.redis.initialized()
+    }
+
+    /// Whether the tenant's SQL (provisioning, pool and first connection) is built on this node.
+    pub fn sql_ready(&self) -> bool {
+        self.sql.initialized()
     }
 
     pub async fn sql(&self) -> Result<&sql::TenantSql, HostError> {
@@ -198,6 +213,9 @@ impl TenantBackends {
                 self.budget.clone(),
             )
             .await?;
+            if let Err(e) = opened.warm().await {
+                tracing::debug!(tenant = %self.tenant, "first SQL connection failed: {e}");
+            }
             if let Some(name) = opened.pg_name() {
                 lock(&self.provisioned).insert(self.tenant.clone(), (limit, name.to_string()));
             }

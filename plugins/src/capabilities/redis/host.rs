@@ -9,7 +9,8 @@ impl Host for PluginState {
     async fn command(&mut self, name: String, args: Vec<Vec<u8>>) -> Result<RedisValue, HostError> {
         let call = self.host_call("redis.command");
         let io = async {
-            let redis = self.capabilities()?.redis().await?;
+            let caps = self.capabilities()?;
+            let redis = self.uncharged_if(!caps.redis_ready(), caps.redis()).await?;
             redis.command(&name, args).await
         };
         let result = off_cpu(&self.cpu, io).await;

@@ -352,6 +352,15 @@ impl TenantRedis {
         Ok(args)
     }
 
+    /// Opens the pool's first connection (back to the pool at once), so no request's deadline
+    /// pays for it.
+    pub async fn warm(&self) -> Result<(), HostError> {
+        let conn = self.pool.get().await.map_err(|e| self.pool_error(e))?;
+        drop(conn);
+        self.update_pool_gauges();
+        Ok(())
+    }
+
     fn pool_error(&self, e: PoolError) -> HostError {
         match e {
             PoolError::Timeout(deadpool_redis::TimeoutType::Wait) => {

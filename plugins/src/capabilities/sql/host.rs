@@ -13,7 +13,8 @@ impl Host for PluginState {
     ) -> Result<RowSet, HostError> {
         let call = self.host_call("sql.query");
         let io = async {
-            let sql = self.capabilities()?.sql().await?;
+            let caps = self.capabilities()?;
+            let sql = self.uncharged_if(!caps.sql_ready(), caps.sql()).await?;
             sql.query(&statement, params).await
         };
         let result = off_cpu(&self.cpu, io).await;
@@ -28,7 +29,8 @@ impl Host for PluginState {
     ) -> Result<u64, HostError> {
         let call = self.host_call("sql.execute");
         let io = async {
-            let sql = self.capabilities()?.sql().await?;
+            let caps = self.capabilities()?;
+            let sql = self.uncharged_if(!caps.sql_ready(), caps.sql()).await?;
             sql.execute(&statement, params).await
         };
         let result = off_cpu(&self.cpu, io).await;

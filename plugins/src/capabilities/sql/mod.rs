@@ -278,6 +278,16 @@ impl TenantSql {
         map_err(e)
     }
 
+    /// Opens the pool's first connection (back to the pool at once), so no request's deadline
+    /// pays for it.
+    pub async fn warm(&self) -> Result<(), HostError> {
+        match &self.db {
+            Db::Postgres(pool) => drop(self.acquire(pool, "postgres").await?),
+            Db::Sqlite(pool) => drop(self.acquire(pool, "sqlite").await?),
+        }
+        Ok(())
+    }
+
     async fn acquire<DB: sqlx::Database>(
         &self,
         pool: &sqlx::Pool<DB>,
