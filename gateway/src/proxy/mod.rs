@@ -1,6 +1,8 @@
 //! The request lifecycle, one method per phase, in the order Pingora calls them:
+//! `early_request_filter` (the head is in: its clock stops, `pace.rs`) →
 //! `request_filter` (lookup → limit → plugin chain) → `upstream_peer` (pick a target) →
-//! `upstream_request_filter` (forwarding headers) → `upstream_response_filter` →
+//! `upstream_request_filter` (forwarding headers, look-alikes dropped) →
+//! `request_body_filter` (the body's minimum rate) → `upstream_response_filter` →
 //! `response_filter` (plugins' `on-response`) → `logging` (metrics). Failures land in
 //! `fail_to_proxy`. What one phase decides for the next travels in [`RequestCtx`].
 
