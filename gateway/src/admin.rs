@@ -15,11 +15,10 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use wharf_metrics::Metrics;
 
-use crate::control::table::LiveConfig;
-
 #[derive(Clone)]
 pub struct AdminState {
-    pub live: Arc<LiveConfig>,
+    /// The config version this node serves (the control plane's live table).
+    pub config_version: Arc<dyn Fn() -> i64 + Send + Sync>,
     pub metrics: Arc<Metrics>,
     pub store_up: Arc<AtomicBool>,
     /// Set once shutdown began: `/readyz` turns 503 so load balancers drain the node.
@@ -110,7 +109,7 @@ async fn readyz(State(s): State<AdminState>) -> Response {
             problems.push(format!("listener {addr} does not accept connections"));
         }
     }
-    let version = s.live.load().version;
+    let version = (s.config_version)();
     let store_up = s.store_up.load(Ordering::Relaxed);
     let body = serde_json::json!({
         "ready": problems.is_empty(),
@@ -152,7 +151,7 @@ async fn accepts(addr: &str) -> bool {
 async fn healthz(State(s): State<AdminState>) -> impl IntoResponse {
     Json(serde_json::json!({
         "status": "ok",
-        "config_version": s.live.load().version,
+        "config_version": (s.config_version)(),
         "store_up": s.store_up.load(Ordering::Relaxed),
     }))
 }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use clap::Args;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -15,13 +16,13 @@ pub struct Bootstrap {
     pub tls_listen: Option<String>,
     /// Accept HTTP/2 without TLS (prior knowledge, h2c) on `listen`, besides HTTP/1.1.
     pub h2c: bool,
-    pub tls: TlsConfig,
+    pub tls: crate::tls::TlsConfig,
     /// Budgets for tenants' admin API calls (`[admin]`).
     pub admin: crate::api::throttle::AdminLimits,
     /// New connections per client address on the proxy's listeners (`[clients]`).
     pub clients: crate::clients::ClientLimits,
     /// How long the store keeps its audit log (`[audit]`).
-    pub audit: AuditRetention,
+    pub audit: wharf_tenancy::AuditRetention,
     /// Admin API and `/metrics`.
     pub admin_listen: String,
     pub data_dir: PathBuf,
@@ -65,44 +66,13 @@ pub struct Bootstrap {
     pub host_result_budget_bytes: u64,
 }
 
-/// The HTTPS listener's operator settings; tenants' certificates live in the store.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
-    /// Served for names no tenant has a certificate for (PEM files); unset: such handshakes
-    /// fail.
-    pub default_certificate: Option<PathBuf>,
-    pub default_key: Option<PathBuf>,
-    /// Seals tenants' private keys in the store: 64 hex characters, the same on every node
-    /// (env WHARF_TLS_KEY_ENCRYPTION_KEY wins). Unset: generated into `data_dir` (one node).
-    pub key_encryption_key: Option<String>,
-}
-
-/// The audit log is kept this long and at most this many entries (the oldest go first), so
-/// writes, which each add an entry, cannot fill the store's disk. Nodes prune once a minute.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuditRetention {
-    pub retention_days: u32,
-    pub max_rows: u32,
-}
-
-impl Default for AuditRetention {
-    fn default() -> Self {
-        AuditRetention {
-            retention_days: 400,
-            max_rows: 2_000_000,
-        }
-    }
-}
-
 impl Default for Bootstrap {
     fn default() -> Self {
         Bootstrap {
             listen: "127.0.0.1:8080".into(),
             tls_listen: None,
             h2c: false,
-            tls: TlsConfig::default(),
+            tls: crate::tls::TlsConfig::default(),
             admin: Default::default(),
             clients: Default::default(),
             audit: Default::default(),
@@ -174,7 +144,7 @@ impl Bootstrap {
     }
 
     /// Command-line flags win over the file.
-    pub fn with_store_args(mut self, args: &crate::cli::StoreArgs) -> Bootstrap {
+    pub fn with_store_args(mut self, args: &StoreArgs) -> Bootstrap {
         if let Some(d) = &args.data_dir {
             self.data_dir = d.clone();
         }
@@ -197,4 +167,24 @@ mod tests {
         assert_eq!(b.admin_listen, "127.0.0.1:9080");
         assert!(toml::from_str::<Bootstrap>("lisen = \"x\"").is_err());
     }
+}
+
+/// Where the config lives; shared by `serve` and the store commands.
+#[derive(Args, Debug, Clone, Default)]
+pub struct StoreArgs {
+    /// Bootstrap TOML file.
+    #[arg(long, env = "WHARF_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (SQLite store, caches).
+    #[arg(long, env = "WHARF_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Config store URL: sqlite://PATH or postgres://USER@HOST:PORT/DB.
+    #[arg(long, env = "WHARF_STORE")]
+    pub store: Option<String>,
+    /// Talk to a running gateway's admin API instead of the store (e.g. http://127.0.0.1:9080).
+    #[arg(long, env = "WHARF_API")]
+    pub api: Option<String>,
+    /// Bearer token for --api: a tenant API key or the operator token.
+    #[arg(long, env = "WHARF_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }

@@ -205,7 +205,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     proxy.add_tcp(&boot.listen);
     if let Some(addr) = &boot.tls_listen {
         let resolver = Arc::new(SniResolver {
-            live: live.clone(),
+            certs: live.clone(),
             default: crate::tls::default_certificate(&boot.tls)?,
             metrics: metrics.clone(),
         });

@@ -18,6 +18,8 @@ pub use quotas::{
     ConfigQuotas, PluginQuotas, Quotas, RateScope, RedisQuotas, RequestQuotas, SqlQuotas,
     StorageQuotas,
 };
-pub use store::{ApiKeyInfo, AuditEntry, ConfigDelta, ConfigSnapshot, NodeReport, Store};
+pub use store::{
+    ApiKeyInfo, AuditEntry, AuditRetention, ConfigDelta, ConfigSnapshot, NodeReport, Store,
+};
 #[cfg(feature = "test-util")]
 pub mod test_support;

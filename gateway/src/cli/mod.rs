@@ -8,6 +8,7 @@ pub mod target;
 
 use std::path::PathBuf;
 
+pub use crate::bootstrap::StoreArgs;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -66,26 +67,6 @@ pub enum Command {
         #[arg(long, default_value = "echo")]
         name: String,
     },
-}
-
-/// Where the config lives; shared by `serve` and the store commands.
-#[derive(Args, Debug, Clone, Default)]
-pub struct StoreArgs {
-    /// Bootstrap TOML file.
-    #[arg(long, env = "WHARF_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Data directory (SQLite store, caches).
-    #[arg(long, env = "WHARF_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Config store URL: sqlite://PATH or postgres://USER@HOST:PORT/DB.
-    #[arg(long, env = "WHARF_STORE")]
-    pub store: Option<String>,
-    /// Talk to a running gateway's admin API instead of the store (e.g. http://127.0.0.1:9080).
-    #[arg(long, env = "WHARF_API")]
-    pub api: Option<String>,
-    /// Bearer token for --api: a tenant API key or the operator token.
-    #[arg(long, env = "WHARF_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
 }
 
 #[derive(Args, Debug)]

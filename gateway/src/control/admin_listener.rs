@@ -27,7 +27,10 @@ impl ControlPlane {
     ) {
         let state = admin::AdminState {
             in_flight: self.in_flight.clone(),
-            live: self.live.clone(),
+            config_version: {
+                let live = self.live.clone();
+                Arc::new(move || live.load().version)
+            },
             metrics: self.metrics.clone(),
             store_up: self.store_up.clone(),
             draining: self.draining.clone(),

@@ -4,7 +4,9 @@
 
 mod admin_listener;
 pub mod balancer;
-mod plugin_ref;
+pub mod in_flight;
+pub mod plugin_ref;
+pub mod rate;
 pub mod resolve;
 mod shards;
 pub mod table;
@@ -82,7 +84,7 @@ pub struct ControlPlane {
     pub admin_limits: crate::api::throttle::AdminLimits,
     /// Requests being handled (the proxy's and the admin API's), for draining on shutdown.
     pub in_flight: crate::drain::InFlight,
-    pub audit: crate::bootstrap::AuditRetention,
+    pub audit: wharf_tenancy::AuditRetention,
 }
 
 #[async_trait]
@@ -183,9 +185,7 @@ impl ControlPlane {
                 }
                 if last_prune.is_none_or(|t: std::time::Instant| t.elapsed() >= AUDIT_PRUNE_EVERY) {
                     last_prune = Some(std::time::Instant::now());
-                    let a = self.audit;
-                    let age_ms = i64::from(a.retention_days) * 86_400_000;
-                    if let Err(e) = s.prune_audit(age_ms, a.max_rows.into()).await {
+                    if let Err(e) = s.prune_audit(&self.audit).await {
                         tracing::warn!("cannot prune the audit log: {e}");
                     }
                 }

@@ -6,6 +6,7 @@
 //! therefore reads no plugin the disk cache holds: each is loaded by its first request.
 
 use parking_lot::Mutex;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 
 use tokio::runtime::Handle;
@@ -13,6 +14,15 @@ use wharf_plugins::{CompiledPlugin, PluginRuntime};
 use wharf_tenancy::Store;
 
 use super::resolve::Unavailable;
+
+/// One plugin of a route's chain, resolved against the compiled-code cache.
+pub struct Attached {
+    pub name: Arc<str>,
+    /// `Err`: the attached version does not exist.
+    pub plugin: Result<Arc<PluginRef>, Unavailable>,
+    pub config: Arc<BTreeMap<String, String>>,
+    pub fail_open: bool,
+}
 
 /// The store's plugin bytes, for nodes that must compile what their disk cache lacks. Fetches
 /// run on the runtime that connected the store (the pool's own).

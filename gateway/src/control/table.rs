@@ -17,13 +17,13 @@ use wharf_tenancy::routing::{select_route, wildcard_suffixes};
 use wharf_tenancy::{ConfigDelta, ConfigSnapshot, HostPattern, OnError, Quotas, Route, Tenant};
 
 use super::balancer::{build_balancer, hc_interval, Balancer, HealthChecked};
+use super::in_flight::TenantInFlight;
+use super::plugin_ref::Attached;
+use super::rate::TenantRate;
 use super::resolve::{PluginRef, PluginSet, Unavailable};
 use super::shards::Shared;
 use crate::egress::EgressPolicy;
-use crate::proxy::chain::Attached;
-use crate::proxy::concurrency::TenantInFlight;
-use crate::proxy::rate_limit::TenantRate;
-use crate::tls::resolver::ServedCert;
+use crate::tls::resolver::{pick, CertificateLookup, ServedCert};
 use crate::tls::seal::KeySealer;
 
 pub struct CompiledTenant {
@@ -356,3 +356,12 @@ impl LiveConfig {
 #[cfg(test)]
 #[path = "table_tests.rs"]
 mod tests;
+
+impl CertificateLookup for LiveConfig {
+    fn lookup(&self, sni: &str) -> Option<(Arc<str>, Option<Arc<rustls::sign::CertifiedKey>>)> {
+        let table = self.load();
+        let tenant = table.host_owner(sni)?;
+        let own = pick(&tenant.certs, sni).map(|c| c.key.clone());
+        Some((tenant.id.clone(), own))
+    }
+}

@@ -1,7 +1,6 @@
 //! A route's plugin chain: `on-request` in order (the first `respond` ends it), `on-response` in
 //! reverse over the plugins that continued. Each plugin instance lives for one request.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
@@ -9,22 +8,14 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use tracing::Instrument;
 use wharf_plugins::capabilities::TenantBackends;
 
-use crate::control::resolve::{PluginRef, Unavailable};
+use crate::control::plugin_ref::Attached;
+use crate::control::resolve::Unavailable;
 use wharf_plugins::types::{
     Header, HeaderOp, Reply, Request, RequestAction, Response, ResponseAction,
 };
 use wharf_plugins::{
     CompiledPlugin, Invocation, PluginError, PluginInstance, PluginQuotas, PluginRuntime,
 };
-
-/// One plugin of a route's chain, resolved against the compiled-code cache.
-pub struct Attached {
-    pub name: Arc<str>,
-    /// `Err`: the attached version does not exist.
-    pub plugin: Result<Arc<PluginRef>, Unavailable>,
-    pub config: Arc<BTreeMap<String, String>>,
-    pub fail_open: bool,
-}
 
 /// A plugin instance waiting for its `on-response`.
 pub struct Continued {

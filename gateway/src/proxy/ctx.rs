@@ -29,7 +29,7 @@ pub struct RequestCtx {
     /// Counts this request as in flight until it is done: shutdown waits for it.
     pub in_flight: Option<crate::drain::InFlightGuard>,
     /// Its place in the tenant's `max_requests_in_flight`, held until it is done.
-    pub tenant_slot: Option<super::concurrency::Slot>,
+    pub tenant_slot: Option<crate::control::in_flight::Slot>,
     /// When its body began to be read, if it has one that must keep a minimum rate.
     pub body_started: Option<Instant>,
 }

@@ -7,7 +7,6 @@
 //! `fail_to_proxy`. What one phase decides for the next travels in [`RequestCtx`].
 
 pub mod chain;
-pub mod concurrency;
 pub mod ctx;
 pub mod errors;
 mod lookalikes;
@@ -29,13 +28,14 @@ use wharf_metrics::{tracing_setup, Metrics, UNKNOWN_TENANT};
 use wharf_plugins::PluginRuntime;
 use wharf_tenancy::{RateScope, UpstreamProtocol};
 
+use crate::control::rate::TenantRate;
 use crate::control::table::{LiveConfig, Lookup};
 use crate::egress::EgressPolicy;
 use crate::tls::resolver::Sni;
 use chain::{ChainCtx, RequestOutcome};
 pub use ctx::RequestCtx;
 use errors::GatewayError;
-use rate_limit::{FleetLimiter, TenantRate};
+use rate_limit::FleetLimiter;
 use request_info::{client_ip, code_label, request_host, request_id};
 
 pub struct WharfProxy {

@@ -10,16 +10,29 @@ pub mod seal;
 pub mod upload;
 pub mod validate;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use pingora_core::listeners::tls::TlsSettings;
 use rustls::sign::CertifiedKey;
 
-use crate::bootstrap::TlsConfig;
 use resolver::{SniCapture, SniResolver};
 use seal::KeySealer;
+use serde::Deserialize;
+
+/// The HTTPS listener's operator settings; tenants' certificates live in the store.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Served for names no tenant has a certificate for (PEM files); unset: such handshakes
+    /// fail.
+    pub default_certificate: Option<PathBuf>,
+    pub default_key: Option<PathBuf>,
+    /// Seals tenants' private keys in the store: 64 hex characters, the same on every node
+    /// (env WHARF_TLS_KEY_ENCRYPTION_KEY wins). Unset: generated into `data_dir` (one node).
+    pub key_encryption_key: Option<String>,
+}
 
 /// The listener's settings: certificates from `resolver`, HTTP/2 and HTTP/1.1 by ALPN.
 pub fn listener_settings(resolver: Arc<SniResolver>) -> anyhow::Result<TlsSettings> {

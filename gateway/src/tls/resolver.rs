@@ -15,7 +15,6 @@ use wharf_metrics::{Metrics, UNKNOWN_TENANT};
 
 use super::seal::{self, KeySealer};
 use super::validate::{self, covers};
-use crate::control::table::{CompiledTenant, LiveConfig};
 use wharf_tenancy::TlsCertificate;
 
 /// A tenant's certificate, ready to serve.
@@ -85,8 +84,16 @@ pub fn pick<'a>(certs: &'a [Arc<ServedCert>], sni: &str) -> Option<&'a Arc<Serve
         })
 }
 
+/// What the resolver asks of the routing table, and nothing more (the table lives in
+/// `control/`, which builds on this module).
+pub trait CertificateLookup: Send + Sync {
+    /// The tenant owning server name `sni` (its id), and its certificate for that name if it
+    /// has one; `None`: no tenant owns the name.
+    fn lookup(&self, sni: &str) -> Option<(Arc<str>, Option<Arc<CertifiedKey>>)>;
+}
+
 pub struct SniResolver {
-    pub live: Arc<LiveConfig>,
+    pub certs: Arc<dyn CertificateLookup>,
     pub default: Option<Arc<CertifiedKey>>,
     pub metrics: Arc<Metrics>,
 }
@@ -100,8 +107,8 @@ impl std::fmt::Debug for SniResolver {
 }
 
 impl SniResolver {
-    fn count(&self, tenant: Option<&CompiledTenant>, outcome: &str) {
-        let label = tenant.map_or_else(|| UNKNOWN_TENANT.into(), |t| self.metrics.tenant(&t.id));
+    fn count(&self, tenant: Option<&str>, outcome: &str) {
+        let label = tenant.map_or_else(|| UNKNOWN_TENANT.into(), |t| self.metrics.tenant(t));
         self.metrics
             .tls_handshakes_total
             .with_label_values(&[&*label, outcome])
@@ -112,11 +119,9 @@ impl SniResolver {
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let sni = hello.server_name().map(str::to_ascii_lowercase);
-        let table = self.live.load();
-        let tenant = sni.as_deref().and_then(|n| table.host_owner(n));
-        let own = match (&tenant, &sni) {
-            (Some(t), Some(n)) => pick(&t.certs, n).map(|c| c.key.clone()),
-            _ => None,
+        let (tenant, own) = match sni.as_deref().and_then(|n| self.certs.lookup(n)) {
+            Some((t, own)) => (Some(t), own),
+            None => (None, None),
         };
         if own.is_some() {
             self.count(tenant.as_deref(), "tenant_certificate");

@@ -6,6 +6,25 @@ use sqlx::Row;
 use super::{now_ms, ApiKeyInfo, AuditEntry, Store};
 use crate::error::StoreError;
 
+/// The audit log is kept this long and at most this many entries (the oldest go first), so
+/// writes, which each add an entry, cannot fill the store's disk (`[audit]` in the bootstrap
+/// file). Every node prunes once a minute ([`Store::prune_audit`]).
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditRetention {
+    pub retention_days: u32,
+    pub max_rows: u32,
+}
+
+impl Default for AuditRetention {
+    fn default() -> Self {
+        AuditRetention {
+            retention_days: 400,
+            max_rows: 2_000_000,
+        }
+    }
+}
+
 impl Store {
     /// Issues an API key for a tenant: returns (key id, secret). Only the secret's hash is stored.
     pub async fn create_api_key(&self, tenant: &str) -> Result<(String, String), StoreError> {
@@ -86,9 +105,11 @@ impl Store {
             .await?;
         Ok(())
     }
-    /// Removes audit entries older than `max_age_ms` and all but the newest `max_rows`; returns
-    /// how many went. Every node may run it: the deletes are idempotent.
-    pub async fn prune_audit(&self, max_age_ms: i64, max_rows: i64) -> Result<u64, StoreError> {
+    /// Removes audit entries older than the retention and all but the newest `max_rows`;
+    /// returns how many went. Every node may run it: the deletes are idempotent.
+    pub async fn prune_audit(&self, keep: &AuditRetention) -> Result<u64, StoreError> {
+        let max_age_ms = i64::from(keep.retention_days) * 86_400_000;
+        let max_rows = i64::from(keep.max_rows);
         let old = sqlx::query("DELETE FROM audit_log WHERE at_ms < $1")
             .bind(super::now_ms().saturating_sub(max_age_ms))
             .execute(&self.pool)

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 mod access;
+pub use access::AuditRetention;
 mod certificates;
 mod hostnames;
 mod nodes;
