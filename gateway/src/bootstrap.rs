@@ -188,3 +188,12 @@ pub struct StoreArgs {
     #[arg(long, env = "WHARF_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
+
+/// The config store the bootstrap file and flags name (the CLI's store commands).
+pub async fn open_store(args: &StoreArgs) -> anyhow::Result<wharf_tenancy::Store> {
+    let boot = Bootstrap::load(args.config.as_deref())?.with_store_args(args);
+    let url = boot.store_url()?;
+    wharf_tenancy::Store::connect(&url)
+        .await
+        .with_context(|| format!("cannot open config store {url}"))
+}

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 use reqwest::Method;
 use wharf_tenancy::{
-    HealthCheck, HealthCheckKind, OnError, PluginVersion, Route, Store, Timeouts, UpstreamProtocol,
+    HealthCheck, HealthCheckKind, OnError, PluginVersion, Route, Timeouts, UpstreamProtocol,
     UpstreamTarget,
 };
 
@@ -12,16 +12,10 @@ use crate::cli::client::Body;
 use crate::cli::target::{PluginAttachmentArgs, Target};
 
 use crate::bootstrap::Bootstrap;
-use crate::cli::{PluginCmd, RouteAddArgs, RouteCmd, StoreArgs, TenantCmd};
+use crate::cli::{PluginCmd, RouteAddArgs, RouteCmd, TenantCmd};
 use crate::plugin_add::add_plugin;
 
-pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
-    let boot = Bootstrap::load(args.config.as_deref())?.with_store_args(args);
-    let url = boot.store_url()?;
-    Store::connect(&url)
-        .await
-        .with_context(|| format!("cannot open config store {url}"))
-}
+pub use crate::bootstrap::open_store;
 
 pub async fn tenant(cmd: TenantCmd) -> anyhow::Result<()> {
     match cmd {

@@ -6,8 +6,8 @@ use reqwest::Method;
 use wharf_tenancy::{OnError, PluginAttachment, PluginVersion, Route, Store};
 
 use super::client::{ApiClient, Body};
-use super::commands::open_store;
 use super::StoreArgs;
+use crate::bootstrap::open_store;
 
 /// Where route and plugin commands go: the store directly (operators on a node) or a running
 /// gateway's admin API (`--api`, as a tenant or the operator).

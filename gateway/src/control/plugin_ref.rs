@@ -13,7 +13,22 @@ use tokio::runtime::Handle;
 use wharf_plugins::{CompiledPlugin, PluginRuntime};
 use wharf_tenancy::Store;
 
-use super::resolve::Unavailable;
+/// Why an attached plugin cannot run; requests through it fail with `plugin_unavailable`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    #[error("version {version} of plugin {plugin} does not exist")]
+    NoSuchVersion { plugin: String, version: i64 },
+    #[error("plugin was not loaded")]
+    NotLoaded,
+    #[error("cannot fetch plugin bytes: {0}")]
+    Fetch(String),
+    #[error("plugin bytes are missing from the store")]
+    MissingBytes,
+    #[error("plugin bytes in the store are damaged: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Compile(String),
+}
 
 /// One plugin of a route's chain, resolved against the compiled-code cache.
 pub struct Attached {

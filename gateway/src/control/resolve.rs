@@ -12,27 +12,10 @@ use wharf_plugins::capabilities::Backends;
 use wharf_plugins::PluginRuntime;
 use wharf_tenancy::Tenant;
 
-pub use super::plugin_ref::{BlobSource, PluginRef};
+pub use super::plugin_ref::{BlobSource, PluginRef, Unavailable};
 
 /// Plugin references by content hash.
 pub type PluginSet = HashMap<String, Arc<PluginRef>>;
-
-/// Why an attached plugin cannot run; requests through it fail with `plugin_unavailable`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Unavailable {
-    #[error("version {version} of plugin {plugin} does not exist")]
-    NoSuchVersion { plugin: String, version: i64 },
-    #[error("plugin was not loaded")]
-    NotLoaded,
-    #[error("cannot fetch plugin bytes: {0}")]
-    Fetch(String),
-    #[error("plugin bytes are missing from the store")]
-    MissingBytes,
-    #[error("plugin bytes in the store are damaged: {0}")]
-    Corrupt(String),
-    #[error("{0}")]
-    Compile(String),
-}
 
 /// When a reload's plugins are loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
