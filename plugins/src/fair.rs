@@ -259,26 +259,25 @@ impl CpuSlot {
     /// Runs `setup`, its time counted as queueing while it runs (deadlines see it as waiting,
     /// within the queueing cap): Wharf's own lazy set-up, which no plugin should pay for.
     pub async fn waiting_for<F: std::future::Future>(self: &Arc<Self>, setup: F) -> F::Output {
-        let guard = WaitGuard {
-            slot: self,
-            started: Instant::now(),
-            done: false,
-        };
-        self.waiting_since_ns
-            .store(self.sched.now_ns().max(1), Ordering::Release);
+        let guard = self.start_waiting();
         let out = setup.await;
         guard.finish();
         out
     }
 
-    async fn wait(self: &Arc<Self>) {
-        let guard = WaitGuard {
+    /// From now until the guard finishes (or is dropped), this slot's time is queueing.
+    fn start_waiting(self: &Arc<Self>) -> WaitGuard<'_> {
+        self.waiting_since_ns
+            .store(self.sched.now_ns().max(1), Ordering::Release);
+        WaitGuard {
             slot: self,
             started: Instant::now(),
             done: false,
-        };
-        self.waiting_since_ns
-            .store(self.sched.now_ns().max(1), Ordering::Release);
+        }
+    }
+
+    async fn wait(self: &Arc<Self>) {
+        let guard = self.start_waiting();
         while !self.held.load(Ordering::Acquire) {
             self.notify.notified().await;
         }
