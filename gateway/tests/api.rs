@@ -1,6 +1,6 @@
 //! The admin API over real HTTP: who may do what (an authorization matrix), uploads that must be
 //! refused, and concurrent uploads.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

@@ -1,6 +1,6 @@
 //! The admin API across a fleet and from the CLI: uploads on one node serving on another, rollback
 //! and restart, the CLI as a tenant, and request-rate quotas set live.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

@@ -1,6 +1,6 @@
 //! `wharf backup` / `wharf restore`: a tenant's whole config round-trips through one file and
 //! serves again; a damaged file is refused before anything is written.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

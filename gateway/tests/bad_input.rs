@@ -1,7 +1,7 @@
 //! Input a tenant or the operator should not send: every name with a NUL or another control
 //! character is a 400 naming the field, on Postgres too (which would refuse it with its own
 //! error text), and a private key pasted into a certificate chain is refused, never stored.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

@@ -2,7 +2,7 @@
 //! PUT racing an attach, a delete racing an attach, rollbacks racing each other. Every write
 //! that answers 2xx must be in the final state; none may leave a route bound to a deleted
 //! plugin or routes on mixed versions. On SQLite and Postgres.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

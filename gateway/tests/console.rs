@@ -2,7 +2,7 @@
 //! (`tests/console/console_test.py`) against a real `wharf serve`, a real upstream and a plugin
 //! built from source. Screenshots go to a temp dir, or to docs/console/ with
 //! WHARF_UPDATE_SCREENSHOTS=1.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

@@ -3,7 +3,7 @@
 //! the bootstrap file the image and the manifests use (addresses and data dir overridden by flags
 //! so the test can run beside others), answering /readyz through `wharf probe`, the command the
 //! image's HEALTHCHECK runs.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

@@ -1,6 +1,6 @@
 //! A plugin written in Python (componentize-py, `plugins/examples/cors`) through the gateway
 //! over real HTTP, next to the C and JavaScript ones in `plugins.rs`.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

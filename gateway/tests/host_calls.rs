@@ -1,7 +1,7 @@
 //! Plugins calling Redis and SQL through the gateway, over real HTTP, real Redis and real
 //! Postgres/SQLite: the two examples end to end, a host call held past the plugin's deadline,
 //! and a backend going down and coming back while other routes keep serving.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

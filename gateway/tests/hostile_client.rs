@@ -1,7 +1,7 @@
 //! A hostile client (no tenant, no key) against the proxy's listeners: opening connections as
 //! fast as it can, plain or TLS, never sending a request. Its address's budget closes them right
 //! after accept, before any handshake or read; another address is not affected.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

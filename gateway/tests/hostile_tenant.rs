@@ -1,7 +1,7 @@
 //! A hostile tenant against the gateway's own boundaries, over real sockets: upstreams aimed at
 //! the gateway itself, its admin listener or internal networks; request loops through a fleet;
 //! reading the operator's metrics; uploads that never authenticate.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

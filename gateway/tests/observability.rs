@@ -1,6 +1,6 @@
 //! The metrics catalog (docs/metrics.md) against the code, the Grafana dashboards and alert rules
 //! against the catalog, and the live /metrics output through promtool.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

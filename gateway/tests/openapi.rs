@@ -1,5 +1,5 @@
 //! The OpenAPI document at /v1/openapi.json against the router that serves the API.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

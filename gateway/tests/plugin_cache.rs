@@ -1,6 +1,6 @@
 //! The compiled-code cache through the gateway: tenants uploading the same bytes share one
 //! compile, and a restart loads from the disk cache instead of compiling again.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

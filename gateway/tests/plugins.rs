@@ -1,6 +1,6 @@
 //! Tenants' plugins through the gateway over real HTTP: real components built from C and
 //! JavaScript sources, hostile WAT components, chains and quotas.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

@@ -2,7 +2,7 @@
 //! data dir, config store (API key hashes, sealed keys), tenants' SQLite data and compiled
 //! plugins to its own user (0700 dirs, 0600 files), and closes a data dir an older version
 //! left open.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

@@ -1,7 +1,7 @@
 //! Protocols besides HTTP/1.1 request/response through the gateway, with real clients and
 //! servers: WebSocket upgrades (a tungstenite echo server and client), HTTP/2 without TLS on the
 //! plain listener (curl, prior knowledge), gRPC end to end (tonic).
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 #![allow(clippy::result_large_err)] // tonic's Status is what gRPC code returns
 
 mod support;

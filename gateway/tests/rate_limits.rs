@@ -1,6 +1,6 @@
 //! Per-tenant rate limits across a fleet: local limits are per node, fleet limits are shared
 //! through Redis, and a fleet limit falls back to the local one while Redis is unreachable.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

@@ -1,6 +1,6 @@
 //! Config changes reach live traffic without a restart, without dropping requests in flight,
 //! and across processes sharing one Postgres store.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

@@ -3,7 +3,7 @@
 //! like a load balancer (idempotent GETs retried on the other node when a connection is refused
 //! or reset before any answer) keeps sending. Shutdown finishes what is in flight, admin writes
 //! included; the SQLite store survives `kill -9`. Upgrades in place: `upgrade.rs`.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

@@ -1,5 +1,5 @@
 //! Routing over real sockets: host → tenant → route → upstream, and the errors clients see.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

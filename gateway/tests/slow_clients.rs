@@ -1,7 +1,7 @@
 //! A hostile client that sends slowly or all at once: a request head trickled a byte at a time
 //! is cut at the head deadline, a body under the minimum rate gets 408, and requests pipelined
 //! on one connection are each answered, in order. Over real sockets.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

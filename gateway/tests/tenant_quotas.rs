@@ -1,7 +1,7 @@
 //! A hostile tenant with its own API key trying to make every node hold, compile, probe or
 //! store more than its quotas allow: each attempt is refused at write time with 403
 //! `quota_exceeded` naming the quota, before any node spends on it.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

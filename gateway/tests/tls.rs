@@ -3,7 +3,7 @@
 //! name, wildcard certificates, unknown names refused, uploads validated, keys never returned,
 //! SNI/Host mismatch refused with 421, HTTP/2 by ALPN (rotation, the CLI and the default
 //! certificate: tls_operations.rs).
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

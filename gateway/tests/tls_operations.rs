@@ -1,6 +1,6 @@
 //! Operating HTTPS: certificate rotation under load, the CLI's certificate commands, the
 //! operator's default certificate and session resumption, with real TLS clients.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

@@ -1,7 +1,7 @@
 //! OpenTelemetry traces, received by a small OTLP/HTTP (JSON) receiver in the test: a span per
 //! request continuing the client's `traceparent`, child spans for the plugin phases and host
 //! calls, and the trace carried on to the upstream.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

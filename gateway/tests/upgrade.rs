@@ -1,6 +1,6 @@
 //! Upgrading a node in place: `wharf upgrade` hands the listening sockets (proxy, HTTPS, admin)
 //! to a new process, which never refuses a connection, under load.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

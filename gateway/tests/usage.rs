@@ -1,6 +1,6 @@
 //! The console's usage history: a node's own per-minute counters, and the whole fleet's from a
 //! real Prometheus scraping two nodes when `usage_prometheus_url` is set.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

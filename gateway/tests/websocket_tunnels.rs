@@ -2,7 +2,7 @@
 //! them: every tunnel stays open until its client closes it. Pingora 0.9.1 could end a tunnel
 //! right after its 101 (the request's end-of-body raced the upgrade, cloudflare/pingora#946),
 //! which the upstream saw as EOF; Wharf carries the fix in `vendor/pingora-proxy`.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 

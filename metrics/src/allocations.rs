@@ -2,6 +2,8 @@
 //! `WHARF_COUNT_ALLOCATIONS=1` and exported as `wharf_heap_allocations_total`: per-request
 //! allocation counts (docs/benchmarks.md) come from this counter divided by
 //! `wharf_requests_total`. Off by default: a shared atomic per allocation costs the proxy.
+// The workspace denies unsafe code; this module needs it: a global allocator wrapper is an unsafe trait by definition.
+#![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

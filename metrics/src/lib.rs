@@ -205,39 +205,37 @@ impl Metrics {
     }
 }
 
-fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).expect("static metric definition");
+/// Registers a metric Wharf defines statically. A bad definition or a duplicate name is a bug
+/// every test run hits at start-up, never input: it panics, saying which.
+#[allow(clippy::expect_used)]
+fn register<C: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    made: prometheus::Result<C>,
+) -> C {
+    let c = made.expect("static metric definition");
     r.register(Box::new(c.clone()))
         .expect("metric names are unique");
     c
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    register(r, IntCounter::new(name, help))
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    r.register(Box::new(c.clone()))
-        .expect("metric names are unique");
-    c
+    register(r, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn float_counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> CounterVec {
-    let c = CounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    r.register(Box::new(c.clone()))
-        .expect("metric names are unique");
-    c
+    register(r, CounterVec::new(Opts::new(name, help), labels))
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).expect("static metric definition");
-    r.register(Box::new(g.clone()))
-        .expect("metric names are unique");
-    g
+    register(r, IntGauge::new(name, help))
 }
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    r.register(Box::new(g.clone()))
-        .expect("metric names are unique");
-    g
+    register(r, IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
 fn histogram_vec(
@@ -247,14 +245,13 @@ fn histogram_vec(
     labels: &[&str],
     buckets: &[f64],
 ) -> HistogramVec {
-    let h = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-        labels,
+    register(
+        r,
+        HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+            labels,
+        ),
     )
-    .expect("static metric definition");
-    r.register(Box::new(h.clone()))
-        .expect("metric names are unique");
-    h
 }
 
 impl Default for Metrics {

@@ -2,6 +2,8 @@
 //! share one compile and one `InstancePre`. Artifacts are also written under the data dir, keyed
 //! by hash and engine compatibility, so a restart does not recompile. Only files this cache
 //! wrote itself (and whose digest still matches) are ever deserialized.
+// The workspace denies unsafe code; this module needs it: compiled code is deserialized from files this cache wrote and checked.
+#![allow(unsafe_code)]
 
 use parking_lot::Mutex;
 use std::collections::HashMap;

@@ -2,6 +2,8 @@
 //! then never delay another tenant's plugin-free request, and the operating system can favour
 //! the proxy (plugin threads run at a lower priority, `nice`). (A call's first time slice may
 //! run on the caller's thread when the CPU is uncontended: see `PluginInstance::call`.)
+// The workspace denies unsafe code; this module needs it: the plugin threads' priority is set through libc.
+#![allow(unsafe_code)]
 
 use tokio::runtime::{Builder, Runtime};
 

@@ -1,7 +1,7 @@
 //! Tenants' Redis and SQL from the attacker's side: every isolation line is tried and must hold.
 //! Real Redis (WHARF_TEST_REDIS_URL) and real Postgres (WHARF_TEST_DATABASE_URL), as scripts/test
 //! starts them; SQLite in temp dirs.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::sync::Arc;
 use std::time::Duration;

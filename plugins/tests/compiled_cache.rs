@@ -2,7 +2,7 @@
 //! restarts (and is not trusted when tampered with), and its memory budget: plugins nothing
 //! uses leave memory oldest first past `compiled_cache_bytes`, plugins in use never do, and an
 //! evicted one comes back from the disk cache without a recompile.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! Fairness between tenants on the plugin threads, from the attacker's side: a tenant that keeps
 //! every plugin thread busy with spinning plugins must not slow down, time out or fail another
 //! tenant's plugins; waiting is never charged to a deadline; compiles are one per tenant.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

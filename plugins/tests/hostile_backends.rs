@@ -1,7 +1,7 @@
 //! A hostile tenant's SQL against the shared servers and the gateway's memory: locks shared with
 //! Wharf or other tenants, catalogs, results bigger than the caps, statements that never end,
 //! data that grows without bound. Real Postgres (WHARF_TEST_DATABASE_URL) and SQLite files.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::str::FromStr;
 use std::sync::Arc;

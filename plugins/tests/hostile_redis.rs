@@ -1,7 +1,7 @@
 //! A hostile tenant's Redis commands against the shared Redis and the gateway's memory: values
 //! bigger than the reply cap, data that grows past the memory quota, single commands that would
 //! jump it (SETRANGE far offsets, APPEND). Real Redis (WHARF_TEST_REDIS_URL).
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::sync::Arc;
 

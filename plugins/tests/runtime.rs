@@ -1,6 +1,6 @@
 //! The runtime with real components: examples built from C and JavaScript sources, and
 //! adversarial WAT components. Every failure stays inside its own instance.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -35,7 +35,8 @@ pub async fn fresh_postgres_url() -> String {
 /// A SQLite URL in a fresh temp directory (the directory lives as long as the test process).
 pub fn fresh_sqlite_url() -> String {
     let dir = std::env::temp_dir().join(format!("wharf-test-{}", unique_suffix()));
-    std::fs::create_dir_all(&dir).expect("create temp dir");
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     format!("sqlite://{}", dir.join("wharf.db").display())
 }
 

@@ -1,5 +1,5 @@
 //! The config store behaves the same on SQLite and on real Postgres.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use wharf_tenancy::test_support::{fresh_postgres_url, fresh_sqlite_url};
 use wharf_tenancy::{HostPattern, Route, Store, StoreError, Timeouts, UpstreamTarget};

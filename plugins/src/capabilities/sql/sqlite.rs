@@ -2,6 +2,8 @@
 //! capped at the tenant's storage quota (`max_page_count`); no single string or blob larger than
 //! its result cap (`SQLITE_LIMIT_LENGTH`, so one value can never be built past it); and a
 //! statement past its deadline interrupted (`sqlite3_interrupt`), not left running.
+// The workspace denies unsafe code; this module needs it: SQLite's interrupt and authorizer are C callbacks.
+#![allow(unsafe_code)]
 
 use std::time::Duration;
 
