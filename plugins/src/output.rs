@@ -9,7 +9,8 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub const MAX_PATH_BYTES: usize = 8 * 1024;
 
 /// Framing and connection headers belong to the gateway: editing them could smuggle requests.
-const MANAGED: &[&str] = &[
+/// (The proxy also drops client headers that read as these with `_` for `-`.)
+pub const MANAGED: &[&str] = &[
     "connection",
     "content-length",
     "transfer-encoding",

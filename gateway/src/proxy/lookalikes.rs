@@ -7,17 +7,11 @@
 //! use them.
 
 use pingora_http::RequestHeader;
+use wharf_plugins::output::MANAGED;
 
-/// Headers Wharf itself frames the request with or sets for the upstream.
-const GUARDED: &[&str] = &[
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
+/// Headers Wharf sets for the upstream, besides the framing and connection headers it manages
+/// (`wharf_plugins::output::MANAGED`).
+const FORWARDING: &[&str] = &[
     "host",
     "x-forwarded-for",
     "x-forwarded-proto",
@@ -28,13 +22,18 @@ const GUARDED: &[&str] = &[
     "x-request-id",
 ];
 
+fn guarded(name: &str) -> bool {
+    let name = name.replace('_', "-");
+    MANAGED.contains(&name.as_str()) || FORWARDING.contains(&name.as_str())
+}
+
 /// Removes every look-alike of a guarded header; returns how many names were dropped.
 pub fn drop_lookalikes(req: &mut RequestHeader) -> usize {
     let names: Vec<String> = req
         .headers
         .keys()
         .map(|n| n.as_str())
-        .filter(|n| n.contains('_') && GUARDED.contains(&n.replace('_', "-").as_str()))
+        .filter(|n| n.contains('_') && guarded(n))
         .map(str::to_owned)
         .collect();
     for n in &names {
