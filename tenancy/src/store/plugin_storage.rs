@@ -85,14 +85,15 @@ impl Store {
     }
 
     /// Prunes what an upload of `name` (`sha256`, `size` bytes) makes room for, and refuses the
-    /// upload when the tenant would still be over its storage quota.
+    /// upload when the tenant would still be over its storage quota. `true`: versions were
+    /// pruned (their bytes may now be unreferenced).
     pub(super) async fn make_room(
         &self,
         tx: &mut Tx,
         tenant: &str,
         (name, sha256, size): (&str, &str, u64),
         config_version: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let StorageQuotas {
             plugin_bytes,
             plugin_versions_kept,
@@ -123,7 +124,7 @@ impl Store {
                 .execute(&mut **tx)
                 .await?;
         }
-        Ok(())
+        Ok(!plan.pruned.is_empty())
     }
 
     async fn stored_in(tx: &mut Tx, tenant: &str) -> Result<Vec<Stored>, StoreError> {

@@ -30,13 +30,14 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let version: i64 = row.try_get::<i64, _>(0)? + 1;
-        self.make_room(
-            &mut tx,
-            tenant,
-            (name, &sha, bytes.len() as u64),
-            config_version,
-        )
-        .await?;
+        let pruned = self
+            .make_room(
+                &mut tx,
+                tenant,
+                (name, &sha, bytes.len() as u64),
+                config_version,
+            )
+            .await?;
         let known = sqlx::query("SELECT sha256 FROM plugin_blobs WHERE sha256 = $1")
             .bind(sha.clone())
             .fetch_optional(&mut *tx)
@@ -59,7 +60,11 @@ impl Store {
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
-        Self::drop_orphan_blobs(&mut tx).await?;
+        // Only a prune can leave bytes unreferenced: the scan runs under the version row lock,
+        // which holds every writer of the fleet.
+        if pruned {
+            Self::drop_orphan_blobs(&mut tx).await?;
+        }
         tx.commit().await?;
         Ok((version, config_version))
     }
