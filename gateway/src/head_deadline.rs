@@ -67,7 +67,10 @@ pub struct Timed {
     inner: Stream,
     clock: Arc<HeadClock>,
     sleep: Pin<Box<Sleep>>,
-    first_read: bool,
+    /// How many of the connection's first bytes matched the HTTP/2 preface, while they all
+    /// have; `None` once decided. Only the whole preface turns the clock off: a head whose
+    /// first byte is `P` (POST, PUT) is still timed however it is trickled.
+    preface_matched: Option<usize>,
 }
 
 impl fmt::Debug for Timed {
@@ -88,7 +91,7 @@ pub fn wrap(inner: Stream, limit: Duration) -> Stream {
             state: Mutex::new(Clock::Waiting),
         }),
         sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
-        first_read: true,
+        preface_matched: Some(0),
     })
 }
 
@@ -116,13 +119,18 @@ impl AsyncRead for Timed {
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         let read = &buf.filled()[before..];
         let mut state = this.clock.state.lock();
-        if this.first_read && !read.is_empty() {
-            this.first_read = false;
-            let n = read.len().min(H2_PREFACE.len());
-            if read[..n] == H2_PREFACE[..n] {
+        if let Some(matched) = this.preface_matched {
+            let rest = &H2_PREFACE[matched..];
+            let n = read.len().min(rest.len());
+            this.preface_matched = if read[..n] != rest[..n] {
+                None
+            } else if matched + n == H2_PREFACE.len() {
                 // h2c: HTTP/2 frames, never an HTTP/1 head.
                 *state = Clock::Off;
-            }
+                None
+            } else {
+                Some(matched + n)
+            };
         }
         if !read.is_empty() {
             if let Clock::Waiting = *state {

@@ -32,7 +32,9 @@ async fn read_all(s: &mut TcpStream, limit: Duration) -> String {
 async fn a_head_sent_a_byte_at_a_time_is_cut_at_the_head_deadline() {
     let (gw, _up) = paced_gateway().await;
     let mut s = TcpStream::connect(gw.proxy).await.unwrap();
-    let head = b"GET / HTTP/1.1\r\nHost: acme.test\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    // POST: its first byte alone also begins the HTTP/2 preface ("PRI * HTTP/2.0").
+    let head =
+        b"POST / HTTP/1.1\r\nHost: acme.test\r\nContent-Length: 0\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
     let started = Instant::now();
     let mut closed_after = None;
     for b in head {
