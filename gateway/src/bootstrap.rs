@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
+use wharf_plugins::capabilities::CapabilitySettings;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -44,7 +45,7 @@ pub struct Bootstrap {
     /// The plugin runtime: pool size, memory ceiling, epoch tick, upload cap.
     pub plugins: wharf_plugins::RuntimeSettings,
     /// Redis for plugins' host calls (`redis://…`); unset: Redis calls get `backend-unavailable`.
-    pub redis: Option<String>,
+    pub redis: wharf_plugins::capabilities::redis::RedisSettings,
     /// SQL for plugins: `sqlite` (a file per tenant under data_dir/tenant-sql, the default),
     /// `postgres://ADMIN@HOST/DB` (a schema and role per tenant), or `none`.
     pub sql: String,
@@ -85,7 +86,7 @@ impl Default for Bootstrap {
             graceful_shutdown_timeout_seconds: 5,
             config_poll_interval_ms: 250,
             plugins: wharf_plugins::RuntimeSettings::default(),
-            redis: None,
+            redis: Default::default(),
             sql: "sqlite".into(),
             operator_token: None,
             egress_allow: Vec::new(),
@@ -125,8 +126,11 @@ impl Bootstrap {
 }
 
 impl Bootstrap {
-    pub fn backend_settings(&self) -> anyhow::Result<wharf_plugins::capabilities::BackendSettings> {
-        use wharf_plugins::capabilities::{BackendSettings, SqlBackend};
+    /// Every host capability's settings: their sections of this file, and the node's own
+    /// listeners (which the egress policy refuses).
+    pub fn capability_settings(&self) -> anyhow::Result<CapabilitySettings> {
+        use wharf_plugins::capabilities::networking::NetworkSettings;
+        use wharf_plugins::capabilities::sql::SqlBackend;
         let sql = match self.sql.as_str() {
             "none" => SqlBackend::Disabled,
             "sqlite" => SqlBackend::Sqlite(self.data_dir.join("tenant-sql")),
@@ -137,8 +141,23 @@ impl Bootstrap {
                 anyhow::bail!("sql = {other:?}: use \"sqlite\", \"none\" or a postgres:// URL")
             }
         };
-        Ok(BackendSettings {
-            redis_url: self.redis.clone(),
+        let own = [
+            Some(&self.listen),
+            Some(&self.admin_listen),
+            self.tls_listen.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+        Ok(CapabilitySettings {
+            networking: NetworkSettings {
+                allow: self.egress_allow.clone(),
+                own,
+            },
+            log: (),
+            config: (),
+            redis: self.redis.clone(),
             sql,
         })
     }

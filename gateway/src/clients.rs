@@ -20,7 +20,8 @@ use serde::Deserialize;
 use wharf_metrics::Metrics;
 
 use crate::budget::Throttle;
-use crate::egress::Cidr;
+use ipnet::IpNet;
+use wharf_plugins::capabilities::networking::egress;
 
 /// The `[clients]` table of the bootstrap file.
 #[derive(Debug, Clone, Deserialize)]
@@ -68,7 +69,7 @@ impl Default for ClientLimits {
 
 pub struct ConnectionBudget {
     throttle: Throttle,
-    unlimited: Vec<Cidr>,
+    unlimited: Vec<IpNet>,
     metrics: Arc<Metrics>,
 }
 
@@ -100,7 +101,7 @@ impl ConnectionBudget {
     }
 
     fn admits(&self, ip: IpAddr) -> bool {
-        if self.unlimited.iter().any(|c| c.contains(ip)) {
+        if egress::contains(&self.unlimited, ip) {
             return true;
         }
         let admitted = self.throttle.take(&client_key(ip)).is_ok();
@@ -129,7 +130,7 @@ pub struct PerAddress<A> {
     max: u32,
     /// Each connection's request heads must be complete within this (zero: untimed).
     head_timeout: std::time::Duration,
-    unlimited: Vec<Cidr>,
+    unlimited: Vec<IpNet>,
     open: Mutex<HashMap<String, u32>>,
     metrics: Arc<Metrics>,
 }
@@ -155,7 +156,7 @@ impl<A> PerAddress<A> {
 
     /// A hold on one of `ip`'s connections; `Err(())` when it already holds `max`.
     fn hold(&self, ip: IpAddr) -> Result<Option<Held<'_, A>>, ()> {
-        if self.max == 0 || self.unlimited.iter().any(|c| c.contains(ip)) {
+        if self.max == 0 || egress::contains(&self.unlimited, ip) {
             return Ok(None);
         }
         let key = client_key(ip);
@@ -213,11 +214,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for PerAddress<A> {
     }
 }
 
-fn parse_ranges(ranges: &[String]) -> anyhow::Result<Vec<Cidr>> {
+fn parse_ranges(ranges: &[String]) -> anyhow::Result<Vec<IpNet>> {
     ranges
         .iter()
         .map(|c| {
-            Cidr::parse(c)
+            egress::parse_range(c)
                 .ok_or_else(|| anyhow::anyhow!("[clients] unlimited: {c:?} is not a CIDR"))
         })
         .collect()

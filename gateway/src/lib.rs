@@ -18,7 +18,6 @@ pub mod console;
 pub mod control;
 pub mod drain;
 pub mod echo;
-pub mod egress;
 pub mod head_deadline;
 pub mod plugin_add;
 pub mod private_files;

@@ -14,17 +14,16 @@ use wharf_tenancy::{HostPattern, Route, Store, Timeouts, UpstreamTarget};
 
 use crate::bootstrap::Bootstrap;
 use crate::cli::ServeArgs;
-use crate::control::resolve::{prepare_backends, resolve_plugins, BlobSource, Loading};
+use crate::control::resolve::{prepare_capabilities, resolve_plugins, BlobSource, Loading};
 use crate::control::table::{CompileEnv, LiveConfig, RoutingTable};
 use crate::control::ControlPlane;
-use crate::egress::EgressPolicy;
 use crate::proxy::rate_limit::FleetLimiter;
 use crate::proxy::WharfProxy;
 use crate::tls::resolver::SniResolver;
 use crate::upgrade::Handover;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::services::listening::Service;
-use wharf_plugins::capabilities::Backends;
+use wharf_plugins::capabilities::Capabilities;
 use wharf_plugins::PluginRuntime;
 
 pub const DEMO_HOST: &str = "demo.localhost";
@@ -81,22 +80,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
 
-    let mut allow = boot.egress_allow.clone();
+    let mut settings = boot.capability_settings()?;
     if let Some(echo) = echo_addr {
         // The demo's built-in upstream is on loopback: allow exactly it.
-        allow.push(format!("{}/32", echo.ip()));
+        settings.networking.allow.push(format!("{}/32", echo.ip()));
     }
-    let own = [
-        Some(&boot.listen),
-        Some(&boot.admin_listen),
-        boot.tls_listen.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    .filter_map(|a| a.parse().ok())
-    .collect();
     let sealer = Arc::new(crate::tls::key_sealer(&boot.tls, &boot.data_dir)?);
-    let egress = Arc::new(EgressPolicy::new(&allow, own)?);
 
     let metrics = Arc::new(Metrics::with_tenant_label_cap(
         boot.metrics_tenant_label_cap,
@@ -106,11 +95,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(&boot.compiled_cache_dir()),
         metrics.clone(),
     )?;
-    let backends = Backends::with_result_budget(
-        boot.backend_settings()?,
-        metrics.clone(),
-        boot.host_result_budget_bytes,
-    );
+    let capabilities = Capabilities::new(settings, metrics.clone(), boot.host_result_budget_bytes)?;
+    let egress = capabilities.node().networking.policy().clone();
     if !runtime.pooled() {
         eprintln!("wharf: plugin instances use on-demand allocation (pooling unavailable)");
     }
@@ -135,14 +121,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             blobs.connect(&store);
             let plugins = resolve_plugins(&snapshot.tenants, &runtime, &blobs, Loading::Lazy).await;
             blobs.disconnect();
-            prepare_backends(&snapshot.tenants, &backends).await;
+            prepare_capabilities(&snapshot.tenants, &capabilities).await;
             store.close().await;
             anyhow::Ok((snapshot, plugins))
         })?;
 
     let env = CompileEnv {
         plugins: &plugins,
-        backends: &backends,
+        capabilities: &capabilities,
         egress: &egress,
         sealer: &sealer,
     };
@@ -184,7 +170,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             config: live.clone(),
             metrics: metrics.clone(),
             runtime: runtime.clone(),
-            fleet_limiter: FleetLimiter::new(boot.redis.clone()),
+            fleet_limiter: FleetLimiter::new(boot.redis.url.clone()),
             egress: egress.clone(),
             node: crate::proxy::NodeToken::new(),
             in_flight: in_flight.clone(),
@@ -216,7 +202,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         store_url: store_url.clone(),
         runtime,
         blobs,
-        backends,
+        capabilities,
         egress,
         sealer,
         usage: crate::usage::UsageHistory::new(metrics.clone()),

@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use support::*;
 use wharf_metrics::Metrics;
+use wharf_plugins::capabilities::redis::RedisSettings;
 use wharf_plugins::capabilities::sql::SqlValue;
-use wharf_plugins::capabilities::{BackendSettings, Backends, SqlBackend};
+use wharf_plugins::capabilities::sql::{Sql, SqlBackend};
+use wharf_plugins::capabilities::{Capabilities, CapabilitySettings, DEFAULT_RESULT_BUDGET_BYTES};
 use wharf_plugins::test_support::example_plugin;
 use wharf_tenancy::{OnError, Quotas, Store};
 
@@ -153,15 +155,18 @@ async fn sql_api_keys_end_to_end(kind: StoreKind) {
         ),
         Some(()) => SqlBackend::Sqlite(gw.data_dir().join("tenant-sql")),
     };
-    let seed = Backends::new(
-        BackendSettings {
-            redis_url: None,
+    let seed = Capabilities::new(
+        CapabilitySettings {
+            redis: RedisSettings { url: None },
             sql: sql_backend,
+            ..Default::default()
         },
         Arc::new(Metrics::new()),
-    );
+        DEFAULT_RESULT_BUDGET_BYTES,
+    )
+    .unwrap();
     let tb = seed.tenant(&t, &Quotas::default());
-    let sql = tb.sql().await.unwrap();
+    let sql = tb.get::<Sql>().await.unwrap();
     let active = if matches!(kind, StoreKind::Postgres) {
         "BOOLEAN"
     } else {
@@ -254,15 +259,18 @@ async fn host_call_held_past_the_deadline_fails_only_that_request() {
     )
     .await;
     let gw = Wharf::start_configured(&url, &format!("sql = \"{admin}\""), &[]).await;
-    let seed = Backends::new(
-        BackendSettings {
-            redis_url: None,
+    let seed = Capabilities::new(
+        CapabilitySettings {
+            redis: RedisSettings { url: None },
             sql: SqlBackend::Postgres(admin.clone()),
+            ..Default::default()
         },
         Arc::new(Metrics::new()),
-    );
+        DEFAULT_RESULT_BUDGET_BYTES,
+    )
+    .unwrap();
     let sql = seed.tenant(&t, &Quotas::default());
-    let sql = sql.sql().await.unwrap();
+    let sql = sql.get::<Sql>().await.unwrap();
     sql.execute("CREATE TABLE api_keys (key TEXT PRIMARY KEY, customer_id TEXT NOT NULL, active BOOLEAN NOT NULL)", vec![]).await.unwrap();
 
     // Hold a lock on the table from outside, so the plugin's lookup blocks in the host call.

@@ -109,7 +109,7 @@ async fn measure(runtime: &PluginRuntime, args: &Args) -> anyhow::Result<(Summar
             plugin: &plugin,
             limits,
             config: config.clone(),
-            backends: None,
+            capabilities: None,
         };
         let mut instance = runtime.instantiate(inv, &compiled).await?;
         instance.on_request(req.clone()).await?;

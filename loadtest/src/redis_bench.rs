@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use wharf_metrics::Metrics;
-use wharf_plugins::capabilities::{BackendSettings, Backends, SqlBackend};
+use wharf_plugins::capabilities::redis::{Redis, RedisSettings};
+use wharf_plugins::capabilities::sql::SqlBackend;
+use wharf_plugins::capabilities::{Capabilities, CapabilitySettings, DEFAULT_RESULT_BUDGET_BYTES};
 use wharf_plugins::types::{Header, Request};
 use wharf_plugins::{Invocation, PluginQuotas, PluginRuntime, RuntimeSettings};
 use wharf_tenancy::Quotas;
@@ -20,13 +22,17 @@ pub fn run(redis_url: String, bytes: Vec<u8>, iterations: usize) -> anyhow::Resu
         .build()?;
     rt.block_on(async move {
         let metrics = Arc::new(Metrics::new());
-        let backends = Backends::new(
-            BackendSettings {
-                redis_url: Some(redis_url),
+        let capabilities = Capabilities::new(
+            CapabilitySettings {
+                redis: RedisSettings {
+                    url: Some(redis_url),
+                },
                 sql: SqlBackend::Disabled,
+                ..Default::default()
             },
             metrics.clone(),
-        );
+            DEFAULT_RESULT_BUDGET_BYTES,
+        )?;
         let quotas = Quotas {
             redis: wharf_tenancy::RedisQuotas {
                 commands_per_second: 1_000_000,
@@ -34,9 +40,9 @@ pub fn run(redis_url: String, bytes: Vec<u8>, iterations: usize) -> anyhow::Resu
             },
             ..Quotas::default()
         };
-        let tenant_backends = backends.tenant("bench", &quotas);
-        let redis = tenant_backends
-            .redis()
+        let tenant_caps = capabilities.tenant("bench", &quotas);
+        let redis = tenant_caps
+            .get::<Redis>()
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let runtime = PluginRuntime::new(RuntimeSettings::default(), None, metrics.clone())?;
@@ -81,7 +87,7 @@ pub fn run(redis_url: String, bytes: Vec<u8>, iterations: usize) -> anyhow::Resu
                     plugin: &plugin,
                     limits,
                     config: config.clone(),
-                    backends: Some(tenant_backends.clone()),
+                    capabilities: Some(tenant_caps.clone()),
                 };
                 let mut instance = runtime.instantiate(inv, &compiled).await?;
                 instance.on_request(req.clone()).await?;

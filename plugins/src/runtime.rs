@@ -9,14 +9,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::capabilities::TenantBackends;
+use crate::capabilities::{InstanceContext, InstanceStates, NodeCapabilities, TenantCapabilities};
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wharf_metrics::Metrics;
 
-use crate::bindings::HttpPlugin;
 use crate::cache::{CompiledPlugin, ComponentCache};
 use crate::clock::CallClock;
 use crate::compiler::Compiler;
@@ -51,8 +50,9 @@ pub struct Invocation<'a> {
     pub plugin: &'a Arc<str>,
     pub limits: PluginQuotas,
     pub config: Arc<BTreeMap<String, String>>,
-    /// The tenant's Redis and SQL for host calls.
-    pub backends: Option<Arc<TenantBackends>>,
+    /// The tenant's capabilities for host calls (`None`: every backend call fails
+    /// `backend-unavailable`).
+    pub capabilities: Option<Arc<TenantCapabilities>>,
 }
 
 impl PluginRuntime {
@@ -64,7 +64,7 @@ impl PluginRuntime {
     ) -> anyhow::Result<Arc<Self>> {
         let (engine, pooled) = crate::engine::build(&settings)?;
         let mut linker = Linker::<PluginState>::new(&engine);
-        HttpPlugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
+        NodeCapabilities::link(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link host capabilities: {e}"))?;
         let cache = Arc::new(ComponentCache::new(
             engine.clone(),
@@ -248,16 +248,19 @@ impl PluginRuntime {
         let state = PluginState {
             tenant: inv.tenant.clone(),
             plugin: inv.plugin.clone(),
-            config: inv.config,
             limiter: StoreLimiter::new(inv.limits.memory_bytes),
             call: CallClock::start(&slot, budget),
             cpu: slot,
             queue_cap,
             timed_out: false,
             queue_exceeded: false,
-            log: Default::default(),
+            caps: InstanceStates::new(&InstanceContext {
+                tenant: inv.tenant,
+                plugin: inv.plugin,
+                config: &inv.config,
+            }),
             metrics: self.metrics.clone(),
-            backends: inv.backends,
+            tenant_caps: inv.capabilities,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

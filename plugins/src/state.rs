@@ -2,12 +2,13 @@
 //! state of each capability; plus what every host call does alike (span, metrics, leaving the
 //! plugin CPU while it waits on I/O).
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::capabilities::{log, HostError, TenantBackends};
+use crate::capabilities::{
+    Capability, HostError, InstanceStates, NodeCapabilities, Registered, TenantCapabilities,
+};
 use wharf_metrics::Metrics;
 
 use crate::clock::CallClock;
@@ -21,7 +22,6 @@ impl crate::bindings::types::Host for PluginState {}
 pub struct PluginState {
     pub tenant: Arc<str>,
     pub plugin: Arc<str>,
-    pub config: Arc<BTreeMap<String, String>>,
     pub limiter: StoreLimiter,
     /// This instance's claim on the plugin CPU, and the clock of the call in progress.
     pub cpu: Arc<CpuSlot>,
@@ -31,10 +31,11 @@ pub struct PluginState {
     /// Why the epoch tick interrupted the plugin, for the error it gets.
     pub timed_out: bool,
     pub queue_exceeded: bool,
-    pub log: log::LogBudget,
+    /// Each capability's state of this instance (`caps.log`, `caps.config`, …).
+    pub caps: InstanceStates,
     pub metrics: Arc<Metrics>,
-    /// The tenant's Redis and SQL; `None` where the gateway has no backends configured.
-    pub backends: Option<Arc<TenantBackends>>,
+    /// The tenant's capabilities; `None` where the gateway has none configured (tools, tests).
+    pub tenant_caps: Option<Arc<TenantCapabilities>>,
 }
 
 /// Waits for a host call's I/O without holding a plugin CPU slot (other tenants' plugins run
@@ -55,11 +56,17 @@ pub struct HostCall {
 }
 
 impl PluginState {
-    /// The tenant's Redis and SQL, where the gateway has any configured.
-    pub fn capabilities(&self) -> Result<&TenantBackends, HostError> {
-        self.backends
+    /// The tenant's state of capability `C` for a host call. Its first use on this node
+    /// (provisioning, a pool, a first connection) is not charged to the plugin.
+    pub async fn capability<C: Capability>(&self) -> Result<&C::TenantState, HostError>
+    where
+        NodeCapabilities: Registered<C>,
+    {
+        let caps = self
+            .tenant_caps
             .as_deref()
-            .ok_or(HostError::BackendUnavailable)
+            .ok_or(HostError::BackendUnavailable)?;
+        self.uncharged_if(!caps.ready::<C>(), caps.get::<C>()).await
     }
 
     /// Runs `setup` and, when `first` (a capability's first use of the tenant on this node:

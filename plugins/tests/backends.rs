@@ -7,9 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wharf_metrics::Metrics;
+use wharf_plugins::capabilities::redis::{Redis, RedisSettings};
 use wharf_plugins::capabilities::redis::{RedisScalar, RedisValue};
 use wharf_plugins::capabilities::sql::SqlValue;
-use wharf_plugins::capabilities::{BackendSettings, Backends, HostError, SqlBackend};
+use wharf_plugins::capabilities::sql::{Sql, SqlBackend};
+use wharf_plugins::capabilities::{
+    Capabilities, CapabilitySettings, HostError, DEFAULT_RESULT_BUDGET_BYTES,
+};
 use wharf_tenancy::test_support::{fresh_postgres_url, unique_suffix};
 use wharf_tenancy::Quotas;
 
@@ -21,14 +25,19 @@ fn tenant_id(name: &str) -> String {
     format!("{name}-{}", unique_suffix().replace('_', "-"))
 }
 
-fn backends(sql: SqlBackend) -> Arc<Backends> {
-    Backends::new(
-        BackendSettings {
-            redis_url: Some(redis_url()),
+fn backends(sql: SqlBackend) -> Arc<Capabilities> {
+    Capabilities::new(
+        CapabilitySettings {
+            redis: RedisSettings {
+                url: Some(redis_url()),
+            },
             sql,
+            ..Default::default()
         },
         Arc::new(Metrics::new()),
+        DEFAULT_RESULT_BUDGET_BYTES,
     )
+    .unwrap()
 }
 
 fn bulk(s: &str) -> Vec<u8> {
@@ -41,7 +50,10 @@ async fn redis_keys_are_namespaced_and_dangerous_commands_denied() {
     let (a_id, e_id) = (tenant_id("a"), tenant_id("evil"));
     let a = b.tenant(&a_id, &Quotas::default());
     let evil = b.tenant(&e_id, &Quotas::default());
-    let (ra, re) = (a.redis().await.unwrap(), evil.redis().await.unwrap());
+    let (ra, re) = (
+        a.get::<Redis>().await.unwrap(),
+        evil.get::<Redis>().await.unwrap(),
+    );
 
     assert_eq!(
         ra.command("SET", vec![bulk("secret"), bulk("a's")])
@@ -157,7 +169,7 @@ async fn redis_quotas_rate_and_reply_size() {
         ..Quotas::default()
     };
     let t = b.tenant(&tenant_id("q"), &q);
-    let r = t.redis().await.unwrap();
+    let r = t.get::<Redis>().await.unwrap();
     r.command("SET", vec![bulk("big"), vec![b'x'; 4096]])
         .await
         .unwrap();
@@ -186,16 +198,25 @@ async fn redis_down_then_back_without_rebuilding() {
         .unwrap()
         .port();
     let start = || wharf_tenancy::test_support::spawn_redis(port);
-    let b = Backends::new(
-        BackendSettings {
-            redis_url: Some(format!("redis://127.0.0.1:{port}")),
+    let b = Capabilities::new(
+        CapabilitySettings {
+            redis: RedisSettings {
+                url: Some(format!("redis://127.0.0.1:{port}")),
+            },
             sql: SqlBackend::Disabled,
+            ..Default::default()
         },
         Arc::new(Metrics::new()),
-    );
+        DEFAULT_RESULT_BUDGET_BYTES,
+    )
+    .unwrap();
     let t = b.tenant("down", &Quotas::default());
     assert_eq!(
-        t.redis().await.unwrap().command("PING", vec![]).await,
+        t.get::<Redis>()
+            .await
+            .unwrap()
+            .command("PING", vec![])
+            .await,
         Err(HostError::BackendUnavailable)
     );
     let mut server = start();
@@ -204,7 +225,11 @@ async fn redis_down_then_back_without_rebuilding() {
     server.kill().unwrap();
     server.wait().unwrap();
     assert_eq!(
-        t.redis().await.unwrap().command("PING", vec![]).await,
+        t.get::<Redis>()
+            .await
+            .unwrap()
+            .command("PING", vec![])
+            .await,
         Err(HostError::BackendUnavailable)
     );
     let mut server = start();
@@ -214,10 +239,10 @@ async fn redis_down_then_back_without_rebuilding() {
     assert!(ok, "recovers after a restart, without rebuilding the pool");
 }
 
-async fn pings_within_5s(t: &wharf_plugins::capabilities::TenantBackends) -> bool {
+async fn pings_within_5s(t: &wharf_plugins::capabilities::TenantCapabilities) -> bool {
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if t.redis()
+        if t.get::<Redis>()
             .await
             .unwrap()
             .command("PING", vec![])
@@ -251,7 +276,10 @@ async fn postgres_tenants_cannot_escape_their_schema() {
     };
     let a = b.tenant(&a_id, &q);
     let evil = b.tenant(&e_id, &q);
-    let (sa, se) = (a.sql().await.unwrap(), evil.sql().await.unwrap());
+    let (sa, se) = (
+        a.get::<Sql>().await.unwrap(),
+        evil.get::<Sql>().await.unwrap(),
+    );
     sa.execute("CREATE TABLE secrets (v TEXT)", vec![])
         .await
         .unwrap();
@@ -360,12 +388,12 @@ async fn postgres_pool_quota_two_of_ten() {
         ..Quotas::default()
     };
     let t = b.tenant(&tenant_id("pool"), &q);
-    t.sql().await.unwrap();
+    t.get::<Sql>().await.unwrap();
     let mut tasks = Vec::new();
     for _ in 0..10 {
         let t = t.clone();
         tasks.push(tokio::spawn(async move {
-            t.sql()
+            t.get::<Sql>()
                 .await
                 .unwrap()
                 .query("SELECT pg_sleep(0.6)::text", vec![])
@@ -395,7 +423,10 @@ async fn sqlite_tenants_stay_in_their_file() {
         b.tenant("a", &Quotas::default()),
         b.tenant("evil", &Quotas::default()),
     );
-    let (sa, se) = (a.sql().await.unwrap(), evil.sql().await.unwrap());
+    let (sa, se) = (
+        a.get::<Sql>().await.unwrap(),
+        evil.get::<Sql>().await.unwrap(),
+    );
     sa.execute("CREATE TABLE secrets (v TEXT)", vec![])
         .await
         .unwrap();

@@ -55,7 +55,7 @@ async fn call(
         plugin: &plugin,
         limits,
         config: Arc::new(BTreeMap::new()),
-        backends: None,
+        capabilities: None,
     };
     let mut instance = rt.prepare(inv, compiled).await?;
     instance.on_request(request()).await.map(|_| ())
@@ -237,7 +237,7 @@ async fn core_instance_heavy_plugins_are_charged_their_pool_slots() {
             ..PluginQuotas::default()
         },
         config: Arc::new(Default::default()),
-        backends: None,
+        capabilities: None,
     };
     // a's quota of 4 slots holds one heavy instance; a second waits for it, then gives up.
     let held = rt.instantiate(inv(&a, 4), &heavy).await.unwrap();

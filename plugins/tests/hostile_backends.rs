@@ -9,8 +9,12 @@ use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 use wharf_metrics::Metrics;
+use wharf_plugins::capabilities::redis::{Redis, RedisSettings};
 use wharf_plugins::capabilities::sql::{pg_name, SqlValue};
-use wharf_plugins::capabilities::{BackendSettings, Backends, HostError, SqlBackend};
+use wharf_plugins::capabilities::sql::{Sql, SqlBackend};
+use wharf_plugins::capabilities::{
+    Capabilities, CapabilitySettings, HostError, DEFAULT_RESULT_BUDGET_BYTES,
+};
 use wharf_tenancy::test_support::{
     fresh_postgres_url, process_cpu_time, process_rss_bytes, unique_suffix,
 };
@@ -23,14 +27,17 @@ fn tenant_id(name: &str) -> String {
     format!("{name}-{}", unique_suffix().replace('_', "-"))
 }
 
-fn backends(sql: SqlBackend) -> Arc<Backends> {
-    Backends::new(
-        BackendSettings {
-            redis_url: None,
+fn backends(sql: SqlBackend) -> Arc<Capabilities> {
+    Capabilities::new(
+        CapabilitySettings {
+            redis: RedisSettings { url: None },
             sql,
+            ..Default::default()
         },
         Arc::new(Metrics::new()),
+        DEFAULT_RESULT_BUDGET_BYTES,
     )
+    .unwrap()
 }
 
 fn quota_exceeded(r: Result<impl std::fmt::Debug, HostError>, what: &str) {
@@ -48,7 +55,10 @@ async fn postgres_locks_and_catalogs_are_the_tenants_own() {
     let (a_id, b_id) = (tenant_id("a"), tenant_id("b"));
     let sa = b.tenant(&a_id, &Quotas::default());
     let sb = b.tenant(&b_id, &Quotas::default());
-    let (a, bb) = (sa.sql().await.unwrap(), sb.sql().await.unwrap());
+    let (a, bb) = (
+        sa.get::<Sql>().await.unwrap(),
+        sb.get::<Sql>().await.unwrap(),
+    );
 
     // A holds lock 42 and the id Wharf once used to serialize provisioning, session-level.
     a.execute(
@@ -72,7 +82,7 @@ async fn postgres_locks_and_catalogs_are_the_tenants_own() {
     // Provisioning a new tenant is not blocked by anything A holds.
     let started = Instant::now();
     let c = b.tenant(&tenant_id("c"), &Quotas::default());
-    c.sql()
+    c.get::<Sql>()
         .await
         .unwrap()
         .query("SELECT 1::int8", vec![])
@@ -140,7 +150,7 @@ async fn postgres_results_are_capped_while_they_stream() {
     let admin = fresh_postgres_url().await;
     let b = backends(SqlBackend::Postgres(admin));
     let t = b.tenant(&tenant_id("big"), &Quotas::default());
-    let sql = t.sql().await.unwrap();
+    let sql = t.get::<Sql>().await.unwrap();
     sql.query("SELECT 1::int8", vec![]).await.unwrap();
     let before = process_rss_bytes();
     // One 60 MB row, and 3 M small rows: each refused without holding the result. (Measuring
@@ -179,9 +189,9 @@ async fn cluster_catalogs_name_no_tenant() {
     let b = backends(SqlBackend::Postgres(admin.clone()));
     let (a_id, b_id) = (tenant_id("acmecorp"), tenant_id("betabank"));
     let a = b.tenant(&a_id, &Quotas::default());
-    a.sql().await.unwrap();
+    a.get::<Sql>().await.unwrap();
     let bb = b.tenant(&b_id, &Quotas::default());
-    let bsql = bb.sql().await.unwrap();
+    let bsql = bb.get::<Sql>().await.unwrap();
     for catalog in [
         "SELECT datname::text FROM pg_database",
         "SELECT rolname::text FROM pg_roles",
@@ -218,7 +228,7 @@ async fn cluster_catalogs_name_no_tenant() {
         .await
         .unwrap();
     let old = b.tenant(&old_id, &Quotas::default());
-    old.sql().await.unwrap();
+    old.get::<Sql>().await.unwrap();
     assert_eq!(pg_name(&admin, &old_id).await.unwrap().unwrap(), old_name);
     b.purge(&old_id).await.unwrap();
     let gone: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
@@ -247,7 +257,7 @@ async fn a_huge_constant_row_is_refused_by_its_size_not_by_converting_it() {
         ..Quotas::default()
     };
     let t = b.tenant(&tenant_id("const"), &q);
-    let sql = t.sql().await.unwrap();
+    let sql = t.get::<Sql>().await.unwrap();
     let started = std::time::Instant::now();
     quota_exceeded(
         sql.query("SELECT repeat('x', 400000000) AS v", vec![])
@@ -276,7 +286,7 @@ async fn postgres_storage_quota_refuses_writes_until_data_is_removed() {
         ..Quotas::default()
     };
     let t = b.tenant(&tenant_id("fat"), &q);
-    let sql = t.sql().await.unwrap();
+    let sql = t.get::<Sql>().await.unwrap();
     sql.execute("CREATE TABLE blob (v text)", vec![])
         .await
         .unwrap();
@@ -324,7 +334,7 @@ async fn sqlite_statement_past_its_deadline_is_stopped_and_its_connection_return
         ..Quotas::default()
     };
     let t = b.tenant(&tenant_id("spin"), &q);
-    let sql = t.sql().await.unwrap();
+    let sql = t.get::<Sql>().await.unwrap();
     let endless =
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
     let started = Instant::now();
@@ -360,7 +370,7 @@ async fn sqlite_values_and_files_are_capped() {
     };
     let id = tenant_id("grow");
     let t = b.tenant(&id, &q);
-    let sql = t.sql().await.unwrap();
+    let sql = t.get::<Sql>().await.unwrap();
     let before = process_rss_bytes();
     quota_exceeded(
         sql.query("SELECT randomblob(60000000)", vec![]).await,
@@ -406,21 +416,26 @@ async fn a_removed_tenants_data_is_purged_and_a_new_owner_of_its_id_starts_empty
         SqlBackend::Postgres(admin.clone()),
         SqlBackend::Sqlite(dir.clone()),
     ] {
-        let b = Backends::new(
-            BackendSettings {
-                redis_url: Some(url.clone()),
+        let b = Capabilities::new(
+            CapabilitySettings {
+                redis: RedisSettings {
+                    url: Some(url.clone()),
+                },
                 sql: sql.clone(),
+                ..Default::default()
             },
             Arc::new(Metrics::new()),
-        );
+            DEFAULT_RESULT_BUDGET_BYTES,
+        )
+        .unwrap();
         let id = tenant_id("gone");
         {
             let t = b.tenant(&id, &Quotas::default());
-            let r = t.redis().await.unwrap();
+            let r = t.get::<Redis>().await.unwrap();
             r.command("SET", vec![bulk("secret"), bulk("old owner's")])
                 .await
                 .unwrap();
-            let s = t.sql().await.unwrap();
+            let s = t.get::<Sql>().await.unwrap();
             s.execute("CREATE TABLE secrets (v text)", vec![])
                 .await
                 .unwrap();
@@ -432,7 +447,7 @@ async fn a_removed_tenants_data_is_purged_and_a_new_owner_of_its_id_starts_empty
         b.purge(&id).await.expect("purging twice is fine");
         let t = b.tenant(&id, &Quotas::default());
         assert_eq!(
-            t.redis()
+            t.get::<Redis>()
                 .await
                 .unwrap()
                 .command("GET", vec![bulk("secret")])
@@ -442,7 +457,7 @@ async fn a_removed_tenants_data_is_purged_and_a_new_owner_of_its_id_starts_empty
             "{sql:?}: Redis keys survived"
         );
         let e = t
-            .sql()
+            .get::<Sql>()
             .await
             .unwrap()
             .query("SELECT v FROM secrets", vec![])
@@ -459,14 +474,16 @@ async fn a_removed_tenants_data_is_purged_and_a_new_owner_of_its_id_starts_empty
 async fn the_node_budget_for_results_in_flight_is_shared_and_fails_fast() {
     let _serial = SERIAL.lock().await;
     // A 1 MiB node budget and 1 MiB result caps: one call in flight takes it all.
-    let b = Backends::with_result_budget(
-        BackendSettings {
-            redis_url: None,
+    let b = Capabilities::new(
+        CapabilitySettings {
+            redis: RedisSettings { url: None },
             sql: SqlBackend::Sqlite(sqlite_dir()),
+            ..Default::default()
         },
         Arc::new(Metrics::new()),
         1 << 20,
-    );
+    )
+    .unwrap();
     let q = Quotas {
         sql: wharf_tenancy::SqlQuotas {
             statement_timeout_ms: 600,
@@ -475,7 +492,7 @@ async fn the_node_budget_for_results_in_flight_is_shared_and_fails_fast() {
         ..Quotas::default()
     };
     let (x, y) = (b.tenant(&tenant_id("x"), &q), b.tenant(&tenant_id("y"), &q));
-    let (sx, sy) = (x.sql().await.unwrap(), y.sql().await.unwrap());
+    let (sx, sy) = (x.get::<Sql>().await.unwrap(), y.get::<Sql>().await.unwrap());
     let endless =
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
     let (slow, other) = tokio::join!(sx.query(endless, vec![]), async {

@@ -6,7 +6,11 @@
 use std::sync::Arc;
 
 use wharf_metrics::Metrics;
-use wharf_plugins::capabilities::{BackendSettings, Backends, HostError, SqlBackend};
+use wharf_plugins::capabilities::redis::{Redis, RedisSettings};
+use wharf_plugins::capabilities::sql::SqlBackend;
+use wharf_plugins::capabilities::{
+    Capabilities, CapabilitySettings, HostError, DEFAULT_RESULT_BUDGET_BYTES,
+};
 use wharf_tenancy::test_support::{process_rss_bytes, unique_suffix};
 use wharf_tenancy::Quotas;
 
@@ -28,16 +32,19 @@ fn bulk(s: &str) -> Vec<u8> {
     s.as_bytes().to_vec()
 }
 
-fn redis_backends() -> Arc<Backends> {
+fn redis_backends() -> Arc<Capabilities> {
     let url =
         std::env::var("WHARF_TEST_REDIS_URL").expect("WHARF_TEST_REDIS_URL: run scripts/test");
-    Backends::new(
-        BackendSettings {
-            redis_url: Some(url),
+    Capabilities::new(
+        CapabilitySettings {
+            redis: RedisSettings { url: Some(url) },
             sql: SqlBackend::Disabled,
+            ..Default::default()
         },
         Arc::new(Metrics::new()),
+        DEFAULT_RESULT_BUDGET_BYTES,
     )
+    .unwrap()
 }
 
 /// Redis' own memory use, from INFO, through a plain client.
@@ -61,7 +68,7 @@ async fn redis_big_values_never_reach_the_gateway() {
     let _serial = SERIAL.lock().await;
     let b = redis_backends();
     let t = b.tenant(&tenant_id("rbig"), &Quotas::default());
-    let r = t.redis().await.unwrap();
+    let r = t.get::<Redis>().await.unwrap();
     r.command("SET", vec![bulk("big"), vec![b'x'; 20 << 20]])
         .await
         .unwrap();
@@ -91,7 +98,7 @@ async fn redis_memory_quota_bites_and_single_commands_cannot_jump_it() {
         ..Quotas::default()
     };
     let t = b.tenant(&tenant_id("rgrow"), &q);
-    let r = t.redis().await.unwrap();
+    let r = t.get::<Redis>().await.unwrap();
     // SETRANGE at a 300 MB offset would make Redis allocate 300 MB: refused before it runs.
     let used = redis_used_memory().await;
     quota_exceeded(

@@ -66,7 +66,7 @@ async fn run_request(
         plugin: &plugin,
         limits,
         config: config(cfg),
-        backends: None,
+        capabilities: None,
     };
     let mut instance = rt.instantiate(inv, &compiled).await?;
     instance.on_request(req.clone()).await
@@ -107,7 +107,7 @@ async fn c_add_header_uses_config_and_keeps_state_between_phases() {
             plugin: &plugin,
             limits: PluginQuotas::default(),
             config: cfg,
-            backends: None,
+            capabilities: None,
         };
         let mut instance = rt.instantiate(inv, &compiled).await.unwrap();
         let path = format!("/round/{round}");
@@ -352,7 +352,7 @@ async fn tenant_instance_quota_is_enforced() {
         plugin: &p,
         limits,
         config: config(&[]),
-        backends: None,
+        capabilities: None,
     };
     let first = rt.instantiate(inv(&a), &compiled).await.unwrap();
     let _second = rt.instantiate(inv(&a), &compiled).await.unwrap();

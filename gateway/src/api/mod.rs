@@ -39,7 +39,7 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     pub operator_token: Option<String>,
     pub max_plugin_bytes: usize,
-    pub egress: Arc<crate::egress::EgressPolicy>,
+    pub egress: Arc<wharf_plugins::capabilities::networking::EgressPolicy>,
     pub uploads: uploads::Uploads,
     /// Per-minute usage of the last hour, for the console.
     pub usage: Arc<crate::usage::UsageHistory>,
@@ -48,7 +48,7 @@ pub struct ApiState {
     /// Seals tenants' TLS private keys before they are stored.
     pub sealer: Arc<crate::tls::seal::KeySealer>,
     /// Tenants' Redis and SQL, for purging a removed tenant's data.
-    pub backends: Arc<wharf_plugins::capabilities::Backends>,
+    pub capabilities: Arc<wharf_plugins::capabilities::Capabilities>,
     /// Per-key and per-address budgets, checked before the store is asked anything.
     pub throttles: Arc<throttle::AdminThrottles>,
 }

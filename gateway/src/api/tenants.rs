@@ -126,7 +126,7 @@ pub async fn remove(
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
     // Its data goes before the answer, so an id re-created afterwards starts empty.
-    let purged = s.backends.purge(&tenant).await;
+    let purged = s.capabilities.purge(&tenant).await;
     let outcome = match &purged {
         Ok(()) => "tenant.purge".to_string(),
         Err(e) => format!("tenant.purge_failed: {e}"),

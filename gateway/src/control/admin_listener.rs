@@ -51,7 +51,7 @@ impl ControlPlane {
                 .usage_prometheus_url
                 .as_deref()
                 .map(|u| Arc::new(crate::usage_fleet::FleetUsage::new(u))),
-            backends: self.backends.clone(),
+            capabilities: self.capabilities.clone(),
             throttles: Arc::new(crate::api::throttle::AdminThrottles::new(
                 &self.admin_limits,
             )),

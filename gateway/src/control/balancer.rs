@@ -10,7 +10,7 @@ use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{discovery, Backend, Backends, LoadBalancer};
 use wharf_tenancy::{HealthCheck, HealthCheckKind, Route};
 
-use crate::egress::EgressPolicy;
+use wharf_plugins::capabilities::networking::EgressPolicy;
 
 pub type Balancer = LoadBalancer<RoundRobin>;
 

@@ -23,13 +23,16 @@ use wharf_metrics::Metrics;
 use wharf_tenancy::store::now_ms;
 use wharf_tenancy::{ConfigDelta, Store, Tenant};
 
-use wharf_plugins::capabilities::Backends;
+use wharf_plugins::capabilities::networking::EgressPolicy;
+use wharf_plugins::capabilities::Capabilities;
 use wharf_plugins::PluginRuntime;
 
 use tokio::sync::OnceCell;
 
 use crate::control::balancer::HealthChecked;
-use crate::control::resolve::{prepare_backends, resolve_plugins, BlobSource, Loading, PluginSet};
+use crate::control::resolve::{
+    prepare_capabilities, resolve_plugins, BlobSource, Loading, PluginSet,
+};
 use crate::control::table::{CompileEnv, CompiledTenant, LiveConfig, RoutingTable};
 use crate::upgrade::AdminSocket;
 
@@ -48,9 +51,9 @@ pub struct ControlPlane {
     pub runtime: Arc<PluginRuntime>,
     /// Plugin bytes for what the disk cache lacks; bound to the store once connected.
     pub blobs: Arc<BlobSource>,
-    pub backends: Arc<Backends>,
+    pub capabilities: Arc<Capabilities>,
     /// Where tenants' upstreams may point.
-    pub egress: Arc<crate::egress::EgressPolicy>,
+    pub egress: Arc<EgressPolicy>,
     /// Seals and opens tenants' TLS private keys.
     pub sealer: Arc<crate::tls::seal::KeySealer>,
     /// Per-minute usage snapshots for the console.
@@ -275,7 +278,7 @@ impl ControlPlane {
     fn env<'a>(&'a self, plugins: &'a PluginSet) -> CompileEnv<'a> {
         CompileEnv {
             plugins,
-            backends: &self.backends,
+            capabilities: &self.capabilities,
             egress: &self.egress,
             sealer: &self.sealer,
         }
@@ -326,8 +329,8 @@ impl ControlPlane {
         for hc in fresh {
             hc.spawn();
         }
-        let backends = self.backends.clone();
-        tokio::spawn(async move { prepare_backends(&changed, &backends).await });
+        let capabilities = self.capabilities.clone();
+        tokio::spawn(async move { prepare_capabilities(&changed, &capabilities).await });
     }
 
     fn applied(&self, kind: &str, version: i64, changed_at_ms: i64) {

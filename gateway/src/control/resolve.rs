@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use wharf_plugins::capabilities::Backends;
+use wharf_plugins::capabilities::Capabilities;
 use wharf_plugins::PluginRuntime;
 use wharf_tenancy::Tenant;
 
@@ -58,12 +58,12 @@ pub async fn resolve_plugins<'a>(
 
 /// Provisions the SQL of every tenant whose routes run plugins, before their first request.
 /// Failures are logged, not fatal: the first host call retries.
-pub async fn prepare_backends(tenants: &[Tenant], backends: &Backends) {
+pub async fn prepare_capabilities(tenants: &[Tenant], capabilities: &Capabilities) {
     for tenant in tenants {
         if tenant.routes.iter().all(|r| r.plugins.is_empty()) {
             continue;
         }
-        if let Err(e) = backends.prepare(&tenant.id, &tenant.quotas).await {
+        if let Err(e) = capabilities.prepare(&tenant.id, &tenant.quotas).await {
             tracing::warn!(tenant = %tenant.id, "could not provision the tenant's SQL ahead of use: {e}");
         }
     }

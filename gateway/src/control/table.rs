@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use wharf_plugins::capabilities::{Backends as TenantBackendSet, TenantBackends};
+use wharf_plugins::capabilities::{Capabilities, TenantCapabilities};
 use wharf_plugins::PluginQuotas;
 use wharf_tenancy::hostname::MAX_HOSTNAME_LEN;
 use wharf_tenancy::model::normalize_host;
@@ -22,9 +22,9 @@ use super::plugin_ref::Attached;
 use super::rate::TenantRate;
 use super::resolve::{PluginRef, PluginSet, Unavailable};
 use super::shards::Shared;
-use crate::egress::EgressPolicy;
 use crate::tls::resolver::{pick, CertificateLookup, ServedCert};
 use crate::tls::seal::KeySealer;
+use wharf_plugins::capabilities::networking::EgressPolicy;
 
 pub struct CompiledTenant {
     pub id: Arc<str>,
@@ -36,7 +36,7 @@ pub struct CompiledTenant {
     specs: Vec<Route>,
     pub limits: PluginQuotas,
     /// Redis and SQL for this tenant's plugins (pools open lazily, on first use).
-    pub backends: Arc<TenantBackends>,
+    pub capabilities: Arc<TenantCapabilities>,
     /// Requests per second and burst; `None`: unlimited.
     pub rate: Option<Arc<TenantRate>>,
     /// Its requests in flight on this node (kept across reloads) and their cap.
@@ -123,7 +123,7 @@ impl RoutingTable {
             table.put(compiled);
         }
         let live: HashSet<&str> = snapshot.tenants.iter().map(|t| t.id.as_str()).collect();
-        env.backends.retain(|id| live.contains(id));
+        env.capabilities.retain(|id| live.contains(id));
         (table, fresh)
     }
 
@@ -155,7 +155,7 @@ impl RoutingTable {
             .map(|(id, _)| id.as_str())
             .collect();
         if !removed.is_empty() {
-            env.backends.retain(|id| !removed.contains(id));
+            env.capabilities.retain(|id| !removed.contains(id));
         }
         let mut fresh = Vec::new();
         for t in delta.tenants.iter().filter_map(|(_, now)| now.as_ref()) {
@@ -230,7 +230,7 @@ impl RoutingTable {
 /// What compiling a tenant needs besides its config.
 pub struct CompileEnv<'a> {
     pub plugins: &'a PluginSet,
-    pub backends: &'a TenantBackendSet,
+    pub capabilities: &'a Capabilities,
     pub egress: &'a EgressPolicy,
     /// Opens tenants' sealed private keys.
     pub sealer: &'a KeySealer,
@@ -269,7 +269,7 @@ fn compile_tenant(
         routes,
         specs: t.routes.clone(),
         limits: t.quotas.plugin,
-        backends: env.backends.tenant(&t.id, &t.quotas),
+        capabilities: env.capabilities.tenant(&t.id, &t.quotas),
         rate: keep_or_build_rate(old.map(|o| &**o), &t.quotas),
         in_flight: old.map(|o| o.in_flight.clone()).unwrap_or_default(),
         max_in_flight: t.quotas.requests.max_in_flight,

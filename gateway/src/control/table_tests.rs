@@ -2,7 +2,7 @@
 
 use super::*;
 use wharf_metrics::Metrics;
-use wharf_plugins::capabilities::BackendSettings;
+use wharf_plugins::capabilities::Capabilities;
 use wharf_tenancy::{Timeouts, UpstreamTarget};
 
 fn tenant(id: &str, host: &str, prefix: &str) -> Tenant {
@@ -39,7 +39,7 @@ fn id_of(table: &RoutingTable, host: &str) -> Option<String> {
 /// What compiling needs besides the config: no plugins, no backends, loopback upstreams.
 struct Fixture {
     plugins: PluginSet,
-    backends: Arc<TenantBackendSet>,
+    capabilities: Arc<Capabilities>,
     egress: EgressPolicy,
     sealer: KeySealer,
 }
@@ -48,7 +48,8 @@ impl Fixture {
     fn new() -> Self {
         Fixture {
             plugins: PluginSet::new(),
-            backends: TenantBackendSet::new(BackendSettings::default(), Arc::new(Metrics::new())),
+            capabilities: Capabilities::new(Default::default(), Arc::new(Metrics::new()), 1 << 20)
+                .unwrap(),
             egress: EgressPolicy::new(&["127.0.0.0/8".into()], vec![]).unwrap(),
             sealer: KeySealer::from_hex(&KeySealer::generate_hex().unwrap()).unwrap(),
         }
@@ -57,7 +58,7 @@ impl Fixture {
     fn env(&self) -> CompileEnv<'_> {
         CompileEnv {
             plugins: &self.plugins,
-            backends: &self.backends,
+            capabilities: &self.capabilities,
             egress: &self.egress,
             sealer: &self.sealer,
         }

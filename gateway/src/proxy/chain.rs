@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
 use tracing::Instrument;
-use wharf_plugins::capabilities::TenantBackends;
+use wharf_plugins::capabilities::TenantCapabilities;
 
 use crate::control::plugin_ref::Attached;
 use crate::control::resolve::Unavailable;
@@ -36,7 +36,7 @@ pub struct ChainCtx<'a> {
     pub route: &'a str,
     pub limits: PluginQuotas,
     pub client_addr: String,
-    pub backends: &'a Arc<TenantBackends>,
+    pub capabilities: &'a Arc<TenantCapabilities>,
 }
 
 pub async fn on_request(
@@ -82,7 +82,7 @@ async fn run_request(
         plugin: &att.name,
         limits: cx.limits,
         config: att.config.clone(),
-        backends: Some(cx.backends.clone()),
+        capabilities: Some(cx.capabilities.clone()),
     };
     let mut instance = cx.runtime.prepare(inv, &compiled).await?;
     let action = instance.on_request(wit_request(cx, req)).await?;

@@ -36,7 +36,7 @@ pub enum GatewayError {
     TooManyInFlight(u32),
     /// The route's upstream is an address the egress policy refuses.
     #[error("the route's upstream is not allowed: {0}")]
-    UpstreamForbidden(crate::egress::EgressError),
+    UpstreamForbidden(wharf_plugins::capabilities::networking::EgressError),
     /// The request already passed through this gateway node (a routing loop).
     #[error("the request has already passed through this gateway (routing loop)")]
     LoopDetected,

@@ -30,13 +30,13 @@ use wharf_tenancy::{RateScope, UpstreamProtocol};
 
 use crate::control::rate::TenantRate;
 use crate::control::table::{LiveConfig, Lookup};
-use crate::egress::EgressPolicy;
 use crate::tls::resolver::Sni;
 use chain::{ChainCtx, RequestOutcome};
 pub use ctx::RequestCtx;
 use errors::GatewayError;
 use rate_limit::FleetLimiter;
 use request_info::{client_ip, code_label, request_host, request_id};
+use wharf_plugins::capabilities::networking::EgressPolicy;
 
 pub struct WharfProxy {
     pub config: Arc<LiveConfig>,
@@ -408,7 +408,7 @@ impl WharfProxy {
             route: &route.spec.id,
             limits: tenant.limits,
             client_addr: client_ip(session).unwrap_or_default(),
-            backends: &tenant.backends,
+            capabilities: &tenant.capabilities,
         };
         let span = tracing::debug_span!(target: "wharf::trace", parent: &ctx.span, "plugins", phase = "on_request");
         let run = chain::on_request(

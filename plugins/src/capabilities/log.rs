@@ -2,8 +2,42 @@
 //! Quota: a fixed number of lines per request and a cap on line length, so a chatty or hostile
 //! plugin cannot flood the operator's logs.
 
-use crate::bindings::wharf::plugin::log::{Host, Level};
+use wasmtime::component::{HasSelf, Linker};
+
+use super::{Capability, HostError, InstanceContext, NodeContext, SettingsError, TenantContext};
+use crate::bindings::wharf::plugin::log::{add_to_linker, Host, Level};
 use crate::state::PluginState;
+
+/// The capability: nothing per node or tenant; a line budget per instance.
+pub struct Log;
+
+impl Capability for Log {
+    const NAME: &'static str = "log";
+    type Settings = ();
+    type Quotas = ();
+    type TenantState = ();
+    type InstanceState = LogBudget;
+
+    fn new(_: (), _: &NodeContext) -> Result<Self, SettingsError> {
+        Ok(Log)
+    }
+
+    fn link(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
+        add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)
+    }
+
+    fn quotas(_: &wharf_tenancy::Quotas) -> &() {
+        &()
+    }
+
+    fn instance(_: &InstanceContext<'_>) -> LogBudget {
+        LogBudget::default()
+    }
+
+    async fn open(&self, _: TenantContext<'_, Self>) -> Result<(), HostError> {
+        Ok(())
+    }
+}
 
 const LINES_PER_REQUEST: u32 = 32;
 const MAX_LINE_BYTES: usize = 1024;
@@ -24,14 +58,14 @@ impl Host for PluginState {
     async fn log(&mut self, level: Level, message: String) {
         let tenant = self.tenant.as_ref();
         let label = self.metrics.tenant(tenant);
-        if self.log.remaining == 0 {
+        if self.caps.log.remaining == 0 {
             self.metrics
                 .plugin_logs_total
                 .with_label_values(&[&label, "dropped"])
                 .inc();
             return;
         }
-        self.log.remaining -= 1;
+        self.caps.log.remaining -= 1;
         self.metrics
             .plugin_logs_total
             .with_label_values(&[&label, "emitted"])

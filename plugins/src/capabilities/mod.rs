@@ -1,253 +1,259 @@
-//! Host capabilities: what a plugin may import besides computing. Each capability is one module
-//! of one shape:
+//! Host capabilities: what a plugin may import besides computing. Each capability is one type
+//! implementing [`Capability`] (the shape of Spin's factors), in its own module, and one line of
+//! the registry at the bottom of this file:
 //!
-//! | module | binding (`host.rs` or inline) | tenant-level state | per-request state |
-//! |---|---|---|---|
-//! | `log` | `wharf:plugin/log` | — | lines left ([`log::LogBudget`]) |
-//! | `config` | `wharf:plugin/config` | — | the attachment's key/values |
-//! | `redis` | `wharf:plugin/redis` | [`redis::TenantRedis`]: pool, allow-list, namespace, rate, memory quota | — |
-//! | `sql` | `wharf:plugin/sql` | [`sql::TenantSql`]: pool, own database, rate, row/byte/storage caps | — |
+//! | capability | WIT | settings (bootstrap) | tenant state | instance state |
+//! |---|---|---|---|---|
+//! | [`networking::Networking`] | — (used by the proxy and by capabilities that dial out) | `egress_allow` | — | — |
+//! | [`log::Log`] | `wharf:plugin/log` | — | — | lines left |
+//! | [`config::Config`] | `wharf:plugin/config` | — | — | the attachment's key/values |
+//! | [`redis::Redis`] | `wharf:plugin/redis` | `redis` | pool, namespace, rate, memory quota | — |
+//! | [`sql::Sql`] | `wharf:plugin/sql` | `sql` | pool, own database, rate, row/byte/storage caps | — |
 //!
-//! Per-request state lives in [`crate::state::PluginState`]; quotas come from the tenant's
-//! [`wharf_tenancy::Quotas`]; metrics and the `host_call` span are recorded by
-//! [`crate::state::HostCall`] for every capability alike. Tenant-level state is built lazily on
-//! first use by [`lazy`], which keeps only successes: a backend that was down is retried on the
-//! next call, for every capability the same way. Adding a capability: a module here with its
-//! binding and state, a `OnceCell` in [`TenantBackends`], its interface in `wit/`.
+//! What every capability shares lives here once: tenant state is built on first use and kept
+//! only on success ([`TenantCapabilities::get`]), so a backend that was down is retried on the
+//! next call; the `host_call` span and metrics are [`crate::state::HostCall`]; a tenant's
+//! deletion calls every capability's [`Capability::purge`].
 
 pub mod config;
 mod error;
 pub mod log;
+pub mod networking;
 mod quota;
 pub mod redis;
+mod registry;
 pub mod sql;
 
-use parking_lot::Mutex;
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tokio::sync::OnceCell;
+use wasmtime::component::Linker;
 use wharf_metrics::Metrics;
-
-pub use error::HostError;
-
 use wharf_tenancy::Quotas;
 
-/// Where tenants' data lives; from the bootstrap file.
-#[derive(Debug, Clone, Default)]
-pub struct BackendSettings {
-    /// `redis://…`; `None`: Redis calls fail with `backend-unavailable`.
-    pub redis_url: Option<String>,
-    pub sql: SqlBackend,
+pub use error::HostError;
+pub use registry::Registered;
+
+use crate::state::PluginState;
+
+/// One host capability. The node holds one value of it ([`NodeCapabilities`]); each tenant
+/// that uses it gets a [`Capability::TenantState`] on first use, and each plugin instance a
+/// [`Capability::InstanceState`].
+pub trait Capability: Send + Sync + Sized + 'static {
+    /// Its name in logs and metrics (`redis`).
+    const NAME: &'static str;
+    /// Its part of the bootstrap file.
+    type Settings: Clone + std::fmt::Debug + Default + Send + Sync;
+    /// The group of a tenant's [`Quotas`] it enforces (`()` for none).
+    type Quotas: ?Sized;
+    /// A tenant's state on this node (pools, rates), built on first use.
+    type TenantState: Send + Sync + 'static;
+    /// One plugin instance's state, built with every instance: keep it cheap.
+    type InstanceState: Send + 'static;
+
+    fn new(settings: Self::Settings, node: &NodeContext) -> Result<Self, SettingsError>;
+
+    /// Adds its WIT interface to the linker (nothing for a capability without one).
+    fn link(linker: &mut Linker<PluginState>) -> wasmtime::Result<()>;
+
+    /// Its quota group of the tenant's quotas.
+    fn quotas(all: &Quotas) -> &Self::Quotas;
+
+    fn instance(ctx: &InstanceContext<'_>) -> Self::InstanceState;
+
+    /// Builds a tenant's state; called on the tenant's first use, again after a failure.
+    fn open(
+        &self,
+        ctx: TenantContext<'_, Self>,
+    ) -> impl Future<Output = Result<Self::TenantState, HostError>> + Send;
+
+    /// Work done ahead of a tenant's first call (the control plane calls it when a tenant
+    /// appears or its quotas change), so no request pays for it. Idempotent.
+    fn prepare(
+        &self,
+        _tenant: &str,
+        _quotas: &Quotas,
+    ) -> impl Future<Output = Result<(), HostError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Deletes everything a removed tenant kept in the capability's backend; a tenant created
+    /// later with the same id starts empty. Idempotent.
+    fn purge(&self, _tenant: &str) -> impl Future<Output = Result<(), HostError>> + Send {
+        async { Ok(()) }
+    }
 }
 
-#[derive(Debug, Clone, Default)]
-pub enum SqlBackend {
-    #[default]
-    Disabled,
-    /// One database file per tenant in this directory.
-    Sqlite(PathBuf),
-    /// A URL whose user may create roles and schemas; tenants get their own of each.
-    Postgres(String),
+/// The capability's settings were wrong (a bad CIDR, URL, …).
+#[derive(Debug, thiserror::Error)]
+#[error("{capability}: {reason}")]
+pub struct SettingsError {
+    pub capability: &'static str,
+    pub reason: String,
 }
 
-/// All tenants' backends on this node.
-pub struct Backends {
-    settings: BackendSettings,
-    metrics: Arc<Metrics>,
-    tenants: Mutex<HashMap<String, Arc<TenantBackends>>>,
-    provisioned: Provisioned,
-    budget: quota::ResultBudget,
+/// What the node gives every capability when it is built.
+pub struct NodeContext {
+    pub metrics: Arc<Metrics>,
+    /// The node's memory for host-call results in flight, shared by all tenants.
+    pub results: quota::ResultBudget,
 }
 
-/// Tenants whose Postgres role and database exist, at which connection limit, under which name.
-type Provisioned = Arc<Mutex<HashMap<String, (u32, String)>>>;
+/// What a capability sees when it builds a tenant's state: the tenant, its quotas, and the
+/// tenant's other capabilities (typed: `ctx.get::<Networking>()`).
+pub struct TenantContext<'a, C: Capability> {
+    pub tenant: &'a str,
+    pub all_quotas: &'a Quotas,
+    caps: &'a TenantCapabilities,
+    _capability: std::marker::PhantomData<C>,
+}
+
+impl<'a, C: Capability> TenantContext<'a, C> {
+    /// This capability's quota group.
+    pub fn quotas(&self) -> &'a C::Quotas {
+        C::quotas(self.all_quotas)
+    }
+
+    pub fn metrics(&self) -> &'a Arc<Metrics> {
+        &self.caps.node.context.metrics
+    }
+
+    pub fn results(&self) -> &'a quota::ResultBudget {
+        &self.caps.node.context.results
+    }
+
+    /// Another capability's state of the same tenant (built first if needed).
+    pub async fn get<D: Capability>(&self) -> Result<&'a D::TenantState, HostError>
+    where
+        NodeCapabilities: Registered<D>,
+    {
+        self.caps.get::<D>().await
+    }
+}
+
+/// What a capability sees when it builds an instance's state.
+pub struct InstanceContext<'a> {
+    pub tenant: &'a Arc<str>,
+    pub plugin: &'a Arc<str>,
+    /// The attachment's configuration.
+    pub config: &'a Arc<BTreeMap<String, String>>,
+}
+
+/// The node's capabilities and every tenant's state of them.
+pub struct Capabilities {
+    node: Arc<NodeCapabilities>,
+    tenants: Mutex<HashMap<String, Arc<TenantCapabilities>>>,
+}
 
 /// The node's default memory for host-call results in flight.
 pub const DEFAULT_RESULT_BUDGET_BYTES: u64 = 256 << 20;
 
-/// One tenant's Redis and SQL, at its quotas.
-pub struct TenantBackends {
+/// One tenant's capabilities at its quotas.
+pub struct TenantCapabilities {
     pub tenant: String,
     pub quotas: Quotas,
-    redis: OnceCell<redis::TenantRedis>,
-    sql: OnceCell<sql::TenantSql>,
-    settings: BackendSettings,
-    metrics: Arc<Metrics>,
-    provisioned: Provisioned,
-    budget: quota::ResultBudget,
+    node: Arc<NodeCapabilities>,
+    states: TenantStates,
 }
 
-impl Backends {
-    pub fn new(settings: BackendSettings, metrics: Arc<Metrics>) -> Arc<Backends> {
-        Self::with_result_budget(settings, metrics, DEFAULT_RESULT_BUDGET_BYTES)
-    }
-
-    /// `budget_bytes`: the node's memory for host-call results in flight, all tenants.
-    pub fn with_result_budget(
-        settings: BackendSettings,
+impl Capabilities {
+    /// `result_budget_bytes`: the node's memory for host-call results in flight, all tenants.
+    pub fn new(
+        settings: CapabilitySettings,
         metrics: Arc<Metrics>,
-        budget_bytes: u64,
-    ) -> Arc<Backends> {
-        Arc::new(Backends {
-            budget: quota::ResultBudget::new(budget_bytes, metrics.clone()),
-            settings,
+        result_budget_bytes: u64,
+    ) -> Result<Arc<Capabilities>, SettingsError> {
+        let ctx = NodeContext {
+            results: quota::ResultBudget::new(result_budget_bytes, metrics.clone()),
             metrics,
-            tenants: Mutex::new(HashMap::new()),
-            provisioned: Arc::new(Mutex::new(HashMap::new())),
-        })
-    }
-
-    /// Provisions a tenant's SQL ahead of its first host call (Postgres role and schema), so the
-    /// first request does not pay for it inside its plugin's deadline. Idempotent.
-    pub async fn prepare(&self, tenant: &str, quotas: &Quotas) -> Result<(), HostError> {
-        let SqlBackend::Postgres(admin_url) = &self.settings.sql else {
-            return Ok(());
         };
-        let limit = quotas.sql.max_connections;
-        if lock(&self.provisioned)
-            .get(tenant)
-            .is_some_and(|(l, _)| *l == limit)
-        {
-            return Ok(());
-        }
-        let name = sql::postgres::provision(tenant, admin_url, quotas).await?;
-        lock(&self.provisioned).insert(tenant.to_string(), (limit, name));
-        Ok(())
+        Ok(Arc::new(Capabilities {
+            node: Arc::new(NodeCapabilities::new(settings, ctx)?),
+            tenants: Mutex::new(HashMap::new()),
+        }))
     }
 
-    /// The tenant's backends; rebuilt (new pools) when its quotas changed.
-    pub fn tenant(&self, tenant: &str, quotas: &Quotas) -> Arc<TenantBackends> {
+    /// The node-level capabilities (e.g. `node().networking` for the proxy's connects).
+    pub fn node(&self) -> &NodeCapabilities {
+        &self.node
+    }
+
+    /// Every capability's work ahead of a tenant's first call (e.g. its Postgres database).
+    pub async fn prepare(&self, tenant: &str, quotas: &Quotas) -> Result<(), HostError> {
+        self.node.prepare(tenant, quotas).await
+    }
+
+    /// The tenant's capabilities; rebuilt (new pools) when its quotas changed.
+    pub fn tenant(&self, tenant: &str, quotas: &Quotas) -> Arc<TenantCapabilities> {
         let mut tenants = self.tenants.lock();
         if let Some(t) = tenants.get(tenant) {
             if t.quotas == *quotas {
                 return t.clone();
             }
         }
-        let t = Arc::new(TenantBackends {
+        let t = Arc::new(TenantCapabilities {
             tenant: tenant.to_string(),
             quotas: quotas.clone(),
-            redis: OnceCell::new(),
-            sql: OnceCell::new(),
-            settings: self.settings.clone(),
-            metrics: self.metrics.clone(),
-            provisioned: self.provisioned.clone(),
-            budget: self.budget.clone(),
+            node: self.node.clone(),
+            states: TenantStates::default(),
         });
         tenants.insert(tenant.to_string(), t.clone());
         t
     }
 
-    /// Deletes everything a removed tenant kept in the backends: its Redis keys (and Wharf's
-    /// keys about it), its Postgres database and role, its SQLite file. A tenant created later
-    /// with the same id starts empty. Idempotent; safe to retry after a failure.
+    /// Deletes everything a removed tenant kept, in every capability. Idempotent; safe to
+    /// retry after a failure.
     pub async fn purge(&self, tenant: &str) -> Result<(), HostError> {
-        lock(&self.tenants).remove(tenant);
-        lock(&self.provisioned).remove(tenant);
-        if let Some(url) = &self.settings.redis_url {
-            redis::purge(url, tenant).await?;
-        }
-        match &self.settings.sql {
-            SqlBackend::Disabled => {}
-            SqlBackend::Postgres(admin) => sql::postgres::purge(tenant, admin).await?,
-            SqlBackend::Sqlite(dir) => sql::sqlite::purge(tenant, dir)?,
-        }
-        Ok(())
+        self.tenants.lock().remove(tenant);
+        self.node.purge(tenant).await
     }
 
-    /// Drops the pools of tenants that no longer exist.
+    /// Drops the state of tenants that no longer exist.
     pub fn retain(&self, live: impl Fn(&str) -> bool) {
-        let mut tenants = self.tenants.lock();
-        tenants.retain(|id, _| live(id));
+        self.tenants.lock().retain(|id, _| live(id));
     }
 }
 
-impl TenantBackends {
-    pub async fn redis(&self) -> Result<&redis::TenantRedis, HostError> {
-        let url = self
-            .settings
-            .redis_url
-            .as_deref()
-            .ok_or(HostError::BackendUnavailable)?;
-        lazy(&self.tenant, "redis", &self.redis, || async {
-            let redis = redis::TenantRedis::new(
-                &self.tenant,
-                url,
-                &self.quotas,
-                self.metrics.clone(),
-                self.budget.clone(),
-            )?;
-            // Best effort: with Redis down the pool is kept, and calls report the outage.
-            if let Err(e) = redis.warm().await {
-                tracing::debug!(tenant = %self.tenant, "first Redis connection failed: {e}");
-            }
-            Ok(redis)
-        })
-        .await
+impl TenantCapabilities {
+    /// The tenant's state of capability `C`, built on first use. Only success is kept: a
+    /// backend that was down at first use is retried on the next call.
+    pub async fn get<C: Capability>(&self) -> Result<&C::TenantState, HostError>
+    where
+        NodeCapabilities: Registered<C>,
+    {
+        let cell: &OnceCell<C::TenantState> = NodeCapabilities::cell(&self.states);
+        let capability = self.node.capability();
+        let ctx = TenantContext {
+            tenant: &self.tenant,
+            all_quotas: &self.quotas,
+            caps: self,
+            _capability: std::marker::PhantomData,
+        };
+        // Debug, not warn: while a backend is down every call lands here; the host-call metrics
+        // (outcome `backend_unavailable`) are what operators watch.
+        cell.get_or_try_init(|| capability.open(ctx))
+            .await
+            .inspect_err(|e| {
+                tracing::debug!(tenant = %self.tenant, capability = C::NAME, "cannot open the tenant's {}: {e}", C::NAME);
+            })
     }
 
-    /// Whether the tenant's Redis (pool and first connection) is built on this node.
-    pub fn redis_ready(&self) -> bool {
-        self.redis.initialized()
-    }
-
-    /// Whether the tenant's SQL (provisioning, pool and first connection) is built on this node.
-    pub fn sql_ready(&self) -> bool {
-        self.sql.initialized()
-    }
-
-    pub async fn sql(&self) -> Result<&sql::TenantSql, HostError> {
-        lazy(&self.tenant, "sql", &self.sql, || async {
-            let limit = self.quotas.sql.max_connections;
-            let provisioned = lock(&self.provisioned)
-                .get(&self.tenant)
-                .filter(|(l, _)| *l == limit)
-                .map(|(_, name)| name.clone());
-            let opened = sql::TenantSql::open(
-                &self.tenant,
-                &self.settings.sql,
-                &self.quotas,
-                provisioned,
-                self.metrics.clone(),
-                self.budget.clone(),
-            )
-            .await?;
-            if let Err(e) = opened.warm().await {
-                tracing::debug!(tenant = %self.tenant, "first SQL connection failed: {e}");
-            }
-            if let Some(name) = opened.pg_name() {
-                lock(&self.provisioned).insert(self.tenant.clone(), (limit, name.to_string()));
-            }
-            Ok(opened)
-        })
-        .await
+    /// Whether the tenant's state of `C` is built on this node (its first use is behind it).
+    pub fn ready<C: Capability>(&self) -> bool
+    where
+        NodeCapabilities: Registered<C>,
+    {
+        NodeCapabilities::cell(&self.states).initialized()
     }
 }
 
-/// A capability's tenant-level state, built on first use. Only success is kept: a backend that
-/// was down at first use is retried on the next call.
-async fn lazy<'a, T, F, Fut>(
-    tenant: &str,
-    capability: &'static str,
-    cell: &'a OnceCell<T>,
-    build: F,
-) -> Result<&'a T, HostError>
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<T, HostError>>,
-{
-    // Debug, not warn: while a backend is down every call lands here; the host-call metrics
-    // (outcome `backend_unavailable`) are what operators watch.
-    cell.get_or_try_init(build).await.inspect_err(|e| {
-        tracing::debug!(
-            tenant,
-            capability,
-            "cannot open the tenant's {capability}: {e}"
-        );
-    })
-}
-
-fn lock<T>(m: &Mutex<T>) -> parking_lot::MutexGuard<'_, T> {
-    m.lock()
+registry::registry! {
+    networking: networking::Networking,
+    log: log::Log,
+    config: config::Config,
+    redis: redis::Redis,
+    sql: sql::Sql,
 }

@@ -1,16 +1,82 @@
-//! The `wharf:plugin/redis` binding: a plugin's command goes to its tenant's [`super::TenantRedis`]
+//! Redis as a capability: its settings, linking, tenant state and purge, and the
+//! `wharf:plugin/redis` binding: a plugin's command goes to its tenant's [`super::TenantRedis`]
 //! off the plugin CPU, counted and traced as a host call.
 
-use crate::bindings::wharf::plugin::redis::{Host, RedisValue};
-use crate::bindings::wharf::plugin::types::HostError;
+use wasmtime::component::{HasSelf, Linker};
+use wharf_tenancy::{Quotas, RedisQuotas};
+
+use super::TenantRedis;
+use crate::bindings::wharf::plugin::redis::{add_to_linker, Host, RedisValue};
+use crate::bindings::wharf::plugin::types::HostError as WitError;
+use crate::capabilities::{
+    Capability, HostError, InstanceContext, NodeContext, SettingsError, TenantContext,
+};
 use crate::state::{off_cpu, PluginState};
 
+/// Where the fleet's Redis is: `redis = "redis://…"` in the bootstrap file; unset, plugins'
+/// Redis calls get `backend-unavailable`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(transparent)]
+pub struct RedisSettings {
+    pub url: Option<String>,
+}
+
+/// The capability: one Redis for the node, a pool and key namespace per tenant.
+pub struct Redis {
+    url: Option<String>,
+}
+
+impl Capability for Redis {
+    const NAME: &'static str = "redis";
+    type Settings = RedisSettings;
+    type Quotas = RedisQuotas;
+    type TenantState = TenantRedis;
+    type InstanceState = ();
+
+    fn new(settings: RedisSettings, _: &NodeContext) -> Result<Self, SettingsError> {
+        Ok(Redis { url: settings.url })
+    }
+
+    fn link(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
+        add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)
+    }
+
+    fn quotas(all: &Quotas) -> &RedisQuotas {
+        &all.redis
+    }
+
+    fn instance(_: &InstanceContext<'_>) {}
+
+    async fn open(&self, ctx: TenantContext<'_, Self>) -> Result<TenantRedis, HostError> {
+        let url = self.url.as_deref().ok_or(HostError::BackendUnavailable)?;
+        let redis = TenantRedis::new(
+            ctx.tenant,
+            url,
+            ctx.all_quotas,
+            ctx.metrics().clone(),
+            ctx.results().clone(),
+        )?;
+        // Best effort: with Redis down the pool is kept, and calls report the outage.
+        if let Err(e) = redis.warm().await {
+            tracing::debug!(tenant = %ctx.tenant, "first Redis connection failed: {e}");
+        }
+        Ok(redis)
+    }
+
+    /// Its keys, and Wharf's keys about it.
+    async fn purge(&self, tenant: &str) -> Result<(), HostError> {
+        match &self.url {
+            Some(url) => super::purge(url, tenant).await,
+            None => Ok(()),
+        }
+    }
+}
+
 impl Host for PluginState {
-    async fn command(&mut self, name: String, args: Vec<Vec<u8>>) -> Result<RedisValue, HostError> {
+    async fn command(&mut self, name: String, args: Vec<Vec<u8>>) -> Result<RedisValue, WitError> {
         let call = self.host_call("redis.command");
         let io = async {
-            let caps = self.capabilities()?;
-            let redis = self.uncharged_if(!caps.redis_ready(), caps.redis()).await?;
+            let redis = self.capability::<Redis>().await?;
             redis.command(&name, args).await
         };
         let result = off_cpu(&self.cpu, io).await;

@@ -3,6 +3,7 @@
 //! tenant's keys. No allowed command returns key names, so there is nothing to strip from replies.
 
 mod host;
+pub use host::{Redis, RedisSettings};
 mod script;
 
 use std::sync::Arc;

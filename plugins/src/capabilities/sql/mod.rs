@@ -18,7 +18,8 @@ use sqlx::{Column, Connection, PgPool, Row, SqlitePool};
 use wharf_metrics::Metrics;
 
 use super::quota::{reject, Rate, ResultBudget};
-use super::{HostError, SqlBackend};
+use super::HostError;
+pub use host::{Sql, SqlBackend};
 use postgres::{frees_space, pg_guarded, ROW_GUARD};
 pub(super) use values::map_err;
 use values::{pg_value, sqlite_value};
@@ -78,7 +79,7 @@ pub use pg_names::lookup as pg_name;
 
 impl TenantSql {
     /// Opens the tenant's pool; on Postgres provisions its schema and role first unless
-    /// `provisioned` names them already (see [`super::Backends::prepare`]).
+    /// `provisioned` names them already (see [`Sql`]'s `prepare`).
     pub async fn open(
         tenant: &str,
         backend: &SqlBackend,

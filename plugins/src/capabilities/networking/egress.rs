@@ -6,11 +6,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use ipnet::IpNet;
+
 #[derive(Debug, Clone, Default)]
 pub struct EgressPolicy {
     /// Ranges the operator allows although they are internal (e.g. `10.0.0.0/8` for upstreams
     /// on the private network, `127.0.0.0/8` for local test upstreams).
-    allow: Vec<Cidr>,
+    allow: Vec<IpNet>,
     /// The gateway's own listeners: refused whatever `allow` says.
     own: Vec<SocketAddr>,
 }
@@ -31,17 +33,11 @@ pub enum EgressError {
     BadCidr(String),
 }
 
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Cidr {
-    net: IpAddr,
-    bits: u8,
-}
-
 impl EgressPolicy {
     pub fn new(allow: &[String], own: Vec<SocketAddr>) -> Result<EgressPolicy, EgressError> {
         let allow = allow
             .iter()
-            .map(|c| Cidr::parse(c).ok_or_else(|| EgressError::BadCidr(c.clone())))
+            .map(|c| parse_range(c).ok_or_else(|| EgressError::BadCidr(c.clone())))
             .collect::<Result<_, _>>()?;
         Ok(EgressPolicy { allow, own })
     }
@@ -55,7 +51,7 @@ impl EgressPolicy {
         let Some(class) = internal_class(ip) else {
             return Ok(());
         };
-        if self.allow.iter().any(|c| c.contains(ip)) {
+        if contains(&self.allow, ip) {
             return Ok(());
         }
         Err(EgressError::Internal { addr, class })
@@ -71,7 +67,7 @@ impl EgressPolicy {
 }
 
 /// IPv4-mapped IPv6 (`::ffff:127.0.0.1`) is the IPv4 address it maps.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -131,42 +127,28 @@ fn internal_v6(ip: Ipv6Addr) -> Option<&'static str> {
     })
 }
 
-impl Cidr {
-    pub(crate) fn parse(s: &str) -> Option<Cidr> {
-        let (ip, bits) = match s.split_once('/') {
-            Some((ip, bits)) => (ip.parse::<IpAddr>().ok()?, bits.parse::<u8>().ok()?),
-            None => {
-                let ip = s.parse::<IpAddr>().ok()?;
-                (ip, if ip.is_ipv4() { 32 } else { 128 })
-            }
-        };
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        (bits <= max).then_some(Cidr {
-            net: canonical(ip),
-            bits,
-        })
-    }
-
-    /// Whether `ip` (IPv4-mapped IPv6 taken as IPv4) lies in this range.
-    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        match (self.net, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => prefix_eq(&n.octets(), &a.octets(), self.bits),
-            (IpAddr::V6(n), IpAddr::V6(a)) => prefix_eq(&n.octets(), &a.octets(), self.bits),
-            _ => false,
-        }
-    }
+/// A range as the operator writes it: `10.0.0.0/8`, `fd00::/8`, or one address. An IPv4-mapped
+/// IPv6 range (`::ffff:10.0.0.0/104`) is the IPv4 range it maps, as addresses are compared.
+pub fn parse_range(s: &str) -> Option<IpNet> {
+    let net = match s.parse::<IpNet>() {
+        Ok(net) => net,
+        Err(_) => IpNet::from(s.parse::<IpAddr>().ok()?),
+    };
+    Some(match net {
+        IpNet::V6(v6) if net.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => IpNet::new(IpAddr::V4(v4), net.prefix_len() - 96)
+                .ok()?
+                .trunc(),
+            None => net.trunc(),
+        },
+        _ => net.trunc(),
+    })
 }
 
-fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
-    let (whole, rest) = (usize::from(bits / 8), bits % 8);
-    if a[..whole] != b[..whole] {
-        return false;
-    }
-    rest == 0 || {
-        let mask = 0xffu8 << (8 - rest);
-        (a[whole] & mask) == (b[whole] & mask)
-    }
+/// Whether `ip` (IPv4-mapped IPv6 taken as IPv4) lies in one of `ranges`.
+pub fn contains(ranges: &[IpNet], ip: IpAddr) -> bool {
+    let ip = canonical(ip);
+    ranges.iter().any(|r| r.contains(&ip))
 }
 
 #[cfg(test)]
@@ -231,5 +213,12 @@ mod tests {
             .contains("own listener"));
         assert!(p.check_target("[::ffff:127.0.0.1]:8080").is_err());
         assert!(EgressPolicy::new(&["nonsense".into()], vec![]).is_err());
+        assert!(EgressPolicy::new(&["10.0.0.0/33".into()], vec![]).is_err());
+        // A mapped range is the IPv4 range it maps, whichever way an address is written.
+        let mapped = policy(&["::ffff:10.0.0.0/104"]);
+        assert!(mapped.check_target("10.1.2.3:80").is_ok());
+        assert!(mapped.check_target("[::ffff:10.1.2.3]:80").is_ok());
+        assert!(mapped.check_target("11.0.0.1:80").is_ok());
+        assert!(mapped.check_target("192.168.0.1:80").is_err());
     }
 }

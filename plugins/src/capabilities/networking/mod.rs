@@ -1,0 +1,70 @@
+//! Networking: where anything a tenant names may be dialled. The proxy checks its upstream
+//! connects and health checks with it, the admin API the targets a route is written with, and a
+//! capability that dials out for a plugin (outbound HTTP) depends on it through
+//! `ctx.get::<Networking>()`. No WIT of its own: plugins reach the network only through those.
+
+pub mod egress;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use wasmtime::component::Linker;
+use wharf_tenancy::Quotas;
+
+use super::{Capability, HostError, InstanceContext, NodeContext, SettingsError, TenantContext};
+use crate::state::PluginState;
+pub use egress::{EgressError, EgressPolicy};
+
+/// `egress_allow` from the bootstrap file, and the node's own listeners.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkSettings {
+    /// Internal ranges (CIDR) tenants may dial although they are internal.
+    pub allow: Vec<String>,
+    /// The gateway's own listeners: refused whatever `allow` says.
+    pub own: Vec<SocketAddr>,
+}
+
+/// The capability: the node's egress policy.
+pub struct Networking {
+    policy: Arc<EgressPolicy>,
+}
+
+impl Networking {
+    pub fn policy(&self) -> &Arc<EgressPolicy> {
+        &self.policy
+    }
+}
+
+impl Capability for Networking {
+    const NAME: &'static str = "networking";
+    type Settings = NetworkSettings;
+    type Quotas = ();
+    /// The policy a tenant's capabilities dial under (the node's, today).
+    type TenantState = Arc<EgressPolicy>;
+    type InstanceState = ();
+
+    fn new(settings: NetworkSettings, _: &NodeContext) -> Result<Self, SettingsError> {
+        let policy =
+            EgressPolicy::new(&settings.allow, settings.own).map_err(|e| SettingsError {
+                capability: Self::NAME,
+                reason: e.to_string(),
+            })?;
+        Ok(Networking {
+            policy: Arc::new(policy),
+        })
+    }
+
+    fn link(_: &mut Linker<PluginState>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+
+    fn quotas(_: &Quotas) -> &() {
+        &()
+    }
+
+    fn instance(_: &InstanceContext<'_>) {}
+
+    async fn open(&self, _: TenantContext<'_, Self>) -> Result<Arc<EgressPolicy>, HostError> {
+        Ok(self.policy.clone())
+    }
+}
