@@ -384,7 +384,7 @@ async fn postgres_pool_quota_two_of_ten() {
             statement_timeout_ms: 5000,
             ..Default::default()
         },
-        pool_wait_ms: 100,
+        pools: wharf_tenancy::PoolQuotas { wait_ms: 100 },
         ..Quotas::default()
     };
     let t = b.tenant(&tenant_id("pool"), &q);

@@ -15,8 +15,8 @@ pub use model::{
     Tenant, Timeouts, TlsCertificate, UpstreamProtocol, UpstreamTarget,
 };
 pub use quotas::{
-    ConfigQuotas, PluginQuotas, Quotas, RateScope, RedisQuotas, RequestQuotas, SqlQuotas,
-    StorageQuotas,
+    ConfigQuotas, PluginQuotas, PoolQuotas, QuotaName, QuotaRow, Quotas, RateScope, RedisQuotas,
+    RequestQuotas, SqlQuotas, StorageQuotas,
 };
 pub use store::{
     ApiKeyInfo, AuditEntry, AuditRetention, ConfigDelta, ConfigSnapshot, NodeReport, Store,

@@ -365,7 +365,7 @@ impl WharfProxy {
                     .quota_rejections_total
                     .with_label_values(&[
                         &*self.metrics.tenant(&tenant.id),
-                        "max_requests_in_flight",
+                        wharf_tenancy::RequestQuotas::NAMES.max_in_flight.as_str(),
                     ])
                     .inc();
                 return Err(GatewayError::TooManyInFlight(tenant.max_in_flight));

@@ -4,6 +4,7 @@
 use super::{now_ms, Store};
 use crate::error::StoreError;
 use crate::model::{validate_id, TlsCertificate};
+use crate::quotas::ConfigQuotas;
 
 impl Store {
     /// Stores (or replaces) `tenant`'s certificate `cert.name`; returns the new config version.
@@ -28,7 +29,7 @@ impl Store {
             "SELECT COUNT(*) FROM certificates WHERE tenant_id = $1 AND name <> $2",
             tenant,
             &cert.name,
-            ("max_certificates", quotas.config.certificates),
+            (ConfigQuotas::NAMES.certificates, quotas.config.certificates),
         )
         .await?;
         sqlx::query(

@@ -1,6 +1,7 @@
 //! Hostnames of tenants. A name belongs to one tenant: adding one checks it against the stored
 //! names and wildcards it could overlap, inside the change's transaction.
 
+use crate::quotas::ConfigQuotas;
 use sqlx::Row;
 
 use super::{Store, Tx};
@@ -20,7 +21,7 @@ impl Store {
             "SELECT COUNT(*) FROM hostnames WHERE tenant_id = $1 AND pattern <> $2",
             tenant,
             &pattern.to_string(),
-            ("max_hostnames", quotas.config.hostnames),
+            (ConfigQuotas::NAMES.hostnames, quotas.config.hostnames),
         )
         .await?;
         Self::insert_hostname(&mut tx, tenant, &pattern).await?;

@@ -22,7 +22,7 @@ use sqlx::{AnyPool, Row};
 
 use crate::error::StoreError;
 use crate::model::{validate_display_name, validate_tenant_id, HostPattern, Tenant};
-use crate::quotas::Quotas;
+use crate::quotas::{ConfigQuotas, Quotas};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -288,7 +288,7 @@ impl Store {
             .map(|h| HostPattern::parse(h))
             .collect::<Result<Vec<_>, _>>()?;
         quota_use::within(
-            "max_hostnames",
+            ConfigQuotas::NAMES.hostnames,
             Quotas::default().config.hostnames.into(),
             patterns.len() as u64,
         )?;

@@ -102,7 +102,7 @@ impl Store {
         let routes = Self::routes_in(tx, tenant).await?;
         let plan = AfterUpload::plan(&stored, &routes, name, plugin_versions_kept);
         within(
-            "plugin_storage_bytes",
+            StorageQuotas::NAMES.plugin_bytes,
             plugin_bytes,
             plan.total_with(sha256, size),
         )?;

@@ -7,7 +7,7 @@ use sqlx::Row;
 use super::{Store, Tx};
 use crate::error::StoreError;
 use crate::model::Route;
-use crate::quotas::{ConfigQuotas, Quotas};
+use crate::quotas::{ConfigQuotas, QuotaName, Quotas};
 
 impl Store {
     /// The tenant's quotas as the transaction sees them (`UnknownTenant` if there is none).
@@ -29,7 +29,7 @@ impl Store {
         count_sql: &'static str,
         tenant: &str,
         name: &str,
-        (quota, limit): (&'static str, u32),
+        (quota, limit): (QuotaName, u32),
     ) -> Result<(), StoreError> {
         let count: i64 = sqlx::query(count_sql)
             .bind(tenant.to_string())
@@ -48,16 +48,20 @@ pub(super) fn check_route(
     others: &[Route],
 ) -> Result<(), StoreError> {
     let others: Vec<&Route> = others.iter().filter(|r| r.id != route.id).collect();
-    within("max_routes", q.routes.into(), others.len() as u64 + 1)?;
     within(
-        "max_targets_per_route",
+        ConfigQuotas::NAMES.routes,
+        q.routes.into(),
+        others.len() as u64 + 1,
+    )?;
+    within(
+        ConfigQuotas::NAMES.targets_per_route,
         q.targets_per_route.into(),
         route.upstreams.len() as u64,
     )?;
     for a in &route.plugins {
         let bytes: usize = a.config.iter().map(|(k, v)| k.len() + v.len()).sum();
         within(
-            "max_attachment_config_bytes",
+            ConfigQuotas::NAMES.attachment_config_bytes,
             q.attachment_config_bytes,
             bytes as u64,
         )?;
@@ -65,7 +69,7 @@ pub(super) fn check_route(
     if let Some(hc) = &route.health_check {
         if hc.interval_ms < q.health_check_min_interval_ms {
             return Err(StoreError::BelowQuota {
-                quota: "health_check_min_interval_ms",
+                quota: ConfigQuotas::NAMES.health_check_min_interval_ms.as_str(),
                 floor: q.health_check_min_interval_ms,
                 asked: hc.interval_ms,
             });
@@ -77,20 +81,20 @@ pub(super) fn check_route(
     };
     let per_second: f64 = probes(route) + others.iter().map(|r| probes(r)).sum::<f64>();
     within(
-        "max_health_checks_per_second",
+        ConfigQuotas::NAMES.health_checks_per_second,
         q.health_checks_per_second.into(),
         per_second.ceil() as u64,
     )?;
     let size = |r: &Route| serde_json::to_string(r).map_or(0, |s| s.len()) as u64;
     let bytes = size(route) + others.iter().map(|r| size(r)).sum::<u64>();
-    within("max_config_bytes", q.config_bytes, bytes)
+    within(ConfigQuotas::NAMES.config_bytes, q.config_bytes, bytes)
 }
 
 /// `wanted` of `quota` fits under `limit`.
-pub(super) fn within(quota: &'static str, limit: u64, wanted: u64) -> Result<(), StoreError> {
+pub(super) fn within(quota: QuotaName, limit: u64, wanted: u64) -> Result<(), StoreError> {
     if wanted > limit {
         return Err(StoreError::QuotaExceeded {
-            quota,
+            quota: quota.as_str(),
             limit,
             wanted,
         });

@@ -17,7 +17,7 @@ use super::quota::{reject, Rate, ResultBudget};
 use super::HostError;
 pub use crate::bindings::wharf::plugin::redis::{RedisScalar, RedisValue};
 use script::{class_of, SCRIPT};
-use wharf_tenancy::Quotas;
+use wharf_tenancy::{Quotas, RedisQuotas};
 
 /// How a command's arguments hold keys.
 #[derive(Clone, Copy)]
@@ -217,7 +217,7 @@ impl TenantRedis {
         metrics: Arc<Metrics>,
         budget: ResultBudget,
     ) -> Result<TenantRedis, HostError> {
-        let wait = Duration::from_millis(q.pool_wait_ms);
+        let wait = Duration::from_millis(q.pools.wait_ms);
         let pool = Config::from_url(url)
             .builder()
             .map_err(|e| HostError::Backend(format!("Redis pool: {e}")))?
@@ -242,7 +242,7 @@ impl TenantRedis {
             rate: Rate::per_second(
                 q.redis.commands_per_second,
                 tenant,
-                "redis_commands_per_second",
+                RedisQuotas::NAMES.commands_per_second.as_str(),
                 metrics.clone(),
             ),
             max_reply: q.redis.max_reply_bytes,
@@ -319,7 +319,11 @@ impl TenantRedis {
     fn script_error(&self, e: redis::RedisError) -> HostError {
         match e.code() {
             Some("WHARF_TOO_LARGE") => {
-                reject(&self.metrics, &self.tenant, "redis_max_reply_bytes");
+                reject(
+                    &self.metrics,
+                    &self.tenant,
+                    RedisQuotas::NAMES.max_reply_bytes.as_str(),
+                );
                 HostError::QuotaExceeded(format!(
                     "reply of {} bytes, the limit is {}",
                     e.detail().unwrap_or("?"),
@@ -327,7 +331,11 @@ impl TenantRedis {
                 ))
             }
             Some("WHARF_QUOTA") => {
-                reject(&self.metrics, &self.tenant, "redis_max_memory_bytes");
+                reject(
+                    &self.metrics,
+                    &self.tenant,
+                    RedisQuotas::NAMES.max_memory_bytes.as_str(),
+                );
                 HostError::QuotaExceeded(format!(
                     "Redis memory quota: {}",
                     e.detail().unwrap_or("")
@@ -365,7 +373,11 @@ impl TenantRedis {
     fn pool_error(&self, e: PoolError) -> HostError {
         match e {
             PoolError::Timeout(deadpool_redis::TimeoutType::Wait) => {
-                reject(&self.metrics, &self.tenant, "redis_max_connections");
+                reject(
+                    &self.metrics,
+                    &self.tenant,
+                    RedisQuotas::NAMES.max_connections.as_str(),
+                );
                 HostError::QuotaExceeded(format!(
                     "all {} Redis connections busy for {} ms",
                     self.pool.status().max_size,

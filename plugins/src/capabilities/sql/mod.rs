@@ -23,7 +23,7 @@ pub use host::{Sql, SqlBackend};
 use postgres::{frees_space, pg_guarded, ROW_GUARD};
 pub(super) use values::map_err;
 use values::{pg_value, sqlite_value};
-use wharf_tenancy::Quotas;
+use wharf_tenancy::{Quotas, SqlQuotas};
 
 pub use crate::bindings::wharf::plugin::sql::{RowSet, SqlValue};
 
@@ -88,7 +88,7 @@ impl TenantSql {
         metrics: Arc<Metrics>,
         budget: ResultBudget,
     ) -> Result<TenantSql, HostError> {
-        let wait = Duration::from_millis(q.pool_wait_ms.max(1));
+        let wait = Duration::from_millis(q.pools.wait_ms.max(1));
         let mut pg_name = None;
         let db = match backend {
             SqlBackend::Disabled => return Err(HostError::BackendUnavailable),
@@ -118,7 +118,7 @@ impl TenantSql {
             rate: Rate::per_second(
                 q.sql.queries_per_second,
                 tenant,
-                "sql_queries_per_second",
+                SqlQuotas::NAMES.queries_per_second.as_str(),
                 metrics.clone(),
             ),
             timeout: Duration::from_millis(q.sql.statement_timeout_ms),
@@ -272,7 +272,11 @@ impl TenantSql {
             let code = db.code().map(|c| c.to_string()).unwrap_or_default();
             // 25006 read_only_sql_transaction; 13 SQLITE_FULL.
             if code == "25006" || code == "13" {
-                reject(&self.metrics, &self.tenant, "sql_max_storage_bytes");
+                reject(
+                    &self.metrics,
+                    &self.tenant,
+                    SqlQuotas::NAMES.max_storage_bytes.as_str(),
+                );
                 return HostError::QuotaExceeded(format!(
                     "the tenant's SQL data is over its {} byte storage quota; delete data to write again",
                     self.max_storage
@@ -316,7 +320,11 @@ impl TenantSql {
         match conn {
             Ok(c) => Ok(c),
             Err(sqlx::Error::PoolTimedOut) => {
-                reject(&self.metrics, &self.tenant, "sql_max_connections");
+                reject(
+                    &self.metrics,
+                    &self.tenant,
+                    SqlQuotas::NAMES.max_connections.as_str(),
+                );
                 Err(HostError::QuotaExceeded(format!(
                     "all {} SQL connections busy for {} ms",
                     pool.options().get_max_connections(),
@@ -339,7 +347,11 @@ impl TenantSql {
         while let Some(row) = rows.next().await {
             let row = row.map_err(|e| self.map_result_err(e))?;
             if set.rows.len() >= self.max_rows {
-                reject(&self.metrics, &self.tenant, "sql_max_rows");
+                reject(
+                    &self.metrics,
+                    &self.tenant,
+                    SqlQuotas::NAMES.max_rows.as_str(),
+                );
                 return Err(HostError::QuotaExceeded(format!(
                     "more than {} rows, the limit",
                     self.max_rows
@@ -367,7 +379,11 @@ impl TenantSql {
     }
 
     fn too_many_bytes(&self, bytes: u64) -> HostError {
-        reject(&self.metrics, &self.tenant, "sql_max_result_bytes");
+        reject(
+            &self.metrics,
+            &self.tenant,
+            SqlQuotas::NAMES.max_result_bytes.as_str(),
+        );
         HostError::QuotaExceeded(format!(
             "over {} result bytes ({bytes} read), the limit",
             self.max_bytes
