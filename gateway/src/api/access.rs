@@ -3,16 +3,9 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use utoipa::ToSchema;
 
-use super::schema::{Changed, ErrorBody, KeyCreated, KeyList};
+use super::schema::{Changed, ErrorBody, KeyCreated, KeyList, NewHostname};
 use super::{ApiError, ApiState, Principal};
-
-#[derive(Deserialize, ToSchema)]
-pub struct NewHostname {
-    hostname: String,
-}
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/hostnames", tag = "tenants",
     params(("tenant" = String, Path)), request_body = NewHostname,

@@ -4,44 +4,13 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use wharf_tenancy::TlsCertificate;
 
-use super::schema::{Changed, ErrorBody};
+use super::schema::{
+    CertificateInfo, CertificateList, CertificateStored, CertificateUpload, Changed, ErrorBody,
+};
 use super::{ApiError, ApiState, Principal};
 use crate::tls::upload::{put_certificate, UploadError};
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CertificateUpload {
-    /// PEM: the leaf certificate first, then each intermediate.
-    chain_pem: String,
-    /// PEM private key of the leaf (PKCS#8, PKCS#1 or SEC1). Stored sealed, never returned.
-    key_pem: String,
-}
-
-/// A certificate as the API shows it: never its key.
-#[derive(Serialize, ToSchema)]
-pub struct CertificateInfo {
-    name: String,
-    hostnames: Vec<String>,
-    not_after_ms: i64,
-    fingerprint: String,
-    updated_at_ms: i64,
-    chain_pem: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct CertificateList {
-    certificates: Vec<CertificateInfo>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct CertificateStored {
-    config_version: i64,
-    certificate: CertificateInfo,
-}
 
 /// PEM text grows when JSON-escaped (one `\n` per 64 characters); twice the PEM cap is ample.
 const MAX_UPLOAD_BYTES: usize = 2 * crate::tls::validate::MAX_PEM_BYTES;
@@ -104,7 +73,7 @@ pub async fn put(
     let store = s.store_as(&who).await?;
     let (version, stored) = put_certificate(
         &store,
-        &s.sealer,
+        s.sealer.get()?,
         &tenant,
         &name,
         &up.chain_pem,

@@ -7,6 +7,7 @@ mod activity;
 mod auth;
 mod certificates;
 mod error;
+mod on_demand;
 mod params;
 mod plugins;
 mod routes;
@@ -30,23 +31,27 @@ use wharf_tenancy::Store;
 
 pub use auth::Principal;
 pub use error::ApiError;
+pub use on_demand::OnDemand;
 
 #[derive(Clone)]
 pub struct ApiState {
     /// Set once the control plane has connected to the store.
     pub store: Arc<OnceCell<Store>>,
-    pub runtime: Arc<PluginRuntime>,
+    /// Compiles uploads.
+    pub runtime: OnDemand<PluginRuntime>,
     pub metrics: Arc<Metrics>,
     pub operator_token: Option<String>,
     pub max_plugin_bytes: usize,
-    pub egress: Arc<wharf_plugins::capabilities::networking::EgressPolicy>,
+    /// Checks route targets as they are written (a clear 400 rather than a target the nodes
+    /// leave out); `None` in the CLI's in-process API, whose operator is trusted.
+    pub egress: Option<Arc<wharf_plugins::capabilities::networking::EgressPolicy>>,
     pub uploads: uploads::Uploads,
     /// Per-minute usage of the last hour, for the console.
     pub usage: Arc<crate::usage::UsageHistory>,
     /// The fleet's usage from Prometheus, when configured.
     pub fleet_usage: Option<Arc<crate::usage_fleet::FleetUsage>>,
     /// Seals tenants' TLS private keys before they are stored.
-    pub sealer: Arc<crate::tls::seal::KeySealer>,
+    pub sealer: OnDemand<crate::tls::seal::KeySealer>,
     /// Tenants' Redis and SQL, for purging a removed tenant's data.
     pub capabilities: Arc<wharf_plugins::capabilities::Capabilities>,
     /// Per-key and per-address budgets, checked before the store is asked anything.

@@ -4,8 +4,6 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use utoipa::ToSchema;
 
 use wharf_plugins::RejectError;
 use wharf_tenancy::Store;
@@ -13,7 +11,9 @@ use wharf_tenancy::Store;
 use super::uploads::UploadSlot;
 use crate::plugin_add::{add_plugin, AddPluginError};
 
-use super::schema::{Changed, ErrorBody, PluginList, PluginUploaded, PluginVersions, RolledBack};
+use super::schema::{
+    Changed, ErrorBody, PluginList, PluginUploaded, PluginVersions, Rollback, RolledBack,
+};
 use super::{ApiError, ApiState, Principal};
 
 /// Who may upload is settled before a byte of the body is read: an unauthenticated or
@@ -65,7 +65,7 @@ pub async fn upload(
             )
             .closing()
         })?;
-    let added = add_plugin(&store, &s.runtime, &tenant, &name, &bytes, limit)
+    let added = add_plugin(&store, s.runtime.get()?, &tenant, &name, &bytes, limit)
         .await
         .map_err(|e| match e {
             AddPluginError::Empty => {
@@ -172,12 +172,6 @@ pub async fn remove(
         .remove_plugin(&tenant, &name)
         .await?;
     Ok(Json(Changed { config_version: v }))
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Rollback {
-    version: i64,
 }
 
 /// Moves every route running this plugin to `version`, keeping each attachment's config.

@@ -1,38 +1,44 @@
 //! What the admin API sends and accepts, as types: handlers return these, and the OpenAPI
 //! document (`/v1/openapi.json`) is generated from them and from the handlers' annotations.
 
-use serde::Serialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use wharf_tenancy::{
-    ApiKeyInfo, AuditEntry, HostPattern, PluginAttachment, PluginVersion, Quotas, Route,
+    ApiKeyInfo, AuditEntry, HealthCheck, HostPattern, OnError, PluginAttachment, PluginVersion,
+    Quotas, Route, Timeouts, UpstreamProtocol, UpstreamTarget,
 };
 
 /// Every write answers with the config version it produced; nodes serve it once they reach it.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct Changed {
     pub config_version: i64,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct TenantCreated {
     pub id: String,
     pub config_version: i64,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct TenantSummary {
     pub id: String,
     pub display_name: String,
     pub hostnames: Vec<HostPattern>,
+    /// How many routes it has.
+    #[serde(default)]
+    pub route_count: usize,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct TenantList {
     pub tenants: Vec<TenantSummary>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct TenantDetail {
     pub id: String,
     pub display_name: String,
@@ -42,13 +48,13 @@ pub struct TenantDetail {
     pub routes: Vec<String>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct QuotasChanged {
     pub quotas: Quotas,
     pub config_version: i64,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct KeyCreated {
     pub id: String,
     /// The secret: shown once, never again.
@@ -56,12 +62,12 @@ pub struct KeyCreated {
     pub note: String,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct KeyList {
     pub keys: Vec<ApiKeyInfo>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct AuditLog {
     pub entries: Vec<AuditEntry>,
 }
@@ -70,30 +76,30 @@ pub struct AuditLog {
 /// breakdown (`route=api,code=200`, …) → count on this node.
 pub type Usage = crate::usage::TenantCounters;
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct RouteList {
     pub routes: Vec<Route>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct PluginAttached {
     /// The plugin version now attached.
     pub version: i64,
     pub config_version: i64,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct PluginList {
     pub plugins: Vec<PluginVersion>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct PluginVersions {
     pub name: String,
     pub versions: Vec<PluginVersion>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct PluginUploaded {
     pub name: String,
     pub version: i64,
@@ -101,7 +107,7 @@ pub struct PluginUploaded {
     pub config_version: i64,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct RolledBack {
     /// Routes now running `version`.
     pub routes: Vec<String>,
@@ -109,8 +115,94 @@ pub struct RolledBack {
     pub config_version: i64,
 }
 
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    pub id: String,
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantUpdate {
+    pub display_name: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct NewHostname {
+    pub hostname: String,
+}
+
+/// The route as sent by clients: the id comes from the URL, plugins from attach/detach.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteBody {
+    pub path_prefix: String,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    pub upstreams: Vec<UpstreamTarget>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    #[serde(default)]
+    pub upstream_protocol: UpstreamProtocol,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttachBody {
+    /// Default: the newest version.
+    pub version: Option<i64>,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Place in the chain, 0 = first; default: keep its place, or last when new.
+    pub position: Option<usize>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    pub version: i64,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateUpload {
+    /// PEM: the leaf certificate first, then each intermediate.
+    pub chain_pem: String,
+    /// PEM private key of the leaf (PKCS#8, PKCS#1 or SEC1). Stored sealed, never returned.
+    pub key_pem: String,
+}
+
+/// A certificate as the API shows it: never its key.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct CertificateInfo {
+    pub name: String,
+    pub hostnames: Vec<String>,
+    pub not_after_ms: i64,
+    pub fingerprint: String,
+    pub updated_at_ms: i64,
+    pub chain_pem: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct CertificateList {
+    pub certificates: Vec<CertificateInfo>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct CertificateStored {
+    pub config_version: i64,
+    pub certificate: CertificateInfo,
+}
+
 /// Every refusal: a stable code to branch on and a message that says what to do.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     pub error: String,
     pub message: String,

@@ -3,23 +3,13 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use utoipa::ToSchema;
 use wharf_tenancy::{StoreError, Tenant};
 
 use super::schema::{
-    Changed, ErrorBody, QuotasChanged, TenantCreated, TenantDetail, TenantList, TenantSummary,
+    Changed, ErrorBody, NewTenant, QuotasChanged, TenantCreated, TenantDetail, TenantList,
+    TenantSummary, TenantUpdate,
 };
 use super::{ApiError, ApiState, Principal};
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewTenant {
-    id: String,
-    display_name: Option<String>,
-    #[serde(default)]
-    hostnames: Vec<String>,
-}
 
 /// Creates a tenant with its hostnames, all or nothing.
 #[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = NewTenant,
@@ -63,6 +53,7 @@ fn summary(t: Tenant) -> TenantSummary {
         id: t.id,
         display_name: t.display_name,
         hostnames: t.hostnames,
+        route_count: t.routes.len(),
     }
 }
 
@@ -82,12 +73,6 @@ pub async fn get(
         hostnames: t.hostnames,
         quotas: t.quotas,
     }))
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TenantUpdate {
-    display_name: String,
 }
 
 #[utoipa::path(patch, path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = String, Path)),

@@ -1,18 +1,14 @@
-//! `wharf cert`: a tenant's TLS certificates, through the admin API or straight into the store
-//! (sealing the key with this node's key-encryption key, as the gateway does).
+//! `wharf cert`: a tenant's TLS certificates, through a gateway's admin API or the same API in
+//! this process (sealing the key with this node's key-encryption key, as the gateway does).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
-use reqwest::Method;
-use serde_json::json;
 
-use super::client::Body;
-use super::target::Target;
+use super::client::ApiClient;
 use super::StoreArgs;
-use crate::bootstrap::Bootstrap;
-use crate::tls::upload::put_certificate;
+use crate::api::schema::CertificateUpload;
 
 #[derive(Subcommand, Debug)]
 pub enum CertCmd {
@@ -60,71 +56,30 @@ pub async fn cert(cmd: CertCmd) -> anyhow::Result<()> {
             name,
             chain,
             key,
-            store: args,
+            store,
         } => {
-            let (chain, key) = (read(&chain)?, read(&key)?);
-            let (version, hosts) = match Target::open(&args).await? {
-                Target::Api(c) => {
-                    let v = c
-                        .call(
-                            Method::PUT,
-                            &format!("/v1/tenants/{tenant}/certificates/{name}"),
-                            Body::Json(json!({"chain_pem": chain, "key_pem": key})),
-                        )
-                        .await?;
-                    (
-                        v["config_version"].as_i64().unwrap_or_default(),
-                        v["certificate"]["hostnames"].to_string(),
-                    )
-                }
-                Target::Store(store) => {
-                    let boot = Bootstrap::load(args.config.as_deref())?.with_store_args(&args);
-                    let sealer = crate::tls::key_sealer(&boot.tls, &boot.data_dir)?;
-                    let (v, c) =
-                        put_certificate(&store, &sealer, &tenant, &name, &chain, &key).await?;
-                    (v, format!("{:?}", c.hostnames))
-                }
+            let upload = CertificateUpload {
+                chain_pem: read(&chain)?,
+                key_pem: read(&key)?,
             };
+            // Sealed with the key-encryption key of the gateway, or of this node's bootstrap.
+            let stored = ApiClient::open(&store)
+                .await?
+                .put_certificate(&tenant, &name, &upload)
+                .await?;
             println!(
-                "certificate {name} of {tenant} stored for {hosts} (config version {version})"
+                "certificate {name} of {tenant} stored for {:?} (config version {})",
+                stored.certificate.hostnames, stored.config_version
             );
         }
         CertCmd::List { tenant, store } => {
-            let certs = match Target::open(&store).await? {
-                Target::Api(c) => {
-                    let v = c
-                        .call(
-                            Method::GET,
-                            &format!("/v1/tenants/{tenant}/certificates"),
-                            Body::None,
-                        )
-                        .await?;
-                    v["certificates"]
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|c| {
-                            (
-                                c["name"].as_str().unwrap_or_default().to_string(),
-                                c["hostnames"].to_string(),
-                                c["not_after_ms"].as_i64().unwrap_or_default(),
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                }
-                Target::Store(s) => s
-                    .tenant(&tenant)
-                    .await?
-                    .certificates
-                    .into_iter()
-                    .map(|c| (c.name, format!("{:?}", c.hostnames), c.not_after_ms))
-                    .collect(),
-            };
-            for (name, hosts, not_after_ms) in certs {
+            let list = ApiClient::open(&store).await?.certificates(&tenant).await?;
+            for c in list.certificates {
                 println!(
-                    "{name}\t{hosts}\texpires at {} (Unix time)",
-                    not_after_ms / 1000
+                    "{}\t{:?}\texpires at {} (Unix time)",
+                    c.name,
+                    c.hostnames,
+                    c.not_after_ms / 1000
                 );
             }
         }
@@ -133,19 +88,14 @@ pub async fn cert(cmd: CertCmd) -> anyhow::Result<()> {
             name,
             store,
         } => {
-            let version = match Target::open(&store).await? {
-                Target::Api(c) => c
-                    .call(
-                        Method::DELETE,
-                        &format!("/v1/tenants/{tenant}/certificates/{name}"),
-                        Body::None,
-                    )
-                    .await?["config_version"]
-                    .as_i64()
-                    .unwrap_or_default(),
-                Target::Store(s) => s.delete_certificate(&tenant, &name).await?,
-            };
-            println!("certificate {name} of {tenant} removed (config version {version})");
+            let v = ApiClient::open(&store)
+                .await?
+                .remove_certificate(&tenant, &name)
+                .await?;
+            println!(
+                "certificate {name} of {tenant} removed (config version {})",
+                v.config_version
+            );
         }
     }
     Ok(())

@@ -1,19 +1,15 @@
 //! `wharf tenant …`, `wharf route …` and `wharf plugin …`: operator and tenant commands, against
-//! the config store or a gateway's admin API (`target.rs`).
+//! a gateway's admin API or the same API in this process over the config store (`client.rs`).
 
 use anyhow::{bail, Context};
-use reqwest::Method;
 use wharf_tenancy::{
-    HealthCheck, HealthCheckKind, OnError, PluginVersion, Route, Timeouts, UpstreamProtocol,
+    HealthCheck, HealthCheckKind, OnError, PluginVersion, Timeouts, UpstreamProtocol,
     UpstreamTarget,
 };
 
-use crate::cli::client::Body;
-use crate::cli::target::{PluginAttachmentArgs, Target};
-
-use crate::bootstrap::Bootstrap;
+use crate::api::schema::{AttachBody, NewTenant, RouteBody};
+use crate::cli::client::ApiClient;
 use crate::cli::{PluginCmd, RouteAddArgs, RouteCmd, TenantCmd};
-use crate::plugin_add::add_plugin;
 
 pub use crate::bootstrap::open_store;
 
@@ -25,41 +21,50 @@ pub async fn tenant(cmd: TenantCmd) -> anyhow::Result<()> {
             hosts,
             store,
         } => {
-            let store = open_store(&store).await?;
-            let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
-            let version = store
-                .create_tenant(&id, name.as_deref().unwrap_or(&id), &hosts)
-                .await?;
-            println!("tenant {id} created (config version {version})");
+            let t = NewTenant {
+                id: id.clone(),
+                display_name: name,
+                hostnames: hosts,
+            };
+            let created = ApiClient::open(&store).await?.create_tenant(&t).await?;
+            println!(
+                "tenant {id} created (config version {})",
+                created.config_version
+            );
         }
         TenantCmd::List { store } => {
-            let snap = open_store(&store).await?.load().await?;
+            let list = ApiClient::open(&store).await?.tenants().await?;
             println!("{:<24} {:<28} {:>6}  HOSTNAMES", "ID", "NAME", "ROUTES");
-            for t in snap.tenants {
+            for t in list.tenants {
                 let hosts: Vec<String> = t.hostnames.iter().map(|h| h.to_string()).collect();
                 println!(
                     "{:<24} {:<28} {:>6}  {}",
                     t.id,
                     t.display_name,
-                    t.routes.len(),
+                    t.route_count,
                     hosts.join(", ")
                 );
             }
         }
         TenantCmd::Remove { id, store } => {
-            let v = open_store(&store).await?.remove_tenant(&id).await?;
-            println!("tenant {id} removed (config version {v})");
+            let v = ApiClient::open(&store).await?.remove_tenant(&id).await?;
+            println!("tenant {id} removed (config version {})", v.config_version);
         }
         TenantCmd::AddHost { id, host, store } => {
-            let v = open_store(&store).await?.add_hostname(&id, &host).await?;
-            println!("{host} assigned to {id} (config version {v})");
+            let v = ApiClient::open(&store)
+                .await?
+                .add_hostname(&id, &host)
+                .await?;
+            println!(
+                "{host} assigned to {id} (config version {})",
+                v.config_version
+            );
         }
         TenantCmd::SetQuota {
             id,
             settings,
             store,
         } => {
-            let store = open_store(&store).await?;
             let mut updates = serde_json::Map::new();
             for kv in &settings {
                 let (k, v) = kv
@@ -72,18 +77,25 @@ pub async fn tenant(cmd: TenantCmd) -> anyhow::Result<()> {
                 };
                 updates.insert(k.to_string(), value);
             }
-            let (v, q) = store.patch_quotas(&id, &updates.into()).await?;
+            let changed = ApiClient::open(&store)
+                .await?
+                .set_quotas(&id, &updates.into())
+                .await?;
             println!(
-                "quotas of {id} updated (config version {v}): {}",
-                serde_json::to_string(&q)?
+                "quotas of {id} updated (config version {}): {}",
+                changed.config_version,
+                serde_json::to_string(&changed.quotas)?
             );
         }
         TenantCmd::RemoveHost { id, host, store } => {
-            let v = open_store(&store)
+            let v = ApiClient::open(&store)
                 .await?
                 .remove_hostname(&id, &host)
                 .await?;
-            println!("{host} removed from {id} (config version {v})");
+            println!(
+                "{host} removed from {id} (config version {})",
+                v.config_version
+            );
         }
     }
     Ok(())
@@ -92,15 +104,16 @@ pub async fn tenant(cmd: TenantCmd) -> anyhow::Result<()> {
 pub async fn route(cmd: RouteCmd) -> anyhow::Result<()> {
     match cmd {
         RouteCmd::Add(args) => {
-            let target = Target::open(&args.store).await?;
-            let tenant = args.tenant.clone();
-            let route = route_from_args(args)?;
-            let id = route.id.clone();
-            let v = target.put_route(&tenant, route).await?;
-            println!("route {id} of {tenant} saved (config version {v})");
+            let api = ApiClient::open(&args.store).await?;
+            let (tenant, id) = (args.tenant.clone(), args.id.clone());
+            let v = api.put_route(&tenant, &id, &route_from_args(args)?).await?;
+            println!(
+                "route {id} of {tenant} saved (config version {})",
+                v.config_version
+            );
         }
         RouteCmd::List { tenant, store } => {
-            let routes = Target::open(&store).await?.routes(&tenant).await?;
+            let routes = ApiClient::open(&store).await?.routes(&tenant).await?.routes;
             println!("{:<20} {:<24} {:<12} UPSTREAMS", "ID", "PREFIX", "METHODS");
             for r in routes {
                 let methods = if r.methods.is_empty() {
@@ -149,17 +162,20 @@ pub async fn route(cmd: RouteCmd) -> anyhow::Result<()> {
             } else {
                 OnError::FailClosed
             };
-            let args = PluginAttachmentArgs {
-                plugin: plugin.clone(),
+            let body = AttachBody {
                 version,
                 config,
                 on_error,
+                position: None,
             };
-            let (version, v) = Target::open(&store)
+            let attached = ApiClient::open(&store)
                 .await?
-                .attach(&tenant, &id, args)
+                .attach(&tenant, &id, &plugin, &body)
                 .await?;
-            println!("plugin {plugin} v{version} attached to route {id} of {tenant} (config version {v})");
+            println!(
+                "plugin {plugin} v{} attached to route {id} of {tenant} (config version {})",
+                attached.version, attached.config_version
+            );
         }
         RouteCmd::Detach {
             tenant,
@@ -167,24 +183,30 @@ pub async fn route(cmd: RouteCmd) -> anyhow::Result<()> {
             plugin,
             store,
         } => {
-            let v = Target::open(&store)
+            let v = ApiClient::open(&store)
                 .await?
                 .detach(&tenant, &id, &plugin)
                 .await?;
-            println!("plugin {plugin} detached from route {id} of {tenant} (config version {v})");
+            println!(
+                "plugin {plugin} detached from route {id} of {tenant} (config version {})",
+                v.config_version
+            );
         }
         RouteCmd::Remove { tenant, id, store } => {
-            let v = Target::open(&store)
+            let v = ApiClient::open(&store)
                 .await?
                 .remove_route(&tenant, &id)
                 .await?;
-            println!("route {id} of {tenant} removed (config version {v})");
+            println!(
+                "route {id} of {tenant} removed (config version {})",
+                v.config_version
+            );
         }
     }
     Ok(())
 }
 
-fn route_from_args(a: RouteAddArgs) -> anyhow::Result<Route> {
+fn route_from_args(a: RouteAddArgs) -> anyhow::Result<RouteBody> {
     let mut upstreams = Vec::new();
     for u in &a.upstreams {
         let (addr, weight) = match u.split_once('=') {
@@ -218,14 +240,12 @@ fn route_from_args(a: RouteAddArgs) -> anyhow::Result<Route> {
             interval_ms: a.health_interval_ms,
         }),
     };
-    Ok(Route {
-        id: a.id,
+    Ok(RouteBody {
         path_prefix: a.prefix,
         methods: a.methods,
         upstreams,
         timeouts,
         health_check,
-        plugins: vec![],
         upstream_protocol: if a.upstream_http2 {
             UpstreamProtocol::Http2
         } else {
@@ -240,59 +260,39 @@ pub async fn plugin(cmd: PluginCmd) -> anyhow::Result<()> {
             tenant,
             name,
             file,
-            store: args,
+            store,
         } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let (version, sha) = match Target::open(&args).await? {
-                Target::Api(c) => {
-                    // The gateway validates and compiles before it stores.
-                    let v = c
-                        .call(
-                            Method::PUT,
-                            &format!("/v1/tenants/{tenant}/plugins/{name}"),
-                            Body::Bytes(bytes),
-                        )
-                        .await?;
-                    (
-                        v["version"].as_i64().unwrap_or_default(),
-                        v["sha256"].as_str().unwrap_or_default().to_string(),
-                    )
-                }
-                Target::Store(store) => {
-                    let boot = Bootstrap::load(args.config.as_deref())?.with_store_args(&args);
-                    let limit = store
-                        .tenant(&tenant)
-                        .await?
-                        .quotas
-                        .plugin
-                        .max_bytes
-                        .min(boot.plugins.max_plugin_bytes as u64);
-                    // Compiled here with the gateway's engine settings (this node's disk cache
-                    // is then warm), through the same checks as an upload to the API.
-                    let metrics = std::sync::Arc::new(wharf_metrics::Metrics::new());
-                    let runtime = wharf_plugins::PluginRuntime::new(
-                        boot.plugins.clone(),
-                        Some(&boot.compiled_cache_dir()),
-                        metrics,
-                    )?;
-                    let added = add_plugin(&store, &runtime, &tenant, &name, &bytes, limit)
-                        .await
-                        .with_context(|| format!("{} refused", file.display()))?;
-                    (added.version, added.sha256)
-                }
-            };
-            println!("plugin {name} v{version} of {tenant} stored, sha256 {sha}");
+            // Validated and compiled before it is stored, by the gateway or in this process.
+            let added = ApiClient::open(&store)
+                .await?
+                .upload_plugin(&tenant, &name, bytes)
+                .await
+                .with_context(|| format!("{} refused", file.display()))?;
+            println!(
+                "plugin {name} v{} of {tenant} stored, sha256 {}",
+                added.version, added.sha256
+            );
         }
-        PluginCmd::List { tenant, store } => {
-            print_versions(Target::open(&store).await?.plugins(&tenant).await?, None)
-        }
+        PluginCmd::List { tenant, store } => print_versions(
+            ApiClient::open(&store)
+                .await?
+                .plugins(&tenant)
+                .await?
+                .plugins,
+            None,
+        ),
         PluginCmd::Versions {
             tenant,
             name,
             store,
         } => print_versions(
-            Target::open(&store).await?.plugins(&tenant).await?,
+            ApiClient::open(&store)
+                .await?
+                .plugins(&tenant)
+                .await?
+                .plugins,
             Some(&name),
         ),
         PluginCmd::Rollback {
@@ -301,13 +301,13 @@ pub async fn plugin(cmd: PluginCmd) -> anyhow::Result<()> {
             version,
             store,
         } => {
-            let moved = Target::open(&store)
+            let moved = ApiClient::open(&store)
                 .await?
                 .rollback(&tenant, &name, version)
                 .await?;
             println!(
                 "plugin {name} of {tenant} now runs v{version} on routes: {}",
-                moved.join(", ")
+                moved.routes.join(", ")
             );
         }
     }

@@ -4,7 +4,7 @@ pub mod backup;
 pub mod certs;
 pub mod client;
 pub mod commands;
-pub mod target;
+pub mod local;
 
 use std::path::PathBuf;
 

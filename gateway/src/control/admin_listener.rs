@@ -10,7 +10,7 @@ use wharf_tenancy::Store;
 
 use super::{to_tokio, ControlPlane};
 use crate::admin;
-use crate::api::ApiState;
+use crate::api::{ApiState, OnDemand};
 use crate::upgrade::AdminSocket;
 
 /// How long a new process waits for an old one to let go of the admin address it did not hand
@@ -39,13 +39,13 @@ impl ControlPlane {
         };
         let api = ApiState {
             store: store_cell.clone(),
-            runtime: self.runtime.clone(),
+            runtime: OnDemand::ready(self.runtime.clone()),
             metrics: self.metrics.clone(),
             operator_token: self.operator_token.clone(),
             max_plugin_bytes: self.max_plugin_bytes,
-            egress: self.egress.clone(),
+            egress: Some(self.egress.clone()),
             uploads: Default::default(),
-            sealer: self.sealer.clone(),
+            sealer: OnDemand::ready(self.sealer.clone()),
             usage: self.usage.clone(),
             fleet_usage: self
                 .usage_prometheus_url

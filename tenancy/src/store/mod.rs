@@ -62,7 +62,7 @@ pub struct Store {
 }
 
 /// One audit log entry.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub at_ms: i64,
     pub actor: String,
@@ -72,7 +72,7 @@ pub struct AuditEntry {
 }
 
 /// A tenant API key as listed (never its secret).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ApiKeyInfo {
     pub id: String,
     pub created_at_ms: i64,
