@@ -9,6 +9,7 @@
 use mimalloc as _;
 
 pub mod admin;
+pub mod admin_server;
 pub mod api;
 pub mod bootstrap;
 pub mod budget;

@@ -12,9 +12,14 @@ use pingora_core::server::Server;
 use wharf_metrics::Metrics;
 use wharf_tenancy::{HostPattern, Route, Store, Timeouts, UpstreamTarget};
 
+use crate::admin::AdminState;
+use crate::admin_server::AdminServer;
+use crate::api::{ApiState, OnDemand};
 use crate::bootstrap::Bootstrap;
 use crate::cli::ServeArgs;
+use crate::control::periodic::StoreTasks;
 use crate::control::resolve::{prepare_capabilities, resolve_plugins, BlobSource, Loading};
+use crate::control::sync::ConfigSync;
 use crate::control::table::{CompileEnv, LiveConfig, RoutingTable};
 use crate::control::ControlPlane;
 use crate::proxy::rate_limit::FleetLimiter;
@@ -198,35 +203,69 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         proxy.add_tls_with_settings(addr, None, crate::tls::listener_settings(resolver)?);
     }
     server.add_service(proxy);
+    let store_cell = Arc::new(tokio::sync::OnceCell::new());
+    let store_up = Arc::new(AtomicBool::new(true));
+    let draining = Arc::new(AtomicBool::new(false));
+    let usage = crate::usage::UsageHistory::new(metrics.clone());
+    let operator_token = std::env::var("WHARF_OPERATOR_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .or(boot.operator_token.clone());
+    let admin = AdminServer {
+        addr: boot.admin_listen.clone(),
+        bound: Mutex::new(admin_listener),
+        phases: Mutex::new(Some(phases)),
+        admin: AdminState {
+            in_flight: in_flight.clone(),
+            config_version: {
+                let live = live.clone();
+                Arc::new(move || live.load().version)
+            },
+            metrics: metrics.clone(),
+            store_up: store_up.clone(),
+            draining: draining.clone(),
+            listeners: std::iter::once(boot.listen.clone())
+                .chain(boot.tls_listen.clone())
+                .collect(),
+            operator_token: operator_token.clone(),
+        },
+        api: ApiState {
+            store: store_cell.clone(),
+            runtime: OnDemand::ready(runtime.clone()),
+            metrics: metrics.clone(),
+            operator_token,
+            max_plugin_bytes: boot.plugins.max_plugin_bytes,
+            egress: Some(egress.clone()),
+            uploads: Default::default(),
+            sealer: OnDemand::ready(sealer.clone()),
+            usage: usage.clone(),
+            fleet_usage: boot
+                .usage_prometheus_url
+                .as_deref()
+                .map(|u| Arc::new(crate::usage_fleet::FleetUsage::new(u))),
+            capabilities: capabilities.clone(),
+            throttles: Arc::new(crate::api::throttle::AdminThrottles::new(&boot.admin)),
+        },
+    };
     server.add_service(ControlPlane {
         store_url: store_url.clone(),
-        runtime,
-        blobs,
-        capabilities,
-        egress,
-        sealer,
-        usage: crate::usage::UsageHistory::new(metrics.clone()),
-        node_id: node_id(&boot.admin_listen),
-        usage_prometheus_url: boot.usage_prometheus_url.clone(),
-        live,
-        metrics,
+        store: store_cell,
+        sync: ConfigSync {
+            live,
+            runtime,
+            blobs,
+            capabilities,
+            egress,
+            sealer,
+            metrics,
+        },
+        admin,
+        tasks: StoreTasks::new(node_id(&boot.admin_listen), boot.audit),
+        usage,
         poll_interval: Duration::from_millis(boot.config_poll_interval_ms.max(10)),
-        admin_addr: boot.admin_listen.clone(),
-        admin_listener: Mutex::new(admin_listener),
-        phases: Mutex::new(Some(phases)),
         echo_listener: Mutex::new(echo_listener),
-        store_up: Arc::new(AtomicBool::new(true)),
-        draining: Arc::new(AtomicBool::new(false)),
-        listeners: std::iter::once(boot.listen.clone())
-            .chain(boot.tls_listen.clone())
-            .collect(),
-        operator_token: std::env::var("WHARF_OPERATOR_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty())
-            .or(boot.operator_token.clone()),
-        max_plugin_bytes: boot.plugins.max_plugin_bytes,
-        admin_limits: boot.admin,
-        audit: boot.audit,
+        store_up,
+        draining,
         in_flight: in_flight.clone(),
     });
 

@@ -214,6 +214,12 @@ fn start_time(pid: i32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc stat"))
 }
 
+/// A listener bound outside tokio, moved onto this runtime.
+pub fn to_tokio(l: std::net::TcpListener) -> std::io::Result<tokio::net::TcpListener> {
+    l.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(l)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
