@@ -19,7 +19,7 @@ use pingora_core::server::ShutdownWatch;
 use serde::Deserialize;
 use wharf_metrics::Metrics;
 
-use crate::budget::Throttle;
+use crate::throttle::Throttle;
 use ipnet::IpNet;
 use wharf_plugins::capabilities::networking::egress;
 
@@ -67,33 +67,33 @@ impl Default for ClientLimits {
     }
 }
 
-pub struct ConnectionBudget {
+pub struct ConnectionThrottle {
     throttle: Throttle,
     unlimited: Vec<IpNet>,
     metrics: Arc<Metrics>,
 }
 
 /// Pingora's filter trait asks for `Debug`; the buckets are what there is to show.
-impl std::fmt::Debug for ConnectionBudget {
+impl std::fmt::Debug for ConnectionThrottle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnectionBudget")
+        f.debug_struct("ConnectionThrottle")
             .field("throttle", &self.throttle)
             .field("unlimited", &self.unlimited)
             .finish_non_exhaustive()
     }
 }
 
-impl ConnectionBudget {
+impl ConnectionThrottle {
     /// `None` when connections are not limited.
     pub fn new(
         l: &ClientLimits,
         metrics: Arc<Metrics>,
-    ) -> anyhow::Result<Option<ConnectionBudget>> {
+    ) -> anyhow::Result<Option<ConnectionThrottle>> {
         if l.new_connections_per_second == 0 {
             return Ok(None);
         }
         let unlimited = parse_ranges(&l.unlimited)?;
-        Ok(Some(ConnectionBudget {
+        Ok(Some(ConnectionThrottle {
             throttle: Throttle::new(l.new_connections_per_second, l.new_connections_burst),
             unlimited,
             metrics,
@@ -116,7 +116,7 @@ impl ConnectionBudget {
 }
 
 #[async_trait]
-impl ConnectionFilter for ConnectionBudget {
+impl ConnectionFilter for ConnectionThrottle {
     async fn should_accept(&self, addr: Option<&SocketAddr>) -> bool {
         addr.is_none_or(|a| self.admits(a.ip()))
     }
@@ -248,7 +248,7 @@ mod tests {
             unlimited: vec!["10.0.0.0/8".into()],
             ..ClientLimits::default()
         };
-        let b = ConnectionBudget::new(&limits, Arc::new(Metrics::new()))
+        let b = ConnectionThrottle::new(&limits, Arc::new(Metrics::new()))
             .expect("valid")
             .expect("limited");
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
@@ -264,7 +264,7 @@ mod tests {
             !b.admits(ip("::ffff:192.0.2.9")),
             "a mapped address is its IPv4"
         );
-        assert!(ConnectionBudget::new(
+        assert!(ConnectionThrottle::new(
             &ClientLimits {
                 unlimited: vec!["nonsense".into()],
                 ..ClientLimits::default()

@@ -190,7 +190,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     app.server_options = Some(options);
     let app = crate::clients::PerAddress::new(app, &boot.clients, metrics.clone())?;
     let mut proxy = Service::new("wharf proxy".to_string(), app);
-    if let Some(budget) = crate::clients::ConnectionBudget::new(&boot.clients, metrics.clone())? {
+    if let Some(budget) = crate::clients::ConnectionThrottle::new(&boot.clients, metrics.clone())? {
         proxy.set_connection_filter(Arc::new(budget));
     }
     proxy.add_tcp(&boot.listen);

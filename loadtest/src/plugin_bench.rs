@@ -96,7 +96,7 @@ async fn measure(runtime: &PluginRuntime, args: &Args) -> anyhow::Result<(Summar
         tenant_id: "bench".into(),
         route_id: "api".into(),
     };
-    let limits = PluginQuotas {
+    let quotas = PluginQuotas {
         deadline_ms: 1000,
         ..PluginQuotas::default()
     };
@@ -107,7 +107,7 @@ async fn measure(runtime: &PluginRuntime, args: &Args) -> anyhow::Result<(Summar
         let inv = Invocation {
             tenant: &tenant,
             plugin: &plugin,
-            limits,
+            quotas,
             config: config.clone(),
             capabilities: None,
         };

@@ -64,7 +64,7 @@ pub fn run(redis_url: String, bytes: Vec<u8>, iterations: usize) -> anyhow::Resu
             tenant_id: "bench".into(),
             route_id: "api".into(),
         };
-        let limits = PluginQuotas {
+        let quotas = PluginQuotas {
             deadline_ms: 1000,
             ..PluginQuotas::default()
         };
@@ -85,7 +85,7 @@ pub fn run(redis_url: String, bytes: Vec<u8>, iterations: usize) -> anyhow::Resu
                 let inv = Invocation {
                     tenant: &tenant,
                     plugin: &plugin,
-                    limits,
+                    quotas,
                     config: config.clone(),
                     capabilities: Some(tenant_caps.clone()),
                 };

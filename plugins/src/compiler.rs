@@ -5,13 +5,14 @@
 //! twice compile once.
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
 use crate::cache::{CompiledPlugin, ComponentCache};
 use crate::error::RejectError;
+use crate::round_robin::RoundRobin;
 
 type Outcome = Result<Arc<CompiledPlugin>, RejectError>;
 
@@ -28,10 +29,8 @@ struct Job {
 
 #[derive(Default)]
 struct Queue {
-    /// Content hashes waiting, per tenant, oldest first.
-    by_tenant: HashMap<Arc<str>, VecDeque<String>>,
-    /// Tenants with compiles waiting, in turn order.
-    ring: VecDeque<Arc<str>>,
+    /// Content hashes waiting, per tenant, the tenants in turn order.
+    waiting: RoundRobin<String>,
     /// Queued or compiling, by content hash.
     jobs: HashMap<String, Job>,
     /// The tenant whose compile is running.
@@ -76,15 +75,12 @@ impl Compiler {
                 job.waiters.push(reply);
             } else {
                 let key: Arc<str> = tenant.unwrap_or(CONTROL_PLANE).into();
-                let queued = q.by_tenant.get(&key).map_or(0, VecDeque::len);
+                let queued = q.waiting.queued(&key);
                 let running = usize::from(q.running.as_ref() == Some(&key));
                 if tenant.is_some() && queued + running >= MAX_QUEUED_PER_TENANT {
                     return Err(RejectError::Busy);
                 }
-                if queued == 0 {
-                    q.ring.push_back(key.clone());
-                }
-                q.by_tenant.entry(key).or_default().push_back(sha.clone());
+                q.waiting.push(&key, sha.clone());
                 q.jobs.insert(
                     sha,
                     Job {
@@ -117,13 +113,7 @@ fn next(shared: &(Mutex<Queue>, Condvar)) -> Option<(String, Vec<u8>)> {
         if q.stopped {
             return None;
         }
-        if let Some(tenant) = q.ring.pop_front() {
-            let sha = q.by_tenant.get_mut(&tenant).and_then(VecDeque::pop_front);
-            if q.by_tenant.get(&tenant).is_some_and(|v| !v.is_empty()) {
-                q.ring.push_back(tenant.clone());
-            } else {
-                q.by_tenant.remove(&tenant);
-            }
+        if let Some((tenant, sha)) = q.waiting.next_turn(Some) {
             // The job stays in `jobs` while it compiles, so identical uploads join it.
             let job = sha.and_then(|s| {
                 let bytes = std::mem::take(&mut q.jobs.get_mut(&s)?.bytes);

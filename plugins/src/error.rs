@@ -1,42 +1,57 @@
 use thiserror::Error;
 
-/// Why a plugin failed its request. Each variant has a stable code clients see.
+/// Why a plugin failed its request: which plugin, and what happened (each kind has a stable
+/// code clients see).
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum PluginError {
-    #[error("plugin {plugin:?} used up its fuel budget ({fuel} units) for this request")]
-    FuelExhausted { plugin: String, fuel: u64 },
-    #[error("plugin {plugin:?} ran past its {deadline_ms} ms deadline")]
-    Timeout { plugin: String, deadline_ms: u64 },
-    #[error("plugin {plugin:?} tried to use more than its {limit_bytes} bytes of memory")]
-    MemoryLimit { plugin: String, limit_bytes: u64 },
-    #[error("plugin {plugin:?} trapped: {reason}")]
-    Trap { plugin: String, reason: String },
-    #[error("plugin {plugin:?} could not run: {reason}; retry later or raise the tenant's instance quota")]
-    Capacity { plugin: String, reason: String },
-    #[error("plugin {plugin:?} returned an invalid action: {reason}")]
-    InvalidOutput { plugin: String, reason: String },
-    #[error("plugin {plugin:?} is not available: {reason}")]
-    Unavailable { plugin: String, reason: String },
+#[error("plugin {plugin:?} {failure}")]
+pub struct PluginError {
+    pub plugin: String,
+    pub failure: Failure,
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum Failure {
+    #[error("used up its fuel budget ({fuel} units) for this request")]
+    FuelExhausted { fuel: u64 },
+    #[error("ran past its {deadline_ms} ms deadline")]
+    Timeout { deadline_ms: u64 },
+    #[error("tried to use more than its {limit_bytes} bytes of memory")]
+    MemoryLimit { limit_bytes: u64 },
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("could not run: {0}; retry later or raise the tenant's instance quota")]
+    Capacity(String),
+    #[error("returned an invalid action: {0}")]
+    InvalidOutput(String),
+    #[error("is not available: {0}")]
+    Unavailable(String),
 }
 
 impl PluginError {
+    pub fn new(plugin: impl Into<String>, failure: Failure) -> PluginError {
+        PluginError {
+            plugin: plugin.into(),
+            failure,
+        }
+    }
+
     pub fn code(&self) -> &'static str {
-        match self {
-            PluginError::FuelExhausted { .. } => "plugin_fuel_exhausted",
-            PluginError::Timeout { .. } => "plugin_timeout",
-            PluginError::MemoryLimit { .. } => "plugin_memory_limit",
-            PluginError::Trap { .. } => "plugin_trap",
-            PluginError::Capacity { .. } => "plugin_capacity",
-            PluginError::InvalidOutput { .. } => "plugin_invalid_output",
-            PluginError::Unavailable { .. } => "plugin_unavailable",
+        match self.failure {
+            Failure::FuelExhausted { .. } => "plugin_fuel_exhausted",
+            Failure::Timeout { .. } => "plugin_timeout",
+            Failure::MemoryLimit { .. } => "plugin_memory_limit",
+            Failure::Trap(_) => "plugin_trap",
+            Failure::Capacity(_) => "plugin_capacity",
+            Failure::InvalidOutput(_) => "plugin_invalid_output",
+            Failure::Unavailable(_) => "plugin_unavailable",
         }
     }
 
     /// Capacity is the gateway's limit, not the plugin's fault: 503. Everything else: 502.
     pub fn status(&self) -> u16 {
-        match self {
-            PluginError::Capacity { .. } => 503,
-            PluginError::Timeout { .. } => 504,
+        match self.failure {
+            Failure::Capacity(_) => 503,
+            Failure::Timeout { .. } => 504,
             _ => 502,
         }
     }
@@ -47,15 +62,7 @@ impl PluginError {
     }
 
     pub fn plugin(&self) -> &str {
-        match self {
-            PluginError::FuelExhausted { plugin, .. }
-            | PluginError::Timeout { plugin, .. }
-            | PluginError::MemoryLimit { plugin, .. }
-            | PluginError::Trap { plugin, .. }
-            | PluginError::Capacity { plugin, .. }
-            | PluginError::InvalidOutput { plugin, .. }
-            | PluginError::Unavailable { plugin, .. } => plugin,
-        }
+        &self.plugin
     }
 }
 

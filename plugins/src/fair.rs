@@ -7,9 +7,8 @@
 //! slice of one tick), before host-call I/O, and at the end of each call. Time spent waiting is
 //! recorded per job, so deadlines can charge a tenant only for its own running time.
 
+use crate::round_robin::RoundRobin;
 use parking_lot::{Mutex, MutexGuard};
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -34,10 +33,8 @@ pub struct FairScheduler {
 
 struct State {
     free: usize,
-    /// Waiting jobs per tenant, oldest first; present exactly while the tenant is in `ring`.
-    queues: HashMap<Arc<str>, VecDeque<Weak<CpuSlot>>>,
-    /// Tenants with waiting jobs, in the order they get the next free slot.
-    ring: VecDeque<Arc<str>>,
+    /// Waiting jobs per tenant, the tenants in the order they get the next free slot.
+    waiting: RoundRobin<Weak<CpuSlot>>,
 }
 
 /// One plugin instance's claim on the plugin CPU. `held` and `waiting` change only under the
@@ -62,8 +59,7 @@ impl FairScheduler {
         Arc::new(FairScheduler {
             state: Mutex::new(State {
                 free: slots.max(1),
-                queues: HashMap::new(),
-                ring: VecDeque::new(),
+                waiting: RoundRobin::default(),
             }),
             waiting: AtomicUsize::new(0),
             held: AtomicUsize::new(0),
@@ -116,27 +112,18 @@ impl FairScheduler {
     fn dispatch(&self, st: &mut State) -> Vec<Arc<CpuSlot>> {
         let mut touched = Vec::new();
         while st.free > 0 {
-            let Some(tenant) = st.ring.pop_front() else {
+            // A claim whose owner dropped it, or that stopped waiting, is skipped.
+            let turn = st.waiting.next_turn(|weak| {
+                let slot = weak.upgrade()?;
+                if slot.waiting.load(Ordering::Acquire) {
+                    return Some(slot);
+                }
+                touched.push(slot);
+                None
+            });
+            let Some((_, granted)) = turn else {
                 break;
             };
-            let mut granted = None;
-            if let Some(queue) = st.queues.get_mut(&tenant) {
-                while let Some(weak) = queue.pop_front() {
-                    let Some(slot) = weak.upgrade() else {
-                        continue;
-                    };
-                    if slot.waiting.load(Ordering::Acquire) {
-                        granted = Some(slot);
-                        break;
-                    }
-                    touched.push(slot);
-                }
-                if queue.is_empty() {
-                    st.queues.remove(&tenant);
-                } else {
-                    st.ring.push_back(tenant);
-                }
-            }
             if let Some(slot) = granted {
                 st.free -= 1;
                 slot.waiting.store(false, Ordering::Release);
@@ -182,7 +169,7 @@ impl CpuSlot {
             if self.held.load(Ordering::Acquire) {
                 return;
             }
-            if st.ring.is_empty() && st.free > 0 {
+            if st.waiting.is_empty() && st.free > 0 {
                 st.free -= 1;
                 self.held_since_ns
                     .store(self.sched.now_ns(), Ordering::Relaxed);
@@ -247,13 +234,7 @@ impl CpuSlot {
             return;
         }
         self.sched.waiting.fetch_add(1, Ordering::AcqRel);
-        match st.queues.entry(self.tenant.clone()) {
-            Entry::Occupied(mut q) => q.get_mut().push_back(Arc::downgrade(self)),
-            Entry::Vacant(v) => {
-                v.insert(VecDeque::from([Arc::downgrade(self)]));
-                st.ring.push_back(self.tenant.clone());
-            }
-        }
+        st.waiting.push(&self.tenant, Arc::downgrade(self));
     }
 
     /// Runs `setup`, its time counted as queueing while it runs (deadlines see it as waiting,

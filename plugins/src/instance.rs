@@ -16,7 +16,7 @@ use crate::bindings::types::{Request, RequestAction, Response, ResponseAction};
 use crate::bindings::HttpPlugin;
 use crate::cache::CompiledPlugin;
 use crate::clock::{self, CallClock, Overrun};
-use crate::error::PluginError;
+use crate::error::{Failure, PluginError};
 use crate::output;
 use crate::state::PluginState;
 use wharf_tenancy::PluginQuotas;
@@ -26,7 +26,7 @@ pub struct PluginInstance {
     live: Option<Box<Live>>,
     tenant: Arc<str>,
     plugin: Arc<str>,
-    limits: PluginQuotas,
+    quotas: PluginQuotas,
     /// Own time the request's calls may still use.
     remaining: Duration,
     executor: Handle,
@@ -75,7 +75,7 @@ impl PluginInstance {
     pub(crate) fn new(
         store: Store<PluginState>,
         compiled: Arc<CompiledPlugin>,
-        limits: PluginQuotas,
+        quotas: PluginQuotas,
         executor: Handle,
         metrics: Arc<Metrics>,
         permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
@@ -90,8 +90,8 @@ impl PluginInstance {
             })),
             tenant,
             plugin,
-            limits,
-            remaining: Duration::from_millis(limits.deadline_ms),
+            quotas,
+            remaining: Duration::from_millis(quotas.deadline_ms),
             executor,
             metrics,
             _permits: permits,
@@ -147,7 +147,7 @@ impl PluginInstance {
         }
         // The caller's span goes along, so host-call spans stay in the request's trace.
         let mut run = Box::pin(
-            live.run(op, self.remaining, self.limits)
+            live.run(op, self.remaining, self.quotas)
                 .instrument(tracing::Span::current()),
         );
         // First poll here: when a CPU slot is free and nobody waits, a short call (most plugin
@@ -164,7 +164,7 @@ impl PluginInstance {
             Ok((live, result, used)) => {
                 self.live = Some(live);
                 self.remaining = self.remaining.saturating_sub(used);
-                result
+                result.map_err(|f| self.failed_with(f))
             }
             Err(e) => Err(self.trap(format!("the plugin task ended abnormally: {e}"))),
         };
@@ -183,26 +183,24 @@ impl PluginInstance {
             Ok(()) => Ok(value),
             Err(invalid) => {
                 self.failed = true;
-                Err(PluginError::InvalidOutput {
-                    plugin: self.plugin.to_string(),
-                    reason: invalid.0,
-                })
+                Err(self.failed_with(Failure::InvalidOutput(invalid.0)))
             }
         }
     }
 
     fn timeout(&self) -> PluginError {
-        PluginError::Timeout {
-            plugin: self.plugin.to_string(),
-            deadline_ms: self.limits.deadline_ms,
-        }
+        self.failed_with(Failure::Timeout {
+            deadline_ms: self.quotas.deadline_ms,
+        })
     }
 
     fn trap(&self, reason: String) -> PluginError {
-        PluginError::Trap {
-            plugin: self.plugin.to_string(),
-            reason,
-        }
+        self.failed_with(Failure::Trap(reason))
+    }
+
+    /// The failure, named with this instance's plugin.
+    fn failed_with(&self, failure: Failure) -> PluginError {
+        PluginError::new(self.plugin.as_ref(), failure)
     }
 
     fn record<R>(&self, phase: Phase, started: Instant, result: &Result<R, PluginError>) {
@@ -227,7 +225,7 @@ impl PluginInstance {
             .live
             .as_ref()
             .map_or(0, |l| l.store.get_fuel().unwrap_or(0));
-        self.limits.fuel.saturating_sub(left)
+        self.quotas.fuel.saturating_sub(left)
     }
 }
 
@@ -238,8 +236,8 @@ impl Live {
         mut self: Box<Self>,
         op: Op,
         budget: Duration,
-        limits: PluginQuotas,
-    ) -> (Box<Self>, Result<Done, PluginError>, Duration) {
+        quotas: PluginQuotas,
+    ) -> (Box<Self>, Result<Done, Failure>, Duration) {
         let slot = self.store.data().cpu.clone();
         let queue_cap = self.store.data().queue_cap;
         let clock = CallClock::start(&slot, budget);
@@ -254,15 +252,13 @@ impl Live {
         .await;
         slot.release();
         let used = clock.used(&slot);
-        let plugin = self.store.data().plugin.to_string();
         let result = match outcome {
             Ok(Ok(done)) => Ok(done),
-            Ok(Err(e)) => Err(classify(self.store.data(), &limits, e)),
-            Err(Overrun::Deadline) => Err(PluginError::Timeout {
-                plugin,
-                deadline_ms: limits.deadline_ms,
+            Ok(Err(e)) => Err(classify(self.store.data(), &quotas, e)),
+            Err(Overrun::Deadline) => Err(Failure::Timeout {
+                deadline_ms: quotas.deadline_ms,
             }),
-            Err(Overrun::Queue) => Err(queue_full(plugin, queue_cap)),
+            Err(Overrun::Queue) => Err(queue_full(queue_cap)),
         };
         (self, result, used)
     }
@@ -285,48 +281,36 @@ impl Live {
     }
 }
 
-fn queue_full(plugin: String, cap: Duration) -> PluginError {
-    PluginError::Capacity {
-        plugin,
-        reason: format!(
-            "waited over {} ms for the plugin CPU behind other plugins",
-            cap.as_millis()
-        ),
-    }
+fn queue_full(cap: Duration) -> Failure {
+    Failure::Capacity(format!(
+        "waited over {} ms for the plugin CPU behind other plugins",
+        cap.as_millis()
+    ))
 }
 
 /// Why a call (or the instantiation, whose start function runs wasm too) failed.
-fn classify(state: &PluginState, limits: &PluginQuotas, e: wasmtime::Error) -> PluginError {
-    let plugin = state.plugin.to_string();
+fn classify(state: &PluginState, quotas: &PluginQuotas, e: wasmtime::Error) -> Failure {
     if state.timed_out {
-        return PluginError::Timeout {
-            plugin,
-            deadline_ms: limits.deadline_ms,
+        return Failure::Timeout {
+            deadline_ms: quotas.deadline_ms,
         };
     }
     if state.queue_exceeded {
-        return queue_full(plugin, state.queue_cap);
+        return queue_full(state.queue_cap);
     }
-    let trap = |reason: String| PluginError::Trap {
-        plugin: plugin.clone(),
-        reason,
-    };
     match e.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => PluginError::FuelExhausted {
-            plugin,
-            fuel: limits.fuel,
+        Some(Trap::OutOfFuel) => Failure::FuelExhausted { fuel: quotas.fuel },
+        Some(Trap::Interrupt) => Failure::Timeout {
+            deadline_ms: quotas.deadline_ms,
         },
-        Some(Trap::Interrupt) => PluginError::Timeout {
-            plugin,
-            deadline_ms: limits.deadline_ms,
+        _ if state.limiter.hit => Failure::MemoryLimit {
+            limit_bytes: quotas.memory_bytes,
         },
-        _ if state.limiter.hit => PluginError::MemoryLimit {
-            plugin,
-            limit_bytes: limits.memory_bytes,
-        },
-        Some(Trap::StackOverflow) => trap("call stack exhausted (recursion too deep)".into()),
-        Some(t) => trap(t.to_string()),
-        None => trap(format!("{e:#}").chars().take(300).collect()),
+        Some(Trap::StackOverflow) => {
+            Failure::Trap("call stack exhausted (recursion too deep)".into())
+        }
+        Some(t) => Failure::Trap(t.to_string()),
+        None => Failure::Trap(format!("{e:#}").chars().take(300).collect()),
     }
 }
 

@@ -17,13 +17,14 @@ pub mod footprint;
 pub mod instance;
 pub mod limits;
 pub mod output;
+mod round_robin;
 pub mod runtime;
 pub mod settings;
 pub mod state;
 
 pub use bindings::types;
 pub use cache::{sha256_hex, CompiledPlugin};
-pub use error::{PluginError, RejectError};
+pub use error::{Failure, PluginError, RejectError};
 pub use instance::PluginInstance;
 pub use runtime::{Invocation, PluginRuntime};
 pub use settings::RuntimeSettings;

@@ -19,7 +19,7 @@ use wharf_metrics::Metrics;
 use crate::cache::{CompiledPlugin, ComponentCache};
 use crate::clock::CallClock;
 use crate::compiler::Compiler;
-use crate::error::{PluginError, RejectError};
+use crate::error::{Failure, PluginError, RejectError};
 use crate::fair::FairScheduler;
 use crate::instance::PluginInstance;
 use crate::limits::StoreLimiter;
@@ -48,7 +48,7 @@ pub struct PluginRuntime {
 pub struct Invocation<'a> {
     pub tenant: &'a Arc<str>,
     pub plugin: &'a Arc<str>,
-    pub limits: PluginQuotas,
+    pub quotas: PluginQuotas,
     pub config: Arc<BTreeMap<String, String>>,
     /// The tenant's capabilities for host calls (`None`: every backend call fails
     /// `backend-unavailable`).
@@ -205,25 +205,23 @@ impl PluginRuntime {
         inv: Invocation<'_>,
         compiled: &Arc<CompiledPlugin>,
     ) -> Result<PluginInstance, PluginError> {
-        let capacity = |reason: String| PluginError::Capacity {
-            plugin: inv.plugin.to_string(),
-            reason,
-        };
+        let capacity =
+            |reason: String| PluginError::new(inv.plugin.as_ref(), Failure::Capacity(reason));
         let slot = self.fair.slot(inv.tenant);
         let queue_cap = Duration::from_millis(self.settings.queue_ms);
         // An instance takes the pool slots its component needs (`footprint.rs`), from the
         // tenant's quota and the node's pool alike.
         let slots = compiled.slots;
-        if slots > inv.limits.max_instances {
+        if slots > inv.quotas.max_instances {
             return Err(capacity(format!(
                 "one instance of this plugin needs {slots} instance slots (its core instances, \
                  memories and tables); the tenant's plugin_max_instances is {}",
-                inv.limits.max_instances
+                inv.quotas.max_instances
             )));
         }
         // The tenant's own instances are its queue: wait for one to end (charged as queueing,
         // never to the deadline) rather than answer a flood with a flood of fast errors.
-        let tenant_sem = self.tenant_semaphore(inv.tenant, inv.limits.max_instances);
+        let tenant_sem = self.tenant_semaphore(inv.tenant, inv.quotas.max_instances);
         let tenant_permit = match tenant_sem.clone().try_acquire_many_owned(slots) {
             Ok(p) => p,
             Err(_) => {
@@ -234,7 +232,7 @@ impl PluginRuntime {
                 permit.ok().and_then(Result::ok).ok_or_else(|| {
                     capacity(format!(
                         "the tenant's {} concurrent plugin instances stayed in use for {} ms",
-                        inv.limits.max_instances, self.settings.queue_ms
+                        inv.quotas.max_instances, self.settings.queue_ms
                     ))
                 })?
             }
@@ -244,11 +242,11 @@ impl PluginRuntime {
             .await
             .ok_or_else(|| capacity("the plugin instance pool is full".into()))?;
 
-        let budget = Duration::from_millis(inv.limits.deadline_ms);
+        let budget = Duration::from_millis(inv.quotas.deadline_ms);
         let state = PluginState {
             tenant: inv.tenant.clone(),
             plugin: inv.plugin.clone(),
-            limiter: StoreLimiter::new(inv.limits.memory_bytes),
+            limiter: StoreLimiter::new(inv.quotas.memory_bytes),
             call: CallClock::start(&slot, budget),
             cpu: slot,
             queue_cap,
@@ -265,7 +263,7 @@ impl PluginRuntime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store
-            .set_fuel(inv.limits.fuel)
+            .set_fuel(inv.quotas.fuel)
             .map_err(|e| capacity(format!("fuel accounting unavailable: {e}")))?;
         // Every tick: past the plugin's own deadline (or the queueing cap) stop it; otherwise
         // hand the CPU to the next tenant in line, if any (a one-tick time slice).
@@ -293,7 +291,7 @@ impl PluginRuntime {
         Ok(PluginInstance::new(
             store,
             compiled.clone(),
-            inv.limits,
+            inv.quotas,
             self.executor_handle(),
             self.metrics.clone(),
             (global_permit, tenant_permit),

@@ -47,13 +47,13 @@ async fn call(
     rt: &PluginRuntime,
     tenant: &str,
     compiled: &Arc<CompiledPlugin>,
-    limits: PluginQuotas,
+    quotas: PluginQuotas,
 ) -> Result<(), PluginError> {
     let (tenant, plugin): (Arc<str>, Arc<str>) = (tenant.into(), "p".into());
     let inv = Invocation {
         tenant: &tenant,
         plugin: &plugin,
-        limits,
+        quotas,
         config: Arc::new(BTreeMap::new()),
         capabilities: None,
     };
@@ -126,7 +126,7 @@ async fn waiting_for_the_cpu_is_capped_and_reported_as_capacity_not_timeout() {
     // 1 ms slices, so each waits far longer than 40 ms before using its 1 s of own time.
     let (rt, _) = runtime(1, 40);
     let spin = rt.validate(&infinite_loop()).unwrap();
-    let limits = PluginQuotas {
+    let quotas = PluginQuotas {
         deadline_ms: 1_000,
         ..spinning()
     };
@@ -134,7 +134,7 @@ async fn waiting_for_the_cpu_is_capped_and_reported_as_capacity_not_timeout() {
     let runs: Vec<_> = (0..12)
         .map(|_| {
             let (rt, spin) = (rt.clone(), spin.clone());
-            tokio::spawn(async move { call(&rt, "evil", &spin, limits).await })
+            tokio::spawn(async move { call(&rt, "evil", &spin, quotas).await })
         })
         .collect();
     let mut codes = Vec::new();
@@ -155,12 +155,12 @@ async fn fuel_exhausted_in_the_start_function_is_reported_as_fuel() {
     let (rt, _) = runtime(1, 1_000);
     let wat = wat_plugin("", "(func $spin (loop $l (br $l))) (start $spin)", 1);
     let compiled = rt.validate(wat.as_slice()).unwrap();
-    let limits = PluginQuotas {
+    let quotas = PluginQuotas {
         fuel: 10_000,
         deadline_ms: 5_000,
         ..PluginQuotas::default()
     };
-    let err = call(&rt, "t", &compiled, limits).await.unwrap_err();
+    let err = call(&rt, "t", &compiled, quotas).await.unwrap_err();
     assert_eq!(err.code(), "plugin_fuel_exhausted", "{err}");
 }
 
@@ -232,7 +232,7 @@ async fn core_instance_heavy_plugins_are_charged_their_pool_slots() {
     let inv = |t, max_instances| Invocation {
         tenant: t,
         plugin: &p,
-        limits: PluginQuotas {
+        quotas: PluginQuotas {
             max_instances,
             ..PluginQuotas::default()
         },

@@ -54,7 +54,7 @@ fn config(pairs: &[(&str, &str)]) -> Arc<BTreeMap<String, String>> {
 async fn run_request(
     rt: &PluginRuntime,
     bytes: &[u8],
-    limits: PluginQuotas,
+    quotas: PluginQuotas,
     cfg: &[(&str, &str)],
     req: &Request,
 ) -> Result<RequestAction, PluginError> {
@@ -64,7 +64,7 @@ async fn run_request(
     let inv = Invocation {
         tenant: &tenant,
         plugin: &plugin,
-        limits,
+        quotas,
         config: config(cfg),
         capabilities: None,
     };
@@ -105,7 +105,7 @@ async fn c_add_header_uses_config_and_keeps_state_between_phases() {
         let inv = Invocation {
             tenant: &tenant,
             plugin: &plugin,
-            limits: PluginQuotas::default(),
+            quotas: PluginQuotas::default(),
             config: cfg,
             capabilities: None,
         };
@@ -275,11 +275,11 @@ async fn adversarial_plugins_fail_only_their_own_request() {
         ),
     ];
     let good = example_plugin("add-header");
-    for (what, wat, limits, code) in cases {
+    for (what, wat, quotas, code) in cases {
         // A well-behaved plugin runs concurrently with the hostile one and is unaffected.
         let root = request("/", &[]);
         let (bad, ok) = tokio::join!(
-            run_request(&rt, wat.as_slice(), limits, &[], &root),
+            run_request(&rt, wat.as_slice(), quotas, &[], &root),
             async {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 run_request(&rt, &good, PluginQuotas::default(), &[], &request("/", &[])).await
@@ -341,7 +341,7 @@ async fn timeout_yields_to_other_requests_on_one_thread() {
 async fn tenant_instance_quota_is_enforced() {
     let (rt, _) = runtime_in(None);
     let compiled = rt.validate(&noop()).unwrap();
-    let limits = PluginQuotas {
+    let quotas = PluginQuotas {
         max_instances: 2,
         ..PluginQuotas::default()
     };
@@ -350,7 +350,7 @@ async fn tenant_instance_quota_is_enforced() {
     let inv = |t| Invocation {
         tenant: t,
         plugin: &p,
-        limits,
+        quotas,
         config: config(&[]),
         capabilities: None,
     };

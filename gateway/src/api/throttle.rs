@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use crate::budget::Throttle;
+use crate::throttle::Throttle;
 
 /// The `[admin]` table of the bootstrap file.
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -34,7 +34,7 @@ pub struct CompiledTenant {
     pub routes: Vec<Arc<CompiledRoute>>,
     /// The same routes' specs, in the same order: what route selection matches against.
     specs: Vec<Route>,
-    pub limits: PluginQuotas,
+    pub plugin_quotas: PluginQuotas,
     /// Redis and SQL for this tenant's plugins (pools open lazily, on first use).
     pub capabilities: Arc<TenantCapabilities>,
     /// Requests per second and burst; `None`: unlimited.
@@ -268,7 +268,7 @@ fn compile_tenant(
         hosts: t.hostnames.clone(),
         routes,
         specs: t.routes.clone(),
-        limits: t.quotas.plugin,
+        plugin_quotas: t.quotas.plugin,
         capabilities: env.capabilities.tenant(&t.id, &t.quotas),
         rate: keep_or_build_rate(old.map(|o| &**o), &t.quotas),
         in_flight: old.map(|o| o.in_flight.clone()).unwrap_or_default(),

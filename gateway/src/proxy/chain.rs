@@ -14,7 +14,7 @@ use wharf_plugins::types::{
     Header, HeaderOp, Reply, Request, RequestAction, Response, ResponseAction,
 };
 use wharf_plugins::{
-    CompiledPlugin, Invocation, PluginError, PluginInstance, PluginQuotas, PluginRuntime,
+    CompiledPlugin, Failure, Invocation, PluginError, PluginInstance, PluginQuotas, PluginRuntime,
 };
 
 /// A plugin instance waiting for its `on-response`.
@@ -34,7 +34,7 @@ pub struct ChainCtx<'a> {
     pub runtime: &'a Arc<PluginRuntime>,
     pub tenant: &'a Arc<str>,
     pub route: &'a str,
-    pub limits: PluginQuotas,
+    pub quotas: PluginQuotas,
     pub client_addr: String,
     pub capabilities: &'a Arc<TenantCapabilities>,
 }
@@ -80,7 +80,7 @@ async fn run_request(
     let inv = Invocation {
         tenant: cx.tenant,
         plugin: &att.name,
-        limits: cx.limits,
+        quotas: cx.quotas,
         config: att.config.clone(),
         capabilities: Some(cx.capabilities.clone()),
     };
@@ -95,9 +95,8 @@ async fn compiled(
     runtime: &Arc<PluginRuntime>,
     att: &Attached,
 ) -> Result<Arc<CompiledPlugin>, PluginError> {
-    let unavailable = |reason: &Unavailable| PluginError::Unavailable {
-        plugin: att.name.to_string(),
-        reason: reason.to_string(),
+    let unavailable = |reason: &Unavailable| {
+        PluginError::new(att.name.as_ref(), Failure::Unavailable(reason.to_string()))
     };
     let plugin = att.plugin.as_ref().map_err(unavailable)?;
     if let Some(hit) = plugin.get(runtime) {
@@ -105,10 +104,10 @@ async fn compiled(
     }
     match tokio::time::timeout(runtime.queue_cap(), plugin.load(runtime)).await {
         Ok(loaded) => loaded.map_err(|e| unavailable(&e)),
-        Err(_) => Err(PluginError::Capacity {
-            plugin: att.name.to_string(),
-            reason: "the plugin is still loading on this node".into(),
-        }),
+        Err(_) => Err(PluginError::new(
+            att.name.as_ref(),
+            Failure::Capacity("the plugin is still loading on this node".into()),
+        )),
     }
 }
 

@@ -406,7 +406,7 @@ impl WharfProxy {
             runtime: &self.runtime,
             tenant: &tenant.id,
             route: &route.spec.id,
-            limits: tenant.limits,
+            quotas: tenant.plugin_quotas,
             client_addr: client_ip(session).unwrap_or_default(),
             capabilities: &tenant.capabilities,
         };

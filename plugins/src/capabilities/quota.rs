@@ -1,4 +1,5 @@
-//! Rate limits per tenant and backend (governor), with rejections counted.
+//! How capabilities hold tenants to their quotas: a throttle per tenant and backend for calls per
+//! second (governor), the node's budget of memory for results in flight, rejections counted.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use wharf_metrics::Metrics;
 
 use super::HostError;
 
-pub struct Rate {
+pub struct CallThrottle {
     limiter: DefaultDirectRateLimiter,
     per_second: u32,
     tenant: String,
@@ -16,10 +17,15 @@ pub struct Rate {
     metrics: Arc<Metrics>,
 }
 
-impl Rate {
-    pub fn per_second(n: u32, tenant: &str, quota: &'static str, metrics: Arc<Metrics>) -> Rate {
+impl CallThrottle {
+    pub fn per_second(
+        n: u32,
+        tenant: &str,
+        quota: &'static str,
+        metrics: Arc<Metrics>,
+    ) -> CallThrottle {
         let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
-        Rate {
+        CallThrottle {
             limiter: RateLimiter::direct(Quota::per_second(n)),
             per_second: n.get(),
             tenant: tenant.to_string(),

@@ -13,7 +13,7 @@ use deadpool_redis::redis::{self, Value};
 use deadpool_redis::{Config, Pool, PoolError, Runtime, Timeouts};
 use wharf_metrics::Metrics;
 
-use super::quota::{reject, Rate, ResultBudget};
+use super::quota::{reject, CallThrottle, ResultBudget};
 use super::HostError;
 pub use crate::bindings::wharf::plugin::redis::{RedisScalar, RedisValue};
 use script::{class_of, SCRIPT};
@@ -132,7 +132,7 @@ pub struct TenantRedis {
     prefix: Vec<u8>,
     pool: Pool,
     wait: Duration,
-    rate: Rate,
+    rate: CallThrottle,
     max_reply: u64,
     max_memory: u64,
     /// Wharf's key counting the bytes this tenant's keys use.
@@ -239,7 +239,7 @@ impl TenantRedis {
             prefix: key_prefix(tenant).into_bytes(),
             pool,
             wait,
-            rate: Rate::per_second(
+            rate: CallThrottle::per_second(
                 q.redis.commands_per_second,
                 tenant,
                 RedisQuotas::NAMES.commands_per_second.as_str(),

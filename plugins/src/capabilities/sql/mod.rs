@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use sqlx::{Column, Connection, PgPool, Row, SqlitePool};
 use wharf_metrics::Metrics;
 
-use super::quota::{reject, Rate, ResultBudget};
+use super::quota::{reject, CallThrottle, ResultBudget};
 use super::HostError;
 pub use host::{Sql, SqlBackend};
 use postgres::{frees_space, pg_guarded, ROW_GUARD};
@@ -60,7 +60,7 @@ enum Db {
 pub struct TenantSql {
     tenant: String,
     db: Db,
-    rate: Rate,
+    rate: CallThrottle,
     timeout: Duration,
     max_rows: usize,
     max_bytes: u64,
@@ -115,7 +115,7 @@ impl TenantSql {
         Ok(TenantSql {
             tenant: tenant.to_string(),
             db,
-            rate: Rate::per_second(
+            rate: CallThrottle::per_second(
                 q.sql.queries_per_second,
                 tenant,
                 SqlQuotas::NAMES.queries_per_second.as_str(),
