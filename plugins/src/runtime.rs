@@ -27,6 +27,10 @@ use crate::settings::RuntimeSettings;
 use crate::state::PluginState;
 use wharf_tenancy::PluginQuotas;
 
+/// Quotas for instances run without a tenant's capabilities (tools, tests).
+static DEFAULT_QUOTAS: std::sync::LazyLock<wharf_tenancy::Quotas> =
+    std::sync::LazyLock::new(wharf_tenancy::Quotas::default);
+
 /// A tenant's instance quota and the permits that enforce it.
 type TenantPermits = (u32, Arc<Semaphore>);
 
@@ -256,6 +260,10 @@ impl PluginRuntime {
                 tenant: inv.tenant,
                 plugin: inv.plugin,
                 config: &inv.config,
+                quotas: inv
+                    .capabilities
+                    .as_deref()
+                    .map_or(&DEFAULT_QUOTAS, |c| &c.quotas),
             }),
             metrics: self.metrics.clone(),
             tenant_caps: inv.capabilities,

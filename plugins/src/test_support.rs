@@ -168,6 +168,64 @@ pub fn huge_headers() -> Vec<u8> {
     wat_plugin(body, "", 18)
 }
 
+/// Writes `lines` one-byte log lines at `info` in `on-request`, then continues: a chatty (or
+/// hostile) plugin against its tenant's log quota.
+pub fn log_flood(lines: u32) -> Vec<u8> {
+    binary(&format!(
+        r#"(component
+  {TYPES}
+  (type $log-ty (instance
+    (type (;0;) (enum "trace" "debug" "info" "warn" "error"))
+    (export (;1;) "level" (type (eq 0)))
+    (type (;2;) (func (param "level" 1) (param "message" string)))
+    (export (;0;) "log" (func (type 2)))
+  ))
+  (import "wharf:plugin/log@0.1.0" (instance $log (type $log-ty)))
+  (alias export $log "log" (func $log-f))
+  (core module $mem
+    (memory (export "memory") 1)
+    (global $bump (mut i32) (i32.const 16384))
+    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+      (local $p i32)
+      (local.set $p (i32.and (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
+                             (i32.sub (i32.const 0) (local.get 2))))
+      (global.set $bump (i32.add (local.get $p) (local.get 3)))
+      (if (i32.gt_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536)))
+        (then (drop (memory.grow (i32.add (i32.const 1)
+          (i32.div_u (i32.sub (global.get $bump) (i32.mul (memory.size) (i32.const 65536))) (i32.const 65536)))))))
+      (local.get $p)))
+  (core instance $memi (instantiate $mem))
+  (alias core export $memi "memory" (core memory $memory))
+  (alias core export $memi "cabi_realloc" (core func $cabi_realloc))
+  (core func $log-lowered (canon lower (func $log-f) (memory $memory) string-encoding=utf8))
+  (core instance $host (export "log" (func $log-lowered)))
+  (core module $m
+    (import "env" "memory" (memory 1))
+    (import "host" "log" (func $log (param i32 i32 i32)))
+    (func (export "on-request") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+      (local $i i32)
+      (i32.store8 (i32.const 8192) (i32.const 120))
+      (block $done (loop $again
+        (br_if $done (i32.ge_u (local.get $i) (i32.const {lines})))
+        (call $log (i32.const 2) (i32.const 8192) (i32.const 1))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $again)))
+      (i32.const 0))
+    (func (export "on-response") (param i32 i32 i32) (result i32)
+      (i32.const 256)))
+  (core instance $main (instantiate $m (with "env" (instance $memi)) (with "host" (instance $host))))
+  (type $on-request-ty (func (param "req" $req) (result $req-action)))
+  (alias core export $main "on-request" (core func $on-request-core))
+  (func $on-request (type $on-request-ty) (canon lift (core func $on-request-core) (memory $memory) (realloc $cabi_realloc) string-encoding=utf8))
+  (export "on-request" (func $on-request))
+  (type $on-response-ty (func (param "resp" $resp) (result $resp-action)))
+  (alias core export $main "on-response" (core func $on-response-core))
+  (func $on-response (type $on-response-ty) (canon lift (core func $on-response-core) (memory $memory) (realloc $cabi_realloc) string-encoding=utf8))
+  (export "on-response" (func $on-response))
+)"#
+    ))
+}
+
 /// A component that imports a WASI interface Wharf does not provide.
 pub fn wasi_importer() -> Vec<u8> {
     binary(

@@ -404,3 +404,33 @@ async fn bad_uploads_are_refused_with_reasons() {
         Err(RejectError::TooLarge { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_chatty_plugin_writes_no_more_log_lines_than_its_tenants_quota() {
+    use wharf_plugins::capabilities::Capabilities;
+    let (rt, metrics) = runtime_in(None);
+    let caps = Capabilities::new(Default::default(), metrics.clone(), 1 << 20).unwrap();
+    let mut quotas = wharf_tenancy::Quotas::default();
+    quotas.log.lines_per_request = 3;
+    let compiled = rt.validate(&log_flood(50)).expect("valid plugin");
+    let (tenant, plugin): (Arc<str>, Arc<str>) = ("chatty".into(), "p".into());
+    for _ in 0..2 {
+        let inv = Invocation {
+            tenant: &tenant,
+            plugin: &plugin,
+            quotas: quotas.plugin,
+            config: config(&[]),
+            capabilities: Some(caps.tenant("chatty", &quotas)),
+        };
+        let mut instance = rt.instantiate(inv, &compiled).await.unwrap();
+        instance.on_request(request("/", &[])).await.unwrap();
+    }
+    let count = |outcome| {
+        metrics
+            .plugin_logs_total
+            .with_label_values(&["chatty", outcome])
+            .get()
+    };
+    // Three lines per request, each request anew; the rest dropped and counted.
+    assert_eq!((count("emitted"), count("dropped")), (6, 94));
+}

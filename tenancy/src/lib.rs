@@ -15,8 +15,8 @@ pub use model::{
     Tenant, Timeouts, TlsCertificate, UpstreamProtocol, UpstreamTarget,
 };
 pub use quotas::{
-    ConfigQuotas, PluginQuotas, PoolQuotas, QuotaName, QuotaRow, Quotas, RateScope, RedisQuotas,
-    RequestQuotas, SqlQuotas, StorageQuotas,
+    ConfigQuotas, LogQuotas, PluginQuotas, PoolQuotas, QuotaName, QuotaRow, Quotas, RateScope,
+    RedisQuotas, RequestQuotas, SqlQuotas, StorageQuotas,
 };
 pub use store::{
     ApiKeyInfo, AuditEntry, AuditRetention, ConfigDelta, ConfigSnapshot, NodeReport, Store,

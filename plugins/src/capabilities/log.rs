@@ -1,5 +1,5 @@
 //! `wharf:plugin/log`: plugin logs go to the gateway's log, attributed to tenant and plugin.
-//! Quota: a fixed number of lines per request and a cap on line length, so a chatty or hostile
+//! Quota (`LogQuotas`): lines per request and a cap on line length, so a chatty or hostile
 //! plugin cannot flood the operator's logs.
 
 use wasmtime::component::{HasSelf, Linker};
@@ -7,6 +7,7 @@ use wasmtime::component::{HasSelf, Linker};
 use super::{Capability, HostError, InstanceContext, NodeContext, SettingsError, TenantContext};
 use crate::bindings::wharf::plugin::log::{add_to_linker, Host, Level};
 use crate::state::PluginState;
+use wharf_tenancy::LogQuotas;
 
 /// The capability: nothing per node or tenant; a line budget per instance.
 pub struct Log;
@@ -14,7 +15,7 @@ pub struct Log;
 impl Capability for Log {
     const NAME: &'static str = "log";
     type Settings = ();
-    type Quotas = ();
+    type Quotas = LogQuotas;
     type TenantState = ();
     type InstanceState = LogBudget;
 
@@ -26,12 +27,16 @@ impl Capability for Log {
         add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)
     }
 
-    fn quotas(_: &wharf_tenancy::Quotas) -> &() {
-        &()
+    fn quotas(all: &wharf_tenancy::Quotas) -> &LogQuotas {
+        &all.log
     }
 
-    fn instance(_: &InstanceContext<'_>) -> LogBudget {
-        LogBudget::default()
+    fn instance(ctx: &InstanceContext<'_>) -> LogBudget {
+        let q = Self::quotas(ctx.quotas);
+        LogBudget {
+            remaining: q.lines_per_request,
+            line_bytes: q.line_bytes as usize,
+        }
     }
 
     async fn open(&self, _: TenantContext<'_, Self>) -> Result<(), HostError> {
@@ -39,19 +44,10 @@ impl Capability for Log {
     }
 }
 
-const LINES_PER_REQUEST: u32 = 32;
-const MAX_LINE_BYTES: usize = 1024;
-
+/// What one instance may still write.
 pub struct LogBudget {
     remaining: u32,
-}
-
-impl Default for LogBudget {
-    fn default() -> Self {
-        LogBudget {
-            remaining: LINES_PER_REQUEST,
-        }
-    }
+    line_bytes: usize,
 }
 
 impl Host for PluginState {
@@ -70,7 +66,7 @@ impl Host for PluginState {
             .plugin_logs_total
             .with_label_values(&[&label, "emitted"])
             .inc();
-        let mut end = message.len().min(MAX_LINE_BYTES);
+        let mut end = message.len().min(self.caps.log.line_bytes);
         while !message.is_char_boundary(end) {
             end -= 1;
         }

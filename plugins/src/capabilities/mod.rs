@@ -140,6 +140,8 @@ pub struct InstanceContext<'a> {
     pub plugin: &'a Arc<str>,
     /// The attachment's configuration.
     pub config: &'a Arc<BTreeMap<String, String>>,
+    /// The tenant's quotas (the defaults where the gateway has no capabilities configured).
+    pub quotas: &'a Quotas,
 }
 
 /// The node's capabilities and every tenant's state of them.

@@ -21,6 +21,7 @@ quota_groups! {
         config: ConfigQuotas,
         storage: StorageQuotas,
         pools: PoolQuotas,
+        log: LogQuotas,
     }
 }
 
@@ -136,6 +137,16 @@ quota_group! {
         /// How long a host call waits for a free pooled connection (Redis or SQL) before
         /// `quota-exceeded`.
         wait_ms: u64 = 100, "pool_wait_ms", within(0, 60_000);
+    }
+}
+
+quota_group! {
+    /// How much a tenant's plugins may write to the operator's log.
+    pub struct LogQuotas / LogQuotaNames {
+        /// Log lines one plugin may write per request; the rest are dropped (and counted).
+        lines_per_request: u32 = 32, "plugin_log_lines_per_request", within(0, 10_000);
+        /// Longest log line; longer ones are cut.
+        line_bytes: u32 = 1024, "plugin_log_line_bytes", within(64, 64 << 10);
     }
 }
 
