@@ -52,6 +52,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Tenant(cmd) => commands::tenant(cmd).await,
                     Command::Route(cmd) => commands::route(cmd).await,
                     Command::Plugin(cmd) => commands::plugin(cmd).await,
+                    Command::Quotas { store } => commands::quotas(store).await,
                     Command::Cert(cmd) => wharf_gateway::cli::certs::cert(cmd).await,
                     Command::Backup { tenant, out, store } => {
                         let store = wharf_gateway::cli::commands::open_store(&store).await?;

@@ -404,3 +404,38 @@ async fn concurrent_uploads_get_consistent_versions() {
     versions.sort();
     assert_eq!(versions, (1..=8).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn the_quota_table_is_served_to_tenants_and_the_cli() {
+    let (gw, api, a_key, _, _) = setup().await;
+    let (s, v) = api
+        .call(Method::GET, "/v1/quotas", Some(&a_key), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let row = v["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "plugin_log_lines_per_request")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (
+            row["default"].as_str(),
+            row["min"].as_u64(),
+            row["max"].as_u64()
+        ),
+        (Some("32"), Some(0), Some(10_000))
+    );
+    let (s, _) = api.call(Method::GET, "/v1/quotas", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // The CLI reads the same table from the gateway, or from its own process on a node.
+    let base = format!("http://{}", gw.admin);
+    let (ok, out) = run_wharf(&["quotas", "--api", &base, "--token", &a_key], &[]);
+    assert!(ok && out.contains("plugin_log_lines_per_request"), "{out}");
+    let (ok, out) = run_wharf(&["quotas", "--store", &fresh_sqlite_url()], &[]);
+    assert!(
+        ok && out.contains("redis_max_connections") && out.contains("1-1000"),
+        "{out}"
+    );
+}

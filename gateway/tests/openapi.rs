@@ -31,6 +31,7 @@ async fn openapi_document_and_router_agree() {
         ("get", "/v1/audit"),
         ("get", "/v1/whoami"),
         ("get", "/v1/nodes"),
+        ("get", "/v1/quotas"),
         ("get", "/v1/tenants/{tenant}/audit"),
         ("get", "/v1/tenants/{tenant}/usage/history"),
         ("get", "/v1/tenants/{tenant}/routes"),

@@ -86,6 +86,7 @@ fn api() -> OpenApiRouter<ApiState> {
         .routes(routes!(tenants::list, tenants::create))
         .routes(routes!(tenants::get, tenants::update, tenants::remove))
         .routes(routes!(tenants::set_quotas))
+        .routes(routes!(tenants::quota_table))
         .routes(routes!(access::add_hostname))
         .routes(routes!(access::remove_hostname))
         .routes(routes!(access::list_keys, access::create_key))

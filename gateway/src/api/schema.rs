@@ -8,7 +8,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use wharf_tenancy::{
     ApiKeyInfo, AuditEntry, HealthCheck, HostPattern, OnError, PluginAttachment, PluginVersion,
-    Quotas, Route, Timeouts, UpstreamProtocol, UpstreamTarget,
+    QuotaRow, Quotas, Route, Timeouts, UpstreamProtocol, UpstreamTarget,
 };
 
 /// Every write answers with the config version it produced; nodes serve it once they reach it.
@@ -199,6 +199,12 @@ pub struct CertificateList {
 pub struct CertificateStored {
     pub config_version: i64,
     pub certificate: CertificateInfo,
+}
+
+/// Every quota a tenant has: its name, default, bounds and meaning.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct QuotaTable {
+    pub quotas: Vec<QuotaRow>,
 }
 
 /// Every refusal: a stable code to branch on and a message that says what to do.

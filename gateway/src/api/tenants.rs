@@ -6,8 +6,8 @@ use axum::Json;
 use wharf_tenancy::{StoreError, Tenant};
 
 use super::schema::{
-    Changed, ErrorBody, NewTenant, QuotasChanged, TenantCreated, TenantDetail, TenantList,
-    TenantSummary, TenantUpdate,
+    Changed, ErrorBody, NewTenant, QuotaTable, QuotasChanged, TenantCreated, TenantDetail,
+    TenantList, TenantSummary, TenantUpdate,
 };
 use super::{ApiError, ApiState, Principal};
 
@@ -127,6 +127,15 @@ pub async fn remove(
     Ok(Json(Changed {
         config_version: removed?,
     }))
+}
+
+/// What each quota means, its default and its bounds (every caller may read it).
+#[utoipa::path(get, path = "/v1/quotas", tag = "tenants",
+    responses((status = 200, body = QuotaTable), (status = "4XX", body = ErrorBody)))]
+pub async fn quota_table(_who: Principal) -> Json<QuotaTable> {
+    Json(QuotaTable {
+        quotas: wharf_tenancy::Quotas::table(),
+    })
 }
 
 /// A partial update: only the quotas named in the body change (names as in `Quotas`).

@@ -11,8 +11,8 @@ use serde::Serialize;
 use super::StoreArgs;
 use crate::api::schema::{
     AttachBody, CertificateList, CertificateStored, CertificateUpload, Changed, NewHostname,
-    NewTenant, PluginAttached, PluginList, PluginUploaded, QuotasChanged, Rollback, RolledBack,
-    RouteBody, RouteList, TenantCreated, TenantList,
+    NewTenant, PluginAttached, PluginList, PluginUploaded, QuotaTable, QuotasChanged, Rollback,
+    RolledBack, RouteBody, RouteList, TenantCreated, TenantList,
 };
 
 pub struct ApiClient {
@@ -179,6 +179,10 @@ impl ApiClient {
     ) -> anyhow::Result<QuotasChanged> {
         let path = format!("/v1/tenants/{}/quotas", seg(tenant));
         self.json(Method::PATCH, &path, patch).await
+    }
+
+    pub async fn quota_table(&self) -> anyhow::Result<QuotaTable> {
+        self.call(Method::GET, "/v1/quotas", Body::None).await
     }
 
     pub async fn routes(&self, tenant: &str) -> anyhow::Result<RouteList> {

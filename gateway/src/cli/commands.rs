@@ -9,7 +9,7 @@ use wharf_tenancy::{
 
 use crate::api::schema::{AttachBody, NewTenant, RouteBody};
 use crate::cli::client::ApiClient;
-use crate::cli::{PluginCmd, RouteAddArgs, RouteCmd, TenantCmd};
+use crate::cli::{PluginCmd, RouteAddArgs, RouteCmd, StoreArgs, TenantCmd};
 
 pub use crate::bootstrap::open_store;
 
@@ -97,6 +97,20 @@ pub async fn tenant(cmd: TenantCmd) -> anyhow::Result<()> {
                 v.config_version
             );
         }
+    }
+    Ok(())
+}
+
+/// `wharf quotas`: the quota table.
+pub async fn quotas(store: StoreArgs) -> anyhow::Result<()> {
+    let table = ApiClient::open(&store).await?.quota_table().await?;
+    println!("{:<32} {:>12}  {:<24} MEANING", "QUOTA", "DEFAULT", "RANGE");
+    for q in table.quotas {
+        let range = match (q.min, q.max) {
+            (Some(min), Some(max)) => format!("{min}-{max}"),
+            _ => "-".into(),
+        };
+        println!("{:<32} {:>12}  {:<24} {}", q.name, q.default, range, q.doc);
     }
     Ok(())
 }

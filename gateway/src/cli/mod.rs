@@ -34,6 +34,11 @@ pub enum Command {
     /// Manage a tenant's plugins in the config store.
     #[command(subcommand)]
     Plugin(PluginCmd),
+    /// List every quota a tenant has: name, default, bounds, meaning.
+    Quotas {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Manage a tenant's TLS certificates.
     #[command(subcommand)]
     Cert(certs::CertCmd),

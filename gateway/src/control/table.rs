@@ -355,7 +355,7 @@ impl LiveConfig {
 
 #[cfg(test)]
 #[path = "table_tests.rs"]
-mod tests;
+pub(crate) mod tests;
 
 impl CertificateLookup for LiveConfig {
     fn lookup(&self, sni: &str) -> Option<(Arc<str>, Option<Arc<rustls::sign::CertifiedKey>>)> {

@@ -5,7 +5,8 @@ use wharf_metrics::Metrics;
 use wharf_plugins::capabilities::Capabilities;
 use wharf_tenancy::{Timeouts, UpstreamTarget};
 
-fn tenant(id: &str, host: &str, prefix: &str) -> Tenant {
+/// A tenant with one hostname and one route `r` under `prefix`.
+pub(crate) fn tenant(id: &str, host: &str, prefix: &str) -> Tenant {
     Tenant {
         id: id.into(),
         display_name: id.into(),
@@ -65,7 +66,8 @@ impl Fixture {
     }
 }
 
-fn table(tenants: Vec<Tenant>) -> RoutingTable {
+/// The table compiled from `tenants`, with no plugins and loopback upstreams allowed.
+pub(crate) fn table(tenants: Vec<Tenant>) -> RoutingTable {
     let snapshot = ConfigSnapshot {
         version: 1,
         changed_at_ms: 0,

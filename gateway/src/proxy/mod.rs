@@ -6,6 +6,7 @@
 //! `response_filter` (plugins' `on-response`) → `logging` (metrics). Failures land in
 //! `fail_to_proxy`. What one phase decides for the next travels in [`RequestCtx`].
 
+mod admission;
 pub mod chain;
 pub mod ctx;
 pub mod errors;
@@ -26,16 +27,15 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use tracing::Instrument;
 use wharf_metrics::{tracing_setup, Metrics, UNKNOWN_TENANT};
 use wharf_plugins::PluginRuntime;
-use wharf_tenancy::{RateScope, UpstreamProtocol};
+use wharf_tenancy::UpstreamProtocol;
 
-use crate::control::rate::TenantRate;
-use crate::control::table::{LiveConfig, Lookup};
+use crate::control::table::LiveConfig;
 use crate::tls::resolver::Sni;
 use chain::{ChainCtx, RequestOutcome};
 pub use ctx::RequestCtx;
 use errors::GatewayError;
 use rate_limit::FleetLimiter;
-use request_info::{client_ip, code_label, request_host, request_id};
+use request_info::{client_ip, code_label, request_id};
 use wharf_plugins::capabilities::networking::EgressPolicy;
 
 pub struct WharfProxy {
@@ -303,97 +303,6 @@ impl ProxyHttp for WharfProxy {
 }
 
 impl WharfProxy {
-    /// Host → tenant → route, against the table in force when the request arrived.
-    /// On TLS, the Host must belong to the tenant that owns the handshake's SNI name: one TLS
-    /// session never reaches another tenant (`421`).
-    fn lookup(
-        &self,
-        req: &RequestHeader,
-        sni: Option<&str>,
-        ctx: &mut RequestCtx,
-    ) -> Result<(), GatewayError> {
-        if self.is_loop(req) {
-            return Err(GatewayError::LoopDetected);
-        }
-        let host = request_host(req).unwrap_or_default();
-        let table = self.config.load();
-        let found = table.lookup(&host, req.method.as_str(), req.uri.path());
-        if let (Some(sni), Lookup::Route(tenant, _) | Lookup::NoRoute(tenant)) = (sni, &found) {
-            if table.host_owner(sni).is_none_or(|o| o.id != tenant.id) {
-                return Err(GatewayError::Misdirected);
-            }
-        }
-        let (tenant, route) = match found {
-            Lookup::UnknownHost => return Err(GatewayError::UnknownHost),
-            Lookup::NoRoute(tenant) => {
-                ctx.tenant = Some(tenant);
-                return Err(GatewayError::NoRoute);
-            }
-            Lookup::Route(tenant, route) => (tenant, route),
-        };
-        ctx.span = tracing::debug_span!(
-            target: "wharf::trace",
-            "request",
-            tenant = %tenant.id,
-            route = %route.spec.id,
-            method = %req.method,
-            status = tracing::field::Empty,
-        );
-        tracing_setup::continue_trace(&ctx.span, &req.headers);
-        ctx.tenant = Some(tenant);
-        ctx.route = Some(route);
-        Ok(())
-    }
-
-    /// Whether this node already forwarded the request (its token is in `Via`).
-    fn is_loop(&self, req: &RequestHeader) -> bool {
-        req.headers.get_all("via").iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.contains(self.node.token.as_str()))
-        })
-    }
-
-    /// The tenant's requests in flight on this node, then its rate limit.
-    async fn limit(&self, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
-        let Some(tenant) = ctx.tenant.clone() else {
-            return Ok(());
-        };
-        match tenant.in_flight.try_enter(tenant.max_in_flight) {
-            Some(slot) => ctx.tenant_slot = Some(slot),
-            None => {
-                self.metrics
-                    .quota_rejections_total
-                    .with_label_values(&[
-                        &*self.metrics.tenant(&tenant.id),
-                        wharf_tenancy::RequestQuotas::NAMES.max_in_flight.as_str(),
-                    ])
-                    .inc();
-                return Err(GatewayError::TooManyInFlight(tenant.max_in_flight));
-            }
-        }
-        let Some(rate) = &tenant.rate else {
-            return Ok(());
-        };
-        self.admit(&tenant.id, rate)
-            .await
-            .map_err(|wait| GatewayError::RateLimited(wait.as_secs_f64().ceil().max(1.0) as u64))
-    }
-
-    /// Fleet-wide through Redis when so configured and reachable, else this node's limiter.
-    async fn admit(&self, tenant: &str, rate: &TenantRate) -> std::result::Result<(), Duration> {
-        if rate.scope() == RateScope::Fleet {
-            match self.fleet_limiter.check(tenant, rate).await {
-                Some(decision) => return decision,
-                None => self
-                    .metrics
-                    .rate_limit_fallback_total
-                    .with_label_values(&[&*self.metrics.tenant(tenant)])
-                    .inc(),
-            }
-        }
-        rate.check_local()
-    }
-
     /// The route's plugins' `on-request`, in order.
     async fn run_chain(&self, session: &mut Session, ctx: &mut RequestCtx) -> Answered {
         let (Some(tenant), Some(route)) = (ctx.tenant.clone(), ctx.route.clone()) else {

@@ -93,3 +93,39 @@ pub fn code_label(code: u16) -> &'static str {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_comes_from_the_host_header_else_the_authority() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        assert_eq!(request_host(&req), None);
+        req.set_uri("http://h2.test:8443/x".parse().unwrap());
+        assert_eq!(request_host(&req).as_deref(), Some("h2.test:8443"));
+        req.insert_header("host", "a.test").unwrap();
+        assert_eq!(request_host(&req).as_deref(), Some("a.test"));
+    }
+
+    #[test]
+    fn a_sane_request_id_is_kept_and_anything_else_replaced() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("x-request-id", "abc-123").unwrap();
+        assert_eq!(request_id(&req).as_str(), "abc-123");
+        for bad in ["has space", "", &"x".repeat(129)] {
+            req.insert_header("x-request-id", bad).unwrap();
+            let id = request_id(&req);
+            assert_eq!(id.as_str().len(), 32, "{bad:?} → {}", id.as_str());
+        }
+    }
+
+    #[test]
+    fn status_labels_are_bounded() {
+        assert_eq!(code_label(200), "200");
+        assert_eq!(code_label(207), "2xx");
+        assert_eq!(code_label(0), "none");
+        assert_eq!(code_label(599), "5xx");
+        assert_eq!(code_label(1000), "5xx");
+    }
+}

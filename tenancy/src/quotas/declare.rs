@@ -25,9 +25,9 @@ impl std::fmt::Display for QuotaName {
 }
 
 /// One quota as documented: name, default, bounds, meaning.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct QuotaRow {
-    pub name: &'static str,
+    pub name: String,
     pub default: String,
     /// `None` for a quota that is a choice, not a number (`rate_limit_scope`).
     pub min: Option<u64>,
@@ -108,7 +108,7 @@ macro_rules! quota_group {
                 $(
                     let bounds: Option<(u64, u64)> = $bounds;
                     rows.push($crate::quotas::QuotaRow {
-                        name: $name,
+                        name: $name.to_string(),
                         default: format!("{:?}", d.$field).to_lowercase(),
                         min: bounds.map(|b| b.0),
                         max: bounds.map(|b| b.1),

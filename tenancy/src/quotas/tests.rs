@@ -18,7 +18,7 @@ fn docs_list_every_quota() {
 fn every_default_is_within_its_bounds_and_names_are_unique() {
     Quotas::default().validate().unwrap();
     let table = Quotas::table();
-    let mut names: Vec<_> = table.iter().map(|r| r.name).collect();
+    let mut names: Vec<_> = table.iter().map(|r| r.name.clone()).collect();
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), table.len());
