@@ -2,6 +2,13 @@
 //! share one compile and one `InstancePre`. Artifacts are also written under the data dir, keyed
 //! by hash and engine compatibility, so a restart does not recompile. Only files this cache
 //! wrote itself (and whose digest still matches) are ever deserialized.
+//!
+//! Its own small LRU rather than `moka` or `quick_cache`, for three things they would need
+//! bending to: a plugin some request holds is never evicted (evicting it would not free its
+//! memory, and its next request would load a second copy beside it); concurrent identical
+//! uploads share one compile, its failure included (`OnceLock` per key); and eviction runs when
+//! the control plane says (`trim`), off the request path. The whole of it is `slot`, `touch` and
+//! `trim`.
 // The workspace denies unsafe code; this module needs it: compiled code is deserialized from files this cache wrote and checked.
 #![allow(unsafe_code)]
 

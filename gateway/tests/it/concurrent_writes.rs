@@ -4,14 +4,12 @@
 //! plugin or routes on mixed versions. On SQLite and Postgres.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::api::{Api, Body, OP};
+use crate::support::{fresh_store, StoreKind, Upstream, Wharf};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::api::{Api, Body, OP};
-use support::{fresh_store, StoreKind, Upstream, Wharf};
 use wharf_plugins::test_support::{noop, wat_plugin};
 
 async fn tenant_with_route(kind: StoreKind) -> (Wharf, Arc<Api>, Upstream) {

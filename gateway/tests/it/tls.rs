@@ -5,14 +5,12 @@
 //! certificate: tls_operations.rs).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use support::api::{Api, OP};
-use support::tls::*;
-use support::*;
+use crate::support::api::{Api, OP};
+use crate::support::tls::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_certificates_by_sni_with_real_clients() {

@@ -3,14 +3,13 @@
 //! reading the operator's metrics; uploads that never authenticate.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
+use crate::support::api::{setup, Api, Body, OP};
+use crate::support::{fresh_store, route, StoreKind, Upstream, Wharf};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use support::api::{setup, Api, Body, OP};
-use support::{fresh_store, route, StoreKind, Upstream, Wharf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,15 +5,13 @@
 //! included; the SQLite store survives `kill -9`. Upgrades in place: `upgrade.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::api::OP;
-use support::raw::{get, get_path, Miss};
-use support::*;
+use crate::support::api::OP;
+use crate::support::raw::{get, get_path, Miss};
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_a_node_under_load_loses_no_request() {

@@ -1,9 +1,7 @@
 //! Routing over real sockets: host → tenant → route → upstream, and the errors clients see.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
-use support::*;
+use crate::support::*;
 use wharf_tenancy::Store;
 
 on_both_stores!(

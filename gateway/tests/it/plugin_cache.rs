@@ -2,9 +2,7 @@
 //! compile, and a restart loads from the disk cache instead of compiling again.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
-use support::*;
+use crate::support::*;
 use wharf_plugins::test_support::example_plugin;
 use wharf_tenancy::OnError;
 

@@ -3,17 +3,15 @@
 //! calls, and the trace carried on to the upstream.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use axum::routing::post;
 use serde_json::Value;
-use support::*;
 use wharf_plugins::test_support::example_plugin;
 use wharf_tenancy::OnError;
 

@@ -4,8 +4,6 @@
 //! which the upstream saw as EOF; Wharf carries the fix in `vendor/pingora-proxy`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use support::*;
+use crate::support::*;
 
 const TUNNELS: usize = 2000;
 const BATCH: usize = 200;

@@ -2,15 +2,13 @@
 //! operator's default certificate and session resumption, with real TLS clients.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
 use std::sync::Arc;
 
 use reqwest::{Method, StatusCode};
 
-use support::api::{Api, OP};
-use support::tls::*;
-use support::*;
+use crate::support::api::{Api, OP};
+use crate::support::tls::*;
+use crate::support::*;
 
 /// Rotating a certificate three times while clients keep opening connections: no handshake or
 /// request fails, new connections get the newest certificate, and a connection opened before

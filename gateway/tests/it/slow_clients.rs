@@ -3,14 +3,12 @@
 //! on one connection are each answered, in order. Over real sockets.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use support::*;
+use crate::support::*;
 
 const PACED: &str = "[clients]\nnew_connections_per_second = 0\nmax_connections_per_address = 0\n\
                      request_head_timeout_seconds = 2\nrequest_body_min_bytes_per_second = 1000\n\

@@ -4,14 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 #![allow(clippy::result_large_err)] // tonic's Status is what gRPC code returns
 
-mod support;
-
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use support::*;
+use crate::support::*;
 use wharf_plugins::test_support::example_plugin;
 use wharf_tenancy::OnError;
 

@@ -2,11 +2,9 @@
 //! over real HTTP, next to the C and JavaScript ones in `plugins.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 use wharf_plugins::test_support::example_plugin;
 use wharf_tenancy::OnError;
 

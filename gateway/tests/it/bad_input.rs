@@ -3,13 +3,11 @@
 //! error text), and a private key pasted into a certificate chain is refused, never stored.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
+use crate::support::api::{setup, setup_on, Body, OP};
+use crate::support::tls::{upload, Ca};
+use crate::support::{StoreKind, Upstream};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::api::{setup, setup_on, Body, OP};
-use support::tls::{upload, Ca};
-use support::{StoreKind, Upstream};
 use wharf_plugins::test_support::example_plugin;
 
 /// Nothing a backend said reaches the client.

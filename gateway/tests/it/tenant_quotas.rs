@@ -3,12 +3,10 @@
 //! `quota_exceeded` naming the quota, before any node spends on it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
+use crate::support::api::{setup, setup_on, Api, Body, OP};
+use crate::support::{StoreKind, Upstream};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::api::{setup, setup_on, Api, Body, OP};
-use support::{StoreKind, Upstream};
 use wharf_plugins::test_support::example_plugin;
 
 async fn patch_quotas(api: &Api, tenant: &str, q: Value) {

@@ -4,10 +4,9 @@
 //! WHARF_UPDATE_SCREENSHOTS=1.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
-use support::api::{setup, Api, Body};
-use support::*;
+use crate::support;
+use crate::support::api::{setup, Api, Body};
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_in_a_real_browser() {

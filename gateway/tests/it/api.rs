@@ -2,12 +2,10 @@
 //! refused, and concurrent uploads.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
+use crate::support::api::{setup, Api, Body, OP};
+use crate::support::*;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use support::api::{setup, Api, Body, OP};
-use support::*;
 use wharf_plugins::test_support::{binary, example_plugin, wasi_importer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,16 +3,14 @@
 //! after accept, before any handshake or read; another address is not affected.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use support::tls::{acme_over_https_configured, https_get_from, AcmeOverHttps};
-use support::*;
+use crate::support::tls::{acme_over_https_configured, https_get_from, AcmeOverHttps};
+use crate::support::*;
 
 fn refused_count(metrics: &str, reason: &str) -> u64 {
     let prefix = format!("wharf_client_connections_refused_total{{reason=\"{reason}\"}} ");

@@ -2,15 +2,13 @@
 //! real Prometheus scraping two nodes when `usage_prometheus_url` is set.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::api::{Api, OP};
+use crate::support::*;
 use reqwest::Method;
 use serde_json::Value;
-use support::api::{Api, OP};
-use support::*;
 
 async fn history(api: &Api) -> Value {
     let (s, v) = api

@@ -2,11 +2,9 @@
 //! JavaScript sources, hostile WAT components, chains and quotas.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 use wharf_plugins::test_support::{
     deep_recursion, example_plugin, huge_headers, infinite_loop, memory_hog, trap,
 };

@@ -2,14 +2,12 @@
 //! and restart, the CLI as a tenant, and request-rate quotas set live.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::api::{setup, Api, Body, OP};
+use crate::support::*;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use support::api::{setup, Api, Body, OP};
-use support::*;
 use wharf_plugins::test_support::example_plugin;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

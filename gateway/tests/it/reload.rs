@@ -2,11 +2,9 @@
 //! and across processes sharing one Postgres store.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 on_both_stores!(hot_route_change_keeps_in_flight_requests);
 

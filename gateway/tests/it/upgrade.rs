@@ -2,15 +2,13 @@
 //! to a new process, which never refuses a connection, under load.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::raw::{get, get_path, Miss};
-use support::tls::{acme_over_https, https_get, AcmeOverHttps};
-use support::*;
+use crate::support::raw::{get, get_path, Miss};
+use crate::support::tls::{acme_over_https, https_get, AcmeOverHttps};
+use crate::support::*;
 
 /// `wharf upgrade` under load on a single node (SQLite, the single-node default): the new
 /// process takes the proxy's, the HTTPS listener's and the admin API's listening sockets over,

@@ -2,9 +2,7 @@
 //! through Redis, and a fleet limit falls back to the local one while Redis is unreachable.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
-use support::*;
+use crate::support::*;
 use wharf_tenancy::{Quotas, RateScope, Store};
 
 async fn tenant_with_rate(store: &Store, up: &Upstream, scope: RateScope) -> String {

@@ -1,10 +1,8 @@
 //! The OpenAPI document at /v1/openapi.json against the router that serves the API.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
+use crate::support::api::setup;
 use reqwest::{Method, StatusCode};
-use support::api::setup;
 
 /// The API as documented and the API as served are the same: every operation of the router is
 /// in the document (the list below is the whole surface), and every documented operation is

@@ -4,12 +4,10 @@
 //! left open.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use support::*;
+use crate::support::*;
 use wharf_plugins::test_support::example_plugin;
 use wharf_tenancy::OnError;
 

@@ -3,12 +3,10 @@
 //! and a backend going down and coming back while other routes keep serving.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 use wharf_metrics::Metrics;
 use wharf_plugins::capabilities::redis::RedisSettings;
 use wharf_plugins::capabilities::sql::SqlValue;

@@ -2,9 +2,7 @@
 //! serves again; a damaged file is refused before anything is written.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-mod support;
-
-use support::*;
+use crate::support::*;
 use wharf_plugins::test_support::example_plugin;
 use wharf_tenancy::{OnError, TlsCertificate};
 

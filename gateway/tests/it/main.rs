@@ -1,0 +1,38 @@
+//! The gateway's integration tests (real gateway processes, stores, backends, browsers), in
+//! one binary, so Pingora, wasmtime and sqlx are linked once: each module is what was one test
+//! file (`cargo test -p wharf-gateway --test it <module>::`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+#[macro_use]
+mod support;
+
+mod api;
+mod api_fleet;
+mod architecture;
+mod backup;
+mod bad_input;
+mod concurrent_writes;
+mod console;
+mod deploy;
+mod guest_languages;
+mod host_calls;
+mod hostile_client;
+mod hostile_tenant;
+mod observability;
+mod openapi;
+mod plugin_cache;
+mod plugins;
+mod private_files;
+mod protocols;
+mod rate_limits;
+mod reload;
+mod restarts;
+mod routing;
+mod slow_clients;
+mod tenant_quotas;
+mod tls;
+mod tls_operations;
+mod tracing;
+mod upgrade;
+mod usage;
+mod websocket_tunnels;
