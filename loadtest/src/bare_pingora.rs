@@ -27,7 +27,7 @@ impl ProxyHttp for Bare {
 }
 
 /// Runs until killed (Pingora owns the process's runtimes).
-pub fn run(listen: &str, upstream: SocketAddr, threads: usize) -> anyhow::Result<()> {
+pub(crate) fn run(listen: &str, upstream: SocketAddr, threads: usize) -> anyhow::Result<()> {
     let conf = ServerConf {
         threads: threads.max(1),
         grace_period_seconds: Some(0),

@@ -10,20 +10,20 @@ use tokio::net::TcpStream;
 
 use crate::stats::{micros, Summary};
 
-pub struct Target {
+pub(crate) struct Target {
     pub label: String,
     pub addr: String,
     pub host: String,
     pub path: String,
 }
 
-pub struct Args {
+pub(crate) struct Args {
     pub targets: Vec<Target>,
     pub concurrency: usize,
     pub duration: Duration,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -132,7 +132,10 @@ async fn worker(
 }
 
 /// One request and its response; returns (status, whether the connection stays open).
-pub async fn exchange(c: &mut BufReader<TcpStream>, request: &[u8]) -> anyhow::Result<(u16, bool)> {
+pub(crate) async fn exchange(
+    c: &mut BufReader<TcpStream>,
+    request: &[u8],
+) -> anyhow::Result<(u16, bool)> {
     c.get_mut().write_all(request).await?;
     let mut line = String::new();
     c.read_line(&mut line).await?;

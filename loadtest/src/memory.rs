@@ -13,7 +13,7 @@ use crate::node::{block_on, Api, Node};
 use crate::noisy::{start_upstream, wait_serving};
 use crate::stats::{micros, Summary};
 
-pub struct Args {
+pub(crate) struct Args {
     pub wharf: PathBuf,
     pub plugin_dir: PathBuf,
     pub tenants: usize,
@@ -21,7 +21,7 @@ pub struct Args {
     pub extra_toml: String,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     block_on(scenario(args))?
 }
 

@@ -8,11 +8,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-pub const OPERATOR: &str = "noisy-neighbour-operator";
+pub(crate) const OPERATOR: &str = "noisy-neighbour-operator";
 
 /// Runs a scenario that drives a node on a one-worker runtime (the node's process gets the
 /// rest of the machine).
-pub fn block_on<F: std::future::Future>(scenario: F) -> anyhow::Result<F::Output> {
+pub(crate) fn block_on<F: std::future::Future>(scenario: F) -> anyhow::Result<F::Output> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -21,7 +21,7 @@ pub fn block_on<F: std::future::Future>(scenario: F) -> anyhow::Result<F::Output
 }
 
 /// A `wharf serve` child process on free loopback ports, killed on drop.
-pub struct Node {
+pub(crate) struct Node {
     child: Child,
     wharf: PathBuf,
     pub proxy: String,
@@ -30,7 +30,7 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn start(wharf: &std::path::Path, extra_toml: &str) -> anyhow::Result<Node> {
+    pub(crate) fn start(wharf: &std::path::Path, extra_toml: &str) -> anyhow::Result<Node> {
         let dir = TempDir::new()?;
         let (proxy, admin) = (free_addr()?, free_addr()?);
         let config = dir.0.join("wharf.toml");
@@ -56,7 +56,7 @@ impl Node {
     }
 
     /// Stops the process and starts it again on the same config, store and caches.
-    pub fn restart(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn restart(&mut self) -> anyhow::Result<()> {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.child = spawn(&self.wharf, &self._dir)?;
@@ -91,7 +91,7 @@ fn spawn(wharf: &std::path::Path, dir: &TempDir) -> anyhow::Result<Child> {
 
 impl Node {
     /// CPU time the node's process has used (Linux: user + system, in USER_HZ ticks of 10 ms).
-    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+    pub(crate) fn cpu_seconds(&self) -> anyhow::Result<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
         // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
         let rest = stat
@@ -104,12 +104,12 @@ impl Node {
     }
 
     /// The node's data directory (store, compiled cache).
-    pub fn data_dir(&self) -> PathBuf {
+    pub(crate) fn data_dir(&self) -> PathBuf {
         self._dir.0.join("data")
     }
 
     /// Resident memory of the node's process (Linux: `VmRSS`), in bytes.
-    pub fn rss_bytes(&self) -> anyhow::Result<u64> {
+    pub(crate) fn rss_bytes(&self) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let kib = status
             .lines()
@@ -155,20 +155,20 @@ fn free_addr() -> anyhow::Result<String> {
 }
 
 /// The admin API, as the operator and tenants use it.
-pub struct Api {
+pub(crate) struct Api {
     base: String,
     http: reqwest::Client,
 }
 
 impl Api {
-    pub fn new(admin: &str) -> Api {
+    pub(crate) fn new(admin: &str) -> Api {
         Api {
             base: format!("http://{admin}"),
             http: reqwest::Client::new(),
         }
     }
 
-    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+    pub(crate) async fn wait_ready(&self) -> anyhow::Result<()> {
         for _ in 0..2400 {
             if let Ok(r) = self.http.get(format!("{}/healthz", self.base)).send().await {
                 if r.status().is_success() {
@@ -180,7 +180,7 @@ impl Api {
         bail!("wharf did not become healthy in 120 s")
     }
 
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         method: &str,
         path: &str,
@@ -203,7 +203,7 @@ impl Api {
         Ok(v)
     }
 
-    pub async fn key(&self, tenant: &str) -> anyhow::Result<String> {
+    pub(crate) async fn key(&self, tenant: &str) -> anyhow::Result<String> {
         let v = self
             .call(
                 "POST",
@@ -218,7 +218,7 @@ impl Api {
             .context("no key in the answer")
     }
 
-    pub async fn upload(
+    pub(crate) async fn upload(
         &self,
         tenant: &str,
         name: &str,
@@ -244,7 +244,7 @@ impl Api {
 
     /// Tenants `t{i}`, each owning `t{i}.test` with route `main` on `/` to `upstream`, plus
     /// `routes - 1` more (`r{j}` on `/r{j}`).
-    pub async fn seed_tenants(
+    pub(crate) async fn seed_tenants(
         &self,
         ids: std::ops::Range<usize>,
         routes: usize,
@@ -271,7 +271,7 @@ impl Api {
         Ok(())
     }
 
-    pub async fn get_text(&self, path: &str, token: &str) -> anyhow::Result<String> {
+    pub(crate) async fn get_text(&self, path: &str, token: &str) -> anyhow::Result<String> {
         Ok(self
             .http
             .get(format!("{}{path}", self.base))

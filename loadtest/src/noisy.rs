@@ -18,7 +18,7 @@ use crate::http_load::exchange;
 use crate::node::{block_on, Api, Node, OPERATOR};
 use crate::stats::{micros, Summary};
 
-pub struct Args {
+pub(crate) struct Args {
     pub wharf: PathBuf,
     pub plugin_dir: PathBuf,
     pub seconds: u64,
@@ -29,7 +29,7 @@ pub struct Args {
 
 const HOSTILE: &[&str] = &["spin", "fuel", "memory", "trap", "log-spam"];
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     block_on(scenario(args))?
 }
 

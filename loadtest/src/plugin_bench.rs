@@ -11,13 +11,13 @@ use wharf_plugins::{Invocation, PluginQuotas, PluginRuntime, RuntimeSettings};
 
 use crate::stats::{micros, Summary};
 
-pub struct Args {
+pub(crate) struct Args {
     pub plugin: String,
     pub bytes: Vec<u8>,
     pub iterations: usize,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

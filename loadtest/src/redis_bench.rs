@@ -16,7 +16,7 @@ use wharf_tenancy::Quotas;
 
 use crate::stats::{micros, Summary};
 
-pub fn run(redis_url: String, bytes: Vec<u8>, iterations: usize) -> anyhow::Result<()> {
+pub(crate) fn run(redis_url: String, bytes: Vec<u8>, iterations: usize) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -15,7 +15,7 @@ use crate::node::{block_on, Api, Node, OPERATOR};
 use crate::noisy::start_upstream;
 use crate::stats::{micros, Summary};
 
-pub struct Args {
+pub(crate) struct Args {
     pub wharf: PathBuf,
     pub tenants: Vec<usize>,
     pub changes: usize,
@@ -23,7 +23,7 @@ pub struct Args {
     pub extra_toml: String,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     block_on(scenario(args))?
 }
 

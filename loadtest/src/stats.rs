@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-pub struct Summary {
+pub(crate) struct Summary {
     pub p50: Duration,
     pub p90: Duration,
     pub p99: Duration,
@@ -10,7 +10,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn of(samples: &mut [Duration]) -> Summary {
+    pub(crate) fn of(samples: &mut [Duration]) -> Summary {
         samples.sort_unstable();
         let at = |q: f64| {
             if samples.is_empty() {
@@ -27,6 +27,6 @@ impl Summary {
     }
 }
 
-pub fn micros(d: Duration) -> String {
+pub(crate) fn micros(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }

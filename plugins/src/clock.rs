@@ -42,7 +42,7 @@ impl CallClock {
 }
 
 /// Why [`guard`] stopped a call.
-pub enum Overrun {
+pub(crate) enum Overrun {
     /// The plugin used its own time budget (e.g. a host call held past it).
     Deadline,
     /// The request waited longer than the queueing cap.
@@ -51,7 +51,7 @@ pub enum Overrun {
 
 /// Runs `call` until it ends, its own time passes the budget (plus a grace), or the instance's
 /// total queueing passes `queue_cap`. Re-arms as waiting extends the wall-clock end.
-pub async fn guard<F: Future>(
+pub(crate) async fn guard<F: Future>(
     slot: &Arc<CpuSlot>,
     clock: CallClock,
     queue_cap: Duration,

@@ -38,12 +38,12 @@ struct Queue {
     stopped: bool,
 }
 
-pub struct Compiler {
+pub(crate) struct Compiler {
     shared: Arc<(Mutex<Queue>, Condvar)>,
 }
 
 impl Compiler {
-    pub fn start(cache: Arc<ComponentCache>) -> std::io::Result<Self> {
+    pub(crate) fn start(cache: Arc<ComponentCache>) -> std::io::Result<Self> {
         let shared: Arc<(Mutex<Queue>, Condvar)> = Arc::default();
         let worker = shared.clone();
         std::thread::Builder::new()
@@ -67,7 +67,12 @@ impl Compiler {
     /// Compiles `bytes` on the compile thread. With a tenant (an upload), refuses with
     /// [`RejectError::Busy`] while that tenant has [`MAX_QUEUED_PER_TENANT`] compiles queued;
     /// without (the control plane loading stored plugins), always queues.
-    pub async fn compile(&self, tenant: Option<&str>, sha: String, bytes: Vec<u8>) -> Outcome {
+    pub(crate) async fn compile(
+        &self,
+        tenant: Option<&str>,
+        sha: String,
+        bytes: Vec<u8>,
+    ) -> Outcome {
         let (reply, result) = oneshot::channel();
         {
             let mut q = lock(&self.shared.0);

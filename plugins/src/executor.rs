@@ -8,7 +8,7 @@
 use tokio::runtime::{Builder, Runtime};
 
 /// The plugin runtime's own tokio runtime. `threads` 0: one per core.
-pub fn build(threads: usize, nice: i32) -> std::io::Result<Runtime> {
+pub(crate) fn build(threads: usize, nice: i32) -> std::io::Result<Runtime> {
     Builder::new_multi_thread()
         .worker_threads(thread_count(threads))
         .thread_name("wharf-plugin")
@@ -23,7 +23,7 @@ pub fn build(threads: usize, nice: i32) -> std::io::Result<Runtime> {
 }
 
 /// CPU slots (plugins executing at once) for `threads`: one per core by default.
-pub fn thread_count(threads: usize) -> usize {
+pub(crate) fn thread_count(threads: usize) -> usize {
     match threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
@@ -32,7 +32,7 @@ pub fn thread_count(threads: usize) -> usize {
 
 /// Lowers the calling thread's priority (Linux: per-thread nice). Raising niceness needs no
 /// privilege; failure only costs the proxy's priority, so it is logged, not fatal.
-pub fn lower_priority(nice: i32) {
+pub(crate) fn lower_priority(nice: i32) {
     if nice <= 0 {
         return;
     }

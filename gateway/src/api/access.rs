@@ -10,7 +10,7 @@ use super::{ApiError, ApiState, Principal};
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/hostnames", tag = "tenants",
     params(("tenant" = String, Path)), request_body = NewHostname,
     responses((status = 201, body = Changed), (status = "4XX", body = ErrorBody)))]
-pub async fn add_hostname(
+pub(super) async fn add_hostname(
     State(s): State<ApiState>,
     who: Principal,
     Path(tenant): Path<String>,
@@ -28,7 +28,7 @@ pub async fn add_hostname(
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/hostnames/{host}", tag = "tenants",
     params(("tenant" = String, Path), ("host" = String, Path)),
     responses((status = 200, body = Changed), (status = "4XX", body = ErrorBody)))]
-pub async fn remove_hostname(
+pub(super) async fn remove_hostname(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, host)): Path<(String, String)>,
@@ -46,7 +46,7 @@ pub async fn remove_hostname(
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/api-keys", tag = "tenants",
     params(("tenant" = String, Path)),
     responses((status = 201, body = KeyCreated), (status = "4XX", body = ErrorBody)))]
-pub async fn create_key(
+pub(super) async fn create_key(
     State(s): State<ApiState>,
     who: Principal,
     Path(tenant): Path<String>,
@@ -66,7 +66,7 @@ pub async fn create_key(
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/api-keys", tag = "tenants",
     params(("tenant" = String, Path)),
     responses((status = 200, body = KeyList), (status = "4XX", body = ErrorBody)))]
-pub async fn list_keys(
+pub(super) async fn list_keys(
     State(s): State<ApiState>,
     who: Principal,
     Path(tenant): Path<String>,
@@ -82,7 +82,7 @@ pub async fn list_keys(
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/api-keys/{key}", tag = "tenants",
     params(("tenant" = String, Path), ("key" = String, Path, description = "the key's id")),
     responses((status = 204), (status = "4XX", body = ErrorBody)))]
-pub async fn revoke_key(
+pub(super) async fn revoke_key(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, key)): Path<(String, String)>,

@@ -13,7 +13,7 @@ use crate::usage::UsageHistoryBody;
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/usage", tag = "tenants",
     params(("tenant" = String, Path)),
     responses((status = 200, body = Usage), (status = "4XX", body = ErrorBody)))]
-pub async fn usage(
+pub(super) async fn usage(
     State(s): State<ApiState>,
     who: Principal,
     Path(tenant): Path<String>,
@@ -34,7 +34,7 @@ pub async fn usage(
 }
 
 #[derive(Deserialize, IntoParams)]
-pub struct AuditQuery {
+pub(super) struct AuditQuery {
     /// Newest entries first; 1-1000, default 100.
     limit: Option<i64>,
 }
@@ -42,7 +42,7 @@ pub struct AuditQuery {
 /// Every change to the config: who, what, when, and the version it produced (operator only).
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
     responses((status = 200, body = AuditLog), (status = "4XX", body = ErrorBody)))]
-pub async fn audit(
+pub(super) async fn audit(
     State(s): State<ApiState>,
     who: Principal,
     Query(q): Query<AuditQuery>,
@@ -62,7 +62,7 @@ pub async fn audit(
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/usage/history", tag = "tenants",
     params(("tenant" = String, Path)),
     responses((status = 200, body = UsageHistoryBody), (status = "4XX", body = ErrorBody)))]
-pub async fn usage_history(
+pub(super) async fn usage_history(
     State(s): State<ApiState>,
     who: Principal,
     Path(tenant): Path<String>,
@@ -87,7 +87,7 @@ pub async fn usage_history(
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/audit", tag = "tenants",
     params(("tenant" = String, Path), AuditQuery),
     responses((status = 200, body = AuditLog), (status = "4XX", body = ErrorBody)))]
-pub async fn tenant_audit(
+pub(super) async fn tenant_audit(
     State(s): State<ApiState>,
     who: Principal,
     Path(tenant): Path<String>,
@@ -105,7 +105,7 @@ pub async fn tenant_audit(
 /// Who the caller is: the console signs in with it.
 #[utoipa::path(get, path = "/v1/whoami", tag = "audit",
     responses((status = 200, body = WhoAmI), (status = "4XX", body = ErrorBody)))]
-pub async fn whoami(who: Principal) -> Json<WhoAmI> {
+pub(super) async fn whoami(who: Principal) -> Json<WhoAmI> {
     Json(match who {
         Principal::Operator => WhoAmI {
             operator: true,
@@ -119,7 +119,7 @@ pub async fn whoami(who: Principal) -> Json<WhoAmI> {
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct WhoAmI {
+pub(super) struct WhoAmI {
     operator: bool,
     tenant: Option<String>,
 }
@@ -127,7 +127,10 @@ pub struct WhoAmI {
 /// The gateway nodes sharing this store and the config version each serves (operator only).
 #[utoipa::path(get, path = "/v1/nodes", tag = "audit",
     responses((status = 200, body = NodeList), (status = "4XX", body = ErrorBody)))]
-pub async fn nodes(State(s): State<ApiState>, who: Principal) -> Result<Json<NodeList>, ApiError> {
+pub(super) async fn nodes(
+    State(s): State<ApiState>,
+    who: Principal,
+) -> Result<Json<NodeList>, ApiError> {
     who.operator()?;
     let store = s.store().await?;
     Ok(Json(NodeList {
@@ -137,7 +140,7 @@ pub async fn nodes(State(s): State<ApiState>, who: Principal) -> Result<Json<Nod
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct NodeList {
+pub(super) struct NodeList {
     /// The newest config version in the store: nodes serving less are behind.
     store_version: i64,
     nodes: Vec<wharf_tenancy::NodeReport>,

@@ -30,7 +30,7 @@ fn info(c: TlsCertificate) -> CertificateInfo {
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/certificates", tag = "certificates",
     params(("tenant" = String, Path)),
     responses((status = 200, body = CertificateList), (status = "4XX", body = ErrorBody)))]
-pub async fn list(
+pub(super) async fn list(
     State(s): State<ApiState>,
     who: Principal,
     Path(tenant): Path<String>,
@@ -47,7 +47,7 @@ pub async fn list(
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/certificates/{name}", tag = "certificates",
     params(("tenant" = String, Path), ("name" = String, Path)), request_body = CertificateUpload,
     responses((status = 200, body = CertificateStored), (status = "4XX", body = ErrorBody)))]
-pub async fn put(
+pub(super) async fn put(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, name)): Path<(String, String)>,
@@ -102,7 +102,7 @@ pub async fn put(
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/certificates/{name}", tag = "certificates",
     params(("tenant" = String, Path), ("name" = String, Path)),
     responses((status = 200, body = Changed), (status = "4XX", body = ErrorBody)))]
-pub async fn remove(
+pub(super) async fn remove(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, name)): Path<(String, String)>,

@@ -11,10 +11,10 @@ use super::ApiError;
 use wharf_tenancy::model::validate_text;
 
 /// The longest path parameter: a hostname (253) is the longest name the API stores.
-pub const MAX_PARAM_BYTES: usize = 253;
+pub(super) const MAX_PARAM_BYTES: usize = 253;
 
 /// Middleware (a route layer, so the route's parameters are known).
-pub async fn check(
+pub(super) async fn check(
     params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
     req: Request,
     next: Next,

@@ -29,7 +29,7 @@ use super::{ApiError, ApiState, Principal};
         (status = 422, description = "not a component of the Wharf world", body = ErrorBody),
         (status = 429, description = "the tenant's compiles are queued full", body = ErrorBody),
         (status = "4XX", body = ErrorBody)))]
-pub async fn upload(
+pub(super) async fn upload(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, name)): Path<(String, String)>,
@@ -127,7 +127,7 @@ async fn admit_upload(
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/plugins", tag = "plugins",
     params(("tenant" = String, Path)),
     responses((status = 200, body = PluginList), (status = "4XX", body = ErrorBody)))]
-pub async fn list(
+pub(super) async fn list(
     State(s): State<ApiState>,
     who: Principal,
     Path(tenant): Path<String>,
@@ -140,7 +140,7 @@ pub async fn list(
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/plugins/{plugin}", tag = "plugins",
     params(("tenant" = String, Path), ("plugin" = String, Path)),
     responses((status = 200, body = PluginVersions), (status = "4XX", body = ErrorBody)))]
-pub async fn versions(
+pub(super) async fn versions(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, name)): Path<(String, String)>,
@@ -160,7 +160,7 @@ pub async fn versions(
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/plugins/{plugin}", tag = "plugins",
     params(("tenant" = String, Path), ("plugin" = String, Path)),
     responses((status = 200, body = Changed), (status = "4XX", body = ErrorBody)))]
-pub async fn remove(
+pub(super) async fn remove(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, name)): Path<(String, String)>,
@@ -178,7 +178,7 @@ pub async fn remove(
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/plugins/{plugin}/rollback", tag = "plugins",
     params(("tenant" = String, Path), ("plugin" = String, Path)), request_body = Rollback,
     responses((status = 200, body = RolledBack), (status = "4XX", body = ErrorBody)))]
-pub async fn rollback(
+pub(super) async fn rollback(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, name)): Path<(String, String)>,

@@ -10,7 +10,7 @@ use super::{ApiError, ApiState, Principal};
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/routes", tag = "routes",
     params(("tenant" = String, Path)),
     responses((status = 200, body = RouteList), (status = "4XX", body = ErrorBody)))]
-pub async fn list(
+pub(super) async fn list(
     State(s): State<ApiState>,
     who: Principal,
     Path(tenant): Path<String>,
@@ -23,7 +23,7 @@ pub async fn list(
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/routes/{route}", tag = "routes",
     params(("tenant" = String, Path), ("route" = String, Path)),
     responses((status = 200, body = Route), (status = "4XX", body = ErrorBody)))]
-pub async fn get(
+pub(super) async fn get(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, route)): Path<(String, String)>,
@@ -36,7 +36,7 @@ pub async fn get(
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/routes/{route}", tag = "routes",
     params(("tenant" = String, Path), ("route" = String, Path)), request_body = RouteBody,
     responses((status = 200, body = Changed), (status = "4XX", body = ErrorBody)))]
-pub async fn put(
+pub(super) async fn put(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, id)): Path<(String, String)>,
@@ -75,7 +75,7 @@ pub async fn put(
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/routes/{route}", tag = "routes",
     params(("tenant" = String, Path), ("route" = String, Path)),
     responses((status = 200, body = Changed), (status = "4XX", body = ErrorBody)))]
-pub async fn remove(
+pub(super) async fn remove(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, id)): Path<(String, String)>,
@@ -90,7 +90,7 @@ pub async fn remove(
     params(("tenant" = String, Path), ("route" = String, Path), ("plugin" = String, Path)),
     request_body = AttachBody,
     responses((status = 200, body = PluginAttached), (status = "4XX", body = ErrorBody)))]
-pub async fn attach(
+pub(super) async fn attach(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, route, plugin)): Path<(String, String, String)>,
@@ -120,7 +120,7 @@ pub async fn attach(
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/routes/{route}/plugins/{plugin}", tag = "routes",
     params(("tenant" = String, Path), ("route" = String, Path), ("plugin" = String, Path)),
     responses((status = 200, body = Changed), (status = "4XX", body = ErrorBody)))]
-pub async fn detach(
+pub(super) async fn detach(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, route, plugin)): Path<(String, String, String)>,

@@ -14,7 +14,7 @@ use super::{ApiError, ApiState, Principal};
 /// Creates a tenant with its hostnames, all or nothing.
 #[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = NewTenant,
     responses((status = 201, body = TenantCreated), (status = "4XX", body = ErrorBody)))]
-pub async fn create(
+pub(super) async fn create(
     State(s): State<ApiState>,
     who: Principal,
     Json(t): Json<NewTenant>,
@@ -38,7 +38,10 @@ pub async fn create(
 /// The tenants the caller may see: all for the operator, its own for a tenant.
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants",
     responses((status = 200, body = TenantList), (status = "4XX", body = ErrorBody)))]
-pub async fn list(State(s): State<ApiState>, who: Principal) -> Result<Json<TenantList>, ApiError> {
+pub(super) async fn list(
+    State(s): State<ApiState>,
+    who: Principal,
+) -> Result<Json<TenantList>, ApiError> {
     let store = s.store().await?;
     let visible = match &who {
         Principal::Operator => store.load().await?.tenants,
@@ -59,7 +62,7 @@ fn summary(t: Tenant) -> TenantSummary {
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = String, Path)),
     responses((status = 200, body = TenantDetail), (status = "4XX", body = ErrorBody)))]
-pub async fn get(
+pub(super) async fn get(
     State(s): State<ApiState>,
     who: Principal,
     Path(tenant): Path<String>,
@@ -78,7 +81,7 @@ pub async fn get(
 #[utoipa::path(patch, path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = String, Path)),
     request_body = TenantUpdate,
     responses((status = 200, body = Changed), (status = "4XX", body = ErrorBody)))]
-pub async fn update(
+pub(super) async fn update(
     State(s): State<ApiState>,
     who: Principal,
     Path(tenant): Path<String>,
@@ -97,7 +100,7 @@ pub async fn update(
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = String, Path)),
     responses((status = 200, body = Changed), (status = "4XX", body = ErrorBody),
         (status = 503, description = "the data could not be purged yet: repeat", body = ErrorBody)))]
-pub async fn remove(
+pub(super) async fn remove(
     State(s): State<ApiState>,
     who: Principal,
     Path(tenant): Path<String>,
@@ -132,7 +135,7 @@ pub async fn remove(
 /// What each quota means, its default and its bounds (every caller may read it).
 #[utoipa::path(get, path = "/v1/quotas", tag = "tenants",
     responses((status = 200, body = QuotaTable), (status = "4XX", body = ErrorBody)))]
-pub async fn quota_table(_who: Principal) -> Json<QuotaTable> {
+pub(super) async fn quota_table(_who: Principal) -> Json<QuotaTable> {
     Json(QuotaTable {
         quotas: wharf_tenancy::Quotas::table(),
     })
@@ -143,7 +146,7 @@ pub async fn quota_table(_who: Principal) -> Json<QuotaTable> {
     params(("tenant" = String, Path)),
     request_body(content = serde_json::Value, description = "quota name → new value, e.g. {\"plugin_deadline_ms\": 50}"),
     responses((status = 200, body = QuotasChanged), (status = "4XX", body = ErrorBody)))]
-pub async fn set_quotas(
+pub(super) async fn set_quotas(
     State(s): State<ApiState>,
     who: Principal,
     Path(tenant): Path<String>,

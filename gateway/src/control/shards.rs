@@ -10,7 +10,7 @@ use std::sync::Arc;
 const SHARDS: usize = 64;
 
 #[derive(Clone)]
-pub struct Shared<V> {
+pub(super) struct Shared<V> {
     shards: Vec<Arc<HashMap<String, V>>>,
 }
 
@@ -23,26 +23,26 @@ impl<V: Clone> Default for Shared<V> {
 }
 
 impl<V: Clone> Shared<V> {
-    pub fn get(&self, key: &str) -> Option<&V> {
+    pub(super) fn get(&self, key: &str) -> Option<&V> {
         self.shards[shard(key)].get(key)
     }
 
-    pub fn insert(&mut self, key: String, value: V) {
+    pub(super) fn insert(&mut self, key: String, value: V) {
         Arc::make_mut(&mut self.shards[shard(&key)]).insert(key, value);
     }
 
-    pub fn remove(&mut self, key: &str) {
+    pub(super) fn remove(&mut self, key: &str) {
         let i = shard(key);
         if self.shards[i].contains_key(key) {
             Arc::make_mut(&mut self.shards[i]).remove(key);
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.shards.iter().all(|s| s.is_empty())
     }
 
-    pub fn values(&self) -> impl Iterator<Item = &V> {
+    pub(super) fn values(&self) -> impl Iterator<Item = &V> {
         self.shards.iter().flat_map(|s| s.values())
     }
 }

@@ -28,7 +28,7 @@ fn guarded(name: &str) -> bool {
 }
 
 /// Removes every look-alike of a guarded header; returns how many names were dropped.
-pub fn drop_lookalikes(req: &mut RequestHeader) -> usize {
+pub(super) fn drop_lookalikes(req: &mut RequestHeader) -> usize {
     let names: Vec<String> = req
         .headers
         .keys()

@@ -5,7 +5,7 @@ use http::HeaderValue;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
-pub fn client_ip(session: &Session) -> Option<String> {
+pub(super) fn client_ip(session: &Session) -> Option<String> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
@@ -13,7 +13,7 @@ pub fn client_ip(session: &Session) -> Option<String> {
 }
 
 /// Host header, or the URI authority for HTTP/2 (`:authority`).
-pub fn request_host(req: &RequestHeader) -> Option<String> {
+pub(super) fn request_host(req: &RequestHeader) -> Option<String> {
     if let Some(h) = req
         .headers
         .get(http::header::HOST)
@@ -47,7 +47,7 @@ impl Default for RequestId {
 }
 
 /// Keeps a client's X-Request-Id when it is sane, else makes one.
-pub fn request_id(req: &RequestHeader) -> RequestId {
+pub(super) fn request_id(req: &RequestHeader) -> RequestId {
     if let Some(v) = req.headers.get("x-request-id") {
         let b = v.as_bytes();
         if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
@@ -59,7 +59,7 @@ pub fn request_id(req: &RequestHeader) -> RequestId {
 }
 
 /// Status codes as static label values: bounded cardinality, no allocation.
-pub fn code_label(code: u16) -> &'static str {
+pub(super) fn code_label(code: u16) -> &'static str {
     const CODES: &[(u16, &str)] = &[
         (200, "200"),
         (201, "201"),

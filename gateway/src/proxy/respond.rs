@@ -13,13 +13,13 @@ use super::errors::GatewayError;
 use super::request_info::RequestId;
 
 /// Headers every response carries, whoever produced it.
-pub fn stamp(resp: &mut ResponseHeader, request_id: &RequestId) -> Result<()> {
+pub(super) fn stamp(resp: &mut ResponseHeader, request_id: &RequestId) -> Result<()> {
     resp.insert_header("X-Request-Id", request_id.header())?;
     Ok(())
 }
 
 /// A plugin's own reply, after the `on-response` of the plugins before it.
-pub async fn reply(session: &mut Session, reply: Reply, ctx: &mut RequestCtx) -> Result<()> {
+pub(super) async fn reply(session: &mut Session, reply: Reply, ctx: &mut RequestCtx) -> Result<()> {
     let mut resp = chain::reply_header(&reply)?;
     if let Err(e) = chain::on_response(&mut ctx.continued, &mut resp).await {
         return error(session, &GatewayError::Plugin(e), &ctx.request_id).await;
@@ -34,7 +34,11 @@ pub async fn reply(session: &mut Session, reply: Reply, ctx: &mut RequestCtx) ->
 }
 
 /// Wharf's own error answer: a JSON body naming the error and the request.
-pub async fn error(session: &mut Session, e: &GatewayError, request_id: &RequestId) -> Result<()> {
+pub(super) async fn error(
+    session: &mut Session,
+    e: &GatewayError,
+    request_id: &RequestId,
+) -> Result<()> {
     let body = Bytes::from(e.to_json(request_id.as_str()));
     let mut resp = ResponseHeader::build(e.status(), Some(4))?;
     resp.insert_header("Content-Type", "application/json")?;

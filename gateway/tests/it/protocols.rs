@@ -139,16 +139,16 @@ mod grpc {
     use tonic::{Request, Response, Status};
 
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Msg {
+    pub(super) struct Msg {
         #[prost(string, tag = "1")]
         pub text: String,
     }
 
-    pub const SAY: &str = "/wharf.test.Echo/Say";
-    pub const COUNT: &str = "/wharf.test.Echo/Count";
+    pub(super) const SAY: &str = "/wharf.test.Echo/Say";
+    pub(super) const COUNT: &str = "/wharf.test.Echo/Count";
 
     #[derive(Clone)]
-    pub struct Echo;
+    pub(super) struct Echo;
 
     impl tonic::server::NamedService for Echo {
         const NAME: &'static str = "wharf.test.Echo";

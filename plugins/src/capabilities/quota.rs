@@ -9,7 +9,7 @@ use wharf_metrics::Metrics;
 
 use super::HostError;
 
-pub struct CallThrottle {
+pub(super) struct CallThrottle {
     limiter: DefaultDirectRateLimiter,
     per_second: u32,
     tenant: String,
@@ -18,7 +18,7 @@ pub struct CallThrottle {
 }
 
 impl CallThrottle {
-    pub fn per_second(
+    pub(super) fn per_second(
         n: u32,
         tenant: &str,
         quota: &'static str,
@@ -34,7 +34,7 @@ impl CallThrottle {
         }
     }
 
-    pub fn check(&self) -> Result<(), HostError> {
+    pub(super) fn check(&self) -> Result<(), HostError> {
         self.limiter.check().map_err(|_| {
             reject(&self.metrics, &self.tenant, self.quota);
             HostError::QuotaExceeded(format!("{} of {} per second", self.quota, self.per_second))
@@ -80,7 +80,7 @@ impl ResultBudget {
 }
 
 /// Counts a quota rejection.
-pub fn reject(metrics: &Metrics, tenant: &str, quota: &str) {
+pub(super) fn reject(metrics: &Metrics, tenant: &str, quota: &str) {
     metrics
         .quota_rejections_total
         .with_label_values(&[&metrics.tenant(tenant), quota])

@@ -36,7 +36,7 @@ pub struct QuotaRow {
 }
 
 /// How a quota's value reads as a number for its bounds (`None`: it has none).
-pub trait QuotaValue: std::fmt::Debug {
+pub(crate) trait QuotaValue: std::fmt::Debug {
     fn as_u64(&self) -> Option<u64>;
 }
 
@@ -53,12 +53,12 @@ impl QuotaValue for u64 {
 }
 
 /// Bounds of a numeric quota (both inclusive).
-pub const fn within(min: u64, max: u64) -> Option<(u64, u64)> {
+pub(crate) const fn within(min: u64, max: u64) -> Option<(u64, u64)> {
     Some((min, max))
 }
 
 /// A quota that is a choice, not a number.
-pub const fn unbounded() -> Option<(u64, u64)> {
+pub(crate) const fn unbounded() -> Option<(u64, u64)> {
     None
 }
 

@@ -5,22 +5,22 @@ use serde_json::{json, Value};
 
 use super::{fresh_store, StoreKind, Wharf};
 
-pub const OP: &str = "op-secret-token";
+pub(crate) const OP: &str = "op-secret-token";
 
-pub struct Api {
+pub(crate) struct Api {
     base: String,
     client: Client,
 }
 
 impl Api {
-    pub fn new(gw: &Wharf) -> Api {
+    pub(crate) fn new(gw: &Wharf) -> Api {
         Api {
             base: format!("http://{}", gw.admin),
             client: Client::new(),
         }
     }
 
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -50,7 +50,7 @@ impl Api {
 
 impl Api {
     /// Uploads `bytes` as the next version of `tenant`'s plugin `name`.
-    pub async fn put_plugin(
+    pub(crate) async fn put_plugin(
         &self,
         tenant: &str,
         name: &str,
@@ -68,18 +68,18 @@ impl Api {
 }
 
 #[derive(Clone)]
-pub enum Body {
+pub(crate) enum Body {
     Json(Value),
     Bytes(Vec<u8>),
 }
 
 /// A gateway with tenants a and b: (gateway, client, a's key, b's key, a revoked key of a).
-pub async fn setup() -> (Wharf, Api, String, String, String) {
+pub(crate) async fn setup() -> (Wharf, Api, String, String, String) {
     setup_on(StoreKind::Sqlite).await
 }
 
 /// [`setup`] on a store of the given kind.
-pub async fn setup_on(kind: StoreKind) -> (Wharf, Api, String, String, String) {
+pub(crate) async fn setup_on(kind: StoreKind) -> (Wharf, Api, String, String, String) {
     let (url, _) = fresh_store(kind).await;
     // These nodes are for authorization tests, which send many wrong keys from one address on
     // purpose: the failed-authentication budget has its own test (hostile_tenant.rs).

@@ -2,12 +2,12 @@
 //! real upstream HTTP servers, real SQLite/Postgres stores and real Redis.
 #![allow(dead_code)]
 
-pub mod api;
-pub mod raw;
-pub mod tls;
+pub(crate) mod api;
+pub(crate) mod raw;
+pub(crate) mod tls;
 mod wharf;
 
-pub use wharf::Wharf;
+pub(crate) use wharf::Wharf;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,17 +15,17 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-pub use wharf_tenancy::test_support::{fresh_postgres_url, fresh_sqlite_url, unique_suffix};
+pub(crate) use wharf_tenancy::test_support::{fresh_postgres_url, fresh_sqlite_url, unique_suffix};
 use wharf_tenancy::{HealthCheck, Route, Store, Timeouts, UpstreamTarget};
 
 #[derive(Debug, Clone, Copy)]
-pub enum StoreKind {
+pub(crate) enum StoreKind {
     Sqlite,
     Postgres,
 }
 
 /// A fresh, empty config store of the given kind: (URL, connected handle).
-pub async fn fresh_store(kind: StoreKind) -> (String, Store) {
+pub(crate) async fn fresh_store(kind: StoreKind) -> (String, Store) {
     let url = match kind {
         StoreKind::Sqlite => fresh_sqlite_url(),
         StoreKind::Postgres => fresh_postgres_url().await,
@@ -48,13 +48,13 @@ macro_rules! on_both_stores {
 }
 
 /// A real HTTP upstream (Wharf's echo server) on a free loopback port.
-pub struct Upstream {
+pub(crate) struct Upstream {
     pub addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Upstream {
-    pub async fn start(name: &str) -> Upstream {
+    pub(crate) async fn start(name: &str) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
@@ -66,7 +66,7 @@ impl Upstream {
         Upstream { addr, task }
     }
 
-    pub fn target(&self) -> String {
+    pub(crate) fn target(&self) -> String {
         self.addr.to_string()
     }
 }
@@ -79,26 +79,26 @@ impl Drop for Upstream {
 
 /// An address where nothing listens. Not a released 127.0.0.1 port: another test could grab it.
 /// Test servers bind 127.0.0.1 only, so a port on 127.0.0.254 refuses connections.
-pub fn dead_addr() -> String {
+pub(crate) fn dead_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = l.local_addr().expect("addr").port();
     format!("127.0.0.254:{port}")
 }
 
-pub fn free_addr() -> SocketAddr {
+pub(crate) fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr")
 }
 
 /// A tenant with its hostnames and one route: most tests' starting point.
-pub async fn tenant_with_route(store: &Store, id: &str, hosts: &[&str], route: Route) {
+pub(crate) async fn tenant_with_route(store: &Store, id: &str, hosts: &[&str], route: Route) {
     store.create_tenant(id, id, hosts).await.unwrap();
     store.put_route(id, route).await.unwrap();
 }
 
 /// A fresh store where tenant `acme` (`acme.test`) sends every path to an echo upstream: the
 /// setting of the tests about operating the gateway rather than routing.
-pub async fn acme_routed(kind: StoreKind) -> (String, Store, Upstream) {
+pub(crate) async fn acme_routed(kind: StoreKind) -> (String, Store, Upstream) {
     let (url, store) = fresh_store(kind).await;
     let up = Upstream::start("up").await;
     tenant_with_route(
@@ -111,7 +111,7 @@ pub async fn acme_routed(kind: StoreKind) -> (String, Store, Upstream) {
     (url, store, up)
 }
 
-pub fn route(id: &str, prefix: &str, upstreams: &[&str]) -> Route {
+pub(crate) fn route(id: &str, prefix: &str, upstreams: &[&str]) -> Route {
     Route {
         id: id.into(),
         path_prefix: prefix.into(),
@@ -131,7 +131,7 @@ pub fn route(id: &str, prefix: &str, upstreams: &[&str]) -> Route {
 }
 
 /// Reads one sample from Prometheus text: the value of the series whose line starts with `series`.
-pub fn metric_value(text: &str, series: &str) -> f64 {
+pub(crate) fn metric_value(text: &str, series: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
@@ -140,7 +140,7 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
 }
 
 /// The test Redis server from `scripts/test` (or `WHARF_TEST_REDIS_URL`), as host:port.
-pub fn redis_addr() -> String {
+pub(crate) fn redis_addr() -> String {
     let url = std::env::var("WHARF_TEST_REDIS_URL").unwrap_or_else(|_| {
         panic!("WHARF_TEST_REDIS_URL is not set: run the suite with scripts/test, which starts a throwaway Redis")
     });
@@ -150,7 +150,7 @@ pub fn redis_addr() -> String {
 }
 
 /// Stores `bytes` as a new version of `plugin` and attaches it to the route.
-pub async fn attach_plugin(
+pub(crate) async fn attach_plugin(
     store: &Store,
     tenant: &str,
     route: &str,
@@ -177,17 +177,17 @@ pub async fn attach_plugin(
 }
 
 /// A tenant id no other test uses.
-pub fn tenant_id() -> String {
+pub(crate) fn tenant_id() -> String {
     format!("t-{}", unique_suffix().replace('_', "-"))
 }
 
 /// The test Redis server's URL (`WHARF_TEST_REDIS_URL`, set by scripts/test).
-pub fn redis_url() -> String {
+pub(crate) fn redis_url() -> String {
     std::env::var("WHARF_TEST_REDIS_URL").expect("WHARF_TEST_REDIS_URL: run scripts/test")
 }
 
 /// Runs the `wharf` binary: (succeeded, stdout + stderr).
-pub fn run_wharf(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+pub(crate) fn run_wharf(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
         .args(args)
         .envs(env.iter().copied())
@@ -201,7 +201,7 @@ pub fn run_wharf(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
 /// Generous plugin deadline: CI machines are loaded, and a host call (after the first's set-up,
 /// which is not charged) still counts against it. Deadlines are tested on their own
 /// (host_calls, plugins).
-pub async fn relaxed(store: &Store, tenant: &str) {
+pub(crate) async fn relaxed(store: &Store, tenant: &str) {
     store
         .set_quotas(
             tenant,
@@ -219,7 +219,7 @@ pub async fn relaxed(store: &Store, tenant: &str) {
 
 /// Lets `tenant`'s routes probe their targets every 100 ms (the default floor is 1 s): tests
 /// watch a target go down without waiting seconds.
-pub async fn fast_health_checks(store: &Store, tenant: &str) {
+pub(crate) async fn fast_health_checks(store: &Store, tenant: &str) {
     store
         .patch_quotas(
             tenant,

@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 
 /// Why a GET got no status.
 #[derive(Debug, PartialEq)]
-pub enum Miss {
+pub(crate) enum Miss {
     /// No listener: the connection was refused.
     Refused,
     /// Connected, but closed or reset before any answer byte (safe to retry an idempotent GET).
@@ -18,11 +18,11 @@ pub enum Miss {
 }
 
 /// One GET / on a new connection.
-pub async fn get(addr: SocketAddr) -> Result<u16, Miss> {
+pub(crate) async fn get(addr: SocketAddr) -> Result<u16, Miss> {
     get_path(addr, "/").await
 }
 
-pub async fn get_path(addr: SocketAddr, path: &str) -> Result<u16, Miss> {
+pub(crate) async fn get_path(addr: SocketAddr, path: &str) -> Result<u16, Miss> {
     let mut s = TcpStream::connect(addr).await.map_err(|_| Miss::Refused)?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: acme.test\r\nConnection: close\r\n\r\n");
     s.write_all(request.as_bytes())

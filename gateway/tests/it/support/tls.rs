@@ -15,13 +15,13 @@ use tokio::net::TcpStream;
 use super::api::{Api, Body, OP};
 
 /// A test CA that issues leaf certificates.
-pub struct Ca {
+pub(crate) struct Ca {
     pub cert: rcgen::Certificate,
     pub key: KeyPair,
 }
 
 impl Ca {
-    pub fn new(name: &str) -> Ca {
+    pub(crate) fn new(name: &str) -> Ca {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -33,7 +33,12 @@ impl Ca {
     }
 
     /// (chain PEM, key PEM, leaf DER) for `names`, valid from `from` to `until` (years).
-    pub fn leaf_valid(&self, names: &[&str], from: i32, until: i32) -> (String, String, Vec<u8>) {
+    pub(crate) fn leaf_valid(
+        &self,
+        names: &[&str],
+        from: i32,
+        until: i32,
+    ) -> (String, String, Vec<u8>) {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
             .unwrap();
@@ -43,12 +48,12 @@ impl Ca {
         (cert.pem(), key.serialize_pem(), cert.der().to_vec())
     }
 
-    pub fn leaf(&self, names: &[&str]) -> (String, String, Vec<u8>) {
+    pub(crate) fn leaf(&self, names: &[&str]) -> (String, String, Vec<u8>) {
         self.leaf_valid(names, 2020, 2090)
     }
 
     /// An intermediate CA signed by this one.
-    pub fn intermediate(&self, name: &str) -> Ca {
+    pub(crate) fn intermediate(&self, name: &str) -> Ca {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -62,7 +67,7 @@ impl Ca {
 
 /// A TLS client trusting `ca`: the handshake's peer certificate (DER) and negotiated ALPN,
 /// and the answer to one HTTP/1.1 request (status, body), or the handshake error.
-pub async fn https_get(
+pub(crate) async fn https_get(
     addr: SocketAddr,
     ca: &Ca,
     sni: &str,
@@ -73,7 +78,7 @@ pub async fn https_get(
 }
 
 /// `https_get` from a chosen local source address (e.g. 127.0.0.2).
-pub async fn https_get_from(
+pub(crate) async fn https_get_from(
     from: Option<std::net::IpAddr>,
     addr: SocketAddr,
     ca: &Ca,
@@ -133,7 +138,7 @@ pub async fn https_get_from(
 
 /// A node with an HTTPS listener where tenant `acme` (`acme.test`, every path to `upstream`)
 /// serves a certificate of its own, signed by a new CA, uploaded through the API and in force.
-pub struct AcmeOverHttps {
+pub(crate) struct AcmeOverHttps {
     pub gw: super::Wharf,
     pub tls_addr: SocketAddr,
     pub ca: Arc<Ca>,
@@ -143,7 +148,7 @@ pub struct AcmeOverHttps {
     pub key: String,
 }
 
-pub async fn acme_over_https(
+pub(crate) async fn acme_over_https(
     store_url: &str,
     store: &wharf_tenancy::Store,
     upstream: &str,
@@ -153,7 +158,7 @@ pub async fn acme_over_https(
 }
 
 /// The same, with more bootstrap TOML (tables allowed).
-pub async fn acme_over_https_configured(
+pub(crate) async fn acme_over_https_configured(
     store_url: &str,
     store: &wharf_tenancy::Store,
     upstream: &str,
@@ -188,7 +193,7 @@ pub async fn acme_over_https_configured(
     }
 }
 
-pub async fn create_tenant(api: &Api, id: &str, hosts: &[&str]) -> String {
+pub(crate) async fn create_tenant(api: &Api, id: &str, hosts: &[&str]) -> String {
     let (s, v) = api
         .call(
             Method::POST,
@@ -210,7 +215,7 @@ pub async fn create_tenant(api: &Api, id: &str, hosts: &[&str]) -> String {
     v["key"].as_str().unwrap().to_string()
 }
 
-pub async fn upload(
+pub(crate) async fn upload(
     api: &Api,
     tenant: &str,
     key: &str,
@@ -227,13 +232,13 @@ pub async fn upload(
     .await
 }
 
-pub fn sha(der: &[u8]) -> String {
+pub(crate) fn sha(der: &[u8]) -> String {
     hex::encode(Sha256::digest(der))
 }
 
 /// An HTTPS client trusting `ca` that resolves every name to the gateway's TLS listener and
 /// reports the server certificate of each answer.
-pub fn https_client(ca: &Ca, tls_addr: SocketAddr) -> reqwest::Client {
+pub(crate) fn https_client(ca: &Ca, tls_addr: SocketAddr) -> reqwest::Client {
     reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
@@ -246,7 +251,7 @@ pub fn https_client(ca: &Ca, tls_addr: SocketAddr) -> reqwest::Client {
 }
 
 /// The leaf certificate (DER) an answer came over.
-pub async fn served_cert(client: &reqwest::Client, port: u16) -> Result<Vec<u8>, String> {
+pub(crate) async fn served_cert(client: &reqwest::Client, port: u16) -> Result<Vec<u8>, String> {
     let resp = client
         .get(format!("https://acme.test:{port}/"))
         .send()

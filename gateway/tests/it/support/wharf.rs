@@ -4,7 +4,7 @@ use super::*;
 use std::path::Path;
 
 /// A `wharf serve` child process with its own data dir and ports.
-pub struct Wharf {
+pub(crate) struct Wharf {
     child: Child,
     config: PathBuf,
     extra_args: Vec<String>,
@@ -14,7 +14,7 @@ pub struct Wharf {
     client: reqwest::Client,
 }
 
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
     pub json: serde_json::Value,
@@ -40,18 +40,22 @@ fn spawn(subcommand: &str, config: &Path, extra_args: &[String], dir: &Path) -> 
 }
 
 impl Wharf {
-    pub async fn start(store_url: &str) -> Wharf {
+    pub(crate) async fn start(store_url: &str) -> Wharf {
         Self::start_with(store_url, &[]).await
     }
 
     /// Starts `wharf serve` and waits until its admin listener answers. Retries with new ports
     /// when a free port was taken by a concurrent test in the meantime.
-    pub async fn start_with(store_url: &str, extra_args: &[&str]) -> Wharf {
+    pub(crate) async fn start_with(store_url: &str, extra_args: &[&str]) -> Wharf {
         Self::start_configured(store_url, "", extra_args).await
     }
 
     /// Like `start_with`, with extra bootstrap TOML (e.g. `redis = "..."`, `sql = "..."`).
-    pub async fn start_configured(store_url: &str, extra_toml: &str, extra_args: &[&str]) -> Wharf {
+    pub(crate) async fn start_configured(
+        store_url: &str,
+        extra_toml: &str,
+        extra_args: &[&str],
+    ) -> Wharf {
         for _ in 0..3 {
             match Self::try_start(store_url, extra_toml, extra_args).await {
                 Ok(w) => return w,
@@ -123,7 +127,7 @@ impl Wharf {
     }
 
     /// Stops the process and starts it again with the same ports, data dir and store.
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.respawn().await;
@@ -131,7 +135,7 @@ impl Wharf {
 
     /// Sends SIGTERM and waits for the process to finish its requests and exit; returns how long
     /// that took.
-    pub async fn terminate(&mut self) -> Duration {
+    pub(crate) async fn terminate(&mut self) -> Duration {
         let started = Instant::now();
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -151,7 +155,7 @@ impl Wharf {
     /// Starts the process again after it exited (same ports, data dir and store). A port the
     /// old process held can be taken for a moment by another test's connection (it was free
     /// when chosen): the start is retried for a few seconds then.
-    pub async fn respawn(&mut self) {
+    pub(crate) async fn respawn(&mut self) {
         for attempt in 0.. {
             self.child = spawn("serve", &self.config, &self.extra_args, &self.dir);
             match self.wait_ready().await {
@@ -167,7 +171,7 @@ impl Wharf {
     /// `wharf upgrade` with the same bootstrap file: the new process takes the listeners over,
     /// the old one drains and exits. Returns the time from the upgrade's start to the old
     /// process's exit, once the new one is ready.
-    pub async fn upgrade(&mut self) -> Duration {
+    pub(crate) async fn upgrade(&mut self) -> Duration {
         let started = Instant::now();
         let new = spawn("upgrade", &self.config, &self.extra_args, &self.dir);
         let mut old = std::mem::replace(&mut self.child, new);
@@ -194,7 +198,7 @@ impl Wharf {
     }
 
     /// The process serving now.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
@@ -227,12 +231,12 @@ impl Wharf {
     }
 
     /// The data dir this node uses (SQLite tenant databases live under `tenant-sql/`).
-    pub fn data_dir(&self) -> PathBuf {
+    pub(crate) fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
     }
 
     /// Resident memory of the gateway process, in bytes.
-    pub fn rss_bytes(&self) -> u64 {
+    pub(crate) fn rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
         status
@@ -242,12 +246,12 @@ impl Wharf {
             .map_or(0, |kib| kib * 1024)
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("wharf.log")).unwrap_or_default()
     }
 
     /// A request through the proxy with the given Host header.
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         method: &str,
         host: &str,
@@ -289,11 +293,11 @@ impl Wharf {
         }
     }
 
-    pub async fn get(&self, host: &str, path: &str) -> Reply {
+    pub(crate) async fn get(&self, host: &str, path: &str) -> Reply {
         self.request("GET", host, path, &[]).await
     }
 
-    pub async fn healthz(&self) -> serde_json::Value {
+    pub(crate) async fn healthz(&self) -> serde_json::Value {
         self.client
             .get(format!("http://{}/healthz", self.admin))
             .send()
@@ -304,14 +308,14 @@ impl Wharf {
             .expect("healthz json")
     }
 
-    pub async fn config_version(&self) -> i64 {
+    pub(crate) async fn config_version(&self) -> i64 {
         self.healthz().await["config_version"]
             .as_i64()
             .expect("config_version")
     }
 
     /// Waits until this node serves config `version` (or newer); returns how long that took.
-    pub async fn wait_for_version(&self, version: i64) -> Duration {
+    pub(crate) async fn wait_for_version(&self, version: i64) -> Duration {
         let start = Instant::now();
         while self.config_version().await < version {
             assert!(
@@ -327,7 +331,7 @@ impl Wharf {
     }
 
     /// `/metrics`, as Prometheus scrapes it: with the operator token when one is configured.
-    pub async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         let mut req = self.client.get(format!("http://{}/metrics", self.admin));
         if let Some(token) = self.operator_token() {
             req = req.bearer_auth(token);
@@ -343,7 +347,7 @@ impl Wharf {
 
 impl Wharf {
     /// The operator token of this node's bootstrap file, if it sets one.
-    pub fn operator_token(&self) -> Option<String> {
+    pub(crate) fn operator_token(&self) -> Option<String> {
         let text = std::fs::read_to_string(&self.config).ok()?;
         let line = text
             .lines()
@@ -352,7 +356,7 @@ impl Wharf {
     }
 
     /// Metrics are recorded in the logging phase, after the client has its response: poll.
-    pub async fn wait_metric(&self, series: &str, expected: f64) -> String {
+    pub(crate) async fn wait_metric(&self, series: &str, expected: f64) -> String {
         let start = Instant::now();
         loop {
             let m = self.metrics().await;

@@ -65,7 +65,7 @@ const SHRINKS: &[&str] = &[
 ///   usage.
 ///
 /// KEYS: [usage key, the command's keys…]; ARGV: [reply cap, memory quota, class, command, args…].
-pub const SCRIPT: &str = r#"
+pub(super) const SCRIPT: &str = r#"
 local cap, quota, class = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local cmd = {unpack(ARGV, 4)}
 local function mem()
@@ -110,7 +110,7 @@ return reply
 
 /// The script's class of a command: `g` grows data (quota-checked), `s` shrinks it (usage
 /// updated), `r` reads.
-pub fn class_of(command: &str) -> &'static str {
+pub(super) fn class_of(command: &str) -> &'static str {
     if GROWS.contains(&command) {
         "g"
     } else if SHRINKS.contains(&command) {

@@ -121,7 +121,7 @@ mod guard {
 
     use libsqlite3_sys as ffi;
 
-    pub fn install(db: *mut ffi::sqlite3, max_length: i32) {
+    pub(super) fn install(db: *mut ffi::sqlite3, max_length: i32) {
         // SAFETY: `db` is a live connection handle, locked for us by sqlx for this call; the
         // authorizer is a plain function with no user data.
         unsafe {
@@ -132,7 +132,7 @@ mod guard {
     }
 
     /// `db` is the address of a connection the caller holds checked out.
-    pub fn interrupt(db: usize) {
+    pub(super) fn interrupt(db: usize) {
         // SAFETY: sqlite3_interrupt may be called from any thread while the connection is open;
         // the connection stays open while its `Deadline` exists (the caller holds it).
         unsafe { ffi::sqlite3_interrupt(db as *mut ffi::sqlite3) }
