@@ -58,6 +58,18 @@ const TYPES: &str = r#"
   (import "response-action" (type $resp-action (eq $response-action)))
 "#;
 
+/// A bump allocator over the module's memory from `$bump`: the `cabi_realloc` the canonical ABI
+/// calls to pass strings and lists in.
+const REALLOC: &str = r#"(func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+      (local $p i32)
+      (local.set $p (i32.and (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
+                             (i32.sub (i32.const 0) (local.get 2))))
+      (global.set $bump (i32.add (local.get $p) (local.get 3)))
+      (if (i32.gt_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536)))
+        (then (drop (memory.grow (i32.add (i32.const 1)
+          (i32.div_u (i32.sub (global.get $bump) (i32.mul (memory.size) (i32.const 65536))) (i32.const 65536)))))))
+      (local.get $p))"#;
+
 /// A component of the Wharf world whose `on-request` runs `body` (WAT instructions) and then
 /// returns the action laid out at address 0 of its memory (all zeros: continue, no edits).
 /// `extra` adds core functions or data; `pages` sizes the memory.
@@ -85,15 +97,7 @@ fn wat_plugin_text(body: &str, extra: &str, pages: u32) -> String {
   (core module $m
     (memory (export "memory") {pages})
     (global $bump (mut i32) (i32.const {heap}))
-    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
-      (local $p i32)
-      (local.set $p (i32.and (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
-                             (i32.sub (i32.const 0) (local.get 2))))
-      (global.set $bump (i32.add (local.get $p) (local.get 3)))
-      (if (i32.gt_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536)))
-        (then (drop (memory.grow (i32.add (i32.const 1)
-          (i32.div_u (i32.sub (global.get $bump) (i32.mul (memory.size) (i32.const 65536))) (i32.const 65536)))))))
-      (local.get $p))
+    {REALLOC}
     {extra}
     (func (export "on-request") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
       {body}
@@ -185,15 +189,7 @@ pub fn log_flood(lines: u32) -> Vec<u8> {
   (core module $mem
     (memory (export "memory") 1)
     (global $bump (mut i32) (i32.const 16384))
-    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
-      (local $p i32)
-      (local.set $p (i32.and (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
-                             (i32.sub (i32.const 0) (local.get 2))))
-      (global.set $bump (i32.add (local.get $p) (local.get 3)))
-      (if (i32.gt_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536)))
-        (then (drop (memory.grow (i32.add (i32.const 1)
-          (i32.div_u (i32.sub (global.get $bump) (i32.mul (memory.size) (i32.const 65536))) (i32.const 65536)))))))
-      (local.get $p)))
+    {REALLOC})
   (core instance $memi (instantiate $mem))
   (alias core export $memi "memory" (core memory $memory))
   (alias core export $memi "cabi_realloc" (core func $cabi_realloc))
