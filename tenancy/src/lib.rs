@@ -8,6 +8,7 @@ pub mod model;
 pub mod quotas;
 pub mod routing;
 pub mod store;
+pub mod target;
 
 pub use error::{StoreError, ValidationError};
 pub use model::{

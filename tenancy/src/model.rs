@@ -1,7 +1,6 @@
 //! Tenants, hostnames and routes: the config an operator writes and the gateway serves.
 
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 
 use crate::error::ValidationError;
 pub use crate::hostname::{normalize_host, HostPattern};
@@ -172,7 +171,8 @@ pub enum UpstreamProtocol {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UpstreamTarget {
-    /// `ip:port`; names are not resolved on the request path.
+    /// `ip:port`, `host:port` or `http://host[:port]` (`target.rs`); names are resolved off
+    /// the request path.
     pub addr: String,
     #[serde(default = "default_weight")]
     pub weight: u32,
@@ -246,9 +246,7 @@ impl Route {
             return Err(ValidationError::NoUpstreams(self.id.clone()));
         }
         for u in &self.upstreams {
-            if u.addr.parse::<SocketAddr>().is_err() {
-                return Err(ValidationError::BadUpstream(u.addr.clone()));
-            }
+            crate::target::TargetAddr::parse(&u.addr)?;
             if !(1..=1000).contains(&u.weight) {
                 return Err(ValidationError::BadWeight(u.weight));
             }

@@ -1,0 +1,142 @@
+//! What an upstream target names: `ip:port`, `host:port`, `http://host[:port]` (and, once
+//! Wharf speaks TLS to upstreams, `https://host[:port]`). A name is resolved off the request
+//! path (the gateway's resolver) and every address it resolves to passes the egress policy
+//! when it is dialled.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::error::ValidationError;
+
+/// A parsed target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TargetAddr {
+    pub host: TargetHost,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TargetHost {
+    Ip(IpAddr),
+    /// A DNS name, lower case, without a trailing dot.
+    Name(String),
+}
+
+impl TargetAddr {
+    pub fn parse(s: &str) -> Result<TargetAddr, ValidationError> {
+        let bad = || ValidationError::BadUpstream(s.to_string());
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(TargetAddr {
+                host: TargetHost::Ip(addr.ip()),
+                port: addr.port(),
+            });
+        }
+        let (rest, default_port) = match s.split_once("://") {
+            Some(("http", rest)) => (rest, Some(80)),
+            Some(("https", _)) => return Err(ValidationError::TlsUpstream(s.to_string())),
+            Some(_) => return Err(bad()),
+            None => (s, None),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => (host, port.parse::<u16>().map_err(|_| bad())?),
+            None => (rest, default_port.ok_or_else(bad)?),
+        };
+        if port == 0 {
+            return Err(bad());
+        }
+        // `[::1]` in a URL form.
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(TargetAddr {
+                host: TargetHost::Ip(ip),
+                port,
+            });
+        }
+        let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        if !is_dns_name(&name) {
+            return Err(bad());
+        }
+        Ok(TargetAddr {
+            host: TargetHost::Name(name),
+            port,
+        })
+    }
+
+    /// The literal address, when the target is one.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        match self.host {
+            TargetHost::Ip(ip) => Some(SocketAddr::new(ip, self.port)),
+            TargetHost::Name(_) => None,
+        }
+    }
+}
+
+/// Letters, digits and hyphens in labels of 1-63, 253 at most, not all digits at the end (that
+/// reads as a mistyped address).
+fn is_dns_name(name: &str) -> bool {
+    let ok_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(ok_label)
+        && !name
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> (String, u16) {
+        match TargetAddr::parse(s).unwrap() {
+            TargetAddr {
+                host: TargetHost::Name(n),
+                port,
+            } => (n, port),
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn targets_are_addresses_or_names_with_ports() {
+        assert_eq!(
+            TargetAddr::parse("10.0.0.5:8080").unwrap().socket_addr(),
+            Some("10.0.0.5:8080".parse().unwrap())
+        );
+        assert_eq!(
+            TargetAddr::parse("http://[::1]:81").unwrap().socket_addr(),
+            Some("[::1]:81".parse().unwrap())
+        );
+        assert_eq!(name("api.internal:8080"), ("api.internal".into(), 8080));
+        assert_eq!(name("http://Orders.Shop.svc.cluster.local"), ("orders.shop.svc.cluster.local".into(), 80));
+        assert_eq!(name("http://api.test.:9000/"), ("api.test".into(), 9000));
+        assert_eq!(name("redis:6379"), ("redis".into(), 6379));
+        for bad in [
+            "api.internal",
+            "ftp://x:1",
+            "-bad.test:80",
+            "a..b:80",
+            "10.0.0.300:80",
+            "x.test:0",
+            "x.test:99999",
+            "with space:80",
+            "http://",
+        ] {
+            assert!(TargetAddr::parse(bad).is_err(), "{bad} should be refused");
+        }
+        assert!(matches!(
+            TargetAddr::parse("https://api.example.com"),
+            Err(ValidationError::TlsUpstream(_))
+        ));
+    }
+}
