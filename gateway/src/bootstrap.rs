@@ -62,6 +62,8 @@ pub struct Bootstrap {
     /// (loopback, private, link-local, …) is refused otherwise. The gateway's own listeners are
     /// refused always.
     pub egress_allow: Vec<String>,
+    /// How upstream names are resolved (`[dns]`: servers, TTL clamps, staleness).
+    pub dns: wharf_plugins::capabilities::networking::DnsSettings,
     /// Memory for Redis/SQL results in flight on this node, all tenants (each call reserves its
     /// tenant's result cap).
     pub host_result_budget_bytes: u64,
@@ -90,6 +92,7 @@ impl Default for Bootstrap {
             sql: "sqlite".into(),
             operator_token: None,
             egress_allow: Vec::new(),
+            dns: Default::default(),
             host_result_budget_bytes: wharf_plugins::capabilities::DEFAULT_RESULT_BUDGET_BYTES,
             otlp_endpoint: None,
             usage_prometheus_url: None,
@@ -152,6 +155,7 @@ impl Bootstrap {
         .collect();
         Ok(CapabilitySettings {
             networking: NetworkSettings {
+                dns: self.dns.clone(),
                 allow: self.egress_allow.clone(),
                 own,
             },

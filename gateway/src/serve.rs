@@ -17,6 +17,7 @@ use crate::admin_server::AdminServer;
 use crate::api::{ApiState, OnDemand};
 use crate::bootstrap::Bootstrap;
 use crate::cli::ServeArgs;
+use crate::control::balancer::Upkeep;
 use crate::control::periodic::StoreTasks;
 use crate::control::resolve::{prepare_capabilities, resolve_plugins, BlobSource, Loading};
 use crate::control::sync::ConfigSync;
@@ -137,7 +138,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         egress: &egress,
         sealer: &sealer,
     };
-    let (table, _) = RoutingTable::compile(&snapshot, &env, &RoutingTable::default());
+    let (table, upkeep) = RoutingTable::compile(&snapshot, &env, &RoutingTable::default());
+    // Names the first table routes to are resolved before it serves (or 2 s passed).
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(Upkeep::settle(
+            &upkeep,
+            capabilities.node().networking.resolver(),
+            crate::control::sync::NAMES_PATIENCE,
+        ));
+    drop(upkeep);
     metrics.config_version.set(table.version);
     metrics.config_store_up.set(1);
     let live = Arc::new(LiveConfig::new(table));

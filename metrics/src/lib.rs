@@ -83,6 +83,9 @@ pub struct Metrics {
     pub quota_rejections_total: IntCounterVec,
     pub pool_quota: IntGaugeVec,
     pub rate_limit_fallback_total: IntCounterVec,
+    // Upstream names
+    pub dns_resolutions_total: IntCounterVec,
+    pub dns_names: IntGauge,
     // Clients
     pub client_connections_refused_total: IntCounterVec,
 }
@@ -135,6 +138,8 @@ impl Metrics {
             quota_rejections_total: counter_vec(&r, "wharf_quota_rejections_total", "Calls refused because a tenant quota was used up, by quota", &["tenant", "quota"]),
             pool_quota: gauge_vec(&r, "wharf_pool_quota", "A tenant's pool size quota, to compare with wharf_pool_connections", &["tenant", "backend"]),
             rate_limit_fallback_total: counter_vec(&r, "wharf_rate_limit_fallback_total", "Fleet-wide rate-limit checks decided by the local limiter because Redis was unreachable", &["tenant"]),
+            dns_resolutions_total: counter_vec(&r, "wharf_dns_resolutions_total", "Resolutions of upstream names: ok, stale (failed, last good addresses kept) or failed", &["outcome"]),
+            dns_names: gauge(&r, "wharf_dns_names", "Upstream names this node keeps resolved"),
             client_connections_refused_total: counter_vec(&r, "wharf_client_connections_refused_total", "Connections closed before they were served because their client address was over a [clients] budget, by reason (new_connection_rate: closed on accept; open_connections: it held max_connections_per_address)", &["reason"]),
             registry: r,
         }

@@ -17,7 +17,9 @@ pub enum ValidationError {
     NoUpstreams(String),
     #[error("invalid upstream target {0:?}: use ip:port, host:port or http://host[:port] (for example 10.0.0.5:8080 or http://api.internal:8080)")]
     BadUpstream(String),
-    #[error("upstream target {0:?}: TLS to upstreams is not available yet; use http:// or ip:port")]
+    #[error(
+        "upstream target {0:?}: TLS to upstreams is not available yet; use http:// or ip:port"
+    )]
     TlsUpstream(String),
     #[error("upstream weight must be between 1 and 1000, got {0}")]
     BadWeight(u32),

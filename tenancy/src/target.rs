@@ -82,7 +82,8 @@ fn is_dns_name(name: &str) -> bool {
             && l.len() <= 63
             && !l.starts_with('-')
             && !l.ends_with('-')
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     !name.is_empty()
         && name.len() <= 253
@@ -118,7 +119,10 @@ mod tests {
             Some("[::1]:81".parse().unwrap())
         );
         assert_eq!(name("api.internal:8080"), ("api.internal".into(), 8080));
-        assert_eq!(name("http://Orders.Shop.svc.cluster.local"), ("orders.shop.svc.cluster.local".into(), 80));
+        assert_eq!(
+            name("http://Orders.Shop.svc.cluster.local"),
+            ("orders.shop.svc.cluster.local".into(), 80)
+        );
         assert_eq!(name("http://api.test.:9000/"), ("api.test".into(), 9000));
         assert_eq!(name("redis:6379"), ("redis".into(), 6379));
         for bad in [

@@ -11,6 +11,7 @@ pub mod resolve;
 mod shards;
 pub mod sync;
 pub mod table;
+pub mod targets;
 
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,7 +78,11 @@ impl Service for ControlPlane {
 impl ControlPlane {
     async fn run(&mut self, mut shutdown: ShutdownWatch) {
         let sync = &self.sync;
-        for hc in sync.live.load().health_checked() {
+        for hc in sync
+            .live
+            .load()
+            .upkeep(sync.capabilities.node().networking.resolver())
+        {
             hc.spawn();
         }
         sync.export_cert_expiry(&RoutingTable::default(), &sync.live.load(), None);

@@ -12,13 +12,17 @@ use wharf_plugins::PluginRuntime;
 use wharf_tenancy::store::now_ms;
 use wharf_tenancy::{ConfigDelta, Store, Tenant};
 
-use super::balancer::HealthChecked;
+use super::balancer::Upkeep;
 use super::resolve::{prepare_capabilities, resolve_plugins, BlobSource, Loading, PluginSet};
 use super::table::{CompileEnv, CompiledTenant, LiveConfig, RoutingTable};
 
 /// A delta naming more tenants than this is applied as a full reload (one read instead of
 /// thousands of per-tenant reads).
 const MAX_DELTA_TENANTS: usize = 1000;
+
+/// How long a new table waits for its new upstream names' first answers before it goes live
+/// (the rest answer `upstream_unresolvable` until they resolve).
+pub(crate) const NAMES_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct ConfigSync {
     pub live: Arc<LiveConfig>,
@@ -69,7 +73,7 @@ impl ConfigSync {
             resolve_plugins(&snapshot.tenants, &self.runtime, &self.blobs, Loading::Lazy).await;
         let (table, fresh) = RoutingTable::compile(&snapshot, &self.env(&plugins), current);
         self.export_cert_expiry(current, &table, None);
-        self.install(table, fresh, snapshot.tenants.clone());
+        self.install(table, fresh, snapshot.tenants.clone()).await;
         self.applied("full", snapshot.version, snapshot.changed_at_ms);
         Ok(())
     }
@@ -88,7 +92,7 @@ impl ConfigSync {
         let (table, fresh) = RoutingTable::apply(&delta, &self.env(&plugins), current);
         let ids: Vec<&str> = delta.tenants.iter().map(|(id, _)| id.as_str()).collect();
         self.export_cert_expiry(current, &table, Some(&ids));
-        self.install(table, fresh, changed);
+        self.install(table, fresh, changed).await;
         self.applied("incremental", delta.version, delta.changed_at_ms);
         Ok(())
     }
@@ -146,8 +150,11 @@ impl ConfigSync {
         }
     }
 
-    /// Swaps the table in, starts new health checks, provisions the changed tenants' SQL.
-    fn install(&self, table: RoutingTable, fresh: Vec<HealthChecked>, changed: Vec<Tenant>) {
+    /// Swaps the table in (its new upstream names resolved, or 2 s passed), starts the new
+    /// balancers' upkeep, provisions the changed tenants' capabilities.
+    async fn install(&self, table: RoutingTable, fresh: Vec<Upkeep>, changed: Vec<Tenant>) {
+        let resolver = self.capabilities.node().networking.resolver();
+        Upkeep::settle(&fresh, resolver, NAMES_PATIENCE).await;
         self.live.store(table);
         for hc in fresh {
             hc.spawn();

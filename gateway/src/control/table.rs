@@ -16,15 +16,16 @@ use wharf_tenancy::model::normalize_host;
 use wharf_tenancy::routing::{select_route, wildcard_suffixes};
 use wharf_tenancy::{ConfigDelta, ConfigSnapshot, HostPattern, OnError, Quotas, Route, Tenant};
 
-use super::balancer::{build_balancer, hc_interval, Balancer, HealthChecked};
+use super::balancer::{build_balancer, hc_interval, Balancer, Upkeep};
 use super::in_flight::TenantInFlight;
 use super::plugin_ref::Attached;
 use super::rate::TenantRate;
 use super::resolve::{PluginRef, PluginSet, Unavailable};
 use super::shards::Shared;
+use super::targets::Targets;
 use crate::tls::resolver::{pick, CertificateLookup, ServedCert};
 use crate::tls::seal::KeySealer;
-use wharf_plugins::capabilities::networking::EgressPolicy;
+use wharf_plugins::capabilities::networking::{EgressPolicy, Resolver};
 
 pub struct CompiledTenant {
     pub id: Arc<str>,
@@ -50,6 +51,8 @@ pub struct CompiledTenant {
 pub struct CompiledRoute {
     pub spec: Route,
     pub balancer: Arc<Balancer>,
+    /// Its targets as last discovered (names resolved): why there is no backend, when none.
+    pub targets: Arc<Targets>,
     /// The route's plugin chain, resolved against the compiled-code cache.
     pub chain: Vec<Attached>,
 }
@@ -112,7 +115,7 @@ impl RoutingTable {
         snapshot: &ConfigSnapshot,
         env: &CompileEnv<'_>,
         previous: &RoutingTable,
-    ) -> (RoutingTable, Vec<HealthChecked>) {
+    ) -> (RoutingTable, Vec<Upkeep>) {
         let mut table = RoutingTable {
             version: snapshot.version,
             ..RoutingTable::default()
@@ -133,7 +136,7 @@ impl RoutingTable {
         delta: &ConfigDelta,
         env: &CompileEnv<'_>,
         previous: &RoutingTable,
-    ) -> (RoutingTable, Vec<HealthChecked>) {
+    ) -> (RoutingTable, Vec<Upkeep>) {
         let mut table = RoutingTable {
             version: delta.version,
             tenants: previous.tenants.clone(),
@@ -196,15 +199,9 @@ impl RoutingTable {
     }
 
     /// Every health-checked balancer, for starting checks on a table built elsewhere.
-    pub fn health_checked(&self) -> Vec<HealthChecked> {
+    pub fn upkeep(&self, resolver: &Resolver) -> Vec<Upkeep> {
         self.routes()
-            .filter_map(|(_, r)| {
-                let hc = r.spec.health_check.as_ref()?;
-                Some(HealthChecked {
-                    lb: Arc::downgrade(&r.balancer),
-                    interval: hc_interval(hc),
-                })
-            })
+            .filter_map(|(_, r)| upkeep_of(r, resolver))
             .collect()
     }
 
@@ -231,7 +228,7 @@ impl RoutingTable {
 pub struct CompileEnv<'a> {
     pub plugins: &'a PluginSet,
     pub capabilities: &'a Capabilities,
-    pub egress: &'a EgressPolicy,
+    pub egress: &'a Arc<EgressPolicy>,
     /// Opens tenants' sealed private keys.
     pub sealer: &'a KeySealer,
 }
@@ -240,27 +237,29 @@ fn compile_tenant(
     t: &Tenant,
     old: Option<&Arc<CompiledTenant>>,
     env: &CompileEnv<'_>,
-    fresh: &mut Vec<HealthChecked>,
+    fresh: &mut Vec<Upkeep>,
 ) -> Arc<CompiledTenant> {
     let routes = t
         .routes
         .iter()
         .map(|r| {
-            let balancer = reuse_balancer(old, r).unwrap_or_else(|| {
-                let lb = Arc::new(build_balancer(r, env.egress));
-                if let Some(hc) = &r.health_check {
-                    fresh.push(HealthChecked {
-                        lb: Arc::downgrade(&lb),
-                        interval: hc_interval(hc),
-                    });
-                }
-                lb
+            let resolver = env.capabilities.node().networking.resolver();
+            let (balancer, targets) = reuse_balancer(old, r).unwrap_or_else(|| {
+                let targets = Arc::new(Targets::new(r, env.egress, resolver));
+                let lb = Arc::new(build_balancer(r, &targets));
+                (lb, targets)
             });
-            Arc::new(CompiledRoute {
+            let route = Arc::new(CompiledRoute {
                 spec: r.clone(),
                 balancer,
+                targets,
                 chain: resolve_chain(t, r, env.plugins),
-            })
+            });
+            // A balancer new to this table starts its upkeep; a reused one has it running.
+            if !reused_from(old, &route) {
+                fresh.extend(upkeep_of(&route, resolver));
+            }
+            route
         })
         .collect();
     Arc::new(CompiledTenant {
@@ -284,7 +283,10 @@ fn compile_tenant(
 }
 
 /// The previous table's balancer for this route, if its targets and health check are unchanged.
-fn reuse_balancer(old: Option<&Arc<CompiledTenant>>, r: &Route) -> Option<Arc<Balancer>> {
+fn reuse_balancer(
+    old: Option<&Arc<CompiledTenant>>,
+    r: &Route,
+) -> Option<(Arc<Balancer>, Arc<Targets>)> {
     old?.routes
         .iter()
         .find(|o| {
@@ -292,7 +294,29 @@ fn reuse_balancer(old: Option<&Arc<CompiledTenant>>, r: &Route) -> Option<Arc<Ba
                 && o.spec.upstreams == r.upstreams
                 && o.spec.health_check == r.health_check
         })
-        .map(|o| o.balancer.clone())
+        .map(|o| (o.balancer.clone(), o.targets.clone()))
+}
+
+/// Whether the route's balancer is one `old` already had (its upkeep runs already).
+fn reused_from(old: Option<&Arc<CompiledTenant>>, route: &CompiledRoute) -> bool {
+    old.is_some_and(|o| {
+        o.routes
+            .iter()
+            .any(|r| Arc::ptr_eq(&r.balancer, &route.balancer))
+    })
+}
+
+/// What a route's balancer needs in the background: health checks, re-discovery of names.
+fn upkeep_of(r: &CompiledRoute, resolver: &Resolver) -> Option<Upkeep> {
+    let health = r.spec.health_check.as_ref().map(hc_interval);
+    let waits_on = r.targets.names();
+    let names = (!waits_on.is_empty()).then(|| resolver.changes());
+    (health.is_some() || names.is_some()).then(|| Upkeep {
+        lb: Arc::downgrade(&r.balancer),
+        health,
+        names,
+        waits_on,
+    })
 }
 
 fn keep_or_build_rate(old: Option<&CompiledTenant>, q: &Quotas) -> Option<Arc<TenantRate>> {

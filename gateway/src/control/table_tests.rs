@@ -41,7 +41,7 @@ fn id_of(table: &RoutingTable, host: &str) -> Option<String> {
 struct Fixture {
     plugins: PluginSet,
     capabilities: Arc<Capabilities>,
-    egress: EgressPolicy,
+    egress: Arc<EgressPolicy>,
     sealer: KeySealer,
 }
 
@@ -51,7 +51,7 @@ impl Fixture {
             plugins: PluginSet::new(),
             capabilities: Capabilities::new(Default::default(), Arc::new(Metrics::new()), 1 << 20)
                 .unwrap(),
-            egress: EgressPolicy::new(&["127.0.0.0/8".into()], vec![]).unwrap(),
+            egress: Arc::new(EgressPolicy::new(&["127.0.0.0/8".into()], vec![]).unwrap()),
             sealer: KeySealer::from_hex(&KeySealer::generate_hex().unwrap()).unwrap(),
         }
     }

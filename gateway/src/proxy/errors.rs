@@ -15,6 +15,9 @@ pub enum GatewayError {
     Misdirected,
     #[error("could not connect to the upstream: {0}")]
     UpstreamUnavailable(String),
+    /// A name the route's targets need does not resolve (and none of its targets answer).
+    #[error("the upstream name {0} does not resolve")]
+    UpstreamUnresolvable(String),
     #[error("the upstream did not answer in time: {0}")]
     UpstreamTimeout(String),
     #[error("the upstream failed: {0}")]
@@ -63,7 +66,7 @@ impl GatewayError {
             GatewayError::Internal(_) => 500,
             GatewayError::Plugin(e) => e.status(),
             GatewayError::RateLimited(_) | GatewayError::TooManyInFlight(_) => 429,
-            GatewayError::UpstreamForbidden(_) => 502,
+            GatewayError::UpstreamForbidden(_) | GatewayError::UpstreamUnresolvable(_) => 502,
             GatewayError::LoopDetected => 508,
         }
     }
@@ -83,6 +86,7 @@ impl GatewayError {
             GatewayError::RateLimited(_) => "rate_limited",
             GatewayError::TooManyInFlight(_) => "too_many_in_flight",
             GatewayError::UpstreamForbidden(_) => "upstream_forbidden",
+            GatewayError::UpstreamUnresolvable(_) => "upstream_unresolvable",
             GatewayError::LoopDetected => "loop_detected",
         }
     }

@@ -30,6 +30,7 @@ use wharf_plugins::PluginRuntime;
 use wharf_tenancy::UpstreamProtocol;
 
 use crate::control::table::LiveConfig;
+use crate::control::targets::Empty;
 use crate::tls::resolver::Sni;
 use chain::{ChainCtx, RequestOutcome};
 pub use ctx::RequestCtx;
@@ -134,13 +135,9 @@ impl ProxyHttp for WharfProxy {
             ));
         };
         let Some(backend) = route.balancer.select(b"", 256) else {
-            let forbidden = route
-                .spec
-                .upstreams
-                .iter()
-                .find_map(|u| self.egress.check_target(&u.addr).err());
-            ctx.failure = Some(match forbidden {
-                Some(why) => GatewayError::UpstreamForbidden(why),
+            ctx.failure = Some(match route.targets.empty() {
+                Some(Empty::Forbidden(why)) => GatewayError::UpstreamForbidden(why),
+                Some(Empty::Unresolvable(name)) => GatewayError::UpstreamUnresolvable(name),
                 None => GatewayError::UpstreamUnavailable(format!(
                     "no healthy target for route {}",
                     route.spec.id

@@ -34,5 +34,6 @@ mod tls;
 mod tls_operations;
 mod tracing;
 mod upgrade;
+mod upstream_names;
 mod usage;
 mod websocket_tunnels;

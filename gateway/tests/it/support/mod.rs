@@ -3,11 +3,12 @@
 #![allow(dead_code)]
 
 pub(crate) mod api;
+pub(crate) mod dns;
 pub(crate) mod raw;
 pub(crate) mod tls;
 mod wharf;
 
-pub(crate) use wharf::Wharf;
+pub(crate) use wharf::{Reply, Wharf};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,6 +60,16 @@ impl Upstream {
             .await
             .expect("bind upstream");
         let addr = listener.local_addr().expect("upstream addr");
+        let name = name.to_string();
+        let task = tokio::spawn(async move {
+            let _ = wharf_gateway::echo::serve(listener, name).await;
+        });
+        Upstream { addr, task }
+    }
+
+    /// On a chosen loopback address and port (tests of names that resolve to one or another).
+    pub(crate) async fn start_on(addr: SocketAddr, name: &str) -> Upstream {
+        let listener = TcpListener::bind(addr).await.expect("bind upstream");
         let name = name.to_string();
         let task = tokio::spawn(async move {
             let _ = wharf_gateway::echo::serve(listener, name).await;

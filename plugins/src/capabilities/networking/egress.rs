@@ -27,7 +27,7 @@ pub enum EgressError {
         addr: SocketAddr,
         class: &'static str,
     },
-    #[error("{0:?} is not an ip:port")]
+    #[error("{0:?} is not an ip:port, host:port or http://host[:port]")]
     NotAnAddress(String),
     #[error("egress_allow: {0:?} is not a CIDR like 10.0.0.0/8")]
     BadCidr(String),
@@ -57,10 +57,11 @@ impl EgressPolicy {
         Err(EgressError::Internal { addr, class })
     }
 
-    /// Checks a target as written in a route (`ip:port`).
+    /// Checks a target as written in a route: a literal address now; a name passes here, and
+    /// each address it resolves to is checked when the balancer discovers it and at connect.
     pub fn check_target(&self, target: &str) -> Result<(), EgressError> {
-        match target.parse::<SocketAddr>() {
-            Ok(addr) => self.check(addr),
+        match wharf_tenancy::target::TargetAddr::parse(target) {
+            Ok(t) => t.socket_addr().map_or(Ok(()), |addr| self.check(addr)),
             Err(_) => Err(EgressError::NotAnAddress(target.to_string())),
         }
     }

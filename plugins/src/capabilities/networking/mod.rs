@@ -4,6 +4,7 @@
 //! `ctx.get::<Networking>()`. No WIT of its own: plugins reach the network only through those.
 
 pub mod egress;
+pub mod resolve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,24 +15,31 @@ use wharf_tenancy::Quotas;
 use super::{Capability, HostError, InstanceContext, NodeContext, SettingsError, TenantContext};
 use crate::state::PluginState;
 pub use egress::{EgressError, EgressPolicy};
+pub use resolve::{Answer, DnsSettings, Name, Resolver};
 
-/// `egress_allow` from the bootstrap file, and the node's own listeners.
+/// `egress_allow` and `[dns]` from the bootstrap file, and the node's own listeners.
 #[derive(Debug, Clone, Default)]
 pub struct NetworkSettings {
+    pub dns: resolve::DnsSettings,
     /// Internal ranges (CIDR) tenants may dial although they are internal.
     pub allow: Vec<String>,
     /// The gateway's own listeners: refused whatever `allow` says.
     pub own: Vec<SocketAddr>,
 }
 
-/// The capability: the node's egress policy.
+/// The capability: the node's egress policy and the resolver of upstream names.
 pub struct Networking {
     policy: Arc<EgressPolicy>,
+    resolver: Arc<Resolver>,
 }
 
 impl Networking {
     pub fn policy(&self) -> &Arc<EgressPolicy> {
         &self.policy
+    }
+
+    pub fn resolver(&self) -> &Arc<Resolver> {
+        &self.resolver
     }
 }
 
@@ -43,7 +51,7 @@ impl Capability for Networking {
     type TenantState = Arc<EgressPolicy>;
     type InstanceState = ();
 
-    fn new(settings: NetworkSettings, _: &NodeContext) -> Result<Self, SettingsError> {
+    fn new(settings: NetworkSettings, node: &NodeContext) -> Result<Self, SettingsError> {
         let policy =
             EgressPolicy::new(&settings.allow, settings.own).map_err(|e| SettingsError {
                 capability: Self::NAME,
@@ -51,6 +59,7 @@ impl Capability for Networking {
             })?;
         Ok(Networking {
             policy: Arc::new(policy),
+            resolver: Resolver::start(settings.dns, node.metrics.clone())?,
         })
     }
 
