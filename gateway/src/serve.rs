@@ -158,6 +158,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         threads: boot.threads.max(1),
         grace_period_seconds: Some(boot.grace_period_seconds),
         graceful_shutdown_timeout_seconds: Some(boot.graceful_shutdown_timeout_seconds),
+        // Attempts per request: the first and a route's retries at most (routes say how many,
+        // within their retry budget; Pingora's default is one attempt).
+        max_retries: 1 + wharf_tenancy::model::MAX_RETRIES as usize,
         ..ServerConf::default()
     };
     let opt = Opt {
@@ -321,6 +324,7 @@ async fn seed_demo(store: &Store, echo: std::net::SocketAddr) -> anyhow::Result<
         timeouts: Timeouts::default(),
         health_check: None,
         upstream_protocol: Default::default(),
+        retries: wharf_tenancy::DEFAULT_RETRIES,
         plugins: vec![],
     };
     store.put_route("demo", route).await?;

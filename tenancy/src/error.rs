@@ -23,6 +23,8 @@ pub enum ValidationError {
     TlsUpstream(String),
     #[error("upstream weight must be between 1 and 1000, got {0}")]
     BadWeight(u32),
+    #[error("retries must be between 0 and 5, got {0}")]
+    BadRetries(u32),
     #[error("timeout {name} must be between 1 ms and 3600000 ms, got {value}")]
     BadTimeout { name: &'static str, value: u64 },
     #[error("display name must be 1-200 characters, without control characters")]

@@ -13,7 +13,7 @@ pub mod target;
 pub use error::{StoreError, ValidationError};
 pub use model::{
     HealthCheck, HealthCheckKind, HostPattern, OnError, PluginAttachment, PluginVersion, Route,
-    Tenant, Timeouts, TlsCertificate, UpstreamProtocol, UpstreamTarget,
+    Tenant, Timeouts, TlsCertificate, UpstreamProtocol, UpstreamTarget, DEFAULT_RETRIES,
 };
 pub use quotas::{
     ConfigQuotas, LogQuotas, PluginQuotas, PoolQuotas, QuotaName, QuotaRow, Quotas, RateScope,

@@ -154,6 +154,20 @@ pub struct Route {
     /// How the gateway speaks to the upstream.
     #[serde(default)]
     pub upstream_protocol: UpstreamProtocol,
+    /// A request whose connection to a target failed goes to another target, this many times
+    /// at most (and within the route's retry budget).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+/// More retries than this multiply an outage rather than hide one.
+pub const MAX_RETRIES: u32 = 5;
+
+/// Retries of a route that does not say.
+pub const DEFAULT_RETRIES: u32 = 2;
+
+fn default_retries() -> u32 {
+    DEFAULT_RETRIES
 }
 
 /// The protocol between the gateway and a route's upstream (clients may use either).
@@ -250,6 +264,9 @@ impl Route {
             if !(1..=1000).contains(&u.weight) {
                 return Err(ValidationError::BadWeight(u.weight));
             }
+        }
+        if self.retries > MAX_RETRIES {
+            return Err(ValidationError::BadRetries(self.retries));
         }
         let t = self.timeouts;
         for (name, value) in [
@@ -416,6 +433,7 @@ mod tests {
             timeouts: Timeouts::default(),
             health_check: None,
             upstream_protocol: Default::default(),
+            retries: crate::model::DEFAULT_RETRIES,
             plugins: vec![],
         };
         r.validate().unwrap();

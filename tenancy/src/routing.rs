@@ -46,6 +46,7 @@ mod tests {
             timeouts: Timeouts::default(),
             health_check: None,
             upstream_protocol: Default::default(),
+            retries: crate::model::DEFAULT_RETRIES,
             plugins: vec![],
         }
     }

@@ -16,6 +16,7 @@ fn route(id: &str, prefix: &str) -> Route {
         timeouts: Timeouts::default(),
         health_check: None,
         upstream_protocol: Default::default(),
+        retries: wharf_tenancy::DEFAULT_RETRIES,
         plugins: vec![],
     }
 }

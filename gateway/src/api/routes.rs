@@ -65,6 +65,7 @@ pub(super) async fn put(
         timeouts: b.timeouts,
         health_check: b.health_check,
         upstream_protocol: b.upstream_protocol,
+        retries: b.retries,
         plugins: Vec::new(),
     };
     // The chain is kept as it is in the store at write time (attach/detach change it).

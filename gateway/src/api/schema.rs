@@ -149,6 +149,13 @@ pub struct RouteBody {
     pub health_check: Option<HealthCheck>,
     #[serde(default)]
     pub upstream_protocol: UpstreamProtocol,
+    /// Other targets tried after a failed connection (within the route's retry budget).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+fn default_retries() -> u32 {
+    wharf_tenancy::DEFAULT_RETRIES
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]

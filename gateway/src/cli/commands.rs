@@ -260,6 +260,7 @@ fn route_from_args(a: RouteAddArgs) -> anyhow::Result<RouteBody> {
         upstreams,
         timeouts,
         health_check,
+        retries: a.retries,
         upstream_protocol: if a.upstream_http2 {
             UpstreamProtocol::Http2
         } else {

@@ -267,6 +267,9 @@ pub struct RouteAddArgs {
     /// Speak HTTP/2 (prior knowledge) to the upstream, e.g. for gRPC services.
     #[arg(long)]
     pub upstream_http2: bool,
+    /// Other targets tried after a failed connection (0-5).
+    #[arg(long, default_value_t = wharf_tenancy::DEFAULT_RETRIES)]
+    pub retries: u32,
     #[command(flatten)]
     pub store: StoreArgs,
 }

@@ -4,10 +4,12 @@
 
 pub mod balancer;
 pub mod in_flight;
+pub mod outliers;
 pub mod periodic;
 pub mod plugin_ref;
 pub mod rate;
 pub mod resolve;
+pub mod retry_budget;
 mod shards;
 pub mod sync;
 pub mod table;

@@ -18,9 +18,11 @@ use wharf_tenancy::{ConfigDelta, ConfigSnapshot, HostPattern, OnError, Quotas, R
 
 use super::balancer::{build_balancer, hc_interval, Balancer, Upkeep};
 use super::in_flight::TenantInFlight;
+use super::outliers::Outliers;
 use super::plugin_ref::Attached;
 use super::rate::TenantRate;
 use super::resolve::{PluginRef, PluginSet, Unavailable};
+use super::retry_budget::RetryBudget;
 use super::shards::Shared;
 use super::targets::Targets;
 use crate::tls::resolver::{pick, CertificateLookup, ServedCert};
@@ -53,6 +55,8 @@ pub struct CompiledRoute {
     pub balancer: Arc<Balancer>,
     /// Its targets as last discovered (names resolved): why there is no backend, when none.
     pub targets: Arc<Targets>,
+    pub retry_budget: RetryBudget,
+    pub outliers: Outliers,
     /// The route's plugin chain, resolved against the compiled-code cache.
     pub chain: Vec<Attached>,
 }
@@ -253,6 +257,8 @@ fn compile_tenant(
                 spec: r.clone(),
                 balancer,
                 targets,
+                retry_budget: RetryBudget::default(),
+                outliers: Outliers::default(),
                 chain: resolve_chain(t, r, env.plugins),
             });
             // A balancer new to this table starts its upkeep; a reused one has it running.

@@ -22,6 +22,7 @@ pub(crate) fn tenant(id: &str, host: &str, prefix: &str) -> Tenant {
             timeouts: Timeouts::default(),
             health_check: None,
             upstream_protocol: Default::default(),
+            retries: wharf_tenancy::DEFAULT_RETRIES,
             plugins: vec![],
         }],
         quotas: Quotas::default(),

@@ -17,6 +17,10 @@ pub struct RequestCtx {
     /// replaces them does not change a request midway.
     pub tenant: Option<Arc<CompiledTenant>>,
     pub route: Option<Arc<CompiledRoute>>,
+    /// Targets this request failed to connect to: a retry goes elsewhere.
+    pub tried: Vec<std::net::SocketAddr>,
+    /// The target of the attempt in progress.
+    pub peer: Option<std::net::SocketAddr>,
     pub request_id: RequestId,
     pub upstream_sent: Option<Instant>,
     pub upstream_elapsed: Option<Duration>,
@@ -40,6 +44,8 @@ impl RequestCtx {
             started: Instant::now(),
             tenant: None,
             route: None,
+            tried: Vec::new(),
+            peer: None,
             request_id: RequestId::default(),
             upstream_sent: None,
             upstream_elapsed: None,

@@ -134,7 +134,27 @@ impl ProxyHttp for WharfProxy {
                 "request reached upstream_peer unrouted",
             ));
         };
-        let Some(backend) = route.balancer.select(b"", 256) else {
+        if ctx.tried.is_empty() {
+            route.retry_budget.on_request();
+        }
+        // A retry goes to a target this request has not failed to reach yet, and none goes to
+        // an ejected target while another is there.
+        let tried = &ctx.tried;
+        let fresh = |b: &pingora_load_balancing::Backend, healthy: bool, ejections: bool| {
+            healthy
+                && b.addr
+                    .as_inet()
+                    .is_none_or(|a| !(tried.contains(a) || ejections && route.outliers.ejected(a)))
+        };
+        let picked = route
+            .balancer
+            .select_with(b"", 256, |b, h| fresh(b, h, true))
+            .or_else(|| {
+                route
+                    .balancer
+                    .select_with(b"", 256, |b, h| fresh(b, h, false))
+            });
+        let Some(backend) = picked else {
             ctx.failure = Some(match route.targets.empty() {
                 Some(Empty::Forbidden(why)) => GatewayError::UpstreamForbidden(why),
                 Some(Empty::Unresolvable(name)) => GatewayError::UpstreamUnresolvable(name),
@@ -158,6 +178,7 @@ impl ProxyHttp for WharfProxy {
                 ));
             }
         }
+        ctx.peer = backend.addr.as_inet().copied();
         let mut peer = HttpPeer::new(backend.addr, false, String::new());
         let t = route.spec.timeouts;
         peer.options.connection_timeout = Some(Duration::from_millis(t.connect_ms));
@@ -169,6 +190,53 @@ impl ProxyHttp for WharfProxy {
             peer.options.set_http_version(2, 2);
         }
         Ok(Box::new(peer))
+    }
+
+    /// A failed connection (refused, timed out, reset before anything was sent) goes to another
+    /// target, up to the route's `retries` and within its retry budget. Nothing of the request
+    /// was sent upstream yet, so a POST is as safe to retry here as a GET.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let Some(route) = ctx.route.clone() else {
+            return e;
+        };
+        if let Some(addr) = peer._address.as_inet() {
+            ctx.tried.push(*addr);
+            if route.outliers.connect_failed(
+                *addr,
+                route
+                    .spec
+                    .upstreams
+                    .len()
+                    .max(route.balancer.backends().get_backend().len()),
+            ) {
+                tracing::info!(route = %route.spec.id, %addr, "upstream target ejected after failed connections");
+            }
+        }
+        let retries_left = ctx.tried.len() <= route.spec.retries as usize;
+        if !retries_left {
+            return e;
+        }
+        let reason = if route.retry_budget.try_take() {
+            e.set_retry(true);
+            "connect_failed"
+        } else {
+            "budget_exhausted"
+        };
+        self.metrics
+            .upstream_retries_total
+            .with_label_values(&[
+                &*self.metrics.tenant(ctx.tenant_label()),
+                ctx.route_label(),
+                reason,
+            ])
+            .inc();
+        e
     }
 
     /// Forwarding headers: who asked, over what, and which request this is.
@@ -215,6 +283,9 @@ impl ProxyHttp for WharfProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_elapsed = ctx.upstream_sent.map(|t| t.elapsed());
+        if let (Some(route), Some(addr)) = (&ctx.route, ctx.peer) {
+            route.outliers.succeeded(addr);
+        }
         Ok(())
     }
 

@@ -27,6 +27,7 @@ mod protocols;
 mod rate_limits;
 mod reload;
 mod restarts;
+mod retries;
 mod routing;
 mod slow_clients;
 mod tenant_quotas;

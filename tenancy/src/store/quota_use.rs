@@ -122,6 +122,7 @@ mod tests {
             health_check: None,
             plugins: vec![],
             upstream_protocol: Default::default(),
+            retries: crate::model::DEFAULT_RETRIES,
         }
     }
 

@@ -138,6 +138,7 @@ pub(crate) fn route(id: &str, prefix: &str, upstreams: &[&str]) -> Route {
         health_check: None::<HealthCheck>,
         plugins: vec![],
         upstream_protocol: Default::default(),
+        retries: wharf_tenancy::DEFAULT_RETRIES,
     }
 }
 
