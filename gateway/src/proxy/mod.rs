@@ -15,9 +15,10 @@ pub mod pace;
 pub mod rate_limit;
 mod request_info;
 mod respond;
+mod upstream;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -27,10 +28,8 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use tracing::Instrument;
 use wharf_metrics::{tracing_setup, Metrics, UNKNOWN_TENANT};
 use wharf_plugins::PluginRuntime;
-use wharf_tenancy::UpstreamProtocol;
 
 use crate::control::table::LiveConfig;
-use crate::control::targets::Empty;
 use crate::tls::resolver::Sni;
 use chain::{ChainCtx, RequestOutcome};
 pub use ctx::RequestCtx;
@@ -123,120 +122,24 @@ impl ProxyHttp for WharfProxy {
         self.run_chain(session, ctx).await
     }
 
+    /// The route's next target (`upstream.rs`).
     async fn upstream_peer(
         &self,
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let Some(route) = ctx.route.clone() else {
-            return Err(Error::explain(
-                ErrorType::InternalError,
-                "request reached upstream_peer unrouted",
-            ));
-        };
-        if ctx.tried.is_empty() {
-            route.retry_budget.on_request();
-        }
-        // A retry goes to a target this request has not failed to reach yet, and none goes to
-        // an ejected target while another is there.
-        let tried = &ctx.tried;
-        let fresh = |b: &pingora_load_balancing::Backend, healthy: bool, ejections: bool| {
-            healthy
-                && b.addr
-                    .as_inet()
-                    .is_none_or(|a| !(tried.contains(a) || ejections && route.outliers.ejected(a)))
-        };
-        let picked = route
-            .balancer
-            .select_with(b"", 256, |b, h| fresh(b, h, true))
-            .or_else(|| {
-                route
-                    .balancer
-                    .select_with(b"", 256, |b, h| fresh(b, h, false))
-            });
-        let Some(backend) = picked else {
-            ctx.failure = Some(match route.targets.empty() {
-                Some(Empty::Forbidden(why)) => GatewayError::UpstreamForbidden(why),
-                Some(Empty::Unresolvable(name)) => GatewayError::UpstreamUnresolvable(name),
-                None => GatewayError::UpstreamUnavailable(format!(
-                    "no healthy target for route {}",
-                    route.spec.id
-                )),
-            });
-            return Err(Error::explain(
-                ErrorType::ConnectNoRoute,
-                "no healthy upstream target",
-            ));
-        };
-        // The address actually dialled is checked, not only what the route said.
-        if let Some(addr) = backend.addr.as_inet() {
-            if let Err(why) = self.egress.check(*addr) {
-                ctx.failure = Some(GatewayError::UpstreamForbidden(why));
-                return Err(Error::explain(
-                    ErrorType::ConnectNoRoute,
-                    "upstream refused by egress policy",
-                ));
-            }
-        }
-        ctx.peer = backend.addr.as_inet().copied();
-        let mut peer = HttpPeer::new(backend.addr, false, String::new());
-        let t = route.spec.timeouts;
-        peer.options.connection_timeout = Some(Duration::from_millis(t.connect_ms));
-        peer.options.total_connection_timeout = Some(Duration::from_millis(t.connect_ms));
-        peer.options.read_timeout = Some(Duration::from_millis(t.read_ms));
-        peer.options.write_timeout = Some(Duration::from_millis(t.write_ms));
-        if route.spec.upstream_protocol == UpstreamProtocol::Http2 {
-            // Plain-text HTTP/2 by prior knowledge: what gRPC servers speak without TLS.
-            peer.options.set_http_version(2, 2);
-        }
-        Ok(Box::new(peer))
+        upstream::peer(&self.egress, ctx)
     }
 
-    /// A failed connection (refused, timed out, reset before anything was sent) goes to another
-    /// target, up to the route's `retries` and within its retry budget. Nothing of the request
-    /// was sent upstream yet, so a POST is as safe to retry here as a GET.
+    /// A failed connection goes to another target, within the route's retries and budget.
     fn fail_to_connect(
         &self,
         _session: &mut Session,
         peer: &HttpPeer,
         ctx: &mut RequestCtx,
-        mut e: Box<Error>,
+        e: Box<Error>,
     ) -> Box<Error> {
-        let Some(route) = ctx.route.clone() else {
-            return e;
-        };
-        if let Some(addr) = peer._address.as_inet() {
-            ctx.tried.push(*addr);
-            if route.outliers.connect_failed(
-                *addr,
-                route
-                    .spec
-                    .upstreams
-                    .len()
-                    .max(route.balancer.backends().get_backend().len()),
-            ) {
-                tracing::info!(route = %route.spec.id, %addr, "upstream target ejected after failed connections");
-            }
-        }
-        let retries_left = ctx.tried.len() <= route.spec.retries as usize;
-        if !retries_left {
-            return e;
-        }
-        let reason = if route.retry_budget.try_take() {
-            e.set_retry(true);
-            "connect_failed"
-        } else {
-            "budget_exhausted"
-        };
-        self.metrics
-            .upstream_retries_total
-            .with_label_values(&[
-                &*self.metrics.tenant(ctx.tenant_label()),
-                ctx.route_label(),
-                reason,
-            ])
-            .inc();
-        e
+        upstream::failed_to_connect(&self.metrics, peer, ctx, e)
     }
 
     /// Forwarding headers: who asked, over what, and which request this is.

@@ -1,0 +1,125 @@
+//! Which target a request goes to, and what a failed connection does: the balancer's pick
+//! among targets this request has not failed on and that are not ejected (`control/outliers.rs`),
+//! the egress check on the address dialled, the peer's options; a failed connection retried
+//! elsewhere within the route's retries and retry budget (nothing was sent yet, so any method).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorType, Result};
+use wharf_metrics::Metrics;
+use wharf_plugins::capabilities::networking::EgressPolicy;
+use wharf_tenancy::UpstreamProtocol;
+
+use super::ctx::RequestCtx;
+use super::errors::GatewayError;
+use crate::control::targets::Empty;
+
+pub(super) fn peer(egress: &Arc<EgressPolicy>, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    let Some(route) = ctx.route.clone() else {
+        return Err(Error::explain(
+            ErrorType::InternalError,
+            "request reached upstream_peer unrouted",
+        ));
+    };
+    if ctx.tried.is_empty() {
+        route.retry_budget.on_request();
+    }
+    // A retry goes to a target this request has not failed to reach yet, and none goes to
+    // an ejected target while another is there.
+    let tried = &ctx.tried;
+    let fresh = |b: &pingora_load_balancing::Backend, healthy: bool, ejections: bool| {
+        healthy
+            && b.addr
+                .as_inet()
+                .is_none_or(|a| !(tried.contains(a) || ejections && route.outliers.ejected(a)))
+    };
+    let picked = route
+        .balancer
+        .select_with(b"", 256, |b, h| fresh(b, h, true))
+        .or_else(|| {
+            route
+                .balancer
+                .select_with(b"", 256, |b, h| fresh(b, h, false))
+        });
+    let Some(backend) = picked else {
+        ctx.failure = Some(match route.targets.empty() {
+            Some(Empty::Forbidden(why)) => GatewayError::UpstreamForbidden(why),
+            Some(Empty::Unresolvable(name)) => GatewayError::UpstreamUnresolvable(name),
+            None => GatewayError::UpstreamUnavailable(format!(
+                "no healthy target for route {}",
+                route.spec.id
+            )),
+        });
+        return Err(Error::explain(
+            ErrorType::ConnectNoRoute,
+            "no healthy upstream target",
+        ));
+    };
+    // The address actually dialled is checked, not only what the route said.
+    if let Some(addr) = backend.addr.as_inet() {
+        if let Err(why) = egress.check(*addr) {
+            ctx.failure = Some(GatewayError::UpstreamForbidden(why));
+            return Err(Error::explain(
+                ErrorType::ConnectNoRoute,
+                "upstream refused by egress policy",
+            ));
+        }
+    }
+    ctx.peer = backend.addr.as_inet().copied();
+    let mut peer = HttpPeer::new(backend.addr, false, String::new());
+    let t = route.spec.timeouts;
+    peer.options.connection_timeout = Some(Duration::from_millis(t.connect_ms));
+    peer.options.total_connection_timeout = Some(Duration::from_millis(t.connect_ms));
+    peer.options.read_timeout = Some(Duration::from_millis(t.read_ms));
+    peer.options.write_timeout = Some(Duration::from_millis(t.write_ms));
+    if route.spec.upstream_protocol == UpstreamProtocol::Http2 {
+        // Plain-text HTTP/2 by prior knowledge: what gRPC servers speak without TLS.
+        peer.options.set_http_version(2, 2);
+    }
+    Ok(Box::new(peer))
+}
+
+pub(super) fn failed_to_connect(
+    metrics: &Metrics,
+    peer: &HttpPeer,
+    ctx: &mut RequestCtx,
+    mut e: Box<Error>,
+) -> Box<Error> {
+    let Some(route) = ctx.route.clone() else {
+        return e;
+    };
+    if let Some(addr) = peer._address.as_inet() {
+        ctx.tried.push(*addr);
+        if route.outliers.connect_failed(
+            *addr,
+            route
+                .spec
+                .upstreams
+                .len()
+                .max(route.balancer.backends().get_backend().len()),
+        ) {
+            tracing::info!(route = %route.spec.id, %addr, "upstream target ejected after failed connections");
+        }
+    }
+    let retries_left = ctx.tried.len() <= route.spec.retries as usize;
+    if !retries_left {
+        return e;
+    }
+    let reason = if route.retry_budget.try_take() {
+        e.set_retry(true);
+        "connect_failed"
+    } else {
+        "budget_exhausted"
+    };
+    metrics
+        .upstream_retries_total
+        .with_label_values(&[
+            &*metrics.tenant(ctx.tenant_label()),
+            ctx.route_label(),
+            reason,
+        ])
+        .inc();
+    e
+}
