@@ -15,11 +15,9 @@ pub enum ValidationError {
     BadMethod(String),
     #[error("route {0:?} has no upstream targets: give at least one host:port")]
     NoUpstreams(String),
-    #[error("invalid upstream target {0:?}: use ip:port, host:port or http://host[:port] (for example 10.0.0.5:8080 or http://api.internal:8080)")]
+    #[error("invalid upstream target {0:?}: use ip:port, host:port, http://host[:port] or https://host[:port] (for example 10.0.0.5:8080 or https://api.internal)")]
     BadUpstream(String),
-    #[error(
-        "upstream target {0:?}: TLS to upstreams is not available yet; use http:// or ip:port"
-    )]
+    #[error("upstream_tls: {0}")]
     TlsUpstream(String),
     #[error("upstream weight must be between 1 and 1000, got {0}")]
     BadWeight(u32),

@@ -13,7 +13,8 @@ pub mod target;
 pub use error::{StoreError, ValidationError};
 pub use model::{
     HealthCheck, HealthCheckKind, HostPattern, OnError, PluginAttachment, PluginVersion, Route,
-    Tenant, Timeouts, TlsCertificate, UpstreamProtocol, UpstreamTarget, DEFAULT_RETRIES,
+    Tenant, Timeouts, TlsCertificate, UpstreamProtocol, UpstreamTarget, UpstreamTls,
+    DEFAULT_RETRIES,
 };
 pub use quotas::{
     ConfigQuotas, LogQuotas, PluginQuotas, PoolQuotas, QuotaName, QuotaRow, Quotas, RateScope,

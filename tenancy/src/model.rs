@@ -158,7 +158,26 @@ pub struct Route {
     /// at most (and within the route's retry budget).
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// How TLS to `https://` targets is verified.
+    #[serde(default)]
+    pub upstream_tls: UpstreamTls,
 }
+
+/// TLS to a route's `https://` targets: the certificate is always verified, against the
+/// system's roots or the route's own CA bundle, for the target's name or `server_name`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// SNI, and the name the certificate must carry; default: each target's own name (needed
+    /// for an `https://` target given as an address).
+    pub server_name: Option<String>,
+    /// PEM certificates that sign the upstream's certificate (a private CA); default: the
+    /// system's roots.
+    pub ca_pem: Option<String>,
+}
+
+/// Largest CA bundle a route may carry.
+pub const MAX_CA_PEM_BYTES: usize = 64 << 10;
 
 /// More retries than this multiply an outage rather than hide one.
 pub const MAX_RETRIES: u32 = 5;
@@ -245,6 +264,40 @@ fn default_health_interval() -> u64 {
 }
 
 impl Route {
+    /// All targets speak TLS or none does; an `https://` address needs a `server_name`.
+    fn validate_tls(&self) -> Result<(), ValidationError> {
+        let targets: Vec<crate::target::TargetAddr> = self
+            .upstreams
+            .iter()
+            .filter_map(|u| crate::target::TargetAddr::parse(&u.addr).ok())
+            .collect();
+        let tls = targets.iter().filter(|t| t.tls).count();
+        let bad = |why: &str| Err(ValidationError::TlsUpstream(why.to_string()));
+        if tls > 0 && tls < targets.len() {
+            return bad("a route's targets are all https:// or none is");
+        }
+        let t = &self.upstream_tls;
+        if tls == 0 && (t.server_name.is_some() || t.ca_pem.is_some()) {
+            return bad("server_name and ca_pem are for https:// targets");
+        }
+        let named = t.server_name.is_some();
+        if tls > 0 && !named && targets.iter().any(|t| t.socket_addr().is_some()) {
+            return bad("an https:// target given as an address needs upstream_tls.server_name");
+        }
+        if let Some(name) = &t.server_name {
+            let dns = |b: u8| b.is_ascii_alphanumeric() || b"-._".contains(&b);
+            if name.is_empty() || name.len() > 253 || !name.bytes().all(dns) {
+                return bad("server_name must be a DNS name");
+            }
+        }
+        if let Some(pem) = &t.ca_pem {
+            if pem.len() > MAX_CA_PEM_BYTES || !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return bad("ca_pem must be PEM certificates, 64 KiB at most");
+            }
+        }
+        Ok(())
+    }
+
     pub fn validate(&mut self) -> Result<(), ValidationError> {
         validate_id(&self.id)?;
         validate_path_prefix(&self.path_prefix)?;
@@ -268,6 +321,7 @@ impl Route {
         if self.retries > MAX_RETRIES {
             return Err(ValidationError::BadRetries(self.retries));
         }
+        self.validate_tls()?;
         let t = self.timeouts;
         for (name, value) in [
             ("connect_ms", t.connect_ms),
@@ -434,6 +488,7 @@ mod tests {
             health_check: None,
             upstream_protocol: Default::default(),
             retries: crate::model::DEFAULT_RETRIES,
+            upstream_tls: Default::default(),
             plugins: vec![],
         };
         r.validate().unwrap();

@@ -47,6 +47,7 @@ mod tests {
             health_check: None,
             upstream_protocol: Default::default(),
             retries: crate::model::DEFAULT_RETRIES,
+            upstream_tls: Default::default(),
             plugins: vec![],
         }
     }

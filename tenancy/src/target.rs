@@ -1,5 +1,5 @@
-//! What an upstream target names: `ip:port`, `host:port`, `http://host[:port]` (and, once
-//! Wharf speaks TLS to upstreams, `https://host[:port]`). A name is resolved off the request
+//! What an upstream target names: `ip:port`, `host:port`, `http://host[:port]` or
+//! `https://host[:port]` (TLS, the certificate verified). A name is resolved off the request
 //! path (the gateway's resolver) and every address it resolves to passes the egress policy
 //! when it is dialled.
 
@@ -12,6 +12,8 @@ use crate::error::ValidationError;
 pub struct TargetAddr {
     pub host: TargetHost,
     pub port: u16,
+    /// `https://`: TLS to the upstream, its certificate verified.
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -28,13 +30,14 @@ impl TargetAddr {
             return Ok(TargetAddr {
                 host: TargetHost::Ip(addr.ip()),
                 port: addr.port(),
+                tls: false,
             });
         }
-        let (rest, default_port) = match s.split_once("://") {
-            Some(("http", rest)) => (rest, Some(80)),
-            Some(("https", _)) => return Err(ValidationError::TlsUpstream(s.to_string())),
+        let (rest, default_port, tls) = match s.split_once("://") {
+            Some(("http", rest)) => (rest, Some(80), false),
+            Some(("https", rest)) => (rest, Some(443), true),
             Some(_) => return Err(bad()),
-            None => (s, None),
+            None => (s, None, false),
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let (host, port) = match rest.rsplit_once(':') {
@@ -53,6 +56,7 @@ impl TargetAddr {
             return Ok(TargetAddr {
                 host: TargetHost::Ip(ip),
                 port,
+                tls,
             });
         }
         let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
@@ -62,6 +66,7 @@ impl TargetAddr {
         Ok(TargetAddr {
             host: TargetHost::Name(name),
             port,
+            tls,
         })
     }
 
@@ -103,6 +108,7 @@ mod tests {
             TargetAddr {
                 host: TargetHost::Name(n),
                 port,
+                ..
             } => (n, port),
             other => panic!("{s}: {other:?}"),
         }
@@ -138,9 +144,11 @@ mod tests {
         ] {
             assert!(TargetAddr::parse(bad).is_err(), "{bad} should be refused");
         }
-        assert!(matches!(
-            TargetAddr::parse("https://api.example.com"),
-            Err(ValidationError::TlsUpstream(_))
-        ));
+        let tls = TargetAddr::parse("https://API.example.com").unwrap();
+        assert_eq!((tls.tls, tls.port), (true, 443));
+        assert_eq!(
+            name("https://api.example.com:8443"),
+            ("api.example.com".into(), 8443)
+        );
     }
 }

@@ -17,6 +17,7 @@ fn route(id: &str, prefix: &str) -> Route {
         health_check: None,
         upstream_protocol: Default::default(),
         retries: wharf_tenancy::DEFAULT_RETRIES,
+        upstream_tls: Default::default(),
         plugins: vec![],
     }
 }

@@ -56,6 +56,15 @@ pub(super) async fn put(
             })?;
         }
     }
+    if let Some(pem) = &b.upstream_tls.ca_pem {
+        if pem.len() <= wharf_tenancy::model::MAX_CA_PEM_BYTES
+            && crate::tls::ca::parse_ca(pem).is_empty()
+        {
+            return Err(ApiError::bad_request(
+                "upstream_tls.ca_pem: no X.509 certificate in it; send PEM certificates",
+            ));
+        }
+    }
     let store = s.store_as(&who).await?;
     let route = Route {
         id,
@@ -66,6 +75,7 @@ pub(super) async fn put(
         health_check: b.health_check,
         upstream_protocol: b.upstream_protocol,
         retries: b.retries,
+        upstream_tls: b.upstream_tls,
         plugins: Vec::new(),
     };
     // The chain is kept as it is in the store at write time (attach/detach change it).

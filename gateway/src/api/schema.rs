@@ -8,7 +8,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use wharf_tenancy::{
     ApiKeyInfo, AuditEntry, HealthCheck, HostPattern, OnError, PluginAttachment, PluginVersion,
-    QuotaRow, Quotas, Route, Timeouts, UpstreamProtocol, UpstreamTarget,
+    QuotaRow, Quotas, Route, Timeouts, UpstreamProtocol, UpstreamTarget, UpstreamTls,
 };
 
 /// Every write answers with the config version it produced; nodes serve it once they reach it.
@@ -152,6 +152,8 @@ pub struct RouteBody {
     /// Other targets tried after a failed connection (within the route's retry budget).
     #[serde(default = "default_retries")]
     pub retries: u32,
+    #[serde(default)]
+    pub upstream_tls: UpstreamTls,
 }
 
 fn default_retries() -> u32 {

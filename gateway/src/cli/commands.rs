@@ -261,6 +261,7 @@ fn route_from_args(a: RouteAddArgs) -> anyhow::Result<RouteBody> {
         timeouts,
         health_check,
         retries: a.retries,
+        upstream_tls: Default::default(),
         upstream_protocol: if a.upstream_http2 {
             UpstreamProtocol::Http2
         } else {

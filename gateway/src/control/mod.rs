@@ -14,6 +14,7 @@ mod shards;
 pub mod sync;
 pub mod table;
 pub mod targets;
+pub mod upstream_tls;
 
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};

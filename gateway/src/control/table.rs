@@ -25,6 +25,7 @@ use super::resolve::{PluginRef, PluginSet, Unavailable};
 use super::retry_budget::RetryBudget;
 use super::shards::Shared;
 use super::targets::Targets;
+use super::upstream_tls::UpstreamTls;
 use crate::tls::resolver::{pick, CertificateLookup, ServedCert};
 use crate::tls::seal::KeySealer;
 use wharf_plugins::capabilities::networking::{EgressPolicy, Resolver};
@@ -56,6 +57,8 @@ pub struct CompiledRoute {
     /// Its targets as last discovered (names resolved): why there is no backend, when none.
     pub targets: Arc<Targets>,
     pub retry_budget: RetryBudget,
+    /// TLS to its targets, for a route of `https://` targets.
+    pub tls: Option<Arc<UpstreamTls>>,
     pub outliers: Outliers,
     /// The route's plugin chain, resolved against the compiled-code cache.
     pub chain: Vec<Attached>,
@@ -258,6 +261,7 @@ fn compile_tenant(
                 balancer,
                 targets,
                 retry_budget: RetryBudget::default(),
+                tls: UpstreamTls::of(r),
                 outliers: Outliers::default(),
                 chain: resolve_chain(t, r, env.plugins),
             });

@@ -23,6 +23,7 @@ pub(crate) fn tenant(id: &str, host: &str, prefix: &str) -> Tenant {
             health_check: None,
             upstream_protocol: Default::default(),
             retries: wharf_tenancy::DEFAULT_RETRIES,
+            upstream_tls: Default::default(),
             plugins: vec![],
         }],
         quotas: Quotas::default(),

@@ -27,6 +27,10 @@ struct Target {
     weight: usize,
 }
 
+/// The name a backend was resolved from: its TLS server name unless the route sets one.
+#[derive(Clone, Debug)]
+pub struct TargetName(pub Arc<str>);
+
 /// Why a route has no backend to dial, as the last discovery saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Empty {
@@ -93,6 +97,10 @@ impl Targets {
         let mut set = BTreeSet::new();
         let (mut refused, mut unresolved) = (None, None);
         for t in &self.targets {
+            let name: Option<Arc<str>> = match &t.host {
+                Host::Name(n) => Some(n.host.as_str().into()),
+                Host::Ip(_) => None,
+            };
             let addrs: Vec<IpAddr> = match &t.host {
                 Host::Ip(ip) => vec![*ip],
                 Host::Name(name) => {
@@ -112,7 +120,10 @@ impl Targets {
                     continue;
                 }
                 // An address formatted by the standard library always parses back.
-                if let Ok(b) = Backend::new_with_weight(&addr.to_string(), t.weight.max(1)) {
+                if let Ok(mut b) = Backend::new_with_weight(&addr.to_string(), t.weight.max(1)) {
+                    if let Some(name) = &name {
+                        b.ext.insert(TargetName(name.clone()));
+                    }
                     set.insert(b);
                 }
             }

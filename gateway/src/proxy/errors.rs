@@ -15,6 +15,10 @@ pub enum GatewayError {
     Misdirected,
     #[error("could not connect to the upstream: {0}")]
     UpstreamUnavailable(String),
+    /// The TLS handshake with the upstream failed: its certificate is not trusted or not for
+    /// the name, or it does not speak TLS.
+    #[error("TLS to the upstream failed: {0}")]
+    UpstreamTls(String),
     /// A name the route's targets need does not resolve (and none of its targets answer).
     #[error("the upstream name {0} does not resolve")]
     UpstreamUnresolvable(String),
@@ -66,7 +70,9 @@ impl GatewayError {
             GatewayError::Internal(_) => 500,
             GatewayError::Plugin(e) => e.status(),
             GatewayError::RateLimited(_) | GatewayError::TooManyInFlight(_) => 429,
-            GatewayError::UpstreamForbidden(_) | GatewayError::UpstreamUnresolvable(_) => 502,
+            GatewayError::UpstreamForbidden(_)
+            | GatewayError::UpstreamUnresolvable(_)
+            | GatewayError::UpstreamTls(_) => 502,
             GatewayError::LoopDetected => 508,
         }
     }
@@ -87,6 +93,7 @@ impl GatewayError {
             GatewayError::TooManyInFlight(_) => "too_many_in_flight",
             GatewayError::UpstreamForbidden(_) => "upstream_forbidden",
             GatewayError::UpstreamUnresolvable(_) => "upstream_unresolvable",
+            GatewayError::UpstreamTls(_) => "upstream_tls",
             GatewayError::LoopDetected => "loop_detected",
         }
     }
@@ -115,9 +122,11 @@ impl GatewayError {
                 GatewayError::RequestTimeout(detail)
             }
             ConnectTimedout | ReadTimedout | WriteTimedout => GatewayError::UpstreamTimeout(detail),
-            ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
-            | TLSHandshakeFailure | TLSHandshakeTimedout => {
+            ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure => {
                 GatewayError::UpstreamUnavailable(detail)
+            }
+            TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError => {
+                GatewayError::UpstreamTls(detail)
             }
             HTTPStatus(code) if (400..500).contains(code) => GatewayError::BadRequest(detail),
             _ => match e.esource() {

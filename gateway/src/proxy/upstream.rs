@@ -14,7 +14,8 @@ use wharf_tenancy::UpstreamProtocol;
 
 use super::ctx::RequestCtx;
 use super::errors::GatewayError;
-use crate::control::targets::Empty;
+use crate::control::targets::{Empty, TargetName};
+use pingora_core::protocols::ALPN;
 
 pub(super) fn peer(egress: &Arc<EgressPolicy>, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
     let Some(route) = ctx.route.clone() else {
@@ -45,6 +46,11 @@ pub(super) fn peer(egress: &Arc<EgressPolicy>, ctx: &mut RequestCtx) -> Result<B
         });
     let Some(backend) = picked else {
         ctx.failure = Some(match route.targets.empty() {
+            // A retry found no other target: every one it tried failed to connect.
+            _ if !ctx.tried.is_empty() => GatewayError::UpstreamUnavailable(format!(
+                "no target of route {} could be reached",
+                route.spec.id
+            )),
             Some(Empty::Forbidden(why)) => GatewayError::UpstreamForbidden(why),
             Some(Empty::Unresolvable(name)) => GatewayError::UpstreamUnresolvable(name),
             None => GatewayError::UpstreamUnavailable(format!(
@@ -68,7 +74,33 @@ pub(super) fn peer(egress: &Arc<EgressPolicy>, ctx: &mut RequestCtx) -> Result<B
         }
     }
     ctx.peer = backend.addr.as_inet().copied();
-    let mut peer = HttpPeer::new(backend.addr, false, String::new());
+    let mut peer = match &route.tls {
+        None => HttpPeer::new(backend.addr.clone(), false, String::new()),
+        Some(tls) => {
+            let name = tls
+                .server_name
+                .clone()
+                .or_else(|| backend.ext.get::<TargetName>().map(|n| n.0.to_string()));
+            // Pingora does not verify a peer without a server name: never connect so.
+            let Some(name) = name.filter(|n| !n.is_empty()) else {
+                ctx.failure = Some(GatewayError::UpstreamTls(
+                    "no server name to verify the upstream's certificate for".into(),
+                ));
+                return Err(Error::explain(ErrorType::InvalidCert, "no TLS server name"));
+            };
+            let mut peer = HttpPeer::new(backend.addr.clone(), true, name);
+            peer.options.ca = tls.ca.clone();
+            peer.group_key = tls.pool_key;
+            peer.options.verify_cert = true;
+            peer.options.verify_hostname = true;
+            peer.options.alpn = if route.spec.upstream_protocol == UpstreamProtocol::Http2 {
+                ALPN::H2
+            } else {
+                ALPN::H1
+            };
+            peer
+        }
+    };
     let t = route.spec.timeouts;
     peer.options.connection_timeout = Some(Duration::from_millis(t.connect_ms));
     peer.options.total_connection_timeout = Some(Duration::from_millis(t.connect_ms));
@@ -90,6 +122,15 @@ pub(super) fn failed_to_connect(
     let Some(route) = ctx.route.clone() else {
         return e;
     };
+    // A certificate that is not trusted or not for the name is no passing fault: answered as
+    // what it is, not retried elsewhere, and no reason to eject the target.
+    if matches!(
+        e.etype(),
+        ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert | ErrorType::HandshakeError
+    ) {
+        ctx.failure = Some(GatewayError::UpstreamTls(e.to_string()));
+        return e;
+    }
     if let Some(addr) = peer._address.as_inet() {
         ctx.tried.push(*addr);
         if route.outliers.connect_failed(

@@ -5,6 +5,7 @@
 //! live table, in memory-safe code; TLS 1.2 and 1.3 only, rustls's AEAD-only cipher suites,
 //! stateful session resumption (rustls's in-memory session cache).
 
+pub mod ca;
 pub mod resolver;
 pub mod seal;
 pub mod upload;

@@ -36,5 +36,6 @@ mod tls_operations;
 mod tracing;
 mod upgrade;
 mod upstream_names;
+mod upstream_tls;
 mod usage;
 mod websocket_tunnels;

@@ -109,6 +109,7 @@ async fn names_are_checked_as_targets_when_a_route_is_written() {
         r
     };
     for ok in [
+        "https://api.example.com",
         "api.internal:8080",
         "http://orders.shop.svc.cluster.local",
         "http://[::1]:81",
@@ -120,7 +121,7 @@ async fn names_are_checked_as_targets_when_a_route_is_written() {
     }
     for (bad, says) in [
         ("api.internal", "host:port"),
-        ("https://api.example.com", "TLS to upstreams"),
+        ("https://10.0.0.1", "server_name"),
         ("ftp://x.test:21", "host:port"),
     ] {
         let e = store

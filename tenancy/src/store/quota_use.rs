@@ -123,6 +123,7 @@ mod tests {
             plugins: vec![],
             upstream_protocol: Default::default(),
             retries: crate::model::DEFAULT_RETRIES,
+            upstream_tls: Default::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub(crate) mod api;
 pub(crate) mod dns;
+pub(crate) mod nginx;
 pub(crate) mod raw;
 pub(crate) mod tls;
 mod wharf;
@@ -139,6 +140,7 @@ pub(crate) fn route(id: &str, prefix: &str, upstreams: &[&str]) -> Route {
         plugins: vec![],
         upstream_protocol: Default::default(),
         retries: wharf_tenancy::DEFAULT_RETRIES,
+        upstream_tls: Default::default(),
     }
 }
 

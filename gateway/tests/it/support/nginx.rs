@@ -1,0 +1,69 @@
+//! nginx from Debian as a TLS upstream on loopback, with a certificate from a test CA.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub(crate) struct Nginx {
+    child: Child,
+    pub(crate) addr: SocketAddr,
+    _dir: PathBuf,
+}
+
+impl Nginx {
+    /// Answers `{"upstream": body}` over TLS with `chain_pem`/`key_pem` on a free loopback port.
+    pub(crate) fn tls(chain_pem: &str, key_pem: &str, body: &str) -> Nginx {
+        let dir = std::env::temp_dir().join(format!("wharf-nginx-{}", super::unique_suffix()));
+        std::fs::create_dir_all(&dir).expect("nginx dir");
+        std::fs::write(dir.join("cert.pem"), chain_pem).expect("cert");
+        std::fs::write(dir.join("key.pem"), key_pem).expect("key");
+        for _ in 0..5 {
+            let addr = super::free_addr();
+            let conf = format!(
+                "daemon off;\nuser root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+                 events {{ worker_connections 64; }}\n\
+                 http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+                 fastcgi_temp_path {d}/fcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
+                 server {{\n  listen {addr} ssl;\n  ssl_certificate {d}/cert.pem;\n  ssl_certificate_key {d}/key.pem;\n\
+                 location / {{ default_type application/json; return 200 '{{\"upstream\": \"{body}\"}}'; }}\n }}\n}}\n",
+                d = dir.display()
+            );
+            std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
+            let mut child = Command::new("nginx")
+                .arg("-c")
+                .arg(dir.join("nginx.conf"))
+                .arg("-p")
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nginx (scripts/test installs it)");
+            for _ in 0..50 {
+                if std::net::TcpStream::connect(addr).is_ok() {
+                    return Nginx {
+                        child,
+                        addr,
+                        _dir: dir,
+                    };
+                }
+                if child.try_wait().expect("nginx status").is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+        }
+        panic!(
+            "nginx did not start; see its error.log under {}",
+            dir.display()
+        );
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

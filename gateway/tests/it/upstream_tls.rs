@@ -1,0 +1,86 @@
+//! HTTPS upstreams: nginx from Debian serving a certificate of a private test CA. Served when the
+//! route carries that CA; refused (502 upstream_tls) with the system's roots, or for another
+//! name. A CA bundle with no certificate is a 400 naming the field.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::support::api::{Api, Body, OP};
+use crate::support::nginx::Nginx;
+use crate::support::tls::Ca;
+use crate::support::*;
+
+#[tokio::test]
+async fn https_upstreams_are_verified_against_the_routes_ca_for_their_name() {
+    let ca = Ca::new("Upstream Test CA");
+    let (chain, key, _) = ca.leaf(&["tls.up.test"]);
+    let nginx = Nginx::tls(&chain, &key, "nginx-tls");
+    let (url, _store) = fresh_store(StoreKind::Sqlite).await;
+    let gw = Wharf::start_configured(&url, &format!("operator_token = \"{OP}\""), &[]).await;
+    let api = Api::new(&gw);
+    let (s, v) = api
+        .call(
+            Method::POST,
+            "/v1/tenants",
+            Some(OP),
+            Some(Body::Json(json!({"id": "t", "hostnames": ["tls.test"]}))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let target = format!("https://{}", nginx.addr);
+    let put = |path: &'static str, tls: serde_json::Value| {
+        let body =
+            json!({"path_prefix": path, "upstreams": [{"addr": target}], "upstream_tls": tls});
+        let url = format!("/v1/tenants/t/routes/{}", path.trim_start_matches('/'));
+        let api = &api;
+        async move {
+            api.call(Method::PUT, &url, Some(OP), Some(Body::Json(body)))
+                .await
+        }
+    };
+    let ca_pem = ca.cert.pem();
+    let mut version = 0;
+    for (path, tls) in [
+        (
+            "/trusted",
+            json!({"server_name": "tls.up.test", "ca_pem": ca_pem}),
+        ),
+        ("/system-roots", json!({"server_name": "tls.up.test"})),
+        (
+            "/other-name",
+            json!({"server_name": "other.up.test", "ca_pem": ca_pem}),
+        ),
+    ] {
+        let (s, v) = put(path, tls).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {v}");
+        version = v["config_version"].as_i64().unwrap();
+    }
+    // Refused at write time: an address without a server name, a bundle without a certificate.
+    let (s, v) = put("/no-name", json!({})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("server_name"),
+        "{v}"
+    );
+    let (s, v) = put("/bad-ca", json!({"server_name": "tls.up.test", "ca_pem": "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("ca_pem"), "{v}");
+
+    gw.wait_for_version(version).await;
+    let mut ok = None;
+    for _ in 0..40 {
+        let r = gw.request("GET", "tls.test", "/trusted", &[]).await;
+        if r.status == 200 {
+            ok = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let r = ok.expect("the trusted route answers");
+    assert_eq!(r.json["upstream"], "nginx-tls");
+    for path in ["/system-roots", "/other-name"] {
+        let r = gw.get("tls.test", path).await;
+        assert_eq!(r.status, 502, "{path}: {}", r.json);
+        assert_eq!(r.json["error"], "upstream_tls", "{path}: {}", r.json);
+    }
+}
