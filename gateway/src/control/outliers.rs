@@ -1,8 +1,8 @@
-//! Passive health (outlier detection, connect failures): a target whose connections failed
-//! `CONSECUTIVE` times in a row is ejected from its route's selection for a time that doubles
-//! with each ejection (1 s up to 30 s), never more than half of the route's targets at once; a
-//! success clears its count. With retries, a dead target then costs neither failed requests nor
-//! the retry budget for long.
+//! Passive health (outlier detection, Envoy's model): a target whose connections failed three
+//! times in a row, or that answered five 5xx in a row, is ejected from its route's selection for
+//! a time that doubles with each ejection (1 s up to 30 s), never more than half of the route's
+//! targets at once; its next good answer clears its counts. With retries, a dead target then
+//! costs neither failed requests nor the retry budget for long.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,13 +10,31 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-const CONSECUTIVE: u32 = 3;
+const CONNECT_FAILURES: u32 = 3;
+const SERVER_ERRORS: u32 = 5;
+
+/// Why a target was ejected (the metric's `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    ConnectFailure,
+    ServerError,
+}
+
+impl Fault {
+    pub fn label(self) -> &'static str {
+        match self {
+            Fault::ConnectFailure => "connect_failures",
+            Fault::ServerError => "server_errors",
+        }
+    }
+}
 const BASE: Duration = Duration::from_secs(1);
 const LONGEST: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct Record {
-    consecutive: u32,
+    connect_failures: u32,
+    server_errors: u32,
     ejections: u32,
     until: Option<Instant>,
 }
@@ -30,6 +48,15 @@ impl Outliers {
     /// A connection to `addr` failed; `targets` is how many the route has. True when this
     /// failure ejected it.
     pub fn connect_failed(&self, addr: SocketAddr, targets: usize) -> bool {
+        self.fault(addr, targets, Fault::ConnectFailure)
+    }
+
+    /// `addr` answered a 5xx. True when this answer ejected it.
+    pub fn server_error(&self, addr: SocketAddr, targets: usize) -> bool {
+        self.fault(addr, targets, Fault::ServerError)
+    }
+
+    fn fault(&self, addr: SocketAddr, targets: usize, fault: Fault) -> bool {
         let now = Instant::now();
         let mut map = self.targets.lock();
         let ejected_now = map
@@ -37,9 +64,14 @@ impl Outliers {
             .filter(|r| r.until.is_some_and(|u| u > now))
             .count();
         let r = map.entry(addr).or_default();
-        r.consecutive += 1;
+        let (count, threshold) = match fault {
+            Fault::ConnectFailure => (&mut r.connect_failures, CONNECT_FAILURES),
+            Fault::ServerError => (&mut r.server_errors, SERVER_ERRORS),
+        };
+        *count += 1;
+        let reached = *count >= threshold;
         let already = r.until.is_some_and(|u| u > now);
-        if already || r.consecutive < CONSECUTIVE || ejected_now + 1 > (targets / 2).max(1) {
+        if already || !reached || ejected_now + 1 > (targets / 2).max(1) {
             return false;
         }
         let time = BASE.saturating_mul(1 << r.ejections.min(5)).min(LONGEST);
@@ -48,10 +80,11 @@ impl Outliers {
         true
     }
 
-    /// A response came from `addr`.
+    /// A good answer came from `addr`.
     pub fn succeeded(&self, addr: SocketAddr) {
         if let Some(r) = self.targets.lock().get_mut(&addr) {
-            r.consecutive = 0;
+            r.connect_failures = 0;
+            r.server_errors = 0;
         }
     }
 
@@ -86,5 +119,9 @@ mod tests {
             assert!(!o.connect_failed(c, 4), "never more than half");
         }
         assert!(!o.ejected(&c));
+        // Five 5xx in a row eject too (here: with room, on a route of eight).
+        let d: SocketAddr = "10.0.0.4:80".parse().unwrap();
+        assert!((0..4).all(|_| !o.server_error(d, 8)));
+        assert!(o.server_error(d, 8));
     }
 }

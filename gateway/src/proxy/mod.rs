@@ -182,13 +182,11 @@ impl ProxyHttp for WharfProxy {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_elapsed = ctx.upstream_sent.map(|t| t.elapsed());
-        if let (Some(route), Some(addr)) = (&ctx.route, ctx.peer) {
-            route.outliers.succeeded(addr);
-        }
+        upstream::answered(&self.metrics, ctx, upstream_response.status.as_u16());
         Ok(())
     }
 

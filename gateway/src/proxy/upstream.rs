@@ -14,6 +14,7 @@ use wharf_tenancy::UpstreamProtocol;
 
 use super::ctx::RequestCtx;
 use super::errors::GatewayError;
+use crate::control::outliers::Fault;
 use crate::control::targets::{Empty, TargetName};
 use pingora_core::protocols::ALPN;
 
@@ -133,16 +134,7 @@ pub(super) fn failed_to_connect(
     }
     if let Some(addr) = peer._address.as_inet() {
         ctx.tried.push(*addr);
-        if route.outliers.connect_failed(
-            *addr,
-            route
-                .spec
-                .upstreams
-                .len()
-                .max(route.balancer.backends().get_backend().len()),
-        ) {
-            tracing::info!(route = %route.spec.id, %addr, "upstream target ejected after failed connections");
-        }
+        fault(metrics, ctx, *addr, Fault::ConnectFailure);
     }
     let retries_left = ctx.tried.len() <= route.spec.retries as usize;
     if !retries_left {
@@ -163,4 +155,39 @@ pub(super) fn failed_to_connect(
         ])
         .inc();
     e
+}
+
+/// The route's target at `addr` answered (a 5xx counts against it; anything else clears it).
+pub(super) fn answered(metrics: &Metrics, ctx: &RequestCtx, status: u16) {
+    let Some(addr) = ctx.peer else { return };
+    match (&ctx.route, status) {
+        (Some(_), 500..=599) => fault(metrics, ctx, addr, Fault::ServerError),
+        (Some(route), _) => route.outliers.succeeded(addr),
+        (None, _) => {}
+    }
+}
+
+/// Counts a fault of the target at `addr`; an ejection is logged and counted.
+fn fault(metrics: &Metrics, ctx: &RequestCtx, addr: std::net::SocketAddr, fault: Fault) {
+    let Some(route) = &ctx.route else { return };
+    let targets = route
+        .spec
+        .upstreams
+        .len()
+        .max(route.balancer.backends().get_backend().len());
+    let ejected = match fault {
+        Fault::ConnectFailure => route.outliers.connect_failed(addr, targets),
+        Fault::ServerError => route.outliers.server_error(addr, targets),
+    };
+    if ejected {
+        tracing::info!(route = %route.spec.id, %addr, reason = fault.label(), "upstream target ejected");
+        metrics
+            .upstream_ejections_total
+            .with_label_values(&[
+                &*metrics.tenant(ctx.tenant_label()),
+                ctx.route_label(),
+                fault.label(),
+            ])
+            .inc();
+    }
 }

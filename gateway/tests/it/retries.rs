@@ -82,3 +82,69 @@ async fn a_dead_target_costs_no_request_and_retries_stay_within_budget() {
     );
     assert!(retried("budget_exhausted") >= 1.0);
 }
+
+/// A real HTTP/1.1 server that answers every request `503` (a target whose process is up and
+/// broken), on a free loopback port.
+async fn always_503() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                // One request per read is enough for the gateway's GETs without bodies.
+                while let Ok(n) = conn.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let reply = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 18\r\n\r\n{\"upstream\":\"bad\"}";
+                    if conn.write_all(reply.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_answering_503_is_ejected_and_comes_back() {
+    let good = Upstream::start("good").await;
+    let bad = always_503().await;
+    let (url, store) = fresh_store(StoreKind::Sqlite).await;
+    let gw = Wharf::start(&url).await;
+    tenant_with_route(
+        &store,
+        "t",
+        &["eject.test"],
+        route("r", "/", &[&good.target(), &bad.to_string()]),
+    )
+    .await;
+    gw.wait_for_version(store.version().await.unwrap().0).await;
+
+    // Round robin: every other request reaches the bad target until five 503s in a row eject it.
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        statuses.push(gw.get("eject.test", "/x").await.status);
+    }
+    let errors = statuses.iter().filter(|s| **s == 503).count();
+    assert_eq!(
+        errors, 5,
+        "five 503s, then the target is left out: {statuses:?}"
+    );
+    assert!(statuses[12..].iter().all(|s| *s == 200), "{statuses:?}");
+    let metrics = gw.metrics().await;
+    let series =
+        "wharf_upstream_ejections_total{reason=\"server_errors\",route=\"r\",tenant=\"t\"}";
+    assert_eq!(metric_value(&metrics, series), 1.0);
+
+    // After its first ejection (1 s) it gets requests again.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let mut back = false;
+    for _ in 0..6 {
+        back |= gw.get("eject.test", "/x").await.status == 503;
+    }
+    assert!(back, "the ejected target returns to the rotation");
+}
