@@ -326,6 +326,7 @@ async fn seed_demo(store: &Store, echo: std::net::SocketAddr) -> anyhow::Result<
         upstream_protocol: Default::default(),
         retries: wharf_tenancy::DEFAULT_RETRIES,
         upstream_tls: Default::default(),
+        host_header: Default::default(),
         plugins: vec![],
     };
     store.put_route("demo", route).await?;

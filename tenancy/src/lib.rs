@@ -12,9 +12,9 @@ pub mod target;
 
 pub use error::{StoreError, ValidationError};
 pub use model::{
-    HealthCheck, HealthCheckKind, HostPattern, OnError, PluginAttachment, PluginVersion, Route,
-    Tenant, Timeouts, TlsCertificate, UpstreamProtocol, UpstreamTarget, UpstreamTls,
-    DEFAULT_RETRIES,
+    HealthCheck, HealthCheckKind, HostHeader, HostPattern, OnError, PluginAttachment,
+    PluginVersion, Route, Tenant, Timeouts, TlsCertificate, UpstreamProtocol, UpstreamTarget,
+    UpstreamTls, DEFAULT_RETRIES,
 };
 pub use quotas::{
     ConfigQuotas, LogQuotas, PluginQuotas, PoolQuotas, QuotaName, QuotaRow, Quotas, RateScope,

@@ -161,6 +161,22 @@ pub struct Route {
     /// How TLS to `https://` targets is verified.
     #[serde(default)]
     pub upstream_tls: UpstreamTls,
+    /// The Host the upstream gets: the client's (default) or the target's own name.
+    #[serde(default)]
+    pub host_header: HostHeader,
+}
+
+/// The Host header sent upstream (Kong's `preserve_host`, Envoy's `auto_host_rewrite`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum HostHeader {
+    /// As the client sent it.
+    #[default]
+    Client,
+    /// The target's name (or address), with its port unless it is the scheme's default.
+    Upstream,
 }
 
 /// TLS to a route's `https://` targets: the certificate is always verified, against the
@@ -489,6 +505,7 @@ mod tests {
             upstream_protocol: Default::default(),
             retries: crate::model::DEFAULT_RETRIES,
             upstream_tls: Default::default(),
+            host_header: Default::default(),
             plugins: vec![],
         };
         r.validate().unwrap();

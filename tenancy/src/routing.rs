@@ -48,6 +48,7 @@ mod tests {
             upstream_protocol: Default::default(),
             retries: crate::model::DEFAULT_RETRIES,
             upstream_tls: Default::default(),
+            host_header: Default::default(),
             plugins: vec![],
         }
     }

@@ -18,6 +18,7 @@ fn route(id: &str, prefix: &str) -> Route {
         upstream_protocol: Default::default(),
         retries: wharf_tenancy::DEFAULT_RETRIES,
         upstream_tls: Default::default(),
+        host_header: Default::default(),
         plugins: vec![],
     }
 }

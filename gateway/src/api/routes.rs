@@ -76,6 +76,7 @@ pub(super) async fn put(
         upstream_protocol: b.upstream_protocol,
         retries: b.retries,
         upstream_tls: b.upstream_tls,
+        host_header: b.host_header,
         plugins: Vec::new(),
     };
     // The chain is kept as it is in the store at write time (attach/detach change it).

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use wharf_tenancy::{
-    ApiKeyInfo, AuditEntry, HealthCheck, HostPattern, OnError, PluginAttachment, PluginVersion,
-    QuotaRow, Quotas, Route, Timeouts, UpstreamProtocol, UpstreamTarget, UpstreamTls,
+    ApiKeyInfo, AuditEntry, HealthCheck, HostHeader, HostPattern, OnError, PluginAttachment,
+    PluginVersion, QuotaRow, Quotas, Route, Timeouts, UpstreamProtocol, UpstreamTarget,
+    UpstreamTls,
 };
 
 /// Every write answers with the config version it produced; nodes serve it once they reach it.
@@ -154,6 +155,8 @@ pub struct RouteBody {
     pub retries: u32,
     #[serde(default)]
     pub upstream_tls: UpstreamTls,
+    #[serde(default)]
+    pub host_header: HostHeader,
 }
 
 fn default_retries() -> u32 {

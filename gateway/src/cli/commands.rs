@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use wharf_tenancy::{
-    HealthCheck, HealthCheckKind, OnError, PluginVersion, Timeouts, UpstreamProtocol,
+    HealthCheck, HealthCheckKind, HostHeader, OnError, PluginVersion, Timeouts, UpstreamProtocol,
     UpstreamTarget,
 };
 
@@ -262,6 +262,11 @@ fn route_from_args(a: RouteAddArgs) -> anyhow::Result<RouteBody> {
         health_check,
         retries: a.retries,
         upstream_tls: Default::default(),
+        host_header: if a.upstream_host {
+            HostHeader::Upstream
+        } else {
+            HostHeader::Client
+        },
         upstream_protocol: if a.upstream_http2 {
             UpstreamProtocol::Http2
         } else {

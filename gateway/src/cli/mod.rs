@@ -267,6 +267,9 @@ pub struct RouteAddArgs {
     /// Speak HTTP/2 (prior knowledge) to the upstream, e.g. for gRPC services.
     #[arg(long)]
     pub upstream_http2: bool,
+    /// Send the target's name as Host upstream instead of the client's.
+    #[arg(long)]
+    pub upstream_host: bool,
     /// Other targets tried after a failed connection (0-5).
     #[arg(long, default_value_t = wharf_tenancy::DEFAULT_RETRIES)]
     pub retries: u32,

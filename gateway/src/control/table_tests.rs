@@ -24,6 +24,7 @@ pub(crate) fn tenant(id: &str, host: &str, prefix: &str) -> Tenant {
             upstream_protocol: Default::default(),
             retries: wharf_tenancy::DEFAULT_RETRIES,
             upstream_tls: Default::default(),
+            host_header: Default::default(),
             plugins: vec![],
         }],
         quotas: Quotas::default(),

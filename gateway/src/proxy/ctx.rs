@@ -21,6 +21,8 @@ pub struct RequestCtx {
     pub tried: Vec<std::net::SocketAddr>,
     /// The target of the attempt in progress.
     pub peer: Option<std::net::SocketAddr>,
+    /// Its name (or address) and port as a Host header, for `host_header = "upstream"`.
+    pub peer_host: Option<String>,
     pub request_id: RequestId,
     pub upstream_sent: Option<Instant>,
     pub upstream_elapsed: Option<Duration>,
@@ -46,6 +48,7 @@ impl RequestCtx {
             route: None,
             tried: Vec::new(),
             peer: None,
+            peer_host: None,
             request_id: RequestId::default(),
             upstream_sent: None,
             upstream_elapsed: None,

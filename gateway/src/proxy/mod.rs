@@ -168,6 +168,13 @@ impl ProxyHttp for WharfProxy {
             upstream.insert_header("X-Forwarded-For", forwarded)?;
         }
         upstream.insert_header("X-Forwarded-Proto", "http")?;
+        let upstream_host = ctx
+            .route
+            .as_ref()
+            .is_some_and(|r| r.spec.host_header == wharf_tenancy::HostHeader::Upstream);
+        if let (true, Some(host)) = (upstream_host, &ctx.peer_host) {
+            upstream.insert_header("Host", host.as_str())?;
+        }
         upstream.append_header("Via", self.node.via.clone())?;
         upstream.insert_header("X-Request-Id", ctx.request_id.header())?;
         // With tracing on, the upstream's parent is Wharf's span; otherwise traceparent passes

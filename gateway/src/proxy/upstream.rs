@@ -75,6 +75,19 @@ pub(super) fn peer(egress: &Arc<EgressPolicy>, ctx: &mut RequestCtx) -> Result<B
         }
     }
     ctx.peer = backend.addr.as_inet().copied();
+    ctx.peer_host = ctx.peer.map(|addr| {
+        let host = match backend.ext.get::<TargetName>() {
+            Some(name) => name.0.to_string(),
+            None if addr.is_ipv6() => format!("[{}]", addr.ip()),
+            None => addr.ip().to_string(),
+        };
+        let default_port = if route.tls.is_some() { 443 } else { 80 };
+        if addr.port() == default_port {
+            host
+        } else {
+            format!("{host}:{}", addr.port())
+        }
+    });
     let mut peer = match &route.tls {
         None => HttpPeer::new(backend.addr.clone(), false, String::new()),
         Some(tls) => {

@@ -142,7 +142,13 @@ async fn a_node_starts_with_its_names_resolved() {
     let (url, store) = fresh_store(StoreKind::Sqlite).await;
     let mut r = route("r", "/", &["127.0.0.1:1"]);
     r.upstreams[0].addr = format!("boot.names.test:{port}");
+    let mut renamed = r.clone();
     tenant_with_route(&store, "names", &["names.test"], r).await;
+    // The same target with the target's name as Host (Kong's preserve_host off).
+    renamed.id = "renamed".into();
+    renamed.path_prefix = "/renamed".into();
+    renamed.host_header = wharf_tenancy::HostHeader::Upstream;
+    store.put_route("names", renamed).await.unwrap();
     let gw =
         Wharf::start_configured(&url, &format!("[dns]\nservers = [\"{}\"]\n", dns.addr), &[]).await;
     // The very first request: the table went live with the name resolved.
@@ -150,6 +156,17 @@ async fn a_node_starts_with_its_names_resolved() {
     assert_eq!(
         (r.status, r.json["upstream"].as_str()),
         (200, Some("first")),
+        "{}",
+        r.json
+    );
+    assert_eq!(
+        r.json["headers"]["host"], "names.test",
+        "the client's Host by default"
+    );
+    let r = gw.get("names.test", "/renamed").await;
+    assert_eq!(
+        r.json["headers"]["host"],
+        format!("boot.names.test:{port}"),
         "{}",
         r.json
     );

@@ -190,6 +190,7 @@ mod tests {
             upstream_protocol: Default::default(),
             retries: crate::model::DEFAULT_RETRIES,
             upstream_tls: Default::default(),
+            host_header: Default::default(),
         };
         // Keep 2: the upload and version 4; 3 and 2 go; 1 stays, a route runs it.
         let plan = AfterUpload::plan(&stored, &[route], "p", 2);

@@ -141,6 +141,7 @@ pub(crate) fn route(id: &str, prefix: &str, upstreams: &[&str]) -> Route {
         upstream_protocol: Default::default(),
         retries: wharf_tenancy::DEFAULT_RETRIES,
         upstream_tls: Default::default(),
+        host_header: Default::default(),
     }
 }
 
