@@ -190,6 +190,9 @@ pub struct UpstreamTls {
     /// PEM certificates that sign the upstream's certificate (a private CA); default: the
     /// system's roots.
     pub ca_pem: Option<String>,
+    /// One of the tenant's certificates (by name), presented to the upstream as a client
+    /// certificate (mTLS).
+    pub client_certificate: Option<String>,
 }
 
 /// Largest CA bundle a route may carry.
@@ -293,8 +296,13 @@ impl Route {
             return bad("a route's targets are all https:// or none is");
         }
         let t = &self.upstream_tls;
-        if tls == 0 && (t.server_name.is_some() || t.ca_pem.is_some()) {
-            return bad("server_name and ca_pem are for https:// targets");
+        if tls == 0
+            && (t.server_name.is_some() || t.ca_pem.is_some() || t.client_certificate.is_some())
+        {
+            return bad("server_name, ca_pem and client_certificate are for https:// targets");
+        }
+        if let Some(name) = &t.client_certificate {
+            validate_id(name)?;
         }
         let named = t.server_name.is_some();
         if tls > 0 && !named && targets.iter().any(|t| t.socket_addr().is_some()) {

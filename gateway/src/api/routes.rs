@@ -66,6 +66,14 @@ pub(super) async fn put(
         }
     }
     let store = s.store_as(&who).await?;
+    if let Some(name) = &b.upstream_tls.client_certificate {
+        let certs = store.tenant(&tenant).await?.certificates;
+        if !certs.iter().any(|c| &c.name == name) {
+            return Err(ApiError::bad_request(format!(
+                "upstream_tls.client_certificate: the tenant has no certificate {name:?}; upload it first"
+            )));
+        }
+    }
     let route = Route {
         id,
         path_prefix: b.path_prefix,

@@ -246,6 +246,14 @@ fn compile_tenant(
     env: &CompileEnv<'_>,
     fresh: &mut Vec<Upkeep>,
 ) -> Arc<CompiledTenant> {
+    // Before the routes: a route may present one of them to its upstream (mTLS).
+    let certs: Vec<Arc<ServedCert>> = t
+        .certificates
+        .iter()
+        .filter_map(|c| {
+            ServedCert::keep_or_load(old.map(|o| o.certs.as_slice()), &t.id, c, env.sealer)
+        })
+        .collect();
     let routes = t
         .routes
         .iter()
@@ -261,7 +269,7 @@ fn compile_tenant(
                 balancer,
                 targets,
                 retry_budget: RetryBudget::default(),
-                tls: UpstreamTls::of(r),
+                tls: UpstreamTls::of(r, &certs),
                 outliers: Outliers::default(),
                 chain: resolve_chain(t, r, env.plugins),
             });
@@ -282,13 +290,7 @@ fn compile_tenant(
         rate: keep_or_build_rate(old.map(|o| &**o), &t.quotas),
         in_flight: old.map(|o| o.in_flight.clone()).unwrap_or_default(),
         max_in_flight: t.quotas.requests.max_in_flight,
-        certs: t
-            .certificates
-            .iter()
-            .filter_map(|c| {
-                ServedCert::keep_or_load(old.map(|o| o.certs.as_slice()), &t.id, c, env.sealer)
-            })
-            .collect(),
+        certs,
     })
 }
 

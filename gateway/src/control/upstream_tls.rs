@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use pingora_core::utils::tls::WrappedX509;
+use pingora_core::utils::tls::{CertKey, WrappedX509};
+
+use crate::tls::resolver::ServedCert;
 use wharf_tenancy::target::TargetAddr;
 use wharf_tenancy::Route;
 
@@ -14,6 +16,9 @@ pub struct UpstreamTls {
     pub server_name: Option<String>,
     /// The route's CA bundle; `None`: the system's roots.
     pub ca: Option<Arc<[WrappedX509]>>,
+    /// The client certificate to present, if the route names one: `Err(name)` when the tenant
+    /// has no usable certificate of that name (the connect is refused, not made without it).
+    pub client: Option<Result<Arc<CertKey>, String>>,
     /// Pooled connections are shared only between peers of the same trust: Pingora's pool key
     /// covers the address, SNI and verification flags but not the CA, so without this a
     /// connection verified against one route's private CA would serve a route trusting only the
@@ -23,7 +28,7 @@ pub struct UpstreamTls {
 
 impl UpstreamTls {
     /// `None` for a route without `https://` targets.
-    pub fn of(route: &Route) -> Option<Arc<UpstreamTls>> {
+    pub fn of(route: &Route, certs: &[Arc<ServedCert>]) -> Option<Arc<UpstreamTls>> {
         let tls = route
             .upstreams
             .iter()
@@ -45,9 +50,17 @@ impl UpstreamTls {
             route.upstream_tls.hash(&mut h);
             h.finish()
         };
+        let client = route.upstream_tls.client_certificate.as_ref().map(|name| {
+            certs
+                .iter()
+                .find(|c| &c.name == name)
+                .map(|c| c.client.clone())
+                .ok_or_else(|| name.clone())
+        });
         Some(Arc::new(UpstreamTls {
             server_name: route.upstream_tls.server_name.clone(),
             ca,
+            client,
             pool_key,
         }))
     }

@@ -104,6 +104,19 @@ pub(super) fn peer(egress: &Arc<EgressPolicy>, ctx: &mut RequestCtx) -> Result<B
             };
             let mut peer = HttpPeer::new(backend.addr.clone(), true, name);
             peer.options.ca = tls.ca.clone();
+            match &tls.client {
+                None => {}
+                Some(Ok(cert)) => peer.client_cert_key = Some(cert.clone()),
+                Some(Err(name)) => {
+                    ctx.failure = Some(GatewayError::UpstreamTls(format!(
+                        "the route's client certificate {name:?} is not among the tenant's"
+                    )));
+                    return Err(Error::explain(
+                        ErrorType::InvalidCert,
+                        "no client certificate",
+                    ));
+                }
+            }
             peer.group_key = tls.pool_key;
             peer.options.verify_cert = true;
             peer.options.verify_hostname = true;

@@ -25,6 +25,8 @@ pub struct ServedCert {
     /// The tenant's hostnames it serves (for the expiry gauge).
     pub hostnames: Vec<String>,
     pub key: Arc<CertifiedKey>,
+    /// The same certificate and key as Pingora presents them to an upstream (mTLS).
+    pub client: Arc<pingora_core::utils::tls::CertKey>,
     pub not_after_ms: i64,
     /// What it was built from: a reload reuses it while these are unchanged.
     pub fingerprint: String,
@@ -53,13 +55,19 @@ impl ServedCert {
             .open(&seal::context(tenant, &c.name), &c.key_sealed)
             .map_err(|e| e.to_string())
             .and_then(|key| String::from_utf8(key).map_err(|e| e.to_string()))
-            .and_then(|key| validate::load(&c.chain_pem, &key).map_err(|e| e.to_string()));
+            .and_then(|key_pem| {
+                let (key, names) =
+                    validate::load(&c.chain_pem, &key_pem).map_err(|e| e.to_string())?;
+                let client = validate::client_cert_key(&c.chain_pem, &key_pem)?;
+                Ok((key, names, client))
+            });
         match loaded {
-            Ok((key, names)) => Some(Arc::new(ServedCert {
+            Ok((key, names, client)) => Some(Arc::new(ServedCert {
                 name: c.name.clone(),
                 names,
                 hostnames: c.hostnames.clone(),
                 key,
+                client,
                 not_after_ms: c.not_after_ms,
                 fingerprint: c.fingerprint.clone(),
                 updated_at_ms: c.updated_at_ms,

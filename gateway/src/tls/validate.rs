@@ -121,6 +121,24 @@ pub fn load(chain_pem: &str, key_pem: &str) -> Result<(Arc<CertifiedKey>, Vec<St
     Ok((p.key, p.names))
 }
 
+/// The chain and key as DER for Pingora's TLS connector (a client certificate for mTLS to an
+/// upstream). Called on a pair `load` accepted.
+pub fn client_cert_key(
+    chain_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<pingora_core::utils::tls::CertKey>, String> {
+    let chain: Vec<Vec<u8>> = rustls_pemfile::certs(&mut chain_pem.as_bytes())
+        .map(|c| c.map(|der| der.to_vec()).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+        .map_err(|e| e.to_string())?
+        .ok_or("no private key")?;
+    Ok(Arc::new(pingora_core::utils::tls::CertKey::new(
+        chain,
+        key.secret_der().to_vec(),
+    )))
+}
+
 fn parse(chain_pem: &str, key_pem: &str) -> Result<Parsed, CertError> {
     let size = chain_pem.len() + key_pem.len();
     if size > MAX_PEM_BYTES {

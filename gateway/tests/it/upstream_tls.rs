@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::support::api::{Api, Body, OP};
 use crate::support::nginx::Nginx;
-use crate::support::tls::Ca;
+use crate::support::tls::{upload, Ca};
 use crate::support::*;
 
 #[tokio::test]
@@ -83,4 +83,93 @@ async fn https_upstreams_are_verified_against_the_routes_ca_for_their_name() {
         assert_eq!(r.status, 502, "{path}: {}", r.json);
         assert_eq!(r.json["error"], "upstream_tls", "{path}: {}", r.json);
     }
+}
+
+#[tokio::test]
+async fn an_upstream_that_requires_a_client_certificate_gets_the_tenants() {
+    let server_ca = Ca::new("Upstream Server CA");
+    let client_ca = Ca::new("Upstream Client CA");
+    let (chain, key, _) = server_ca.leaf(&["mtls.up.test"]);
+    let nginx = Nginx::tls_with(&chain, &key, "nginx-mtls", Some(&client_ca.cert.pem()));
+    let (url, _store) = fresh_store(StoreKind::Sqlite).await;
+    let gw = Wharf::start_configured(&url, &format!("operator_token = \"{OP}\""), &[]).await;
+    let api = Api::new(&gw);
+    let (s, v) = api
+        .call(
+            Method::POST,
+            "/v1/tenants",
+            Some(OP),
+            Some(Body::Json(json!({"id": "m", "hostnames": ["mtls.test"]}))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // The tenant's own certificate, issued by the upstream's client CA.
+    let (client_chain, client_key, _) = client_ca.leaf(&["mtls.test"]);
+    let (s, v) = upload(&api, "m", OP, "client", &client_chain, &client_key).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let target = format!("https://{}", nginx.addr);
+    let mut version = 0;
+    for (id, tls) in [
+        (
+            "with",
+            json!({"server_name": "mtls.up.test", "ca_pem": server_ca.cert.pem(), "client_certificate": "client"}),
+        ),
+        (
+            "without",
+            json!({"server_name": "mtls.up.test", "ca_pem": server_ca.cert.pem()}),
+        ),
+    ] {
+        let body = json!({"path_prefix": format!("/{id}"), "upstreams": [{"addr": target}], "upstream_tls": tls});
+        let (s, v) = api
+            .call(
+                Method::PUT,
+                &format!("/v1/tenants/m/routes/{id}"),
+                Some(OP),
+                Some(Body::Json(body)),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{id}: {v}");
+        version = v["config_version"].as_i64().unwrap();
+    }
+    // A certificate the tenant does not have is a 400 naming the field.
+    let body = json!({"path_prefix": "/x", "upstreams": [{"addr": target}],
+        "upstream_tls": {"server_name": "mtls.up.test", "client_certificate": "nobody"}});
+    let (s, v) = api
+        .call(
+            Method::PUT,
+            "/v1/tenants/m/routes/x",
+            Some(OP),
+            Some(Body::Json(body)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("client_certificate"),
+        "{v}"
+    );
+
+    gw.wait_for_version(version).await;
+    let r = gw.get("mtls.test", "/with").await;
+    assert_eq!(
+        (r.status, r.json["upstream"].as_str()),
+        (200, Some("nginx-mtls")),
+        "{}",
+        r.json
+    );
+    // Without it nginx refuses the request (its own 400 passes through).
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/without", gw.proxy))
+        .header("Host", "mtls.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("No required SSL certificate"));
 }

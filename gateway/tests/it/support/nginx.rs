@@ -14,10 +14,30 @@ pub(crate) struct Nginx {
 impl Nginx {
     /// Answers `{"upstream": body}` over TLS with `chain_pem`/`key_pem` on a free loopback port.
     pub(crate) fn tls(chain_pem: &str, key_pem: &str, body: &str) -> Nginx {
+        Self::tls_with(chain_pem, key_pem, body, None)
+    }
+
+    /// Like [`Nginx::tls`]; with `client_ca`, a client certificate that CA signed is required.
+    pub(crate) fn tls_with(
+        chain_pem: &str,
+        key_pem: &str,
+        body: &str,
+        client_ca: Option<&str>,
+    ) -> Nginx {
         let dir = std::env::temp_dir().join(format!("wharf-nginx-{}", super::unique_suffix()));
         std::fs::create_dir_all(&dir).expect("nginx dir");
         std::fs::write(dir.join("cert.pem"), chain_pem).expect("cert");
         std::fs::write(dir.join("key.pem"), key_pem).expect("key");
+        let verify_clients = match client_ca {
+            Some(ca) => {
+                std::fs::write(dir.join("client-ca.pem"), ca).expect("client ca");
+                format!(
+                    "  ssl_client_certificate {}/client-ca.pem;\n  ssl_verify_client on;\n",
+                    dir.display()
+                )
+            }
+            None => String::new(),
+        };
         for _ in 0..5 {
             let addr = super::free_addr();
             let conf = format!(
@@ -25,7 +45,7 @@ impl Nginx {
                  events {{ worker_connections 64; }}\n\
                  http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
                  fastcgi_temp_path {d}/fcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
-                 server {{\n  listen {addr} ssl;\n  ssl_certificate {d}/cert.pem;\n  ssl_certificate_key {d}/key.pem;\n\
+                 server {{\n  listen {addr} ssl;\n  ssl_certificate {d}/cert.pem;\n  ssl_certificate_key {d}/key.pem;\n{verify_clients}\
                  location / {{ default_type application/json; return 200 '{{\"upstream\": \"{body}\"}}'; }}\n }}\n}}\n",
                 d = dir.display()
             );
