@@ -10,23 +10,30 @@ use crate::support::nginx::Nginx;
 use crate::support::tls::{upload, Ca};
 use crate::support::*;
 
-#[tokio::test]
-async fn https_upstreams_are_verified_against_the_routes_ca_for_their_name() {
-    let ca = Ca::new("Upstream Test CA");
-    let (chain, key, _) = ca.leaf(&["tls.up.test"]);
-    let nginx = Nginx::tls(&chain, &key, "nginx-tls");
+/// A gateway with an operator token and tenant `id` owning `host`.
+async fn gateway_with_tenant(id: &str, host: &str) -> (Wharf, Api) {
     let (url, _store) = fresh_store(StoreKind::Sqlite).await;
     let gw = Wharf::start_configured(&url, &format!("operator_token = \"{OP}\""), &[]).await;
     let api = Api::new(&gw);
+    let body = json!({"id": id, "hostnames": [host]});
     let (s, v) = api
         .call(
             Method::POST,
             "/v1/tenants",
             Some(OP),
-            Some(Body::Json(json!({"id": "t", "hostnames": ["tls.test"]}))),
+            Some(Body::Json(body)),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
+    (gw, api)
+}
+
+#[tokio::test]
+async fn https_upstreams_are_verified_against_the_routes_ca_for_their_name() {
+    let ca = Ca::new("Upstream Test CA");
+    let (chain, key, _) = ca.leaf(&["tls.up.test"]);
+    let nginx = Nginx::tls(&chain, &key, "nginx-tls");
+    let (gw, api) = gateway_with_tenant("t", "tls.test").await;
     let target = format!("https://{}", nginx.addr);
     let put = |path: &'static str, tls: serde_json::Value| {
         let body =
@@ -91,18 +98,7 @@ async fn an_upstream_that_requires_a_client_certificate_gets_the_tenants() {
     let client_ca = Ca::new("Upstream Client CA");
     let (chain, key, _) = server_ca.leaf(&["mtls.up.test"]);
     let nginx = Nginx::tls_with(&chain, &key, "nginx-mtls", Some(&client_ca.cert.pem()));
-    let (url, _store) = fresh_store(StoreKind::Sqlite).await;
-    let gw = Wharf::start_configured(&url, &format!("operator_token = \"{OP}\""), &[]).await;
-    let api = Api::new(&gw);
-    let (s, v) = api
-        .call(
-            Method::POST,
-            "/v1/tenants",
-            Some(OP),
-            Some(Body::Json(json!({"id": "m", "hostnames": ["mtls.test"]}))),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (gw, api) = gateway_with_tenant("m", "mtls.test").await;
     // The tenant's own certificate, issued by the upstream's client CA.
     let (client_chain, client_key, _) = client_ca.leaf(&["mtls.test"]);
     let (s, v) = upload(&api, "m", OP, "client", &client_chain, &client_key).await;
