@@ -131,6 +131,23 @@ impl ProxyHttp for WharfProxy {
         upstream::peer(&self.egress, ctx)
     }
 
+    /// The upstream failed mid-request: replayed elsewhere only when that is safe.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let method = &session.req_header().method;
+        let replayable = matches!(
+            *method,
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        ) && !session.as_ref().retry_buffer_truncated();
+        upstream::failed_while_proxying(&self.metrics, peer, replayable, ctx, e, client_reused)
+    }
+
     /// A failed connection goes to another target, within the route's retries and budget.
     fn fail_to_connect(
         &self,

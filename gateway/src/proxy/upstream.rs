@@ -217,3 +217,34 @@ fn fault(metrics: &Metrics, ctx: &RequestCtx, addr: std::net::SocketAddr, fault:
             .inc();
     }
 }
+
+/// The upstream failed after the connection was made. A request without a body (GET, HEAD,
+/// OPTIONS) whose answer had not begun, on a connection the upstream reset or closed, goes to
+/// another target like a failed connection; anything else is not replayed (a body may have
+/// reached the upstream). A reused connection the upstream had closed is retried as Pingora
+/// does, on another connection, without spending the budget.
+pub(super) fn failed_while_proxying(
+    metrics: &Metrics,
+    peer: &HttpPeer,
+    replayable: bool,
+    ctx: &mut RequestCtx,
+    e: Box<Error>,
+    reused: bool,
+) -> Box<Error> {
+    let mut e = e.more_context(format!("Peer: {peer}"));
+    let answered = ctx.upstream_elapsed.is_some();
+    if !replayable || answered {
+        e.set_retry(false);
+        return e;
+    }
+    e.retry.decide_reuse(reused);
+    let reset = matches!(
+        e.etype(),
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+    );
+    if reused || !reset {
+        return e;
+    }
+    e.set_retry(false);
+    failed_to_connect(metrics, peer, ctx, e)
+}

@@ -148,3 +148,70 @@ async fn a_target_answering_503_is_ejected_and_comes_back() {
     }
     assert!(back, "the ejected target returns to the rotation");
 }
+
+/// A target that accepts each connection, reads the request and closes without answering (a
+/// crashing worker); counts the connections it took.
+async fn closes_without_answer(
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> std::net::SocketAddr {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = vec![0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            drop(conn);
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_before_the_answer_replays_gets_but_never_posts() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let good = Upstream::start("good").await;
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let closer = closes_without_answer(accepted.clone()).await;
+    let (url, store) = fresh_store(StoreKind::Sqlite).await;
+    let gw = Wharf::start(&url).await;
+    store
+        .create_tenant("t", "t", &["reset.test"])
+        .await
+        .unwrap();
+    store
+        .put_route(
+            "t",
+            route("get", "/get", &[&closer.to_string(), &good.target()]),
+        )
+        .await
+        .unwrap();
+    store
+        .put_route("t", route("post", "/post", &[&closer.to_string()]))
+        .await
+        .unwrap();
+    gw.wait_for_version(store.version().await.unwrap().0).await;
+
+    for i in 0..20 {
+        let r = gw.get("reset.test", "/get/x").await;
+        assert_eq!(r.status, 200, "GET {i}: {}", r.json);
+    }
+    assert!(
+        accepted.load(Ordering::SeqCst) >= 1,
+        "the closing target was tried"
+    );
+
+    // A POST whose body may have reached the upstream is answered 502, not sent again.
+    let before = accepted.load(Ordering::SeqCst);
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/post/x", gw.proxy))
+        .header("Host", "reset.test")
+        .body("charge the card once")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(accepted.load(Ordering::SeqCst) - before, 1, "sent once");
+}
