@@ -258,6 +258,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .as_deref()
                 .map(|u| Arc::new(crate::usage_fleet::FleetUsage::new(u))),
             capabilities: capabilities.clone(),
+            live: Some(live.clone()),
             throttles: Arc::new(crate::api::throttle::AdminThrottles::new(&boot.admin)),
         },
     };

@@ -54,8 +54,17 @@ pub struct ApiState {
     pub sealer: OnDemand<crate::tls::seal::KeySealer>,
     /// Tenants' Redis and SQL, for purging a removed tenant's data.
     pub capabilities: Arc<wharf_plugins::capabilities::Capabilities>,
+    /// The proxy's live view of routes' targets (`None`: no proxy in this process).
+    pub live: Option<Arc<dyn LiveRoutes>>,
     /// Per-key and per-address budgets, checked before the store is asked anything.
     pub throttles: Arc<throttle::AdminThrottles>,
+}
+
+/// What the API may ask of the proxy's live routing table (kept narrow: the table lives in
+/// `control/`, which builds on this module).
+pub trait LiveRoutes: Send + Sync {
+    /// The route's targets as this node sees them, if the node serves the route.
+    fn targets(&self, tenant: &str, route: &str) -> Vec<schema::TargetState>;
 }
 
 impl ApiState {

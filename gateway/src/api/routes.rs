@@ -4,7 +4,9 @@ use axum::extract::{Path, State};
 use axum::Json;
 use wharf_tenancy::{PluginAttachment, Route};
 
-use super::schema::{AttachBody, Changed, ErrorBody, PluginAttached, RouteBody, RouteList};
+use super::schema::{
+    AttachBody, Changed, ErrorBody, PluginAttached, RouteBody, RouteDetail, RouteList,
+};
 use super::{ApiError, ApiState, Principal};
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/routes", tag = "routes",
@@ -22,14 +24,23 @@ pub(super) async fn list(
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/routes/{route}", tag = "routes",
     params(("tenant" = String, Path), ("route" = String, Path)),
-    responses((status = 200, body = Route), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = RouteDetail), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn get(
     State(s): State<ApiState>,
     who: Principal,
     Path((tenant, route)): Path<(String, String)>,
-) -> Result<Json<Route>, ApiError> {
+) -> Result<Json<RouteDetail>, ApiError> {
     who.scope(&tenant)?;
-    Ok(Json(s.store().await?.route(&tenant, &route).await?))
+    let stored = s.store().await?.route(&tenant, &route).await?;
+    let targets = s
+        .live
+        .as_ref()
+        .map(|l| l.targets(&tenant, &route))
+        .unwrap_or_default();
+    Ok(Json(RouteDetail {
+        route: stored,
+        targets,
+    }))
 }
 
 /// Creates or replaces a route; its plugin chain is kept as it is.

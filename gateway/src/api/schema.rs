@@ -219,6 +219,29 @@ pub struct QuotaTable {
     pub quotas: Vec<QuotaRow>,
 }
 
+/// A route as stored, and its targets as this node sees them now.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RouteDetail {
+    #[serde(flatten)]
+    pub route: Route,
+    /// This node's view: resolved addresses, active health, passive-health ejections (empty
+    /// where the API runs without a proxy, as the CLI's own).
+    #[serde(default)]
+    pub targets: Vec<TargetState>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TargetState {
+    /// The address dialled.
+    pub addr: String,
+    /// The name it was resolved from, for a named target.
+    pub name: Option<String>,
+    /// Active health (true without a health check).
+    pub healthy: bool,
+    /// Left out of selection for now after failed connections or 5xx answers.
+    pub ejected: bool,
+}
+
 /// Every refusal: a stable code to branch on and a message that says what to do.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {

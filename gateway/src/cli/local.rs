@@ -56,6 +56,7 @@ pub async fn api(args: &StoreArgs) -> anyhow::Result<ApiClient> {
         fleet_usage: None,
         sealer,
         capabilities,
+        live: None,
         throttles: Arc::new(crate::api::throttle::AdminThrottles::new(&boot.admin)),
     };
     Ok(ApiClient::local(crate::api::router(state), token))

@@ -393,6 +393,32 @@ impl LiveConfig {
 #[path = "table_tests.rs"]
 pub(crate) mod tests;
 
+impl crate::api::LiveRoutes for LiveConfig {
+    fn targets(&self, tenant: &str, route: &str) -> Vec<crate::api::schema::TargetState> {
+        let table = self.load();
+        let Some(r) = table
+            .tenant(tenant)
+            .and_then(|t| t.routes.iter().find(|r| r.spec.id == route).cloned())
+        else {
+            return Vec::new();
+        };
+        let backends = r.balancer.backends();
+        backends
+            .get_backend()
+            .iter()
+            .map(|b| crate::api::schema::TargetState {
+                addr: b.addr.to_string(),
+                name: b
+                    .ext
+                    .get::<super::targets::TargetName>()
+                    .map(|n| n.0.to_string()),
+                healthy: backends.ready(b),
+                ejected: b.addr.as_inet().is_some_and(|a| r.outliers.ejected(a)),
+            })
+            .collect()
+    }
+}
+
 impl CertificateLookup for LiveConfig {
     fn lookup(&self, sni: &str) -> Option<(Arc<str>, Option<Arc<rustls::sign::CertifiedKey>>)> {
         let table = self.load();

@@ -114,7 +114,8 @@ async fn a_target_answering_503_is_ejected_and_comes_back() {
     let good = Upstream::start("good").await;
     let bad = always_503().await;
     let (url, store) = fresh_store(StoreKind::Sqlite).await;
-    let gw = Wharf::start(&url).await;
+    let op = crate::support::api::OP;
+    let gw = Wharf::start_configured(&url, &format!("operator_token = \"{op}\""), &[]).await;
     tenant_with_route(
         &store,
         "t",
@@ -139,6 +140,21 @@ async fn a_target_answering_503_is_ejected_and_comes_back() {
     let series =
         "wharf_upstream_ejections_total{reason=\"server_errors\",route=\"r\",tenant=\"t\"}";
     assert_eq!(metric_value(&metrics, series), 1.0);
+    // The route as the API shows it: this node's view of each target, the ejected one marked.
+    let api = crate::support::api::Api::new(&gw);
+    let (_, v) = api
+        .call(
+            reqwest::Method::GET,
+            "/v1/tenants/t/routes/r",
+            Some(op),
+            None,
+        )
+        .await;
+    let targets = v["targets"].as_array().expect("targets");
+    let state = |addr: String| targets.iter().find(|t| t["addr"] == addr).cloned();
+    assert_eq!(state(bad.to_string()).unwrap()["ejected"], true, "{v}");
+    assert_eq!(state(good.target()).unwrap()["ejected"], false, "{v}");
+    assert_eq!(v["path_prefix"], "/", "the stored route is there too: {v}");
 
     // After its first ejection (1 s) it gets requests again.
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
