@@ -139,14 +139,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         sealer: &sealer,
     };
     let (table, upkeep) = RoutingTable::compile(&snapshot, &env, &RoutingTable::default());
-    // Names the first table routes to are resolved before it serves (or 2 s passed).
+    // Names the first table routes to are resolved before it serves (or 2 s passed): once, at
+    // start, not on every change.
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(Upkeep::settle(
             &upkeep,
             capabilities.node().networking.resolver(),
-            crate::control::sync::NAMES_PATIENCE,
+            Duration::from_secs(2),
         ));
     drop(upkeep);
     metrics.config_version.set(table.version);

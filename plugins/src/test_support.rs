@@ -231,3 +231,20 @@ pub fn wasi_importer() -> Vec<u8> {
 )"#,
     )
 }
+
+/// The node's capabilities with these Redis and SQL backends (others at their defaults), the
+/// node's result memory at `result_budget_bytes`: what the backend tests build again and again.
+pub fn capabilities(
+    redis_url: Option<String>,
+    sql: crate::capabilities::sql::SqlBackend,
+    result_budget_bytes: u64,
+) -> std::sync::Arc<crate::capabilities::Capabilities> {
+    let settings = crate::capabilities::CapabilitySettings {
+        redis: crate::capabilities::redis::RedisSettings { url: redis_url },
+        sql,
+        ..Default::default()
+    };
+    let metrics = std::sync::Arc::new(wharf_metrics::Metrics::new());
+    crate::capabilities::Capabilities::new(settings, metrics, result_budget_bytes)
+        .unwrap_or_else(|e| panic!("test capabilities: {e}"))
+}

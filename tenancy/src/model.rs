@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
+pub use crate::target::{HostHeader, UpstreamTls, MAX_CA_PEM_BYTES};
+
 pub use crate::hostname::{normalize_host, HostPattern};
 use crate::quotas::Quotas;
 
@@ -166,38 +168,6 @@ pub struct Route {
     pub host_header: HostHeader,
 }
 
-/// The Host header sent upstream (Kong's `preserve_host`, Envoy's `auto_host_rewrite`).
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum HostHeader {
-    /// As the client sent it.
-    #[default]
-    Client,
-    /// The target's name (or address), with its port unless it is the scheme's default.
-    Upstream,
-}
-
-/// TLS to a route's `https://` targets: the certificate is always verified, against the
-/// system's roots or the route's own CA bundle, for the target's name or `server_name`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct UpstreamTls {
-    /// SNI, and the name the certificate must carry; default: each target's own name (needed
-    /// for an `https://` target given as an address).
-    pub server_name: Option<String>,
-    /// PEM certificates that sign the upstream's certificate (a private CA); default: the
-    /// system's roots.
-    pub ca_pem: Option<String>,
-    /// One of the tenant's certificates (by name), presented to the upstream as a client
-    /// certificate (mTLS).
-    pub client_certificate: Option<String>,
-}
-
-/// Largest CA bundle a route may carry.
-pub const MAX_CA_PEM_BYTES: usize = 64 << 10;
-
 /// More retries than this multiply an outage rather than hide one.
 pub const MAX_RETRIES: u32 = 5;
 
@@ -283,45 +253,6 @@ fn default_health_interval() -> u64 {
 }
 
 impl Route {
-    /// All targets speak TLS or none does; an `https://` address needs a `server_name`.
-    fn validate_tls(&self) -> Result<(), ValidationError> {
-        let targets: Vec<crate::target::TargetAddr> = self
-            .upstreams
-            .iter()
-            .filter_map(|u| crate::target::TargetAddr::parse(&u.addr).ok())
-            .collect();
-        let tls = targets.iter().filter(|t| t.tls).count();
-        let bad = |why: &str| Err(ValidationError::TlsUpstream(why.to_string()));
-        if tls > 0 && tls < targets.len() {
-            return bad("a route's targets are all https:// or none is");
-        }
-        let t = &self.upstream_tls;
-        if tls == 0
-            && (t.server_name.is_some() || t.ca_pem.is_some() || t.client_certificate.is_some())
-        {
-            return bad("server_name, ca_pem and client_certificate are for https:// targets");
-        }
-        if let Some(name) = &t.client_certificate {
-            validate_id(name)?;
-        }
-        let named = t.server_name.is_some();
-        if tls > 0 && !named && targets.iter().any(|t| t.socket_addr().is_some()) {
-            return bad("an https:// target given as an address needs upstream_tls.server_name");
-        }
-        if let Some(name) = &t.server_name {
-            let dns = |b: u8| b.is_ascii_alphanumeric() || b"-._".contains(&b);
-            if name.is_empty() || name.len() > 253 || !name.bytes().all(dns) {
-                return bad("server_name must be a DNS name");
-            }
-        }
-        if let Some(pem) = &t.ca_pem {
-            if pem.len() > MAX_CA_PEM_BYTES || !pem.contains("-----BEGIN CERTIFICATE-----") {
-                return bad("ca_pem must be PEM certificates, 64 KiB at most");
-            }
-        }
-        Ok(())
-    }
-
     pub fn validate(&mut self) -> Result<(), ValidationError> {
         validate_id(&self.id)?;
         validate_path_prefix(&self.path_prefix)?;
@@ -345,7 +276,7 @@ impl Route {
         if self.retries > MAX_RETRIES {
             return Err(ValidationError::BadRetries(self.retries));
         }
-        self.validate_tls()?;
+        crate::target::validate_tls(self)?;
         let t = self.timeouts;
         for (name, value) in [
             ("connect_ms", t.connect_ms),

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 const CONNECT_FAILURES: u32 = 3;
 const SERVER_ERRORS: u32 = 5;
@@ -42,6 +43,9 @@ struct Record {
 #[derive(Default)]
 pub struct Outliers {
     targets: Mutex<HashMap<SocketAddr, Record>>,
+    /// How many targets have a record: while none has (the usual case), every request's
+    /// checks are one atomic load, no lock.
+    tracked: AtomicUsize,
 }
 
 impl Outliers {
@@ -63,7 +67,11 @@ impl Outliers {
             .values()
             .filter(|r| r.until.is_some_and(|u| u > now))
             .count();
-        let r = map.entry(addr).or_default();
+        map.entry(addr).or_default();
+        self.tracked.store(map.len(), Ordering::Relaxed);
+        let Some(r) = map.get_mut(&addr) else {
+            return false;
+        };
         let (count, threshold) = match fault {
             Fault::ConnectFailure => (&mut r.connect_failures, CONNECT_FAILURES),
             Fault::ServerError => (&mut r.server_errors, SERVER_ERRORS),
@@ -82,13 +90,26 @@ impl Outliers {
 
     /// A good answer came from `addr`.
     pub fn succeeded(&self, addr: SocketAddr) {
-        if let Some(r) = self.targets.lock().get_mut(&addr) {
+        if self.tracked.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut map = self.targets.lock();
+        if let Some(r) = map.get_mut(&addr) {
             r.connect_failures = 0;
             r.server_errors = 0;
+            // A target never ejected has nothing left to remember; an ejected one keeps its
+            // count of ejections (the next lasts longer).
+            if r.ejections == 0 {
+                map.remove(&addr);
+                self.tracked.store(map.len(), Ordering::Relaxed);
+            }
         }
     }
 
     pub fn ejected(&self, addr: &SocketAddr) -> bool {
+        if self.tracked.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
         self.targets
             .lock()
             .get(addr)

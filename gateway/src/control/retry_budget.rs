@@ -3,6 +3,7 @@
 //! into a storm on the targets left.
 
 use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Share of requests that may be retried.
@@ -13,12 +14,16 @@ const PER_SECOND: f64 = 3.0;
 const CAP: f64 = 20.0;
 
 pub struct RetryBudget {
+    /// Requests since the last retry asked: counted without a lock (every request passes here),
+    /// turned into budget only when a retry asks.
+    requests: AtomicU64,
     state: Mutex<(f64, Instant)>,
 }
 
 impl Default for RetryBudget {
     fn default() -> Self {
         RetryBudget {
+            requests: AtomicU64::new(0),
             state: Mutex::new((PER_SECOND, Instant::now())),
         }
     }
@@ -27,15 +32,15 @@ impl Default for RetryBudget {
 impl RetryBudget {
     /// A request was sent to the route's upstream.
     pub fn on_request(&self) {
-        let mut s = self.state.lock();
-        s.0 = (s.0 + PER_REQUEST).min(CAP);
+        self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Takes one retry, if the budget has one.
     pub fn try_take(&self) -> bool {
         let mut s = self.state.lock();
         let now = Instant::now();
-        let refill = now.duration_since(s.1).as_secs_f64() * PER_SECOND;
+        let requests = self.requests.swap(0, Ordering::Relaxed) as f64;
+        let refill = now.duration_since(s.1).as_secs_f64() * PER_SECOND + requests * PER_REQUEST;
         *s = ((s.0 + refill).min(CAP), now);
         if s.0 >= 1.0 {
             s.0 -= 1.0;

@@ -20,10 +20,6 @@ use super::table::{CompileEnv, CompiledTenant, LiveConfig, RoutingTable};
 /// thousands of per-tenant reads).
 const MAX_DELTA_TENANTS: usize = 1000;
 
-/// How long a new table waits for its new upstream names' first answers before it goes live
-/// (the rest answer `upstream_unresolvable` until they resolve).
-pub(crate) const NAMES_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
-
 pub struct ConfigSync {
     pub live: Arc<LiveConfig>,
     pub runtime: Arc<PluginRuntime>,
@@ -73,7 +69,7 @@ impl ConfigSync {
             resolve_plugins(&snapshot.tenants, &self.runtime, &self.blobs, Loading::Lazy).await;
         let (table, fresh) = RoutingTable::compile(&snapshot, &self.env(&plugins), current);
         self.export_cert_expiry(current, &table, None);
-        self.install(table, fresh, snapshot.tenants.clone()).await;
+        self.install(table, fresh, snapshot.tenants.clone());
         self.applied("full", snapshot.version, snapshot.changed_at_ms);
         Ok(())
     }
@@ -92,7 +88,7 @@ impl ConfigSync {
         let (table, fresh) = RoutingTable::apply(&delta, &self.env(&plugins), current);
         let ids: Vec<&str> = delta.tenants.iter().map(|(id, _)| id.as_str()).collect();
         self.export_cert_expiry(current, &table, Some(&ids));
-        self.install(table, fresh, changed).await;
+        self.install(table, fresh, changed);
         self.applied("incremental", delta.version, delta.changed_at_ms);
         Ok(())
     }
@@ -150,11 +146,11 @@ impl ConfigSync {
         }
     }
 
-    /// Swaps the table in (its new upstream names resolved, or 2 s passed), starts the new
-    /// balancers' upkeep, provisions the changed tenants' capabilities.
-    async fn install(&self, table: RoutingTable, fresh: Vec<Upkeep>, changed: Vec<Tenant>) {
-        let resolver = self.capabilities.node().networking.resolver();
-        Upkeep::settle(&fresh, resolver, NAMES_PATIENCE).await;
+    /// Swaps the table in, starts the new balancers' upkeep, provisions the changed tenants'
+    /// capabilities. It does not wait for a new route's names: one tenant's name that never
+    /// answers must not hold every tenant's change back. Such a route answers
+    /// `upstream_unresolvable` until its first answer, which its upkeep picks up at once.
+    fn install(&self, table: RoutingTable, fresh: Vec<Upkeep>, changed: Vec<Tenant>) {
         self.live.store(table);
         for hc in fresh {
             hc.spawn();

@@ -75,7 +75,9 @@ pub(super) fn peer(egress: &Arc<EgressPolicy>, ctx: &mut RequestCtx) -> Result<B
         }
     }
     ctx.peer = backend.addr.as_inet().copied();
-    ctx.peer_host = ctx.peer.map(|addr| {
+    // Built only for routes that send it: this runs on every request.
+    let wants_host = route.spec.host_header == wharf_tenancy::HostHeader::Upstream;
+    ctx.peer_host = ctx.peer.filter(|_| wants_host).map(|addr| {
         let host = match backend.ext.get::<TargetName>() {
             Some(name) => name.0.to_string(),
             None if addr.is_ipv6() => format!("[{}]", addr.ip()),

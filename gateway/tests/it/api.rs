@@ -423,7 +423,7 @@ async fn the_quota_table_is_served_to_tenants_and_the_cli() {
             row["min"].as_u64(),
             row["max"].as_u64()
         ),
-        (Some("32"), Some(0), Some(10_000))
+        (Some("32"), Some(0), Some(1_000))
     );
     let (s, _) = api.call(Method::GET, "/v1/quotas", None, None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);

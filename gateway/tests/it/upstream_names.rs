@@ -131,6 +131,35 @@ async fn names_are_checked_as_targets_when_a_route_is_written() {
             .to_string();
         assert!(e.contains(says), "{bad}: {e}");
     }
+    // Names cost every node a lookup a second each: a tenant has 16 (max_upstream_names), and
+    // the 17th is refused before any node resolves it.
+    let many = |n: usize| {
+        let mut r = route("r", "/", &["127.0.0.1:1"]);
+        r.upstreams = (0..n)
+            .map(|i| wharf_tenancy::UpstreamTarget {
+                addr: format!("n{i}.names.test:80"),
+                weight: 1,
+            })
+            .collect();
+        r
+    };
+    store.put_route("n", many(16)).await.unwrap();
+    let e = store
+        .put_route("n", many(17))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("max_upstream_names"), "{e}");
+    // A named target counts as the 16 addresses it may resolve to in the health-check quota
+    // (100 probes/s): 7 names probed every second are 112.
+    let mut checked = many(7);
+    checked.health_check = Some(wharf_tenancy::HealthCheck {
+        kind: wharf_tenancy::HealthCheckKind::Tcp,
+        path: "/".into(),
+        interval_ms: 1000,
+    });
+    let e = store.put_route("n", checked).await.unwrap_err().to_string();
+    assert!(e.contains("max_health_checks_per_second"), "{e}");
     drop(url);
 }
 

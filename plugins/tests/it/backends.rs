@@ -6,14 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wharf_metrics::Metrics;
-use wharf_plugins::capabilities::redis::{Redis, RedisSettings};
+use wharf_plugins::capabilities::redis::Redis;
 use wharf_plugins::capabilities::redis::{RedisScalar, RedisValue};
 use wharf_plugins::capabilities::sql::SqlValue;
 use wharf_plugins::capabilities::sql::{Sql, SqlBackend};
-use wharf_plugins::capabilities::{
-    Capabilities, CapabilitySettings, HostError, DEFAULT_RESULT_BUDGET_BYTES,
-};
+use wharf_plugins::capabilities::{Capabilities, HostError, DEFAULT_RESULT_BUDGET_BYTES};
 use wharf_tenancy::test_support::{fresh_postgres_url, unique_suffix};
 use wharf_tenancy::Quotas;
 
@@ -26,18 +23,7 @@ fn tenant_id(name: &str) -> String {
 }
 
 fn backends(sql: SqlBackend) -> Arc<Capabilities> {
-    Capabilities::new(
-        CapabilitySettings {
-            redis: RedisSettings {
-                url: Some(redis_url()),
-            },
-            sql,
-            ..Default::default()
-        },
-        Arc::new(Metrics::new()),
-        DEFAULT_RESULT_BUDGET_BYTES,
-    )
-    .unwrap()
+    wharf_plugins::test_support::capabilities(Some(redis_url()), sql, DEFAULT_RESULT_BUDGET_BYTES)
 }
 
 fn bulk(s: &str) -> Vec<u8> {
@@ -198,18 +184,11 @@ async fn redis_down_then_back_without_rebuilding() {
         .unwrap()
         .port();
     let start = || wharf_tenancy::test_support::spawn_redis(port);
-    let b = Capabilities::new(
-        CapabilitySettings {
-            redis: RedisSettings {
-                url: Some(format!("redis://127.0.0.1:{port}")),
-            },
-            sql: SqlBackend::Disabled,
-            ..Default::default()
-        },
-        Arc::new(Metrics::new()),
+    let b = wharf_plugins::test_support::capabilities(
+        Some(format!("redis://127.0.0.1:{port}")),
+        SqlBackend::Disabled,
         DEFAULT_RESULT_BUDGET_BYTES,
-    )
-    .unwrap();
+    );
     let t = b.tenant("down", &Quotas::default());
     assert_eq!(
         t.get::<Redis>()

@@ -8,13 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
-use wharf_metrics::Metrics;
-use wharf_plugins::capabilities::redis::{Redis, RedisSettings};
+use wharf_plugins::capabilities::redis::Redis;
 use wharf_plugins::capabilities::sql::{pg_name, SqlValue};
 use wharf_plugins::capabilities::sql::{Sql, SqlBackend};
-use wharf_plugins::capabilities::{
-    Capabilities, CapabilitySettings, HostError, DEFAULT_RESULT_BUDGET_BYTES,
-};
+use wharf_plugins::capabilities::{Capabilities, HostError, DEFAULT_RESULT_BUDGET_BYTES};
 use wharf_tenancy::test_support::{
     fresh_postgres_url, process_cpu_time, process_rss_bytes, unique_suffix,
 };
@@ -28,16 +25,7 @@ fn tenant_id(name: &str) -> String {
 }
 
 fn backends(sql: SqlBackend) -> Arc<Capabilities> {
-    Capabilities::new(
-        CapabilitySettings {
-            redis: RedisSettings { url: None },
-            sql,
-            ..Default::default()
-        },
-        Arc::new(Metrics::new()),
-        DEFAULT_RESULT_BUDGET_BYTES,
-    )
-    .unwrap()
+    wharf_plugins::test_support::capabilities(None, sql, DEFAULT_RESULT_BUDGET_BYTES)
 }
 
 fn quota_exceeded(r: Result<impl std::fmt::Debug, HostError>, what: &str) {
@@ -416,18 +404,11 @@ async fn a_removed_tenants_data_is_purged_and_a_new_owner_of_its_id_starts_empty
         SqlBackend::Postgres(admin.clone()),
         SqlBackend::Sqlite(dir.clone()),
     ] {
-        let b = Capabilities::new(
-            CapabilitySettings {
-                redis: RedisSettings {
-                    url: Some(url.clone()),
-                },
-                sql: sql.clone(),
-                ..Default::default()
-            },
-            Arc::new(Metrics::new()),
+        let b = wharf_plugins::test_support::capabilities(
+            Some(url.clone()),
+            sql.clone(),
             DEFAULT_RESULT_BUDGET_BYTES,
-        )
-        .unwrap();
+        );
         let id = tenant_id("gone");
         {
             let t = b.tenant(&id, &Quotas::default());
@@ -474,16 +455,8 @@ async fn a_removed_tenants_data_is_purged_and_a_new_owner_of_its_id_starts_empty
 async fn the_node_budget_for_results_in_flight_is_shared_and_fails_fast() {
     let _serial = SERIAL.lock().await;
     // A 1 MiB node budget and 1 MiB result caps: one call in flight takes it all.
-    let b = Capabilities::new(
-        CapabilitySettings {
-            redis: RedisSettings { url: None },
-            sql: SqlBackend::Sqlite(sqlite_dir()),
-            ..Default::default()
-        },
-        Arc::new(Metrics::new()),
-        1 << 20,
-    )
-    .unwrap();
+    let b =
+        wharf_plugins::test_support::capabilities(None, SqlBackend::Sqlite(sqlite_dir()), 1 << 20);
     let q = Quotas {
         sql: wharf_tenancy::SqlQuotas {
             statement_timeout_ms: 600,

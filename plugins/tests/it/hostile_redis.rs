@@ -5,12 +5,9 @@
 
 use std::sync::Arc;
 
-use wharf_metrics::Metrics;
-use wharf_plugins::capabilities::redis::{Redis, RedisSettings};
+use wharf_plugins::capabilities::redis::Redis;
 use wharf_plugins::capabilities::sql::SqlBackend;
-use wharf_plugins::capabilities::{
-    Capabilities, CapabilitySettings, HostError, DEFAULT_RESULT_BUDGET_BYTES,
-};
+use wharf_plugins::capabilities::{Capabilities, HostError, DEFAULT_RESULT_BUDGET_BYTES};
 use wharf_tenancy::test_support::{process_rss_bytes, unique_suffix};
 use wharf_tenancy::Quotas;
 
@@ -35,16 +32,11 @@ fn bulk(s: &str) -> Vec<u8> {
 fn redis_backends() -> Arc<Capabilities> {
     let url =
         std::env::var("WHARF_TEST_REDIS_URL").expect("WHARF_TEST_REDIS_URL: run scripts/test");
-    Capabilities::new(
-        CapabilitySettings {
-            redis: RedisSettings { url: Some(url) },
-            sql: SqlBackend::Disabled,
-            ..Default::default()
-        },
-        Arc::new(Metrics::new()),
+    wharf_plugins::test_support::capabilities(
+        Some(url),
+        SqlBackend::Disabled,
         DEFAULT_RESULT_BUDGET_BYTES,
     )
-    .unwrap()
 }
 
 /// Redis' own memory use, from INFO, through a plain client.

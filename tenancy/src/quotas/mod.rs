@@ -114,8 +114,11 @@ quota_group! {
         config_bytes: u64 = 256 << 10, "max_config_bytes", within(4 << 10, 1 << 30);
         /// The shortest health-check interval a route may ask for.
         health_check_min_interval_ms: u64 = 1_000, "health_check_min_interval_ms", within(100, 3_600_000);
+        /// Distinct upstream names across the tenant's routes: each is resolved by every node
+        /// at least once a second (its TTL, clamped), on the fleet's resolver.
+        upstream_names: u32 = 16, "max_upstream_names", within(0, 1_000);
         /// Health probes per second all the tenant's routes may cost each node (targets /
-        /// interval).
+        /// interval; a named target counts as 16, the addresses it may resolve to).
         health_checks_per_second: u32 = 100, "max_health_checks_per_second", within(0, 1_000_000);
     }
 }
@@ -144,9 +147,9 @@ quota_group! {
     /// How much a tenant's plugins may write to the operator's log.
     pub struct LogQuotas / LogQuotaNames {
         /// Log lines one plugin may write per request; the rest are dropped (and counted).
-        lines_per_request: u32 = 32, "plugin_log_lines_per_request", within(0, 10_000);
+        lines_per_request: u32 = 32, "plugin_log_lines_per_request", within(0, 1_000);
         /// Longest log line; longer ones are cut.
-        line_bytes: u32 = 1024, "plugin_log_line_bytes", within(64, 64 << 10);
+        line_bytes: u32 = 1024, "plugin_log_line_bytes", within(64, 16 << 10);
     }
 }
 

@@ -8,6 +8,7 @@ use super::{Store, Tx};
 use crate::error::StoreError;
 use crate::model::Route;
 use crate::quotas::{ConfigQuotas, QuotaName, Quotas};
+use crate::target::{TargetAddr, TargetHost, MAX_ADDRESSES_PER_NAME};
 
 impl Store {
     /// The tenant's quotas as the transaction sees them (`UnknownTenant` if there is none).
@@ -75,8 +76,31 @@ pub(super) fn check_route(
             });
         }
     }
+    let names = |r: &Route| -> Vec<String> {
+        r.upstreams
+            .iter()
+            .filter_map(|u| match TargetAddr::parse(&u.addr).ok()?.host {
+                TargetHost::Name(n) => Some(n),
+                TargetHost::Ip(_) => None,
+            })
+            .collect()
+    };
+    let mut distinct: Vec<String> = names(route);
+    distinct.extend(others.iter().flat_map(|r| names(r)));
+    distinct.sort_unstable();
+    distinct.dedup();
+    within(
+        ConfigQuotas::NAMES.upstream_names,
+        q.upstream_names.into(),
+        distinct.len() as u64,
+    )?;
+    // Each address a name resolves to is probed: a named target counts as its most.
+    let probed = |r: &Route| -> f64 {
+        let named = names(r).len();
+        ((r.upstreams.len() - named) + named * MAX_ADDRESSES_PER_NAME) as f64
+    };
     let probes = |r: &Route| match &r.health_check {
-        Some(hc) => r.upstreams.len() as f64 * 1000.0 / hc.interval_ms.max(1) as f64,
+        Some(hc) => probed(r) * 1000.0 / hc.interval_ms.max(1) as f64,
         None => 0.0,
     };
     let per_second: f64 = probes(route) + others.iter().map(|r| probes(r)).sum::<f64>();

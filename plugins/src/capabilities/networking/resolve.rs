@@ -218,10 +218,18 @@ fn build(settings: &DnsSettings) -> Result<TokioResolver, String> {
         .map_err(|e| format!("cannot build the resolver: {e}"))
 }
 
-/// The resolver thread: resolves what is due, then sleeps until the next is due or a new name
-/// arrives; ends when the `Resolver` is gone.
+/// Lookups in flight at once: a name whose server answers slowly (or never) waits its timeout
+/// without holding up the others' refreshes.
+const CONCURRENT_LOOKUPS: usize = 32;
+
+/// A lookup is under way: not due again until it records its answer (which sets the real turn).
+const IN_FLIGHT: Duration = Duration::from_secs(3600);
+
+/// The resolver thread: starts the lookups that are due, then sleeps until the next is due, a
+/// new name arrives or a lookup ends; ends when the `Resolver` is gone.
 async fn refresh(shared: Weak<Shared>, resolver: TokioResolver) {
     let resolver = Arc::new(resolver);
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_LOOKUPS));
     loop {
         let Some(s) = shared.upgrade() else { return };
         let now = Instant::now();
@@ -232,28 +240,30 @@ async fn refresh(shared: Weak<Shared>, resolver: TokioResolver) {
             names.retain(|_, w| w.strong_count() > 0);
             s.metrics.dns_names.set(names.len() as i64);
             for name in names.values().filter_map(Weak::upgrade) {
-                let at = name.state.lock().next;
-                if at <= now {
+                let mut st = name.state.lock();
+                if st.next <= now {
+                    st.next = now + IN_FLIGHT;
+                    drop(st);
                     due.push(name);
                 } else {
-                    next = next.min(at);
+                    next = next.min(st.next);
                 }
             }
         }
-        let lookups = due.into_iter().map(|name| {
-            let (resolver, s) = (resolver.clone(), s.clone());
+        for name in due {
+            let (resolver, slots) = (resolver.clone(), slots.clone());
+            let weak = Arc::downgrade(&s);
             tokio::spawn(async move {
+                let Ok(_slot) = slots.acquire_owned().await else {
+                    return;
+                };
                 let result = resolver.lookup_ip(name.host.as_str()).await;
-                record(&s, &name, result);
-            })
-        });
-        let waiting: Vec<_> = lookups.collect();
-        if !waiting.is_empty() {
-            for w in waiting {
-                let _ = w.await;
-            }
-            // Their next turns were just set: look again before sleeping.
-            continue;
+                if let Some(s) = weak.upgrade() {
+                    record(&s, &name, result);
+                    // Its next turn is set: the loop looks again.
+                    s.wake.notify_one();
+                }
+            });
         }
         // Holding `s` while asleep is fine: dropping the `Resolver` wakes this loop, whose next
         // turn finds it gone.
@@ -277,6 +287,10 @@ fn record(
             let mut addrs: Vec<IpAddr> = lookup.iter().collect();
             addrs.sort();
             addrs.dedup();
+            // A tenant's name may answer thousands of records: each address is a backend the
+            // node dials and probes, so a name counts as this many targets at most (the quotas
+            // count it so too).
+            addrs.truncate(wharf_tenancy::target::MAX_ADDRESSES_PER_NAME);
             let ttl = lookup.valid_until().saturating_duration_since(now).clamp(
                 Duration::from_secs(cfg.min_ttl_seconds),
                 Duration::from_secs(cfg.max_ttl_seconds.max(cfg.min_ttl_seconds)),
