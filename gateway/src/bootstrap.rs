@@ -64,6 +64,8 @@ pub struct Bootstrap {
     pub egress_allow: Vec<String>,
     /// How upstream names are resolved (`[dns]`: servers, TTL clamps, staleness).
     pub dns: wharf_plugins::capabilities::networking::DnsSettings,
+    /// Plugins' outbound HTTP (`[outbound_http]`: extra CA certificates).
+    pub outbound_http: wharf_plugins::capabilities::http::HttpSettings,
     /// Memory for Redis/SQL results in flight on this node, all tenants (each call reserves its
     /// tenant's result cap).
     pub host_result_budget_bytes: u64,
@@ -93,6 +95,7 @@ impl Default for Bootstrap {
             operator_token: None,
             egress_allow: Vec::new(),
             dns: Default::default(),
+            outbound_http: Default::default(),
             host_result_budget_bytes: wharf_plugins::capabilities::DEFAULT_RESULT_BUDGET_BYTES,
             otlp_endpoint: None,
             usage_prometheus_url: None,
@@ -163,6 +166,7 @@ impl Bootstrap {
             config: (),
             redis: self.redis.clone(),
             sql,
+            http: self.outbound_http.clone(),
         })
     }
 

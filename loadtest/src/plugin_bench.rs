@@ -109,6 +109,7 @@ async fn measure(runtime: &PluginRuntime, args: &Args) -> anyhow::Result<(Summar
             plugin: &plugin,
             quotas,
             config: config.clone(),
+            outbound: Default::default(),
             capabilities: None,
         };
         let mut instance = runtime.instantiate(inv, &compiled).await?;

@@ -87,6 +87,7 @@ pub(crate) fn run(redis_url: String, bytes: Vec<u8>, iterations: usize) -> anyho
                     plugin: &plugin,
                     quotas,
                     config: config.clone(),
+                    outbound: Default::default(),
                     capabilities: Some(tenant_caps.clone()),
                 };
                 let mut instance = runtime.instantiate(inv, &compiled).await?;

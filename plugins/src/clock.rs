@@ -36,6 +36,11 @@ impl CallClock {
         self.started.elapsed().saturating_sub(queued)
     }
 
+    /// Own time this call may still use (a host call's I/O must end within it).
+    pub fn left(&self, slot: &CpuSlot) -> Duration {
+        self.budget.saturating_sub(self.used(slot))
+    }
+
     pub fn expired(&self, slot: &CpuSlot) -> bool {
         self.used(slot) >= self.budget
     }

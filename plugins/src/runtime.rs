@@ -54,6 +54,8 @@ pub struct Invocation<'a> {
     pub plugin: &'a Arc<str>,
     pub quotas: PluginQuotas,
     pub config: Arc<BTreeMap<String, String>>,
+    /// The attachment's `allowed_outbound_hosts` (empty: no outbound HTTP).
+    pub outbound: Arc<[wharf_tenancy::outbound::OutboundHost]>,
     /// The tenant's capabilities for host calls (`None`: every backend call fails
     /// `backend-unavailable`).
     pub capabilities: Option<Arc<TenantCapabilities>>,
@@ -260,6 +262,7 @@ impl PluginRuntime {
                 tenant: inv.tenant,
                 plugin: inv.plugin,
                 config: &inv.config,
+                outbound: &inv.outbound,
                 quotas: inv
                     .capabilities
                     .as_deref()

@@ -5,6 +5,7 @@
 pub mod error;
 pub mod hostname;
 pub mod model;
+pub mod outbound;
 pub mod quotas;
 pub mod routing;
 pub mod store;
@@ -17,8 +18,8 @@ pub use model::{
     UpstreamTls, DEFAULT_RETRIES,
 };
 pub use quotas::{
-    ConfigQuotas, LogQuotas, PluginQuotas, PoolQuotas, QuotaName, QuotaRow, Quotas, RateScope,
-    RedisQuotas, RequestQuotas, SqlQuotas, StorageQuotas,
+    ConfigQuotas, HttpQuotas, LogQuotas, PluginQuotas, PoolQuotas, QuotaName, QuotaRow, Quotas,
+    RateScope, RedisQuotas, RequestQuotas, SqlQuotas, StorageQuotas,
 };
 pub use store::{
     ApiKeyInfo, AuditEntry, AuditRetention, ConfigDelta, ConfigSnapshot, NodeReport, Store,

@@ -107,6 +107,11 @@ pub struct PluginAttachment {
     pub config: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub on_error: OnError,
+    /// Where the plugin may send HTTP requests (`https://auth.example.com`,
+    /// `https://*.example.com`, `http://10.0.0.5:8080`); empty: nowhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub allowed_outbound_hosts: Vec<crate::outbound::OutboundHost>,
 }
 
 /// What a plugin failure does to the request.
@@ -133,7 +138,7 @@ impl PluginAttachment {
         {
             return Err(ValidationError::BadPluginConfig);
         }
-        Ok(())
+        crate::outbound::validate_list(&self.allowed_outbound_hosts)
     }
 }
 

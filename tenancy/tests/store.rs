@@ -164,6 +164,7 @@ async fn plugins_and_quotas(store: Store) {
         version,
         config: [("keys".to_string(), "k1".to_string())].into(),
         on_error: OnError::FailClosed,
+        allowed_outbound_hosts: Vec::new(),
     };
     assert!(matches!(
         store.attach_plugin("acme", "api", attach(9)).await,
@@ -200,6 +201,7 @@ async fn plugins_and_quotas(store: Store) {
         version: 1,
         config: Default::default(),
         on_error: OnError::FailOpen,
+        allowed_outbound_hosts: Vec::new(),
     };
     store
         .attach_plugin_at("acme", "api", tag.clone(), Some(0))

@@ -2,7 +2,8 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use wharf_tenancy::{PluginAttachment, Route};
+use wharf_tenancy::outbound::OutboundHost;
+use wharf_tenancy::{PluginAttachment, Route, StoreError};
 
 use super::schema::{
     AttachBody, Changed, ErrorBody, PluginAttached, RouteBody, RouteDetail, RouteList,
@@ -133,11 +134,20 @@ pub(super) async fn attach(
         Some(v) => v,
         None => store.latest_plugin_version(&tenant, &plugin).await?,
     };
+    // Parsed here rather than by serde, so a wrong entry is a 400 naming it like every other
+    // invalid field.
+    let allowed_outbound_hosts = b
+        .allowed_outbound_hosts
+        .iter()
+        .map(|h| OutboundHost::parse(h))
+        .collect::<Result<_, _>>()
+        .map_err(StoreError::from)?;
     let a = PluginAttachment {
         plugin,
         version,
         config: b.config,
         on_error: b.on_error,
+        allowed_outbound_hosts,
     };
     let v = store
         .attach_plugin_at(&tenant, &route, a, b.position)

@@ -174,6 +174,10 @@ pub struct AttachBody {
     pub on_error: OnError,
     /// Place in the chain, 0 = first; default: keep its place, or last when new.
     pub position: Option<usize>,
+    /// Where the plugin may send HTTP requests (`https://auth.example.com`,
+    /// `https://*.example.com`, `http://10.0.0.5:8080`); default: nowhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_outbound_hosts: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]

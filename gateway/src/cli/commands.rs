@@ -161,6 +161,7 @@ pub async fn route(cmd: RouteCmd) -> anyhow::Result<()> {
             plugin,
             version,
             settings,
+            allowed_outbound_hosts,
             fail_open,
             store,
         } => {
@@ -181,6 +182,7 @@ pub async fn route(cmd: RouteCmd) -> anyhow::Result<()> {
                 config,
                 on_error,
                 position: None,
+                allowed_outbound_hosts,
             };
             let attached = ApiClient::open(&store)
                 .await?

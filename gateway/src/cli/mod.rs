@@ -211,6 +211,10 @@ pub enum RouteCmd {
         /// Plugin config entry KEY=VALUE (repeatable).
         #[arg(long = "set")]
         settings: Vec<String>,
+        /// A destination the plugin may send HTTP requests to, like https://auth.example.com
+        /// or https://*.example.com (repeatable).
+        #[arg(long = "allow-outbound")]
+        allowed_outbound_hosts: Vec<String>,
         /// Skip the plugin when it fails instead of failing the request.
         #[arg(long)]
         fail_open: bool,

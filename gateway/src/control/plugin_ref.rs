@@ -36,6 +36,8 @@ pub struct Attached {
     /// `Err`: the attached version does not exist.
     pub plugin: Result<Arc<PluginRef>, Unavailable>,
     pub config: Arc<BTreeMap<String, String>>,
+    /// Where the plugin may send HTTP requests.
+    pub outbound: Arc<[wharf_tenancy::outbound::OutboundHost]>,
     pub fail_open: bool,
 }
 

@@ -362,6 +362,7 @@ fn resolve_chain(tenant: &Tenant, route: &Route, plugins: &PluginSet) -> Vec<Att
                 name: a.plugin.as_str().into(),
                 plugin,
                 config: Arc::new(a.config.clone()),
+                outbound: a.allowed_outbound_hosts.as_slice().into(),
                 fail_open: a.on_error == OnError::FailOpen,
             }
         })

@@ -82,6 +82,7 @@ async fn run_request(
         plugin: &att.name,
         quotas: cx.quotas,
         config: att.config.clone(),
+        outbound: att.outbound.clone(),
         capabilities: Some(cx.capabilities.clone()),
     };
     let mut instance = cx.runtime.prepare(inv, &compiled).await?;

@@ -20,6 +20,7 @@ mod hostile_client;
 mod hostile_tenant;
 mod observability;
 mod openapi;
+mod outbound_http;
 mod plugin_cache;
 mod plugins;
 mod private_files;

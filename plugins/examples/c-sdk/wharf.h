@@ -176,6 +176,29 @@ static inline bool wharf_redis(const char *cmd, wharf_str *args, size_t nargs, w
   return wharf_plugin_redis_command(&name, &l, ret, err);
 }
 
+// Sends an HTTP request (`url` must be on the attachment's allowed_outbound_hosts) with at most
+// one header and waits for the whole response. Arguments are borrowed for the call.
+static inline bool wharf_http(const char *method, wharf_str url, const char *header_name, wharf_str header_value,
+                              const uint8_t *body, size_t body_len,
+                              wharf_plugin_http_incoming_response_t *ret, wharf_plugin_types_host_error_t *err) {
+  wharf_plugin_http_outgoing_request_t req;
+  http_plugin_string_set(&req.method, method);
+  req.url = url;
+  wharf_header h;
+  req.headers.ptr = &h;
+  req.headers.len = 0;
+  if (header_name != NULL) {
+    http_plugin_string_set(&h.name, header_name);
+    h.value.ptr = header_value.ptr;
+    h.value.len = header_value.len;
+    req.headers.len = 1;
+  }
+  req.body.ptr = (uint8_t *)body;
+  req.body.len = body_len;
+  req.timeout_ms.is_some = false;
+  return wharf_plugin_http_send(&req, ret, err);
+}
+
 static inline void wharf_response_unchanged(http_plugin_response_action_t *ret) {
   ret->status.is_some = false;
   ret->headers.ptr = NULL;

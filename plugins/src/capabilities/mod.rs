@@ -9,6 +9,7 @@
 //! | [`config::Config`] | `wharf:plugin/config` | — | — | the attachment's key/values |
 //! | [`redis::Redis`] | `wharf:plugin/redis` | `redis` | pool, namespace, rate, memory quota | — |
 //! | [`sql::Sql`] | `wharf:plugin/sql` | `sql` | pool, own database, rate, row/byte/storage caps | — |
+//! | [`http::Http`] | `wharf:plugin/http` | `[outbound_http]` | client pool, rate, requests in flight | the attachment's allowed hosts |
 //!
 //! What every capability shares lives here once: tenant state is built on first use and kept
 //! only on success ([`TenantCapabilities::get`]), so a backend that was down is retried on the
@@ -17,6 +18,7 @@
 
 pub mod config;
 mod error;
+pub mod http;
 pub mod log;
 pub mod networking;
 mod quota;
@@ -140,6 +142,8 @@ pub struct InstanceContext<'a> {
     pub plugin: &'a Arc<str>,
     /// The attachment's configuration.
     pub config: &'a Arc<BTreeMap<String, String>>,
+    /// The attachment's `allowed_outbound_hosts`.
+    pub outbound: &'a Arc<[wharf_tenancy::outbound::OutboundHost]>,
     /// The tenant's quotas (the defaults where the gateway has no capabilities configured).
     pub quotas: &'a Quotas,
 }
@@ -258,4 +262,5 @@ registry::registry! {
     config: config::Config,
     redis: redis::Redis,
     sql: sql::Sql,
+    http: http::Http,
 }

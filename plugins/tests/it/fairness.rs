@@ -55,6 +55,7 @@ async fn call(
         plugin: &plugin,
         quotas,
         config: Arc::new(BTreeMap::new()),
+        outbound: Default::default(),
         capabilities: None,
     };
     let mut instance = rt.prepare(inv, compiled).await?;
@@ -237,6 +238,7 @@ async fn core_instance_heavy_plugins_are_charged_their_pool_slots() {
             ..PluginQuotas::default()
         },
         config: Arc::new(Default::default()),
+        outbound: Default::default(),
         capabilities: None,
     };
     // a's quota of 4 slots holds one heavy instance; a second waits for it, then gives up.

@@ -66,6 +66,7 @@ async fn run_request(
         plugin: &plugin,
         quotas,
         config: config(cfg),
+        outbound: Default::default(),
         capabilities: None,
     };
     let mut instance = rt.instantiate(inv, &compiled).await?;
@@ -107,6 +108,7 @@ async fn c_add_header_uses_config_and_keeps_state_between_phases() {
             plugin: &plugin,
             quotas: PluginQuotas::default(),
             config: cfg,
+            outbound: Default::default(),
             capabilities: None,
         };
         let mut instance = rt.instantiate(inv, &compiled).await.unwrap();
@@ -352,6 +354,7 @@ async fn tenant_instance_quota_is_enforced() {
         plugin: &p,
         quotas,
         config: config(&[]),
+        outbound: Default::default(),
         capabilities: None,
     };
     let first = rt.instantiate(inv(&a), &compiled).await.unwrap();
@@ -420,6 +423,7 @@ async fn a_chatty_plugin_writes_no_more_log_lines_than_its_tenants_quota() {
             plugin: &plugin,
             quotas: quotas.plugin,
             config: config(&[]),
+            outbound: Default::default(),
             capabilities: Some(caps.tenant("chatty", &quotas)),
         };
         let mut instance = rt.instantiate(inv, &compiled).await.unwrap();

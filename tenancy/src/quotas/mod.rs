@@ -17,6 +17,7 @@ quota_groups! {
         plugin: PluginQuotas,
         redis: RedisQuotas,
         sql: SqlQuotas,
+        http: HttpQuotas,
         requests: RequestQuotas,
         config: ConfigQuotas,
         storage: StorageQuotas,
@@ -75,6 +76,27 @@ quota_group! {
         /// Size of the tenant's SQL data (Postgres database or SQLite file); over it, writes
         /// fail with `quota-exceeded`.
         max_storage_bytes: u64 = 64 << 20, "sql_max_storage_bytes", within(64 << 10, 64 << 30);
+    }
+}
+
+quota_group! {
+    /// What one tenant's plugins may send and receive over outbound HTTP, on one node.
+    pub struct HttpQuotas / HttpQuotaNames {
+        /// Outbound requests in flight at once, all the tenant's plugins (each holds at most
+        /// one connection while in flight).
+        max_concurrent: u32 = 16, "http_max_concurrent_requests", within(1, 10_000);
+        /// Outbound requests per second.
+        requests_per_second: u32 = 100, "http_requests_per_second", within(1, 1_000_000);
+        /// How long one outbound request may take, connect to last body byte; never longer
+        /// than what the plugin's deadline has left.
+        timeout_ms: u64 = 5_000, "http_timeout_ms", within(1, 600_000);
+        /// Largest request body a plugin may send.
+        max_request_bytes: u64 = 1 << 20, "http_max_request_bytes", within(0, 64 << 20);
+        /// Largest response (headers and body) handed to a plugin; a longer one is cut off
+        /// while it streams in and the call fails `quota-exceeded`.
+        max_response_bytes: u64 = 1 << 20, "http_max_response_bytes", within(1 << 10, 64 << 20);
+        /// Idle connections kept per destination for reuse.
+        idle_connections_per_host: u32 = 4, "http_idle_connections_per_host", within(0, 1_000);
     }
 }
 

@@ -186,6 +186,7 @@ mod tests {
                 version: 1,
                 config: Default::default(),
                 on_error: Default::default(),
+                allowed_outbound_hosts: Vec::new(),
             }],
             upstream_protocol: Default::default(),
             retries: crate::model::DEFAULT_RETRIES,

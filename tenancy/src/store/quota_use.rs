@@ -186,6 +186,7 @@ mod tests {
             version: 1,
             config: [("key".to_string(), "12345678".to_string())].into(),
             on_error: Default::default(),
+            allowed_outbound_hosts: Vec::new(),
         });
         assert_eq!(
             quota_of(check_route(&q, &r, &others).unwrap_err()),

@@ -4,6 +4,7 @@
 
 pub(crate) mod api;
 pub(crate) mod dns;
+pub(crate) mod http_server;
 pub(crate) mod nginx;
 pub(crate) mod raw;
 pub(crate) mod tls;
@@ -187,6 +188,7 @@ pub(crate) async fn attach_plugin(
         version,
         config,
         on_error,
+        allowed_outbound_hosts: Vec::new(),
     };
     store.attach_plugin(tenant, route, a).await.unwrap();
 }

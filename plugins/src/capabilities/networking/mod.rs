@@ -43,12 +43,20 @@ impl Networking {
     }
 }
 
+/// A tenant's view of networking: the policy every dialled address passes, and the resolver
+/// that names go through.
+#[derive(Clone)]
+pub struct Dialing {
+    pub policy: Arc<EgressPolicy>,
+    pub resolver: Arc<Resolver>,
+}
+
 impl Capability for Networking {
     const NAME: &'static str = "networking";
     type Settings = NetworkSettings;
     type Quotas = ();
-    /// The policy a tenant's capabilities dial under (the node's, today).
-    type TenantState = Arc<EgressPolicy>;
+    /// What a tenant's capabilities dial under: the node's policy and resolver, today.
+    type TenantState = Dialing;
     type InstanceState = ();
 
     fn new(settings: NetworkSettings, node: &NodeContext) -> Result<Self, SettingsError> {
@@ -73,7 +81,10 @@ impl Capability for Networking {
 
     fn instance(_: &InstanceContext<'_>) {}
 
-    async fn open(&self, _: TenantContext<'_, Self>) -> Result<Arc<EgressPolicy>, HostError> {
-        Ok(self.policy.clone())
+    async fn open(&self, _: TenantContext<'_, Self>) -> Result<Dialing, HostError> {
+        Ok(Dialing {
+            policy: self.policy.clone(),
+            resolver: self.resolver.clone(),
+        })
     }
 }

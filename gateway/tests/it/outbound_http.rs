@@ -1,0 +1,379 @@
+//! Plugins' outbound HTTP (`wharf:plugin/http`), through a real gateway: the token-introspection
+//! example against a real HTTPS service of a test CA, found through a real DNS server; and, from
+//! the attacker's side with the hostile plugin's `fetch` mode, every destination the egress
+//! policy or the allow-list refuses, and the quotas that bound one request's calls, a slow
+//! server and an endless response.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wharf_plugins::test_support::example_plugin;
+
+use crate::support::api::{Api, Body, OP};
+use crate::support::dns::Dns;
+use crate::support::http_server::HttpServer;
+use crate::support::tls::Ca;
+use crate::support::*;
+
+/// A gateway whose egress policy allows 127.0.0.1 only (so 127.0.0.2 stands for any loopback
+/// or internal address), resolving through `dns`, trusting `ca` for plugins' HTTPS; tenant `t`
+/// owns `out.test` and has `plugin` (an example) on route `/` to an echo upstream, attached
+/// with `allowed` and `config`.
+async fn gateway(
+    dns: &Dns,
+    ca: &Ca,
+    plugin: &str,
+    config: Value,
+    allowed: Value,
+    quotas: Value,
+) -> (Wharf, Api, Upstream) {
+    let ca_file = std::env::temp_dir().join(format!("wharf-out-ca-{}.pem", unique_suffix()));
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    let (url, _store) = fresh_store(StoreKind::Sqlite).await;
+    let toml = format!(
+        "operator_token = \"{OP}\"\negress_allow = [\"127.0.0.1/32\"]\n\
+         [dns]\nservers = [\"{}\"]\n[outbound_http]\nca_file = \"{}\"\n",
+        dns.addr,
+        ca_file.display()
+    );
+    let gw = Wharf::start_configured(&url, &toml, &[]).await;
+    let api = Api::new(&gw);
+    let up = Upstream::start("up").await;
+    let calls = [
+        (
+            Method::POST,
+            "/v1/tenants".to_string(),
+            json!({"id": "t", "hostnames": ["out.test"]}),
+        ),
+        (
+            Method::PATCH,
+            "/v1/tenants/t/quotas".into(),
+            json!({"plugin_deadline_ms": 3000}),
+        ),
+        (Method::PATCH, "/v1/tenants/t/quotas".into(), quotas),
+        (
+            Method::PUT,
+            "/v1/tenants/t/routes/all".into(),
+            json!({"path_prefix": "/", "upstreams": [{"addr": up.target()}]}),
+        ),
+    ];
+    for (method, path, body) in calls {
+        let (s, v) = api
+            .call(method, &path, Some(OP), Some(Body::Json(body)))
+            .await;
+        assert!(s.is_success(), "{path}: {s} {v}");
+    }
+    let (s, v) = api
+        .put_plugin("t", plugin, OP, example_plugin(plugin))
+        .await;
+    assert!(s.is_success(), "{v}");
+    let (s, v) = attach(&api, plugin, config, allowed).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    gw.wait_for_version(v["config_version"].as_i64().unwrap())
+        .await;
+    (gw, api, up)
+}
+
+async fn attach(api: &Api, plugin: &str, config: Value, allowed: Value) -> (StatusCode, Value) {
+    let body = json!({"config": config, "allowed_outbound_hosts": allowed});
+    api.call(
+        Method::PUT,
+        &format!("/v1/tenants/t/routes/all/plugins/{plugin}"),
+        Some(OP),
+        Some(Body::Json(body)),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn token_introspection_calls_a_verified_https_service_by_name() {
+    let ca = Ca::new("Outbound Test CA");
+    let (chain, key, _) = ca.leaf(&["auth.out.test"]);
+    let auth = HttpServer::tls(&chain, &key, |seen| {
+        let active = seen.method == "POST"
+            && seen.path == "/introspect"
+            && seen.body == b"token=good%2Btoken";
+        match active {
+            true => (200, r#"{"active": true, "sub": "alice"}"#.into()),
+            false => (200, r#"{"active":false}"#.into()),
+        }
+    })
+    .await;
+    let dns = Dns::start(&[("auth.out.test", "127.0.0.1")]);
+    let port = auth.addr.port();
+    let (gw, api, _up) = gateway(
+        &dns,
+        &ca,
+        "token-introspection",
+        json!({"url": format!("https://auth.out.test:{port}/introspect")}),
+        json!([format!("https://auth.out.test:{port}")]),
+        json!({}),
+    )
+    .await;
+
+    for _ in 0..3 {
+        let r = gw
+            .request(
+                "GET",
+                "out.test",
+                "/x",
+                &[("authorization", "Bearer good+token")],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.json);
+        assert_eq!(r.json["headers"]["x-auth-subject"], "alice", "{}", r.json);
+    }
+    let r = gw
+        .request(
+            "GET",
+            "out.test",
+            "/x",
+            &[("authorization", "Bearer stolen")],
+        )
+        .await;
+    assert_eq!(r.status, 401, "{}", r.json);
+    let r = gw.request("GET", "out.test", "/x", &[]).await;
+    assert_eq!(r.status, 401, "{}", r.json);
+    let calls = auth.requests.load(std::sync::atomic::Ordering::SeqCst);
+    let conns = auth.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(calls, 4, "one introspection per request with a token");
+    assert!(
+        conns < calls,
+        "pooled: {conns} TLS connections for {calls} calls"
+    );
+
+    // The allow-list is checked at write time, naming the field.
+    let (s, v) = attach(
+        &api,
+        "token-introspection",
+        json!({}),
+        json!(["auth.out.test"]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v.to_string().contains("allowed_outbound_hosts"), "{v}");
+    let metrics = gw.metrics().await;
+    assert!(
+        metric_value(&metrics, "wharf_host_calls_total{function=\"http.send\",outcome=\"ok\",plugin=\"token-introspection\",tenant=\"t\"}") >= 4.0,
+        "{}",
+        metrics.lines().filter(|l| l.contains("http.send")).collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// What `fetch` reported for one URL.
+async fn fetch(gw: &Wharf, url: &str) -> Value {
+    let r = gw
+        .request("GET", "out.test", "/", &[("x-fetch-url", url)])
+        .await;
+    assert_eq!(r.status, 200, "{url}: {}", r.json);
+    r.json
+}
+
+#[tokio::test]
+async fn outbound_requests_reach_only_allowed_public_destinations() {
+    let ca = Ca::new("Outbound Test CA");
+    let other_ca = Ca::new("Someone Else's CA");
+    let (chain, key, _) = other_ca.leaf(&["mitm.out.test"]);
+    let mitm = HttpServer::tls(&chain, &key, |_| (200, "{}".into())).await;
+    let dns = Dns::start(&[
+        ("ok.out.test", "127.0.0.1"),
+        ("loop.out.test", "127.0.0.2"),
+        ("meta.out.test", "169.254.169.254"),
+        ("private.out.test", "10.1.2.3"),
+        ("mitm.out.test", "127.0.0.1"),
+    ]);
+    let (gw, _api, up) = gateway(
+        &dns,
+        &ca,
+        "hostile",
+        json!({"mode": "fetch"}),
+        json!([
+            "http://*.out.test:*",
+            "https://*.out.test:*",
+            "http://127.0.0.1:*",
+            "http://127.0.0.2:*",
+            "http://169.254.169.254",
+            "http://10.0.0.1",
+            "http://[::1]:*"
+        ]),
+        json!({}),
+    )
+    .await;
+    let port = up.addr.port();
+
+    let ok = fetch(&gw, &format!("http://ok.out.test:{port}/")).await;
+    assert_eq!(
+        (ok["ok"].as_u64(), ok["status"].as_u64()),
+        (Some(1), Some(200)),
+        "{ok}"
+    );
+    let ok = fetch(&gw, &format!("http://127.0.0.1:{port}/")).await;
+    assert_eq!(ok["ok"], 1, "{ok}");
+
+    let admin = gw.admin;
+    for (url, why) in [
+        (format!("http://127.0.0.2:{port}/"), "loopback"),
+        (format!("http://[::1]:{port}/"), "loopback"),
+        (
+            "http://169.254.169.254/latest/meta-data/".into(),
+            "link-local",
+        ),
+        ("http://10.0.0.1/".into(), "private"),
+        (format!("http://{admin}/v1/tenants"), "own listener"),
+        (format!("http://loop.out.test:{port}/"), "loopback"),
+        ("http://meta.out.test/".into(), "link-local"),
+        ("http://private.out.test/".into(), "private"),
+        ("http://example.com/".into(), "allowed_outbound_hosts"),
+        (
+            format!("https://127.0.0.1:{port}/"),
+            "allowed_outbound_hosts",
+        ),
+    ] {
+        let v = fetch(&gw, &url).await;
+        assert_eq!(v["ok"], 0, "{url}: {v}");
+        assert_eq!(v["error"], "denied", "{url}: {v}");
+        assert!(v["detail"].as_str().unwrap().contains(why), "{url}: {v}");
+    }
+    // Verified TLS: a certificate of a CA the node does not trust is a backend error.
+    let v = fetch(&gw, &format!("https://mitm.out.test:{}/", mitm.addr.port())).await;
+    assert_eq!(
+        (v["ok"].as_u64(), v["error"].as_str()),
+        (Some(0), Some("backend")),
+        "{v}"
+    );
+    assert!(v["detail"].as_str().unwrap().contains("TLS"), "{v}");
+    assert_eq!(mitm.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // A name re-pointed at an internal address after it was used (DNS rebinding) is refused
+    // at the next connect. A port where nothing listens: while the old answer lasts, the
+    // connect is tried and refused by the kernel (and nothing is pooled); then by Wharf.
+    let closed = free_addr().port();
+    let v = fetch(&gw, &format!("http://ok.out.test:{closed}/")).await;
+    assert_eq!(v["error"], "backend", "{v}");
+    dns.set(&[("ok.out.test", "127.0.0.2")]);
+    let mut refused = None;
+    for _ in 0..60 {
+        let v = fetch(&gw, &format!("http://ok.out.test:{closed}/")).await;
+        if v["error"] == "denied" {
+            refused = Some(v);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v = refused.expect("the rebound name was never refused");
+    assert!(v["detail"].as_str().unwrap().contains("loopback"), "{v}");
+}
+
+#[tokio::test]
+async fn one_request_cannot_make_the_node_spend_past_the_tenants_outbound_quotas() {
+    let ca = Ca::new("Outbound Test CA");
+    let dns = Dns::start(&[]);
+    let counted = HttpServer::plain(|_| (200, "ok".into())).await;
+    // A server that answers a 1 GB body as fast as it can, counting what it managed to send.
+    let endless = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endless_addr = endless.local_addr().unwrap();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sent_by_server = sent.clone();
+    let endless_task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = endless.accept().await {
+            let sent = sent_by_server.clone();
+            tokio::spawn(async move {
+                let mut req = [0u8; 4096];
+                let _ = s.read(&mut req).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n";
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 << 10];
+                while s.write_all(&chunk).await.is_ok() {
+                    sent.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    // A server that accepts and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let silent_task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+
+    let (gw, api, _up) = gateway(
+        &dns,
+        &ca,
+        "hostile",
+        json!({"mode": "fetch", "count": "1000"}),
+        json!(["http://127.0.0.1:*"]),
+        json!({"http_requests_per_second": 50, "http_timeout_ms": 1500, "http_max_response_bytes": 1048576}),
+    )
+    .await;
+
+    // 1,000 calls from one request: the rate quota stops all but its burst (and what it
+    // refills while the request runs).
+    let started = Instant::now();
+    let v = fetch(&gw, &format!("http://{}/", counted.addr)).await;
+    let allowed = 50 + (50.0 * started.elapsed().as_secs_f64()).ceil() as u64;
+    let reached = counted.requests.load(std::sync::atomic::Ordering::SeqCst) as u64;
+    eprintln!(
+        "1,000 calls in one request: {reached} sent in {:?}",
+        started.elapsed()
+    );
+    assert!(v["ok"].as_u64().unwrap() <= allowed, "{v}");
+    assert_eq!(v["ok"].as_u64().unwrap(), reached, "{v}");
+    assert_eq!(v["error"], "quota-exceeded", "{v}");
+
+    // One call each from here on.
+    let (s, v) = attach(
+        &api,
+        "hostile",
+        json!({"mode": "fetch"}),
+        json!(["http://127.0.0.1:*"]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    gw.wait_for_version(v["config_version"].as_i64().unwrap())
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let rss_before = gw.rss_bytes();
+    let started = Instant::now();
+    let v = fetch(&gw, &format!("http://{endless_addr}/")).await;
+    assert_eq!(v["error"], "quota-exceeded", "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("http_max_response_bytes"),
+        "{v}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let streamed = sent.load(std::sync::atomic::Ordering::SeqCst);
+    let grew = gw.rss_bytes().saturating_sub(rss_before);
+    eprintln!(
+        "1 GB response: cut off after {:?}; the server got {} KiB out; gateway RSS +{} KiB",
+        started.elapsed(),
+        streamed >> 10,
+        grew >> 10
+    );
+    assert!(
+        streamed < 64 << 20,
+        "the gateway kept reading: {streamed} bytes"
+    );
+    assert!(grew < 48 << 20, "RSS grew {grew} bytes");
+
+    let started = Instant::now();
+    let v = fetch(&gw, &format!("http://{silent_addr}/")).await;
+    let took = started.elapsed();
+    assert_eq!(v["error"], "timeout", "{v}");
+    assert!(
+        took < Duration::from_millis(2900),
+        "the 1.5 s timeout took {took:?}"
+    );
+    endless_task.abort();
+    silent_task.abort();
+}
