@@ -131,8 +131,7 @@ async fn h2c_on_the_plain_listener_when_configured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_unary_and_streaming_end_to_end_with_trailers() {
-    use crate::support::grpc::{serve_echo, Msg, COUNT, SAY};
-    use tonic::codec::ProstCodec;
+    use crate::support::grpc::{serve_echo, EchoClient};
 
     let upstream = serve_echo().await;
     let (url, store) = fresh_store(StoreKind::Sqlite).await;
@@ -155,43 +154,9 @@ async fn grpc_unary_and_streaming_end_to_end_with_trailers() {
     .await;
     let gw = Wharf::start_configured(&url, "h2c = true", &[]).await;
 
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", gw.proxy))
-        .unwrap()
-        .origin("http://grpc.acme.test".parse().unwrap())
-        .connect()
-        .await
-        .unwrap();
-    let mut client = tonic::client::Grpc::new(channel);
-
-    client.ready().await.unwrap();
-    let reply = client
-        .unary(
-            tonic::Request::new(Msg { text: "hi".into() }),
-            SAY.parse().unwrap(),
-            ProstCodec::<Msg, Msg>::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(reply.into_inner().text, "echo: hi (plugin: yes)");
-
-    client.ready().await.unwrap();
-    let mut stream = client
-        .server_streaming(
-            tonic::Request::new(Msg { text: "3".into() }),
-            COUNT.parse().unwrap(),
-            ProstCodec::<Msg, Msg>::default(),
-        )
-        .await
-        .unwrap()
-        .into_inner();
-    let mut got = Vec::new();
-    let status = loop {
-        match stream.message().await {
-            Ok(Some(m)) => got.push(m.text),
-            Ok(None) => panic!("the stream ended without its trailers' status"),
-            Err(status) => break status,
-        }
-    };
+    let mut client = EchoClient::connect(gw.proxy, "grpc.acme.test").await;
+    assert_eq!(client.say("hi").await.unwrap(), "echo: hi (plugin: yes)");
+    let (got, status) = client.count(3).await;
     assert_eq!(got, ["0", "1", "2"]);
     assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
     assert_eq!(

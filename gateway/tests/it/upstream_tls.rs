@@ -175,8 +175,7 @@ async fn an_upstream_that_requires_a_client_certificate_gets_the_tenants() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_reaches_a_tls_upstream_over_http2_by_alpn() {
-    use crate::support::grpc::{serve_echo, Msg, COUNT, SAY};
-    use tonic::codec::ProstCodec;
+    use crate::support::grpc::{serve_echo, EchoClient};
 
     let ca = Ca::new("gRPC Upstream CA");
     let (chain, key, _) = ca.leaf(&["grpc.up.test"]);
@@ -197,57 +196,21 @@ async fn grpc_reaches_a_tls_upstream_over_http2_by_alpn() {
     gw.wait_for_version(v["config_version"].as_i64().unwrap())
         .await;
 
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", gw.proxy))
-        .unwrap()
-        .origin("http://grpc.test".parse().unwrap())
-        .connect()
-        .await
-        .unwrap();
-    let mut client = tonic::client::Grpc::new(channel);
-    let say = |client: &mut tonic::client::Grpc<tonic::transport::Channel>| {
-        let mut client = client.clone();
-        async move {
-            client.ready().await.unwrap();
-            client
-                .unary(
-                    tonic::Request::new(Msg { text: "hi".into() }),
-                    SAY.parse().unwrap(),
-                    ProstCodec::<Msg, Msg>::default(),
-                )
-                .await
-        }
-    };
+    let mut client = EchoClient::connect(gw.proxy, "grpc.test").await;
     // The balancer may take a moment to have the new route's target.
-    let mut reply = say(&mut client).await;
+    let mut reply = client.say("hi").await;
     for _ in 0..40 {
         if reply.is_ok() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        reply = say(&mut client).await;
+        reply = client.say("hi").await;
     }
     let reply = reply.expect("the unary call through the TLS upstream");
-    assert_eq!(reply.into_inner().text, "echo: hi (plugin: -)");
+    assert_eq!(reply, "echo: hi (plugin: -)");
 
     // Server streaming: the messages, then the status in the trailers, across TLS and HTTP/2.
-    client.ready().await.unwrap();
-    let mut stream = client
-        .server_streaming(
-            tonic::Request::new(Msg { text: "3".into() }),
-            COUNT.parse().unwrap(),
-            ProstCodec::<Msg, Msg>::default(),
-        )
-        .await
-        .unwrap()
-        .into_inner();
-    let mut got = Vec::new();
-    let status = loop {
-        match stream.message().await {
-            Ok(Some(m)) => got.push(m.text),
-            Ok(None) => panic!("the stream ended without its trailers' status"),
-            Err(status) => break status,
-        }
-    };
+    let (got, status) = client.count(3).await;
     assert_eq!(got, ["0", "1", "2"]);
     assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
     assert_eq!(status.message(), "counted to the end");

@@ -107,3 +107,58 @@ pub(crate) async fn serve_echo() -> String {
     );
     addr
 }
+
+/// A client of [`Echo`] through a gateway, over h2c.
+pub(crate) struct EchoClient(tonic::client::Grpc<tonic::transport::Channel>);
+
+impl EchoClient {
+    /// Connects to the gateway's `proxy` listener, sending `host` as the authority.
+    pub(crate) async fn connect(proxy: std::net::SocketAddr, host: &str) -> EchoClient {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{proxy}"))
+            .unwrap()
+            .origin(format!("http://{host}").parse().unwrap())
+            .connect()
+            .await
+            .unwrap();
+        EchoClient(tonic::client::Grpc::new(channel))
+    }
+
+    /// The unary call: the reply's text.
+    pub(crate) async fn say(&mut self, text: &str) -> Result<String, Status> {
+        self.0.ready().await.unwrap();
+        let reply = self
+            .0
+            .unary(
+                Request::new(Msg { text: text.into() }),
+                SAY.parse().unwrap(),
+                tonic::codec::ProstCodec::<Msg, Msg>::default(),
+            )
+            .await?;
+        Ok(reply.into_inner().text)
+    }
+
+    /// The server stream of `n` messages: what arrived, then the status its trailers carried.
+    pub(crate) async fn count(&mut self, n: usize) -> (Vec<String>, Status) {
+        self.0.ready().await.unwrap();
+        let mut stream = self
+            .0
+            .server_streaming(
+                Request::new(Msg {
+                    text: n.to_string(),
+                }),
+                COUNT.parse().unwrap(),
+                tonic::codec::ProstCodec::<Msg, Msg>::default(),
+            )
+            .await
+            .unwrap()
+            .into_inner();
+        let mut got = Vec::new();
+        loop {
+            match stream.message().await {
+                Ok(Some(m)) => got.push(m.text),
+                Ok(None) => panic!("the stream ended without its trailers' status"),
+                Err(status) => return (got, status),
+            }
+        }
+    }
+}
