@@ -156,25 +156,116 @@ async function usageSection(tenant) {
 
 // ---- tenant view ---------------------------------------------------------------------------
 
-function routeForm(tenant, existing) {
-  const r = existing || { id: "", path_prefix: "/", methods: [], upstreams: [], timeouts: {} };
+// Targets as the form shows them: one a line, an address or URL, then its weight unless 1.
+function targetsText(upstreams) {
+  return upstreams.map((u) => (u.weight && u.weight !== 1 ? `${u.addr} ${u.weight}` : u.addr)).join("\n");
+}
+
+// The form's targets as the API takes them; a weight that is not a whole number is refused here,
+// naming the line, rather than sent as null.
+function parseTargets(text) {
+  return text.split(/[\n,]/).map((s) => s.trim()).filter(Boolean).map((line) => {
+    const [addr, weight = "1", ...rest] = line.split(/\s+/);
+    if (!/^\d+$/.test(weight) || rest.length) throw new ApiError(`Target "${line}": write an address or URL, then optionally a whole-number weight.`);
+    return { addr, weight: Number(weight) };
+  });
+}
+
+function routeForm(tenant, existing, certificates = []) {
+  const r = existing || { id: "", path_prefix: "/", methods: [], upstreams: [], timeouts: {}, retries: 2,
+    host_header: "client", upstream_protocol: "http1", upstream_tls: {} };
+  const tls = r.upstream_tls || {};
+  const option = (value, label, current) => h("option", { value, selected: value === current }, label);
   const id = h("input", { id: "route-id", value: r.id, required: true, readonly: existing ? true : false });
   const prefix = h("input", { id: "route-prefix", value: r.path_prefix, required: true });
   const methods = h("input", { id: "route-methods", value: r.methods.join(","), placeholder: "GET,POST (empty: all)" });
-  const ups = h("input", { id: "route-upstreams", value: r.upstreams.map((u) => u.addr).join(","), placeholder: "10.0.0.5:8080", required: true });
+  const ups = h("textarea", { id: "route-upstreams", placeholder: "10.0.0.5:8080\napi.internal:8080 2\nhttps://api.example.com", required: true });
+  ups.value = targetsText(r.upstreams);
   const read = h("input", { id: "route-read-ms", type: "number", value: (r.timeouts && r.timeouts.read_ms) || "" });
+  const retries = h("input", { id: "route-retries", type: "number", min: "0", max: "5", value: r.retries ?? 2 });
+  const hostHeader = h("select", { id: "route-host-header" },
+    option("client", "the client's", r.host_header), option("upstream", "the target's name", r.host_header));
+  const protocol = h("select", { id: "route-protocol" },
+    option("http1", "HTTP/1.1", r.upstream_protocol), option("http2", "HTTP/2 (h2c, or h2 by ALPN over TLS)", r.upstream_protocol));
+  const serverName = h("input", { id: "route-tls-server-name", value: tls.server_name || "", placeholder: "each target's name" });
+  const ca = h("textarea", { id: "route-tls-ca", placeholder: "PEM (empty: the system's roots)" });
+  ca.value = tls.ca_pem || "";
+  const clientCert = h("select", { id: "route-tls-client-certificate" }, option("", "none", tls.client_certificate || ""),
+    certificates.map((c) => option(c.name, c.name, tls.client_certificate)));
   return h("form", { id: existing ? `edit-${r.id}` : "route-form", onsubmit: (e) => {
     e.preventDefault();
-    const body = {
-      path_prefix: prefix.value,
-      methods: methods.value.split(",").map((s) => s.trim()).filter(Boolean),
-      upstreams: ups.value.split(",").map((s) => s.trim()).filter(Boolean).map((addr) => ({ addr, weight: 1 })),
-    };
-    if (read.value) body.timeouts = { ...(r.timeouts || {}), read_ms: Number(read.value) };
-    act(() => api("PUT", `/v1/tenants/${enc(tenant)}/routes/${enc(id.value)}`, body), `Route ${id.value} saved.`);
+    act(() => {
+      // What the form does not show (timeouts besides read, the health check) is kept as it is.
+      const body = {
+        path_prefix: prefix.value,
+        methods: methods.value.split(",").map((s) => s.trim()).filter(Boolean),
+        upstreams: parseTargets(ups.value),
+        timeouts: { ...(r.timeouts || {}) },
+        retries: Number(retries.value),
+        host_header: hostHeader.value,
+        upstream_protocol: protocol.value,
+        upstream_tls: {},
+      };
+      if (read.value) body.timeouts.read_ms = Number(read.value);
+      if (r.health_check) body.health_check = r.health_check;
+      if (serverName.value.trim()) body.upstream_tls.server_name = serverName.value.trim();
+      if (ca.value.trim()) body.upstream_tls.ca_pem = ca.value.trim() + "\n";
+      if (clientCert.value) body.upstream_tls.client_certificate = clientCert.value;
+      return api("PUT", `/v1/tenants/${enc(tenant)}/routes/${enc(id.value)}`, body);
+    }, `Route ${id.value} saved.`);
   } }, field("Route id", id), field("Path prefix", prefix), field("Methods", methods),
-    field("Upstreams (ip:port, comma-separated)", ups), field("Read timeout (ms)", read),
+    field("Targets (ip:port, host:port or http(s)://host[:port], one a line, then a weight)", ups),
+    field("Read timeout (ms)", read), field("Retries (0-5)", retries), field("Host sent upstream", hostHeader),
+    field("Upstream protocol", protocol),
+    h("fieldset", {}, h("legend", {}, "TLS to https:// targets"), field("Server name", serverName),
+      field("CA bundle", ca), field("Client certificate", clientCert)),
     h("button", { type: "submit" }, existing ? "Save route" : "Create route"));
+}
+
+// The targets as written: an address or URL, and its weight unless 1.
+function targetList(upstreams) {
+  return upstreams.map((u) => (u.weight !== 1 ? `${u.addr} (weight ${u.weight})` : u.addr)).join(", ");
+}
+
+// A route's settings, its form, and its targets as this node sees them (refreshed).
+async function routeView(tenant, id) {
+  const r = await api("GET", `/v1/tenants/${enc(tenant)}/routes/${enc(id)}`);
+  const { certificates } = await api("GET", `/v1/tenants/${enc(tenant)}/certificates`);
+  const tls = r.upstream_tls || {};
+  const cas = (tls.ca_pem || "").split("BEGIN CERTIFICATE").length - 1;
+  const row = (k, v) => h("tr", {}, h("th", {}, k), h("td", {}, v));
+  return [
+    h("h1", {}, `Route ${r.id} of ${tenant}`),
+    h("p", {}, h("a", { href: `#/tenant/${enc(tenant)}` }, "All routes of this tenant")),
+    targetsSection(r),
+    h("section", { id: "route-settings" }, h("h2", {}, "Settings"),
+      h("table", {}, h("tbody", {},
+        row("Path prefix", h("code", {}, r.path_prefix)),
+        row("Methods", r.methods.length ? r.methods.join(", ") : "all"),
+        row("Targets", targetList(r.upstreams)),
+        row("Upstream protocol", r.upstream_protocol === "http2" ? "HTTP/2" : "HTTP/1.1"),
+        row("Retries", `${r.retries}, within the route's retry budget`),
+        row("Host sent upstream", r.host_header === "upstream" ? "the target's name" : "the client's"),
+        row("Active health check", r.health_check ? `${r.health_check.kind} every ${r.health_check.interval_ms} ms` : "none"),
+        row("TLS server name", tls.server_name || "each target's name"),
+        row("TLS CA bundle", cas ? `${cas} certificate${cas === 1 ? "" : "s"} of the route` : "the system's roots"),
+        row("Client certificate", tls.client_certificate || "none"))),
+      routeForm(tenant, r, certificates)),
+  ];
+}
+
+// Each address the route's balancer has now: the name it was resolved from, active health
+// (probes) and passive health (ejected after failures), on the node that served the console.
+function targetsSection(r) {
+  const checked = Boolean(r.health_check);
+  return h("section", { id: "route-targets" }, h("h2", {}, "Targets now (this node)"),
+    r.targets.length ? h("table", {},
+      h("thead", {}, h("tr", {}, ["Address", "Resolved from", "Active health", "Passive health"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, r.targets.map((t) => h("tr", { "data-target": t.addr },
+        h("td", {}, h("code", {}, t.addr)), h("td", {}, t.name ? h("code", {}, t.name) : "written as an address"),
+        h("td", {}, checked ? (t.healthy ? "healthy" : "unhealthy") : "not checked (no health check)"),
+        h("td", {}, t.ejected ? "ejected after failures" : "in rotation")))))
+      : h("p", {}, "No address to dial yet: a name still resolving, or every address refused by the egress policy."));
 }
 
 function uploadForm(tenant) {
@@ -253,15 +344,16 @@ async function tenantView(tenant) {
   for (const p of plugins) (byName[p.name] = byName[p.name] || []).push(p);
 
   const routeRows = routes.map((r) => h("tr", { "data-route": r.id },
-    h("td", {}, h("code", {}, r.id)), h("td", {}, h("code", {}, r.path_prefix)),
+    h("td", {}, h("a", { href: `#/tenant/${enc(tenant)}/route/${enc(r.id)}` }, h("code", {}, r.id))),
+    h("td", {}, h("code", {}, r.path_prefix)),
     h("td", {}, r.methods.length ? r.methods.join(", ") : "all"),
-    h("td", {}, r.upstreams.map((u) => u.addr).join(", ")),
+    h("td", {}, targetList(r.upstreams), r.retries !== 2 ? `, ${r.retries} ${r.retries === 1 ? "retry" : "retries"}` : null),
     h("td", {}, r.plugins.length ? r.plugins.map((a, i) => h("div", {},
       `${i + 1}. ${a.plugin} v${a.version} (${a.on_error === "fail-open" ? "fail open" : "fail closed"}) `,
       h("button", { class: "danger", type: "button", onclick: () => act(() => api("DELETE",
         `/v1/tenants/${enc(tenant)}/routes/${enc(r.id)}/plugins/${enc(a.plugin)}`), `Detached ${a.plugin}.`) }, `Detach ${a.plugin}`))) : "none"),
     h("td", {},
-      h("button", { class: "secondary", type: "button", onclick: (e) => e.target.closest("td").append(routeForm(tenant, r)) }, "Edit"), " ",
+      h("button", { class: "secondary", type: "button", onclick: (e) => e.target.closest("td").append(routeForm(tenant, r, certificates)) }, "Edit"), " ",
       h("button", { class: "danger", type: "button", onclick: () => {
         if (confirm(`Delete route ${r.id}?`)) act(() => api("DELETE", `/v1/tenants/${enc(tenant)}/routes/${enc(r.id)}`), `Route ${r.id} deleted.`);
       } }, "Delete"))));
@@ -283,9 +375,9 @@ async function tenantView(tenant) {
     h("section", { id: "hostnames" }, h("h2", {}, "Hostnames"),
       h("ul", {}, t.hostnames.map((n) => h("li", {}, h("code", {}, n))))),
     h("section", { id: "routes" }, h("h2", {}, "Routes"),
-      h("table", {}, h("thead", {}, h("tr", {}, ["Id", "Prefix", "Methods", "Upstreams", "Plugin chain", ""].map((c) => h("th", {}, c)))),
+      h("table", {}, h("thead", {}, h("tr", {}, ["Id", "Prefix", "Methods", "Targets", "Plugin chain", ""].map((c) => h("th", {}, c)))),
         h("tbody", {}, routeRows)),
-      routeForm(tenant, null)),
+      routeForm(tenant, null, certificates)),
     h("section", { id: "plugins" }, h("h2", {}, "Plugins"),
       h("table", {}, h("thead", {}, h("tr", {}, ["Plugin", "Versions", "Attached", "Roll back"].map((c) => h("th", {}, c)))),
         h("tbody", {}, pluginRows)),
@@ -397,6 +489,14 @@ async function route() {
         const old = document.getElementById("usage");
         if (old) old.replaceWith(await usageSection(tenant).catch(() => old));
       }, 3000);
+    } else if ((m = hash.match(/^#\/tenant\/([^/]+)\/route\/([^/]+)$/))) {
+      const path = `/v1/tenants/${m[1]}/routes/${m[2]}`;
+      main.replaceChildren(...(await routeView(decodeURIComponent(m[1]), decodeURIComponent(m[2]))));
+      // The live targets change with DNS, probes and ejections: the rest of the page stays put.
+      refresh = setInterval(async () => {
+        const old = document.getElementById("route-targets");
+        if (old) old.replaceWith(await api("GET", path).then(targetsSection).catch(() => old));
+      }, 2000);
     } else if (me.operator && (m = hash.match(/^#\/operator\/tenant\/([^/]+)$/))) {
       main.replaceChildren(...(await operatorTenantView(decodeURIComponent(m[1]))));
     } else if (me.operator) {

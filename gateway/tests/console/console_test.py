@@ -15,7 +15,7 @@ from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 ADMIN = os.environ["WHARF_ADMIN"]
 PROXY = os.environ["WHARF_PROXY"]
@@ -26,6 +26,7 @@ PLUGIN = os.environ["WHARF_PLUGIN"]
 SHOTS = os.environ["SCREENSHOTS"]
 NOT_WASM = os.environ["WHARF_NOT_WASM"]
 PEMS = os.environ["WHARF_PEMS"]
+NAMED = os.environ["WHARF_NAMED"]  # http://up.a.test:<port>, which dnsmasq resolves
 
 opts = webdriver.ChromeOptions()
 opts.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -86,11 +87,26 @@ def fill(id_, value):
     raise AssertionError(f"{id_} kept being re-rendered")
 
 
-def api(method, path, token):
-    req = urllib.request.Request(f"http://{ADMIN}{path}", method=method,
-                                 headers={"Authorization": f"Bearer {token}"})
+def api(method, path, token, body=None):
+    headers = {"Authorization": f"Bearer {token}"}
+    data = None
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+        data = json.dumps(body).encode()
+    req = urllib.request.Request(f"http://{ADMIN}{path}", method=method, headers=headers, data=data)
     with urllib.request.urlopen(req) as r:
         return json.loads(r.read() or b"null")
+
+
+def live_target(text):
+    """Waits until the route view's live targets show `text`; their table's text."""
+    def seen(d):
+        rows = d.find_elements(By.CSS_SELECTOR, "#route-targets tr[data-target]")
+        try:
+            return any(text in r.text for r in rows) and d.find_element(By.ID, "route-targets").text
+        except StaleElementReferenceException:  # refreshed every 2 s
+            return False
+    return wait.until(seen, f"a live target showing {text!r}")
 
 
 try:
@@ -118,6 +134,58 @@ try:
     driver.find_element(By.CSS_SELECTOR, "#route-form button[type=submit]").click()
     wait_message("Route web saved")
     wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "tr[data-route=web]")))
+
+    step("a route to a named target with a weight, retries and the target's Host")
+    fill("route-id", "named")
+    fill("route-prefix", "/named")
+    fill("route-upstreams", f"{NAMED} 3")
+    fill("route-retries", "4")
+    Select(driver.find_element(By.ID, "route-host-header")).select_by_value("upstream")
+    driver.find_element(By.CSS_SELECTOR, "#route-form button[type=submit]").click()
+    wait_message("Route named saved")
+    row = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "tr[data-route=named]")))
+    assert "up.a.test" in row.text and "weight 3" in row.text and "4 retries" in row.text, row.text
+    stored = api("GET", "/v1/tenants/a/routes/named", KEY_A)
+    assert stored["upstreams"] == [{"addr": NAMED, "weight": 3}], stored
+    assert (stored["retries"], stored["host_header"]) == (4, "upstream"), stored
+
+    step("the route view shows each target's live state")
+    # An active health check, set through the API: the view shows probes' verdict beside ejection.
+    body = {k: stored[k] for k in ["path_prefix", "methods", "upstreams", "timeouts", "retries",
+                                   "upstream_protocol", "upstream_tls", "host_header"]}
+    body["health_check"] = {"kind": "tcp", "interval_ms": 1000}
+    api("PUT", "/v1/tenants/a/routes/named", KEY_A, body)
+    driver.find_element(By.CSS_SELECTOR, "tr[data-route=named] a").click()
+    wait.until(EC.presence_of_element_located((By.ID, "route-settings")))
+    settings = driver.find_element(By.ID, "route-settings").text
+    for seen in ["Retries 4", "the target's name", "tcp every 1000 ms", f"{NAMED} (weight 3)"]:
+        assert seen in settings, (seen, settings)
+    port = NAMED.rsplit(":", 1)[1]
+    targets = live_target(f"127.0.0.1:{port}")
+    for seen in ["up.a.test", "healthy", "in rotation"]:
+        assert seen in targets, (seen, targets)
+    assert "unhealthy" not in targets and "ejected" not in targets, targets
+    live = api("GET", "/v1/tenants/a/routes/named", KEY_A)["targets"]
+    assert live == [{"addr": f"127.0.0.1:{port}", "name": "up.a.test", "healthy": True,
+                     "ejected": False}], live
+    shot("route")
+    # Through the proxy, the upstream gets the target's name as Host.
+    req = urllib.request.Request(f"http://{PROXY}/named", headers={"Host": "a.test"})
+    with urllib.request.urlopen(req) as r:
+        assert json.loads(r.read())["headers"]["host"] == f"up.a.test:{port}"
+
+    step("edited in the route view: the health check the form does not show is kept")
+    fill("route-retries", "1")
+    driver.find_element(By.CSS_SELECTOR, "#edit-named button[type=submit]").click()
+    wait_message("Route named saved")
+    stored = api("GET", "/v1/tenants/a/routes/named", KEY_A)
+    assert stored["retries"] == 1 and stored["health_check"]["kind"] == "tcp", stored
+    assert "Retries 1" in driver.find_element(By.ID, "route-settings").text
+    fill("route-upstreams", "up.a.test:80 heavy")
+    driver.find_element(By.CSS_SELECTOR, "#edit-named button[type=submit]").click()
+    assert "whole-number weight" in wait_message("whole-number weight")
+    driver.find_element(By.LINK_TEXT, "All routes of this tenant").click()
+    wait.until(EC.presence_of_element_located((By.ID, "route-form")))
 
     step("a refused upload says why")
     fill("plugin-name", "junk")
@@ -191,6 +259,29 @@ try:
     wait_message("Certificate spare removed")
     wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "li[data-certificate=spare]"))
     assert [c["name"] for c in api("GET", "/v1/tenants/a/certificates", KEY_A)["certificates"]] == ["main"]
+
+    step("a route to an https:// target with the upstream TLS settings")
+    fill("route-id", "secure")
+    fill("route-prefix", "/secure")
+    fill("route-upstreams", "https://127.0.0.1:1")
+    fill("route-tls-server-name", "tls.a.test")
+    with open(os.path.join(PEMS, "ca.pem")) as f:
+        ca_pem = f.read()
+    fill("route-tls-ca", ca_pem)
+    Select(driver.find_element(By.ID, "route-tls-client-certificate")).select_by_value("main")
+    driver.find_element(By.CSS_SELECTOR, "#route-form button[type=submit]").click()
+    wait_message("Route secure saved")
+    tls = api("GET", "/v1/tenants/a/routes/secure", KEY_A)["upstream_tls"]
+    assert tls["server_name"] == "tls.a.test" and tls["client_certificate"] == "main", tls
+    assert tls["ca_pem"].split() == ca_pem.split(), tls
+    driver.find_element(By.CSS_SELECTOR, "tr[data-route=secure] a").click()
+    wait.until(EC.presence_of_element_located((By.ID, "route-settings")))
+    settings = driver.find_element(By.ID, "route-settings").text
+    for seen in ["tls.a.test", "1 certificate of the route", "Client certificate main"]:
+        assert seen in settings, (seen, settings)
+    shot("route-tls", at="route-settings")
+    driver.find_element(By.LINK_TEXT, "All routes of this tenant").click()
+    wait.until(EC.presence_of_element_located((By.ID, "route-form")))
 
     step("narrow window")
     driver.set_window_size(480, 900)

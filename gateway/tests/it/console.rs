@@ -1,16 +1,23 @@
 //! The console in a real browser: headless Chromium driven by Selenium
 //! (`tests/console/console_test.py`) against a real `wharf serve`, a real upstream and a plugin
-//! built from source. Screenshots go to a temp dir, or to docs/console/ with
+//! built from source, and a real DNS server (dnsmasq) for a route to a named target. Screenshots go to a temp dir, or to docs/console/ with
 //! WHARF_UPDATE_SCREENSHOTS=1.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use crate::support;
-use crate::support::api::{setup, Api, Body};
+use crate::support::api::{setup_configured, Api, Body};
+use crate::support::dns::Dns;
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_in_a_real_browser() {
-    let (gw, api, key_a, key_b, _) = setup().await;
+    // up.a.test names the upstream: the console's route view shows what it resolved to.
+    let dns = Dns::start(&[("up.a.test", "127.0.0.1")]);
+    let (gw, api, key_a, key_b, _) = setup_configured(
+        StoreKind::Sqlite,
+        &format!("[dns]\nservers = [\"{}\"]\n", dns.addr),
+    )
+    .await;
     let up = Upstream::start("up").await;
     let api: Api = api;
     let (s, v) = api
@@ -45,6 +52,7 @@ async fn console_in_a_real_browser() {
         std::fs::write(pems.join(format!("{stem}-chain.pem")), chain).unwrap();
         std::fs::write(pems.join(format!("{stem}-key.pem")), key).unwrap();
     }
+    std::fs::write(pems.join("ca.pem"), ca.cert.pem()).unwrap();
     let pems = pems.canonicalize().unwrap();
     let plugin_dir = std::env::var("WHARF_PLUGIN_DIR")
         .unwrap_or_else(|_| format!("{}/.cache/wharf/plugins", std::env::var("HOME").unwrap()));
@@ -65,6 +73,10 @@ async fn console_in_a_real_browser() {
         .env("WHARF_KEY_A", &key_a)
         .env("WHARF_KEY_B", &key_b)
         .env("WHARF_UPSTREAM", up.target())
+        .env(
+            "WHARF_NAMED",
+            format!("http://up.a.test:{}", up.addr.port()),
+        )
         .env("WHARF_PLUGIN", format!("{plugin_dir}/add-header.wasm"))
         .env("WHARF_NOT_WASM", &not_wasm)
         .env("WHARF_PEMS", &pems)

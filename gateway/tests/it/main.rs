@@ -37,6 +37,7 @@ mod tls_operations;
 mod tracing;
 mod upgrade;
 mod upstream_names;
+mod upstream_names_under_load;
 mod upstream_tls;
 mod usage;
 mod websocket_tunnels;

@@ -2,7 +2,6 @@
 //! servers: WebSocket upgrades (a tungstenite echo server and client), HTTP/2 without TLS on the
 //! plain listener (curl, prior knowledge), gRPC end to end (tonic).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
-#![allow(clippy::result_large_err)] // tonic's Status is what gRPC code returns
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
@@ -130,119 +129,11 @@ async fn h2c_on_the_plain_listener_when_configured() {
     );
 }
 
-/// gRPC by hand (no protoc here): one message type and a service with a unary method and a
-/// server-streaming one, written as tonic's generated code would be.
-mod grpc {
-    use std::task::{Context, Poll};
-
-    use tonic::codegen::{BoxFuture, BoxStream, StdError};
-    use tonic::{Request, Response, Status};
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub(super) struct Msg {
-        #[prost(string, tag = "1")]
-        pub text: String,
-    }
-
-    pub(super) const SAY: &str = "/wharf.test.Echo/Say";
-    pub(super) const COUNT: &str = "/wharf.test.Echo/Count";
-
-    #[derive(Clone)]
-    pub(super) struct Echo;
-
-    impl tonic::server::NamedService for Echo {
-        const NAME: &'static str = "wharf.test.Echo";
-    }
-
-    struct Say;
-    impl tonic::server::UnaryService<Msg> for Say {
-        type Response = Msg;
-        type Future = BoxFuture<Response<Msg>, Status>;
-        fn call(&mut self, r: Request<Msg>) -> Self::Future {
-            Box::pin(async move {
-                // What the gateway's plugin added to the request's headers.
-                let seen = r
-                    .metadata()
-                    .get("x-plugin-saw")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-")
-                    .to_string();
-                Ok(Response::new(Msg {
-                    text: format!("echo: {} (plugin: {seen})", r.into_inner().text),
-                }))
-            })
-        }
-    }
-
-    /// Streams `n` messages, then ends with `aborted` in the trailers.
-    struct Count;
-    impl tonic::server::ServerStreamingService<Msg> for Count {
-        type Response = Msg;
-        type ResponseStream = BoxStream<Msg>;
-        type Future = BoxFuture<Response<BoxStream<Msg>>, Status>;
-        fn call(&mut self, r: Request<Msg>) -> Self::Future {
-            Box::pin(async move {
-                let n: usize = r.into_inner().text.parse().unwrap_or(0);
-                let mut items: Vec<Result<Msg, Status>> = (0..n)
-                    .map(|i| {
-                        Ok(Msg {
-                            text: i.to_string(),
-                        })
-                    })
-                    .collect();
-                items.push(Err(Status::aborted("counted to the end")));
-                let stream: BoxStream<Msg> = Box::pin(tokio_stream::iter(items));
-                Ok(Response::new(stream))
-            })
-        }
-    }
-
-    impl<B> tower_service::Service<http::Request<B>> for Echo
-    where
-        B: tonic::codegen::Body + Send + 'static,
-        B::Error: Into<StdError> + Send + 'static,
-    {
-        type Response = http::Response<tonic::body::Body>;
-        type Error = std::convert::Infallible;
-        type Future = BoxFuture<Self::Response, Self::Error>;
-
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, req: http::Request<B>) -> Self::Future {
-            let codec = tonic::codec::ProstCodec::<Msg, Msg>::default;
-            match req.uri().path() {
-                SAY => {
-                    Box::pin(
-                        async move { Ok(tonic::server::Grpc::new(codec()).unary(Say, req).await) },
-                    )
-                }
-                COUNT => Box::pin(async move {
-                    Ok(tonic::server::Grpc::new(codec())
-                        .server_streaming(Count, req)
-                        .await)
-                }),
-                _ => {
-                    Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) })
-                }
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_unary_and_streaming_end_to_end_with_trailers() {
-    use grpc::{Msg, COUNT, SAY};
-    use tonic::codec::ProstCodec;
+    use crate::support::grpc::{serve_echo, EchoClient};
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = listener.local_addr().unwrap().to_string();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(grpc::Echo)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let upstream = serve_echo().await;
     let (url, store) = fresh_store(StoreKind::Sqlite).await;
     store
         .create_tenant("acme", "Acme", &["grpc.acme.test"])
@@ -263,43 +154,9 @@ async fn grpc_unary_and_streaming_end_to_end_with_trailers() {
     .await;
     let gw = Wharf::start_configured(&url, "h2c = true", &[]).await;
 
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", gw.proxy))
-        .unwrap()
-        .origin("http://grpc.acme.test".parse().unwrap())
-        .connect()
-        .await
-        .unwrap();
-    let mut client = tonic::client::Grpc::new(channel);
-
-    client.ready().await.unwrap();
-    let reply = client
-        .unary(
-            tonic::Request::new(Msg { text: "hi".into() }),
-            SAY.parse().unwrap(),
-            ProstCodec::<Msg, Msg>::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(reply.into_inner().text, "echo: hi (plugin: yes)");
-
-    client.ready().await.unwrap();
-    let mut stream = client
-        .server_streaming(
-            tonic::Request::new(Msg { text: "3".into() }),
-            COUNT.parse().unwrap(),
-            ProstCodec::<Msg, Msg>::default(),
-        )
-        .await
-        .unwrap()
-        .into_inner();
-    let mut got = Vec::new();
-    let status = loop {
-        match stream.message().await {
-            Ok(Some(m)) => got.push(m.text),
-            Ok(None) => panic!("the stream ended without its trailers' status"),
-            Err(status) => break status,
-        }
-    };
+    let mut client = EchoClient::connect(gw.proxy, "grpc.acme.test").await;
+    assert_eq!(client.say("hi").await.unwrap(), "echo: hi (plugin: yes)");
+    let (got, status) = client.count(3).await;
     assert_eq!(got, ["0", "1", "2"]);
     assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
     assert_eq!(

@@ -80,12 +80,20 @@ pub(crate) async fn setup() -> (Wharf, Api, String, String, String) {
 
 /// [`setup`] on a store of the given kind.
 pub(crate) async fn setup_on(kind: StoreKind) -> (Wharf, Api, String, String, String) {
+    setup_configured(kind, "").await
+}
+
+/// [`setup_on`] with more of the bootstrap file (whole tables: it comes last).
+pub(crate) async fn setup_configured(
+    kind: StoreKind,
+    extra_toml: &str,
+) -> (Wharf, Api, String, String, String) {
     let (url, _) = fresh_store(kind).await;
     // These nodes are for authorization tests, which send many wrong keys from one address on
     // purpose: the failed-authentication budget has its own test (hostile_tenant.rs).
     let gw = Wharf::start_configured(
         &url,
-        &format!("operator_token = \"{OP}\"\n[admin]\nfailed_auth_burst = 100000"),
+        &format!("operator_token = \"{OP}\"\n[admin]\nfailed_auth_burst = 100000\n{extra_toml}"),
         &[],
     )
     .await;

@@ -4,6 +4,7 @@
 
 pub(crate) mod api;
 pub(crate) mod dns;
+pub(crate) mod grpc;
 pub(crate) mod http_server;
 pub(crate) mod nginx;
 pub(crate) mod raw;
