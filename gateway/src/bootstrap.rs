@@ -167,6 +167,7 @@ impl Bootstrap {
             redis: self.redis.clone(),
             sql,
             http: self.outbound_http.clone(),
+            body: (),
         })
     }
 

@@ -110,6 +110,7 @@ async fn measure(runtime: &PluginRuntime, args: &Args) -> anyhow::Result<(Summar
             quotas,
             config: config.clone(),
             outbound: Default::default(),
+            request_body: None,
             capabilities: None,
         };
         let mut instance = runtime.instantiate(inv, &compiled).await?;

@@ -88,6 +88,7 @@ pub(crate) fn run(redis_url: String, bytes: Vec<u8>, iterations: usize) -> anyho
                     quotas,
                     config: config.clone(),
                     outbound: Default::default(),
+                    request_body: None,
                     capabilities: Some(tenant_caps.clone()),
                 };
                 let mut instance = runtime.instantiate(inv, &compiled).await?;

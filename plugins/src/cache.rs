@@ -37,6 +37,8 @@ pub struct CompiledPlugin {
     pub code_bytes: u64,
     /// Instance slots each of its instances takes from the pool and the tenant's quota.
     pub slots: u32,
+    /// It imports `wharf:plugin/body`: the proxy reads the request body whole for it.
+    pub reads_body: bool,
     /// When the cache last handed it out (cache ticks): the eviction order.
     last_used: AtomicU64,
 }
@@ -235,11 +237,16 @@ impl ComponentCache {
             .map_err(|e| RejectError::WrongWorld(describe(&e)))?;
         let pre = HttpPluginPre::new(pre).map_err(|e| RejectError::WrongWorld(describe(&e)))?;
         let image = component.image_range();
+        let reads_body = component
+            .component_type()
+            .imports(&self.engine)
+            .any(|(name, _)| name.starts_with(crate::capabilities::body::INTERFACE));
         Ok(Arc::new(CompiledPlugin {
             sha256: sha.to_string(),
             pre,
             code_bytes: (image.end as u64).saturating_sub(image.start as u64),
             slots: footprint.slots(),
+            reads_body,
             last_used: AtomicU64::new(self.ticks.fetch_add(1, Ordering::Relaxed)),
         }))
     }

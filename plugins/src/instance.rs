@@ -103,6 +103,12 @@ impl PluginInstance {
         &self.plugin
     }
 
+    /// The body `on-request` set with `set-request-body`, if it did (taken: asked once).
+    pub fn take_request_body(&mut self) -> Option<Vec<u8>> {
+        let live = self.live.as_mut()?;
+        live.store.data_mut().caps.body.replaced.take()
+    }
+
     /// Instantiates now (otherwise the first call does).
     pub async fn start(&mut self) -> Result<(), PluginError> {
         self.call(Op::Start).await.map(|_| ())

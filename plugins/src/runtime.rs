@@ -56,6 +56,8 @@ pub struct Invocation<'a> {
     pub config: Arc<BTreeMap<String, String>>,
     /// The attachment's `allowed_outbound_hosts` (empty: no outbound HTTP).
     pub outbound: Arc<[wharf_tenancy::outbound::OutboundHost]>,
+    /// The request body, for a plugin that reads it ([`CompiledPlugin::reads_body`]).
+    pub request_body: Option<bytes::Bytes>,
     /// The tenant's capabilities for host calls (`None`: every backend call fails
     /// `backend-unavailable`).
     pub capabilities: Option<Arc<TenantCapabilities>>,
@@ -263,6 +265,7 @@ impl PluginRuntime {
                 plugin: inv.plugin,
                 config: &inv.config,
                 outbound: &inv.outbound,
+                request_body: &inv.request_body,
                 quotas: inv
                     .capabilities
                     .as_deref()

@@ -39,17 +39,33 @@ pub struct ChainCtx<'a> {
     pub capabilities: &'a Arc<TenantCapabilities>,
 }
 
+/// Whether a plugin of the chain reads the request body (the body is then read whole first).
+/// A plugin that cannot be loaded counts as not reading it: running it fails anyway.
+pub async fn reads_body(runtime: &Arc<PluginRuntime>, chain: &[Attached]) -> bool {
+    for att in chain {
+        if compiled(runtime, att).await.is_ok_and(|c| c.reads_body) {
+            return true;
+        }
+    }
+    false
+}
+
+/// `body`: the request body when the chain reads it; a plugin's replacement takes its place.
 pub async fn on_request(
     cx: &ChainCtx<'_>,
     chain: &[Attached],
     req: &mut RequestHeader,
+    body: &mut Option<bytes::Bytes>,
     continued: &mut Vec<Continued>,
 ) -> RequestOutcome {
     for att in chain {
         let span = tracing::debug_span!(target: "wharf::trace", "plugin", plugin = %att.name, phase = "on_request");
-        let result = run_request(cx, att, req).instrument(span).await;
+        let result = run_request(cx, att, req, body).instrument(span).await;
         match result {
-            Ok((instance, RequestAction::Continue(edits))) => {
+            Ok((mut instance, RequestAction::Continue(edits))) => {
+                if let Some(replaced) = instance.take_request_body() {
+                    *body = Some(replaced.into());
+                }
                 for op in &edits.headers {
                     apply_op(req, op);
                 }
@@ -75,14 +91,21 @@ async fn run_request(
     cx: &ChainCtx<'_>,
     att: &Attached,
     req: &RequestHeader,
+    body: &Option<bytes::Bytes>,
 ) -> Result<(PluginInstance, RequestAction), PluginError> {
     let compiled = compiled(cx.runtime, att).await?;
+    let request_body = if compiled.reads_body {
+        body.clone()
+    } else {
+        None
+    };
     let inv = Invocation {
         tenant: cx.tenant,
         plugin: &att.name,
         quotas: cx.quotas,
         config: att.config.clone(),
         outbound: att.outbound.clone(),
+        request_body,
         capabilities: Some(cx.capabilities.clone()),
     };
     let mut instance = cx.runtime.prepare(inv, &compiled).await?;

@@ -38,6 +38,10 @@ pub struct RequestCtx {
     pub tenant_slot: Option<crate::control::in_flight::Slot>,
     /// When its body began to be read, if it has one that must keep a minimum rate.
     pub body_started: Option<Instant>,
+    /// The body read whole for the route's plugins (as they left it): sent upstream in place
+    /// of the client's; and its share of the node's memory, held until the request is done.
+    pub request_body: Option<bytes::Bytes>,
+    pub body_memory: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl RequestCtx {
@@ -58,6 +62,8 @@ impl RequestCtx {
             in_flight: None,
             tenant_slot: None,
             body_started: None,
+            request_body: None,
+            body_memory: None,
         }
     }
 

@@ -44,6 +44,12 @@ pub enum GatewayError {
     /// The route's upstream is an address the egress policy refuses.
     #[error("the route's upstream is not allowed: {0}")]
     UpstreamForbidden(wharf_plugins::capabilities::networking::EgressError),
+    /// A route's plugin reads the body, and this one is larger than the tenant lets it read.
+    #[error("the request body is larger than the {0} bytes this route's plugins may read (plugin_body_max_bytes)")]
+    BodyTooLarge(u64),
+    /// The node's memory for request bodies and host-call results in flight is in use.
+    #[error("the gateway is busy; retry shortly")]
+    Busy,
     /// The request already passed through this gateway node (a routing loop).
     #[error("the request has already passed through this gateway (routing loop)")]
     LoopDetected,
@@ -74,6 +80,8 @@ impl GatewayError {
             | GatewayError::UpstreamUnresolvable(_)
             | GatewayError::UpstreamTls(_) => 502,
             GatewayError::LoopDetected => 508,
+            GatewayError::BodyTooLarge(_) => 413,
+            GatewayError::Busy => 503,
         }
     }
 
@@ -95,6 +103,8 @@ impl GatewayError {
             GatewayError::UpstreamUnresolvable(_) => "upstream_unresolvable",
             GatewayError::UpstreamTls(_) => "upstream_tls",
             GatewayError::LoopDetected => "loop_detected",
+            GatewayError::BodyTooLarge(_) => "request_body_too_large",
+            GatewayError::Busy => "gateway_busy",
         }
     }
 

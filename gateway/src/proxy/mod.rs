@@ -7,6 +7,7 @@
 //! `fail_to_proxy`. What one phase decides for the next travels in [`RequestCtx`].
 
 mod admission;
+mod body;
 pub mod chain;
 pub mod ctx;
 pub mod errors;
@@ -93,6 +94,11 @@ impl ProxyHttp for WharfProxy {
     ) -> Result<()> {
         self.pace.head_parsed(session, ctx);
         Ok(())
+    }
+
+    /// The body the route's plugins read whole (and maybe replaced) goes upstream instead.
+    fn request_body_override(&self, ctx: &RequestCtx) -> Option<bytes::Bytes> {
+        ctx.request_body.clone()
     }
 
     async fn request_body_filter(
@@ -191,6 +197,11 @@ impl ProxyHttp for WharfProxy {
             .is_some_and(|r| r.spec.host_header == wharf_tenancy::HostHeader::Upstream);
         if let (true, Some(host)) = (upstream_host, &ctx.peer_host) {
             upstream.insert_header("Host", host.as_str())?;
+        }
+        if let Some(body) = &ctx.request_body {
+            // Sent whole, as the plugins left it: its own length, never chunked.
+            upstream.remove_header(&http::header::TRANSFER_ENCODING);
+            upstream.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         }
         upstream.append_header("Via", self.node.via.clone())?;
         upstream.insert_header("X-Request-Id", ctx.request_id.header())?;
@@ -312,15 +323,37 @@ impl WharfProxy {
             client_addr: client_ip(session).unwrap_or_default(),
             capabilities: &tenant.capabilities,
         };
+        let mut request_body = None;
+        if chain::reads_body(&self.runtime, &route.chain).await {
+            let max = tenant.plugin_quotas.body_max_bytes;
+            match body::read_whole(session, max, &self.pace, ctx, &tenant.capabilities).await {
+                Ok(whole) => {
+                    ctx.body_memory = Some(whole.memory);
+                    request_body = Some(whole.bytes);
+                }
+                Err(body::Refused::Answer(e)) => {
+                    // The unread rest of the body cannot be skipped: the connection closes.
+                    session.set_keepalive(None);
+                    return refuse(session, &e, ctx).await;
+                }
+                Err(body::Refused::Client(e)) => return Err(e),
+            }
+        }
         let span = tracing::debug_span!(target: "wharf::trace", parent: &ctx.span, "plugins", phase = "on_request");
         let run = chain::on_request(
             &cx,
             &route.chain,
             session.req_header_mut(),
+            &mut request_body,
             &mut ctx.continued,
         );
         match run.instrument(span).await {
-            RequestOutcome::Continue => Ok(false),
+            RequestOutcome::Continue => {
+                // Read (or written by a plugin): the upstream gets it instead of the client's.
+                ctx.request_body =
+                    request_body.filter(|b| !b.is_empty() || !session.is_body_empty());
+                Ok(false)
+            }
             RequestOutcome::Respond(reply) => {
                 respond::reply(session, reply, ctx).await?;
                 Ok(true)

@@ -27,6 +27,7 @@ mod private_files;
 mod protocols;
 mod rate_limits;
 mod reload;
+mod request_bodies;
 mod restarts;
 mod retries;
 mod routing;

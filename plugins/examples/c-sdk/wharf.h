@@ -12,7 +12,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+// A plugin that reads the request body is built for the `body-plugin` world (wit-bindgen names
+// its bindings after the world): define WHARF_BODY_PLUGIN and the names below stay the same.
+#ifdef WHARF_BODY_PLUGIN
+#include "body_plugin.h"
+#define http_plugin_string_t body_plugin_string_t
+#define http_plugin_string_set body_plugin_string_set
+#define http_plugin_string_dup body_plugin_string_dup
+#define http_plugin_list_u8_t body_plugin_list_u8_t
+#define http_plugin_list_list_u8_t body_plugin_list_list_u8_t
+#define http_plugin_request_t body_plugin_request_t
+#define http_plugin_request_action_t body_plugin_request_action_t
+#define http_plugin_response_t body_plugin_response_t
+#define http_plugin_response_action_t body_plugin_response_action_t
+#define exports_http_plugin_on_request exports_body_plugin_on_request
+#define exports_http_plugin_on_response exports_body_plugin_on_response
+#else
 #include "http_plugin.h"
+#endif
 
 typedef http_plugin_string_t wharf_str;
 typedef wharf_plugin_types_header_t wharf_header;

@@ -9,6 +9,7 @@
 //! | [`config::Config`] | `wharf:plugin/config` | — | — | the attachment's key/values |
 //! | [`redis::Redis`] | `wharf:plugin/redis` | `redis` | pool, namespace, rate, memory quota | — |
 //! | [`sql::Sql`] | `wharf:plugin/sql` | `sql` | pool, own database, rate, row/byte/storage caps | — |
+//! | [`body::Body`] | `wharf:plugin/body` | — | — | the request body, its replacement |
 //! | [`http::Http`] | `wharf:plugin/http` | `[outbound_http]` | client pool, rate, requests in flight | the attachment's allowed hosts |
 //!
 //! What every capability shares lives here once: tenant state is built on first use and kept
@@ -16,6 +17,7 @@
 //! next call; the `host_call` span and metrics are [`crate::state::HostCall`]; a tenant's
 //! deletion calls every capability's [`Capability::purge`].
 
+pub mod body;
 pub mod config;
 mod error;
 pub mod http;
@@ -144,6 +146,8 @@ pub struct InstanceContext<'a> {
     pub config: &'a Arc<BTreeMap<String, String>>,
     /// The attachment's `allowed_outbound_hosts`.
     pub outbound: &'a Arc<[wharf_tenancy::outbound::OutboundHost]>,
+    /// The request body, read for a plugin that imports `wharf:plugin/body`.
+    pub request_body: &'a Option<bytes::Bytes>,
     /// The tenant's quotas (the defaults where the gateway has no capabilities configured).
     pub quotas: &'a Quotas,
 }
@@ -247,6 +251,15 @@ impl TenantCapabilities {
             })
     }
 
+    /// Reserves `bytes` of the node's memory for data in flight (host-call results, request
+    /// bodies read for plugins), all tenants together: fails at once when it is taken.
+    pub fn reserve_memory(
+        &self,
+        bytes: u64,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, HostError> {
+        self.node.context.results.reserve(&self.tenant, bytes)
+    }
+
     /// Whether the tenant's state of `C` is built on this node (its first use is behind it).
     pub fn ready<C: Capability>(&self) -> bool
     where
@@ -263,4 +276,5 @@ registry::registry! {
     redis: redis::Redis,
     sql: sql::Sql,
     http: http::Http,
+    body: body::Body,
 }

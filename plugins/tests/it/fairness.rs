@@ -56,6 +56,7 @@ async fn call(
         quotas,
         config: Arc::new(BTreeMap::new()),
         outbound: Default::default(),
+        request_body: None,
         capabilities: None,
     };
     let mut instance = rt.prepare(inv, compiled).await?;
@@ -239,6 +240,7 @@ async fn core_instance_heavy_plugins_are_charged_their_pool_slots() {
         },
         config: Arc::new(Default::default()),
         outbound: Default::default(),
+        request_body: None,
         capabilities: None,
     };
     // a's quota of 4 slots holds one heavy instance; a second waits for it, then gives up.

@@ -67,6 +67,7 @@ async fn run_request(
         quotas,
         config: config(cfg),
         outbound: Default::default(),
+        request_body: None,
         capabilities: None,
     };
     let mut instance = rt.instantiate(inv, &compiled).await?;
@@ -109,6 +110,7 @@ async fn c_add_header_uses_config_and_keeps_state_between_phases() {
             quotas: PluginQuotas::default(),
             config: cfg,
             outbound: Default::default(),
+            request_body: None,
             capabilities: None,
         };
         let mut instance = rt.instantiate(inv, &compiled).await.unwrap();
@@ -355,6 +357,7 @@ async fn tenant_instance_quota_is_enforced() {
         quotas,
         config: config(&[]),
         outbound: Default::default(),
+        request_body: None,
         capabilities: None,
     };
     let first = rt.instantiate(inv(&a), &compiled).await.unwrap();
@@ -424,6 +427,7 @@ async fn a_chatty_plugin_writes_no_more_log_lines_than_its_tenants_quota() {
             quotas: quotas.plugin,
             config: config(&[]),
             outbound: Default::default(),
+            request_body: None,
             capabilities: Some(caps.tenant("chatty", &quotas)),
         };
         let mut instance = rt.instantiate(inv, &compiled).await.unwrap();

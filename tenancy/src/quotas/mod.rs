@@ -41,6 +41,10 @@ quota_group! {
         /// instance, more for a component with many core instances, memories or tables (8, 2
         /// and 2 per slot, as the shared pool is sized).
         max_instances: u32 = 64, "plugin_max_instances", within(1, 100_000);
+        /// Largest request body read for a plugin that asks for it (it imports
+        /// `wharf:plugin/body`); a larger one is answered 413 before the plugin runs. The node's
+        /// memory for bodies and host-call results in flight bounds all tenants together.
+        body_max_bytes: u64 = 1 << 20, "plugin_body_max_bytes", within(0, 64 << 20);
         /// Largest plugin this tenant may upload.
         max_bytes: u64 = 32 << 20, "plugin_max_bytes", within(1 << 10, 1 << 30);
     }

@@ -486,7 +486,11 @@ where
 
         let mut downstream_state = DownstreamStateMachine::new(session.as_mut().is_body_done());
 
-        let buffer = session.as_ref().get_retry_buffer();
+        // Wharf's patch: a body the service read itself goes first.
+        let buffer = self
+            .inner
+            .request_body_override(ctx)
+            .or_else(|| session.as_ref().get_retry_buffer());
 
         // retry, send buffer if it exists or body empty
         if buffer.is_some() || session.as_mut().is_body_empty() {

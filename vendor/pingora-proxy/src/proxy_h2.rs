@@ -527,7 +527,12 @@ where
         let mut downstream_state = DownstreamStateMachine::new(session.as_mut().is_body_done());
 
         // retry, send buffer if it exists
-        if let Some(buffer) = session.as_mut().get_retry_buffer() {
+        // Wharf's patch: a body the service read itself goes first.
+        let buffer = self
+            .inner
+            .request_body_override(ctx)
+            .or_else(|| session.as_mut().get_retry_buffer());
+        if let Some(buffer) = buffer {
             self.send_body_to2(
                 session,
                 Some(buffer),

@@ -137,6 +137,13 @@ pub trait ProxyHttp {
         false
     }
 
+    /// Wharf's patch: a request body the service read whole itself before proxying (for a
+    /// plugin that reads or replaces it), sent upstream in place of the downstream body on every
+    /// attempt, retries included. `None`: the downstream body is proxied as usual.
+    fn request_body_override(&self, _ctx: &Self::CTX) -> Option<Bytes> {
+        None
+    }
+
     /// Handle the incoming request body.
     ///
     /// This function will be called every time a piece of request body is received. The `body` is
