@@ -25,6 +25,8 @@ pub struct Continued {
 
 pub enum RequestOutcome {
     Continue,
+    /// The plugin at this index of the chain reads the body, which is not read yet.
+    NeedsBody(usize),
     Respond(Reply),
     Failed(PluginError),
 }
@@ -39,18 +41,10 @@ pub struct ChainCtx<'a> {
     pub capabilities: &'a Arc<TenantCapabilities>,
 }
 
-/// Whether a plugin of the chain reads the request body (the body is then read whole first).
-/// A plugin that cannot be loaded counts as not reading it: running it fails anyway.
-pub async fn reads_body(runtime: &Arc<PluginRuntime>, chain: &[Attached]) -> bool {
-    for att in chain {
-        if compiled(runtime, att).await.is_ok_and(|c| c.reads_body) {
-            return true;
-        }
-    }
-    false
-}
-
-/// `body`: the request body when the chain reads it; a plugin's replacement takes its place.
+/// `body`: the request body once read (a plugin's replacement takes its place). The chain stops
+/// with [`RequestOutcome::NeedsBody`] at the first plugin that reads the body while it is not
+/// read yet; the caller reads it and runs the chain on from there. Plugins after one that
+/// answers are never loaded.
 pub async fn on_request(
     cx: &ChainCtx<'_>,
     chain: &[Attached],
@@ -58,9 +52,15 @@ pub async fn on_request(
     body: &mut Option<bytes::Bytes>,
     continued: &mut Vec<Continued>,
 ) -> RequestOutcome {
-    for att in chain {
+    for (i, att) in chain.iter().enumerate() {
+        let plugin = compiled(cx.runtime, att).await;
+        if body.is_none() && plugin.as_ref().is_ok_and(|c| c.reads_body) {
+            return RequestOutcome::NeedsBody(i);
+        }
         let span = tracing::debug_span!(target: "wharf::trace", "plugin", plugin = %att.name, phase = "on_request");
-        let result = run_request(cx, att, req, body).instrument(span).await;
+        let result = run_request(cx, att, plugin, req, body)
+            .instrument(span)
+            .await;
         match result {
             Ok((mut instance, RequestAction::Continue(edits))) => {
                 if let Some(replaced) = instance.take_request_body() {
@@ -90,10 +90,11 @@ pub async fn on_request(
 async fn run_request(
     cx: &ChainCtx<'_>,
     att: &Attached,
+    compiled: Result<Arc<CompiledPlugin>, PluginError>,
     req: &RequestHeader,
     body: &Option<bytes::Bytes>,
 ) -> Result<(PluginInstance, RequestAction), PluginError> {
-    let compiled = compiled(cx.runtime, att).await?;
+    let compiled = compiled?;
     let request_body = if compiled.reads_body {
         body.clone()
     } else {

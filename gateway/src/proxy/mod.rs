@@ -324,41 +324,60 @@ impl WharfProxy {
             capabilities: &tenant.capabilities,
         };
         let mut request_body = None;
-        if chain::reads_body(&self.runtime, &route.chain).await {
-            let max = tenant.plugin_quotas.body_max_bytes;
-            match body::read_whole(session, max, &self.pace, ctx, &tenant.capabilities).await {
-                Ok(whole) => {
-                    ctx.body_memory = Some(whole.memory);
-                    request_body = Some(whole.bytes);
+        let mut from = 0;
+        loop {
+            let span = tracing::debug_span!(target: "wharf::trace", parent: &ctx.span, "plugins", phase = "on_request");
+            let run = chain::on_request(
+                &cx,
+                &route.chain[from..],
+                session.req_header_mut(),
+                &mut request_body,
+                &mut ctx.continued,
+            );
+            return match run.instrument(span).await {
+                RequestOutcome::NeedsBody(at) => {
+                    match self.read_body(session, ctx, &tenant).await {
+                        Ok(b) => request_body = Some(b),
+                        Err(answered) => return answered,
+                    }
+                    from += at;
+                    continue;
                 }
-                Err(body::Refused::Answer(e)) => {
-                    // The unread rest of the body cannot be skipped: the connection closes.
-                    session.set_keepalive(None);
-                    return refuse(session, &e, ctx).await;
+                RequestOutcome::Continue => {
+                    // Read (or written by a plugin): the upstream gets it instead of the client's.
+                    ctx.request_body =
+                        request_body.filter(|b| !b.is_empty() || !session.is_body_empty());
+                    Ok(false)
                 }
-                Err(body::Refused::Client(e)) => return Err(e),
-            }
+                RequestOutcome::Respond(reply) => {
+                    respond::reply(session, reply, ctx).await?;
+                    Ok(true)
+                }
+                RequestOutcome::Failed(e) => refuse(session, &GatewayError::Plugin(e), ctx).await,
+            };
         }
-        let span = tracing::debug_span!(target: "wharf::trace", parent: &ctx.span, "plugins", phase = "on_request");
-        let run = chain::on_request(
-            &cx,
-            &route.chain,
-            session.req_header_mut(),
-            &mut request_body,
-            &mut ctx.continued,
-        );
-        match run.instrument(span).await {
-            RequestOutcome::Continue => {
-                // Read (or written by a plugin): the upstream gets it instead of the client's.
-                ctx.request_body =
-                    request_body.filter(|b| !b.is_empty() || !session.is_body_empty());
-                Ok(false)
+    }
+
+    /// Reads the body whole for the chain's plugins; `Err`: the request is answered (413, 503)
+    /// or failed.
+    async fn read_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        tenant: &crate::control::table::CompiledTenant,
+    ) -> std::result::Result<bytes::Bytes, Answered> {
+        let max = tenant.plugin_quotas.body_max_bytes;
+        match body::read_whole(session, max, &self.pace, ctx, &tenant.capabilities).await {
+            Ok(whole) => {
+                ctx.body_memory = Some(whole.memory);
+                Ok(whole.bytes)
             }
-            RequestOutcome::Respond(reply) => {
-                respond::reply(session, reply, ctx).await?;
-                Ok(true)
+            Err(body::Refused::Answer(e)) => {
+                // The unread rest of the body cannot be skipped: the connection closes.
+                session.set_keepalive(None);
+                Err(refuse(session, &e, ctx).await)
             }
-            RequestOutcome::Failed(e) => refuse(session, &GatewayError::Plugin(e), ctx).await,
+            Err(body::Refused::Client(e)) => Err(Err(e)),
         }
     }
 }
