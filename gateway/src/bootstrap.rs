@@ -143,8 +143,13 @@ impl Bootstrap {
             url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 SqlBackend::Postgres(url.into())
             }
+            url if url.starts_with("mysql://") || url.starts_with("mariadb://") => {
+                SqlBackend::Mysql(url.into())
+            }
             other => {
-                anyhow::bail!("sql = {other:?}: use \"sqlite\", \"none\" or a postgres:// URL")
+                anyhow::bail!(
+                    "sql = {other:?}: use \"sqlite\", \"none\", a postgres:// or a mysql:// (MariaDB) URL"
+                )
             }
         };
         let own = [

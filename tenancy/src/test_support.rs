@@ -1,6 +1,6 @@
 //! Throwaway databases for tests of every crate: real Postgres (from `WHARF_TEST_DATABASE_URL`,
-//! which `scripts/test` sets) and SQLite files in temp dirs. Each call gets its own database, so
-//! tests never share state by accident.
+//! which `scripts/test` sets), real MariaDB (`WHARF_TEST_MYSQL_URL`) and SQLite files in temp
+//! dirs. Each call gets its own database, so tests never share state by accident.
 
 use std::time::Duration;
 
@@ -12,6 +12,17 @@ pub fn postgres_admin_url() -> String {
         panic!(
             "WHARF_TEST_DATABASE_URL is not set: run the suite with scripts/test, which starts a \
              throwaway Postgres, or point it at a server where this user may CREATE DATABASE"
+        )
+    })
+}
+
+/// The admin URL of the test MariaDB server (`WHARF_TEST_MYSQL_URL`), or a panic that says how
+/// to get one. Tests need no database of their own: each tenant gets one from Wharf.
+pub fn mysql_admin_url() -> String {
+    std::env::var("WHARF_TEST_MYSQL_URL").unwrap_or_else(|_| {
+        panic!(
+            "WHARF_TEST_MYSQL_URL is not set: run the suite with scripts/test, which starts a \
+             throwaway MariaDB, or point it at a MariaDB where this user may CREATE USER and GRANT"
         )
     })
 }

@@ -1,5 +1,5 @@
 //! Plugins calling Redis and SQL through the gateway, over real HTTP, real Redis and real
-//! Postgres/SQLite: the two examples end to end, a host call held past the plugin's deadline,
+//! Postgres/MariaDB/SQLite: the two examples end to end, a host call held past the plugin's deadline,
 //! and a backend going down and coming back while other routes keep serving.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
@@ -115,7 +115,50 @@ async fn the_first_connection_is_not_charged_to_the_first_requests_deadline() {
 
 on_both_stores!(sql_api_keys_end_to_end);
 
+/// The tenants' SQL on the store's own kind of server (Postgres, or SQLite files).
 async fn sql_api_keys_end_to_end(kind: StoreKind) {
+    let sql = match kind {
+        StoreKind::Postgres => TenantDb::Postgres(fresh_postgres_url().await),
+        StoreKind::Sqlite => TenantDb::Sqlite,
+    };
+    sql_api_keys_on(kind, sql).await;
+}
+
+/// The same unchanged plugin, its tenant's SQL on MariaDB (`sql = "mysql://…"`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_api_keys_end_to_end_on_mariadb() {
+    let admin = wharf_tenancy::test_support::mysql_admin_url();
+    sql_api_keys_on(StoreKind::Sqlite, TenantDb::Mysql(admin)).await;
+}
+
+/// Waits until the tenant's MariaDB user has no session left.
+async fn mysql_sessions_closed(admin: &str, tenant: &str) {
+    use sqlx::Connection;
+    let user = wharf_plugins::capabilities::sql::mysql::tenant_name(tenant);
+    let mut conn = sqlx::MySqlConnection::connect(admin).await.unwrap();
+    for _ in 0..50 {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = ?",
+        )
+        .bind(&user)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if open == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the seed's sessions stayed open");
+}
+
+enum TenantDb {
+    Postgres(String),
+    Mysql(String),
+    Sqlite,
+}
+
+async fn sql_api_keys_on(kind: StoreKind, db: TenantDb) {
     let (url, store) = fresh_store(kind).await;
     let up = Upstream::start("up").await;
     let t = tenant_id();
@@ -135,23 +178,25 @@ async fn sql_api_keys_end_to_end(kind: StoreKind) {
         OnError::FailClosed,
     )
     .await;
-    let (sql_setting, backend) = match kind {
-        StoreKind::Postgres => {
-            let admin = fresh_postgres_url().await;
-            (format!("sql = \"{admin}\""), None)
-        }
-        StoreKind::Sqlite => ("sql = \"sqlite\"".to_string(), Some(())),
+    let sql_setting = match &db {
+        TenantDb::Postgres(admin) | TenantDb::Mysql(admin) => format!("sql = \"{admin}\""),
+        TenantDb::Sqlite => "sql = \"sqlite\"".to_string(),
     };
     let gw = Wharf::start_configured(&url, &sql_setting, &[]).await;
     // Seed the tenant's own table through the same provisioning the gateway uses.
-    let sql_backend = match backend {
-        None => SqlBackend::Postgres(
-            sql_setting
-                .trim_start_matches("sql = \"")
-                .trim_end_matches('"')
-                .to_string(),
+    let (sql_backend, create) = match &db {
+        TenantDb::Postgres(admin) => (
+            SqlBackend::Postgres(admin.clone()),
+            "CREATE TABLE api_keys (key TEXT PRIMARY KEY, customer_id TEXT NOT NULL, active BOOLEAN NOT NULL)",
         ),
-        Some(()) => SqlBackend::Sqlite(gw.data_dir().join("tenant-sql")),
+        TenantDb::Mysql(admin) => (
+            SqlBackend::Mysql(admin.clone()),
+            "CREATE TABLE api_keys (`key` VARCHAR(64) PRIMARY KEY, customer_id TEXT NOT NULL, active BOOLEAN NOT NULL)",
+        ),
+        TenantDb::Sqlite => (
+            SqlBackend::Sqlite(gw.data_dir().join("tenant-sql")),
+            "CREATE TABLE api_keys (key TEXT PRIMARY KEY, customer_id TEXT NOT NULL, active INTEGER NOT NULL)",
+        ),
     };
     let seed = Capabilities::new(
         CapabilitySettings {
@@ -163,45 +208,43 @@ async fn sql_api_keys_end_to_end(kind: StoreKind) {
         DEFAULT_RESULT_BUDGET_BYTES,
     )
     .unwrap();
-    let tb = seed.tenant(&t, &Quotas::default());
-    let sql = tb.get::<Sql>().await.unwrap();
-    let active = if matches!(kind, StoreKind::Postgres) {
-        "BOOLEAN"
-    } else {
-        "INTEGER"
-    };
-    sql.execute(&format!("CREATE TABLE api_keys (key TEXT PRIMARY KEY, customer_id TEXT NOT NULL, active {active} NOT NULL)"), vec![]).await.unwrap();
-    for (key, customer, on) in [("good", "cust-42", true), ("off", "cust-7", false)] {
-        let flag = if matches!(kind, StoreKind::Postgres) {
-            SqlValue::Boolean(on)
-        } else {
-            SqlValue::Int64(on as i64)
-        };
-        sql.execute(
-            "INSERT INTO api_keys VALUES ($1, $2, $3)",
-            vec![
-                SqlValue::Text(key.into()),
-                SqlValue::Text(customer.into()),
-                flag,
-            ],
-        )
-        .await
-        .unwrap();
+    {
+        let tb = seed.tenant(&t, &Quotas::default());
+        let sql = tb.get::<Sql>().await.unwrap();
+        sql.execute(create, vec![]).await.unwrap();
+        for (key, customer, on) in [("good", "cust-42", true), ("off", "cust-7", false)] {
+            let flag = match db {
+                TenantDb::Sqlite => SqlValue::Int64(on as i64),
+                _ => SqlValue::Boolean(on),
+            };
+            sql.execute(
+                "INSERT INTO api_keys VALUES ($1, $2, $3)",
+                vec![
+                    SqlValue::Text(key.into()),
+                    SqlValue::Text(customer.into()),
+                    flag,
+                ],
+            )
+            .await
+            .unwrap();
+        }
+    }
+    drop(seed);
+    if let TenantDb::Mysql(admin) = &db {
+        // MAX_USER_CONNECTIONS counts the tenant's sessions on every node: the seed's must be
+        // gone before the gateway's pool fills.
+        mysql_sessions_closed(admin, &t).await;
     }
 
     assert_eq!(gw.get("keys.test", "/").await.status, 401);
-    assert_eq!(
-        gw.request("GET", "keys.test", "/", &[("x-api-key", "nope")])
-            .await
-            .status,
-        401
-    );
-    assert_eq!(
-        gw.request("GET", "keys.test", "/", &[("x-api-key", "off")])
-            .await
-            .status,
-        403
-    );
+    let unknown = gw
+        .request("GET", "keys.test", "/", &[("x-api-key", "nope")])
+        .await;
+    assert_eq!(unknown.status, 401, "{:?}", unknown.json);
+    let off = gw
+        .request("GET", "keys.test", "/", &[("x-api-key", "off")])
+        .await;
+    assert_eq!(off.status, 403, "{:?}", off.json);
     let injection = gw
         .request("GET", "keys.test", "/", &[("x-api-key", "' OR '1'='1")])
         .await;

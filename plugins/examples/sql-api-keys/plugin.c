@@ -1,7 +1,9 @@
 // sql-api-keys: looks the presented API key up in the tenant's own SQL table
 //   api_keys (key TEXT PRIMARY KEY, customer_id TEXT NOT NULL, active BOOLEAN/INTEGER NOT NULL)
 // and answers 401 (unknown or missing key) or 403 (inactive key); otherwise the request goes on
-// with X-Customer-Id set and the key header removed.
+// with X-Customer-Id set and the key header removed. The same statement runs on Postgres, SQLite
+// and MariaDB: `key` is reserved in MariaDB, so the column is named through its table
+// (`api_keys.key`); on MariaDB create it as `key` VARCHAR(64).
 //
 // Config:
 //   header  the header carrying the key (default x-api-key)
@@ -22,7 +24,7 @@ void exports_http_plugin_on_request(http_plugin_request_t *req, http_plugin_requ
   param.val.text.ptr = h->value.ptr;
   param.val.text.len = h->value.len;
   wharf_plugin_sql_list_sql_value_t params = {&param, 1};
-  wharf_str stmt = wharf_str_lit("SELECT customer_id, active FROM api_keys WHERE key = $1");
+  wharf_str stmt = wharf_str_lit("SELECT customer_id, active FROM api_keys WHERE api_keys.key = $1");
   wharf_plugin_sql_row_set_t rows;
   wharf_plugin_types_host_error_t err;
   if (!wharf_plugin_sql_query(&stmt, &params, &rows, &err)) {

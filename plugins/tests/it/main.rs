@@ -1,4 +1,4 @@
-//! The plugin runtime's integration tests (real components, Redis, Postgres, SQLite), in
+//! The plugin runtime's integration tests (real components, Redis, Postgres, MariaDB, SQLite), in
 //! one binary, so Pingora, wasmtime and sqlx are linked once: each module is what was one test
 //! file (`cargo test -p wharf-plugins --test it <module>::`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
@@ -7,5 +7,6 @@ mod backends;
 mod compiled_cache;
 mod fairness;
 mod hostile_backends;
+mod hostile_mysql;
 mod hostile_redis;
 mod runtime;

@@ -77,7 +77,7 @@ quota_group! {
         max_rows: u32 = 1000, "sql_max_rows", within(1, 1_000_000);
         /// Bytes one query's result may hold.
         max_result_bytes: u64 = 1 << 20, "sql_max_result_bytes", within(1 << 10, 64 << 20);
-        /// Size of the tenant's SQL data (Postgres database or SQLite file); over it, writes
+        /// Size of the tenant's SQL data (Postgres or MariaDB database, SQLite file); over it, writes
         /// fail with `quota-exceeded`.
         max_storage_bytes: u64 = 64 << 20, "sql_max_storage_bytes", within(64 << 10, 64 << 30);
     }

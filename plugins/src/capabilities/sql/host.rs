@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use wasmtime::component::{HasSelf, Linker};
 use wharf_tenancy::{Quotas, SqlQuotas};
 
-use super::{postgres, sqlite, TenantSql};
+use super::{mysql, postgres, sqlite, TenantSql};
 use crate::bindings::wharf::plugin::sql::{add_to_linker, Host, RowSet, SqlValue};
 use crate::bindings::wharf::plugin::types::HostError as WitError;
 use crate::capabilities::{
@@ -26,14 +26,20 @@ pub enum SqlBackend {
     Sqlite(PathBuf),
     /// A URL whose user may create roles and schemas; tenants get their own of each.
     Postgres(String),
+    /// A MariaDB URL (`mysql://` or `mariadb://`) whose user may create databases and users
+    /// and grant on them; tenants get their own of each.
+    Mysql(String),
 }
 
 /// The capability: the node's database server, a database and pool per tenant.
 pub struct Sql {
     backend: SqlBackend,
-    /// Tenants whose Postgres role and database exist, at which connection limit, under which
-    /// name.
+    /// Tenants whose Postgres or MariaDB role and database exist, at which connection limit,
+    /// under which name.
     provisioned: Mutex<HashMap<String, (u32, String)>>,
+    /// On MariaDB: the node's admin pool that measures tenants' storage, made on first use
+    /// (inside the runtime its connections belong to).
+    mysql_admin: std::sync::OnceLock<sqlx::MySqlPool>,
 }
 
 impl Capability for Sql {
@@ -47,6 +53,7 @@ impl Capability for Sql {
         Ok(Sql {
             backend,
             provisioned: Mutex::new(HashMap::new()),
+            mysql_admin: std::sync::OnceLock::new(),
         })
     }
 
@@ -63,11 +70,22 @@ impl Capability for Sql {
     async fn open(&self, ctx: TenantContext<'_, Self>) -> Result<TenantSql, HostError> {
         let limit = ctx.quotas().max_connections;
         let provisioned = self.provisioned(ctx.tenant, limit);
+        let mysql_admin = match &self.backend {
+            SqlBackend::Mysql(url) => Some(match self.mysql_admin.get() {
+                Some(pool) => pool.clone(),
+                None => {
+                    let pool = mysql::admin_pool(url)?;
+                    self.mysql_admin.get_or_init(|| pool).clone()
+                }
+            }),
+            _ => None,
+        };
         let opened = TenantSql::open(
             ctx.tenant,
             &self.backend,
             ctx.all_quotas,
             provisioned,
+            mysql_admin,
             ctx.metrics().clone(),
             ctx.results().clone(),
         )
@@ -75,7 +93,7 @@ impl Capability for Sql {
         if let Err(e) = opened.warm().await {
             tracing::debug!(tenant = %ctx.tenant, "first SQL connection failed: {e}");
         }
-        if let Some(name) = opened.pg_name() {
+        if let Some(name) = opened.provisioned_name() {
             self.provisioned
                 .lock()
                 .insert(ctx.tenant.to_string(), (limit, name.to_string()));
@@ -83,36 +101,40 @@ impl Capability for Sql {
         Ok(opened)
     }
 
-    /// On Postgres: the tenant's role and database, so its first request does not pay for them
-    /// inside its plugin's deadline.
+    /// On Postgres and MariaDB: the tenant's role and database, so its first request does not
+    /// pay for them inside its plugin's deadline.
     async fn prepare(&self, tenant: &str, quotas: &Quotas) -> Result<(), HostError> {
-        let SqlBackend::Postgres(admin_url) = &self.backend else {
-            return Ok(());
-        };
         let limit = quotas.sql.max_connections;
         if self.provisioned(tenant, limit).is_some() {
             return Ok(());
         }
-        let name = postgres::provision(tenant, admin_url, quotas).await?;
+        let name = match &self.backend {
+            SqlBackend::Postgres(admin_url) => {
+                postgres::provision(tenant, admin_url, quotas).await?
+            }
+            SqlBackend::Mysql(admin_url) => mysql::provision(tenant, admin_url, quotas).await?,
+            SqlBackend::Disabled | SqlBackend::Sqlite(_) => return Ok(()),
+        };
         self.provisioned
             .lock()
             .insert(tenant.to_string(), (limit, name));
         Ok(())
     }
 
-    /// Its Postgres database and role, or its SQLite file.
+    /// Its Postgres or MariaDB database and role, or its SQLite file.
     async fn purge(&self, tenant: &str) -> Result<(), HostError> {
         self.provisioned.lock().remove(tenant);
         match &self.backend {
             SqlBackend::Disabled => Ok(()),
             SqlBackend::Postgres(admin) => postgres::purge(tenant, admin).await,
+            SqlBackend::Mysql(admin) => mysql::purge(tenant, admin).await,
             SqlBackend::Sqlite(dir) => sqlite::purge(tenant, dir),
         }
     }
 }
 
 impl Sql {
-    /// The tenant's Postgres name if it is provisioned at this connection limit.
+    /// The tenant's database name if it is provisioned at this connection limit.
     fn provisioned(&self, tenant: &str, limit: u32) -> Option<String> {
         self.provisioned
             .lock()

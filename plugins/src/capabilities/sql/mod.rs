@@ -1,40 +1,14 @@
 //! A tenant's SQL. On Postgres: its own schema and its own login role that can use only that
 //! schema (Wharf provisions both); statements run as that role, so another tenant's schema, server
-//! files, programs and other roles are out of reach by Postgres' own privileges. On SQLite: one
-//! database file per tenant, with ATTACH, extension loading and VACUUM INTO refused.
+//! files, programs and other roles are out of reach by Postgres' own privileges. On MariaDB: its
+//! own database and user, the same by MariaDB's privileges (mysql.rs). On SQLite: one database
+//! file per tenant, with ATTACH, extension loading and VACUUM INTO refused.
 //! Parameters are always bound; each call is one statement under the tenant's statement timeout.
+//! This module holds what the backends share (quotas, the pool's metrics, reading rows under the
+//! caps); each backend module runs a call its own way (`run`).
 
-mod host;
-mod pg_names;
-pub mod postgres;
-pub mod sqlite;
-mod values;
-
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use futures_util::StreamExt;
-use sqlx::{Column, Connection, PgPool, Row, SqlitePool};
-use wharf_metrics::Metrics;
-
-use super::quota::{reject, CallThrottle, ResultBudget};
-use super::HostError;
-pub use host::{Sql, SqlBackend};
-use postgres::{frees_space, pg_guarded, ROW_GUARD};
-pub(super) use values::map_err;
-use values::{pg_value, sqlite_value};
-use wharf_tenancy::{Quotas, SqlQuotas};
-
-pub use crate::bindings::wharf::plugin::sql::{RowSet, SqlValue};
-
-fn no_rows() -> RowSet {
-    RowSet {
-        columns: Vec::new(),
-        rows: Vec::new(),
-    }
-}
-
-/// Binds plugin parameters in order; the same for both databases, which share no bind trait.
+/// Binds plugin parameters in order; the same for every database, which share no bind trait.
+/// (Defined before the modules so that each backend can use it.)
 macro_rules! bind_params {
     ($query:expr, $params:expr) => {{
         let mut q = $query;
@@ -52,9 +26,53 @@ macro_rules! bind_params {
     }};
 }
 
+mod host;
+pub mod mysql;
+mod mysql_text;
+mod pg_names;
+pub mod postgres;
+pub mod sqlite;
+mod values;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use sqlx::{Column, PgPool, Row, SqlitePool};
+use wharf_metrics::Metrics;
+
+use super::quota::{reject, CallThrottle, ResultBudget};
+use super::HostError;
+pub use host::{Sql, SqlBackend};
+use postgres::ROW_GUARD;
+pub(super) use values::map_err;
+use wharf_tenancy::{Quotas, SqlQuotas};
+
+pub use crate::bindings::wharf::plugin::sql::{RowSet, SqlValue};
+
+fn no_rows() -> RowSet {
+    RowSet {
+        columns: Vec::new(),
+        rows: Vec::new(),
+    }
+}
+
 enum Db {
     Postgres(PgPool),
     Sqlite(SqlitePool),
+    Mysql(mysql::MysqlDb),
+}
+
+impl Db {
+    /// The metrics' `backend` label.
+    fn label(&self) -> &'static str {
+        match self {
+            Db::Postgres(_) => "postgres",
+            Db::Sqlite(_) => "sqlite",
+            Db::Mysql(_) => "mysql",
+        }
+    }
 }
 
 pub struct TenantSql {
@@ -69,8 +87,8 @@ pub struct TenantSql {
     storage: parking_lot::Mutex<Option<(Instant, bool)>>,
     budget: ResultBudget,
     metrics: Arc<Metrics>,
-    /// On Postgres: the tenant's database, role and schema name.
-    pg_name: Option<String>,
+    /// On Postgres and MariaDB: the name the tenant was provisioned under.
+    provisioned: Option<String>,
 }
 
 const STORAGE_CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -78,39 +96,50 @@ const STORAGE_CHECK_EVERY: Duration = Duration::from_secs(2);
 pub use pg_names::lookup as pg_name;
 
 impl TenantSql {
-    /// Opens the tenant's pool; on Postgres provisions its schema and role first unless
-    /// `provisioned` names them already (see [`Sql`]'s `prepare`).
+    /// Opens the tenant's pool; on Postgres and MariaDB provisions its database and role first
+    /// unless `provisioned` names them already (see [`Sql`]'s `prepare`).
     pub async fn open(
         tenant: &str,
         backend: &SqlBackend,
         q: &Quotas,
         provisioned: Option<String>,
+        mysql_admin: Option<sqlx::MySqlPool>,
         metrics: Arc<Metrics>,
         budget: ResultBudget,
     ) -> Result<TenantSql, HostError> {
         let wait = Duration::from_millis(q.pools.wait_ms.max(1));
-        let mut pg_name = None;
+        let mut name = None;
         let db = match backend {
             SqlBackend::Disabled => return Err(HostError::BackendUnavailable),
             SqlBackend::Postgres(admin_url) => {
-                let name = match provisioned {
-                    Some(name) => name,
+                let ident = match provisioned {
+                    Some(ident) => ident,
                     None => postgres::provision(tenant, admin_url, q).await?,
                 };
-                let pool = postgres::pool(tenant, &name, admin_url, q, wait)?;
-                pg_name = Some(name);
+                let pool = postgres::pool(tenant, &ident, admin_url, q, wait)?;
+                name = Some(ident);
                 Db::Postgres(pool)
+            }
+            SqlBackend::Mysql(admin_url) => {
+                let ident = match provisioned {
+                    Some(ident) => ident,
+                    None => mysql::provision(tenant, admin_url, q).await?,
+                };
+                name = Some(ident.clone());
+                Db::Mysql(mysql::MysqlDb {
+                    pool: mysql::pool(tenant, admin_url, q, wait)?,
+                    admin: match mysql_admin {
+                        Some(admin) => admin,
+                        None => mysql::admin_pool(admin_url)?,
+                    },
+                    name: ident,
+                })
             }
             SqlBackend::Sqlite(dir) => Db::Sqlite(sqlite::open(tenant, dir, q, wait).await?),
         };
-        let backend_label = if matches!(db, Db::Postgres(_)) {
-            "postgres"
-        } else {
-            "sqlite"
-        };
         metrics
             .pool_quota
-            .with_label_values(&[&*metrics.tenant(tenant), backend_label])
+            .with_label_values(&[&*metrics.tenant(tenant), db.label()])
             .set(i64::from(q.sql.max_connections));
         Ok(TenantSql {
             tenant: tenant.to_string(),
@@ -128,13 +157,13 @@ impl TenantSql {
             storage: parking_lot::Mutex::new(None),
             budget,
             metrics,
-            pg_name,
+            provisioned: name,
         })
     }
 
-    /// On Postgres: the tenant's database, role and schema name.
-    pub fn pg_name(&self) -> Option<&str> {
-        self.pg_name.as_deref()
+    /// On Postgres and MariaDB: the name of the tenant's database and role.
+    pub fn provisioned_name(&self) -> Option<&str> {
+        self.provisioned.as_deref()
     }
 
     pub async fn query(&self, statement: &str, params: Vec<SqlValue>) -> Result<RowSet, HostError> {
@@ -175,74 +204,18 @@ impl TenantSql {
         want_rows: bool,
     ) -> Result<(RowSet, u64), HostError> {
         match &self.db {
-            Db::Postgres(pool) => {
-                let mut conn = self.acquire(pool, "postgres").await?;
-                let mut tx = conn.begin().await.map_err(map_err)?;
-                // SET LOCAL, every time: a plugin may have changed its session's settings.
-                let set = format!(
-                    "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}",
-                    self.timeout.as_millis(),
-                    self.timeout.as_millis()
-                );
-                sqlx::raw_sql(sqlx::AssertSqlSafe(set))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                if !frees_space(statement) && self.over_storage_quota(&mut tx).await? {
-                    sqlx::query("SET TRANSACTION READ ONLY")
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(map_err)?;
-                }
-                let out = if want_rows {
-                    // Rows are checked on the server as they are produced (no row bigger than
-                    // the result cap, no more rows than the row cap) and counted here as they
-                    // arrive: an oversized result is refused before it is in memory.
-                    let guarded =
-                        sqlx::AssertSqlSafe(pg_guarded(statement, self.max_bytes, self.max_rows));
-                    let q = bind_params!(sqlx::query(guarded), params);
-                    (self.collect(q.fetch(&mut *tx), pg_value).await?, 0)
-                } else {
-                    let q = bind_params!(
-                        sqlx::query(sqlx::AssertSqlSafe(statement.to_string())),
-                        params
-                    );
-                    let done = q
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| self.map_write_err(e))?;
-                    (no_rows(), done.rows_affected())
-                };
-                tx.commit().await.map_err(map_err)?;
-                Ok(out)
-            }
-            Db::Sqlite(pool) => {
-                sqlite::refuse_escapes(statement)?;
-                let mut conn = self.acquire(pool, "sqlite").await?;
-                let _deadline = sqlite::Deadline::arm(&mut conn, self.timeout).await?;
-                let q = bind_params!(
-                    sqlx::query(sqlx::AssertSqlSafe(statement.to_string())),
-                    params
-                );
-                if want_rows {
-                    Ok((self.collect(q.fetch(&mut *conn), sqlite_value).await?, 0))
-                } else {
-                    let done = q
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(|e| self.map_write_err(e))?;
-                    Ok((no_rows(), done.rows_affected()))
-                }
-            }
+            Db::Postgres(pool) => postgres::run(self, pool, statement, params, want_rows).await,
+            Db::Sqlite(pool) => sqlite::run(self, pool, statement, params, want_rows).await,
+            Db::Mysql(db) => mysql::run(self, db, statement, params, want_rows).await,
         }
     }
 
-    /// Whether the tenant's Postgres data is over its storage quota (checked at most every few
-    /// seconds: the size of a database is not free to compute).
-    async fn over_storage_quota(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    ) -> Result<bool, HostError> {
+    /// Whether the tenant's data is over its storage quota, by `size` (checked at most every
+    /// few seconds: the size of a database is not free to compute).
+    async fn over_storage_quota<F>(&self, size: impl FnOnce() -> F) -> Result<bool, HostError>
+    where
+        F: Future<Output = Result<u64, HostError>>,
+    {
         let now = Instant::now();
         {
             let cached = self.storage.lock();
@@ -252,38 +225,35 @@ impl TenantSql {
                 }
             }
         }
-        let size: i64 = sqlx::query_scalar(
-            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::int8 FROM pg_class c \
-             JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')",
-        )
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(map_err)?;
-        let over = u64::try_from(size).unwrap_or(0) >= self.max_storage;
+        let over = size().await? >= self.max_storage;
         *self.storage.lock() = Some((now, over));
         Ok(over)
     }
 
-    /// Storage-quota refusals (read-only transaction on Postgres, a full file on SQLite) are
+    /// Storage-quota refusals (a read-only transaction on Postgres and MariaDB, a full file on
+    /// SQLite) are
     /// `quota-exceeded`, the rest as usual.
     fn map_write_err(&self, e: sqlx::Error) -> HostError {
         if let sqlx::Error::Database(db) = &e {
             let code = db.code().map(|c| c.to_string()).unwrap_or_default();
             // 25006 read_only_sql_transaction; 13 SQLITE_FULL.
             if code == "25006" || code == "13" {
-                reject(
-                    &self.metrics,
-                    &self.tenant,
-                    SqlQuotas::NAMES.max_storage_bytes.as_str(),
-                );
-                return HostError::QuotaExceeded(format!(
-                    "the tenant's SQL data is over its {} byte storage quota; delete data to write again",
-                    self.max_storage
-                ));
+                return self.storage_refusal();
             }
         }
         map_err(e)
+    }
+
+    fn storage_refusal(&self) -> HostError {
+        reject(
+            &self.metrics,
+            &self.tenant,
+            SqlQuotas::NAMES.max_storage_bytes.as_str(),
+        );
+        HostError::QuotaExceeded(format!(
+            "the tenant's SQL data is over its {} byte storage quota; delete data to write again",
+            self.max_storage
+        ))
     }
 
     /// Opens the pool's first connection (back to the pool at once), so no request's deadline
@@ -292,6 +262,7 @@ impl TenantSql {
         match &self.db {
             Db::Postgres(pool) => drop(self.acquire(pool, "postgres").await?),
             Db::Sqlite(pool) => drop(self.acquire(pool, "sqlite").await?),
+            Db::Mysql(db) => drop(self.acquire(&db.pool, "mysql").await?),
         }
         Ok(())
     }

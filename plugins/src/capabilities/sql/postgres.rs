@@ -13,7 +13,8 @@ use sha2::Digest;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 
-use super::{map_err, pg_names};
+use super::values::pg_value;
+use super::{map_err, no_rows, pg_names, RowSet, SqlValue, TenantSql};
 use crate::capabilities::HostError;
 use wharf_tenancy::Quotas;
 
@@ -212,4 +213,62 @@ pub(super) fn pg_guarded(statement: &str, max_bytes: u64, max_rows: usize) -> St
          LIMIT {}",
         max_rows + 1
     )
+}
+
+/// One host call: a transaction with the tenant's timeouts set again (a plugin may have changed
+/// its session's settings), read-only when the tenant is over its storage quota.
+pub(super) async fn run(
+    sql: &TenantSql,
+    pool: &PgPool,
+    statement: &str,
+    params: Vec<SqlValue>,
+    want_rows: bool,
+) -> Result<(RowSet, u64), HostError> {
+    let mut conn = sql.acquire(pool, "postgres").await?;
+    let mut tx = conn.begin().await.map_err(map_err)?;
+    let ms = sql.timeout.as_millis();
+    let set = format!("SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(set))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    if !frees_space(statement) && sql.over_storage_quota(|| storage_used(&mut tx)).await? {
+        sqlx::query("SET TRANSACTION READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+    }
+    let out = if want_rows {
+        // Rows are checked on the server as they are produced (no row bigger than the result
+        // cap, no more rows than the row cap) and counted here as they arrive: an oversized
+        // result is refused before it is in memory.
+        let guarded = sqlx::AssertSqlSafe(pg_guarded(statement, sql.max_bytes, sql.max_rows));
+        let q = bind_params!(sqlx::query(guarded), params);
+        (sql.collect(q.fetch(&mut *tx), pg_value).await?, 0)
+    } else {
+        let q = bind_params!(
+            sqlx::query(sqlx::AssertSqlSafe(statement.to_string())),
+            params
+        );
+        let done = q
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| sql.map_write_err(e))?;
+        (no_rows(), done.rows_affected())
+    };
+    tx.commit().await.map_err(map_err)?;
+    Ok(out)
+}
+
+/// The bytes of the tenant's tables in its schema.
+async fn storage_used(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<u64, HostError> {
+    let size: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::int8 FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')",
+    )
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    Ok(u64::try_from(size).unwrap_or(0))
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{Executor, SqlitePool};
 
+use super::values::sqlite_value;
+use super::{no_rows, RowSet, SqlValue, TenantSql};
 use crate::capabilities::HostError;
 use wharf_tenancy::Quotas;
 
@@ -82,6 +84,32 @@ pub fn refuse_escapes(statement: &str) -> Result<(), HostError> {
         ));
     }
     Ok(())
+}
+
+/// One host call: the statement under its deadline, on a connection held throughout.
+pub(super) async fn run(
+    sql: &TenantSql,
+    pool: &SqlitePool,
+    statement: &str,
+    params: Vec<SqlValue>,
+    want_rows: bool,
+) -> Result<(RowSet, u64), HostError> {
+    refuse_escapes(statement)?;
+    let mut conn = sql.acquire(pool, "sqlite").await?;
+    let _deadline = Deadline::arm(&mut conn, sql.timeout).await?;
+    let q = bind_params!(
+        sqlx::query(sqlx::AssertSqlSafe(statement.to_string())),
+        params
+    );
+    if want_rows {
+        Ok((sql.collect(q.fetch(&mut *conn), sqlite_value).await?, 0))
+    } else {
+        let done = q
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| sql.map_write_err(e))?;
+        Ok((no_rows(), done.rows_affected()))
+    }
 }
 
 /// Interrupts the statement running on a connection if it is still running at the deadline.

@@ -48,6 +48,9 @@ pub(super) fn sqlite_value(row: &sqlx::sqlite::SqliteRow, i: usize) -> Result<Sq
 pub(crate) fn map_err(e: sqlx::Error) -> HostError {
     match &e {
         sqlx::Error::Database(db) => {
+            if let Some(m) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                return super::mysql::map_error(m);
+            }
             let code = db.code().map(|c| c.to_string()).unwrap_or_default();
             let msg = db.message().to_string();
             match code.as_str() {
