@@ -173,6 +173,7 @@ impl Bootstrap {
             sql,
             http: self.outbound_http.clone(),
             body: (),
+            request: (),
         })
     }
 

@@ -1,10 +1,10 @@
-//! Host bindings generated from `plugins/wit/world.wit`.
+//! Host bindings generated from `plugins/wit/world.wit`: the imports of every plugin world
+//! from `gateway` (their union: a component of any world links against it, importing what it
+//! uses), and each world's exports from that world, sharing those imports' types.
 
-// The host provides the widest world, `body-plugin` (`http-plugin` plus `body`); a component
-// of either world links against it, importing what it uses.
 wasmtime::component::bindgen!({
     path: "wit",
-    world: "body-plugin",
+    world: "gateway",
     imports: { default: async },
     exports: { default: async },
     // Host code and tests compare values (replies, rows) directly.
@@ -13,6 +13,25 @@ wasmtime::component::bindgen!({
 
 pub use wharf::plugin::types;
 
-/// The exports every plugin has (`on-request`, `on-response`), whichever world it was built for.
-pub use BodyPlugin as HttpPlugin;
-pub use BodyPluginPre as HttpPluginPre;
+/// `http-plugin` and `body-plugin` (the latter only adds an import): `on-request` with every
+/// header, `on-response`.
+pub mod classic {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "http-plugin",
+        imports: { default: async },
+        exports: { default: async },
+        with: { "wharf:plugin": crate::bindings::wharf::plugin },
+    });
+}
+
+/// `request-filter` and `request-body-filter`: `handle-request` with the head only.
+pub mod filter {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "request-filter",
+        imports: { default: async },
+        exports: { default: async },
+        with: { "wharf:plugin": crate::bindings::wharf::plugin },
+    });
+}

@@ -24,15 +24,45 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
 use wharf_metrics::Metrics;
 
-use crate::bindings::HttpPluginPre;
+use wasmtime::component::InstancePre;
+
+use crate::bindings::classic::HttpPluginPre;
+use crate::bindings::filter::RequestFilterPre;
 use crate::error::RejectError;
 use crate::footprint::Footprint;
 use crate::state::PluginState;
 
+/// A plugin's exports, checked once when it is compiled: which it has says its world.
+pub enum Exports {
+    /// `http-plugin` / `body-plugin`: `on-request` with every header, `on-response`.
+    Classic(HttpPluginPre<PluginState>),
+    /// `request-filter` / `request-body-filter`: `handle-request` with the head only; no
+    /// response phase.
+    RequestFilter(RequestFilterPre<PluginState>),
+}
+
+impl Exports {
+    fn of(component: &Component, pre: InstancePre<PluginState>) -> Result<Exports, RejectError> {
+        let wrong = |e: wasmtime::Error| RejectError::WrongWorld(describe(&e));
+        if component.get_export_index(None, "handle-request").is_some() {
+            return RequestFilterPre::new(pre)
+                .map(Exports::RequestFilter)
+                .map_err(wrong);
+        }
+        HttpPluginPre::new(pre).map(Exports::Classic).map_err(wrong)
+    }
+
+    /// Whether the plugin has a response phase (its instance lives until the response).
+    pub fn has_response_phase(&self) -> bool {
+        matches!(self, Exports::Classic(_))
+    }
+}
+
 /// A component ready to instantiate cheaply for every request.
 pub struct CompiledPlugin {
     pub sha256: String,
-    pub pre: HttpPluginPre<PluginState>,
+    /// Its exports, by the world it was built for.
+    pub exports: Exports,
     /// Size of its compiled code image: what it counts against the cache's budget.
     pub code_bytes: u64,
     /// Instance slots each of its instances takes from the pool and the tenant's quota.
@@ -235,7 +265,7 @@ impl ComponentCache {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| RejectError::WrongWorld(describe(&e)))?;
-        let pre = HttpPluginPre::new(pre).map_err(|e| RejectError::WrongWorld(describe(&e)))?;
+        let exports = Exports::of(&component, pre)?;
         let image = component.image_range();
         let reads_body = component
             .component_type()
@@ -243,7 +273,7 @@ impl ComponentCache {
             .any(|(name, _)| name.starts_with(crate::capabilities::body::INTERFACE));
         Ok(Arc::new(CompiledPlugin {
             sha256: sha.to_string(),
-            pre,
+            exports,
             code_bytes: (image.end as u64).saturating_sub(image.start as u64),
             slots: footprint.slots(),
             reads_body,

@@ -12,9 +12,10 @@ use tracing::Instrument;
 use wasmtime::{Store, Trap};
 use wharf_metrics::Metrics;
 
-use crate::bindings::types::{Request, RequestAction, Response, ResponseAction};
-use crate::bindings::HttpPlugin;
-use crate::cache::CompiledPlugin;
+use crate::bindings::classic::HttpPlugin;
+use crate::bindings::filter::RequestFilter;
+use crate::bindings::types::{Request, RequestAction, RequestHead, Response, ResponseAction};
+use crate::cache::{CompiledPlugin, Exports};
 use crate::clock::{self, CallClock, Overrun};
 use crate::error::{Failure, PluginError};
 use crate::output;
@@ -41,12 +42,20 @@ struct Live {
     store: Store<PluginState>,
     compiled: Arc<CompiledPlugin>,
     /// Set by the first call (instantiation runs the component's start function).
-    bindings: Option<HttpPlugin>,
+    bindings: Option<Bindings>,
+}
+
+/// The instance's exports, by its world.
+enum Bindings {
+    Classic(HttpPlugin),
+    Filter(RequestFilter),
 }
 
 enum Op {
     Start,
     Request(Request),
+    /// A filter's request: its head, and the headers its `request` imports read from.
+    Filter(RequestHead, http::HeaderMap),
     Response(Response),
 }
 
@@ -103,6 +112,14 @@ impl PluginInstance {
         &self.plugin
     }
 
+    /// Whether it has a response phase (a classic plugin); a filter's instance can end as soon
+    /// as its request phase returns.
+    pub fn has_response_phase(&self) -> bool {
+        self.live
+            .as_ref()
+            .is_some_and(|l| l.compiled.exports.has_response_phase())
+    }
+
     /// The body `on-request` set with `set-request-body`, if it did (taken: asked once).
     pub fn take_request_body(&mut self) -> Option<Vec<u8>> {
         let live = self.live.as_mut()?;
@@ -114,9 +131,46 @@ impl PluginInstance {
         self.call(Op::Start).await.map(|_| ())
     }
 
+    /// The request phase, for a plugin of any world: a filter gets the head and the headers
+    /// (the proxy calls [`Self::handle_request`] itself, without building every header).
     pub async fn on_request(&mut self, req: Request) -> Result<RequestAction, PluginError> {
+        if !self.has_response_phase() {
+            let mut headers = http::HeaderMap::new();
+            for h in &req.headers {
+                if let (Ok(n), Ok(v)) = (
+                    http::HeaderName::from_bytes(h.name.as_bytes()),
+                    http::HeaderValue::from_bytes(&h.value),
+                ) {
+                    headers.append(n, v);
+                }
+            }
+            let head = RequestHead {
+                method: req.method,
+                path: req.path,
+                client_addr: req.client_addr,
+                tenant_id: req.tenant_id,
+                route_id: req.route_id,
+            };
+            return self.handle_request(head, headers).await;
+        }
         let started = Instant::now();
         let result = match self.call(Op::Request(req)).await {
+            Ok(Done::Request(action)) => self.checked(action, output::check_request_action),
+            Ok(_) => Err(self.trap("the call returned the wrong phase's result".into())),
+            Err(e) => Err(e),
+        };
+        self.record(Phase::Request, started, &result);
+        result
+    }
+
+    /// A `request-filter`'s only phase: the head in the call, the headers for it to ask for.
+    pub async fn handle_request(
+        &mut self,
+        head: RequestHead,
+        headers: http::HeaderMap,
+    ) -> Result<RequestAction, PluginError> {
+        let started = Instant::now();
+        let result = match self.call(Op::Filter(head, headers)).await {
             Ok(Done::Request(action)) => self.checked(action, output::check_request_action),
             Ok(_) => Err(self.trap("the call returned the wrong phase's result".into())),
             Err(e) => Err(e),
@@ -272,17 +326,29 @@ impl Live {
     async fn exec(&mut self, op: Op) -> wasmtime::Result<Done> {
         let bindings = match self.bindings.take() {
             Some(b) => b,
-            None => self.compiled.pre.instantiate_async(&mut self.store).await?,
+            None => match &self.compiled.exports {
+                Exports::Classic(pre) => {
+                    Bindings::Classic(pre.instantiate_async(&mut self.store).await?)
+                }
+                Exports::RequestFilter(pre) => {
+                    Bindings::Filter(pre.instantiate_async(&mut self.store).await?)
+                }
+            },
         };
         let bindings = self.bindings.insert(bindings);
-        Ok(match op {
-            Op::Start => Done::Started,
-            Op::Request(req) => {
-                Done::Request(bindings.call_on_request(&mut self.store, &req).await?)
+        Ok(match (op, bindings) {
+            (Op::Start, _) => Done::Started,
+            (Op::Request(req), Bindings::Classic(b)) => {
+                Done::Request(b.call_on_request(&mut self.store, &req).await?)
             }
-            Op::Response(resp) => {
-                Done::Response(bindings.call_on_response(&mut self.store, &resp).await?)
+            (Op::Filter(head, headers), Bindings::Filter(b)) => {
+                self.store.data_mut().caps.request = headers;
+                Done::Request(b.call_handle_request(&mut self.store, &head).await?)
             }
+            (Op::Response(resp), Bindings::Classic(b)) => {
+                Done::Response(b.call_on_response(&mut self.store, &resp).await?)
+            }
+            _ => wasmtime::bail!("the plugin's world has no such phase"),
         })
     }
 }

@@ -11,7 +11,7 @@ use wharf_plugins::capabilities::TenantCapabilities;
 use crate::control::plugin_ref::Attached;
 use crate::control::resolve::Unavailable;
 use wharf_plugins::types::{
-    Header, HeaderOp, Reply, Request, RequestAction, Response, ResponseAction,
+    Header, HeaderOp, Reply, Request, RequestAction, RequestHead, Response, ResponseAction,
 };
 use wharf_plugins::{
     CompiledPlugin, Failure, Invocation, PluginError, PluginInstance, PluginQuotas, PluginRuntime,
@@ -72,10 +72,13 @@ pub async fn on_request(
                 if let Some(path) = edits.path.as_deref() {
                     rewrite_path(req, path);
                 }
-                continued.push(Continued {
-                    instance,
-                    fail_open: att.fail_open,
-                });
+                // A filter has no response phase: its instance ends here, before the upstream.
+                if instance.has_response_phase() {
+                    continued.push(Continued {
+                        instance,
+                        fail_open: att.fail_open,
+                    });
+                }
             }
             Ok((_, RequestAction::Respond(reply))) => return RequestOutcome::Respond(reply),
             Err(e) if att.fail_open => {
@@ -110,7 +113,19 @@ async fn run_request(
         capabilities: Some(cx.capabilities.clone()),
     };
     let mut instance = cx.runtime.prepare(inv, &compiled).await?;
-    let action = instance.on_request(wit_request(cx, req)).await?;
+    let action = if compiled.exports.has_response_phase() {
+        instance.on_request(wit_request(cx, req)).await?
+    } else {
+        // The head only; the headers go along as they are, copied into the plugin when asked.
+        let head = RequestHead {
+            method: req.method.as_str().to_string(),
+            path: path_and_query(req),
+            client_addr: cx.client_addr.clone(),
+            tenant_id: cx.tenant.to_string(),
+            route_id: cx.route.to_string(),
+        };
+        instance.handle_request(head, req.headers.clone()).await?
+    };
     Ok((instance, action))
 }
 
@@ -178,15 +193,18 @@ pub fn reply_header(reply: &Reply) -> pingora_core::Result<ResponseHeader> {
 fn wit_request(cx: &ChainCtx<'_>, req: &RequestHeader) -> Request {
     Request {
         method: req.method.as_str().to_string(),
-        path: req
-            .uri
-            .path_and_query()
-            .map_or_else(|| req.uri.path().to_string(), |p| p.as_str().to_string()),
+        path: path_and_query(req),
         headers: wit_headers(&req.headers),
         client_addr: cx.client_addr.clone(),
         tenant_id: cx.tenant.to_string(),
         route_id: cx.route.to_string(),
     }
+}
+
+fn path_and_query(req: &RequestHeader) -> String {
+    req.uri
+        .path_and_query()
+        .map_or_else(|| req.uri.path().to_string(), |p| p.as_str().to_string())
 }
 
 fn wit_headers(headers: &http::HeaderMap) -> Vec<Header> {

@@ -28,6 +28,7 @@ mod protocols;
 mod rate_limits;
 mod reload;
 mod request_bodies;
+mod request_filters;
 mod restarts;
 mod retries;
 mod routing;

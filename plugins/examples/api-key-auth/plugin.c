@@ -4,6 +4,9 @@
 //   keys    comma-separated accepted keys (required; with none set, every request is refused)
 //   header  the header carrying the key, default x-api-key
 // The key header is removed before the request goes upstream: the upstream never sees secrets.
+//
+// Built for the `request-filter` world (WHARF_REQUEST_FILTER): it has no response phase, so its
+// instance ends before the upstream is called, and only the one header it asks for is copied in.
 #include "wharf.h"
 
 static bool key_listed(wharf_str keys, const uint8_t *key, size_t key_len) {
@@ -18,13 +21,16 @@ static bool key_listed(wharf_str keys, const uint8_t *key, size_t key_len) {
   return false;
 }
 
-void exports_http_plugin_on_request(http_plugin_request_t *req, http_plugin_request_action_t *ret) {
+void exports_request_filter_handle_request(request_filter_request_head_t *req,
+                                           request_filter_request_action_t *ret) {
+  (void)req;
   wharf_str header = wharf_config("header", "x-api-key");
   char *name = (char *)calloc(header.len + 1, 1);
   memcpy(name, header.ptr, header.len);
-  const wharf_header *presented = wharf_find_header(&req->headers, name);
-  if (presented == NULL || !key_listed(wharf_config("keys", ""), presented->value.ptr, presented->value.len)) {
-    wharf_log(WHARF_PLUGIN_LOG_LEVEL_INFO, presented ? "rejected: unknown API key" : "rejected: no API key");
+  wharf_str presented;
+  bool found = wharf_request_header(name, &presented);
+  if (!found || !key_listed(wharf_config("keys", ""), presented.ptr, presented.len)) {
+    wharf_log(WHARF_PLUGIN_LOG_LEVEL_INFO, found ? "rejected: unknown API key" : "rejected: no API key");
     wharf_respond(ret, 401, "application/json",
                   "{\"error\":\"unauthorized\",\"message\":\"a valid API key is required\"}");
     return;
@@ -32,9 +38,4 @@ void exports_http_plugin_on_request(http_plugin_request_t *req, http_plugin_requ
   wharf_header_op *ops = wharf_ops(1);
   ops[0] = wharf_op_remove(header);
   wharf_continue(ret, ops, 1);
-}
-
-void exports_http_plugin_on_response(http_plugin_response_t *resp, http_plugin_response_action_t *ret) {
-  (void)resp;
-  wharf_response_unchanged(ret);
 }

@@ -14,7 +14,18 @@
 
 // A plugin that reads the request body is built for the `body-plugin` world (wit-bindgen names
 // its bindings after the world): define WHARF_BODY_PLUGIN and the names below stay the same.
-#ifdef WHARF_BODY_PLUGIN
+// A request-only plugin is built for the `request-filter` world: define WHARF_REQUEST_FILTER.
+// It exports `handle-request` (see exports_request_filter_handle_request) and reads headers with
+// wharf_request_header.
+#if defined(WHARF_REQUEST_FILTER)
+#include "request_filter.h"
+#define http_plugin_string_t request_filter_string_t
+#define http_plugin_string_set request_filter_string_set
+#define http_plugin_string_dup request_filter_string_dup
+#define http_plugin_list_u8_t request_filter_list_u8_t
+#define http_plugin_list_list_u8_t request_filter_list_list_u8_t
+#define http_plugin_request_action_t request_filter_request_action_t
+#elif defined(WHARF_BODY_PLUGIN)
 #include "body_plugin.h"
 #define http_plugin_string_t body_plugin_string_t
 #define http_plugin_string_set body_plugin_string_set
@@ -216,10 +227,25 @@ static inline bool wharf_http(const char *method, wharf_str url, const char *hea
   return wharf_plugin_http_send(&req, ret, err);
 }
 
+#ifndef WHARF_REQUEST_FILTER
 static inline void wharf_response_unchanged(http_plugin_response_action_t *ret) {
   ret->status.is_some = false;
   ret->headers.ptr = NULL;
   ret->headers.len = 0;
 }
+#else
+// The first value of the request header `name` (any case), for a request filter: copied into
+// the plugin only now, when asked. False when the request has no such header.
+static inline bool wharf_request_header(const char *name, wharf_str *value) {
+  wharf_str n;
+  http_plugin_string_set(&n, name);
+  http_plugin_list_list_u8_t values;
+  wharf_plugin_request_get(&n, &values);
+  if (values.len == 0) return false;
+  value->ptr = values.ptr[0].ptr;
+  value->len = values.ptr[0].len;
+  return true;
+}
+#endif
 
 #endif

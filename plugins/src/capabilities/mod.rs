@@ -10,6 +10,7 @@
 //! | [`redis::Redis`] | `wharf:plugin/redis` | `redis` | pool, namespace, rate, memory quota | — |
 //! | [`sql::Sql`] | `wharf:plugin/sql` | `sql` | pool, own database, rate, row/byte/storage caps | — |
 //! | [`body::Body`] | `wharf:plugin/body` | — | — | the request body, its replacement |
+//! | [`request::Request`] | `wharf:plugin/request` | — | — | the request's headers (filters) |
 //! | [`http::Http`] | `wharf:plugin/http` | `[outbound_http]` | client pool, rate, requests in flight | the attachment's allowed hosts |
 //!
 //! What every capability shares lives here once: tenant state is built on first use and kept
@@ -26,6 +27,7 @@ pub mod networking;
 mod quota;
 pub mod redis;
 mod registry;
+pub mod request;
 pub mod sql;
 
 use std::collections::{BTreeMap, HashMap};
@@ -277,4 +279,5 @@ registry::registry! {
     sql: sql::Sql,
     http: http::Http,
     body: body::Body,
+    request: request::Request,
 }
