@@ -117,6 +117,13 @@ async fn a_body_plugin_validates_and_rewrites_bodies_before_the_upstream() {
         assert_eq!(s, 413, "chunked={chunked}: {v}");
         assert_eq!(v["error"], "request_body_too_large", "{v}");
     }
+    // A plugin cannot grow the body past the cap either: its set-request-body is refused
+    // (quota-exceeded) and this plugin answers 413 itself.
+    let edge = format!("{{\"name\": \"{}\"}}", "y".repeat(4078));
+    assert_eq!(edge.len(), 4090);
+    let (s, v) = post(&gw, "/orders", edge.as_bytes(), false).await;
+    assert_eq!(s, 413, "{v}");
+    assert_eq!(v["host_error"], "quota-exceeded", "{v}");
     let metrics = gw.metrics().await;
     let ran = metrics
         .lines()
@@ -127,8 +134,8 @@ async fn a_body_plugin_validates_and_rewrites_bodies_before_the_upstream() {
         })
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum::<f64>();
-    // Two good, four bad, one GET: the 413s never reached the plugin.
-    assert_eq!(ran, 7.0, "{metrics}");
+    // Two good, four bad, one GET, the edge: the 413s for size never reached the plugin.
+    assert_eq!(ran, 8.0, "{metrics}");
 }
 
 /// An upstream that reads a body of any size without keeping it, and answers its length.

@@ -1,5 +1,6 @@
 // path-rewrite: replaces a path prefix before the request goes upstream (JavaScript, built with
-// jco's QuickJS backend).
+// jco's QuickJS backend for the `request-filter` world: request phase only, no header is copied
+// into the call, and the instance ends before the upstream).
 //
 // Config:
 //   from   the prefix to replace (default /old)
@@ -20,7 +21,7 @@ function utf8(text) {
   return new Uint8Array(out);
 }
 
-export function onRequest(req) {
+export function handleRequest(req) {
   const from = get("from") ?? "/old";
   const to = get("to") ?? "/new";
   const path = req.path;
@@ -36,8 +37,4 @@ export function onRequest(req) {
       path: rewritten.startsWith("/") ? rewritten : "/" + rewritten,
     },
   };
-}
-
-export function onResponse(resp) {
-  return { status: undefined, headers: [] };
 }
