@@ -279,6 +279,12 @@ fn route_from_args(a: RouteAddArgs) -> anyhow::Result<RouteBody> {
 
 pub async fn plugin(cmd: PluginCmd) -> anyhow::Result<()> {
     match cmd {
+        PluginCmd::Test(args) => {
+            if !crate::cli::plugin_test::run(args).await? {
+                // Scripts tell a plugin failure from a run that worked.
+                std::process::exit(2);
+            }
+        }
         PluginCmd::Add {
             tenant,
             name,

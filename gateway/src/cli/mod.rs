@@ -5,6 +5,7 @@ pub mod certs;
 pub mod client;
 pub mod commands;
 pub mod local;
+pub mod plugin_test;
 
 use std::path::PathBuf;
 
@@ -173,6 +174,9 @@ pub enum PluginCmd {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Run a plugin on one request in this process, as the gateway would (same runtime, limits
+    /// and quotas), and show what it did: `wharf plugin test add-header.wasm --request 'GET /'`.
+    Test(plugin_test::TestArgs),
     /// Move every route running the plugin to another version.
     Rollback {
         #[arg(long)]
