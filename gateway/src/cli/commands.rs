@@ -279,6 +279,18 @@ fn route_from_args(a: RouteAddArgs) -> anyhow::Result<RouteBody> {
 
 pub async fn plugin(cmd: PluginCmd) -> anyhow::Result<()> {
     match cmd {
+        PluginCmd::New {
+            dir,
+            lang,
+            template,
+        } => crate::cli::plugin_new::new(&dir, &lang, template.as_deref())?,
+        PluginCmd::Build { dir } => {
+            crate::cli::plugin_new::build(&dir, || {
+                let boot = crate::bootstrap::Bootstrap::default();
+                let metrics = std::sync::Arc::new(wharf_metrics::Metrics::new());
+                wharf_plugins::PluginRuntime::new(boot.plugins, None, metrics)
+            })?;
+        }
         PluginCmd::Test(args) => {
             if !crate::cli::plugin_test::run(args).await? {
                 // Scripts tell a plugin failure from a run that worked.

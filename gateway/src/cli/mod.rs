@@ -5,6 +5,7 @@ pub mod certs;
 pub mod client;
 pub mod commands;
 pub mod local;
+pub mod plugin_new;
 pub mod plugin_test;
 
 use std::path::PathBuf;
@@ -173,6 +174,23 @@ pub enum PluginCmd {
         name: String,
         #[command(flatten)]
         store: StoreArgs,
+    },
+    /// Start a plugin project from a template: `wharf plugin new hello --lang c`.
+    New {
+        /// The folder to create (its name is the plugin's).
+        dir: PathBuf,
+        /// c, js or python.
+        #[arg(long, default_value = "c")]
+        lang: String,
+        /// One of the examples of that language (default: add-header, path-rewrite, cors).
+        #[arg(long)]
+        template: Option<String>,
+    },
+    /// Build a plugin project into DIR/plugin.wasm with the pinned toolchain (installed into
+    /// the cache on first use) and check it as an upload would be.
+    Build {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
     },
     /// Run a plugin on one request in this process, as the gateway would (same runtime, limits
     /// and quotas), and show what it did: `wharf plugin test add-header.wasm --request 'GET /'`.

@@ -22,6 +22,7 @@ mod observability;
 mod openapi;
 mod outbound_http;
 mod plugin_cache;
+mod plugin_dev;
 mod plugin_test_command;
 mod plugins;
 mod private_files;

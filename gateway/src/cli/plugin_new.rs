@@ -1,0 +1,188 @@
+//! `wharf plugin new` and `wharf plugin build`: a plugin project from one of the examples (so
+//! every template is built and tested by the suite already), with the WIT this binary speaks;
+//! and its build with the pinned toolchain (the same script `scripts/build-plugins` uses, carried
+//! inside the binary, installing the tools into the user's cache on first use), checked as an
+//! upload would be.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use wharf_plugins::PluginRuntime;
+
+/// The WIT the gateway serves, from this binary.
+const WORLD_WIT: &str = include_str!("../../../plugins/wit/world.wit");
+const C_SDK: &str = include_str!("../../../plugins/examples/c-sdk/wharf.h");
+/// The build steps, as scripts/build-plugins runs them.
+const BUILD_SCRIPT: [&str; 3] = [
+    include_str!("../../../scripts/lib.sh"),
+    include_str!("../../../scripts/toolchain.sh"),
+    include_str!("../../../scripts/plugin-build.sh"),
+];
+
+struct Template {
+    name: &'static str,
+    lang: &'static str,
+    world: &'static str,
+    file: &'static str,
+    source: &'static str,
+}
+
+macro_rules! template {
+    ($name:literal, $lang:literal, $world:literal, $file:literal) => {
+        Template {
+            name: $name,
+            lang: $lang,
+            world: $world,
+            file: $file,
+            source: include_str!(concat!("../../../plugins/examples/", $name, "/", $file)),
+        }
+    };
+}
+
+/// The first of each language is its default.
+const TEMPLATES: &[Template] = &[
+    template!("add-header", "c", "http-plugin", "plugin.c"),
+    template!("api-key-auth", "c", "request-filter", "plugin.c"),
+    template!("json-validator", "c", "body-plugin", "plugin.c"),
+    template!("token-introspection", "c", "http-plugin", "plugin.c"),
+    template!("redis-rate-limit", "c", "http-plugin", "plugin.c"),
+    template!("sql-api-keys", "c", "http-plugin", "plugin.c"),
+    template!("path-rewrite", "js", "request-filter", "plugin.js"),
+    template!("cors", "python", "http-plugin", "app.py"),
+];
+
+/// `plugin.toml`: what `wharf plugin build` needs to know.
+#[derive(Serialize, Deserialize)]
+struct Manifest {
+    lang: String,
+    world: String,
+}
+
+/// Creates `dir` (named after the plugin) from a template.
+pub fn new(dir: &Path, lang: &str, template: Option<&str>) -> anyhow::Result<()> {
+    let lang = match lang {
+        "c" => "c",
+        "js" | "javascript" => "js",
+        "py" | "python" => "python",
+        other => bail!("--lang {other:?}: use c, js or python"),
+    };
+    let t = match template {
+        Some(name) => TEMPLATES
+            .iter()
+            .find(|t| t.name == name && t.lang == lang)
+            .with_context(|| format!("no {lang} template {name:?}; there are: {}", names(lang)))?,
+        None => TEMPLATES
+            .iter()
+            .find(|t| t.lang == lang)
+            .context("no template for the language")?,
+    };
+    if dir.exists() {
+        bail!("{} exists already; pick another name", dir.display());
+    }
+    let name = dir
+        .file_name()
+        .map_or("plugin".into(), |n| n.to_string_lossy().into_owned());
+    std::fs::create_dir_all(dir.join("wit"))?;
+    std::fs::write(dir.join(t.file), t.source)?;
+    std::fs::write(dir.join("wit/world.wit"), WORLD_WIT)?;
+    if lang == "c" {
+        std::fs::write(dir.join("wharf.h"), C_SDK)?;
+    }
+    let manifest = Manifest {
+        lang: lang.into(),
+        world: t.world.into(),
+    };
+    std::fs::write(
+        dir.join("plugin.toml"),
+        format!(
+            "# Read by `wharf plugin build`. The worlds: what the plugin exports and may import.\n{}",
+            toml::to_string(&manifest)?
+        ),
+    )?;
+    let d = dir.display();
+    std::fs::write(
+        dir.join("README.md"),
+        format!(
+            "# {name} ({lang}, from the {} template, world {})\n\nBuild: `wharf plugin build {d}` (writes {d}/plugin.wasm)\n\
+             Try: `wharf plugin test {d} --request 'GET /'`; ship: `wharf plugin add --tenant T --name {name} --file {d}/plugin.wasm`\n",
+            t.name, t.world
+        ),
+    )?;
+    println!("created {d}/ from the {} template ({lang}, world {}): edit {d}/{}, then `wharf plugin build {d}`", t.name, t.world, t.file);
+    Ok(())
+}
+
+fn names(lang: &str) -> String {
+    let names: Vec<&str> = TEMPLATES
+        .iter()
+        .filter(|t| t.lang == lang)
+        .map(|t| t.name)
+        .collect();
+    names.join(", ")
+}
+
+/// Builds `dir`/plugin.wasm and checks it as an upload would be.
+pub fn build(
+    dir: &Path,
+    runtime: impl FnOnce() -> anyhow::Result<std::sync::Arc<PluginRuntime>>,
+) -> anyhow::Result<PathBuf> {
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("{} is not a plugin folder", dir.display()))?;
+    let manifest: Manifest = toml::from_str(
+        &std::fs::read_to_string(dir.join("plugin.toml")).with_context(|| {
+            format!(
+                "{}/plugin.toml is missing (made by `wharf plugin new`)",
+                dir.display()
+            )
+        })?,
+    )
+    .context("plugin.toml")?;
+    let out = dir.join("plugin.wasm");
+    let script = format!(
+        "set -euo pipefail\n{}\n{}\n{}\nplugin_build \"$1\" \"$2\" \"$2/wit\" \"$3\" \"$4\"\n",
+        BUILD_SCRIPT[0], BUILD_SCRIPT[1], BUILD_SCRIPT[2]
+    );
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg("wharf-plugin-build")
+        .arg(&manifest.lang)
+        .arg(&dir)
+        .arg(&manifest.world)
+        .arg(&out)
+        .status()
+        .context("cannot run bash")?;
+    if !status.success() {
+        bail!("the build failed (its output is above)");
+    }
+    let bytes = std::fs::read(&out)?;
+    let limit = wharf_tenancy::PluginQuotas::default().max_bytes;
+    if bytes.len() as u64 > limit {
+        bail!(
+            "{} is {} bytes, over the default plugin_max_bytes ({limit}): an upload would be refused",
+            out.display(),
+            bytes.len()
+        );
+    }
+    match runtime()?.validate(&bytes) {
+        Ok(c) => {
+            let phases = if c.exports.has_response_phase() {
+                "request and response phases"
+            } else {
+                "request phase only"
+            };
+            println!(
+                "ready: {} ({} bytes, world {}: {phases}{})",
+                out.display(),
+                bytes.len(),
+                manifest.world,
+                if c.reads_body { ", reads the body" } else { "" }
+            );
+            Ok(out)
+        }
+        Err(e) => bail!("an upload would be refused (422): {e}"),
+    }
+}

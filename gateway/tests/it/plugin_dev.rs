@@ -1,0 +1,146 @@
+//! A plugin author's path with the real binary, from an empty folder: `wharf plugin new`,
+//! `wharf plugin build` (the pinned toolchain, from the cache), `wharf plugin test`, then the
+//! upload and attach through the admin API and a request through the gateway carrying what the
+//! plugin added; for C, JavaScript and Python.
+
+use std::path::Path;
+use std::time::Instant;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::support::api::{Api, Body, OP};
+use crate::support::*;
+
+/// Runs `wharf ARGS` in `dir` with only the system's tools and wharf itself on PATH.
+fn wharf_in(dir: &Path, args: &[&str]) -> (bool, String) {
+    let bin = Path::new(env!("CARGO_BIN_EXE_wharf"));
+    let path = format!(
+        "{}:/usr/local/bin:/usr/bin:/bin",
+        bin.parent().unwrap().display()
+    );
+    let out = std::process::Command::new(bin)
+        .args(args)
+        .current_dir(dir)
+        .env("PATH", path)
+        .output()
+        .expect("run wharf");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn new_build_test_upload_serve_in_c_javascript_and_python() {
+    let dir = std::env::temp_dir().join(format!("wharf-dev-{}", unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (url, _store) = fresh_store(StoreKind::Sqlite).await;
+    let gw = Wharf::start_configured(&url, &format!("operator_token = \"{OP}\""), &[]).await;
+    let api = Api::new(&gw);
+    let up = Upstream::start("up").await;
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/v1/tenants".to_string(),
+            json!({"id": "dev", "hostnames": ["dev.test"]}),
+        ),
+        (
+            Method::PUT,
+            "/v1/tenants/dev/routes/all".into(),
+            json!({"path_prefix": "/", "upstreams": [{"addr": up.target()}]}),
+        ),
+    ] {
+        let (s, v) = api
+            .call(method, &path, Some(OP), Some(Body::Json(body)))
+            .await;
+        assert!(s.is_success(), "{path}: {v}");
+    }
+
+    // (language, template's config, what `plugin test` and the upstream then show)
+    let cases = [
+        (
+            "c",
+            vec!["request-header=x-hello", "request-value=world"],
+            "set x-hello: world",
+            ("x-hello", "world"),
+        ),
+        (
+            "js",
+            vec!["from=/", "to=/v2"],
+            "path rewritten to /v2",
+            ("x-original-path", "/"),
+        ),
+        (
+            "python",
+            vec!["origin=https://app.test"],
+            "set access-control-allow-origin: https://app.test",
+            ("", ""),
+        ),
+    ];
+    for (lang, config, shows, upstream_sees) in cases {
+        let name = format!("hello-{lang}");
+        let started = Instant::now();
+        let (ok, out) = wharf_in(&dir, &["plugin", "new", &name, "--lang", lang]);
+        assert!(ok, "{out}");
+        let (ok, out) = wharf_in(&dir, &["plugin", "build", &name]);
+        assert!(ok && out.contains("ready: "), "{out}");
+        let mut args = vec![
+            "plugin",
+            "test",
+            name.as_str(),
+            "--request",
+            "GET /",
+            "-H",
+            "origin: https://app.test",
+        ];
+        for c in &config {
+            args.extend(["--config", c]);
+        }
+        let (ok, out) = wharf_in(&dir, &args);
+        assert!(
+            ok && out.contains(shows),
+            "{lang}: {shows:?} missing:\n{out}"
+        );
+        eprintln!("{lang}: new + build + test in {:?}", started.elapsed());
+
+        let bytes = std::fs::read(dir.join(&name).join("plugin.wasm")).unwrap();
+        let (s, v) = api.put_plugin("dev", &name, OP, bytes).await;
+        assert!(s.is_success(), "{v}");
+        let cfg: serde_json::Map<String, serde_json::Value> = config
+            .iter()
+            .map(|c| {
+                let (k, v) = c.split_once('=').unwrap();
+                (k.to_string(), json!(v))
+            })
+            .collect();
+        let (s, v) = api
+            .call(
+                Method::PUT,
+                &format!("/v1/tenants/dev/routes/all/plugins/{name}"),
+                Some(OP),
+                Some(Body::Json(json!({"config": cfg}))),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        gw.wait_for_version(v["config_version"].as_i64().unwrap())
+            .await;
+        let r = gw
+            .request("GET", "dev.test", "/", &[("origin", "https://app.test")])
+            .await;
+        assert_eq!(r.status, 200, "{lang}: {}", r.json);
+        let (header, value) = upstream_sees;
+        if !header.is_empty() {
+            assert_eq!(r.json["headers"][header], value, "{lang}: {}", r.json);
+        }
+        // Detached again: the next language's plugin alone on the route.
+        let (s, v) = api
+            .call(
+                Method::DELETE,
+                &format!("/v1/tenants/dev/routes/all/plugins/{name}"),
+                Some(OP),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+}

@@ -1,0 +1,42 @@
+# How a plugin's sources become a component, per language, with the pinned toolchain
+# (toolchain.sh). Sourced by scripts/build-plugins for the examples, and carried inside the
+# `wharf` binary for `wharf plugin build` (cli/plugin_new.rs), so authors get the same steps.
+
+# plugin_build LANG SRC_DIR WIT_DIR WORLD OUT [INCLUDE_DIR]: absolute paths. C takes every *.c
+# of SRC_DIR (and wharf.h from INCLUDE_DIR, default SRC_DIR); JavaScript plugin.js; Python app.py
+# (class WitWorld implementing the world's exports).
+plugin_build() {
+  local lang=$1 dir=$2 wit=$3 w=$4 out=$5 inc=${6:-$2}
+  case "$lang" in
+    c)
+      install_guest_toolchain
+      local tmp base=${w//-/_} define=
+      case "$w" in
+        body-plugin) define=-DWHARF_BODY_PLUGIN ;;
+        request-filter) define=-DWHARF_REQUEST_FILTER ;;
+      esac
+      tmp=$(mktemp -d)
+      wit-bindgen c "$wit" --world "$w" --out-dir "$tmp" >/dev/null 2>&1
+      clang-14 --target=wasm32-wasi -O2 -mexec-model=reactor -Wall -Werror $define \
+        -I "$tmp" -I "$inc" -o "$tmp/core.wasm" \
+        "$dir"/*.c "$tmp/$base.c" "$tmp/${base}_component_type.o"
+      wasm-tools component new "$tmp/core.wasm" -o "$out"
+      wasm-tools validate --features component-model "$out"
+      rm -rf "$tmp"
+      ;;
+    js)
+      install_jco
+      jco componentize "$dir/plugin.js" --wit "$wit" -n "$w" \
+        --backend qjs --backend-qjs-disable-async --backend-qjs-stub-wasi -o "$out" >&2
+      ;;
+    python)
+      install_componentize_py
+      (cd "$dir" && componentize-py -d "$wit" -w "$w" componentize app --stub-wasi -o "$out" >&2)
+      rm -rf "$dir/__pycache__"
+      ;;
+    *)
+      echo "wharf: unknown language $lang (c, js, python)" >&2
+      return 1
+      ;;
+  esac
+}
