@@ -27,6 +27,43 @@ install_guest_toolchain() {
   fi
 }
 
+# Rust guests, without rustup's wasm32 target or a cargo registry: Debian's rustc 1.63 and its
+# wasm32-unknown-unknown std (called by absolute path: rustup's rustc, first on PATH, builds
+# Wharf itself), and the wit-bindgen CLI for Rust bindings in a root of its own (the C bindings
+# keep WIT_BINDGEN_VERSION). 0.36 is the last whose output builds on 1.63 (0.37 emits
+# `#[unsafe(export_name)]`, Rust 1.82), after one rewrite: since 0.20 it calls
+# `<*const u8>::cast_mut()` (Rust 1.65), which scripts/build-plugins writes `as *mut u8`.
+WIT_BINDGEN_RUST_VERSION=0.36.0
+DEBIAN_RUSTC=/usr/bin/rustc
+WIT_BINDGEN_RUST="$TOOLS_DIR/wit-bindgen-rust/bin/wit-bindgen"
+
+install_rust_guest_toolchain() {
+  install_guest_toolchain # wasm-tools
+  if ! "$DEBIAN_RUSTC" --version 2>/dev/null | grep -q '^rustc 1\.63\.' \
+    || [ ! -d /usr/lib/rustlib/wasm32-unknown-unknown/lib ]; then
+    echo "wharf: installing Debian's rustc and libstd-rust-dev-wasm32 (~10 s, once)" >&2
+    local sudo=
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    if [ -z "${WHARF_APT_UPDATED:-}" ]; then
+      $sudo apt-get update -qq >&2
+      export WHARF_APT_UPDATED=1
+    fi
+    # Without recommends: no Debian cargo next to rustup's.
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+      rustc libstd-rust-dev-wasm32 >&2
+  fi
+  if [ "$("$WIT_BINDGEN_RUST" --version 2>/dev/null | awk '{print $2}')" != "$WIT_BINDGEN_RUST_VERSION" ]; then
+    echo "wharf: installing wit-bindgen-cli $WIT_BINDGEN_RUST_VERSION for Rust (~80 s, once)" >&2
+    # Not --locked: the crate's Cargo.lock pins wit-parser 0.220.0, whose `Alignment` has a
+    # derived PartialOrd that disagrees with its Ord; built with a current rustc, `max` then
+    # takes the wrong one and the bindings lay out every pointer at alignment 1 (the host traps:
+    # "list pointer is not aligned"). 0.220.1 fixes it (wasm-tools#1999), and resolving afresh
+    # picks it. Built in a temporary target dir that cargo deletes.
+    env -u CARGO_TARGET_DIR cargo install --quiet --root "$TOOLS_DIR/wit-bindgen-rust" \
+      "wit-bindgen-cli@$WIT_BINDGEN_RUST_VERSION" --no-default-features --features rust
+  fi
+}
+
 install_jco() {
   need_cmd node nodejs
   need_cmd npm npm
