@@ -4,7 +4,8 @@
 
 # plugin_build LANG SRC_DIR WIT_DIR WORLD OUT [INCLUDE_DIR]: absolute paths. C takes every *.c
 # of SRC_DIR (and wharf.h from INCLUDE_DIR, default SRC_DIR); JavaScript plugin.js; Python app.py
-# (class WitWorld implementing the world's exports).
+# (class WitWorld implementing the world's exports); Rust plugin.rs (with the SDK's wharf.rs where
+# its #[path] says).
 plugin_build() {
   local lang=$1 dir=$2 wit=$3 w=$4 out=$5 inc=${6:-$2}
   case "$lang" in
@@ -34,8 +35,24 @@ plugin_build() {
       (cd "$dir" && componentize-py -d "$wit" -w "$w" componentize app --stub-wasi -o "$out" >&2)
       rm -rf "$dir/__pycache__"
       ;;
+    rust)
+      # Debian's rustc 1.63 for wasm32 and wit-bindgen 0.36 (toolchain.sh says why those).
+      install_rust_guest_toolchain
+      local tmp base=${w//-/_}
+      tmp=$(mktemp -d)
+      "$WIT_BINDGEN_RUST" rust "$wit" --world "$w" --out-dir "$tmp" \
+        --runtime-path crate::wharf::rt >/dev/null 2>"$tmp/log" || { cat "$tmp/log" >&2; return 1; }
+      # The one construct newer than rustc 1.63: the same cast, older syntax.
+      sed -i 's/\([A-Za-z0-9_]*\)\.cast_mut()/(\1 as *mut u8)/g' "$tmp/$base.rs"
+      WHARF_RUST_BINDINGS="$tmp/$base.rs" "$DEBIAN_RUSTC" --edition 2021 \
+        --target wasm32-unknown-unknown --crate-type cdylib -O -C strip=symbols -D warnings \
+        -o "$tmp/core.wasm" "$dir/plugin.rs"
+      wasm-tools component new "$tmp/core.wasm" -o "$out"
+      wasm-tools validate --features component-model "$out"
+      rm -rf "$tmp"
+      ;;
     *)
-      echo "wharf: unknown language $lang (c, js, python)" >&2
+      echo "wharf: unknown language $lang (c, js, python, rust)" >&2
       return 1
       ;;
   esac

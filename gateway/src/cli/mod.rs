@@ -179,7 +179,7 @@ pub enum PluginCmd {
     New {
         /// The folder to create (its name is the plugin's).
         dir: PathBuf,
-        /// c, js or python.
+        /// c, js, python or rust.
         #[arg(long, default_value = "c")]
         lang: String,
         /// One of the examples of that language (default: add-header, path-rewrite, cors).

@@ -14,6 +14,7 @@ use wharf_plugins::PluginRuntime;
 /// The WIT the gateway serves, from this binary.
 const WORLD_WIT: &str = include_str!("../../../plugins/wit/world.wit");
 const C_SDK: &str = include_str!("../../../plugins/examples/c-sdk/wharf.h");
+const RUST_SDK: &str = include_str!("../../../plugins/examples/rust-sdk/wharf.rs");
 /// The build steps, as scripts/build-plugins runs them.
 const BUILD_SCRIPT: [&str; 3] = [
     include_str!("../../../scripts/lib.sh"),
@@ -51,6 +52,7 @@ const TEMPLATES: &[Template] = &[
     template!("sql-api-keys", "c", "http-plugin", "plugin.c"),
     template!("path-rewrite", "js", "request-filter", "plugin.js"),
     template!("cors", "python", "http-plugin", "app.py"),
+    template!("rust-add-header", "rust", "http-plugin", "plugin.rs"),
 ];
 
 /// `plugin.toml`: what `wharf plugin build` needs to know.
@@ -66,7 +68,8 @@ pub fn new(dir: &Path, lang: &str, template: Option<&str>) -> anyhow::Result<()>
         "c" => "c",
         "js" | "javascript" => "js",
         "py" | "python" => "python",
-        other => bail!("--lang {other:?}: use c, js or python"),
+        "rs" | "rust" => "rust",
+        other => bail!("--lang {other:?}: use c, js, python or rust"),
     };
     let t = match template {
         Some(name) => TEMPLATES
@@ -85,10 +88,14 @@ pub fn new(dir: &Path, lang: &str, template: Option<&str>) -> anyhow::Result<()>
         .file_name()
         .map_or("plugin".into(), |n| n.to_string_lossy().into_owned());
     std::fs::create_dir_all(dir.join("wit"))?;
-    std::fs::write(dir.join(t.file), t.source)?;
+    // The examples find their SDK one folder up; a project keeps it beside the source.
+    let source = t.source.replace("../rust-sdk/wharf.rs", "wharf.rs");
+    std::fs::write(dir.join(t.file), source)?;
     std::fs::write(dir.join("wit/world.wit"), WORLD_WIT)?;
-    if lang == "c" {
-        std::fs::write(dir.join("wharf.h"), C_SDK)?;
+    match lang {
+        "c" => std::fs::write(dir.join("wharf.h"), C_SDK)?,
+        "rust" => std::fs::write(dir.join("wharf.rs"), RUST_SDK)?,
+        _ => {}
     }
     let manifest = Manifest {
         lang: lang.into(),

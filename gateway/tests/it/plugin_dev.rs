@@ -1,7 +1,7 @@
 //! A plugin author's path with the real binary, from an empty folder: `wharf plugin new`,
 //! `wharf plugin build` (the pinned toolchain, from the cache), `wharf plugin test`, then the
 //! upload and attach through the admin API and a request through the gateway carrying what the
-//! plugin added; for C, JavaScript and Python.
+//! plugin added; for C, JavaScript, Python and Rust.
 
 use std::path::Path;
 use std::time::Instant;
@@ -31,7 +31,7 @@ fn wharf_in(dir: &Path, args: &[&str]) -> (bool, String) {
 }
 
 #[tokio::test]
-async fn new_build_test_upload_serve_in_c_javascript_and_python() {
+async fn new_build_test_upload_serve_in_c_javascript_python_and_rust() {
     let dir = std::env::temp_dir().join(format!("wharf-dev-{}", unique_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     let (url, _store) = fresh_store(StoreKind::Sqlite).await;
@@ -75,6 +75,12 @@ async fn new_build_test_upload_serve_in_c_javascript_and_python() {
             vec!["origin=https://app.test"],
             "set access-control-allow-origin: https://app.test",
             ("", ""),
+        ),
+        (
+            "rust",
+            vec!["request-header=x-rs", "request-value=1"],
+            "set x-rs: 1",
+            ("x-rs", "1"),
         ),
     ];
     for (lang, config, shows, upstream_sees) in cases {
