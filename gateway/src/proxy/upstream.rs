@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::{Error, ErrorType, Result};
+use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use wharf_metrics::Metrics;
 use wharf_plugins::capabilities::networking::EgressPolicy;
 use wharf_tenancy::UpstreamProtocol;
@@ -235,7 +235,10 @@ pub(super) fn failed_while_proxying(
 ) -> Box<Error> {
     let mut e = e.more_context(format!("Peer: {peer}"));
     let answered = ctx.upstream_elapsed.is_some();
-    if !replayable || answered {
+    // A client that went away is the client's doing: nothing to retry for it, and no fault of
+    // the target (counting it would eject healthy targets whenever clients hang up).
+    let from_upstream = e.esource() == &ErrorSource::Upstream;
+    if !replayable || answered || !from_upstream {
         e.set_retry(false);
         return e;
     }

@@ -231,3 +231,55 @@ async fn a_reset_before_the_answer_replays_gets_but_never_posts() {
     assert_eq!(r.status(), 502);
     assert_eq!(accepted.load(Ordering::SeqCst) - before, 1, "sent once");
 }
+
+/// Clients that hang up while the upstream is still working are the clients' doing: no retry,
+/// no passive-health fault, no ejection of a healthy target (seen in bench-upstreams as wrk
+/// closed its connections).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_hanging_up_do_not_count_against_the_upstream() {
+    use tokio::io::AsyncWriteExt;
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let (url, store) = fresh_store(StoreKind::Sqlite).await;
+    let gw = Wharf::start(&url).await;
+    store
+        .create_tenant("t", "t", &["hangup.test"])
+        .await
+        .unwrap();
+    store
+        .put_route("t", route("r", "/", &[&a.target(), &b.target()]))
+        .await
+        .unwrap();
+    gw.wait_for_version(store.version().await.unwrap().0).await;
+    // Twenty clients send a request the upstream answers in 300 ms, and go away after 50 ms.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let proxy = gw.proxy;
+        tasks.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+            s.write_all(b"GET /slow?sleep_ms=300 HTTP/1.1\r\nhost: hangup.test\r\n\r\n")
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            drop(s);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let m = gw.metrics().await;
+    let counted: Vec<&str> = m
+        .lines()
+        .filter(|l| {
+            (l.starts_with("wharf_upstream_retries_total")
+                || l.starts_with("wharf_upstream_ejections_total"))
+                && !l.ends_with(" 0")
+        })
+        .collect();
+    assert!(
+        counted.is_empty(),
+        "hang-ups counted against the upstream: {counted:?}"
+    );
+    let r = gw.get("hangup.test", "/x").await;
+    assert_eq!(r.status, 200, "{}", r.json);
+}
