@@ -15,6 +15,7 @@ plugin_build() {
       case "$w" in
         body-plugin) define=-DWHARF_BODY_PLUGIN ;;
         request-filter) define=-DWHARF_REQUEST_FILTER ;;
+        response-body-plugin) define=-DWHARF_RESPONSE_BODY_PLUGIN ;;
       esac
       tmp=$(mktemp -d)
       wit-bindgen c "$wit" --world "$w" --out-dir "$tmp" >/dev/null 2>&1

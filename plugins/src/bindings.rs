@@ -25,6 +25,17 @@ pub mod classic {
     });
 }
 
+/// `response-body-plugin`: the classic phases plus `on-response-body`.
+pub mod response_body {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "response-body-plugin",
+        imports: { default: async },
+        exports: { default: async },
+        with: { "wharf:plugin": crate::bindings::wharf::plugin },
+    });
+}
+
 /// `request-filter` and `request-body-filter`: `handle-request` with the head only.
 pub mod filter {
     wasmtime::component::bindgen!({

@@ -28,6 +28,7 @@ use wasmtime::component::InstancePre;
 
 use crate::bindings::classic::HttpPluginPre;
 use crate::bindings::filter::RequestFilterPre;
+use crate::bindings::response_body::ResponseBodyPluginPre;
 use crate::error::RejectError;
 use crate::footprint::Footprint;
 use crate::state::PluginState;
@@ -36,6 +37,8 @@ use crate::state::PluginState;
 pub enum Exports {
     /// `http-plugin` / `body-plugin`: `on-request` with every header, `on-response`.
     Classic(HttpPluginPre<PluginState>),
+    /// `response-body-plugin`: the classic phases and `on-response-body`.
+    ResponseBody(ResponseBodyPluginPre<PluginState>),
     /// `request-filter` / `request-body-filter`: `handle-request` with the head only; no
     /// response phase.
     RequestFilter(RequestFilterPre<PluginState>),
@@ -49,12 +52,25 @@ impl Exports {
                 .map(Exports::RequestFilter)
                 .map_err(wrong);
         }
+        if component
+            .get_export_index(None, "on-response-body")
+            .is_some()
+        {
+            return ResponseBodyPluginPre::new(pre)
+                .map(Exports::ResponseBody)
+                .map_err(wrong);
+        }
         HttpPluginPre::new(pre).map(Exports::Classic).map_err(wrong)
     }
 
     /// Whether the plugin has a response phase (its instance lives until the response).
     pub fn has_response_phase(&self) -> bool {
-        matches!(self, Exports::Classic(_))
+        !matches!(self, Exports::RequestFilter(_))
+    }
+
+    /// Whether it reads the response body (the proxy holds the body back for it).
+    pub fn reads_response_body(&self) -> bool {
+        matches!(self, Exports::ResponseBody(_))
     }
 }
 

@@ -14,6 +14,7 @@ use wharf_metrics::Metrics;
 
 use crate::bindings::classic::HttpPlugin;
 use crate::bindings::filter::RequestFilter;
+use crate::bindings::response_body::ResponseBodyPlugin;
 use crate::bindings::types::{Request, RequestAction, RequestHead, Response, ResponseAction};
 use crate::cache::{CompiledPlugin, Exports};
 use crate::clock::{self, CallClock, Overrun};
@@ -48,6 +49,7 @@ struct Live {
 /// The instance's exports, by its world.
 enum Bindings {
     Classic(HttpPlugin),
+    ResponseBody(ResponseBodyPlugin),
     Filter(RequestFilter),
 }
 
@@ -57,18 +59,21 @@ enum Op {
     /// A filter's request: its head, and the headers its `request` imports read from.
     Filter(RequestHead, http::HeaderMap),
     Response(Response),
+    ResponseBody(Vec<u8>),
 }
 
 enum Done {
     Started,
     Request(RequestAction),
     Response(ResponseAction),
+    ResponseBody(Option<Vec<u8>>),
 }
 
 #[derive(Clone, Copy)]
 enum Phase {
     Request,
     Response,
+    ResponseBody,
 }
 
 impl Phase {
@@ -76,6 +81,7 @@ impl Phase {
         match self {
             Phase::Request => "on_request",
             Phase::Response => "on_response",
+            Phase::ResponseBody => "on_response_body",
         }
     }
 }
@@ -110,6 +116,37 @@ impl PluginInstance {
 
     pub fn plugin(&self) -> &str {
         &self.plugin
+    }
+
+    /// Whether it reads the response body (`response-body-plugin`).
+    pub fn reads_response_body(&self) -> bool {
+        self.live
+            .as_ref()
+            .is_some_and(|l| l.compiled.exports.reads_response_body())
+    }
+
+    /// The whole response body, for a `response-body-plugin`: `Some` replaces it (at most the
+    /// tenant's `plugin_body_max_bytes`, else the plugin's output is invalid).
+    pub async fn on_response_body(
+        &mut self,
+        body: Vec<u8>,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, PluginError> {
+        let started = Instant::now();
+        let result = match self.call(Op::ResponseBody(body)).await {
+            Ok(Done::ResponseBody(Some(b))) if b.len() as u64 > max_bytes => {
+                self.failed = true;
+                Err(self.failed_with(Failure::InvalidOutput(format!(
+                    "a response body of {} bytes, over plugin_body_max_bytes ({max_bytes})",
+                    b.len()
+                ))))
+            }
+            Ok(Done::ResponseBody(b)) => Ok(b),
+            Ok(_) => Err(self.trap("the call returned the wrong phase's result".into())),
+            Err(e) => Err(e),
+        };
+        self.record(Phase::ResponseBody, started, &result);
+        result
     }
 
     /// Whether it has a response phase (a classic plugin); a filter's instance can end as soon
@@ -330,6 +367,9 @@ impl Live {
                 Exports::Classic(pre) => {
                     Bindings::Classic(pre.instantiate_async(&mut self.store).await?)
                 }
+                Exports::ResponseBody(pre) => {
+                    Bindings::ResponseBody(pre.instantiate_async(&mut self.store).await?)
+                }
                 Exports::RequestFilter(pre) => {
                     Bindings::Filter(pre.instantiate_async(&mut self.store).await?)
                 }
@@ -347,6 +387,15 @@ impl Live {
             }
             (Op::Response(resp), Bindings::Classic(b)) => {
                 Done::Response(b.call_on_response(&mut self.store, &resp).await?)
+            }
+            (Op::Request(req), Bindings::ResponseBody(b)) => {
+                Done::Request(b.call_on_request(&mut self.store, &req).await?)
+            }
+            (Op::Response(resp), Bindings::ResponseBody(b)) => {
+                Done::Response(b.call_on_response(&mut self.store, &resp).await?)
+            }
+            (Op::ResponseBody(body), Bindings::ResponseBody(b)) => {
+                Done::ResponseBody(b.call_on_response_body(&mut self.store, &body).await?)
             }
             _ => wasmtime::bail!("the plugin's world has no such phase"),
         })

@@ -17,10 +17,10 @@ use wharf_plugins::{
     CompiledPlugin, Failure, Invocation, PluginError, PluginInstance, PluginQuotas, PluginRuntime,
 };
 
-/// A plugin instance waiting for its `on-response`.
+/// A plugin instance waiting for its `on-response` (or its `on-response-body`).
 pub struct Continued {
-    instance: PluginInstance,
-    fail_open: bool,
+    pub(super) instance: PluginInstance,
+    pub(super) fail_open: bool,
 }
 
 pub enum RequestOutcome {
@@ -151,9 +151,12 @@ async fn compiled(
     }
 }
 
-/// Runs `on-response` of every continued plugin, last first, and releases their instances.
+/// Runs `on-response` of every continued plugin, last first, and releases their instances,
+/// but for those that read the response body: they go to `awaiting_body` (last first), alive
+/// until the body is in.
 pub async fn on_response(
     continued: &mut Vec<Continued>,
+    awaiting_body: &mut Vec<Continued>,
     resp: &mut ResponseHeader,
 ) -> Result<(), PluginError> {
     while let Some(mut c) = continued.pop() {
@@ -163,7 +166,12 @@ pub async fn on_response(
         };
         let span = tracing::debug_span!(target: "wharf::trace", "plugin", plugin = %c.instance.plugin(), phase = "on_response");
         match c.instance.on_response(view).instrument(span).await {
-            Ok(action) => apply_response_action(resp, &action),
+            Ok(action) => {
+                apply_response_action(resp, &action);
+                if c.instance.reads_response_body() {
+                    awaiting_body.push(c);
+                }
+            }
             Err(e) if c.fail_open => {
                 tracing::warn!(plugin = %c.instance.plugin(), "plugin on-response skipped (fail-open): {e}");
             }

@@ -42,6 +42,9 @@ pub struct RequestCtx {
     /// of the client's; and its share of the node's memory, held until the request is done.
     pub request_body: Option<bytes::Bytes>,
     pub body_memory: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Plugins waiting for the whole response body (last first), and the body held for them.
+    pub awaiting_body: Vec<Continued>,
+    pub held_body: Option<super::response_body::HeldBody>,
 }
 
 impl RequestCtx {
@@ -64,6 +67,8 @@ impl RequestCtx {
             body_started: None,
             request_body: None,
             body_memory: None,
+            awaiting_body: Vec::new(),
+            held_body: None,
         }
     }
 

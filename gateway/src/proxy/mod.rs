@@ -16,6 +16,7 @@ pub mod pace;
 pub mod rate_limit;
 mod request_info;
 mod respond;
+mod response_body;
 mod upstream;
 
 use std::sync::Arc;
@@ -228,22 +229,32 @@ impl ProxyHttp for WharfProxy {
     /// Plugins' `on-response`, last plugin first; a fail-closed failure replaces the response.
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let span = tracing::debug_span!(target: "wharf::trace", parent: &ctx.span, "plugins", phase = "on_response");
-        if let Err(e) = chain::on_response(&mut ctx.continued, response)
-            .instrument(span)
-            .await
-        {
+        let run = chain::on_response(&mut ctx.continued, &mut ctx.awaiting_body, response);
+        if let Err(e) = run.instrument(span).await {
             ctx.failure = Some(GatewayError::Plugin(e));
             return Err(Error::explain(
                 ErrorType::InternalError,
                 "plugin failed in on-response",
             ));
         }
+        response_body::start(ctx, response, session.is_http2());
         respond::stamp(response, &ctx.request_id)
+    }
+
+    /// The body held back for plugins that rewrite it (`response_body.rs`); others stream.
+    async fn response_body_transform(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        response_body::piece(ctx, body, end_of_stream).await
     }
 
     async fn fail_to_proxy(

@@ -21,7 +21,9 @@ pub(super) fn stamp(resp: &mut ResponseHeader, request_id: &RequestId) -> Result
 /// A plugin's own reply, after the `on-response` of the plugins before it.
 pub(super) async fn reply(session: &mut Session, reply: Reply, ctx: &mut RequestCtx) -> Result<()> {
     let mut resp = chain::reply_header(&reply)?;
-    if let Err(e) = chain::on_response(&mut ctx.continued, &mut resp).await {
+    // A plugin's own reply is not an upstream body: `on-response-body` is not called for it.
+    let mut not_for_replies = Vec::new();
+    if let Err(e) = chain::on_response(&mut ctx.continued, &mut not_for_replies, &mut resp).await {
         return error(session, &GatewayError::Plugin(e), &ctx.request_id).await;
     }
     resp.insert_header("Content-Length", reply.body.len().to_string())?;

@@ -209,7 +209,13 @@ async fn sql_api_keys_on(kind: StoreKind, db: TenantDb) {
     )
     .unwrap();
     {
-        let tb = seed.tenant(&t, &Quotas::default());
+        // A loaded machine may take longer than the default 100 ms for a first connection:
+        // the seeding is set-up, not what is tested.
+        let patient = Quotas {
+            pools: wharf_tenancy::PoolQuotas { wait_ms: 10_000 },
+            ..Quotas::default()
+        };
+        let tb = seed.tenant(&t, &patient);
         let sql = tb.get::<Sql>().await.unwrap();
         sql.execute(create, vec![]).await.unwrap();
         for (key, customer, on) in [("good", "cust-42", true), ("off", "cust-7", false)] {

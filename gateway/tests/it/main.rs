@@ -31,6 +31,7 @@ mod rate_limits;
 mod reload;
 mod request_bodies;
 mod request_filters;
+mod response_bodies;
 mod restarts;
 mod retries;
 mod routing;

@@ -25,6 +25,21 @@
 #define http_plugin_list_u8_t request_filter_list_u8_t
 #define http_plugin_list_list_u8_t request_filter_list_list_u8_t
 #define http_plugin_request_action_t request_filter_request_action_t
+#elif defined(WHARF_RESPONSE_BODY_PLUGIN)
+// A plugin that rewrites response bodies (`response-body-plugin`): it also exports
+// exports_response_body_plugin_on_response_body.
+#include "response_body_plugin.h"
+#define http_plugin_string_t response_body_plugin_string_t
+#define http_plugin_string_set response_body_plugin_string_set
+#define http_plugin_string_dup response_body_plugin_string_dup
+#define http_plugin_list_u8_t response_body_plugin_list_u8_t
+#define http_plugin_list_list_u8_t response_body_plugin_list_list_u8_t
+#define http_plugin_request_t response_body_plugin_request_t
+#define http_plugin_request_action_t response_body_plugin_request_action_t
+#define http_plugin_response_t response_body_plugin_response_t
+#define http_plugin_response_action_t response_body_plugin_response_action_t
+#define exports_http_plugin_on_request exports_response_body_plugin_on_request
+#define exports_http_plugin_on_response exports_response_body_plugin_on_response
 #elif defined(WHARF_BODY_PLUGIN)
 #include "body_plugin.h"
 #define http_plugin_string_t body_plugin_string_t

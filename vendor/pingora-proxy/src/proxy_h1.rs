@@ -981,6 +981,10 @@ where
 
                 // before it can mark it as cacheable again.
                 let mut data = range_body_filter.filter_body(data);
+                // Wharf's patch: an async look at the body first (plugins that rewrite it).
+                self.inner
+                    .response_body_transform(session, &mut data, end, ctx)
+                    .await?;
                 if let Some(duration) = self
                     .inner
                     .response_body_filter(session, &mut data, end, ctx)?

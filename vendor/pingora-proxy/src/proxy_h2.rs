@@ -981,6 +981,10 @@ where
                 }
 
                 let mut data = range_body_filter.filter_body(data);
+                // Wharf's patch: an async look at the body first (plugins that rewrite it).
+                self.inner
+                    .response_body_transform(session, &mut data, eos, ctx)
+                    .await?;
                 if let Some(duration) = self
                     .inner
                     .response_body_filter(session, &mut data, eos, ctx)?

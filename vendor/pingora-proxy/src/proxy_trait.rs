@@ -144,6 +144,23 @@ pub trait ProxyHttp {
         None
     }
 
+    /// Wharf's patch: an async look at each piece of the response body before
+    /// `response_body_filter` (which is synchronous), for work that must await: a plugin that
+    /// rewrites the whole body holds the pieces back (`None`) and hands over the result with the
+    /// last one.
+    async fn response_body_transform(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()>
+    where
+        Self::CTX: Send + Sync,
+    {
+        Ok(())
+    }
+
     /// Handle the incoming request body.
     ///
     /// This function will be called every time a piece of request body is received. The `body` is
