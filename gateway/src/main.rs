@@ -81,6 +81,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         echo::serve(listener, name).await?;
                         Ok(())
                     }
+                    Command::Dev {
+                        dir,
+                        listen,
+                        admin_listen,
+                        rounds,
+                    } => wharf_gateway::cli::dev::run(&dir, &listen, &admin_listen, rounds).await,
                     Command::Serve(_) | Command::Upgrade(_) => unreachable!("handled above"),
                 }
             })

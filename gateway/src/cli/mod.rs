@@ -4,6 +4,7 @@ pub mod backup;
 pub mod certs;
 pub mod client;
 pub mod commands;
+pub mod dev;
 pub mod local;
 pub mod plugin_new;
 pub mod plugin_test;
@@ -66,6 +67,19 @@ pub enum Command {
     Probe {
         #[arg(default_value = "http://127.0.0.1:9080/readyz")]
         url: String,
+    },
+    /// Develop a plugin: a local gateway with the demo tenant serving the plugin project in DIR,
+    /// rebuilt and re-attached whenever a source changes (config from DIR/dev.config).
+    Dev {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        #[arg(long, default_value = "127.0.0.1:9080")]
+        admin_listen: String,
+        /// Stop after this many looks at the sources (500 ms apart); default: until interrupted.
+        #[arg(long, hide = true)]
+        rounds: Option<u64>,
     },
     /// Run the built-in echo upstream (for demos and tests).
     Echo {

@@ -150,3 +150,99 @@ async fn new_build_test_upload_serve_in_c_javascript_python_and_rust() {
         assert_eq!(s, StatusCode::OK, "{v}");
     }
 }
+
+/// `wharf dev`: a local gateway with the demo tenant serving the folder's plugin, redeployed when
+/// a source changes; a broken build keeps the last good version serving.
+#[tokio::test]
+async fn wharf_dev_serves_a_plugin_folder_and_reloads_it_on_change() {
+    let dir = std::env::temp_dir().join(format!("wharf-devloop-{}", unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ok, out) = wharf_in(&dir, &["plugin", "new", "live", "--lang", "c"]);
+    assert!(ok, "{out}");
+    let project = dir.join("live");
+    std::fs::write(
+        project.join("dev.config"),
+        "request-header=x-dev\nrequest-value=1\n",
+    )
+    .unwrap();
+    let (listen, admin) = (free_addr(), free_addr());
+    let log = std::fs::File::create(dir.join("dev.log")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args([
+            "dev",
+            "live",
+            "--listen",
+            &listen.to_string(),
+            "--admin-listen",
+            &admin.to_string(),
+            "--rounds",
+            "240",
+        ])
+        .current_dir(&dir)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let seen = |want: &'static str| {
+        let client = client.clone();
+        async move {
+            for _ in 0..120 {
+                let r = client
+                    .get(format!("http://{listen}/"))
+                    .header("Host", "demo.localhost")
+                    .send()
+                    .await;
+                if let Ok(r) = r {
+                    let v: serde_json::Value = r.json().await.unwrap_or_default();
+                    if v["headers"]["x-dev"] == want {
+                        return true;
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            false
+        }
+    };
+    let started = Instant::now();
+    assert!(
+        seen("1").await,
+        "never served:\n{}",
+        std::fs::read_to_string(dir.join("dev.log")).unwrap()
+    );
+    eprintln!(
+        "wharf dev: first version serving after {:?}",
+        started.elapsed()
+    );
+    std::fs::write(
+        project.join("dev.config"),
+        "request-header=x-dev\nrequest-value=2\n",
+    )
+    .unwrap();
+    let changed = Instant::now();
+    assert!(
+        seen("2").await,
+        "the change was not served:\n{}",
+        std::fs::read_to_string(dir.join("dev.log")).unwrap()
+    );
+    eprintln!("wharf dev: a change serving after {:?}", changed.elapsed());
+    // A source that does not compile: reported, and version 2 keeps serving.
+    let source = project.join("plugin.c");
+    let mut text = std::fs::read_to_string(&source).unwrap();
+    text.push_str("\nthis does not compile\n");
+    std::fs::write(&source, text).unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(seen("2").await);
+    let log = std::fs::read_to_string(dir.join("dev.log")).unwrap();
+    assert!(log.contains("the last good version keeps serving"), "{log}");
+    // Terminated, it stops its gateway too (nothing left listening).
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        std::net::TcpStream::connect(listen).is_err(),
+        "the dev gateway outlived wharf dev"
+    );
+}
