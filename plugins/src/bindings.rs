@@ -13,36 +13,35 @@ wasmtime::component::bindgen!({
 
 pub use wharf::plugin::types;
 
-/// `http-plugin` and `body-plugin` (the latter only adds an import): `on-request` with every
-/// header, `on-response`.
-pub mod classic {
-    wasmtime::component::bindgen!({
-        path: "wit",
-        world: "http-plugin",
-        imports: { default: async },
-        exports: { default: async },
-        with: { "wharf:plugin": crate::bindings::wharf::plugin },
-    });
+/// One plugin world's exports, over the shared import bindings above.
+macro_rules! world_exports {
+    ($(#[$doc:meta])* $module:ident, $world:literal) => {
+        $(#[$doc])*
+        pub mod $module {
+            wasmtime::component::bindgen!({
+                path: "wit",
+                world: $world,
+                imports: { default: async },
+                exports: { default: async },
+                with: { "wharf:plugin": crate::bindings::wharf::plugin },
+            });
+        }
+    };
 }
 
-/// `response-body-plugin`: the classic phases plus `on-response-body`.
-pub mod response_body {
-    wasmtime::component::bindgen!({
-        path: "wit",
-        world: "response-body-plugin",
-        imports: { default: async },
-        exports: { default: async },
-        with: { "wharf:plugin": crate::bindings::wharf::plugin },
-    });
-}
-
-/// `request-filter` and `request-body-filter`: `handle-request` with the head only.
-pub mod filter {
-    wasmtime::component::bindgen!({
-        path: "wit",
-        world: "request-filter",
-        imports: { default: async },
-        exports: { default: async },
-        with: { "wharf:plugin": crate::bindings::wharf::plugin },
-    });
-}
+world_exports!(
+    /// `http-plugin` and `body-plugin` (the latter only adds an import): `on-request` with every
+    /// header, `on-response`.
+    classic,
+    "http-plugin"
+);
+world_exports!(
+    /// `response-body-plugin`: the classic phases plus `on-response-body`.
+    response_body,
+    "response-body-plugin"
+);
+world_exports!(
+    /// `request-filter` and `request-body-filter`: `handle-request` with the head only.
+    filter,
+    "request-filter"
+);

@@ -275,26 +275,40 @@ async fn postgres_storage_quota_refuses_writes_until_data_is_removed() {
     };
     let t = b.tenant(&tenant_id("fat"), &q);
     let sql = t.get::<Sql>().await.unwrap();
-    sql.execute("CREATE TABLE blob (v text)", vec![])
+    storage_quota_cycle(
+        sql,
+        "blob",
+        "INSERT INTO blob SELECT md5(g::text) || repeat(md5(g::text), 30) FROM generate_series(1, 3000) g",
+        &["INSERT INTO blob VALUES ('more')"],
+    )
+    .await;
+}
+
+/// A tenant fills `table` (text column `v`) past its 1 MiB storage quota with `fill`: each of
+/// `refused` then fails `quota-exceeded`, reads still work, and emptying the table (TRUNCATE)
+/// brings writes back. The size is checked every couple of seconds, so each step waits that.
+pub(crate) async fn storage_quota_cycle(
+    sql: &wharf_plugins::capabilities::sql::TenantSql,
+    table: &str,
+    fill: &str,
+    refused: &[&str],
+) {
+    sql.execute(&format!("CREATE TABLE {table} (v TEXT)"), vec![])
         .await
         .unwrap();
-    sql.execute(
-        "INSERT INTO blob SELECT md5(g::text) || repeat(md5(g::text), 30) FROM generate_series(1, 3000) g",
-        vec![],
-    )
-    .await
-    .unwrap();
-    // The size is checked every couple of seconds.
+    sql.execute(fill, vec![]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    quota_exceeded(
-        sql.execute("INSERT INTO blob VALUES ('more')", vec![])
-            .await,
-        "insert over quota",
-    );
-    // Removing data stays possible, and brings writes back.
-    sql.execute("TRUNCATE blob", vec![]).await.unwrap();
+    for stmt in refused {
+        quota_exceeded(sql.execute(stmt, vec![]).await, stmt);
+    }
+    sql.query(&format!("SELECT COUNT(*) FROM {table}"), vec![])
+        .await
+        .unwrap();
+    sql.execute(&format!("TRUNCATE {table}"), vec![])
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    sql.execute("INSERT INTO blob VALUES ('fits')", vec![])
+    sql.execute(&format!("INSERT INTO {table} VALUES ('fits')"), vec![])
         .await
         .unwrap();
 }

@@ -417,36 +417,17 @@ async fn mysql_storage_quota_refuses_writes_until_data_is_removed() {
     });
     let t = b.tenant(&tenant_id("fat"), &q);
     let sql = t.get::<Sql>().await.unwrap();
-    sql.execute("CREATE TABLE blob1 (v TEXT)", vec![])
-        .await
-        .unwrap();
-    sql.execute(
+    crate::hostile_backends::storage_quota_cycle(
+        sql,
+        "blob1",
         "INSERT INTO blob1 SELECT REPEAT(MD5(seq), 31) FROM seq_1_to_3000",
-        vec![],
+        &[
+            "INSERT INTO blob1 VALUES ('more')",
+            "UPDATE blob1 SET v = 'y'",
+            "CREATE TABLE more_room (v TEXT)",
+        ],
     )
-    .await
-    .unwrap();
-    // The size is checked every couple of seconds.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    for stmt in [
-        "INSERT INTO blob1 VALUES ('more')",
-        "UPDATE blob1 SET v = 'y'",
-        "CREATE TABLE more_room (v TEXT)",
-    ] {
-        match sql.execute(stmt, vec![]).await {
-            Err(HostError::QuotaExceeded(_)) => {}
-            other => panic!("{stmt} over quota: {other:?}"),
-        }
-    }
-    // Reading and removing data stay possible, and bring writes back.
-    sql.query("SELECT COUNT(*) FROM blob1", vec![])
-        .await
-        .unwrap();
-    sql.execute("TRUNCATE blob1", vec![]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    sql.execute("INSERT INTO blob1 VALUES ('fits')", vec![])
-        .await
-        .unwrap();
+    .await;
 }
 
 #[tokio::test]
