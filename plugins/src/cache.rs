@@ -378,9 +378,17 @@ impl ComponentCache {
 fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, RejectError> {
     const CORE_MODULE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
     if bytes.starts_with(&CORE_MODULE) {
-        return Err(RejectError::NotAComponent(
-            "this is a core wasm module; wrap it with `wasm-tools component new`".into(),
-        ));
+        return Err(match crate::proxy_wasm::inspect(bytes) {
+            Ok(Some(m)) => RejectError::ProxyWasm(format!(
+                "a proxy-wasm module (ABI {}) whose imports Wharf knows; proxy-wasm plugins are not \
+                 served yet: build it as a Wharf component for now",
+                m.abi
+            )),
+            Err(e) => RejectError::ProxyWasm(e.to_string()),
+            Ok(None) => RejectError::NotAComponent(
+                "this is a core wasm module; wrap it with `wasm-tools component new`".into(),
+            ),
+        });
     }
     Component::new(engine, bytes).map_err(|e| RejectError::NotAComponent(describe(&e)))
 }

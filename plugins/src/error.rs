@@ -75,6 +75,8 @@ pub enum RejectError {
     NotAComponent(String),
     #[error("the component is not a wharf:plugin/http-plugin plugin: {0}")]
     WrongWorld(String),
+    #[error("proxy-wasm module refused: {0}")]
+    ProxyWasm(String),
     #[error("this tenant already has uploads waiting to compile; retry when they have finished")]
     Busy,
     #[error("cannot compile now: {0}")]

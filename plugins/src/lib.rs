@@ -17,6 +17,7 @@ pub mod footprint;
 pub mod instance;
 pub mod limits;
 pub mod output;
+pub mod proxy_wasm;
 mod round_robin;
 pub mod runtime;
 pub mod settings;
