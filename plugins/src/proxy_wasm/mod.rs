@@ -5,6 +5,7 @@
 //! AssemblyScript modules). The host that runs them is issue 25's next step: until it lands an
 //! upload is refused saying so, after the same checks it will get.
 
+pub mod abi;
 mod imports;
 
 use wasmparser::{Parser, Payload, TypeRef};
