@@ -7,6 +7,7 @@
 
 pub mod abi;
 mod imports;
+pub mod memory;
 
 use wasmparser::{Parser, Payload, TypeRef};
 
