@@ -318,6 +318,7 @@ function attachForm(tenant, routes, plugins) {
   const position = h("input", { id: "attach-position", type: "number", placeholder: "last" });
   const config = h("textarea", { id: "attach-config", placeholder: "key=value, one per line" });
   const open = h("input", { id: "attach-fail-open", type: "checkbox" });
+  const outbound = h("textarea", { id: "attach-outbound", placeholder: "https://auth.example.com, one per line (none: no outbound HTTP)" });
   return h("form", { id: "attach-form", onsubmit: (e) => {
     e.preventDefault();
     const cfg = {};
@@ -326,12 +327,15 @@ function attachForm(tenant, routes, plugins) {
       if (i > 0) cfg[line.slice(0, i).trim()] = line.slice(i + 1).trim();
     }
     const body = { config: cfg, on_error: open.checked ? "fail-open" : "fail-closed" };
+    const hosts = outbound.value.split("\n").map((l) => l.trim()).filter((l) => l);
+    if (hosts.length) body.allowed_outbound_hosts = hosts;
     if (version.value) body.version = Number(version.value);
     if (position.value) body.position = Number(position.value);
     act(() => api("PUT", `/v1/tenants/${enc(tenant)}/routes/${enc(route.value)}/plugins/${enc(plugin.value)}`, body),
       `Plugin ${plugin.value} attached to ${route.value}.`);
   } }, field("Route", route), field("Plugin", plugin), field("Version", version), field("Position", position),
-    field("Config", config), h("label", {}, "Fail open", open), h("button", { type: "submit" }, "Attach"));
+    field("Config", config), field("May call (outbound HTTP)", outbound), h("label", {}, "Fail open", open),
+    h("button", { type: "submit" }, "Attach"));
 }
 
 async function tenantView(tenant) {
@@ -350,6 +354,7 @@ async function tenantView(tenant) {
     h("td", {}, targetList(r.upstreams), r.retries !== 2 ? `, ${r.retries} ${r.retries === 1 ? "retry" : "retries"}` : null),
     h("td", {}, r.plugins.length ? r.plugins.map((a, i) => h("div", {},
       `${i + 1}. ${a.plugin} v${a.version} (${a.on_error === "fail-open" ? "fail open" : "fail closed"}) `,
+      (a.allowed_outbound_hosts || []).length ? `may call ${a.allowed_outbound_hosts.join(", ")} ` : null,
       h("button", { class: "danger", type: "button", onclick: () => act(() => api("DELETE",
         `/v1/tenants/${enc(tenant)}/routes/${enc(r.id)}/plugins/${enc(a.plugin)}`), `Detached ${a.plugin}.`) }, `Detach ${a.plugin}`))) : "none"),
     h("td", {},

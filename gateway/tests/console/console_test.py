@@ -205,9 +205,11 @@ try:
     wait.until(EC.presence_of_element_located((By.ID, "attach-form")))
     driver.find_element(By.CSS_SELECTOR, "#attach-route option[value=api]").click()
     fill("attach-config", "request-value=console")
+    fill("attach-outbound", "https://auth.example.com")
     driver.find_element(By.CSS_SELECTOR, "#attach-form button[type=submit]").click()
     wait_message("attached to api")
     assert "tag v2" in driver.find_element(By.CSS_SELECTOR, "tr[data-route=api]").text
+    assert "may call https://auth.example.com:443" in driver.find_element(By.CSS_SELECTOR, "tr[data-route=api]").text
 
     step("traffic through the proxy moves the usage graph")
     time.sleep(1.0)  # the node applies the change (50 ms polls)
