@@ -8,6 +8,7 @@
 pub mod abi;
 mod imports;
 pub mod memory;
+pub mod wasi;
 
 use wasmparser::{Parser, Payload, TypeRef};
 

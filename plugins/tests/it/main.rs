@@ -9,4 +9,5 @@ mod fairness;
 mod hostile_backends;
 mod hostile_mysql;
 mod hostile_redis;
+mod proxy_wasm_start;
 mod runtime;
