@@ -6,6 +6,8 @@
 //! upload is refused saying so, after the same checks it will get.
 
 pub mod abi;
+pub mod context;
+pub mod env;
 mod imports;
 pub mod memory;
 pub mod wasi;

@@ -1,0 +1,153 @@
+//! What the proxy-wasm host functions read and change for the callback in progress: the
+//! request's and response's header maps, the buffers (configurations, bodies, an http_call's
+//! answer), a local response the module asked for, and which context is effective. One value
+//! per VM; the VM's driver (the gateway) fills it before a callback and reads it after.
+
+use std::collections::HashMap;
+
+use super::abi::{BufferType, MapType, Pairs};
+
+/// Pairs one map may hold after a module's edits: the same bound as a decoded map.
+const MAX_PAIRS: usize = super::abi::MAX_PAIRS as usize;
+
+/// A reply the module asked for with `proxy_send_local_response`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalResponse {
+    pub status: u16,
+    pub headers: Pairs,
+    pub body: Vec<u8>,
+}
+
+#[derive(Default)]
+pub struct HostContext {
+    /// The context the module's calls apply to (`proxy_set_effective_context` may switch it to
+    /// another live context of the same VM, never to another VM's).
+    pub effective: u32,
+    pub live_contexts: Vec<u32>,
+    maps: HashMap<u8, Pairs>,
+    buffers: HashMap<u8, Vec<u8>>,
+    pub local_response: Option<LocalResponse>,
+    /// Properties by dotted name (`request.path`).
+    pub properties: HashMap<String, Vec<u8>>,
+}
+
+fn map_key(m: MapType) -> u8 {
+    m as u8
+}
+
+fn buffer_key(b: BufferType) -> u8 {
+    b as u8
+}
+
+impl HostContext {
+    pub fn set_map(&mut self, m: MapType, pairs: Pairs) {
+        self.maps.insert(map_key(m), pairs);
+    }
+
+    pub fn map(&self, m: MapType) -> Option<&Pairs> {
+        self.maps.get(&map_key(m))
+    }
+
+    pub fn take_map(&mut self, m: MapType) -> Option<Pairs> {
+        self.maps.remove(&map_key(m))
+    }
+
+    pub fn set_buffer(&mut self, b: BufferType, bytes: Vec<u8>) {
+        self.buffers.insert(buffer_key(b), bytes);
+    }
+
+    pub fn buffer(&self, b: BufferType) -> Option<&Vec<u8>> {
+        self.buffers.get(&buffer_key(b))
+    }
+
+    /// The first value of `key` (names compare case-insensitively).
+    pub fn map_value(&self, m: MapType, key: &[u8]) -> Option<&[u8]> {
+        self.map(m)?
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Adds a value; false when the map is not available now or is full.
+    pub fn add(&mut self, m: MapType, key: &[u8], value: &[u8]) -> bool {
+        match self.maps.get_mut(&map_key(m)) {
+            Some(pairs) if pairs.len() < MAX_PAIRS => {
+                pairs.push((key.to_ascii_lowercase(), value.to_vec()));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Replaces every value of `key` with `value` (adds it when absent).
+    pub fn replace(&mut self, m: MapType, key: &[u8], value: &[u8]) -> bool {
+        if !self.remove(m, key) {
+            return false;
+        }
+        self.add(m, key, value)
+    }
+
+    /// Removes every value of `key`; false when the map is not available now.
+    pub fn remove(&mut self, m: MapType, key: &[u8]) -> bool {
+        match self.maps.get_mut(&map_key(m)) {
+            Some(pairs) => {
+                pairs.retain(|(k, _)| !k.eq_ignore_ascii_case(key));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Switches the effective context: only to a live context of this VM.
+    pub fn set_effective(&mut self, id: u32) -> bool {
+        if self.live_contexts.contains(&id) {
+            self.effective = id;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_edit_case_insensitively_within_bounds() {
+        let mut c = HostContext::default();
+        assert!(
+            !c.add(MapType::RequestHeaders, b"x", b"1"),
+            "no map outside its callback"
+        );
+        c.set_map(
+            MapType::RequestHeaders,
+            vec![(b"X-A".to_vec(), b"1".to_vec())],
+        );
+        assert_eq!(
+            c.map_value(MapType::RequestHeaders, b"x-a"),
+            Some(&b"1"[..])
+        );
+        assert!(c.replace(MapType::RequestHeaders, b"x-a", b"2"));
+        assert!(c.add(MapType::RequestHeaders, b"X-A", b"3"));
+        let values: Vec<&[u8]> = c
+            .map(MapType::RequestHeaders)
+            .unwrap()
+            .iter()
+            .map(|(_, v)| &v[..])
+            .collect();
+        assert_eq!(values, [&b"2"[..], &b"3"[..]]);
+        assert!(c.remove(MapType::RequestHeaders, b"X-a"));
+        assert!(c.map(MapType::RequestHeaders).unwrap().is_empty());
+        for i in 0..MAX_PAIRS {
+            assert!(c.add(MapType::RequestHeaders, format!("h{i}").as_bytes(), b"v"));
+        }
+        assert!(
+            !c.add(MapType::RequestHeaders, b"one-more", b"v"),
+            "a full map refuses"
+        );
+        c.live_contexts = vec![1, 2];
+        assert!(c.set_effective(2));
+        assert!(!c.set_effective(99), "no context of another request or VM");
+    }
+}

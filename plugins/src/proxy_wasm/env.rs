@@ -1,0 +1,427 @@
+//! The proxy-wasm host functions (`env`) that act on the callback's [`HostContext`]: logging,
+//! time, buffers, header maps, properties, local responses, the effective context and stream
+//! continuation. Functions the host does not serve yet answer UNIMPLEMENTED
+//! ([`stub_remaining`]). Every pointer goes through [`super::memory`]: a module's bad pointer
+//! fails its own call, never the host.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use wasmtime::{Caller, Linker, Module, Val};
+
+use super::abi::{self, BufferType, MapType, Status};
+use super::context::{HostContext, LocalResponse};
+use super::memory;
+
+/// What the host functions need of a VM's store data.
+pub trait ProxyHost: Send + 'static {
+    fn context(&mut self) -> &mut HostContext;
+    /// A log line from the module, into the tenant's log budget.
+    fn log(&mut self, level: tracing::Level, message: &str);
+}
+
+/// A property value or body larger than this is refused (`BAD_ARGUMENT`).
+const MAX_VALUE: usize = 1 << 20;
+
+fn code(r: Result<(), Status>) -> i32 {
+    match r {
+        Ok(()) => Status::Ok as i32,
+        Err(s) => s as i32,
+    }
+}
+
+/// What [`link`] serves.
+pub const SERVED: &[&str] = &[
+    "proxy_log",
+    "proxy_get_log_level",
+    "proxy_get_current_time_nanoseconds",
+    "proxy_get_buffer_bytes",
+    "proxy_get_buffer_status",
+    "proxy_get_header_map_pairs",
+    "proxy_get_header_map_value",
+    "proxy_set_header_map_pairs",
+    "proxy_add_header_map_value",
+    "proxy_replace_header_map_value",
+    "proxy_remove_header_map_value",
+    "proxy_get_property",
+    "proxy_set_property",
+    "proxy_send_local_response",
+    "proxy_set_effective_context",
+];
+
+/// Adds the served functions to `linker` under `env`.
+pub fn link<T: ProxyHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    const M: &str = "env";
+    linker.func_wrap(
+        M,
+        "proxy_log",
+        |mut c: Caller<'_, T>, level: i32, ptr: i32, len: i32| {
+            let Some(level) = abi::log_level(level) else {
+                return Status::BadArgument as i32;
+            };
+            code(memory::read(&mut c, ptr, len).map(|m| {
+                c.data_mut().log(level, &String::from_utf8_lossy(&m));
+            }))
+        },
+    )?;
+    linker.func_wrap(
+        M,
+        "proxy_get_log_level",
+        |mut c: Caller<'_, T>, ret: i32| {
+            code(memory::write_u32(&mut c, ret, 2)) // INFO
+        },
+    )?;
+    linker.func_wrap(
+        M,
+        "proxy_get_current_time_nanoseconds",
+        |mut c: Caller<'_, T>, ret: i32| {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            code(memory::write(&mut c, ret, &now.to_le_bytes()))
+        },
+    )?;
+    linker.func_wrap_async(
+        M,
+        "proxy_get_buffer_bytes",
+        |mut c: Caller<'_, T>, (buf, start, max, rp, rs): (i32, i32, i32, i32, i32)| {
+            Box::new(async move {
+                let Some(buf) = BufferType::from_i32(buf) else {
+                    return Ok(Status::BadArgument as i32);
+                };
+                let Some(bytes) = c.data_mut().context().buffer(buf).cloned() else {
+                    return Ok(Status::NotFound as i32);
+                };
+                let start = (start as u32 as usize).min(bytes.len());
+                let end = start.saturating_add(max as u32 as usize).min(bytes.len());
+                Ok(code(memory::give(&mut c, &bytes[start..end], rp, rs).await))
+            })
+        },
+    )?;
+    linker.func_wrap(
+        M,
+        "proxy_get_buffer_status",
+        |mut c: Caller<'_, T>, buf: i32, size: i32, _flags: i32| {
+            let Some(buf) = BufferType::from_i32(buf) else {
+                return Status::BadArgument as i32;
+            };
+            let Some(len) = c.data_mut().context().buffer(buf).map(Vec::len) else {
+                return Status::NotFound as i32;
+            };
+            code(memory::write_u32(&mut c, size, len as u32))
+        },
+    )?;
+    linker.func_wrap_async(
+        M,
+        "proxy_get_header_map_pairs",
+        |mut c: Caller<'_, T>, (map, rp, rs): (i32, i32, i32)| {
+            Box::new(async move {
+                let Some(map) = MapType::from_i32(map) else {
+                    return Ok(Status::BadArgument as i32);
+                };
+                let Some(pairs) = c.data_mut().context().map(map) else {
+                    return Ok(Status::NotFound as i32);
+                };
+                let bytes = abi::encode_map(pairs.iter().map(|(k, v)| (&k[..], &v[..])));
+                Ok(code(memory::give(&mut c, &bytes, rp, rs).await))
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        M,
+        "proxy_get_header_map_value",
+        |mut c: Caller<'_, T>, (map, kp, ks, rp, rs): (i32, i32, i32, i32, i32)| {
+            Box::new(async move {
+                let Some(map) = MapType::from_i32(map) else {
+                    return Ok(Status::BadArgument as i32);
+                };
+                let key = match memory::read(&mut c, kp, ks) {
+                    Ok(k) => k,
+                    Err(s) => return Ok(s as i32),
+                };
+                let Some(value) = c
+                    .data_mut()
+                    .context()
+                    .map_value(map, &key)
+                    .map(<[u8]>::to_vec)
+                else {
+                    return Ok(Status::NotFound as i32);
+                };
+                Ok(code(memory::give(&mut c, &value, rp, rs).await))
+            })
+        },
+    )?;
+    linker.func_wrap(
+        M,
+        "proxy_set_header_map_pairs",
+        |mut c: Caller<'_, T>, map: i32, ptr: i32, len: i32| {
+            let Some(map) = MapType::from_i32(map) else {
+                return Status::BadArgument as i32;
+            };
+            let bytes = match memory::read(&mut c, ptr, len) {
+                Ok(b) => b,
+                Err(s) => return s as i32,
+            };
+            match abi::decode_map(&bytes) {
+                Ok(pairs) if c.data_mut().context().map(map).is_some() => {
+                    c.data_mut().context().set_map(map, pairs);
+                    Status::Ok as i32
+                }
+                Ok(_) => Status::NotFound as i32,
+                Err(_) => Status::SerializationFailure as i32,
+            }
+        },
+    )?;
+    for (name, op) in [
+        ("proxy_add_header_map_value", 0u8),
+        ("proxy_replace_header_map_value", 1),
+    ] {
+        linker.func_wrap(
+            M,
+            name,
+            move |mut c: Caller<'_, T>, map: i32, kp: i32, ks: i32, vp: i32, vs: i32| {
+                let Some(map) = MapType::from_i32(map) else {
+                    return Status::BadArgument as i32;
+                };
+                let (key, value) =
+                    match (memory::read(&mut c, kp, ks), memory::read(&mut c, vp, vs)) {
+                        (Ok(k), Ok(v)) => (k, v),
+                        (Err(s), _) | (_, Err(s)) => return s as i32,
+                    };
+                let ctx = c.data_mut().context();
+                let done = if op == 0 {
+                    ctx.add(map, &key, &value)
+                } else {
+                    ctx.replace(map, &key, &value)
+                };
+                if done {
+                    Status::Ok as i32
+                } else {
+                    Status::NotFound as i32
+                }
+            },
+        )?;
+    }
+    linker.func_wrap(
+        M,
+        "proxy_remove_header_map_value",
+        |mut c: Caller<'_, T>, map: i32, kp: i32, ks: i32| {
+            let Some(map) = MapType::from_i32(map) else {
+                return Status::BadArgument as i32;
+            };
+            match memory::read(&mut c, kp, ks) {
+                Ok(key) if c.data_mut().context().remove(map, &key) => Status::Ok as i32,
+                Ok(_) => Status::NotFound as i32,
+                Err(s) => s as i32,
+            }
+        },
+    )?;
+    linker.func_wrap_async(
+        M,
+        "proxy_get_property",
+        |mut c: Caller<'_, T>, (pp, ps, rp, rs): (i32, i32, i32, i32)| {
+            Box::new(async move {
+                let path = match memory::read(&mut c, pp, ps) {
+                    Ok(p) => abi::property_path(&p),
+                    Err(s) => return Ok(s as i32),
+                };
+                let Some(value) = c.data_mut().context().properties.get(&path).cloned() else {
+                    return Ok(Status::NotFound as i32);
+                };
+                Ok(code(memory::give(&mut c, &value, rp, rs).await))
+            })
+        },
+    )?;
+    linker.func_wrap(
+        M,
+        "proxy_set_property",
+        |mut c: Caller<'_, T>, pp: i32, ps: i32, vp: i32, vs: i32| {
+            let (path, value) = match (memory::read(&mut c, pp, ps), memory::read(&mut c, vp, vs)) {
+                (Ok(p), Ok(v)) => (abi::property_path(&p), v),
+                (Err(s), _) | (_, Err(s)) => return s as i32,
+            };
+            let props = &mut c.data_mut().context().properties;
+            // A module's own properties are bounded in number and size.
+            if value.len() > MAX_VALUE || (props.len() >= 256 && !props.contains_key(&path)) {
+                return Status::BadArgument as i32;
+            }
+            props.insert(path, value);
+            Status::Ok as i32
+        },
+    )?;
+    linker.func_wrap(
+        M,
+        "proxy_send_local_response",
+        |mut c: Caller<'_, T>,
+         status: i32,
+         _dp: i32,
+         _ds: i32,
+         bp: i32,
+         bs: i32,
+         hp: i32,
+         hs: i32,
+         _grpc: i32| {
+            let (body, headers) = match (memory::read(&mut c, bp, bs), memory::read(&mut c, hp, hs))
+            {
+                (Ok(b), Ok(h)) => (b, h),
+                (Err(s), _) | (_, Err(s)) => return s as i32,
+            };
+            let headers = if headers.is_empty() {
+                Vec::new()
+            } else {
+                match abi::decode_map(&headers) {
+                    Ok(h) => h,
+                    Err(_) => return Status::SerializationFailure as i32,
+                }
+            };
+            let Ok(status) = u16::try_from(status) else {
+                return Status::BadArgument as i32;
+            };
+            if !(200..=599).contains(&status) || body.len() > MAX_VALUE {
+                return Status::BadArgument as i32;
+            }
+            c.data_mut().context().local_response = Some(LocalResponse {
+                status,
+                headers,
+                body,
+            });
+            Status::Ok as i32
+        },
+    )?;
+    linker.func_wrap(
+        M,
+        "proxy_set_effective_context",
+        |mut c: Caller<'_, T>, id: i32| {
+            if c.data_mut().context().set_effective(id as u32) {
+                Status::Ok as i32
+            } else {
+                Status::BadArgument as i32
+            }
+        },
+    )?;
+    Ok(())
+}
+
+/// Defines every `env` function `module` imports that [`link`] does not serve, answering
+/// UNIMPLEMENTED (upload checked that each is one of the ABI's: `imports.rs`).
+pub fn stub_remaining<T: ProxyHost>(
+    linker: &mut Linker<T>,
+    module: &Module,
+) -> wasmtime::Result<()> {
+    for import in module.imports() {
+        if import.module() != "env" || SERVED.contains(&import.name()) {
+            continue;
+        }
+        let Some(ty) = import.ty().func().cloned() else {
+            continue;
+        };
+        linker.func_new("env", import.name(), ty, |_, _, results| {
+            if let Some(r) = results.first_mut() {
+                *r = Val::I32(Status::Unimplemented as i32);
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::{Config, Engine, Store};
+
+    #[derive(Default)]
+    struct Host {
+        ctx: HostContext,
+        logs: Vec<String>,
+    }
+
+    impl ProxyHost for Host {
+        fn context(&mut self) -> &mut HostContext {
+            &mut self.ctx
+        }
+        fn log(&mut self, _: tracing::Level, message: &str) {
+            self.logs.push(message.to_string());
+        }
+    }
+
+    /// `run` exercises the served functions; each status lands at 300 + 4·i.
+    const WAT: &str = r#"(module
+      (import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_remove_header_map_value" (func $rm (param i32 i32 i32) (result i32)))
+      (import "env" "proxy_send_local_response" (func $reply (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_set_header_map_pairs" (func $setpairs (param i32 i32 i32) (result i32)))
+      (import "env" "proxy_set_effective_context" (func $eff (param i32) (result i32)))
+      (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+      (import "env" "proxy_grpc_call" (func $grpc (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 100) "x-in")
+      (data (i32.const 110) "x-addedyes")
+      (data (i32.const 130) "denied")
+      (data (i32.const 140) "\a0\86\01\00")
+      (data (i32.const 150) "hello from wasm")
+      (global $next (mut i32) (i32.const 4096))
+      (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+        (local $p i32) global.get $next local.set $p
+        global.get $next local.get $n i32.add global.set $next local.get $p)
+      (func (export "run")
+        (i32.store (i32.const 300) (call $get (i32.const 0) (i32.const 100) (i32.const 4) (i32.const 200) (i32.const 204)))
+        (i32.store (i32.const 304) (call $add (i32.const 0) (i32.const 110) (i32.const 7) (i32.const 117) (i32.const 3)))
+        (i32.store (i32.const 308) (call $rm (i32.const 0) (i32.const 100) (i32.const 4)))
+        (i32.store (i32.const 312) (call $reply (i32.const 403) (i32.const 0) (i32.const 0) (i32.const 130) (i32.const 6) (i32.const 0) (i32.const 0) (i32.const -1)))
+        ;; 100,000 pairs claimed in 4 bytes
+        (i32.store (i32.const 316) (call $setpairs (i32.const 0) (i32.const 140) (i32.const 4)))
+        (i32.store (i32.const 320) (call $eff (i32.const 999)))
+        (i32.store (i32.const 324) (call $log (i32.const 2) (i32.const 65530) (i32.const 100)))
+        (i32.store (i32.const 328) (call $log (i32.const 2) (i32.const 150) (i32.const 15)))
+        (i32.store (i32.const 332) (call $grpc (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)))))"#;
+
+    #[tokio::test]
+    async fn header_maps_replies_and_bad_calls_through_the_abi() {
+        let engine = Engine::new(&Config::new()).unwrap();
+        let module = Module::new(&engine, wat::parse_str(WAT).unwrap()).unwrap();
+        let mut linker = Linker::<Host>::new(&engine);
+        link(&mut linker).unwrap();
+        stub_remaining(&mut linker, &module).unwrap();
+        let mut host = Host::default();
+        host.ctx.set_map(
+            MapType::RequestHeaders,
+            vec![(b"x-in".to_vec(), b"secret".to_vec())],
+        );
+        host.ctx.live_contexts = vec![1, 2];
+        let mut store = Store::new(&engine, host);
+        let instance = linker.instantiate_async(&mut store, &module).await.unwrap();
+        let run = instance
+            .get_typed_func::<(), ()>(&mut store, "run")
+            .unwrap();
+        run.call_async(&mut store, ()).await.unwrap();
+
+        let mem = instance.get_memory(&mut store, "memory").unwrap();
+        let data = mem.data(&store);
+        let word = |at: usize| u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as i32;
+        let statuses: Vec<i32> = (0..9).map(|i| word(300 + 4 * i)).collect();
+        use Status::*;
+        let expected = [
+            Ok,
+            Ok,
+            Ok,
+            Ok,
+            SerializationFailure,
+            BadArgument,
+            InvalidMemoryAccess,
+            Ok,
+            Unimplemented,
+        ]
+        .map(|s| s as i32);
+        assert_eq!(statuses, expected);
+        let (at, len) = (word(200) as usize, word(204) as usize);
+        assert_eq!(&data[at..at + len], b"secret");
+
+        let host = store.data();
+        let headers = host.ctx.map(MapType::RequestHeaders).unwrap();
+        assert_eq!(headers, &vec![(b"x-added".to_vec(), b"yes".to_vec())]);
+        let reply = host.ctx.local_response.as_ref().unwrap();
+        assert_eq!((reply.status, &reply.body[..]), (403, &b"denied"[..]));
+        assert_eq!(host.logs, ["hello from wasm"]);
+    }
+}
