@@ -10,6 +10,7 @@ pub mod context;
 pub mod env;
 mod imports;
 pub mod memory;
+pub mod vm;
 pub mod wasi;
 
 use wasmparser::{Parser, Payload, TypeRef};
