@@ -4,6 +4,8 @@
 //! background until the end; the others must exit 0, and the requests the page sends through the
 //! gateway must show the plugin's header: v1's, v2's after the upgrade, v1's after the rollback.
 //!
+//! Then README.md's ten-line first plugin, against the same gateway.
+//!
 //! The page's ports become free ones: `wharf serve` reads listen/admin_listen from a bootstrap
 //! file given in WHARF_CONFIG, and `localhost:8080`, `localhost:9080`, `127.0.0.1:8081` are
 //! replaced in the blocks. Variables travel between blocks as the page `export`s them (each
@@ -232,6 +234,32 @@ fn the_tutorial_runs_as_written() {
     assert_eq!(
         echoed["headers"]["x-wharf-plugin"], "add-header",
         "{echoed}"
+    );
+
+    // README.md's "first plugin" lines, against the same gateway (its demo tenant, the same
+    // operator token), in a folder of their own.
+    let readme = std::fs::read_to_string(repo.join("README.md")).expect("README.md");
+    let first = sh_blocks(&readme);
+    assert_eq!(
+        first.len(),
+        1,
+        "README.md: one ```sh block, the first plugin"
+    );
+    let mut text = first[0].text.clone();
+    for (from, to) in &ports {
+        text = text.replace(from, to);
+    }
+    std::fs::create_dir_all(dir.join("readme")).unwrap();
+    let out = command(format!("cd readme\nset -eo pipefail\n{text}"))
+        .output()
+        .expect("run bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && header_values(&stdout, "x-wharf-served-by") == ["wharf"],
+        "README.md:{}: ({}):\n{text}\n--- stdout\n{stdout}\n--- stderr\n{}",
+        first[0].line,
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
     );
     drop(servers);
     let _ = std::fs::remove_dir_all(&dir);
