@@ -69,6 +69,7 @@ install_jco() {
   need_cmd npm npm
   if [ ! -x "$TOOLS_DIR/node_modules/.bin/jco" ]; then
     echo "wharf: installing @bytecodealliance/jco $JCO_VERSION (once)" >&2
+    mkdir -p "$TOOLS_DIR" # an empty cache: the first tool installed
     (cd "$TOOLS_DIR" && npm install --silent --no-audit --no-fund "@bytecodealliance/jco@$JCO_VERSION" >&2)
   fi
 }

@@ -41,6 +41,7 @@ mod tenant_quotas;
 mod tls;
 mod tls_operations;
 mod tracing;
+mod tutorial;
 mod upgrade;
 mod upstream_names;
 mod upstream_names_under_load;
