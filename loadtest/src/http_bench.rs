@@ -93,9 +93,12 @@ fn serve() -> anyhow::Result<SocketAddr> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let listener = {
+        let _in_rt = rt.enter();
+        tokio::net::TcpListener::from_std(listener)?
+    };
     std::thread::spawn(move || {
         rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
             while let Ok((conn, _)) = listener.accept().await {
                 tokio::spawn(answer(conn));
             }
