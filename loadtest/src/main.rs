@@ -2,6 +2,8 @@
 //! See docs/benchmarks.md for the commands that produced the published numbers.
 
 mod bare_pingora;
+mod host_call;
+mod http_bench;
 mod http_load;
 mod memory;
 mod node;
@@ -44,6 +46,15 @@ enum Scenario {
         #[arg(long, env = "WHARF_TEST_REDIS_URL")]
         redis: String,
         /// The redis-rate-limit plugin component.
+        #[arg(long)]
+        file: std::path::PathBuf,
+        #[arg(long, default_value_t = 5_000)]
+        iterations: usize,
+    },
+    /// One outbound HTTP call per request through a plugin vs directly, same client code,
+    /// against a keep-alive server on loopback started here.
+    HttpCall {
+        /// The hostile example plugin component (its `fetch` mode makes the call).
         #[arg(long)]
         file: std::path::PathBuf,
         #[arg(long, default_value_t = 5_000)]
@@ -156,6 +167,11 @@ fn main() -> anyhow::Result<()> {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             redis_bench::run(redis, bytes, iterations)
+        }
+        Scenario::HttpCall { file, iterations } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            http_bench::run(bytes, iterations)
         }
         Scenario::NoisyNeighbour {
             wharf,
