@@ -11,7 +11,7 @@ use wharf_metrics::Metrics;
 use wharf_plugins::capabilities::{
     Capabilities, CapabilitySettings, TenantCapabilities, DEFAULT_RESULT_BUDGET_BYTES,
 };
-use wharf_plugins::types::{Header, Request, RequestAction};
+use wharf_plugins::types::{Request, RequestAction};
 use wharf_plugins::{CompiledPlugin, Invocation, PluginQuotas, PluginRuntime, RuntimeSettings};
 use wharf_tenancy::outbound::OutboundHost;
 use wharf_tenancy::Quotas;
@@ -75,20 +75,7 @@ impl PluginCall {
             ),
             outbound: outbound.into(),
             caps,
-            request: Request {
-                method: "GET".into(),
-                path: "/".into(),
-                headers: headers
-                    .iter()
-                    .map(|(n, v)| Header {
-                        name: n.to_string(),
-                        value: v.as_bytes().to_vec(),
-                    })
-                    .collect(),
-                client_addr: "127.0.0.1".into(),
-                tenant_id: "bench".into(),
-                route_id: "api".into(),
-            },
+            request: wharf_plugins::test_support::get_request("/", headers, "bench"),
         })
     }
 

@@ -248,3 +248,21 @@ pub fn capabilities(
     crate::capabilities::Capabilities::new(settings, metrics, result_budget_bytes)
         .unwrap_or_else(|e| panic!("test capabilities: {e}"))
 }
+
+/// A GET of `path` from 127.0.0.1 with `headers`, as the gateway hands it to `on-request`.
+pub fn get_request(path: &str, headers: &[(&str, &str)], tenant: &str) -> crate::types::Request {
+    crate::types::Request {
+        method: "GET".into(),
+        path: path.into(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| crate::types::Header {
+                name: n.to_string(),
+                value: v.as_bytes().to_vec(),
+            })
+            .collect(),
+        client_addr: "127.0.0.1".into(),
+        tenant_id: tenant.into(),
+        route_id: "api".into(),
+    }
+}

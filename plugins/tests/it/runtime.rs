@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use wharf_metrics::Metrics;
 use wharf_plugins::test_support::*;
-use wharf_plugins::types::{Header, HeaderOp, Request, RequestAction, Response};
+use wharf_plugins::types::{HeaderOp, Request, RequestAction, Response};
 use wharf_plugins::{
     Invocation, PluginError, PluginQuotas, PluginRuntime, RejectError, RuntimeSettings,
 };
@@ -26,20 +26,7 @@ fn runtime_in(dir: Option<&std::path::Path>) -> (Arc<PluginRuntime>, Arc<Metrics
 }
 
 fn request(path: &str, headers: &[(&str, &str)]) -> Request {
-    Request {
-        method: "GET".into(),
-        path: path.into(),
-        headers: headers
-            .iter()
-            .map(|(n, v)| Header {
-                name: n.to_string(),
-                value: v.as_bytes().to_vec(),
-            })
-            .collect(),
-        client_addr: "127.0.0.1".into(),
-        tenant_id: "acme".into(),
-        route_id: "api".into(),
-    }
+    wharf_plugins::test_support::get_request(path, headers, "acme")
 }
 
 fn config(pairs: &[(&str, &str)]) -> Arc<BTreeMap<String, String>> {
