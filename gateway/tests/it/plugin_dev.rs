@@ -165,7 +165,7 @@ async fn wharf_dev_serves_a_plugin_folder_and_reloads_it_on_change() {
         "request-header=x-dev\nrequest-value=1\n",
     )
     .unwrap();
-    let (listen, admin) = (free_addr(), free_addr());
+    let [listen, admin] = free_addrs();
     let log = std::fs::File::create(dir.join("dev.log")).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
         .args([

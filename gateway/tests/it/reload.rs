@@ -82,7 +82,16 @@ async fn three_nodes_sharing_postgres_converge_incrementally() {
     // A third node that was down through those changes starts from the whole snapshot, then
     // follows the next change incrementally like the others.
     let n3 = Wharf::start(&url).await;
-    assert_eq!(n3.get("acme.test", "/").await.json["upstream"], "b");
+    let first = n3.get("acme.test", "/").await;
+    // Seen once under a loaded full-suite run: an empty answer here (status now in the message).
+    assert_eq!(
+        first.json["upstream"],
+        "b",
+        "status {}, headers {:?}\n{}",
+        first.status,
+        first.headers,
+        n3.log()
+    );
     store
         .create_tenant("beta", "Beta", &["beta.test"])
         .await

@@ -104,6 +104,15 @@ pub(crate) fn free_addr() -> SocketAddr {
     l.local_addr().expect("addr")
 }
 
+/// `N` distinct free addresses: held open together while picked, so two are never the same
+/// port (one after the other, the kernel may hand the released port out again).
+pub(crate) fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("addr"))
+}
+
 /// A tenant with its hostnames and one route: most tests' starting point.
 pub(crate) async fn tenant_with_route(store: &Store, id: &str, hosts: &[&str], route: Route) {
     store.create_tenant(id, id, hosts).await.unwrap();

@@ -73,8 +73,9 @@ impl Wharf {
     ) -> Result<Wharf, String> {
         let dir = std::env::temp_dir().join(format!("wharf-gw-{}", unique_suffix()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let proxy = free_addr();
-        let admin = free_addr();
+        // Distinct: the proxy and admin listeners once got the same port, and the node waited
+        // for an admin listener that was its proxy.
+        let [proxy, admin] = free_addrs();
         // Test upstreams listen on loopback, which the egress policy refuses unless allowed.
         let egress = if extra_toml.contains("egress_allow") {
             ""
