@@ -2,7 +2,7 @@
 //! example against a real HTTPS service of a test CA, found through a real DNS server; and, from
 //! the attacker's side with the hostile plugin's `fetch` mode, every destination the egress
 //! policy or the allow-list refuses, and the quotas that bound one request's calls, a slow
-//! server and an endless response.
+//! server, an endless response and the connections a tenant holds open.
 
 use std::time::{Duration, Instant};
 
@@ -309,7 +309,7 @@ async fn one_request_cannot_make_the_node_spend_past_the_tenants_outbound_quotas
         "hostile",
         json!({"mode": "fetch", "count": "1000"}),
         json!(["http://127.0.0.1:*"]),
-        json!({"http_requests_per_second": 50, "http_timeout_ms": 1500, "http_max_response_bytes": 1048576}),
+        json!({"http_requests_per_second": 50, "http_timeout_ms": 1500, "http_max_response_bytes": 1048576, "http_max_connections": 2}),
     )
     .await;
 
@@ -373,6 +373,28 @@ async fn one_request_cannot_make_the_node_spend_past_the_tenants_outbound_quotas
     assert!(
         took < Duration::from_millis(2900),
         "the 1.5 s timeout took {took:?}"
+    );
+    // Open connections, in use and idle, all destinations: 2. The first server's connection
+    // is idle in the pool; one more destination fits, the next is refused before it is dialled.
+    let (x, y) = (
+        HttpServer::plain(|_| (200, "x".into())).await,
+        HttpServer::plain(|_| (200, "y".into())).await,
+    );
+    let v = fetch(&gw, &format!("http://{}/", x.addr)).await;
+    assert_eq!(v["ok"], 1, "{v}");
+    let v = fetch(&gw, &format!("http://{}/", y.addr)).await;
+    assert_eq!(v["error"], "quota-exceeded", "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("http_max_connections"),
+        "{v}"
+    );
+    assert_eq!(
+        y.connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "never dialled"
     );
     endless_task.abort();
     silent_task.abort();

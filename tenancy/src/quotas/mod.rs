@@ -101,6 +101,10 @@ quota_group! {
         max_response_bytes: u64 = 1 << 20, "http_max_response_bytes", within(1 << 10, 64 << 20);
         /// Idle connections kept per destination for reuse.
         idle_connections_per_host: u32 = 4, "http_idle_connections_per_host", within(0, 1_000);
+        /// Connections the tenant's plugins may hold open at once, in use and idle, all
+        /// destinations together (a wildcard allow-list cannot make the node keep a connection
+        /// per name); past it a new connection fails `quota-exceeded` until one closes.
+        max_connections: u32 = 32, "http_max_connections", within(1, 10_000);
     }
 }
 

@@ -47,6 +47,8 @@ pub(super) enum ConnectError {
     Tls(String, io::Error),
     #[error("not an http(s) URL with a host")]
     BadUri,
+    #[error("{0} connections are open (http_max_connections)")]
+    TooMany(usize),
 }
 
 /// Makes a tenant's connections (cheap to clone: the pool holds one per connect).
@@ -55,14 +57,23 @@ pub(super) struct Connector(Arc<Dialer>);
 
 struct Dialer {
     dialing: Dialing,
+    /// The tenant's open connections, in use and idle: a permit per connection.
+    open: Arc<tokio::sync::Semaphore>,
+    max_open: usize,
     tls: tokio_rustls::TlsConnector,
     names: Mutex<VecDeque<Arc<Name>>>,
 }
 
 impl Connector {
-    pub(super) fn new(dialing: Dialing, tls: Arc<rustls::ClientConfig>) -> Connector {
+    pub(super) fn new(
+        dialing: Dialing,
+        tls: Arc<rustls::ClientConfig>,
+        max_open: usize,
+    ) -> Connector {
         Connector(Arc::new(Dialer {
             dialing,
+            open: Arc::new(tokio::sync::Semaphore::new(max_open)),
+            max_open,
             tls: tls.into(),
             names: Mutex::new(VecDeque::new()),
         }))
@@ -93,6 +104,12 @@ impl tower_service::Service<Uri> for Connector {
 
 impl Dialer {
     async fn connect(&self, uri: Uri) -> Result<Conn, ConnectError> {
+        // Taken before anything is resolved or dialled; held by the connection until it closes.
+        let slot = self
+            .open
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ConnectError::TooMany(self.max_open))?;
         let https = uri.scheme_str() == Some("https");
         let host = uri.host().ok_or(ConnectError::BadUri)?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -129,7 +146,10 @@ impl Dialer {
         let tcp = tcp.ok_or_else(|| ConnectError::Refused(first.to_string(), last))?;
         let _ = tcp.set_nodelay(true);
         if !https {
-            return Ok(Conn(TokioIo::new(Stream::Plain(tcp))));
+            return Ok(Conn {
+                io: TokioIo::new(Stream::Plain(tcp)),
+                _slot: slot,
+            });
         }
         let name = rustls::pki_types::ServerName::try_from(host.to_string())
             .map_err(|_| ConnectError::BadUri)?;
@@ -138,7 +158,10 @@ impl Dialer {
             .connect(name, tcp)
             .await
             .map_err(|e| ConnectError::Tls(host.to_string(), e))?;
-        Ok(Conn(TokioIo::new(Stream::Tls(Box::new(tls)))))
+        Ok(Conn {
+            io: TokioIo::new(Stream::Tls(Box::new(tls))),
+            _slot: slot,
+        })
     }
 
     /// The addresses `host` stands for now: itself when it is an IP, else the resolver's answer
@@ -182,8 +205,11 @@ impl Dialer {
     }
 }
 
-/// A connection as hyper's client wants it.
-pub(super) struct Conn(TokioIo<Stream>);
+/// A connection as hyper's client wants it, and its place among the tenant's open connections.
+pub(super) struct Conn {
+    io: TokioIo<Stream>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
 
 enum Stream {
     Plain(TcpStream),
@@ -202,7 +228,7 @@ impl hyper::rt::Read for Conn {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
@@ -212,15 +238,15 @@ impl hyper::rt::Write for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

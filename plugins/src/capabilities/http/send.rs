@@ -70,7 +70,7 @@ impl TenantHttp {
             .pool_max_idle_per_host(q.idle_connections_per_host as usize)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .build(Connector::new(dialing, tls));
+            .build(Connector::new(dialing, tls, q.max_connections as usize));
         TenantHttp {
             tenant: tenant.to_string(),
             client,
@@ -140,7 +140,17 @@ impl TenantHttp {
     }
 
     async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<IncomingResponse, HostError> {
-        let response = self.client.request(request).await.map_err(failed)?;
+        let response = self.client.request(request).await.map_err(|e| {
+            let e = failed(e);
+            if matches!(e, HostError::QuotaExceeded(_)) {
+                reject(
+                    &self.metrics,
+                    &self.tenant,
+                    HttpQuotas::NAMES.max_connections.as_str(),
+                );
+            }
+            e
+        })?;
         let (parts, mut body) = response.into_parts();
         let cap = self.quotas.max_response_bytes;
         let mut size: u64 = 0;
@@ -258,6 +268,7 @@ fn failed(e: hyper_util::client::legacy::Error) -> HostError {
         if let Some(c) = err.downcast_ref::<ConnectError>() {
             return match c {
                 ConnectError::Forbidden(why) => HostError::Denied(why.clone()),
+                ConnectError::TooMany(_) => HostError::QuotaExceeded(c.to_string()),
                 other => HostError::Backend(other.to_string()),
             };
         }
