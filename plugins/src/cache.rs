@@ -21,7 +21,7 @@ use std::sync::{Arc, OnceLock};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
-use wasmtime::Engine;
+use wasmtime::{Engine, Module};
 use wharf_metrics::Metrics;
 
 use wasmtime::component::InstancePre;
@@ -42,6 +42,8 @@ pub enum Exports {
     /// `request-filter` / `request-body-filter`: `handle-request` with the head only; no
     /// response phase.
     RequestFilter(RequestFilterPre<PluginState>),
+    /// A proxy-wasm module (Envoy's ABI), run in a long-lived VM (`proxy_wasm::pool`).
+    ProxyWasm(crate::proxy_wasm::ProxyWasmCode),
 }
 
 impl Exports {
@@ -65,7 +67,11 @@ impl Exports {
 
     /// Whether the plugin has a response phase (its instance lives until the response).
     pub fn has_response_phase(&self) -> bool {
-        !matches!(self, Exports::RequestFilter(_))
+        match self {
+            Exports::RequestFilter(_) => false,
+            Exports::ProxyWasm(code) => code.has_response_phase(),
+            _ => true,
+        }
     }
 
     /// Whether it reads the response body (the proxy holds the body back for it).
@@ -94,6 +100,8 @@ type Slot = Arc<OnceLock<Result<Arc<CompiledPlugin>, RejectError>>>;
 pub struct ComponentCache {
     engine: Engine,
     linker: Linker<PluginState>,
+    /// Links proxy-wasm modules: the ABI's `env` functions and the WASI subset.
+    core_linker: wasmtime::Linker<PluginState>,
     dir: Option<PathBuf>,
     entries: Mutex<HashMap<String, Slot>>,
     /// Bytes of compiled code kept for plugins nothing else holds.
@@ -122,6 +130,7 @@ impl ComponentCache {
             d.join(format!("{:016x}", h.finish()))
         });
         ComponentCache {
+            core_linker: crate::proxy_wasm::linker(&engine),
             engine,
             linker,
             dir,
@@ -160,8 +169,8 @@ impl ComponentCache {
         if let Some(hit) = self.get_in_memory(sha256) {
             return Some(hit);
         }
-        let (component, footprint) = self.load_from_disk(sha256)?;
-        let compiled = self.prepare(sha256, component, footprint).ok()?;
+        let (code, footprint) = self.load_from_disk(sha256)?;
+        let compiled = self.prepare(sha256, code, footprint).ok()?;
         let slot = self.slot(sha256);
         let stored = slot.get_or_init(|| Ok(compiled));
         self.metrics
@@ -195,11 +204,14 @@ impl ComponentCache {
             .get_or_init(|| {
                 compiled_here = true;
                 self.metrics.compiled_cache_misses_total.inc();
-                let component = compile(&self.engine, bytes)?;
-                let footprint =
-                    Footprint::of(bytes).map_err(|e| RejectError::NotAComponent(e.to_string()))?;
-                self.store_on_disk(&sha, &component, footprint);
-                self.prepare(&sha, component, footprint)
+                let code = compile(&self.engine, bytes)?;
+                let footprint = match code {
+                    Code::Component(_) => Footprint::of(bytes)
+                        .map_err(|e| RejectError::NotAComponent(e.to_string()))?,
+                    Code::Module(_) => Footprint::MODULE,
+                };
+                self.store_on_disk(&sha, &code, footprint);
+                self.prepare(&sha, code, footprint)
             })
             .clone();
         if compiled_here {
@@ -270,23 +282,33 @@ impl ComponentCache {
         self.trim();
     }
 
-    /// Checks the component against the world (imports we provide, exports we call).
+    /// Checks the component against the world (imports we provide, exports we call), or the
+    /// proxy-wasm module against the ABI host.
     fn prepare(
         &self,
         sha: &str,
-        component: Component,
+        code: Code,
         footprint: Footprint,
     ) -> Result<Arc<CompiledPlugin>, RejectError> {
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| RejectError::WrongWorld(describe(&e)))?;
-        let exports = Exports::of(&component, pre)?;
-        let image = component.image_range();
-        let reads_body = component
-            .component_type()
-            .imports(&self.engine)
-            .any(|(name, _)| name.starts_with(crate::capabilities::body::INTERFACE));
+        let (exports, image, reads_body) = match code {
+            Code::Component(component) => {
+                let pre = self
+                    .linker
+                    .instantiate_pre(&component)
+                    .map_err(|e| RejectError::WrongWorld(describe(&e)))?;
+                let exports = Exports::of(&component, pre)?;
+                let reads_body = component
+                    .component_type()
+                    .imports(&self.engine)
+                    .any(|(name, _)| name.starts_with(crate::capabilities::body::INTERFACE));
+                (exports, component.image_range(), reads_body)
+            }
+            Code::Module(module) => {
+                let code = crate::proxy_wasm::ProxyWasmCode::new(&self.core_linker, &module)
+                    .map_err(|e| RejectError::ProxyWasm(describe(&e)))?;
+                (Exports::ProxyWasm(code), module.image_range(), false)
+            }
+        };
         Ok(Arc::new(CompiledPlugin {
             sha256: sha.to_string(),
             exports,
@@ -314,12 +336,16 @@ impl ComponentCache {
         digest.with_extension("footprint")
     }
 
-    fn store_on_disk(&self, sha: &str, component: &Component, footprint: Footprint) {
+    fn store_on_disk(&self, sha: &str, code: &Code, footprint: Footprint) {
         let Some((artifact, digest)) = self.paths(sha) else {
             return;
         };
         let write = || -> std::io::Result<()> {
-            let bytes = component.serialize().map_err(std::io::Error::other)?;
+            let bytes = match code {
+                Code::Component(c) => c.serialize(),
+                Code::Module(m) => m.serialize(),
+            }
+            .map_err(std::io::Error::other)?;
             std::fs::create_dir_all(artifact.parent().unwrap_or(Path::new(".")))?;
             let tmp = artifact.with_extension(format!("tmp{}", std::process::id()));
             std::fs::write(&tmp, &bytes)?;
@@ -341,7 +367,7 @@ impl ComponentCache {
     }
 
     /// An artifact and its footprint; one written before footprints were kept is compiled again.
-    fn load_from_disk(&self, sha: &str) -> Option<(Component, Footprint)> {
+    fn load_from_disk(&self, sha: &str) -> Option<(Code, Footprint)> {
         let (artifact, digest) = self.paths(sha)?;
         let counts: Vec<u32> = std::fs::read_to_string(Self::footprint_path(&digest))
             .ok()?
@@ -363,9 +389,17 @@ impl ComponentCache {
             tracing::warn!("disk cache entry {sha} does not match its digest; recompiling");
             return None;
         }
-        // SAFETY: the file was produced by `Component::serialize` of an engine with the same
-        // compatibility hash (it is in the directory name) and its digest matches what we wrote.
-        match unsafe { Component::deserialize(&self.engine, &bytes) } {
+        // The file was produced by `Component::serialize` (or `Module::serialize`, as its
+        // footprint says) of an engine with the same compatibility hash (it is in the directory
+        // name) and its digest matches what we wrote.
+        let code = if footprint == Footprint::MODULE {
+            // SAFETY: as above, a module artifact this cache wrote.
+            unsafe { Module::deserialize(&self.engine, &bytes) }.map(Code::Module)
+        } else {
+            // SAFETY: as above, a component artifact this cache wrote.
+            unsafe { Component::deserialize(&self.engine, &bytes) }.map(Code::Component)
+        };
+        match code {
             Ok(c) => Some((c, footprint)),
             Err(e) => {
                 tracing::warn!("disk cache entry {sha} unusable ({e}); recompiling");
@@ -375,22 +409,28 @@ impl ComponentCache {
     }
 }
 
-fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, RejectError> {
+/// Compiled code: a component of Wharf's world, or a proxy-wasm core module.
+enum Code {
+    Component(Component),
+    Module(Module),
+}
+
+fn compile(engine: &Engine, bytes: &[u8]) -> Result<Code, RejectError> {
     const CORE_MODULE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
     if bytes.starts_with(&CORE_MODULE) {
-        return Err(match crate::proxy_wasm::inspect(bytes) {
-            Ok(Some(m)) => RejectError::ProxyWasm(format!(
-                "a proxy-wasm module (ABI {}) whose imports Wharf knows; proxy-wasm plugins are not \
-                 served yet: build it as a Wharf component for now",
-                m.abi
-            )),
-            Err(e) => RejectError::ProxyWasm(e.to_string()),
-            Ok(None) => RejectError::NotAComponent(
+        return match crate::proxy_wasm::inspect(bytes) {
+            Ok(Some(_)) => Module::new(engine, bytes)
+                .map(Code::Module)
+                .map_err(|e| RejectError::ProxyWasm(describe(&e))),
+            Err(e) => Err(RejectError::ProxyWasm(e.to_string())),
+            Ok(None) => Err(RejectError::NotAComponent(
                 "this is a core wasm module; wrap it with `wasm-tools component new`".into(),
-            ),
-        });
+            )),
+        };
     }
-    Component::new(engine, bytes).map_err(|e| RejectError::NotAComponent(describe(&e)))
+    Component::new(engine, bytes)
+        .map(Code::Component)
+        .map_err(|e| RejectError::NotAComponent(describe(&e)))
 }
 
 fn describe(e: &wasmtime::Error) -> String {

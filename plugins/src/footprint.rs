@@ -23,6 +23,14 @@ pub struct Footprint {
 }
 
 impl Footprint {
+    /// A proxy-wasm core module: one instance with its memory and table. No component has zero
+    /// core instances, so the disk cache also reads this value as "the artifact is a module".
+    pub const MODULE: Footprint = Footprint {
+        core_instances: 0,
+        memories: 1,
+        tables: 1,
+    };
+
     /// Counts `bytes` (a component already validated by the compiler).
     pub fn of(bytes: &[u8]) -> Result<Footprint, wasmparser::BinaryReaderError> {
         let mut f = Footprint::default();

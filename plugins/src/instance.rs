@@ -2,14 +2,12 @@
 //! memory limit. Each call travels to the plugin threads and back; failures are classified into
 //! [`PluginError`] and never outlive the request.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::Instrument;
-use wasmtime::{Store, Trap};
+use wasmtime::Store;
 use wharf_metrics::Metrics;
 
 use crate::bindings::classic::HttpPlugin;
@@ -17,7 +15,6 @@ use crate::bindings::filter::RequestFilter;
 use crate::bindings::response_body::ResponseBodyPlugin;
 use crate::bindings::types::{Request, RequestAction, RequestHead, Response, ResponseAction};
 use crate::cache::{CompiledPlugin, Exports};
-use crate::clock::{self, CallClock, Overrun};
 use crate::error::{Failure, PluginError};
 use crate::output;
 use crate::state::PluginState;
@@ -242,21 +239,11 @@ impl PluginInstance {
             self.failed = true;
             return Err(self.timeout());
         }
-        // The caller's span goes along, so host-call spans stay in the request's trace.
-        let mut run = Box::pin(
-            live.run(op, self.remaining, self.quotas)
-                .instrument(tracing::Span::current()),
-        );
-        // First poll here: when a CPU slot is free and nobody waits, a short call (most plugin
-        // calls) finishes without a trip to the plugin threads. If it has to wait for the CPU,
-        // or runs past its first time slice, or waits on I/O, the rest of it moves to the
-        // plugin threads: the proxy's thread runs at most one slice of wasm per call, and only
-        // while the plugin CPU is uncontended.
-        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(run.as_mut().poll(cx))).await;
-        let finished = match first {
-            std::task::Poll::Ready(done) => Ok(done),
-            std::task::Poll::Pending => self.executor.spawn(run).await,
-        };
+        let finished = crate::call::on_plugin_threads(
+            &self.executor,
+            crate::call::run(live, op, self.remaining, self.quotas),
+        )
+        .await;
         let result = match finished {
             Ok((live, result, used)) => {
                 self.live = Some(live);
@@ -326,38 +313,12 @@ impl PluginInstance {
     }
 }
 
-impl Live {
-    /// One call, on the plugin threads: waits its tenant's turn for the CPU, runs, gives the CPU
-    /// back. Returns the own time it used.
-    async fn run(
-        mut self: Box<Self>,
-        op: Op,
-        budget: Duration,
-        quotas: PluginQuotas,
-    ) -> (Box<Self>, Result<Done, Failure>, Duration) {
-        let slot = self.store.data().cpu.clone();
-        let queue_cap = self.store.data().queue_cap;
-        let clock = CallClock::start(&slot, budget);
-        self.store.data_mut().call = clock;
-        // Re-arm the tick: after the upstream call the old deadline has long passed, which would
-        // start the call with a needless callback.
-        self.store.set_epoch_deadline(1);
-        let outcome = clock::guard(&slot, clock, queue_cap, async {
-            slot.acquire().await;
-            self.exec(op).await
-        })
-        .await;
-        slot.release();
-        let used = clock.used(&slot);
-        let result = match outcome {
-            Ok(Ok(done)) => Ok(done),
-            Ok(Err(e)) => Err(classify(self.store.data(), &quotas, e)),
-            Err(Overrun::Deadline) => Err(Failure::Timeout {
-                deadline_ms: quotas.deadline_ms,
-            }),
-            Err(Overrun::Queue) => Err(queue_full(queue_cap)),
-        };
-        (self, result, used)
+impl crate::call::Exec for Live {
+    type Op = Op;
+    type Done = Done;
+
+    fn store(&mut self) -> &mut Store<PluginState> {
+        &mut self.store
     }
 
     async fn exec(&mut self, op: Op) -> wasmtime::Result<Done> {
@@ -372,6 +333,9 @@ impl Live {
                 }
                 Exports::RequestFilter(pre) => {
                     Bindings::Filter(pre.instantiate_async(&mut self.store).await?)
+                }
+                Exports::ProxyWasm(_) => {
+                    wasmtime::bail!("a proxy-wasm module runs in a VM, not as an instance")
                 }
             },
         };
@@ -399,39 +363,6 @@ impl Live {
             }
             _ => wasmtime::bail!("the plugin's world has no such phase"),
         })
-    }
-}
-
-fn queue_full(cap: Duration) -> Failure {
-    Failure::Capacity(format!(
-        "waited over {} ms for the plugin CPU behind other plugins",
-        cap.as_millis()
-    ))
-}
-
-/// Why a call (or the instantiation, whose start function runs wasm too) failed.
-fn classify(state: &PluginState, quotas: &PluginQuotas, e: wasmtime::Error) -> Failure {
-    if state.timed_out {
-        return Failure::Timeout {
-            deadline_ms: quotas.deadline_ms,
-        };
-    }
-    if state.queue_exceeded {
-        return queue_full(state.queue_cap);
-    }
-    match e.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => Failure::FuelExhausted { fuel: quotas.fuel },
-        Some(Trap::Interrupt) => Failure::Timeout {
-            deadline_ms: quotas.deadline_ms,
-        },
-        _ if state.limiter.hit => Failure::MemoryLimit {
-            limit_bytes: quotas.memory_bytes,
-        },
-        Some(Trap::StackOverflow) => {
-            Failure::Trap("call stack exhausted (recursion too deep)".into())
-        }
-        Some(t) => Failure::Trap(t.to_string()),
-        None => Failure::Trap(format!("{e:#}").chars().take(300).collect()),
     }
 }
 

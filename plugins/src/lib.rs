@@ -6,6 +6,7 @@
 
 pub mod bindings;
 pub mod cache;
+mod call;
 pub mod capabilities;
 mod clock;
 mod compiler;

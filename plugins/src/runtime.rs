@@ -20,9 +20,10 @@ use crate::cache::{CompiledPlugin, ComponentCache};
 use crate::clock::CallClock;
 use crate::compiler::Compiler;
 use crate::error::{Failure, PluginError, RejectError};
-use crate::fair::FairScheduler;
+use crate::fair::{CpuSlot, FairScheduler};
 use crate::instance::PluginInstance;
 use crate::limits::StoreLimiter;
+use crate::proxy_wasm::pool::VmPool;
 use crate::settings::RuntimeSettings;
 use crate::state::PluginState;
 use wharf_tenancy::PluginQuotas;
@@ -34,6 +35,24 @@ static DEFAULT_QUOTAS: std::sync::LazyLock<wharf_tenancy::Quotas> =
 /// A tenant's instance quota and the permits that enforce it.
 type TenantPermits = (u32, Arc<Semaphore>);
 
+/// Pool slots (global, tenant) an instance or VM holds for as long as it lives.
+pub(crate) type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
+/// Every capability's state for one instance (or one request of a VM).
+pub(crate) fn instance_states(inv: &Invocation<'_>) -> InstanceStates {
+    InstanceStates::new(&InstanceContext {
+        tenant: inv.tenant,
+        plugin: inv.plugin,
+        config: &inv.config,
+        outbound: &inv.outbound,
+        request_body: &inv.request_body,
+        quotas: inv
+            .capabilities
+            .as_deref()
+            .map_or(&DEFAULT_QUOTAS, |c| &c.quotas),
+    })
+}
+
 pub struct PluginRuntime {
     engine: Engine,
     pooled: bool,
@@ -43,6 +62,8 @@ pub struct PluginRuntime {
     global: Arc<Semaphore>,
     tenants: Mutex<HashMap<Arc<str>, TenantPermits>>,
     fair: Arc<FairScheduler>,
+    /// proxy-wasm VMs on this node.
+    vms: VmPool,
     /// The plugin threads (`None` only while dropping).
     executor: Option<Runtime>,
     metrics: Arc<Metrics>,
@@ -104,6 +125,7 @@ impl PluginRuntime {
             settings,
             tenants: Mutex::new(HashMap::new()),
             fair,
+            vms: VmPool::default(),
             executor: Some(executor),
             metrics,
         }))
@@ -191,6 +213,7 @@ impl PluginRuntime {
 
     /// Drops compiled plugins no route or request holds any more, past the memory budget.
     pub fn trim_compiled(&self) {
+        self.vms.trim(&self.metrics);
         self.cache.trim();
     }
 
@@ -213,13 +236,32 @@ impl PluginRuntime {
         inv: Invocation<'_>,
         compiled: &Arc<CompiledPlugin>,
     ) -> Result<PluginInstance, PluginError> {
+        let slot = self.fair.slot(inv.tenant);
+        let permits = self.permits(&inv, compiled.slots, &slot).await?;
+        let quotas = inv.quotas;
+        let store = self.store(inv, slot)?;
+        Ok(PluginInstance::new(
+            store,
+            compiled.clone(),
+            quotas,
+            self.executor_handle(),
+            self.metrics.clone(),
+            permits,
+        ))
+    }
+
+    /// The pool slots one instance (or VM) takes, from the tenant's quota and the node's pool.
+    pub(crate) async fn permits(
+        &self,
+        inv: &Invocation<'_>,
+        slots: u32,
+        slot: &Arc<CpuSlot>,
+    ) -> Result<Permits, PluginError> {
         let capacity =
             |reason: String| PluginError::new(inv.plugin.as_ref(), Failure::Capacity(reason));
-        let slot = self.fair.slot(inv.tenant);
         let queue_cap = Duration::from_millis(self.settings.queue_ms);
         // An instance takes the pool slots its component needs (`footprint.rs`), from the
         // tenant's quota and the node's pool alike.
-        let slots = compiled.slots;
         if slots > inv.quotas.max_instances {
             return Err(capacity(format!(
                 "one instance of this plugin needs {slots} instance slots (its core instances, \
@@ -249,7 +291,17 @@ impl PluginRuntime {
             .global_permit(slots)
             .await
             .ok_or_else(|| capacity("the plugin instance pool is full".into()))?;
+        Ok((global_permit, tenant_permit))
+    }
 
+    /// A store with the tenant's fuel, memory limit, deadline and CPU slot, and every
+    /// capability's state for this invocation.
+    pub(crate) fn store(
+        &self,
+        inv: Invocation<'_>,
+        slot: Arc<CpuSlot>,
+    ) -> Result<Store<PluginState>, PluginError> {
+        let queue_cap = Duration::from_millis(self.settings.queue_ms);
         let budget = Duration::from_millis(inv.quotas.deadline_ms);
         let state = PluginState {
             tenant: inv.tenant.clone(),
@@ -260,25 +312,20 @@ impl PluginRuntime {
             queue_cap,
             timed_out: false,
             queue_exceeded: false,
-            caps: InstanceStates::new(&InstanceContext {
-                tenant: inv.tenant,
-                plugin: inv.plugin,
-                config: &inv.config,
-                outbound: &inv.outbound,
-                request_body: &inv.request_body,
-                quotas: inv
-                    .capabilities
-                    .as_deref()
-                    .map_or(&DEFAULT_QUOTAS, |c| &c.quotas),
-            }),
+            caps: instance_states(&inv),
             metrics: self.metrics.clone(),
             tenant_caps: inv.capabilities,
+            proxy: None,
+            quotas: inv.quotas,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store
-            .set_fuel(inv.quotas.fuel)
-            .map_err(|e| capacity(format!("fuel accounting unavailable: {e}")))?;
+        store.set_fuel(inv.quotas.fuel).map_err(|e| {
+            PluginError::new(
+                inv.plugin.as_ref(),
+                Failure::Capacity(format!("fuel accounting unavailable: {e}")),
+            )
+        })?;
         // Every tick: past the plugin's own deadline (or the queueing cap) stop it; otherwise
         // hand the CPU to the next tenant in line, if any (a one-tick time slice).
         store.set_epoch_deadline(1);
@@ -297,22 +344,26 @@ impl PluginRuntime {
                 Box::pin(st.cpu.clone().yield_slice()),
             ))
         });
-
         self.metrics
             .plugin_instantiations_total
-            .with_label_values(&[&*self.metrics.tenant(inv.tenant)])
+            .with_label_values(&[&*self.metrics.tenant(&store.data().tenant)])
             .inc();
-        Ok(PluginInstance::new(
-            store,
-            compiled.clone(),
-            inv.quotas,
-            self.executor_handle(),
-            self.metrics.clone(),
-            (global_permit, tenant_permit),
-        ))
+        Ok(store)
     }
 
-    fn executor_handle(&self) -> Handle {
+    pub(crate) fn fair(&self) -> &Arc<FairScheduler> {
+        &self.fair
+    }
+
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub(crate) fn vms(&self) -> &VmPool {
+        &self.vms
+    }
+
+    pub(crate) fn executor_handle(&self) -> Handle {
         match &self.executor {
             Some(rt) => rt.handle().clone(),
             // Unreachable while `self` is alive: only `Drop` takes the executor.

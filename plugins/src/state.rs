@@ -36,6 +36,11 @@ pub struct PluginState {
     pub metrics: Arc<Metrics>,
     /// The tenant's capabilities; `None` where the gateway has none configured (tools, tests).
     pub tenant_caps: Option<Arc<TenantCapabilities>>,
+    /// A proxy-wasm VM's ABI state (maps, buffers, properties of the callback in progress);
+    /// `None` in a component's store.
+    pub proxy: Option<Box<crate::proxy_wasm::context::HostContext>>,
+    /// The tenant's plugin quotas this store runs under.
+    pub quotas: wharf_tenancy::PluginQuotas,
 }
 
 /// Waits for a host call's I/O without holding a plugin CPU slot (other tenants' plugins run

@@ -42,6 +42,14 @@ pub enum ValidationError {
     QuotaPatchNotAnObject,
     #[error("plugin config must have at most 64 entries, keys of 1-128 bytes and values of at most 4096 bytes")]
     BadPluginConfig,
+    #[error(
+        "{field}: {size} bytes, the limit is {limit} (the configuration a proxy-wasm plugin reads)"
+    )]
+    ProxyConfigTooLarge {
+        field: &'static str,
+        size: usize,
+        limit: usize,
+    },
     #[error("allowed_outbound_hosts: {0:?} is not a destination like https://api.example.com, https://*.example.com or http://10.0.0.5:8080 (scheme, host, optional port or :*; no path)")]
     BadOutboundHost(String),
     #[error("allowed_outbound_hosts: at most 16 entries per plugin attachment, got {0}")]

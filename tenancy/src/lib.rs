@@ -6,6 +6,7 @@ pub mod error;
 pub mod hostname;
 pub mod model;
 pub mod outbound;
+pub mod proxy_config;
 pub mod quotas;
 pub mod routing;
 pub mod store;

@@ -112,6 +112,15 @@ pub struct PluginAttachment {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<String>)]
     pub allowed_outbound_hosts: Vec<crate::outbound::OutboundHost>,
+    /// A proxy-wasm plugin's configuration (`proxy_on_configure`): JSON, or a string passed as
+    /// its text. Ignored by components (they read `config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub plugin_config: Option<crate::proxy_config::ProxyConfig>,
+    /// A proxy-wasm plugin's VM configuration (`proxy_on_vm_start`), likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub vm_config: Option<crate::proxy_config::ProxyConfig>,
 }
 
 /// What a plugin failure does to the request.
@@ -137,6 +146,14 @@ impl PluginAttachment {
                 .any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 4096)
         {
             return Err(ValidationError::BadPluginConfig);
+        }
+        for (field, config) in [
+            ("plugin_config", &self.plugin_config),
+            ("vm_config", &self.vm_config),
+        ] {
+            if let Some(c) = config {
+                c.validate(field)?;
+            }
         }
         crate::outbound::validate_list(&self.allowed_outbound_hosts)
     }

@@ -165,6 +165,8 @@ async fn plugins_and_quotas(store: Store) {
         config: [("keys".to_string(), "k1".to_string())].into(),
         on_error: OnError::FailClosed,
         allowed_outbound_hosts: Vec::new(),
+        plugin_config: None,
+        vm_config: None,
     };
     assert!(matches!(
         store.attach_plugin("acme", "api", attach(9)).await,
@@ -202,6 +204,8 @@ async fn plugins_and_quotas(store: Store) {
         config: Default::default(),
         on_error: OnError::FailOpen,
         allowed_outbound_hosts: Vec::new(),
+        plugin_config: None,
+        vm_config: None,
     };
     store
         .attach_plugin_at("acme", "api", tag.clone(), Some(0))

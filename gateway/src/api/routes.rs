@@ -148,6 +148,8 @@ pub(super) async fn attach(
         config: b.config,
         on_error: b.on_error,
         allowed_outbound_hosts,
+        plugin_config: b.plugin_config,
+        vm_config: b.vm_config,
     };
     let v = store
         .attach_plugin_at(&tenant, &route, a, b.position)

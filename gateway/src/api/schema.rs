@@ -178,6 +178,15 @@ pub struct AttachBody {
     /// `https://*.example.com`, `http://10.0.0.5:8080`); default: nowhere.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_outbound_hosts: Vec<String>,
+    /// A proxy-wasm plugin's configuration (`proxy_on_configure`): any JSON (Istio's
+    /// `pluginConfig`, Higress's rules), or a string handed over as its text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub plugin_config: Option<wharf_tenancy::proxy_config::ProxyConfig>,
+    /// A proxy-wasm plugin's VM configuration (`proxy_on_vm_start`), likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub vm_config: Option<wharf_tenancy::proxy_config::ProxyConfig>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]

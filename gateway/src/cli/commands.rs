@@ -162,6 +162,8 @@ pub async fn route(cmd: RouteCmd) -> anyhow::Result<()> {
             version,
             settings,
             allowed_outbound_hosts,
+            plugin_config,
+            vm_config,
             fail_open,
             store,
         } => {
@@ -183,6 +185,8 @@ pub async fn route(cmd: RouteCmd) -> anyhow::Result<()> {
                 on_error,
                 position: None,
                 allowed_outbound_hosts,
+                plugin_config: proxy_config("--plugin-config", plugin_config.as_deref())?,
+                vm_config: proxy_config("--vm-config", vm_config.as_deref())?,
             };
             let attached = ApiClient::open(&store)
                 .await?
@@ -360,4 +364,20 @@ fn print_versions(versions: Vec<PluginVersion>, only: Option<&str>) {
     for p in versions.iter().filter(|p| only.is_none_or(|n| n == p.name)) {
         println!("{:<24} {:>7}  {}", p.name, p.version, p.sha256);
     }
+}
+
+/// `--plugin-config`: `@FILE` or inline JSON (a value that is not JSON is passed as its text).
+fn proxy_config(
+    flag: &str,
+    given: Option<&str>,
+) -> anyhow::Result<Option<wharf_tenancy::proxy_config::ProxyConfig>> {
+    let Some(given) = given else {
+        return Ok(None);
+    };
+    let text = match given.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("{flag} {path}"))?,
+        None => given.to_string(),
+    };
+    let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    Ok(Some(wharf_tenancy::proxy_config::ProxyConfig(value)))
 }

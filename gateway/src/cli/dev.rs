@@ -116,6 +116,8 @@ async fn deploy(dir: &Path, name: &str, store: &StoreArgs) -> anyhow::Result<()>
         on_error: Default::default(),
         position: None,
         allowed_outbound_hosts: Vec::new(),
+        plugin_config: None,
+        vm_config: None,
     };
     client.attach(TENANT, ROUTE, name, &body).await?;
     println!("wharf dev: {name} v{} serving", uploaded.version);

@@ -251,6 +251,12 @@ pub enum RouteCmd {
         /// or https://*.example.com (repeatable).
         #[arg(long = "allow-outbound")]
         allowed_outbound_hosts: Vec<String>,
+        /// A proxy-wasm plugin's configuration: a JSON file (`@rules.json`) or inline JSON.
+        #[arg(long)]
+        plugin_config: Option<String>,
+        /// A proxy-wasm plugin's VM configuration, likewise.
+        #[arg(long)]
+        vm_config: Option<String>,
         /// Skip the plugin when it fails instead of failing the request.
         #[arg(long)]
         fail_open: bool,

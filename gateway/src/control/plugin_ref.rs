@@ -38,6 +38,8 @@ pub struct Attached {
     pub config: Arc<BTreeMap<String, String>>,
     /// Where the plugin may send HTTP requests.
     pub outbound: Arc<[wharf_tenancy::outbound::OutboundHost]>,
+    /// A proxy-wasm plugin's configurations (empty for components).
+    pub proxy: wharf_plugins::proxy_wasm::pool::VmConfigs,
     pub fail_open: bool,
 }
 

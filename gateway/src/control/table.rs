@@ -7,6 +7,8 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use wharf_plugins::proxy_wasm::pool::VmConfigs;
+use wharf_tenancy::proxy_config;
 
 use arc_swap::ArcSwap;
 use wharf_plugins::capabilities::{Capabilities, TenantCapabilities};
@@ -363,6 +365,10 @@ fn resolve_chain(tenant: &Tenant, route: &Route, plugins: &PluginSet) -> Vec<Att
                 plugin,
                 config: Arc::new(a.config.clone()),
                 outbound: a.allowed_outbound_hosts.as_slice().into(),
+                proxy: VmConfigs {
+                    vm: proxy_config::bytes(&a.vm_config).into(),
+                    plugin: proxy_config::bytes(&a.plugin_config).into(),
+                },
                 fail_open: a.on_error == OnError::FailOpen,
             }
         })

@@ -1,5 +1,6 @@
 //! A route's plugin chain: `on-request` in order (the first `respond` ends it), `on-response` in
-//! reverse over the plugins that continued. Each plugin instance lives for one request.
+//! reverse over the plugins that continued. Each component instance lives for one request; a
+//! proxy-wasm plugin runs in its tenant's VM, with a context per request (`proxy_wasm.rs`).
 
 use std::sync::Arc;
 
@@ -10,6 +11,8 @@ use wharf_plugins::capabilities::TenantCapabilities;
 
 use crate::control::plugin_ref::Attached;
 use crate::control::resolve::Unavailable;
+use wharf_plugins::cache::Exports;
+use wharf_plugins::proxy_wasm::pool::ProxyStream;
 use wharf_plugins::types::{
     Header, HeaderOp, Reply, Request, RequestAction, RequestHead, Response, ResponseAction,
 };
@@ -17,8 +20,20 @@ use wharf_plugins::{
     CompiledPlugin, Failure, Invocation, PluginError, PluginInstance, PluginQuotas, PluginRuntime,
 };
 
-/// A plugin instance waiting for its `on-response` (or its `on-response-body`).
+/// A plugin waiting for its `on-response`.
 pub struct Continued {
+    plugin: Plugged,
+    fail_open: bool,
+}
+
+/// A plugin running for this request, by kind.
+enum Plugged {
+    Component(PluginInstance),
+    ProxyWasm(ProxyStream),
+}
+
+/// A component instance waiting for its `on-response-body`.
+pub struct AwaitingBody {
     pub(super) instance: PluginInstance,
     pub(super) fail_open: bool,
 }
@@ -39,6 +54,11 @@ pub struct ChainCtx<'a> {
     pub quotas: PluginQuotas,
     pub client_addr: String,
     pub capabilities: &'a Arc<TenantCapabilities>,
+    pub request_id: &'a str,
+    /// `http` or `https`, as the client came.
+    pub scheme: &'static str,
+    /// The request has no body (a proxy-wasm module's headers are its end of stream).
+    pub body_empty: bool,
 }
 
 /// `body`: the request body once read (a plugin's replacement takes its place). The chain stops
@@ -62,9 +82,11 @@ pub async fn on_request(
             .instrument(span)
             .await;
         match result {
-            Ok((mut instance, RequestAction::Continue(edits))) => {
-                if let Some(replaced) = instance.take_request_body() {
-                    *body = Some(replaced.into());
+            Ok((mut plugin, RequestAction::Continue(edits))) => {
+                if let Plugged::Component(instance) = &mut plugin {
+                    if let Some(replaced) = instance.take_request_body() {
+                        *body = Some(replaced.into());
+                    }
                 }
                 for op in &edits.headers {
                     apply_op(req, op);
@@ -73,9 +95,9 @@ pub async fn on_request(
                     rewrite_path(req, path);
                 }
                 // A filter has no response phase: its instance ends here, before the upstream.
-                if instance.has_response_phase() {
+                if plugin.has_response_phase() {
                     continued.push(Continued {
-                        instance,
+                        plugin,
                         fail_open: att.fail_open,
                     });
                 }
@@ -96,7 +118,7 @@ async fn run_request(
     compiled: Result<Arc<CompiledPlugin>, PluginError>,
     req: &RequestHeader,
     body: &Option<bytes::Bytes>,
-) -> Result<(PluginInstance, RequestAction), PluginError> {
+) -> Result<(Plugged, RequestAction), PluginError> {
     let compiled = compiled?;
     let request_body = if compiled.reads_body {
         body.clone()
@@ -112,6 +134,10 @@ async fn run_request(
         request_body,
         capabilities: Some(cx.capabilities.clone()),
     };
+    if let Exports::ProxyWasm(_) = compiled.exports {
+        let (stream, action) = super::proxy_wasm::on_request(cx, att, &compiled, inv, req).await?;
+        return Ok((Plugged::ProxyWasm(stream), action));
+    }
     let mut instance = cx.runtime.prepare(inv, &compiled).await?;
     let action = if compiled.exports.has_response_phase() {
         instance.on_request(wit_request(cx, req)).await?
@@ -126,7 +152,23 @@ async fn run_request(
         };
         instance.handle_request(head, req.headers.clone()).await?
     };
-    Ok((instance, action))
+    Ok((Plugged::Component(instance), action))
+}
+
+impl Plugged {
+    fn has_response_phase(&self) -> bool {
+        match self {
+            Plugged::Component(i) => i.has_response_phase(),
+            Plugged::ProxyWasm(s) => s.has_response_phase(),
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Plugged::Component(i) => i.plugin(),
+            Plugged::ProxyWasm(s) => s.plugin(),
+        }
+    }
 }
 
 /// The plugin's compiled code: memory's on the fast path, else loaded (its first request on
@@ -156,24 +198,39 @@ async fn compiled(
 /// until the body is in.
 pub async fn on_response(
     continued: &mut Vec<Continued>,
-    awaiting_body: &mut Vec<Continued>,
+    awaiting_body: &mut Vec<AwaitingBody>,
     resp: &mut ResponseHeader,
 ) -> Result<(), PluginError> {
     while let Some(mut c) = continued.pop() {
-        let view = Response {
-            status: resp.status.as_u16(),
-            headers: wit_headers(&resp.headers),
+        let span = tracing::debug_span!(target: "wharf::trace", "plugin", plugin = %c.plugin.name(), phase = "on_response");
+        let result = match &mut c.plugin {
+            Plugged::Component(instance) => {
+                let view = Response {
+                    status: resp.status.as_u16(),
+                    headers: wit_headers(&resp.headers),
+                };
+                instance.on_response(view).instrument(span).await
+            }
+            Plugged::ProxyWasm(stream) => {
+                super::proxy_wasm::on_response(stream, resp)
+                    .instrument(span)
+                    .await
+            }
         };
-        let span = tracing::debug_span!(target: "wharf::trace", "plugin", plugin = %c.instance.plugin(), phase = "on_response");
-        match c.instance.on_response(view).instrument(span).await {
+        match result {
             Ok(action) => {
                 apply_response_action(resp, &action);
-                if c.instance.reads_response_body() {
-                    awaiting_body.push(c);
+                if let Plugged::Component(instance) = c.plugin {
+                    if instance.reads_response_body() {
+                        awaiting_body.push(AwaitingBody {
+                            instance,
+                            fail_open: c.fail_open,
+                        });
+                    }
                 }
             }
             Err(e) if c.fail_open => {
-                tracing::warn!(plugin = %c.instance.plugin(), "plugin on-response skipped (fail-open): {e}");
+                tracing::warn!(plugin = %c.plugin.name(), "plugin on-response skipped (fail-open): {e}");
             }
             Err(e) => {
                 continued.clear();

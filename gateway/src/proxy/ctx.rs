@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use wharf_metrics::{NO_ROUTE, UNKNOWN_TENANT};
 
-use super::chain::Continued;
+use super::chain::{AwaitingBody, Continued};
 use super::errors::GatewayError;
 use super::request_info::RequestId;
 use crate::control::table::{CompiledRoute, CompiledTenant};
@@ -43,7 +43,7 @@ pub struct RequestCtx {
     pub request_body: Option<bytes::Bytes>,
     pub body_memory: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Plugins waiting for the whole response body (last first), and the body held for them.
-    pub awaiting_body: Vec<Continued>,
+    pub awaiting_body: Vec<AwaitingBody>,
     pub held_body: Option<super::response_body::HeldBody>,
 }
 

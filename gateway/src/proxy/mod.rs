@@ -13,6 +13,7 @@ pub mod ctx;
 pub mod errors;
 mod lookalikes;
 pub mod pace;
+mod proxy_wasm;
 pub mod rate_limit;
 mod request_info;
 mod respond;
@@ -326,6 +327,7 @@ impl WharfProxy {
         if route.chain.is_empty() {
             return Ok(false);
         }
+        let request_id = ctx.request_id.as_str().to_string();
         let cx = ChainCtx {
             runtime: &self.runtime,
             tenant: &tenant.id,
@@ -333,6 +335,13 @@ impl WharfProxy {
             quotas: tenant.plugin_quotas,
             client_addr: client_ip(session).unwrap_or_default(),
             capabilities: &tenant.capabilities,
+            request_id: &request_id,
+            scheme: if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+                "https"
+            } else {
+                "http"
+            },
+            body_empty: session.is_body_empty(),
         };
         let mut request_body = None;
         let mut from = 0;

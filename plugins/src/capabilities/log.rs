@@ -52,6 +52,20 @@ pub struct LogBudget {
 
 impl Host for PluginState {
     async fn log(&mut self, level: Level, message: String) {
+        let level = match level {
+            Level::Trace => tracing::Level::TRACE,
+            Level::Debug => tracing::Level::DEBUG,
+            Level::Info => tracing::Level::INFO,
+            Level::Warn => tracing::Level::WARN,
+            Level::Error => tracing::Level::ERROR,
+        };
+        self.log_line(level, &message);
+    }
+}
+
+impl PluginState {
+    /// One line of the plugin's log, within its budget (every plugin kind logs through here).
+    pub fn log_line(&mut self, level: tracing::Level, message: &str) {
         let tenant = self.tenant.as_ref();
         let label = self.metrics.tenant(tenant);
         if self.caps.log.remaining == 0 {
@@ -73,11 +87,19 @@ impl Host for PluginState {
         let msg = &message[..end];
         let plugin = self.plugin.as_ref();
         match level {
-            Level::Trace => tracing::trace!(target: "wharf::plugin", tenant, plugin, "{msg}"),
-            Level::Debug => tracing::debug!(target: "wharf::plugin", tenant, plugin, "{msg}"),
-            Level::Info => tracing::info!(target: "wharf::plugin", tenant, plugin, "{msg}"),
-            Level::Warn => tracing::warn!(target: "wharf::plugin", tenant, plugin, "{msg}"),
-            Level::Error => tracing::error!(target: "wharf::plugin", tenant, plugin, "{msg}"),
+            tracing::Level::TRACE => {
+                tracing::trace!(target: "wharf::plugin", tenant, plugin, "{msg}")
+            }
+            tracing::Level::DEBUG => {
+                tracing::debug!(target: "wharf::plugin", tenant, plugin, "{msg}")
+            }
+            tracing::Level::INFO => {
+                tracing::info!(target: "wharf::plugin", tenant, plugin, "{msg}")
+            }
+            tracing::Level::WARN => {
+                tracing::warn!(target: "wharf::plugin", tenant, plugin, "{msg}")
+            }
+            _ => tracing::error!(target: "wharf::plugin", tenant, plugin, "{msg}"),
         }
     }
 }

@@ -2,19 +2,23 @@
 //! upload and checking what it imports. A module exporting `proxy_abi_version_*` is a proxy-wasm
 //! plugin; it may import only the ABI's `env` functions and the WASI preview1 subset the
 //! ecosystem's SDKs use (docs/proxy-wasm-imports.md lists them, from the Higress and
-//! AssemblyScript modules). The host that runs them is issue 25's next step: until it lands an
-//! upload is refused saying so, after the same checks it will get.
+//! AssemblyScript modules). `host` links them, `vm` drives one VM's callbacks, `pool` keeps a
+//! VM per tenant, plugin version and configuration (docs/proxy-wasm.md).
 
 pub mod abi;
 pub mod context;
 pub mod env;
+mod host;
 mod imports;
 pub mod memory;
+pub mod pool;
+pub mod translate;
 pub mod vm;
 pub mod wasi;
 
 use wasmparser::{Parser, Payload, TypeRef};
 
+pub use host::{linker, ProxyWasmCode};
 pub use imports::{ENV, WASI};
 
 /// ABI versions recognized, by the export that declares them (Higress declares `0_2_100`).

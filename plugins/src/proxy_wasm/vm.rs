@@ -4,7 +4,7 @@
 //! per tenant, plugin version and configuration, docs/proxy-wasm.md) drives it; limits (fuel,
 //! deadline, memory) come with the store it is given.
 
-use wasmtime::{Instance, Linker, Module, Store, TypedFunc};
+use wasmtime::{Instance, InstancePre, Store, TypedFunc};
 
 use super::abi::{Action, BufferType, MapType, Pairs};
 use super::context::LocalResponse;
@@ -20,12 +20,18 @@ pub enum VmError {
     Missing(&'static str),
     #[error("{0} refused the configuration")]
     Refused(&'static str),
-    #[error("the module failed: {0}")]
-    Trap(String),
+    #[error("the module failed: {}", describe(.0))]
+    Trap(wasmtime::Error),
+    #[error("the VM is not started")]
+    NotStarted,
+}
+
+fn describe(e: &wasmtime::Error) -> String {
+    format!("{e:#}").chars().take(300).collect()
 }
 
 fn trap(e: wasmtime::Error) -> VmError {
-    VmError::Trap(format!("{e:#}").chars().take(300).collect())
+    VmError::Trap(e)
 }
 
 /// What a request's header callback left.
@@ -37,35 +43,46 @@ pub struct HeadersOutcome {
     pub local_response: Option<LocalResponse>,
 }
 
-pub struct Vm<T: ProxyHost> {
-    pub store: Store<T>,
+/// The started module: its instance and the one export every callback needs.
+struct Started {
     instance: Instance,
     context_create: TypedFunc<(i32, i32), ()>,
+}
+
+pub struct Vm<T: ProxyHost> {
+    pub store: Store<T>,
+    started: Option<Started>,
     next_context: u32,
 }
 
 impl<T: ProxyHost> Vm<T> {
+    /// A VM on `store`, not started yet ([`Vm::start`]).
+    pub fn new(store: Store<T>) -> Vm<T> {
+        Vm {
+            store,
+            started: None,
+            next_context: ROOT + 1,
+        }
+    }
+
     /// Instantiates and starts the root context with the VM and plugin configurations.
     pub async fn start(
-        linker: &Linker<T>,
-        module: &Module,
-        mut store: Store<T>,
+        &mut self,
+        pre: &InstancePre<T>,
         vm_config: &[u8],
         plugin_config: &[u8],
-    ) -> Result<Vm<T>, VmError> {
-        let instance = linker
-            .instantiate_async(&mut store, module)
-            .await
-            .map_err(trap)?;
+    ) -> Result<(), VmError> {
+        let store = &mut self.store;
+        let instance = pre.instantiate_async(&mut *store).await.map_err(trap)?;
         // Go and Rust are reactors (`_initialize`); AssemblyScript's `_start` only initializes.
         for init in ["_initialize", "_start"] {
-            if let Ok(f) = instance.get_typed_func::<(), ()>(&mut store, init) {
-                f.call_async(&mut store, ()).await.map_err(trap)?;
+            if let Ok(f) = instance.get_typed_func::<(), ()>(&mut *store, init) {
+                f.call_async(&mut *store, ()).await.map_err(trap)?;
                 break;
             }
         }
         let context_create = instance
-            .get_typed_func::<(i32, i32), ()>(&mut store, "proxy_on_context_create")
+            .get_typed_func::<(i32, i32), ()>(&mut *store, "proxy_on_context_create")
             .map_err(|_| VmError::Missing("proxy_on_context_create"))?;
         let ctx = store.data_mut().context();
         ctx.live_contexts = vec![ROOT];
@@ -73,23 +90,21 @@ impl<T: ProxyHost> Vm<T> {
         ctx.set_buffer(BufferType::VmConfiguration, vm_config.to_vec());
         ctx.set_buffer(BufferType::PluginConfiguration, plugin_config.to_vec());
         context_create
-            .call_async(&mut store, (ROOT as i32, 0))
+            .call_async(&mut *store, (ROOT as i32, 0))
             .await
             .map_err(trap)?;
-        let mut vm = Vm {
-            store,
+        self.started = Some(Started {
             instance,
             context_create,
-            next_context: ROOT + 1,
-        };
+        });
         let sizes = [
             ("proxy_on_vm_start", vm_config.len()),
             ("proxy_on_configure", plugin_config.len()),
         ];
         for (name, size) in sizes {
-            if let Ok(f) = vm.func2(name) {
+            if let Ok(f) = self.func2(name) {
                 let ok = f
-                    .call_async(&mut vm.store, (ROOT as i32, size as i32))
+                    .call_async(&mut self.store, (ROOT as i32, size as i32))
                     .await
                     .map_err(trap)?;
                 if ok == 0 {
@@ -97,11 +112,18 @@ impl<T: ProxyHost> Vm<T> {
                 }
             }
         }
-        Ok(vm)
+        Ok(())
+    }
+
+    fn instance(&self) -> Result<Instance, VmError> {
+        self.started
+            .as_ref()
+            .map(|s| s.instance)
+            .ok_or(VmError::NotStarted)
     }
 
     fn func2(&mut self, name: &'static str) -> Result<TypedFunc<(i32, i32), i32>, VmError> {
-        self.instance
+        self.instance()?
             .get_typed_func::<(i32, i32), i32>(&mut self.store, name)
             .map_err(|_| VmError::Missing(name))
     }
@@ -120,7 +142,12 @@ impl<T: ProxyHost> Vm<T> {
             ctx.effective = id;
             ctx.local_response = None;
         }
-        self.context_create
+        let create = self
+            .started
+            .as_ref()
+            .map(|s| s.context_create.clone())
+            .ok_or(VmError::NotStarted)?;
+        create
             .call_async(&mut self.store, (id as i32, ROOT as i32))
             .await
             .map_err(trap)?;
@@ -164,7 +191,7 @@ impl<T: ProxyHost> Vm<T> {
         let n = headers.len() as i32;
         self.store.data_mut().context().set_map(map, headers);
         let action = match self
-            .instance
+            .instance()?
             .get_typed_func::<(i32, i32, i32), i32>(&mut self.store, name)
         {
             Ok(f) => f
@@ -184,7 +211,7 @@ impl<T: ProxyHost> Vm<T> {
     /// The request is over: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
     pub async fn finish(&mut self, id: u32) -> Result<(), VmError> {
         if let Ok(done) = self
-            .instance
+            .instance()?
             .get_typed_func::<i32, i32>(&mut self.store, "proxy_on_done")
         {
             done.call_async(&mut self.store, id as i32)
@@ -193,7 +220,7 @@ impl<T: ProxyHost> Vm<T> {
         }
         for name in ["proxy_on_log", "proxy_on_delete"] {
             if let Ok(f) = self
-                .instance
+                .instance()?
                 .get_typed_func::<i32, ()>(&mut self.store, name)
             {
                 f.call_async(&mut self.store, id as i32)

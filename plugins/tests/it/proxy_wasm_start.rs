@@ -115,10 +115,11 @@ async fn a_higress_go_plugin_edits_request_headers_through_the_abi() {
     }
     let config = br#"{"routeNameHeader": "x-route-name", "clusterNameHeader": "x-cluster-name", "enableOnPathPrefix": ["/orders"]}"#;
     let store = Store::new(&engine, host);
-    let mut vm = match Vm::start(&linker, &module, store, b"", config).await {
-        Ok(vm) => vm,
-        Err(e) => panic!("start: {e}"),
-    };
+    let pre = linker.instantiate_pre(&module).unwrap();
+    let mut vm = Vm::new(store);
+    if let Err(e) = vm.start(&pre, b"", config).await {
+        panic!("start: {e}");
+    }
     let headers: Vec<(Vec<u8>, Vec<u8>)> = [
         (":authority", "shop.test"),
         (":path", "/orders/7"),

@@ -187,6 +187,8 @@ mod tests {
                 config: Default::default(),
                 on_error: Default::default(),
                 allowed_outbound_hosts: Vec::new(),
+                plugin_config: None,
+                vm_config: None,
             }],
             upstream_protocol: Default::default(),
             retries: crate::model::DEFAULT_RETRIES,

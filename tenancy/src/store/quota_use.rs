@@ -187,6 +187,8 @@ mod tests {
             config: [("key".to_string(), "12345678".to_string())].into(),
             on_error: Default::default(),
             allowed_outbound_hosts: Vec::new(),
+            plugin_config: None,
+            vm_config: None,
         });
         assert_eq!(
             quota_of(check_route(&q, &r, &others).unwrap_err()),

@@ -199,6 +199,8 @@ pub(crate) async fn attach_plugin(
         config,
         on_error,
         allowed_outbound_hosts: Vec::new(),
+        plugin_config: None,
+        vm_config: None,
     };
     store.attach_plugin(tenant, route, a).await.unwrap();
 }

@@ -1,0 +1,125 @@
+//! proxy-wasm plugins served end to end: a tenant uploads a module nobody here wrote (a Higress
+//! Go plugin, prebuilt, downloaded by scripts/test) through the admin API, attaches it with its
+//! JSON configuration, and requests through the gateway carry its edits; its VM is the tenant's
+//! own and survives across requests; a module that traps fails only its request and its VM is
+//! started again.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::support::api::{setup, Api, Body, OP};
+use crate::support::*;
+
+pub(crate) fn higress(name: &str) -> Vec<u8> {
+    let dir = std::env::var("WHARF_HIGRESS_DIR").expect(
+        "WHARF_HIGRESS_DIR: run the suite with scripts/test, which downloads the Higress plugins",
+    );
+    std::fs::read(format!("{dir}/{name}.wasm")).unwrap()
+}
+
+/// Uploads `bytes` as tenant `t`'s plugin `name` and attaches it to route `route` with `body`
+/// (the attachment's JSON); waits until the gateway serves that configuration.
+pub(crate) async fn upload_and_attach(
+    gw: &Wharf,
+    api: &Api,
+    t: &str,
+    route: &str,
+    name: &str,
+    bytes: Vec<u8>,
+    body: Value,
+) {
+    let (s, v) = api.put_plugin(t, name, OP, bytes).await;
+    assert_eq!(s, StatusCode::CREATED, "{name}: {v}");
+    let (s, v) = api
+        .call(
+            Method::PUT,
+            &format!("/v1/tenants/{t}/routes/{route}/plugins/{name}"),
+            Some(OP),
+            Some(Body::Json(body)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    gw.wait_for_version(v["config_version"].as_i64().unwrap())
+        .await;
+}
+
+/// A route `api` on tenant `t` to `up`, with a generous plugin deadline (a loaded CI machine).
+pub(crate) async fn route_to(api: &Api, t: &str, up: &Upstream) {
+    let route = json!({"path_prefix": "/", "upstreams": [{"addr": up.target(), "weight": 1}]});
+    let (s, v) = api
+        .call(
+            Method::PUT,
+            &format!("/v1/tenants/{t}/routes/api"),
+            Some(OP),
+            Some(Body::Json(route)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = api
+        .call(
+            Method::PATCH,
+            &format!("/v1/tenants/{t}/quotas"),
+            Some(OP),
+            Some(Body::Json(json!({"plugin_deadline_ms": 3000}))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn a_higress_go_plugin_edits_requests_with_its_json_configuration() {
+    let (gw, api, _a, _b, _r) = setup().await;
+    let up = Upstream::start("up").await;
+    route_to(&api, "a", &up).await;
+    let config = json!({
+        "plugin_config": {
+            "routeNameHeader": "x-route-name",
+            "clusterNameHeader": "x-cluster-name",
+            "enableOnPathPrefix": ["/orders"]
+        }
+    });
+    upload_and_attach(
+        &gw,
+        &api,
+        "a",
+        "api",
+        "set-header",
+        higress("gpustack-set-header-pre-route"),
+        config,
+    )
+    .await;
+
+    for i in 0..5 {
+        let r = gw
+            .request("GET", "a.test", &format!("/orders/{i}"), &[])
+            .await;
+        assert_eq!(r.status, 200, "{}", r.json);
+        let headers = &r.json["headers"];
+        assert_eq!(headers["x-route-name"], "api", "{}", r.json);
+        // Higress's SDK takes the service out of Envoy's `outbound|port||service` cluster name.
+        assert_eq!(headers["x-cluster-name"], "api", "{}", r.json);
+    }
+    // Off its configured prefix the plugin leaves the request alone.
+    let r = gw.request("GET", "a.test", "/other", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert!(
+        r.json["headers"].get("x-route-name").is_none(),
+        "{}",
+        r.json
+    );
+
+    // One VM served all of them: started once, never restarted.
+    let m = gw.metrics().await;
+    assert_eq!(metric_value(&m, "wharf_plugin_vms"), 1.0, "{m}");
+    assert_eq!(metric_sum(&m, "wharf_plugin_vm_restarts_total"), 0.0);
+}
+
+/// The sum of every series of metric `name`.
+pub(crate) fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -1,0 +1,171 @@
+//! proxy-wasm VMs on this node: one per (tenant, plugin version, configuration), as Envoy and
+//! Istio keep them (docs/proxy-wasm.md has the measurement behind it: a Go plugin's runtime
+//! takes milliseconds to start). A request opens a [`ProxyStream`]: a context of its own in the
+//! VM, whose callbacks run one at a time (the VM's lock), each under the tenant's fuel and
+//! deadline on the fair scheduler. A callback that traps, runs out of a limit or misuses the ABI
+//! fails its request and the VM is dropped; the next request starts a new one (Envoy's
+//! FAIL_RELOAD), after a backoff when it keeps failing. Nothing here is shared across tenants:
+//! the tenant is part of the key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::OwnedMutexGuard;
+use wharf_metrics::Metrics;
+
+use super::vm::Vm;
+use crate::cache::CompiledPlugin;
+use crate::runtime::{Permits, PluginRuntime};
+use crate::state::PluginState;
+
+mod ops;
+mod run;
+
+pub use ops::Properties;
+pub use run::ProxyStream;
+
+/// The configurations a VM starts with (`proxy_on_vm_start`, `proxy_on_configure`).
+#[derive(Clone, Default)]
+pub struct VmConfigs {
+    pub vm: Arc<[u8]>,
+    pub plugin: Arc<[u8]>,
+}
+
+/// A VM unused this long is dropped (its configuration may be gone, its tenant idle).
+const IDLE: Duration = Duration::from_secs(60);
+
+/// The longest a failing VM waits before it is started again.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct VmKey {
+    tenant: Arc<str>,
+    sha256: String,
+    configs: String,
+}
+
+#[derive(Default)]
+pub struct VmPool {
+    cells: Mutex<HashMap<VmKey, Arc<VmCell>>>,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Box<LiveVm>>>>;
+
+/// One key's VM (absent until a request starts it, or after it failed) and its health.
+pub(crate) struct VmCell {
+    live: Slot,
+    health: Mutex<Health>,
+    last_used: Mutex<Instant>,
+}
+
+#[derive(Default)]
+struct Health {
+    /// Bumped at every start: a context belongs to the VM of its generation only.
+    generation: u64,
+    /// Failures since the last callback that succeeded.
+    failures: u32,
+    /// No start before this, after repeated failures.
+    retry_at: Option<Instant>,
+}
+
+/// A started VM and the pool slots it holds for its life.
+pub(crate) struct LiveVm {
+    vm: Vm<PluginState>,
+    generation: u64,
+    metrics: Arc<Metrics>,
+    _permits: Permits,
+}
+
+impl Drop for LiveVm {
+    fn drop(&mut self) {
+        self.metrics.plugin_vms.dec();
+    }
+}
+
+impl VmPool {
+    fn cell(&self, tenant: &Arc<str>, plugin: &CompiledPlugin, configs: &VmConfigs) -> Arc<VmCell> {
+        let key = VmKey {
+            tenant: tenant.clone(),
+            sha256: plugin.sha256.clone(),
+            configs: crate::cache::sha256_hex(
+                &[&configs.vm[..], b"\0", &configs.plugin[..]].concat(),
+            ),
+        };
+        let cell = self
+            .cells
+            .lock()
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(VmCell {
+                    live: Arc::new(tokio::sync::Mutex::new(None)),
+                    health: Mutex::new(Health::default()),
+                    last_used: Mutex::new(Instant::now()),
+                })
+            })
+            .clone();
+        *cell.last_used.lock() = Instant::now();
+        cell
+    }
+
+    /// Drops VMs unused for a while (their memory and pool slots go back).
+    pub fn trim(&self, _metrics: &Metrics) {
+        let mut cells = self.cells.lock();
+        cells.retain(|_, cell| {
+            let idle = cell.last_used.lock().elapsed() >= IDLE;
+            // A VM in use (locked, or held by a stream) stays.
+            !(idle && Arc::strong_count(cell) == 1 && cell.live.try_lock().is_ok())
+        });
+    }
+}
+
+impl VmCell {
+    /// Counts a failure: the VM is gone; the next start waits longer each time it keeps
+    /// failing (none after a first failure, then 100 ms doubling up to [`MAX_BACKOFF`]).
+    fn failed(&self) {
+        let mut h = self.health.lock();
+        h.failures = h.failures.saturating_add(1);
+        let backoff = match h.failures {
+            0 | 1 => Duration::ZERO,
+            n => (Duration::from_millis(100) * 2u32.saturating_pow(n.min(20) - 2)).min(MAX_BACKOFF),
+        };
+        h.retry_at = Some(Instant::now() + backoff);
+    }
+
+    fn succeeded(&self) {
+        let mut h = self.health.lock();
+        h.failures = 0;
+        h.retry_at = None;
+    }
+
+    /// When a start is allowed (`Err`: how long until it is), and the generation it gets.
+    fn may_start(&self) -> Result<(u64, bool), (u32, Duration)> {
+        let mut h = self.health.lock();
+        if let Some(at) = h.retry_at {
+            let now = Instant::now();
+            if now < at {
+                return Err((h.failures, at - now));
+            }
+        }
+        h.generation += 1;
+        Ok((h.generation, h.failures > 0))
+    }
+}
+
+impl PluginRuntime {
+    /// A request's stream through the VM of `plugin` for this tenant and configuration; the
+    /// VM starts with the stream's first callback if it is not running.
+    pub fn proxy_wasm(
+        self: &Arc<Self>,
+        inv: crate::Invocation<'_>,
+        plugin: &Arc<CompiledPlugin>,
+        configs: VmConfigs,
+    ) -> ProxyStream {
+        let cell = self.vms().cell(inv.tenant, plugin, &configs);
+        ProxyStream::new(self.clone(), cell, plugin.clone(), configs, inv)
+    }
+}
+
+/// The VM's lock, held by the callback in progress.
+type Held = OwnedMutexGuard<Option<Box<LiveVm>>>;

@@ -1,0 +1,133 @@
+//! The operations a request's stream runs in a VM (`proxy_wasm::vm`), as one callback each on
+//! the plugin threads (`call::Exec`): start, request headers, response headers, teardown. The
+//! request's properties are swapped in for its callback and taken back after it.
+
+use std::collections::HashMap;
+
+use wasmtime::InstancePre;
+
+use super::{LiveVm, VmConfigs};
+use crate::call::Exec;
+use crate::proxy_wasm::abi::{MapType, Pairs};
+use crate::proxy_wasm::env::ProxyHost;
+use crate::proxy_wasm::vm::{HeadersOutcome, Vm, VmError};
+use crate::state::PluginState;
+
+/// Properties by dotted name (`request.path`), for the request's callbacks.
+pub type Properties = HashMap<String, Vec<u8>>;
+
+pub(crate) enum VmOp {
+    Start {
+        pre: InstancePre<PluginState>,
+        configs: VmConfigs,
+    },
+    RequestHeaders {
+        headers: Pairs,
+        end_of_stream: bool,
+        properties: Properties,
+    },
+    ResponseHeaders {
+        id: u32,
+        request: Pairs,
+        headers: Pairs,
+        end_of_stream: bool,
+        properties: Properties,
+    },
+    Finish {
+        id: u32,
+    },
+}
+
+pub(crate) enum VmDone {
+    Started,
+    Headers {
+        id: u32,
+        outcome: HeadersOutcome,
+        properties: Properties,
+    },
+    Finished,
+}
+
+impl Exec for LiveVm {
+    type Op = VmOp;
+    type Done = VmDone;
+
+    fn store(&mut self) -> &mut wasmtime::Store<PluginState> {
+        &mut self.vm.store
+    }
+
+    async fn exec(&mut self, op: VmOp) -> wasmtime::Result<VmDone> {
+        let vm = &mut self.vm;
+        Ok(match op {
+            VmOp::Start { pre, configs } => {
+                vm.start(&pre, &configs.vm, &configs.plugin)
+                    .await
+                    .map_err(wasm_error)?;
+                VmDone::Started
+            }
+            VmOp::RequestHeaders {
+                headers,
+                end_of_stream,
+                properties,
+            } => {
+                set_properties(vm, properties);
+                let (id, outcome) = vm
+                    .request_headers(headers, end_of_stream)
+                    .await
+                    .map_err(wasm_error)?;
+                VmDone::Headers {
+                    id,
+                    outcome,
+                    properties: take_properties(vm),
+                }
+            }
+            VmOp::ResponseHeaders {
+                id,
+                request,
+                headers,
+                end_of_stream,
+                properties,
+            } => {
+                set_properties(vm, properties);
+                let ctx = vm.store.data_mut().context();
+                ctx.effective = id;
+                ctx.set_map(MapType::RequestHeaders, request);
+                let outcome = vm
+                    .response_headers(id, headers, end_of_stream)
+                    .await
+                    .map_err(wasm_error)?;
+                vm.store
+                    .data_mut()
+                    .context()
+                    .take_map(MapType::RequestHeaders);
+                VmDone::Headers {
+                    id,
+                    outcome,
+                    properties: take_properties(vm),
+                }
+            }
+            VmOp::Finish { id } => {
+                vm.store.data_mut().context().effective = id;
+                vm.finish(id).await.map_err(wasm_error)?;
+                VmDone::Finished
+            }
+        })
+    }
+}
+
+fn set_properties(vm: &mut Vm<PluginState>, properties: Properties) {
+    vm.store.data_mut().context().properties = properties;
+}
+
+fn take_properties(vm: &mut Vm<PluginState>) -> Properties {
+    std::mem::take(&mut vm.store.data_mut().context().properties)
+}
+
+/// A trap keeps its wasmtime error (classified as fuel, deadline, memory or trap); an ABI
+/// misuse becomes one.
+fn wasm_error(e: VmError) -> wasmtime::Error {
+    match e {
+        VmError::Trap(e) => e,
+        other => wasmtime::Error::msg(other.to_string()),
+    }
+}

@@ -1,0 +1,437 @@
+//! A request's stream through a VM: its context's callbacks, each taking the VM's lock, run on
+//! the plugin threads with what the request has left of its fuel and deadline; the VM started
+//! first when it is not running; a failure drops the VM (FAIL_RELOAD) and fails the request.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::ops::{Properties, VmDone, VmOp};
+use super::{Held, LiveVm, VmCell, VmConfigs};
+use crate::bindings::types::{RequestAction, ResponseAction};
+use crate::cache::{CompiledPlugin, Exports};
+use crate::call;
+use crate::capabilities::TenantCapabilities;
+use crate::error::{Failure, PluginError};
+use crate::output;
+use crate::proxy_wasm::abi::Pairs;
+use crate::proxy_wasm::translate;
+use crate::proxy_wasm::vm::{HeadersOutcome, Vm};
+use crate::runtime::PluginRuntime;
+use wharf_tenancy::outbound::OutboundHost;
+use wharf_tenancy::PluginQuotas;
+
+/// Who the stream runs for: what a VM start and each request's capability state need.
+struct Who {
+    tenant: Arc<str>,
+    plugin: Arc<str>,
+    quotas: PluginQuotas,
+    config: Arc<BTreeMap<String, String>>,
+    outbound: Arc<[OutboundHost]>,
+    capabilities: Option<Arc<TenantCapabilities>>,
+}
+
+impl Who {
+    fn invocation(&self) -> crate::Invocation<'_> {
+        crate::Invocation {
+            tenant: &self.tenant,
+            plugin: &self.plugin,
+            quotas: self.quotas,
+            config: self.config.clone(),
+            outbound: self.outbound.clone(),
+            request_body: None,
+            capabilities: self.capabilities.clone(),
+        }
+    }
+}
+
+pub struct ProxyStream {
+    runtime: Arc<PluginRuntime>,
+    cell: Arc<VmCell>,
+    plugin: Arc<CompiledPlugin>,
+    configs: VmConfigs,
+    who: Who,
+    /// The request's context: the VM generation it lives in, and its id.
+    context: Option<(u64, u32)>,
+    fuel_left: u64,
+    remaining: Duration,
+    /// The request's properties; the module's own `proxy_set_property` values come back in.
+    pub properties: Properties,
+    /// The request's headers as the request phase left them (readable in the response phase).
+    request_headers: Pairs,
+    failed: bool,
+}
+
+impl ProxyStream {
+    pub(super) fn new(
+        runtime: Arc<PluginRuntime>,
+        cell: Arc<VmCell>,
+        plugin: Arc<CompiledPlugin>,
+        configs: VmConfigs,
+        inv: crate::Invocation<'_>,
+    ) -> ProxyStream {
+        ProxyStream {
+            runtime,
+            cell,
+            plugin,
+            configs,
+            fuel_left: inv.quotas.fuel,
+            remaining: Duration::from_millis(inv.quotas.deadline_ms),
+            who: Who {
+                tenant: inv.tenant.clone(),
+                plugin: inv.plugin.clone(),
+                quotas: inv.quotas,
+                config: inv.config,
+                outbound: inv.outbound,
+                capabilities: inv.capabilities,
+            },
+            context: None,
+            properties: Properties::new(),
+            request_headers: Pairs::new(),
+            failed: false,
+        }
+    }
+
+    pub fn plugin(&self) -> &str {
+        &self.who.plugin
+    }
+
+    /// Whether the module has a response phase (the stream lives past the upstream call).
+    pub fn has_response_phase(&self) -> bool {
+        self.plugin.exports.has_response_phase()
+    }
+
+    /// The request phase: a context for the request, `proxy_on_request_headers` on `headers`
+    /// ([`translate::request_pairs`]), and what the module did as a request action, checked
+    /// like a component's.
+    pub async fn on_request(
+        &mut self,
+        headers: Pairs,
+        end_of_stream: bool,
+    ) -> Result<RequestAction, PluginError> {
+        let started = Instant::now();
+        let before = headers.clone();
+        let result = self
+            .request_headers(headers, end_of_stream)
+            .await
+            .and_then(|outcome| {
+                let action = translate::request_action(&before, &outcome);
+                self.checked(action, output::check_request_action)
+            });
+        self.record("on_request", started, &result);
+        result
+    }
+
+    /// The response phase: `proxy_on_response_headers` on `headers`
+    /// ([`translate::response_pairs`]), as a checked response action.
+    pub async fn on_response(&mut self, headers: Pairs) -> Result<ResponseAction, PluginError> {
+        let started = Instant::now();
+        let before = headers.clone();
+        let result = self
+            .response_headers(headers, false)
+            .await
+            .and_then(|outcome| {
+                if outcome.local_response.is_some() {
+                    return Err(self.error(Failure::InvalidOutput(
+                        "proxy_send_local_response in the response phase is not served; \
+                         change the response's headers and status instead"
+                            .into(),
+                    )));
+                }
+                let action = translate::response_action(&before, &outcome);
+                self.checked(action, output::check_response_action)
+            });
+        self.record("on_response", started, &result);
+        result
+    }
+
+    fn checked<R>(
+        &mut self,
+        value: R,
+        check: fn(&R) -> Result<(), output::InvalidOutput>,
+    ) -> Result<R, PluginError> {
+        // The module's VM is fine: the request fails, its context is torn down as usual.
+        check(&value)
+            .map(|()| value)
+            .map_err(|invalid| self.error(Failure::InvalidOutput(invalid.0)))
+    }
+
+    fn record<R>(&self, phase: &str, started: Instant, result: &Result<R, PluginError>) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) => e.outcome(),
+        };
+        let m = self.runtime.metrics();
+        let tenant = m.tenant(&self.who.tenant);
+        m.plugin_invocations_total
+            .with_label_values(&[&*tenant, &self.who.plugin, phase, outcome])
+            .inc();
+        m.plugin_duration
+            .with_label_values(&[&*tenant, phase])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// A context for the request, then `proxy_on_request_headers` (pseudo-headers included).
+    pub async fn request_headers(
+        &mut self,
+        headers: Pairs,
+        end_of_stream: bool,
+    ) -> Result<HeadersOutcome, PluginError> {
+        let mut held = self.lock().await?;
+        let generation = match held.as_ref() {
+            Some(live) => live.generation,
+            None => {
+                held = self.start(held).await?;
+                held.as_ref().map_or(0, |l| l.generation)
+            }
+        };
+        if let Some(live) = held.as_mut() {
+            // This request's own log budget and capability state, and a CPU slot whose
+            // queueing counts from now.
+            let data = live.vm.store.data_mut();
+            data.caps = crate::runtime::instance_states(&self.who.invocation());
+            data.cpu = self.runtime.fair().slot(&self.who.tenant);
+        }
+        let op = VmOp::RequestHeaders {
+            headers,
+            end_of_stream,
+            properties: std::mem::take(&mut self.properties),
+        };
+        match self.call(held, op, self.remaining).await? {
+            VmDone::Headers {
+                id,
+                outcome,
+                properties,
+            } => {
+                self.context = Some((generation, id));
+                self.properties = properties;
+                self.request_headers = outcome.headers.clone();
+                Ok(outcome)
+            }
+            _ => Err(self.trap("the VM answered another callback".into())),
+        }
+    }
+
+    /// `proxy_on_response_headers` on the request's context (`:status` included).
+    pub async fn response_headers(
+        &mut self,
+        headers: Pairs,
+        end_of_stream: bool,
+    ) -> Result<HeadersOutcome, PluginError> {
+        let (held, id) = self.own_context().await?;
+        let op = VmOp::ResponseHeaders {
+            id,
+            request: self.request_headers.clone(),
+            headers,
+            end_of_stream,
+            properties: std::mem::take(&mut self.properties),
+        };
+        match self.call(held, op, self.remaining).await? {
+            VmDone::Headers {
+                outcome,
+                properties,
+                ..
+            } => {
+                self.properties = properties;
+                Ok(outcome)
+            }
+            _ => Err(self.trap("the VM answered another callback".into())),
+        }
+    }
+
+    /// The VM's lock, and this request's context in it; fails when the VM this context lived
+    /// in was replaced (another request's failure restarted it).
+    async fn own_context(&mut self) -> Result<(Held, u32), PluginError> {
+        let Some((generation, id)) = self.context else {
+            return Err(self.trap("the request has no context in the VM".into()));
+        };
+        let held = self.lock().await?;
+        if held.as_ref().map(|l| l.generation) != Some(generation) {
+            self.context = None;
+            self.failed = true;
+            return Err(self.trap(
+                "its VM was restarted after a failure during this request; the request's \
+                 context went with it"
+                    .into(),
+            ));
+        }
+        Ok((held, id))
+    }
+
+    /// `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`: the request is over. With its own
+    /// deadline and fuel (a request that used its budget still gets its teardown).
+    pub async fn finish(mut self) {
+        self.finish_context().await;
+    }
+
+    async fn finish_context(&mut self) {
+        if self.context.is_none() || self.failed {
+            return;
+        }
+        self.fuel_left = self.who.quotas.fuel;
+        let Ok((held, id)) = self.own_context().await else {
+            return;
+        };
+        self.context = None;
+        let budget = Duration::from_millis(self.who.quotas.deadline_ms);
+        if let Err(e) = self.call(held, VmOp::Finish { id }, budget).await {
+            tracing::debug!(tenant = %self.who.tenant, "proxy-wasm teardown failed: {e}");
+        }
+    }
+
+    async fn lock(&mut self) -> Result<Held, PluginError> {
+        if self.failed {
+            return Err(self.trap("the plugin already failed earlier in this request".into()));
+        }
+        let cap = self.runtime.queue_cap();
+        match tokio::time::timeout(cap, self.cell.live.clone().lock_owned()).await {
+            Ok(held) => Ok(held),
+            Err(_) => Err(self.error(Failure::Capacity(format!(
+                "its VM stayed busy with other requests for {} ms",
+                cap.as_millis()
+            )))),
+        }
+    }
+
+    /// Starts the VM (its initializer, root context and configuration, under the tenant's
+    /// limits), unless it keeps failing and its backoff has not passed.
+    async fn start(&mut self, mut held: Held) -> Result<Held, PluginError> {
+        let (generation, restart) = match self.cell.may_start() {
+            Ok(g) => g,
+            Err((failures, wait)) => {
+                return Err(self.error(Failure::Unavailable(format!(
+                    "its VM failed {failures} times in a row; it is started again in {} ms",
+                    wait.as_millis()
+                ))));
+            }
+        };
+        let Exports::ProxyWasm(code) = &self.plugin.exports else {
+            return Err(self.trap("not a proxy-wasm module".into()));
+        };
+        let pre = code.pre.clone();
+        let slot = self.runtime.fair().slot(&self.who.tenant);
+        let permits = self
+            .runtime
+            .permits(&self.who.invocation(), 1, &slot)
+            .await?;
+        let store = self.runtime.store(self.who.invocation(), slot)?;
+        let metrics = self.runtime.metrics().clone();
+        metrics.plugin_vms.inc();
+        if restart {
+            metrics
+                .plugin_vm_restarts_total
+                .with_label_values(&[&*metrics.tenant(&self.who.tenant)])
+                .inc();
+        }
+        *held = Some(Box::new(LiveVm {
+            vm: Vm::new(store),
+            generation,
+            metrics,
+            _permits: permits,
+        }));
+        let op = VmOp::Start {
+            pre,
+            configs: self.configs.clone(),
+        };
+        // Starting a Go runtime takes milliseconds: a start gets at least a second of its own.
+        let budget = Duration::from_millis(self.who.quotas.deadline_ms).max(Duration::from_secs(1));
+        let fuel = self.fuel_left;
+        self.fuel_left = self.who.quotas.fuel;
+        self.call(held, op, budget).await?;
+        self.fuel_left = fuel;
+        self.lock().await
+    }
+
+    /// One callback on the plugin threads with the request's fuel and `budget`; the VM is
+    /// dropped when it fails.
+    async fn call(
+        &mut self,
+        mut held: Held,
+        op: VmOp,
+        budget: Duration,
+    ) -> Result<VmDone, PluginError> {
+        let Some(mut live) = held.take() else {
+            return Err(self.trap("the VM is not running".into()));
+        };
+        if let Err(e) = live.vm.store.set_fuel(self.fuel_left) {
+            return Err(self.trap(format!("fuel accounting unavailable: {e}")));
+        }
+        let quotas = self.who.quotas;
+        let run = async move {
+            let (live, result, used) = call::run(live, op, budget, quotas).await;
+            let fuel_left = live.vm.store.get_fuel().unwrap_or(0);
+            if result.is_ok() {
+                *held = Some(live);
+            }
+            drop(held);
+            (result, used, fuel_left)
+        };
+        let finished = call::on_plugin_threads(&self.runtime.executor_handle(), run).await;
+        let (result, used, fuel_left) = match finished {
+            Ok(done) => done,
+            Err(e) => (
+                Err(Failure::Trap(format!(
+                    "the plugin task ended abnormally: {e}"
+                ))),
+                Duration::ZERO,
+                0,
+            ),
+        };
+        self.remaining = self.remaining.saturating_sub(used);
+        self.fuel_left = fuel_left;
+        match result {
+            Ok(done) => {
+                self.cell.succeeded();
+                Ok(done)
+            }
+            Err(failure) => {
+                self.cell.failed();
+                self.failed = true;
+                self.context = None;
+                Err(self.error(failure))
+            }
+        }
+    }
+
+    fn trap(&self, reason: String) -> PluginError {
+        self.error(Failure::Trap(reason))
+    }
+
+    fn error(&self, failure: Failure) -> PluginError {
+        PluginError::new(self.who.plugin.as_ref(), failure)
+    }
+}
+
+impl Drop for ProxyStream {
+    /// A request that ends without [`ProxyStream::finish`] (the client left, an error) still
+    /// tears its context down, on the plugin threads: a context left in the VM would hold the
+    /// module's memory for it.
+    fn drop(&mut self) {
+        if self.context.is_none() || self.failed {
+            return;
+        }
+        let mut rest = ProxyStream {
+            runtime: self.runtime.clone(),
+            cell: self.cell.clone(),
+            plugin: self.plugin.clone(),
+            configs: self.configs.clone(),
+            who: Who {
+                tenant: self.who.tenant.clone(),
+                plugin: self.who.plugin.clone(),
+                quotas: self.who.quotas,
+                config: self.who.config.clone(),
+                outbound: self.who.outbound.clone(),
+                capabilities: self.who.capabilities.clone(),
+            },
+            context: self.context.take(),
+            fuel_left: 0,
+            remaining: Duration::ZERO,
+            properties: Properties::new(),
+            request_headers: Pairs::new(),
+            failed: false,
+        };
+        self.runtime
+            .executor_handle()
+            .spawn(async move { rest.finish_context().await });
+    }
+}

@@ -1,0 +1,222 @@
+//! Between the gateway's requests and proxy-wasm's header maps. A module sees a request as
+//! Envoy gives it (`:method`, `:path`, `:authority`, `:scheme`, then the headers; `host` is
+//! `:authority`) and a response with `:status`. What it leaves is turned into the same edits a
+//! component returns (header ops, a path rewrite, a status, a reply), so one set of checks
+//! (`output.rs`) and one way of applying them serve both plugin kinds.
+
+use super::abi::Pairs;
+use super::vm::HeadersOutcome;
+use crate::bindings::types::{
+    Header, HeaderOp, Reply, RequestAction, RequestEdits, ResponseAction,
+};
+
+/// The request as a proxy-wasm header map.
+pub fn request_pairs(method: &str, path: &str, scheme: &str, headers: &http::HeaderMap) -> Pairs {
+    let mut pairs = Vec::with_capacity(headers.len() + 4);
+    let authority = headers
+        .get(http::header::HOST)
+        .map_or(&[][..], |v| v.as_bytes());
+    pairs.push((b":authority".to_vec(), authority.to_vec()));
+    pairs.push((b":path".to_vec(), path.as_bytes().to_vec()));
+    pairs.push((b":method".to_vec(), method.as_bytes().to_vec()));
+    pairs.push((b":scheme".to_vec(), scheme.as_bytes().to_vec()));
+    push_headers(&mut pairs, headers, true);
+    pairs
+}
+
+/// The response as a proxy-wasm header map.
+pub fn response_pairs(status: u16, headers: &http::HeaderMap) -> Pairs {
+    let mut pairs = Vec::with_capacity(headers.len() + 1);
+    pairs.push((b":status".to_vec(), status.to_string().into_bytes()));
+    push_headers(&mut pairs, headers, false);
+    pairs
+}
+
+fn push_headers(pairs: &mut Pairs, headers: &http::HeaderMap, skip_host: bool) {
+    for (name, value) in headers {
+        if skip_host && name == http::header::HOST {
+            continue;
+        }
+        pairs.push((name.as_str().as_bytes().to_vec(), value.as_bytes().to_vec()));
+    }
+}
+
+/// What a request headers callback did, as a component's request action.
+pub fn request_action(before: &Pairs, outcome: &HeadersOutcome) -> RequestAction {
+    if let Some(reply) = &outcome.local_response {
+        return RequestAction::Respond(Reply {
+            status: reply.status,
+            headers: reply
+                .headers
+                .iter()
+                .filter(|(k, _)| !k.starts_with(b":"))
+                .map(|(k, v)| header(k, v))
+                .collect(),
+            body: reply.body.clone(),
+        });
+    }
+    let after = &outcome.headers;
+    let mut headers = diff(before, after);
+    let authority = pseudo(after, ":authority");
+    if authority.is_some() && authority != pseudo(before, ":authority") {
+        headers.push(HeaderOp::Set(header(
+            b"host",
+            authority.unwrap_or_default(),
+        )));
+    }
+    let path = pseudo(after, ":path")
+        .filter(|p| Some(*p) != pseudo(before, ":path"))
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    RequestAction::Continue(RequestEdits { headers, path })
+}
+
+/// What a response headers callback did, as a component's response action.
+pub fn response_action(before: &Pairs, outcome: &HeadersOutcome) -> ResponseAction {
+    let after = &outcome.headers;
+    let status = pseudo(after, ":status")
+        .filter(|s| Some(*s) != pseudo(before, ":status"))
+        // An unparsable status is refused by the output check as status 0.
+        .map(|s| {
+            std::str::from_utf8(s)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        });
+    ResponseAction {
+        status,
+        headers: diff(before, after),
+    }
+}
+
+fn pseudo<'a>(pairs: &'a Pairs, name: &str) -> Option<&'a [u8]> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name.as_bytes())
+        .map(|(_, v)| v.as_slice())
+}
+
+fn header(name: &[u8], value: &[u8]) -> Header {
+    Header {
+        name: String::from_utf8_lossy(name).to_ascii_lowercase(),
+        value: value.to_vec(),
+    }
+}
+
+/// The edits that turn `before`'s headers into `after`'s (pseudo-headers aside): per name whose
+/// values changed, a set of the first and appends of the rest; a remove for names gone.
+fn diff(before: &Pairs, after: &Pairs) -> Vec<HeaderOp> {
+    let values = |pairs: &Pairs, name: &[u8]| -> Vec<Vec<u8>> {
+        pairs
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let mut ops = Vec::new();
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    for (name, _) in after.iter().filter(|(k, _)| !k.starts_with(b":")) {
+        let lower = name.to_ascii_lowercase();
+        if seen.contains(&lower) {
+            continue;
+        }
+        let now = values(after, &lower);
+        if now != values(before, &lower) {
+            for (i, v) in now.iter().enumerate() {
+                let h = header(&lower, v);
+                ops.push(if i == 0 {
+                    HeaderOp::Set(h)
+                } else {
+                    HeaderOp::Append(h)
+                });
+            }
+        }
+        seen.push(lower);
+    }
+    for (name, _) in before.iter().filter(|(k, _)| !k.starts_with(b":")) {
+        let lower = name.to_ascii_lowercase();
+        if !seen.contains(&lower) {
+            ops.push(HeaderOp::Remove(
+                String::from_utf8_lossy(&lower).into_owned(),
+            ));
+            seen.push(lower);
+        }
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy_wasm::abi::Action;
+
+    fn pairs(list: &[(&str, &str)]) -> Pairs {
+        list.iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    fn outcome(headers: Pairs) -> HeadersOutcome {
+        HeadersOutcome {
+            action: Action::Continue,
+            headers,
+            local_response: None,
+        }
+    }
+
+    #[test]
+    fn edits_follow_what_the_module_changed_and_nothing_else() {
+        let before = pairs(&[
+            (":authority", "a.test"),
+            (":path", "/x"),
+            ("accept", "*/*"),
+            ("x-two", "1"),
+            ("x-gone", "1"),
+        ]);
+        let after = pairs(&[
+            (":authority", "b.test"),
+            (":path", "/y?q=1"),
+            ("accept", "*/*"),
+            ("X-Two", "1"),
+            ("x-two", "2"),
+            ("x-new", "v"),
+        ]);
+        let RequestAction::Continue(edits) = request_action(&before, &outcome(after)) else {
+            panic!("a continue");
+        };
+        let shown: Vec<String> = edits
+            .headers
+            .iter()
+            .map(|op| match op {
+                HeaderOp::Set(h) => format!("set {}={}", h.name, String::from_utf8_lossy(&h.value)),
+                HeaderOp::Append(h) => {
+                    format!("append {}={}", h.name, String::from_utf8_lossy(&h.value))
+                }
+                HeaderOp::Remove(n) => format!("remove {n}"),
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "set x-two=1",
+                "append x-two=2",
+                "set x-new=v",
+                "remove x-gone",
+                "set host=b.test"
+            ]
+        );
+        assert_eq!(edits.path.as_deref(), Some("/y?q=1"));
+        let same = request_action(&before, &outcome(before.clone()));
+        assert!(
+            matches!(same, RequestAction::Continue(e) if e.headers.is_empty() && e.path.is_none())
+        );
+    }
+
+    #[test]
+    fn a_status_change_is_a_status() {
+        let before = pairs(&[(":status", "200"), ("server", "up")]);
+        let after = pairs(&[(":status", "418"), ("server", "up")]);
+        let action = response_action(&before, &outcome(after));
+        assert_eq!(action.status, Some(418));
+        assert!(action.headers.is_empty());
+    }
+}
