@@ -6,6 +6,7 @@
 #[macro_use]
 mod support;
 
+mod acme;
 mod api;
 mod api_fleet;
 mod architecture;
