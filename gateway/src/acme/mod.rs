@@ -32,6 +32,9 @@ pub struct AcmeSettings {
     pub ca_bundle: Option<PathBuf>,
     /// The account's contacts (`mailto:ops@example.com`), where the CA sends expiry notices.
     pub contact: Vec<String>,
+    /// Whether this node places orders; `false`: it only answers the CA's challenges for the
+    /// orders other nodes place (e.g. nodes without a route to the CA).
+    pub place_orders: bool,
     /// Orders the whole fleet places per hour (first certificates, renewals and retries):
     /// below the CA's own limit (Let's Encrypt: 300 new orders per 3 hours per account).
     pub orders_per_hour: u32,
@@ -54,6 +57,7 @@ impl Default for AcmeSettings {
             directory_url: None,
             ca_bundle: None,
             contact: Vec::new(),
+            place_orders: true,
             orders_per_hour: 100,
             check_interval_ms: 5_000,
             challenge_refresh_ms: 1_000,

@@ -82,7 +82,7 @@ impl AcmeWorker {
                 Ok(rows) => self.challenges.replace(rows),
                 Err(e) => tracing::warn!("cannot read ACME challenge answers: {e}"),
             }
-            if last_check.is_none_or(|t| t.elapsed() >= check_every) {
+            if self.settings.place_orders && last_check.is_none_or(|t| t.elapsed() >= check_every) {
                 last_check = Some(Instant::now());
                 self.take_due(&store, &slots).await;
             }

@@ -321,3 +321,61 @@ async fn failures_ownership_caps_and_tenant_deletion() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(store.acme_hostnames("shop").await.unwrap().is_empty());
 }
+
+/// Two nodes on one Postgres: one order for the name, placed by the node the CA does not reach
+/// (the other answers its challenge from the store), and both serve the certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_order_once_and_both_serve() {
+    let dns = Dns::start(&[(HOST, "127.0.0.1")]);
+    let (url, store) = fresh_store(StoreKind::Postgres).await;
+    let mut pebble = Pebble::prepare();
+    let kek = "11".repeat(32);
+    let node = |tls: SocketAddr, extra: &'static str| {
+        format!(
+            "operator_token = \"{OP}\"\ntls_listen = \"{tls}\"\n[tls]\nkey_encryption_key = \"{kek}\"\n{}{extra}",
+            pebble.acme_toml()
+        )
+    };
+    let (tls_a, tls_b) = (free_addr(), free_addr());
+    // The CA validates on A's port; A places no orders, so B's order is answered by A.
+    let a = Wharf::start_configured(&url, &node(tls_a, "place_orders = false\n"), &[]).await;
+    let b = Wharf::start_configured(&url, &node(tls_b, ""), &[]).await;
+    pebble.start(a.proxy.port(), tls_a.port(), dns.addr, 3600);
+    let api_a = Api::new(&a);
+    let key = create_tenant(&api_a, "shop", &[HOST]).await;
+    let (s, v) = Api::new(&b)
+        .call(
+            Method::PUT,
+            &format!("/v1/tenants/shop/acme/{HOST}"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    wait_acme(&api_a, "shop", &key, HOST, Duration::from_secs(60), |r| {
+        r["state"] == "valid"
+    })
+    .await;
+    let root = pebble.root_pem().await;
+    let mut leaves = Vec::new();
+    for tls in [tls_a, tls_b] {
+        let start = Instant::now();
+        leaves.push(loop {
+            match handshake(tls, &root, HOST).await {
+                Ok(leaf) => break leaf,
+                Err(e) => assert!(start.elapsed() < Duration::from_secs(10), "{tls}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        });
+    }
+    assert_eq!(leaves[0], leaves[1], "both nodes serve the one certificate");
+    assert_eq!(store.acme_orders_this_hour("shop").await.unwrap(), (1, 1));
+    assert!(b
+        .metrics()
+        .await
+        .contains("wharf_acme_orders_total{outcome=\"issued\"} 1"));
+    assert!(!a
+        .metrics()
+        .await
+        .contains("wharf_acme_orders_total{outcome=\"issued\"} 1"));
+}
