@@ -32,6 +32,9 @@ pub struct AcmeSettings {
     pub ca_bundle: Option<PathBuf>,
     /// The account's contacts (`mailto:ops@example.com`), where the CA sends expiry notices.
     pub contact: Vec<String>,
+    /// The operator's default: every exact hostname of every tenant gets a certificate
+    /// without asking (a tenant opts a name out by uploading its own certificate for it).
+    pub all_hostnames: bool,
     /// Whether this node places orders; `false`: it only answers the CA's challenges for the
     /// orders other nodes place (e.g. nodes without a route to the CA).
     pub place_orders: bool,
@@ -58,6 +61,7 @@ impl Default for AcmeSettings {
             ca_bundle: None,
             contact: Vec::new(),
             place_orders: true,
+            all_hostnames: false,
             orders_per_hour: 100,
             check_interval_ms: 5_000,
             challenge_refresh_ms: 1_000,

@@ -27,6 +27,16 @@ const LEASE_MS: i64 = 5 * 60 * 1000;
 /// An order over an hourly cap waits this long before it is looked at again.
 const POSTPONE_MS: i64 = 5 * 60 * 1000;
 
+/// A name an uploaded certificate serves is looked at again after this long.
+const UPLOADED_RECHECK_MS: i64 = 24 * 3600 * 1000;
+
+/// An uploaded certificate expiring sooner than this no longer stops an order (the issued one
+/// is served only once the upload is gone or expired, but it is ready).
+const UPLOADED_MARGIN_MS: i64 = 14 * 24 * 3600 * 1000;
+
+/// With `all_hostnames`, new names are enrolled every this many checks.
+const ENROLL_EVERY_CHECKS: u32 = 10;
+
 pub struct AcmeWorker {
     settings: AcmeSettings,
     directory: String,
@@ -76,6 +86,7 @@ impl AcmeWorker {
         let mut refresh = tokio::time::interval(self.refresh_every());
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_check: Option<Instant> = None;
+        let mut checks = 0u32;
         loop {
             refresh.tick().await;
             match store.acme_challenges().await {
@@ -84,6 +95,12 @@ impl AcmeWorker {
             }
             if self.settings.place_orders && last_check.is_none_or(|t| t.elapsed() >= check_every) {
                 last_check = Some(Instant::now());
+                if self.settings.all_hostnames && checks.is_multiple_of(ENROLL_EVERY_CHECKS) {
+                    if let Err(e) = store.acme_enroll_all().await {
+                        tracing::warn!("cannot enroll hostnames for ACME: {e}");
+                    }
+                }
+                checks = checks.wrapping_add(1);
                 self.take_due(&store, &slots).await;
             }
         }
@@ -134,12 +151,11 @@ impl AcmeWorker {
     async fn order(&self, store: &Store, h: &AcmeHostname) {
         match self.over_cap(store, h).await {
             Ok(None) => {}
-            Ok(Some(why)) => {
+            Ok(Some((why, retry))) => {
                 self.metrics
                     .acme_orders_total
                     .with_label_values(&["postponed"])
                     .inc();
-                let retry = now_ms() + POSTPONE_MS;
                 if let Err(e) = store.acme_failed(&h.hostname, &why, false, retry).await {
                     tracing::warn!(host = %h.hostname, "cannot postpone the ACME order: {e}");
                 }
@@ -172,28 +188,46 @@ impl AcmeWorker {
         }
     }
 
-    /// Why the order must wait, if a cap is reached.
+    /// Why the order must wait, if a cap is reached or the tenant's own certificate serves
+    /// the name (it wins, so an order would only spend the CA's limits).
     async fn over_cap(
         &self,
         store: &Store,
         h: &AcmeHostname,
-    ) -> Result<Option<String>, wharf_tenancy::StoreError> {
+    ) -> Result<Option<(String, i64)>, wharf_tenancy::StoreError> {
+        let tenant = store.tenant(&h.tenant).await?;
+        let now = now_ms();
+        if let Some(own) = tenant.certificates.iter().find(|c| {
+            !c.name.starts_with(ISSUED_PREFIX)
+                && c.hostnames.contains(&h.hostname)
+                && c.not_after_ms > now + UPLOADED_MARGIN_MS
+        }) {
+            return Ok(Some((
+                format!(
+                    "not ordered: the uploaded certificate {:?} serves this name",
+                    own.name
+                ),
+                now + UPLOADED_RECHECK_MS,
+            )));
+        }
+        let postpone = now + POSTPONE_MS;
         let (tenant_orders, fleet_orders) = store.acme_orders_this_hour(&h.tenant).await?;
-        let tenant_cap = store
-            .tenant(&h.tenant)
-            .await?
-            .quotas
-            .config
-            .acme_orders_per_hour;
+        let tenant_cap = tenant.quotas.config.acme_orders_per_hour;
         if tenant_orders >= i64::from(tenant_cap) {
-            return Ok(Some(format!(
-                "postponed: the tenant's acme_orders_per_hour ({tenant_cap}) is used this hour"
+            return Ok(Some((
+                format!(
+                    "postponed: the tenant's acme_orders_per_hour ({tenant_cap}) is used this hour"
+                ),
+                postpone,
             )));
         }
         let fleet_cap = self.settings.orders_per_hour;
         if fleet_orders >= i64::from(fleet_cap) {
-            return Ok(Some(format!(
-                "postponed: the fleet's acme.orders_per_hour ({fleet_cap}) is used this hour"
+            return Ok(Some((
+                format!(
+                    "postponed: the fleet's acme.orders_per_hour ({fleet_cap}) is used this hour"
+                ),
+                postpone,
             )));
         }
         Ok(None)

@@ -16,10 +16,14 @@ use crate::support::pebble::Pebble;
 use crate::support::tls::create_tenant;
 use crate::support::{free_addr, fresh_store, route, StoreKind, Upstream, Wharf};
 
-const HOST: &str = "shop.customer.test";
+pub(crate) const HOST: &str = "shop.customer.test";
 
 /// A TLS handshake with SNI `sni`, the chain verified against `root_pem`: the leaf (DER).
-async fn handshake(addr: SocketAddr, root_pem: &str, sni: &str) -> Result<Vec<u8>, String> {
+pub(crate) async fn handshake(
+    addr: SocketAddr,
+    root_pem: &str,
+    sni: &str,
+) -> Result<Vec<u8>, String> {
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut root_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
@@ -43,8 +47,24 @@ async fn handshake(addr: SocketAddr, root_pem: &str, sni: &str) -> Result<Vec<u8
     Ok(leaf)
 }
 
+/// The leaf served for `sni` once a handshake verifies against `root_pem` (the node applies
+/// an issued certificate on its next config poll).
+pub(crate) async fn served(addr: SocketAddr, root_pem: &str, sni: &str) -> Vec<u8> {
+    let start = Instant::now();
+    loop {
+        match handshake(addr, root_pem, sni).await {
+            Ok(leaf) => return leaf,
+            Err(e) => assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{addr} {sni}: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The tenant's ACME row for `host`, once `done` holds for it (within `within`).
-async fn wait_acme(
+pub(crate) async fn wait_acme(
     api: &Api,
     tenant: &str,
     key: &str,
@@ -79,7 +99,11 @@ async fn wait_acme(
 }
 
 /// A node with HTTPS and ACME against a fresh pebble issuing `validity_secs` certificates.
-async fn node_with_pebble(url: &str, dns: &Dns, validity_secs: u64) -> (Wharf, SocketAddr, Pebble) {
+pub(crate) async fn node_with_pebble(
+    url: &str,
+    dns: &Dns,
+    validity_secs: u64,
+) -> (Wharf, SocketAddr, Pebble) {
     let mut pebble = Pebble::prepare();
     let tls_addr = free_addr();
     let gw = Wharf::start_configured(
@@ -139,14 +163,7 @@ async fn a_hostname_gets_a_pebble_certificate_renewed_and_dropped_with_the_name(
 
     // Served by SNI, the chain verified against pebble's root only.
     let root = pebble.root_pem().await;
-    let start = Instant::now();
-    let first = loop {
-        match handshake(tls_addr, &root, HOST).await {
-            Ok(leaf) => break leaf,
-            Err(e) => assert!(start.elapsed() < Duration::from_secs(10), "{e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let first = served(tls_addr, &root, HOST).await;
     let (s, certs) = api
         .call(
             Method::GET,
@@ -320,62 +337,4 @@ async fn failures_ownership_caps_and_tenant_deletion() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(store.acme_hostnames("shop").await.unwrap().is_empty());
-}
-
-/// Two nodes on one Postgres: one order for the name, placed by the node the CA does not reach
-/// (the other answers its challenge from the store), and both serve the certificate.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_order_once_and_both_serve() {
-    let dns = Dns::start(&[(HOST, "127.0.0.1")]);
-    let (url, store) = fresh_store(StoreKind::Postgres).await;
-    let mut pebble = Pebble::prepare();
-    let kek = "11".repeat(32);
-    let node = |tls: SocketAddr, extra: &'static str| {
-        format!(
-            "operator_token = \"{OP}\"\ntls_listen = \"{tls}\"\n[tls]\nkey_encryption_key = \"{kek}\"\n{}{extra}",
-            pebble.acme_toml()
-        )
-    };
-    let (tls_a, tls_b) = (free_addr(), free_addr());
-    // The CA validates on A's port; A places no orders, so B's order is answered by A.
-    let a = Wharf::start_configured(&url, &node(tls_a, "place_orders = false\n"), &[]).await;
-    let b = Wharf::start_configured(&url, &node(tls_b, ""), &[]).await;
-    pebble.start(a.proxy.port(), tls_a.port(), dns.addr, 3600);
-    let api_a = Api::new(&a);
-    let key = create_tenant(&api_a, "shop", &[HOST]).await;
-    let (s, v) = Api::new(&b)
-        .call(
-            Method::PUT,
-            &format!("/v1/tenants/shop/acme/{HOST}"),
-            Some(&key),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    wait_acme(&api_a, "shop", &key, HOST, Duration::from_secs(60), |r| {
-        r["state"] == "valid"
-    })
-    .await;
-    let root = pebble.root_pem().await;
-    let mut leaves = Vec::new();
-    for tls in [tls_a, tls_b] {
-        let start = Instant::now();
-        leaves.push(loop {
-            match handshake(tls, &root, HOST).await {
-                Ok(leaf) => break leaf,
-                Err(e) => assert!(start.elapsed() < Duration::from_secs(10), "{tls}: {e}"),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        });
-    }
-    assert_eq!(leaves[0], leaves[1], "both nodes serve the one certificate");
-    assert_eq!(store.acme_orders_this_hour("shop").await.unwrap(), (1, 1));
-    assert!(b
-        .metrics()
-        .await
-        .contains("wharf_acme_orders_total{outcome=\"issued\"} 1"));
-    assert!(!a
-        .metrics()
-        .await
-        .contains("wharf_acme_orders_total{outcome=\"issued\"} 1"));
 }

@@ -7,6 +7,7 @@
 mod support;
 
 mod acme;
+mod acme_fleet;
 mod api;
 mod api_fleet;
 mod architecture;

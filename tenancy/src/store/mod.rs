@@ -10,6 +10,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 mod access;
 pub use access::AuditRetention;
 mod acme;
+mod acme_shared;
 pub use acme::{AcmeHostname, AcmeState, ISSUED_PREFIX};
 mod certificates;
 mod hostnames;
