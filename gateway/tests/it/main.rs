@@ -6,6 +6,8 @@
 #[macro_use]
 mod support;
 
+mod acme;
+mod acme_fleet;
 mod api;
 mod api_fleet;
 mod architecture;
