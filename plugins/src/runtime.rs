@@ -213,7 +213,7 @@ impl PluginRuntime {
 
     /// Drops compiled plugins no route or request holds any more, past the memory budget.
     pub fn trim_compiled(&self) {
-        self.vms.trim(&self.metrics);
+        self.vms.trim();
         self.cache.trim();
     }
 

@@ -6,7 +6,7 @@
 use wasmtime::{Caller, Linker};
 
 use super::abi::{self, Status};
-use super::context::HttpCall;
+use super::context::{Call, HttpCall, RedisCall};
 use super::env::{code, ProxyHost, MAX_VALUE};
 use super::memory;
 
@@ -45,16 +45,45 @@ pub(super) fn link<T: ProxyHost>(linker: &mut Linker<T>) -> wasmtime::Result<()>
             let Ok(headers) = abi::decode_map(&headers) else {
                 return Status::SerializationFailure as i32;
             };
-            let call = HttpCall {
-                token: 0,
-                cluster: String::from_utf8_lossy(&cluster).into_owned(),
-                headers,
-                body,
-                timeout_ms: timeout as u32,
+            let call = |token| {
+                Call::Http(HttpCall {
+                    token,
+                    cluster: String::from_utf8_lossy(&cluster).into_owned(),
+                    headers,
+                    body,
+                    timeout_ms: timeout as u32,
+                })
             };
             match c.data_mut().context().dispatch(call) {
                 Some(t) => code(memory::write_u32(&mut c, token, t)),
                 // Too many calls waiting for this request.
+                None => Status::BadArgument as i32,
+            }
+        },
+    )?;
+    // Higress's Redis extension: the cluster and credentials name the tenant's own Redis here
+    // (its namespace, allow-list and quotas), whatever the module says.
+    linker.func_wrap(
+        M,
+        "proxy_redis_init",
+        |_: Caller<'_, T>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
+            Status::Ok as i32
+        },
+    )?;
+    linker.func_wrap(
+        M,
+        "proxy_redis_call",
+        |mut c: Caller<'_, T>, _np: i32, _ns: i32, qp: i32, qs: i32, token: i32| {
+            let query = match memory::read(&mut c, qp, qs) {
+                Ok(q) => q,
+                Err(s) => return s as i32,
+            };
+            if query.len() > MAX_VALUE {
+                return Status::BadArgument as i32;
+            }
+            let call = |token| Call::Redis(RedisCall { token, query });
+            match c.data_mut().context().dispatch(call) {
+                Some(t) => code(memory::write_u32(&mut c, token, t)),
                 None => Status::BadArgument as i32,
             }
         },

@@ -26,6 +26,29 @@ pub struct HttpCall {
     pub timeout_ms: u32,
 }
 
+/// A Redis command a module sent (`proxy_redis_call`, Higress's extension): RESP bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisCall {
+    pub token: u32,
+    pub query: Vec<u8>,
+}
+
+/// A call waiting for the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Http(HttpCall),
+    Redis(RedisCall),
+}
+
+impl Call {
+    pub fn token(&self) -> u32 {
+        match self {
+            Call::Http(c) => c.token,
+            Call::Redis(c) => c.token,
+        }
+    }
+}
+
 /// A reply the module asked for with `proxy_send_local_response`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalResponse {
@@ -46,10 +69,12 @@ pub struct HostContext {
     /// Properties by dotted name (`request.path`).
     pub properties: HashMap<String, Vec<u8>>,
     /// Calls dispatched during the callback in progress, for the driver to send.
-    pub http_calls: Vec<HttpCall>,
+    pub calls: Vec<Call>,
     next_token: u32,
     /// `proxy_continue_stream` (or `proxy_resume_http_request`) was called.
     pub resumed: bool,
+    /// The tenant's shared data and metrics on this node (`None`: not served, as in tools).
+    pub shared: Option<std::sync::Arc<super::shared::TenantShared>>,
 }
 
 fn map_key(m: MapType) -> u8 {
@@ -119,14 +144,14 @@ impl HostContext {
         }
     }
 
-    /// Queues a call; its token, or `None` when the request has too many waiting.
-    pub fn dispatch(&mut self, mut call: HttpCall) -> Option<u32> {
-        if self.http_calls.len() >= MAX_PENDING_CALLS {
+    /// Queues a call (`make` gets its token); the token, or `None` when the request has too
+    /// many waiting.
+    pub fn dispatch(&mut self, make: impl FnOnce(u32) -> Call) -> Option<u32> {
+        if self.calls.len() >= MAX_PENDING_CALLS {
             return None;
         }
         self.next_token = self.next_token.wrapping_add(1).max(1);
-        call.token = self.next_token;
-        self.http_calls.push(call);
+        self.calls.push(make(self.next_token));
         Some(self.next_token)
     }
 

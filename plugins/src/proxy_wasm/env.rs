@@ -47,6 +47,8 @@ pub const SERVED: &[&str] = &[
     "proxy_send_local_response",
     "proxy_set_effective_context",
     "proxy_http_call",
+    "proxy_redis_init",
+    "proxy_redis_call",
     "proxy_continue_stream",
     "proxy_resume_http_request",
     "proxy_resume_http_response",
@@ -302,7 +304,8 @@ pub fn link<T: ProxyHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
             }
         },
     )?;
-    super::calls::link(linker)
+    super::calls::link(linker)?;
+    super::shared::link(linker)
 }
 
 /// Defines every `env` function `module` imports that [`link`] does not serve, answering
@@ -312,7 +315,11 @@ pub fn stub_remaining<T: ProxyHost>(
     module: &Module,
 ) -> wasmtime::Result<()> {
     for import in module.imports() {
-        if import.module() != "env" || SERVED.contains(&import.name()) {
+        let name = import.name();
+        if import.module() != "env"
+            || SERVED.contains(&name)
+            || super::shared::SERVED.contains(&name)
+        {
             continue;
         }
         let Some(ty) = import.ty().func().cloned() else {

@@ -13,6 +13,8 @@ mod host;
 mod imports;
 pub mod memory;
 pub mod pool;
+pub mod resp;
+pub mod shared;
 pub mod translate;
 pub mod vm;
 pub mod wasi;

@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use tokio::sync::OwnedMutexGuard;
 use wharf_metrics::Metrics;
 
+use super::shared::TenantShared;
 use super::vm::Vm;
 use crate::cache::CompiledPlugin;
 use crate::runtime::{Permits, PluginRuntime};
@@ -50,6 +51,8 @@ struct VmKey {
 #[derive(Default)]
 pub struct VmPool {
     cells: Mutex<HashMap<VmKey, Arc<VmCell>>>,
+    /// Each tenant's shared data and metrics, for all its VMs on this node.
+    shared: Mutex<HashMap<Arc<str>, Arc<TenantShared>>>,
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Box<LiveVm>>>>;
@@ -110,14 +113,27 @@ impl VmPool {
         cell
     }
 
-    /// Drops VMs unused for a while (their memory and pool slots go back).
-    pub fn trim(&self, _metrics: &Metrics) {
+    /// Drops VMs unused for a while (their memory and pool slots go back), and the shared
+    /// state of tenants with no VM left.
+    pub fn trim(&self) {
         let mut cells = self.cells.lock();
         cells.retain(|_, cell| {
             let idle = cell.last_used.lock().elapsed() >= IDLE;
             // A VM in use (locked, or held by a stream) stays.
             !(idle && Arc::strong_count(cell) == 1 && cell.live.try_lock().is_ok())
         });
+        self.shared.lock().retain(|tenant, s| {
+            Arc::strong_count(s) > 1 || cells.keys().any(|k| k.tenant == *tenant)
+        });
+    }
+
+    /// The tenant's shared data and metrics on this node.
+    pub(crate) fn shared(&self, tenant: &Arc<str>, metrics: &Arc<Metrics>) -> Arc<TenantShared> {
+        self.shared
+            .lock()
+            .entry(tenant.clone())
+            .or_insert_with(|| Arc::new(TenantShared::new(tenant.clone(), metrics.clone())))
+            .clone()
     }
 }
 

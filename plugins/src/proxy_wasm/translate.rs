@@ -168,7 +168,7 @@ mod tests {
             action: Action::Continue,
             headers,
             local_response: None,
-            http_calls: Vec::new(),
+            calls: Vec::new(),
             resumed: false,
         }
     }

@@ -7,7 +7,7 @@
 use wasmtime::{Instance, InstancePre, Store, TypedFunc};
 
 use super::abi::{Action, BufferType, MapType, Pairs};
-use super::context::{HttpCall, LocalResponse};
+use super::context::{Call, LocalResponse};
 use super::env::ProxyHost;
 
 /// The root context's id; request contexts count up from it.
@@ -42,15 +42,24 @@ pub struct HeadersOutcome {
     pub headers: Pairs,
     pub local_response: Option<LocalResponse>,
     /// Calls the module dispatched in the callback, for the driver to send.
-    pub http_calls: Vec<HttpCall>,
+    pub calls: Vec<Call>,
     /// The module let a paused stream go on (`proxy_continue_stream`).
     pub resumed: bool,
 }
 
-/// An HTTP call's answer (`None`: it failed: refused, timed out, unreachable).
+/// A call's answer.
 pub struct CallAnswer {
     pub token: u32,
-    pub answer: Option<(Pairs, Vec<u8>)>,
+    pub answer: Answer,
+}
+
+pub enum Answer {
+    /// Headers (`:status` first) and body; `None`: the call failed (refused, timed out,
+    /// unreachable).
+    Http(Option<(Pairs, Vec<u8>)>),
+    /// The RESP reply (a command Redis or the allow-list refused is an error reply); `None`:
+    /// Redis was not reachable.
+    Redis(Option<Vec<u8>>),
 }
 
 /// The started module: its instance and the one export every callback needs.
@@ -219,46 +228,67 @@ impl<T: ProxyHost> Vm<T> {
             action,
             headers: ctx.take_map(map).unwrap_or_default(),
             local_response: ctx.local_response.take(),
-            http_calls: std::mem::take(&mut ctx.http_calls),
+            calls: std::mem::take(&mut ctx.calls),
             resumed: std::mem::take(&mut ctx.resumed),
         }
     }
 
-    /// `proxy_on_http_call_response` for a call request `id` made, delivered to the root
-    /// context as Envoy does (the SDKs find the caller by token); the request's headers
-    /// (`request`) are editable meanwhile, as the module may change them before resuming.
-    pub async fn http_call_response(
+    /// A call's answer for request `id`: `proxy_on_http_call_response` or
+    /// `proxy_on_redis_call_response`, delivered to the root context as Envoy and Higress do
+    /// (the SDKs find the caller by token); the request's headers (`request`) are editable
+    /// meanwhile, as the module may change them before resuming.
+    pub async fn call_answer(
         &mut self,
         id: u32,
         answer: CallAnswer,
         request: Pairs,
     ) -> Result<HeadersOutcome, VmError> {
-        let (headers, body) = answer.answer.unwrap_or_default();
-        let (n, size) = (headers.len() as i32, body.len() as i32);
-        {
+        let token = answer.token as i32;
+        let (name, args) = {
             let ctx = self.store.data_mut().context();
             ctx.effective = id;
             ctx.set_map(MapType::RequestHeaders, request);
-            ctx.set_map(MapType::HttpCallResponseHeaders, headers);
-            ctx.set_buffer(BufferType::HttpCallResponseBody, body);
-        }
-        if let Ok(f) = self
-            .instance()?
-            .get_typed_func::<(i32, i32, i32, i32, i32), ()>(
-                &mut self.store,
-                "proxy_on_http_call_response",
-            )
+            match answer.answer {
+                Answer::Http(reply) => {
+                    let (headers, body) = reply.unwrap_or_default();
+                    let args = (
+                        ROOT as i32,
+                        token,
+                        headers.len() as i32,
+                        body.len() as i32,
+                        0,
+                    );
+                    ctx.set_map(MapType::HttpCallResponseHeaders, headers);
+                    ctx.set_buffer(BufferType::HttpCallResponseBody, body);
+                    ("proxy_on_http_call_response", args)
+                }
+                Answer::Redis(reply) => {
+                    let status = i32::from(reply.is_none());
+                    let body = reply.unwrap_or_default();
+                    let args = (ROOT as i32, token, status, body.len() as i32, 0);
+                    ctx.set_buffer(BufferType::RedisCallResponse, body);
+                    ("proxy_on_redis_call_response", args)
+                }
+            }
+        };
+        let instance = self.instance()?;
+        if name == "proxy_on_http_call_response" {
+            if let Ok(f) =
+                instance.get_typed_func::<(i32, i32, i32, i32, i32), ()>(&mut self.store, name)
+            {
+                f.call_async(&mut self.store, args).await.map_err(trap)?;
+            }
+        } else if let Ok(f) =
+            instance.get_typed_func::<(i32, i32, i32, i32), ()>(&mut self.store, name)
         {
-            f.call_async(
-                &mut self.store,
-                (ROOT as i32, answer.token as i32, n, size, 0),
-            )
-            .await
-            .map_err(trap)?;
+            f.call_async(&mut self.store, (args.0, args.1, args.2, args.3))
+                .await
+                .map_err(trap)?;
         }
         let ctx = self.store.data_mut().context();
         ctx.take_map(MapType::HttpCallResponseHeaders);
         ctx.set_buffer(BufferType::HttpCallResponseBody, Vec::new());
+        ctx.set_buffer(BufferType::RedisCallResponse, Vec::new());
         Ok(self.outcome(Action::Continue, MapType::RequestHeaders))
     }
 

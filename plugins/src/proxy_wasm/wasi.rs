@@ -1,8 +1,8 @@
 //! The WASI preview1 subset proxy-wasm modules import (docs/proxy-wasm-imports.md), as Envoy's
 //! allow-list gives it: clocks and randomness, stdout/stderr into the tenant's log, empty
 //! arguments and environment, no preopened directory (every file call: EBADF), `proc_exit` a trap
-//! of the callback, `sched_yield` a no-op, `poll_oneoff` unsupported (a module that sleeps would
-//! hold its VM). Nothing here reaches the node's files, sockets or environment.
+//! of the callback, `sched_yield` a no-op, `poll_oneoff` short sleeps within the callback's deadline
+//! (the VM is held meanwhile). Nothing here reaches the node's files, sockets or environment.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,7 +14,6 @@ const SUCCESS: i32 = 0;
 const BADF: i32 = 8;
 const FAULT: i32 = 21;
 const INVAL: i32 = 28;
-const NOTSUP: i32 = 58;
 
 /// Where a module's stdout and stderr go: the tenant's log, within its budget.
 pub trait WasiLog {
@@ -96,10 +95,12 @@ pub fn link<T: WasiLog + Send + 'static>(linker: &mut Linker<T>) -> wasmtime::Re
         },
     )?;
     linker.func_wrap(M, "sched_yield", |_: Caller<'_, T>| SUCCESS)?;
-    linker.func_wrap(
+    linker.func_wrap_async(
         M,
         "poll_oneoff",
-        |_: Caller<'_, T>, _: i32, _: i32, _: i32, _: i32| NOTSUP,
+        |mut c: Caller<'_, T>, (subs, events, n, out): (i32, i32, i32, i32)| {
+            Box::new(async move { Ok(poll_oneoff(&mut c, subs, events, n, out).await) })
+        },
     )?;
     // No preopened directory, no file: every file call is EBADF.
     linker.func_wrap(M, "fd_prestat_get", |_: Caller<'_, T>, _: i32, _: i32| BADF)?;
@@ -145,6 +146,65 @@ pub fn link<T: WasiLog + Send + 'static>(linker: &mut Linker<T>) -> wasmtime::Re
          _: i32| BADF,
     )?;
     Ok(())
+}
+
+/// Longest one `poll_oneoff` sleeps: a Go runtime's `usleep` is microseconds; a module asking
+/// for more gets this much and asks again, its callback's deadline still running.
+const MAX_SLEEP: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// `poll_oneoff` for clock subscriptions (sleeps, bounded by [`MAX_SLEEP`] and the callback's
+/// deadline, which keeps running); a file-descriptor subscription gets EBADF at once.
+async fn poll_oneoff<T: Send>(
+    c: &mut Caller<'_, T>,
+    subs: i32,
+    events: i32,
+    n: i32,
+    out: i32,
+) -> i32 {
+    const SUB: i32 = 48;
+    const EVENT: i32 = 32;
+    if !(1..=64).contains(&n) {
+        return INVAL;
+    }
+    let Ok(bytes) = memory::read(c, subs, n * SUB) else {
+        return FAULT;
+    };
+    let mut sleep = MAX_SLEEP;
+    let mut answered = Vec::new();
+    for sub in bytes.chunks_exact(SUB as usize) {
+        let userdata = &sub[0..8];
+        let (error, kind) = match sub[8] {
+            0 => {
+                let timeout = u64::from_le_bytes(sub[24..32].try_into().unwrap_or_default());
+                let absolute = u16::from_le_bytes([sub[40], sub[41]]) & 1 == 1;
+                let wait = if absolute {
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64);
+                    timeout.saturating_sub(now)
+                } else {
+                    timeout
+                };
+                sleep = sleep.min(std::time::Duration::from_nanos(wait));
+                (0u16, 0u8)
+            }
+            k => (BADF as u16, k),
+        };
+        let mut event = [0u8; EVENT as usize];
+        event[0..8].copy_from_slice(userdata);
+        event[8..10].copy_from_slice(&error.to_le_bytes());
+        event[10] = kind;
+        answered.push(event);
+    }
+    if !sleep.is_zero() {
+        tokio::time::sleep(sleep).await;
+    }
+    for (i, event) in answered.iter().enumerate() {
+        if memory::write(c, events + EVENT * i as i32, event).is_err() {
+            return FAULT;
+        }
+    }
+    errno(memory::write_u32(c, out, answered.len() as u32))
 }
 
 fn errno(r: Result<(), super::abi::Status>) -> i32 {

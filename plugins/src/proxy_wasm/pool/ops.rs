@@ -121,7 +121,7 @@ impl Exec for LiveVm {
             } => {
                 set_properties(vm, properties);
                 let outcome = vm
-                    .http_call_response(id, answer, request)
+                    .call_answer(id, answer, request)
                     .await
                     .map_err(wasm_error)?;
                 VmDone::Headers {

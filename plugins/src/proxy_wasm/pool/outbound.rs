@@ -2,7 +2,8 @@
 //! attachment's `allowed_outbound_hosts`, the egress policy on every resolved address and the
 //! tenant's HTTP quotas apply exactly as for a component's `wharf:plugin/http` call. Envoy's
 //! cluster name becomes the destination: `outbound|port||host` (Istio and Higress), a URL, or
-//! `host[:port]`; a bare name (no dot, no port) means the call's `:authority`.
+//! `host[:port]`; a bare name (no dot, no port) means the call's `:authority`. Higress's Redis
+//! calls go through the tenant's Redis capability the same way.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,9 +14,11 @@ use wharf_tenancy::outbound::OutboundHost;
 use crate::bindings::wharf::plugin::http::OutgoingRequest;
 use crate::bindings::wharf::plugin::types::Header;
 use crate::capabilities::http::{Http, HOST_OWNED};
+use crate::capabilities::redis::Redis;
 use crate::capabilities::{HostError, TenantCapabilities};
 use crate::proxy_wasm::abi::Pairs;
-use crate::proxy_wasm::context::HttpCall;
+use crate::proxy_wasm::context::{HttpCall, RedisCall};
+use crate::proxy_wasm::resp;
 
 /// Who sends, and what the request's deadline has left.
 pub(super) struct Sender<'a> {
@@ -32,22 +35,7 @@ impl Sender<'_> {
     pub(super) async fn send(&self, call: HttpCall) -> Option<(Pairs, Vec<u8>)> {
         let started = Instant::now();
         let result = self.exchange(call).await;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.outcome(),
-        };
-        if let Err(e) = &result {
-            tracing::debug!(tenant = %self.tenant, plugin = %self.plugin, "proxy_http_call failed: {e}");
-        }
-        let tenant = self.metrics.tenant(self.tenant);
-        self.metrics
-            .host_calls_total
-            .with_label_values(&[&tenant, self.plugin, "proxy_http_call", outcome])
-            .inc();
-        self.metrics
-            .host_call_duration
-            .with_label_values(&[&tenant, "proxy_http_call"])
-            .observe(started.elapsed().as_secs_f64());
+        self.record("proxy_http_call", started, &result);
         let response = result.ok()?;
         let mut pairs = Vec::with_capacity(response.headers.len() + 1);
         pairs.push((
@@ -61,6 +49,49 @@ impl Sender<'_> {
                 .map(|h| (h.name.into_bytes(), h.value)),
         );
         Some((pairs, response.body))
+    }
+
+    /// A Redis command (RESP) through the tenant's Redis capability; its reply as RESP (a
+    /// refused command is an error reply), or `None` when Redis was not reachable.
+    pub(super) async fn redis(&self, call: RedisCall) -> Option<Vec<u8>> {
+        let started = Instant::now();
+        let result = match resp::decode_command(&call.query) {
+            None => Err(HostError::Invalid(
+                "not a RESP array of bulk strings".into(),
+            )),
+            Some((name, args)) => match self.caps {
+                None => Err(HostError::BackendUnavailable),
+                Some(caps) => match caps.get::<Redis>().await {
+                    Ok(redis) => redis.command(&name, args).await,
+                    Err(e) => Err(e),
+                },
+            },
+        };
+        self.record("proxy_redis_call", started, &result);
+        match result {
+            Ok(value) => Some(resp::encode(&value)),
+            Err(HostError::BackendUnavailable | HostError::Timeout) => None,
+            Err(e) => Some(resp::error(&e.to_string())),
+        }
+    }
+
+    fn record<V>(&self, function: &str, started: Instant, result: &Result<V, HostError>) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) => e.outcome(),
+        };
+        if let Err(e) = result {
+            tracing::debug!(tenant = %self.tenant, plugin = %self.plugin, "{function} failed: {e}");
+        }
+        let tenant = self.metrics.tenant(self.tenant);
+        self.metrics
+            .host_calls_total
+            .with_label_values(&[&tenant, self.plugin, function, outcome])
+            .inc();
+        self.metrics
+            .host_call_duration
+            .with_label_values(&[&tenant, function])
+            .observe(started.elapsed().as_secs_f64());
     }
 
     async fn exchange(
