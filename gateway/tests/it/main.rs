@@ -32,6 +32,7 @@ mod protocols;
 mod proxy_wasm_calls;
 mod proxy_wasm_serve;
 mod proxy_wasm_state;
+mod proxy_wasm_ticks;
 mod proxy_wasm_uploads;
 mod rate_limits;
 mod reload;

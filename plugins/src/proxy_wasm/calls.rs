@@ -6,7 +6,7 @@
 use wasmtime::{Caller, Linker};
 
 use super::abi::{self, Status};
-use super::context::{Call, HttpCall, RedisCall};
+use super::context::{Call, HttpCall, RedisCall, TICK_FLOOR};
 use super::env::{code, ProxyHost, MAX_VALUE};
 use super::memory;
 
@@ -86,6 +86,16 @@ pub(super) fn link<T: ProxyHost>(linker: &mut Linker<T>) -> wasmtime::Result<()>
                 Some(t) => code(memory::write_u32(&mut c, token, t)),
                 None => Status::BadArgument as i32,
             }
+        },
+    )?;
+    linker.func_wrap(
+        M,
+        "proxy_set_tick_period_milliseconds",
+        |mut c: Caller<'_, T>, ms: i32| {
+            let period = std::time::Duration::from_millis(u64::from(ms as u32));
+            c.data_mut().context().tick_period =
+                (!period.is_zero()).then(|| period.max(TICK_FLOOR));
+            Status::Ok as i32
         },
     )?;
     linker.func_wrap(

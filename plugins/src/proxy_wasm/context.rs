@@ -10,6 +10,10 @@ use super::abi::{BufferType, MapType, Pairs};
 /// Pairs one map may hold after a module's edits: the same bound as a decoded map.
 const MAX_PAIRS: usize = super::abi::MAX_PAIRS as usize;
 
+/// The shortest tick period a module gets: a 1 ms tick would be a thousand callbacks a second
+/// of the tenant's CPU for nothing a request asked.
+pub const TICK_FLOOR: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Calls (`proxy_http_call`) one request may have waiting at once.
 pub const MAX_PENDING_CALLS: usize = 16;
 
@@ -73,6 +77,9 @@ pub struct HostContext {
     next_token: u32,
     /// `proxy_continue_stream` (or `proxy_resume_http_request`) was called.
     pub resumed: bool,
+    /// How often the module wants `proxy_on_tick` (`proxy_set_tick_period_milliseconds`, at
+    /// least [`TICK_FLOOR`]); `None`: never.
+    pub tick_period: Option<std::time::Duration>,
     /// The tenant's shared data and metrics on this node (`None`: not served, as in tools).
     pub shared: Option<std::sync::Arc<super::shared::TenantShared>>,
 }

@@ -48,6 +48,7 @@ pub const SERVED: &[&str] = &[
     "proxy_set_effective_context",
     "proxy_http_call",
     "proxy_redis_init",
+    "proxy_set_tick_period_milliseconds",
     "proxy_redis_call",
     "proxy_continue_stream",
     "proxy_resume_http_request",

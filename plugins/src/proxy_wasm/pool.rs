@@ -24,6 +24,7 @@ use crate::state::PluginState;
 mod ops;
 mod outbound;
 mod run;
+mod tick;
 
 pub use ops::Properties;
 pub use run::ProxyStream;
@@ -62,6 +63,7 @@ pub(crate) struct VmCell {
     live: Slot,
     health: Mutex<Health>,
     last_used: Mutex<Instant>,
+    ticking: Mutex<tick::Ticking>,
 }
 
 #[derive(Default)]
@@ -105,6 +107,7 @@ impl VmPool {
                 Arc::new(VmCell {
                     live: Arc::new(tokio::sync::Mutex::new(None)),
                     health: Mutex::new(Health::default()),
+                    ticking: Mutex::new(tick::Ticking::default()),
                     last_used: Mutex::new(Instant::now()),
                 })
             })

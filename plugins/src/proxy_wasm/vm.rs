@@ -292,6 +292,23 @@ impl<T: ProxyHost> Vm<T> {
         Ok(self.outcome(Action::Continue, MapType::RequestHeaders))
     }
 
+    /// `proxy_on_tick` on the root context. Calls it dispatches are dropped: nothing waits for
+    /// a tick's answers (a module refreshing a cache by calls in ticks gets no answer).
+    pub async fn tick(&mut self) -> Result<(), VmError> {
+        if let Ok(f) = self
+            .instance()?
+            .get_typed_func::<i32, ()>(&mut self.store, "proxy_on_tick")
+        {
+            let ctx = self.store.data_mut().context();
+            ctx.effective = ROOT;
+            f.call_async(&mut self.store, ROOT as i32)
+                .await
+                .map_err(trap)?;
+        }
+        self.store.data_mut().context().calls.clear();
+        Ok(())
+    }
+
     /// The request is over: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
     pub async fn finish(&mut self, id: u32) -> Result<(), VmError> {
         if let Ok(done) = self

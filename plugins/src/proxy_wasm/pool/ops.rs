@@ -43,6 +43,7 @@ pub(crate) enum VmOp {
     Finish {
         id: u32,
     },
+    Tick,
 }
 
 pub(crate) enum VmDone {
@@ -53,6 +54,7 @@ pub(crate) enum VmDone {
         properties: Properties,
     },
     Finished,
+    Ticked,
 }
 
 impl Exec for LiveVm {
@@ -129,6 +131,10 @@ impl Exec for LiveVm {
                     outcome,
                     properties: take_properties(vm),
                 }
+            }
+            VmOp::Tick => {
+                vm.tick().await.map_err(wasm_error)?;
+                VmDone::Ticked
             }
             VmOp::Finish { id } => {
                 vm.store.data_mut().context().effective = id;

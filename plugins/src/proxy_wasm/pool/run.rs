@@ -25,17 +25,18 @@ use wharf_tenancy::PluginQuotas;
 mod settle;
 
 /// Who the stream runs for: what a VM start and each request's capability state need.
-struct Who {
-    tenant: Arc<str>,
-    plugin: Arc<str>,
-    quotas: PluginQuotas,
+#[derive(Clone)]
+pub(super) struct Who {
+    pub(super) tenant: Arc<str>,
+    pub(super) plugin: Arc<str>,
+    pub(super) quotas: PluginQuotas,
     config: Arc<BTreeMap<String, String>>,
     outbound: Arc<[OutboundHost]>,
     capabilities: Option<Arc<TenantCapabilities>>,
 }
 
 impl Who {
-    fn invocation(&self) -> crate::Invocation<'_> {
+    pub(super) fn invocation(&self) -> crate::Invocation<'_> {
         crate::Invocation {
             tenant: &self.tenant,
             plugin: &self.plugin,
@@ -363,16 +364,18 @@ impl ProxyStream {
         }
         let quotas = self.who.quotas;
         let run = async move {
-            let (live, result, used) = call::run(live, op, budget, quotas).await;
+            let (mut live, result, used) = call::run(live, op, budget, quotas).await;
             let fuel_left = live.vm.store.get_fuel().unwrap_or(0);
+            let ticks = (live.vm.store.data_mut().context().tick_period)
+                .map(|period| (live.generation, period));
             if result.is_ok() {
                 *held = Some(live);
             }
             drop(held);
-            (result, used, fuel_left)
+            (result, used, fuel_left, ticks)
         };
         let finished = call::on_plugin_threads(&self.runtime.executor_handle(), run).await;
-        let (result, used, fuel_left) = match finished {
+        let (result, used, fuel_left, ticks) = match finished {
             Ok(done) => done,
             Err(e) => (
                 Err(Failure::Trap(format!(
@@ -380,8 +383,12 @@ impl ProxyStream {
                 ))),
                 Duration::ZERO,
                 0,
+                None,
             ),
         };
+        if let (Ok(_), Some((generation, period))) = (&result, ticks) {
+            self.cell.tick(&self.runtime, generation, period, &self.who);
+        }
         self.remaining = self.remaining.saturating_sub(used);
         self.fuel_left = fuel_left;
         match result {

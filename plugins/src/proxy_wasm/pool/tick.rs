@@ -1,0 +1,138 @@
+//! A VM's ticks (`proxy_set_tick_period_milliseconds` / `proxy_on_tick`): one task per VM on the
+//! plugin threads, while the VM lives. Each tick is a callback like a request's: it takes the
+//! VM's lock, runs with the tenant's fuel and deadline on the fair scheduler (charged to the
+//! tenant), with its own log budget; a failing tick drops the VM as any failing callback does.
+//! The period has a floor (`context::TICK_FLOOR`); the task holds the cell weakly, so a VM
+//! dropped for idleness stops ticking.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use super::ops::{VmDone, VmOp};
+use super::run::Who;
+use super::VmCell;
+use crate::call;
+use crate::runtime::PluginRuntime;
+
+impl VmCell {
+    /// Starts ticking the VM of `generation` every `period`, unless it ticks already.
+    pub(super) fn tick(
+        self: &Arc<Self>,
+        runtime: &Arc<PluginRuntime>,
+        generation: u64,
+        period: Duration,
+        who: &Who,
+    ) {
+        {
+            let mut ticking = self.ticking.lock();
+            *ticking.period_mut() = period;
+            if ticking.generation == Some(generation) {
+                return;
+            }
+            ticking.generation = Some(generation);
+        }
+        let (cell, runtime2, who) = (Arc::downgrade(self), runtime.clone(), who.clone());
+        runtime
+            .executor_handle()
+            .spawn(ticks(cell, runtime2, generation, who));
+    }
+}
+
+/// What a cell knows of its ticker.
+#[derive(Default)]
+pub(super) struct Ticking {
+    generation: Option<u64>,
+    period: Duration,
+}
+
+impl Ticking {
+    fn period_mut(&mut self) -> &mut Duration {
+        &mut self.period
+    }
+}
+
+async fn ticks(cell: Weak<VmCell>, runtime: Arc<PluginRuntime>, generation: u64, who: Who) {
+    loop {
+        let Some(period) = cell.upgrade().map(|c| c.ticking.lock().period) else {
+            return;
+        };
+        tokio::time::sleep(period).await;
+        let Some(cell) = cell.upgrade() else {
+            return;
+        };
+        if !tick_once(&cell, &runtime, generation, &who).await {
+            let mut ticking = cell.ticking.lock();
+            if ticking.generation == Some(generation) {
+                ticking.generation = None;
+            }
+            return;
+        }
+    }
+}
+
+/// One tick; false when the VM is gone (replaced, dropped, or this tick failed).
+async fn tick_once(
+    cell: &Arc<VmCell>,
+    runtime: &Arc<PluginRuntime>,
+    generation: u64,
+    who: &Who,
+) -> bool {
+    let Ok(mut held) =
+        tokio::time::timeout(runtime.queue_cap(), cell.live.clone().lock_owned()).await
+    else {
+        // Busy with requests for the whole queueing cap: skip this tick.
+        return true;
+    };
+    let Some(mut live) = held.take() else {
+        return false;
+    };
+    if live.generation != generation {
+        *held = Some(live);
+        return false;
+    }
+    {
+        let data = live.vm.store.data_mut();
+        data.caps = crate::runtime::instance_states(&who.invocation());
+        data.cpu = runtime.fair().slot(&who.tenant);
+    }
+    if live.vm.store.set_fuel(who.quotas.fuel).is_err() {
+        *held = Some(live);
+        return false;
+    }
+    let started = Instant::now();
+    let budget = Duration::from_millis(who.quotas.deadline_ms);
+    let quotas = who.quotas;
+    let run = async move {
+        let (live, result, _) = call::run(live, VmOp::Tick, budget, quotas).await;
+        let ok = matches!(result, Ok(VmDone::Ticked));
+        if ok {
+            *held = Some(live);
+        }
+        drop(held);
+        result.map(|_| ())
+    };
+    let result = match call::on_plugin_threads(&runtime.executor_handle(), run).await {
+        Ok(r) => r,
+        Err(e) => Err(crate::error::Failure::Trap(e)),
+    };
+    let m = runtime.metrics();
+    let tenant = m.tenant(&who.tenant);
+    let outcome = match &result {
+        Ok(()) => "ok",
+        Err(f) => crate::error::PluginError::new(who.plugin.as_ref(), f.clone()).outcome(),
+    };
+    m.plugin_invocations_total
+        .with_label_values(&[&*tenant, &who.plugin, "on_tick", outcome])
+        .inc();
+    m.plugin_duration
+        .with_label_values(&[&*tenant, "on_tick"])
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(()) => true,
+        Err(failure) => {
+            tracing::warn!(tenant = %who.tenant, plugin = %who.plugin, "proxy-wasm tick failed, VM dropped: {failure}");
+            cell.failed();
+            false
+        }
+    }
+}
