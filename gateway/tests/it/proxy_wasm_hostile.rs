@@ -300,6 +300,29 @@ fn garbage_allocator() -> Vec<u8> {
     w.module(1, &funcs)
 }
 
+/// An allocator that traps (`x-alloc-trap`) or spins (`x-alloc-spin`) while the host gives the
+/// module `:path`. The callback makes no wasm call after it: it returns at once.
+fn failing_allocator() -> Vec<u8> {
+    let w = Wat::new();
+    let funcs = format!(
+        r#"(global $mode (mut i32) (i32.const 0))
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32)
+    (if (i32.eq (global.get $mode) (i32.const 1)) (then unreachable))
+    (if (i32.eq (global.get $mode) (i32.const 2)) (then (loop $spin (br $spin))))
+    (i32.const 8192))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (global.set $mode (i32.const 0))
+    (if (call $has {trap}) (then (global.set $mode (i32.const 1))))
+    (if (call $has {spin}) (then (global.set $mode (i32.const 2))))
+    (drop (call $get (i32.const 0) {path} (i32.const 700) (i32.const 704)))
+    (i32.const 0))"#,
+        trap = w.s("x-alloc-trap"),
+        spin = w.s("x-alloc-spin"),
+        path = w.s(":path"),
+    );
+    w.module(1, &funcs)
+}
+
 /// Traps in `proxy_on_configure` when given a configuration longer than 2 bytes; refuses (0)
 /// any other.
 fn unconfigurable() -> Vec<u8> {
@@ -713,4 +736,55 @@ async fn the_same_module_in_two_tenants_runs_in_two_vms_that_share_nothing() {
     let m = gw.metrics().await;
     assert_eq!(metric_value(&m, "wharf_plugin_vms"), 2.0, "{m}");
     assert_eq!((restarts(&m, "a"), restarts(&m, "b")), (1.0, 0.0), "{m}");
+}
+
+/// The module's allocator runs inside a host call: a trap there, or running past the deadline
+/// there, is the module failing, as anywhere else (its VM is dropped, the request fails).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_or_a_spin_in_the_modules_allocator_fails_its_request() {
+    let (gw, api, _a, _b, _r) = setup().await;
+    let up = Upstream::start("up").await;
+    route_to(&api, "a", &up).await;
+    let (s, v) = api
+        .call(
+            Method::PATCH,
+            "/v1/tenants/a/quotas",
+            Some(OP),
+            Some(Body::Json(
+                json!({"plugin_deadline_ms": 300, "plugin_fuel": 100_000_000_000u64}),
+            )),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    upload_and_attach(
+        &gw,
+        &api,
+        "a",
+        "api",
+        "alloc",
+        failing_allocator(),
+        json!({}),
+    )
+    .await;
+    let r = gw.get("a.test", "/").await;
+    assert_eq!(r.status, 200, "{}", r.json);
+
+    let r = gw
+        .request("GET", "a.test", "/", &[("x-alloc-trap", "1")])
+        .await;
+    assert_eq!(failure(&r).0, (502, "plugin_trap", "alloc"), "{}", r.json);
+    let t = Instant::now();
+    let r = gw
+        .request("GET", "a.test", "/", &[("x-alloc-spin", "1")])
+        .await;
+    assert_eq!(
+        failure(&r).0,
+        (504, "plugin_timeout", "alloc"),
+        "{} after {:?}",
+        r.json,
+        t.elapsed()
+    );
+    let r = gw.get("a.test", "/").await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(restarts(&gw.metrics().await, "a"), 2.0);
 }
