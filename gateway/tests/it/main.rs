@@ -27,6 +27,7 @@ mod plugin_test_command;
 mod plugins;
 mod private_files;
 mod protocols;
+mod proxy_wasm_assemblyscript;
 mod proxy_wasm_hostile;
 mod proxy_wasm_serve;
 mod proxy_wasm_uploads;
