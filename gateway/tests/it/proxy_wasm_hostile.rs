@@ -359,6 +359,23 @@ fn amplifier() -> Vec<u8> {
     w.module(18, &funcs)
 }
 
+/// Asks for 64 MiB more memory with `x-grow` and goes on when refused (`x-grown`: what
+/// memory.grow answered); traps with `x-trap`.
+fn modest_grower() -> Vec<u8> {
+    let w = Wat::new();
+    let funcs = format!(
+        r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (if (call $has {grow}) (then
+      (call $report {grown} (i32.add (memory.grow (i32.const 1024)) (i32.const 1)))))
+    (if (call $has {trap}) (then unreachable))
+    (i32.const 0))"#,
+        grow = w.s("x-grow"),
+        grown = w.s("x-grown"),
+        trap = w.s("x-trap"),
+    );
+    w.module(1, &funcs)
+}
+
 /// Traps in `proxy_on_configure` when given a configuration longer than 2 bytes; refuses (0)
 /// any other.
 fn unconfigurable() -> Vec<u8> {
@@ -903,4 +920,19 @@ async fn a_module_cannot_make_the_node_hold_its_memory_many_times_over_in_proper
         "the node's peak memory grew by {} MiB",
         grown >> 20
     );
+}
+
+/// A VM lives across requests: a growth refused in one (which the module survived) does not make
+/// a later, unrelated trap a memory-limit failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_failure_is_named_for_what_happened_in_its_own_callback() {
+    let (gw, api, _a, _b, _r) = setup().await;
+    let up = Upstream::start("up").await;
+    route_to(&api, "a", &up).await;
+    upload_and_attach(&gw, &api, "a", "api", "grower", modest_grower(), json!({})).await;
+    let r = gw.request("GET", "a.test", "/", &[("x-grow", "1")]).await;
+    // memory.grow answered -1 (refused past the 16 MiB default), seen here as 0.
+    assert_eq!((r.status, seen(&r, "x-grown")), (200, "0"), "{}", r.json);
+    let r = gw.request("GET", "a.test", "/", &[("x-trap", "1")]).await;
+    assert_eq!(failure(&r).0, (502, "plugin_trap", "grower"), "{}", r.json);
 }
