@@ -18,6 +18,8 @@ pub struct Bootstrap {
     /// Accept HTTP/2 without TLS (prior knowledge, h2c) on `listen`, besides HTTP/1.1.
     pub h2c: bool,
     pub tls: crate::tls::TlsConfig,
+    /// Certificates for tenants' hostnames over ACME (`[acme]`: directory, CA bundle, caps).
+    pub acme: crate::acme::AcmeSettings,
     /// Budgets for tenants' admin API calls (`[admin]`).
     pub admin: crate::api::throttle::AdminLimits,
     /// New connections per client address on the proxy's listeners (`[clients]`).
@@ -78,6 +80,7 @@ impl Default for Bootstrap {
             tls_listen: None,
             h2c: false,
             tls: crate::tls::TlsConfig::default(),
+            acme: Default::default(),
             admin: Default::default(),
             clients: Default::default(),
             audit: Default::default(),

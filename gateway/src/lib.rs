@@ -8,6 +8,7 @@
 // The global allocator is the binary's (`main.rs`).
 use mimalloc as _;
 
+pub mod acme;
 pub mod admin;
 pub mod admin_server;
 pub mod api;

@@ -181,6 +181,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     server.bootstrap();
     handover.record_self()?;
     let phases = server.watch_execution_phase();
+    let challenges = Arc::new(crate::acme::challenges::Challenges::default());
     let in_flight = crate::drain::InFlight::default();
     crate::drain::exit_when_drained(server.watch_execution_phase(), in_flight.clone());
 
@@ -195,6 +196,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             node: crate::proxy::NodeToken::new(),
             in_flight: in_flight.clone(),
             pace: crate::proxy::pace::Pace::new(&boot.clients),
+            acme: challenges.clone(),
         },
     );
     let mut options = HttpServerOptions::default();
@@ -261,8 +263,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             capabilities: capabilities.clone(),
             live: Some(live.clone()),
             throttles: Arc::new(crate::api::throttle::AdminThrottles::new(&boot.admin)),
+            acme_orders_per_hour: boot.acme.orders_per_hour,
         },
     };
+    let acme_worker = crate::acme::worker::AcmeWorker::new(
+        &boot.acme,
+        sealer.clone(),
+        metrics.clone(),
+        challenges,
+        node_id(&boot.admin_listen),
+    );
     server.add_service(ControlPlane {
         store_url: store_url.clone(),
         store: store_cell,
@@ -277,6 +287,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         admin,
         tasks: StoreTasks::new(node_id(&boot.admin_listen), boot.audit),
+        acme: Mutex::new(acme_worker),
         usage,
         poll_interval: Duration::from_millis(boot.config_poll_interval_ms.max(10)),
         echo_listener: Mutex::new(echo_listener),

@@ -79,6 +79,7 @@ pub struct Metrics {
     // TLS
     pub tls_handshakes_total: IntCounterVec,
     pub tls_certificate_expiry: IntGaugeVec,
+    pub acme_orders_total: IntCounterVec,
     // Host calls and backends
     pub host_calls_total: IntCounterVec,
     pub host_call_duration: HistogramVec,
@@ -139,6 +140,7 @@ impl Metrics {
             compiled_cache_evictions_total: counter(&r, "wharf_compiled_cache_evictions_total", "Compiled plugins no request was running, evicted from memory past the compiled_cache_bytes budget (the next request loads them from the disk cache)"),
             tls_handshakes_total: counter_vec(&r, "wharf_tls_handshakes_total", "TLS handshakes on the HTTPS listener by the tenant owning the SNI name and outcome (tenant_certificate, default_certificate, refused: no certificate for that name)", &["tenant", "outcome"]),
             tls_certificate_expiry: gauge_vec(&r, "wharf_tls_certificate_expiry_timestamp_seconds", "When a tenant's certificate for a hostname expires (Unix time)", &["tenant", "host"]),
+            acme_orders_total: counter_vec(&r, "wharf_acme_orders_total", "ACME orders this node placed for tenants' hostnames, by outcome (issued, failed, postponed: over an hourly cap, or an uploaded certificate serves the name)", &["outcome"]),
             host_calls_total: counter_vec(&r, "wharf_host_calls_total", "Host calls from plugins, by tenant, plugin, function and outcome", &["tenant", "plugin", "function", "outcome"]),
             host_call_duration: histogram_vec(&r, "wharf_host_call_duration_seconds", "Duration of host calls from plugins, by tenant and function", &["tenant", "function"], LATENCY_BUCKETS),
             pool_connections: gauge_vec(&r, "wharf_pool_connections", "Connections of a tenant's backend pool, by state (in_use, idle)", &["tenant", "backend", "state"]),

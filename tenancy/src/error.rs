@@ -101,6 +101,8 @@ pub enum StoreError {
         limit: u64,
         wanted: u64,
     },
+    #[error("{cap} is {limit} ACME orders per hour and this hour's are used; retry later, or ask the operator to raise it")]
+    OrderCap { cap: &'static str, limit: u64 },
     #[error("quota {quota} is {floor}; {asked} is below it")]
     BelowQuota {
         quota: &'static str,

@@ -92,6 +92,10 @@ impl From<StoreError> for ApiError {
             // As Kubernetes answers a ResourceQuota: the request is fine, this tenant may not.
             return ApiError::new(StatusCode::FORBIDDEN, "quota_exceeded", e.to_string());
         }
+        if let StoreError::OrderCap { .. } = e {
+            // A rate over the hour: the same request succeeds later.
+            return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string());
+        }
         let status = match &e {
             StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
             StoreError::UnknownTenant(_)
@@ -106,6 +110,7 @@ impl From<StoreError> for ApiError {
             StoreError::QuotaExceeded { .. } | StoreError::BelowQuota { .. } => {
                 StatusCode::FORBIDDEN
             }
+            StoreError::OrderCap { .. } => StatusCode::TOO_MANY_REQUESTS,
             StoreError::Database(_) | StoreError::Migrate(_) => StatusCode::SERVICE_UNAVAILABLE,
             StoreError::BadUrl(_) | StoreError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -3,6 +3,7 @@
 //! generated from the same handlers and types the router uses, so it cannot drift from them.
 
 mod access;
+mod acme;
 mod activity;
 mod auth;
 mod certificates;
@@ -58,6 +59,9 @@ pub struct ApiState {
     pub live: Option<Arc<dyn LiveRoutes>>,
     /// Per-key and per-address budgets, checked before the store is asked anything.
     pub throttles: Arc<throttle::AdminThrottles>,
+    /// The fleet's ACME orders per hour (`[acme] orders_per_hour`): no tenant's request is
+    /// taken past it.
+    pub acme_orders_per_hour: u32,
 }
 
 /// What the API may ask of the proxy's live routing table (kept narrow: the table lives in
@@ -114,6 +118,8 @@ fn api() -> OpenApiRouter<ApiState> {
         .routes(routes!(plugins::rollback))
         .routes(routes!(certificates::list))
         .routes(routes!(certificates::put, certificates::remove))
+        .routes(routes!(acme::list))
+        .routes(routes!(acme::enable, acme::disable))
 }
 
 /// The API's OpenAPI document, as served at /v1/openapi.json.

@@ -226,6 +226,18 @@ pub struct CertificateStored {
     pub certificate: CertificateInfo,
 }
 
+/// A tenant's hostnames with ACME certificates, each with its order's state and last error.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AcmeList {
+    pub hostnames: Vec<wharf_tenancy::AcmeHostname>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AcmeEnabled {
+    pub config_version: i64,
+    pub hostname: wharf_tenancy::AcmeHostname,
+}
+
 /// Every quota a tenant has: its name, default, bounds and meaning.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct QuotaTable {

@@ -67,9 +67,12 @@ pub async fn backup(store: &Store, tenant: &str, out: Option<PathBuf>) -> anyhow
         quotas: t.quotas.clone(),
         routes: t.routes.clone(),
         plugins,
+        // Uploads only: an issued certificate is the fleet's to order again (its ACME rows,
+        // like its orders, are not config a backup carries).
         certificates: t
             .certificates
             .iter()
+            .filter(|c| !c.name.starts_with(wharf_tenancy::store::ISSUED_PREFIX))
             .map(|c| CertBackup {
                 name: c.name.clone(),
                 chain_pem: c.chain_pem.clone(),

@@ -43,6 +43,32 @@ pub enum CertCmd {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Have the fleet obtain (and renew) a certificate over ACME for one of the tenant's
+    /// exact hostnames; it must resolve to the fleet's plain HTTP listener (HTTP-01).
+    Acme {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        hostname: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// The tenant's ACME hostnames: state, expiry, next order, last error.
+    AcmeStatus {
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Stop ACME for a hostname: no more renewals, its issued certificate removed.
+    AcmeOff {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        hostname: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {
@@ -94,6 +120,53 @@ pub async fn cert(cmd: CertCmd) -> anyhow::Result<()> {
                 .await?;
             println!(
                 "certificate {name} of {tenant} removed (config version {})",
+                v.config_version
+            );
+        }
+        CertCmd::Acme {
+            tenant,
+            hostname,
+            store,
+        } => {
+            let h = ApiClient::open(&store)
+                .await?
+                .enable_acme(&tenant, &hostname)
+                .await?
+                .hostname;
+            println!(
+                "ACME for {} of {tenant}: {} (see `wharf cert acme-status`)",
+                h.hostname,
+                h.state.as_str()
+            );
+        }
+        CertCmd::AcmeStatus { tenant, store } => {
+            for h in ApiClient::open(&store)
+                .await?
+                .acme(&tenant)
+                .await?
+                .hostnames
+            {
+                println!(
+                    "{}\t{}\texpires at {}\tnext order at {}\t{}",
+                    h.hostname,
+                    h.state.as_str(),
+                    h.not_after_ms / 1000,
+                    h.next_attempt_ms / 1000,
+                    h.last_error
+                );
+            }
+        }
+        CertCmd::AcmeOff {
+            tenant,
+            hostname,
+            store,
+        } => {
+            let v = ApiClient::open(&store)
+                .await?
+                .disable_acme(&tenant, &hostname)
+                .await?;
+            println!(
+                "ACME off for {hostname} of {tenant}, its certificate removed (config version {})",
                 v.config_version
             );
         }

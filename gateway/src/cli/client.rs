@@ -10,9 +10,9 @@ use serde::Serialize;
 
 use super::StoreArgs;
 use crate::api::schema::{
-    AttachBody, CertificateList, CertificateStored, CertificateUpload, Changed, NewHostname,
-    NewTenant, PluginAttached, PluginList, PluginUploaded, QuotaTable, QuotasChanged, Rollback,
-    RolledBack, RouteBody, RouteList, TenantCreated, TenantList,
+    AcmeEnabled, AcmeList, AttachBody, CertificateList, CertificateStored, CertificateUpload,
+    Changed, NewHostname, NewTenant, PluginAttached, PluginList, PluginUploaded, QuotaTable,
+    QuotasChanged, Rollback, RolledBack, RouteBody, RouteList, TenantCreated, TenantList,
 };
 
 pub struct ApiClient {
@@ -264,6 +264,21 @@ impl ApiClient {
 
     pub async fn remove_certificate(&self, tenant: &str, name: &str) -> anyhow::Result<Changed> {
         let path = format!("/v1/tenants/{}/certificates/{}", seg(tenant), seg(name));
+        self.call(Method::DELETE, &path, Body::None).await
+    }
+
+    pub async fn acme(&self, tenant: &str) -> anyhow::Result<AcmeList> {
+        let path = format!("/v1/tenants/{}/acme", seg(tenant));
+        self.call(Method::GET, &path, Body::None).await
+    }
+
+    pub async fn enable_acme(&self, tenant: &str, hostname: &str) -> anyhow::Result<AcmeEnabled> {
+        let path = format!("/v1/tenants/{}/acme/{}", seg(tenant), seg(hostname));
+        self.call(Method::PUT, &path, Body::None).await
+    }
+
+    pub async fn disable_acme(&self, tenant: &str, hostname: &str) -> anyhow::Result<Changed> {
+        let path = format!("/v1/tenants/{}/acme/{}", seg(tenant), seg(hostname));
         self.call(Method::DELETE, &path, Body::None).await
     }
 }

@@ -58,6 +58,7 @@ pub async fn api(args: &StoreArgs) -> anyhow::Result<ApiClient> {
         capabilities,
         live: None,
         throttles: Arc::new(crate::api::throttle::AdminThrottles::new(&boot.admin)),
+        acme_orders_per_hour: boot.acme.orders_per_hour,
     };
     Ok(ApiClient::local(crate::api::router(state), token))
 }

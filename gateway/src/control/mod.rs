@@ -41,6 +41,8 @@ pub struct ControlPlane {
     pub sync: ConfigSync,
     pub admin: AdminServer,
     pub tasks: StoreTasks,
+    /// This node's ACME worker, started once the store is connected (`None`: no `[acme]`).
+    pub acme: Mutex<Option<crate::acme::worker::AcmeWorker>>,
     /// Per-minute usage snapshots for the console.
     pub usage: Arc<crate::usage::UsageHistory>,
     pub poll_interval: Duration,
@@ -116,6 +118,9 @@ impl ControlPlane {
                     Ok(s) => {
                         let _ = self.store.set(s.clone());
                         sync.blobs.connect(&s);
+                        if let Some(worker) = self.acme.lock().take() {
+                            worker.spawn(s.clone());
+                        }
                         store = Some(s);
                     }
                     Err(e) => {

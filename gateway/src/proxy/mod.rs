@@ -52,6 +52,8 @@ pub struct WharfProxy {
     pub in_flight: crate::drain::InFlight,
     /// How fast clients must send heads and bodies.
     pub pace: pace::Pace,
+    /// HTTP-01 answers for the ACME orders in flight anywhere in the fleet.
+    pub acme: Arc<crate::acme::challenges::Challenges>,
 }
 
 /// A random token naming this gateway process in `Via` headers: seeing it on an incoming
@@ -73,6 +75,29 @@ impl NodeToken {
 impl Default for NodeToken {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl WharfProxy {
+    /// The CA's HTTP-01 request (plain HTTP, RFC 8555 §8.3) for a name with an order waiting,
+    /// answered before routing: the name may have no route yet, or a route to an upstream
+    /// that knows nothing of Wharf's orders.
+    fn acme_answer(&self, session: &Session) -> Option<String> {
+        let head = session.req_header();
+        if !head
+            .uri
+            .path()
+            .starts_with(crate::acme::challenges::PATH_PREFIX)
+            || session.digest().is_some_and(|d| d.ssl_digest.is_some())
+        {
+            return None;
+        }
+        let host = head
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| head.uri.host())?;
+        self.acme.answer(host, head.uri.path())
     }
 }
 
@@ -117,6 +142,10 @@ impl ProxyHttp for WharfProxy {
     /// replies and plugin failures are answered here.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Answered {
         ctx.request_id = request_id(session.req_header());
+        if let Some(answer) = self.acme_answer(session) {
+            respond::text(session, answer, &ctx.request_id).await?;
+            return Ok(true);
+        }
         let sni = session
             .digest()
             .and_then(|d| d.ssl_digest.clone())

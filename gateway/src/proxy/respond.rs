@@ -35,6 +35,22 @@ pub(super) async fn reply(session: &mut Session, reply: Reply, ctx: &mut Request
     Ok(())
 }
 
+/// A plain-text 200 Wharf answers itself (an ACME challenge's key authorization).
+pub(super) async fn text(
+    session: &mut Session,
+    body: String,
+    request_id: &RequestId,
+) -> Result<()> {
+    let body = Bytes::from(body);
+    let mut resp = ResponseHeader::build(200, Some(3))?;
+    resp.insert_header("Content-Type", "text/plain")?;
+    resp.insert_header("Content-Length", body.len().to_string())?;
+    stamp(&mut resp, request_id)?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
+
 /// Wharf's own error answer: a JSON body naming the error and the request.
 pub(super) async fn error(
     session: &mut Session,

@@ -80,16 +80,25 @@ impl ServedCert {
     }
 }
 
-/// The tenant's certificate for `sni`: an exact name first, else a wildcard.
+/// The tenant's certificate for `sni`: an uploaded one first (exact name, else a wildcard),
+/// else one issued over ACME: a tenant that uploads its own for a name means it to be served.
 pub fn pick<'a>(certs: &'a [Arc<ServedCert>], sni: &str) -> Option<&'a Arc<ServedCert>> {
-    certs
+    let (issued, uploaded): (Vec<_>, Vec<_>) = certs
         .iter()
-        .find(|c| c.names.iter().any(|n| n == sni))
-        .or_else(|| {
-            certs
-                .iter()
-                .find(|c| c.names.iter().any(|n| covers(n, sni)))
-        })
+        .partition(|c| c.name.starts_with(wharf_tenancy::store::ISSUED_PREFIX));
+    let exact = |set: &[&'a Arc<ServedCert>]| {
+        set.iter()
+            .find(|c| c.names.iter().any(|n| n == sni))
+            .copied()
+    };
+    let wildcard = |set: &[&'a Arc<ServedCert>]| {
+        set.iter()
+            .find(|c| c.names.iter().any(|n| covers(n, sni)))
+            .copied()
+    };
+    exact(&uploaded)
+        .or_else(|| wildcard(&uploaded))
+        .or_else(|| exact(&issued))
 }
 
 /// What the resolver asks of the routing table, and nothing more (the table lives in

@@ -6,6 +6,8 @@
 #[macro_use]
 mod support;
 
+mod acme;
+mod acme_fleet;
 mod api;
 mod api_fleet;
 mod architecture;
@@ -28,6 +30,7 @@ mod plugins;
 mod private_files;
 mod protocols;
 mod proxy_wasm_assemblyscript;
+mod proxy_wasm_calls;
 mod proxy_wasm_hostile;
 mod proxy_wasm_serve;
 mod proxy_wasm_uploads;

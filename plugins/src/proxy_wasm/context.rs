@@ -10,6 +10,22 @@ use super::abi::{BufferType, MapType, Pairs};
 /// Pairs one map may hold after a module's edits: the same bound as a decoded map.
 const MAX_PAIRS: usize = super::abi::MAX_PAIRS as usize;
 
+/// Calls (`proxy_http_call`) one request may have waiting at once.
+pub const MAX_PENDING_CALLS: usize = 16;
+
+/// An HTTP call a module dispatched (`proxy_http_call`), sent by the stream's driver once the
+/// callback returns; its answer comes back in `proxy_on_http_call_response` with the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCall {
+    pub token: u32,
+    /// Envoy's cluster name: `outbound|port||host`, a URL, or `host[:port]`.
+    pub cluster: String,
+    /// Headers with `:method`, `:path`, `:authority`.
+    pub headers: Pairs,
+    pub body: Vec<u8>,
+    pub timeout_ms: u32,
+}
+
 /// A reply the module asked for with `proxy_send_local_response`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalResponse {
@@ -29,6 +45,11 @@ pub struct HostContext {
     pub local_response: Option<LocalResponse>,
     /// Properties by dotted name (`request.path`).
     pub properties: HashMap<String, Vec<u8>>,
+    /// Calls dispatched during the callback in progress, for the driver to send.
+    pub http_calls: Vec<HttpCall>,
+    next_token: u32,
+    /// `proxy_continue_stream` (or `proxy_resume_http_request`) was called.
+    pub resumed: bool,
 }
 
 fn map_key(m: MapType) -> u8 {
@@ -101,6 +122,17 @@ impl HostContext {
             }
             None => false,
         }
+    }
+
+    /// Queues a call; its token, or `None` when the request has too many waiting.
+    pub fn dispatch(&mut self, mut call: HttpCall) -> Option<u32> {
+        if self.http_calls.len() >= MAX_PENDING_CALLS {
+            return None;
+        }
+        self.next_token = self.next_token.wrapping_add(1).max(1);
+        call.token = self.next_token;
+        self.http_calls.push(call);
+        Some(self.next_token)
     }
 
     /// Switches the effective context: only to a live context of this VM.

@@ -20,9 +20,9 @@ pub trait ProxyHost: Send + 'static {
 }
 
 /// A property value or body larger than this is refused (`BAD_ARGUMENT`).
-const MAX_VALUE: usize = 1 << 20;
+pub(super) const MAX_VALUE: usize = 1 << 20;
 
-fn code(r: Result<(), Status>) -> i32 {
+pub(super) fn code(r: Result<(), Status>) -> i32 {
     match r {
         Ok(()) => Status::Ok as i32,
         Err(s) => s as i32,
@@ -46,6 +46,10 @@ pub const SERVED: &[&str] = &[
     "proxy_set_property",
     "proxy_send_local_response",
     "proxy_set_effective_context",
+    "proxy_http_call",
+    "proxy_continue_stream",
+    "proxy_resume_http_request",
+    "proxy_resume_http_response",
 ];
 
 /// Adds the served functions to `linker` under `env`.
@@ -300,7 +304,7 @@ pub fn link<T: ProxyHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
             }
         },
     )?;
-    Ok(())
+    super::calls::link(linker)
 }
 
 /// Defines every `env` function `module` imports that [`link`] does not serve, answering

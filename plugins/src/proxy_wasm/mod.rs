@@ -6,6 +6,7 @@
 //! VM per tenant, plugin version and configuration (docs/proxy-wasm.md).
 
 pub mod abi;
+mod calls;
 pub mod context;
 pub mod env;
 mod host;

@@ -21,6 +21,7 @@ use crate::runtime::{Permits, PluginRuntime};
 use crate::state::PluginState;
 
 mod ops;
+mod outbound;
 mod run;
 
 pub use ops::Properties;

@@ -49,7 +49,9 @@ pub fn request_action(before: &Pairs, outcome: &HeadersOutcome) -> RequestAction
             headers: reply
                 .headers
                 .iter()
-                .filter(|(k, _)| !k.starts_with(b":"))
+                // Framing is the gateway's to set for the body it sends (modules copy an auth
+                // service's `content-length` into their reply, as Envoy lets them).
+                .filter(|(k, _)| !k.starts_with(b":") && !managed(k))
                 .map(|(k, v)| header(k, v))
                 .collect(),
             body: reply.body.clone(),
@@ -86,6 +88,12 @@ pub fn response_action(before: &Pairs, outcome: &HeadersOutcome) -> ResponseActi
         status,
         headers: diff(before, after),
     }
+}
+
+fn managed(name: &[u8]) -> bool {
+    crate::output::MANAGED
+        .iter()
+        .any(|m| m.as_bytes().eq_ignore_ascii_case(name))
 }
 
 fn pseudo<'a>(pairs: &'a Pairs, name: &str) -> Option<&'a [u8]> {
@@ -160,6 +168,8 @@ mod tests {
             action: Action::Continue,
             headers,
             local_response: None,
+            http_calls: Vec::new(),
+            resumed: false,
         }
     }
 

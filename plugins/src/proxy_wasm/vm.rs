@@ -7,7 +7,7 @@
 use wasmtime::{Instance, InstancePre, Store, TypedFunc};
 
 use super::abi::{Action, BufferType, MapType, Pairs};
-use super::context::LocalResponse;
+use super::context::{HttpCall, LocalResponse};
 use super::env::ProxyHost;
 
 /// The root context's id; request contexts count up from it.
@@ -41,6 +41,16 @@ pub struct HeadersOutcome {
     /// The header map as the module left it.
     pub headers: Pairs,
     pub local_response: Option<LocalResponse>,
+    /// Calls the module dispatched in the callback, for the driver to send.
+    pub http_calls: Vec<HttpCall>,
+    /// The module let a paused stream go on (`proxy_continue_stream`).
+    pub resumed: bool,
+}
+
+/// An HTTP call's answer (`None`: it failed: refused, timed out, unreachable).
+pub struct CallAnswer {
+    pub token: u32,
+    pub answer: Option<(Pairs, Vec<u8>)>,
 }
 
 /// The started module: its instance and the one export every callback needs.
@@ -200,12 +210,56 @@ impl<T: ProxyHost> Vm<T> {
                 .map_err(trap)?,
             Err(_) => 0,
         };
+        Ok(self.outcome(Action::from_i32(action), map))
+    }
+
+    fn outcome(&mut self, action: Action, map: MapType) -> HeadersOutcome {
         let ctx = self.store.data_mut().context();
-        Ok(HeadersOutcome {
-            action: Action::from_i32(action),
+        HeadersOutcome {
+            action,
             headers: ctx.take_map(map).unwrap_or_default(),
             local_response: ctx.local_response.take(),
-        })
+            http_calls: std::mem::take(&mut ctx.http_calls),
+            resumed: std::mem::take(&mut ctx.resumed),
+        }
+    }
+
+    /// `proxy_on_http_call_response` for a call request `id` made, delivered to the root
+    /// context as Envoy does (the SDKs find the caller by token); the request's headers
+    /// (`request`) are editable meanwhile, as the module may change them before resuming.
+    pub async fn http_call_response(
+        &mut self,
+        id: u32,
+        answer: CallAnswer,
+        request: Pairs,
+    ) -> Result<HeadersOutcome, VmError> {
+        let (headers, body) = answer.answer.unwrap_or_default();
+        let (n, size) = (headers.len() as i32, body.len() as i32);
+        {
+            let ctx = self.store.data_mut().context();
+            ctx.effective = id;
+            ctx.set_map(MapType::RequestHeaders, request);
+            ctx.set_map(MapType::HttpCallResponseHeaders, headers);
+            ctx.set_buffer(BufferType::HttpCallResponseBody, body);
+        }
+        if let Ok(f) = self
+            .instance()?
+            .get_typed_func::<(i32, i32, i32, i32, i32), ()>(
+                &mut self.store,
+                "proxy_on_http_call_response",
+            )
+        {
+            f.call_async(
+                &mut self.store,
+                (ROOT as i32, answer.token as i32, n, size, 0),
+            )
+            .await
+            .map_err(trap)?;
+        }
+        let ctx = self.store.data_mut().context();
+        ctx.take_map(MapType::HttpCallResponseHeaders);
+        ctx.set_buffer(BufferType::HttpCallResponseBody, Vec::new());
+        Ok(self.outcome(Action::Continue, MapType::RequestHeaders))
     }
 
     /// The request is over: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.

@@ -150,6 +150,9 @@ quota_group! {
         /// Health probes per second all the tenant's routes may cost each node (targets /
         /// interval; a named target counts as 16, the addresses it may resolve to).
         health_checks_per_second: u32 = 100, "max_health_checks_per_second", within(0, 1_000_000);
+        /// ACME orders for the tenant's hostnames per hour, fleet-wide (first certificates,
+        /// renewals and retries): the CA's rate limits are the fleet's, shared by all tenants.
+        acme_orders_per_hour: u32 = 10, "acme_orders_per_hour", within(0, 1_000);
     }
 }
 

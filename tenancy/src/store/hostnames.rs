@@ -89,6 +89,13 @@ impl Store {
             .bind(tenant.to_string())
             .execute(&mut *tx)
             .await?;
+        // The name's ACME order and issued certificate go with it: no renewal for a name the
+        // tenant no longer owns.
+        sqlx::query("DELETE FROM acme_hostnames WHERE hostname = $1 AND tenant_id = $2")
+            .bind(pattern.to_string())
+            .bind(tenant.to_string())
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::Invalid(
                 crate::error::ValidationError::BadHostname(format!(

@@ -9,6 +9,9 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 mod access;
 pub use access::AuditRetention;
+mod acme;
+mod acme_shared;
+pub use acme::{AcmeHostname, AcmeState, ISSUED_PREFIX};
 mod certificates;
 mod hostnames;
 mod nodes;
@@ -138,7 +141,7 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let files: [(&'static str, &'static str, &'static str); 7] = [
+        let files: [(&'static str, &'static str, &'static str); 8] = [
             (
                 "config",
                 include_str!("../../migrations/sqlite/0001_config.sql"),
@@ -173,6 +176,11 @@ impl Store {
                 "audit retention",
                 include_str!("../../migrations/sqlite/0007_audit_retention.sql"),
                 include_str!("../../migrations/postgres/0007_audit_retention.sql"),
+            ),
+            (
+                "acme",
+                include_str!("../../migrations/sqlite/0008_acme.sql"),
+                include_str!("../../migrations/postgres/0008_acme.sql"),
             ),
         ];
         // Listed by hand rather than with sqlx's macro: it keeps the build lean.
@@ -323,6 +331,8 @@ impl Store {
             "DELETE FROM plugin_versions WHERE tenant_id = $1",
             "DELETE FROM api_keys WHERE tenant_id = $1",
             "DELETE FROM certificates WHERE tenant_id = $1",
+            // Its orders stop and its issued certificates go (renewals end with the rows).
+            "DELETE FROM acme_hostnames WHERE tenant_id = $1",
             "DELETE FROM tenants WHERE id = $1",
         ] {
             sqlx::query(sql)

@@ -162,6 +162,18 @@ async fn read_tenants(tx: &mut Tx, only: &str) -> Result<Vec<Tenant>, StoreError
     )
     .fetch_all(&mut **tx)
     .await?;
+    // After the uploads: a tenant's uploaded certificate for a name wins (`pick` in the
+    // gateway's resolver). `issued_at_ms` stands for the update time: a failed renewal
+    // touches the row but not the certificate served.
+    let issued_rows = query(
+        "SELECT tenant_id, hostname, chain_pem, key_sealed, not_after_ms, fingerprint, \
+         issued_at_ms FROM acme_hostnames WHERE chain_pem <> '' ORDER BY tenant_id, hostname",
+        "SELECT tenant_id, hostname, chain_pem, key_sealed, not_after_ms, fingerprint, \
+         issued_at_ms FROM acme_hostnames WHERE tenant_id = $1 AND chain_pem <> '' \
+         ORDER BY hostname",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
 
     let mut tenants = tenant_rows
         .iter()
@@ -217,6 +229,12 @@ async fn read_tenants(tx: &mut Tx, only: &str) -> Result<Vec<Tenant>, StoreError
             fingerprint: row.try_get(6)?,
             updated_at_ms: row.try_get(7)?,
         };
+        if let Some(i) = position(&tenant_id) {
+            certs.push((i, cert));
+        }
+    }
+    for row in &issued_rows {
+        let (tenant_id, cert) = super::acme::issued_from_row(row)?;
         if let Some(i) = position(&tenant_id) {
             certs.push((i, cert));
         }

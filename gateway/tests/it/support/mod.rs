@@ -7,6 +7,7 @@ pub(crate) mod dns;
 pub(crate) mod grpc;
 pub(crate) mod http_server;
 pub(crate) mod nginx;
+pub(crate) mod pebble;
 pub(crate) mod raw;
 pub(crate) mod tls;
 mod wharf;

@@ -22,6 +22,7 @@ use crate::bindings::wharf::plugin::http::{
 use crate::bindings::wharf::plugin::types::HostError as WitError;
 use crate::state::{off_cpu, PluginState};
 pub use send::TenantHttp;
+pub(crate) use send::HOST_OWNED;
 
 /// `[outbound_http]` in the bootstrap file.
 #[derive(Debug, Clone, Default, serde::Deserialize)]

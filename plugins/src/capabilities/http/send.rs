@@ -31,7 +31,7 @@ const MAX_HEADER_BYTES: usize = 64 << 10;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Headers that belong to the connection, not the request: the host sets them.
-const HOST_OWNED: [&str; 9] = [
+pub(crate) const HOST_OWNED: [&str; 9] = [
     "host",
     "content-length",
     "transfer-encoding",

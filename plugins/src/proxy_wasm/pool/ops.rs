@@ -10,7 +10,7 @@ use super::{LiveVm, VmConfigs};
 use crate::call::Exec;
 use crate::proxy_wasm::abi::{MapType, Pairs};
 use crate::proxy_wasm::env::ProxyHost;
-use crate::proxy_wasm::vm::{HeadersOutcome, Vm, VmError};
+use crate::proxy_wasm::vm::{CallAnswer, HeadersOutcome, Vm, VmError};
 use crate::state::PluginState;
 
 /// Properties by dotted name (`request.path`), for the request's callbacks.
@@ -31,6 +31,13 @@ pub(crate) enum VmOp {
         request: Pairs,
         headers: Pairs,
         end_of_stream: bool,
+        properties: Properties,
+    },
+    /// An HTTP call's answer, while the request's headers (`request`) are editable.
+    CallAnswer {
+        id: u32,
+        answer: CallAnswer,
+        request: Pairs,
         properties: Properties,
     },
     Finish {
@@ -100,6 +107,23 @@ impl Exec for LiveVm {
                     .data_mut()
                     .context()
                     .take_map(MapType::RequestHeaders);
+                VmDone::Headers {
+                    id,
+                    outcome,
+                    properties: take_properties(vm),
+                }
+            }
+            VmOp::CallAnswer {
+                id,
+                answer,
+                request,
+                properties,
+            } => {
+                set_properties(vm, properties);
+                let outcome = vm
+                    .http_call_response(id, answer, request)
+                    .await
+                    .map_err(wasm_error)?;
                 VmDone::Headers {
                     id,
                     outcome,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ops::{Properties, VmDone, VmOp};
+use super::outbound::Sender;
 use super::{Held, LiveVm, VmCell, VmConfigs};
 use crate::bindings::types::{RequestAction, ResponseAction};
 use crate::cache::{CompiledPlugin, Exports};
@@ -14,9 +15,14 @@ use crate::call;
 use crate::capabilities::TenantCapabilities;
 use crate::error::{Failure, PluginError};
 use crate::output;
+use crate::proxy_wasm::abi::Action;
 use crate::proxy_wasm::abi::Pairs;
+use crate::proxy_wasm::context::HttpCall;
 use crate::proxy_wasm::translate;
-use crate::proxy_wasm::vm::{HeadersOutcome, Vm};
+use crate::proxy_wasm::vm::{CallAnswer, HeadersOutcome, Vm};
+
+/// Rounds of calls (a call answered, another dispatched) one request may go through.
+const MAX_CALL_ROUNDS: usize = 8;
 use crate::runtime::PluginRuntime;
 use wharf_tenancy::outbound::OutboundHost;
 use wharf_tenancy::PluginQuotas;
@@ -111,13 +117,13 @@ impl ProxyStream {
     ) -> Result<RequestAction, PluginError> {
         let started = Instant::now();
         let before = headers.clone();
-        let result = self
-            .request_headers(headers, end_of_stream)
-            .await
-            .and_then(|outcome| {
+        let result = match self.request_headers(headers, end_of_stream).await {
+            Ok(outcome) => self.settle(outcome).await.and_then(|outcome| {
                 let action = translate::request_action(&before, &outcome);
                 self.checked(action, output::check_request_action)
-            });
+            }),
+            Err(e) => Err(e),
+        };
         self.record("on_request", started, &result);
         result
     }
@@ -143,6 +149,99 @@ impl ProxyStream {
             });
         self.record("on_response", started, &result);
         result
+    }
+
+    /// Sends the calls a callback dispatched and delivers their answers, round after round,
+    /// until the module answers the client or has nothing left to wait for. A request the
+    /// module paused with nothing pending and never resumed fails (Envoy would hold it until a
+    /// timeout).
+    async fn settle(&mut self, mut outcome: HeadersOutcome) -> Result<HeadersOutcome, PluginError> {
+        let mut paused = outcome.action == Action::Pause && !outcome.resumed;
+        let mut rounds = 0;
+        while outcome.local_response.is_none() && !outcome.http_calls.is_empty() {
+            rounds += 1;
+            if rounds > MAX_CALL_ROUNDS {
+                return Err(self.error(Failure::InvalidOutput(format!(
+                    "dispatched calls in more than {MAX_CALL_ROUNDS} rounds for one request"
+                ))));
+            }
+            let answers = self
+                .send_calls(std::mem::take(&mut outcome.http_calls))
+                .await;
+            for answer in answers {
+                let request = std::mem::take(&mut outcome.headers);
+                let next = self.call_answer(answer, request).await?;
+                outcome.headers = next.headers;
+                outcome.http_calls.extend(next.http_calls);
+                paused &= !next.resumed;
+                if next.local_response.is_some() {
+                    outcome.local_response = next.local_response;
+                    break;
+                }
+            }
+        }
+        if paused && outcome.local_response.is_none() {
+            return Err(self.error(Failure::InvalidOutput(
+                "paused the request with nothing to wait for (no call pending) and never \
+                 resumed it"
+                    .into(),
+            )));
+        }
+        Ok(outcome)
+    }
+
+    /// Sends calls at once through the tenant's outbound HTTP, outside the VM's lock; their
+    /// time counts against the request's deadline.
+    async fn send_calls(&mut self, calls: Vec<HttpCall>) -> Vec<CallAnswer> {
+        let started = Instant::now();
+        let metrics = self.runtime.metrics().clone();
+        let sender = Sender {
+            caps: self.who.capabilities.as_ref(),
+            allowed: &self.who.outbound,
+            tenant: &self.who.tenant,
+            plugin: &self.who.plugin,
+            metrics: &metrics,
+            left: self.remaining,
+        };
+        let answers = futures_util::future::join_all(calls.into_iter().map(|call| {
+            let token = call.token;
+            let sender = &sender;
+            async move {
+                CallAnswer {
+                    token,
+                    answer: sender.send(call).await,
+                }
+            }
+        }))
+        .await;
+        self.remaining = self.remaining.saturating_sub(started.elapsed());
+        answers
+    }
+
+    /// `proxy_on_http_call_response` for one answer.
+    async fn call_answer(
+        &mut self,
+        answer: CallAnswer,
+        request: Pairs,
+    ) -> Result<HeadersOutcome, PluginError> {
+        let (held, id) = self.own_context().await?;
+        let op = VmOp::CallAnswer {
+            id,
+            answer,
+            request,
+            properties: std::mem::take(&mut self.properties),
+        };
+        match self.call(held, op, self.remaining).await? {
+            VmDone::Headers {
+                outcome,
+                properties,
+                ..
+            } => {
+                self.properties = properties;
+                Ok(outcome)
+            }
+            _ => Err(self.trap("the VM answered another callback".into())),
+        }
     }
 
     fn checked<R>(
