@@ -35,7 +35,14 @@ pub(crate) async fn run<E: Exec>(
     let slot = held.store().data().cpu.clone();
     let queue_cap = held.store().data().queue_cap;
     let clock = CallClock::start(&slot, budget);
-    held.store().data_mut().call = clock;
+    let state = held.store().data_mut();
+    state.call = clock;
+    // What names a failure is what happened in this call: a VM lives across requests, and a
+    // growth refused in an earlier callback (which the module survived) is not why a later one
+    // trapped.
+    state.limiter.hit = false;
+    state.timed_out = false;
+    state.queue_exceeded = false;
     // Re-arm the tick: after the upstream call the old deadline has long passed, which would
     // start the call with a needless callback.
     held.store().set_epoch_deadline(1);

@@ -121,10 +121,15 @@ impl HostContext {
             .map(|(_, v)| v.as_slice())
     }
 
-    /// Adds a value; false when the map is not available now or is full.
+    /// Adds a value; false when the map is not available now or is full: [`MAX_PAIRS`] pairs,
+    /// or [`MAX_MAP_BYTES`] of names and values (a module handing the same MiB of its memory
+    /// again and again would otherwise make the host hold a copy each time, 1,024 times).
     pub fn add(&mut self, m: MapType, key: &[u8], value: &[u8]) -> bool {
         match self.maps.get_mut(&map_key(m)) {
-            Some(pairs) if pairs.len() < MAX_PAIRS => {
+            Some(pairs)
+                if pairs.len() < MAX_PAIRS
+                    && map_bytes(pairs) + key.len() + value.len() <= MAX_MAP_BYTES =>
+            {
                 pairs.push((key.to_ascii_lowercase(), value.to_vec()));
                 true
             }
@@ -173,6 +178,14 @@ impl HostContext {
     }
 }
 
+/// Bytes (names and values) a map may reach by a module's additions: far above what edits may
+/// carry (`output.rs`: 16 KiB), far below 1,024 values of a module's whole memory.
+const MAX_MAP_BYTES: usize = 1 << 20;
+
+fn map_bytes(pairs: &Pairs) -> usize {
+    pairs.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +223,14 @@ mod tests {
             !c.add(MapType::RequestHeaders, b"one-more", b"v"),
             "a full map refuses"
         );
+        c.set_map(MapType::RequestHeaders, Vec::new());
+        let half = vec![b'x'; MAX_MAP_BYTES / 2];
+        assert!(c.add(MapType::RequestHeaders, b"a", &half));
+        assert!(
+            !c.add(MapType::RequestHeaders, b"b", &half),
+            "a map past its bytes refuses"
+        );
+        assert!(c.add(MapType::RequestHeaders, b"b", b"small"));
         c.live_contexts = vec![1, 2];
         assert!(c.set_effective(2));
         assert!(!c.set_effective(99), "no context of another request or VM");

@@ -100,7 +100,9 @@ pub fn link<T: ProxyHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
                 };
                 let start = (start as u32 as usize).min(bytes.len());
                 let end = start.saturating_add(max as u32 as usize).min(bytes.len());
-                Ok(code(memory::give(&mut c, &bytes[start..end], rp, rs).await))
+                Ok(code(
+                    memory::give(&mut c, &bytes[start..end], rp, rs).await?,
+                ))
             })
         },
     )?;
@@ -129,7 +131,7 @@ pub fn link<T: ProxyHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
                     return Ok(Status::NotFound as i32);
                 };
                 let bytes = abi::encode_map(pairs.iter().map(|(k, v)| (&k[..], &v[..])));
-                Ok(code(memory::give(&mut c, &bytes, rp, rs).await))
+                Ok(code(memory::give(&mut c, &bytes, rp, rs).await?))
             })
         },
     )?;
@@ -153,7 +155,7 @@ pub fn link<T: ProxyHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
                 else {
                     return Ok(Status::NotFound as i32);
                 };
-                Ok(code(memory::give(&mut c, &value, rp, rs).await))
+                Ok(code(memory::give(&mut c, &value, rp, rs).await?))
             })
         },
     )?;
@@ -234,7 +236,7 @@ pub fn link<T: ProxyHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
                 let Some(value) = c.data_mut().context().properties.get(&path).cloned() else {
                     return Ok(Status::NotFound as i32);
                 };
-                Ok(code(memory::give(&mut c, &value, rp, rs).await))
+                Ok(code(memory::give(&mut c, &value, rp, rs).await?))
             })
         },
     )?;

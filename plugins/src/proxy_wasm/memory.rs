@@ -54,50 +54,63 @@ pub fn write_u32<T>(caller: &mut Caller<'_, T>, ptr: i32, v: u32) -> Result<(), 
 /// Copies `bytes` into memory the module allocates, and writes where and how long at
 /// `ret_ptr` / `ret_size`: how every host function returns data. An empty value is returned as
 /// (0, 0) without asking the module for memory (the AssemblyScript SDK reads a value's length
-/// from its allocation).
+/// from its allocation). `Err`: the module's allocator failed (a trap, its deadline or fuel ran
+/// out in it), which fails the callback as a failure anywhere else in the module does.
 pub async fn give<T: Send>(
     caller: &mut Caller<'_, T>,
     bytes: &[u8],
     ret_ptr: i32,
     ret_size: i32,
-) -> Result<(), Status> {
+) -> wasmtime::Result<Result<(), Status>> {
     if bytes.len() > MAX_BYTES {
-        return Err(Status::BadArgument);
+        return Ok(Err(Status::BadArgument));
     }
     let ptr = if bytes.is_empty() {
         0
     } else {
-        let ptr = allocate(caller, bytes.len() as i32).await?;
-        write(caller, ptr, bytes)?;
+        let ptr = match allocate(caller, bytes.len() as i32).await? {
+            Ok(ptr) => ptr,
+            Err(s) => return Ok(Err(s)),
+        };
+        if let Err(s) = write(caller, ptr, bytes) {
+            return Ok(Err(s));
+        }
         ptr
     };
-    write_u32(caller, ret_ptr, ptr as u32)?;
-    write_u32(caller, ret_size, bytes.len() as u32)
+    Ok(write_u32(caller, ret_ptr, ptr as u32)
+        .and_then(|()| write_u32(caller, ret_size, bytes.len() as u32)))
 }
 
 /// `len` bytes of the module's own memory, from its allocator. An allocator that traps fails the
-/// call (the trap ends the callback); one that answers a pointer outside its memory is refused.
-async fn allocate<T: Send>(caller: &mut Caller<'_, T>, len: i32) -> Result<i32, Status> {
-    let func = ["proxy_on_memory_allocate", "malloc"]
+/// call and the callback (`Err`: the trap goes on up, never swallowed into a status the module
+/// could carry on after, with its deadline or fuel spent or its runtime broken mid-allocation);
+/// one that answers a pointer outside its memory is refused.
+async fn allocate<T: Send>(
+    caller: &mut Caller<'_, T>,
+    len: i32,
+) -> wasmtime::Result<Result<i32, Status>> {
+    let Some(func) = ["proxy_on_memory_allocate", "malloc"]
         .iter()
         .find_map(|name| caller.get_export(name).and_then(Extern::into_func))
-        .ok_or(Status::InternalFailure)?;
-    let typed = func
-        .typed::<i32, i32>(&caller)
-        .map_err(|_| Status::InternalFailure)?;
-    let ptr = typed
-        .call_async(&mut *caller, len)
-        .await
-        .map_err(|_| Status::InternalFailure)?;
-    let mem = memory(caller)?;
+    else {
+        return Ok(Err(Status::InternalFailure));
+    };
+    let Ok(typed) = func.typed::<i32, i32>(&caller) else {
+        return Ok(Err(Status::InternalFailure));
+    };
+    let ptr = typed.call_async(&mut *caller, len).await?;
+    let mem = match memory(caller) {
+        Ok(m) => m,
+        Err(s) => return Ok(Err(s)),
+    };
     let fits = (ptr as u32 as usize)
         .checked_add(len as u32 as usize)
         .is_some_and(|end| ptr != 0 && end <= mem.data_size(&caller));
-    if fits {
+    Ok(if fits {
         Ok(ptr)
     } else {
         Err(Status::InvalidMemoryAccess)
-    }
+    })
 }
 
 #[cfg(test)]
@@ -139,7 +152,7 @@ mod tests {
                 |mut caller: Caller<'_, ()>, (ptr, len, rp, rs): (i32, i32, i32, i32)| {
                     Box::new(async move {
                         let status = match read(&mut caller, ptr, len) {
-                            Ok(bytes) => match give(&mut caller, &bytes, rp, rs).await {
+                            Ok(bytes) => match give(&mut caller, &bytes, rp, rs).await? {
                                 Ok(()) => Status::Ok,
                                 Err(s) => s,
                             },

@@ -1,5 +1,5 @@
 // Simple reading of a flat JSON object (the plugin configuration): enough for
-// {"key":"string", "n": 123} with \" and \\ escapes; no nesting.
+// {"key":"string", "n": 123} with \" \\ \n \r \t escapes; no nesting, no \u.
 
 // The string value of `key`, or null when absent or not a string.
 export function jsonString(json: string, key: string): string | null {
@@ -11,6 +11,10 @@ export function jsonString(json: string, key: string): string | null {
     if (c == 34) return out;
     if (c == 92 /* \ */ && i + 1 < json.length) {
       i++;
+      const e = json.charCodeAt(i);
+      if (e == 110 /* n */) { out += "\n"; continue; }
+      if (e == 114 /* r */) { out += "\r"; continue; }
+      if (e == 116 /* t */) { out += "\t"; continue; }
     }
     out += json.charAt(i);
   }
