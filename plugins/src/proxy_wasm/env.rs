@@ -20,6 +20,9 @@ pub trait ProxyHost: Send + 'static {
 }
 
 /// A property value or body larger than this is refused (`BAD_ARGUMENT`).
+/// All of a request's properties together (the gateway's and the module's), in bytes.
+const MAX_PROPERTY_BYTES: usize = 1 << 20;
+
 pub(super) const MAX_VALUE: usize = 1 << 20;
 
 pub(super) fn code(r: Result<(), Status>) -> i32 {
@@ -249,8 +252,15 @@ pub fn link<T: ProxyHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
                 (Err(s), _) | (_, Err(s)) => return s as i32,
             };
             let props = &mut c.data_mut().context().properties;
-            // A module's own properties are bounded in number and size.
-            if value.len() > MAX_VALUE || (props.len() >= 256 && !props.contains_key(&path)) {
+            // A module's own properties are bounded in number and in bytes all together: the
+            // same MiB of its memory set 256 times would otherwise hold 256 MiB of the node's.
+            let replaced = props.get(&path).map_or(0, |v| v.len() + path.len());
+            let total: usize = props.iter().map(|(k, v)| k.len() + v.len()).sum();
+            let after = total - replaced + path.len() + value.len();
+            if value.len() > MAX_VALUE
+                || after > MAX_PROPERTY_BYTES
+                || (props.len() >= 256 && replaced == 0)
+            {
                 return Status::BadArgument as i32;
             }
             props.insert(path, value);

@@ -159,7 +159,7 @@ pub(super) fn link<T: ProxyHost>(linker: &mut Linker<T>) -> wasmtime::Result<()>
                 if let Err(s) = memory::write_u32(&mut c, cas_ptr, cas) {
                     return Ok(s as i32);
                 }
-                Ok(code(memory::give(&mut c, &value, rp, rs).await))
+                Ok(code(memory::give(&mut c, &value, rp, rs).await?))
             })
         },
     )?;

@@ -393,7 +393,11 @@ impl ProxyStream {
         self.fuel_left = fuel_left;
         match result {
             Ok(done) => {
-                self.cell.succeeded();
+                // A start alone proves nothing: a module that fails every request after
+                // starting fine must still back off.
+                if !matches!(done, VmDone::Started) {
+                    self.cell.succeeded();
+                }
                 Ok(done)
             }
             Err(failure) => {
