@@ -22,8 +22,7 @@ plugin_build() {
       clang-14 --target=wasm32-wasi -O2 -mexec-model=reactor -Wall -Werror $define \
         -I "$tmp" -I "$inc" -o "$tmp/core.wasm" \
         "$dir"/*.c "$tmp/$base.c" "$tmp/${base}_component_type.o"
-      wasm-tools component new "$tmp/core.wasm" -o "$out"
-      wasm-tools validate --features component-model "$out"
+      jco new "$tmp/core.wasm" -o "$out" # wasm-tools component new, validated
       rm -rf "$tmp"
       ;;
     js)
@@ -37,7 +36,7 @@ plugin_build() {
       rm -rf "$dir/__pycache__"
       ;;
     rust)
-      # Debian's rustc 1.63 for wasm32 and wit-bindgen 0.36 (toolchain.sh says why those).
+      # Debian's rustc 1.63 for wasm32, wit-bindgen 0.36 and jco (toolchain.sh says why those).
       install_rust_guest_toolchain
       local tmp base=${w//-/_}
       tmp=$(mktemp -d)
@@ -48,8 +47,7 @@ plugin_build() {
       WHARF_RUST_BINDINGS="$tmp/$base.rs" "$DEBIAN_RUSTC" --edition 2021 \
         --target wasm32-unknown-unknown --crate-type cdylib -O -C strip=symbols -D warnings \
         -o "$tmp/core.wasm" "$dir/plugin.rs"
-      wasm-tools component new "$tmp/core.wasm" -o "$out"
-      wasm-tools validate --features component-model "$out"
+      jco new "$tmp/core.wasm" -o "$out" # wasm-tools component new, validated
       rm -rf "$tmp"
       ;;
     *)
