@@ -24,20 +24,51 @@ cargo_install_generator() {
   CARGO_PROFILE_RELEASE_OPT_LEVEL=0 CARGO_PROFILE_RELEASE_DEBUG=0 cargo install --quiet "$@"
 }
 
-# C guests: Debian's clang, wasm-ld and wasi-libc; wit-bindgen (C bindings) built by cargo; jco
-# (npm, prebuilt, the same one JavaScript uses) for `jco new`, the `wasm-tools component new` of
-# wasm-tools 1.259, carried by jco 1.35.0 as a Wasm build. No wasm-tools from source on this path.
-install_guest_toolchain() {
+# C guests: Debian's clang, wasm-ld and wasi-libc, and jco (npm, prebuilt, the same one JavaScript
+# uses) for `jco new`: `wasm-tools component new` as jco 1.35.0 carries it (wit-component 0.259,
+# built to Wasm). The bindings come from plugins/bindings/ (scripts/gen-bindings) when the plugin's
+# WIT is the one they were generated from, else from wit-bindgen (install_wit_bindgen_c).
+install_c_compiler() {
   need_cmd clang-14 clang-14
   need_cmd wasm-ld-14 lld-14
   [ -f /usr/lib/wasm32-wasi/libc.a ] || [ -d /usr/lib/wasm32-wasi ] || need_cmd __no_such_cmd__ wasi-libc
   [ -e /usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi ] || need_cmd __no_such_cmd2__ libclang-rt-14-dev-wasm32
   mkdir -p "$TOOLS_DIR"
   install_jco
+}
+
+install_wit_bindgen_c() {
+  mkdir -p "$TOOLS_DIR"
   if [ "$(wit-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WIT_BINDGEN_VERSION" ]; then
     echo "wharf: building wit-bindgen-cli $WIT_BINDGEN_VERSION (~1 min, once)" >&2
     cargo_install_generator --locked --root "$TOOLS_DIR" "wit-bindgen-cli@$WIT_BINDGEN_VERSION" \
       --no-default-features --features c
+  fi
+}
+
+# Everything a C plugin may need, whatever its WIT.
+install_guest_toolchain() {
+  install_c_compiler
+  install_wit_bindgen_c
+}
+
+# plugin_worlds WIT_DIR: the worlds a plugin may be built for (all but `gateway`).
+plugin_worlds() {
+  cat "$1"/*.wit | sed -n 's/^world \([a-z0-9-]*\) .*/\1/p' | grep -vx gateway
+}
+
+# pregenerated_bindings LANG WIT_DIR: prints the folder of LANG's bindings in $WHARF_BINDINGS
+# (plugins/bindings/, or the copy `wharf plugin build` carries) when STAMP says they were made
+# from this WIT by the pinned generator; prints nothing otherwise.
+pregenerated_bindings() {
+  local lang=$1 wit=$2 b=${WHARF_BINDINGS:-} version
+  [ -n "$b" ] && [ -f "$b/STAMP" ] || return 0
+  case "$lang" in
+    c) version=$WIT_BINDGEN_VERSION ;;
+    rust) version=$WIT_BINDGEN_RUST_VERSION ;;
+  esac
+  if grep -qxF "$lang $(cat "$wit"/*.wit | sha256sum | cut -d' ' -f1) $version" "$b/STAMP"; then
+    echo "$b/$lang"
   fi
 }
 
@@ -64,7 +95,7 @@ WIT_BINDGEN_RUST_VERSION=0.36.0
 DEBIAN_RUSTC=/usr/bin/rustc
 WIT_BINDGEN_RUST="$TOOLS_DIR/wit-bindgen-rust/bin/wit-bindgen"
 
-install_rust_guest_toolchain() {
+install_rust_compiler() {
   install_jco # jco new
   if ! "$DEBIAN_RUSTC" --version 2>/dev/null | grep -q '^rustc 1\.63\.' \
     || [ ! -d /usr/lib/rustlib/wasm32-unknown-unknown/lib ]; then
@@ -79,6 +110,9 @@ install_rust_guest_toolchain() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
       rustc libstd-rust-dev-wasm32 >&2
   fi
+}
+
+install_wit_bindgen_rust() {
   if [ "$("$WIT_BINDGEN_RUST" --version 2>/dev/null | awk '{print $2}')" != "$WIT_BINDGEN_RUST_VERSION" ]; then
     echo "wharf: building wit-bindgen-cli $WIT_BINDGEN_RUST_VERSION for Rust (~1 min, once)" >&2
     # Not --locked: the crate's Cargo.lock pins wit-parser 0.220.0, whose `Alignment` has a
@@ -89,6 +123,12 @@ install_rust_guest_toolchain() {
     (unset CARGO_TARGET_DIR; cargo_install_generator --root "$TOOLS_DIR/wit-bindgen-rust" \
       "wit-bindgen-cli@$WIT_BINDGEN_RUST_VERSION" --no-default-features --features rust)
   fi
+}
+
+# Everything a Rust plugin may need, whatever its WIT.
+install_rust_guest_toolchain() {
+  install_rust_compiler
+  install_wit_bindgen_rust
 }
 
 install_jco() {
