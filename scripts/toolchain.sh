@@ -134,7 +134,9 @@ install_rust_guest_toolchain() {
 install_jco() {
   need_cmd node nodejs
   need_cmd npm npm
-  if [ ! -x "$TOOLS_DIR/node_modules/.bin/jco" ]; then
+  # C and Rust builds run `jco new` too: the pinned version, not whichever the cache holds.
+  if [ ! -x "$TOOLS_DIR/node_modules/.bin/jco" ] \
+    || ! grep -q "^  \"version\": \"$JCO_VERSION\"," "$TOOLS_DIR/node_modules/@bytecodealliance/jco/package.json"; then
     echo "wharf: installing @bytecodealliance/jco $JCO_VERSION (once)" >&2
     mkdir -p "$TOOLS_DIR" # an empty cache: the first tool installed
     (cd "$TOOLS_DIR" && npm install --silent --no-audit --no-fund "@bytecodealliance/jco@$JCO_VERSION" >&2)
