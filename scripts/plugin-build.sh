@@ -1,6 +1,8 @@
 # How a plugin's sources become a component, per language, with the pinned toolchain
 # (toolchain.sh). Sourced by scripts/build-plugins for the examples, and carried inside the
 # `wharf` binary for `wharf plugin build` (cli/plugin_new.rs), so authors get the same steps.
+# C and Rust take their bindings from $WHARF_BINDINGS (plugins/bindings/) when they were
+# generated from the plugin's WIT, else run the pinned wit-bindgen.
 
 # plugin_build LANG SRC_DIR WIT_DIR WORLD OUT [INCLUDE_DIR]: absolute paths. C takes every *.c
 # of SRC_DIR (and wharf.h from INCLUDE_DIR, default SRC_DIR); JavaScript plugin.js; Python app.py
@@ -10,20 +12,25 @@ plugin_build() {
   local lang=$1 dir=$2 wit=$3 w=$4 out=$5 inc=${6:-$2}
   case "$lang" in
     c)
-      install_guest_toolchain
-      local tmp base=${w//-/_} define=
+      install_c_compiler
+      local tmp base=${w//-/_} define= gen
       case "$w" in
         body-plugin) define=-DWHARF_BODY_PLUGIN ;;
         request-filter) define=-DWHARF_REQUEST_FILTER ;;
         response-body-plugin) define=-DWHARF_RESPONSE_BODY_PLUGIN ;;
       esac
       tmp=$(mktemp -d)
-      wit-bindgen c "$wit" --world "$w" --out-dir "$tmp" >/dev/null 2>&1
+      gen=$(pregenerated_bindings c "$wit")
+      if [ -n "$gen" ]; then
+        cp "$gen/$base.c" "$gen/$base.h" "$gen/${base}_component_type.o" "$tmp/"
+      else
+        install_wit_bindgen_c
+        wit-bindgen c "$wit" --world "$w" --out-dir "$tmp" >/dev/null 2>&1
+      fi
       clang-14 --target=wasm32-wasi -O2 -mexec-model=reactor -Wall -Werror $define \
         -I "$tmp" -I "$inc" -o "$tmp/core.wasm" \
         "$dir"/*.c "$tmp/$base.c" "$tmp/${base}_component_type.o"
-      wasm-tools component new "$tmp/core.wasm" -o "$out"
-      wasm-tools validate --features component-model "$out"
+      jco new "$tmp/core.wasm" -o "$out" # wasm-tools component new, validated
       rm -rf "$tmp"
       ;;
     js)
@@ -37,19 +44,24 @@ plugin_build() {
       rm -rf "$dir/__pycache__"
       ;;
     rust)
-      # Debian's rustc 1.63 for wasm32 and wit-bindgen 0.36 (toolchain.sh says why those).
-      install_rust_guest_toolchain
-      local tmp base=${w//-/_}
+      # Debian's rustc 1.63 for wasm32, wit-bindgen 0.36's bindings and jco (toolchain.sh says why those).
+      install_rust_compiler
+      local tmp base=${w//-/_} gen
       tmp=$(mktemp -d)
-      "$WIT_BINDGEN_RUST" rust "$wit" --world "$w" --out-dir "$tmp" \
-        --runtime-path crate::wharf::rt >/dev/null 2>"$tmp/log" || { cat "$tmp/log" >&2; return 1; }
+      gen=$(pregenerated_bindings rust "$wit")
+      if [ -n "$gen" ]; then
+        cp "$gen/$base.rs" "$tmp/"
+      else
+        install_wit_bindgen_rust
+        "$WIT_BINDGEN_RUST" rust "$wit" --world "$w" --out-dir "$tmp" \
+          --runtime-path crate::wharf::rt >/dev/null 2>"$tmp/log" || { cat "$tmp/log" >&2; return 1; }
+      fi
       # The one construct newer than rustc 1.63: the same cast, older syntax.
       sed -i 's/\([A-Za-z0-9_]*\)\.cast_mut()/(\1 as *mut u8)/g' "$tmp/$base.rs"
       WHARF_RUST_BINDINGS="$tmp/$base.rs" "$DEBIAN_RUSTC" --edition 2021 \
         --target wasm32-unknown-unknown --crate-type cdylib -O -C strip=symbols -D warnings \
         -o "$tmp/core.wasm" "$dir/plugin.rs"
-      wasm-tools component new "$tmp/core.wasm" -o "$out"
-      wasm-tools validate --features component-model "$out"
+      jco new "$tmp/core.wasm" -o "$out" # wasm-tools component new, validated
       rm -rf "$tmp"
       ;;
     *)

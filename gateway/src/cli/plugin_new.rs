@@ -22,6 +22,33 @@ const BUILD_SCRIPT: [&str; 3] = [
     include_str!("../../../scripts/plugin-build.sh"),
 ];
 
+/// plugins/bindings/ (scripts/gen-bindings): the C and Rust bindings of every plugin world, as
+/// the pinned wit-bindgen makes them from WORLD_WIT, so that a build of a project whose WIT is
+/// that one compiles no generator (plugin-build.sh checks STAMP).
+macro_rules! bindings {
+    ($($world:literal),*) => {
+        &[
+            ("STAMP", include_bytes!("../../../plugins/bindings/STAMP")),
+            $(
+                (concat!("c/", $world, ".c"), include_bytes!(concat!("../../../plugins/bindings/c/", $world, ".c"))),
+                (concat!("c/", $world, ".h"), include_bytes!(concat!("../../../plugins/bindings/c/", $world, ".h"))),
+                (
+                    concat!("c/", $world, "_component_type.o"),
+                    include_bytes!(concat!("../../../plugins/bindings/c/", $world, "_component_type.o")),
+                ),
+                (concat!("rust/", $world, ".rs"), include_bytes!(concat!("../../../plugins/bindings/rust/", $world, ".rs"))),
+            )*
+        ]
+    };
+}
+const BINDINGS: &[(&str, &[u8])] = bindings!(
+    "http_plugin",
+    "body_plugin",
+    "response_body_plugin",
+    "request_filter",
+    "request_body_filter"
+);
+
 struct Template {
     name: &'static str,
     lang: &'static str,
@@ -148,6 +175,14 @@ pub fn build(
     )
     .context("plugin.toml")?;
     let out = dir.join("plugin.wasm");
+    let bindings = std::env::temp_dir().join(format!("wharf-bindings-{}", std::process::id()));
+    for (path, bytes) in BINDINGS {
+        let file = bindings.join(path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(file, bytes)?;
+    }
     let script = format!(
         "set -euo pipefail\n{}\n{}\n{}\nplugin_build \"$1\" \"$2\" \"$2/wit\" \"$3\" \"$4\"\n",
         BUILD_SCRIPT[0], BUILD_SCRIPT[1], BUILD_SCRIPT[2]
@@ -160,8 +195,10 @@ pub fn build(
         .arg(&dir)
         .arg(&manifest.world)
         .arg(&out)
-        .status()
-        .context("cannot run bash")?;
+        .env("WHARF_BINDINGS", &bindings)
+        .status();
+    let _ = std::fs::remove_dir_all(&bindings);
+    let status = status.context("cannot run bash")?;
     if !status.success() {
         bail!("the build failed (its output is above)");
     }
@@ -191,5 +228,47 @@ pub fn build(
             Ok(out)
         }
         Err(e) => bail!("an upload would be refused (422): {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    /// plugins/bindings/ is what scripts/gen-bindings makes of this WIT with the pinned
+    /// generators, for every world a plugin may use: else run scripts/gen-bindings.
+    #[test]
+    fn carried_bindings_are_generated_from_this_wit_by_the_pinned_generators() {
+        let stamp = std::str::from_utf8(BINDINGS[0].1).unwrap();
+        let sha = hex::encode(Sha256::digest(WORLD_WIT.as_bytes()));
+        let pin = |name: &str| {
+            let line = BUILD_SCRIPT[1]
+                .lines()
+                .find(|l| l.starts_with(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("{name} in toolchain.sh"));
+            line.split_once('=').unwrap().1.to_string()
+        };
+        let want = format!(
+            "c {sha} {}\nrust {sha} {}\n",
+            pin("WIT_BINDGEN_VERSION"),
+            pin("WIT_BINDGEN_RUST_VERSION")
+        );
+        assert_eq!(
+            stamp, want,
+            "plugins/bindings/ is stale: run scripts/gen-bindings"
+        );
+        let worlds: Vec<String> = WORLD_WIT
+            .lines()
+            .filter_map(|l| l.strip_prefix("world "))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|w| *w != "gateway")
+            .map(|w| w.replace('-', "_"))
+            .collect();
+        let carried: Vec<&str> = BINDINGS
+            .iter()
+            .filter_map(|(p, _)| p.strip_prefix("rust/")?.strip_suffix(".rs"))
+            .collect();
+        assert_eq!(carried, worlds, "BINDINGS lists every plugin world");
     }
 }
