@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ops::{Properties, VmDone, VmOp};
-use super::{Held, LiveVm, VmCell, VmConfigs};
+use super::{Held, VmCell, VmConfigs};
 use crate::bindings::types::{RequestAction, ResponseAction};
-use crate::cache::{CompiledPlugin, Exports};
+use crate::cache::CompiledPlugin;
 use crate::call;
 use crate::capabilities::TenantCapabilities;
 use crate::error::{Failure, PluginError};
@@ -17,12 +17,13 @@ use crate::output;
 use crate::proxy_wasm::abi::Pairs;
 use crate::proxy_wasm::env::ProxyHost;
 use crate::proxy_wasm::translate;
-use crate::proxy_wasm::vm::{HeadersOutcome, Vm};
+use crate::proxy_wasm::vm::HeadersOutcome;
 use crate::runtime::PluginRuntime;
 use wharf_tenancy::outbound::OutboundHost;
 use wharf_tenancy::PluginQuotas;
 
 mod settle;
+mod start;
 
 /// Who the stream runs for: what a VM start and each request's capability state need.
 #[derive(Clone)]
@@ -295,57 +296,6 @@ impl ProxyStream {
                 cap.as_millis()
             )))),
         }
-    }
-
-    /// Starts the VM (its initializer, root context and configuration, under the tenant's
-    /// limits), unless it keeps failing and its backoff has not passed.
-    async fn start(&mut self, mut held: Held) -> Result<Held, PluginError> {
-        let (generation, restart) = match self.cell.may_start() {
-            Ok(g) => g,
-            Err((failures, wait)) => {
-                return Err(self.error(Failure::Unavailable(format!(
-                    "its VM failed {failures} times in a row; it is started again in {} ms",
-                    wait.as_millis()
-                ))));
-            }
-        };
-        let Exports::ProxyWasm(code) = &self.plugin.exports else {
-            return Err(self.trap("not a proxy-wasm module".into()));
-        };
-        let pre = code.pre.clone();
-        let slot = self.runtime.fair().slot(&self.who.tenant);
-        let permits = self
-            .runtime
-            .permits(&self.who.invocation(), 1, &slot)
-            .await?;
-        let mut store = self.runtime.store(self.who.invocation(), slot)?;
-        let metrics = self.runtime.metrics().clone();
-        store.data_mut().context().shared =
-            Some(self.runtime.vms().shared(&self.who.tenant, &metrics));
-        metrics.plugin_vms.inc();
-        if restart {
-            metrics
-                .plugin_vm_restarts_total
-                .with_label_values(&[&*metrics.tenant(&self.who.tenant)])
-                .inc();
-        }
-        *held = Some(Box::new(LiveVm {
-            vm: Vm::new(store),
-            generation,
-            metrics,
-            _permits: permits,
-        }));
-        let op = VmOp::Start {
-            pre,
-            configs: self.configs.clone(),
-        };
-        // Starting a Go runtime takes milliseconds: a start gets at least a second of its own.
-        let budget = Duration::from_millis(self.who.quotas.deadline_ms).max(Duration::from_secs(1));
-        let fuel = self.fuel_left;
-        self.fuel_left = self.who.quotas.fuel;
-        self.call(held, op, budget).await?;
-        self.fuel_left = fuel;
-        self.lock().await
     }
 
     /// One callback on the plugin threads with the request's fuel and `budget`; the VM is
