@@ -27,14 +27,14 @@ pub struct Continued {
 }
 
 /// A plugin running for this request, by kind.
-enum Plugged {
+pub(super) enum Plugged {
     Component(PluginInstance),
     ProxyWasm(ProxyStream),
 }
 
-/// A component instance waiting for its `on-response-body`.
+/// A plugin waiting for the whole response body.
 pub struct AwaitingBody {
-    pub(super) instance: PluginInstance,
+    pub(super) plugin: Plugged,
     pub(super) fail_open: bool,
 }
 
@@ -155,6 +155,33 @@ async fn run_request(
     Ok((Plugged::Component(instance), action))
 }
 
+impl Continued {
+    /// A proxy-wasm plugin that reads request bodies (components read theirs before the chain).
+    pub(super) fn reads_request_body(&self) -> bool {
+        matches!(&self.plugin, Plugged::ProxyWasm(s) if s.reads_request_body())
+    }
+
+    pub(super) fn fail_open(&self) -> bool {
+        self.fail_open
+    }
+
+    pub(super) fn name(&self) -> &str {
+        self.plugin.name()
+    }
+
+    /// The whole request body, for a proxy-wasm plugin that reads it; `Some` replaces it.
+    pub(super) async fn on_request_body(
+        &mut self,
+        body: Vec<u8>,
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, PluginError> {
+        match &mut self.plugin {
+            Plugged::ProxyWasm(s) => s.on_request_body(body, max).await,
+            Plugged::Component(_) => Ok(None),
+        }
+    }
+}
+
 impl Plugged {
     fn has_response_phase(&self) -> bool {
         match self {
@@ -163,7 +190,26 @@ impl Plugged {
         }
     }
 
-    fn name(&self) -> &str {
+    fn reads_response_body(&self) -> bool {
+        match self {
+            Plugged::Component(i) => i.reads_response_body(),
+            Plugged::ProxyWasm(s) => s.reads_response_body(),
+        }
+    }
+
+    /// The whole response body; `Some` replaces it.
+    pub(super) async fn on_response_body(
+        &mut self,
+        body: Vec<u8>,
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, PluginError> {
+        match self {
+            Plugged::Component(i) => i.on_response_body(body, max).await,
+            Plugged::ProxyWasm(s) => s.on_response_body(body, max).await,
+        }
+    }
+
+    pub(super) fn name(&self) -> &str {
         match self {
             Plugged::Component(i) => i.plugin(),
             Plugged::ProxyWasm(s) => s.plugin(),
@@ -220,13 +266,11 @@ pub async fn on_response(
         match result {
             Ok(action) => {
                 apply_response_action(resp, &action);
-                if let Plugged::Component(instance) = c.plugin {
-                    if instance.reads_response_body() {
-                        awaiting_body.push(AwaitingBody {
-                            instance,
-                            fail_open: c.fail_open,
-                        });
-                    }
+                if c.plugin.reads_response_body() {
+                    awaiting_body.push(AwaitingBody {
+                        plugin: c.plugin,
+                        fail_open: c.fail_open,
+                    });
                 }
             }
             Err(e) if c.fail_open => {

@@ -45,6 +45,8 @@ pub struct RequestCtx {
     /// Plugins waiting for the whole response body (last first), and the body held for them.
     pub awaiting_body: Vec<AwaitingBody>,
     pub held_body: Option<super::response_body::HeldBody>,
+    /// The request body held back for proxy-wasm plugins that read it (`proxy_wasm.rs`).
+    pub held_request: Option<super::proxy_wasm::HeldRequest>,
 }
 
 impl RequestCtx {
@@ -69,6 +71,7 @@ impl RequestCtx {
             body_memory: None,
             awaiting_body: Vec::new(),
             held_body: None,
+            held_request: None,
         }
     }
 

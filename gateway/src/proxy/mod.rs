@@ -13,7 +13,7 @@ pub mod ctx;
 pub mod errors;
 mod lookalikes;
 pub mod pace;
-mod proxy_wasm;
+pub mod proxy_wasm;
 pub mod rate_limit;
 mod request_info;
 mod respond;
@@ -131,11 +131,12 @@ impl ProxyHttp for WharfProxy {
     async fn request_body_filter(
         &self,
         session: &mut Session,
-        _body: &mut Option<bytes::Bytes>,
-        _end_of_stream: bool,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        self.pace.body_read(session, ctx)
+        self.pace.body_read(session, ctx)?;
+        proxy_wasm::request_piece(ctx, body, end_of_stream).await
     }
 
     /// Lookup → limit → plugin chain. Unknown hosts, unmatched paths, rate limits, plugin
@@ -203,6 +204,7 @@ impl ProxyHttp for WharfProxy {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        proxy_wasm::hold_request(ctx, upstream, session.is_body_empty());
         let dropped = lookalikes::drop_lookalikes(upstream);
         if dropped > 0 {
             tracing::debug!(

@@ -78,11 +78,11 @@ pub(super) async fn piece(
     let mut current = held.buf.freeze();
     // `awaiting_body` is in reverse chain order already (as `on-response` ran).
     for mut c in std::mem::take(&mut ctx.awaiting_body) {
-        match c.instance.on_response_body(current.to_vec(), max).await {
+        match c.plugin.on_response_body(current.to_vec(), max).await {
             Ok(Some(replaced)) => current = replaced.into(),
             Ok(None) => {}
             Err(e) if c.fail_open => {
-                tracing::warn!(plugin = %c.instance.plugin(), "plugin on-response-body skipped (fail-open): {e}");
+                tracing::warn!(plugin = %c.plugin.name(), "plugin on-response-body skipped (fail-open): {e}");
             }
             Err(e) => {
                 // The header is gone already: the client gets a broken-off response, and the

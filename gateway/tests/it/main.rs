@@ -30,6 +30,7 @@ mod plugins;
 mod private_files;
 mod protocols;
 mod proxy_wasm_assemblyscript;
+mod proxy_wasm_bodies;
 mod proxy_wasm_calls;
 mod proxy_wasm_hostile;
 mod proxy_wasm_serve;

@@ -77,6 +77,8 @@ pub struct HostContext {
     next_token: u32,
     /// `proxy_continue_stream` (or `proxy_resume_http_request`) was called.
     pub resumed: bool,
+    /// The module changed a buffer (`proxy_set_buffer_bytes`) in the callback in progress.
+    pub body_replaced: bool,
     /// How often the module wants `proxy_on_tick` (`proxy_set_tick_period_milliseconds`, at
     /// least [`TICK_FLOOR`]); `None`: never.
     pub tick_period: Option<std::time::Duration>,
@@ -107,6 +109,34 @@ impl HostContext {
 
     pub fn set_buffer(&mut self, b: BufferType, bytes: Vec<u8>) {
         self.buffers.insert(buffer_key(b), bytes);
+    }
+
+    pub fn take_buffer(&mut self, b: BufferType) -> Option<Vec<u8>> {
+        self.buffers.remove(&buffer_key(b))
+    }
+
+    /// `proxy_set_buffer_bytes`: replaces `[start, start + length)` of the buffer with `data`
+    /// (clamped to the buffer: the SDKs replace with `0, MAX`, append with `MAX, 0`, prepend
+    /// with `0, 0`); false when the buffer is not available now or would pass `max` bytes.
+    pub fn splice(
+        &mut self,
+        b: BufferType,
+        start: usize,
+        length: usize,
+        data: &[u8],
+        max: usize,
+    ) -> bool {
+        let Some(buf) = self.buffers.get_mut(&buffer_key(b)) else {
+            return false;
+        };
+        let start = start.min(buf.len());
+        let end = start.saturating_add(length).min(buf.len());
+        if buf.len() - (end - start) + data.len() > max {
+            return false;
+        }
+        buf.splice(start..end, data.iter().copied());
+        self.body_replaced = true;
+        true
     }
 
     pub fn buffer(&self, b: BufferType) -> Option<&Vec<u8>> {

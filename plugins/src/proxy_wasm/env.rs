@@ -20,6 +20,10 @@ pub trait ProxyHost: Send + 'static {
 }
 
 /// A property value or body larger than this is refused (`BAD_ARGUMENT`).
+/// A body a module may grow a buffer to (the gateway holds it to the tenant's
+/// `plugin_body_max_bytes` after the callback).
+const MAX_BODY: usize = 64 << 20;
+
 /// All of a request's properties together (the gateway's and the module's), in bytes.
 const MAX_PROPERTY_BYTES: usize = 1 << 20;
 
@@ -39,6 +43,7 @@ pub const SERVED: &[&str] = &[
     "proxy_get_current_time_nanoseconds",
     "proxy_get_buffer_bytes",
     "proxy_get_buffer_status",
+    "proxy_set_buffer_bytes",
     "proxy_get_header_map_pairs",
     "proxy_get_header_map_value",
     "proxy_set_header_map_pairs",
@@ -120,6 +125,28 @@ pub fn link<T: ProxyHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
                 return Status::NotFound as i32;
             };
             code(memory::write_u32(&mut c, size, len as u32))
+        },
+    )?;
+    linker.func_wrap(
+        M,
+        "proxy_set_buffer_bytes",
+        |mut c: Caller<'_, T>, buf: i32, start: i32, len: i32, dp: i32, ds: i32| {
+            let Some(buf) = BufferType::from_i32(buf) else {
+                return Status::BadArgument as i32;
+            };
+            let data = match memory::read(&mut c, dp, ds) {
+                Ok(d) => d,
+                Err(s) => return s as i32,
+            };
+            let (start, len) = (start as u32 as usize, len as u32 as usize);
+            if c.data_mut()
+                .context()
+                .splice(buf, start, len, &data, MAX_BODY)
+            {
+                Status::Ok as i32
+            } else {
+                Status::BadArgument as i32
+            }
         },
     )?;
     linker.func_wrap_async(

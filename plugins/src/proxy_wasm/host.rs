@@ -44,8 +44,11 @@ pub fn linker(engine: &Engine) -> Linker<PluginState> {
 /// A compiled proxy-wasm module, linked and ready to start VMs from.
 pub struct ProxyWasmCode {
     pub pre: InstancePre<PluginState>,
-    /// It exports `proxy_on_response_headers` or `proxy_on_response_body`.
-    response_phase: bool,
+    /// It exports `proxy_on_response_headers`.
+    response_headers: bool,
+    /// It exports `proxy_on_request_body` / `proxy_on_response_body`.
+    pub request_body: bool,
+    pub response_body: bool,
 }
 
 impl ProxyWasmCode {
@@ -53,20 +56,18 @@ impl ProxyWasmCode {
         let mut linker = linker.clone();
         env::stub_remaining(&mut linker, module)?;
         let pre = linker.instantiate_pre(module)?;
-        let response_phase = module.exports().any(|e| {
-            matches!(
-                e.name(),
-                "proxy_on_response_headers" | "proxy_on_response_body"
-            )
-        });
+        let exports = |name: &str| module.exports().any(|e| e.name() == name);
         Ok(ProxyWasmCode {
             pre,
-            response_phase,
+            response_headers: exports("proxy_on_response_headers"),
+            request_body: exports("proxy_on_request_body"),
+            response_body: exports("proxy_on_response_body"),
         })
     }
 
-    /// Whether a request's context stays alive past the upstream call.
+    /// Whether a request's context stays alive past its request headers (for its body, or the
+    /// response).
     pub fn has_response_phase(&self) -> bool {
-        self.response_phase
+        self.response_headers || self.request_body || self.response_body
     }
 }

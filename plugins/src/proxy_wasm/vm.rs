@@ -292,6 +292,41 @@ impl<T: ProxyHost> Vm<T> {
         Ok(self.outcome(Action::Continue, MapType::RequestHeaders))
     }
 
+    /// `proxy_on_request_body` / `proxy_on_response_body` with the whole body (held by the
+    /// gateway up to the tenant's quota) as one piece at the end of the stream; the body back
+    /// when the module replaced any of it.
+    pub async fn body(
+        &mut self,
+        id: u32,
+        response: bool,
+        body: Vec<u8>,
+    ) -> Result<(Option<Vec<u8>>, Option<LocalResponse>), VmError> {
+        let (name, buffer) = if response {
+            ("proxy_on_response_body", BufferType::ResponseBody)
+        } else {
+            ("proxy_on_request_body", BufferType::RequestBody)
+        };
+        let size = body.len() as i32;
+        {
+            let ctx = self.store.data_mut().context();
+            ctx.effective = id;
+            ctx.body_replaced = false;
+            ctx.set_buffer(buffer, body);
+        }
+        if let Ok(f) = self
+            .instance()?
+            .get_typed_func::<(i32, i32, i32), i32>(&mut self.store, name)
+        {
+            f.call_async(&mut self.store, (id as i32, size, 1))
+                .await
+                .map_err(trap)?;
+        }
+        let ctx = self.store.data_mut().context();
+        let body = ctx.take_buffer(buffer).filter(|_| ctx.body_replaced);
+        ctx.calls.clear();
+        Ok((body, ctx.local_response.take()))
+    }
+
     /// `proxy_on_tick` on the root context. Calls it dispatches are dropped: nothing waits for
     /// a tick's answers (a module refreshing a cache by calls in ticks gets no answer).
     pub async fn tick(&mut self) -> Result<(), VmError> {

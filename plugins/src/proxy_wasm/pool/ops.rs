@@ -44,6 +44,13 @@ pub(crate) enum VmOp {
         id: u32,
     },
     Tick,
+    /// The whole request (or response) body at the end of the stream.
+    Body {
+        id: u32,
+        response: bool,
+        body: Vec<u8>,
+        properties: Properties,
+    },
 }
 
 pub(crate) enum VmDone {
@@ -55,6 +62,11 @@ pub(crate) enum VmDone {
     },
     Finished,
     Ticked,
+    Body {
+        replaced: Option<Vec<u8>>,
+        local_response: bool,
+        properties: Properties,
+    },
 }
 
 impl Exec for LiveVm {
@@ -129,6 +141,20 @@ impl Exec for LiveVm {
                 VmDone::Headers {
                     id,
                     outcome,
+                    properties: take_properties(vm),
+                }
+            }
+            VmOp::Body {
+                id,
+                response,
+                body,
+                properties,
+            } => {
+                set_properties(vm, properties);
+                let (replaced, reply) = vm.body(id, response, body).await.map_err(wasm_error)?;
+                VmDone::Body {
+                    replaced,
+                    local_response: reply.is_some(),
                     properties: take_properties(vm),
                 }
             }

@@ -22,6 +22,7 @@ use crate::runtime::PluginRuntime;
 use wharf_tenancy::outbound::OutboundHost;
 use wharf_tenancy::PluginQuotas;
 
+mod body;
 mod settle;
 mod start;
 

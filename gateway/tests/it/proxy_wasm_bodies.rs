@@ -1,0 +1,84 @@
+//! proxy-wasm plugins reading and rewriting bodies: a module replaces the request body the
+//! upstream gets and appends to the response body the client gets, through
+//! `proxy_set_buffer_bytes`; a request body past the tenant's `plugin_body_max_bytes` streams by
+//! unchanged (the module never sees it).
+
+use serde_json::json;
+use wharf_plugins::test_support::binary;
+
+use crate::proxy_wasm_serve::{route_to, upload_and_attach};
+use crate::support::api::{setup, Body, OP};
+use crate::support::*;
+
+/// Replaces a request body with `REPLACED`, appends `!` to a response body.
+fn rewriter() -> Vec<u8> {
+    binary(
+        r#"(module
+          (import "env" "proxy_set_buffer_bytes" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 16) "REPLACED!")
+          (func (export "proxy_abi_version_0_2_1"))
+          (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+          (func (export "proxy_on_context_create") (param i32 i32))
+          (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+          (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32)
+            (drop (call $set (i32.const 0) (i32.const 0) (i32.const 0x7fffffff) (i32.const 16) (i32.const 8)))
+            (i32.const 0))
+          (func (export "proxy_on_response_body") (param i32 i32 i32) (result i32)
+            (drop (call $set (i32.const 1) (i32.const 0x7fffffff) (i32.const 0) (i32.const 24) (i32.const 1)))
+            (i32.const 0)))"#,
+    )
+}
+
+#[tokio::test]
+async fn a_module_rewrites_request_and_response_bodies_within_the_quota() {
+    let (gw, api, _a, _b, _r) = setup().await;
+    let up = Upstream::start("up").await;
+    route_to(&api, "a", &up).await;
+    upload_and_attach(&gw, &api, "a", "api", "rewriter", rewriter(), json!({})).await;
+    let client = reqwest::Client::new();
+    let send = |body: Vec<u8>| {
+        client
+            .post(format!("http://{}/submit", gw.proxy))
+            .header("host", "a.test")
+            .body(body)
+            .send()
+    };
+    let r = send(b"original body".to_vec()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.ends_with("}!"),
+        "the response body got its `!`: {text}"
+    );
+    let echoed: serde_json::Value = serde_json::from_str(text.trim_end_matches('!')).unwrap();
+    assert_eq!(
+        echoed["body_bytes"], 8,
+        "the upstream got REPLACED: {echoed}"
+    );
+
+    // Past plugin_body_max_bytes: the body streams by as the client sent it.
+    let (s, v) = api
+        .call(
+            reqwest::Method::PATCH,
+            "/v1/tenants/a/quotas",
+            Some(OP),
+            Some(Body::Json(json!({"plugin_body_max_bytes": 65536}))),
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+    gw.wait_for_version(v["config_version"].as_i64().unwrap_or(0))
+        .await;
+    let big = vec![b'x'; 200_000];
+    let r = send(big).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let echoed: serde_json::Value = serde_json::from_str(text.trim_end_matches('!')).unwrap();
+    let log = gw.log();
+    assert_eq!(
+        echoed["body_bytes"],
+        200_000,
+        "{echoed}\n{}",
+        &log[log.len().saturating_sub(3000)..]
+    );
+}
