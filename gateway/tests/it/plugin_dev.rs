@@ -366,3 +366,58 @@ async fn wharf_dev_serves_a_plugin_folder_and_reloads_it_on_change() {
         "the dev gateway outlived wharf dev"
     );
 }
+
+/// `wharf dev` with an AssemblyScript folder: the proxy-wasm module serving on the demo route,
+/// dev.config's KEY=VALUE lines as its plugin_config (a JSON object of strings).
+#[tokio::test]
+async fn wharf_dev_serves_an_assemblyscript_folder_with_dev_config_as_plugin_config() {
+    let dir = std::env::temp_dir().join(format!("wharf-devloop-as-{}", unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ok, out) = wharf_in(&dir, &["plugin", "new", "live", "--lang", "assemblyscript"]);
+    assert!(ok, "{out}");
+    std::fs::write(dir.join("live/dev.config"), "header=x-dev\nvalue=as\n").unwrap();
+    let [listen, admin] = free_addrs();
+    let log = std::fs::File::create(dir.join("dev.log")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args([
+            "dev",
+            "live",
+            "--listen",
+            &listen.to_string(),
+            "--admin-listen",
+            &admin.to_string(),
+            "--rounds",
+            "240",
+        ])
+        .current_dir(&dir)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut served = false;
+    for _ in 0..240 {
+        let r = client
+            .get(format!("http://{listen}/"))
+            .header("Host", "demo.localhost")
+            .send()
+            .await;
+        if let Ok(r) = r {
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            if v["headers"]["x-dev"] == "as" {
+                served = true;
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    assert!(
+        served,
+        "never served:\n{}",
+        std::fs::read_to_string(dir.join("dev.log")).unwrap()
+    );
+}
