@@ -7,7 +7,8 @@
 # plugin_build LANG SRC_DIR WIT_DIR WORLD OUT [INCLUDE_DIR]: absolute paths. C takes every *.c
 # of SRC_DIR (and wharf.h from INCLUDE_DIR, default SRC_DIR); JavaScript plugin.js; Python app.py
 # (class WitWorld implementing the world's exports); Rust plugin.rs (with the SDK's wharf.rs where
-# its #[path] says).
+# its #[path] says); AssemblyScript index.ts, a proxy-wasm (ABI 0.2.1) core module, not a
+# component (WIT_DIR and WORLD unused).
 plugin_build() {
   local lang=$1 dir=$2 wit=$3 w=$4 out=$5 inc=${6:-$2}
   case "$lang" in
@@ -64,8 +65,17 @@ plugin_build() {
       jco new "$tmp/core.wasm" -o "$out" # wasm-tools component new, validated
       rm -rf "$tmp"
       ;;
+    assemblyscript)
+      install_assemblyscript_proxy_wasm
+      # wasi-shim: the SDK logs with process.stdout (WASI fd_write); abort goes to the SDK's
+      # logger. asc runs in the toolchain's folder: it ignores the shim's library when given its
+      # config by an absolute path (AS111 "Element 'wasi_abort' not found").
+      (cd "$AS_PROXY_WASM_DIR" && node_modules/.bin/asc "$dir/index.ts" --path node_modules \
+        --config node_modules/@assemblyscript/wasi-shim/asconfig.json --use abort=abort_proc_exit \
+        -O3 -o "$out" >&2)
+      ;;
     *)
-      echo "wharf: unknown language $lang (c, js, python, rust)" >&2
+      echo "wharf: unknown language $lang (c, js, python, rust, assemblyscript)" >&2
       return 1
       ;;
   esac

@@ -110,13 +110,29 @@ async fn deploy(dir: &Path, name: &str, store: &StoreArgs) -> anyhow::Result<()>
             Err(e) => return Err(e),
         }
     };
+    // A proxy-wasm module reads dev.config as its plugin configuration, a JSON object.
+    let config = read_config(dir)?;
+    let proxy = super::plugin_new::project_lang(dir).as_deref() == Some("assemblyscript");
+    let (config, plugin_config) = if proxy {
+        let object = config
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        let json = serde_json::Value::Object(object);
+        (
+            Default::default(),
+            Some(wharf_tenancy::proxy_config::ProxyConfig(json)),
+        )
+    } else {
+        (config, None)
+    };
     let body = AttachBody {
         version: Some(uploaded.version),
-        config: read_config(dir)?,
+        config,
         on_error: Default::default(),
         position: None,
         allowed_outbound_hosts: Vec::new(),
-        plugin_config: None,
+        plugin_config,
         vm_config: None,
     };
     client.attach(TENANT, ROUTE, name, &body).await?;
@@ -124,7 +140,8 @@ async fn deploy(dir: &Path, name: &str, store: &StoreArgs) -> anyhow::Result<()>
     Ok(())
 }
 
-/// `dev.config` in the project, KEY=VALUE lines: the attachment's config while developing.
+/// `dev.config` in the project, KEY=VALUE lines: the attachment's config while developing (for
+/// a proxy-wasm module, its plugin_config: a JSON object of those strings).
 fn read_config(dir: &Path) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
     let Ok(text) = std::fs::read_to_string(dir.join("dev.config")) else {
         return Ok(Default::default());
@@ -152,7 +169,11 @@ fn newest_source(dir: &Path) -> Option<SystemTime> {
         for e in entries.flatten() {
             let path = e.path();
             let name = e.file_name();
-            if name == ".wharf-dev" || name == "plugin.wasm" || name == "__pycache__" {
+            if name == ".wharf-dev"
+                || name == "plugin.wasm"
+                || name == "__pycache__"
+                || name == "node_modules"
+            {
                 continue;
             }
             if path.is_dir() {

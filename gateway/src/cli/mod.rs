@@ -193,10 +193,11 @@ pub enum PluginCmd {
     New {
         /// The folder to create (its name is the plugin's).
         dir: PathBuf,
-        /// c, js, python or rust.
+        /// c, js, python, rust or assemblyscript (a proxy-wasm module).
         #[arg(long, default_value = "c")]
         lang: String,
-        /// One of the examples of that language (default: add-header, path-rewrite, cors).
+        /// One of the examples of that language (default: add-header, path-rewrite, cors,
+        /// rust-add-header, headers; assemblyscript: headers, local-response, http-call).
         #[arg(long)]
         template: Option<String>,
     },

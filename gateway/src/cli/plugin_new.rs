@@ -15,6 +15,8 @@ use wharf_plugins::PluginRuntime;
 const WORLD_WIT: &str = include_str!("../../../plugins/wit/world.wit");
 const C_SDK: &str = include_str!("../../../plugins/examples/c-sdk/wharf.h");
 const RUST_SDK: &str = include_str!("../../../plugins/examples/rust-sdk/wharf.rs");
+/// The AssemblyScript examples' JSON configuration reader (`config.ts` in a project).
+const AS_CONFIG: &str = include_str!("../../../plugins/examples/proxy-wasm/as-common/config.ts");
 /// The build steps, as scripts/build-plugins runs them.
 const BUILD_SCRIPT: [&str; 3] = [
     include_str!("../../../scripts/lib.sh"),
@@ -55,6 +57,8 @@ struct Template {
     world: &'static str,
     file: &'static str,
     source: &'static str,
+    /// A configuration to try it with (`wharf plugin test --config`), when it needs one.
+    config: &'static str,
 }
 
 macro_rules! template {
@@ -65,6 +69,25 @@ macro_rules! template {
             world: $world,
             file: $file,
             source: include_str!(concat!("../../../plugins/examples/", $name, "/", $file)),
+            config: "",
+        }
+    };
+}
+
+/// An AssemblyScript proxy-wasm example, plugins/examples/proxy-wasm/as-NAME/index.ts.
+macro_rules! as_template {
+    ($name:literal, $config:literal) => {
+        Template {
+            name: $name,
+            lang: "assemblyscript",
+            world: "proxy-wasm",
+            file: "index.ts",
+            source: include_str!(concat!(
+                "../../../plugins/examples/proxy-wasm/as-",
+                $name,
+                "/index.ts"
+            )),
+            config: $config,
         }
     };
 }
@@ -80,7 +103,37 @@ const TEMPLATES: &[Template] = &[
     template!("path-rewrite", "js", "request-filter", "plugin.js"),
     template!("cors", "python", "http-plugin", "app.py"),
     template!("rust-add-header", "rust", "http-plugin", "plugin.rs"),
+    as_template!("headers", r#"{"header":"x-as","value":"1"}"#),
+    as_template!("local-response", r#"{"body":"denied"}"#),
+    as_template!(
+        "http-call",
+        r#"{"cluster":"auth","path":"/check","timeout_ms":500}"#
+    ),
 ];
+
+/// The toolchain pins of scripts/toolchain.sh (`NAME=value`), as the build installs them.
+fn pin(name: &str) -> &'static str {
+    BUILD_SCRIPT[1]
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("{name} is pinned in toolchain.sh"))
+}
+
+/// package.json of an AssemblyScript project: the versions `wharf plugin build` uses (from
+/// its own cache; `npm install` here only gives an editor the SDK's types).
+fn as_package_json(name: &str) -> String {
+    let package = serde_json::json!({
+        "name": name,
+        "private": true,
+        "description": "A proxy-wasm (ABI 0.2.1) plugin for Wharf; built by `wharf plugin build`",
+        "devDependencies": {
+            "assemblyscript": pin("ASSEMBLYSCRIPT_VERSION"),
+            pin("AS_PROXY_WASM_SDK"): pin("AS_PROXY_WASM_SDK_VERSION"),
+            "@assemblyscript/wasi-shim": pin("AS_WASI_SHIM_VERSION"),
+        }
+    });
+    format!("{package:#}\n")
+}
 
 /// `plugin.toml`: what `wharf plugin build` needs to know.
 #[derive(Serialize, Deserialize)]
@@ -96,7 +149,8 @@ pub fn new(dir: &Path, lang: &str, template: Option<&str>) -> anyhow::Result<()>
         "js" | "javascript" => "js",
         "py" | "python" => "python",
         "rs" | "rust" => "rust",
-        other => bail!("--lang {other:?}: use c, js, python or rust"),
+        "as" | "assemblyscript" => "assemblyscript",
+        other => bail!("--lang {other:?}: use c, js, python, rust or assemblyscript"),
     };
     let t = match template {
         Some(name) => TEMPLATES
@@ -114,11 +168,21 @@ pub fn new(dir: &Path, lang: &str, template: Option<&str>) -> anyhow::Result<()>
     let name = dir
         .file_name()
         .map_or("plugin".into(), |n| n.to_string_lossy().into_owned());
-    std::fs::create_dir_all(dir.join("wit"))?;
+    std::fs::create_dir_all(dir)?;
     // The examples find their SDK one folder up; a project keeps it beside the source.
-    let source = t.source.replace("../rust-sdk/wharf.rs", "wharf.rs");
+    let source = t
+        .source
+        .replace("../rust-sdk/wharf.rs", "wharf.rs")
+        .replace("\"../as-common/config\"", "\"./config\"");
     std::fs::write(dir.join(t.file), source)?;
-    std::fs::write(dir.join("wit/world.wit"), WORLD_WIT)?;
+    if lang == "assemblyscript" {
+        // A proxy-wasm module: the ABI is its contract, no WIT.
+        std::fs::write(dir.join("config.ts"), AS_CONFIG)?;
+        std::fs::write(dir.join("package.json"), as_package_json(&name))?;
+    } else {
+        std::fs::create_dir_all(dir.join("wit"))?;
+        std::fs::write(dir.join("wit/world.wit"), WORLD_WIT)?;
+    }
     match lang {
         "c" => std::fs::write(dir.join("wharf.h"), C_SDK)?,
         "rust" => std::fs::write(dir.join("wharf.rs"), RUST_SDK)?,
@@ -136,16 +200,32 @@ pub fn new(dir: &Path, lang: &str, template: Option<&str>) -> anyhow::Result<()>
         ),
     )?;
     let d = dir.display();
+    let config = if t.config.is_empty() {
+        String::new()
+    } else {
+        format!(" --config '{}'", t.config)
+    };
+    let attach = if lang == "assemblyscript" {
+        format!(", then attach it with `\"plugin_config\": {}`", t.config)
+    } else {
+        String::new()
+    };
     std::fs::write(
         dir.join("README.md"),
         format!(
             "# {name} ({lang}, from the {} template, world {})\n\nBuild: `wharf plugin build {d}` (writes {d}/plugin.wasm)\n\
-             Try: `wharf plugin test {d} --request 'GET /'`; ship: `wharf plugin add --tenant T --name {name} --file {d}/plugin.wasm`\n",
+             Try: `wharf plugin test {d} --request 'GET /'{config}`; ship: `wharf plugin add --tenant T --name {name} --file {d}/plugin.wasm`{attach}\n",
             t.name, t.world
         ),
     )?;
     println!("created {d}/ from the {} template ({lang}, world {}): edit {d}/{}, then `wharf plugin build {d}`", t.name, t.world, t.file);
     Ok(())
+}
+
+/// The language of the project in `dir` (its plugin.toml), if it is one.
+pub fn project_lang(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("plugin.toml")).ok()?;
+    toml::from_str::<Manifest>(&text).ok().map(|m| m.lang)
 }
 
 fn names(lang: &str) -> String {
@@ -211,7 +291,32 @@ pub fn build(
             bytes.len()
         );
     }
+    // A proxy-wasm module is checked as an upload checks it: a core module declaring an ABI
+    // version, importing only what the host serves.
+    let abi = match wharf_plugins::proxy_wasm::inspect(&bytes) {
+        Ok(Some(m)) => Some(m.abi),
+        Ok(None) if manifest.lang == "assemblyscript" => bail!(
+            "an upload would be refused (422): {} exports no proxy_abi_version_* (is registerRootContext and `export * from \"@gcoredev/proxy-wasm-sdk-as/assembly/proxy\"` in index.ts?)",
+            out.display()
+        ),
+        Ok(None) => None,
+        Err(e) => bail!("an upload would be refused (422): {e}"),
+    };
     match runtime()?.validate(&bytes) {
+        Ok(c) if abi.is_some() => {
+            let phases = if c.exports.has_response_phase() {
+                "request and response headers"
+            } else {
+                "request headers only"
+            };
+            println!(
+                "ready: {} ({} bytes, proxy-wasm ABI {}: {phases})",
+                out.display(),
+                bytes.len(),
+                abi.unwrap_or_default(),
+            );
+            Ok(out)
+        }
         Ok(c) => {
             let phases = if c.exports.has_response_phase() {
                 "request and response phases"

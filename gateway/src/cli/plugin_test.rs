@@ -3,7 +3,9 @@
 //! those given), without a gateway or a store, and prints what it did: the request edits or its
 //! reply, the response edits, fuel and time used, or the error the gateway would answer. Its logs
 //! go to stderr as the gateway's log would carry them. Redis and SQL go to the URLs given
-//! (`--redis`, `--sql`), else answer `backend-unavailable`.
+//! (`--redis`, `--sql`), else answer `backend-unavailable`. A proxy-wasm module runs as a
+//! request's stream through its VM (`PluginRuntime::proxy_wasm`), its `--config` the plugin
+//! configuration `proxy_on_configure` reads.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,6 +14,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use wharf_plugins::capabilities::Capabilities;
+use wharf_plugins::proxy_wasm::abi::Pairs;
+use wharf_plugins::proxy_wasm::pool::{Properties, ProxyStream, VmConfigs};
+use wharf_plugins::proxy_wasm::translate;
 use wharf_plugins::types::{Header, HeaderOp, Request, RequestAction, Response, ResponseAction};
 use wharf_plugins::{Invocation, PluginError, PluginInstance, PluginRuntime};
 use wharf_tenancy::outbound::OutboundHost;
@@ -33,9 +38,13 @@ pub struct TestArgs {
     /// The request body; @FILE reads it from a file.
     #[arg(long)]
     pub body: Option<String>,
-    /// The attachment's config, KEY=VALUE (repeatable).
+    /// The attachment's config, KEY=VALUE (repeatable); for a proxy-wasm module its
+    /// plugin_config, as JSON (or KEY=VALUE pairs, a JSON object of strings).
     #[arg(long = "config")]
     pub config: Vec<String>,
+    /// A proxy-wasm module's vm_config, as JSON (what `proxy_on_vm_start` reads).
+    #[arg(long = "vm-config")]
+    pub vm_config: Option<String>,
     /// A destination the plugin may call (allowed_outbound_hosts; repeatable).
     #[arg(long = "allow-outbound")]
     pub allowed_outbound_hosts: Vec<String>,
@@ -68,8 +77,15 @@ pub async fn run(a: TestArgs) -> anyhow::Result<bool> {
         a.plugin.clone()
     };
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let name: Arc<str> = path
-        .file_stem()
+    // A project is named after its folder, as `wharf plugin new` named it.
+    let named = if a.plugin.is_dir() {
+        a.plugin.canonicalize().ok()
+    } else {
+        Some(path.with_extension(""))
+    };
+    let name: Arc<str> = named
+        .as_deref()
+        .and_then(|p| p.file_name())
         .map_or("plugin".into(), |s| s.to_string_lossy().into());
     let quotas = quotas(&a.quotas)?;
     let scratch = std::env::temp_dir().join(format!("wharf-plugin-test-{}", std::process::id()));
@@ -94,6 +110,7 @@ pub async fn run(a: TestArgs) -> anyhow::Result<bool> {
             path.display()
         ),
     };
+    let proxy = matches!(wharf_plugins::proxy_wasm::inspect(&bytes), Ok(Some(_)));
     let request = request(&a)?;
     let body = match &a.body {
         Some(b) => match b.strip_prefix('@') {
@@ -111,7 +128,11 @@ pub async fn run(a: TestArgs) -> anyhow::Result<bool> {
         tenant: &tenant,
         plugin: &name,
         quotas: quotas.plugin,
-        config: Arc::new(config(&a.config)?),
+        config: Arc::new(if proxy {
+            BTreeMap::new()
+        } else {
+            config(&a.config)?
+        }),
         outbound: a
             .allowed_outbound_hosts
             .iter()
@@ -123,14 +144,28 @@ pub async fn run(a: TestArgs) -> anyhow::Result<bool> {
         capabilities: Some(caps.tenant(&tenant, &quotas)),
     };
     let started = Instant::now();
-    let outcome = exercise(&runtime, inv, &compiled, request, &a).await;
+    let outcome = if proxy {
+        let configs = VmConfigs {
+            vm: proxy_config(a.vm_config.as_slice(), "--vm-config")?.into(),
+            plugin: proxy_config(&a.config, "--config")?.into(),
+        };
+        exercise_proxy_wasm(&runtime, inv, &compiled, configs, request, &a)
+            .await
+            .map(|()| None)
+    } else {
+        exercise(&runtime, inv, &compiled, request, &a)
+            .await
+            .map(Some)
+    };
     let _ = std::fs::remove_dir_all(&scratch);
+    let ms = started.elapsed().as_secs_f64() * 1e3;
     match outcome {
-        Ok(fuel) => {
-            println!(
-                "  fuel used {fuel}, {:.2} ms (wall time, compile excluded)",
-                started.elapsed().as_secs_f64() * 1e3
-            );
+        Ok(Some(fuel)) => {
+            println!("  fuel used {fuel}, {ms:.2} ms (wall time, compile excluded)");
+            Ok(true)
+        }
+        Ok(None) => {
+            println!("  {ms:.2} ms (wall time, compile excluded, the VM's start included)");
             Ok(true)
         }
         Err(e) => {
@@ -176,6 +211,141 @@ async fn exercise(
         }
     }
     Ok(instance.fuel_consumed())
+}
+
+/// A proxy-wasm module: one request's stream through its VM, as the gateway runs it (the
+/// request as Envoy gives it, the properties the gateway answers), then its teardown.
+async fn exercise_proxy_wasm(
+    runtime: &Arc<PluginRuntime>,
+    inv: Invocation<'_>,
+    compiled: &Arc<wharf_plugins::CompiledPlugin>,
+    configs: VmConfigs,
+    request: Request,
+    a: &TestArgs,
+) -> Result<(), PluginError> {
+    let plugin = inv.plugin.to_string();
+    let mut stream = runtime.proxy_wasm(inv, compiled, configs);
+    let headers = header_map(&request.headers);
+    stream.properties = proxy_properties(&request, &headers, &plugin);
+    println!("→ {} {}", request.method, request.path);
+    let pairs = translate::request_pairs(&request.method, &request.path, "http", &headers);
+    let result = proxy_wasm_phases(&mut stream, pairs, a).await;
+    stream.finish().await;
+    result
+}
+
+async fn proxy_wasm_phases(
+    stream: &mut ProxyStream,
+    pairs: Pairs,
+    a: &TestArgs,
+) -> Result<(), PluginError> {
+    match stream.on_request(pairs, a.body.is_none()).await? {
+        RequestAction::Respond(reply) => {
+            println!(
+                "← the plugin answers {} itself (proxy_send_local_response; the upstream is not called)",
+                reply.status
+            );
+            print_headers("  ", &reply.headers);
+            println!("  body: {}", preview(&reply.body));
+            return Ok(());
+        }
+        RequestAction::Continue(edits) => {
+            println!("✓ continues to the upstream");
+            print_ops(&edits.headers);
+            if let Some(path) = &edits.path {
+                println!("  path rewritten to {path}");
+            }
+        }
+    }
+    if !stream.has_response_phase() {
+        println!("  (no proxy_on_response_headers: no response phase)");
+        return Ok(());
+    }
+    let resp_headers = header_map(&headers(&a.response_headers).unwrap_or_default());
+    println!("→ upstream answers {}", a.response_status);
+    stream.properties.insert(
+        "response.code".into(),
+        a.response_status.to_string().into_bytes(),
+    );
+    let ResponseAction { status, headers } = stream
+        .on_response(translate::response_pairs(a.response_status, &resp_headers))
+        .await?;
+    match status {
+        Some(s) => println!("✓ response status set to {s}"),
+        None => println!("✓ response passes"),
+    }
+    print_ops(&headers);
+    Ok(())
+}
+
+/// What `proxy_get_property` answers, as the gateway fills it (gateway/src/proxy/proxy_wasm.rs),
+/// for tenant and route `local`.
+fn proxy_properties(request: &Request, headers: &http::HeaderMap, plugin: &str) -> Properties {
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let path = request.path.as_str();
+    let url_path = path.split('?').next().unwrap_or(path);
+    let cluster = "outbound|80||local";
+    let pairs: [(&str, &str); 18] = [
+        ("request.path", path),
+        ("request.url_path", url_path),
+        ("request.method", &request.method),
+        ("request.host", host),
+        ("request.scheme", "http"),
+        ("request.protocol", "HTTP/1.1"),
+        ("request.id", "local"),
+        ("x_request_id", "local"),
+        ("source.address", &request.client_addr),
+        ("plugin_name", plugin),
+        ("plugin_root_id", ""),
+        ("plugin_vm_id", ""),
+        ("route_name", "local"),
+        ("xds.route_name", "local"),
+        ("cluster_name", cluster),
+        ("xds.cluster_name", cluster),
+        ("wharf.tenant", "local"),
+        ("wharf.route", "local"),
+    ];
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+fn header_map(list: &[Header]) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for h in list {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(h.name.as_bytes()),
+            http::HeaderValue::from_bytes(&h.value),
+        ) {
+            map.append(n, v);
+        }
+    }
+    map
+}
+
+/// A proxy-wasm configuration's bytes, as an attachment's JSON gives them (a string is its
+/// text, anything else compact JSON): one JSON value, or KEY=VALUE pairs as an object.
+fn proxy_config(list: &[String], flag: &str) -> anyhow::Result<Vec<u8>> {
+    if let [one] = list {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(one) {
+            return Ok(wharf_tenancy::proxy_config::ProxyConfig(v).bytes());
+        }
+    }
+    let mut object = serde_json::Map::new();
+    for kv in list {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("{flag} {kv:?}: give one JSON value or KEY=VALUE pairs"))?;
+        object.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+    }
+    if object.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(serde_json::Value::Object(object).to_string().into_bytes())
 }
 
 async fn response_phase(instance: &mut PluginInstance, a: &TestArgs) -> Result<(), PluginError> {
@@ -272,5 +442,25 @@ fn preview(bytes: &[u8]) -> String {
     match text.char_indices().nth(200) {
         Some((i, _)) => format!("{}… ({} bytes)", &text[..i], bytes.len()),
         None => text.into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--config` for a proxy-wasm module: the bytes an attachment's plugin_config gives it.
+    #[test]
+    fn proxy_config_is_the_json_an_attachment_gives() {
+        let one = |s: &str| proxy_config(&[s.to_string()], "--config");
+        assert_eq!(one(r#"{ "a": 1 }"#).unwrap(), br#"{"a":1}"#);
+        assert_eq!(one(r#""key: value""#).unwrap(), b"key: value");
+        let pairs = ["header=x-a".to_string(), "value=1".to_string()];
+        assert_eq!(
+            proxy_config(&pairs, "--config").unwrap(),
+            br#"{"header":"x-a","value":"1"}"#
+        );
+        assert!(proxy_config(&[], "--config").unwrap().is_empty());
+        assert!(one("not json").is_err());
     }
 }
