@@ -30,6 +30,7 @@ mod plugins;
 mod private_files;
 mod protocols;
 mod proxy_wasm_calls;
+mod proxy_wasm_oci;
 mod proxy_wasm_serve;
 mod proxy_wasm_uploads;
 mod rate_limits;

@@ -1,0 +1,367 @@
+//! Plugins pulled from an OCI registry (Debian's `docker-registry` on loopback, images pushed
+//! with `skopeo`): a Higress plugin nobody here wrote, pushed as a Wasm OCI artifact and in
+//! Istio's image format, is pulled through the admin API, stored like an upload (same bytes,
+//! same sha256) and serves its header edit. Refused with a reason naming `oci`: a malformed
+//! reference, the registry's error, a manifest without a wasm layer, a blob that does not match
+//! its digest, a layer over the size limit (never read: the gateway's memory does not grow by
+//! it), and a registry outside the egress policy (never dialled: the registry logs nothing).
+//! Token auth, redirects to blob storage and a registry lying about a layer's size against a
+//! registry written here.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::proxy_wasm_serve::{higress, route_to};
+use crate::support::api::{setup, Api, Body, OP};
+use crate::support::registry::{digest, tar_of, Registry};
+use crate::support::*;
+
+async fn pull(api: &Api, name: &str, reference: &str) -> (StatusCode, Value) {
+    api.call(
+        Method::PUT,
+        &format!("/v1/tenants/a/plugins/{name}"),
+        Some(OP),
+        Some(Body::Json(json!({ "oci": reference }))),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_higress_plugin_pulled_in_both_formats_serves_its_edit() {
+    let reg = Registry::start().await;
+    let wasm = higress("gpustack-set-header-pre-route");
+    let artifact = reg.push_wasm_artifact("higress/set-header", "1.0.0", &wasm);
+    let image = reg.push_istio_image("istio/set-header", "1.0.0", &wasm);
+    let (gw, api, _a, _b, _r) = setup().await;
+    let up = Upstream::start("up").await;
+    route_to(&api, "a", &up).await;
+    let sha = digest(&wasm)[7..].to_string();
+
+    for (version, repo, manifest) in [
+        (1, "higress/set-header", &artifact),
+        (2, "istio/set-header", &image),
+    ] {
+        let reference = format!("oci://{}/{repo}:1.0.0", reg.addr);
+        let (s, v) = pull(&api, "set-header", &reference).await;
+        assert_eq!(s, StatusCode::CREATED, "{repo}: {v}");
+        assert_eq!(v["version"], version, "{v}");
+        // The module itself, whichever way it was packed: one blob in the store, one compile.
+        assert_eq!(v["sha256"], sha, "{v}");
+        assert_eq!(v["digest"], manifest.as_str(), "{v}");
+        assert_eq!(v["source"], format!("{reference}@{manifest}"), "{v}");
+
+        let attach = json!({
+            "version": version,
+            "plugin_config": {"routeNameHeader": "x-route-name", "enableOnPathPrefix": ["/orders"]},
+        });
+        let (s, v) = api
+            .call(
+                Method::PUT,
+                "/v1/tenants/a/routes/api/plugins/set-header",
+                Some(OP),
+                Some(Body::Json(attach)),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        gw.wait_for_version(v["config_version"].as_i64().unwrap())
+            .await;
+        let r = gw.request("GET", "a.test", "/orders/1", &[]).await;
+        assert_eq!(r.status, 200, "{}", r.json);
+        assert_eq!(r.json["headers"]["x-route-name"], "api", "{}", r.json);
+    }
+
+    // Pinned by digest, as Istio resolves a tag once.
+    let pinned = format!("oci://{}/higress/set-header@{artifact}", reg.addr);
+    let (s, v) = pull(&api, "set-header", &pinned).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["version"], 3, "{v}");
+    // The CLI asks the gateway to pull.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args([
+            "plugin", "push", "--tenant", "a", "--name", "from-cli", "--oci",
+        ])
+        .arg(format!("oci://{}/istio/set-header:1.0.0", reg.addr))
+        .args(["--api", &format!("http://{}", gw.admin), "--token", OP])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(
+            "pulled from oci://{}/istio/set-header:1.0.0@{image}",
+            reg.addr
+        )),
+        "{text}"
+    );
+
+    // The versions listed are what was pulled; the node asked the registry itself.
+    let (_, v) = api
+        .call(
+            Method::GET,
+            "/v1/tenants/a/plugins/set-header",
+            Some(OP),
+            None,
+        )
+        .await;
+    assert_eq!(v["versions"].as_array().unwrap().len(), 3, "{v}");
+    let src = |i: usize| {
+        v["versions"][i]["source"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        src(0),
+        format!("oci://{}/higress/set-header:1.0.0@{artifact}", reg.addr)
+    );
+    assert_eq!(
+        src(1),
+        format!("oci://{}/istio/set-header:1.0.0@{image}", reg.addr)
+    );
+    assert_eq!(src(2), pinned);
+    let log = reg.log();
+    assert!(
+        log.contains("GET /v2/istio/set-header/blobs/sha256:"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_pulls_are_refused_naming_the_reference() {
+    let reg = Registry::start().await;
+    let (gw, api, _a, _b, _r) = setup().await;
+    let at = |repo: &str| format!("oci://{}/{repo}", reg.addr);
+    let wasm_config = (
+        "application/vnd.wasm.config.v0+json",
+        br#"{"architecture":"wasm","os":"wasip1"}"#.as_slice(),
+    );
+
+    let refusals = |s: StatusCode, v: &Value, code: &str, says: &str| {
+        assert_eq!(v["error"], code, "{s} {v}");
+        let m = v["message"].as_str().unwrap();
+        assert!(m.starts_with("oci") && m.contains(says), "{v}");
+    };
+    let (s, v) = pull(&api, "p", "oci://no-repository").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    refusals(s, &v, "invalid", "registry/repository");
+    let (s, v) = api
+        .call(
+            Method::PUT,
+            "/v1/tenants/a/plugins/p",
+            Some(OP),
+            Some(Body::Json(json!({"url": at("x:1")}))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
+    // The registry's own error, passed on.
+    let (s, v) = pull(&api, "p", &at("absent/plugin:1.0")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    refusals(s, &v, "oci_registry_error", "MANIFEST_UNKNOWN");
+    let (s, v) = pull(
+        &api,
+        "p",
+        &format!("{}@sha256:{}", at("absent/plugin"), "0".repeat(64)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+
+    // Manifests without a module.
+    reg.push("text/only", "1", wasm_config, &[("text/plain", b"hello")]);
+    let (s, v) = pull(&api, "p", &at("text/only:1")).await;
+    refusals(s, &v, "oci_no_wasm", "no wasm layer");
+    let tar = tar_of(&[("README", b"no plugin here")]);
+    let image_config = ("application/vnd.oci.image.config.v1+json", b"{}".as_slice());
+    reg.push(
+        "istio/empty",
+        "1",
+        image_config,
+        &[("application/vnd.oci.image.layer.v1.tar", &tar)],
+    );
+    let (s, v) = pull(&api, "p", &at("istio/empty:1")).await;
+    refusals(s, &v, "oci_no_wasm", "plugin.wasm");
+
+    // A blob changed behind the registry's back: its bytes no longer hash to its digest.
+    let module = b"\0asm\x01\0\0\0(a module whose bytes the registry will change)";
+    reg.push_wasm_artifact("corrupt/plugin", "1", module);
+    let path = reg.blob_path(&digest(module));
+    let mut changed = module.to_vec();
+    changed[10] ^= 0xff;
+    std::fs::write(&path, &changed).unwrap();
+    let (s, v) = pull(&api, "p", &at("corrupt/plugin:1")).await;
+    refusals(s, &v, "oci_digest_mismatch", &digest(module));
+
+    // 64 MiB, twice the plugin size limit: refused without reading it.
+    let huge = vec![0u8; 64 << 20];
+    reg.push_wasm_artifact("huge/plugin", "1", &huge);
+    drop(huge);
+    let before = gw.rss_bytes();
+    let (s, v) = pull(&api, "p", &at("huge/plugin:1")).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    refusals(s, &v, "too_large", "the limit is");
+    let grown = gw.rss_bytes().saturating_sub(before);
+    assert!(grown < 16 << 20, "the gateway grew by {grown} bytes");
+    assert!(!reg.log().contains("GET /v2/huge/plugin/blobs/"));
+
+    // Nothing of it was stored.
+    let (_, v) = api
+        .call(Method::GET, "/v1/tenants/a/plugins", Some(OP), None)
+        .await;
+    assert_eq!(v["plugins"], json!([]), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outside_the_egress_policy_is_never_dialled() {
+    let reg = Registry::start().await;
+    let (url, _) = fresh_store(StoreKind::Sqlite).await;
+    // Loopback is not allowed on this node: only a private range is.
+    let gw = Wharf::start_configured(
+        &url,
+        &format!("egress_allow = [\"10.0.0.0/8\"]\noperator_token = \"{OP}\"\n"),
+        &[],
+    )
+    .await;
+    let api = Api::new(&gw);
+    let (s, v) = api
+        .call(
+            Method::POST,
+            "/v1/tenants",
+            Some(OP),
+            Some(Body::Json(json!({"id": "a", "hostnames": ["a.test"]}))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    let reference = format!("oci://{}/never-dialled/plugin:1", reg.addr);
+    let (s, v) = pull(&api, "p", &reference).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"], "egress_forbidden", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("loopback"), "{v}");
+    // The same through a name that resolves to loopback.
+    let by_name = format!("oci://localhost:{}/never-dialled/plugin:1", reg.addr.port());
+    let (s, v) = pull(&api, "p", &by_name).await;
+    assert!(s.is_client_error(), "{s} {v}");
+    let log = reg.log();
+    assert!(!log.contains("never-dialled"), "{log}");
+}
+
+/// A registry that asks for a Bearer token and sends blobs to storage elsewhere (as Docker Hub
+/// and GHCR do), or lies about a layer's size: written here, as `docker-registry` does neither.
+struct Fake {
+    addr: std::net::SocketAddr,
+    /// Every request: (path and query, its Authorization header).
+    seen: Seen,
+}
+
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+impl Fake {
+    async fn start(wasm: Vec<u8>) -> Fake {
+        let seen: Seen = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (log, wasm) = (seen.clone(), Arc::new(wasm));
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let (log, wasm) = (log.clone(), wasm.clone());
+            async move { fake_answer(addr, &log, &wasm, req) }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Fake { addr, seen }
+    }
+}
+
+fn fake_answer(
+    addr: std::net::SocketAddr,
+    log: &Mutex<Vec<(String, Option<String>)>>,
+    wasm: &[u8],
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = req.uri().to_string();
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    log.lock().push((path.clone(), auth.clone()));
+    let layer = digest(wasm);
+    let manifest = |size: usize| {
+        json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.wasm.config.v0+json", "digest": digest(b"{}"), "size": 2},
+            "layers": [{"mediaType": "application/wasm", "digest": layer, "size": size}],
+        })
+        .to_string()
+    };
+    let oci = [("content-type", "application/vnd.oci.image.manifest.v1+json")];
+    if path.starts_with("/token?") {
+        assert!(
+            path.contains("scope=repository%3Aauth%2Fplugin%3Apull"),
+            "{path}"
+        );
+        return axum::Json(json!({"token": "t0k"})).into_response();
+    }
+    if path == "/storage/blob" {
+        return wasm.to_vec().into_response();
+    }
+    if path.starts_with("/v2/auth/") && auth.as_deref() != Some("Bearer t0k") {
+        let challenge = format!(
+            "Bearer realm=\"http://{addr}/token\",service=\"fake\",scope=\"repository:auth/plugin:pull\""
+        );
+        return (StatusCode::UNAUTHORIZED, [("www-authenticate", challenge)]).into_response();
+    }
+    match path.as_str() {
+        "/v2/auth/plugin/manifests/1" => (oci, manifest(wasm.len())).into_response(),
+        p if p.starts_with("/v2/auth/plugin/blobs/") => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [("location", "/storage/blob")],
+        )
+            .into_response(),
+        "/v2/liar/plugin/manifests/1" => (oci, manifest(100)).into_response(),
+        p if p.starts_with("/v2/liar/plugin/blobs/") => {
+            // 64 MiB without a Content-Length, for a layer the manifest says is 100 bytes.
+            let chunks = (0..1024).map(|_| Ok::<_, std::io::Error>(vec![0u8; 64 << 10]));
+            axum::body::Body::from_stream(futures_util::stream::iter(chunks)).into_response()
+        }
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_auth_redirects_and_a_lying_registry() {
+    // Wharf's own plugins come from registries too: a component, as an artifact.
+    let module = wharf_plugins::test_support::example_plugin("add-header");
+    let fake = Fake::start(module.clone()).await;
+    let (gw, api, _a, _b, _r) = setup().await;
+
+    // A Bearer challenge answered with an anonymous token; the blob's redirect followed
+    // without the registry's token.
+    let (s, v) = pull(&api, "p", &format!("oci://{}/auth/plugin:1", fake.addr)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["sha256"], digest(&module)[7..], "{v}");
+    let seen = fake.seen.lock().clone();
+    assert!(
+        seen.iter().any(|(p, _)| p.starts_with("/token?")),
+        "{seen:?}"
+    );
+    let storage: Vec<_> = seen.iter().filter(|(p, _)| p == "/storage/blob").collect();
+    assert_eq!(storage.len(), 1, "{seen:?}");
+    assert_eq!(storage[0].1, None, "{seen:?}");
+
+    // A blob longer than its manifest says: cut off at the declared size, not read to its end.
+    let before = gw.rss_bytes();
+    let (s, v) = pull(&api, "q", &format!("oci://{}/liar/plugin:1", fake.addr)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["error"], "oci_registry_error", "{v}");
+    let grown = gw.rss_bytes().saturating_sub(before);
+    assert!(grown < 16 << 20, "the gateway grew by {grown} bytes");
+}
