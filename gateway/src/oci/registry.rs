@@ -88,6 +88,8 @@ impl<'a> Session<'a> {
                     .and_then(|l| l.to_str().ok())
                     .and_then(|l| url.join(l).ok())
                     .filter(|_| hops <= REDIRECTS)
+                    // Never from HTTPS down to plain HTTP.
+                    .filter(|next| next.scheme() == "https" || url.scheme() == "http")
                     .ok_or_else(|| {
                         OciError::Registry(format!(
                             "{what}: a redirect without a usable Location, or too many"

@@ -319,8 +319,25 @@ fn fake_answer(
         );
         return (StatusCode::UNAUTHORIZED, [("www-authenticate", challenge)]).into_response();
     }
+    let exact = manifest(wasm.len());
+    if path == format!("/v2/auth/plugin/manifests/{}", digest(exact.as_bytes())) {
+        return (oci, exact).into_response();
+    }
     match path.as_str() {
-        "/v2/auth/plugin/manifests/1" => (oci, manifest(wasm.len())).into_response(),
+        "/v2/auth/plugin/manifests/1" => (oci, exact).into_response(),
+        "/v2/auth/plugin/manifests/multi" => {
+            // An index: a platform entry first, the Wasm one second (the one to take).
+            let entry = |platform: Value| {
+                json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": digest(exact.as_bytes()), "size": exact.len(), "platform": platform})
+            };
+            let other = json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest(b"absent"), "size": 6, "platform": {"architecture": "amd64", "os": "linux"}});
+            let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": [other, entry(json!({"architecture": "wasm", "os": "wasip1"}))]});
+            let ct = [("content-type", "application/vnd.oci.image.index.v1+json")];
+            (ct, index.to_string()).into_response()
+        }
         p if p.starts_with("/v2/auth/plugin/blobs/") => (
             StatusCode::TEMPORARY_REDIRECT,
             [("location", "/storage/blob")],
@@ -356,6 +373,11 @@ async fn token_auth_redirects_and_a_lying_registry() {
     let storage: Vec<_> = seen.iter().filter(|(p, _)| p == "/storage/blob").collect();
     assert_eq!(storage.len(), 1, "{seen:?}");
     assert_eq!(storage[0].1, None, "{seen:?}");
+
+    // An index's Wasm entry.
+    let (s, v) = pull(&api, "p", &format!("oci://{}/auth/plugin:multi", fake.addr)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["sha256"], digest(&module)[7..], "{v}");
 
     // A blob longer than its manifest says: cut off at the declared size, not read to its end.
     let before = gw.rss_bytes();
