@@ -78,7 +78,7 @@ impl<'a> Session<'a> {
             let resp = req
                 .send()
                 .await
-                .map_err(|e| OciError::Unreachable(format!("{}: {e}", host_of(&url))))?;
+                .map_err(|e| OciError::Unreachable(format!("{}: {}", host_of(&url), causes(&e))))?;
             let status = resp.status();
             if status.is_redirection() {
                 hops += 1;
@@ -159,7 +159,7 @@ impl<'a> Session<'a> {
             .get(url.clone())
             .send()
             .await
-            .map_err(|e| OciError::Unreachable(format!("{}: {e}", host_of(&url))))?;
+            .map_err(|e| OciError::Unreachable(format!("{}: {}", host_of(&url), causes(&e))))?;
         if !resp.status().is_success() {
             return Err(OciError::Registry(format!(
                 "the token service answered {}",
@@ -287,6 +287,17 @@ async fn error_detail(resp: reqwest::Response) -> String {
         (Some(c), None) => format!(" ({c})"),
         _ => String::new(),
     }
+}
+
+/// An error and its causes (reqwest's own message hides why: a certificate, a refusal).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
 }
 
 fn host_of(url: &Url) -> String {

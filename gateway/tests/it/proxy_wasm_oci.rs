@@ -17,7 +17,9 @@ use serde_json::{json, Value};
 
 use crate::proxy_wasm_serve::{higress, route_to};
 use crate::support::api::{setup, Api, Body, OP};
+use crate::support::dns::Dns;
 use crate::support::registry::{digest, tar_of, Registry};
+use crate::support::tls::Ca;
 use crate::support::*;
 
 async fn pull(api: &Api, name: &str, reference: &str) -> (StatusCode, Value) {
@@ -251,6 +253,69 @@ async fn a_registry_outside_the_egress_policy_is_never_dialled() {
     assert!(s.is_client_error(), "{s} {v}");
     let log = reg.log();
     assert!(!log.contains("never-dialled"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_by_name_over_https_verified_with_the_operators_ca() {
+    let ca = Ca::new("Wharf OCI test CA");
+    let (chain, key, _) = ca.leaf(&["registry.oci.test"]);
+    let reg = Registry::start_tls(Some((&chain, &key))).await;
+    let module = wharf_plugins::test_support::example_plugin("add-header");
+    reg.push_wasm_artifact("wasm/add-header", "1", &module);
+    let dns = Dns::start(&[
+        ("registry.oci.test", "127.0.0.1"),
+        ("other.oci.test", "127.0.0.1"),
+    ]);
+    let ca_file = reg.dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    let (url, _) = fresh_store(StoreKind::Sqlite).await;
+    let toml = format!(
+        "operator_token = \"{OP}\"\negress_allow = [\"127.0.0.1/32\"]\n\
+         [dns]\nservers = [\"{}\"]\n[outbound_http]\nca_file = \"{}\"\n",
+        dns.addr,
+        ca_file.display()
+    );
+    let gw = Wharf::start_configured(&url, &toml, &[]).await;
+    let api = Api::new(&gw);
+    let tenant = json!({"id": "a", "hostnames": ["a.test"]});
+    let (s, v) = api
+        .call(
+            Method::POST,
+            "/v1/tenants",
+            Some(OP),
+            Some(Body::Json(tenant)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    // Not loopback by name: HTTPS, the name resolved by the node's resolver, the certificate
+    // verified against the operator's CA.
+    let reference = format!(
+        "oci://registry.oci.test:{}/wasm/add-header:1",
+        reg.addr.port()
+    );
+    let (s, v) = pull(&api, "p", &reference).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["sha256"], digest(&module)[7..], "{v}");
+
+    // A name the registry's certificate does not carry: refused by the TLS check.
+    let other = format!("oci://other.oci.test:{}/wasm/add-header:1", reg.addr.port());
+    let (s, v) = pull(&api, "q", &other).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["error"], "oci_unreachable", "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("certificate"),
+        "{v}"
+    );
+
+    // The name re-pointed at an address the policy refuses: refused before it is dialled.
+    dns.set(&[("registry.oci.test", "127.0.0.2")]);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let moved = format!("oci://registry.oci.test:{}/moved/plugin:1", reg.addr.port());
+    let (s, v) = pull(&api, "p", &moved).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("127.0.0.2"), "{v}");
+    assert!(!reg.log().contains("moved/plugin"));
 }
 
 /// A registry that asks for a Bearer token and sends blobs to storage elsewhere (as Docker Hub

@@ -32,6 +32,11 @@ pub(crate) fn digest(b: &[u8]) -> String {
 impl Registry {
     /// Starts `docker-registry serve` on a free port; waits until `/v2/` answers.
     pub(crate) async fn start() -> Registry {
+        Self::start_tls(None).await
+    }
+
+    /// [`Registry::start`], serving HTTPS with `tls` (certificate chain PEM, key PEM) if given.
+    pub(crate) async fn start_tls(tls: Option<(&str, &str)>) -> Registry {
         for _ in 0..3 {
             let dir = std::env::temp_dir().join(format!("wharf-registry-{}", unique_suffix()));
             std::fs::create_dir_all(&dir).unwrap();
@@ -39,10 +44,19 @@ impl Registry {
                 .unwrap()
                 .local_addr()
                 .unwrap();
-            let config = format!(
+            let mut config = format!(
                 "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
                 dir.join("storage").display()
             );
+            if let Some((chain, key)) = tls {
+                std::fs::write(dir.join("cert.pem"), chain).unwrap();
+                std::fs::write(dir.join("key.pem"), key).unwrap();
+                config += &format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    dir.join("cert.pem").display(),
+                    dir.join("key.pem").display()
+                );
+            }
             std::fs::write(dir.join("config.yml"), config).unwrap();
             let log = std::fs::File::create(dir.join("registry.log")).unwrap();
             let child = Command::new("docker-registry")
@@ -53,9 +67,14 @@ impl Registry {
                 .spawn()
                 .expect("docker-registry (apt-get install docker-registry; scripts/test does)");
             let r = Registry { child, addr, dir };
-            let client = reqwest::Client::new();
+            // The readiness probe checks no certificate: the registry's name is the test's.
+            let client = reqwest::Client::builder()
+                .danger_accept_invalid_certs(true)
+                .build()
+                .unwrap();
+            let scheme = if tls.is_some() { "https" } else { "http" };
             for _ in 0..100 {
-                let up = client.get(format!("http://{addr}/v2/")).send().await;
+                let up = client.get(format!("{scheme}://{addr}/v2/")).send().await;
                 if up.is_ok_and(|r| r.status().is_success()) {
                     return r;
                 }
