@@ -31,6 +31,7 @@ mod private_files;
 mod protocols;
 mod proxy_wasm_calls;
 mod proxy_wasm_oci;
+mod proxy_wasm_oci_auth;
 mod proxy_wasm_serve;
 mod proxy_wasm_uploads;
 mod rate_limits;
