@@ -92,7 +92,7 @@ impl<'a> Session<'a> {
                     .filter(|next| next.scheme() == "https" || url.scheme() == "http")
                     .ok_or_else(|| {
                         OciError::Registry(format!(
-                            "{what}: a redirect without a usable Location, or too many"
+                            "{what}: a redirect without a usable Location, down to plain HTTP, or too many"
                         ))
                     })?;
                 url = next;
@@ -135,7 +135,11 @@ impl<'a> Session<'a> {
     /// Anonymous token auth: the token service named by a `Bearer` challenge, asked for the
     /// scope it names (the service is dialled under the same egress policy).
     async fn token_for(&self, challenge: &str) -> Result<String, OciError> {
-        let Some(params) = challenge.strip_prefix("Bearer ") else {
+        // The scheme's name is case-insensitive (RFC 9110).
+        let bearer = challenge
+            .get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("bearer "));
+        let Some(params) = challenge.get(7..).filter(|_| bearer) else {
             return Err(OciError::Registry(
                 "the registry asks for credentials Wharf does not have (only anonymous and Bearer token access are supported)".into(),
             ));
