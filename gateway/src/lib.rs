@@ -20,6 +20,7 @@ pub mod control;
 pub mod drain;
 pub mod echo;
 pub mod head_deadline;
+pub mod oci;
 pub mod plugin_add;
 pub mod private_files;
 pub mod proxy;

@@ -25,7 +25,8 @@ pub enum AddPluginError {
 }
 
 /// Validates `bytes` (at most `limit`) and stores them as the next version of `tenant`'s plugin
-/// `name`. Compiles on the runtime's compile thread, in the tenant's turn.
+/// `name` (`source`: where it was pulled from, if it was). Compiles on the runtime's compile
+/// thread, in the tenant's turn.
 pub async fn add_plugin(
     store: &Store,
     runtime: &PluginRuntime,
@@ -33,6 +34,7 @@ pub async fn add_plugin(
     name: &str,
     bytes: &[u8],
     limit: u64,
+    source: Option<&str>,
 ) -> Result<Added, AddPluginError> {
     if bytes.is_empty() {
         return Err(AddPluginError::Empty);
@@ -43,7 +45,9 @@ pub async fn add_plugin(
     }
     // The one copy of the upload: the compile thread owns it while the original is stored.
     let compiled = runtime.compile(Some(tenant), bytes.to_vec()).await?;
-    let (version, config_version) = store.add_plugin_version(tenant, name, bytes).await?;
+    let (version, config_version) = store
+        .add_plugin_version_from(tenant, name, bytes, source)
+        .await?;
     Ok(Added {
         version,
         sha256: compiled.sha256.clone(),

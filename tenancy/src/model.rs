@@ -96,6 +96,10 @@ pub struct PluginVersion {
     pub version: i64,
     pub sha256: String,
     pub created_at_ms: i64,
+    /// Where it was pulled from, when it came from an OCI registry: the reference pinned to
+    /// its manifest digest (`oci://registry/repository:tag@sha256:…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// A plugin in a route's chain.

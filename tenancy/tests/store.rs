@@ -183,6 +183,16 @@ async fn plugins_and_quotas(store: Store) {
         store.plugin_blob(sha).await.unwrap().as_deref(),
         Some(&b"bytes-one"[..])
     );
+    assert_eq!(t.plugin_version("auth", 1).unwrap().source, None);
+    // A version pulled from a registry keeps its pinned reference; same bytes, one blob.
+    let pulled = "oci://r.test/auth:1@sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    let (v3, _) = store
+        .add_plugin_version_from("acme", "auth", b"bytes-one", Some(pulled))
+        .await
+        .unwrap();
+    let snap = store.load().await.unwrap();
+    let v = snap.tenants[0].plugin_version("auth", v3).unwrap();
+    assert_eq!((v.source.as_deref(), &v.sha256), (Some(pulled), sha));
     // Another tenant uploading the same bytes shares the blob.
     let entries = store.audit_log(100).await.unwrap();
     assert!(entries

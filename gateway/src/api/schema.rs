@@ -106,6 +106,24 @@ pub struct PluginUploaded {
     pub version: i64,
     pub sha256: String,
     pub config_version: i64,
+    /// For a plugin pulled from a registry: the reference, pinned to the manifest it resolved
+    /// to (`oci://registry/repository:tag@sha256:…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// For a plugin pulled from a registry: the manifest's digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+/// A plugin version pulled from an OCI registry instead of uploaded (`PUT …/plugins/{plugin}`
+/// with `Content-Type: application/json`).
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OciSource {
+    /// `oci://registry[:port]/repository[:tag][@sha256:digest]`: a Wasm OCI artifact (a layer
+    /// `application/wasm`) or Istio's image format (a tar layer holding `plugin.wasm`).
+    /// Plain HTTP for a registry on loopback, HTTPS otherwise; dialled under the egress policy.
+    pub oci: String,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]

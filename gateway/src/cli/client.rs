@@ -237,6 +237,18 @@ impl ApiClient {
         self.call(Method::PUT, &path, Body::Bytes(bytes)).await
     }
 
+    /// Has the gateway pull the plugin from an OCI registry and store it as the next version.
+    pub async fn pull_plugin(
+        &self,
+        tenant: &str,
+        name: &str,
+        reference: &str,
+    ) -> anyhow::Result<PluginUploaded> {
+        let path = format!("/v1/tenants/{}/plugins/{}", seg(tenant), seg(name));
+        let body = serde_json::json!({ "oci": reference });
+        self.call(Method::PUT, &path, Body::Json(body)).await
+    }
+
     pub async fn rollback(
         &self,
         tenant: &str,

@@ -305,20 +305,32 @@ pub async fn plugin(cmd: PluginCmd) -> anyhow::Result<()> {
             tenant,
             name,
             file,
+            oci,
             store,
         } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let api = ApiClient::open(&store).await?;
             // Validated and compiled before it is stored, by the gateway or in this process.
-            let added = ApiClient::open(&store)
-                .await?
-                .upload_plugin(&tenant, &name, bytes)
-                .await
-                .with_context(|| format!("{} refused", file.display()))?;
+            let added = match (file, oci) {
+                (_, Some(reference)) => api
+                    .pull_plugin(&tenant, &name, &reference)
+                    .await
+                    .with_context(|| format!("{reference} refused"))?,
+                (Some(file), None) => {
+                    let bytes = std::fs::read(&file)
+                        .with_context(|| format!("cannot read {}", file.display()))?;
+                    api.upload_plugin(&tenant, &name, bytes)
+                        .await
+                        .with_context(|| format!("{} refused", file.display()))?
+                }
+                (None, None) => anyhow::bail!("--file or --oci"),
+            };
             println!(
                 "plugin {name} v{} of {tenant} stored, sha256 {}",
                 added.version, added.sha256
             );
+            if let Some(source) = added.source {
+                println!("pulled from {source}");
+            }
         }
         PluginCmd::List { tenant, store } => print_versions(
             ApiClient::open(&store)
@@ -360,9 +372,10 @@ pub async fn plugin(cmd: PluginCmd) -> anyhow::Result<()> {
 }
 
 fn print_versions(versions: Vec<PluginVersion>, only: Option<&str>) {
-    println!("{:<24} {:>7}  SHA256", "NAME", "VERSION");
+    println!("{:<24} {:>7}  {:<64}  SOURCE", "NAME", "VERSION", "SHA256");
     for p in versions.iter().filter(|p| only.is_none_or(|n| n == p.name)) {
-        println!("{:<24} {:>7}  {}", p.name, p.version, p.sha256);
+        let source = p.source.as_deref().unwrap_or("upload");
+        println!("{:<24} {:>7}  {}  {source}", p.name, p.version, p.sha256);
     }
 }
 

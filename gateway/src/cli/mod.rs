@@ -161,15 +161,20 @@ pub enum TenantCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum PluginCmd {
-    /// Validate, compile and store a new version of a plugin (a Wasm component).
+    /// Validate, compile and store a new version of a plugin (a Wasm component or proxy-wasm
+    /// module), from a file or pulled from an OCI registry by the gateway.
     #[command(visible_alias = "push")]
     Add {
         #[arg(long)]
         tenant: String,
         #[arg(long)]
         name: String,
+        #[arg(long, required_unless_present = "oci", conflicts_with = "oci")]
+        file: Option<PathBuf>,
+        /// `oci://registry[:port]/repository[:tag][@sha256:digest]`: pulled by the node that
+        /// handles the request, under its egress policy.
         #[arg(long)]
-        file: PathBuf,
+        oci: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
     },

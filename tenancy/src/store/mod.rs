@@ -141,7 +141,7 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let files: [(&'static str, &'static str, &'static str); 8] = [
+        let files: [(&'static str, &'static str, &'static str); 9] = [
             (
                 "config",
                 include_str!("../../migrations/sqlite/0001_config.sql"),
@@ -181,6 +181,11 @@ impl Store {
                 "acme",
                 include_str!("../../migrations/sqlite/0008_acme.sql"),
                 include_str!("../../migrations/postgres/0008_acme.sql"),
+            ),
+            (
+                "plugin source",
+                include_str!("../../migrations/sqlite/0009_plugin_source.sql"),
+                include_str!("../../migrations/postgres/0009_plugin_source.sql"),
             ),
         ];
         // Listed by hand rather than with sqlx's macro: it keeps the build lean.

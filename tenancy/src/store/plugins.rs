@@ -17,6 +17,19 @@ impl Store {
         name: &str,
         bytes: &[u8],
     ) -> Result<(i64, i64), StoreError> {
+        self.add_plugin_version_from(tenant, name, bytes, None)
+            .await
+    }
+
+    /// [`Store::add_plugin_version`], recording where the bytes came from (`source`: an OCI
+    /// reference pinned to its digest) for the listing.
+    pub async fn add_plugin_version_from(
+        &self,
+        tenant: &str,
+        name: &str,
+        bytes: &[u8],
+        source: Option<&str>,
+    ) -> Result<(i64, i64), StoreError> {
         validate_id(name)?;
         let sha = hex::encode(sha2::Sha256::digest(bytes));
         let (mut tx, config_version) = self
@@ -51,13 +64,14 @@ impl Store {
                 .await?;
         }
         sqlx::query(
-            "INSERT INTO plugin_versions (tenant_id, name, version, sha256, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO plugin_versions (tenant_id, name, version, sha256, created_at_ms, source) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(tenant.to_string())
         .bind(name.to_string())
         .bind(version)
         .bind(sha)
         .bind(now_ms())
+        .bind(source.map(str::to_string))
         .execute(&mut *tx)
         .await?;
         // Only a prune can leave bytes unreferenced: the scan runs under the version row lock,

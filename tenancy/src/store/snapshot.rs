@@ -147,9 +147,9 @@ async fn read_tenants(tx: &mut Tx, only: &str) -> Result<Vec<Tenant>, StoreError
     .fetch_all(&mut **tx)
     .await?;
     let plugin_rows = query(
-        "SELECT tenant_id, name, version, sha256, created_at_ms FROM plugin_versions \
+        "SELECT tenant_id, name, version, sha256, created_at_ms, source FROM plugin_versions \
          ORDER BY tenant_id, name, version",
-        "SELECT tenant_id, name, version, sha256, created_at_ms FROM plugin_versions \
+        "SELECT tenant_id, name, version, sha256, created_at_ms, source FROM plugin_versions \
          WHERE tenant_id = $1 ORDER BY name, version",
     )
     .fetch_all(&mut **tx)
@@ -210,6 +210,7 @@ async fn read_tenants(tx: &mut Tx, only: &str) -> Result<Vec<Tenant>, StoreError
             version: row.try_get(2)?,
             sha256: row.try_get(3)?,
             created_at_ms: row.try_get(4)?,
+            source: row.try_get(5)?,
         };
         if let Some(i) = position(&tenant_id) {
             plugins.push((i, version));

@@ -9,6 +9,7 @@ pub(crate) mod http_server;
 pub(crate) mod nginx;
 pub(crate) mod pebble;
 pub(crate) mod raw;
+pub(crate) mod registry;
 pub(crate) mod tls;
 mod wharf;
 

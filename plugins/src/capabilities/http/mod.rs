@@ -52,6 +52,14 @@ impl Http {
     }
 }
 
+impl Http {
+    /// The roots plugins' HTTPS verifies with (the system's and `ca_file`), for the node's own
+    /// fetches on a tenant's behalf (plugins pulled from OCI registries).
+    pub fn client_tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.tls().ok()
+    }
+}
+
 impl Capability for Http {
     const NAME: &'static str = "http";
     type Settings = HttpSettings;
