@@ -190,6 +190,15 @@ impl Plugged {
         }
     }
 
+    /// The plugin is done with the request: a proxy-wasm context is torn down here, on this
+    /// thread when the plugin CPU is free (dropping the stream would hand its teardown to the
+    /// plugin threads, a cross-runtime wake-up per request).
+    pub(super) async fn finish(self) {
+        if let Plugged::ProxyWasm(s) = self {
+            s.finish().await;
+        }
+    }
+
     fn reads_response_body(&self) -> bool {
         match self {
             Plugged::Component(i) => i.reads_response_body(),
@@ -271,6 +280,8 @@ pub async fn on_response(
                         plugin: c.plugin,
                         fail_open: c.fail_open,
                     });
+                } else {
+                    c.plugin.finish().await;
                 }
             }
             Err(e) if c.fail_open => {

@@ -94,6 +94,7 @@ pub(super) async fn piece(
                 ));
             }
         }
+        c.plugin.finish().await;
     }
     *body = Some(current);
     Ok(())
