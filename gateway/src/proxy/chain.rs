@@ -38,6 +38,14 @@ pub struct AwaitingBody {
     pub(super) fail_open: bool,
 }
 
+impl AwaitingBody {
+    /// A proxy-wasm plugin that left the response's `content-length` (it will not change the
+    /// body's length); components always may.
+    pub(super) fn keeps_length(&self) -> bool {
+        matches!(&self.plugin, Plugged::ProxyWasm(s) if !s.releases_response_length())
+    }
+}
+
 pub enum RequestOutcome {
     Continue,
     /// The plugin at this index of the chain reads the body, which is not read yet.
@@ -159,6 +167,12 @@ impl Continued {
     /// A proxy-wasm plugin that reads request bodies (components read theirs before the chain).
     pub(super) fn reads_request_body(&self) -> bool {
         matches!(&self.plugin, Plugged::ProxyWasm(s) if s.reads_request_body())
+    }
+
+    /// A proxy-wasm plugin that removed the request's `content-length` (it may change the
+    /// body's length).
+    pub(super) fn releases_request_length(&self) -> bool {
+        matches!(&self.plugin, Plugged::ProxyWasm(s) if s.releases_request_length())
     }
 
     pub(super) fn fail_open(&self) -> bool {

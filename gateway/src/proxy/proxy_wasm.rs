@@ -93,6 +93,9 @@ fn properties(cx: &ChainCtx<'_>, att: &Attached, req: &RequestHeader, path: &str
 pub struct HeldRequest {
     buf: BytesMut,
     max: u64,
+    /// The length the upstream was told (`content-length` left as the client sent it): a module
+    /// that changes the body's length removes it in its headers callback, as Envoy's do.
+    kept_length: Option<u64>,
     _memory: OwnedSemaphorePermit,
 }
 
@@ -115,13 +118,22 @@ pub(super) fn hold_request(ctx: &mut RequestCtx, upstream: &mut RequestHeader, b
         // No memory to hold it: the body streams by, the plugins are not called.
         return;
     };
-    upstream.remove_header(&CONTENT_LENGTH);
-    if upstream.version != http::Version::HTTP_2 {
+    let released = ctx.continued.iter().any(|c| c.releases_request_length());
+    if released {
+        upstream.remove_header(&CONTENT_LENGTH);
+    }
+    let kept_length = upstream
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if kept_length.is_none() && upstream.version != http::Version::HTTP_2 {
         let _ = upstream.insert_header(TRANSFER_ENCODING, "chunked");
     }
     ctx.held_request = Some(HeldRequest {
         buf: BytesMut::new(),
         max,
+        kept_length,
         _memory: memory,
     });
 }
@@ -157,7 +169,8 @@ pub(super) async fn request_piece(
         return Ok(());
     };
     let max = held.max;
-    let mut current = held.buf.freeze();
+    let original = held.buf.freeze();
+    let mut current = original.clone();
     for c in ctx.continued.iter_mut().filter(|c| c.reads_request_body()) {
         match c.on_request_body(current.to_vec(), max).await {
             Ok(Some(replaced)) => current = replaced.into(),
@@ -173,6 +186,15 @@ pub(super) async fn request_piece(
                 ));
             }
         }
+    }
+    if held.kept_length.is_some_and(|n| n != current.len() as u64) {
+        // The upstream was told the client's length: the module had to remove
+        // `content-length` to change it. The upstream gets the body it was promised.
+        tracing::warn!(
+            "a proxy-wasm plugin changed a request body's length but left its content-length; \
+             the original body is sent"
+        );
+        current = original;
     }
     *body = Some(current);
     Ok(())

@@ -17,6 +17,10 @@ use super::RequestCtx;
 pub struct HeldBody {
     buf: BytesMut,
     max: u64,
+    /// The length the header went out with, when only proxy-wasm plugins hold the body and
+    /// they left `content-length` (the convention for a module that will not change the
+    /// body's length; one that would removes it in its headers callback).
+    kept_length: Option<u64>,
     _memory: OwnedSemaphorePermit,
 }
 
@@ -35,13 +39,22 @@ pub(super) fn start(ctx: &mut RequestCtx, resp: &mut ResponseHeader, http2: bool
         ctx.awaiting_body.clear();
         return;
     };
-    resp.remove_header(&http::header::CONTENT_LENGTH);
-    if !http2 {
-        let _ = resp.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+    let declared = resp
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let kept_length = declared.filter(|_| ctx.awaiting_body.iter().all(|c| c.keeps_length()));
+    if kept_length.is_none() {
+        resp.remove_header(&http::header::CONTENT_LENGTH);
+        if !http2 {
+            let _ = resp.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+        }
     }
     ctx.held_body = Some(HeldBody {
         buf: BytesMut::new(),
         max,
+        kept_length,
         _memory: memory,
     });
 }
@@ -75,7 +88,8 @@ pub(super) async fn piece(
         return Ok(());
     };
     let max = held.max;
-    let mut current = held.buf.freeze();
+    let original = held.buf.freeze();
+    let mut current = original.clone();
     // `awaiting_body` is in reverse chain order already (as `on-response` ran).
     for mut c in std::mem::take(&mut ctx.awaiting_body) {
         match c.plugin.on_response_body(current.to_vec(), max).await {
@@ -95,6 +109,15 @@ pub(super) async fn piece(
             }
         }
         c.plugin.finish().await;
+    }
+    if held.kept_length.is_some_and(|n| n != current.len() as u64) {
+        // The header went out with the body's length: a module that changes it had to remove
+        // `content-length` first. The client gets the body it was promised.
+        tracing::warn!(
+            "a proxy-wasm plugin changed a response body's length but left its content-length; \
+             the original body is sent"
+        );
+        current = original;
     }
     *body = Some(current);
     Ok(())

@@ -123,3 +123,41 @@ pub(crate) fn metric_sum(text: &str, name: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Many requests at once through one tenant's VM: every one served (they queue for the VM's
+/// lock, one callback at a time), none lost to the teardown of another.
+#[tokio::test]
+async fn concurrent_requests_share_one_vm_and_all_succeed() {
+    let (gw, api, _a, _b, _r) = setup().await;
+    let up = Upstream::start("up").await;
+    route_to(&api, "a", &up).await;
+    let config = json!({"plugin_config": {"header": "x-as", "value": "1"}});
+    let bytes = wharf_plugins::test_support::example_plugin("proxy-wasm/as-headers");
+    upload_and_attach(&gw, &api, "a", "api", "as", bytes, config).await;
+    let client = reqwest::Client::new();
+    let mut failures = Vec::new();
+    for _ in 0..10 {
+        let batch = (0..32).map(|_| {
+            client
+                .get(format!("http://{}/x", gw.proxy))
+                .header("host", "a.test")
+                .send()
+        });
+        for r in futures_util::future::join_all(batch).await {
+            let r = r.unwrap();
+            if r.status() != 200 {
+                failures.push(format!(
+                    "{} {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 320 failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+}

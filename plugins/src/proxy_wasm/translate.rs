@@ -110,8 +110,20 @@ fn header(name: &[u8], value: &[u8]) -> Header {
     }
 }
 
+/// Whether the module removed `content-length`: Envoy's convention for "I will change this
+/// body's length" (the gateway then sends the body without one).
+pub fn releases_length(before: &Pairs, after: &Pairs) -> bool {
+    let has = |pairs: &Pairs| {
+        pairs
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(b"content-length"))
+    };
+    has(before) && !has(after)
+}
+
 /// The edits that turn `before`'s headers into `after`'s (pseudo-headers aside): per name whose
-/// values changed, a set of the first and appends of the rest; a remove for names gone.
+/// values changed, a set of the first and appends of the rest; a remove for names gone. Removing
+/// `content-length` is not an edit ([`releases_length`] tells it).
 fn diff(before: &Pairs, after: &Pairs) -> Vec<HeaderOp> {
     let values = |pairs: &Pairs, name: &[u8]| -> Vec<Vec<u8>> {
         pairs
@@ -142,7 +154,7 @@ fn diff(before: &Pairs, after: &Pairs) -> Vec<HeaderOp> {
     }
     for (name, _) in before.iter().filter(|(k, _)| !k.starts_with(b":")) {
         let lower = name.to_ascii_lowercase();
-        if !seen.contains(&lower) {
+        if !seen.contains(&lower) && lower != b"content-length" {
             ops.push(HeaderOp::Remove(
                 String::from_utf8_lossy(&lower).into_owned(),
             ));

@@ -66,6 +66,10 @@ pub struct ProxyStream {
     /// The request's headers as the request phase left them (readable in the response phase).
     request_headers: Pairs,
     failed: bool,
+    /// The module removed `content-length` from the request (or response): it may change the
+    /// body's length, which then goes without one.
+    request_length_released: bool,
+    response_length_released: bool,
 }
 
 impl ProxyStream {
@@ -95,11 +99,22 @@ impl ProxyStream {
             properties: Properties::new(),
             request_headers: Pairs::new(),
             failed: false,
+            request_length_released: false,
+            response_length_released: false,
         }
     }
 
     pub fn plugin(&self) -> &str {
         &self.who.plugin
+    }
+
+    /// Whether the module removed the request's (response's) `content-length`.
+    pub fn releases_request_length(&self) -> bool {
+        self.request_length_released
+    }
+
+    pub fn releases_response_length(&self) -> bool {
+        self.response_length_released
     }
 
     /// Whether the module has a response phase (the stream lives past the upstream call).
@@ -119,6 +134,8 @@ impl ProxyStream {
         let before = headers.clone();
         let result = match self.request_headers(headers, end_of_stream).await {
             Ok(outcome) => self.settle(outcome).await.and_then(|outcome| {
+                self.request_length_released =
+                    translate::releases_length(&before, &outcome.headers);
                 let action = translate::request_action(&before, &outcome);
                 self.checked(action, output::check_request_action)
             }),
@@ -144,6 +161,8 @@ impl ProxyStream {
                             .into(),
                     )));
                 }
+                self.response_length_released =
+                    translate::releases_length(&before, &outcome.headers);
                 let action = translate::response_action(&before, &outcome);
                 self.checked(action, output::check_response_action)
             });
@@ -396,6 +415,8 @@ impl Drop for ProxyStream {
             properties: Properties::new(),
             request_headers: Pairs::new(),
             failed: false,
+            request_length_released: false,
+            response_length_released: false,
         };
         self.runtime
             .executor_handle()
