@@ -145,10 +145,10 @@ pub async fn run(a: TestArgs) -> anyhow::Result<bool> {
     };
     let started = Instant::now();
     let outcome = if proxy {
-        let configs = VmConfigs {
-            vm: proxy_config(a.vm_config.as_slice(), "--vm-config")?.into(),
-            plugin: proxy_config(&a.config, "--config")?.into(),
-        };
+        let configs = VmConfigs::new(
+            proxy_config(a.vm_config.as_slice(), "--vm-config")?,
+            proxy_config(&a.config, "--config")?,
+        );
         exercise_proxy_wasm(&runtime, inv, &compiled, configs, request, &a)
             .await
             .map(|()| None)
@@ -446,21 +446,4 @@ fn preview(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `--config` for a proxy-wasm module: the bytes an attachment's plugin_config gives it.
-    #[test]
-    fn proxy_config_is_the_json_an_attachment_gives() {
-        let one = |s: &str| proxy_config(&[s.to_string()], "--config");
-        assert_eq!(one(r#"{ "a": 1 }"#).unwrap(), br#"{"a":1}"#);
-        assert_eq!(one(r#""key: value""#).unwrap(), b"key: value");
-        let pairs = ["header=x-a".to_string(), "value=1".to_string()];
-        assert_eq!(
-            proxy_config(&pairs, "--config").unwrap(),
-            br#"{"header":"x-a","value":"1"}"#
-        );
-        assert!(proxy_config(&[], "--config").unwrap().is_empty());
-        assert!(one("not json").is_err());
-    }
-}
+mod tests;

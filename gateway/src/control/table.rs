@@ -365,10 +365,10 @@ fn resolve_chain(tenant: &Tenant, route: &Route, plugins: &PluginSet) -> Vec<Att
                 plugin,
                 config: Arc::new(a.config.clone()),
                 outbound: a.allowed_outbound_hosts.as_slice().into(),
-                proxy: VmConfigs {
-                    vm: proxy_config::bytes(&a.vm_config).into(),
-                    plugin: proxy_config::bytes(&a.plugin_config).into(),
-                },
+                proxy: VmConfigs::new(
+                    proxy_config::bytes(&a.vm_config),
+                    proxy_config::bytes(&a.plugin_config),
+                ),
                 fail_open: a.on_error == OnError::FailOpen,
             }
         })

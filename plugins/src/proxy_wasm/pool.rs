@@ -29,11 +29,38 @@ mod tick;
 pub use ops::Properties;
 pub use run::ProxyStream;
 
-/// The configurations a VM starts with (`proxy_on_vm_start`, `proxy_on_configure`).
-#[derive(Clone, Default)]
+/// The configurations a VM starts with (`proxy_on_vm_start`, `proxy_on_configure`), and their
+/// digest: part of the VM's key, taken once when the attachment is compiled, not per request.
+#[derive(Clone)]
 pub struct VmConfigs {
-    pub vm: Arc<[u8]>,
-    pub plugin: Arc<[u8]>,
+    vm: Arc<[u8]>,
+    plugin: Arc<[u8]>,
+    digest: Arc<str>,
+}
+
+impl VmConfigs {
+    pub fn new(vm: Vec<u8>, plugin: Vec<u8>) -> VmConfigs {
+        let digest = crate::cache::sha256_hex(
+            &[
+                crate::cache::sha256_hex(&vm).as_bytes(),
+                crate::cache::sha256_hex(&plugin).as_bytes(),
+            ]
+            .concat(),
+        );
+        VmConfigs {
+            vm: vm.into(),
+            plugin: plugin.into(),
+            digest: digest.into(),
+        }
+    }
+
+    pub fn vm(&self) -> &[u8] {
+        &self.vm
+    }
+
+    pub fn plugin(&self) -> &[u8] {
+        &self.plugin
+    }
 }
 
 /// A VM unused this long is dropped (its configuration may be gone, its tenant idle).
@@ -46,7 +73,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 struct VmKey {
     tenant: Arc<str>,
     sha256: String,
-    configs: String,
+    configs: Arc<str>,
 }
 
 #[derive(Default)]
@@ -95,9 +122,7 @@ impl VmPool {
         let key = VmKey {
             tenant: tenant.clone(),
             sha256: plugin.sha256.clone(),
-            configs: crate::cache::sha256_hex(
-                &[&configs.vm[..], b"\0", &configs.plugin[..]].concat(),
-            ),
+            configs: configs.digest.clone(),
         };
         let cell = self
             .cells

@@ -4,6 +4,8 @@
 //! component returns (header ops, a path rewrite, a status, a reply), so one set of checks
 //! (`output.rs`) and one way of applying them serve both plugin kinds.
 
+use std::collections::HashMap;
+
 use super::abi::Pairs;
 use super::vm::HeadersOutcome;
 use crate::bindings::types::{
@@ -125,24 +127,15 @@ pub fn releases_length(before: &Pairs, after: &Pairs) -> bool {
 /// values changed, a set of the first and appends of the rest; a remove for names gone. Removing
 /// `content-length` is not an edit ([`releases_length`] tells it).
 fn diff(before: &Pairs, after: &Pairs) -> Vec<HeaderOp> {
-    let values = |pairs: &Pairs, name: &[u8]| -> Vec<Vec<u8>> {
-        pairs
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-            .collect()
-    };
+    // Grouped by name once (a module may hand back 1,024 pairs: no pass per name).
+    let (before_names, before) = group(before);
+    let (after_names, after) = group(after);
     let mut ops = Vec::new();
-    let mut seen: Vec<Vec<u8>> = Vec::new();
-    for (name, _) in after.iter().filter(|(k, _)| !k.starts_with(b":")) {
-        let lower = name.to_ascii_lowercase();
-        if seen.contains(&lower) {
-            continue;
-        }
-        let now = values(after, &lower);
-        if now != values(before, &lower) {
+    for name in &after_names {
+        let now = &after[name];
+        if before.get(name) != Some(now) {
             for (i, v) in now.iter().enumerate() {
-                let h = header(&lower, v);
+                let h = header(name, v);
                 ops.push(if i == 0 {
                     HeaderOp::Set(h)
                 } else {
@@ -150,18 +143,35 @@ fn diff(before: &Pairs, after: &Pairs) -> Vec<HeaderOp> {
                 });
             }
         }
-        seen.push(lower);
     }
-    for (name, _) in before.iter().filter(|(k, _)| !k.starts_with(b":")) {
-        let lower = name.to_ascii_lowercase();
-        if !seen.contains(&lower) && lower != b"content-length" {
+    for name in before_names {
+        if !after.contains_key(&name) && name != b"content-length" {
             ops.push(HeaderOp::Remove(
-                String::from_utf8_lossy(&lower).into_owned(),
+                String::from_utf8_lossy(&name).into_owned(),
             ));
-            seen.push(lower);
         }
     }
     ops
+}
+
+/// Names in the order first seen, and each one's values.
+type Grouped<'a> = (Vec<Vec<u8>>, HashMap<Vec<u8>, Vec<&'a [u8]>>);
+
+/// Values by lowercase name (pseudo-headers aside), and the names in the order first seen.
+fn group(pairs: &Pairs) -> Grouped<'_> {
+    let mut names = Vec::new();
+    let mut values: HashMap<Vec<u8>, Vec<&[u8]>> = HashMap::new();
+    for (k, v) in pairs.iter().filter(|(k, _)| !k.starts_with(b":")) {
+        let lower = k.to_ascii_lowercase();
+        values
+            .entry(lower)
+            .or_insert_with_key(|name| {
+                names.push(name.clone());
+                Vec::new()
+            })
+            .push(v);
+    }
+    (names, values)
 }
 
 #[cfg(test)]

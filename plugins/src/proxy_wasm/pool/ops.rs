@@ -81,7 +81,7 @@ impl Exec for LiveVm {
         let vm = &mut self.vm;
         Ok(match op {
             VmOp::Start { pre, configs } => {
-                vm.start(&pre, &configs.vm, &configs.plugin)
+                vm.start(&pre, configs.vm(), configs.plugin())
                     .await
                     .map_err(wasm_error)?;
                 VmDone::Started
