@@ -117,3 +117,26 @@ pub(crate) fn classify(state: &PluginState, quotas: &PluginQuotas, e: wasmtime::
         None => Failure::Trap(format!("{e:#}").chars().take(300).collect()),
     }
 }
+
+/// One phase call of a plugin in the metrics: its outcome (`ok` or the error kind) and wall time.
+pub(crate) fn record<R>(
+    metrics: &wharf_metrics::Metrics,
+    (tenant, plugin): (&str, &str),
+    phase: &str,
+    started: std::time::Instant,
+    result: &Result<R, crate::error::PluginError>,
+) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) => e.outcome(),
+    };
+    let tenant = metrics.tenant(tenant);
+    metrics
+        .plugin_invocations_total
+        .with_label_values(&[&*tenant, plugin, phase, outcome])
+        .inc();
+    metrics
+        .plugin_duration
+        .with_label_values(&[&*tenant, phase])
+        .observe(started.elapsed().as_secs_f64());
+}

@@ -288,19 +288,8 @@ impl PluginInstance {
     }
 
     fn record<R>(&self, phase: Phase, started: Instant, result: &Result<R, PluginError>) {
-        let outcome = match result {
-            Ok(_) => "ok",
-            Err(e) => e.outcome(),
-        };
-        let tenant = self.metrics.tenant(&self.tenant);
-        self.metrics
-            .plugin_invocations_total
-            .with_label_values(&[&*tenant, &self.plugin, phase.label(), outcome])
-            .inc();
-        self.metrics
-            .plugin_duration
-            .with_label_values(&[&*tenant, phase.label()])
-            .observe(started.elapsed().as_secs_f64());
+        let who = (&*self.tenant, &*self.plugin);
+        crate::call::record(&self.metrics, who, phase.label(), started, result);
     }
 
     /// Fuel used so far by this instance.

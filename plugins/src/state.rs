@@ -106,15 +106,25 @@ impl HostCall {
             Ok(_) => "ok",
             Err(e) => e.outcome(),
         };
-        let elapsed = self.started.elapsed();
         self.span.record("outcome", outcome);
-        let m = &state.metrics;
-        let tenant = m.tenant(&state.tenant);
-        m.host_calls_total
-            .with_label_values(&[&tenant, &state.plugin, self.function, outcome])
-            .inc();
-        m.host_call_duration
-            .with_label_values(&[&tenant, self.function])
-            .observe(elapsed.as_secs_f64());
+        let who = (&*state.tenant, &*state.plugin);
+        record_host_call(&state.metrics, who, self.function, self.started, outcome);
     }
+}
+
+/// One host call in the metrics: by tenant, plugin, function and outcome, and its time.
+pub(crate) fn record_host_call(
+    m: &Metrics,
+    (tenant, plugin): (&str, &str),
+    function: &str,
+    started: Instant,
+    outcome: &str,
+) {
+    let tenant = m.tenant(tenant);
+    m.host_calls_total
+        .with_label_values(&[&tenant, plugin, function, outcome])
+        .inc();
+    m.host_call_duration
+        .with_label_values(&[&tenant, function])
+        .observe(started.elapsed().as_secs_f64());
 }

@@ -83,15 +83,8 @@ impl Sender<'_> {
         if let Err(e) = result {
             tracing::debug!(tenant = %self.tenant, plugin = %self.plugin, "{function} failed: {e}");
         }
-        let tenant = self.metrics.tenant(self.tenant);
-        self.metrics
-            .host_calls_total
-            .with_label_values(&[&tenant, self.plugin, function, outcome])
-            .inc();
-        self.metrics
-            .host_call_duration
-            .with_label_values(&[&tenant, function])
-            .observe(started.elapsed().as_secs_f64());
+        let who = (self.tenant, self.plugin);
+        crate::state::record_host_call(self.metrics, who, function, started, outcome);
     }
 
     async fn exchange(

@@ -182,18 +182,8 @@ impl ProxyStream {
     }
 
     fn record<R>(&self, phase: &str, started: Instant, result: &Result<R, PluginError>) {
-        let outcome = match result {
-            Ok(_) => "ok",
-            Err(e) => e.outcome(),
-        };
-        let m = self.runtime.metrics();
-        let tenant = m.tenant(&self.who.tenant);
-        m.plugin_invocations_total
-            .with_label_values(&[&*tenant, &self.who.plugin, phase, outcome])
-            .inc();
-        m.plugin_duration
-            .with_label_values(&[&*tenant, phase])
-            .observe(started.elapsed().as_secs_f64());
+        let who = (&*self.who.tenant, &*self.who.plugin);
+        call::record(self.runtime.metrics(), who, phase, started, result);
     }
 
     /// A context for the request, then `proxy_on_request_headers` (pseudo-headers included).
@@ -222,16 +212,24 @@ impl ProxyStream {
             end_of_stream,
             properties: std::mem::take(&mut self.properties),
         };
-        match self.call(held, op, self.remaining).await? {
+        let done = self.call(held, op, self.remaining).await?;
+        let (id, outcome) = self.headers_done(done)?;
+        self.context = Some((generation, id));
+        self.request_headers = outcome.headers.clone();
+        Ok(outcome)
+    }
+
+    /// What a headers-like callback (request, response, a call's answer) left, with the
+    /// request's properties put back.
+    fn headers_done(&mut self, done: VmDone) -> Result<(u32, HeadersOutcome), PluginError> {
+        match done {
             VmDone::Headers {
                 id,
                 outcome,
                 properties,
             } => {
-                self.context = Some((generation, id));
                 self.properties = properties;
-                self.request_headers = outcome.headers.clone();
-                Ok(outcome)
+                Ok((id, outcome))
             }
             _ => Err(self.trap("the VM answered another callback".into())),
         }
@@ -251,17 +249,8 @@ impl ProxyStream {
             end_of_stream,
             properties: std::mem::take(&mut self.properties),
         };
-        match self.call(held, op, self.remaining).await? {
-            VmDone::Headers {
-                outcome,
-                properties,
-                ..
-            } => {
-                self.properties = properties;
-                Ok(outcome)
-            }
-            _ => Err(self.trap("the VM answered another callback".into())),
-        }
+        let done = self.call(held, op, self.remaining).await?;
+        self.headers_done(done).map(|(_, outcome)| outcome)
     }
 
     /// The VM's lock, and this request's context in it; fails when the VM this context lived

@@ -115,22 +115,13 @@ async fn tick_once(
         Ok(r) => r,
         Err(e) => Err(crate::error::Failure::Trap(e)),
     };
-    let m = runtime.metrics();
-    let tenant = m.tenant(&who.tenant);
-    let outcome = match &result {
-        Ok(()) => "ok",
-        Err(f) => crate::error::PluginError::new(who.plugin.as_ref(), f.clone()).outcome(),
-    };
-    m.plugin_invocations_total
-        .with_label_values(&[&*tenant, &who.plugin, "on_tick", outcome])
-        .inc();
-    m.plugin_duration
-        .with_label_values(&[&*tenant, "on_tick"])
-        .observe(started.elapsed().as_secs_f64());
+    let result = result.map_err(|f| crate::error::PluginError::new(who.plugin.as_ref(), f));
+    let who_labels = (&*who.tenant, &*who.plugin);
+    call::record(runtime.metrics(), who_labels, "on_tick", started, &result);
     match result {
         Ok(()) => true,
         Err(failure) => {
-            tracing::warn!(tenant = %who.tenant, plugin = %who.plugin, "proxy-wasm tick failed, VM dropped: {failure}");
+            tracing::warn!(tenant = %who.tenant, "proxy-wasm tick failed, VM dropped: {failure}");
             cell.failed();
             false
         }

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use super::super::ops::{VmDone, VmOp};
+use super::super::ops::VmOp;
 use super::super::outbound::Sender;
 use super::ProxyStream;
 use crate::error::{Failure, PluginError};
@@ -99,16 +99,7 @@ impl ProxyStream {
             request,
             properties: std::mem::take(&mut self.properties),
         };
-        match self.call(held, op, self.remaining).await? {
-            VmDone::Headers {
-                outcome,
-                properties,
-                ..
-            } => {
-                self.properties = properties;
-                Ok(outcome)
-            }
-            _ => Err(self.trap("the VM answered another callback".into())),
-        }
+        let done = self.call(held, op, self.remaining).await?;
+        self.headers_done(done).map(|(_, outcome)| outcome)
     }
 }
