@@ -114,19 +114,24 @@ pub(super) fn hold_request(ctx: &mut RequestCtx, upstream: &mut RequestHeader, b
         return;
     };
     let max = tenant.plugin_quotas.body_max_bytes;
-    let Ok(memory) = tenant.capabilities.reserve_memory(max.max(1)) else {
+    let declared = content_length(&upstream.headers);
+    if declared.is_some_and(|n| n > max) {
+        // Past the quota before a byte is read: it streams by, the plugins are not called.
+        return;
+    }
+    // A body of known length reserves what it declares, else the cap.
+    let Ok(memory) = tenant
+        .capabilities
+        .reserve_memory(declared.unwrap_or(max).max(1))
+    else {
         // No memory to hold it: the body streams by, the plugins are not called.
         return;
     };
-    let released = ctx.continued.iter().any(|c| c.releases_request_length());
-    if released {
+    let kept_length =
+        declared.filter(|_| !ctx.continued.iter().any(|c| c.releases_request_length()));
+    if kept_length.is_none() {
         upstream.remove_header(&CONTENT_LENGTH);
     }
-    let kept_length = upstream
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     if kept_length.is_none() && upstream.version != http::Version::HTTP_2 {
         let _ = upstream.insert_header(TRANSFER_ENCODING, "chunked");
     }
@@ -198,4 +203,11 @@ pub(super) async fn request_piece(
     }
     *body = Some(current);
     Ok(())
+}
+
+pub(super) fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }

@@ -34,16 +34,22 @@ pub(super) fn start(ctx: &mut RequestCtx, resp: &mut ResponseHeader, http2: bool
         return;
     };
     let max = tenant.plugin_quotas.body_max_bytes;
-    let Ok(memory) = tenant.capabilities.reserve_memory(max.max(1)) else {
-        // No memory to hold it: the body passes unchanged, the plugins are not called.
+    let declared = super::proxy_wasm::content_length(&resp.headers);
+    // A body declared past the cap passes unchanged; one of known length reserves what it
+    // declares, else the cap.
+    let memory = match declared.filter(|n| *n <= max) {
+        None if declared.is_some() => Err(()),
+        fits => tenant
+            .capabilities
+            .reserve_memory(fits.unwrap_or(max).max(1))
+            .map_err(|_| ()),
+    };
+    let Ok(memory) = memory else {
+        // Too large, or no memory to hold it: the body passes unchanged, the plugins are not
+        // called.
         ctx.awaiting_body.clear();
         return;
     };
-    let declared = resp
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     let kept_length = declared.filter(|_| ctx.awaiting_body.iter().all(|c| c.keeps_length()));
     if kept_length.is_none() {
         resp.remove_header(&http::header::CONTENT_LENGTH);
