@@ -18,6 +18,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+/// The gateway's allocator, so that `plugin` measures what a node pays and `bare-pingora` is the
+/// framework's ceiling with the same allocator; counted when `WHARF_COUNT_ALLOCATIONS=1`.
+#[global_allocator]
+static ALLOCATOR: wharf_metrics::allocations::Counting<mimalloc::MiMalloc> =
+    wharf_metrics::allocations::Counting(mimalloc::MiMalloc);
+
 #[derive(Parser)]
 #[command(
     name = "wharf-load",
@@ -40,6 +46,18 @@ enum Scenario {
         noop: bool,
         #[arg(long, default_value_t = 20_000)]
         iterations: usize,
+        /// The gateway's shape: `on-response` too, with this many instances alive at once (each
+        /// held from its `on-request` to its `on-response`, as across an upstream call). 0: the
+        /// bare floor (instantiate + `on-request`, one instance at a time).
+        #[arg(long, default_value_t = 0)]
+        in_flight: usize,
+        /// Only the pooling allocator (what a node runs), e.g. under a profiler.
+        #[arg(long)]
+        pooling_only: bool,
+        /// With --in-flight: bytes written between two calls (untimed), evicting the runtime's
+        /// data from the CPU caches as the proxy's own work does in a node.
+        #[arg(long, default_value_t = 0)]
+        evict: usize,
     },
     /// One Redis call per request through a plugin vs directly, same client code.
     Redis {
@@ -138,11 +156,15 @@ enum Scenario {
 }
 
 fn main() -> anyhow::Result<()> {
+    wharf_metrics::allocations::enable_from_env();
     match Cli::parse().scenario {
         Scenario::Plugin {
             file,
             noop,
             iterations,
+            in_flight,
+            pooling_only,
+            evict,
         } => {
             let (plugin, bytes) = match file {
                 Some(file) if !noop => (
@@ -157,6 +179,9 @@ fn main() -> anyhow::Result<()> {
                 plugin,
                 bytes,
                 iterations,
+                in_flight,
+                pooling_only,
+                evict,
             })
         }
         Scenario::Redis {
