@@ -194,9 +194,12 @@ async fn measure_in_flight(
     let mut junk = vec![0u8; args.evict];
     let total = Instant::now();
     for i in 0..args.iterations + 1000 + in_flight {
-        if waiting.len() == in_flight {
-            let (mut instance, spent): (wharf_plugins::PluginInstance, std::time::Duration) =
-                waiting.pop_front().expect("in flight");
+        let oldest = (waiting.len() == in_flight)
+            .then(|| waiting.pop_front())
+            .flatten();
+        if let Some((instance, spent)) = oldest {
+            let spent: std::time::Duration = spent;
+            let mut instance: wharf_plugins::PluginInstance = instance;
             let resp = resp.clone();
             evict(&mut junk);
             let (start, a0) = (Instant::now(), count());
