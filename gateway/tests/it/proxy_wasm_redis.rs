@@ -137,6 +137,14 @@ async fn higress_rate_limit_counts_in_redis_under_the_tenants_prefix_with_its_ap
         loose.is_empty(),
         "no counter outside a namespace: {loose:?}"
     );
+    // What the wrapped script costs Redis (every EVALSHA on this Redis is a trusted script's).
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let evalsha = stats.lines().find(|l| l.starts_with("cmdstat_evalsha"));
+    eprintln!("trusted scripts on Redis: {evalsha:?}");
     let m = gw.metrics().await;
     assert!(
         !m.lines().any(|l| l.starts_with("wharf_host_calls_total")

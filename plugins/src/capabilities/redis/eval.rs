@@ -23,6 +23,11 @@ impl TenantRedis {
         command: &str,
         mut args: Vec<Vec<u8>>,
     ) -> Result<RedisValue, HostError> {
+        if self.trusted.is_empty() {
+            return Err(HostError::Denied(format!(
+                "{command}: this node trusts no Lua scripts ([redis] trusted_scripts)"
+            )));
+        }
         if args.len() < 2 {
             return Err(HostError::Invalid(format!(
                 "{command} needs a script and numkeys"

@@ -60,6 +60,11 @@ impl TrustedScripts {
         })
     }
 
+    /// No script is trusted: EVAL and EVALSHA are refused whatever they carry.
+    pub fn is_empty(&self) -> bool {
+        self.scripts.lock().is_empty()
+    }
+
     /// The wrapped script for the text a plugin sent with EVAL, if the operator approved it.
     pub(super) fn by_text(&self, text: &[u8]) -> Result<Arc<Wrapped>, HostError> {
         let sha = sha1_hex(text);

@@ -173,6 +173,10 @@ pub(super) fn link<T: ProxyHost>(linker: &mut Linker<T>) -> wasmtime::Result<()>
         M,
         "proxy_enqueue_shared_queue",
         |mut c: Caller<'_, T>, id: i32, vp: i32, vs: i32| {
+            // Refused before it is copied out of the guest.
+            if vs as u32 as usize > MAX_BYTES {
+                return Status::BadArgument as i32;
+            }
             let item = match memory::read(&mut c, vp, vs) {
                 Ok(v) => v,
                 Err(s) => return s as i32,
