@@ -204,6 +204,20 @@ mod tests {
         assert_eq!(b.admin_listen, "127.0.0.1:9080");
         assert!(toml::from_str::<Bootstrap>("lisen = \"x\"").is_err());
     }
+
+    #[test]
+    fn redis_is_a_url_or_a_section_with_trusted_scripts() {
+        let b: Bootstrap = toml::from_str("redis = \"redis://r:6379\"").unwrap();
+        assert_eq!(b.redis.url.as_deref(), Some("redis://r:6379"));
+        assert!(b.redis.trusted_scripts.is_empty());
+        let b: Bootstrap = toml::from_str(
+            "[redis]\nurl = \"redis://r\"\ntrusted_scripts = [\"/etc/wharf/rl.lua\"]",
+        )
+        .unwrap();
+        assert_eq!(b.redis.url.as_deref(), Some("redis://r"));
+        assert_eq!(b.redis.trusted_scripts, ["/etc/wharf/rl.lua"]);
+        assert!(toml::from_str::<Bootstrap>("[redis]\nurl = \"redis://r\"\nscripts = []").is_err());
+    }
 }
 
 /// Where the config lives; shared by `serve` and the store commands.

@@ -18,6 +18,7 @@ pub(crate) fn run(redis_url: String, bytes: Vec<u8>, iterations: usize) -> anyho
         let settings = CapabilitySettings {
             redis: RedisSettings {
                 url: Some(redis_url),
+                ..Default::default()
             },
             sql: SqlBackend::Disabled,
             ..Default::default()

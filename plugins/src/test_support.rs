@@ -240,7 +240,10 @@ pub fn capabilities(
     result_budget_bytes: u64,
 ) -> std::sync::Arc<crate::capabilities::Capabilities> {
     let settings = crate::capabilities::CapabilitySettings {
-        redis: crate::capabilities::redis::RedisSettings { url: redis_url },
+        redis: crate::capabilities::redis::RedisSettings {
+            url: redis_url,
+            ..Default::default()
+        },
         sql,
         ..Default::default()
     };

@@ -200,7 +200,7 @@ async fn sql_api_keys_on(kind: StoreKind, db: TenantDb) {
     };
     let seed = Capabilities::new(
         CapabilitySettings {
-            redis: RedisSettings { url: None },
+            redis: RedisSettings::default(),
             sql: sql_backend,
             ..Default::default()
         },
@@ -308,7 +308,7 @@ async fn host_call_held_past_the_deadline_fails_only_that_request() {
     let gw = Wharf::start_configured(&url, &format!("sql = \"{admin}\""), &[]).await;
     let seed = Capabilities::new(
         CapabilitySettings {
-            redis: RedisSettings { url: None },
+            redis: RedisSettings::default(),
             sql: SqlBackend::Postgres(admin.clone()),
             ..Default::default()
         },

@@ -35,6 +35,8 @@ mod proxy_wasm_calls;
 mod proxy_wasm_hostile;
 mod proxy_wasm_oci;
 mod proxy_wasm_oci_auth;
+mod proxy_wasm_queues;
+mod proxy_wasm_redis;
 mod proxy_wasm_serve;
 mod proxy_wasm_state;
 mod proxy_wasm_ticks;

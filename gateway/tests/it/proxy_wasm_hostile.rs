@@ -26,21 +26,29 @@ use crate::support::*;
 /// functions define `proxy_on_memory_allocate`), and helpers: `$report(name, len, value)` adds a
 /// request header with a number's decimal digits, `$has(name, len)` tells whether the request
 /// has a header. Host calls that return data use 700 (pointer) and 704 (size).
-struct Wat {
+pub(crate) struct Wat {
     data: RefCell<String>,
     next: RefCell<usize>,
+    imports: RefCell<String>,
 }
 
 impl Wat {
-    fn new() -> Wat {
+    pub(crate) fn new() -> Wat {
         Wat {
             data: RefCell::new(String::new()),
             next: RefCell::new(1024),
+            imports: RefCell::new(String::new()),
         }
     }
 
+    /// One more import (a WAT `(import …)` line) for the module's functions.
+    pub(crate) fn import(&self, line: &str) {
+        self.imports.borrow_mut().push_str(line);
+        self.imports.borrow_mut().push('\n');
+    }
+
     /// `text` placed in the module's memory, as the two operands `ptr len`.
-    fn s(&self, text: &str) -> String {
+    pub(crate) fn s(&self, text: &str) -> String {
         assert!(text
             .bytes()
             .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'));
@@ -54,7 +62,7 @@ impl Wat {
     }
 
     /// The module with `funcs` (exports and globals) and `pages` of memory.
-    fn module(&self, pages: u32, funcs: &str) -> Vec<u8> {
+    pub(crate) fn module(&self, pages: u32, funcs: &str) -> Vec<u8> {
         let alloc = if funcs.contains("\"proxy_on_memory_allocate\"") {
             ""
         } else {
@@ -76,6 +84,7 @@ impl Wat {
   (import "env" "proxy_set_property" (func $setprop (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  {imports}
   (memory (export "memory") {pages})
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "proxy_on_context_create") (param i32 i32))
@@ -96,7 +105,8 @@ impl Wat {
   {funcs}
   {data}
 )"#,
-            data = self.data.borrow()
+            data = self.data.borrow(),
+            imports = self.imports.borrow()
         );
         binary(&wat)
     }

@@ -2,9 +2,10 @@
 //! (prebuilt) counting in shared data with compare-and-swap (its local mode) limits each user of
 //! one tenant, and another tenant running the same bytes with the same configuration counts
 //! apart; its metrics go out under the tenant's label. With a `redis` section it sends its Lua
-//! script through Higress's Redis extension: the tenant's Redis allow-list refuses EVAL before
-//! anything reaches Redis (a tenant's script could block Redis for everyone), and the plugin
-//! does what it does on a Redis failure (it lets the request through).
+//! script through Higress's Redis extension: on a node whose operator has not approved that
+//! script (`[redis] trusted_scripts`, `proxy_wasm_redis.rs`) it is refused before anything
+//! reaches Redis (a tenant's script could block Redis for everyone), and the plugin does what it
+//! does on a Redis failure (it lets the request through).
 
 use serde_json::json;
 

@@ -84,6 +84,11 @@ pub struct HostContext {
     pub tick_period: Option<std::time::Duration>,
     /// The tenant's shared data and metrics on this node (`None`: not served, as in tools).
     pub shared: Option<std::sync::Arc<super::shared::TenantShared>>,
+    /// What wakes this VM's queue deliveries (`proxy_on_queue_ready`) when a queue it registered
+    /// gets an item; `None`: queues not served.
+    pub queue_owner: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// The module registered a queue in the callback in progress: the driver starts delivering.
+    pub queue_registered: bool,
 }
 
 fn map_key(m: MapType) -> u8 {

@@ -359,6 +359,7 @@ pub fn stub_remaining<T: ProxyHost>(
         if import.module() != "env"
             || SERVED.contains(&name)
             || super::shared::SERVED.contains(&name)
+            || super::shared::queues::SERVED.contains(&name)
         {
             continue;
         }

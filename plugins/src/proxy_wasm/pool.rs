@@ -23,6 +23,7 @@ use crate::state::PluginState;
 
 mod ops;
 mod outbound;
+mod queue;
 mod run;
 mod tick;
 
@@ -91,6 +92,10 @@ pub(crate) struct VmCell {
     health: Mutex<Health>,
     last_used: Mutex<Instant>,
     ticking: Mutex<tick::Ticking>,
+    /// Woken when a queue this VM registered gets an item (`queue.rs`).
+    queue_ready: Arc<tokio::sync::Notify>,
+    /// The generation whose queue deliveries run.
+    delivering: Mutex<Option<u64>>,
 }
 
 #[derive(Default)]
@@ -133,6 +138,8 @@ impl VmPool {
                     live: Arc::new(tokio::sync::Mutex::new(None)),
                     health: Mutex::new(Health::default()),
                     ticking: Mutex::new(tick::Ticking::default()),
+                    queue_ready: Arc::new(tokio::sync::Notify::new()),
+                    delivering: Mutex::new(None),
                     last_used: Mutex::new(Instant::now()),
                 })
             })

@@ -1,6 +1,6 @@
 //! What proxy-wasm modules share beyond one request: shared data (a key-value map with
-//! compare-and-swap, `proxy_get_shared_data` / `proxy_set_shared_data`) and metrics
-//! (`proxy_define_metric` and friends). Both are **per tenant**: every VM of a tenant on this
+//! compare-and-swap, `proxy_get_shared_data` / `proxy_set_shared_data`), shared queues
+//! (`queues.rs`) and metrics (`proxy_define_metric` and friends). Both are **per tenant**: every VM of a tenant on this
 //! node sees the same map and metrics, no other tenant's VM ever does (Envoy shares them per VM
 //! id; Wharf's isolation unit is the tenant). Both are bounded, so a module cannot make the node
 //! hold more than [`MAX_KEYS`] keys / [`MAX_BYTES`] bytes or [`MAX_METRICS`] metric series for
@@ -17,7 +17,9 @@ use super::abi::Status;
 use super::env::{code, ProxyHost};
 use super::memory;
 
-/// Keys one tenant's shared data may hold on a node.
+pub(super) mod queues;
+
+/// Keys one tenant's shared data may hold on a node (a queue and each item queued take one too).
 pub const MAX_KEYS: usize = 1024;
 /// Bytes (keys and values) one tenant's shared data may hold on a node.
 pub const MAX_BYTES: usize = 1 << 20;
@@ -35,7 +37,11 @@ pub struct TenantShared {
 #[derive(Default)]
 struct Data {
     entries: HashMap<Vec<u8>, (Vec<u8>, u32)>,
+    /// Keys and values, queue names and items.
     bytes: usize,
+    queues: Vec<queues::Queue>,
+    /// Queues and items queued: slots taken besides the entries.
+    queued: usize,
 }
 
 struct Metric {
@@ -87,7 +93,7 @@ impl TenantShared {
         }
         let freed = old.map_or(0, |(len, _)| len + key.len());
         let bytes = data.bytes - freed + key.len() + value.len();
-        if bytes > MAX_BYTES || (old.is_none() && data.entries.len() >= MAX_KEYS) {
+        if bytes > MAX_BYTES || (old.is_none() && data.entries.len() + data.queued >= MAX_KEYS) {
             return Err(Status::BadArgument);
         }
         let stamp = old.map_or(1, |(_, s)| s.wrapping_add(1).max(1));
@@ -138,9 +144,10 @@ impl TenantShared {
     }
 }
 
-/// Links shared data and metrics.
+/// Links shared data, queues and metrics.
 pub(super) fn link<T: ProxyHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     const M: &str = "env";
+    queues::link(linker)?;
     linker.func_wrap_async(
         M,
         "proxy_get_shared_data",

@@ -344,6 +344,21 @@ impl<T: ProxyHost> Vm<T> {
         Ok(())
     }
 
+    /// `proxy_on_queue_ready` on the root context: queue `queue` got items.
+    pub async fn queue_ready(&mut self, queue: u32) -> Result<(), VmError> {
+        if let Ok(f) = self
+            .instance()?
+            .get_typed_func::<(i32, i32), ()>(&mut self.store, "proxy_on_queue_ready")
+        {
+            self.store.data_mut().context().effective = ROOT;
+            f.call_async(&mut self.store, (ROOT as i32, queue as i32))
+                .await
+                .map_err(trap)?;
+        }
+        self.store.data_mut().context().calls.clear();
+        Ok(())
+    }
+
     /// The request is over: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
     pub async fn finish(&mut self, id: u32) -> Result<(), VmError> {
         if let Ok(done) = self

@@ -143,6 +143,62 @@ async fn redis_keys_are_namespaced_and_dangerous_commands_denied() {
     ));
 }
 
+/// A component's `command("EVAL", …)` takes the same path as a proxy-wasm module's
+/// `proxy_redis_call`: only the operator's trusted scripts, their keys in the caller's namespace.
+#[tokio::test]
+async fn redis_scripts_run_only_when_trusted_and_on_the_callers_keys() {
+    use wharf_plugins::capabilities::redis::{sha1_hex, RedisSettings};
+    let incr = "return redis.call('INCR', KEYS[1])";
+    let settings = wharf_plugins::capabilities::CapabilitySettings {
+        redis: RedisSettings {
+            url: Some(redis_url()),
+            trusted_scripts: vec![sha1_hex(incr.as_bytes())],
+        },
+        ..Default::default()
+    };
+    let metrics = Arc::new(wharf_metrics::Metrics::new());
+    let b = Capabilities::new(settings, metrics, DEFAULT_RESULT_BUDGET_BYTES).unwrap();
+    let (a_id, e_id) = (tenant_id("a"), tenant_id("evil"));
+    let (a, evil) = (
+        b.tenant(&a_id, &Quotas::default()),
+        b.tenant(&e_id, &Quotas::default()),
+    );
+    let (ra, re) = (
+        a.get::<Redis>().await.unwrap(),
+        evil.get::<Redis>().await.unwrap(),
+    );
+    let eval = |key: &str| vec![bulk(incr), bulk("1"), bulk(key)];
+    assert_eq!(
+        ra.command("EVAL", eval("n")).await.unwrap(),
+        RedisValue::Int(1)
+    );
+    assert_eq!(
+        ra.command("GET", vec![bulk("n")]).await.unwrap(),
+        RedisValue::Bulk(bulk("1")),
+        "the script's key is the plain command's"
+    );
+    let full = format!("{}n", wharf_plugins::capabilities::redis::key_prefix(&a_id));
+    assert_eq!(
+        re.command("EVAL", eval(&full)).await.unwrap(),
+        RedisValue::Int(1)
+    );
+    assert_eq!(
+        ra.command("GET", vec![bulk("n")]).await.unwrap(),
+        RedisValue::Bulk(bulk("1")),
+        "a's counter untouched"
+    );
+    match re
+        .command(
+            "EVAL",
+            vec![bulk("return redis.call('FLUSHALL')"), bulk("0")],
+        )
+        .await
+    {
+        Err(HostError::Denied(m)) => assert!(m.contains("trusted_scripts"), "{m}"),
+        other => panic!("an untrusted script must be denied, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn redis_quotas_rate_and_reply_size() {
     let b = backends(SqlBackend::Disabled);

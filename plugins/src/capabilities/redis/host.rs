@@ -2,9 +2,12 @@
 //! `wharf:plugin/redis` binding: a plugin's command goes to its tenant's [`super::TenantRedis`]
 //! off the plugin CPU, counted and traced as a host call.
 
+use std::sync::Arc;
+
 use wasmtime::component::{HasSelf, Linker};
 use wharf_tenancy::{Quotas, RedisQuotas};
 
+use super::trusted::TrustedScripts;
 use super::TenantRedis;
 use crate::bindings::wharf::plugin::redis::{add_to_linker, Host, RedisValue};
 use crate::bindings::wharf::plugin::types::HostError as WitError;
@@ -13,17 +16,52 @@ use crate::capabilities::{
 };
 use crate::state::{off_cpu, PluginState};
 
-/// Where the fleet's Redis is: `redis = "redis://…"` in the bootstrap file; unset, plugins'
-/// Redis calls get `backend-unavailable`.
+/// Where the fleet's Redis is: `redis = "redis://…"` in the bootstrap file, or a `[redis]`
+/// section with `url` and the operator's `trusted_scripts` (Lua scripts tenants may run with
+/// EVAL/EVALSHA: files, or their SHA1s); unset, plugins' Redis calls get `backend-unavailable`.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(transparent)]
+#[serde(from = "RawSettings")]
 pub struct RedisSettings {
     pub url: Option<String>,
+    pub trusted_scripts: Vec<String>,
 }
 
-/// The capability: one Redis for the node, a pool and key namespace per tenant.
+/// The two shapes the bootstrap file may give.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum RawSettings {
+    Url(String),
+    Section(Section),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Section {
+    url: Option<String>,
+    #[serde(default)]
+    trusted_scripts: Vec<String>,
+}
+
+impl From<RawSettings> for RedisSettings {
+    fn from(raw: RawSettings) -> Self {
+        match raw {
+            RawSettings::Url(url) => RedisSettings {
+                url: Some(url),
+                trusted_scripts: Vec::new(),
+            },
+            RawSettings::Section(s) => RedisSettings {
+                url: s.url,
+                trusted_scripts: s.trusted_scripts,
+            },
+        }
+    }
+}
+
+/// The capability: one Redis for the node, a pool and key namespace per tenant, and the
+/// scripts the operator trusts.
 pub struct Redis {
     url: Option<String>,
+    trusted: Arc<TrustedScripts>,
 }
 
 impl Capability for Redis {
@@ -34,7 +72,15 @@ impl Capability for Redis {
     type InstanceState = ();
 
     fn new(settings: RedisSettings, _: &NodeContext) -> Result<Self, SettingsError> {
-        Ok(Redis { url: settings.url })
+        let trusted =
+            TrustedScripts::load(&settings.trusted_scripts).map_err(|reason| SettingsError {
+                capability: Self::NAME,
+                reason: format!("trusted_scripts: {reason}"),
+            })?;
+        Ok(Redis {
+            url: settings.url,
+            trusted: Arc::new(trusted),
+        })
     }
 
     fn link(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
@@ -55,6 +101,7 @@ impl Capability for Redis {
             ctx.all_quotas,
             ctx.metrics().clone(),
             ctx.results().clone(),
+            self.trusted.clone(),
         )?;
         // Best effort: with Redis down the pool is kept, and calls report the outage.
         if let Err(e) = redis.warm().await {

@@ -4,7 +4,11 @@
 
 mod host;
 pub use host::{Redis, RedisSettings};
+mod eval;
+mod reply;
 mod script;
+mod trusted;
+pub use trusted::{sha1_hex, TrustedScripts};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +20,7 @@ use wharf_metrics::Metrics;
 use super::quota::{reject, CallThrottle, ResultBudget};
 use super::HostError;
 pub use crate::bindings::wharf::plugin::redis::{RedisScalar, RedisValue};
+use reply::convert;
 use script::{class_of, SCRIPT};
 use wharf_tenancy::{Quotas, RedisQuotas};
 
@@ -30,7 +35,8 @@ enum Keys {
     Alternate,
 }
 
-/// The allow-list. Everything else is denied: KEYS, SCAN, EVAL*, FUNCTION, SCRIPT, SELECT, FLUSH*,
+/// The allow-list. EVAL and EVALSHA run only the operator's trusted scripts (`trusted.rs`).
+/// Everything else is denied: KEYS, SCAN, EVAL_RO, FUNCTION, SCRIPT, SELECT, FLUSH*,
 /// CONFIG, CLIENT, DEBUG, MONITOR, SUBSCRIBE, MIGRATE, MOVE, OBJECT, SORT, COPY, WAIT, …
 const COMMANDS: &[(&str, Keys)] = &[
     ("PING", Keys::None),
@@ -139,6 +145,7 @@ pub struct TenantRedis {
     usage_key: String,
     budget: ResultBudget,
     metrics: Arc<Metrics>,
+    trusted: Arc<TrustedScripts>,
 }
 
 /// A tenant's key namespace. Tenants live under `wharf:t:`, Wharf's own keys under `wharf:sys:`:
@@ -216,6 +223,7 @@ impl TenantRedis {
         q: &Quotas,
         metrics: Arc<Metrics>,
         budget: ResultBudget,
+        trusted: Arc<TrustedScripts>,
     ) -> Result<TenantRedis, HostError> {
         let wait = Duration::from_millis(q.pools.wait_ms);
         let pool = Config::from_url(url)
@@ -250,12 +258,16 @@ impl TenantRedis {
             usage_key: usage_key(tenant),
             budget,
             metrics,
+            trusted,
         })
     }
 
     /// Runs one allow-listed command inside the tenant's namespace.
     pub async fn command(&self, name: &str, args: Vec<Vec<u8>>) -> Result<RedisValue, HostError> {
         let upper = name.to_ascii_uppercase();
+        if upper == "EVAL" || upper == "EVALSHA" {
+            return self.eval(&upper, args).await;
+        }
         let keys = COMMANDS
             .iter()
             .find(|(c, _)| *c == upper)
@@ -274,15 +286,6 @@ impl TenantRedis {
         let class = class_of(&upper);
         self.rate.check()?;
         let _reserved = self.budget.reserve(&self.tenant, self.max_reply)?;
-
-        let waited = Instant::now();
-        let conn = self.pool.get().await;
-        self.metrics
-            .pool_wait
-            .with_label_values(&[&*self.metrics.tenant(&self.tenant), "redis"])
-            .observe(waited.elapsed().as_secs_f64());
-        let mut conn = conn.map_err(|e| self.pool_error(e))?;
-        self.update_pool_gauges();
         // EVAL (Redis caches the compiled script by its digest).
         let mut call = redis::cmd("EVAL");
         call.arg(SCRIPT)
@@ -298,21 +301,37 @@ impl TenantRedis {
         for a in &args {
             call.arg(&a[..]);
         }
+        let value = self.query(&call).await?.map_err(|e| self.script_error(e))?;
+        convert(value)
+    }
+
+    /// Sends `call` on one of the tenant's connections: the connection's and the time's
+    /// failures, or Redis's answer (a server error included).
+    async fn query(
+        &self,
+        call: &redis::Cmd,
+    ) -> Result<Result<Value, redis::RedisError>, HostError> {
+        let waited = Instant::now();
+        let conn = self.pool.get().await;
+        self.metrics
+            .pool_wait
+            .with_label_values(&[&*self.metrics.tenant(&self.tenant), "redis"])
+            .observe(waited.elapsed().as_secs_f64());
+        let mut conn = conn.map_err(|e| self.pool_error(e))?;
+        self.update_pool_gauges();
         let result =
             tokio::time::timeout(COMMAND_TIMEOUT, call.query_async::<Value>(&mut conn)).await;
         drop(conn);
         self.update_pool_gauges();
-        let value = match result {
-            Err(_) => return Err(HostError::Timeout),
+        match result {
+            Err(_) => Err(HostError::Timeout),
             Ok(Err(e))
                 if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() =>
             {
-                return Err(HostError::BackendUnavailable)
+                Err(HostError::BackendUnavailable)
             }
-            Ok(Err(e)) => return Err(self.script_error(e)),
-            Ok(Ok(v)) => v,
-        };
-        convert(value)
+            Ok(r) => Ok(r),
+        }
     }
 
     /// The script's own refusals are quotas; anything else is the command's error.
@@ -401,37 +420,4 @@ impl TenantRedis {
             .with_label_values(&[&tenant, "redis", "idle"])
             .set(s.available as i64);
     }
-}
-
-/// A Redis reply as the WIT value a plugin receives: scalars, or one level of array.
-fn convert(v: Value) -> Result<RedisValue, HostError> {
-    Ok(match v {
-        Value::Array(items) | Value::Set(items) => {
-            RedisValue::Array(items.into_iter().map(scalar).collect::<Result<_, _>>()?)
-        }
-        other => match scalar(other)? {
-            RedisScalar::Nil => RedisValue::Nil,
-            RedisScalar::Status(s) => RedisValue::Status(s),
-            RedisScalar::Int(i) => RedisValue::Int(i),
-            RedisScalar::Bulk(b) => RedisValue::Bulk(b),
-        },
-    })
-}
-
-fn scalar(v: Value) -> Result<RedisScalar, HostError> {
-    Ok(match v {
-        Value::Nil => RedisScalar::Nil,
-        Value::Int(i) => RedisScalar::Int(i),
-        Value::BulkString(b) => RedisScalar::Bulk(b),
-        Value::SimpleString(s) => RedisScalar::Status(s),
-        Value::Okay => RedisScalar::Status("OK".into()),
-        Value::Double(d) => RedisScalar::Bulk(d.to_string().into_bytes()),
-        Value::Boolean(b) => RedisScalar::Int(b as i64),
-        Value::ServerError(e) => return Err(HostError::Backend(format!("{e:?}"))),
-        other => {
-            return Err(HostError::Backend(format!(
-                "unsupported reply shape: {other:?}"
-            )))
-        }
-    })
 }

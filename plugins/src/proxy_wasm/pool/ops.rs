@@ -44,6 +44,10 @@ pub(crate) enum VmOp {
         id: u32,
     },
     Tick,
+    /// `proxy_on_queue_ready` for a queue the VM registered.
+    QueueReady {
+        queue: u32,
+    },
     /// The whole request (or response) body at the end of the stream.
     Body {
         id: u32,
@@ -61,6 +65,7 @@ pub(crate) enum VmDone {
         properties: Properties,
     },
     Finished,
+    /// A tick or a queue delivery.
     Ticked,
     Body {
         replaced: Option<Vec<u8>>,
@@ -160,6 +165,10 @@ impl Exec for LiveVm {
             }
             VmOp::Tick => {
                 vm.tick().await.map_err(wasm_error)?;
+                VmDone::Ticked
+            }
+            VmOp::QueueReady { queue } => {
+                vm.queue_ready(queue).await.map_err(wasm_error)?;
                 VmDone::Ticked
             }
             VmOp::Finish { id } => {

@@ -325,16 +325,17 @@ impl ProxyStream {
         let run = async move {
             let (mut live, result, used) = call::run(live, op, budget, quotas).await;
             let fuel_left = live.vm.store.get_fuel().unwrap_or(0);
-            let ticks = (live.vm.store.data_mut().context().tick_period)
-                .map(|period| (live.generation, period));
+            let ctx = live.vm.store.data_mut().context();
+            let ticks = ctx.tick_period.map(|period| (live.generation, period));
+            let queues = std::mem::take(&mut ctx.queue_registered).then_some(live.generation);
             if result.is_ok() {
                 *held = Some(live);
             }
             drop(held);
-            (result, used, fuel_left, ticks)
+            (result, used, fuel_left, ticks, queues)
         };
         let finished = call::on_plugin_threads(&self.runtime.executor_handle(), run).await;
-        let (result, used, fuel_left, ticks) = match finished {
+        let (result, used, fuel_left, ticks, queues) = match finished {
             Ok(done) => done,
             Err(e) => (
                 Err(Failure::Trap(format!(
@@ -343,10 +344,15 @@ impl ProxyStream {
                 Duration::ZERO,
                 0,
                 None,
+                None,
             ),
         };
         if let (Ok(_), Some((generation, period))) = (&result, ticks) {
             self.cell.tick(&self.runtime, generation, period, &self.who);
+        }
+        if let (Ok(_), Some(generation)) = (&result, queues) {
+            self.cell
+                .deliver_queues(&self.runtime, generation, &self.who);
         }
         self.remaining = self.remaining.saturating_sub(used);
         self.fuel_left = fuel_left;

@@ -60,7 +60,9 @@ async fn ticks(cell: Weak<VmCell>, runtime: Arc<PluginRuntime>, generation: u64,
         let Some(cell) = cell.upgrade() else {
             return;
         };
-        if !tick_once(&cell, &runtime, generation, &who).await {
+        let ran = background(&cell, &runtime, generation, &who, VmOp::Tick, "on_tick").await;
+        // Busy with requests for the whole queueing cap: this tick is skipped.
+        if ran == Ran::Gone {
             let mut ticking = cell.ticking.lock();
             if ticking.generation == Some(generation) {
                 ticking.generation = None;
@@ -70,25 +72,37 @@ async fn ticks(cell: Weak<VmCell>, runtime: Arc<PluginRuntime>, generation: u64,
     }
 }
 
-/// One tick; false when the VM is gone (replaced, dropped, or this tick failed).
-async fn tick_once(
+/// What became of a callback of the VM's own.
+#[derive(PartialEq, Eq)]
+pub(super) enum Ran {
+    Done,
+    /// The VM stayed busy with requests for the whole queueing cap: not called.
+    Busy,
+    /// The VM is gone (replaced, dropped, or this callback failed).
+    Gone,
+}
+
+/// One callback of the VM's own (a tick, a queue delivery: `function`), charged to the tenant
+/// like a request's.
+pub(super) async fn background(
     cell: &Arc<VmCell>,
     runtime: &Arc<PluginRuntime>,
     generation: u64,
     who: &Who,
-) -> bool {
+    op: VmOp,
+    function: &'static str,
+) -> Ran {
     let Ok(mut held) =
         tokio::time::timeout(runtime.queue_cap(), cell.live.clone().lock_owned()).await
     else {
-        // Busy with requests for the whole queueing cap: skip this tick.
-        return true;
+        return Ran::Busy;
     };
     let Some(mut live) = held.take() else {
-        return false;
+        return Ran::Gone;
     };
     if live.generation != generation {
         *held = Some(live);
-        return false;
+        return Ran::Gone;
     }
     {
         let data = live.vm.store.data_mut();
@@ -97,13 +111,13 @@ async fn tick_once(
     }
     if live.vm.store.set_fuel(who.quotas.fuel).is_err() {
         *held = Some(live);
-        return false;
+        return Ran::Gone;
     }
     let started = Instant::now();
     let budget = Duration::from_millis(who.quotas.deadline_ms);
     let quotas = who.quotas;
     let run = async move {
-        let (live, result, _) = call::run(live, VmOp::Tick, budget, quotas).await;
+        let (live, result, _) = call::run(live, op, budget, quotas).await;
         let ok = matches!(result, Ok(VmDone::Ticked));
         if ok {
             *held = Some(live);
@@ -117,13 +131,13 @@ async fn tick_once(
     };
     let result = result.map_err(|f| crate::error::PluginError::new(who.plugin.as_ref(), f));
     let who_labels = (&*who.tenant, &*who.plugin);
-    call::record(runtime.metrics(), who_labels, "on_tick", started, &result);
+    call::record(runtime.metrics(), who_labels, function, started, &result);
     match result {
-        Ok(()) => true,
+        Ok(()) => Ran::Done,
         Err(failure) => {
-            tracing::warn!(tenant = %who.tenant, "proxy-wasm tick failed, VM dropped: {failure}");
+            tracing::warn!(tenant = %who.tenant, "proxy-wasm {function} failed, VM dropped: {failure}");
             cell.failed();
-            false
+            Ran::Gone
         }
     }
 }

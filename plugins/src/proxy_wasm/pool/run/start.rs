@@ -36,8 +36,9 @@ impl ProxyStream {
             .await?;
         let mut store = self.runtime.store(self.who.invocation(), slot)?;
         let metrics = self.runtime.metrics().clone();
-        store.data_mut().context().shared =
-            Some(self.runtime.vms().shared(&self.who.tenant, &metrics));
+        let ctx = store.data_mut().context();
+        ctx.shared = Some(self.runtime.vms().shared(&self.who.tenant, &metrics));
+        ctx.queue_owner = Some(self.cell.queue_ready.clone());
         metrics.plugin_vms.inc();
         if restart {
             metrics
