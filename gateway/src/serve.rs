@@ -42,6 +42,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(l) = args.admin_listen {
         boot.admin_listen = l;
     }
+    if boot.acme.challenge == crate::acme::ChallengeKind::TlsAlpn01 && boot.tls_listen.is_none() {
+        anyhow::bail!(
+            "[acme] challenge = \"tls-alpn-01\" is answered on the TLS listener: set tls_listen"
+        );
+    }
     // Before the store opens: a data dir an older version left open is closed first.
     crate::private_files::make_private(&boot.data_dir)
         .with_context(|| format!("cannot make data dir {} private", boot.data_dir.display()))?;
@@ -277,11 +282,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             acme_orders_per_hour: boot.acme.orders_per_hour,
         },
     };
-    if boot.acme.challenge == crate::acme::ChallengeKind::TlsAlpn01 && boot.tls_listen.is_none() {
-        anyhow::bail!(
-            "[acme] challenge = \"tls-alpn-01\" is answered on the TLS listener: set tls_listen"
-        );
-    }
     let acme_worker = crate::acme::worker::AcmeWorker::new(
         &boot.acme,
         sealer.clone(),

@@ -13,7 +13,7 @@ use crate::support::api::{Api, OP};
 use crate::support::dns::Dns;
 use crate::support::pebble::Pebble;
 use crate::support::tls::create_tenant;
-use crate::support::{free_addr, fresh_store, route, StoreKind, Upstream, Wharf};
+use crate::support::{free_addr, fresh_store, route, run_wharf, StoreKind, Upstream, Wharf};
 
 /// `openssl s_client` to `addr` for `sni` offering `alpn`, `input` written after the handshake:
 /// its output (stdout and stderr).
@@ -207,4 +207,37 @@ async fn acme_tls_hellos_get_a_challenge_certificate_only_for_a_waiting_order() 
         metrics.contains("wharf_tls_handshakes_total{outcome=\"refused\",tenant=\"rival\"}"),
         "{metrics}"
     );
+}
+
+#[test]
+fn an_unknown_challenge_or_tls_alpn_01_without_a_tls_listener_is_refused_at_start() {
+    let dir = std::env::temp_dir().join(format!("wharf-alpn-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("wharf.toml");
+    let data = dir.join("data");
+    for (toml, says) in [
+        (
+            "[acme]\nchallenge = \"dns-01\"\n",
+            "unknown variant `dns-01`",
+        ),
+        ("[acme]\nchallenge = \"tls-alpn-01\"\n", "set tls_listen"),
+    ] {
+        std::fs::write(&config, toml).unwrap();
+        let (ok, out) = run_wharf(
+            &[
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                &free_addr().to_string(),
+                "--admin-listen",
+                &free_addr().to_string(),
+            ],
+            &[],
+        );
+        assert!(!ok && out.contains(says), "{toml}: {out}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
