@@ -1,4 +1,4 @@
-// Wharf console: a tenant's hostnames, routes, plugins, certificates, usage and audit trail, and
+// Wharf console: a tenant's hostnames (and their certificates over ACME), routes, plugins, certificates, usage and audit trail, and
 // the operator's tenants, quotas, keys and audit log, all through the same /v1 API (the console
 // never shows what the API would refuse). The token lives in sessionStorage only. Every value
 // from the API is inserted as text, never as HTML.
@@ -338,12 +338,35 @@ function attachForm(tenant, routes, plugins) {
     h("button", { type: "submit" }, "Attach"));
 }
 
+// Each hostname with its certificate over ACME: state, expiry, next order, the CA's last error,
+// and a switch (exact names only: a wildcard cannot be validated over HTTP-01 or TLS-ALPN-01).
+function hostnamesSection(tenant, hostnames, acme) {
+  const byHost = Object.fromEntries(acme.map((a) => [a.hostname, a]));
+  const path = (n) => `/v1/tenants/${enc(tenant)}/acme/${enc(n)}`;
+  const rows = hostnames.map((n) => {
+    const a = byHost[n];
+    const toggle = n.startsWith("*.") ? "upload a certificate" : a
+      ? h("button", { class: "danger", type: "button", onclick: () => act(() => api("DELETE", path(n)), `ACME off for ${n}.`) }, "Turn ACME off")
+      : h("button", { class: "secondary", type: "button", onclick: () => act(() => api("PUT", path(n)), `ACME on for ${n}: a certificate is being ordered.`) }, "Turn ACME on");
+    return h("tr", { "data-hostname": n }, h("td", {}, h("code", {}, n)),
+      h("td", { class: "acme-state" }, a ? a.state : "off"),
+      h("td", {}, a && a.not_after_ms ? time(a.not_after_ms) : "—"),
+      h("td", {}, a ? time(a.next_attempt_ms) : "—"),
+      h("td", { class: "acme-error" }, a && a.last_error ? a.last_error : "—"),
+      h("td", {}, toggle));
+  });
+  return h("section", { id: "hostnames" }, h("h2", {}, "Hostnames"),
+    h("table", {}, h("thead", {}, h("tr", {}, ["Hostname", "Certificate over ACME", "Expires", "Next order", "Last error", ""].map((c) => h("th", {}, c)))),
+      h("tbody", {}, rows)));
+}
+
 async function tenantView(tenant) {
   const t = await api("GET", `/v1/tenants/${enc(tenant)}`);
   const { routes } = await api("GET", `/v1/tenants/${enc(tenant)}/routes`);
   const { plugins } = await api("GET", `/v1/tenants/${enc(tenant)}/plugins`);
   const { certificates } = await api("GET", `/v1/tenants/${enc(tenant)}/certificates`);
   const { entries } = await api("GET", `/v1/tenants/${enc(tenant)}/audit?limit=50`);
+  const { hostnames: acme } = await api("GET", `/v1/tenants/${enc(tenant)}/acme`);
   const byName = {};
   for (const p of plugins) (byName[p.name] = byName[p.name] || []).push(p);
 
@@ -377,8 +400,7 @@ async function tenantView(tenant) {
 
   return [
     h("h1", {}, `${t.display_name} (${t.id})`),
-    h("section", { id: "hostnames" }, h("h2", {}, "Hostnames"),
-      h("ul", {}, t.hostnames.map((n) => h("li", {}, h("code", {}, n))))),
+    hostnamesSection(tenant, t.hostnames, acme),
     h("section", { id: "routes" }, h("h2", {}, "Routes"),
       h("table", {}, h("thead", {}, h("tr", {}, ["Id", "Prefix", "Methods", "Targets", "Plugin chain", ""].map((c) => h("th", {}, c)))),
         h("tbody", {}, routeRows)),
@@ -490,9 +512,14 @@ async function route() {
     if ((m = hash.match(/^#\/tenant\/([^/]+)$/))) {
       const tenant = decodeURIComponent(m[1]);
       main.replaceChildren(...(await tenantView(tenant)));
+      // Usage and the hostnames' ACME orders change on their own: the rest of the page stays put.
       refresh = setInterval(async () => {
         const old = document.getElementById("usage");
         if (old) old.replaceWith(await usageSection(tenant).catch(() => old));
+        const names = document.getElementById("hostnames");
+        if (names) names.replaceWith(await Promise.all([api("GET", `/v1/tenants/${enc(tenant)}`),
+          api("GET", `/v1/tenants/${enc(tenant)}/acme`)])
+          .then(([t, a]) => hostnamesSection(tenant, t.hostnames, a.hostnames)).catch(() => names));
       }, 3000);
     } else if ((m = hash.match(/^#\/tenant\/([^/]+)\/route\/([^/]+)$/))) {
       const path = `/v1/tenants/${m[1]}/routes/${m[2]}`;

@@ -123,16 +123,19 @@ impl ConnectionFilter for ConnectionThrottle {
 }
 
 /// The proxy application, with the connections each client address holds open counted: one
-/// over `max` is closed before it is served (after the TLS handshake, which the rate budget
-/// above bounds).
+/// over `max` is closed before it is served (and before its TLS handshake, on the TLS
+/// listener).
 pub struct PerAddress<A> {
     inner: Arc<A>,
     max: u32,
     /// Each connection's request heads must be complete within this (zero: untimed).
     head_timeout: std::time::Duration,
     unlimited: Vec<IpNet>,
-    open: Mutex<HashMap<String, u32>>,
+    /// Shared by the plain and the TLS listener's apps: one budget per address.
+    open: Arc<Mutex<HashMap<String, u32>>>,
     metrics: Arc<Metrics>,
+    /// The TLS listener's: each connection is handshaken before it is served.
+    tls: Option<Arc<crate::tls::terminate::TlsTerminator>>,
 }
 
 /// One open connection of an address; released when the connection ends.
@@ -149,9 +152,23 @@ impl<A> PerAddress<A> {
             max: l.max_connections_per_address,
             head_timeout: std::time::Duration::from_secs(l.request_head_timeout_seconds),
             unlimited: parse_ranges(&l.unlimited)?,
-            open: Mutex::new(HashMap::new()),
+            open: Arc::new(Mutex::new(HashMap::new())),
             metrics,
+            tls: None,
         })
+    }
+
+    /// The same app and per-address budget for the TLS listener, terminating TLS with `tls`.
+    pub fn with_tls(&self, tls: crate::tls::terminate::TlsTerminator) -> Self {
+        PerAddress {
+            inner: self.inner.clone(),
+            max: self.max,
+            head_timeout: self.head_timeout,
+            unlimited: self.unlimited.clone(),
+            open: self.open.clone(),
+            metrics: self.metrics.clone(),
+            tls: Some(Arc::new(tls)),
+        }
     }
 
     /// A hold on one of `ip`'s connections; `Err(())` when it already holds `max`.
@@ -202,6 +219,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for PerAddress<A> {
             }
             Some(Ok(held)) => held,
             None => None,
+        };
+        let session = match &self.tls {
+            Some(tls) => tls.accept(session).await?,
+            None => session,
         };
         let session = crate::head_deadline::wrap(session, self.head_timeout);
         let reused = self.inner.process_new(session, shutdown).await;

@@ -42,6 +42,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(l) = args.admin_listen {
         boot.admin_listen = l;
     }
+    if boot.acme.challenge == crate::acme::ChallengeKind::TlsAlpn01 && boot.tls_listen.is_none() {
+        anyhow::bail!(
+            "[acme] challenge = \"tls-alpn-01\" is answered on the TLS listener: set tls_listen"
+        );
+    }
     // Before the store opens: a data dir an older version left open is closed first.
     crate::private_files::make_private(&boot.data_dir)
         .with_context(|| format!("cannot make data dir {} private", boot.data_dir.display()))?;
@@ -206,19 +211,30 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     ));
     app.server_options = Some(options);
     let app = crate::clients::PerAddress::new(app, &boot.clients, metrics.clone())?;
-    let mut proxy = Service::new("wharf proxy".to_string(), app);
-    if let Some(budget) = crate::clients::ConnectionThrottle::new(&boot.clients, metrics.clone())? {
-        proxy.set_connection_filter(Arc::new(budget));
-    }
-    proxy.add_tcp(&boot.listen);
+    let budget =
+        crate::clients::ConnectionThrottle::new(&boot.clients, metrics.clone())?.map(Arc::new);
+    // HTTPS is a TCP listener of its own service whose app terminates TLS itself (tls/
+    // terminate.rs: ALPN acme-tls/1 for TLS-ALPN-01), sharing the proxy and its budgets.
     if let Some(addr) = &boot.tls_listen {
         let resolver = Arc::new(SniResolver {
             certs: live.clone(),
+            challenges: challenges.clone(),
             default: crate::tls::default_certificate(&boot.tls)?,
             metrics: metrics.clone(),
         });
-        proxy.add_tls_with_settings(addr, None, crate::tls::listener_settings(resolver)?);
+        let tls = app.with_tls(crate::tls::terminate::TlsTerminator::new(resolver)?);
+        let mut https = Service::new("wharf proxy (TLS)".to_string(), tls);
+        if let Some(budget) = &budget {
+            https.set_connection_filter(budget.clone());
+        }
+        https.add_tcp(addr);
+        server.add_service(https);
     }
+    let mut proxy = Service::new("wharf proxy".to_string(), app);
+    if let Some(budget) = budget {
+        proxy.set_connection_filter(budget);
+    }
+    proxy.add_tcp(&boot.listen);
     server.add_service(proxy);
     let store_cell = Arc::new(tokio::sync::OnceCell::new());
     let store_up = Arc::new(AtomicBool::new(true));
@@ -297,7 +313,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
 
     if let Some(addr) = &boot.tls_listen {
-        eprintln!("wharf: HTTPS (tenants' certificates by SNI, h2 and http/1.1) on {addr}");
+        eprintln!("wharf: HTTPS (tenants' certificates by SNI, h2 and http/1.1; acme-tls/1 for TLS-ALPN-01) on {addr}");
     }
     eprintln!(
         "wharf: proxy on http://{}, admin and /metrics on http://{}, config version {} from {}",

@@ -23,8 +23,8 @@ pub use quotas::{
     RateScope, RedisQuotas, RequestQuotas, SqlQuotas, StorageQuotas,
 };
 pub use store::{
-    AcmeHostname, AcmeState, ApiKeyInfo, AuditEntry, AuditRetention, ConfigDelta, ConfigSnapshot,
-    NodeReport, Store,
+    AcmeChallenge, AcmeHostname, AcmeState, ApiKeyInfo, AuditEntry, AuditRetention, ConfigDelta,
+    ConfigSnapshot, NodeReport, Store,
 };
 #[cfg(feature = "test-util")]
 pub mod test_support;

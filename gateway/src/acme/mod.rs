@@ -4,15 +4,16 @@
 //! A tenant asks for one per exact hostname it owns (`api/acme.rs`); the row in the store
 //! (`tenancy/src/store/acme.rs`) is the order's state. Every node runs a [`worker`]: it takes
 //! the due orders whose lease is free (one node orders a name, however many run), orders at the
-//! CA ([`order`], through the fleet's one account, [`client`]), publishes each HTTP-01 answer in
-//! the store so that whichever node the CA reaches answers it ([`challenges`], served by the
-//! proxy before routing), and stores the chain with its key sealed by the key-encryption key.
+//! CA ([`order`], through the fleet's one account, [`client`]), publishes each challenge's
+//! answer in the store so that whichever node the CA reaches answers it ([`challenges`]: HTTP-01
+//! by the proxy before routing, TLS-ALPN-01 by the TLS listener's certificate resolver), and stores the chain with its key sealed by the key-encryption key.
 //! That write is a config change: every node serves the certificate on its next apply, after
 //! the tenant's uploads (which win).
 
 pub mod challenges;
 mod client;
 mod order;
+mod tls_alpn;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -30,6 +31,9 @@ pub struct AcmeSettings {
     /// PEM file of the CA certificates the directory's HTTPS is checked against (a private CA,
     /// such as pebble in tests); unset: the system's bundle.
     pub ca_bundle: Option<PathBuf>,
+    /// The challenge offered to the CA: `http-01` (the plain listener must be reachable on
+    /// port 80) or `tls-alpn-01` (the TLS listener on port 443; needs `tls_listen`).
+    pub challenge: ChallengeKind,
     /// The account's contacts (`mailto:ops@example.com`), where the CA sends expiry notices.
     pub contact: Vec<String>,
     /// The operator's default: every exact hostname of every tenant gets a certificate
@@ -59,6 +63,7 @@ impl Default for AcmeSettings {
         AcmeSettings {
             directory_url: None,
             ca_bundle: None,
+            challenge: ChallengeKind::Http01,
             contact: Vec::new(),
             place_orders: true,
             all_hostnames: false,
@@ -68,6 +73,25 @@ impl Default for AcmeSettings {
             max_concurrent_orders: 4,
             retry_min_seconds: 60,
             retry_max_seconds: 6 * 3600,
+        }
+    }
+}
+
+/// Which challenge an order answers (RFC 8555 §8.3, RFC 8737).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ChallengeKind {
+    #[serde(rename = "http-01")]
+    Http01,
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+impl ChallengeKind {
+    /// As the store and the operator name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChallengeKind::Http01 => challenges::HTTP_01,
+            ChallengeKind::TlsAlpn01 => challenges::TLS_ALPN_01,
         }
     }
 }

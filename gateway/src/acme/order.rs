@@ -1,5 +1,6 @@
-//! One order for one hostname (RFC 8555 §7.4): new order, an HTTP-01 answer per pending
-//! authorization published in the store (and this node's memory), the CA told to validate,
+//! One order for one hostname (RFC 8555 §7.4): new order, an answer to the operator's chosen
+//! challenge (HTTP-01 or TLS-ALPN-01) per pending authorization published in the store (and
+//! this node's memory), the CA told to validate,
 //! then finalize with a fresh key and download the chain. The answers are withdrawn however
 //! the order ends.
 
@@ -12,6 +13,7 @@ use wharf_tenancy::store::now_ms;
 use wharf_tenancy::Store;
 
 use super::challenges::Challenges;
+use super::ChallengeKind;
 
 /// How long a published answer stays valid at most (an order takes seconds; a crashed node's
 /// answer must not linger).
@@ -28,8 +30,8 @@ pub(super) enum OrderError {
     /// The CA's own words (a problem document), e.g. why validation failed.
     #[error("{0}")]
     Acme(#[from] instant_acme::Error),
-    #[error("the CA offers no http-01 challenge for {0}")]
-    NoHttp01(String),
+    #[error("the CA offers no {kind} challenge for {host}")]
+    NoChallenge { kind: &'static str, host: String },
     #[error("validation of {host} failed: {detail}")]
     Invalid { host: String, detail: String },
     #[error("authorization for {host} is {status:?}")]
@@ -52,10 +54,20 @@ pub(super) async fn issue(
     store: &Store,
     challenges: &Challenges,
     host: &str,
+    kind: ChallengeKind,
     publish_wait: Duration,
 ) -> Result<Issued, OrderError> {
     let mut tokens = Vec::new();
-    let result = run(account, store, challenges, host, publish_wait, &mut tokens).await;
+    let result = run(
+        account,
+        store,
+        challenges,
+        host,
+        kind,
+        publish_wait,
+        &mut tokens,
+    )
+    .await;
     for token in tokens {
         challenges.remove(&token);
         if let Err(e) = store.delete_acme_challenge(&token).await {
@@ -71,9 +83,14 @@ async fn run(
     store: &Store,
     challenges: &Challenges,
     host: &str,
+    kind: ChallengeKind,
     publish_wait: Duration,
     tokens: &mut Vec<String>,
 ) -> Result<Issued, OrderError> {
+    let challenge_type = match kind {
+        ChallengeKind::Http01 => ChallengeType::Http01,
+        ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
+    };
     let ids = [Identifier::Dns(host.to_string())];
     let mut order = account.new_order(&NewOrder::new(&ids)).await?;
     let mut auths = order.authorizations();
@@ -90,15 +107,29 @@ async fn run(
                 })
             }
         }
-        let mut challenge = auth
-            .challenge(ChallengeType::Http01)
-            .ok_or_else(|| OrderError::NoHttp01(host.into()))?;
-        let token = challenge.token.clone();
-        let key_authorization = challenge.key_authorization().as_str().to_string();
+        let mut challenge =
+            auth.challenge(challenge_type.clone())
+                .ok_or_else(|| OrderError::NoChallenge {
+                    kind: kind.as_str(),
+                    host: host.into(),
+                })?;
+        let answer = wharf_tenancy::AcmeChallenge {
+            token: challenge.token.clone(),
+            hostname: host.into(),
+            key_authorization: challenge.key_authorization().as_str().to_string(),
+            kind: kind.as_str().into(),
+        };
+        let token = answer.token.clone();
         store
-            .put_acme_challenge(&token, host, &key_authorization, now_ms() + ANSWER_TTL_MS)
+            .put_acme_challenge(
+                &token,
+                host,
+                &answer.key_authorization,
+                &answer.kind,
+                now_ms() + ANSWER_TTL_MS,
+            )
             .await?;
-        challenges.insert(&token, host, &key_authorization);
+        challenges.insert(answer);
         tokens.push(token);
         // Every node reads the answers this often: the CA may reach any of them.
         tokio::time::sleep(publish_wait).await;

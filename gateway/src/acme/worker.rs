@@ -1,4 +1,4 @@
-//! Each node's ACME worker, on the control plane's runtime: it keeps the HTTP-01 answers in
+//! Each node's ACME worker, on the control plane's runtime: it keeps the challenge answers in
 //! memory fresh, and takes due orders (first certificates, retries, renewals) whose lease no
 //! other node holds. Orders are bounded per tenant and per fleet per hour (over a cap an order
 //! is postponed, not failed), run a few at a time per node, retry with exponential backoff and
@@ -33,6 +33,10 @@ const UPLOADED_RECHECK_MS: i64 = 24 * 3600 * 1000;
 /// An uploaded certificate expiring sooner than this no longer stops an order (the issued one
 /// is served only once the upload is gone or expired, but it is ready).
 const UPLOADED_MARGIN_MS: i64 = 14 * 24 * 3600 * 1000;
+
+/// What a tenant reads when the fleet's account cannot be used (the detail is logged).
+const ACCOUNT_UNAVAILABLE: &str =
+    "the fleet cannot reach its ACME CA or use its account now; retried later";
 
 /// With `all_hostnames`, new names are enrolled every this many checks.
 const ENROLL_EVERY_CHECKS: u32 = 10;
@@ -176,11 +180,17 @@ impl AcmeWorker {
                 store,
                 &self.challenges,
                 &h.hostname,
+                self.settings.challenge,
                 2 * self.refresh_every(),
             )
             .await
             .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+            // The fleet's side (its CA bundle, account, the directory's address): the operator's
+            // to read in the log, not the tenant's.
+            Err(e) => {
+                tracing::warn!(host = %h.hostname, "ACME account unavailable: {e}");
+                Err(ACCOUNT_UNAVAILABLE.to_string())
+            }
         };
         match issued.and_then(|i| self.seal(h, &i)) {
             Ok(cert) => self.issued(store, h, &cert).await,

@@ -26,8 +26,8 @@ pub(super) async fn list(
     }))
 }
 
-/// Orders a certificate for one of the tenant's exact hostnames (HTTP-01: the name must
-/// resolve to the fleet), then renews it. Over the tenant's `acme_orders_per_hour` or the
+/// Orders a certificate for one of the tenant's exact hostnames (the name must resolve to the
+/// fleet: HTTP-01 or TLS-ALPN-01, as the operator set), then renews it. Over the tenant's `acme_orders_per_hour` or the
 /// fleet's cap: 429, naming it.
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/acme/{hostname}", tag = "certificates",
     params(("tenant" = String, Path), ("hostname" = String, Path)),

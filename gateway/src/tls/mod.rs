@@ -1,13 +1,15 @@
 //! HTTPS for tenants' own hostnames: certificates uploaded through the admin API, validated
 //! ([`validate`]), their keys sealed at rest ([`seal`]), compiled into the routing table with
-//! their tenant, and chosen per handshake by SNI ([`resolver`]). rustls (through Pingora's
-//! rustls listener) because it lets a resolver pick the certificate per connection from the
-//! live table, in memory-safe code; TLS 1.2 and 1.3 only, rustls's AEAD-only cipher suites,
+//! their tenant, and chosen per handshake by SNI ([`resolver`]), each connection handshaken by
+//! [`terminate`] (Pingora's rustls stream; ALPN h2, http/1.1 and ACME's acme-tls/1). rustls
+//! because it lets a resolver pick the certificate per connection from the live table, in
+//! memory-safe code; TLS 1.2 and 1.3 only, rustls's AEAD-only cipher suites,
 //! stateful session resumption (rustls's in-memory session cache).
 
 pub mod ca;
 pub mod resolver;
 pub mod seal;
+pub mod terminate;
 pub mod upload;
 pub mod validate;
 
@@ -15,10 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use pingora_core::listeners::tls::TlsSettings;
 use rustls::sign::CertifiedKey;
 
-use resolver::{SniCapture, SniResolver};
 use seal::KeySealer;
 use serde::Deserialize;
 
@@ -33,15 +33,6 @@ pub struct TlsConfig {
     /// Seals tenants' private keys in the store: 64 hex characters, the same on every node
     /// (env WHARF_TLS_KEY_ENCRYPTION_KEY wins). Unset: generated into `data_dir` (one node).
     pub key_encryption_key: Option<String>,
-}
-
-/// The listener's settings: certificates from `resolver`, HTTP/2 and HTTP/1.1 by ALPN.
-pub fn listener_settings(resolver: Arc<SniResolver>) -> anyhow::Result<TlsSettings> {
-    let mut settings = TlsSettings::with_callbacks(Box::new(SniCapture))
-        .map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
-    settings.set_cert_resolver(resolver);
-    settings.enable_h2();
-    Ok(settings)
 }
 
 /// The operator's default certificate, for names no tenant has a certificate for.

@@ -2,6 +2,10 @@
 //! table, and only the tenant owning that name is asked for a certificate. Another tenant's
 //! certificate is never a candidate; a name nobody owns, or whose owner has no certificate for
 //! it, gets the operator's default certificate if one is configured, else no handshake.
+//!
+//! A ClientHello offering only ALPN `acme-tls/1` is an ACME CA validating a TLS-ALPN-01
+//! challenge (RFC 8737): it gets the challenge certificate of an order waiting for that name,
+//! else no handshake; never a served certificate (and `terminate.rs` never routes it).
 
 use std::any::Any;
 use std::sync::Arc;
@@ -109,8 +113,36 @@ pub trait CertificateLookup: Send + Sync {
     fn lookup(&self, sni: &str) -> Option<(Arc<str>, Option<Arc<CertifiedKey>>)>;
 }
 
+/// The TLS-ALPN-01 answers of the orders waiting (kept by `acme/`, which builds on this module).
+pub trait ChallengeCerts: Send + Sync {
+    /// The challenge certificate for server name `sni` if an order waits on it.
+    fn tls_alpn_certificate(&self, sni: &str) -> Option<Arc<CertifiedKey>>;
+}
+
+/// The ALPN protocol of TLS-ALPN-01 validation (RFC 8737 §6.2).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// Whether the hello is a TLS-ALPN-01 validation: it offers `acme-tls/1` and no HTTP protocol
+/// (so `acme-tls/1` is what the listener will negotiate; a hello offering HTTP too negotiates
+/// HTTP, the listener preferring it, and is served as any other).
+fn acme_validation(hello: &ClientHello<'_>) -> bool {
+    let Some(offered) = hello.alpn() else {
+        return false;
+    };
+    let mut acme = false;
+    for p in offered {
+        match p {
+            ACME_TLS_ALPN => acme = true,
+            b"h2" | b"http/1.1" | b"http/1.0" => return false,
+            _ => {}
+        }
+    }
+    acme
+}
+
 pub struct SniResolver {
     pub certs: Arc<dyn CertificateLookup>,
+    pub challenges: Arc<dyn ChallengeCerts>,
     pub default: Option<Arc<CertifiedKey>>,
     pub metrics: Arc<Metrics>,
 }
@@ -136,6 +168,22 @@ impl SniResolver {
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let sni = hello.server_name().map(str::to_ascii_lowercase);
+        if acme_validation(&hello) {
+            let cert = sni
+                .as_deref()
+                .and_then(|n| self.challenges.tls_alpn_certificate(n));
+            let tenant = sni
+                .as_deref()
+                .and_then(|n| self.certs.lookup(n))
+                .map(|t| t.0);
+            let outcome = if cert.is_some() {
+                "acme_challenge"
+            } else {
+                "refused"
+            };
+            self.count(tenant.as_deref(), outcome);
+            return cert;
+        }
         let (tenant, own) = match sni.as_deref().and_then(|n| self.certs.lookup(n)) {
             Some((t, own)) => (Some(t), own),
             None => (None, None),

@@ -164,6 +164,11 @@ async fn a_hostname_gets_a_pebble_certificate_renewed_and_dropped_with_the_name(
     // Served by SNI, the chain verified against pebble's root only.
     let root = pebble.root_pem().await;
     let first = served(tls_addr, &root, HOST).await;
+    let shown = crate::acme_tls_alpn::s_client(tls_addr, HOST, "http/1.1", "");
+    assert!(
+        crate::acme_tls_alpn::issued_by_pebble(&shown),
+        "openssl s_client -servername {HOST}: {shown}"
+    );
     let (s, certs) = api
         .call(
             Method::GET,

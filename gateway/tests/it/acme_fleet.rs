@@ -1,5 +1,6 @@
 //! ACME in a fleet and by the operator's default, against a real pebble and dnsmasq (see
-//! `acme.rs`): one order per name for two nodes, every name ordered unasked, uploads winning.
+//! `acme.rs`): one order per name for two nodes (over HTTP-01 and TLS-ALPN-01), every name
+//! ordered unasked, uploads winning.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,21 +19,39 @@ use crate::support::{free_addr, fresh_store, StoreKind, Wharf};
 /// (the other answers its challenge from the store), and both serve the certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_order_once_and_both_serve() {
+    fleet_orders_once("http-01").await;
+}
+
+/// The same over TLS-ALPN-01: the CA reaches only A's TLS listener, whose challenge
+/// certificate for B's order is built from the answer B published in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_order_once_over_tls_alpn_01() {
+    fleet_orders_once("tls-alpn-01").await;
+}
+
+async fn fleet_orders_once(challenge: &str) {
     let dns = Dns::start(&[(HOST, "127.0.0.1")]);
     let (url, store) = fresh_store(StoreKind::Postgres).await;
     let mut pebble = Pebble::prepare();
     let kek = "11".repeat(32);
-    let node = |tls: SocketAddr, extra: &'static str| {
+    let node = |tls: SocketAddr, extra: &str| {
         format!(
-            "operator_token = \"{OP}\"\ntls_listen = \"{tls}\"\n[tls]\nkey_encryption_key = \"{kek}\"\n{}{extra}",
+            "operator_token = \"{OP}\"\ntls_listen = \"{tls}\"\n[tls]\nkey_encryption_key = \"{kek}\"\n{}\
+             challenge = \"{challenge}\"\n{extra}",
             pebble.acme_toml()
         )
     };
     let (tls_a, tls_b) = (free_addr(), free_addr());
-    // The CA validates on A's port; A places no orders, so B's order is answered by A.
+    // The CA validates on A's ports; A places no orders, so B's order is answered by A.
     let a = Wharf::start_configured(&url, &node(tls_a, "place_orders = false\n"), &[]).await;
     let b = Wharf::start_configured(&url, &node(tls_b, ""), &[]).await;
-    pebble.start(a.proxy.port(), tls_a.port(), dns.addr, 3600);
+    // Over TLS-ALPN-01, HTTP-01's port is one where nothing listens.
+    let http_port = if challenge == "http-01" {
+        a.proxy.port()
+    } else {
+        free_addr().port()
+    };
+    pebble.start(http_port, tls_a.port(), dns.addr, 3600);
     let api_a = Api::new(&a);
     let key = create_tenant(&api_a, "shop", &[HOST]).await;
     let (s, v) = Api::new(&b)
@@ -59,10 +78,14 @@ async fn two_nodes_order_once_and_both_serve() {
         .metrics()
         .await
         .contains("wharf_acme_orders_total{outcome=\"issued\"} 1"));
-    assert!(!a
-        .metrics()
-        .await
-        .contains("wharf_acme_orders_total{outcome=\"issued\"} 1"));
+    let a_metrics = a.metrics().await;
+    assert!(!a_metrics.contains("wharf_acme_orders_total{outcome=\"issued\"} 1"));
+    assert_eq!(
+        a_metrics
+            .contains("wharf_tls_handshakes_total{outcome=\"acme_challenge\",tenant=\"shop\"}"),
+        challenge == "tls-alpn-01",
+        "A answered the CA over TLS-ALPN-01 only if asked to"
+    );
 }
 
 /// The operator's default orders for every exact name without asking; a tenant's own upload

@@ -15,7 +15,14 @@ async fn console_in_a_real_browser() {
     let dns = Dns::start(&[("up.a.test", "127.0.0.1")]);
     let (gw, api, key_a, key_b, _) = setup_configured(
         StoreKind::Sqlite,
-        &format!("[dns]\nservers = [\"{}\"]\n", dns.addr),
+        // An ACME CA where nothing listens: a hostname turned on fails for real, and the
+        // console shows the reason.
+        &format!(
+            "[dns]\nservers = [\"{}\"]\n[acme]\ndirectory_url = \"https://{}/dir\"\n\
+             check_interval_ms = 200\nchallenge_refresh_ms = 100\nretry_min_seconds = 3600\n",
+            dns.addr,
+            dead_addr()
+        ),
     )
     .await;
     let up = Upstream::start("up").await;

@@ -8,6 +8,7 @@ mod support;
 
 mod acme;
 mod acme_fleet;
+mod acme_tls_alpn;
 mod api;
 mod api_fleet;
 mod architecture;

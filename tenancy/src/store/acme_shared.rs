@@ -9,6 +9,16 @@ use crate::error::StoreError;
 
 const HOUR_MS: i64 = 3_600_000;
 
+/// An answer published while an order waits for the CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeChallenge {
+    pub token: String,
+    pub hostname: String,
+    pub key_authorization: String,
+    /// `http-01` or `tls-alpn-01`.
+    pub kind: String,
+}
+
 impl Store {
     /// Orders placed this hour: by `tenant`, and by the whole fleet.
     pub async fn acme_orders_this_hour(&self, tenant: &str) -> Result<(i64, i64), StoreError> {
@@ -40,23 +50,26 @@ impl Store {
         Ok(())
     }
 
-    /// Publishes an HTTP-01 answer until `expires_at_ms`.
+    /// Publishes an answer to a challenge of `kind` (`http-01`, `tls-alpn-01`) until
+    /// `expires_at_ms`.
     pub async fn put_acme_challenge(
         &self,
         token: &str,
         hostname: &str,
         key_authorization: &str,
+        kind: &str,
         expires_at_ms: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO acme_challenges (token, hostname, key_authorization, expires_at_ms) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (token) DO UPDATE SET \
+            "INSERT INTO acme_challenges (token, hostname, key_authorization, kind, expires_at_ms) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token) DO UPDATE SET \
              hostname = excluded.hostname, key_authorization = excluded.key_authorization, \
-             expires_at_ms = excluded.expires_at_ms",
+             kind = excluded.kind, expires_at_ms = excluded.expires_at_ms",
         )
         .bind(token.to_string())
         .bind(hostname.to_string())
         .bind(key_authorization.to_string())
+        .bind(kind.to_string())
         .bind(expires_at_ms)
         .execute(&self.pool)
         .await?;
@@ -72,17 +85,24 @@ impl Store {
         Ok(())
     }
 
-    /// The HTTP-01 answers in force: (token, hostname, key authorization).
-    pub async fn acme_challenges(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+    /// The answers in force.
+    pub async fn acme_challenges(&self) -> Result<Vec<AcmeChallenge>, StoreError> {
         let rows = sqlx::query(
-            "SELECT token, hostname, key_authorization FROM acme_challenges \
+            "SELECT token, hostname, key_authorization, kind FROM acme_challenges \
              WHERE expires_at_ms > $1 ORDER BY token LIMIT 10000",
         )
         .bind(now_ms())
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .map(|r| {
+                Ok(AcmeChallenge {
+                    token: r.try_get(0)?,
+                    hostname: r.try_get(1)?,
+                    key_authorization: r.try_get(2)?,
+                    kind: r.try_get(3)?,
+                })
+            })
             .collect()
     }
 

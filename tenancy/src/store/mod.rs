@@ -12,6 +12,7 @@ pub use access::AuditRetention;
 mod acme;
 mod acme_shared;
 pub use acme::{AcmeHostname, AcmeState, ISSUED_PREFIX};
+pub use acme_shared::AcmeChallenge;
 mod certificates;
 mod hostnames;
 mod nodes;
@@ -141,7 +142,7 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let files: [(&'static str, &'static str, &'static str); 9] = [
+        let files: [(&'static str, &'static str, &'static str); 10] = [
             (
                 "config",
                 include_str!("../../migrations/sqlite/0001_config.sql"),
@@ -186,6 +187,11 @@ impl Store {
                 "plugin source",
                 include_str!("../../migrations/sqlite/0009_plugin_source.sql"),
                 include_str!("../../migrations/postgres/0009_plugin_source.sql"),
+            ),
+            (
+                "acme challenge kind",
+                include_str!("../../migrations/sqlite/0010_acme_challenge_kind.sql"),
+                include_str!("../../migrations/postgres/0010_acme_challenge_kind.sql"),
             ),
         ];
         // Listed by hand rather than with sqlx's macro: it keeps the build lean.
