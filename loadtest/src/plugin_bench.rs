@@ -216,6 +216,8 @@ async fn measure_in_flight(
         if i >= args.iterations + 1000 {
             continue;
         }
+        let req = req.clone();
+        evict(&mut junk);
         let start = Instant::now();
         let inv = Invocation {
             tenant: &tenant,
@@ -226,8 +228,6 @@ async fn measure_in_flight(
             request_body: None,
             capabilities: None,
         };
-        let req = req.clone();
-        evict(&mut junk);
         let a0 = count();
         let mut instance = runtime.prepare(inv, &compiled).await?;
         let a1 = count();
