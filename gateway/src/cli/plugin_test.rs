@@ -16,6 +16,7 @@ use anyhow::{bail, Context};
 use wharf_plugins::capabilities::Capabilities;
 use wharf_plugins::proxy_wasm::abi::Pairs;
 use wharf_plugins::proxy_wasm::pool::{Properties, ProxyStream, VmConfigs};
+use wharf_plugins::proxy_wasm::properties::{self, RequestFacts};
 use wharf_plugins::proxy_wasm::translate;
 use wharf_plugins::types::{Header, HeaderOp, Request, RequestAction, Response, ResponseAction};
 use wharf_plugins::{Invocation, PluginError, PluginInstance, PluginRuntime};
@@ -278,40 +279,24 @@ async fn proxy_wasm_phases(
     Ok(())
 }
 
-/// What `proxy_get_property` answers, as the gateway fills it (gateway/src/proxy/proxy_wasm.rs),
-/// for tenant and route `local`.
+/// What `proxy_get_property` answers, as the gateway fills it, for tenant and route `local`.
 fn proxy_properties(request: &Request, headers: &http::HeaderMap, plugin: &str) -> Properties {
     let host = headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
-    let path = request.path.as_str();
-    let url_path = path.split('?').next().unwrap_or(path);
-    let cluster = "outbound|80||local";
-    let pairs: [(&str, &str); 18] = [
-        ("request.path", path),
-        ("request.url_path", url_path),
-        ("request.method", &request.method),
-        ("request.host", host),
-        ("request.scheme", "http"),
-        ("request.protocol", "HTTP/1.1"),
-        ("request.id", "local"),
-        ("x_request_id", "local"),
-        ("source.address", &request.client_addr),
-        ("plugin_name", plugin),
-        ("plugin_root_id", ""),
-        ("plugin_vm_id", ""),
-        ("route_name", "local"),
-        ("xds.route_name", "local"),
-        ("cluster_name", cluster),
-        ("xds.cluster_name", cluster),
-        ("wharf.tenant", "local"),
-        ("wharf.route", "local"),
-    ];
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-        .collect()
+    properties::of_request(&RequestFacts {
+        path: &request.path,
+        method: &request.method,
+        host,
+        scheme: "http",
+        protocol: "HTTP/1.1",
+        request_id: "local",
+        client_addr: &request.client_addr,
+        plugin,
+        tenant: "local",
+        route: "local",
+    })
 }
 
 fn header_map(list: &[Header]) -> http::HeaderMap {

@@ -7,6 +7,7 @@
 
 use pingora_http::RequestHeader;
 use wharf_plugins::proxy_wasm::pool::{Properties, ProxyStream};
+use wharf_plugins::proxy_wasm::properties::{self, RequestFacts};
 use wharf_plugins::proxy_wasm::translate;
 use wharf_plugins::types::RequestAction;
 use wharf_plugins::{CompiledPlugin, Invocation, PluginError};
@@ -51,42 +52,26 @@ pub(super) async fn on_response(
     stream.on_response(pairs).await
 }
 
-/// What `proxy_get_property` answers for this request, by Envoy's attribute names, Higress's
-/// own, and Wharf's tenant and route.
+/// What `proxy_get_property` answers for this request.
 fn properties(cx: &ChainCtx<'_>, att: &Attached, req: &RequestHeader, path: &str) -> Properties {
     let host = super::request_info::request_host(req).unwrap_or_default();
-    let url_path = path.split('?').next().unwrap_or(path);
-    let route = cx.route;
-    let cluster = format!("outbound|80||{route}");
     let protocol = match req.version {
         http::Version::HTTP_2 => "HTTP/2",
         http::Version::HTTP_10 => "HTTP/1.0",
         _ => "HTTP/1.1",
     };
-    let pairs: [(&str, &str); 18] = [
-        ("request.path", path),
-        ("request.url_path", url_path),
-        ("request.method", req.method.as_str()),
-        ("request.host", &host),
-        ("request.scheme", cx.scheme),
-        ("request.protocol", protocol),
-        ("request.id", cx.request_id),
-        ("x_request_id", cx.request_id),
-        ("source.address", &cx.client_addr),
-        ("plugin_name", &att.name),
-        ("plugin_root_id", ""),
-        ("plugin_vm_id", ""),
-        ("route_name", route),
-        ("xds.route_name", route),
-        ("cluster_name", &cluster),
-        ("xds.cluster_name", &cluster),
-        ("wharf.tenant", cx.tenant),
-        ("wharf.route", route),
-    ];
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-        .collect()
+    properties::of_request(&RequestFacts {
+        path,
+        method: req.method.as_str(),
+        host: &host,
+        scheme: cx.scheme,
+        protocol,
+        request_id: cx.request_id,
+        client_addr: &cx.client_addr,
+        plugin: &att.name,
+        tenant: cx.tenant,
+        route: cx.route,
+    })
 }
 
 /// A request body held back for proxy-wasm plugins that read it.

@@ -61,6 +61,10 @@ pub struct LocalResponse {
     pub body: Vec<u8>,
 }
 
+/// Properties by dotted name (`request.path`): the gateway's names are static (no allocation per
+/// request for them), a module's own are owned.
+pub type Properties = HashMap<std::borrow::Cow<'static, str>, Vec<u8>>;
+
 #[derive(Default)]
 pub struct HostContext {
     /// The context the module's calls apply to (`proxy_set_effective_context` may switch it to
@@ -71,7 +75,7 @@ pub struct HostContext {
     buffers: HashMap<u8, Vec<u8>>,
     pub local_response: Option<LocalResponse>,
     /// Properties by dotted name (`request.path`).
-    pub properties: HashMap<String, Vec<u8>>,
+    pub properties: Properties,
     /// Calls dispatched during the callback in progress, for the driver to send.
     pub calls: Vec<Call>,
     next_token: u32,
@@ -89,6 +93,8 @@ pub struct HostContext {
     pub queue_owner: Option<std::sync::Arc<tokio::sync::Notify>>,
     /// The module registered a queue in the callback in progress: the driver starts delivering.
     pub queue_registered: bool,
+    /// The module's memory and allocator (set when its VM starts).
+    pub handles: super::memory::Handles,
 }
 
 fn map_key(m: MapType) -> u8 {

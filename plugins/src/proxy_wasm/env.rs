@@ -263,7 +263,13 @@ pub fn link<T: ProxyHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
                     Ok(p) => abi::property_path(&p),
                     Err(s) => return Ok(s as i32),
                 };
-                let Some(value) = c.data_mut().context().properties.get(&path).cloned() else {
+                let Some(value) = c
+                    .data_mut()
+                    .context()
+                    .properties
+                    .get(path.as_str())
+                    .cloned()
+                else {
                     return Ok(Status::NotFound as i32);
                 };
                 Ok(code(memory::give(&mut c, &value, rp, rs).await?))
@@ -281,7 +287,7 @@ pub fn link<T: ProxyHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
             let props = &mut c.data_mut().context().properties;
             // A module's own properties are bounded in number and in bytes all together: the
             // same MiB of its memory set 256 times would otherwise hold 256 MiB of the node's.
-            let replaced = props.get(&path).map_or(0, |v| v.len() + path.len());
+            let replaced = props.get(path.as_str()).map_or(0, |v| v.len() + path.len());
             let total: usize = props.iter().map(|(k, v)| k.len() + v.len()).sum();
             let after = total - replaced + path.len() + value.len();
             if value.len() > MAX_VALUE
@@ -290,7 +296,7 @@ pub fn link<T: ProxyHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
             {
                 return Status::BadArgument as i32;
             }
-            props.insert(path, value);
+            props.insert(path.into(), value);
             Status::Ok as i32
         },
     )?;

@@ -4,22 +4,77 @@
 //! memory the module allocates itself (`proxy_on_memory_allocate`, or `malloc` for the
 //! AssemblyScript SDK), whose answer is checked the same way.
 
-use wasmtime::{AsContextMut, Caller, Extern, Memory};
+use wasmtime::{AsContextMut, Caller, Extern, Instance, Memory, Store, TypedFunc};
 
 use super::abi::Status;
 
 /// Largest single buffer handed to or taken from a module: bodies are capped lower by quota.
 pub const MAX_BYTES: usize = 64 << 20;
 
-fn memory<T>(caller: &mut Caller<'_, T>) -> Result<Memory, Status> {
+/// The module's memory and allocator, looked up once when its VM starts: host calls would
+/// otherwise find them by name on every call (several per callback).
+#[derive(Default, Clone)]
+pub struct Handles {
+    memory: Option<Memory>,
+    allocate: Option<TypedFunc<i32, i32>>,
+}
+
+impl Handles {
+    pub fn of<T>(instance: Instance, store: &mut Store<T>) -> Handles {
+        Handles {
+            memory: instance.get_memory(&mut *store, "memory"),
+            allocate: ["proxy_on_memory_allocate", "malloc"]
+                .iter()
+                .find_map(|name| instance.get_func(&mut *store, name))
+                .and_then(|f| f.typed::<i32, i32>(&*store).ok()),
+        }
+    }
+}
+
+/// A store's data that keeps the module's [`Handles`] (`None`: look them up by name).
+pub trait GuestHandles {
+    fn handles(&mut self) -> Option<&Handles>;
+}
+
+impl GuestHandles for () {
+    fn handles(&mut self) -> Option<&Handles> {
+        None
+    }
+}
+
+impl<T: super::env::ProxyHost> GuestHandles for T {
+    fn handles(&mut self) -> Option<&Handles> {
+        Some(&self.context().handles)
+    }
+}
+
+fn memory<T: GuestHandles>(caller: &mut Caller<'_, T>) -> Result<Memory, Status> {
+    if let Some(m) = caller.data_mut().handles().and_then(|h| h.memory) {
+        return Ok(m);
+    }
     match caller.get_export("memory") {
         Some(Extern::Memory(m)) => Ok(m),
         _ => Err(Status::InvalidMemoryAccess),
     }
 }
 
+/// The module's allocator: `proxy_on_memory_allocate`, or `malloc` (the AssemblyScript SDK's).
+fn allocator<T: GuestHandles>(caller: &mut Caller<'_, T>) -> Option<TypedFunc<i32, i32>> {
+    if let Some(f) = caller.data_mut().handles().and_then(|h| h.allocate.clone()) {
+        return Some(f);
+    }
+    ["proxy_on_memory_allocate", "malloc"]
+        .iter()
+        .find_map(|name| caller.get_export(name).and_then(Extern::into_func))
+        .and_then(|f| f.typed::<i32, i32>(&*caller).ok())
+}
+
 /// The `len` bytes at `ptr`.
-pub fn read<T>(caller: &mut Caller<'_, T>, ptr: i32, len: i32) -> Result<Vec<u8>, Status> {
+pub fn read<T: GuestHandles>(
+    caller: &mut Caller<'_, T>,
+    ptr: i32,
+    len: i32,
+) -> Result<Vec<u8>, Status> {
     let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
     if len > MAX_BYTES {
         return Err(Status::BadArgument);
@@ -33,7 +88,11 @@ pub fn read<T>(caller: &mut Caller<'_, T>, ptr: i32, len: i32) -> Result<Vec<u8>
 }
 
 /// Writes `bytes` at `ptr`.
-pub fn write<T>(caller: &mut Caller<'_, T>, ptr: i32, bytes: &[u8]) -> Result<(), Status> {
+pub fn write<T: GuestHandles>(
+    caller: &mut Caller<'_, T>,
+    ptr: i32,
+    bytes: &[u8],
+) -> Result<(), Status> {
     let ptr = ptr as u32 as usize;
     let mem = memory(caller)?;
     let end = ptr
@@ -47,7 +106,11 @@ pub fn write<T>(caller: &mut Caller<'_, T>, ptr: i32, bytes: &[u8]) -> Result<()
 }
 
 /// Writes a little-endian u32 (a returned pointer or size) at `ptr`.
-pub fn write_u32<T>(caller: &mut Caller<'_, T>, ptr: i32, v: u32) -> Result<(), Status> {
+pub fn write_u32<T: GuestHandles>(
+    caller: &mut Caller<'_, T>,
+    ptr: i32,
+    v: u32,
+) -> Result<(), Status> {
     write(caller, ptr, &v.to_le_bytes())
 }
 
@@ -56,7 +119,7 @@ pub fn write_u32<T>(caller: &mut Caller<'_, T>, ptr: i32, v: u32) -> Result<(), 
 /// (0, 0) without asking the module for memory (the AssemblyScript SDK reads a value's length
 /// from its allocation). `Err`: the module's allocator failed (a trap, its deadline or fuel ran
 /// out in it), which fails the callback as a failure anywhere else in the module does.
-pub async fn give<T: Send>(
+pub async fn give<T: GuestHandles + Send>(
     caller: &mut Caller<'_, T>,
     bytes: &[u8],
     ret_ptr: i32,
@@ -85,17 +148,11 @@ pub async fn give<T: Send>(
 /// call and the callback (`Err`: the trap goes on up, never swallowed into a status the module
 /// could carry on after, with its deadline or fuel spent or its runtime broken mid-allocation);
 /// one that answers a pointer outside its memory is refused.
-async fn allocate<T: Send>(
+async fn allocate<T: GuestHandles + Send>(
     caller: &mut Caller<'_, T>,
     len: i32,
 ) -> wasmtime::Result<Result<i32, Status>> {
-    let Some(func) = ["proxy_on_memory_allocate", "malloc"]
-        .iter()
-        .find_map(|name| caller.get_export(name).and_then(Extern::into_func))
-    else {
-        return Ok(Err(Status::InternalFailure));
-    };
-    let Ok(typed) = func.typed::<i32, i32>(&caller) else {
+    let Some(typed) = allocator(caller) else {
         return Ok(Err(Status::InternalFailure));
     };
     let ptr = typed.call_async(&mut *caller, len).await?;

@@ -13,6 +13,7 @@ mod host;
 mod imports;
 pub mod memory;
 pub mod pool;
+pub mod properties;
 pub mod resp;
 pub mod shared;
 pub mod translate;

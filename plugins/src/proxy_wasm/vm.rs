@@ -4,11 +4,14 @@
 //! per tenant, plugin version and configuration, docs/proxy-wasm.md) drives it; limits (fuel,
 //! deadline, memory) come with the store it is given.
 
-use wasmtime::{Instance, InstancePre, Store, TypedFunc};
+use wasmtime::{InstancePre, Store, TypedFunc};
 
 use super::abi::{Action, BufferType, MapType, Pairs};
 use super::context::{Call, LocalResponse};
 use super::env::ProxyHost;
+
+mod callbacks;
+use callbacks::Started;
 
 /// The root context's id; request contexts count up from it.
 const ROOT: u32 = 1;
@@ -62,12 +65,6 @@ pub enum Answer {
     Redis(Option<Vec<u8>>),
 }
 
-/// The started module: its instance and the one export every callback needs.
-struct Started {
-    instance: Instance,
-    context_create: TypedFunc<(i32, i32), ()>,
-}
-
 pub struct Vm<T: ProxyHost> {
     pub store: Store<T>,
     started: Option<Started>,
@@ -108,20 +105,18 @@ impl<T: ProxyHost> Vm<T> {
         ctx.effective = ROOT;
         ctx.set_buffer(BufferType::VmConfiguration, vm_config.to_vec());
         ctx.set_buffer(BufferType::PluginConfiguration, plugin_config.to_vec());
+        store.data_mut().context().handles = super::memory::Handles::of(instance, &mut *store);
         context_create
             .call_async(&mut *store, (ROOT as i32, 0))
             .await
             .map_err(trap)?;
-        self.started = Some(Started {
-            instance,
-            context_create,
-        });
+        self.started = Some(Started::new(instance, store, context_create));
         let sizes = [
             ("proxy_on_vm_start", vm_config.len()),
             ("proxy_on_configure", plugin_config.len()),
         ];
         for (name, size) in sizes {
-            if let Ok(f) = self.func2(name) {
+            if let Ok(f) = instance.get_typed_func::<(i32, i32), i32>(&mut self.store, name) {
                 let ok = f
                     .call_async(&mut self.store, (ROOT as i32, size as i32))
                     .await
@@ -134,17 +129,8 @@ impl<T: ProxyHost> Vm<T> {
         Ok(())
     }
 
-    fn instance(&self) -> Result<Instance, VmError> {
-        self.started
-            .as_ref()
-            .map(|s| s.instance)
-            .ok_or(VmError::NotStarted)
-    }
-
-    fn func2(&mut self, name: &'static str) -> Result<TypedFunc<(i32, i32), i32>, VmError> {
-        self.instance()?
-            .get_typed_func::<(i32, i32), i32>(&mut self.store, name)
-            .map_err(|_| VmError::Missing(name))
+    fn started(&self) -> Result<&Started, VmError> {
+        self.started.as_ref().ok_or(VmError::NotStarted)
     }
 
     /// A new request's context, then `proxy_on_request_headers` with `headers`.
@@ -161,18 +147,15 @@ impl<T: ProxyHost> Vm<T> {
             ctx.effective = id;
             ctx.local_response = None;
         }
-        let create = self
-            .started
-            .as_ref()
-            .map(|s| s.context_create.clone())
-            .ok_or(VmError::NotStarted)?;
+        let create = self.started()?.context_create.clone();
         create
             .call_async(&mut self.store, (id as i32, ROOT as i32))
             .await
             .map_err(trap)?;
+        let callback = self.started()?.request_headers.clone();
         let outcome = self
             .headers_callback(
-                "proxy_on_request_headers",
+                callback,
                 id,
                 MapType::RequestHeaders,
                 headers,
@@ -189,8 +172,9 @@ impl<T: ProxyHost> Vm<T> {
         headers: Pairs,
         end_of_stream: bool,
     ) -> Result<HeadersOutcome, VmError> {
+        let callback = self.started()?.response_headers.clone();
         self.headers_callback(
-            "proxy_on_response_headers",
+            callback,
             id,
             MapType::ResponseHeaders,
             headers,
@@ -201,7 +185,7 @@ impl<T: ProxyHost> Vm<T> {
 
     async fn headers_callback(
         &mut self,
-        name: &'static str,
+        callback: Option<TypedFunc<(i32, i32, i32), i32>>,
         id: u32,
         map: MapType,
         headers: Pairs,
@@ -209,15 +193,12 @@ impl<T: ProxyHost> Vm<T> {
     ) -> Result<HeadersOutcome, VmError> {
         let n = headers.len() as i32;
         self.store.data_mut().context().set_map(map, headers);
-        let action = match self
-            .instance()?
-            .get_typed_func::<(i32, i32, i32), i32>(&mut self.store, name)
-        {
-            Ok(f) => f
+        let action = match callback {
+            Some(f) => f
                 .call_async(&mut self.store, (id as i32, n, i32::from(end_of_stream)))
                 .await
                 .map_err(trap)?,
-            Err(_) => 0,
+            None => 0,
         };
         Ok(self.outcome(Action::from_i32(action), map))
     }
@@ -271,16 +252,16 @@ impl<T: ProxyHost> Vm<T> {
                 }
             }
         };
-        let instance = self.instance()?;
+        let started = self.started()?;
+        let (http, redis) = (
+            started.http_call_response.clone(),
+            started.redis_call_response.clone(),
+        );
         if name == "proxy_on_http_call_response" {
-            if let Ok(f) =
-                instance.get_typed_func::<(i32, i32, i32, i32, i32), ()>(&mut self.store, name)
-            {
+            if let Some(f) = http {
                 f.call_async(&mut self.store, args).await.map_err(trap)?;
             }
-        } else if let Ok(f) =
-            instance.get_typed_func::<(i32, i32, i32, i32), ()>(&mut self.store, name)
-        {
+        } else if let Some(f) = redis {
             f.call_async(&mut self.store, (args.0, args.1, args.2, args.3))
                 .await
                 .map_err(trap)?;
@@ -301,10 +282,11 @@ impl<T: ProxyHost> Vm<T> {
         response: bool,
         body: Vec<u8>,
     ) -> Result<(Option<Vec<u8>>, Option<LocalResponse>), VmError> {
-        let (name, buffer) = if response {
-            ("proxy_on_response_body", BufferType::ResponseBody)
+        let started = self.started()?;
+        let (callback, buffer) = if response {
+            (started.response_body.clone(), BufferType::ResponseBody)
         } else {
-            ("proxy_on_request_body", BufferType::RequestBody)
+            (started.request_body.clone(), BufferType::RequestBody)
         };
         let size = body.len() as i32;
         {
@@ -313,10 +295,7 @@ impl<T: ProxyHost> Vm<T> {
             ctx.body_replaced = false;
             ctx.set_buffer(buffer, body);
         }
-        if let Ok(f) = self
-            .instance()?
-            .get_typed_func::<(i32, i32, i32), i32>(&mut self.store, name)
-        {
+        if let Some(f) = callback {
             f.call_async(&mut self.store, (id as i32, size, 1))
                 .await
                 .map_err(trap)?;
@@ -330,10 +309,7 @@ impl<T: ProxyHost> Vm<T> {
     /// `proxy_on_tick` on the root context. Calls it dispatches are dropped: nothing waits for
     /// a tick's answers (a module refreshing a cache by calls in ticks gets no answer).
     pub async fn tick(&mut self) -> Result<(), VmError> {
-        if let Ok(f) = self
-            .instance()?
-            .get_typed_func::<i32, ()>(&mut self.store, "proxy_on_tick")
-        {
+        if let Some(f) = self.started()?.tick.clone() {
             let ctx = self.store.data_mut().context();
             ctx.effective = ROOT;
             f.call_async(&mut self.store, ROOT as i32)
@@ -346,10 +322,7 @@ impl<T: ProxyHost> Vm<T> {
 
     /// `proxy_on_queue_ready` on the root context: queue `queue` got items.
     pub async fn queue_ready(&mut self, queue: u32) -> Result<(), VmError> {
-        if let Ok(f) = self
-            .instance()?
-            .get_typed_func::<(i32, i32), ()>(&mut self.store, "proxy_on_queue_ready")
-        {
+        if let Some(f) = self.started()?.queue_ready.clone() {
             self.store.data_mut().context().effective = ROOT;
             f.call_async(&mut self.store, (ROOT as i32, queue as i32))
                 .await
@@ -361,23 +334,21 @@ impl<T: ProxyHost> Vm<T> {
 
     /// The request is over: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
     pub async fn finish(&mut self, id: u32) -> Result<(), VmError> {
-        if let Ok(done) = self
-            .instance()?
-            .get_typed_func::<i32, i32>(&mut self.store, "proxy_on_done")
-        {
+        let started = self.started()?;
+        let (done, log, delete) = (
+            started.done.clone(),
+            started.log.clone(),
+            started.delete.clone(),
+        );
+        if let Some(done) = done {
             done.call_async(&mut self.store, id as i32)
                 .await
                 .map_err(trap)?;
         }
-        for name in ["proxy_on_log", "proxy_on_delete"] {
-            if let Ok(f) = self
-                .instance()?
-                .get_typed_func::<i32, ()>(&mut self.store, name)
-            {
-                f.call_async(&mut self.store, id as i32)
-                    .await
-                    .map_err(trap)?;
-            }
+        for f in [log, delete].into_iter().flatten() {
+            f.call_async(&mut self.store, id as i32)
+                .await
+                .map_err(trap)?;
         }
         let ctx = self.store.data_mut().context();
         ctx.live_contexts.retain(|c| *c != id);

@@ -21,7 +21,9 @@ pub trait WasiLog {
 }
 
 /// Adds the subset to `linker` under `wasi_snapshot_preview1`.
-pub fn link<T: WasiLog + Send + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+pub fn link<T: WasiLog + super::memory::GuestHandles + Send + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
     const M: &str = "wasi_snapshot_preview1";
     linker.func_wrap(
         M,
@@ -154,7 +156,7 @@ const MAX_SLEEP: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// `poll_oneoff` for clock subscriptions (sleeps, bounded by [`MAX_SLEEP`] and the callback's
 /// deadline, which keeps running); a file-descriptor subscription gets EBADF at once.
-async fn poll_oneoff<T: Send>(
+async fn poll_oneoff<T: super::memory::GuestHandles + Send>(
     c: &mut Caller<'_, T>,
     subs: i32,
     events: i32,

@@ -74,6 +74,13 @@ struct Abi {
     logs: Vec<String>,
 }
 
+/// Looks the module's memory up by name on every call (no VM to keep it).
+impl wharf_plugins::proxy_wasm::memory::GuestHandles for Host {
+    fn handles(&mut self) -> Option<&wharf_plugins::proxy_wasm::memory::Handles> {
+        None
+    }
+}
+
 impl wasi::WasiLog for Abi {
     fn wasi_log(&mut self, _fd: i32, line: &str) {
         self.logs.push(line.to_string());
@@ -111,7 +118,7 @@ async fn a_higress_go_plugin_edits_request_headers_through_the_abi() {
     ] {
         host.ctx
             .properties
-            .insert(k.to_string(), v.as_bytes().to_vec());
+            .insert(k.to_string().into(), v.as_bytes().to_vec());
     }
     let config = br#"{"routeNameHeader": "x-route-name", "clusterNameHeader": "x-cluster-name", "enableOnPathPrefix": ["/orders"]}"#;
     let store = Store::new(&engine, host);

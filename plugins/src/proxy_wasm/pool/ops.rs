@@ -2,8 +2,6 @@
 //! the plugin threads (`call::Exec`): start, request headers, response headers, teardown. The
 //! request's properties are swapped in for its callback and taken back after it.
 
-use std::collections::HashMap;
-
 use wasmtime::InstancePre;
 
 use super::{LiveVm, VmConfigs};
@@ -14,7 +12,7 @@ use crate::proxy_wasm::vm::{CallAnswer, HeadersOutcome, Vm, VmError};
 use crate::state::PluginState;
 
 /// Properties by dotted name (`request.path`), for the request's callbacks.
-pub type Properties = HashMap<String, Vec<u8>>;
+pub type Properties = super::super::context::Properties;
 
 pub(crate) enum VmOp {
     Start {
