@@ -127,7 +127,19 @@ pub fn releases_length(before: &Pairs, after: &Pairs) -> bool {
 /// values changed, a set of the first and appends of the rest; a remove for names gone. Removing
 /// `content-length` is not an edit ([`releases_length`] tells it).
 fn diff(before: &Pairs, after: &Pairs) -> Vec<HeaderOp> {
-    // Grouped by name once (a module may hand back 1,024 pairs: no pass per name).
+    if before == after {
+        return Vec::new();
+    }
+    if before.len() + after.len() <= SMALL {
+        diff_small(before, after)
+    } else {
+        diff_grouped(before, after)
+    }
+}
+
+/// [`diff`] for many pairs: grouped by name once (a module may hand back 1,024 pairs: no pass
+/// per name).
+fn diff_grouped(before: &Pairs, after: &Pairs) -> Vec<HeaderOp> {
     let (before_names, before) = group(before);
     let (after_names, after) = group(after);
     let mut ops = Vec::new();
@@ -152,6 +164,55 @@ fn diff(before: &Pairs, after: &Pairs) -> Vec<HeaderOp> {
         }
     }
     ops
+}
+
+/// Up to this many pairs in all, [`diff`] compares by scanning (no allocation but the edits);
+/// past it, by grouping (a pass per name would be quadratic in a module's 1,024 pairs).
+const SMALL: usize = 64;
+
+/// [`diff`] for a request's usual few headers: the same edits, found by scans without
+/// allocating (grouping allocated a few times per header on every callback).
+fn diff_small(before: &Pairs, after: &Pairs) -> Vec<HeaderOp> {
+    let mut ops = Vec::new();
+    for (i, (name, _)) in after.iter().enumerate() {
+        if !first_of_name(after, i) || values(before, name).eq(values(after, name)) {
+            continue;
+        }
+        let lower = name.to_ascii_lowercase();
+        for (n, v) in values(after, name).enumerate() {
+            let h = header(&lower, v);
+            ops.push(if n == 0 {
+                HeaderOp::Set(h)
+            } else {
+                HeaderOp::Append(h)
+            });
+        }
+    }
+    for (i, (name, _)) in before.iter().enumerate() {
+        if first_of_name(before, i)
+            && values(after, name).next().is_none()
+            && !name.eq_ignore_ascii_case(b"content-length")
+        {
+            ops.push(HeaderOp::Remove(
+                String::from_utf8_lossy(&name.to_ascii_lowercase()).into_owned(),
+            ));
+        }
+    }
+    ops
+}
+
+/// The values of `name` (any case) among the pairs that are not pseudo-headers, in order.
+fn values<'a>(pairs: &'a Pairs, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    pairs
+        .iter()
+        .filter(move |(k, _)| !k.starts_with(b":") && k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
+}
+
+/// Whether pair `i` is a header (not a pseudo-header) whose name (any case) no earlier pair has.
+fn first_of_name(pairs: &Pairs, i: usize) -> bool {
+    let name = &pairs[i].0;
+    !name.starts_with(b":") && !pairs[..i].iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
 }
 
 /// Names in the order first seen, and each one's values.
@@ -192,6 +253,34 @@ mod tests {
             local_response: None,
             calls: Vec::new(),
             resumed: false,
+        }
+    }
+
+    #[test]
+    fn scans_and_grouping_find_the_same_edits() {
+        let cases = [
+            (
+                vec![("a", "1"), ("B", "2"), ("b", "3")],
+                vec![("A", "1"), ("b", "3")],
+            ),
+            (
+                vec![("x", "1"), ("content-length", "2")],
+                vec![("x", "2"), ("X", "3")],
+            ),
+            (
+                vec![(":path", "/"), ("k", "v")],
+                vec![(":path", "/z"), ("new", "1"), ("k", "v")],
+            ),
+            (vec![("dup", "1"), ("dup", "1")], vec![("dup", "1")]),
+            (vec![], vec![("only", "after")]),
+        ];
+        for (before, after) in cases {
+            let (before, after) = (pairs(&before), pairs(&after));
+            assert_eq!(
+                diff_small(&before, &after),
+                diff_grouped(&before, &after),
+                "{before:?} -> {after:?}"
+            );
         }
     }
 
