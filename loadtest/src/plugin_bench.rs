@@ -109,6 +109,24 @@ fn quotas() -> PluginQuotas {
     }
 }
 
+/// One request's invocation: no capabilities (no backends), no outbound hosts, no body.
+fn invocation<'a>(
+    tenant: &'a Arc<str>,
+    plugin: &'a Arc<str>,
+    quotas: PluginQuotas,
+    config: &Arc<BTreeMap<String, String>>,
+) -> Invocation<'a> {
+    Invocation {
+        tenant,
+        plugin,
+        quotas,
+        config: config.clone(),
+        outbound: Default::default(),
+        request_body: None,
+        capabilities: None,
+    }
+}
+
 fn header(name: &str, value: &str) -> Header {
     Header {
         name: name.into(),
@@ -140,15 +158,7 @@ async fn measure(runtime: &PluginRuntime, args: &Args) -> anyhow::Result<(Summar
     let total = Instant::now();
     for i in 0..args.iterations + 1000 {
         let start = Instant::now();
-        let inv = Invocation {
-            tenant: &tenant,
-            plugin: &plugin,
-            quotas,
-            config: config.clone(),
-            outbound: Default::default(),
-            request_body: None,
-            capabilities: None,
-        };
+        let inv = invocation(&tenant, &plugin, quotas, &config);
         let mut instance = runtime.instantiate(inv, &compiled).await?;
         instance.on_request(req.clone()).await?;
         drop(instance);
@@ -219,15 +229,7 @@ async fn measure_in_flight(
         let req = req.clone();
         evict(&mut junk);
         let start = Instant::now();
-        let inv = Invocation {
-            tenant: &tenant,
-            plugin: &plugin,
-            quotas,
-            config: config.clone(),
-            outbound: Default::default(),
-            request_body: None,
-            capabilities: None,
-        };
+        let inv = invocation(&tenant, &plugin, quotas, &config);
         let a0 = count();
         let mut instance = runtime.prepare(inv, &compiled).await?;
         let a1 = count();
