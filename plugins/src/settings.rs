@@ -38,6 +38,9 @@ pub struct RuntimeSettings {
     /// in the background at low priority; new VMs then use the optimized code. Off: they are
     /// compiled optimized before the upload is answered.
     pub baseline_compile: bool,
+    /// Modules smaller than this compile optimized directly (Cranelift takes about a second
+    /// per MB: a small one serves as soon, and its VM never switches code).
+    pub baseline_min_bytes: usize,
 }
 
 impl RuntimeSettings {
@@ -66,6 +69,7 @@ impl Default for RuntimeSettings {
             queue_ms: 1000,
             compiled_cache_bytes: 256 << 20,
             baseline_compile: true,
+            baseline_min_bytes: 1 << 20,
         }
     }
 }

@@ -63,6 +63,9 @@ pub struct ComponentCache {
     optimized: Target,
     /// The baseline engine (Winch): modules' first code (`None`: compiled optimized directly).
     baseline: Option<Target>,
+    /// Modules smaller than this are compiled optimized directly: Cranelift takes about a
+    /// second per MB, so a small module serves as soon either way, without a switch of VMs.
+    baseline_min_bytes: usize,
     /// Links components (main engine).
     linker: Linker<PluginState>,
     entries: Mutex<HashMap<String, Slot>>,
@@ -79,7 +82,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 impl ComponentCache {
     pub fn new(
         engine: Engine,
-        baseline: Option<Engine>,
+        baseline: Option<(Engine, usize)>,
         linker: Linker<PluginState>,
         cache_dir: Option<&Path>,
         budget_bytes: u64,
@@ -87,7 +90,8 @@ impl ComponentCache {
     ) -> Self {
         ComponentCache {
             optimized: Target::new(engine, cache_dir, Tier::Optimized),
-            baseline: baseline.map(|e| Target::new(e, cache_dir, Tier::Baseline)),
+            baseline_min_bytes: baseline.as_ref().map_or(usize::MAX, |(_, min)| *min),
+            baseline: baseline.map(|(e, _)| Target::new(e, cache_dir, Tier::Baseline)),
             linker,
             entries: Mutex::new(HashMap::new()),
             budget_bytes,
@@ -165,7 +169,7 @@ impl ComponentCache {
             .get_or_init(|| {
                 compiled_here = true;
                 let kind = classify(bytes)?;
-                if kind == Kind::Module {
+                if kind == Kind::Module && bytes.len() >= self.baseline_min_bytes {
                     if let Some(baseline) = self.baseline_of(&sha, bytes) {
                         return Ok(baseline);
                     }
@@ -244,16 +248,21 @@ impl ComponentCache {
                 return;
             }
         };
-        self.count_compile(Tier::Optimized);
         let code = Code::Module(module);
         self.optimized.disk.store(sha, &code, Footprint::MODULE);
-        let optimized = match self.prepare(sha, code, Footprint::MODULE, Tier::Optimized) {
-            Ok(p) => p,
+        match self.prepare(sha, code, Footprint::MODULE, Tier::Optimized) {
+            Ok(optimized) => self.replace_baseline(sha, optimized),
             Err(e) => {
                 tracing::warn!("optimized code of {sha} unusable, it stays on baseline code: {e}");
                 return;
             }
-        };
+        }
+        // Counted once in place: whoever sees the count finds the optimized code.
+        self.count_compile(Tier::Optimized);
+    }
+
+    /// Puts `optimized` in the place of its baseline plugin, if memory still holds that one.
+    fn replace_baseline(&self, sha: &str, optimized: Arc<CompiledPlugin>) {
         let mut entries = self.entries.lock();
         // Evicted meanwhile: the disk has the optimized code for its next load.
         let Some(Some(Ok(baseline))) = entries.get(sha).map(|slot| slot.get()) else {
