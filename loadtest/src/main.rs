@@ -45,7 +45,8 @@ enum Scenario {
     /// Compile time of proxy-wasm modules per compiler (Cranelift opt levels, parallel or not,
     /// Winch), with fuel and epochs on, and each compiler's cost per request.
     Compile {
-        /// proxy-wasm modules (.wasm), e.g. the Higress plugins scripts/test downloads.
+        /// proxy-wasm modules (.wasm), e.g. the Higress plugins scripts/test downloads; the
+        /// first is also run per request, as Higress's set-header-pre-route.
         #[arg(required = true)]
         files: Vec<std::path::PathBuf>,
         #[arg(long, default_value_t = 3)]

@@ -57,8 +57,7 @@ impl Queue {
     fn push(&mut self, key: &Arc<str>, sha: &str, per_tenant: usize, total: usize) -> bool {
         let queued = self.waiting.queued(key);
         let running = usize::from(self.running.as_ref() == Some(key));
-        if (&**key != CONTROL_PLANE && queued + running >= per_tenant) || self.jobs.len() >= total
-        {
+        if (&**key != CONTROL_PLANE && queued + running >= per_tenant) || self.jobs.len() >= total {
             return false;
         }
         self.waiting.push(key, sha.to_string());
@@ -166,7 +165,12 @@ fn queue_optimization(
     if q.stopped || q.jobs.contains_key(&sha) {
         return;
     }
-    if !q.push(&tenant, &sha, MAX_QUEUED_PER_TENANT, MAX_OPTIMIZATIONS_QUEUED) {
+    if !q.push(
+        &tenant,
+        &sha,
+        MAX_QUEUED_PER_TENANT,
+        MAX_OPTIMIZATIONS_QUEUED,
+    ) {
         tracing::warn!(
             tenant = %tenant,
             "too many optimizations pending: plugin {sha} serves its baseline code until it is \

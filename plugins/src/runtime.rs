@@ -98,9 +98,7 @@ impl PluginRuntime {
             .map_err(|e| anyhow::anyhow!("cannot link host capabilities: {e}"))?;
         let cache = Arc::new(ComponentCache::new(
             engine.clone(),
-            baseline
-                .clone()
-                .map(|e| (e, settings.baseline_min_bytes)),
+            baseline.clone().map(|e| (e, settings.baseline_min_bytes)),
             linker,
             compiled_cache_dir,
             settings.compiled_cache_bytes,

@@ -190,13 +190,20 @@ async fn an_uploaded_go_plugin_serves_from_baseline_code_then_from_optimized_cod
     edited(&gw.request("GET", "a.test", "/orders/1", &[]).await);
     let m = gw.metrics().await;
     assert_eq!(compiles(&m, "winch"), 1.0, "{m}");
-    assert_eq!(compiles(&m, "cranelift"), 0.0, "optimized before it served: {m}");
+    assert_eq!(
+        compiles(&m, "cranelift"),
+        0.0,
+        "optimized before it served: {m}"
+    );
 
     // Requests go on while Cranelift compiles (minutes in a debug build on a loaded machine).
     let started = std::time::Instant::now();
     let mut during = 0;
     loop {
-        edited(&gw.request("GET", "a.test", &format!("/orders/{during}"), &[]).await);
+        edited(
+            &gw.request("GET", "a.test", &format!("/orders/{during}"), &[])
+                .await,
+        );
         during += 1;
         if compiles(&gw.metrics().await, "cranelift") == 1.0 {
             break;
@@ -205,17 +212,28 @@ async fn an_uploaded_go_plugin_serves_from_baseline_code_then_from_optimized_cod
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     for i in 0..5 {
-        edited(&gw.request("GET", "a.test", &format!("/orders/after/{i}"), &[]).await);
+        edited(
+            &gw.request("GET", "a.test", &format!("/orders/after/{i}"), &[])
+                .await,
+        );
     }
     let m = gw.metrics().await;
     assert_eq!(metric_value(&m, "wharf_plugin_vms"), 1.0, "{m}");
     assert_eq!(metric_sum(&m, "wharf_plugin_vm_restarts_total"), 0.0);
     // Two VM starts in all: the baseline code's, then the optimized code's.
-    assert_eq!(metric_sum(&m, "wharf_plugin_instantiations_total"), 2.0, "{m}");
+    assert_eq!(
+        metric_sum(&m, "wharf_plugin_instantiations_total"),
+        2.0,
+        "{m}"
+    );
     eprintln!("{during} requests served by baseline code while Cranelift compiled");
 
     gw.restart().await;
     edited(&gw.request("GET", "a.test", "/orders/restarted", &[]).await);
     let m = gw.metrics().await;
-    assert_eq!(compiles(&m, "winch") + compiles(&m, "cranelift"), 0.0, "{m}");
+    assert_eq!(
+        compiles(&m, "winch") + compiles(&m, "cranelift"),
+        0.0,
+        "{m}"
+    );
 }

@@ -135,7 +135,9 @@ impl ComponentCache {
         }
         let target = &self.optimized;
         let (code, footprint) = target.disk.load(&target.engine, sha256)?;
-        let compiled = self.prepare(sha256, code, footprint, Tier::Optimized).ok()?;
+        let compiled = self
+            .prepare(sha256, code, footprint, Tier::Optimized)
+            .ok()?;
         let slot = self.slot(sha256);
         let stored = slot.get_or_init(|| Ok(compiled));
         self.metrics
@@ -244,7 +246,10 @@ impl ComponentCache {
             Ok(m) => m,
             Err(e) => {
                 // Winch compiled it, Cranelift would not: it keeps serving its baseline code.
-                tracing::warn!("optimizing {sha} failed, it stays on baseline code: {}", describe(&e));
+                tracing::warn!(
+                    "optimizing {sha} failed, it stays on baseline code: {}",
+                    describe(&e)
+                );
                 return;
             }
         };

@@ -26,7 +26,10 @@ pub enum Exports {
 }
 
 impl Exports {
-    pub(super) fn of(component: &Component, pre: InstancePre<PluginState>) -> Result<Exports, RejectError> {
+    pub(super) fn of(
+        component: &Component,
+        pre: InstancePre<PluginState>,
+    ) -> Result<Exports, RejectError> {
         let wrong = |e: wasmtime::Error| RejectError::WrongWorld(describe(&e));
         if component.get_export_index(None, "handle-request").is_some() {
             return RequestFilterPre::new(pre)

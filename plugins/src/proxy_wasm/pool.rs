@@ -222,7 +222,9 @@ impl PluginRuntime {
     ) -> ProxyStream {
         // Optimized code replaced this baseline code since the caller took it: use the new.
         let plugin = match plugin.superseded() {
-            true => self.in_memory(&plugin.sha256).unwrap_or_else(|| plugin.clone()),
+            true => self
+                .in_memory(&plugin.sha256)
+                .unwrap_or_else(|| plugin.clone()),
             false => plugin.clone(),
         };
         let cell = self.vms().cell(inv.tenant, &plugin, &configs);

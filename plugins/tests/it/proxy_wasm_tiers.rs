@@ -37,9 +37,7 @@ fn runtime_in(dir: &std::path::Path) -> (Arc<PluginRuntime>, Arc<Metrics>) {
 }
 
 fn compiles(m: &Metrics, compiler: &str) -> u64 {
-    m.plugin_compiles_total
-        .with_label_values(&[compiler])
-        .get()
+    m.plugin_compiles_total.with_label_values(&[compiler]).get()
 }
 
 /// One request's headers through tenant `tenant`'s VM of `plugin`: the headers it added.
@@ -117,7 +115,11 @@ async fn a_go_module_serves_from_baseline_code_then_from_optimized_code_also_aft
     assert_eq!(first.tier, Tier::Baseline);
     let served = request(&rt, "t1", &first, CONFIG, quotas()).await.unwrap();
     // The optimizer has not finished: what served was the baseline code.
-    assert_eq!(compiles(&metrics, "cranelift"), 0, "optimized before served");
+    assert_eq!(
+        compiles(&metrics, "cranelift"),
+        0,
+        "optimized before served"
+    );
     assert!(
         served.contains(&("x-route-name".into(), "orders".into())),
         "{served:?}"
@@ -141,7 +143,9 @@ async fn a_go_module_serves_from_baseline_code_then_from_optimized_code_also_aft
     // A request holding the baseline plugin is handed the optimized one, in a new VM.
     let served = request(&rt, "t1", &first, CONFIG, quotas()).await.unwrap();
     assert!(served.contains(&("x-route-name".into(), "orders".into())));
-    let served = request(&rt, "t1", &optimized, CONFIG, quotas()).await.unwrap();
+    let served = request(&rt, "t1", &optimized, CONFIG, quotas())
+        .await
+        .unwrap();
     assert!(served.contains(&("x-route-name".into(), "orders".into())));
     assert_eq!(metrics.plugin_vms.get(), 1, "the baseline VM is gone");
     drop((first, optimized, rt));
@@ -150,7 +154,10 @@ async fn a_go_module_serves_from_baseline_code_then_from_optimized_code_also_aft
     let (rt, metrics) = runtime_in(&dir);
     let again = rt.compile(Some("t2"), bytes).await.unwrap();
     assert_eq!(again.tier, Tier::Optimized);
-    assert_eq!(compiles(&metrics, "winch") + compiles(&metrics, "cranelift"), 0);
+    assert_eq!(
+        compiles(&metrics, "winch") + compiles(&metrics, "cranelift"),
+        0
+    );
     let served = request(&rt, "t2", &again, CONFIG, quotas()).await.unwrap();
     assert!(served.contains(&("x-route-name".into(), "orders".into())));
     let _ = std::fs::remove_dir_all(&dir);
