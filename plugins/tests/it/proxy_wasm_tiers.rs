@@ -138,6 +138,12 @@ async fn a_go_module_serves_from_baseline_code_then_from_optimized_code_also_aft
     let optimized_took = started.elapsed();
     eprintln!("debug build: baseline code in {baseline_took:?}, optimized in {optimized_took:?}");
     assert!(first.superseded());
+    // The optimizer wrote the baseline code to disk too, in Winch's own directory.
+    let baseline_on_disk = std::fs::read_dir(&dir).unwrap().flatten().any(|d| {
+        d.file_name().to_string_lossy().starts_with("winch-")
+            && d.path().join(format!("{}.cwasm", first.sha256)).is_file()
+    });
+    assert!(baseline_on_disk);
     assert_eq!(compiles(&metrics, "winch"), 1);
     assert_eq!(compiles(&metrics, "cranelift"), 1);
     // A request holding the baseline plugin is handed the optimized one, in a new VM.
