@@ -2,6 +2,7 @@
 //! See docs/benchmarks.md for the commands that produced the published numbers.
 
 mod bare_pingora;
+mod compile_bench;
 mod host_call;
 mod http_bench;
 mod http_load;
@@ -58,6 +59,18 @@ enum Scenario {
         /// data from the CPU caches as the proxy's own work does in a node.
         #[arg(long, default_value_t = 0)]
         evict: usize,
+    },
+    /// Compile time of proxy-wasm modules per compiler (Cranelift opt levels, parallel or not,
+    /// Winch), with fuel and epochs on, and each compiler's cost per request.
+    Compile {
+        /// proxy-wasm modules (.wasm), e.g. the Higress plugins scripts/test downloads; the
+        /// first is also run per request, as Higress's set-header-pre-route.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, default_value_t = 2_000)]
+        requests: usize,
     },
     /// One Redis call per request through a plugin vs directly, same client code.
     Redis {
@@ -184,6 +197,15 @@ fn main() -> anyhow::Result<()> {
                 evict,
             })
         }
+        Scenario::Compile {
+            files,
+            runs,
+            requests,
+        } => compile_bench::run(compile_bench::Args {
+            files,
+            runs,
+            requests,
+        }),
         Scenario::Redis {
             redis,
             file,

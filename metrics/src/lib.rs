@@ -77,6 +77,7 @@ pub struct Metrics {
     pub compiled_components: IntGauge,
     pub compiled_cache_bytes: IntGauge,
     pub compiled_cache_evictions_total: IntCounter,
+    pub plugin_compiles_total: IntCounterVec,
     // TLS
     pub tls_handshakes_total: IntCounterVec,
     pub tls_certificate_expiry: IntGaugeVec,
@@ -139,6 +140,7 @@ impl Metrics {
             compiled_cache_misses_total: counter(&r, "wharf_compiled_cache_misses_total", "Compiled-component lookups that had to compile"),
             compiled_components: gauge(&r, "wharf_compiled_components", "Distinct compiled components held in memory"),
             compiled_cache_bytes: gauge(&r, "wharf_compiled_cache_bytes", "Compiled code held in memory, in bytes (plugins in use plus unused ones within compiled_cache_bytes)"),
+            plugin_compiles_total: counter_vec(&r, "wharf_plugin_compiles_total", "Plugins compiled, by compiler: winch (proxy-wasm modules' baseline code, served first), cranelift (optimized code; a baseline module's replaces it in the background), dropped (an optimization not queued: its code stays baseline until next loaded)", &["compiler"]),
             compiled_cache_evictions_total: counter(&r, "wharf_compiled_cache_evictions_total", "Compiled plugins no request was running, evicted from memory past the compiled_cache_bytes budget (the next request loads them from the disk cache)"),
             tls_handshakes_total: counter_vec(&r, "wharf_tls_handshakes_total", "TLS handshakes on the HTTPS listener by the tenant owning the SNI name and outcome (tenant_certificate, default_certificate, acme_challenge: a TLS-ALPN-01 validation answered, refused: no certificate for that name)", &["tenant", "outcome"]),
             tls_certificate_expiry: gauge_vec(&r, "wharf_tls_certificate_expiry_timestamp_seconds", "When a tenant's certificate for a hostname expires (Unix time)", &["tenant", "host"]),

@@ -1,8 +1,11 @@
-//! The one wasmtime engine every tenant shares, and its epoch ticker.
+//! The wasmtime engines every tenant shares, and their epoch ticker: the main engine
+//! (Cranelift, optimized code, the pooling allocator) and, for proxy-wasm modules, a baseline
+//! engine (Winch) whose code serves right after an upload while Cranelift's compiles in the
+//! background (docs/proxy-wasm.md, "Upload until served").
 
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Strategy};
 
 use crate::settings::RuntimeSettings;
 
@@ -50,24 +53,56 @@ pub fn build(settings: &RuntimeSettings) -> anyhow::Result<(Engine, bool)> {
     Ok((engine, false))
 }
 
+/// The baseline engine: Winch, with the same fuel and epoch interruption as the main engine (a
+/// VM on it runs under the same deadline, yields and fuel), one core per compile. On-demand
+/// allocation: it only starts long-lived proxy-wasm VMs, so a second pooling reservation would
+/// buy nothing per request; memory is capped by each store's limiter as on the main engine.
+/// `None` where Winch cannot be built (another architecture): modules are compiled optimized
+/// directly, as before.
+pub fn build_baseline(settings: &RuntimeSettings) -> Option<Engine> {
+    if !settings.baseline_compile {
+        return None;
+    }
+    let mut config = Config::new();
+    config.strategy(Strategy::Winch);
+    config.consume_fuel(true);
+    config.epoch_interruption(true);
+    config.parallel_compilation(false);
+    config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    match Engine::new(&config) {
+        Ok(engine) => Some(engine),
+        Err(e) => {
+            tracing::warn!(
+                "baseline compiler (Winch) unavailable ({e}); proxy-wasm modules are compiled \
+                 optimized before they serve"
+            );
+            None
+        }
+    }
+}
+
 /// Advances the engine's epoch every `tick` on an OS thread (not a tokio task: a busy runtime
 /// must not delay deadlines) while `busy()` says plugins are running, and every millisecond
 /// otherwise (an idle gateway does not wake ten thousand times a second). Stops when the
-/// engine is dropped.
+/// first engine is dropped. Every engine given advances together: a VM on the baseline engine
+/// meets its deadline and yields its time slice exactly as one on the main engine.
 pub fn start_epoch_ticker(
-    engine: &Engine,
+    engines: &[&Engine],
     tick: Duration,
     busy: impl Fn() -> bool + Send + 'static,
 ) {
-    let weak = engine.weak();
+    let weak: Vec<_> = engines.iter().map(|e| e.weak()).collect();
     let idle = tick.max(Duration::from_millis(1));
     let spawned = std::thread::Builder::new()
         .name("wharf-epoch".into())
         .spawn(move || loop {
             std::thread::sleep(if busy() { tick } else { idle });
-            match weak.upgrade() {
-                Some(engine) => engine.increment_epoch(),
-                None => break,
+            for (i, engine) in weak.iter().enumerate() {
+                match engine.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None if i == 0 => return,
+                    None => {}
+                }
             }
         });
     if let Err(e) = spawned {

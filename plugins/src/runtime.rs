@@ -92,11 +92,13 @@ impl PluginRuntime {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Self>> {
         let (engine, pooled) = crate::engine::build(&settings)?;
+        let baseline = crate::engine::build_baseline(&settings);
         let mut linker = Linker::<PluginState>::new(&engine);
         NodeCapabilities::link(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link host capabilities: {e}"))?;
         let cache = Arc::new(ComponentCache::new(
             engine.clone(),
+            baseline.clone().map(|e| (e, settings.baseline_min_bytes)),
             linker,
             compiled_cache_dir,
             settings.compiled_cache_bytes,
@@ -112,7 +114,8 @@ impl PluginRuntime {
         let tick = settings.epoch_tick();
         let fair = FairScheduler::new(slots, tick, metrics.clone());
         let ticking = fair.clone();
-        crate::engine::start_epoch_ticker(&engine, tick, move || ticking.busy());
+        let engines: Vec<&Engine> = std::iter::once(&engine).chain(baseline.as_ref()).collect();
+        crate::engine::start_epoch_ticker(&engines, tick, move || ticking.busy());
         metrics
             .plugin_instance_capacity
             .set(i64::from(settings.max_instances));
@@ -239,7 +242,7 @@ impl PluginRuntime {
         let slot = self.fair.slot(inv.tenant);
         let permits = self.permits(&inv, compiled.slots, &slot).await?;
         let quotas = inv.quotas;
-        let store = self.store(inv, slot)?;
+        let store = self.store(&self.engine, inv, slot)?;
         Ok(PluginInstance::new(
             store,
             compiled.clone(),
@@ -294,10 +297,12 @@ impl PluginRuntime {
         Ok((global_permit, tenant_permit))
     }
 
-    /// A store with the tenant's fuel, memory limit, deadline and CPU slot, and every
-    /// capability's state for this invocation.
+    /// A store on `engine` (the main one, or the baseline one for a VM of baseline code) with
+    /// the tenant's fuel, memory limit, deadline and CPU slot, and every capability's state for
+    /// this invocation: the same limits whichever compiler made the code.
     pub(crate) fn store(
         &self,
+        engine: &Engine,
         inv: Invocation<'_>,
         slot: Arc<CpuSlot>,
     ) -> Result<Store<PluginState>, PluginError> {
@@ -318,7 +323,7 @@ impl PluginRuntime {
             proxy: None,
             quotas: inv.quotas,
         };
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_fuel(inv.quotas.fuel).map_err(|e| {
             PluginError::new(

@@ -33,6 +33,14 @@ pub struct RuntimeSettings {
     /// tenants), evicted least recently used first past this many bytes. Plugins in use are
     /// never evicted; an evicted one reloads from the disk cache.
     pub compiled_cache_bytes: u64,
+    /// proxy-wasm modules compile first with Winch (wasmtime's baseline compiler: several times
+    /// faster to compile, slower code) and serve from that code while Cranelift compiles them
+    /// in the background at low priority; new VMs then use the optimized code. Off: they are
+    /// compiled optimized before the upload is answered.
+    pub baseline_compile: bool,
+    /// Modules smaller than this compile optimized directly (Cranelift takes about a second
+    /// per MB: a small one serves as soon, and its VM never switches code).
+    pub baseline_min_bytes: usize,
 }
 
 impl RuntimeSettings {
@@ -60,6 +68,8 @@ impl Default for RuntimeSettings {
             nice: 10,
             queue_ms: 1000,
             compiled_cache_bytes: 256 << 20,
+            baseline_compile: true,
+            baseline_min_bytes: 1 << 20,
         }
     }
 }

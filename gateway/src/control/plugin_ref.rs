@@ -100,9 +100,14 @@ impl PluginRef {
         }
     }
 
-    /// The compiled plugin if memory still holds it: a request's fast path.
+    /// The compiled plugin if memory still holds it: a request's fast path. Baseline code
+    /// that optimized code has replaced is let go of here, for the optimized plugin.
     pub fn get(&self, runtime: &PluginRuntime) -> Option<Arc<CompiledPlugin>> {
-        let p = self.held()?;
+        let mut p = self.held()?;
+        if p.superseded() {
+            p = runtime.in_memory(&self.sha256)?;
+            self.hold(&p);
+        }
         runtime.touch(&p);
         Some(p)
     }

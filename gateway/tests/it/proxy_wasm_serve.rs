@@ -161,3 +161,79 @@ async fn concurrent_requests_share_one_vm_and_all_succeed() {
         &failures[..failures.len().min(3)]
     );
 }
+
+/// An uploaded Go plugin serves at once from its baseline (Winch) code, then from its optimized
+/// (Cranelift) code once the background compile is done: the same edits before, during and
+/// after the switch, no VM failure, one VM left; a restarted node loads the optimized code from
+/// its disk cache and compiles nothing (docs/proxy-wasm.md, "Upload until served").
+#[tokio::test]
+async fn an_uploaded_go_plugin_serves_from_baseline_code_then_from_optimized_code() {
+    let (mut gw, api, _a, _b, _r) = setup().await;
+    let up = Upstream::start("up").await;
+    route_to(&api, "a", &up).await;
+    let config = json!({
+        "plugin_config": {"routeNameHeader": "x-route-name", "enableOnPathPrefix": ["/orders"]}
+    });
+    let bytes = higress("gpustack-set-header-pre-route");
+    upload_and_attach(&gw, &api, "a", "api", "set-header", bytes, config).await;
+    let edited = |r: &Reply| {
+        assert_eq!(r.status, 200, "{}", r.json);
+        assert_eq!(r.json["headers"]["x-route-name"], "api", "{}", r.json);
+    };
+    let compiles = |m: &str, compiler: &str| {
+        metric_value(
+            m,
+            &format!("wharf_plugin_compiles_total{{compiler=\"{compiler}\"}}"),
+        )
+    };
+
+    edited(&gw.request("GET", "a.test", "/orders/1", &[]).await);
+    let m = gw.metrics().await;
+    assert_eq!(compiles(&m, "winch"), 1.0, "{m}");
+    assert_eq!(
+        compiles(&m, "cranelift"),
+        0.0,
+        "optimized before it served: {m}"
+    );
+
+    // Requests go on while Cranelift compiles (minutes in a debug build on a loaded machine).
+    let started = std::time::Instant::now();
+    let mut during = 0;
+    loop {
+        edited(
+            &gw.request("GET", "a.test", &format!("/orders/{during}"), &[])
+                .await,
+        );
+        during += 1;
+        if compiles(&gw.metrics().await, "cranelift") == 1.0 {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 900, "never optimized");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    for i in 0..5 {
+        edited(
+            &gw.request("GET", "a.test", &format!("/orders/after/{i}"), &[])
+                .await,
+        );
+    }
+    let m = gw.metrics().await;
+    assert_eq!(metric_value(&m, "wharf_plugin_vms"), 1.0, "{m}");
+    assert_eq!(metric_sum(&m, "wharf_plugin_vm_restarts_total"), 0.0);
+    // Two VM starts in all: the baseline code's, then the optimized code's.
+    assert_eq!(
+        metric_sum(&m, "wharf_plugin_instantiations_total"),
+        2.0,
+        "{m}"
+    );
+    eprintln!("{during} requests served by baseline code while Cranelift compiled");
+
+    gw.restart().await;
+    edited(&gw.request("GET", "a.test", "/orders/restarted", &[]).await);
+    let m = gw.metrics().await;
+    assert_eq!(
+        compiles(&m, "winch") + compiles(&m, "cranelift"),
+        0.0,
+        "{m}"
+    );
+}

@@ -17,7 +17,7 @@ use wharf_metrics::Metrics;
 
 use super::shared::TenantShared;
 use super::vm::Vm;
-use crate::cache::CompiledPlugin;
+use crate::cache::{CompiledPlugin, Tier};
 use crate::runtime::{Permits, PluginRuntime};
 use crate::state::PluginState;
 
@@ -75,6 +75,9 @@ struct VmKey {
     tenant: Arc<str>,
     sha256: String,
     configs: Arc<str>,
+    /// Baseline and optimized code of one module run in VMs of their own (their engines
+    /// differ); once the optimized one's VM exists, the baseline's takes no new request.
+    tier: Tier,
 }
 
 #[derive(Default)]
@@ -128,10 +131,20 @@ impl VmPool {
             tenant: tenant.clone(),
             sha256: plugin.sha256.clone(),
             configs: configs.digest.clone(),
+            tier: plugin.tier,
         };
-        let cell = self
-            .cells
-            .lock()
+        let mut cells = self.cells.lock();
+        if plugin.tier == Tier::Optimized && !cells.contains_key(&key) {
+            // The switch from baseline code: its VM serves the requests that hold it already
+            // (their contexts live there) and is dropped with the last of them; new requests
+            // start the optimized VM. Module state (Go globals) starts afresh, as on a reload
+            // in Envoy; the tenant's shared data and metrics stay.
+            cells.remove(&VmKey {
+                tier: Tier::Baseline,
+                ..key.clone()
+            });
+        }
+        let cell = cells
             .entry(key)
             .or_insert_with(|| {
                 Arc::new(VmCell {
@@ -214,8 +227,15 @@ impl PluginRuntime {
         plugin: &Arc<CompiledPlugin>,
         configs: VmConfigs,
     ) -> ProxyStream {
-        let cell = self.vms().cell(inv.tenant, plugin, &configs);
-        ProxyStream::new(self.clone(), cell, plugin.clone(), configs, inv)
+        // Optimized code replaced this baseline code since the caller took it: use the new.
+        let plugin = match plugin.superseded() {
+            true => self
+                .in_memory(&plugin.sha256)
+                .unwrap_or_else(|| plugin.clone()),
+            false => plugin.clone(),
+        };
+        let cell = self.vms().cell(inv.tenant, &plugin, &configs);
+        ProxyStream::new(self.clone(), cell, plugin, configs, inv)
     }
 }
 

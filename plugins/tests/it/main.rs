@@ -10,4 +10,5 @@ mod hostile_backends;
 mod hostile_mysql;
 mod hostile_redis;
 mod proxy_wasm_start;
+mod proxy_wasm_tiers;
 mod runtime;

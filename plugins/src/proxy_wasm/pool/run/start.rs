@@ -34,7 +34,9 @@ impl ProxyStream {
             .runtime
             .permits(&self.who.invocation(), 1, &slot)
             .await?;
-        let mut store = self.runtime.store(self.who.invocation(), slot)?;
+        // The code's own engine: baseline (Winch) code runs in a store of the baseline engine.
+        let engine = pre.module().engine().clone();
+        let mut store = self.runtime.store(&engine, self.who.invocation(), slot)?;
         let metrics = self.runtime.metrics().clone();
         let ctx = store.data_mut().context();
         ctx.shared = Some(self.runtime.vms().shared(&self.who.tenant, &metrics));
