@@ -162,9 +162,7 @@ async fn per_request(
         ("plugin_name", "set-header"),
         ("plugin_root_id", ""),
     ] {
-        host.ctx
-            .properties
-            .insert(k.to_string(), v.as_bytes().to_vec());
+        host.ctx.properties.insert(k.into(), v.as_bytes().to_vec());
     }
     let mut store = Store::new(engine, host);
     store.set_fuel(u64::MAX)?;
