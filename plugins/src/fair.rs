@@ -29,6 +29,8 @@ pub struct FairScheduler {
     /// finishes in its first turn instead of yielding at a tick that falls just after it began.
     quantum_ns: u64,
     metrics: Arc<Metrics>,
+    /// Woken when a slot is taken while none was held: the epoch ticker rests meanwhile.
+    ticker: Arc<crate::engine::TickerRest>,
 }
 
 struct State {
@@ -66,7 +68,13 @@ impl FairScheduler {
             epoch: Instant::now(),
             quantum_ns: u64::try_from(quantum.as_nanos()).unwrap_or(u64::MAX),
             metrics,
+            ticker: Arc::default(),
         })
+    }
+
+    /// What wakes the epoch ticker from its rest (`engine::start_epoch_ticker`).
+    pub fn ticker(&self) -> Arc<crate::engine::TickerRest> {
+        self.ticker.clone()
     }
 
     /// A slot handle for one instance of `tenant`'s plugin (holds nothing yet).
@@ -130,7 +138,9 @@ impl FairScheduler {
                 self.waiting.fetch_sub(1, Ordering::AcqRel);
                 slot.held_since_ns.store(self.now_ns(), Ordering::Relaxed);
                 slot.held.store(true, Ordering::Release);
-                self.held.fetch_add(1, Ordering::AcqRel);
+                if self.held.fetch_add(1, Ordering::AcqRel) == 0 {
+                    self.ticker.wake();
+                }
                 slot.notify.notify_one();
                 touched.push(slot);
             }
@@ -174,7 +184,9 @@ impl CpuSlot {
                 self.held_since_ns
                     .store(self.sched.now_ns(), Ordering::Relaxed);
                 self.held.store(true, Ordering::Release);
-                self.sched.held.fetch_add(1, Ordering::AcqRel);
+                if self.sched.held.fetch_add(1, Ordering::AcqRel) == 0 {
+                    self.sched.ticker.wake();
+                }
                 return;
             }
             self.enqueue(&mut st);

@@ -115,7 +115,7 @@ impl PluginRuntime {
         let fair = FairScheduler::new(slots, tick, metrics.clone());
         let ticking = fair.clone();
         let engines: Vec<&Engine> = std::iter::once(&engine).chain(baseline.as_ref()).collect();
-        crate::engine::start_epoch_ticker(&engines, tick, move || ticking.busy());
+        crate::engine::start_epoch_ticker(&engines, tick, move || ticking.busy(), fair.ticker());
         metrics
             .plugin_instance_capacity
             .set(i64::from(settings.max_instances));

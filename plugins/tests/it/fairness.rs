@@ -258,3 +258,30 @@ async fn core_instance_heavy_plugins_are_charged_their_pool_slots() {
     assert!(e.to_string().contains("needs 4 instance slots"), "{e}");
     drop((held, b_held));
 }
+
+/// The epoch ticker rests while no plugin runs (an idle node does not wake a thousand times a
+/// second): the first call after a rest wakes it, so a spinning plugin is still stopped at its
+/// deadline, not at the end of the rest, after every idle spell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_idle_spell_a_spinning_plugin_is_still_stopped_at_its_deadline() {
+    let (rt, _metrics) = runtime(2, 5_000);
+    let spin = rt.validate(&infinite_loop()).unwrap();
+    let quotas = PluginQuotas {
+        deadline_ms: 40,
+        ..spinning()
+    };
+    for idle_ms in [200, 1_500, 300] {
+        // Long enough for the ticker to rest (50 ms), and past its longest rest (1 s).
+        tokio::time::sleep(Duration::from_millis(idle_ms)).await;
+        let started = Instant::now();
+        let err = call(&rt, "evil", &spin, quotas)
+            .await
+            .expect_err("a spinning plugin is stopped");
+        assert_eq!(err.code(), "plugin_timeout", "{err}");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(400),
+            "stopped {took:?} after a {idle_ms} ms idle spell (deadline 40 ms)"
+        );
+    }
+}
