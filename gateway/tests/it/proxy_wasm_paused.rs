@@ -201,3 +201,55 @@ async fn a_module_that_never_continues_fails_only_its_own_request() {
     assert!(r.status().is_server_error());
     assert_eq!(up.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+/// Higress's `gpustack-ai-proxy` (its `openai` provider, configured as its documentation shows)
+/// pauses a chat completion's headers for its body: it sets the provider's path, host and API
+/// token in its headers callback and maps the model in its body callback. The upstream, an
+/// OpenAI-style service on loopback, sees all of it.
+#[tokio::test]
+async fn higress_ai_proxy_rewrites_a_chat_completion_for_its_provider() {
+    let (gw, api, _a, _b, _r) = setup().await;
+    let up = mirror().await;
+    route_to_addr(&api, "a", &up.addr.to_string()).await;
+    let echo = Upstream::start("b-up").await;
+    route_to(&api, "b", &echo).await;
+    // The provider's own path and host: the module's headers callback sets them.
+    let provider = format!("{}/provider/v1/chat/completions", up.addr);
+    let config = json!({"plugin_config": {"provider": {
+        "type": "openai",
+        "apiTokens": ["sk-wharf-test"],
+        "openaiCustomUrl": provider,
+        "modelMapping": {"gpt-4": "wharf-model"}
+    }}});
+    let plugin = crate::proxy_wasm_serve::higress("gpustack-ai-proxy");
+    upload_and_attach(&gw, &api, "a", "api", "ai-proxy", plugin, config).await;
+
+    let chat = json!({"model": "gpt-4", "messages": [{"role": "user", "content": "hello"}]});
+    let r = post(&gw, "a.test", "/v1/chat/completions", &chat.to_string()).await;
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    let log = gw.log();
+    assert_eq!(
+        status,
+        200,
+        "{text}\n{}",
+        &log[log.len().saturating_sub(4000)..]
+    );
+    let seen: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(seen["path"], "/provider/v1/chat/completions", "{seen}");
+    assert_eq!(seen["headers"]["host"], up.addr.to_string(), "{seen}");
+    assert_eq!(
+        seen["headers"]["authorization"], "Bearer sk-wharf-test",
+        "{seen}"
+    );
+    let body: Value = serde_json::from_str(seen["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["model"], "wharf-model", "{seen}");
+    assert_eq!(body["messages"][0]["content"], "hello", "{seen}");
+    eprintln!("ai-proxy: the upstream saw {seen}");
+
+    // Another tenant's plain requests: untouched by a's module.
+    let r = post(&gw, "b.test", "/v1/chat/completions", &chat.to_string()).await;
+    let echoed: Value = r.json().await.unwrap();
+    assert_eq!(echoed["path"], "/v1/chat/completions", "{echoed}");
+    assert!(echoed["headers"].get("authorization").is_none(), "{echoed}");
+}
