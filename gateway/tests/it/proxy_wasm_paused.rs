@@ -37,6 +37,29 @@ fn pauser(body_action: i32) -> Vec<u8> {
     ))
 }
 
+/// Does not pause: removes `content-length` in its headers callback and appends `tag` to the
+/// request body in its body callback.
+fn appender(tag: &str) -> Vec<u8> {
+    binary(&format!(
+        r#"(module
+          (import "env" "proxy_set_buffer_bytes" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+          (import "env" "proxy_remove_header_map_value" (func $rm (param i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 16) "{tag}")
+          (data (i32.const 32) "content-length")
+          (func (export "proxy_abi_version_0_2_1"))
+          (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+          (func (export "proxy_on_context_create") (param i32 i32))
+          (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+            (drop (call $rm (i32.const 0) (i32.const 32) (i32.const 14)))
+            (i32.const 0))
+          (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32)
+            (drop (call $set (i32.const 0) (i32.const 0x7fffffff) (i32.const 0) (i32.const 16) (i32.const {len})))
+            (i32.const 0)))"#,
+        len = tag.len()
+    ))
+}
+
 /// An upstream answering with what it got: headers and body (the echo server counts bytes only).
 async fn mirror() -> HttpServer {
     HttpServer::plain(|seen: &Seen| {
@@ -153,6 +176,28 @@ async fn a_module_paused_in_its_headers_edits_them_and_the_body_in_its_body_call
 }
 
 #[tokio::test]
+async fn modules_around_a_paused_one_get_the_body_in_the_chains_order() {
+    let (gw, api, _a, _b, _r) = setup().await;
+    let up = mirror().await;
+    route_to_addr(&api, "a", &up.addr.to_string()).await;
+    // Chain: append-a (streams), pauser (waits for the body), append-c (after it).
+    for (name, bytes) in [
+        ("append-a", appender("-A")),
+        ("pauser", pauser(0)),
+        ("append-c", appender("-C")),
+    ] {
+        upload_and_attach(&gw, &api, "a", "api", name, bytes, json!({})).await;
+    }
+    let r = post(&gw, "a.test", "/submit", "hello").await;
+    assert_eq!(r.status(), 200);
+    let seen: Value = r.json().await.unwrap();
+    // append-a's body callback ran before the paused module's, append-c's after it.
+    assert_eq!(seen["headers"]["x-from-body"], "hello-A", "{seen}");
+    assert_eq!(seen["body"], "REPLACED-C", "{seen}");
+    assert_eq!(seen["headers"]["content-length"], "10", "{seen}");
+}
+
+#[tokio::test]
 async fn a_module_that_never_continues_fails_only_its_own_request() {
     let (gw, api, _a, _b, _r) = setup().await;
     let up = mirror().await;
@@ -165,13 +210,22 @@ async fn a_module_that_never_continues_fails_only_its_own_request() {
     // and never reaches the upstream; no module text reaches the client.
     let started = std::time::Instant::now();
     let r = post(&gw, "a.test", "/submit", "hello").await;
-    assert!(r.status().is_server_error(), "{}", r.status());
-    let text = r.text().await.unwrap();
-    assert!(!text.contains("REPLACED"), "{text}");
+    assert_eq!(r.status(), 502);
+    let failed: Value = r.json().await.unwrap();
+    assert_eq!(failed["error"], "plugin_invalid_output", "{failed}");
+    assert_eq!(failed["plugin"], "stuck", "{failed}");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("paused the request with nothing to wait for"),
+        "{failed}"
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
     // Paused on a request without a body: nothing to wait for, it fails as before.
     let r = gw.request("GET", "a.test", "/nobody", &[]).await;
-    assert!(r.status >= 500, "{}", r.json);
+    assert_eq!(r.status, 502, "{}", r.json);
+    assert_eq!(r.json["error"], "plugin_invalid_output", "{}", r.json);
     assert_eq!(up.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
 
     // Another tenant goes on meanwhile, its bodies untouched.
@@ -198,7 +252,7 @@ async fn a_module_that_never_continues_fails_only_its_own_request() {
     stuck.await.unwrap();
     // The module's VM is fine (a pause is not a trap): the next request runs it again.
     let r = post(&gw, "a.test", "/submit", "hello").await;
-    assert!(r.status().is_server_error());
+    assert_eq!(r.status(), 502);
     assert_eq!(up.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
