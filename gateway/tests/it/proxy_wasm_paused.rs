@@ -60,6 +60,25 @@ fn appender(tag: &str) -> Vec<u8> {
     ))
 }
 
+/// Pauses in its headers callback and answers the client from its body callback: the
+/// request's head has not gone upstream yet, so a local reply is served there.
+fn refuser() -> Vec<u8> {
+    binary(
+        r#"(module
+          (import "env" "proxy_send_local_response" (func $reply (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 16) "refused by its body")
+          (func (export "proxy_abi_version_0_2_1"))
+          (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+          (func (export "proxy_on_context_create") (param i32 i32))
+          (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 1))
+          (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32)
+            (drop (call $reply (i32.const 403) (i32.const 0) (i32.const 0)
+              (i32.const 16) (i32.const 19) (i32.const 0) (i32.const 0) (i32.const -1)))
+            (i32.const 1)))"#,
+    )
+}
+
 /// An upstream answering with what it got: headers and body (the echo server counts bytes only).
 async fn mirror() -> HttpServer {
     HttpServer::plain(|seen: &Seen| {
@@ -195,6 +214,18 @@ async fn modules_around_a_paused_one_get_the_body_in_the_chains_order() {
     assert_eq!(seen["headers"]["x-from-body"], "hello-A", "{seen}");
     assert_eq!(seen["body"], "REPLACED-C", "{seen}");
     assert_eq!(seen["headers"]["content-length"], "10", "{seen}");
+}
+
+#[tokio::test]
+async fn a_paused_module_may_answer_the_client_from_its_body_callback() {
+    let (gw, api, _a, _b, _r) = setup().await;
+    let up = mirror().await;
+    route_to_addr(&api, "a", &up.addr.to_string()).await;
+    upload_and_attach(&gw, &api, "a", "api", "refuser", refuser(), json!({})).await;
+    let r = post(&gw, "a.test", "/submit", "hello").await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.text().await.unwrap(), "refused by its body");
+    assert_eq!(up.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
