@@ -331,10 +331,48 @@ async fn higress_ai_proxy_rewrites_a_chat_completion_for_its_provider() {
     assert_eq!(body["model"], "wharf-model", "{seen}");
     assert_eq!(body["messages"][0]["content"], "hello", "{seen}");
     eprintln!("ai-proxy: the upstream saw {seen}");
+    // What a chat completion costs through it, one after the other (printed with --nocapture).
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        let r = post(&gw, "a.test", "/v1/chat/completions", &chat.to_string()).await;
+        assert_eq!(r.status(), 200);
+    }
+    let each = started.elapsed() / 20;
+    eprintln!("ai-proxy: {each:?} per chat completion through the gateway and the mirror");
 
     // Another tenant's plain requests: untouched by a's module.
     let r = post(&gw, "b.test", "/v1/chat/completions", &chat.to_string()).await;
     let echoed: Value = r.json().await.unwrap();
     assert_eq!(echoed["path"], "/v1/chat/completions", "{echoed}");
     assert!(echoed["headers"].get("authorization").is_none(), "{echoed}");
+}
+
+/// `wharf plugin test` runs a module that pauses for its body as the gateway does.
+#[test]
+fn plugin_test_runs_a_module_paused_for_its_body() {
+    let dir = std::env::temp_dir().join(format!("wharf-test.paused-{}", unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("pauser.wasm");
+    std::fs::write(&path, pauser(0)).unwrap();
+    let path = path.display().to_string();
+    let args = [
+        "plugin",
+        "test",
+        &path,
+        "--request",
+        "POST /submit",
+        "--body",
+        "from-cli",
+    ];
+    let (ok, out) = run_wharf(&args, &[]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(ok, "{out}");
+    for line in [
+        "the plugin pauses the request headers for the body (8 bytes)",
+        "body replaced (8 bytes): REPLACED",
+        "✓ continues to the upstream",
+        "x-from-body",
+    ] {
+        assert!(out.contains(line), "{line:?} in:\n{out}");
+    }
 }
