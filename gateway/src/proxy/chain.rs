@@ -57,7 +57,7 @@ pub enum RequestOutcome {
     /// The proxy-wasm plugin at this index paused in its headers callback to wait for the
     /// body, which is not read yet: the caller reads it, resumes the plugin
     /// ([`super::paused::resume`]) and runs the chain on after it.
-    PausedForBody(usize, Paused),
+    PausedForBody(usize, Box<Paused>),
     Respond(Reply),
     Failed(PluginError),
 }
@@ -99,10 +99,10 @@ pub async fn on_request(
             .await;
         match result {
             Ok((plugin, RequestStep::AwaitsBody)) => {
-                let paused = Paused {
+                let paused = Box::new(Paused {
                     plugin,
                     fail_open: att.fail_open,
-                };
+                });
                 if body.is_none() {
                     return RequestOutcome::PausedForBody(i, paused);
                 }

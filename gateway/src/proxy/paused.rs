@@ -23,7 +23,7 @@ pub struct Paused {
 /// header edits and body go on ([`RequestOutcome::Continue`]), or whose local reply answers.
 pub(super) async fn resume(
     cx: &ChainCtx<'_>,
-    paused: Paused,
+    paused: Box<Paused>,
     req: &mut RequestHeader,
     body: &mut Option<bytes::Bytes>,
     continued: &mut Vec<Continued>,
@@ -32,7 +32,7 @@ pub(super) async fn resume(
     if let Err(e) = deliver_body(continued, body, max).await {
         return RequestOutcome::Failed(e);
     }
-    let Paused { plugin, fail_open } = paused;
+    let Paused { plugin, fail_open } = *paused;
     let Plugged::ProxyWasm(mut stream) = plugin else {
         // Only a proxy-wasm plugin pauses.
         return RequestOutcome::Continue;
