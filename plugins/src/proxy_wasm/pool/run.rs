@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::ops::{Properties, VmDone, VmOp};
 use super::{Held, VmCell, VmConfigs};
-use crate::bindings::types::{RequestAction, ResponseAction};
+use crate::bindings::types::ResponseAction;
 use crate::cache::CompiledPlugin;
 use crate::call;
 use crate::capabilities::TenantCapabilities;
@@ -24,6 +24,7 @@ use wharf_tenancy::PluginQuotas;
 
 mod body;
 mod held;
+mod request;
 mod settle;
 mod start;
 
@@ -127,75 +128,6 @@ impl ProxyStream {
     /// Whether the module has a response phase (the stream lives past the upstream call).
     pub fn has_response_phase(&self) -> bool {
         self.plugin.exports.has_response_phase()
-    }
-
-    /// The request phase: a context for the request, `proxy_on_request_headers` on `headers`
-    /// ([`translate::request_pairs`]), and what the module did as a request action, checked
-    /// like a component's. A module pausing with nothing to wait for fails the request.
-    pub async fn on_request(
-        &mut self,
-        headers: Pairs,
-        end_of_stream: bool,
-    ) -> Result<RequestAction, PluginError> {
-        match self
-            .on_request_headers(headers, end_of_stream, false)
-            .await?
-        {
-            RequestStep::Action(action) => Ok(action),
-            RequestStep::AwaitsBody => Err(self.paused_for_nothing()),
-        }
-    }
-
-    /// As [`ProxyStream::on_request`]; with `may_wait_for_body`, a module that reads the body
-    /// and pauses with nothing pending on a request with a body waits for it
-    /// ([`RequestStep::AwaitsBody`], then [`ProxyStream::on_held_body`]) instead of failing.
-    pub async fn on_request_headers(
-        &mut self,
-        headers: Pairs,
-        end_of_stream: bool,
-        may_wait_for_body: bool,
-    ) -> Result<RequestStep, PluginError> {
-        let started = Instant::now();
-        let wait = may_wait_for_body && !end_of_stream && self.reads_request_body();
-        let result = self.request_phase(headers, end_of_stream, wait).await;
-        self.record("on_request", started, &result);
-        result
-    }
-
-    async fn request_phase(
-        &mut self,
-        headers: Pairs,
-        end_of_stream: bool,
-        wait: bool,
-    ) -> Result<RequestStep, PluginError> {
-        let before = headers.clone();
-        let outcome = self.request_headers(headers, end_of_stream).await?;
-        let (outcome, paused) = self.run_calls(outcome).await?;
-        match (paused, wait) {
-            (false, _) => self
-                .request_action(&before, &outcome)
-                .map(RequestStep::Action),
-            (true, true) => {
-                self.held_head = Some(HeldHead {
-                    before,
-                    headers: outcome.headers,
-                });
-                Ok(RequestStep::AwaitsBody)
-            }
-            (true, false) => Err(self.paused_for_nothing()),
-        }
-    }
-
-    /// What the module left of the request's headers (or its local reply), as a checked
-    /// request action.
-    fn request_action(
-        &mut self,
-        before: &Pairs,
-        outcome: &HeadersOutcome,
-    ) -> Result<RequestAction, PluginError> {
-        self.request_length_released = translate::releases_length(before, &outcome.headers);
-        let action = translate::request_action(before, outcome);
-        self.checked(action, output::check_request_action)
     }
 
     /// The response phase: `proxy_on_response_headers` on `headers`
