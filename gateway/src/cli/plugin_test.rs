@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use wharf_plugins::capabilities::Capabilities;
 use wharf_plugins::proxy_wasm::abi::Pairs;
-use wharf_plugins::proxy_wasm::pool::{Properties, ProxyStream, VmConfigs};
+use wharf_plugins::proxy_wasm::pool::{Properties, ProxyStream, RequestStep, VmConfigs};
 use wharf_plugins::proxy_wasm::properties::{self, RequestFacts};
 use wharf_plugins::proxy_wasm::translate;
 use wharf_plugins::types::{Header, HeaderOp, Request, RequestAction, Response, ResponseAction};
@@ -141,7 +141,7 @@ pub async fn run(a: TestArgs) -> anyhow::Result<bool> {
             .collect::<Result<Vec<_>, _>>()
             .context("--allow-outbound")?
             .into(),
-        request_body: compiled.reads_body.then(|| body.into()),
+        request_body: compiled.reads_body.then(|| body.clone().into()),
         capabilities: Some(caps.tenant(&tenant, &quotas)),
     };
     let started = Instant::now();
@@ -150,7 +150,8 @@ pub async fn run(a: TestArgs) -> anyhow::Result<bool> {
             proxy_config(a.vm_config.as_slice(), "--vm-config")?,
             proxy_config(&a.config, "--config")?,
         );
-        exercise_proxy_wasm(&runtime, inv, &compiled, configs, request, &a)
+        let body = (body, quotas.plugin.body_max_bytes);
+        exercise_proxy_wasm(&runtime, inv, &compiled, configs, request, &a, body)
             .await
             .map(|()| None)
     } else {
@@ -223,6 +224,7 @@ async fn exercise_proxy_wasm(
     configs: VmConfigs,
     request: Request,
     a: &TestArgs,
+    body: (Vec<u8>, u64),
 ) -> Result<(), PluginError> {
     let plugin = inv.plugin.to_string();
     let mut stream = runtime.proxy_wasm(inv, compiled, configs);
@@ -230,7 +232,7 @@ async fn exercise_proxy_wasm(
     stream.properties = proxy_properties(&request, &headers, &plugin);
     println!("→ {} {}", request.method, request.path);
     let pairs = translate::request_pairs(&request.method, &request.path, "http", &headers);
-    let result = proxy_wasm_phases(&mut stream, pairs, a).await;
+    let result = proxy_wasm_phases(&mut stream, pairs, a, body).await;
     stream.finish().await;
     result
 }
@@ -239,8 +241,32 @@ async fn proxy_wasm_phases(
     stream: &mut ProxyStream,
     pairs: Pairs,
     a: &TestArgs,
+    (body, max): (Vec<u8>, u64),
 ) -> Result<(), PluginError> {
-    match stream.on_request(pairs, a.body.is_none()).await? {
+    let action = match stream
+        .on_request_headers(pairs, a.body.is_none(), true)
+        .await?
+    {
+        RequestStep::Action(action) => action,
+        // As the gateway does: the body read whole, then the body callback with the headers
+        // still the module's to edit.
+        RequestStep::AwaitsBody if body.len() as u64 > max => {
+            println!("✗ 413 request_body_too_large: the plugin pauses for the body, which is over plugin_body_max_bytes");
+            return Ok(());
+        }
+        RequestStep::AwaitsBody => {
+            println!(
+                "… the plugin pauses the request headers for the body ({} bytes)",
+                body.len()
+            );
+            let (action, replaced) = stream.on_held_body(body, max).await?;
+            if let Some(b) = replaced {
+                println!("  body replaced ({} bytes): {}", b.len(), preview(&b));
+            }
+            action
+        }
+    };
+    match action {
         RequestAction::Respond(reply) => {
             println!(
                 "← the plugin answers {} itself (proxy_send_local_response; the upstream is not called)",

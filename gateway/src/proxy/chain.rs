@@ -9,12 +9,14 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use tracing::Instrument;
 use wharf_plugins::capabilities::TenantCapabilities;
 
+use super::paused::Paused;
 use crate::control::plugin_ref::Attached;
 use crate::control::resolve::Unavailable;
 use wharf_plugins::cache::Exports;
-use wharf_plugins::proxy_wasm::pool::ProxyStream;
+use wharf_plugins::proxy_wasm::pool::{ProxyStream, RequestStep};
 use wharf_plugins::types::{
-    Header, HeaderOp, Reply, Request, RequestAction, RequestHead, Response, ResponseAction,
+    Header, HeaderOp, Reply, Request, RequestAction, RequestEdits, RequestHead, Response,
+    ResponseAction,
 };
 use wharf_plugins::{
     CompiledPlugin, Failure, Invocation, PluginError, PluginInstance, PluginQuotas, PluginRuntime,
@@ -24,6 +26,8 @@ use wharf_plugins::{
 pub struct Continued {
     plugin: Plugged,
     fail_open: bool,
+    /// A proxy-wasm plugin that got the whole request body already (`paused.rs`).
+    pub(super) body_seen: bool,
 }
 
 /// A plugin running for this request, by kind.
@@ -50,6 +54,10 @@ pub enum RequestOutcome {
     Continue,
     /// The plugin at this index of the chain reads the body, which is not read yet.
     NeedsBody(usize),
+    /// The proxy-wasm plugin at this index paused in its headers callback to wait for the
+    /// body, which is not read yet: the caller reads it, resumes the plugin
+    /// ([`super::paused::resume`]) and runs the chain on after it.
+    PausedForBody(usize, Box<Paused>),
     Respond(Reply),
     Failed(PluginError),
 }
@@ -90,27 +98,26 @@ pub async fn on_request(
             .instrument(span)
             .await;
         match result {
-            Ok((mut plugin, RequestAction::Continue(edits))) => {
-                if let Plugged::Component(instance) = &mut plugin {
-                    if let Some(replaced) = instance.take_request_body() {
-                        *body = Some(replaced.into());
-                    }
+            Ok((plugin, RequestStep::AwaitsBody)) => {
+                let paused = Box::new(Paused {
+                    plugin,
+                    fail_open: att.fail_open,
+                });
+                if body.is_none() {
+                    return RequestOutcome::PausedForBody(i, paused);
                 }
-                for op in &edits.headers {
-                    apply_op(req, op);
-                }
-                if let Some(path) = edits.path.as_deref() {
-                    rewrite_path(req, path);
-                }
-                // A filter has no response phase: its instance ends here, before the upstream.
-                if plugin.has_response_phase() {
-                    continued.push(Continued {
-                        plugin,
-                        fail_open: att.fail_open,
-                    });
+                // Read already (a component before it reads bodies): resumed with it at once.
+                match super::paused::resume(cx, paused, req, body, continued).await {
+                    RequestOutcome::Continue => {}
+                    other => return other,
                 }
             }
-            Ok((_, RequestAction::Respond(reply))) => return RequestOutcome::Respond(reply),
+            Ok((plugin, RequestStep::Action(RequestAction::Continue(edits)))) => {
+                go_on(plugin, &edits, att.fail_open, false, req, body, continued);
+            }
+            Ok((_, RequestStep::Action(RequestAction::Respond(reply)))) => {
+                return RequestOutcome::Respond(reply)
+            }
             Err(e) if att.fail_open => {
                 tracing::warn!(tenant = %cx.tenant, plugin = %att.name, "plugin skipped (fail-open): {e}");
             }
@@ -120,13 +127,45 @@ pub async fn on_request(
     RequestOutcome::Continue
 }
 
+/// A plugin that continued: its edits on the request (a component's body replacement too), and
+/// it waits for its response phase when it has one.
+pub(super) fn go_on(
+    mut plugin: Plugged,
+    edits: &RequestEdits,
+    fail_open: bool,
+    body_seen: bool,
+    req: &mut RequestHeader,
+    body: &mut Option<bytes::Bytes>,
+    continued: &mut Vec<Continued>,
+) {
+    if let Plugged::Component(instance) = &mut plugin {
+        if let Some(replaced) = instance.take_request_body() {
+            *body = Some(replaced.into());
+        }
+    }
+    for op in &edits.headers {
+        apply_op(req, op);
+    }
+    if let Some(path) = edits.path.as_deref() {
+        rewrite_path(req, path);
+    }
+    // A filter has no response phase: its instance ends here, before the upstream.
+    if plugin.has_response_phase() {
+        continued.push(Continued {
+            plugin,
+            fail_open,
+            body_seen,
+        });
+    }
+}
+
 async fn run_request(
     cx: &ChainCtx<'_>,
     att: &Attached,
     compiled: Result<Arc<CompiledPlugin>, PluginError>,
     req: &RequestHeader,
     body: &Option<bytes::Bytes>,
-) -> Result<(Plugged, RequestAction), PluginError> {
+) -> Result<(Plugged, RequestStep), PluginError> {
     let compiled = compiled?;
     let request_body = if compiled.reads_body {
         body.clone()
@@ -143,8 +182,8 @@ async fn run_request(
         capabilities: Some(cx.capabilities.clone()),
     };
     if let Exports::ProxyWasm(_) = compiled.exports {
-        let (stream, action) = super::proxy_wasm::on_request(cx, att, &compiled, inv, req).await?;
-        return Ok((Plugged::ProxyWasm(stream), action));
+        let (stream, step) = super::proxy_wasm::on_request(cx, att, &compiled, inv, req).await?;
+        return Ok((Plugged::ProxyWasm(stream), step));
     }
     let mut instance = cx.runtime.prepare(inv, &compiled).await?;
     let action = if compiled.exports.has_response_phase() {
@@ -160,7 +199,7 @@ async fn run_request(
         };
         instance.handle_request(head, req.headers.clone()).await?
     };
-    Ok((Plugged::Component(instance), action))
+    Ok((Plugged::Component(instance), RequestStep::Action(action)))
 }
 
 impl Continued {

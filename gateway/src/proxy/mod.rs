@@ -13,6 +13,7 @@ pub mod ctx;
 pub mod errors;
 mod lookalikes;
 pub mod pace;
+mod paused;
 pub mod proxy_wasm;
 pub mod rate_limit;
 mod request_info;
@@ -385,7 +386,27 @@ impl WharfProxy {
                 &mut request_body,
                 &mut ctx.continued,
             );
-            return match run.instrument(span).await {
+            let mut outcome = run.instrument(span).await;
+            if let RequestOutcome::PausedForBody(at, paused) = outcome {
+                match self.read_body(session, ctx, &tenant).await {
+                    Ok(b) => request_body = Some(b),
+                    Err(answered) => return answered,
+                }
+                let span = tracing::debug_span!(target: "wharf::trace", parent: &ctx.span, "plugins", phase = "on_request_body");
+                let resume = paused::resume(
+                    &cx,
+                    paused,
+                    session.req_header_mut(),
+                    &mut request_body,
+                    &mut ctx.continued,
+                );
+                outcome = resume.instrument(span).await;
+                if let RequestOutcome::Continue = outcome {
+                    from += at + 1;
+                    continue;
+                }
+            }
+            return match outcome {
                 RequestOutcome::NeedsBody(at) => {
                     match self.read_body(session, ctx, &tenant).await {
                         Ok(b) => request_body = Some(b),
@@ -394,7 +415,19 @@ impl WharfProxy {
                     from += at;
                     continue;
                 }
+                // Handled above: resumed, then `Continue`, `Respond` or `Failed`.
+                RequestOutcome::PausedForBody(..) => Ok(false),
                 RequestOutcome::Continue => {
+                    // Plugins that read bodies and continued before the body was read whole
+                    // (it is not held for them as it streams) get it now.
+                    if !session.is_body_empty() {
+                        let max = tenant.plugin_quotas.body_max_bytes;
+                        let deliver =
+                            paused::deliver_body(&mut ctx.continued, &mut request_body, max);
+                        if let Err(e) = deliver.await {
+                            return refuse(session, &GatewayError::Plugin(e), ctx).await;
+                        }
+                    }
                     // Read (or written by a plugin): the upstream gets it instead of the client's.
                     ctx.request_body =
                         request_body.filter(|b| !b.is_empty() || !session.is_body_empty());

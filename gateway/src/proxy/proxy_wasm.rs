@@ -6,10 +6,9 @@
 //! end; the upstream gets what they leave, chunked. A body past the quota streams by unchanged.
 
 use pingora_http::RequestHeader;
-use wharf_plugins::proxy_wasm::pool::{Properties, ProxyStream};
+use wharf_plugins::proxy_wasm::pool::{Properties, ProxyStream, RequestStep};
 use wharf_plugins::proxy_wasm::properties::{self, RequestFacts};
 use wharf_plugins::proxy_wasm::translate;
-use wharf_plugins::types::RequestAction;
 use wharf_plugins::{CompiledPlugin, Invocation, PluginError};
 
 use bytes::BytesMut;
@@ -20,14 +19,15 @@ use super::chain::ChainCtx;
 use super::RequestCtx;
 use crate::control::plugin_ref::Attached;
 
-/// The request phase: a context in the VM and `proxy_on_request_headers`.
+/// The request phase: a context in the VM and `proxy_on_request_headers`. A module that reads
+/// the body may pause there to wait for it ([`RequestStep::AwaitsBody`], `paused.rs`).
 pub(super) async fn on_request(
     cx: &ChainCtx<'_>,
     att: &Attached,
     compiled: &std::sync::Arc<CompiledPlugin>,
     inv: Invocation<'_>,
     req: &RequestHeader,
-) -> Result<(ProxyStream, RequestAction), PluginError> {
+) -> Result<(ProxyStream, RequestStep), PluginError> {
     let mut stream = cx.runtime.proxy_wasm(inv, compiled, att.proxy.clone());
     let path = req
         .uri
@@ -35,8 +35,10 @@ pub(super) async fn on_request(
         .map_or_else(|| req.uri.path(), |p| p.as_str());
     stream.properties = properties(cx, att, req, path);
     let pairs = translate::request_pairs(req.method.as_str(), path, cx.scheme, &req.headers);
-    let action = stream.on_request(pairs, cx.body_empty).await?;
-    Ok((stream, action))
+    let step = stream
+        .on_request_headers(pairs, cx.body_empty, true)
+        .await?;
+    Ok((stream, step))
 }
 
 /// The response phase: `proxy_on_response_headers`.

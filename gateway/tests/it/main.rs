@@ -36,6 +36,7 @@ mod proxy_wasm_calls;
 mod proxy_wasm_hostile;
 mod proxy_wasm_oci;
 mod proxy_wasm_oci_auth;
+mod proxy_wasm_paused;
 mod proxy_wasm_queues;
 mod proxy_wasm_redis;
 mod proxy_wasm_serve;

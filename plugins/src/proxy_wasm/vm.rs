@@ -306,6 +306,43 @@ impl<T: ProxyHost> Vm<T> {
         Ok((body, ctx.local_response.take()))
     }
 
+    /// `proxy_on_request_body` with the whole body, for a request whose module paused in its
+    /// headers callback to wait for it: the request's headers (`request`) are still the
+    /// module's to edit (Envoy holds them until the body callback continues), and the callback's
+    /// action, calls and local reply count as a headers callback's. The body back when the
+    /// module replaced any of it.
+    pub async fn held_body(
+        &mut self,
+        id: u32,
+        body: Vec<u8>,
+        request: Pairs,
+    ) -> Result<(HeadersOutcome, Option<Vec<u8>>), VmError> {
+        let callback = self.started()?.request_body.clone();
+        let size = body.len() as i32;
+        {
+            let ctx = self.store.data_mut().context();
+            ctx.effective = id;
+            ctx.body_replaced = false;
+            ctx.set_map(MapType::RequestHeaders, request);
+            ctx.set_buffer(BufferType::RequestBody, body);
+        }
+        let action = match callback {
+            Some(f) => f
+                .call_async(&mut self.store, (id as i32, size, 1))
+                .await
+                .map_err(trap)?,
+            None => 0,
+        };
+        let ctx = self.store.data_mut().context();
+        let body = ctx
+            .take_buffer(BufferType::RequestBody)
+            .filter(|_| ctx.body_replaced);
+        Ok((
+            self.outcome(Action::from_i32(action), MapType::RequestHeaders),
+            body,
+        ))
+    }
+
     /// `proxy_on_tick` on the root context. Calls it dispatches are dropped: nothing waits for
     /// a tick's answers (a module refreshing a cache by calls in ticks gets no answer).
     pub async fn tick(&mut self) -> Result<(), VmError> {

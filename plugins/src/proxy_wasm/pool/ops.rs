@@ -53,6 +53,14 @@ pub(crate) enum VmOp {
         body: Vec<u8>,
         properties: Properties,
     },
+    /// The whole request body for a request paused in its headers callback, whose headers
+    /// (`request`) are still editable.
+    HeldBody {
+        id: u32,
+        body: Vec<u8>,
+        request: Pairs,
+        properties: Properties,
+    },
 }
 
 pub(crate) enum VmDone {
@@ -68,6 +76,11 @@ pub(crate) enum VmDone {
     Body {
         replaced: Option<Vec<u8>>,
         local_response: bool,
+        properties: Properties,
+    },
+    HeldBody {
+        outcome: HeadersOutcome,
+        replaced: Option<Vec<u8>>,
         properties: Properties,
     },
 }
@@ -158,6 +171,21 @@ impl Exec for LiveVm {
                 VmDone::Body {
                     replaced,
                     local_response: reply.is_some(),
+                    properties: take_properties(vm),
+                }
+            }
+            VmOp::HeldBody {
+                id,
+                body,
+                request,
+                properties,
+            } => {
+                set_properties(vm, properties);
+                let (outcome, replaced) =
+                    vm.held_body(id, body, request).await.map_err(wasm_error)?;
+                VmDone::HeldBody {
+                    outcome,
+                    replaced,
                     properties: take_properties(vm),
                 }
             }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::ops::{Properties, VmDone, VmOp};
 use super::{Held, VmCell, VmConfigs};
-use crate::bindings::types::{RequestAction, ResponseAction};
+use crate::bindings::types::ResponseAction;
 use crate::cache::CompiledPlugin;
 use crate::call;
 use crate::capabilities::TenantCapabilities;
@@ -23,8 +23,13 @@ use wharf_tenancy::outbound::OutboundHost;
 use wharf_tenancy::PluginQuotas;
 
 mod body;
+mod held;
+mod request;
 mod settle;
 mod start;
+
+use held::HeldHead;
+pub use held::RequestStep;
 
 /// Who the stream runs for: what a VM start and each request's capability state need.
 #[derive(Clone)]
@@ -70,6 +75,8 @@ pub struct ProxyStream {
     /// body's length, which then goes without one.
     request_length_released: bool,
     response_length_released: bool,
+    /// The request's headers, held while the module waits for the body.
+    held_head: Option<HeldHead>,
 }
 
 impl ProxyStream {
@@ -101,6 +108,7 @@ impl ProxyStream {
             failed: false,
             request_length_released: false,
             response_length_released: false,
+            held_head: None,
         }
     }
 
@@ -120,29 +128,6 @@ impl ProxyStream {
     /// Whether the module has a response phase (the stream lives past the upstream call).
     pub fn has_response_phase(&self) -> bool {
         self.plugin.exports.has_response_phase()
-    }
-
-    /// The request phase: a context for the request, `proxy_on_request_headers` on `headers`
-    /// ([`translate::request_pairs`]), and what the module did as a request action, checked
-    /// like a component's.
-    pub async fn on_request(
-        &mut self,
-        headers: Pairs,
-        end_of_stream: bool,
-    ) -> Result<RequestAction, PluginError> {
-        let started = Instant::now();
-        let before = headers.clone();
-        let result = match self.request_headers(headers, end_of_stream).await {
-            Ok(outcome) => self.settle(outcome).await.and_then(|outcome| {
-                self.request_length_released =
-                    translate::releases_length(&before, &outcome.headers);
-                let action = translate::request_action(&before, &outcome);
-                self.checked(action, output::check_request_action)
-            }),
-            Err(e) => Err(e),
-        };
-        self.record("on_request", started, &result);
-        result
     }
 
     /// The response phase: `proxy_on_response_headers` on `headers`
@@ -412,6 +397,7 @@ impl Drop for ProxyStream {
             failed: false,
             request_length_released: false,
             response_length_released: false,
+            held_head: None,
         };
         self.runtime
             .executor_handle()

@@ -18,13 +18,14 @@ const MAX_CALL_ROUNDS: usize = 8;
 
 impl ProxyStream {
     /// Sends the calls a callback dispatched and delivers their answers, round after round,
-    /// until the module answers the client or has nothing left to wait for. A request the
-    /// module paused with nothing pending and never resumed fails (Envoy would hold it until a
-    /// timeout).
-    pub(super) async fn settle(
+    /// until the module answers the client or has nothing left to wait for; `true` with the
+    /// outcome: the module still holds the request paused (no local reply, nothing pending,
+    /// never resumed), which fails it unless it waits for its body (`held.rs`): Envoy would
+    /// hold it until a timeout.
+    pub(super) async fn run_calls(
         &mut self,
         mut outcome: HeadersOutcome,
-    ) -> Result<HeadersOutcome, PluginError> {
+    ) -> Result<(HeadersOutcome, bool), PluginError> {
         let mut paused = outcome.action == Action::Pause && !outcome.resumed;
         let mut rounds = 0;
         while outcome.local_response.is_none() && !outcome.calls.is_empty() {
@@ -47,14 +48,16 @@ impl ProxyStream {
                 }
             }
         }
-        if paused && outcome.local_response.is_none() {
-            return Err(self.error(Failure::InvalidOutput(
-                "paused the request with nothing to wait for (no call pending) and never \
-                 resumed it"
-                    .into(),
-            )));
-        }
-        Ok(outcome)
+        let still = paused && outcome.local_response.is_none();
+        Ok((outcome, still))
+    }
+
+    pub(super) fn paused_for_nothing(&self) -> PluginError {
+        self.error(Failure::InvalidOutput(
+            "paused the request with nothing to wait for (no call pending) and never \
+             resumed it"
+                .into(),
+        ))
     }
 
     /// Sends calls at once through the tenant's outbound HTTP, outside the VM's lock; their
