@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
 use tracing::Instrument;
 use wharf_plugins::capabilities::TenantCapabilities;
@@ -15,8 +14,7 @@ use crate::control::resolve::Unavailable;
 use wharf_plugins::cache::Exports;
 use wharf_plugins::proxy_wasm::pool::{ProxyStream, RequestStep};
 use wharf_plugins::types::{
-    Header, HeaderOp, Reply, Request, RequestAction, RequestEdits, RequestHead, Response,
-    ResponseAction,
+    Header, Reply, Request, RequestAction, RequestEdits, RequestHead, Response,
 };
 use wharf_plugins::{
     CompiledPlugin, Failure, Invocation, PluginError, PluginInstance, PluginQuotas, PluginRuntime,
@@ -144,10 +142,10 @@ pub(super) fn go_on(
         }
     }
     for op in &edits.headers {
-        apply_op(req, op);
+        super::edits::apply_op(req, op);
     }
     if let Some(path) = edits.path.as_deref() {
-        rewrite_path(req, path);
+        super::edits::rewrite_path(req, path);
     }
     // A filter has no response phase: its instance ends here, before the upstream.
     if plugin.has_response_phase() {
@@ -327,7 +325,7 @@ pub async fn on_response(
         };
         match result {
             Ok(action) => {
-                apply_response_action(resp, &action);
+                super::edits::apply_response_action(resp, &action);
                 if c.plugin.reads_response_body() {
                     awaiting_body.push(AwaitingBody {
                         plugin: c.plugin,
@@ -347,20 +345,6 @@ pub async fn on_response(
         }
     }
     Ok(())
-}
-
-/// The response header of a plugin's own reply (validated by the runtime already).
-pub fn reply_header(reply: &Reply) -> pingora_core::Result<ResponseHeader> {
-    let mut resp = ResponseHeader::build(reply.status, Some(reply.headers.len() + 2))?;
-    for h in &reply.headers {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(h.name.as_bytes()),
-            HeaderValue::from_bytes(&h.value),
-        ) {
-            resp.append_header(name, value)?;
-        }
-    }
-    Ok(resp)
 }
 
 fn wit_request(cx: &ChainCtx<'_>, req: &RequestHeader) -> Request {
@@ -389,83 +373,3 @@ fn wit_headers(headers: &http::HeaderMap) -> Vec<Header> {
         })
         .collect()
 }
-
-// Names and values were checked by the runtime (`wharf_plugins::output`): the parses below
-// cannot fail for checked output, and an unparsable op is skipped rather than trusted.
-fn header_pair(h: &Header) -> Option<(HeaderName, HeaderValue)> {
-    Some((
-        HeaderName::from_bytes(h.name.as_bytes()).ok()?,
-        HeaderValue::from_bytes(&h.value).ok()?,
-    ))
-}
-
-/// Request and response headers take the same edits; Pingora gives them no common trait.
-trait EditHeaders {
-    fn set(&mut self, name: HeaderName, value: HeaderValue);
-    fn append(&mut self, name: HeaderName, value: HeaderValue);
-    fn remove(&mut self, name: &HeaderName);
-}
-
-macro_rules! edit_headers_for {
-    ($t:ty) => {
-        impl EditHeaders for $t {
-            // Edits were validated with the plugin's output; a refusal here is logged (debug:
-            // a plugin could otherwise make the log its own) and the edit is skipped.
-            fn set(&mut self, name: HeaderName, value: HeaderValue) {
-                if let Err(e) = self.insert_header(name, value) {
-                    tracing::debug!("plugin header edit skipped: {e}");
-                }
-            }
-            fn append(&mut self, name: HeaderName, value: HeaderValue) {
-                if let Err(e) = self.append_header(name, value) {
-                    tracing::debug!("plugin header edit skipped: {e}");
-                }
-            }
-            fn remove(&mut self, name: &HeaderName) {
-                self.remove_header(name);
-            }
-        }
-    };
-}
-edit_headers_for!(RequestHeader);
-edit_headers_for!(ResponseHeader);
-
-fn apply_op(target: &mut impl EditHeaders, op: &HeaderOp) {
-    match op {
-        HeaderOp::Set(h) => {
-            if let Some((n, v)) = header_pair(h) {
-                target.set(n, v);
-            }
-        }
-        HeaderOp::Append(h) => {
-            if let Some((n, v)) = header_pair(h) {
-                target.append(n, v);
-            }
-        }
-        HeaderOp::Remove(name) => {
-            if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
-                target.remove(&n);
-            }
-        }
-    }
-}
-
-fn apply_response_action(resp: &mut ResponseHeader, action: &ResponseAction) {
-    if let Some(status) = action.status {
-        if let Err(e) = resp.set_status(status) {
-            tracing::debug!("plugin status {status} skipped: {e}");
-        }
-    }
-    for op in &action.headers {
-        apply_op(resp, op);
-    }
-}
-
-fn rewrite_path(req: &mut RequestHeader, path: &str) {
-    if let Ok(uri) = path.parse::<http::Uri>() {
-        req.set_uri(uri);
-    }
-}
-
-#[cfg(test)]
-mod tests;

@@ -10,6 +10,7 @@ mod admission;
 mod body;
 pub mod chain;
 pub mod ctx;
+mod edits;
 pub mod errors;
 mod lookalikes;
 pub mod pace;

@@ -9,6 +9,7 @@ use wharf_plugins::types::Reply;
 
 use super::chain;
 use super::ctx::RequestCtx;
+use super::edits;
 use super::errors::GatewayError;
 use super::request_info::RequestId;
 
@@ -20,7 +21,7 @@ pub(super) fn stamp(resp: &mut ResponseHeader, request_id: &RequestId) -> Result
 
 /// A plugin's own reply, after the `on-response` of the plugins before it.
 pub(super) async fn reply(session: &mut Session, reply: Reply, ctx: &mut RequestCtx) -> Result<()> {
-    let mut resp = chain::reply_header(&reply)?;
+    let mut resp = edits::reply_header(&reply)?;
     // A plugin's own reply is not an upstream body: `on-response-body` is not called for it.
     let mut not_for_replies = Vec::new();
     if let Err(e) = chain::on_response(&mut ctx.continued, &mut not_for_replies, &mut resp).await {
