@@ -270,7 +270,30 @@ async fn outbound_requests_reach_only_allowed_public_destinations() {
 async fn one_request_cannot_make_the_node_spend_past_the_tenants_outbound_quotas() {
     let ca = Ca::new("Outbound Test CA");
     let dns = Dns::start(&[]);
-    let counted = HttpServer::plain(|_| (200, "ok".into())).await;
+    // A server that answers each request on its own connection and closes it: the flood below
+    // leaves no idle connection in the tenant's pool (with keep-alive, hyper may open a second
+    // connection while the first is being returned, and two idle connections would hold both of
+    // the tenant's connection permits for the pool's idle timeout).
+    let counted = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let counted_addr = counted.local_addr().unwrap();
+    let reached_count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reached_by_server = reached_count.clone();
+    let counted_task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = counted.accept().await {
+            let reached = reached_by_server.clone();
+            tokio::spawn(async move {
+                let mut req = [0u8; 4096];
+                if s.read(&mut req).await.unwrap_or(0) > 0 {
+                    reached.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
+                        .await;
+                }
+            });
+        }
+    });
     // A server that answers a 1 GB body as fast as it can, counting what it managed to send.
     let endless = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endless_addr = endless.local_addr().unwrap();
@@ -316,9 +339,9 @@ async fn one_request_cannot_make_the_node_spend_past_the_tenants_outbound_quotas
     // 1,000 calls from one request: the rate quota stops all but its burst (and what it
     // refills while the request runs).
     let started = Instant::now();
-    let v = fetch(&gw, &format!("http://{}/", counted.addr)).await;
+    let v = fetch(&gw, &format!("http://{counted_addr}/")).await;
     let allowed = 50 + (50.0 * started.elapsed().as_secs_f64()).ceil() as u64;
-    let reached = counted.requests.load(std::sync::atomic::Ordering::SeqCst) as u64;
+    let reached = reached_count.load(std::sync::atomic::Ordering::SeqCst);
     eprintln!(
         "1,000 calls in one request: {reached} sent in {:?}",
         started.elapsed()
@@ -388,14 +411,18 @@ async fn one_request_cannot_make_the_node_spend_past_the_tenants_outbound_quotas
         took < Duration::from_millis(2900),
         "the 1.5 s timeout took {took:?}"
     );
-    // Open connections, in use and idle, all destinations: 2. The first server's connection
-    // is idle in the pool; one more destination fits, the next is refused before it is dialled.
-    let (x, y) = (
+    // Open connections, in use and idle, all destinations: 2. Two servers kept alive: each
+    // one's connection stays idle in the pool, and a third destination is refused before it is
+    // dialled.
+    let (w, x, y) = (
+        HttpServer::plain(|_| (200, "w".into())).await,
         HttpServer::plain(|_| (200, "x".into())).await,
         HttpServer::plain(|_| (200, "y".into())).await,
     );
-    let v = fetch(&gw, &format!("http://{}/", x.addr)).await;
-    assert_eq!(v["ok"], 1, "{v}");
+    for first in [&w, &x] {
+        let v = fetch(&gw, &format!("http://{}/", first.addr)).await;
+        assert_eq!(v["ok"], 1, "{v}");
+    }
     let v = fetch(&gw, &format!("http://{}/", y.addr)).await;
     assert_eq!(v["error"], "quota-exceeded", "{v}");
     assert!(
@@ -412,4 +439,5 @@ async fn one_request_cannot_make_the_node_spend_past_the_tenants_outbound_quotas
     );
     endless_task.abort();
     silent_task.abort();
+    counted_task.abort();
 }
