@@ -221,6 +221,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for PerAddress<A> {
             None => None,
         };
         let session = match &self.tls {
+            // A handshake stalled by the client (TCP open, hello never finished) would hold its
+            // connection and task without end: it gets the head's deadline.
+            Some(tls) if !self.head_timeout.is_zero() => {
+                tokio::time::timeout(self.head_timeout, tls.accept(session))
+                    .await
+                    .ok()
+                    .flatten()?
+            }
             Some(tls) => tls.accept(session).await?,
             None => session,
         };

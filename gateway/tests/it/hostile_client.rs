@@ -214,3 +214,32 @@ async fn framing_lookalikes_with_underscores_never_reach_the_upstream() {
         "other underscores pass:\n{head}"
     );
 }
+
+/// A client that opens a TLS connection and never finishes its hello (slowloris on the
+/// handshake) is cut at the head deadline: it cannot hold a connection and its task for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_handshake_never_finished_is_cut_at_the_head_deadline() {
+    let (url, store) = fresh_store(StoreKind::Sqlite).await;
+    let up = Upstream::start("up").await;
+    let AcmeOverHttps { gw, tls_addr, .. } = acme_over_https_configured(
+        &url,
+        &store,
+        &up.target(),
+        "handshake CA",
+        "[clients]\nrequest_head_timeout_seconds = 1",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let mut s = TcpStream::connect(tls_addr).await.unwrap();
+    // The first bytes of a TLS record header, then nothing.
+    s.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut out)).await;
+    assert!(closed.is_ok(), "the stalled handshake was never cut");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "cut after {:?} (head deadline 1 s)",
+        started.elapsed()
+    );
+    drop(gw);
+}
