@@ -307,12 +307,21 @@ impl ProxyStream {
             return Err(self.trap(format!("fuel accounting unavailable: {e}")));
         }
         let quotas = self.who.quotas;
+        let cell = self.cell.clone();
         let run = async move {
             let (mut live, result, used) = call::run(live, op, budget, quotas).await;
             let fuel_left = live.vm.store.get_fuel().unwrap_or(0);
             let ctx = live.vm.store.data_mut().context();
             let ticks = ctx.tick_period.map(|period| (live.generation, period));
             let queues = std::mem::take(&mut ctx.queue_registered).then_some(live.generation);
+            // The VM's health is settled while its lock is held: settled after, a success
+            // finishing here could land after the next callback's failure and wipe it out (a
+            // VM failing request after request would then never back off).
+            match &result {
+                Ok(VmDone::Started) => {}
+                Ok(_) => cell.succeeded(),
+                Err(_) => cell.failed(),
+            }
             if result.is_ok() {
                 *held = Some(live);
             }
@@ -342,16 +351,10 @@ impl ProxyStream {
         self.remaining = self.remaining.saturating_sub(used);
         self.fuel_left = fuel_left;
         match result {
-            Ok(done) => {
-                // A start alone proves nothing: a module that fails every request after
-                // starting fine must still back off.
-                if !matches!(done, VmDone::Started) {
-                    self.cell.succeeded();
-                }
-                Ok(done)
-            }
+            // A start alone proves nothing (a module that fails every request after starting
+            // fine must still back off): the health was settled above.
+            Ok(done) => Ok(done),
             Err(failure) => {
-                self.cell.failed();
                 self.failed = true;
                 self.context = None;
                 Err(self.error(failure))

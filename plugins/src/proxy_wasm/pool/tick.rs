@@ -116,18 +116,26 @@ pub(super) async fn background(
     let started = Instant::now();
     let budget = Duration::from_millis(who.quotas.deadline_ms);
     let quotas = who.quotas;
+    let failing = cell.clone();
     let run = async move {
         let (live, result, _) = call::run(live, op, budget, quotas).await;
         let ok = matches!(result, Ok(VmDone::Ticked));
         if ok {
             *held = Some(live);
+        } else {
+            // Under the lock, so the next callback's outcome cannot land before this one.
+            failing.failed();
         }
         drop(held);
         result.map(|_| ())
     };
     let result = match call::on_plugin_threads(&runtime.executor_handle(), run).await {
         Ok(r) => r,
-        Err(e) => Err(crate::error::Failure::Trap(e)),
+        Err(e) => {
+            // The task panicked: the VM went with it.
+            cell.failed();
+            Err(crate::error::Failure::Trap(e))
+        }
     };
     let result = result.map_err(|f| crate::error::PluginError::new(who.plugin.as_ref(), f));
     let who_labels = (&*who.tenant, &*who.plugin);
@@ -136,7 +144,6 @@ pub(super) async fn background(
         Ok(()) => Ran::Done,
         Err(failure) => {
             tracing::warn!(tenant = %who.tenant, "proxy-wasm {function} failed, VM dropped: {failure}");
-            cell.failed();
             Ran::Gone
         }
     }
