@@ -177,6 +177,7 @@ impl Bootstrap {
             http: self.outbound_http.clone(),
             body: (),
             request: (),
+            response_edits: (),
         })
     }
 

@@ -160,6 +160,13 @@ impl PluginInstance {
         live.store.data_mut().caps.body.replaced.take()
     }
 
+    /// The response edits a `request-filter` declared (`response-edits`), checked already
+    /// (taken: asked once).
+    pub fn take_declared_response(&mut self) -> Option<ResponseAction> {
+        let live = self.live.as_mut()?;
+        live.store.data_mut().caps.response_edits.take()
+    }
+
     /// Instantiates now (otherwise the first call does).
     pub async fn start(&mut self) -> Result<(), PluginError> {
         self.call(Op::Start).await.map(|_| ())

@@ -14,7 +14,7 @@ use crate::control::resolve::Unavailable;
 use wharf_plugins::cache::Exports;
 use wharf_plugins::proxy_wasm::pool::{ProxyStream, RequestStep};
 use wharf_plugins::types::{
-    Header, Reply, Request, RequestAction, RequestEdits, RequestHead, Response,
+    Header, Reply, Request, RequestAction, RequestEdits, RequestHead, Response, ResponseAction,
 };
 use wharf_plugins::{
     CompiledPlugin, Failure, Invocation, PluginError, PluginInstance, PluginQuotas, PluginRuntime,
@@ -32,6 +32,9 @@ pub struct Continued {
 pub(super) enum Plugged {
     Component(PluginInstance),
     ProxyWasm(ProxyStream),
+    /// A `request-filter` that declared its response edits (`response-edits`): its instance
+    /// ended with its request phase; the edits wait for the response in its place.
+    Declared(Arc<str>, ResponseAction),
 }
 
 /// A plugin waiting for the whole response body.
@@ -147,7 +150,16 @@ pub(super) fn go_on(
     if let Some(path) = edits.path.as_deref() {
         super::edits::rewrite_path(req, path);
     }
-    // A filter has no response phase: its instance ends here, before the upstream.
+    // A filter has no response phase: its instance ends here, before the upstream, leaving
+    // the response edits it declared, if any.
+    if let Plugged::Component(instance) = &mut plugin {
+        if !instance.has_response_phase() {
+            match instance.take_declared_response() {
+                Some(action) => plugin = Plugged::Declared(instance.plugin().into(), action),
+                None => return,
+            }
+        }
+    }
     if plugin.has_response_phase() {
         continued.push(Continued {
             plugin,
@@ -228,7 +240,7 @@ impl Continued {
     ) -> Result<Option<Vec<u8>>, PluginError> {
         match &mut self.plugin {
             Plugged::ProxyWasm(s) => s.on_request_body(body, max).await,
-            Plugged::Component(_) => Ok(None),
+            Plugged::Component(_) | Plugged::Declared(..) => Ok(None),
         }
     }
 }
@@ -238,6 +250,7 @@ impl Plugged {
         match self {
             Plugged::Component(i) => i.has_response_phase(),
             Plugged::ProxyWasm(s) => s.has_response_phase(),
+            Plugged::Declared(..) => true,
         }
     }
 
@@ -254,6 +267,7 @@ impl Plugged {
         match self {
             Plugged::Component(i) => i.reads_response_body(),
             Plugged::ProxyWasm(s) => s.reads_response_body(),
+            Plugged::Declared(..) => false,
         }
     }
 
@@ -266,6 +280,7 @@ impl Plugged {
         match self {
             Plugged::Component(i) => i.on_response_body(body, max).await,
             Plugged::ProxyWasm(s) => s.on_response_body(body, max).await,
+            Plugged::Declared(..) => Ok(None),
         }
     }
 
@@ -273,6 +288,7 @@ impl Plugged {
         match self {
             Plugged::Component(i) => i.plugin(),
             Plugged::ProxyWasm(s) => s.plugin(),
+            Plugged::Declared(name, _) => name,
         }
     }
 }
@@ -322,6 +338,13 @@ pub async fn on_response(
                     .instrument(span)
                     .await
             }
+            Plugged::Declared(_, action) => Ok(std::mem::replace(
+                action,
+                ResponseAction {
+                    status: None,
+                    headers: Vec::new(),
+                },
+            )),
         };
         match result {
             Ok(action) => {

@@ -83,3 +83,108 @@ async fn a_request_filter_ends_before_the_upstream_and_gets_no_response_call() {
         "a classic plugin keeps its instance for on-response"
     );
 }
+
+/// A filter that declares its response edits in its request phase (`header-filter`, add-header's
+/// work as a `request-filter`) edits the response without being called again or held across the
+/// upstream; in a chain its edits apply in the reverse order, as its `on-response` would; an edit
+/// the gateway refuses is answered to the plugin, which answers the client, naming the field.
+#[tokio::test]
+async fn a_filters_declared_response_edits_apply_without_a_response_call() {
+    let (in_use, metrics) = instances_while_upstream_is_slow(
+        "header-filter",
+        &[
+            ("response-header", "x-served"),
+            ("response-value", "filter"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        in_use, 0.0,
+        "a filter's instance was held across the upstream"
+    );
+    let calls: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("wharf_plugin_invocations_total"))
+        .collect();
+    assert!(
+        calls.iter().all(|l| !l.contains("on_response")),
+        "{calls:?}"
+    );
+
+    let (url, store) = fresh_store(StoreKind::Sqlite).await;
+    let up = Upstream::start("up").await;
+    tenant_with_route(
+        &store,
+        "f",
+        &["declared.test"],
+        route("r", "/", &[&up.target()]),
+    )
+    .await;
+    relaxed(&store, "f").await;
+    let filter = example_plugin("header-filter");
+    let config = [
+        ("request-header", "x-from-filter"),
+        ("request-value", "1"),
+        ("response-header", "x-served"),
+        ("response-value", "filter"),
+    ];
+    attach_plugin(
+        &store,
+        "f",
+        "r",
+        "header-filter",
+        &filter,
+        &config,
+        OnError::FailClosed,
+    )
+    .await;
+    let classic = [
+        ("response-header", "x-served"),
+        ("response-value", "classic"),
+    ];
+    let add_header = example_plugin("add-header");
+    attach_plugin(
+        &store,
+        "f",
+        "r",
+        "add-header",
+        &add_header,
+        &classic,
+        OnError::FailClosed,
+    )
+    .await;
+    // The refused edit: a response header name with a space in it.
+    tenant_with_route(
+        &store,
+        "g",
+        &["refused.test"],
+        route("r", "/", &[&up.target()]),
+    )
+    .await;
+    relaxed(&store, "g").await;
+    let bad = [("response-header", "x bad")];
+    attach_plugin(
+        &store,
+        "g",
+        "r",
+        "header-filter",
+        &filter,
+        &bad,
+        OnError::FailClosed,
+    )
+    .await;
+    let gw = Wharf::start(&url).await;
+
+    let r = gw.get("declared.test", "/chain").await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["headers"]["x-from-filter"], "1", "{}", r.json);
+    // add-header's on-response ran first (last plugin first), then the filter's declared edit.
+    let served: Vec<_> = r.headers.get_all("x-served").iter().collect();
+    assert_eq!(served, ["filter"], "{:?}", r.headers);
+
+    let r = gw.get("refused.test", "/").await;
+    assert_eq!(r.status, 500, "{}", r.json);
+    assert_eq!(r.json["error"], "response_edit_refused", "{}", r.json);
+    let reason = r.json["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("x bad"), "{}", r.json);
+}

@@ -50,6 +50,11 @@ extern void __wasm_import_wharf_plugin_request_get(uint8_t *, size_t, uint8_t *)
 __attribute__((__import_module__("wharf:plugin/request@0.1.0"), __import_name__("entries")))
 extern void __wasm_import_wharf_plugin_request_entries(uint8_t *);
 
+// Imported Functions from `wharf:plugin/response-edits@0.1.0`
+
+__attribute__((__import_module__("wharf:plugin/response-edits@0.1.0"), __import_name__("declare")))
+extern void __wasm_import_wharf_plugin_response_edits_declare(int32_t, int32_t, uint8_t *, size_t, uint8_t *);
+
 // Exported Functions from `request-body-filter`
 
 __attribute__((__weak__, __export_name__("cabi_post_handle-request")))
@@ -539,6 +544,21 @@ void wharf_plugin_request_list_header_free(wharf_plugin_request_list_header_t *p
   }
 }
 
+void wharf_plugin_response_edits_response_action_free(wharf_plugin_response_edits_response_action_t *ptr) {
+  wharf_plugin_types_response_action_free(ptr);
+}
+
+void wharf_plugin_response_edits_host_error_free(wharf_plugin_response_edits_host_error_t *ptr) {
+  wharf_plugin_types_host_error_free(ptr);
+}
+
+void wharf_plugin_response_edits_result_void_host_error_free(wharf_plugin_response_edits_result_void_host_error_t *ptr) {
+  if (!ptr->is_err) {
+  } else {
+    wharf_plugin_response_edits_host_error_free(&ptr->val.err);
+  }
+}
+
 void request_body_filter_request_head_free(request_body_filter_request_head_t *ptr) {
   wharf_plugin_types_request_head_free(ptr);
 }
@@ -938,6 +958,68 @@ void wharf_plugin_request_entries(wharf_plugin_request_list_header_t *ret) {
   uint8_t *ptr = (uint8_t *) &ret_area;
   __wasm_import_wharf_plugin_request_entries(ptr);
   *ret = (wharf_plugin_request_list_header_t) { (wharf_plugin_request_header_t*)(*((uint8_t **) (ptr + 0))), (*((size_t*) (ptr + sizeof(void*)))) };
+}
+
+bool wharf_plugin_response_edits_declare(wharf_plugin_response_edits_response_action_t *action, wharf_plugin_response_edits_host_error_t *err) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(4*sizeof(void*))];
+  int32_t option;
+  int32_t option1;
+  if (((*action).status).is_some) {
+    const uint16_t *payload0 = &((*action).status).val;
+    option = 1;
+    option1 = (int32_t) (*payload0);
+  } else {
+    option = 0;
+    option1 = 0;
+  }
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_wharf_plugin_response_edits_declare(option, option1, (uint8_t *) ((*action).headers).ptr, ((*action).headers).len, ptr);
+  wharf_plugin_response_edits_result_void_host_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      wharf_plugin_types_host_error_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          variant.val.quota_exceeded = (request_body_filter_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 1: {
+          break;
+        }
+        case 2: {
+          variant.val.denied = (request_body_filter_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          break;
+        }
+        case 4: {
+          variant.val.invalid = (request_body_filter_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 5: {
+          variant.val.backend = (request_body_filter_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
 }
 
 __attribute__((__export_name__("handle-request")))

@@ -327,6 +327,17 @@ typedef struct {
   size_t len;
 } wharf_plugin_request_list_header_t;
 
+typedef wharf_plugin_types_response_action_t wharf_plugin_response_edits_response_action_t;
+
+typedef wharf_plugin_types_host_error_t wharf_plugin_response_edits_host_error_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    wharf_plugin_response_edits_host_error_t err;
+  } val;
+} wharf_plugin_response_edits_result_void_host_error_t;
+
 typedef wharf_plugin_types_request_head_t request_body_filter_request_head_t;
 
 typedef wharf_plugin_types_request_action_t request_body_filter_request_action_t;
@@ -364,6 +375,11 @@ extern bool wharf_plugin_http_send(wharf_plugin_http_outgoing_request_t *req, wh
 extern void wharf_plugin_request_get(request_body_filter_string_t *name, request_body_filter_list_list_u8_t *ret);
 // Every header, as the request has them now (after earlier plugins' edits).
 extern void wharf_plugin_request_entries(wharf_plugin_request_list_header_t *ret);
+
+// Imported Functions from `wharf:plugin/response-edits@0.1.0`
+// The edits for this request's response; a later call replaces an earlier one. `invalid`
+// (naming what) when `on-response` could not return them either: they are then not kept.
+extern bool wharf_plugin_response_edits_declare(wharf_plugin_response_edits_response_action_t *action, wharf_plugin_response_edits_host_error_t *err);
 
 // Exported Functions from `request-body-filter`
 void exports_request_body_filter_handle_request(request_body_filter_request_head_t *req, request_body_filter_request_action_t *ret);
@@ -453,6 +469,12 @@ void wharf_plugin_http_result_incoming_response_host_error_free(wharf_plugin_htt
 void wharf_plugin_request_header_free(wharf_plugin_request_header_t *ptr);
 
 void wharf_plugin_request_list_header_free(wharf_plugin_request_list_header_t *ptr);
+
+void wharf_plugin_response_edits_response_action_free(wharf_plugin_response_edits_response_action_t *ptr);
+
+void wharf_plugin_response_edits_host_error_free(wharf_plugin_response_edits_host_error_t *ptr);
+
+void wharf_plugin_response_edits_result_void_host_error_free(wharf_plugin_response_edits_result_void_host_error_t *ptr);
 
 void request_body_filter_request_head_free(request_body_filter_request_head_t *ptr);
 

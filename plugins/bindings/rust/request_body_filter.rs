@@ -1826,6 +1826,181 @@ pub mod wharf {
 
     }
 
+    /// Response edits a `request-filter` declares in its request phase. A filter has no response
+    /// phase (its instance ends before the upstream is called): the gateway applies what it declared
+    /// to the response's header itself when it comes, in the chain's reverse order as `on-response`'s
+    /// are, without calling the plugin again. For the plugins that edit every response the same way
+    /// (a header added, a status mapped), this is `on-response` without its cost.
+    #[allow(dead_code, clippy::all)]
+    pub mod response_edits {
+      #[used]
+      #[doc(hidden)]
+      static __FORCE_SECTION_REF: fn() =
+      super::super::super::__link_custom_section_describing_imports;
+      
+      use super::super::super::_rt;
+      pub type ResponseAction = super::super::super::wharf::plugin::types::ResponseAction;
+      pub type HostError = super::super::super::wharf::plugin::types::HostError;
+      #[allow(unused_unsafe, clippy::all)]
+      /// The edits for this request's response; a later call replaces an earlier one. `invalid`
+      /// (naming what) when `on-response` could not return them either: they are then not kept.
+      pub fn declare(action: &ResponseAction,) -> Result<(),HostError>{
+        unsafe {
+          #[repr(align(4))]
+          struct RetArea([::core::mem::MaybeUninit::<u8>; 16]);
+          let mut ret_area = RetArea([::core::mem::MaybeUninit::uninit(); 16]);
+          let super::super::super::wharf::plugin::types::ResponseAction{ status:status0, headers:headers0, } = action;
+          let (result1_0,result1_1,) = match status0 {
+            Some(e) => (1i32, _rt::as_i32(e)),
+            None => {
+              (0i32, 0i32)
+            },
+          };let vec10 = headers0;
+          let len10 = vec10.len();
+          let layout10 = _rt::alloc::Layout::from_size_align_unchecked(vec10.len() * 20, 4);
+          let result10 = if layout10.size() != 0 {
+            let ptr = _rt::alloc::alloc(layout10).cast::<u8>();
+            if ptr.is_null()
+            {
+              _rt::alloc::handle_alloc_error(layout10);
+            }
+            ptr
+          }else {
+            ::core::ptr::null_mut()
+          };
+          for (i, e) in vec10.into_iter().enumerate() {
+            let base = result10.add(i * 20);
+            {
+              use super::super::super::wharf::plugin::types::HeaderOp as V9;
+              match e {
+                V9::Set(e) => {
+                  *base.add(0).cast::<u8>() = (0i32) as u8;
+                  let super::super::super::wharf::plugin::types::Header{ name:name2, value:value2, } = e;
+                  let vec3 = name2;
+                  let ptr3 = vec3.as_ptr().cast::<u8>();
+                  let len3 = vec3.len();
+                  *base.add(8).cast::<usize>() = len3;
+                  *base.add(4).cast::<*mut u8>() = ptr3.cast_mut();
+                  let vec4 = value2;
+                  let ptr4 = vec4.as_ptr().cast::<u8>();
+                  let len4 = vec4.len();
+                  *base.add(16).cast::<usize>() = len4;
+                  *base.add(12).cast::<*mut u8>() = ptr4.cast_mut();
+                },
+                V9::Append(e) => {
+                  *base.add(0).cast::<u8>() = (1i32) as u8;
+                  let super::super::super::wharf::plugin::types::Header{ name:name5, value:value5, } = e;
+                  let vec6 = name5;
+                  let ptr6 = vec6.as_ptr().cast::<u8>();
+                  let len6 = vec6.len();
+                  *base.add(8).cast::<usize>() = len6;
+                  *base.add(4).cast::<*mut u8>() = ptr6.cast_mut();
+                  let vec7 = value5;
+                  let ptr7 = vec7.as_ptr().cast::<u8>();
+                  let len7 = vec7.len();
+                  *base.add(16).cast::<usize>() = len7;
+                  *base.add(12).cast::<*mut u8>() = ptr7.cast_mut();
+                },
+                V9::Remove(e) => {
+                  *base.add(0).cast::<u8>() = (2i32) as u8;
+                  let vec8 = e;
+                  let ptr8 = vec8.as_ptr().cast::<u8>();
+                  let len8 = vec8.len();
+                  *base.add(8).cast::<usize>() = len8;
+                  *base.add(4).cast::<*mut u8>() = ptr8.cast_mut();
+                },
+              }
+            }
+          }
+          let ptr11 = ret_area.0.as_mut_ptr().cast::<u8>();
+          #[cfg(target_arch = "wasm32")]
+          #[link(wasm_import_module = "wharf:plugin/response-edits@0.1.0")]
+          extern "C" {
+            #[link_name = "declare"]
+            fn wit_import(_: i32, _: i32, _: *mut u8, _: usize, _: *mut u8, );
+          }
+
+          #[cfg(not(target_arch = "wasm32"))]
+          fn wit_import(_: i32, _: i32, _: *mut u8, _: usize, _: *mut u8, ){ unreachable!() }
+          wit_import(result1_0, result1_1, result10, len10, ptr11);
+          let l12 = i32::from(*ptr11.add(0).cast::<u8>());
+          if layout10.size() != 0 {
+            _rt::alloc::dealloc(result10.cast(), layout10);
+          }
+          match l12 {
+            0 => {
+              let e = ();
+              Ok(e)
+            }
+            1 => {
+              let e = {
+                let l13 = i32::from(*ptr11.add(4).cast::<u8>());
+                use super::super::super::wharf::plugin::types::HostError as V26;
+                let v26 = match l13 {
+                  0 => {
+                    let e26 = {
+                      let l14 = *ptr11.add(8).cast::<*mut u8>();
+                      let l15 = *ptr11.add(12).cast::<usize>();
+                      let len16 = l15;
+                      let bytes16 = _rt::Vec::from_raw_parts(l14.cast(), len16, len16);
+
+                      _rt::string_lift(bytes16)
+                    };
+                    V26::QuotaExceeded(e26)
+                  }
+                  1 => {
+                    V26::Timeout
+                  }
+                  2 => {
+                    let e26 = {
+                      let l17 = *ptr11.add(8).cast::<*mut u8>();
+                      let l18 = *ptr11.add(12).cast::<usize>();
+                      let len19 = l18;
+                      let bytes19 = _rt::Vec::from_raw_parts(l17.cast(), len19, len19);
+
+                      _rt::string_lift(bytes19)
+                    };
+                    V26::Denied(e26)
+                  }
+                  3 => {
+                    V26::BackendUnavailable
+                  }
+                  4 => {
+                    let e26 = {
+                      let l20 = *ptr11.add(8).cast::<*mut u8>();
+                      let l21 = *ptr11.add(12).cast::<usize>();
+                      let len22 = l21;
+                      let bytes22 = _rt::Vec::from_raw_parts(l20.cast(), len22, len22);
+
+                      _rt::string_lift(bytes22)
+                    };
+                    V26::Invalid(e26)
+                  }
+                  n => {
+                    debug_assert_eq!(n, 5, "invalid enum discriminant");
+                    let e26 = {
+                      let l23 = *ptr11.add(8).cast::<*mut u8>();
+                      let l24 = *ptr11.add(12).cast::<usize>();
+                      let len25 = l24;
+                      let bytes25 = _rt::Vec::from_raw_parts(l23.cast(), len25, len25);
+
+                      _rt::string_lift(bytes25)
+                    };
+                    V26::Backend(e26)
+                  }
+                };
+
+                v26
+              };
+              Err(e)
+            }
+            _ => _rt::invalid_enum_discriminant(),
+          }
+        }
+      }
+
+    }
+
   }
 }
 mod _rt {
@@ -2022,9 +2197,9 @@ pub(crate) use __export_request_body_filter_impl as export;
 #[cfg(target_arch = "wasm32")]
 #[link_section = "component-type:wit-bindgen:0.36.0:wharf:plugin@0.1.0:request-body-filter:encoded world"]
 #[doc(hidden)]
-pub static __WIT_BINDGEN_COMPONENT_TYPE: [u8; 1939] = *b"\
-\0asm\x0d\0\x01\0\0\x19\x16wit-component-encoding\x04\0\x07\x89\x0e\x01A\x02\x01\
-A\x18\x01B\x19\x01p}\x01r\x02\x04names\x05value\0\x04\0\x06header\x03\0\x01\x01p\
+pub static __WIT_BINDGEN_COMPONENT_TYPE: [u8; 2077] = *b"\
+\0asm\x0d\0\x01\0\0\x19\x16wit-component-encoding\x04\0\x07\x93\x0f\x01A\x02\x01\
+A\x1b\x01B\x19\x01p}\x01r\x02\x04names\x05value\0\x04\0\x06header\x03\0\x01\x01p\
 \x02\x01r\x06\x06methods\x04paths\x07headers\x03\x0bclient-addrs\x09tenant-ids\x08\
 route-ids\x04\0\x07request\x03\0\x04\x01r\x05\x06methods\x04paths\x0bclient-addr\
 s\x09tenant-ids\x08route-ids\x04\0\x0crequest-head\x03\0\x06\x01r\x02\x06status{\
@@ -2064,10 +2239,13 @@ body\x05\x04\0\x11incoming-response\x03\0\x09\x01j\x01\x0a\x01\x03\x01@\x01\x03r
 eq\x08\0\x0b\x04\0\x04send\x01\x0c\x03\0\x17wharf:plugin/http@0.1.0\x05\x0c\x01B\
 \x09\x02\x03\x02\x01\x0b\x04\0\x06header\x03\0\0\x01p}\x01p\x02\x01@\x01\x04name\
 s\0\x03\x04\0\x03get\x01\x04\x01p\x01\x01@\0\0\x05\x04\0\x07entries\x01\x06\x03\0\
-\x1awharf:plugin/request@0.1.0\x05\x0d\x01@\x01\x03req\x04\0\x06\x04\0\x0ehandle\
--request\x01\x0e\x04\0&wharf:plugin/request-body-filter@0.1.0\x04\0\x0b\x19\x01\0\
-\x13request-body-filter\x03\0\0\0G\x09producers\x01\x0cprocessed-by\x02\x0dwit-c\
-omponent\x070.220.1\x10wit-bindgen-rust\x060.36.0";
+\x1awharf:plugin/request@0.1.0\x05\x0d\x02\x03\0\0\x0fresponse-action\x01B\x07\x02\
+\x03\x02\x01\x0e\x04\0\x0fresponse-action\x03\0\0\x02\x03\x02\x01\x01\x04\0\x0ah\
+ost-error\x03\0\x02\x01j\0\x01\x03\x01@\x01\x06action\x01\0\x04\x04\0\x07declare\
+\x01\x05\x03\0!wharf:plugin/response-edits@0.1.0\x05\x0f\x01@\x01\x03req\x04\0\x06\
+\x04\0\x0ehandle-request\x01\x10\x04\0&wharf:plugin/request-body-filter@0.1.0\x04\
+\0\x0b\x19\x01\0\x13request-body-filter\x03\0\0\0G\x09producers\x01\x0cprocessed\
+-by\x02\x0dwit-component\x070.220.1\x10wit-bindgen-rust\x060.36.0";
 
 #[inline(never)]
 #[doc(hidden)]

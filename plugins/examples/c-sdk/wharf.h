@@ -261,6 +261,18 @@ static inline bool wharf_request_header(const char *name, wharf_str *value) {
   value->len = values.ptr[0].len;
   return true;
 }
+
+// Declares the response edits of this request (`response-edits`): the gateway applies `ops` to
+// the response's header when it comes, without calling the plugin again (a filter has no
+// response phase). The ops are borrowed for the call. False when refused: `err` says why
+// (`invalid`, naming what).
+static inline bool wharf_declare_response(wharf_header_op *ops, size_t n, wharf_plugin_types_host_error_t *err) {
+  wharf_plugin_response_edits_response_action_t action;
+  action.status.is_some = false;
+  action.headers.ptr = ops;
+  action.headers.len = n;
+  return wharf_plugin_response_edits_declare(&action, err);
+}
 #endif
 
 #endif

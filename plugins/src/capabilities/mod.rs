@@ -11,6 +11,7 @@
 //! | [`sql::Sql`] | `wharf:plugin/sql` | `sql` | pool, own database, rate, row/byte/storage caps | — |
 //! | [`body::Body`] | `wharf:plugin/body` | — | — | the request body, its replacement |
 //! | [`request::Request`] | `wharf:plugin/request` | — | — | the request's headers (filters) |
+//! | [`response_edits::ResponseEdits`] | `wharf:plugin/response-edits` | — | — | the response edits a filter declared |
 //! | [`http::Http`] | `wharf:plugin/http` | `[outbound_http]` | client pool, rate, requests in flight | the attachment's allowed hosts |
 //!
 //! What every capability shares lives here once: tenant state is built on first use and kept
@@ -28,6 +29,7 @@ mod quota;
 pub mod redis;
 mod registry;
 pub mod request;
+pub mod response_edits;
 pub mod sql;
 
 use std::collections::{BTreeMap, HashMap};
@@ -280,4 +282,5 @@ registry::registry! {
     http: http::Http,
     body: body::Body,
     request: request::Request,
+    response_edits: response_edits::ResponseEdits,
 }
