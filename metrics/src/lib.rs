@@ -77,6 +77,7 @@ pub struct Metrics {
     pub compiled_components: IntGauge,
     pub compiled_cache_bytes: IntGauge,
     pub compiled_cache_evictions_total: IntCounter,
+    pub compiled_disk_bytes: IntGauge,
     pub plugin_compiles_total: IntCounterVec,
     // TLS
     pub tls_handshakes_total: IntCounterVec,
@@ -139,6 +140,7 @@ impl Metrics {
             compiled_cache_hits_total: counter_vec(&r, "wharf_compiled_cache_hits_total", "Compiled-component lookups served from cache, by tier (memory, disk)", &["tier"]),
             compiled_cache_misses_total: counter(&r, "wharf_compiled_cache_misses_total", "Compiled-component lookups that had to compile"),
             compiled_components: gauge(&r, "wharf_compiled_components", "Distinct compiled components held in memory"),
+            compiled_disk_bytes: gauge(&r, "wharf_compiled_disk_bytes", "Compiled code in this node's disk cache, in bytes, after its last sweep (code of deleted plugin versions and of engines no longer run is removed)"),
             compiled_cache_bytes: gauge(&r, "wharf_compiled_cache_bytes", "Compiled code held in memory, in bytes (plugins in use plus unused ones within compiled_cache_bytes)"),
             plugin_compiles_total: counter_vec(&r, "wharf_plugin_compiles_total", "Plugins compiled, by compiler: winch (proxy-wasm modules' baseline code, served first), cranelift (optimized code; a baseline module's replaces it in the background), dropped (an optimization not queued: its code stays baseline until next loaded)", &["compiler"]),
             compiled_cache_evictions_total: counter(&r, "wharf_compiled_cache_evictions_total", "Compiled plugins no request was running, evicted from memory past the compiled_cache_bytes budget (the next request loads them from the disk cache)"),

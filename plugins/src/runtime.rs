@@ -220,6 +220,27 @@ impl PluginRuntime {
         self.cache.trim();
     }
 
+    /// The disk cache's upkeep ([`crate::cache::ComponentCache::sweep_disk`]), with `live` the
+    /// content hashes of every plugin version in the store. Reads and removes files: blocking.
+    pub fn sweep_compiled_disk(
+        &self,
+        live: &std::collections::HashSet<String>,
+    ) -> crate::cache::Swept {
+        let grace = std::time::Duration::from_secs(self.settings.compiled_disk_grace_s);
+        let swept = self.cache.sweep_disk(live, grace);
+        self.metrics
+            .compiled_disk_bytes
+            .set(i64::try_from(swept.kept_bytes).unwrap_or(i64::MAX));
+        swept
+    }
+
+    /// How often the control plane sweeps the disk cache: a tenth of the grace, from a second
+    /// to ten minutes.
+    pub fn sweep_every(&self) -> std::time::Duration {
+        let grace = self.settings.compiled_disk_grace_s;
+        std::time::Duration::from_secs((grace / 10).clamp(1, 600))
+    }
+
     /// A fresh instance for one request, instantiated (its start function run) on the plugin
     /// threads.
     pub async fn instantiate(

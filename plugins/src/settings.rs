@@ -41,6 +41,11 @@ pub struct RuntimeSettings {
     /// Modules smaller than this compile optimized directly (Cranelift takes about a second
     /// per MB: a small one serves as soon, and its VM never switches code).
     pub baseline_min_bytes: usize,
+    /// Compiled code on disk for content no plugin version in the store has any more (deleted
+    /// versions, plugins and tenants) is removed once it is this old (an upload compiles before
+    /// its version is committed); so is baseline code whose optimized code is there, and the
+    /// directories of engines this node no longer runs.
+    pub compiled_disk_grace_s: u64,
 }
 
 impl RuntimeSettings {
@@ -70,6 +75,7 @@ impl Default for RuntimeSettings {
             compiled_cache_bytes: 256 << 20,
             baseline_compile: true,
             baseline_min_bytes: 1 << 20,
+            compiled_disk_grace_s: 3600,
         }
     }
 }

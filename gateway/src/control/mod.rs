@@ -131,7 +131,7 @@ impl ControlPlane {
             }
             if let Some(s) = &store {
                 let version = sync.live.load().version;
-                self.tasks.run(s, version).await;
+                self.tasks.run(s, version, &sync.runtime).await;
             }
             periodic::export_target_health(&sync.live, &sync.metrics);
             // Plugins the last table change let go of leave memory once over budget.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wharf_metrics::Metrics;
+use wharf_plugins::PluginRuntime;
 use wharf_tenancy::store::now_ms;
 use wharf_tenancy::{AuditRetention, Store};
 
@@ -41,6 +42,7 @@ pub struct StoreTasks {
     audit: AuditRetention,
     report: Every,
     prune: Every,
+    sweep: Every,
 }
 
 impl StoreTasks {
@@ -51,11 +53,15 @@ impl StoreTasks {
             audit,
             report: Every::default(),
             prune: Every::default(),
+            sweep: Every::default(),
         }
     }
 
     /// Whatever is due: failures are logged and retried next period.
-    pub async fn run(&mut self, store: &Store, version: i64) {
+    pub async fn run(&mut self, store: &Store, version: i64, runtime: &Arc<PluginRuntime>) {
+        if self.sweep.due(runtime.sweep_every()) {
+            sweep_compiled(store, runtime).await;
+        }
         if self.report.due(NODE_REPORT_EVERY) {
             if let Err(e) = store
                 .report_node(&self.node_id, version, self.started_at_ms)
@@ -69,6 +75,30 @@ impl StoreTasks {
                 tracing::warn!("cannot prune the audit log: {e}");
             }
         }
+    }
+}
+
+/// Removes compiled code no plugin version in the store needs from this node's disk cache (its
+/// files are read and removed off the control plane's thread). Without the store's list nothing
+/// is removed.
+async fn sweep_compiled(store: &Store, runtime: &Arc<PluginRuntime>) {
+    let live = match store.plugin_hashes().await {
+        Ok(live) => live,
+        Err(e) => {
+            tracing::warn!("cannot list plugin versions for the compiled-code sweep: {e}");
+            return;
+        }
+    };
+    let runtime = runtime.clone();
+    match tokio::task::spawn_blocking(move || runtime.sweep_compiled_disk(&live)).await {
+        Ok(swept) if swept.files > 0 => tracing::info!(
+            files = swept.files,
+            bytes = swept.bytes,
+            kept_bytes = swept.kept_bytes,
+            "compiled code nothing needs removed from the disk cache"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("the compiled-code sweep failed: {e}"),
     }
 }
 

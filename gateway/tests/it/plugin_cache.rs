@@ -2,6 +2,7 @@
 //! compile, and a restart loads from the disk cache instead of compiling again.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
+use crate::support::api::setup_configured;
 use crate::support::*;
 use wharf_plugins::test_support::example_plugin;
 use wharf_tenancy::OnError;
@@ -147,4 +148,63 @@ async fn attached_plugins_load_on_first_use_and_come_back_after_eviction() {
         1.0,
         "only the plugin a request used was read"
     );
+}
+
+/// A tenant uploading plugin after plugin and deleting them (each upload compiled, its code
+/// written to the node's disk) does not fill the node's disk: the code of versions the store no
+/// longer has is swept (here 2 s after it was written, an hour by default), the code still used
+/// stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_plugins_leave_the_nodes_disk() {
+    let (gw, api, ka, _, _) =
+        setup_configured(StoreKind::Sqlite, "[plugins]\ncompiled_disk_grace_s = 2\n").await;
+    let artifacts = || -> usize {
+        std::fs::read_dir(gw.data_dir().join("compiled"))
+            .map(|dirs| {
+                dirs.flatten()
+                    .filter_map(|d| std::fs::read_dir(d.path()).ok())
+                    .flatten()
+                    .flatten()
+                    .filter(|f| f.file_name().to_string_lossy().ends_with(".cwasm"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let bytes = example_plugin("add-header");
+    let (s, v) = api
+        .put_plugin("a", "kept", &ka, distinct(&bytes, 200))
+        .await;
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{v}");
+    for i in 0..5 {
+        let (s, v) = api.put_plugin("a", "churn", &ka, distinct(&bytes, i)).await;
+        assert_eq!(s, reqwest::StatusCode::CREATED, "{v}");
+    }
+    assert_eq!(artifacts(), 6, "each upload compiled to disk");
+    let (s, v) = api
+        .call(
+            reqwest::Method::DELETE,
+            "/v1/tenants/a/plugins/churn",
+            Some(&ka),
+            None,
+        )
+        .await;
+    assert!(s.is_success(), "{s} {v}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while artifacts() > 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        artifacts(),
+        1,
+        "only the code of the version still stored stays"
+    );
+    // The gauge tells the operator what the cache holds: the kept plugin's files.
+    let held: u64 = std::fs::read_dir(gw.data_dir().join("compiled"))
+        .unwrap()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+        .map(|f| f.metadata().unwrap().len())
+        .sum();
+    let m = gw.metrics().await;
+    assert_eq!(metric_value(&m, "wharf_compiled_disk_bytes"), held as f64);
 }

@@ -32,6 +32,11 @@ impl DiskDir {
         }))
     }
 
+    /// The directory, when code is kept on disk.
+    pub(super) fn dir(&self) -> Option<&Path> {
+        self.0.as_deref()
+    }
+
     fn paths(&self, sha: &str) -> Option<(PathBuf, PathBuf)> {
         // `sha` is our own hex digest, but never let it name a path outside the cache.
         if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {

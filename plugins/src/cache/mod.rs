@@ -18,8 +18,10 @@
 mod compile;
 mod disk;
 mod plugin;
+mod sweep;
 
 pub use plugin::{CompiledPlugin, Exports, Tier};
+pub use sweep::Swept;
 
 use compile::{classify, compile, describe, Code, Kind};
 

@@ -133,3 +133,77 @@ async fn identical_bytes_compile_once_and_restarts_reuse_the_disk_cache() {
     assert!(rt.cached(&sha).is_none());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The disk cache's sweep: code of content no plugin version has any more goes, with files a
+/// crashed write left and the directories of engines the node no longer runs; code still
+/// needed, files of recent writes (within the grace) and names the cache never writes stay.
+#[tokio::test]
+async fn the_disk_sweep_removes_code_nothing_needs_and_keeps_the_rest() {
+    let dir = std::env::temp_dir().join(format!("wharf-cache-sweep-{}", std::process::id()));
+    let in_dir = |grace_s: u64| {
+        let metrics = Arc::new(Metrics::new());
+        let settings = RuntimeSettings {
+            max_instances: 8,
+            compiled_disk_grace_s: grace_s,
+            ..RuntimeSettings::default()
+        };
+        let rt = PluginRuntime::new(settings, Some(&dir), metrics.clone()).unwrap();
+        (rt, metrics)
+    };
+    let (rt, metrics) = in_dir(0);
+    let kept = rt.compile(None, noop()).await.unwrap().sha256.clone();
+    let gone = rt.compile(None, trap()).await.unwrap().sha256.clone();
+    let engine_dir = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let files = |sha: &str| {
+        std::fs::read_dir(&engine_dir)
+            .unwrap()
+            .flatten()
+            .filter(|f| f.file_name().to_string_lossy().starts_with(sha))
+            .count()
+    };
+    assert_eq!(
+        (files(&kept), files(&gone)),
+        (3, 3),
+        "artifact, digest, footprint"
+    );
+    // What a crashed write leaves, an engine of an older wasmtime, and files not the cache's.
+    std::fs::write(engine_dir.join(format!("{kept}.tmp4242")), b"half").unwrap();
+    let old_engine = dir.join("0123456789abcdef");
+    std::fs::create_dir_all(&old_engine).unwrap();
+    std::fs::write(old_engine.join(format!("{gone}.cwasm")), vec![0u8; 4096]).unwrap();
+    std::fs::write(dir.join("operator-notes.txt"), b"mine").unwrap();
+    std::fs::write(engine_dir.join("README"), b"mine").unwrap();
+
+    // Another runtime on the same directory with the default grace (an hour) removes nothing
+    // yet: an upload compiles before its version is in the store.
+    let (young, _) = in_dir(3600);
+    let swept = young.sweep_compiled_disk(&std::collections::HashSet::new());
+    assert_eq!((swept.files, swept.bytes), (0, 0), "{swept:?}");
+
+    let live = std::collections::HashSet::from([kept.clone()]);
+    let swept = rt.sweep_compiled_disk(&live);
+    assert_eq!(swept.files, 3 + 1 + 1, "{swept:?}");
+    assert!(swept.bytes > 4096, "{swept:?}");
+    assert_eq!((files(&kept), files(&gone)), (3, 0));
+    assert!(!old_engine.exists(), "the old engine's directory went");
+    assert!(dir.join("operator-notes.txt").is_file());
+    assert!(engine_dir.join("README").is_file());
+    assert_eq!(
+        metric(&metrics, "wharf_compiled_disk_bytes"),
+        swept.kept_bytes as f64
+    );
+    assert!(swept.kept_bytes > 0);
+    drop(rt);
+
+    // After a restart the code still needed loads from disk; the swept one compiles again.
+    let (rt, metrics) = in_dir(0);
+    assert!(rt.cached(&kept).is_some(), "kept code is loaded from disk");
+    assert!(rt.cached(&gone).is_none(), "swept code is gone");
+    assert_eq!(metrics.compiled_cache_misses_total.get(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

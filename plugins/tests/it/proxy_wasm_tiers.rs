@@ -30,6 +30,8 @@ fn runtime_in(dir: &std::path::Path) -> (Arc<PluginRuntime>, Arc<Metrics>) {
         max_instances: 16,
         // The WAT modules below are small: baseline code for them too.
         baseline_min_bytes: 0,
+        // Sweeps remove what is not needed at once (the default waits an hour).
+        compiled_disk_grace_s: 0,
         ..RuntimeSettings::default()
     };
     let rt = PluginRuntime::new(settings, Some(dir), metrics.clone()).unwrap();
@@ -158,7 +160,7 @@ async fn a_go_module_serves_from_baseline_code_then_from_optimized_code_also_aft
 
     // A restart finds the optimized code on disk: no compile.
     let (rt, metrics) = runtime_in(&dir);
-    let again = rt.compile(Some("t2"), bytes).await.unwrap();
+    let again = rt.compile(Some("t2"), bytes.clone()).await.unwrap();
     assert_eq!(again.tier, Tier::Optimized);
     assert_eq!(
         compiles(&metrics, "winch") + compiles(&metrics, "cranelift"),
@@ -166,6 +168,32 @@ async fn a_go_module_serves_from_baseline_code_then_from_optimized_code_also_aft
     );
     let served = request(&rt, "t2", &again, CONFIG, quotas()).await.unwrap();
     assert!(served.contains(&("x-route-name".into(), "orders".into())));
+
+    // The baseline code is dead weight once the optimized code is on disk: the sweep takes it
+    // (the plugin's version is still in the store), and the optimized code stays.
+    let winch_files = || -> usize {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|d| d.file_name().to_string_lossy().starts_with("winch-"))
+            .map(|d| std::fs::read_dir(d.path()).unwrap().count())
+            .sum()
+    };
+    assert_eq!(winch_files(), 3, "artifact, digest, footprint");
+    let swept = rt.sweep_compiled_disk(&std::collections::HashSet::from([again.sha256.clone()]));
+    assert_eq!((swept.files, winch_files()), (3, 0), "{swept:?}");
+    assert!(swept.kept_bytes > 1 << 20, "{swept:?}");
+    drop((again, rt));
+    let (rt, metrics) = runtime_in(&dir);
+    assert_eq!(
+        rt.compile(Some("t3"), bytes).await.unwrap().tier,
+        Tier::Optimized
+    );
+    assert_eq!(
+        compiles(&metrics, "cranelift"),
+        0,
+        "the optimized code stayed"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -82,6 +82,17 @@ impl Store {
         tx.commit().await?;
         Ok((version, config_version))
     }
+    /// The content hash of every plugin version of every tenant: what a node's compiled-code
+    /// cache may still need.
+    pub async fn plugin_hashes(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT sha256 FROM plugin_versions")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))
+            .collect()
+    }
+
     /// The bytes stored under a content hash, verified against it: a damaged row is an error,
     /// never bytes that would run as a plugin they are not.
     pub async fn plugin_blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
