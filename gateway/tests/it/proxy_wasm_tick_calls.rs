@@ -3,7 +3,8 @@
 //! the requests' headers; the call goes through the tenant's outbound HTTP like a request's
 //! (a host off the attachment's allow-list is never dialled); a tick dispatching calls in a
 //! loop gets at most 16 in flight per VM, the rest refused and counted, while another tenant is
-//! served.
+//! served; a call from `proxy_on_configure` whose VM was replaced before its answer came is
+//! dropped, never delivered into the new VM.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -268,4 +269,128 @@ async fn a_tick_dispatching_calls_in_a_loop_is_bounded_and_counted() {
     // The tenant's own requests still go on.
     let r = gw.request("GET", "t.test", "/", &[]).await;
     assert_eq!(r.status, 200, "{}", r.json);
+}
+
+/// Answers each request after `delay`, with `ok`: how many requests it got.
+async fn slow_server(delay: Duration) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let count = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+                let _ = tcp.write_all(reply).await;
+            });
+        }
+    });
+    (addr, requests)
+}
+
+/// Dispatches one call from `proxy_on_configure` (to 127.0.0.1:`port`) and counts the answers
+/// its VM gets in the module metric `answers`; a request with `x-trap` traps (its VM is
+/// dropped).
+fn configure_caller(port: u16) -> Vec<u8> {
+    let cluster = format!("127.0.0.1:{port}");
+    let (map, map_len) = encoded_map(&[
+        (":method", "GET"),
+        (":path", "/config"),
+        (":authority", &cluster),
+    ]);
+    binary(&format!(
+        r#"(module
+          (import "env" "proxy_http_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+          (import "env" "proxy_get_header_map_value" (func $header (param i32 i32 i32 i32 i32) (result i32)))
+          (import "env" "proxy_define_metric" (func $def (param i32 i32 i32 i32) (result i32)))
+          (import "env" "proxy_increment_metric" (func $inc (param i32 i64) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 16) "answers")
+          (data (i32.const 32) "x-trap")
+          (data (i32.const 100) "{cluster}")
+          (data (i32.const 300) "{map}")
+          (global $id (mut i32) (i32.const 0))
+          (func (export "proxy_abi_version_0_2_1"))
+          (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+          (func (export "proxy_on_context_create") (param i32 i32))
+          (func (export "proxy_on_configure") (param i32 i32) (result i32)
+            (drop (call $def (i32.const 0) (i32.const 16) (i32.const 7) (i32.const 64)))
+            (global.set $id (i32.load (i32.const 64)))
+            (drop (call $call (i32.const 100) (i32.const {cluster_len}) (i32.const 300) (i32.const {map_len})
+              (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 4000) (i32.const 80)))
+            (i32.const 1))
+          (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32)
+            (drop (call $inc (global.get $id) (i64.const 1))))
+          (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+            (if (i32.eqz (call $header (i32.const 0) (i32.const 32) (i32.const 6) (i32.const 64) (i32.const 68)))
+              (then (unreachable)))
+            (i32.const 0)))"#,
+        cluster_len = cluster.len(),
+    ))
+}
+
+#[tokio::test]
+async fn a_configure_call_answered_after_its_vm_was_replaced_is_dropped() {
+    let (slow, requests) = slow_server(Duration::from_millis(1500)).await;
+    let (gw, api, _up) = gateway().await;
+    let allowed = format!("http://{slow}");
+    let module = configure_caller(slow.port());
+    upload_and_attach(
+        &gw,
+        &api,
+        "t",
+        "api",
+        "configure",
+        module,
+        attachment(&allowed),
+    )
+    .await;
+
+    // The first VM starts and calls; a trap replaces it before the answer; the second VM
+    // starts and calls in turn.
+    let first = gw.request("GET", "t.test", "/", &[]).await;
+    assert_eq!(first.status, 200, "{}", first.json);
+    let trapped = gw.request("GET", "t.test", "/", &[("x-trap", "1")]).await;
+    assert_eq!(trapped.status, 502, "{}", trapped.json);
+    let second = gw.request("GET", "t.test", "/", &[]).await;
+    assert_eq!(second.status, 200, "{}", second.json);
+
+    // Both calls were sent and answered; only the live VM's answer was delivered (the first
+    // VM's went with it, never into the VM that replaced it).
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let delivered = |m: &str| {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("wharf_plugin_invocations_total")
+                    && l.contains("on_http_call_response")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    while Instant::now() < deadline && delivered(&gw.metrics().await) < 1.0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Past both answers' arrival.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(requests.load(Ordering::SeqCst), 2, "a call per VM");
+    let m = gw.metrics().await;
+    assert_eq!(delivered(&m), 1.0, "{m}");
+    let answers: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("wharf_plugin_module_metric") && l.contains("\"answers\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(answers, 1.0, "{m}");
 }

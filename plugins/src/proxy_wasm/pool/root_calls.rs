@@ -20,6 +20,7 @@ use super::run::Who;
 use super::tick::{background, Ran};
 use super::VmCell;
 use crate::proxy_wasm::context::{Call, MAX_ROOT_CALLS};
+use crate::proxy_wasm::vm::Answer;
 use crate::runtime::PluginRuntime;
 
 /// The longest a root context's call may take (a request's calls have the request's deadline;
@@ -112,8 +113,11 @@ async fn send_and_deliver(
         let Some(cell) = cell.upgrade() else {
             return;
         };
+        let function = match answer.answer {
+            Answer::Http(_) => "on_http_call_response",
+            Answer::Redis(_) => "on_redis_call_response",
+        };
         let op = VmOp::RootCallAnswer { answer };
-        let function = "on_http_call_response";
         match background(&cell, &runtime, generation, &who, op, function).await {
             Ran::Done => {}
             Ran::Busy => {
