@@ -2,7 +2,7 @@
 //! behind the gateway, a gRPC client in front): `proxy_on_response_trailers` reads the
 //! upstream's `grpc-status`, adds a trailer and rewrites `grpc-message`, and the client sees
 //! both; a module that fails there (fail-closed) lets none of the upstream's trailers pass and
-//! the call ends INTERNAL.
+//! the call ends INTERNAL; one adding 100,000 trailers is bounded as headers are and refused.
 //! And `:method`: a module changing it changes the upstream request's method; a value that is
 //! not a method token, `CONNECT`, or a change to `HEAD` fails the request as invalid output.
 
@@ -174,6 +174,52 @@ async fn a_module_failing_on_trailers_fail_closed_lets_none_of_them_pass() {
                 && l.contains("on_response_trailers")
                 && l.contains("trap")),
         "the failure is counted:\n{m}"
+    );
+}
+
+/// Adds `x-flood: v` to the response trailers 100,000 times.
+fn trailer_flood() -> Vec<u8> {
+    binary(
+        r#"(module
+          (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 100) "x-flood")
+          (func (export "proxy_abi_version_0_2_1"))
+          (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+          (func (export "proxy_on_context_create") (param i32 i32))
+          (func (export "proxy_on_response_trailers") (param i32 i32) (result i32) (local $i i32)
+            (loop $more
+              (drop (call $add (i32.const 3) (i32.const 100) (i32.const 7) (i32.const 100) (i32.const 1)))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br_if $more (i32.lt_u (local.get $i) (i32.const 100000))))
+            (i32.const 0)))"#,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_flooding_the_trailers_is_bounded_and_refused() {
+    let (gw, api) = grpc_gateway().await;
+    upload_and_attach(&gw, &api, "g", "echo", "flood", trailer_flood(), json!({})).await;
+    let mut client = EchoClient::connect(gw.proxy, "grpc.test").await;
+    // The map stops at 1,024 pairs; the edits past the output bounds fail the plugin, which
+    // fails closed: the call ends INTERNAL, promptly, with no flood reaching the client.
+    let started = std::time::Instant::now();
+    let (got, status) = client.count(1).await;
+    assert_eq!(got, ["0"]);
+    assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+    assert!(status.metadata().get("x-flood").is_none(), "{status:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let m = gw.metrics().await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("wharf_plugin_invocations_total")
+                && l.contains("on_response_trailers")
+                && l.contains("invalid_output")),
+        "{m}"
     );
 }
 
