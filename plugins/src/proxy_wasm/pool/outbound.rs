@@ -34,15 +34,17 @@ pub(super) struct Sender<'a> {
 impl Sender<'_> {
     /// Sends `calls` at once; their answers, by token.
     pub(super) async fn send_all(&self, calls: Vec<Call>) -> Vec<CallAnswer> {
-        futures_util::future::join_all(calls.into_iter().map(|call| async move {
-            let token = call.token();
-            let answer = match call {
-                Call::Http(c) => Answer::Http(self.send(c).await),
-                Call::Redis(c) => Answer::Redis(self.redis(c).await),
-            };
-            CallAnswer { token, answer }
-        }))
-        .await
+        futures_util::future::join_all(calls.into_iter().map(|call| self.answer(call))).await
+    }
+
+    /// Sends one call; its answer, with its token.
+    pub(super) async fn answer(&self, call: Call) -> CallAnswer {
+        let token = call.token();
+        let answer = match call {
+            Call::Http(c) => Answer::Http(self.send(c).await),
+            Call::Redis(c) => Answer::Redis(self.redis(c).await),
+        };
+        CallAnswer { token, answer }
     }
 
     /// The answer as the module reads it (`:status` first), or `None` when the call failed.

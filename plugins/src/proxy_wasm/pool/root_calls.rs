@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
 use super::ops::VmOp;
 use super::outbound::Sender;
 use super::run::Who;
@@ -106,8 +108,9 @@ async fn send_and_deliver(
         metrics: &metrics,
         left: ROOT_CALL_DEADLINE,
     };
-    let answers = sender.send_all(calls).await;
-    for answer in answers {
+    // Each answer is delivered as it comes (a slow call does not hold back a quick one's).
+    let mut answers: FuturesUnordered<_> = calls.into_iter().map(|c| sender.answer(c)).collect();
+    while let Some(answer) = answers.next().await {
         // Its place is free before the callback runs: the answer may dispatch the next call.
         slots.pop();
         let Some(cell) = cell.upgrade() else {
