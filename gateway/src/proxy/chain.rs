@@ -9,6 +9,7 @@ use tracing::Instrument;
 use wharf_plugins::capabilities::TenantCapabilities;
 
 use super::paused::Paused;
+use super::trailers::AwaitingTrailers;
 use crate::control::plugin_ref::Attached;
 use crate::control::resolve::Unavailable;
 use wharf_plugins::cache::Exports;
@@ -139,10 +140,19 @@ pub(super) fn go_on(
     body: &mut Option<bytes::Bytes>,
     continued: &mut Vec<Continued>,
 ) {
-    if let Plugged::Component(instance) = &mut plugin {
-        if let Some(replaced) = instance.take_request_body() {
-            *body = Some(replaced.into());
+    match &mut plugin {
+        Plugged::Component(instance) => {
+            if let Some(replaced) = instance.take_request_body() {
+                *body = Some(replaced.into());
+            }
         }
+        // A proxy-wasm module's `:method`, checked already (a token, not CONNECT, not HEAD).
+        Plugged::ProxyWasm(stream) => {
+            if let Some(method) = stream.method_change() {
+                req.set_method(method.clone());
+            }
+        }
+        Plugged::Declared(..) => {}
     }
     for op in &edits.headers {
         super::edits::apply_op(req, op);
@@ -317,10 +327,10 @@ async fn compiled(
 
 /// Runs `on-response` of every continued plugin, last first, and releases their instances,
 /// but for those that read the response body: they go to `awaiting_body` (last first), alive
-/// until the body is in.
+/// until the body is in; and for proxy-wasm plugins that read trailers: `awaiting_trailers`.
 pub async fn on_response(
     continued: &mut Vec<Continued>,
-    awaiting_body: &mut Vec<AwaitingBody>,
+    (awaiting_body, awaiting_trailers): (&mut Vec<AwaitingBody>, &mut Vec<AwaitingTrailers>),
     resp: &mut ResponseHeader,
 ) -> Result<(), PluginError> {
     while let Some(mut c) = continued.pop() {
@@ -355,7 +365,8 @@ pub async fn on_response(
                         fail_open: c.fail_open,
                     });
                 } else {
-                    c.plugin.finish().await;
+                    let kept = AwaitingTrailers::keep_or_finish(c.plugin, c.fail_open, resp);
+                    awaiting_trailers.extend(kept.await);
                 }
             }
             Err(e) if c.fail_open => {

@@ -47,6 +47,8 @@ pub struct RequestCtx {
     pub held_body: Option<super::response_body::HeldBody>,
     /// The request body held back for proxy-wasm plugins that read it (`proxy_wasm.rs`).
     pub held_request: Option<super::proxy_wasm::HeldRequest>,
+    /// proxy-wasm plugins waiting for the response's trailers (last first, `trailers.rs`).
+    pub awaiting_trailers: Vec<super::trailers::AwaitingTrailers>,
 }
 
 impl RequestCtx {
@@ -72,6 +74,7 @@ impl RequestCtx {
             awaiting_body: Vec::new(),
             held_body: None,
             held_request: None,
+            awaiting_trailers: Vec::new(),
         }
     }
 

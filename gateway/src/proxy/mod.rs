@@ -21,6 +21,7 @@ mod request_info;
 mod respond;
 mod response_body;
 mod run_chain;
+mod trailers;
 mod upstream;
 
 use std::sync::Arc;
@@ -268,7 +269,8 @@ impl ProxyHttp for WharfProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let span = tracing::debug_span!(target: "wharf::trace", parent: &ctx.span, "plugins", phase = "on_response");
-        let run = chain::on_response(&mut ctx.continued, &mut ctx.awaiting_body, response);
+        let waiting = (&mut ctx.awaiting_body, &mut ctx.awaiting_trailers);
+        let run = chain::on_response(&mut ctx.continued, waiting, response);
         if let Err(e) = run.instrument(span).await {
             ctx.failure = Some(GatewayError::Plugin(e));
             return Err(Error::explain(
@@ -289,6 +291,17 @@ impl ProxyHttp for WharfProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         response_body::piece(ctx, body, end_of_stream).await
+    }
+
+    /// proxy-wasm plugins' `proxy_on_response_trailers` (`trailers.rs`).
+    async fn response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<bytes::Bytes>> {
+        trailers::on_response_trailers(ctx, trailers).await;
+        Ok(None)
     }
 
     async fn fail_to_proxy(
@@ -317,6 +330,8 @@ impl ProxyHttp for WharfProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        // A response that ended without trailers: the contexts waiting for them end here.
+        trailers::finish(ctx).await;
         pace::Pace::request_done(session);
         let code = session.response_written().map_or(0, |r| r.status.as_u16());
         ctx.span.record("status", code);

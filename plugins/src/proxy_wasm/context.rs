@@ -17,6 +17,11 @@ pub const TICK_FLOOR: std::time::Duration = std::time::Duration::from_millis(100
 /// Calls (`proxy_http_call`) one request may have waiting at once.
 pub const MAX_PENDING_CALLS: usize = 16;
 
+/// Calls the root context (a tick, a queue delivery, the VM's start, an answer's callback) may
+/// have in flight at once, per VM: dispatched and not answered yet. A tick dispatching calls in
+/// a loop gets `BAD_ARGUMENT` past it, as a request past [`MAX_PENDING_CALLS`] does.
+pub const MAX_ROOT_CALLS: usize = 16;
+
 /// An HTTP call a module dispatched (`proxy_http_call`), sent by the stream's driver once the
 /// callback returns; its answer comes back in `proxy_on_http_call_response` with the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +100,12 @@ pub struct HostContext {
     pub queue_registered: bool,
     /// The module's memory and allocator (set when its VM starts).
     pub handles: super::memory::Handles,
+    /// The root context's calls in flight (sent, their answer not delivered yet): the driver
+    /// holds one count per call (`pool/root_calls.rs`).
+    pub root_in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Calls the root context dispatched past [`MAX_ROOT_CALLS`] since the driver last looked
+    /// (refused with `BAD_ARGUMENT`; the driver counts them).
+    pub refused_root_calls: u32,
 }
 
 fn map_key(m: MapType) -> u8 {
@@ -201,6 +212,13 @@ impl HostContext {
     /// many waiting.
     pub fn dispatch(&mut self, make: impl FnOnce(u32) -> Call) -> Option<u32> {
         if self.calls.len() >= MAX_PENDING_CALLS {
+            return None;
+        }
+        let in_flight = self
+            .root_in_flight
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if self.effective == super::vm::ROOT && in_flight + self.calls.len() >= MAX_ROOT_CALLS {
+            self.refused_root_calls = self.refused_root_calls.saturating_add(1);
             return None;
         }
         self.next_token = self.next_token.wrapping_add(1).max(1);

@@ -49,6 +49,8 @@ pub struct ProxyWasmCode {
     /// It exports `proxy_on_request_body` / `proxy_on_response_body`.
     pub request_body: bool,
     pub response_body: bool,
+    /// It exports `proxy_on_response_trailers` (its context lives until the trailers).
+    pub response_trailers: bool,
 }
 
 impl ProxyWasmCode {
@@ -62,12 +64,13 @@ impl ProxyWasmCode {
             response_headers: exports("proxy_on_response_headers"),
             request_body: exports("proxy_on_request_body"),
             response_body: exports("proxy_on_response_body"),
+            response_trailers: exports("proxy_on_response_trailers"),
         })
     }
 
     /// Whether a request's context stays alive past its request headers (for its body, or the
-    /// response).
+    /// response and its trailers).
     pub fn has_response_phase(&self) -> bool {
-        self.response_headers || self.request_body || self.response_body
+        self.response_headers || self.request_body || self.response_body || self.response_trailers
     }
 }

@@ -24,6 +24,7 @@ use crate::state::PluginState;
 mod ops;
 mod outbound;
 mod queue;
+mod root_calls;
 mod run;
 mod tick;
 

@@ -92,6 +92,47 @@ pub fn response_action(before: &Pairs, outcome: &HeadersOutcome) -> ResponseActi
     }
 }
 
+/// The method a request headers callback set through `:method` (Envoy lets a module change the
+/// upstream request's method), `Ok(None)` when unchanged or removed. Refused: anything but a
+/// method token (RFC 9110) of at most 32 bytes, `CONNECT` (a tunnel is not an edit of a
+/// request), and a change to or from `HEAD`, whose response has no body while the client's
+/// request would expect one (or the reverse): the client's framing would break.
+pub fn method_change(before: &Pairs, after: &Pairs) -> Result<Option<http::Method>, String> {
+    let Some(now) = pseudo(after, ":method") else {
+        return Ok(None);
+    };
+    let was = pseudo(before, ":method").unwrap_or_default();
+    if now == was {
+        return Ok(None);
+    }
+    let shown = String::from_utf8_lossy(now);
+    let method = match http::Method::from_bytes(now) {
+        Ok(m) if now.len() <= 32 && !now.is_empty() => m,
+        _ => return Err(format!(":method {shown:?} is not a method token")),
+    };
+    if method == http::Method::CONNECT {
+        return Err(":method CONNECT: a request cannot be turned into a tunnel".into());
+    }
+    if method == http::Method::HEAD || was == b"HEAD" {
+        return Err(format!(
+            ":method {shown:?}: a change to or from HEAD would break the client's framing"
+        ));
+    }
+    Ok(Some(method))
+}
+
+/// What a trailers callback did: the edits that turn `before`'s trailers into `after`'s.
+pub fn trailer_edits(before: &Pairs, after: &Pairs) -> Vec<HeaderOp> {
+    diff(before, after)
+}
+
+/// The trailers as a proxy-wasm map (a response's, for `proxy_on_response_trailers`).
+pub fn trailer_pairs(trailers: &http::HeaderMap) -> Pairs {
+    let mut pairs = Vec::with_capacity(trailers.len());
+    push_headers(&mut pairs, trailers, false);
+    pairs
+}
+
 fn managed(name: &[u8]) -> bool {
     crate::output::MANAGED
         .iter()
@@ -236,108 +277,4 @@ fn group(pairs: &Pairs) -> Grouped<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::proxy_wasm::abi::Action;
-
-    fn pairs(list: &[(&str, &str)]) -> Pairs {
-        list.iter()
-            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-            .collect()
-    }
-
-    fn outcome(headers: Pairs) -> HeadersOutcome {
-        HeadersOutcome {
-            action: Action::Continue,
-            headers,
-            local_response: None,
-            calls: Vec::new(),
-            resumed: false,
-        }
-    }
-
-    #[test]
-    fn scans_and_grouping_find_the_same_edits() {
-        let cases = [
-            (
-                vec![("a", "1"), ("B", "2"), ("b", "3")],
-                vec![("A", "1"), ("b", "3")],
-            ),
-            (
-                vec![("x", "1"), ("content-length", "2")],
-                vec![("x", "2"), ("X", "3")],
-            ),
-            (
-                vec![(":path", "/"), ("k", "v")],
-                vec![(":path", "/z"), ("new", "1"), ("k", "v")],
-            ),
-            (vec![("dup", "1"), ("dup", "1")], vec![("dup", "1")]),
-            (vec![], vec![("only", "after")]),
-        ];
-        for (before, after) in cases {
-            let (before, after) = (pairs(&before), pairs(&after));
-            assert_eq!(
-                diff_small(&before, &after),
-                diff_grouped(&before, &after),
-                "{before:?} -> {after:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn edits_follow_what_the_module_changed_and_nothing_else() {
-        let before = pairs(&[
-            (":authority", "a.test"),
-            (":path", "/x"),
-            ("accept", "*/*"),
-            ("x-two", "1"),
-            ("x-gone", "1"),
-        ]);
-        let after = pairs(&[
-            (":authority", "b.test"),
-            (":path", "/y?q=1"),
-            ("accept", "*/*"),
-            ("X-Two", "1"),
-            ("x-two", "2"),
-            ("x-new", "v"),
-        ]);
-        let RequestAction::Continue(edits) = request_action(&before, &outcome(after)) else {
-            panic!("a continue");
-        };
-        let shown: Vec<String> = edits
-            .headers
-            .iter()
-            .map(|op| match op {
-                HeaderOp::Set(h) => format!("set {}={}", h.name, String::from_utf8_lossy(&h.value)),
-                HeaderOp::Append(h) => {
-                    format!("append {}={}", h.name, String::from_utf8_lossy(&h.value))
-                }
-                HeaderOp::Remove(n) => format!("remove {n}"),
-            })
-            .collect();
-        assert_eq!(
-            shown,
-            [
-                "set x-two=1",
-                "append x-two=2",
-                "set x-new=v",
-                "remove x-gone",
-                "set host=b.test"
-            ]
-        );
-        assert_eq!(edits.path.as_deref(), Some("/y?q=1"));
-        let same = request_action(&before, &outcome(before.clone()));
-        assert!(
-            matches!(same, RequestAction::Continue(e) if e.headers.is_empty() && e.path.is_none())
-        );
-    }
-
-    #[test]
-    fn a_status_change_is_a_status() {
-        let before = pairs(&[(":status", "200"), ("server", "up")]);
-        let after = pairs(&[(":status", "418"), ("server", "up")]);
-        let action = response_action(&before, &outcome(after));
-        assert_eq!(action.status, Some(418));
-        assert!(action.headers.is_empty());
-    }
-}
+mod tests;

@@ -10,11 +10,13 @@ use super::abi::{Action, BufferType, MapType, Pairs};
 use super::context::{Call, LocalResponse};
 use super::env::ProxyHost;
 
+mod answers;
 mod callbacks;
+mod trailers;
 use callbacks::Started;
 
 /// The root context's id; request contexts count up from it.
-const ROOT: u32 = 1;
+pub(super) const ROOT: u32 = 1;
 
 /// Why a VM cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -214,65 +216,6 @@ impl<T: ProxyHost> Vm<T> {
         }
     }
 
-    /// A call's answer for request `id`: `proxy_on_http_call_response` or
-    /// `proxy_on_redis_call_response`, delivered to the root context as Envoy and Higress do
-    /// (the SDKs find the caller by token); the request's headers (`request`) are editable
-    /// meanwhile, as the module may change them before resuming.
-    pub async fn call_answer(
-        &mut self,
-        id: u32,
-        answer: CallAnswer,
-        request: Pairs,
-    ) -> Result<HeadersOutcome, VmError> {
-        let token = answer.token as i32;
-        let (name, args) = {
-            let ctx = self.store.data_mut().context();
-            ctx.effective = id;
-            ctx.set_map(MapType::RequestHeaders, request);
-            match answer.answer {
-                Answer::Http(reply) => {
-                    let (headers, body) = reply.unwrap_or_default();
-                    let args = (
-                        ROOT as i32,
-                        token,
-                        headers.len() as i32,
-                        body.len() as i32,
-                        0,
-                    );
-                    ctx.set_map(MapType::HttpCallResponseHeaders, headers);
-                    ctx.set_buffer(BufferType::HttpCallResponseBody, body);
-                    ("proxy_on_http_call_response", args)
-                }
-                Answer::Redis(reply) => {
-                    let status = i32::from(reply.is_none());
-                    let body = reply.unwrap_or_default();
-                    let args = (ROOT as i32, token, status, body.len() as i32, 0);
-                    ctx.set_buffer(BufferType::RedisCallResponse, body);
-                    ("proxy_on_redis_call_response", args)
-                }
-            }
-        };
-        let started = self.started()?;
-        let (http, redis) = (
-            started.http_call_response.clone(),
-            started.redis_call_response.clone(),
-        );
-        if name == "proxy_on_http_call_response" {
-            if let Some(f) = http {
-                f.call_async(&mut self.store, args).await.map_err(trap)?;
-            }
-        } else if let Some(f) = redis {
-            f.call_async(&mut self.store, (args.0, args.1, args.2, args.3))
-                .await
-                .map_err(trap)?;
-        }
-        let ctx = self.store.data_mut().context();
-        ctx.take_map(MapType::HttpCallResponseHeaders);
-        ctx.set_buffer(BufferType::HttpCallResponseBody, Vec::new());
-        ctx.set_buffer(BufferType::RedisCallResponse, Vec::new());
-        Ok(self.outcome(Action::Continue, MapType::RequestHeaders))
-    }
-
     /// `proxy_on_request_body` / `proxy_on_response_body` with the whole body (held by the
     /// gateway up to the tenant's quota) as one piece at the end of the stream; the body back
     /// when the module replaced any of it.
@@ -343,9 +286,9 @@ impl<T: ProxyHost> Vm<T> {
         ))
     }
 
-    /// `proxy_on_tick` on the root context. Calls it dispatches are dropped: nothing waits for
-    /// a tick's answers (a module refreshing a cache by calls in ticks gets no answer).
-    pub async fn tick(&mut self) -> Result<(), VmError> {
+    /// `proxy_on_tick` on the root context; the calls it dispatched, for the driver to send
+    /// as the root context's (their answers come back to it).
+    pub async fn tick(&mut self) -> Result<Vec<Call>, VmError> {
         if let Some(f) = self.started()?.tick.clone() {
             let ctx = self.store.data_mut().context();
             ctx.effective = ROOT;
@@ -353,20 +296,25 @@ impl<T: ProxyHost> Vm<T> {
                 .await
                 .map_err(trap)?;
         }
-        self.store.data_mut().context().calls.clear();
-        Ok(())
+        Ok(self.root_calls())
     }
 
-    /// `proxy_on_queue_ready` on the root context: queue `queue` got items.
-    pub async fn queue_ready(&mut self, queue: u32) -> Result<(), VmError> {
+    /// `proxy_on_queue_ready` on the root context: queue `queue` got items; the calls it
+    /// dispatched, as for a tick.
+    pub async fn queue_ready(&mut self, queue: u32) -> Result<Vec<Call>, VmError> {
         if let Some(f) = self.started()?.queue_ready.clone() {
             self.store.data_mut().context().effective = ROOT;
             f.call_async(&mut self.store, (ROOT as i32, queue as i32))
                 .await
                 .map_err(trap)?;
         }
-        self.store.data_mut().context().calls.clear();
-        Ok(())
+        Ok(self.root_calls())
+    }
+
+    /// The calls the root context dispatched in the callback that just ran (a tick, a queue
+    /// delivery, a call's answer, the VM's start).
+    pub fn root_calls(&mut self) -> Vec<Call> {
+        std::mem::take(&mut self.store.data_mut().context().calls)
     }
 
     /// The request is over: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.

@@ -7,6 +7,7 @@ use wasmtime::InstancePre;
 use super::{LiveVm, VmConfigs};
 use crate::call::Exec;
 use crate::proxy_wasm::abi::{MapType, Pairs};
+use crate::proxy_wasm::context::Call;
 use crate::proxy_wasm::env::ProxyHost;
 use crate::proxy_wasm::vm::{CallAnswer, HeadersOutcome, Vm, VmError};
 use crate::state::PluginState;
@@ -42,6 +43,16 @@ pub(crate) enum VmOp {
         id: u32,
     },
     Tick,
+    /// The answer to a call the root context dispatched (`root_calls.rs`).
+    RootCallAnswer {
+        answer: CallAnswer,
+    },
+    /// `proxy_on_response_trailers` with the response's trailers.
+    ResponseTrailers {
+        id: u32,
+        trailers: Pairs,
+        properties: Properties,
+    },
     /// `proxy_on_queue_ready` for a queue the VM registered.
     QueueReady {
         queue: u32,
@@ -71,8 +82,14 @@ pub(crate) enum VmDone {
         properties: Properties,
     },
     Finished,
-    /// A tick or a queue delivery.
-    Ticked,
+    /// A tick, a queue delivery or a root call's answer, with the calls it dispatched.
+    Ticked {
+        calls: Vec<Call>,
+    },
+    Trailers {
+        trailers: Pairs,
+        properties: Properties,
+    },
     Body {
         replaced: Option<Vec<u8>>,
         local_response: bool,
@@ -189,13 +206,29 @@ impl Exec for LiveVm {
                     properties: take_properties(vm),
                 }
             }
-            VmOp::Tick => {
-                vm.tick().await.map_err(wasm_error)?;
-                VmDone::Ticked
-            }
-            VmOp::QueueReady { queue } => {
-                vm.queue_ready(queue).await.map_err(wasm_error)?;
-                VmDone::Ticked
+            VmOp::Tick => VmDone::Ticked {
+                calls: vm.tick().await.map_err(wasm_error)?,
+            },
+            VmOp::QueueReady { queue } => VmDone::Ticked {
+                calls: vm.queue_ready(queue).await.map_err(wasm_error)?,
+            },
+            VmOp::RootCallAnswer { answer } => VmDone::Ticked {
+                calls: vm.root_call_answer(answer).await.map_err(wasm_error)?,
+            },
+            VmOp::ResponseTrailers {
+                id,
+                trailers,
+                properties,
+            } => {
+                set_properties(vm, properties);
+                let trailers = vm
+                    .response_trailers(id, trailers)
+                    .await
+                    .map_err(wasm_error)?;
+                VmDone::Trailers {
+                    trailers,
+                    properties: take_properties(vm),
+                }
             }
             VmOp::Finish { id } => {
                 vm.store.data_mut().context().effective = id;

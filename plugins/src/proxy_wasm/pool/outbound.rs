@@ -17,8 +17,9 @@ use crate::capabilities::http::{Http, HOST_OWNED};
 use crate::capabilities::redis::Redis;
 use crate::capabilities::{HostError, TenantCapabilities};
 use crate::proxy_wasm::abi::Pairs;
-use crate::proxy_wasm::context::{HttpCall, RedisCall};
+use crate::proxy_wasm::context::{Call, HttpCall, RedisCall};
 use crate::proxy_wasm::resp;
+use crate::proxy_wasm::vm::{Answer, CallAnswer};
 
 /// Who sends, and what the request's deadline has left.
 pub(super) struct Sender<'a> {
@@ -31,6 +32,21 @@ pub(super) struct Sender<'a> {
 }
 
 impl Sender<'_> {
+    /// Sends `calls` at once; their answers, by token.
+    pub(super) async fn send_all(&self, calls: Vec<Call>) -> Vec<CallAnswer> {
+        futures_util::future::join_all(calls.into_iter().map(|call| self.answer(call))).await
+    }
+
+    /// Sends one call; its answer, with its token.
+    pub(super) async fn answer(&self, call: Call) -> CallAnswer {
+        let token = call.token();
+        let answer = match call {
+            Call::Http(c) => Answer::Http(self.send(c).await),
+            Call::Redis(c) => Answer::Redis(self.redis(c).await),
+        };
+        CallAnswer { token, answer }
+    }
+
     /// The answer as the module reads it (`:status` first), or `None` when the call failed.
     pub(super) async fn send(&self, call: HttpCall) -> Option<(Pairs, Vec<u8>)> {
         let started = Instant::now();

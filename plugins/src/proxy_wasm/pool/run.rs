@@ -27,6 +27,8 @@ mod held;
 mod request;
 mod settle;
 mod start;
+mod teardown;
+mod trailers;
 
 use held::HeldHead;
 pub use held::RequestStep;
@@ -38,8 +40,8 @@ pub(super) struct Who {
     pub(super) plugin: Arc<str>,
     pub(super) quotas: PluginQuotas,
     config: Arc<BTreeMap<String, String>>,
-    outbound: Arc<[OutboundHost]>,
-    capabilities: Option<Arc<TenantCapabilities>>,
+    pub(super) outbound: Arc<[OutboundHost]>,
+    pub(super) capabilities: Option<Arc<TenantCapabilities>>,
 }
 
 impl Who {
@@ -77,6 +79,8 @@ pub struct ProxyStream {
     response_length_released: bool,
     /// The request's headers, held while the module waits for the body.
     held_head: Option<HeldHead>,
+    /// The method the module set through `:method`, checked.
+    method: Option<Box<http::Method>>,
 }
 
 impl ProxyStream {
@@ -109,11 +113,17 @@ impl ProxyStream {
             request_length_released: false,
             response_length_released: false,
             held_head: None,
+            method: None,
         }
     }
 
     pub fn plugin(&self) -> &str {
         &self.who.plugin
+    }
+
+    /// The method the module set for the upstream request (`:method`), if it changed it.
+    pub fn method_change(&self) -> Option<&http::Method> {
+        self.method.as_deref()
     }
 
     /// Whether the module removed the request's (response's) `content-length`.
@@ -257,27 +267,6 @@ impl ProxyStream {
         Ok((held, id))
     }
 
-    /// `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`: the request is over. With its own
-    /// deadline and fuel (a request that used its budget still gets its teardown).
-    pub async fn finish(mut self) {
-        self.finish_context().await;
-    }
-
-    async fn finish_context(&mut self) {
-        if self.context.is_none() || self.failed {
-            return;
-        }
-        self.fuel_left = self.who.quotas.fuel;
-        let Ok((held, id)) = self.own_context().await else {
-            return;
-        };
-        self.context = None;
-        let budget = Duration::from_millis(self.who.quotas.deadline_ms);
-        if let Err(e) = self.call(held, VmOp::Finish { id }, budget).await {
-            tracing::debug!(tenant = %self.who.tenant, "proxy-wasm teardown failed: {e}");
-        }
-    }
-
     async fn lock(&mut self) -> Result<Held, PluginError> {
         if self.failed {
             return Err(self.trap("the plugin already failed earlier in this request".into()));
@@ -308,10 +297,16 @@ impl ProxyStream {
         }
         let quotas = self.who.quotas;
         let cell = self.cell.clone();
+        let starting = matches!(op, VmOp::Start { .. });
         let run = async move {
             let (mut live, result, used) = call::run(live, op, budget, quotas).await;
             let fuel_left = live.vm.store.get_fuel().unwrap_or(0);
             let ctx = live.vm.store.data_mut().context();
+            // Calls `proxy_on_vm_start` / `proxy_on_configure` dispatched are the root
+            // context's; any other callback's left here (a teardown's) are dropped.
+            let calls = std::mem::take(&mut ctx.calls);
+            let root_calls = (starting && !calls.is_empty() && result.is_ok())
+                .then(|| (live.generation, calls, ctx.root_in_flight.clone()));
             let ticks = ctx.tick_period.map(|period| (live.generation, period));
             let queues = std::mem::take(&mut ctx.queue_registered).then_some(live.generation);
             // The VM's health is settled while its lock is held: settled after, a success
@@ -326,10 +321,10 @@ impl ProxyStream {
                 *held = Some(live);
             }
             drop(held);
-            (result, used, fuel_left, ticks, queues)
+            (result, used, fuel_left, ticks, queues, root_calls)
         };
         let finished = call::on_plugin_threads(&self.runtime.executor_handle(), run).await;
-        let (result, used, fuel_left, ticks, queues) = match finished {
+        let (result, used, fuel_left, ticks, queues, root_calls) = match finished {
             Ok(done) => done,
             Err(e) => (
                 Err(Failure::Trap(format!(
@@ -339,8 +334,13 @@ impl ProxyStream {
                 0,
                 None,
                 None,
+                None,
             ),
         };
+        if let Some((generation, calls, in_flight)) = root_calls {
+            self.cell
+                .send_root_calls(&self.runtime, generation, &self.who, calls, in_flight);
+        }
         if let (Ok(_), Some((generation, period))) = (&result, ticks) {
             self.cell.tick(&self.runtime, generation, period, &self.who);
         }
@@ -368,42 +368,5 @@ impl ProxyStream {
 
     fn error(&self, failure: Failure) -> PluginError {
         PluginError::new(self.who.plugin.as_ref(), failure)
-    }
-}
-
-impl Drop for ProxyStream {
-    /// A request that ends without [`ProxyStream::finish`] (the client left, an error) still
-    /// tears its context down, on the plugin threads: a context left in the VM would hold the
-    /// module's memory for it.
-    fn drop(&mut self) {
-        if self.context.is_none() || self.failed {
-            return;
-        }
-        let mut rest = ProxyStream {
-            runtime: self.runtime.clone(),
-            cell: self.cell.clone(),
-            plugin: self.plugin.clone(),
-            configs: self.configs.clone(),
-            who: Who {
-                tenant: self.who.tenant.clone(),
-                plugin: self.who.plugin.clone(),
-                quotas: self.who.quotas,
-                config: self.who.config.clone(),
-                outbound: self.who.outbound.clone(),
-                capabilities: self.who.capabilities.clone(),
-            },
-            context: self.context.take(),
-            fuel_left: 0,
-            remaining: Duration::ZERO,
-            properties: Properties::new(),
-            request_headers: Pairs::new(),
-            failed: false,
-            request_length_released: false,
-            response_length_released: false,
-            held_head: None,
-        };
-        self.runtime
-            .executor_handle()
-            .spawn(async move { rest.finish_context().await });
     }
 }

@@ -3,7 +3,8 @@
 //! VM's lock, runs with the tenant's fuel and deadline on the fair scheduler (charged to the
 //! tenant), with its own log budget; a failing tick drops the VM as any failing callback does.
 //! The period has a floor (`context::TICK_FLOOR`); the task holds the cell weakly, so a VM
-//! dropped for idleness stops ticking.
+//! dropped for idleness stops ticking. Calls a tick dispatches go out as the root context's
+//! (`root_calls.rs`).
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -12,6 +13,8 @@ use super::ops::{VmDone, VmOp};
 use super::run::Who;
 use super::VmCell;
 use crate::call;
+use crate::error::{Failure, PluginError};
+use crate::proxy_wasm::env::ProxyHost;
 use crate::runtime::PluginRuntime;
 
 impl VmCell {
@@ -118,28 +121,42 @@ pub(super) async fn background(
     let quotas = who.quotas;
     let failing = cell.clone();
     let run = async move {
-        let (live, result, _) = call::run(live, op, budget, quotas).await;
-        let ok = matches!(result, Ok(VmDone::Ticked));
-        if ok {
+        let (mut live, result, _) = call::run(live, op, budget, quotas).await;
+        let ctx = live.vm.store.data_mut().context();
+        let in_flight = ctx.root_in_flight.clone();
+        let refused = std::mem::take(&mut ctx.refused_root_calls);
+        let calls = match result {
+            Ok(VmDone::Ticked { calls }) => Ok(calls),
+            Ok(_) => Err(Failure::Trap("the VM answered another callback".into())),
+            Err(e) => Err(e),
+        };
+        if calls.is_ok() {
             *held = Some(live);
         } else {
             // Under the lock, so the next callback's outcome cannot land before this one.
             failing.failed();
         }
         drop(held);
-        result.map(|_| ())
+        calls.map(|calls| (calls, in_flight, refused))
     };
     let result = match call::on_plugin_threads(&runtime.executor_handle(), run).await {
         Ok(r) => r,
         Err(e) => {
             // The task panicked: the VM went with it.
             cell.failed();
-            Err(crate::error::Failure::Trap(e))
+            Err(Failure::Trap(e))
         }
     };
-    let result = result.map_err(|f| crate::error::PluginError::new(who.plugin.as_ref(), f));
+    let result = result.map_err(|f| PluginError::new(who.plugin.as_ref(), f));
     let who_labels = (&*who.tenant, &*who.plugin);
     call::record(runtime.metrics(), who_labels, function, started, &result);
+    // Calls the callback dispatched go out as the root context's, their answers back to it.
+    let result = result.map(|(calls, in_flight, refused)| {
+        super::root_calls::refused(runtime, who, refused);
+        if !calls.is_empty() {
+            cell.send_root_calls(runtime, generation, who, calls, in_flight);
+        }
+    });
     match result {
         Ok(()) => Ran::Done,
         Err(failure) => {

@@ -14,6 +14,7 @@ pub(super) struct Started {
     pub(super) response_headers: Option<TypedFunc<(i32, i32, i32), i32>>,
     pub(super) request_body: Option<TypedFunc<(i32, i32, i32), i32>>,
     pub(super) response_body: Option<TypedFunc<(i32, i32, i32), i32>>,
+    pub(super) response_trailers: Option<TypedFunc<(i32, i32), i32>>,
     pub(super) http_call_response: Option<HttpCallResponse>,
     pub(super) redis_call_response: Option<TypedFunc<(i32, i32, i32, i32), ()>>,
     pub(super) tick: Option<TypedFunc<i32, ()>>,
@@ -43,6 +44,9 @@ impl Started {
                 .ok(),
             response_body: instance
                 .get_typed_func(&mut store, "proxy_on_response_body")
+                .ok(),
+            response_trailers: instance
+                .get_typed_func(&mut store, "proxy_on_response_trailers")
                 .ok(),
             http_call_response: instance
                 .get_typed_func(&mut store, "proxy_on_http_call_response")

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::held::{HeldHead, RequestStep};
 use super::ProxyStream;
 use crate::bindings::types::RequestAction;
-use crate::error::PluginError;
+use crate::error::{Failure, PluginError};
 use crate::output;
 use crate::proxy_wasm::abi::Pairs;
 use crate::proxy_wasm::translate;
@@ -79,6 +79,11 @@ impl ProxyStream {
         outcome: &HeadersOutcome,
     ) -> Result<RequestAction, PluginError> {
         self.request_length_released = translate::releases_length(before, &outcome.headers);
+        if outcome.local_response.is_none() {
+            self.method = translate::method_change(before, &outcome.headers)
+                .map_err(|invalid| self.error(Failure::InvalidOutput(invalid)))?
+                .map(Box::new);
+        }
         let action = translate::request_action(before, outcome);
         self.checked(action, output::check_request_action)
     }

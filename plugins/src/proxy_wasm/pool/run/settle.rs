@@ -11,7 +11,7 @@ use super::ProxyStream;
 use crate::error::{Failure, PluginError};
 use crate::proxy_wasm::abi::{Action, Pairs};
 use crate::proxy_wasm::context::Call;
-use crate::proxy_wasm::vm::{Answer, CallAnswer, HeadersOutcome};
+use crate::proxy_wasm::vm::{CallAnswer, HeadersOutcome};
 
 /// Rounds of calls (a call answered, another dispatched) one request may go through.
 const MAX_CALL_ROUNDS: usize = 8;
@@ -73,18 +73,7 @@ impl ProxyStream {
             metrics: &metrics,
             left: self.remaining,
         };
-        let answers = futures_util::future::join_all(calls.into_iter().map(|call| {
-            let token = call.token();
-            let sender = &sender;
-            async move {
-                let answer = match call {
-                    Call::Http(c) => Answer::Http(sender.send(c).await),
-                    Call::Redis(c) => Answer::Redis(sender.redis(c).await),
-                };
-                CallAnswer { token, answer }
-            }
-        }))
-        .await;
+        let answers = sender.send_all(calls).await;
         self.remaining = self.remaining.saturating_sub(started.elapsed());
         answers
     }
