@@ -12,7 +12,7 @@ use super::paused::Paused;
 use crate::control::plugin_ref::Attached;
 use crate::control::resolve::Unavailable;
 use wharf_plugins::cache::Exports;
-use wharf_plugins::proxy_wasm::pool::{ProxyStream, RequestStep};
+use wharf_plugins::proxy_wasm::pool::{ProxyStream, RequestStep, ResponseStep};
 use wharf_plugins::types::{
     Header, Reply, Request, RequestAction, RequestEdits, RequestHead, Response,
 };
@@ -22,10 +22,13 @@ use wharf_plugins::{
 
 /// A plugin waiting for its `on-response`.
 pub struct Continued {
-    plugin: Plugged,
-    fail_open: bool,
-    /// A proxy-wasm plugin that got the whole request body already (`paused.rs`).
+    pub(super) plugin: Plugged,
+    pub(super) fail_open: bool,
+    /// A proxy-wasm plugin that got the whole request body already (`paused.rs`), or its end
+    /// as it streamed (`request_stream.rs`).
     pub(super) body_seen: bool,
+    /// What it keeps buffered of a streaming request body (`body_stream.rs`).
+    pub(super) buffer: Vec<u8>,
 }
 
 /// A plugin running for this request, by kind.
@@ -38,9 +41,23 @@ pub(super) enum Plugged {
 pub struct AwaitingBody {
     pub(super) plugin: Plugged,
     pub(super) fail_open: bool,
+    /// What it keeps buffered of a streaming response body (`body_stream.rs`).
+    pub(super) buffer: Vec<u8>,
+    /// It failed open: the body goes on without it.
+    pub(super) skipped: bool,
 }
 
 impl AwaitingBody {
+    /// A proxy-wasm module (its body streams through it piece by piece).
+    pub(super) fn streams(&self) -> bool {
+        matches!(&self.plugin, Plugged::ProxyWasm(_))
+    }
+
+    /// A module holding the response's head until a body callback continues.
+    pub(super) fn holds_response(&self) -> bool {
+        matches!(&self.plugin, Plugged::ProxyWasm(s) if !self.skipped && s.holds_response())
+    }
+
     /// A proxy-wasm plugin that left the response's `content-length` (it will not change the
     /// body's length); components always may.
     pub(super) fn keeps_length(&self) -> bool {
@@ -153,6 +170,7 @@ pub(super) fn go_on(
             plugin,
             fail_open,
             body_seen,
+            buffer: Vec::new(),
         });
     }
 }
@@ -214,6 +232,11 @@ impl Continued {
 
     pub(super) fn fail_open(&self) -> bool {
         self.fail_open
+    }
+
+    /// A component that rewrites the response body whole (`response_body.rs`).
+    pub(super) fn component_reads_response_body(&self) -> bool {
+        matches!(&self.plugin, Plugged::Component(i) if i.reads_response_body())
     }
 
     pub(super) fn name(&self) -> &str {
@@ -299,14 +322,24 @@ async fn compiled(
     }
 }
 
+/// What the response phase came to.
+pub enum ResponseOutcome {
+    Continue,
+    /// A proxy-wasm module answers in place of the upstream (the client has no head yet).
+    Reply(Reply),
+}
+
 /// Runs `on-response` of every continued plugin, last first, and releases their instances,
 /// but for those that read the response body: they go to `awaiting_body` (last first), alive
-/// until the body is in.
+/// until the body is in. With `may_hold` (the response has a body), a proxy-wasm module may
+/// hold the head for its body callbacks ([`AwaitingBody::holds_response`]); the plugins before
+/// it in the chain run their response phase on the head as it stands.
 pub async fn on_response(
     continued: &mut Vec<Continued>,
     awaiting_body: &mut Vec<AwaitingBody>,
     resp: &mut ResponseHeader,
-) -> Result<(), PluginError> {
+    may_hold: bool,
+) -> Result<ResponseOutcome, PluginError> {
     while let Some(mut c) = continued.pop() {
         let span = tracing::debug_span!(target: "wharf::trace", "plugin", plugin = %c.plugin.name(), phase = "on_response");
         let result = match &mut c.plugin {
@@ -315,21 +348,34 @@ pub async fn on_response(
                     status: resp.status.as_u16(),
                     headers: wit_headers(&resp.headers),
                 };
-                instance.on_response(view).instrument(span).await
+                instance
+                    .on_response(view)
+                    .instrument(span)
+                    .await
+                    .map(ResponseStep::Action)
             }
             Plugged::ProxyWasm(stream) => {
-                super::proxy_wasm::on_response(stream, resp)
+                super::proxy_wasm::on_response(stream, resp, may_hold)
                     .instrument(span)
                     .await
             }
         };
         match result {
-            Ok(action) => {
-                super::edits::apply_response_action(resp, &action);
+            Ok(ResponseStep::Reply(reply)) => {
+                c.plugin.finish().await;
+                continued.clear();
+                return Ok(ResponseOutcome::Reply(reply));
+            }
+            Ok(step) => {
+                if let ResponseStep::Action(action) = &step {
+                    super::edits::apply_response_action(resp, action);
+                }
                 if c.plugin.reads_response_body() {
                     awaiting_body.push(AwaitingBody {
                         plugin: c.plugin,
                         fail_open: c.fail_open,
+                        buffer: Vec::new(),
+                        skipped: false,
                     });
                 } else {
                     c.plugin.finish().await;
@@ -344,7 +390,7 @@ pub async fn on_response(
             }
         }
     }
-    Ok(())
+    Ok(ResponseOutcome::Continue)
 }
 
 fn wit_request(cx: &ChainCtx<'_>, req: &RequestHeader) -> Request {

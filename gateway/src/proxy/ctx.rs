@@ -45,8 +45,12 @@ pub struct RequestCtx {
     /// Plugins waiting for the whole response body (last first), and the body held for them.
     pub awaiting_body: Vec<AwaitingBody>,
     pub held_body: Option<super::response_body::HeldBody>,
-    /// The request body held back for proxy-wasm plugins that read it (`proxy_wasm.rs`).
-    pub held_request: Option<super::proxy_wasm::HeldRequest>,
+    /// The request (response) body streaming through proxy-wasm modules that read it.
+    pub streamed_request: Option<super::request_stream::StreamedRequest>,
+    pub streamed_response: Option<super::response_stream::StreamedResponse>,
+    /// A proxy-wasm module's local reply after the request went upstream (from a body
+    /// callback, or while the response's head is held): `fail_to_proxy` serves it.
+    pub reply_instead: Option<wharf_plugins::types::Reply>,
 }
 
 impl RequestCtx {
@@ -71,7 +75,9 @@ impl RequestCtx {
             body_memory: None,
             awaiting_body: Vec::new(),
             held_body: None,
-            held_request: None,
+            streamed_request: None,
+            streamed_response: None,
+            reply_instead: None,
         }
     }
 

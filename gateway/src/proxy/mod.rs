@@ -8,6 +8,7 @@
 
 mod admission;
 mod body;
+mod body_stream;
 pub mod chain;
 pub mod ctx;
 mod edits;
@@ -18,8 +19,10 @@ mod paused;
 pub mod proxy_wasm;
 pub mod rate_limit;
 mod request_info;
+mod request_stream;
 mod respond;
 mod response_body;
+mod response_stream;
 mod run_chain;
 mod upstream;
 
@@ -138,7 +141,7 @@ impl ProxyHttp for WharfProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         self.pace.body_read(session, ctx)?;
-        proxy_wasm::request_piece(ctx, body, end_of_stream).await
+        request_stream::piece(ctx, body, end_of_stream).await
     }
 
     /// Lookup → limit → plugin chain. Unknown hosts, unmatched paths, rate limits, plugin
@@ -206,7 +209,7 @@ impl ProxyHttp for WharfProxy {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        proxy_wasm::hold_request(ctx, upstream, session.is_body_empty());
+        request_stream::start(ctx, upstream, session.is_body_empty())?;
         let dropped = lookalikes::drop_lookalikes(upstream);
         if dropped > 0 {
             tracing::debug!(
@@ -260,7 +263,8 @@ impl ProxyHttp for WharfProxy {
         Ok(())
     }
 
-    /// Plugins' `on-response`, last plugin first; a fail-closed failure replaces the response.
+    /// Plugins' `on-response`, last plugin first; a fail-closed failure or a module's local reply
+    /// replaces the response.
     async fn response_filter(
         &self,
         session: &mut Session,
@@ -268,26 +272,57 @@ impl ProxyHttp for WharfProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let span = tracing::debug_span!(target: "wharf::trace", parent: &ctx.span, "plugins", phase = "on_response");
-        let run = chain::on_response(&mut ctx.continued, &mut ctx.awaiting_body, response);
-        if let Err(e) = run.instrument(span).await {
-            ctx.failure = Some(GatewayError::Plugin(e));
-            return Err(Error::explain(
-                ErrorType::InternalError,
-                "plugin failed in on-response",
-            ));
+        // A module may hold the head for its body only where the body streams through it (no
+        // component waits for it whole).
+        let may_hold = response_stream::has_body(session, response)
+            && !ctx
+                .continued
+                .iter()
+                .any(|c| c.component_reads_response_body());
+        let run = chain::on_response(
+            &mut ctx.continued,
+            &mut ctx.awaiting_body,
+            response,
+            may_hold,
+        );
+        match run.instrument(span).await {
+            Ok(chain::ResponseOutcome::Continue) => {}
+            Ok(chain::ResponseOutcome::Reply(reply)) => {
+                ctx.reply_instead = Some(reply);
+                return Err(Error::explain(
+                    ErrorType::InternalError,
+                    "a plugin answered from on-response",
+                ));
+            }
+            Err(e) => {
+                ctx.failure = Some(GatewayError::Plugin(e));
+                return Err(Error::explain(
+                    ErrorType::InternalError,
+                    "plugin failed in on-response",
+                ));
+            }
         }
-        response_body::start(ctx, response, session.is_http2());
-        respond::stamp(response, &ctx.request_id)
+        respond::stamp(response, &ctx.request_id)?;
+        if !ctx.awaiting_body.is_empty() && ctx.awaiting_body.iter().all(|a| a.streams()) {
+            response_stream::start(session, ctx, response)
+        } else {
+            response_body::start(ctx, response, session.is_http2());
+            Ok(())
+        }
     }
 
-    /// The body held back for plugins that rewrite it (`response_body.rs`); others stream.
+    /// The body streamed through proxy-wasm modules (`response_stream.rs`), or held back for
+    /// plugins that rewrite it whole (`response_body.rs`); others stream untouched.
     async fn response_body_transform(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<bytes::Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.streamed_response.is_some() {
+            return response_stream::piece(session, ctx, body, end_of_stream).await;
+        }
         response_body::piece(ctx, body, end_of_stream).await
     }
 
@@ -297,7 +332,24 @@ impl ProxyHttp for WharfProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let failure = ctx.failure.take().or_else(|| GatewayError::from_pingora(e));
+        if let Some(reply) = ctx.reply_instead.take() {
+            // A module's local reply after the request went upstream: the upstream's answer
+            // (if any) is dropped, the connection with it.
+            session.set_keepalive(None);
+            let status = reply.status;
+            if let Err(write_err) = respond::reply(session, reply, ctx).await {
+                tracing::debug!("could not send a plugin's reply: {write_err}");
+            }
+            return FailToProxy {
+                error_code: status,
+                can_reuse_downstream: false,
+            };
+        }
+        let failure = ctx
+            .failure
+            .take()
+            .or_else(|| response_stream::held_too_long(ctx))
+            .or_else(|| GatewayError::from_pingora(e));
         let error_code = match failure {
             Some(f) => {
                 // The connection is not reused after a failure: say so, or clients retry into a

@@ -24,7 +24,9 @@ pub(super) async fn reply(session: &mut Session, reply: Reply, ctx: &mut Request
     let mut resp = edits::reply_header(&reply)?;
     // A plugin's own reply is not an upstream body: `on-response-body` is not called for it.
     let mut not_for_replies = Vec::new();
-    if let Err(e) = chain::on_response(&mut ctx.continued, &mut not_for_replies, &mut resp).await {
+    // A module's own reply in turn (`proxy_send_local_response` on a reply) is not taken.
+    let run = chain::on_response(&mut ctx.continued, &mut not_for_replies, &mut resp, false);
+    if let Err(e) = run.await {
         return error(session, &GatewayError::Plugin(e), &ctx.request_id).await;
     }
     resp.insert_header("Content-Length", reply.body.len().to_string())?;

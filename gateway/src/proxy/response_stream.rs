@@ -1,0 +1,209 @@
+//! A response body streamed through the proxy-wasm modules that read it (`body_stream.rs`), when
+//! only such modules wait for it (a component rewriting bodies gets it whole, `response_body.rs`).
+//! A module that paused in `proxy_on_response_headers` holds the head (Pingora keeps it unsent,
+//! `vendor/README.md`) until a body callback continues: the head goes out then with the edits it
+//! made meanwhile, with the body's length when the body is whole. While the head is held a
+//! module's local reply replaces the upstream's response, and a buffer past
+//! `plugin_body_max_bytes` is a 500; once the head is gone, both break the response off (counted
+//! as the module's failure). A head held past the plugin deadline fails the request, even while
+//! the upstream sends nothing.
+
+use std::time::{Duration, Instant};
+
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use pingora_core::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+use tokio::sync::OwnedSemaphorePermit;
+use wharf_plugins::{Failure, PluginError};
+
+use super::body_stream::{self, Pass, Stop};
+use super::errors::GatewayError;
+use super::RequestCtx;
+
+/// A response body streaming through modules.
+pub struct StreamedResponse {
+    max: u64,
+    /// The client was told the body's length (every module left `content-length`).
+    keep_lengths: bool,
+    http2: bool,
+    /// Since when the head is held, and for how long it may be.
+    held_since: Option<Instant>,
+    deadline: Duration,
+    _memory: OwnedSemaphorePermit,
+}
+
+/// Whether the response has a body a module could hold its head for.
+pub(super) fn has_body(session: &Session, resp: &ResponseHeader) -> bool {
+    let status = resp.status.as_u16();
+    session.req_header().method != http::Method::HEAD
+        && !(100..200).contains(&status)
+        && status != 204
+        && status != 304
+        && super::proxy_wasm::content_length(&resp.headers) != Some(0)
+}
+
+/// Called with the response header once the response phase ran, when only proxy-wasm modules
+/// wait for the body. `Err`: no memory to buffer it (503, the head is not sent yet).
+pub(super) fn start(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    resp: &mut ResponseHeader,
+) -> Result<()> {
+    let Some(tenant) = ctx.tenant.clone() else {
+        return Ok(());
+    };
+    let max = tenant.plugin_quotas.body_max_bytes;
+    let declared = super::proxy_wasm::content_length(&resp.headers);
+    let readers = ctx.awaiting_body.len() as u64;
+    let need = declared
+        .unwrap_or(u64::MAX)
+        .min(max)
+        .saturating_mul(readers);
+    let Ok(memory) = tenant.capabilities.reserve_memory(need.max(1)) else {
+        ctx.failure = Some(GatewayError::Busy);
+        return Err(Error::explain(
+            ErrorType::InternalError,
+            "no memory to stream the response body through its plugins",
+        ));
+    };
+    let held = ctx.awaiting_body.iter().any(|a| a.holds_response());
+    let deadline = Duration::from_millis(tenant.plugin_quotas.deadline_ms);
+    if held {
+        session.hold_response_header = true;
+        session.held_response_deadline = Some(Instant::now() + deadline);
+    }
+    let keep_lengths =
+        !held && declared.is_some() && ctx.awaiting_body.iter().all(|a| a.keeps_length());
+    if !held && !keep_lengths {
+        unframe(resp, session.is_http2());
+    }
+    ctx.streamed_response = Some(StreamedResponse {
+        max,
+        keep_lengths,
+        http2: session.is_http2(),
+        held_since: held.then(Instant::now),
+        deadline,
+        _memory: memory,
+    });
+    Ok(())
+}
+
+/// The body's length goes (the modules may change it): chunked on HTTP/1.1.
+fn unframe(resp: &mut ResponseHeader, http2: bool) {
+    resp.remove_header(&CONTENT_LENGTH);
+    if !http2 {
+        let _ = resp.insert_header(TRANSFER_ENCODING, "chunked");
+    }
+}
+
+/// One piece of the upstream's body through the modules; what they let go on goes to the
+/// client (with the head, when a module held it until now).
+pub(super) async fn piece(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    body: &mut Option<bytes::Bytes>,
+    end_of_stream: bool,
+) -> Result<()> {
+    let Some(streamed) = ctx.streamed_response.as_ref() else {
+        return Ok(());
+    };
+    if let Some(e) = held_too_long(ctx) {
+        return fail(ctx, e, "a response head was held past the plugin deadline");
+    }
+    let pass = Pass {
+        response: true,
+        end_of_stream,
+        max: streamed.max,
+        keep_lengths: streamed.keep_lengths,
+    };
+    let data = body.take().map(Vec::from).unwrap_or_default();
+    let mut modules = std::mem::take(&mut ctx.awaiting_body);
+    let result = body_stream::piece(&mut modules, data, &pass).await;
+    ctx.awaiting_body = modules;
+    let held = streamed.held_since.is_some();
+    let piece = match result {
+        Ok(piece) => piece,
+        Err(Stop::TooLarge) => {
+            // A 500 while the head is held; once it is gone, the response is broken off.
+            let e = GatewayError::ResponseTooLarge(pass.max);
+            return fail(ctx, e, "a plugin buffered the response body past its quota");
+        }
+        Err(Stop::Reply(reply)) => {
+            ctx.reply_instead = Some(reply);
+            ctx.streamed_response = None;
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "a plugin answered from its response body callback",
+            ));
+        }
+        Err(Stop::Failed(e)) => {
+            return fail(
+                ctx,
+                GatewayError::Plugin(e),
+                "plugin failed in on-response-body",
+            )
+        }
+    };
+    if let Some(head) = session.held_response_header.as_mut() {
+        for action in &piece.heads {
+            super::edits::apply_response_action(head, action);
+        }
+    }
+    if held && !ctx.awaiting_body.iter().any(|a| a.holds_response()) {
+        release(session, ctx, piece.body.len(), end_of_stream);
+    }
+    *body = Some(piece.body.into());
+    if end_of_stream {
+        ctx.streamed_response = None;
+        for c in std::mem::take(&mut ctx.awaiting_body) {
+            c.plugin.finish().await;
+        }
+    }
+    Ok(())
+}
+
+/// The held head goes out before this piece: with the body's length when the body is whole,
+/// else chunked (the modules may change what follows).
+fn release(session: &mut Session, ctx: &mut RequestCtx, len: usize, end_of_stream: bool) {
+    let Some(streamed) = ctx.streamed_response.as_mut() else {
+        return;
+    };
+    streamed.held_since = None;
+    session.held_response_deadline = None;
+    let Some(mut head) = session.held_response_header.take() else {
+        return;
+    };
+    if end_of_stream {
+        head.remove_header(&TRANSFER_ENCODING);
+        let _ = head.insert_header(CONTENT_LENGTH, len.to_string());
+    } else {
+        unframe(&mut head, streamed.http2);
+    }
+    session.released_response_header = Some(head);
+}
+
+/// The head was held past the plugin deadline: the holding module's failure.
+pub(super) fn held_too_long(ctx: &RequestCtx) -> Option<GatewayError> {
+    let streamed = ctx.streamed_response.as_ref()?;
+    let since = streamed.held_since?;
+    if since.elapsed() < streamed.deadline {
+        return None;
+    }
+    let holder = ctx.awaiting_body.iter().find(|a| a.holds_response())?;
+    let failure = Failure::InvalidOutput(format!(
+        "paused the response in proxy_on_response_headers and did not continue it within the \
+         plugin deadline ({} ms)",
+        streamed.deadline.as_millis()
+    ));
+    Some(GatewayError::Plugin(PluginError::new(
+        holder.plugin.name(),
+        failure,
+    )))
+}
+
+fn fail(ctx: &mut RequestCtx, e: GatewayError, why: &'static str) -> Result<()> {
+    ctx.failure = Some(e);
+    ctx.streamed_response = None;
+    Err(Error::explain(ErrorType::InternalError, why))
+}
