@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::RequestHeader;
 use tracing::Instrument;
 use wharf_plugins::capabilities::TenantCapabilities;
 
@@ -12,10 +12,8 @@ use super::paused::Paused;
 use crate::control::plugin_ref::Attached;
 use crate::control::resolve::Unavailable;
 use wharf_plugins::cache::Exports;
-use wharf_plugins::proxy_wasm::pool::{ProxyStream, RequestStep, ResponseStep};
-use wharf_plugins::types::{
-    Header, Reply, Request, RequestAction, RequestEdits, RequestHead, Response,
-};
+use wharf_plugins::proxy_wasm::pool::{ProxyStream, RequestStep};
+use wharf_plugins::types::{Header, Reply, Request, RequestAction, RequestEdits, RequestHead};
 use wharf_plugins::{
     CompiledPlugin, Failure, Invocation, PluginError, PluginInstance, PluginQuotas, PluginRuntime,
 };
@@ -273,7 +271,7 @@ impl Plugged {
         }
     }
 
-    fn reads_response_body(&self) -> bool {
+    pub(super) fn reads_response_body(&self) -> bool {
         match self {
             Plugged::Component(i) => i.reads_response_body(),
             Plugged::ProxyWasm(s) => s.reads_response_body(),
@@ -322,77 +320,6 @@ async fn compiled(
     }
 }
 
-/// What the response phase came to.
-pub enum ResponseOutcome {
-    Continue,
-    /// A proxy-wasm module answers in place of the upstream (the client has no head yet).
-    Reply(Reply),
-}
-
-/// Runs `on-response` of every continued plugin, last first, and releases their instances,
-/// but for those that read the response body: they go to `awaiting_body` (last first), alive
-/// until the body is in. With `may_hold` (the response has a body), a proxy-wasm module may
-/// hold the head for its body callbacks ([`AwaitingBody::holds_response`]); the plugins before
-/// it in the chain run their response phase on the head as it stands.
-pub async fn on_response(
-    continued: &mut Vec<Continued>,
-    awaiting_body: &mut Vec<AwaitingBody>,
-    resp: &mut ResponseHeader,
-    may_hold: bool,
-) -> Result<ResponseOutcome, PluginError> {
-    while let Some(mut c) = continued.pop() {
-        let span = tracing::debug_span!(target: "wharf::trace", "plugin", plugin = %c.plugin.name(), phase = "on_response");
-        let result = match &mut c.plugin {
-            Plugged::Component(instance) => {
-                let view = Response {
-                    status: resp.status.as_u16(),
-                    headers: wit_headers(&resp.headers),
-                };
-                instance
-                    .on_response(view)
-                    .instrument(span)
-                    .await
-                    .map(ResponseStep::Action)
-            }
-            Plugged::ProxyWasm(stream) => {
-                super::proxy_wasm::on_response(stream, resp, may_hold)
-                    .instrument(span)
-                    .await
-            }
-        };
-        match result {
-            Ok(ResponseStep::Reply(reply)) => {
-                c.plugin.finish().await;
-                continued.clear();
-                return Ok(ResponseOutcome::Reply(reply));
-            }
-            Ok(step) => {
-                if let ResponseStep::Action(action) = &step {
-                    super::edits::apply_response_action(resp, action);
-                }
-                if c.plugin.reads_response_body() {
-                    awaiting_body.push(AwaitingBody {
-                        plugin: c.plugin,
-                        fail_open: c.fail_open,
-                        buffer: Vec::new(),
-                        skipped: false,
-                    });
-                } else {
-                    c.plugin.finish().await;
-                }
-            }
-            Err(e) if c.fail_open => {
-                tracing::warn!(plugin = %c.plugin.name(), "plugin on-response skipped (fail-open): {e}");
-            }
-            Err(e) => {
-                continued.clear();
-                return Err(e);
-            }
-        }
-    }
-    Ok(ResponseOutcome::Continue)
-}
-
 fn wit_request(cx: &ChainCtx<'_>, req: &RequestHeader) -> Request {
     Request {
         method: req.method.as_str().to_string(),
@@ -410,7 +337,7 @@ fn path_and_query(req: &RequestHeader) -> String {
         .map_or_else(|| req.uri.path().to_string(), |p| p.as_str().to_string())
 }
 
-fn wit_headers(headers: &http::HeaderMap) -> Vec<Header> {
+pub(super) fn wit_headers(headers: &http::HeaderMap) -> Vec<Header> {
     headers
         .iter()
         .map(|(k, v)| Header {

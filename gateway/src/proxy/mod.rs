@@ -22,6 +22,7 @@ mod request_info;
 mod request_stream;
 mod respond;
 mod response_body;
+mod response_phase;
 mod response_stream;
 mod run_chain;
 mod upstream;
@@ -31,10 +32,9 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::{Error, ErrorType, Result};
+use pingora_core::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use tracing::Instrument;
 use wharf_metrics::{tracing_setup, Metrics, UNKNOWN_TENANT};
 use wharf_plugins::PluginRuntime;
 
@@ -263,52 +263,14 @@ impl ProxyHttp for WharfProxy {
         Ok(())
     }
 
-    /// Plugins' `on-response`, last plugin first; a fail-closed failure or a module's local reply
-    /// replaces the response.
+    /// Plugins' `on-response`, last plugin first (`response_phase.rs`).
     async fn response_filter(
         &self,
         session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let span = tracing::debug_span!(target: "wharf::trace", parent: &ctx.span, "plugins", phase = "on_response");
-        // A module may hold the head for its body only where the body streams through it (no
-        // component waits for it whole).
-        let may_hold = response_stream::has_body(session, response)
-            && !ctx
-                .continued
-                .iter()
-                .any(|c| c.component_reads_response_body());
-        let run = chain::on_response(
-            &mut ctx.continued,
-            &mut ctx.awaiting_body,
-            response,
-            may_hold,
-        );
-        match run.instrument(span).await {
-            Ok(chain::ResponseOutcome::Continue) => {}
-            Ok(chain::ResponseOutcome::Reply(reply)) => {
-                ctx.reply_instead = Some(reply);
-                return Err(Error::explain(
-                    ErrorType::InternalError,
-                    "a plugin answered from on-response",
-                ));
-            }
-            Err(e) => {
-                ctx.failure = Some(GatewayError::Plugin(e));
-                return Err(Error::explain(
-                    ErrorType::InternalError,
-                    "plugin failed in on-response",
-                ));
-            }
-        }
-        respond::stamp(response, &ctx.request_id)?;
-        if !ctx.awaiting_body.is_empty() && ctx.awaiting_body.iter().all(|a| a.streams()) {
-            response_stream::start(session, ctx, response)
-        } else {
-            response_body::start(ctx, response, session.is_http2());
-            Ok(())
-        }
+        response_phase::run(session, response, ctx).await
     }
 
     /// The body streamed through proxy-wasm modules (`response_stream.rs`), or held back for

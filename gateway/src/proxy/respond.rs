@@ -7,7 +7,6 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use wharf_plugins::types::Reply;
 
-use super::chain;
 use super::ctx::RequestCtx;
 use super::edits;
 use super::errors::GatewayError;
@@ -25,7 +24,12 @@ pub(super) async fn reply(session: &mut Session, reply: Reply, ctx: &mut Request
     // A plugin's own reply is not an upstream body: `on-response-body` is not called for it.
     let mut not_for_replies = Vec::new();
     // A module's own reply in turn (`proxy_send_local_response` on a reply) is not taken.
-    let run = chain::on_response(&mut ctx.continued, &mut not_for_replies, &mut resp, false);
+    let run = super::response_phase::on_response(
+        &mut ctx.continued,
+        &mut not_for_replies,
+        &mut resp,
+        false,
+    );
     if let Err(e) = run.await {
         return error(session, &GatewayError::Plugin(e), &ctx.request_id).await;
     }

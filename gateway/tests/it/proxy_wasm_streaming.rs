@@ -96,6 +96,16 @@ fn bloater() -> Vec<u8> {
     )
 }
 
+/// Spins in its request body callback: each piece's callback runs under the deadline.
+fn spinner() -> Vec<u8> {
+    module(
+        r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+           (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32)
+             (loop $forever (br $forever))
+             (i32.const 0))"#,
+    )
+}
+
 /// Route `api` of tenant `t` to `addr`, with these quotas (and a generous plugin deadline).
 pub(crate) async fn route_with(gw: &Wharf, api: &Api, t: &str, addr: &str, quotas: Value) {
     let route = json!({"path_prefix": "/", "upstreams": [{"addr": addr, "weight": 1}]});
@@ -302,4 +312,49 @@ async fn a_module_growing_a_buffer_past_the_quota_is_refused_and_fails_only_its_
     // Another tenant is served meanwhile.
     let b = gw.get("b.test", "/").await;
     assert_eq!(b.status, 200);
+}
+
+#[tokio::test]
+async fn a_body_callback_that_spins_is_stopped_at_the_deadline_while_another_tenant_is_served() {
+    let (gw, api, _a, _b, _r) = setup().await;
+    let up = BodyServer::start().await;
+    let other = Upstream::start("b-up").await;
+    route_with(
+        &gw,
+        &api,
+        "a",
+        &up.addr.to_string(),
+        // Fuel to spare: the deadline is what stops it.
+        json!({"plugin_deadline_ms": 200, "plugin_fuel": 100_000_000_000u64}),
+    )
+    .await;
+    route_with(&gw, &api, "b", &other.target(), json!({})).await;
+    upload_and_attach(&gw, &api, "a", "api", "spinner", spinner(), json!({})).await;
+    let started = Instant::now();
+    let spin = reqwest::Client::new()
+        .post(format!("http://{}/submit", gw.proxy))
+        .header("host", "a.test")
+        .body(vec![b'x'; 1000])
+        .send();
+    let b = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let t = Instant::now();
+        (gw.get("b.test", "/").await.status, t.elapsed())
+    };
+    let (r, (b_status, b_took)) = tokio::join!(spin, b);
+    let r = r.unwrap();
+    assert_eq!(r.status(), 504);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "plugin_timeout", "{v}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(up.received(), 0, "the upstream got none of the body");
+    assert_eq!(b_status, 200);
+    assert!(
+        b_took < Duration::from_secs(2),
+        "tenant b waited {b_took:?}"
+    );
 }

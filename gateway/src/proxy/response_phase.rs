@@ -1,0 +1,133 @@
+//! The response phase from `response_filter`: every continued plugin's `on-response`, last
+//! first; a fail-closed failure or a module's local reply replaces the response (nothing of it
+//! has gone to the client yet); then the body is set up for the plugins that wait for it,
+//! streamed through proxy-wasm modules (`response_stream.rs`) or held whole for components
+//! (`response_body.rs`).
+
+use pingora_core::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+use tracing::Instrument;
+use wharf_plugins::proxy_wasm::pool::ResponseStep;
+use wharf_plugins::types::{Reply, Response};
+use wharf_plugins::PluginError;
+
+use super::chain::{wit_headers, AwaitingBody, Continued, Plugged};
+use super::errors::GatewayError;
+use super::{respond, response_body, response_stream, RequestCtx};
+
+pub(super) async fn run(
+    session: &mut Session,
+    response: &mut ResponseHeader,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    let span = tracing::debug_span!(target: "wharf::trace", parent: &ctx.span, "plugins", phase = "on_response");
+    // A module may hold the head for its body only where the body streams through it (no
+    // component waits for it whole).
+    let may_hold = response_stream::has_body(session, response)
+        && !ctx
+            .continued
+            .iter()
+            .any(|c| c.component_reads_response_body());
+    let run = on_response(
+        &mut ctx.continued,
+        &mut ctx.awaiting_body,
+        response,
+        may_hold,
+    );
+    match run.instrument(span).await {
+        Ok(ResponseOutcome::Continue) => {}
+        Ok(ResponseOutcome::Reply(reply)) => {
+            ctx.reply_instead = Some(reply);
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "a plugin answered from on-response",
+            ));
+        }
+        Err(e) => {
+            ctx.failure = Some(GatewayError::Plugin(e));
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "plugin failed in on-response",
+            ));
+        }
+    }
+    respond::stamp(response, &ctx.request_id)?;
+    if !ctx.awaiting_body.is_empty() && ctx.awaiting_body.iter().all(|a| a.streams()) {
+        response_stream::start(session, ctx, response)
+    } else {
+        response_body::start(ctx, response, session.is_http2());
+        Ok(())
+    }
+}
+
+/// What the response phase came to.
+pub(super) enum ResponseOutcome {
+    Continue,
+    /// A proxy-wasm module answers in place of the upstream (the client has no head yet).
+    Reply(Reply),
+}
+
+/// Runs `on-response` of every continued plugin, last first, and releases their instances,
+/// but for those that read the response body: they go to `awaiting_body` (last first), alive
+/// until the body is in. With `may_hold` (the response has a body), a proxy-wasm module may
+/// hold the head for its body callbacks ([`AwaitingBody::holds_response`]); the plugins before
+/// it in the chain run their response phase on the head as it stands.
+pub(super) async fn on_response(
+    continued: &mut Vec<Continued>,
+    awaiting_body: &mut Vec<AwaitingBody>,
+    resp: &mut ResponseHeader,
+    may_hold: bool,
+) -> Result<ResponseOutcome, PluginError> {
+    while let Some(mut c) = continued.pop() {
+        let span = tracing::debug_span!(target: "wharf::trace", "plugin", plugin = %c.plugin.name(), phase = "on_response");
+        let result = match &mut c.plugin {
+            Plugged::Component(instance) => {
+                let view = Response {
+                    status: resp.status.as_u16(),
+                    headers: wit_headers(&resp.headers),
+                };
+                instance
+                    .on_response(view)
+                    .instrument(span)
+                    .await
+                    .map(ResponseStep::Action)
+            }
+            Plugged::ProxyWasm(stream) => {
+                super::proxy_wasm::on_response(stream, resp, may_hold)
+                    .instrument(span)
+                    .await
+            }
+        };
+        match result {
+            Ok(ResponseStep::Reply(reply)) => {
+                c.plugin.finish().await;
+                continued.clear();
+                return Ok(ResponseOutcome::Reply(reply));
+            }
+            Ok(step) => {
+                if let ResponseStep::Action(action) = &step {
+                    super::edits::apply_response_action(resp, action);
+                }
+                if c.plugin.reads_response_body() {
+                    awaiting_body.push(AwaitingBody {
+                        plugin: c.plugin,
+                        fail_open: c.fail_open,
+                        buffer: Vec::new(),
+                        skipped: false,
+                    });
+                } else {
+                    c.plugin.finish().await;
+                }
+            }
+            Err(e) if c.fail_open => {
+                tracing::warn!(plugin = %c.plugin.name(), "plugin on-response skipped (fail-open): {e}");
+            }
+            Err(e) => {
+                continued.clear();
+                return Err(e);
+            }
+        }
+    }
+    Ok(ResponseOutcome::Continue)
+}
