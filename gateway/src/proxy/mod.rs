@@ -283,7 +283,7 @@ impl ProxyHttp for WharfProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if ctx.streamed_response.is_some() {
-            return response_stream::piece(session, ctx, body, end_of_stream).await;
+            return response_stream::piece(session, ctx, &self.metrics, body, end_of_stream).await;
         }
         response_body::piece(ctx, body, end_of_stream).await
     }
@@ -310,7 +310,7 @@ impl ProxyHttp for WharfProxy {
         let failure = ctx
             .failure
             .take()
-            .or_else(|| response_stream::held_too_long(ctx))
+            .or_else(|| response_stream::held_too_long(ctx, &self.metrics))
             .or_else(|| GatewayError::from_pingora(e));
         let error_code = match failure {
             Some(f) => {

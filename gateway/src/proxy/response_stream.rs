@@ -15,6 +15,7 @@ use pingora_core::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use tokio::sync::OwnedSemaphorePermit;
+use wharf_metrics::Metrics;
 use wharf_plugins::{Failure, PluginError};
 
 use super::body_stream::{self, Pass, Stop};
@@ -102,13 +103,14 @@ fn unframe(resp: &mut ResponseHeader, http2: bool) {
 pub(super) async fn piece(
     session: &mut Session,
     ctx: &mut RequestCtx,
+    metrics: &Metrics,
     body: &mut Option<bytes::Bytes>,
     end_of_stream: bool,
 ) -> Result<()> {
     let Some(streamed) = ctx.streamed_response.as_ref() else {
         return Ok(());
     };
-    if let Some(e) = held_too_long(ctx) {
+    if let Some(e) = held_too_long(ctx, metrics) {
         return fail(ctx, e, "a response head was held past the plugin deadline");
     }
     let pass = Pass {
@@ -183,8 +185,9 @@ fn release(session: &mut Session, ctx: &mut RequestCtx, len: usize, end_of_strea
     session.released_response_header = Some(head);
 }
 
-/// The head was held past the plugin deadline: the holding module's failure.
-pub(super) fn held_too_long(ctx: &RequestCtx) -> Option<GatewayError> {
+/// The head was held past the plugin deadline: the holding module's failure, counted as one
+/// of its body callbacks' failures.
+pub(super) fn held_too_long(ctx: &RequestCtx, metrics: &Metrics) -> Option<GatewayError> {
     let streamed = ctx.streamed_response.as_ref()?;
     let since = streamed.held_since?;
     if since.elapsed() < streamed.deadline {
@@ -196,10 +199,13 @@ pub(super) fn held_too_long(ctx: &RequestCtx) -> Option<GatewayError> {
          plugin deadline ({} ms)",
         streamed.deadline.as_millis()
     ));
-    Some(GatewayError::Plugin(PluginError::new(
-        holder.plugin.name(),
-        failure,
-    )))
+    let e = PluginError::new(holder.plugin.name(), failure);
+    let tenant = metrics.tenant(ctx.tenant_label());
+    metrics
+        .plugin_invocations_total
+        .with_label_values(&[&*tenant, e.plugin(), "on_response_body", e.outcome()])
+        .inc();
+    Some(GatewayError::Plugin(e))
 }
 
 fn fail(ctx: &mut RequestCtx, e: GatewayError, why: &'static str) -> Result<()> {

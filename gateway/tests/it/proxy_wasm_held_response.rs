@@ -228,6 +228,11 @@ async fn a_module_holding_a_response_forever_ends_at_the_plugin_deadline() {
         elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(5),
         "{elapsed:?}"
     );
+    gw.wait_metric(
+        r#"wharf_plugin_invocations_total{outcome="invalid_output",phase="on_response_body",plugin="holder",tenant="a"}"#,
+        1.0,
+    )
+    .await;
     let (status, took) = b.await.unwrap();
     assert_eq!(status, 200);
     assert!(took < Duration::from_secs(2), "tenant b waited {took:?}");

@@ -3,7 +3,9 @@
 //! lets a body far past the tenant's `plugin_body_max_bytes` stream through with the gateway's
 //! memory flat; one that buffers (`StopIterationAndBuffer`) sees the whole body so far at each
 //! callback; one that buffers past the quota gets the request answered 413 before any of it
-//! reaches the upstream; one that grows a buffer past the quota is refused there.
+//! reaches the upstream; one that grows a buffer past the quota is refused there; one that spins
+//! in a body callback is stopped at the deadline; a local reply from a request body callback
+//! answers the client.
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +34,7 @@ pub(crate) fn module(callbacks: &str) -> Vec<u8> {
           (data (i32.const 48) "EDITED")
           (data (i32.const 64) "replied from the response headers")
           (data (i32.const 128) "replied from the response body")
+          (data (i32.const 192) "refused by its request body")
           (global $calls (mut i32) (i32.const 0))
           (func (export "proxy_abi_version_0_2_1"))
           (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
@@ -93,6 +96,17 @@ fn bloater() -> Vec<u8> {
                    (i32.const 0) (i32.const 0x200000))
                (then unreachable))
              (i32.const 0))"#,
+    )
+}
+
+/// Answers 403 from its request body callback.
+fn request_replier() -> Vec<u8> {
+    module(
+        r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+           (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32)
+             (drop (call $reply (i32.const 403) (i32.const 0) (i32.const 0)
+               (i32.const 192) (i32.const 27) (i32.const 0) (i32.const 0) (i32.const -1)))
+             (i32.const 1))"#,
     )
 }
 
@@ -357,4 +371,34 @@ async fn a_body_callback_that_spins_is_stopped_at_the_deadline_while_another_ten
         b_took < Duration::from_secs(2),
         "tenant b waited {b_took:?}"
     );
+}
+
+#[tokio::test]
+async fn a_local_reply_from_a_request_body_callback_answers_the_client() {
+    let (gw, api, _a, _b, _r) = setup().await;
+    let up = BodyServer::start().await;
+    route_with(&gw, &api, "a", &up.addr.to_string(), json!({})).await;
+    upload_and_attach(
+        &gw,
+        &api,
+        "a",
+        "api",
+        "replier",
+        request_replier(),
+        json!({}),
+    )
+    .await;
+    // The upstream has the request's head already, the client no answer: the module's reply
+    // is served and the upstream request abandoned (none of the body went on).
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/submit", gw.proxy))
+        .header("host", "a.test")
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.text().await.unwrap(), "refused by its request body");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(up.received(), 0);
 }
