@@ -62,6 +62,14 @@ fn passer() -> Vec<u8> {
     )
 }
 
+/// Headers only: no body callbacks.
+fn headers_only() -> Vec<u8> {
+    module(
+        r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+           (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))"#,
+    )
+}
+
 /// Buffers the request body to its end (removing `content-length` first: it will change the
 /// length), then replaces it with `<bytes it saw at the end>/<callbacks it got>`.
 fn counter() -> Vec<u8> {
@@ -401,4 +409,48 @@ async fn a_local_reply_from_a_request_body_callback_answers_the_client() {
     assert_eq!(r.text().await.unwrap(), "refused by its request body");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(up.received(), 0);
+}
+
+#[tokio::test]
+async fn a_small_body_costs_one_callback_and_a_module_without_body_callbacks_none() {
+    let (gw, api, _a, _b, _r) = setup().await;
+    let up = BodyServer::start().await;
+    route_with(&gw, &api, "a", &up.addr.to_string(), json!({})).await;
+    route_with(&gw, &api, "b", &up.addr.to_string(), json!({})).await;
+    upload_and_attach(&gw, &api, "a", "api", "passer", passer(), json!({})).await;
+    upload_and_attach(&gw, &api, "b", "api", "plain", headers_only(), json!({})).await;
+    let client = reqwest::Client::new();
+    for _ in 0..5 {
+        let r = client
+            .get(format!("http://{}/text", gw.proxy))
+            .header("host", "a.test")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.text().await.unwrap(), "upstream body");
+    }
+    // A GET has no request body; each small response is one piece with its end.
+    let metrics = gw.metrics().await;
+    let series = |plugin: &str, tenant: &str, phase: &str| {
+        format!(
+            r#"wharf_plugin_invocations_total{{outcome="ok",phase="{phase}",plugin="{plugin}",tenant="{tenant}"}}"#
+        )
+    };
+    assert_eq!(
+        counted(&metrics, &series("passer", "a", "on_response_body")),
+        5.0
+    );
+    assert_eq!(
+        counted(&metrics, &series("passer", "a", "on_request_body")),
+        0.0
+    );
+    // A module that exports no body callback is never called for a body's pieces, however
+    // long the body.
+    let text = post_in_pieces(&gw, "b.test", &[vec![b'x'; 3 << 20]]).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"body_bytes\":3145728"), "{text}");
+    let metrics = gw.metrics().await;
+    assert_eq!(counted(&metrics, &series("plain", "b", "on_request")), 1.0);
+    assert!(!metrics.contains(r#"phase="on_request_body",plugin="plain""#));
+    assert!(!metrics.contains(r#"phase="on_response_body",plugin="plain""#));
 }
