@@ -51,6 +51,8 @@ pub struct RequestCtx {
     /// A proxy-wasm module's local reply after the request went upstream (from a body
     /// callback, or while the response's head is held): `fail_to_proxy` serves it.
     pub reply_instead: Option<wharf_plugins::types::Reply>,
+    /// That reply was served: the request did not fail (no error log).
+    pub served_reply: bool,
 }
 
 impl RequestCtx {
@@ -78,6 +80,7 @@ impl RequestCtx {
             streamed_request: None,
             streamed_response: None,
             reply_instead: None,
+            served_reply: false,
         }
     }
 

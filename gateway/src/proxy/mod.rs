@@ -299,6 +299,7 @@ impl ProxyHttp for WharfProxy {
             // (if any) is dropped, the connection with it.
             session.set_keepalive(None);
             let status = reply.status;
+            ctx.served_reply = true;
             if let Err(write_err) = respond::reply(session, reply, ctx).await {
                 tracing::debug!("could not send a plugin's reply: {write_err}");
             }
@@ -328,6 +329,11 @@ impl ProxyHttp for WharfProxy {
             error_code,
             can_reuse_downstream: false,
         }
+    }
+
+    /// A module's local reply served from `fail_to_proxy` is an answer, not a failure.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+        ctx.served_reply
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {

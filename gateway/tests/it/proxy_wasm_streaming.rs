@@ -409,6 +409,9 @@ async fn a_local_reply_from_a_request_body_callback_answers_the_client() {
     assert_eq!(r.text().await.unwrap(), "refused by its request body");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(up.received(), 0);
+    // An answer, not a failure: no error logged for it.
+    let log = gw.log();
+    assert!(!log.contains("a plugin answered"), "{log}");
 }
 
 #[tokio::test]
