@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use crate::proxy_wasm_serve::upload_and_attach;
 use crate::proxy_wasm_streaming::{module, route_with};
-use crate::support::api::setup;
+use crate::support::api::{setup, Api, Body, OP};
 use crate::support::body_server::BodyServer;
 use crate::support::*;
 
@@ -247,4 +247,38 @@ async fn a_module_holding_a_response_forever_ends_at_the_plugin_deadline() {
     assert_eq!(r.status(), 502);
     let text = r.text().await.unwrap();
     assert!(text.contains("never continued"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_response_goes_out_edited_over_http2_too() {
+    let (url, _) = fresh_store(StoreKind::Sqlite).await;
+    let config = format!("operator_token = \"{}\"\nh2c = true", OP);
+    let gw = Wharf::start_configured(&url, &config, &[]).await;
+    let api = Api::new(&gw);
+    let (s, v) = api
+        .call(
+            reqwest::Method::POST,
+            "/v1/tenants",
+            Some(OP),
+            Some(Body::Json(json!({"id": "a", "hostnames": ["a.test"]}))),
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+    let up = BodyServer::start().await;
+    route_with(&gw, &api, "a", &up.addr.to_string(), json!({})).await;
+    upload_and_attach(&gw, &api, "a", "api", "editor", held_editor(), json!({})).await;
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-i", "--http2-prior-knowledge", "-H", "Host: a.test"])
+        .arg(format!("http://{}/big?n=300000", gw.proxy))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(
+        text.starts_with("http/2 200"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("x-body-size: 300000"), "{text}");
+    assert!(text.contains("content-length: 6"), "{text}");
+    assert!(text.ends_with("\r\n\r\nedited"), "{text}");
 }
