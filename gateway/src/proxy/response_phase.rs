@@ -71,8 +71,9 @@ pub(super) enum ResponseOutcome {
 /// Runs `on-response` of every continued plugin, last first, and releases their instances,
 /// but for those that read the response body: they go to `awaiting_body` (last first), alive
 /// until the body is in. With `may_hold` (the response has a body), a proxy-wasm module may
-/// hold the head for its body callbacks ([`AwaitingBody::holds_response`]); the plugins before
-/// it in the chain run their response phase on the head as it stands.
+/// hold the head for its body callbacks ([`AwaitingBody::holds_response`]): the phase stops
+/// there, and the plugins before it in the chain stay in `continued` until the module lets the
+/// head go (`response_stream.rs`), as Envoy's filters see the headers when it continues.
 pub(super) async fn on_response(
     continued: &mut Vec<Continued>,
     awaiting_body: &mut Vec<AwaitingBody>,
@@ -109,7 +110,8 @@ pub(super) async fn on_response(
                 if let ResponseStep::Action(action) = &step {
                     super::edits::apply_response_action(resp, action);
                 }
-                if c.plugin.reads_response_body() {
+                let held = matches!(step, ResponseStep::Held);
+                if held || c.plugin.reads_response_body() {
                     awaiting_body.push(AwaitingBody {
                         plugin: c.plugin,
                         fail_open: c.fail_open,
@@ -118,6 +120,9 @@ pub(super) async fn on_response(
                     });
                 } else {
                     c.plugin.finish().await;
+                }
+                if held {
+                    break;
                 }
             }
             Err(e) if c.fail_open => {

@@ -20,6 +20,7 @@ use wharf_plugins::{Failure, PluginError};
 
 use super::body_stream::{self, Pass, Stop};
 use super::errors::GatewayError;
+use super::response_phase::{on_response, ResponseOutcome};
 use super::RequestCtx;
 
 /// A response body streaming through modules.
@@ -56,7 +57,13 @@ pub(super) fn start(
     };
     let max = tenant.plugin_quotas.body_max_bytes;
     let declared = super::proxy_wasm::content_length(&resp.headers);
-    let readers = ctx.awaiting_body.len() as u64;
+    // With those that join when a held head goes (`release_to_the_rest`).
+    let later = ctx
+        .continued
+        .iter()
+        .filter(|c| c.plugin.reads_response_body())
+        .count();
+    let readers = (ctx.awaiting_body.len() + later) as u64;
     let need = declared
         .unwrap_or(u64::MAX)
         .min(max)
@@ -111,7 +118,7 @@ pub(super) async fn piece(
         return Ok(());
     };
     if let Some(e) = held_too_long(ctx, metrics) {
-        return fail(ctx, e, "a response head was held past the plugin deadline");
+        return fail_with(ctx, e, "a response head was held past the plugin deadline");
     }
     let pass = Pass {
         response: true,
@@ -124,28 +131,9 @@ pub(super) async fn piece(
     let result = body_stream::piece(&mut modules, data, &pass).await;
     ctx.awaiting_body = modules;
     let held = streamed.held_since.is_some();
-    let piece = match result {
+    let mut piece = match result {
         Ok(piece) => piece,
-        Err(Stop::TooLarge) => {
-            // A 500 while the head is held; once it is gone, the response is broken off.
-            let e = GatewayError::ResponseTooLarge(pass.max);
-            return fail(ctx, e, "a plugin buffered the response body past its quota");
-        }
-        Err(Stop::Reply(reply)) => {
-            ctx.reply_instead = Some(reply);
-            ctx.streamed_response = None;
-            return Err(Error::explain(
-                ErrorType::InternalError,
-                "a plugin answered from its response body callback",
-            ));
-        }
-        Err(Stop::Failed(e)) => {
-            return fail(
-                ctx,
-                GatewayError::Plugin(e),
-                "plugin failed in on-response-body",
-            )
-        }
+        Err(stop) => return stopped(ctx, stop, pass.max),
     };
     if let Some(head) = session.held_response_header.as_mut() {
         for action in &piece.heads {
@@ -153,6 +141,7 @@ pub(super) async fn piece(
         }
     }
     if held && !ctx.awaiting_body.iter().any(|a| a.holds_response()) {
+        piece.body = release_to_the_rest(session, ctx, piece.body, &pass).await?;
         release(session, ctx, piece.body.len(), end_of_stream);
     }
     *body = Some(piece.body.into());
@@ -163,6 +152,69 @@ pub(super) async fn piece(
         }
     }
     Ok(())
+}
+
+/// The plugins before the module that held the head, in the chain, get their response phase on
+/// it now (as Envoy's filters see the headers when the module continues), and those of them
+/// that read the body join the stream with this piece.
+async fn release_to_the_rest(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    body: Vec<u8>,
+    pass: &Pass,
+) -> Result<Vec<u8>> {
+    let (Some(head), false) = (
+        session.held_response_header.as_mut(),
+        ctx.continued.is_empty(),
+    ) else {
+        return Ok(body);
+    };
+    let from = ctx.awaiting_body.len();
+    let run = on_response(&mut ctx.continued, &mut ctx.awaiting_body, head, false);
+    match run.await {
+        Ok(ResponseOutcome::Continue) => {}
+        Ok(ResponseOutcome::Reply(reply)) => {
+            ctx.reply_instead = Some(reply);
+            ctx.streamed_response = None;
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "a plugin answered from on-response",
+            ));
+        }
+        Err(e) => return fail_with(ctx, GatewayError::Plugin(e), "plugin failed in on-response"),
+    }
+    let mut joined = ctx.awaiting_body.split_off(from);
+    let result = body_stream::piece(&mut joined, body, pass).await;
+    ctx.awaiting_body.append(&mut joined);
+    match result {
+        Ok(piece) => Ok(piece.body),
+        Err(stop) => stopped(ctx, stop, pass.max),
+    }
+}
+
+/// A stopped body: a module's reply served in place of the upstream's, a 500 for a buffer past
+/// the quota or a plugin failure while the head is held; once it is gone, the response is
+/// broken off.
+fn stopped<T>(ctx: &mut RequestCtx, stop: Stop, max: u64) -> Result<T> {
+    match stop {
+        Stop::TooLarge => {
+            let e = GatewayError::ResponseTooLarge(max);
+            fail_with(ctx, e, "a plugin buffered the response body past its quota")
+        }
+        Stop::Reply(reply) => {
+            ctx.reply_instead = Some(reply);
+            ctx.streamed_response = None;
+            Err(Error::explain(
+                ErrorType::InternalError,
+                "a plugin answered from its response body callback",
+            ))
+        }
+        Stop::Failed(e) => fail_with(
+            ctx,
+            GatewayError::Plugin(e),
+            "plugin failed in on-response-body",
+        ),
+    }
 }
 
 /// The held head goes out before this piece: with the body's length when the body is whole,
@@ -208,7 +260,7 @@ pub(super) fn held_too_long(ctx: &RequestCtx, metrics: &Metrics) -> Option<Gatew
     Some(GatewayError::Plugin(e))
 }
 
-fn fail(ctx: &mut RequestCtx, e: GatewayError, why: &'static str) -> Result<()> {
+fn fail_with<T>(ctx: &mut RequestCtx, e: GatewayError, why: &'static str) -> Result<T> {
     ctx.failure = Some(e);
     ctx.streamed_response = None;
     Err(Error::explain(ErrorType::InternalError, why))

@@ -38,6 +38,19 @@ fn held_editor() -> Vec<u8> {
     ))
 }
 
+/// Copies the response's `x-body-size` into `x-copied` in its response headers callback.
+fn copier() -> Vec<u8> {
+    module(&format!(
+        r#"{NO_REQUEST_PHASE}
+           (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+             (if (i32.eqz (call $hget (i32.const 2) (i32.const 32) (i32.const 11)
+                   (i32.const 700) (i32.const 704)))
+               (then (drop (call $add (i32.const 2) (i32.const 224) (i32.const 8)
+                 (i32.load (i32.const 700)) (i32.load (i32.const 704))))))
+             (i32.const 0))"#
+    ))
+}
+
 /// Answers 418 from its response headers callback.
 fn header_replier() -> Vec<u8> {
     module(&format!(
@@ -89,6 +102,29 @@ async fn a_held_response_is_edited_from_its_body_callback() {
     assert_eq!(r.headers()["x-body-size"], "300000", "{:?}", r.headers());
     assert_eq!(r.headers()["content-length"], "6", "{:?}", r.headers());
     assert!(r.headers().get("x-request-id").is_some());
+    assert_eq!(r.text().await.unwrap(), "EDITED");
+
+    // A plugin before it in the chain gets its response phase when the head goes, as Envoy's
+    // filters do: it sees the header the body callback added.
+    let (s, v) = api
+        .call(
+            reqwest::Method::DELETE,
+            "/v1/tenants/a/routes/api/plugins/editor",
+            Some(OP),
+            None,
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+    upload_and_attach(&gw, &api, "a", "api", "copier", copier(), json!({})).await;
+    upload_and_attach(&gw, &api, "a", "api", "editor", held_editor(), json!({})).await;
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/big?n=300000", gw.proxy))
+        .header("host", "a.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-copied"], "300000", "{:?}", r.headers());
     assert_eq!(r.text().await.unwrap(), "EDITED");
 }
 

@@ -26,6 +26,7 @@ pub(crate) fn module(callbacks: &str) -> Vec<u8> {
         r#"(module
           (import "env" "proxy_set_buffer_bytes" (func $set (param i32 i32 i32 i32 i32) (result i32)))
           (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+          (import "env" "proxy_get_header_map_value" (func $hget (param i32 i32 i32 i32 i32) (result i32)))
           (import "env" "proxy_remove_header_map_value" (func $rm (param i32 i32 i32) (result i32)))
           (import "env" "proxy_send_local_response" (func $reply (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
           (memory (export "memory") 40)
@@ -35,6 +36,7 @@ pub(crate) fn module(callbacks: &str) -> Vec<u8> {
           (data (i32.const 64) "replied from the response headers")
           (data (i32.const 128) "replied from the response body")
           (data (i32.const 192) "refused by its request body")
+          (data (i32.const 224) "x-copied")
           (global $calls (mut i32) (i32.const 0))
           (func (export "proxy_abi_version_0_2_1"))
           (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
