@@ -15,7 +15,9 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use wharf_plugins::capabilities::Capabilities;
 use wharf_plugins::proxy_wasm::abi::Pairs;
-use wharf_plugins::proxy_wasm::pool::{Properties, ProxyStream, RequestStep, VmConfigs};
+use wharf_plugins::proxy_wasm::pool::{
+    Properties, ProxyStream, RequestStep, ResponseStep, VmConfigs,
+};
 use wharf_plugins::proxy_wasm::properties::{self, RequestFacts};
 use wharf_plugins::proxy_wasm::translate;
 use wharf_plugins::types::{Header, HeaderOp, Request, RequestAction, Response, ResponseAction};
@@ -294,9 +296,21 @@ async fn proxy_wasm_phases(
         "response.code".into(),
         a.response_status.to_string().into_bytes(),
     );
-    let ResponseAction { status, headers } = stream
-        .on_response(translate::response_pairs(a.response_status, &resp_headers))
+    let step = stream
+        .on_response(
+            translate::response_pairs(a.response_status, &resp_headers),
+            false,
+        )
         .await?;
+    let ResponseAction { status, headers } = match step {
+        ResponseStep::Action(action) => action,
+        ResponseStep::Reply(reply) => {
+            println!("✓ answers instead of the upstream: {}", reply.status);
+            return Ok(());
+        }
+        // Not asked for (no body to wait for here).
+        ResponseStep::Held => return Ok(()),
+    };
     match status {
         Some(s) => println!("✓ response status set to {s}"),
         None => println!("✓ response passes"),

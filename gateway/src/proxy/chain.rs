@@ -4,18 +4,17 @@
 
 use std::sync::Arc;
 
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::RequestHeader;
 use tracing::Instrument;
 use wharf_plugins::capabilities::TenantCapabilities;
 
 use super::paused::Paused;
-use super::trailers::AwaitingTrailers;
 use crate::control::plugin_ref::Attached;
 use crate::control::resolve::Unavailable;
 use wharf_plugins::cache::Exports;
 use wharf_plugins::proxy_wasm::pool::{ProxyStream, RequestStep};
 use wharf_plugins::types::{
-    Header, Reply, Request, RequestAction, RequestEdits, RequestHead, Response, ResponseAction,
+    Header, Reply, Request, RequestAction, RequestEdits, RequestHead, ResponseAction,
 };
 use wharf_plugins::{
     CompiledPlugin, Failure, Invocation, PluginError, PluginInstance, PluginQuotas, PluginRuntime,
@@ -23,10 +22,13 @@ use wharf_plugins::{
 
 /// A plugin waiting for its `on-response`.
 pub struct Continued {
-    plugin: Plugged,
-    fail_open: bool,
-    /// A proxy-wasm plugin that got the whole request body already (`paused.rs`).
+    pub(super) plugin: Plugged,
+    pub(super) fail_open: bool,
+    /// A proxy-wasm plugin that got the whole request body already (`paused.rs`), or its end
+    /// as it streamed (`request_stream.rs`).
     pub(super) body_seen: bool,
+    /// What it keeps buffered of a streaming request body (`body_stream.rs`).
+    pub(super) buffer: Vec<u8>,
 }
 
 /// A plugin running for this request, by kind.
@@ -42,9 +44,23 @@ pub(super) enum Plugged {
 pub struct AwaitingBody {
     pub(super) plugin: Plugged,
     pub(super) fail_open: bool,
+    /// What it keeps buffered of a streaming response body (`body_stream.rs`).
+    pub(super) buffer: Vec<u8>,
+    /// It failed open: the body goes on without it.
+    pub(super) skipped: bool,
 }
 
 impl AwaitingBody {
+    /// A proxy-wasm module (its body streams through it piece by piece).
+    pub(super) fn streams(&self) -> bool {
+        matches!(&self.plugin, Plugged::ProxyWasm(_))
+    }
+
+    /// A module holding the response's head until a body callback continues.
+    pub(super) fn holds_response(&self) -> bool {
+        matches!(&self.plugin, Plugged::ProxyWasm(s) if !self.skipped && s.holds_response())
+    }
+
     /// A proxy-wasm plugin that left the response's `content-length` (it will not change the
     /// body's length); components always may.
     pub(super) fn keeps_length(&self) -> bool {
@@ -175,6 +191,7 @@ pub(super) fn go_on(
             plugin,
             fail_open,
             body_seen,
+            buffer: Vec::new(),
         });
     }
 }
@@ -238,6 +255,11 @@ impl Continued {
         self.fail_open
     }
 
+    /// A component that rewrites the response body whole (`response_body.rs`).
+    pub(super) fn component_reads_response_body(&self) -> bool {
+        matches!(&self.plugin, Plugged::Component(i) if i.reads_response_body())
+    }
+
     pub(super) fn name(&self) -> &str {
         self.plugin.name()
     }
@@ -273,7 +295,7 @@ impl Plugged {
         }
     }
 
-    fn reads_response_body(&self) -> bool {
+    pub(super) fn reads_response_body(&self) -> bool {
         match self {
             Plugged::Component(i) => i.reads_response_body(),
             Plugged::ProxyWasm(s) => s.reads_response_body(),
@@ -325,62 +347,6 @@ async fn compiled(
     }
 }
 
-/// Runs `on-response` of every continued plugin, last first, and releases their instances,
-/// but for those that read the response body: they go to `awaiting_body` (last first), alive
-/// until the body is in; and for proxy-wasm plugins that read trailers: `awaiting_trailers`.
-pub async fn on_response(
-    continued: &mut Vec<Continued>,
-    (awaiting_body, awaiting_trailers): (&mut Vec<AwaitingBody>, &mut Vec<AwaitingTrailers>),
-    resp: &mut ResponseHeader,
-) -> Result<(), PluginError> {
-    while let Some(mut c) = continued.pop() {
-        let span = tracing::debug_span!(target: "wharf::trace", "plugin", plugin = %c.plugin.name(), phase = "on_response");
-        let result = match &mut c.plugin {
-            Plugged::Component(instance) => {
-                let view = Response {
-                    status: resp.status.as_u16(),
-                    headers: wit_headers(&resp.headers),
-                };
-                instance.on_response(view).instrument(span).await
-            }
-            Plugged::ProxyWasm(stream) => {
-                super::proxy_wasm::on_response(stream, resp)
-                    .instrument(span)
-                    .await
-            }
-            Plugged::Declared(_, action) => Ok(std::mem::replace(
-                action,
-                ResponseAction {
-                    status: None,
-                    headers: Vec::new(),
-                },
-            )),
-        };
-        match result {
-            Ok(action) => {
-                super::edits::apply_response_action(resp, &action);
-                if c.plugin.reads_response_body() {
-                    awaiting_body.push(AwaitingBody {
-                        plugin: c.plugin,
-                        fail_open: c.fail_open,
-                    });
-                } else {
-                    let kept = AwaitingTrailers::keep_or_finish(c.plugin, c.fail_open, resp);
-                    awaiting_trailers.extend(kept.await);
-                }
-            }
-            Err(e) if c.fail_open => {
-                tracing::warn!(plugin = %c.plugin.name(), "plugin on-response skipped (fail-open): {e}");
-            }
-            Err(e) => {
-                continued.clear();
-                return Err(e);
-            }
-        }
-    }
-    Ok(())
-}
-
 fn wit_request(cx: &ChainCtx<'_>, req: &RequestHeader) -> Request {
     Request {
         method: req.method.as_str().to_string(),
@@ -398,7 +364,7 @@ fn path_and_query(req: &RequestHeader) -> String {
         .map_or_else(|| req.uri.path().to_string(), |p| p.as_str().to_string())
 }
 
-fn wit_headers(headers: &http::HeaderMap) -> Vec<Header> {
+pub(super) fn wit_headers(headers: &http::HeaderMap) -> Vec<Header> {
     headers
         .iter()
         .map(|(k, v)| Header {

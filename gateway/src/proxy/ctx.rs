@@ -45,8 +45,14 @@ pub struct RequestCtx {
     /// Plugins waiting for the whole response body (last first), and the body held for them.
     pub awaiting_body: Vec<AwaitingBody>,
     pub held_body: Option<super::response_body::HeldBody>,
-    /// The request body held back for proxy-wasm plugins that read it (`proxy_wasm.rs`).
-    pub held_request: Option<super::proxy_wasm::HeldRequest>,
+    /// The request (response) body streaming through proxy-wasm modules that read it.
+    pub streamed_request: Option<super::request_stream::StreamedRequest>,
+    pub streamed_response: Option<super::response_stream::StreamedResponse>,
+    /// A proxy-wasm module's local reply after the request went upstream (from a body
+    /// callback, or while the response's head is held): `fail_to_proxy` serves it.
+    pub reply_instead: Option<wharf_plugins::types::Reply>,
+    /// That reply was served: the request did not fail (no error log).
+    pub served_reply: bool,
     /// proxy-wasm plugins waiting for the response's trailers (last first, `trailers.rs`).
     pub awaiting_trailers: Vec<super::trailers::AwaitingTrailers>,
 }
@@ -73,7 +79,10 @@ impl RequestCtx {
             body_memory: None,
             awaiting_body: Vec::new(),
             held_body: None,
-            held_request: None,
+            streamed_request: None,
+            streamed_response: None,
+            reply_instead: None,
+            served_reply: false,
             awaiting_trailers: Vec::new(),
         }
     }

@@ -47,6 +47,10 @@ pub enum GatewayError {
     /// A route's plugin reads the body, and this one is larger than the tenant lets it read.
     #[error("the request body is larger than the {0} bytes this route's plugins may read (plugin_body_max_bytes)")]
     BodyTooLarge(u64),
+    /// A proxy-wasm module buffered the response body past the tenant's quota (Envoy answers
+    /// 500 too, while the response's head has not gone out).
+    #[error("a plugin buffered more of the response body than the {0} bytes it may (plugin_body_max_bytes)")]
+    ResponseTooLarge(u64),
     /// The node's memory for request bodies and host-call results in flight is in use.
     #[error("the gateway is busy; retry shortly")]
     Busy,
@@ -73,7 +77,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout(_) => 504,
             GatewayError::BadRequest(_) => 400,
             GatewayError::RequestTimeout(_) => 408,
-            GatewayError::Internal(_) => 500,
+            GatewayError::Internal(_) | GatewayError::ResponseTooLarge(_) => 500,
             GatewayError::Plugin(e) => e.status(),
             GatewayError::RateLimited(_) | GatewayError::TooManyInFlight(_) => 429,
             GatewayError::UpstreamForbidden(_)
@@ -104,6 +108,7 @@ impl GatewayError {
             GatewayError::UpstreamTls(_) => "upstream_tls",
             GatewayError::LoopDetected => "loop_detected",
             GatewayError::BodyTooLarge(_) => "request_body_too_large",
+            GatewayError::ResponseTooLarge(_) => "response_body_too_large",
             GatewayError::Busy => "gateway_busy",
         }
     }

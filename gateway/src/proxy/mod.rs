@@ -8,6 +8,7 @@
 
 mod admission;
 mod body;
+mod body_stream;
 pub mod chain;
 pub mod ctx;
 mod edits;
@@ -18,8 +19,11 @@ mod paused;
 pub mod proxy_wasm;
 pub mod rate_limit;
 mod request_info;
+mod request_stream;
 mod respond;
 mod response_body;
+mod response_phase;
+mod response_stream;
 mod run_chain;
 mod trailers;
 mod upstream;
@@ -29,10 +33,9 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::{Error, ErrorType, Result};
+use pingora_core::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use tracing::Instrument;
 use wharf_metrics::{tracing_setup, Metrics, UNKNOWN_TENANT};
 use wharf_plugins::PluginRuntime;
 
@@ -139,7 +142,7 @@ impl ProxyHttp for WharfProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         self.pace.body_read(session, ctx)?;
-        proxy_wasm::request_piece(ctx, body, end_of_stream).await
+        request_stream::piece(ctx, body, end_of_stream).await
     }
 
     /// Lookup → limit → plugin chain. Unknown hosts, unmatched paths, rate limits, plugin
@@ -207,7 +210,7 @@ impl ProxyHttp for WharfProxy {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        proxy_wasm::hold_request(ctx, upstream, session.is_body_empty());
+        request_stream::start(ctx, upstream, session.is_body_empty())?;
         let dropped = lookalikes::drop_lookalikes(upstream);
         if dropped > 0 {
             tracing::debug!(
@@ -261,35 +264,28 @@ impl ProxyHttp for WharfProxy {
         Ok(())
     }
 
-    /// Plugins' `on-response`, last plugin first; a fail-closed failure replaces the response.
+    /// Plugins' `on-response`, last plugin first (`response_phase.rs`).
     async fn response_filter(
         &self,
         session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let span = tracing::debug_span!(target: "wharf::trace", parent: &ctx.span, "plugins", phase = "on_response");
-        let waiting = (&mut ctx.awaiting_body, &mut ctx.awaiting_trailers);
-        let run = chain::on_response(&mut ctx.continued, waiting, response);
-        if let Err(e) = run.instrument(span).await {
-            ctx.failure = Some(GatewayError::Plugin(e));
-            return Err(Error::explain(
-                ErrorType::InternalError,
-                "plugin failed in on-response",
-            ));
-        }
-        response_body::start(ctx, response, session.is_http2());
-        respond::stamp(response, &ctx.request_id)
+        response_phase::run(session, response, ctx).await
     }
 
-    /// The body held back for plugins that rewrite it (`response_body.rs`); others stream.
+    /// The body streamed through proxy-wasm modules (`response_stream.rs`), or held back for
+    /// plugins that rewrite it whole (`response_body.rs`); others stream untouched.
     async fn response_body_transform(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<bytes::Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.streamed_response.is_some() {
+            return response_stream::piece(session, ctx, &self.metrics, body, end_of_stream).await;
+        }
         response_body::piece(ctx, body, end_of_stream).await
     }
 
@@ -310,7 +306,25 @@ impl ProxyHttp for WharfProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let failure = ctx.failure.take().or_else(|| GatewayError::from_pingora(e));
+        if let Some(reply) = ctx.reply_instead.take() {
+            // A module's local reply after the request went upstream: the upstream's answer
+            // (if any) is dropped, the connection with it.
+            session.set_keepalive(None);
+            let status = reply.status;
+            ctx.served_reply = true;
+            if let Err(write_err) = respond::reply(session, reply, ctx).await {
+                tracing::debug!("could not send a plugin's reply: {write_err}");
+            }
+            return FailToProxy {
+                error_code: status,
+                can_reuse_downstream: false,
+            };
+        }
+        let failure = ctx
+            .failure
+            .take()
+            .or_else(|| response_stream::held_too_long(ctx, &self.metrics))
+            .or_else(|| GatewayError::from_pingora(e));
         let error_code = match failure {
             Some(f) => {
                 // The connection is not reused after a failure: say so, or clients retry into a
@@ -327,6 +341,11 @@ impl ProxyHttp for WharfProxy {
             error_code,
             can_reuse_downstream: false,
         }
+    }
+
+    /// A module's local reply served from `fail_to_proxy` is an answer, not a failure.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+        ctx.served_reply
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {

@@ -7,7 +7,6 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use wharf_plugins::types::Reply;
 
-use super::chain;
 use super::ctx::RequestCtx;
 use super::edits;
 use super::errors::GatewayError;
@@ -24,9 +23,11 @@ pub(super) async fn reply(session: &mut Session, reply: Reply, ctx: &mut Request
     let mut resp = edits::reply_header(&reply)?;
     // A plugin's own reply is not an upstream body: `on-response-body` is not called for it.
     let mut not_for_replies = Vec::new();
+    // A module's own reply in turn (`proxy_send_local_response` on a reply) is not taken.
     // Nor are trailers: plugins waiting for them end with the request (`trailers::finish`).
     let waiting = (&mut not_for_replies, &mut ctx.awaiting_trailers);
-    if let Err(e) = chain::on_response(&mut ctx.continued, waiting, &mut resp).await {
+    let run = super::response_phase::on_response(&mut ctx.continued, waiting, &mut resp, false);
+    if let Err(e) = run.await {
         return error(session, &GatewayError::Plugin(e), &ctx.request_id).await;
     }
     resp.insert_header("Content-Length", reply.body.len().to_string())?;

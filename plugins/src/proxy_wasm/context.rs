@@ -88,6 +88,9 @@ pub struct HostContext {
     pub resumed: bool,
     /// The module changed a buffer (`proxy_set_buffer_bytes`) in the callback in progress.
     pub body_replaced: bool,
+    /// What a body callback may grow its buffer to: the tenant's `plugin_body_max_bytes` (a
+    /// module setting a huge buffer is refused there, not after the bytes were held).
+    pub body_max: Option<usize>,
     /// How often the module wants `proxy_on_tick` (`proxy_set_tick_period_milliseconds`, at
     /// least [`TICK_FLOOR`]); `None`: never.
     pub tick_period: Option<std::time::Duration>,

@@ -139,10 +139,9 @@ pub fn link<T: ProxyHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
                 Err(s) => return s as i32,
             };
             let (start, len) = (start as u32 as usize, len as u32 as usize);
-            if c.data_mut()
-                .context()
-                .splice(buf, start, len, &data, MAX_BODY)
-            {
+            let ctx = c.data_mut().context();
+            let max = ctx.body_max.unwrap_or(MAX_BODY).min(MAX_BODY);
+            if ctx.splice(buf, start, len, &data, max) {
                 Status::Ok as i32
             } else {
                 Status::BadArgument as i32

@@ -29,7 +29,7 @@ mod run;
 mod tick;
 
 pub use ops::Properties;
-pub use run::{ProxyStream, RequestStep};
+pub use run::{BodyStep, ProxyStream, RequestStep, ResponseStep};
 
 /// The configurations a VM starts with (`proxy_on_vm_start`, `proxy_on_configure`), and their
 /// digest: part of the VM's key, taken once when the attachment is compiled, not per request.

@@ -11,8 +11,10 @@ use super::context::{Call, LocalResponse};
 use super::env::ProxyHost;
 
 mod answers;
+mod body;
 mod callbacks;
 mod trailers;
+pub use body::BodyOutcome;
 use callbacks::Started;
 
 /// The root context's id; request contexts count up from it.
@@ -214,76 +216,6 @@ impl<T: ProxyHost> Vm<T> {
             calls: std::mem::take(&mut ctx.calls),
             resumed: std::mem::take(&mut ctx.resumed),
         }
-    }
-
-    /// `proxy_on_request_body` / `proxy_on_response_body` with the whole body (held by the
-    /// gateway up to the tenant's quota) as one piece at the end of the stream; the body back
-    /// when the module replaced any of it.
-    pub async fn body(
-        &mut self,
-        id: u32,
-        response: bool,
-        body: Vec<u8>,
-    ) -> Result<(Option<Vec<u8>>, Option<LocalResponse>), VmError> {
-        let started = self.started()?;
-        let (callback, buffer) = if response {
-            (started.response_body.clone(), BufferType::ResponseBody)
-        } else {
-            (started.request_body.clone(), BufferType::RequestBody)
-        };
-        let size = body.len() as i32;
-        {
-            let ctx = self.store.data_mut().context();
-            ctx.effective = id;
-            ctx.body_replaced = false;
-            ctx.set_buffer(buffer, body);
-        }
-        if let Some(f) = callback {
-            f.call_async(&mut self.store, (id as i32, size, 1))
-                .await
-                .map_err(trap)?;
-        }
-        let ctx = self.store.data_mut().context();
-        let body = ctx.take_buffer(buffer).filter(|_| ctx.body_replaced);
-        ctx.calls.clear();
-        Ok((body, ctx.local_response.take()))
-    }
-
-    /// `proxy_on_request_body` with the whole body, for a request whose module paused in its
-    /// headers callback to wait for it: the request's headers (`request`) are still the
-    /// module's to edit (Envoy holds them until the body callback continues), and the callback's
-    /// action, calls and local reply count as a headers callback's. The body back when the
-    /// module replaced any of it.
-    pub async fn held_body(
-        &mut self,
-        id: u32,
-        body: Vec<u8>,
-        request: Pairs,
-    ) -> Result<(HeadersOutcome, Option<Vec<u8>>), VmError> {
-        let callback = self.started()?.request_body.clone();
-        let size = body.len() as i32;
-        {
-            let ctx = self.store.data_mut().context();
-            ctx.effective = id;
-            ctx.body_replaced = false;
-            ctx.set_map(MapType::RequestHeaders, request);
-            ctx.set_buffer(BufferType::RequestBody, body);
-        }
-        let action = match callback {
-            Some(f) => f
-                .call_async(&mut self.store, (id as i32, size, 1))
-                .await
-                .map_err(trap)?,
-            None => 0,
-        };
-        let ctx = self.store.data_mut().context();
-        let body = ctx
-            .take_buffer(BufferType::RequestBody)
-            .filter(|_| ctx.body_replaced);
-        Ok((
-            self.outcome(Action::from_i32(action), MapType::RequestHeaders),
-            body,
-        ))
     }
 
     /// `proxy_on_tick` on the root context; the calls it dispatched, for the driver to send

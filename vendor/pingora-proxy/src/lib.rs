@@ -607,6 +607,47 @@ pub struct Session {
     upstream_write_pending_time: Duration,
     /// Flag that is set when the shutdown process has begun.
     shutdown_flag: Arc<AtomicBool>,
+    /// Wharf's patch: set in `response_filter` to hold the response header back (not written)
+    /// until the service releases it from `response_body_transform` by moving
+    /// `held_response_header` (which it may edit) to `released_response_header`; it then goes
+    /// out just before that body piece. A header that ends the response is never held.
+    pub hold_response_header: bool,
+    pub held_response_header: Option<Box<ResponseHeader>>,
+    pub released_response_header: Option<Box<ResponseHeader>>,
+    /// Wharf's patch: when a held header must have been released; past it the request fails
+    /// (`ErrorType::Custom("held response header")`), even while the upstream sends nothing.
+    pub held_response_deadline: Option<std::time::Instant>,
+}
+
+/// Wharf's patch: sleeps until a held response header's deadline.
+pub(crate) async fn held_header_deadline(until: Option<std::time::Instant>) {
+    if let Some(until) = until {
+        time::sleep_until(time::Instant::from_std(until)).await;
+    }
+}
+
+/// Wharf's patch: a response header the service asked to hold (`hold_response_header`) is kept
+/// in the session instead of written (`None`: nothing to write now); a header it released goes
+/// into `out` before the task that follows.
+pub(crate) fn hold_or_release(
+    session: &mut Session,
+    task: HttpTask,
+    out: &mut Vec<HttpTask>,
+) -> Option<HttpTask> {
+    let task = match task {
+        HttpTask::Header(header, false) if std::mem::take(&mut session.hold_response_header) => {
+            session.held_response_header = Some(header);
+            return None;
+        }
+        task => task,
+    };
+    if let HttpTask::Header(..) = &task {
+        session.hold_response_header = false;
+    }
+    if let Some(header) = session.released_response_header.take() {
+        out.push(HttpTask::Header(header, false));
+    }
+    Some(task)
 }
 
 impl Session {
@@ -634,6 +675,10 @@ impl Session {
             downstream_task_seen_upgraded: false,
             upstream_write_pending_time: Duration::ZERO,
             shutdown_flag,
+            hold_response_header: false,
+            held_response_header: None,
+            released_response_header: None,
+            held_response_deadline: None,
         }
     }
 

@@ -431,6 +431,9 @@ where
                     return Err(e);
                 }
             }
+            let Some(task) = crate::hold_or_release(session, task, &mut filtered_tasks) else {
+                continue;
+            };
             filtered_tasks.push(task);
         }
 
@@ -560,7 +563,20 @@ where
                 session.cache.support_streaming_partial_write() == Some(true);
             let upgraded = session.was_upgraded();
 
+            let held_until = session
+                .held_response_header
+                .as_ref()
+                .and(session.held_response_deadline);
             tokio::select! {
+                // Wharf's patch: a response header held for the service past its deadline ends
+                // the request (the service answers it in `fail_to_proxy`).
+                _ = crate::held_header_deadline(held_until), if held_until.is_some() => {
+                    return Error::e_explain(
+                        pingora_error::ErrorType::Custom("held response header"),
+                        "a response header was held past its deadline",
+                    );
+                },
+
                 // only try to send to pipe if there is capacity to avoid deadlock
                 // Otherwise deadlock could happen if both upstream and downstream are blocked
                 // on sending to their corresponding pipes which are both full.

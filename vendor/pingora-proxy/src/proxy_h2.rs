@@ -458,8 +458,8 @@ where
                     return Err(e);
                 }
             }
-            filtered_tasks.push(
-                self.h2_response_filter(
+            let task = self
+                .h2_response_filter(
                     session,
                     t,
                     ctx,
@@ -467,8 +467,10 @@ where
                     range_body_filter,
                     false,
                 )
-                .await?,
-            );
+                .await?;
+            if let Some(task) = crate::hold_or_release(session, task, &mut filtered_tasks) {
+                filtered_tasks.push(task);
+            }
             if serve_from_cache.is_miss_header() {
                 response_state.enable_cached_response();
             }
@@ -578,7 +580,20 @@ where
 
             // Similar logic in h1 need to reserve capacity first to avoid deadlock
             // But we don't need to do the same because the h2 client_body pipe is unbounded (never block)
+            let held_until = session
+                .held_response_header
+                .as_ref()
+                .and(session.held_response_deadline);
             tokio::select! {
+                // Wharf's patch: a response header held for the service past its deadline ends
+                // the request (the service answers it in `fail_to_proxy`).
+                _ = crate::held_header_deadline(held_until), if held_until.is_some() => {
+                    return Error::e_explain(
+                        pingora_error::ErrorType::Custom("held response header"),
+                        "a response header was held past its deadline",
+                    );
+                },
+
                 // NOTE: cannot avoid this copy since h2 owns the buf
                 body = session.downstream_session.read_body_or_idle(downstream_state.is_done()), if downstream_state.can_poll() => {
                     debug!("downstream event");

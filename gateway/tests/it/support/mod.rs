@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod api;
+pub(crate) mod body_server;
 pub(crate) mod dns;
 pub(crate) mod grpc;
 pub(crate) mod http_server;

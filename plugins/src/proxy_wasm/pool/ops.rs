@@ -9,7 +9,7 @@ use crate::call::Exec;
 use crate::proxy_wasm::abi::{MapType, Pairs};
 use crate::proxy_wasm::context::Call;
 use crate::proxy_wasm::env::ProxyHost;
-use crate::proxy_wasm::vm::{CallAnswer, HeadersOutcome, Vm, VmError};
+use crate::proxy_wasm::vm::{BodyOutcome, CallAnswer, HeadersOutcome, Vm, VmError};
 use crate::state::PluginState;
 
 /// Properties by dotted name (`request.path`), for the request's callbacks.
@@ -57,11 +57,15 @@ pub(crate) enum VmOp {
     QueueReady {
         queue: u32,
     },
-    /// The whole request (or response) body at the end of the stream.
+    /// What the gateway buffered of the request (or response) body for the module so far; with
+    /// `headers`, the response's head held for it.
     Body {
         id: u32,
         response: bool,
         body: Vec<u8>,
+        end_of_stream: bool,
+        headers: Option<Pairs>,
+        max: usize,
         properties: Properties,
     },
     /// The whole request body for a request paused in its headers callback, whose headers
@@ -91,8 +95,7 @@ pub(crate) enum VmDone {
         properties: Properties,
     },
     Body {
-        replaced: Option<Vec<u8>>,
-        local_response: bool,
+        outcome: BodyOutcome,
         properties: Properties,
     },
     HeldBody {
@@ -181,13 +184,18 @@ impl Exec for LiveVm {
                 id,
                 response,
                 body,
+                end_of_stream,
+                headers,
+                max,
                 properties,
             } => {
                 set_properties(vm, properties);
-                let (replaced, reply) = vm.body(id, response, body).await.map_err(wasm_error)?;
+                let outcome = vm
+                    .body_piece(id, response, body, end_of_stream, headers, max)
+                    .await
+                    .map_err(wasm_error)?;
                 VmDone::Body {
-                    replaced,
-                    local_response: reply.is_some(),
+                    outcome,
                     properties: take_properties(vm),
                 }
             }

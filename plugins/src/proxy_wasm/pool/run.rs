@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use super::ops::{Properties, VmDone, VmOp};
 use super::{Held, VmCell, VmConfigs};
-use crate::bindings::types::ResponseAction;
 use crate::cache::CompiledPlugin;
 use crate::call;
 use crate::capabilities::TenantCapabilities;
@@ -16,7 +15,6 @@ use crate::error::{Failure, PluginError};
 use crate::output;
 use crate::proxy_wasm::abi::Pairs;
 use crate::proxy_wasm::env::ProxyHost;
-use crate::proxy_wasm::translate;
 use crate::proxy_wasm::vm::HeadersOutcome;
 use crate::runtime::PluginRuntime;
 use wharf_tenancy::outbound::OutboundHost;
@@ -25,13 +23,16 @@ use wharf_tenancy::PluginQuotas;
 mod body;
 mod held;
 mod request;
+mod response;
 mod settle;
 mod start;
 mod teardown;
 mod trailers;
 
+pub use body::BodyStep;
 use held::HeldHead;
 pub use held::RequestStep;
+pub use response::ResponseStep;
 
 /// Who the stream runs for: what a VM start and each request's capability state need.
 #[derive(Clone)]
@@ -78,7 +79,9 @@ pub struct ProxyStream {
     request_length_released: bool,
     response_length_released: bool,
     /// The request's headers, held while the module waits for the body.
-    held_head: Option<HeldHead>,
+    held_head: Option<Box<HeldHead>>,
+    /// The response's headers, held (not sent) while the module waits for the body.
+    held_response: Option<Box<HeldHead>>,
     /// The method the module set through `:method`, checked.
     method: Option<Box<http::Method>>,
 }
@@ -113,6 +116,7 @@ impl ProxyStream {
             request_length_released: false,
             response_length_released: false,
             held_head: None,
+            held_response: None,
             method: None,
         }
     }
@@ -138,31 +142,6 @@ impl ProxyStream {
     /// Whether the module has a response phase (the stream lives past the upstream call).
     pub fn has_response_phase(&self) -> bool {
         self.plugin.exports.has_response_phase()
-    }
-
-    /// The response phase: `proxy_on_response_headers` on `headers`
-    /// ([`translate::response_pairs`]), as a checked response action.
-    pub async fn on_response(&mut self, headers: Pairs) -> Result<ResponseAction, PluginError> {
-        let started = Instant::now();
-        let before = headers.clone();
-        let result = self
-            .response_headers(headers, false)
-            .await
-            .and_then(|outcome| {
-                if outcome.local_response.is_some() {
-                    return Err(self.error(Failure::InvalidOutput(
-                        "proxy_send_local_response in the response phase is not served; \
-                         change the response's headers and status instead"
-                            .into(),
-                    )));
-                }
-                self.response_length_released =
-                    translate::releases_length(&before, &outcome.headers);
-                let action = translate::response_action(&before, &outcome);
-                self.checked(action, output::check_response_action)
-            });
-        self.record("on_response", started, &result);
-        result
     }
 
     fn checked<R>(

@@ -61,10 +61,10 @@ impl ProxyStream {
                 .request_action(&before, &outcome)
                 .map(RequestStep::Action),
             (true, true) => {
-                self.held_head = Some(HeldHead {
+                self.held_head = Some(Box::new(HeldHead {
                     before,
                     headers: outcome.headers,
-                });
+                }));
                 Ok(RequestStep::AwaitsBody)
             }
             (true, false) => Err(self.paused_for_nothing()),

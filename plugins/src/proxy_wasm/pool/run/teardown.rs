@@ -61,6 +61,7 @@ impl Drop for ProxyStream {
             request_length_released: false,
             response_length_released: false,
             held_head: None,
+            held_response: None,
             method: None,
         };
         self.runtime
