@@ -13,6 +13,29 @@ use wharf_plugins::PluginError;
 
 use super::chain::{AwaitingBody, Continued, Plugged};
 
+/// The node's memory for a body streaming through `readers` modules: each may buffer up to the
+/// tenant's quota, and a body of known length (`declared`) never needs more than it. `Err` (the
+/// request fails with 503: the modules must see the body before it goes on): no memory.
+pub(super) fn reserve(
+    ctx: &mut super::RequestCtx,
+    tenant: &crate::control::table::CompiledTenant,
+    declared: Option<u64>,
+    readers: u64,
+    what: &'static str,
+) -> pingora_core::Result<tokio::sync::OwnedSemaphorePermit> {
+    let need = declared
+        .unwrap_or(u64::MAX)
+        .min(tenant.plugin_quotas.body_max_bytes)
+        .saturating_mul(readers);
+    tenant
+        .capabilities
+        .reserve_memory(need.max(1))
+        .map_err(|_| {
+            ctx.failure = Some(super::errors::GatewayError::Busy);
+            pingora_core::Error::explain(pingora_core::ErrorType::InternalError, what)
+        })
+}
+
 /// A plugin a body streams through.
 pub(super) trait BodyModule {
     /// It takes part: a proxy-wasm module reading this body, not skipped.

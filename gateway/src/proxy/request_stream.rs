@@ -43,20 +43,9 @@ pub(super) fn start(
         return Ok(());
     };
     let max = tenant.plugin_quotas.body_max_bytes;
-    // Each module may buffer up to the quota; a body of known length never needs more than it.
     let declared = super::proxy_wasm::content_length(&upstream.headers);
-    let need = declared
-        .unwrap_or(u64::MAX)
-        .min(max)
-        .saturating_mul(readers);
-    let Ok(memory) = tenant.capabilities.reserve_memory(need.max(1)) else {
-        // The modules must see the body before it goes on: no memory, no request.
-        ctx.failure = Some(GatewayError::Busy);
-        return Err(Error::explain(
-            ErrorType::InternalError,
-            "no memory to stream the body through its plugins",
-        ));
-    };
+    let what = "no memory to stream the body through its plugins";
+    let memory = super::body_stream::reserve(ctx, &tenant, declared, readers, what)?;
     let keep_lengths =
         declared.is_some() && !ctx.continued.iter().any(|c| c.releases_request_length());
     if !keep_lengths {

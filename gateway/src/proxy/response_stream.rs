@@ -64,17 +64,8 @@ pub(super) fn start(
         .filter(|c| c.plugin.reads_response_body())
         .count();
     let readers = (ctx.awaiting_body.len() + later) as u64;
-    let need = declared
-        .unwrap_or(u64::MAX)
-        .min(max)
-        .saturating_mul(readers);
-    let Ok(memory) = tenant.capabilities.reserve_memory(need.max(1)) else {
-        ctx.failure = Some(GatewayError::Busy);
-        return Err(Error::explain(
-            ErrorType::InternalError,
-            "no memory to stream the response body through its plugins",
-        ));
-    };
+    let what = "no memory to stream the response body through its plugins";
+    let memory = super::body_stream::reserve(ctx, &tenant, declared, readers, what)?;
     let held = ctx.awaiting_body.iter().any(|a| a.holds_response());
     let deadline = Duration::from_millis(tenant.plugin_quotas.deadline_ms);
     if held {
