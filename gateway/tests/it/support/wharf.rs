@@ -178,7 +178,12 @@ impl Wharf {
         let mut old = std::mem::replace(&mut self.child, new);
         let exited = loop {
             if let Ok(Some(status)) = old.try_wait() {
-                assert!(status.success(), "the old process exited with {status}");
+                // Its log is the same file: what it said before it went (a panic, an abort).
+                assert!(
+                    status.success(),
+                    "the old process exited with {status}:\n{}",
+                    self.log()
+                );
                 break started.elapsed();
             }
             if let Ok(Some(status)) = self.child.try_wait() {
