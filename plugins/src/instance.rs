@@ -161,10 +161,11 @@ impl PluginInstance {
     }
 
     /// The response edits a `request-filter` declared (`response-edits`), checked already
-    /// (taken: asked once).
-    pub fn take_declared_response(&mut self) -> Option<ResponseAction> {
+    /// (taken: asked once), with the plugin's name to carry them under.
+    pub fn take_declared_response(&mut self) -> Option<(Arc<str>, ResponseAction)> {
         let live = self.live.as_mut()?;
-        live.store.data_mut().caps.response_edits.take()
+        let action = live.store.data_mut().caps.response_edits.take()?;
+        Some((self.plugin.clone(), action))
     }
 
     /// Instantiates now (otherwise the first call does).

@@ -181,7 +181,7 @@ pub(super) fn go_on(
     if let Plugged::Component(instance) = &mut plugin {
         if !instance.has_response_phase() {
             match instance.take_declared_response() {
-                Some(action) => plugin = Plugged::Declared(instance.plugin().into(), action),
+                Some((name, action)) => plugin = Plugged::Declared(name, action),
                 None => return,
             }
         }
