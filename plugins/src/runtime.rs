@@ -234,11 +234,11 @@ impl PluginRuntime {
         swept
     }
 
-    /// How often the control plane sweeps the disk cache: a tenth of the grace, from a second
-    /// to ten minutes.
+    /// How often the control plane sweeps the disk cache: half the grace, from a second to ten
+    /// minutes (each sweep reads the store's content hashes).
     pub fn sweep_every(&self) -> std::time::Duration {
         let grace = self.settings.compiled_disk_grace_s;
-        std::time::Duration::from_secs((grace / 10).clamp(1, 600))
+        std::time::Duration::from_secs((grace / 2).clamp(1, 600))
     }
 
     /// A fresh instance for one request, instantiated (its start function run) on the plugin

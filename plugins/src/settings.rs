@@ -42,9 +42,10 @@ pub struct RuntimeSettings {
     /// per MB: a small one serves as soon, and its VM never switches code).
     pub baseline_min_bytes: usize,
     /// Compiled code on disk for content no plugin version in the store has any more (deleted
-    /// versions, plugins and tenants) is removed once it is this old (an upload compiles before
-    /// its version is committed); so is baseline code whose optimized code is there, and the
-    /// directories of engines this node no longer runs.
+    /// versions, plugins and tenants) and nothing on the node compiles or runs is removed once it is
+    /// this old; so is baseline code whose optimized code is there, and the directories of
+    /// engines this node no longer runs. Short: it bounds what a tenant uploading and deleting in
+    /// a loop leaves on every node's disk.
     pub compiled_disk_grace_s: u64,
 }
 
@@ -75,7 +76,7 @@ impl Default for RuntimeSettings {
             compiled_cache_bytes: 256 << 20,
             baseline_compile: true,
             baseline_min_bytes: 1 << 20,
-            compiled_disk_grace_s: 3600,
+            compiled_disk_grace_s: 120,
         }
     }
 }

@@ -18,13 +18,28 @@ pub struct Swept {
 }
 
 impl ComponentCache {
-    /// Removes, once older than `grace` (an upload compiles before its version is committed):
-    /// the code of content no plugin version has (`live`: the store's content hashes), baseline
+    /// Removes, once older than `grace`: the code of content no plugin version has (`live`: the
+    /// store's content hashes) and nothing compiles or uses (an upload compiles before its
+    /// version is committed; the grace covers the moment between), baseline
     /// code whose optimized code is beside it (new VMs never load it), files a crashed write
     /// left, and the directories of engines this node does not run (an upgrade of wasmtime or
     /// of the engine's settings). Only names this cache writes are touched.
     pub fn sweep_disk(&self, live: &HashSet<String>, grace: Duration) -> Swept {
         let mut swept = Swept::default();
+        // Compiling now, or in use (a request runs it, an upload holds it until its version is
+        // committed): what a cache entry alone keeps does not count.
+        let held: HashSet<String> = self
+            .entries
+            .lock()
+            .iter()
+            .filter(|(_, slot)| match slot.get() {
+                None => true,
+                Some(Ok(p)) => std::sync::Arc::strong_count(p) > 1,
+                Some(Err(_)) => false,
+            })
+            .map(|(sha, _)| sha.clone())
+            .collect();
+        let needed = |sha: &str| live.contains(sha) || held.contains(sha);
         let optimized = self.optimized.disk.dir();
         let baseline = self.baseline.as_ref().and_then(|t| t.disk.dir());
         let Some(root) = optimized.and_then(Path::parent) else {
@@ -47,11 +62,11 @@ impl ComponentCache {
                 continue;
             }
             if Some(path.as_path()) == optimized {
-                sweep_dir(&path, &mut swept, |sha, _| live.contains(sha), &old);
+                sweep_dir(&path, &mut swept, |sha, _| needed(sha), &old);
             } else if Some(path.as_path()) == baseline {
                 let has_optimized =
                     |sha: &str| optimized.is_some_and(|o| o.join(format!("{sha}.cwasm")).is_file());
-                let keep = |sha: &str, _: &str| live.contains(sha) && !has_optimized(sha);
+                let keep = |sha: &str, _: &str| needed(sha) && !has_optimized(sha);
                 sweep_dir(&path, &mut swept, keep, &old);
             } else if old(&path) {
                 let bytes = dir_bytes(&path);

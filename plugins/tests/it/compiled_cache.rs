@@ -136,7 +136,8 @@ async fn identical_bytes_compile_once_and_restarts_reuse_the_disk_cache() {
 
 /// The disk cache's sweep: code of content no plugin version has any more goes, with files a
 /// crashed write left and the directories of engines the node no longer runs; code still
-/// needed, files of recent writes (within the grace) and names the cache never writes stay.
+/// needed (in the store, or running), files of recent writes (within the grace) and names the
+/// cache never writes stay.
 #[tokio::test]
 async fn the_disk_sweep_removes_code_nothing_needs_and_keeps_the_rest() {
     let dir = std::env::temp_dir().join(format!("wharf-cache-sweep-{}", std::process::id()));
@@ -185,11 +186,15 @@ async fn the_disk_sweep_removes_code_nothing_needs_and_keeps_the_rest() {
     let swept = young.sweep_compiled_disk(&std::collections::HashSet::new());
     assert_eq!((swept.files, swept.bytes), (0, 0), "{swept:?}");
 
+    // In use but in no version yet (an upload between its compile and its commit): it stays.
+    let running = rt.compile(None, infinite_loop()).await.unwrap();
     let live = std::collections::HashSet::from([kept.clone()]);
     let swept = rt.sweep_compiled_disk(&live);
     assert_eq!(swept.files, 3 + 1 + 1, "{swept:?}");
     assert!(swept.bytes > 4096, "{swept:?}");
     assert_eq!((files(&kept), files(&gone)), (3, 0));
+    assert_eq!(files(&running.sha256), 3, "what runs is kept");
+    drop(running);
     assert!(!old_engine.exists(), "the old engine's directory went");
     assert!(dir.join("operator-notes.txt").is_file());
     assert!(engine_dir.join("README").is_file());
