@@ -58,6 +58,34 @@ impl Call {
     }
 }
 
+/// Root-context calls refused past [`MAX_ROOT_CALLS`], by the ABI function that dispatched
+/// them: each is counted under its own name.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RefusedCalls {
+    pub http: u32,
+    pub redis: u32,
+}
+
+impl RefusedCalls {
+    pub fn add(&mut self, call: &Call) {
+        let n = match call {
+            Call::Http(_) => &mut self.http,
+            Call::Redis(_) => &mut self.redis,
+        };
+        *n = n.saturating_add(1);
+    }
+
+    /// `(function, count)` for each function with a refusal.
+    pub fn by_function(&self) -> impl Iterator<Item = (&'static str, u32)> {
+        [
+            ("proxy_http_call", self.http),
+            ("proxy_redis_call", self.redis),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+    }
+}
+
 /// A reply the module asked for with `proxy_send_local_response`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalResponse {
@@ -108,7 +136,7 @@ pub struct HostContext {
     pub root_in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Calls the root context dispatched past [`MAX_ROOT_CALLS`] since the driver last looked
     /// (refused with `BAD_ARGUMENT`; the driver counts them).
-    pub refused_root_calls: u32,
+    pub refused_root_calls: RefusedCalls,
 }
 
 fn map_key(m: MapType) -> u8 {
@@ -221,7 +249,8 @@ impl HostContext {
             .root_in_flight
             .load(std::sync::atomic::Ordering::Relaxed);
         if self.effective == super::vm::ROOT && in_flight + self.calls.len() >= MAX_ROOT_CALLS {
-            self.refused_root_calls = self.refused_root_calls.saturating_add(1);
+            // Built only to know its kind: refused calls are counted by function.
+            self.refused_root_calls.add(&make(0));
             return None;
         }
         self.next_token = self.next_token.wrapping_add(1).max(1);
@@ -296,5 +325,37 @@ mod tests {
         c.live_contexts = vec![1, 2];
         assert!(c.set_effective(2));
         assert!(!c.set_effective(99), "no context of another request or VM");
+    }
+
+    #[test]
+    fn root_calls_past_the_bound_are_refused_and_counted_by_function() {
+        let mut c = HostContext {
+            effective: super::super::vm::ROOT,
+            ..HostContext::default()
+        };
+        c.root_in_flight
+            .store(MAX_ROOT_CALLS - 1, std::sync::atomic::Ordering::Relaxed);
+        let redis = |token| {
+            Call::Redis(RedisCall {
+                token,
+                query: b"*1\r\n$4\r\nPING\r\n".to_vec(),
+            })
+        };
+        assert!(c.dispatch(redis).is_some(), "the last place is taken");
+        assert!(c.dispatch(redis).is_none());
+        assert!(c.dispatch(redis).is_none());
+        let http = |token| {
+            Call::Http(HttpCall {
+                token,
+                cluster: "c".into(),
+                headers: Vec::new(),
+                body: Vec::new(),
+                timeout_ms: 1,
+            })
+        };
+        assert!(c.dispatch(http).is_none());
+        assert_eq!(c.refused_root_calls, RefusedCalls { http: 1, redis: 2 });
+        let counted: Vec<_> = c.refused_root_calls.by_function().collect();
+        assert_eq!(counted, [("proxy_http_call", 1), ("proxy_redis_call", 2)]);
     }
 }

@@ -21,7 +21,7 @@ use super::outbound::Sender;
 use super::run::Who;
 use super::tick::{background, Ran};
 use super::VmCell;
-use crate::proxy_wasm::context::{Call, MAX_ROOT_CALLS};
+use crate::proxy_wasm::context::{Call, RefusedCalls, MAX_ROOT_CALLS};
 use crate::proxy_wasm::vm::Answer;
 use crate::runtime::PluginRuntime;
 
@@ -51,12 +51,12 @@ impl VmCell {
         in_flight: Arc<AtomicUsize>,
     ) {
         let mut taken = Vec::with_capacity(calls.len());
-        let mut dropped = 0;
+        let mut dropped = RefusedCalls::default();
         for call in calls {
             let now = in_flight.fetch_add(1, Ordering::Relaxed);
             let slot = InFlight(in_flight.clone());
             if now >= MAX_ROOT_CALLS {
-                dropped += 1;
+                dropped.add(&call);
                 drop(slot);
             } else {
                 taken.push((call, slot));
@@ -74,21 +74,20 @@ impl VmCell {
 }
 
 /// Counts calls the root context dispatched past its bound (`BAD_ARGUMENT` to the module, or
-/// dropped here) as `quota_exceeded` `proxy_http_call`s of the tenant.
-pub(super) fn refused(runtime: &PluginRuntime, who: &Who, n: u32) {
-    if n == 0 {
-        return;
+/// dropped here) as `quota_exceeded` host calls of the tenant, under the function that made them.
+pub(super) fn refused(runtime: &PluginRuntime, who: &Who, refused: RefusedCalls) {
+    for (function, n) in refused.by_function() {
+        tracing::debug!(tenant = %who.tenant, plugin = %who.plugin, "{n} root-context {function}s refused: {MAX_ROOT_CALLS} in flight");
+        let m = runtime.metrics();
+        m.host_calls_total
+            .with_label_values(&[
+                &m.tenant(&who.tenant),
+                &who.plugin,
+                function,
+                "quota_exceeded",
+            ])
+            .inc_by(u64::from(n));
     }
-    tracing::debug!(tenant = %who.tenant, plugin = %who.plugin, "{n} root-context calls refused: {MAX_ROOT_CALLS} in flight");
-    let m = runtime.metrics();
-    m.host_calls_total
-        .with_label_values(&[
-            &m.tenant(&who.tenant),
-            &who.plugin,
-            "proxy_http_call",
-            "quota_exceeded",
-        ])
-        .inc_by(u64::from(n));
 }
 
 async fn send_and_deliver(
