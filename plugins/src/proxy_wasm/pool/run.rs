@@ -94,22 +94,35 @@ impl ProxyStream {
         configs: VmConfigs,
         inv: crate::Invocation<'_>,
     ) -> ProxyStream {
+        let who = Who {
+            tenant: inv.tenant.clone(),
+            plugin: inv.plugin.clone(),
+            quotas: inv.quotas,
+            config: inv.config,
+            outbound: inv.outbound,
+            capabilities: inv.capabilities,
+        };
+        ProxyStream::with(runtime, cell, plugin, configs, who, None)
+    }
+
+    /// A stream with the request's whole budget and nothing yet seen of it.
+    fn with(
+        runtime: Arc<PluginRuntime>,
+        cell: Arc<VmCell>,
+        plugin: Arc<CompiledPlugin>,
+        configs: VmConfigs,
+        who: Who,
+        context: Option<(u64, u32)>,
+    ) -> ProxyStream {
         ProxyStream {
             runtime,
             cell,
             plugin,
             configs,
-            fuel_left: inv.quotas.fuel,
-            remaining: Duration::from_millis(inv.quotas.deadline_ms),
-            who: Who {
-                tenant: inv.tenant.clone(),
-                plugin: inv.plugin.clone(),
-                quotas: inv.quotas,
-                config: inv.config,
-                outbound: inv.outbound,
-                capabilities: inv.capabilities,
-            },
-            context: None,
+            fuel_left: who.quotas.fuel,
+            remaining: Duration::from_millis(who.quotas.deadline_ms),
+            who,
+            context,
             properties: Properties::new(),
             request_headers: Pairs::new(),
             failed: false,

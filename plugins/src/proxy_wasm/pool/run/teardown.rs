@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use super::super::ops::{Properties, VmOp};
-use super::{ProxyStream, Who};
-use crate::proxy_wasm::abi::Pairs;
+use super::super::ops::VmOp;
+use super::ProxyStream;
 
 impl ProxyStream {
     /// `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`: the request is over. With its own
@@ -39,31 +38,15 @@ impl Drop for ProxyStream {
         if self.context.is_none() || self.failed {
             return;
         }
-        let mut rest = ProxyStream {
-            runtime: self.runtime.clone(),
-            cell: self.cell.clone(),
-            plugin: self.plugin.clone(),
-            configs: self.configs.clone(),
-            who: Who {
-                tenant: self.who.tenant.clone(),
-                plugin: self.who.plugin.clone(),
-                quotas: self.who.quotas,
-                config: self.who.config.clone(),
-                outbound: self.who.outbound.clone(),
-                capabilities: self.who.capabilities.clone(),
-            },
-            context: self.context.take(),
-            fuel_left: 0,
-            remaining: Duration::ZERO,
-            properties: Properties::new(),
-            request_headers: Pairs::new(),
-            failed: false,
-            request_length_released: false,
-            response_length_released: false,
-            held_head: None,
-            held_response: None,
-            method: None,
-        };
+        // The rest of the stream goes to the teardown task (the budget is renewed there).
+        let mut rest = ProxyStream::with(
+            self.runtime.clone(),
+            self.cell.clone(),
+            self.plugin.clone(),
+            self.configs.clone(),
+            self.who.clone(),
+            self.context.take(),
+        );
         self.runtime
             .executor_handle()
             .spawn(async move { rest.finish_context().await });
