@@ -271,9 +271,7 @@ async fn one_request_cannot_make_the_node_spend_past_the_tenants_outbound_quotas
     let ca = Ca::new("Outbound Test CA");
     let dns = Dns::start(&[]);
     // A server that answers each request on its own connection and closes it: the flood below
-    // leaves no idle connection in the tenant's pool (with keep-alive, hyper may open a second
-    // connection while the first is being returned, and two idle connections would hold both of
-    // the tenant's connection permits for the pool's idle timeout).
+    // leaves no idle connection in the tenant's pool.
     let counted = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let counted_addr = counted.local_addr().unwrap();
     let reached_count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -411,9 +409,9 @@ async fn one_request_cannot_make_the_node_spend_past_the_tenants_outbound_quotas
         took < Duration::from_millis(2900),
         "the 1.5 s timeout took {took:?}"
     );
-    // Open connections, in use and idle, all destinations: 2. Two servers kept alive: each
-    // one's connection stays idle in the pool, and a third destination is refused before it is
-    // dialled.
+    // Open connections, in use and idle, all destinations: 2. Two servers kept alive fill them
+    // with idle connections; a third destination closes the one idle the longest (w's) and is
+    // served: idle connections never lock the tenant out of other hosts.
     let (w, x, y) = (
         HttpServer::plain(|_| (200, "w".into())).await,
         HttpServer::plain(|_| (200, "x".into())).await,
@@ -422,8 +420,31 @@ async fn one_request_cannot_make_the_node_spend_past_the_tenants_outbound_quotas
     for first in [&w, &x] {
         let v = fetch(&gw, &format!("http://{}/", first.addr)).await;
         assert_eq!(v["ok"], 1, "{v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let v = fetch(&gw, &format!("http://{}/", y.addr)).await;
+    assert_eq!(v["ok"], 1, "an idle connection was closed for y: {v}");
+    let v = fetch(&gw, &format!("http://{}/", w.addr)).await;
+    assert_eq!(v["ok"], 1, "{v}");
+    let count = |s: &HttpServer| s.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        (count(&w), count(&x), count(&y)),
+        (2, 1, 1),
+        "w's connection, idle the longest, was the one closed"
+    );
+    // Both connections in use (two calls waiting on a server that never answers): a third
+    // destination is refused before it is dialled; none in use is closed for it.
+    let z = HttpServer::plain(|_| (200, "z".into())).await;
+    let silent_url = format!("http://{silent_addr}/");
+    let waiting = [fetch(&gw, &silent_url), fetch(&gw, &silent_url)];
+    let refused = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        fetch(&gw, &format!("http://{}/", z.addr)).await
+    };
+    let (waited, v) = tokio::join!(futures_util::future::join_all(waiting), refused);
+    for w in &waited {
+        assert_eq!(w["error"], "timeout", "{w}");
+    }
     assert_eq!(v["error"], "quota-exceeded", "{v}");
     assert!(
         v["detail"]
@@ -432,11 +453,7 @@ async fn one_request_cannot_make_the_node_spend_past_the_tenants_outbound_quotas
             .contains("http_max_connections"),
         "{v}"
     );
-    assert_eq!(
-        y.connections.load(std::sync::atomic::Ordering::SeqCst),
-        0,
-        "never dialled"
-    );
+    assert_eq!(count(&z), 0, "never dialled");
     endless_task.abort();
     silent_task.abort();
     counted_task.abort();

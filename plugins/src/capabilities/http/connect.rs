@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use super::reclaim::{Mark, OpenConnections, Tracked};
 use crate::capabilities::networking::{Answer, Dialing, Name};
 
 /// Names one tenant keeps resolved for its plugins: the most recently used, this many.
@@ -32,6 +33,9 @@ const FIRST_LOOKUP: Duration = Duration::from_secs(5);
 /// A connection (TCP and TLS handshake) takes at most this long, even when hyper finishes it in
 /// the background for its pool after the request that asked for it gave up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a call at the connection cap waits for the idle connection it closed to let go.
+const RECLAIM_WAIT: Duration = Duration::from_millis(500);
 
 /// Why a connection was not made. The message is for the tenant's plugin: it names only what
 /// the plugin asked for.
@@ -59,6 +63,8 @@ struct Dialer {
     dialing: Dialing,
     /// The tenant's open connections, in use and idle: a permit per connection.
     open: Arc<tokio::sync::Semaphore>,
+    /// The same connections, for closing an idle one when a call needs its permit.
+    conns: OpenConnections,
     max_open: usize,
     tls: tokio_rustls::TlsConnector,
     names: Mutex<VecDeque<Arc<Name>>>,
@@ -73,6 +79,7 @@ impl Connector {
         Connector(Arc::new(Dialer {
             dialing,
             open: Arc::new(tokio::sync::Semaphore::new(max_open)),
+            conns: OpenConnections::default(),
             max_open,
             tls: tls.into(),
             names: Mutex::new(VecDeque::new()),
@@ -105,11 +112,13 @@ impl tower_service::Service<Uri> for Connector {
 impl Dialer {
     async fn connect(&self, uri: Uri) -> Result<Conn, ConnectError> {
         // Taken before anything is resolved or dialled; held by the connection until it closes.
-        let slot = self
-            .open
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ConnectError::TooMany(self.max_open))?;
+        let slot = match self.open.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => self
+                .reclaim()
+                .await
+                .ok_or(ConnectError::TooMany(self.max_open))?,
+        };
         let https = uri.scheme_str() == Some("https");
         let host = uri.host().ok_or(ConnectError::BadUri)?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -148,6 +157,7 @@ impl Dialer {
         if !https {
             return Ok(Conn {
                 io: TokioIo::new(Stream::Plain(tcp)),
+                tracked: self.conns.track(),
                 _slot: slot,
             });
         }
@@ -160,8 +170,21 @@ impl Dialer {
             .map_err(|e| ConnectError::Tls(host.to_string(), e))?;
         Ok(Conn {
             io: TokioIo::new(Stream::Tls(Box::new(tls))),
+            tracked: self.conns.track(),
             _slot: slot,
         })
+    }
+
+    /// A permit given back by the connection idle the longest, closed for it; `None` when all
+    /// are in use (or another call took the permit first).
+    async fn reclaim(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if !self.conns.close_longest_idle() {
+            return None;
+        }
+        tokio::time::timeout(RECLAIM_WAIT, self.open.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
     }
 
     /// The addresses `host` stands for now: itself when it is an IP, else the resolver's answer
@@ -208,6 +231,7 @@ impl Dialer {
 /// A connection as hyper's client wants it, and its place among the tenant's open connections.
 pub(super) struct Conn {
     io: TokioIo<Stream>,
+    tracked: Arc<Tracked>,
     _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
@@ -218,7 +242,7 @@ enum Stream {
 
 impl Connection for Conn {
     fn connected(&self) -> Connected {
-        Connected::new()
+        Connected::new().extra(Mark(self.tracked.clone()))
     }
 }
 
@@ -228,6 +252,10 @@ impl hyper::rt::Read for Conn {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.tracked.closed(cx) {
+            // Closed for another call: the end of the stream, as if the server had closed it.
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
@@ -238,6 +266,9 @@ impl hyper::rt::Write for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if !self.tracked.writing() {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 

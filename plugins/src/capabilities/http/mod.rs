@@ -5,6 +5,7 @@
 //! slot is free meanwhile, its deadline keeps running.
 
 mod connect;
+mod reclaim;
 mod send;
 
 use std::path::PathBuf;

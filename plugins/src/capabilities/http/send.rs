@@ -17,6 +17,7 @@ use wharf_tenancy::outbound::OutboundHost;
 use wharf_tenancy::{HttpQuotas, Quotas};
 
 use super::connect::{ConnectError, Connector};
+use super::reclaim::Mark;
 use crate::bindings::wharf::plugin::http::{IncomingResponse, OutgoingRequest};
 use crate::bindings::wharf::plugin::types::Header;
 use crate::capabilities::networking::Dialing;
@@ -152,6 +153,11 @@ impl TenantHttp {
             e
         })?;
         let (parts, mut body) = response.into_parts();
+        // Which connection answered, and its writes so far: idle once this body is read whole.
+        let connection = parts
+            .extensions
+            .get::<Mark>()
+            .map(|m| (m.0.clone(), m.0.writes()));
         let cap = self.quotas.max_response_bytes;
         let mut size: u64 = 0;
         let mut headers = Vec::with_capacity(parts.headers.len());
@@ -182,6 +188,9 @@ impl TenantHttp {
                 ));
             }
             out.extend_from_slice(&data);
+        }
+        if let Some((connection, writes)) = connection {
+            connection.idle(writes);
         }
         Ok(IncomingResponse {
             status: parts.status.as_u16(),
