@@ -32,6 +32,7 @@ mod private_files;
 mod protocols;
 mod proxy_wasm_assemblyscript;
 mod proxy_wasm_bodies;
+mod proxy_wasm_body_pieces;
 mod proxy_wasm_calls;
 mod proxy_wasm_held_response;
 mod proxy_wasm_hostile;

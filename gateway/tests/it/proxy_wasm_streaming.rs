@@ -55,7 +55,7 @@ pub(crate) fn module(callbacks: &str) -> Vec<u8> {
 }
 
 /// Continues every piece, both ways, and leaves `content-length`.
-fn passer() -> Vec<u8> {
+pub(crate) fn passer() -> Vec<u8> {
     module(
         r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 0))
            (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))
