@@ -103,7 +103,8 @@ quota_group! {
         idle_connections_per_host: u32 = 4, "http_idle_connections_per_host", within(0, 1_000);
         /// Connections the tenant's plugins may hold open at once, in use and idle, all
         /// destinations together (a wildcard allow-list cannot make the node keep a connection
-        /// per name); past it a new connection fails `quota-exceeded` until one closes.
+        /// per name); at the cap, a call that needs a new connection closes the one idle the
+        /// longest, and fails `quota-exceeded` only when all are in use.
         max_connections: u32 = 32, "http_max_connections", within(1, 10_000);
     }
 }
