@@ -8,6 +8,7 @@ pub mod model;
 pub mod outbound;
 pub mod proxy_config;
 pub mod quotas;
+pub mod route;
 pub mod routing;
 pub mod store;
 pub mod target;
