@@ -3,11 +3,13 @@
 //! (a global semaphore sized to the pool, and one per tenant at its quota), so one tenant can
 //! never exhaust the pool, the plugin CPU or the compiler for the others.
 
+mod admission;
+
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::capabilities::{InstanceContext, InstanceStates, NodeCapabilities, TenantCapabilities};
 use tokio::runtime::{Handle, Runtime};
@@ -274,50 +276,6 @@ impl PluginRuntime {
         ))
     }
 
-    /// The pool slots one instance (or VM) takes, from the tenant's quota and the node's pool.
-    pub(crate) async fn permits(
-        &self,
-        inv: &Invocation<'_>,
-        slots: u32,
-        slot: &Arc<CpuSlot>,
-    ) -> Result<Permits, PluginError> {
-        let capacity =
-            |reason: String| PluginError::new(inv.plugin.as_ref(), Failure::Capacity(reason));
-        let queue_cap = Duration::from_millis(self.settings.queue_ms);
-        // An instance takes the pool slots its component needs (`footprint.rs`), from the
-        // tenant's quota and the node's pool alike.
-        if slots > inv.quotas.max_instances {
-            return Err(capacity(format!(
-                "one instance of this plugin needs {slots} instance slots (its core instances, \
-                 memories and tables); the tenant's plugin_max_instances is {}",
-                inv.quotas.max_instances
-            )));
-        }
-        // The tenant's own instances are its queue: wait for one to end (charged as queueing,
-        // never to the deadline) rather than answer a flood with a flood of fast errors.
-        let tenant_sem = self.tenant_semaphore(inv.tenant, inv.quotas.max_instances);
-        let tenant_permit = match tenant_sem.clone().try_acquire_many_owned(slots) {
-            Ok(p) => p,
-            Err(_) => {
-                let waited = Instant::now();
-                let permit =
-                    tokio::time::timeout(queue_cap, tenant_sem.acquire_many_owned(slots)).await;
-                slot.add_queued(waited.elapsed());
-                permit.ok().and_then(Result::ok).ok_or_else(|| {
-                    capacity(format!(
-                        "the tenant's {} concurrent plugin instances stayed in use for {} ms",
-                        inv.quotas.max_instances, self.settings.queue_ms
-                    ))
-                })?
-            }
-        };
-        let global_permit = self
-            .global_permit(slots)
-            .await
-            .ok_or_else(|| capacity("the plugin instance pool is full".into()))?;
-        Ok((global_permit, tenant_permit))
-    }
-
     /// A store on `engine` (the main one, or the baseline one for a VM of baseline code) with
     /// the tenant's fuel, memory limit, deadline and CPU slot, and every capability's state for
     /// this invocation: the same limits whichever compiler made the code.
@@ -395,31 +353,6 @@ impl PluginRuntime {
             // Unreachable while `self` is alive: only `Drop` takes the executor.
             None => Handle::current(),
         }
-    }
-
-    fn tenant_semaphore(&self, tenant: &Arc<str>, max: u32) -> Arc<Semaphore> {
-        let mut tenants = self.tenants.lock();
-        match tenants.get(tenant) {
-            Some((cap, sem)) if *cap == max => sem.clone(),
-            _ => {
-                // A changed quota gets a new semaphore; permits of the old one drain as requests end.
-                let sem = Arc::new(Semaphore::new(max as usize));
-                tenants.insert(tenant.clone(), (max, sem.clone()));
-                sem
-            }
-        }
-    }
-
-    /// A pool slot, waiting briefly: a full pool fails fast instead of queueing without bound.
-    async fn global_permit(&self, slots: u32) -> Option<OwnedSemaphorePermit> {
-        if let Ok(p) = self.global.clone().try_acquire_many_owned(slots) {
-            return Some(p);
-        }
-        let wait = Duration::from_millis(self.settings.pool_wait_ms);
-        tokio::time::timeout(wait, self.global.clone().acquire_many_owned(slots))
-            .await
-            .ok()?
-            .ok()
     }
 }
 
