@@ -30,10 +30,16 @@ pub(crate) async fn upload_and_attach(
 ) {
     let (s, v) = api.put_plugin(t, name, OP, bytes).await;
     assert_eq!(s, StatusCode::CREATED, "{name}: {v}");
+    attach(gw, api, t, route, name, body).await;
+}
+
+/// Attaches tenant `t`'s uploaded plugin `plugin` to route `route` with `body` (the attachment's
+/// JSON); waits until the gateway serves that configuration.
+pub(crate) async fn attach(gw: &Wharf, api: &Api, t: &str, route: &str, plugin: &str, body: Value) {
     let (s, v) = api
         .call(
             Method::PUT,
-            &format!("/v1/tenants/{t}/routes/{route}/plugins/{name}"),
+            &format!("/v1/tenants/{t}/routes/{route}/plugins/{plugin}"),
             Some(OP),
             Some(Body::Json(body)),
         )

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::proxy_wasm_serve::{metric_sum, route_to, upload_and_attach};
+use super::proxy_wasm_serve::{attach, metric_sum, route_to, upload_and_attach};
 use crate::support::api::{setup, Api, Body, OP};
 use crate::support::*;
 
@@ -37,21 +37,6 @@ async fn prefix_route(api: &Api, t: &str, name: &str, up: &Upstream) {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-}
-
-/// Attaches the already uploaded plugin `plugin` to route `route` with `body`.
-async fn attach(gw: &Wharf, api: &Api, t: &str, route: &str, plugin: &str, body: Value) {
-    let (s, v) = api
-        .call(
-            Method::PUT,
-            &format!("/v1/tenants/{t}/routes/{route}/plugins/{plugin}"),
-            Some(OP),
-            Some(Body::Json(body)),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    gw.wait_for_version(v["config_version"].as_i64().unwrap())
-        .await;
 }
 
 /// The header `name` the upstream saw (the echo server answers with the request's headers).
