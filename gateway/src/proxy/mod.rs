@@ -8,6 +8,7 @@
 
 mod admission;
 mod body;
+mod body_pace;
 mod body_stream;
 pub mod chain;
 pub mod ctx;

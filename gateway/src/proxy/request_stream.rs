@@ -5,20 +5,14 @@
 //! local reply from a body callback answers the client (which has no answer yet) and the
 //! upstream request is abandoned. A body read whole before the chain (a component reads it) is
 //! handed over whole instead (`paused.rs`).
-//!
-//! The client decides how many pieces there are, not the tenant: a body trickled a few bytes at
-//! a time at the minimum rate (`pace.rs`) would make the modules run hundreds of times a second
-//! for one admitted request. So the pieces' callbacks are paced per request ([`Pieces`]): past a
-//! burst, the next piece waits its turn, and what the client sends meanwhile gathers in the
-//! socket and arrives as one piece.
-
-use std::time::{Duration, Instant};
+//! Its pieces are paced (`body_pace.rs`): the client decides how many there are.
 
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use pingora_core::{Error, ErrorType};
 use pingora_http::RequestHeader;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::body_pace::Pieces;
 use super::body_stream::{self, BodyModule, Pass, Stop};
 use super::errors::GatewayError;
 use super::RequestCtx;
@@ -31,35 +25,6 @@ pub struct StreamedRequest {
     /// What the modules may buffer, out of the node's memory for data in flight.
     _memory: OwnedSemaphorePermit,
     pieces: Pieces,
-}
-
-/// Pieces through the modules per request: a burst, then a steady rate (a token bucket).
-struct Pieces {
-    tokens: f64,
-    last: Instant,
-}
-
-impl Pieces {
-    /// Pieces delivered at once, then per second: far above what a client streaming in earnest
-    /// sends in separate reads, far below what a trickle at the minimum rate would.
-    const BURST: f64 = 32.0;
-    const PER_SECOND: f64 = 50.0;
-
-    fn new() -> Pieces {
-        Pieces {
-            tokens: Self::BURST,
-            last: Instant::now(),
-        }
-    }
-
-    /// How long the next piece waits for its turn.
-    fn next(&mut self) -> Duration {
-        let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64() * Self::PER_SECOND;
-        self.tokens = (self.tokens + refill).min(Self::BURST) - 1.0;
-        self.last = now;
-        Duration::from_secs_f64((-self.tokens).max(0.0) / Self::PER_SECOND)
-    }
 }
 
 /// Called with the upstream request's head: when a module reads the body, streaming starts and
@@ -110,13 +75,8 @@ pub(super) async fn piece(
     let Some(streamed) = ctx.streamed_request.as_mut() else {
         return Ok(());
     };
-    // The last piece goes at once: waiting would only delay the answer.
-    if !end_of_stream {
-        let wait = streamed.pieces.next();
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-    }
+    let len = body.as_ref().map_or(0, |b| b.len());
+    streamed.pieces.turn(len, end_of_stream).await;
     let pass = Pass {
         response: false,
         end_of_stream,
@@ -157,27 +117,4 @@ pub(super) async fn piece(
         }
     };
     Err(Error::explain(ErrorType::InternalError, why))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pieces_go_at_once_for_a_burst_then_at_the_steady_rate() {
-        let mut p = Pieces::new();
-        for _ in 0..32 {
-            assert_eq!(p.next(), Duration::ZERO);
-        }
-        let wait = p.next();
-        assert!(
-            wait > Duration::from_millis(15) && wait <= Duration::from_millis(20),
-            "{wait:?}"
-        );
-        let next = p.next();
-        assert!(
-            next > wait,
-            "each piece past the burst waits its own turn: {next:?}"
-        );
-    }
 }

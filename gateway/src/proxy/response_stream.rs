@@ -18,6 +18,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use wharf_metrics::Metrics;
 use wharf_plugins::{Failure, PluginError};
 
+use super::body_pace::Pieces;
 use super::body_stream::{self, Pass, Stop};
 use super::errors::GatewayError;
 use super::response_phase::{on_response, ResponseOutcome};
@@ -33,6 +34,7 @@ pub struct StreamedResponse {
     held_since: Option<Instant>,
     deadline: Duration,
     _memory: OwnedSemaphorePermit,
+    pieces: Pieces,
 }
 
 /// Whether the response has a body a module could hold its head for.
@@ -84,6 +86,7 @@ pub(super) fn start(
         held_since: held.then(Instant::now),
         deadline,
         _memory: memory,
+        pieces: Pieces::new(),
     });
     Ok(())
 }
@@ -105,12 +108,17 @@ pub(super) async fn piece(
     body: &mut Option<bytes::Bytes>,
     end_of_stream: bool,
 ) -> Result<()> {
-    let Some(streamed) = ctx.streamed_response.as_ref() else {
+    if ctx.streamed_response.is_none() {
         return Ok(());
-    };
+    }
     if let Some(e) = held_too_long(ctx, metrics) {
         return fail_with(ctx, e, "a response head was held past the plugin deadline");
     }
+    let Some(streamed) = ctx.streamed_response.as_mut() else {
+        return Ok(());
+    };
+    let len = body.as_ref().map_or(0, |b| b.len());
+    streamed.pieces.turn(len, end_of_stream).await;
     let pass = Pass {
         response: true,
         end_of_stream,
