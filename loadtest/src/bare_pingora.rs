@@ -27,9 +27,15 @@ impl ProxyHttp for Bare {
 }
 
 /// Runs until killed (Pingora owns the process's runtimes).
-pub(crate) fn run(listen: &str, upstream: SocketAddr, threads: usize) -> anyhow::Result<()> {
+pub(crate) fn run(
+    listen: &str,
+    upstream: SocketAddr,
+    threads: usize,
+    work_stealing: bool,
+) -> anyhow::Result<()> {
     let conf = ServerConf {
         threads: threads.max(1),
+        work_stealing,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()

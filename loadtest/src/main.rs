@@ -156,6 +156,9 @@ enum Scenario {
         upstream: std::net::SocketAddr,
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Each thread its own runtime, as Wharf's `work_stealing = false`.
+        #[arg(long)]
+        no_work_stealing: bool,
     },
     /// HTTP load against targets LABEL=ADDR[,HOST[,PATH]], measured one after another.
     Http {
@@ -263,7 +266,8 @@ fn main() -> anyhow::Result<()> {
             listen,
             upstream,
             threads,
-        } => bare_pingora::run(&listen, upstream, threads),
+            no_work_stealing,
+        } => bare_pingora::run(&listen, upstream, threads, !no_work_stealing),
         Scenario::Http {
             targets,
             concurrency,
