@@ -37,10 +37,13 @@ pub struct Bootstrap {
     /// Pingora worker threads for the proxy.
     pub threads: usize,
     /// Whether the proxy's threads share one work-stealing runtime (`true`), or each runs its
-    /// own (`false`, the default: a connection stays on the thread that accepted it, as in
-    /// nginx's and haproxy's workers). Measured in docs/benchmarks.md: without stealing a plain
-    /// request costs 15 % less CPU, and one through a plugin 35–40 % less.
-    pub work_stealing: bool,
+    /// own (`false`: a connection stays on the thread that accepted it, as in nginx's and
+    /// haproxy's workers). Unset: stealing with two threads or more, none with one (there is
+    /// nothing to steal, and a thread's own runtime does the same work for less). Measured in
+    /// docs/benchmarks.md: without stealing a request costs 15 % (plain) to 40 % (through a
+    /// plugin) less CPU, but with two threads a tenant flooding the node delays another
+    /// tenant's requests queued behind its own on the same thread (p99 under attack 0.5 → 1.2–2.4 ms).
+    pub work_stealing: Option<bool>,
     /// Once the node stopped accepting (SIGTERM, or an upgrade handed its sockets over), the
     /// longest it waits for requests in flight; it exits as soon as none remain. Requests still
     /// running after it are cut.
@@ -94,7 +97,7 @@ impl Default for Bootstrap {
             compiled_cache: None,
             store: None,
             threads: 2,
-            work_stealing: false,
+            work_stealing: None,
             grace_period_seconds: 10,
             graceful_shutdown_timeout_seconds: 5,
             config_poll_interval_ms: 250,

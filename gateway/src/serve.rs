@@ -162,7 +162,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let conf = ServerConf {
         upgrade_sock: handover.socket.display().to_string(),
         threads: boot.threads.max(1),
-        work_stealing: boot.work_stealing,
+        work_stealing: boot.work_stealing.unwrap_or(boot.threads > 1),
         grace_period_seconds: Some(boot.grace_period_seconds),
         graceful_shutdown_timeout_seconds: Some(boot.graceful_shutdown_timeout_seconds),
         // Attempts per request: the first and a route's retries at most (routes say how many,
