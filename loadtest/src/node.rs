@@ -34,11 +34,20 @@ impl Node {
         let dir = TempDir::new()?;
         let (proxy, admin) = (free_addr()?, free_addr()?);
         let config = dir.0.join("wharf.toml");
+        // `threads` unless the extra TOML sets it (a key may appear once).
+        let threads = if extra_toml
+            .lines()
+            .any(|l| l.trim_start().starts_with("threads"))
+        {
+            ""
+        } else {
+            "threads = 2\n"
+        };
         std::fs::write(
             &config,
             format!(
                 "listen = \"{proxy}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"{}\"\n\
-                 threads = 2\ngrace_period_seconds = 0\ngraceful_shutdown_timeout_seconds = 1\n\
+                 {threads}grace_period_seconds = 0\ngraceful_shutdown_timeout_seconds = 1\n\
                  config_poll_interval_ms = 50\noperator_token = \"{OPERATOR}\"\n\
                  egress_allow = [\"127.0.0.0/8\"]\n\
                  clients = {{ new_connections_per_second = 0, max_connections_per_address = 0 }}\n{extra_toml}\n",
