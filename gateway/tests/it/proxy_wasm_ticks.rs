@@ -5,12 +5,11 @@
 
 use std::time::Duration;
 
-use reqwest::Method;
 use serde_json::json;
 use wharf_plugins::test_support::binary;
 
 use crate::proxy_wasm_serve::{metric_sum, route_to, upload_and_attach};
-use crate::support::api::{setup, Body, OP};
+use crate::support::api::setup;
 use crate::support::*;
 
 /// Ticks every `period_ms` (asked at configure), counting them in a module metric `ticks`;
@@ -70,15 +69,8 @@ async fn a_tick_that_loops_is_stopped_and_its_vm_replaced() {
     let up = Upstream::start("up").await;
     route_to(&api, "a", &up).await;
     // The default 100 ms deadline, not the suite's relaxed one.
-    let (s, v) = api
-        .call(
-            Method::PATCH,
-            "/v1/tenants/a/quotas",
-            Some(OP),
-            Some(Body::Json(json!({"plugin_deadline_ms": 100}))),
-        )
+    api.set_quotas("a", json!({"plugin_deadline_ms": 100}))
         .await;
-    assert!(s.is_success(), "{v}");
     upload_and_attach(
         &gw,
         &api,

@@ -61,23 +61,16 @@ async fn the_same_module_in_two_tenants_runs_in_two_vms_that_share_nothing() {
 
 /// The module's allocator runs inside a host call: a trap there, or running past the deadline
 /// there, is the module failing, as anywhere else (its VM is dropped, the request fails).
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trap_or_a_spin_in_the_modules_allocator_fails_its_request() {
     let (gw, api, _a, _b, _r) = setup().await;
     let up = Upstream::start("up").await;
     route_to(&api, "a", &up).await;
-    let (s, v) = api
-        .call(
-            Method::PATCH,
-            "/v1/tenants/a/quotas",
-            Some(OP),
-            Some(Body::Json(
-                json!({"plugin_deadline_ms": 300, "plugin_fuel": 100_000_000_000u64}),
-            )),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    api.set_quotas(
+        "a",
+        json!({"plugin_deadline_ms": 300, "plugin_fuel": 100_000_000_000u64}),
+    )
+    .await;
     upload_and_attach(
         &gw,
         &api,

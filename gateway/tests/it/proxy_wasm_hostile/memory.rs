@@ -17,17 +17,11 @@ async fn amplifier_gateway() -> (Wharf, Api, Upstream) {
     let (gw, api, _a, _b, _r) = setup().await;
     let up = Upstream::start("up").await;
     route_to(&api, "a", &up).await;
-    let (s, v) = api
-        .call(
-            Method::PATCH,
-            "/v1/tenants/a/quotas",
-            Some(OP),
-            Some(Body::Json(
-                json!({"plugin_deadline_ms": 5000, "plugin_memory_bytes": 4 << 20}),
-            )),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    api.set_quotas(
+        "a",
+        json!({"plugin_deadline_ms": 5000, "plugin_memory_bytes": 4 << 20}),
+    )
+    .await;
     upload_and_attach(&gw, &api, "a", "api", "amp", amplifier(), json!({})).await;
     let r = gw.get("a.test", "/").await;
     assert_eq!(r.status, 200, "{}", r.json);

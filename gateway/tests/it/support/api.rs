@@ -49,6 +49,16 @@ impl Api {
 }
 
 impl Api {
+    /// Sets tenant `t`'s quotas named in `quotas`, as the operator (the new configuration is
+    /// served once the next change is: `upload_and_attach` and the like wait for theirs).
+    pub(crate) async fn set_quotas(&self, t: &str, quotas: Value) {
+        let path = format!("/v1/tenants/{t}/quotas");
+        let (s, v) = self
+            .call(Method::PATCH, &path, Some(OP), Some(Body::Json(quotas)))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+
     /// Uploads `bytes` as the next version of `tenant`'s plugin `name`.
     pub(crate) async fn put_plugin(
         &self,
