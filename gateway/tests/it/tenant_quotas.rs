@@ -111,7 +111,9 @@ async fn a_config_flood_stops_at_the_quota_and_costs_nodes_nothing() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let growth = gw.rss_bytes().saturating_sub(rss_before);
     eprintln!("node RSS growth for a tenant at its config quota: {growth} bytes");
-    assert!(growth < 5 << 20, "RSS grew {growth} bytes");
+    // The config itself is at most 256 KiB; the allocator's and threads' own noise was seen at
+    // 6 MiB while the whole suite ran (5 MiB here failed once in a few dozen runs).
+    assert!(growth < 12 << 20, "RSS grew {growth} bytes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod backends;
+mod backends_sql;
 mod compiled_cache;
 mod fairness;
 mod hostile_backends;
