@@ -64,6 +64,32 @@ impl Pebble {
         dns: SocketAddr,
         validity_secs: u64,
     ) {
+        // Ports are picked free and bound later: another test's client socket may take one
+        // meanwhile. The management port is only this harness's, so it moves; the main port
+        // is in the gateway's config, so it is tried again once the other socket is gone.
+        for attempt in 1..=5 {
+            match self.spawn(http_port, tls_port, dns, validity_secs) {
+                Ok(()) => return,
+                Err(log) if attempt < 5 && log.contains("address already in use") => {
+                    if log.contains(&self.management.to_string()) {
+                        let [management, _] = super::free_addrs();
+                        self.management = management;
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                Err(log) => panic!("pebble exited:\n{log}"),
+            }
+        }
+    }
+
+    /// One start; `Err`: pebble exited, with its log.
+    fn spawn(
+        &mut self,
+        http_port: u16,
+        tls_port: u16,
+        dns: SocketAddr,
+        validity_secs: u64,
+    ) -> Result<(), String> {
         let config = self.dir.join("pebble.json");
         let json = serde_json::json!({"pebble": {
             "listenAddress": self.listen.to_string(),
@@ -96,9 +122,12 @@ impl Pebble {
             .expect("pebble (scripts/test installs it)");
         self.child = Some(child);
         let start = Instant::now();
-        while std::net::TcpStream::connect(self.listen).is_err() {
+        // Both interfaces up (pebble exits when either cannot bind, possibly after the other).
+        let up = |a| std::net::TcpStream::connect(a).is_ok();
+        while !(up(self.listen) && up(self.management)) {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("pebble exited ({status}):\n{}", self.log());
+                self.child = None;
+                return Err(format!("({status}) {}", self.log()));
             }
             assert!(
                 start.elapsed() < Duration::from_secs(10),
@@ -107,6 +136,11 @@ impl Pebble {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+            self.child = None;
+            return Err(format!("({status}) {}", self.log()));
+        }
+        Ok(())
     }
 
     pub(crate) fn log(&self) -> String {
