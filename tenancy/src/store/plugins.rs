@@ -82,6 +82,7 @@ impl Store {
         tx.commit().await?;
         Ok((version, config_version))
     }
+
     /// The content hash of every plugin version of every tenant: what a node's compiled-code
     /// cache may still need.
     pub async fn plugin_hashes(&self) -> Result<std::collections::HashSet<String>, StoreError> {
