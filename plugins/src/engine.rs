@@ -39,7 +39,11 @@ pub fn build(settings: &RuntimeSettings) -> anyhow::Result<(Engine, bool)> {
             .linear_memory_keep_resident(1 << 20)
             .table_keep_resident(64 << 10)
             .async_stack_keep_resident(64 << 10)
-            .decommit_batch_size(32);
+            .decommit_batch_size(32)
+            // Reset only the pages an instance wrote (found by Linux's PAGEMAP_SCAN, 6.7+), not
+            // every byte it could reach: a C plugin's 128 KiB memory was memset whole at each
+            // drop (4.5 µs of a request's proxy CPU, perf). Elsewhere: the memset as before.
+            .pagemap_scan(wasmtime::Enabled::Auto);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         match Engine::new(&config) {
             Ok(engine) => return Ok((engine, true)),
