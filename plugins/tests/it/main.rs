@@ -12,4 +12,5 @@ mod hostile_mysql;
 mod hostile_redis;
 mod proxy_wasm_start;
 mod proxy_wasm_tiers;
+mod redis_pool;
 mod runtime;

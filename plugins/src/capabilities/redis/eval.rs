@@ -75,11 +75,7 @@ impl TenantRedis {
             }
             call
         };
-        let mut answer = self.query(&call("EVALSHA", &script.sha1)).await?;
-        if matches!(&answer, Err(e) if e.code() == Some("NOSCRIPT")) {
-            // Redis does not know the wrapper yet (first use, or a restart): send its text once.
-            answer = self.query(&call("EVAL", &script.text)).await?;
-        }
+        let answer = self.run_script(&script.sha1, &script.text, call).await?;
         let value = answer.map_err(|e| self.eval_error(&script, e))?;
         Ok(self.unprefix(convert(value)?))
     }

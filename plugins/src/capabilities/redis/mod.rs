@@ -5,6 +5,7 @@
 mod host;
 pub use host::{Redis, RedisSettings};
 mod eval;
+mod pool;
 mod reply;
 mod script;
 mod trusted;
@@ -14,14 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_redis::redis::{self, Value};
-use deadpool_redis::{Config, Pool, PoolError, Runtime, Timeouts};
+use pool::{Pool, PoolError, Runtime, TimeoutType, Timeouts};
 use wharf_metrics::Metrics;
 
 use super::quota::{reject, CallThrottle, ResultBudget};
 use super::HostError;
 pub use crate::bindings::wharf::plugin::redis::{RedisScalar, RedisValue};
 use reply::convert;
-use script::{class_of, SCRIPT};
+use script::{class_of, SCRIPT, SCRIPT_SHA1};
 use wharf_tenancy::{Quotas, RedisQuotas};
 
 /// How a command's arguments hold keys.
@@ -226,9 +227,9 @@ impl TenantRedis {
         trusted: Arc<TrustedScripts>,
     ) -> Result<TenantRedis, HostError> {
         let wait = Duration::from_millis(q.pools.wait_ms);
-        let pool = Config::from_url(url)
-            .builder()
-            .map_err(|e| HostError::Backend(format!("Redis pool: {e}")))?
+        let manager =
+            pool::Manager::new(url).map_err(|e| HostError::Backend(format!("Redis pool: {e}")))?;
+        let pool = Pool::builder(manager)
             .max_size(q.redis.max_connections as usize)
             .runtime(Runtime::Tokio1)
             .timeouts(Timeouts {
@@ -286,23 +287,44 @@ impl TenantRedis {
         let class = class_of(&upper);
         self.rate.check()?;
         let _reserved = self.budget.reserve(&self.tenant, self.max_reply)?;
-        // EVAL (Redis caches the compiled script by its digest).
-        let mut call = redis::cmd("EVAL");
-        call.arg(SCRIPT)
-            .arg(1 + positions.len())
-            .arg(&self.usage_key);
-        for &i in &positions {
-            call.arg(&args[i][..]);
-        }
-        call.arg(self.max_reply)
-            .arg(self.max_memory)
-            .arg(class)
-            .arg(&upper);
-        for a in &args {
-            call.arg(&a[..]);
-        }
-        let value = self.query(&call).await?.map_err(|e| self.script_error(e))?;
+        let call = |verb: &str, script: &str| {
+            let mut call = redis::cmd(verb);
+            call.arg(script)
+                .arg(1 + positions.len())
+                .arg(&self.usage_key);
+            for &i in &positions {
+                call.arg(&args[i][..]);
+            }
+            call.arg(self.max_reply)
+                .arg(self.max_memory)
+                .arg(class)
+                .arg(&upper);
+            for a in &args {
+                call.arg(&a[..]);
+            }
+            call
+        };
+        let value = self
+            .run_script(&SCRIPT_SHA1, SCRIPT, call)
+            .await?
+            .map_err(|e| self.script_error(e))?;
         convert(value)
+    }
+
+    /// Runs a script Wharf wraps commands in by its digest (`EVALSHA`: Redis neither receives
+    /// nor hashes the text again), and by its text when Redis does not know it yet (first use,
+    /// a restart, `SCRIPT FLUSH`). `call(verb, script)` builds the command.
+    async fn run_script(
+        &self,
+        sha1: &str,
+        text: &str,
+        call: impl Fn(&str, &str) -> redis::Cmd,
+    ) -> Result<Result<Value, redis::RedisError>, HostError> {
+        let answer = self.query(&call("EVALSHA", sha1)).await?;
+        if matches!(&answer, Err(e) if e.code() == Some("NOSCRIPT")) {
+            return self.query(&call("EVAL", text)).await;
+        }
+        Ok(answer)
     }
 
     /// Sends `call` on one of the tenant's connections: the connection's and the time's
@@ -320,16 +342,22 @@ impl TenantRedis {
         let mut conn = conn.map_err(|e| self.pool_error(e))?;
         self.update_pool_gauges();
         let result =
-            tokio::time::timeout(COMMAND_TIMEOUT, call.query_async::<Value>(&mut conn)).await;
-        drop(conn);
+            tokio::time::timeout(COMMAND_TIMEOUT, call.query_async::<Value>(&mut *conn)).await;
+        let broken = match &result {
+            Err(_) => true,
+            Ok(Err(e)) => e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal(),
+            Ok(Ok(_)) => false,
+        };
+        if broken {
+            // Not handed out again: the pool skips its check on a connection used moments ago.
+            pool::discard(conn);
+        } else {
+            drop(conn);
+        }
         self.update_pool_gauges();
         match result {
             Err(_) => Err(HostError::Timeout),
-            Ok(Err(e))
-                if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() =>
-            {
-                Err(HostError::BackendUnavailable)
-            }
+            Ok(Err(_)) if broken => Err(HostError::BackendUnavailable),
             Ok(r) => Ok(r),
         }
     }
@@ -391,7 +419,7 @@ impl TenantRedis {
 
     fn pool_error(&self, e: PoolError) -> HostError {
         match e {
-            PoolError::Timeout(deadpool_redis::TimeoutType::Wait) => {
+            PoolError::Timeout(TimeoutType::Wait) => {
                 reject(
                     &self.metrics,
                     &self.tenant,

@@ -65,7 +65,13 @@ const SHRINKS: &[&str] = &[
 ///   usage.
 ///
 /// KEYS: [usage key, the command's keys…]; ARGV: [reply cap, memory quota, class, command, args…].
-pub(super) const SCRIPT: &str = r#"
+pub(super) const SCRIPT: &str = SCRIPT_TEXT;
+
+/// [`SCRIPT`]'s digest, for `EVALSHA`.
+pub(super) static SCRIPT_SHA1: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| super::sha1_hex(SCRIPT_TEXT.as_bytes()));
+
+const SCRIPT_TEXT: &str = r#"
 local cap, quota, class = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local cmd = {unpack(ARGV, 4)}
 local function mem()
