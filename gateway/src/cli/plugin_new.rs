@@ -98,7 +98,7 @@ const TEMPLATES: &[Template] = &[
     template!("api-key-auth", "c", "request-filter", "plugin.c"),
     template!("json-validator", "c", "body-plugin", "plugin.c"),
     template!("token-introspection", "c", "http-plugin", "plugin.c"),
-    template!("redis-rate-limit", "c", "http-plugin", "plugin.c"),
+    template!("redis-rate-limit", "c", "request-filter", "plugin.c"),
     template!("sql-api-keys", "c", "http-plugin", "plugin.c"),
     template!("path-rewrite", "js", "request-filter", "plugin.js"),
     template!("cors", "python", "http-plugin", "app.py"),

@@ -5,12 +5,10 @@
 //   window-seconds  window length (default 60)
 //   key-header      header identifying the caller (default x-api-key; else the client address)
 // Over the limit: 429 with Retry-After (the window's remaining seconds). Every response gets
-// X-RateLimit-Limit and X-RateLimit-Remaining (state carried from on-request to on-response).
+// X-RateLimit-Limit and X-RateLimit-Remaining, declared with the request (`response-edits`):
+// a `request-filter` has no response phase, so its instance ends before the upstream is called.
 // If Redis fails the request is refused with 503 naming the host error.
 #include "wharf.h"
-
-static int64_t limit_value;
-static int64_t remaining = -1;
 
 static int64_t config_int(const char *key, int64_t fallback) {
   wharf_str v = wharf_config(key, "");
@@ -23,16 +21,17 @@ static int64_t config_int(const char *key, int64_t fallback) {
   return n;
 }
 
-void exports_http_plugin_on_request(http_plugin_request_t *req, http_plugin_request_action_t *ret) {
-  limit_value = config_int("limit", 10);
+void exports_request_filter_handle_request(request_filter_request_head_t *req,
+                                           request_filter_request_action_t *ret) {
+  int64_t limit = config_int("limit", 10);
   int64_t window = config_int("window-seconds", 60);
   wharf_str header = wharf_config("key-header", "x-api-key");
   char *hname = (char *)calloc(header.len + 1, 1);
   memcpy(hname, header.ptr, header.len);
-  const wharf_header *h = wharf_find_header(&req->headers, hname);
 
   // Key: rl:<caller>. The host puts it in the tenant's namespace.
-  wharf_str who = h ? (wharf_str){h->value.ptr, h->value.len} : req->client_addr;
+  wharf_str who;
+  if (!wharf_request_header(hname, &who)) who = req->client_addr;
   wharf_str key = {(uint8_t *)malloc(who.len + 3), who.len + 3};
   memcpy(key.ptr, "rl:", 3);
   memcpy(key.ptr + 3, who.ptr, who.len);
@@ -51,8 +50,7 @@ void exports_http_plugin_on_request(http_plugin_request_t *req, http_plugin_requ
       return;
     }
   }
-  remaining = limit_value - count < 0 ? 0 : limit_value - count;
-  if (count > limit_value) {
+  if (count > limit) {
     int64_t retry = window;
     if (wharf_redis("TTL", &key, 1, &v, &err) && v.tag == WHARF_PLUGIN_REDIS_REDIS_VALUE_INT && v.val.int_ > 0) {
       retry = v.val.int_;
@@ -67,16 +65,13 @@ void exports_http_plugin_on_request(http_plugin_request_t *req, http_plugin_requ
     r->headers.len = 2;
     return;
   }
+  int64_t remaining = limit - count < 0 ? 0 : limit - count;
+  wharf_header_op response[2];
+  response[0] = wharf_op_set(wharf_str_lit("x-ratelimit-limit"), wharf_itoa(limit));
+  response[1] = wharf_op_set(wharf_str_lit("x-ratelimit-remaining"), wharf_itoa(remaining));
+  if (!wharf_declare_response(response, 2, &err)) {
+    // Two fixed header names and decimal values: only a gateway that changed its rules refuses.
+    wharf_log(WHARF_PLUGIN_LOG_LEVEL_WARN, "x-ratelimit headers refused");
+  }
   wharf_continue(ret, wharf_ops(0), 0);
-}
-
-void exports_http_plugin_on_response(http_plugin_response_t *resp, http_plugin_response_action_t *ret) {
-  (void)resp;
-  wharf_response_unchanged(ret);
-  if (remaining < 0) return;
-  wharf_header_op *ops = wharf_ops(2);
-  ops[0] = wharf_op_set(wharf_str_lit("x-ratelimit-limit"), wharf_itoa(limit_value));
-  ops[1] = wharf_op_set(wharf_str_lit("x-ratelimit-remaining"), wharf_itoa(remaining));
-  ret->headers.ptr = ops;
-  ret->headers.len = 2;
 }
