@@ -12,10 +12,10 @@ mod trusted;
 pub use trusted::{sha1_hex, TrustedScripts};
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deadpool_redis::redis::{self, Value};
-use pool::{Pool, PoolError, Runtime, TimeoutType, Timeouts};
+use pool::{Pool, Runtime, Timeouts};
 use wharf_metrics::Metrics;
 
 use super::quota::{reject, CallThrottle, ResultBudget};
@@ -327,41 +327,6 @@ impl TenantRedis {
         Ok(answer)
     }
 
-    /// Sends `call` on one of the tenant's connections: the connection's and the time's
-    /// failures, or Redis's answer (a server error included).
-    async fn query(
-        &self,
-        call: &redis::Cmd,
-    ) -> Result<Result<Value, redis::RedisError>, HostError> {
-        let waited = Instant::now();
-        let conn = self.pool.get().await;
-        self.metrics
-            .pool_wait
-            .with_label_values(&[&*self.metrics.tenant(&self.tenant), "redis"])
-            .observe(waited.elapsed().as_secs_f64());
-        let mut conn = conn.map_err(|e| self.pool_error(e))?;
-        self.update_pool_gauges();
-        let result =
-            tokio::time::timeout(COMMAND_TIMEOUT, call.query_async::<Value>(&mut *conn)).await;
-        let broken = match &result {
-            Err(_) => true,
-            Ok(Err(e)) => e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal(),
-            Ok(Ok(_)) => false,
-        };
-        if broken {
-            // Not handed out again: the pool skips its check on a connection used moments ago.
-            pool::discard(conn);
-        } else {
-            drop(conn);
-        }
-        self.update_pool_gauges();
-        match result {
-            Err(_) => Err(HostError::Timeout),
-            Ok(Err(_)) if broken => Err(HostError::BackendUnavailable),
-            Ok(r) => Ok(r),
-        }
-    }
-
     /// The script's own refusals are quotas; anything else is the command's error.
     fn script_error(&self, e: redis::RedisError) -> HostError {
         match e.code() {
@@ -406,46 +371,5 @@ impl TenantRedis {
             *key = namespaced;
         }
         Ok(args)
-    }
-
-    /// Opens the pool's first connection (back to the pool at once), so no request's deadline
-    /// pays for it.
-    pub async fn warm(&self) -> Result<(), HostError> {
-        let conn = self.pool.get().await.map_err(|e| self.pool_error(e))?;
-        drop(conn);
-        self.update_pool_gauges();
-        Ok(())
-    }
-
-    fn pool_error(&self, e: PoolError) -> HostError {
-        match e {
-            PoolError::Timeout(TimeoutType::Wait) => {
-                reject(
-                    &self.metrics,
-                    &self.tenant,
-                    RedisQuotas::NAMES.max_connections.as_str(),
-                );
-                HostError::QuotaExceeded(format!(
-                    "all {} Redis connections busy for {} ms",
-                    self.pool.status().max_size,
-                    self.wait.as_millis()
-                ))
-            }
-            _ => HostError::BackendUnavailable,
-        }
-    }
-
-    fn update_pool_gauges(&self) {
-        let s = self.pool.status();
-        let in_use = s.size.saturating_sub(s.available);
-        let tenant = self.metrics.tenant(&self.tenant);
-        self.metrics
-            .pool_connections
-            .with_label_values(&[&tenant, "redis", "in_use"])
-            .set(in_use as i64);
-        self.metrics
-            .pool_connections
-            .with_label_values(&[&tenant, "redis", "idle"])
-            .set(s.available as i64);
     }
 }
