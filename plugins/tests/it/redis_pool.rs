@@ -1,6 +1,7 @@
 //! What a plugin's Redis command costs Redis: one round trip, the wrapper script named by its
-//! digest; and a pooled connection that went bad is replaced. Against a private Redis, whose
-//! command counts (`INFO commandstats`) no other test disturbs.
+//! digest, on the one connection all the tenant's calls share; and a connection that went bad
+//! is replaced. Against a private Redis, whose command counts (`INFO commandstats`) and clients
+//! no other test disturbs.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -32,6 +33,16 @@ async fn calls(admin: &mut redis::aio::MultiplexedConnection) -> HashMap<String,
             Some((name.to_string(), n))
         })
         .collect()
+}
+
+/// Clients connected to Redis, the test's own admin connection left out.
+async fn clients(admin: &mut redis::aio::MultiplexedConnection) -> usize {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(admin)
+        .await
+        .unwrap();
+    list.lines().count() - 1
 }
 
 fn more(before: &HashMap<String, u64>, after: &HashMap<String, u64>, name: &str) -> u64 {
@@ -67,6 +78,20 @@ async fn a_command_is_one_round_trip_and_a_bad_connection_is_replaced() {
     let incr = || r.command("INCR", vec![b"n".to_vec()]);
     incr().await.unwrap();
 
+    // 64 commands at once share the tenant's one connection (within redis_max_connections = 4
+    // by default), each answered.
+    let all = futures_util::future::join_all((0..64).map(|_| incr())).await;
+    assert!(
+        all.iter().all(|r| matches!(r, Ok(RedisValue::Int(_)))),
+        "{all:?}"
+    );
+    assert_eq!(incr().await.unwrap(), RedisValue::Int(66));
+    assert_eq!(
+        clients(&mut admin).await,
+        1,
+        "the tenant's connections besides the test's"
+    );
+
     // Back to back: each command is one EVALSHA; no check of the connection, no script text.
     let before = calls(&mut admin).await;
     for _ in 0..50 {
@@ -76,7 +101,7 @@ async fn a_command_is_one_round_trip_and_a_bad_connection_is_replaced() {
     assert_eq!(more(&before, &after, "evalsha"), 50, "{after:?}");
     assert_eq!(more(&before, &after, "eval"), 0, "{after:?}");
     assert_eq!(more(&before, &after, "ping"), 0, "{after:?}");
-    assert_eq!(incr().await.unwrap(), RedisValue::Int(52));
+    assert_eq!(incr().await.unwrap(), RedisValue::Int(117));
 
     // Redis forgot the script: the text is sent once, then the digest again.
     redis::cmd("SCRIPT")
@@ -107,6 +132,11 @@ async fn a_command_is_one_round_trip_and_a_bad_connection_is_replaced() {
     assert!(
         matches!(served, Ok(RedisValue::Int(_))),
         "served on a new connection: {served:?}"
+    );
+    assert_eq!(
+        clients(&mut admin).await,
+        1,
+        "the dead connection is not kept"
     );
 
     // Idle past the freshness window: checked with a PING before it serves.

@@ -53,7 +53,8 @@ quota_group! {
 quota_group! {
     /// What one tenant's plugins may spend of the fleet's Redis.
     pub struct RedisQuotas / RedisQuotaNames {
-        /// Redis connections this tenant's plugins may hold at once (its pool size).
+        /// Redis connections this tenant's plugins may hold at once. Its calls share one; more
+        /// are held only while commands on a failed one finish.
         max_connections: u32 = 4, "redis_max_connections", within(1, 1000);
         /// Redis commands per second, all the tenant's plugins on one node.
         commands_per_second: u32 = 1000, "redis_commands_per_second", within(1, 1_000_000);
@@ -171,8 +172,8 @@ quota_group! {
 quota_group! {
     /// What every pooled backend (Redis, SQL) shares.
     pub struct PoolQuotas / PoolQuotaNames {
-        /// How long a host call waits for a free pooled connection (Redis or SQL) before
-        /// `quota-exceeded`.
+        /// How long a host call waits for a free pooled SQL connection before `quota-exceeded`
+        /// (Redis connections are shared, never waited for).
         wait_ms: u64 = 100, "pool_wait_ms", within(0, 60_000);
     }
 }

@@ -1,11 +1,11 @@
-//! A tenant's Redis: its own pool (size = quota), a command allow-list with known key positions,
+//! A tenant's Redis: its own connection (shared by its calls, see `connection.rs`), a command allow-list with known key positions,
 //! and every key argument prefixed with the tenant's namespace, so a plugin can reach only its
 //! tenant's keys. No allowed command returns key names, so there is nothing to strip from replies.
 
 mod host;
 pub use host::{Redis, RedisSettings};
+mod connection;
 mod eval;
-mod pool;
 mod reply;
 mod script;
 mod trusted;
@@ -14,8 +14,8 @@ pub use trusted::{sha1_hex, TrustedScripts};
 use std::sync::Arc;
 use std::time::Duration;
 
+use connection::Connections;
 use deadpool_redis::redis::{self, Value};
-use pool::{Pool, Runtime, Timeouts};
 use wharf_metrics::Metrics;
 
 use super::quota::{reject, CallThrottle, ResultBudget};
@@ -137,8 +137,7 @@ const MAX_ARGS: usize = 1024;
 pub struct TenantRedis {
     tenant: String,
     prefix: Vec<u8>,
-    pool: Pool,
-    wait: Duration,
+    connections: Connections,
     rate: CallThrottle,
     max_reply: u64,
     max_memory: u64,
@@ -226,28 +225,12 @@ impl TenantRedis {
         budget: ResultBudget,
         trusted: Arc<TrustedScripts>,
     ) -> Result<TenantRedis, HostError> {
-        let wait = Duration::from_millis(q.pools.wait_ms);
-        let manager =
-            pool::Manager::new(url).map_err(|e| HostError::Backend(format!("Redis pool: {e}")))?;
-        let pool = Pool::builder(manager)
-            .max_size(q.redis.max_connections as usize)
-            .runtime(Runtime::Tokio1)
-            .timeouts(Timeouts {
-                wait: Some(wait),
-                create: Some(COMMAND_TIMEOUT),
-                recycle: Some(COMMAND_TIMEOUT),
-            })
-            .build()
-            .map_err(|e| HostError::Backend(format!("Redis pool: {e}")))?;
-        metrics
-            .pool_quota
-            .with_label_values(&[&*metrics.tenant(tenant), "redis"])
-            .set(i64::from(q.redis.max_connections));
+        let connections = Connections::new(url, tenant, q.redis.max_connections, &metrics)
+            .map_err(|e| HostError::Backend(format!("Redis: {e}")))?;
         Ok(TenantRedis {
             tenant: tenant.to_string(),
             prefix: key_prefix(tenant).into_bytes(),
-            pool,
-            wait,
+            connections,
             rate: CallThrottle::per_second(
                 q.redis.commands_per_second,
                 tenant,
