@@ -139,6 +139,27 @@ async fn a_command_is_one_round_trip_and_a_bad_connection_is_replaced() {
         "the dead connection is not kept"
     );
 
+    // Redis stops answering (every client paused 1.5 s): the command ends as a timeout after
+    // about a second, not when Redis wakes; the one after Redis is back is served.
+    redis::cmd("CLIENT")
+        .arg(&["PAUSE", "1500", "ALL"][..])
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(incr().await, Err(HostError::Timeout));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(1400),
+        "{waited:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let served = incr().await;
+    assert!(
+        matches!(served, Ok(RedisValue::Int(_))),
+        "after the pause: {served:?}"
+    );
+
     // Idle past the freshness window: checked with a PING before it serves.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let before = calls(&mut admin).await;

@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deadpool_redis::redis::{self, aio::MultiplexedConnection, RedisError, Value};
+use deadpool_redis::redis::{
+    self, aio::MultiplexedConnection, AsyncConnectionConfig, RedisError, Value,
+};
 use parking_lot::Mutex;
 use prometheus::{Histogram, IntGauge};
 use wharf_tenancy::RedisQuotas;
@@ -113,9 +115,12 @@ impl Connections {
         if self.open.n.load(Ordering::Acquire) >= self.max {
             return Err(Opening::AtCap);
         }
+        // Each command's time is capped by the connection (one timer per command, not two).
+        let config = AsyncConnectionConfig::new().set_response_timeout(Some(COMMAND_TIMEOUT));
         let conn = tokio::time::timeout(
             COMMAND_TIMEOUT,
-            self.client.get_multiplexed_async_connection(),
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
         )
         .await
         .map_err(|_| Opening::Failed)?
@@ -158,13 +163,10 @@ enum Opening {
     Failed,
 }
 
-/// Whether a command's failure was the connection's own (it is then retired).
-fn broken(result: &Result<Result<Value, RedisError>, tokio::time::error::Elapsed>) -> bool {
-    match result {
-        Err(_) => true,
-        Ok(Err(e)) => e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal(),
-        Ok(Ok(_)) => false,
-    }
+/// Whether a command's failure was the connection's own, a timeout included (it is then
+/// retired).
+fn broken(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
 }
 
 impl TenantRedis {
@@ -175,16 +177,15 @@ impl TenantRedis {
         call: &redis::Cmd,
     ) -> Result<Result<Value, RedisError>, HostError> {
         let mut lease = self.leased().await?;
-        let result =
-            tokio::time::timeout(COMMAND_TIMEOUT, call.query_async::<Value>(&mut lease.conn)).await;
-        let dead = broken(&result);
+        let result = call.query_async::<Value>(&mut lease.conn).await;
+        let dead = matches!(&result, Err(e) if broken(e));
         if dead {
             self.connections.retire(lease.id);
         }
         match result {
-            Err(_) => Err(HostError::Timeout),
-            Ok(Err(_)) if dead => Err(HostError::BackendUnavailable),
-            Ok(r) => Ok(r),
+            Err(e) if e.is_timeout() => Err(HostError::Timeout),
+            Err(_) if dead => Err(HostError::BackendUnavailable),
+            r => Ok(r),
         }
     }
 
@@ -229,10 +230,6 @@ impl TenantRedis {
 async fn ping(conn: &mut MultiplexedConnection) -> bool {
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed).to_string();
-    let answer = tokio::time::timeout(
-        COMMAND_TIMEOUT,
-        redis::cmd("PING").arg(&n).query_async::<String>(conn),
-    )
-    .await;
-    matches!(answer, Ok(Ok(a)) if a == n)
+    let answer = redis::cmd("PING").arg(&n).query_async::<String>(conn).await;
+    matches!(answer, Ok(a) if a == n)
 }
