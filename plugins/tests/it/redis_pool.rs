@@ -168,6 +168,32 @@ async fn a_command_is_one_round_trip_and_a_bad_connection_is_replaced() {
     assert_eq!(more(&before, &after, "ping"), 1, "{after:?}");
 }
 
+/// A Redis address that accepts TCP connections and never answers (a listener that never
+/// accepts: the kernel completes the handshake, nothing replies): 16 commands at once fail
+/// after one connect timeout, not after sixteen in turn.
+#[tokio::test]
+async fn commands_waiting_for_an_unreachable_redis_fail_together() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}", silent.local_addr().unwrap());
+    let caps = wharf_plugins::test_support::capabilities(
+        Some(url),
+        SqlBackend::Disabled,
+        DEFAULT_RESULT_BUDGET_BYTES,
+    );
+    let t = caps.tenant(&tenant_id("silent"), &Quotas::default());
+    let r = t.get::<Redis>().await.unwrap();
+    let started = std::time::Instant::now();
+    let all =
+        futures_util::future::join_all((0..16).map(|_| r.command("INCR", vec![b"n".to_vec()])))
+            .await;
+    let waited = started.elapsed();
+    assert!(
+        all.iter().all(|r| *r == Err(HostError::BackendUnavailable)),
+        "{all:?}"
+    );
+    assert!(waited < Duration::from_millis(3500), "{waited:?}");
+}
+
 /// The private Redis, stopped however the test ends.
 struct Server(std::process::Child);
 

@@ -36,6 +36,9 @@ pub(super) struct Connections {
     current: Mutex<Option<Current>>,
     /// One connect at a time: callers that find no connection wait for it.
     opening: tokio::sync::Mutex<()>,
+    /// Connects tried: a caller that waited behind a failed one fails too, at once, instead of
+    /// trying again (with Redis unreachable, N callers would otherwise wait N connect timeouts).
+    attempts: AtomicU64,
     next_id: AtomicU64,
     wait: Histogram,
 }
@@ -98,6 +101,7 @@ impl Connections {
             current: Mutex::new(None),
             opening: tokio::sync::Mutex::new(()),
             next_id: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
             wait: metrics.pool_wait.with_label_values(&[&*label, "redis"]),
         })
     }
@@ -108,13 +112,18 @@ impl Connections {
         if let Some(leased) = self.shared() {
             return Ok(leased);
         }
+        let tried = self.attempts.load(Ordering::Acquire);
         let _one = self.opening.lock().await;
         if let Some(leased) = self.shared() {
             return Ok(leased);
         }
+        if self.attempts.load(Ordering::Acquire) != tried {
+            return Err(Opening::Failed);
+        }
         if self.open.n.load(Ordering::Acquire) >= self.max {
             return Err(Opening::AtCap);
         }
+        self.attempts.fetch_add(1, Ordering::AcqRel);
         // Each command's time is capped by the connection (one timer per command, not two).
         let config = AsyncConnectionConfig::new().set_response_timeout(Some(COMMAND_TIMEOUT));
         let conn = tokio::time::timeout(
