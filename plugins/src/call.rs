@@ -73,11 +73,23 @@ pub(crate) async fn on_plugin_threads<T: Send + 'static>(
     executor: &Handle,
     call: impl Future<Output = T> + Send + 'static,
 ) -> Result<T, String> {
+    start_on(executor, call, true).await
+}
+
+/// [`on_plugin_threads`], with the first slice on the caller's thread only when `here`.
+pub(crate) async fn start_on<T: Send + 'static>(
+    executor: &Handle,
+    call: impl Future<Output = T> + Send + 'static,
+    here: bool,
+) -> Result<T, String> {
     // The caller's span goes along, so host-call spans stay in the request's trace.
     let mut call = Box::pin(tracing::Instrument::instrument(
         call,
         tracing::Span::current(),
     ));
+    if !here {
+        return executor.spawn(call).await.map_err(|e| e.to_string());
+    }
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
     match first {
         std::task::Poll::Ready(done) => Ok(done),

@@ -2,6 +2,7 @@
 //! memory limit. Each call travels to the plugin threads and back; failures are classified into
 //! [`PluginError`] and never outlive the request.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -247,13 +248,21 @@ impl PluginInstance {
             self.failed = true;
             return Err(self.timeout());
         }
-        let finished = crate::call::on_plugin_threads(
+        let here = !live.compiled.waits_on_io();
+        let finished = crate::call::start_on(
             &self.executor,
             crate::call::run(live, op, self.remaining, self.quotas),
+            here,
         )
         .await;
         let result = match finished {
             Ok((live, result, used)) => {
+                let waited = live
+                    .store
+                    .data()
+                    .waited_on_io
+                    .swap(false, Ordering::Relaxed);
+                live.compiled.note_call(waited);
                 self.live = Some(live);
                 self.remaining = self.remaining.saturating_sub(used);
                 result.map_err(|f| self.failed_with(f))

@@ -293,6 +293,7 @@ impl PluginRuntime {
             limiter: StoreLimiter::new(inv.quotas.memory_bytes),
             call: CallClock::start(&slot, budget),
             cpu: slot,
+            waited_on_io: Default::default(),
             queue_cap,
             timed_out: false,
             queue_exceeded: false,

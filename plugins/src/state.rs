@@ -25,6 +25,8 @@ pub struct PluginState {
     pub limiter: StoreLimiter,
     /// This instance's claim on the plugin CPU, and the clock of the call in progress.
     pub cpu: Arc<CpuSlot>,
+    /// Some host call of the current call waited on I/O ([`off_cpu`]).
+    pub waited_on_io: std::sync::atomic::AtomicBool,
     pub call: CallClock,
     /// Cap on this instance's total waiting for the CPU or an instance permit.
     pub queue_cap: Duration,
@@ -46,7 +48,11 @@ pub struct PluginState {
 /// Waits for a host call's I/O without holding a plugin CPU slot (other tenants' plugins run
 /// meanwhile), then waits for the CPU again. The I/O counts against the plugin's deadline; the
 /// wait for the CPU does not.
-pub async fn off_cpu<T>(slot: &Arc<CpuSlot>, io: impl Future<Output = T>) -> T {
+pub async fn off_cpu<T>(state: &PluginState, io: impl Future<Output = T>) -> T {
+    let slot = &state.cpu;
+    state
+        .waited_on_io
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     slot.release();
     let out = io.await;
     slot.acquire().await;

@@ -28,7 +28,7 @@ use compile::{classify, compile, describe, Code, Kind};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use sha2::{Digest, Sha256};
@@ -417,6 +417,7 @@ impl ComponentCache {
             tier,
             superseded: AtomicBool::new(false),
             last_used: AtomicU64::new(self.ticks.fetch_add(1, Ordering::Relaxed)),
+            io_calls: AtomicU8::new(0),
         }))
     }
 }

@@ -1,7 +1,7 @@
 //! What the cache hands out: a compiled plugin, its exports (its world) and which compiler
 //! made its code.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use wasmtime::component::{Component, InstancePre};
 
@@ -99,9 +99,28 @@ pub struct CompiledPlugin {
     pub(super) superseded: AtomicBool,
     /// When the cache last handed it out (cache ticks): the eviction order.
     pub(super) last_used: AtomicU64,
+    /// Whether each of its last 8 calls waited on I/O (a bit each, the newest lowest).
+    pub(super) io_calls: AtomicU8,
 }
 
 impl CompiledPlugin {
+    /// Whether its calls should start on the plugin threads: most of its recent calls waited
+    /// on I/O (a Redis command, a query, an outbound request), so a call would move there
+    /// anyway, and starting there keeps the whole instance on one core. Other calls take their
+    /// first time slice on the caller's thread.
+    pub fn waits_on_io(&self) -> bool {
+        self.io_calls.load(Ordering::Relaxed).count_ones() >= 5
+    }
+
+    /// Records whether a call waited on I/O.
+    pub fn note_call(&self, waited_on_io: bool) {
+        let _ = self
+            .io_calls
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+                Some((h << 1) | u8::from(waited_on_io))
+            });
+    }
+
     /// Whether optimized code has replaced this code: its holders take the cache's current
     /// plugin for the same hash ([`ComponentCache::get_in_memory`]) on their next request.
     pub fn superseded(&self) -> bool {

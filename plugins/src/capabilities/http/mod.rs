@@ -122,7 +122,7 @@ impl Host for PluginState {
             let http = self.capability::<Http>().await?;
             http.send(req, &self.caps.http, left).await
         };
-        let result = off_cpu(&self.cpu, io).await;
+        let result = off_cpu(self, io).await;
         call.finish(self, &result);
         result.map_err(Into::into)
     }

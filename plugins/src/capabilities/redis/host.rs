@@ -126,7 +126,7 @@ impl Host for PluginState {
             let redis = self.capability::<Redis>().await?;
             redis.command(&name, args).await
         };
-        let result = off_cpu(&self.cpu, io).await;
+        let result = off_cpu(self, io).await;
         call.finish(self, &result);
         result.map_err(Into::into)
     }

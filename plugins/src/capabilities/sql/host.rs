@@ -155,7 +155,7 @@ impl Host for PluginState {
             let sql = self.capability::<Sql>().await?;
             sql.query(&statement, params).await
         };
-        let result = off_cpu(&self.cpu, io).await;
+        let result = off_cpu(self, io).await;
         call.finish(self, &result);
         result.map_err(Into::into)
     }
@@ -166,7 +166,7 @@ impl Host for PluginState {
             let sql = self.capability::<Sql>().await?;
             sql.execute(&statement, params).await
         };
-        let result = off_cpu(&self.cpu, io).await;
+        let result = off_cpu(self, io).await;
         call.finish(self, &result);
         result.map_err(Into::into)
     }
