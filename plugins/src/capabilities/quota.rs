@@ -36,8 +36,12 @@ impl CallThrottle {
 
     pub(super) fn check(&self) -> Result<(), HostError> {
         self.limiter.check().map_err(|_| {
-            reject(&self.metrics, &self.tenant, self.quota);
-            HostError::QuotaExceeded(format!("{} of {} per second", self.quota, self.per_second))
+            refuse(
+                &self.metrics,
+                &self.tenant,
+                self.quota,
+                format!("{} of {} per second", self.quota, self.per_second),
+            )
         })
     }
 }
@@ -71,8 +75,10 @@ impl ResultBudget {
             .unwrap_or(u32::MAX)
             .clamp(1, self.total_kib);
         self.kib.clone().try_acquire_many_owned(kib).map_err(|_| {
-            reject(&self.metrics, tenant, "node_result_budget");
-            HostError::QuotaExceeded(
+            refuse(
+                &self.metrics,
+                tenant,
+                "node_result_budget",
                 "the node's memory for host-call results in flight is in use; retry".into(),
             )
         })
@@ -85,4 +91,10 @@ pub(super) fn reject(metrics: &Metrics, tenant: &str, quota: &str) {
         .quota_rejections_total
         .with_label_values(&[&metrics.tenant(tenant), quota])
         .inc();
+}
+
+/// A call refused by `quota`, counted, saying `why`.
+pub(super) fn refuse(metrics: &Metrics, tenant: &str, quota: &str, why: String) -> HostError {
+    reject(metrics, tenant, quota);
+    HostError::QuotaExceeded(why)
 }

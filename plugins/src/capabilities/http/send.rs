@@ -21,7 +21,7 @@ use super::reclaim::Mark;
 use crate::bindings::wharf::plugin::http::{IncomingResponse, OutgoingRequest};
 use crate::bindings::wharf::plugin::types::Header;
 use crate::capabilities::networking::Dialing;
-use crate::capabilities::quota::{reject, CallThrottle, ResultBudget};
+use crate::capabilities::quota::{refuse, reject, CallThrottle, ResultBudget};
 use crate::capabilities::HostError;
 
 /// Headers a plugin may send, and their total size: what a server would refuse anyway.
@@ -200,8 +200,7 @@ impl TenantHttp {
     }
 
     fn over(&self, quota: wharf_tenancy::QuotaName, message: String) -> HostError {
-        reject(&self.metrics, &self.tenant, quota.as_str());
-        HostError::QuotaExceeded(message)
+        refuse(&self.metrics, &self.tenant, quota.as_str(), message)
     }
 }
 

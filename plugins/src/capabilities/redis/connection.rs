@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use prometheus::{Histogram, IntGauge};
 use wharf_tenancy::RedisQuotas;
 
-use super::{reject, HostError, TenantRedis, COMMAND_TIMEOUT};
+use super::{refuse, HostError, TenantRedis, COMMAND_TIMEOUT};
 
 /// A connection used again within this long of its last use skips the check. A dead one then
 /// fails its command (and is retired) instead of costing every command a round trip.
@@ -219,17 +219,15 @@ impl TenantRedis {
 
     fn opening_error(&self, e: Opening) -> HostError {
         match e {
-            Opening::AtCap => {
-                reject(
-                    &self.metrics,
-                    &self.tenant,
-                    RedisQuotas::NAMES.max_connections.as_str(),
-                );
-                HostError::QuotaExceeded(format!(
+            Opening::AtCap => refuse(
+                &self.metrics,
+                &self.tenant,
+                RedisQuotas::NAMES.max_connections.as_str(),
+                format!(
                     "all {} Redis connections are held (commands on a failed one are finishing)",
                     self.connections.max
-                ))
-            }
+                ),
+            ),
             Opening::Failed => HostError::BackendUnavailable,
         }
     }

@@ -5,7 +5,7 @@
 use deadpool_redis::redis;
 
 use super::trusted::Wrapped;
-use super::{convert, reject, HostError, RedisQuotas, RedisScalar, RedisValue, TenantRedis};
+use super::{convert, refuse, HostError, RedisQuotas, RedisScalar, RedisValue, TenantRedis};
 
 /// Keys one script call may name.
 pub(super) const MAX_SCRIPT_KEYS: usize = 16;
@@ -91,13 +91,13 @@ impl TenantRedis {
         match e.code() {
             Some("WHARF_KEY" | "WHARF_DENIED") => HostError::Denied(detail()),
             Some("WHARF_SLOW") => {
-                reject(
+                tracing::warn!(tenant = %self.tenant, script = %script.sha1, "trusted script ran past its time budget");
+                refuse(
                     &self.metrics,
                     &self.tenant,
                     RedisQuotas::NAMES.commands_per_second.as_str(),
-                );
-                tracing::warn!(tenant = %self.tenant, script = %script.sha1, "trusted script ran past its time budget");
-                HostError::QuotaExceeded(detail())
+                    detail(),
+                )
             }
             _ => self.script_error(e),
         }

@@ -18,7 +18,7 @@ use connection::Connections;
 use deadpool_redis::redis::{self, Value};
 use wharf_metrics::Metrics;
 
-use super::quota::{reject, CallThrottle, ResultBudget};
+use super::quota::{refuse, CallThrottle, ResultBudget};
 use super::HostError;
 pub use crate::bindings::wharf::plugin::redis::{RedisScalar, RedisValue};
 use reply::convert;
@@ -313,29 +313,22 @@ impl TenantRedis {
     /// The script's own refusals are quotas; anything else is the command's error.
     fn script_error(&self, e: redis::RedisError) -> HostError {
         match e.code() {
-            Some("WHARF_TOO_LARGE") => {
-                reject(
-                    &self.metrics,
-                    &self.tenant,
-                    RedisQuotas::NAMES.max_reply_bytes.as_str(),
-                );
-                HostError::QuotaExceeded(format!(
+            Some("WHARF_TOO_LARGE") => refuse(
+                &self.metrics,
+                &self.tenant,
+                RedisQuotas::NAMES.max_reply_bytes.as_str(),
+                format!(
                     "reply of {} bytes, the limit is {}",
                     e.detail().unwrap_or("?"),
                     self.max_reply
-                ))
-            }
-            Some("WHARF_QUOTA") => {
-                reject(
-                    &self.metrics,
-                    &self.tenant,
-                    RedisQuotas::NAMES.max_memory_bytes.as_str(),
-                );
-                HostError::QuotaExceeded(format!(
-                    "Redis memory quota: {}",
-                    e.detail().unwrap_or("")
-                ))
-            }
+                ),
+            ),
+            Some("WHARF_QUOTA") => refuse(
+                &self.metrics,
+                &self.tenant,
+                RedisQuotas::NAMES.max_memory_bytes.as_str(),
+                format!("Redis memory quota: {}", e.detail().unwrap_or("")),
+            ),
             _ => HostError::Backend(e.to_string()),
         }
     }

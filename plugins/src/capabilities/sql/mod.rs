@@ -42,7 +42,7 @@ use futures_util::StreamExt;
 use sqlx::{Column, PgPool, Row, SqlitePool};
 use wharf_metrics::Metrics;
 
-use super::quota::{reject, CallThrottle, ResultBudget};
+use super::quota::{refuse, CallThrottle, ResultBudget};
 use super::HostError;
 pub use host::{Sql, SqlBackend};
 use postgres::ROW_GUARD;
@@ -245,15 +245,15 @@ impl TenantSql {
     }
 
     fn storage_refusal(&self) -> HostError {
-        reject(
+        refuse(
             &self.metrics,
             &self.tenant,
             SqlQuotas::NAMES.max_storage_bytes.as_str(),
-        );
-        HostError::QuotaExceeded(format!(
+            format!(
             "the tenant's SQL data is over its {} byte storage quota; delete data to write again",
             self.max_storage
-        ))
+        ),
+        )
     }
 
     /// Opens the pool's first connection (back to the pool at once), so no request's deadline
@@ -290,18 +290,16 @@ impl TenantSql {
             .set(pool.size() as i64 - idle);
         match conn {
             Ok(c) => Ok(c),
-            Err(sqlx::Error::PoolTimedOut) => {
-                reject(
-                    &self.metrics,
-                    &self.tenant,
-                    SqlQuotas::NAMES.max_connections.as_str(),
-                );
-                Err(HostError::QuotaExceeded(format!(
+            Err(sqlx::Error::PoolTimedOut) => Err(refuse(
+                &self.metrics,
+                &self.tenant,
+                SqlQuotas::NAMES.max_connections.as_str(),
+                format!(
                     "all {} SQL connections busy for {} ms",
                     pool.options().get_max_connections(),
                     pool.options().get_acquire_timeout().as_millis()
-                )))
-            }
+                ),
+            )),
             Err(e) => Err(map_err(e)),
         }
     }
@@ -318,15 +316,12 @@ impl TenantSql {
         while let Some(row) = rows.next().await {
             let row = row.map_err(|e| self.map_result_err(e))?;
             if set.rows.len() >= self.max_rows {
-                reject(
+                return Err(refuse(
                     &self.metrics,
                     &self.tenant,
                     SqlQuotas::NAMES.max_rows.as_str(),
-                );
-                return Err(HostError::QuotaExceeded(format!(
-                    "more than {} rows, the limit",
-                    self.max_rows
-                )));
+                    format!("more than {} rows, the limit", self.max_rows),
+                ));
             }
             if set.columns.is_empty() {
                 set.columns = row.columns().iter().map(|c| c.name().to_string()).collect();
@@ -350,15 +345,15 @@ impl TenantSql {
     }
 
     fn too_many_bytes(&self, bytes: u64) -> HostError {
-        reject(
+        refuse(
             &self.metrics,
             &self.tenant,
             SqlQuotas::NAMES.max_result_bytes.as_str(),
-        );
-        HostError::QuotaExceeded(format!(
-            "over {} result bytes ({bytes} read), the limit",
-            self.max_bytes
-        ))
+            format!(
+                "over {} result bytes ({bytes} read), the limit",
+                self.max_bytes
+            ),
+        )
     }
 
     /// The server-side row guard and SQLite's length limit speak as errors: they are quotas.
