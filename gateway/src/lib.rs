@@ -4,9 +4,6 @@
 //! (`cli/`).
 
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
-// The request filter's future nests the plugin call's, which nests a Redis host call's (its
-// pool's async trait): proving it `Send` takes more than the default 128 steps.
-#![recursion_limit = "256"]
 
 // The global allocator is the binary's (`main.rs`).
 use mimalloc as _;
