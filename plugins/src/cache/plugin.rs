@@ -112,12 +112,15 @@ impl CompiledPlugin {
         self.io_calls.load(Ordering::Relaxed).count_ones() >= 5
     }
 
-    /// Records whether a call waited on I/O.
+    /// Records whether a call waited on I/O. Nothing is written when the history stays the
+    /// same (a plugin whose calls never wait, or always do): every proxy thread calls this for
+    /// every call, and a write would bounce the cache line between their cores.
     pub fn note_call(&self, waited_on_io: bool) {
         let _ = self
             .io_calls
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
-                Some((h << 1) | u8::from(waited_on_io))
+                let next = (h << 1) | u8::from(waited_on_io);
+                (next != h).then_some(next)
             });
     }
 

@@ -1,8 +1,8 @@
 //! A tenant's Redis connection on this node: one multiplexed connection that all the tenant's
 //! plugin calls share. Commands in flight at the same moment leave in one write and Redis reads
 //! them in one read (pipelining). The pool this replaces lent each command a connection of its
-//! own, so every command paid its own write, read and wake-ups on both sides (measured: 9,900 →
-//! 11,900 requests a second for `redis-rate-limit`, see docs/benchmarks.md).
+//! own, so every command paid its own write, read and wake-ups on both sides (measured: 9,000 →
+//! 12,200 requests a second for `redis-rate-limit`, see docs/benchmarks.md).
 //!
 //! Sharing is safe because nothing a plugin sends leaves state on a connection. Every command
 //! runs inside Wharf's wrapper script (one atomic `EVALSHA`), and the allow-list has no `WATCH`,
@@ -27,7 +27,7 @@ use super::{refuse, HostError, TenantRedis, COMMAND_TIMEOUT};
 
 /// A connection used again within this long of its last use skips the check. A dead one then
 /// fails its command (and is retired) instead of costing every command a round trip.
-pub(super) const FRESH_FOR: Duration = Duration::from_secs(1);
+const FRESH_FOR: Duration = Duration::from_secs(1);
 
 pub(super) struct Connections {
     client: redis::Client,
@@ -38,8 +38,8 @@ pub(super) struct Connections {
     opening: tokio::sync::Mutex<()>,
     /// Connects tried: a caller that waited behind a failed one fails too, at once, instead of
     /// trying again (with Redis unreachable, N callers would otherwise wait N connect timeouts).
+    /// A connection's id is the number of the attempt that opened it.
     attempts: AtomicU64,
-    next_id: AtomicU64,
     wait: Histogram,
 }
 
@@ -100,7 +100,6 @@ impl Connections {
             }),
             current: Mutex::new(None),
             opening: tokio::sync::Mutex::new(()),
-            next_id: AtomicU64::new(0),
             attempts: AtomicU64::new(0),
             wait: metrics.pool_wait.with_label_values(&[&*label, "redis"]),
         })
@@ -123,7 +122,7 @@ impl Connections {
         if self.open.n.load(Ordering::Acquire) >= self.max {
             return Err(Opening::AtCap);
         }
-        self.attempts.fetch_add(1, Ordering::AcqRel);
+        let id = self.attempts.fetch_add(1, Ordering::AcqRel) + 1;
         // Each command's time is capped by the connection (one timer per command, not two).
         let config = AsyncConnectionConfig::new().set_response_timeout(Some(COMMAND_TIMEOUT));
         let conn = tokio::time::timeout(
@@ -138,7 +137,7 @@ impl Connections {
         self.open.gauge.set(i64::from(n));
         let lease = Lease {
             conn,
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            id,
             _held: Arc::new(Held(self.open.clone())),
         };
         *self.current.lock() = Some(Current {
