@@ -91,6 +91,11 @@ pub fn core_instance_hog(n: usize) -> Vec<u8> {
 }
 
 fn wat_plugin_text(body: &str, extra: &str, pages: u32) -> String {
+    wat_phases_text(body, "", extra, pages)
+}
+
+/// [`wat_plugin_text`] whose `on-response` also runs `response` (WAT instructions) first.
+fn wat_phases_text(body: &str, response: &str, extra: &str, pages: u32) -> String {
     format!(
         r#"(component
   {TYPES}
@@ -103,6 +108,7 @@ fn wat_plugin_text(body: &str, extra: &str, pages: u32) -> String {
       {body}
       (i32.const 0))
     (func (export "on-response") (param i32 i32 i32) (result i32)
+      {response}
       (i32.const 256))
   )
   (core instance $main (instantiate $m))
@@ -124,6 +130,54 @@ fn wat_plugin_text(body: &str, extra: &str, pages: u32) -> String {
 /// WAT text as a binary component; a typo in a test's WAT is a test bug, so it panics.
 pub fn binary(wat: &str) -> Vec<u8> {
     wat::parse_str(wat).unwrap_or_else(|e| panic!("test WAT does not parse: {e}"))
+}
+
+/// Looks for what an earlier instance of it left behind, and leaves its own: a hostile plugin
+/// reading the last request's (maybe another tenant's) memory through a reused pool slot.
+/// `on-request` traps if anything differs from a fresh instance: a word in its first page and
+/// one in its second (both reset in place at drop), its data segment's byte, its global, its
+/// memory's size, and, once it has grown its memory to 4 MiB, a word at 600 KiB (reset in
+/// place) and one at 3 MiB (past what the pool keeps resident: decommitted). Then it writes
+/// secrets to all of them. `on-response` traps unless the secrets are still there: the probes
+/// do see what is written.
+pub fn memory_snoop() -> Vec<u8> {
+    const SECRET: &str = "(i32.const 0x5ec2e7)";
+    let probes = [1024, 70_000, 614_400, 3_145_728];
+    let clean_low: String = probes[..2]
+        .iter()
+        .map(|a| format!("(if (i32.load (i32.const {a})) (then unreachable))\n"))
+        .collect();
+    let clean_grown: String = probes[2..]
+        .iter()
+        .map(|a| format!("(if (i32.load (i32.const {a})) (then unreachable))\n"))
+        .collect();
+    let write: String = probes
+        .iter()
+        .map(|a| format!("(i32.store (i32.const {a}) {SECRET})\n"))
+        .collect();
+    let still: String = probes
+        .iter()
+        .map(|a| format!("(if (i32.ne (i32.load (i32.const {a})) {SECRET}) (then unreachable))\n"))
+        .collect();
+    // 2 pages, and the request's strings: the bump allocator grows from the end of them.
+    let body = format!(
+        "{clean_low}
+        (if (i32.ne (i32.load8_u (i32.const 200)) (i32.const 65)) (then unreachable))
+        (if (i32.ne (global.get $g) (i32.const 7)) (then unreachable))
+        (if (i32.gt_u (memory.size) (i32.const 8)) (then unreachable))
+        (drop (memory.grow (i32.sub (i32.const 64) (memory.size))))
+        {clean_grown}
+        {write}
+        (i32.store8 (i32.const 200) (i32.const 90))
+        (global.set $g (i32.const 99))"
+    );
+    let response = format!(
+        "{still}
+        (if (i32.ne (i32.load8_u (i32.const 200)) (i32.const 90)) (then unreachable))
+        (if (i32.ne (global.get $g) (i32.const 99)) (then unreachable))"
+    );
+    let extra = r#"(global $g (mut i32) (i32.const 7)) (data (i32.const 200) "A")"#;
+    binary(&wat_phases_text(&body, &response, extra, 2))
 }
 
 /// Does nothing: continue, no edits.
