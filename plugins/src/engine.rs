@@ -39,13 +39,11 @@ pub fn build(settings: &RuntimeSettings) -> anyhow::Result<(Engine, bool)> {
             .linear_memory_keep_resident(1 << 20)
             .table_keep_resident(64 << 10)
             .async_stack_keep_resident(64 << 10)
-            // Return each slot to its pool at once. wasmtime queues every reset memory and table
-            // for a batched decommit, even when nothing is left to decommit (the common case
-            // below): with a batch of 32 a slot came back 16 requests later, so requests rotated
-            // through 16+ slots' pages instead of reusing the one still in the cache (3 filters:
-            // -1.6 µs of proxy CPU per request, docs/benchmarks.md). What does need decommitting
-            // (a memory past `keep_resident`) costs one `madvise` at drop instead.
-            .decommit_batch_size(1)
+            // Decommit in batches: memory a plugin grew past `keep_resident` goes back in one
+            // `process_madvise` per 32 drops, not one `madvise` (and TLB flush) per drop. A batch
+            // of 1 returned slots sooner (3 filters: -1.6 µs per request) but raised another
+            // tenant's p99 under a hostile one's attack (docs/benchmarks.md, tenth session).
+            .decommit_batch_size(32)
             // Reset only the pages an instance wrote (found by Linux's PAGEMAP_SCAN, 6.7+), not
             // every byte it could reach: a C plugin's 128 KiB memory was memset whole at each
             // drop (4.5 µs of a request's proxy CPU, perf). Elsewhere: the memset as before.
