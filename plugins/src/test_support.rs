@@ -136,10 +136,10 @@ pub fn binary(wat: &str) -> Vec<u8> {
 /// reading the last request's (maybe another tenant's) memory through a reused pool slot.
 /// `on-request` traps if anything differs from a fresh instance: a word in its first page and
 /// one in its second (both reset in place at drop), its data segment's byte, its global, its
-/// memory's size, and, once it has grown its memory to 4 MiB, a word at 600 KiB (reset in
-/// place) and one at 3 MiB (past what the pool keeps resident: decommitted). Then it writes
-/// secrets to all of them. `on-response` traps unless the secrets are still there: the probes
-/// do see what is written.
+/// table's size and an entry, its memory's size, and, once it has grown its memory to 4 MiB, a
+/// word at 600 KiB (reset in place) and one at 3 MiB (past what the pool keeps resident:
+/// decommitted). Then it writes secrets to all of them and grows its table. `on-response`
+/// traps unless the secrets are still there: the probes do see what is written.
 pub fn memory_snoop() -> Vec<u8> {
     const SECRET: &str = "(i32.const 0x5ec2e7)";
     let probes = [1024, 70_000, 614_400, 3_145_728];
@@ -164,19 +164,26 @@ pub fn memory_snoop() -> Vec<u8> {
         "{clean_low}
         (if (i32.ne (i32.load8_u (i32.const 200)) (i32.const 65)) (then unreachable))
         (if (i32.ne (global.get $g) (i32.const 7)) (then unreachable))
+        (if (i32.ne (table.size $t) (i32.const 2)) (then unreachable))
+        (if (i32.eqz (ref.is_null (table.get $t (i32.const 1)))) (then unreachable))
         (if (i32.gt_u (memory.size) (i32.const 8)) (then unreachable))
         (drop (memory.grow (i32.sub (i32.const 64) (memory.size))))
         {clean_grown}
         {write}
         (i32.store8 (i32.const 200) (i32.const 90))
-        (global.set $g (i32.const 99))"
+        (global.set $g (i32.const 99))
+        (table.set $t (i32.const 1) (ref.func $marker))
+        (drop (table.grow $t (ref.func $marker) (i32.const 6)))"
     );
     let response = format!(
         "{still}
         (if (i32.ne (i32.load8_u (i32.const 200)) (i32.const 90)) (then unreachable))
-        (if (i32.ne (global.get $g) (i32.const 99)) (then unreachable))"
+        (if (i32.ne (global.get $g) (i32.const 99)) (then unreachable))
+        (if (ref.is_null (table.get $t (i32.const 1))) (then unreachable))
+        (if (i32.ne (table.size $t) (i32.const 8)) (then unreachable))"
     );
-    let extra = r#"(global $g (mut i32) (i32.const 7)) (data (i32.const 200) "A")"#;
+    let extra = r#"(global $g (mut i32) (i32.const 7)) (data (i32.const 200) "A")
+      (table $t 2 16 funcref) (func $marker) (elem declare func $marker)"#;
     binary(&wat_phases_text(&body, &response, extra, 2))
 }
 
