@@ -10,6 +10,7 @@ mod fairness;
 mod hostile_backends;
 mod hostile_mysql;
 mod hostile_redis;
+mod hostile_sqlite;
 mod memory_reset;
 mod proxy_wasm_start;
 mod proxy_wasm_tiers;
