@@ -189,14 +189,28 @@ async fn exercise(
 ) -> Result<u64, PluginError> {
     let mut instance = runtime.instantiate(inv, compiled).await?;
     println!("→ {} {}", request.method, request.path);
-    match instance.on_request(request).await? {
+    let action = instance.on_request(request).await?;
+    if print_request_action(&action, "") {
+        if let Some(body) = instance.take_request_body() {
+            println!("  body replaced ({} bytes): {}", body.len(), preview(&body));
+        }
+        response_phase(&mut instance, a).await?;
+    }
+    Ok(instance.fuel_consumed())
+}
+
+/// Prints what the request phase decided; true if the request goes on to the upstream. `how`:
+/// how the plugin answers itself, when it does, if it says.
+fn print_request_action(action: &RequestAction, how: &str) -> bool {
+    match action {
         RequestAction::Respond(reply) => {
             println!(
-                "← the plugin answers {} itself (the upstream is not called)",
+                "← the plugin answers {} itself ({how}the upstream is not called)",
                 reply.status
             );
             print_headers("  ", &reply.headers);
             println!("  body: {}", preview(&reply.body));
+            false
         }
         RequestAction::Continue(edits) => {
             println!("✓ continues to the upstream");
@@ -204,13 +218,9 @@ async fn exercise(
             if let Some(path) = &edits.path {
                 println!("  path rewritten to {path}");
             }
-            if let Some(body) = instance.take_request_body() {
-                println!("  body replaced ({} bytes): {}", body.len(), preview(&body));
-            }
-            response_phase(&mut instance, a).await?;
+            true
         }
     }
-    Ok(instance.fuel_consumed())
 }
 
 async fn response_phase(instance: &mut PluginInstance, a: &TestArgs) -> Result<(), PluginError> {

@@ -10,10 +10,10 @@ use wharf_plugins::proxy_wasm::pool::{
 };
 use wharf_plugins::proxy_wasm::properties::{self, RequestFacts};
 use wharf_plugins::proxy_wasm::translate;
-use wharf_plugins::types::{Header, Request, RequestAction, ResponseAction};
+use wharf_plugins::types::{Header, Request, ResponseAction};
 use wharf_plugins::{Invocation, PluginError, PluginRuntime};
 
-use super::{headers, preview, print_headers, print_ops, TestArgs};
+use super::{headers, preview, print_ops, print_request_action, TestArgs};
 
 /// A proxy-wasm module: one request's stream through its VM, as the gateway runs it (the
 /// request as Envoy gives it, the properties the gateway answers), then its teardown.
@@ -66,23 +66,8 @@ async fn proxy_wasm_phases(
             action
         }
     };
-    match action {
-        RequestAction::Respond(reply) => {
-            println!(
-                "← the plugin answers {} itself (proxy_send_local_response; the upstream is not called)",
-                reply.status
-            );
-            print_headers("  ", &reply.headers);
-            println!("  body: {}", preview(&reply.body));
-            return Ok(());
-        }
-        RequestAction::Continue(edits) => {
-            println!("✓ continues to the upstream");
-            print_ops(&edits.headers);
-            if let Some(path) = &edits.path {
-                println!("  path rewritten to {path}");
-            }
-        }
+    if !print_request_action(&action, "proxy_send_local_response; ") {
+        return Ok(());
     }
     if !stream.has_response_phase() {
         println!("  (no proxy_on_response_headers: no response phase)");
