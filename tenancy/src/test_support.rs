@@ -118,6 +118,14 @@ pub fn spawn_redis(port: u16) -> std::process::Child {
         .unwrap_or_else(|e| panic!("redis-server (scripts/test installs it): {e}"))
 }
 
+/// The tested package's directory in the checkout under test. Cargo sets `CARGO_MANIFEST_DIR`
+/// for the test process; `compiled` (the caller's `env!("CARGO_MANIFEST_DIR")`) is only the
+/// fallback: builds share one target dir (scripts/lib.sh), and cargo reuses a test binary that
+/// another checkout of the same sources built (CI's clone), its path compiled in.
+pub fn package_dir(compiled: &str) -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| compiled.into(), Into::into)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -127,7 +127,7 @@ fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
 
 #[test]
 fn the_gateways_modules_import_each_other_without_a_cycle() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let src = crate::support::package_dir().join("src");
     let graph = module_graph(&src);
     assert!(graph.len() > 15, "read the modules: {graph:?}");
     assert!(

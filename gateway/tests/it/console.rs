@@ -41,7 +41,7 @@ async fn console_in_a_real_browser() {
     assert!(s.is_success(), "{v}");
 
     let shots = if std::env::var_os("WHARF_UPDATE_SCREENSHOTS").is_some() {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/console")
+        crate::support::package_dir().join("../docs/console")
     } else {
         std::env::temp_dir().join(format!("wharf-console-{}", std::process::id()))
     };
@@ -69,8 +69,7 @@ async fn console_in_a_real_browser() {
             std::env::var("HOME").unwrap()
         )
     });
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/console_test.py");
+    let script = crate::support::package_dir().join("tests/console/console_test.py");
     // Blocking on a runtime thread is fine here: the gateway is another process.
     let out = std::process::Command::new(&python)
         .arg(&script)

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 
 fn repo() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    crate::support::package_dir()
         .join("..")
         .canonicalize()
         .unwrap()

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use crate::support::*;
 
 fn repo(path: &str) -> String {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = crate::support::package_dir().join("..");
     std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -142,7 +142,7 @@ fn dashboards_and_alerts_use_only_cataloged_metrics() {
             "alerts.yml uses {name}, which is not in the catalog"
         );
     }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+    let root = crate::support::package_dir().join("../deploy/prometheus");
     let (ok, out) = promtool(
         &["check", "rules", root.join("alerts.yml").to_str().unwrap()],
         None,

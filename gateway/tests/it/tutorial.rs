@@ -103,7 +103,7 @@ fn header_values(out: &str, header: &str) -> Vec<String> {
 
 #[test]
 fn the_tutorial_runs_as_written() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let repo = crate::support::package_dir().join("..");
     let page = std::fs::read_to_string(repo.join(PAGE)).expect(PAGE);
     let blocks = sh_blocks(&page);
     assert!(

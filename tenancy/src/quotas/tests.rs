@@ -2,7 +2,8 @@ use super::*;
 
 #[test]
 fn docs_list_every_quota() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/quotas.md");
+    let path =
+        crate::test_support::package_dir(env!("CARGO_MANIFEST_DIR")).join("../docs/quotas.md");
     let want = Quotas::markdown();
     if std::env::var_os("WHARF_BLESS").is_some() {
         std::fs::write(&path, &want).unwrap();

@@ -25,6 +25,12 @@ use tokio::net::TcpListener;
 pub(crate) use wharf_tenancy::test_support::{fresh_postgres_url, fresh_sqlite_url, unique_suffix};
 use wharf_tenancy::{HealthCheck, Route, Store, Timeouts, UpstreamTarget};
 
+/// The gateway package's directory in the checkout under test (not necessarily the one its test
+/// binary was built from: `wharf_tenancy::test_support::package_dir`).
+pub(crate) fn package_dir() -> PathBuf {
+    wharf_tenancy::test_support::package_dir(env!("CARGO_MANIFEST_DIR"))
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum StoreKind {
     Sqlite,
