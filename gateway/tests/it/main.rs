@@ -24,6 +24,7 @@ mod hostile_tenant;
 mod observability;
 mod openapi;
 mod outbound_http;
+mod outbound_http_hostile;
 mod plugin_cache;
 mod plugin_dev;
 mod plugin_test_command;
