@@ -45,6 +45,7 @@ mod proxy_wasm_redis;
 mod proxy_wasm_serve;
 mod proxy_wasm_state;
 mod proxy_wasm_streaming;
+mod proxy_wasm_streaming_hostile;
 mod proxy_wasm_tick_calls;
 mod proxy_wasm_tick_redis;
 mod proxy_wasm_ticks;
