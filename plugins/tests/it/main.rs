@@ -9,6 +9,7 @@ mod compiled_cache;
 mod fairness;
 mod hostile_backends;
 mod hostile_mysql;
+mod hostile_mysql_limits;
 mod hostile_redis;
 mod hostile_sqlite;
 mod memory_reset;
