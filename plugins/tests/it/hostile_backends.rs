@@ -310,3 +310,28 @@ pub(crate) async fn storage_quota_cycle(
         .await
         .unwrap();
 }
+
+/// A tenant about to be removed leaves a row behind in its SQL backend.
+pub(super) async fn leave_a_secret(sql: &wharf_plugins::capabilities::sql::TenantSql) {
+    sql.execute("CREATE TABLE secrets (v text)", vec![])
+        .await
+        .unwrap();
+    sql.execute("INSERT INTO secrets VALUES ('old owner''s')", vec![])
+        .await
+        .unwrap();
+}
+
+/// The new owner of a purged tenant's id finds no trace of that row: not even its table.
+pub(super) async fn no_secret_left(
+    sql: &wharf_plugins::capabilities::sql::TenantSql,
+    backend: &str,
+) {
+    let e = sql
+        .query("SELECT v FROM secrets", vec![])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, HostError::Invalid(_)),
+        "{backend}: table survived: {e:?}"
+    );
+}
