@@ -139,8 +139,9 @@ pub fn binary(wat: &str) -> Vec<u8> {
 /// table's size and an entry, its memory's size, and, once it has grown its memory to 4 MiB, a
 /// word at 600 KiB (reset in place) and one at 3 MiB (past what the pool keeps resident:
 /// decommitted). Then it writes secrets to all of them and grows its table. `on-response`
-/// traps unless the secrets are still there: the probes do see what is written.
-pub fn memory_snoop() -> Vec<u8> {
+/// traps unless the secrets are still there: the probes do see what is written. `data` is its
+/// data segment's byte: snoops with different bytes are different code, with their own images.
+pub fn memory_snoop(data: u8) -> Vec<u8> {
     const SECRET: &str = "(i32.const 0x5ec2e7)";
     let probes = [1024, 70_000, 614_400, 3_145_728];
     let clean_low: String = probes[..2]
@@ -162,7 +163,7 @@ pub fn memory_snoop() -> Vec<u8> {
     // 2 pages, and the request's strings: the bump allocator grows from the end of them.
     let body = format!(
         "{clean_low}
-        (if (i32.ne (i32.load8_u (i32.const 200)) (i32.const 65)) (then unreachable))
+        (if (i32.ne (i32.load8_u (i32.const 200)) (i32.const {data})) (then unreachable))
         (if (i32.ne (global.get $g) (i32.const 7)) (then unreachable))
         (if (i32.ne (table.size $t) (i32.const 2)) (then unreachable))
         (if (i32.eqz (ref.is_null (table.get $t (i32.const 1)))) (then unreachable))
@@ -182,9 +183,11 @@ pub fn memory_snoop() -> Vec<u8> {
         (if (ref.is_null (table.get $t (i32.const 1))) (then unreachable))
         (if (i32.ne (table.size $t) (i32.const 8)) (then unreachable))"
     );
-    let extra = r#"(global $g (mut i32) (i32.const 7)) (data (i32.const 200) "A")
-      (table $t 2 16 funcref) (func $marker) (elem declare func $marker)"#;
-    binary(&wat_phases_text(&body, &response, extra, 2))
+    let extra = format!(
+        r#"(global $g (mut i32) (i32.const 7)) (data (i32.const 200) "\{data:02x}")
+      (table $t 2 16 funcref) (func $marker) (elem declare func $marker)"#
+    );
+    binary(&wat_phases_text(&body, &response, &extra, 2))
 }
 
 /// Does nothing: continue, no edits.

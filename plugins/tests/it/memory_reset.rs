@@ -1,6 +1,7 @@
 //! A hostile plugin reading what the last request left in its pool slot. Instances of the same
-//! code reuse the same slots (the pool's affinity), across requests and tenants; each must start
-//! as a fresh instance: memory, data segment, globals and memory size as compiled.
+//! code reuse the same slots (the pool's affinity), across requests and tenants, and a full pool
+//! hands one code's slot to another; each instance must start fresh: memory, data segment,
+//! globals, table and memory size as compiled.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::sync::Arc;
@@ -55,7 +56,7 @@ async fn a_plugin_never_sees_what_the_last_request_left_in_its_slot() {
         rt.pooled(),
         "the pooling allocator (what a node runs) is what this tests"
     );
-    let compiled = rt.validate(&memory_snoop()).expect("valid plugin");
+    let compiled = rt.validate(&memory_snoop(b'A')).expect("valid plugin");
     for i in 0..200 {
         let tenant = if i % 2 == 0 { "alpha" } else { "beta" };
         if let Err(e) = snoop(&rt, &compiled, tenant).await {
@@ -72,6 +73,31 @@ async fn a_plugin_never_sees_what_the_last_request_left_in_its_slot() {
             if let Err(e) = r {
                 panic!("round {round}, request {i}: {e}");
             }
+        }
+    }
+}
+
+/// Six different snoops (six images) taking turns in a pool of 4 memory slots: each instance
+/// gets a slot another module's instance wrote last, its image mapped in over what that one
+/// left. None sees the other's secrets, nor its data or size.
+#[tokio::test(flavor = "current_thread")]
+async fn a_slot_another_plugin_wrote_last_is_fresh_too() {
+    let settings = RuntimeSettings {
+        max_instances: 2,
+        ..RuntimeSettings::default()
+    };
+    let rt = PluginRuntime::new(settings, None, Arc::new(Metrics::new())).expect("runtime");
+    assert!(
+        rt.pooled(),
+        "the pooling allocator (what a node runs) is what this tests"
+    );
+    let snoops: Vec<_> = (b'A'..=b'F')
+        .map(|data| rt.validate(&memory_snoop(data)).expect("valid plugin"))
+        .collect();
+    for i in 0..120 {
+        let tenant = if i % 2 == 0 { "alpha" } else { "beta" };
+        if let Err(e) = snoop(&rt, &snoops[i % snoops.len()], tenant).await {
+            panic!("request {i} ({tenant}, snoop {}): {e}", i % snoops.len());
         }
     }
 }
