@@ -13,6 +13,17 @@ use wharf_plugins::{
     CompiledPlugin, Invocation, PluginError, PluginQuotas, PluginRuntime, RuntimeSettings,
 };
 
+/// A runtime on the pooling allocator (what a node runs, and what these tests are about).
+fn pooled(max_instances: u32) -> Arc<PluginRuntime> {
+    let settings = RuntimeSettings {
+        max_instances,
+        ..RuntimeSettings::default()
+    };
+    let rt = PluginRuntime::new(settings, None, Arc::new(Metrics::new())).expect("runtime");
+    assert!(rt.pooled(), "the pool could not be reserved");
+    rt
+}
+
 /// One request through `memory_snoop` as `tenant`: `on-request` (traps on another instance's
 /// leftovers, then writes its own secrets), then `on-response` (traps unless they are there).
 async fn snoop(
@@ -47,15 +58,7 @@ async fn snoop(
 /// (several slots in use and freed out of order). No instance sees another's memory.
 #[tokio::test(flavor = "current_thread")]
 async fn a_plugin_never_sees_what_the_last_request_left_in_its_slot() {
-    let settings = RuntimeSettings {
-        max_instances: 32,
-        ..RuntimeSettings::default()
-    };
-    let rt = PluginRuntime::new(settings, None, Arc::new(Metrics::new())).expect("runtime");
-    assert!(
-        rt.pooled(),
-        "the pooling allocator (what a node runs) is what this tests"
-    );
+    let rt = pooled(32);
     let compiled = rt.validate(&memory_snoop(b'A')).expect("valid plugin");
     for i in 0..200 {
         let tenant = if i % 2 == 0 { "alpha" } else { "beta" };
@@ -82,15 +85,7 @@ async fn a_plugin_never_sees_what_the_last_request_left_in_its_slot() {
 /// left. None sees the other's secrets, nor its data or size.
 #[tokio::test(flavor = "current_thread")]
 async fn a_slot_another_plugin_wrote_last_is_fresh_too() {
-    let settings = RuntimeSettings {
-        max_instances: 2,
-        ..RuntimeSettings::default()
-    };
-    let rt = PluginRuntime::new(settings, None, Arc::new(Metrics::new())).expect("runtime");
-    assert!(
-        rt.pooled(),
-        "the pooling allocator (what a node runs) is what this tests"
-    );
+    let rt = pooled(2);
     let snoops: Vec<_> = (b'A'..=b'F')
         .map(|data| rt.validate(&memory_snoop(data)).expect("valid plugin"))
         .collect();
