@@ -143,15 +143,13 @@ pub fn binary(wat: &str) -> Vec<u8> {
 /// data segment's byte: snoops with different bytes are different code, with their own images.
 pub fn memory_snoop(data: u8) -> Vec<u8> {
     const SECRET: &str = "(i32.const 0x5ec2e7)";
-    let probes = [1024, 70_000, 614_400, 3_145_728];
-    let clean_low: String = probes[..2]
-        .iter()
-        .map(|a| format!("(if (i32.load (i32.const {a})) (then unreachable))\n"))
-        .collect();
-    let clean_grown: String = probes[2..]
-        .iter()
-        .map(|a| format!("(if (i32.load (i32.const {a})) (then unreachable))\n"))
-        .collect();
+    let probes: [u32; 4] = [1024, 70_000, 614_400, 3_145_728];
+    let clean = |at: &[u32]| -> String {
+        at.iter()
+            .map(|a| format!("(if (i32.load (i32.const {a})) (then unreachable))\n"))
+            .collect()
+    };
+    let (clean_low, clean_grown) = (clean(&probes[..2]), clean(&probes[2..]));
     let write: String = probes
         .iter()
         .map(|a| format!("(i32.store (i32.const {a}) {SECRET})\n"))

@@ -1,6 +1,7 @@
 //! A tenant's Redis: its own connection (shared by its calls, `connection.rs`), a command
 //! allow-list with known key positions, and every key argument prefixed with the tenant's
-//! namespace, so a plugin can reach only its tenant's keys. No allowed command returns key names, so there is nothing to strip from replies.
+//! namespace, so a plugin can reach only its tenant's keys. No allowed command returns key
+//! names, so there is nothing to strip from replies.
 
 mod host;
 pub use host::{Redis, RedisSettings};

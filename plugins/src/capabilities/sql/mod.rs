@@ -250,9 +250,10 @@ impl TenantSql {
             &self.tenant,
             SqlQuotas::NAMES.max_storage_bytes.as_str(),
             format!(
-            "the tenant's SQL data is over its {} byte storage quota; delete data to write again",
-            self.max_storage
-        ),
+                "the tenant's SQL data is over its {} byte storage quota; delete data to write \
+                 again",
+                self.max_storage
+            ),
         )
     }
 
