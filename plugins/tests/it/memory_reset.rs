@@ -31,6 +31,17 @@ async fn snoop(
     compiled: &Arc<CompiledPlugin>,
     tenant: &str,
 ) -> Result<(), PluginError> {
+    snoop_then(rt, compiled, tenant, || {}).await
+}
+
+/// [`snoop`], running `before_drop` once its secrets are written and checked, while its instance
+/// still holds the slot.
+async fn snoop_then(
+    rt: &PluginRuntime,
+    compiled: &Arc<CompiledPlugin>,
+    tenant: &str,
+    before_drop: impl FnOnce(),
+) -> Result<(), PluginError> {
     let tenant: Arc<str> = tenant.into();
     let plugin: Arc<str> = "snoop".into();
     let inv = Invocation {
@@ -50,6 +61,7 @@ async fn snoop(
         headers: vec![],
     };
     instance.on_response(resp).await?;
+    before_drop();
     Ok(())
 }
 
@@ -94,5 +106,98 @@ async fn a_slot_another_plugin_wrote_last_is_fresh_too() {
         if let Err(e) = snoop(&rt, &snoops[i % snoops.len()], tenant).await {
             panic!("request {i} ({tenant}, snoop {}): {e}", i % snoops.len());
         }
+    }
+}
+
+/// The kernel may swap a written page out while its instance lives (memory pressure on the node),
+/// or move it (compaction); the reset at drop must still find it. Each request's secrets are pushed
+/// out to swap (`MADV_PAGEOUT`) before its instance drops, and the next request, another tenant's,
+/// probes the slot. Needs swap: `scripts/test` turns on a swap file for the run when the machine
+/// has none; elsewhere the test says it did not run (or fails, with `WHARF_TEST_SWAP=required`).
+#[tokio::test(flavor = "current_thread")]
+async fn a_page_swapped_out_before_the_reset_is_reset_too() {
+    if !swap::usable() {
+        return;
+    }
+    let rt = pooled(2);
+    let compiled = rt.validate(&memory_snoop(b'A')).expect("valid plugin");
+    let mut swapped = 0;
+    for i in 0..12 {
+        let tenant = if i % 2 == 0 { "alpha" } else { "beta" };
+        let outcome =
+            snoop_then(&rt, &compiled, tenant, || swapped += swap::page_out_pools()).await;
+        if let Err(e) = outcome {
+            panic!("request {i} ({tenant}) found what the last one left: {e}");
+        }
+    }
+    assert!(
+        swapped > 0,
+        "nothing was swapped out: the test showed nothing"
+    );
+}
+
+/// Pushing this process's pages out to swap, as memory pressure would.
+// One `madvise` call: advice to the kernel about this process's own pages.
+#[allow(unsafe_code)]
+mod swap {
+    /// Whether swap is on. When it is not: `false` after saying so, or a panic when
+    /// `WHARF_TEST_SWAP=required` (the test suite's own run, which turned it on).
+    pub(super) fn usable() -> bool {
+        let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+        if swaps.lines().count() > 1 {
+            return true;
+        }
+        assert!(
+            std::env::var("WHARF_TEST_SWAP").as_deref() != Ok("required"),
+            "WHARF_TEST_SWAP=required but no swap is on (/proc/swaps)"
+        );
+        eprintln!("no swap on this machine: the swapped-page reset test did not run");
+        false
+    }
+
+    /// Asks the kernel to reclaim now (`MADV_PAGEOUT`, Linux 5.4+) every page of the wasm memory
+    /// pools in this process: the writable mappings among the pools' reservations (runs of
+    /// adjacent mappings that hold an inaccessible one of 1 GiB or more). Returns how many kB of
+    /// the process are in swap afterwards.
+    pub(super) fn page_out_pools() -> u64 {
+        let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps");
+        // (start, end, perms) of adjacent mappings.
+        let mut run: Vec<(usize, usize, &str)> = Vec::new();
+        let flush = |run: &mut Vec<(usize, usize, &str)>| {
+            let reserved = run
+                .iter()
+                .any(|&(s, e, p)| p.starts_with("---") && e - s >= 1 << 30);
+            for &(s, e, perms) in run.iter().filter(|_| reserved) {
+                if perms.starts_with("rw") {
+                    // SAFETY: advice only; MADV_PAGEOUT moves pages, never changes what they hold.
+                    unsafe { libc::madvise(s as *mut libc::c_void, e - s, libc::MADV_PAGEOUT) };
+                }
+            }
+            run.clear();
+        };
+        for line in maps.lines() {
+            let mut fields = line.split_whitespace();
+            let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            let Some((s, e)) = range.split_once('-') else {
+                continue;
+            };
+            let (s, e) = (
+                usize::from_str_radix(s, 16).unwrap(),
+                usize::from_str_radix(e, 16).unwrap(),
+            );
+            if run.last().is_some_and(|&(_, end, _)| end != s) {
+                flush(&mut run);
+            }
+            run.push((s, e, perms));
+        }
+        flush(&mut run);
+        let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmSwap:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
     }
 }

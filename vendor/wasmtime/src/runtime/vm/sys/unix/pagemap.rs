@@ -170,9 +170,10 @@ impl PageMap {
 /// Putting this all together this helps explain the search criteria for
 /// `PAGEMAP_SCAN`, notably:
 ///
-/// * `Categories::PRESENT` - we're only interested in present pages, anything
-///   unmapped wasn't touched by the guest so no need for the host to touch it
-///   either.
+/// * `Categories::PRESENT` or `Categories::SWAPPED` - we're only interested in
+///   pages with a page table entry, anything unmapped wasn't touched by the
+///   guest so no need for the host to touch it either. (Wharf's patch: a
+///   written page the kernel swapped out, or is migrating, is still dirty.)
 ///
 /// * `Categories::WRITTEN` - if a page was only read by the guest no need to
 ///   take a look at it as the contents aren't changed from the initial image.
@@ -288,13 +289,15 @@ pub unsafe fn reset_with_pagemap(
         // backed by files. Such pages mean that they haven't changed from their
         // original contents, so they're inverted.
         .category_inverted(Categories::PFNZERO | Categories::FILE)
-        // Search for pages that are written and present as those are the dirty
-        // pages. Additionally search for the zero page/file page as those are
-        // inverted above meaning we're searching for pages that specifically
-        // don't have those flags.
-        .category_mask(
-            Categories::WRITTEN | Categories::PRESENT | Categories::PFNZERO | Categories::FILE,
-        )
+        // Search for pages that are written, and for the zero page/file page
+        // as those are inverted above meaning we're searching for pages that
+        // specifically don't have those flags.
+        .category_mask(Categories::WRITTEN | Categories::PFNZERO | Categories::FILE)
+        // Wharf's patch: written pages that are present *or swapped*. A page
+        // the kernel swapped out (or is migrating) has no present PTE but still
+        // holds what the guest wrote; it was neither reset nor decommitted, and
+        // the next instance in the slot read it back.
+        .category_anyof_mask(Categories::PRESENT | Categories::SWAPPED)
         // Don't return any categories back. This helps group regions together
         // since the reported set of categories is always empty and we otherwise
         // aren't looking for anything in particular.
