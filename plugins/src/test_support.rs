@@ -188,6 +188,40 @@ pub fn memory_snoop(data: u8) -> Vec<u8> {
     binary(&wat_phases_text(&body, &response, &extra, 2))
 }
 
+/// Writes a secret to every other page of its memory from 512 KiB to 3 MiB (320 pages apart from
+/// each other: 320 separate dirty runs, more than the pool's page scan takes in one call, and
+/// 1.25 MiB in all, more than the pool keeps resident), after checking that none of them holds
+/// one: `on-request` traps on what an earlier instance left, `on-response` unless its own
+/// secrets are still there.
+pub fn memory_scatter() -> Vec<u8> {
+    let each = |what: &str| {
+        format!(
+            "(local.set $a (i32.const 524288))
+            (loop $pages
+              {what}
+              (local.set $a (i32.add (local.get $a) (i32.const 8192)))
+              (br_if $pages (i32.lt_u (local.get $a) (i32.const 3145728))))"
+        )
+    };
+    // 2 pages, and the request's strings after them (the bump allocator grows the memory):
+    // fresh, it is far below the 49 pages (3 MiB and a page) it grows to.
+    let body = format!(
+        "(local $a i32)
+        (if (i32.gt_u (memory.size) (i32.const 8)) (then unreachable))
+        (drop (memory.grow (i32.sub (i32.const 49) (memory.size))))
+        {}
+        {}",
+        each("(if (i32.load (local.get $a)) (then unreachable))"),
+        each("(i32.store (local.get $a) (i32.const 0x5ec2e7))"),
+    );
+    let response = format!(
+        "(local $a i32)
+        {}",
+        each("(if (i32.ne (i32.load (local.get $a)) (i32.const 0x5ec2e7)) (then unreachable))")
+    );
+    binary(&wat_phases_text(&body, &response, "", 2))
+}
+
 /// Does nothing: continue, no edits.
 pub fn noop() -> Vec<u8> {
     wat_plugin("", "", 1)

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use wharf_metrics::Metrics;
-use wharf_plugins::test_support::{get_request, memory_snoop};
+use wharf_plugins::test_support::{get_request, memory_scatter, memory_snoop};
 use wharf_plugins::types::{RequestAction, Response};
 use wharf_plugins::{
     CompiledPlugin, Invocation, PluginError, PluginQuotas, PluginRuntime, RuntimeSettings,
@@ -105,6 +105,22 @@ async fn a_slot_another_plugin_wrote_last_is_fresh_too() {
         let tenant = if i % 2 == 0 { "alpha" } else { "beta" };
         if let Err(e) = snoop(&rt, &snoops[i % snoops.len()], tenant).await {
             panic!("request {i} ({tenant}, snoop {}): {e}", i % snoops.len());
+        }
+    }
+}
+
+/// A plugin that leaves more separate dirty runs than the pool's page scan takes in one call, and
+/// more written pages than the pool keeps resident (320 pages apart from each other): every one
+/// of them is reset, in place or decommitted, before the next instance, another tenant's, runs in
+/// the slot.
+#[tokio::test(flavor = "current_thread")]
+async fn a_plugin_that_dirties_many_separate_pages_finds_them_all_reset() {
+    let rt = pooled(2);
+    let compiled = rt.validate(&memory_scatter()).expect("valid plugin");
+    for i in 0..60 {
+        let tenant = if i % 2 == 0 { "alpha" } else { "beta" };
+        if let Err(e) = snoop(&rt, &compiled, tenant).await {
+            panic!("request {i} ({tenant}) found what the last one left: {e}");
         }
     }
 }

@@ -280,72 +280,94 @@ pub unsafe fn reset_with_pagemap(
     // For now use a fixed set of regions on the stack, but in the future this
     // may want to use a dynamically allocated vector for more regions for
     // example.
+    //
+    // Wharf's patch: when the regions fill this buffer the scan resumes where
+    // the kernel stopped, so a guest that dirtied more than 32 disjoint runs
+    // has them reset in place, up to `keep_resident`, instead of everything
+    // past the 32nd decommitted (and faulted back in by the next instance).
     const MAX_REGIONS: usize = 32;
     let mut storage = [MaybeUninit::uninit(); MAX_REGIONS];
-
-    let scan_arg = PageMapScanBuilder::new(ptr::slice_from_raw_parts(ptr, len.byte_count()))
-        .max_pages(keep_resident.byte_count() / host_page_size)
-        // We specifically want pages that are NOT backed by the zero page or
-        // backed by files. Such pages mean that they haven't changed from their
-        // original contents, so they're inverted.
-        .category_inverted(Categories::PFNZERO | Categories::FILE)
-        // Search for pages that are written, and for the zero page/file page
-        // as those are inverted above meaning we're searching for pages that
-        // specifically don't have those flags.
-        .category_mask(Categories::WRITTEN | Categories::PFNZERO | Categories::FILE)
-        // Wharf's patch: written pages that are present *or swapped*. A page
-        // the kernel swapped out (or is migrating) has no present PTE but still
-        // holds what the guest wrote; it was neither reset nor decommitted, and
-        // the next instance in the slot read it back.
-        .category_anyof_mask(Categories::PRESENT | Categories::SWAPPED)
-        // Don't return any categories back. This helps group regions together
-        // since the reported set of categories is always empty and we otherwise
-        // aren't looking for anything in particular.
-        .return_mask(Categories::empty())
-        .build(&mut storage);
-
-    // SAFETY: this should be a safe ioctl as we control the fd we're operating
-    // on plus all of `scan_arg`, but this relies on `Ioctl` below being the
-    // correct implementation and such.
-    let result = match unsafe { ioctl(&pagemap.0, scan_arg) } {
-        Ok(result) => result,
-
-        // If the ioctl fails for whatever reason, we at least tried, so fall
-        // back to the default behavior.
-        //
-        // SAFETY: the safety requirement of
-        // `pagemap_disabled::reset_with_pagemap` is the same as this function.
-        Err(err) => unsafe {
-            log::warn!("failed pagemap scan {err}");
-            return crate::runtime::vm::pagemap_disabled::reset_with_pagemap(
-                None,
-                ptr,
-                len,
-                keep_resident,
-                reset_manually,
-                decommit,
-            );
-        },
-    };
-
-    // For all regions that were written in the scan reset them manually, then
-    // afterwards decommit everything else.
+    let end = ptr.wrapping_add(len.byte_count());
+    let mut pages_left = keep_resident.byte_count() / host_page_size;
+    let mut walk_end = ptr.cast_const();
     let mut bytes_resident = 0;
-    for region in result.regions() {
-        // SAFETY: we're relying on Linux to pass in valid region ranges within
-        // the `ptr/len` we specified to the original syscall.
-        unsafe {
-            reset_manually(&mut *region.region().cast_mut());
+
+    loop {
+        let scan_len = end.addr() - walk_end.addr();
+        let scan_arg = PageMapScanBuilder::new(ptr::slice_from_raw_parts(walk_end, scan_len))
+            .max_pages(pages_left)
+            // We specifically want pages that are NOT backed by the zero page
+            // or backed by files. Such pages mean that they haven't changed
+            // from their original contents, so they're inverted.
+            .category_inverted(Categories::PFNZERO | Categories::FILE)
+            // Search for pages that are written, and for the zero page/file
+            // page as those are inverted above meaning we're searching for
+            // pages that specifically don't have those flags.
+            .category_mask(Categories::WRITTEN | Categories::PFNZERO | Categories::FILE)
+            // Wharf's patch: written pages that are present *or swapped*. A
+            // page the kernel swapped out (or is migrating) has no present PTE
+            // but still holds what the guest wrote; it was neither reset nor
+            // decommitted, and the next instance in the slot read it back.
+            .category_anyof_mask(Categories::PRESENT | Categories::SWAPPED)
+            // Don't return any categories back. This helps group regions
+            // together since the reported set of categories is always empty and
+            // we otherwise aren't looking for anything in particular.
+            .return_mask(Categories::empty())
+            .build(&mut storage);
+
+        // SAFETY: this should be a safe ioctl as we control the fd we're
+        // operating on plus all of `scan_arg`, but this relies on `Ioctl` below
+        // being the correct implementation and such.
+        let result = match unsafe { ioctl(&pagemap.0, scan_arg) } {
+            Ok(result) => result,
+
+            // If the ioctl fails for whatever reason, we at least tried, so
+            // fall back to the default behavior (which resets all of the
+            // memory again, whatever was reset above).
+            //
+            // SAFETY: the safety requirement of
+            // `pagemap_disabled::reset_with_pagemap` is the same as this
+            // function.
+            Err(err) => unsafe {
+                log::warn!("failed pagemap scan {err}");
+                return crate::runtime::vm::pagemap_disabled::reset_with_pagemap(
+                    None,
+                    ptr,
+                    len,
+                    keep_resident,
+                    &mut reset_manually,
+                    &mut decommit,
+                );
+            },
+        };
+
+        // For all regions that were written in the scan reset them manually,
+        // then afterwards decommit everything else.
+        for region in result.regions() {
+            // SAFETY: we're relying on Linux to pass in valid region ranges
+            // within the `ptr/len` we specified to the original syscall.
+            unsafe {
+                reset_manually(&mut *region.region().cast_mut());
+            }
+            bytes_resident += region.len();
+            pages_left = pages_left.saturating_sub(region.len() / host_page_size);
         }
-        bytes_resident += region.len();
+        walk_end = result.walk_end();
+
+        // Stop at the end of memory, or where the `keep_resident` budget ran
+        // out; go on only where the kernel stopped because the buffer filled.
+        let buffer_full = result.regions().len() == MAX_REGIONS;
+        if walk_end.addr() >= end.addr() || !buffer_full || pages_left == 0 {
+            break;
+        }
     }
 
     // Report everything after `walk_end` to the end of memory as memory that
     // must be decommitted as the scan didn't reach it. Note that if `walk_end`
     // is already at the end of memory then the byte size of the decommitted
     // memory here will be 0 meaning that this is a noop.
-    let scan_size = result.walk_end().addr() - ptr.addr();
-    decommit(result.walk_end().cast_mut(), len.byte_count() - scan_size);
+    let scan_size = walk_end.addr() - ptr.addr();
+    decommit(walk_end.cast_mut(), len.byte_count() - scan_size);
 
     bytes_resident
 }
