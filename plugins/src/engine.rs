@@ -40,9 +40,10 @@ pub fn build(settings: &RuntimeSettings) -> anyhow::Result<(Engine, bool)> {
             .table_keep_resident(64 << 10)
             .async_stack_keep_resident(64 << 10)
             // Decommit in batches: memory a plugin grew past `keep_resident` goes back in one
-            // `process_madvise` per 32 drops, not one `madvise` (and TLB flush) per drop. A batch
-            // of 1 returned slots sooner (3 filters: -1.6 µs per request) but raised another
-            // tenant's p99 under a hostile one's attack (docs/benchmarks.md, tenth session).
+            // `process_madvise` per 32 drops, not one `madvise` (and TLB flush) per drop; a batch
+            // of 1 raised another tenant's p99 under a hostile one's attack (docs/benchmarks.md,
+            // tenth session). A slot with nothing to decommit, the usual case, skips the batch and
+            // is back at once (Wharf's wasmtime patch, vendor/README.md).
             .decommit_batch_size(32)
             // Reset only the pages an instance wrote (found by Linux's PAGEMAP_SCAN, 6.7+), not
             // every byte it could reach: a C plugin's 128 KiB memory was memset whole at each

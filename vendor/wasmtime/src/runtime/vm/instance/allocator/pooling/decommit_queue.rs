@@ -98,6 +98,12 @@ impl DecommitQueue {
     /// called (no other references, not in use, won't be otherwise unmapped,
     /// etc...).
     pub unsafe fn push_raw(&mut self, ptr: *mut u8, len: usize) {
+        // Wharf's patch: a reset that left nothing to decommit (the pagemap
+        // path reports a zero-length rest) queues nothing, so its slot goes
+        // back to the pool at once instead of waiting for the batch.
+        if len == 0 {
+            return;
+        }
         self.raw.push(IoVec(iovec {
             iov_base: ptr.cast(),
             iov_len: len,
