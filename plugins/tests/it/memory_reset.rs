@@ -127,21 +127,30 @@ async fn a_plugin_that_dirties_many_separate_pages_finds_them_all_reset() {
 
 /// The kernel may swap a written page out while its instance lives (memory pressure on the node),
 /// or move it (compaction); the reset at drop must still find it. Each request's secrets are pushed
-/// out to swap (`MADV_PAGEOUT`) before its instance drops, and the next request, another tenant's,
-/// probes the slot. Needs swap: `scripts/test` turns on a swap file for the run when the machine
-/// has none; elsewhere the test says it did not run (or fails, with `WHARF_TEST_SWAP=required`).
+/// out to swap (`MADV_PAGEOUT` on this runtime's pool) before its instance drops, and the next
+/// request, another tenant's, probes the slot. Needs swap: `scripts/test` turns on a swap file for
+/// the run when the machine has none; elsewhere the test says it did not run (or fails, with
+/// `WHARF_TEST_SWAP=required`).
 #[tokio::test(flavor = "current_thread")]
 async fn a_page_swapped_out_before_the_reset_is_reset_too() {
     if !swap::usable() {
         return;
     }
+    let before = swap::reservations();
     let rt = pooled(2);
+    let pool = swap::reservations()
+        .into_iter()
+        .filter(|&(s, e)| !before.iter().any(|&(bs, be)| bs <= s && e <= be))
+        .collect::<Vec<_>>();
+    assert!(
+        !pool.is_empty(),
+        "the runtime's pool reservation was not found"
+    );
     let compiled = rt.validate(&memory_snoop(b'A')).expect("valid plugin");
     let mut swapped = 0;
     for i in 0..12 {
         let tenant = if i % 2 == 0 { "alpha" } else { "beta" };
-        let outcome =
-            snoop_then(&rt, &compiled, tenant, || swapped += swap::page_out_pools()).await;
+        let outcome = snoop_then(&rt, &compiled, tenant, || swapped += swap::page_out(&pool)).await;
         if let Err(e) = outcome {
             panic!("request {i} ({tenant}) found what the last one left: {e}");
         }
@@ -152,7 +161,7 @@ async fn a_page_swapped_out_before_the_reset_is_reset_too() {
     );
 }
 
-/// Pushing this process's pages out to swap, as memory pressure would.
+/// Pushing a pool's pages out to swap, as memory pressure would.
 // One `madvise` call: advice to the kernel about this process's own pages.
 #[allow(unsafe_code)]
 mod swap {
@@ -171,44 +180,40 @@ mod swap {
         false
     }
 
-    /// Asks the kernel to reclaim now (`MADV_PAGEOUT`, Linux 5.4+) every page of the wasm memory
-    /// pools in this process: the writable mappings among the pools' reservations (runs of
-    /// adjacent mappings that hold an inaccessible one of 1 GiB or more). Returns how many kB of
-    /// the process are in swap afterwards.
-    pub(super) fn page_out_pools() -> u64 {
+    /// This process's mappings: start, end, permissions.
+    fn mappings() -> Vec<(usize, usize, String)> {
         let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps");
-        // (start, end, perms) of adjacent mappings.
-        let mut run: Vec<(usize, usize, &str)> = Vec::new();
-        let flush = |run: &mut Vec<(usize, usize, &str)>| {
-            let reserved = run
-                .iter()
-                .any(|&(s, e, p)| p.starts_with("---") && e - s >= 1 << 30);
-            for &(s, e, perms) in run.iter().filter(|_| reserved) {
-                if perms.starts_with("rw") {
-                    // SAFETY: advice only; MADV_PAGEOUT moves pages, never changes what they hold.
-                    unsafe { libc::madvise(s as *mut libc::c_void, e - s, libc::MADV_PAGEOUT) };
-                }
+        maps.lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let (range, perms) = (fields.next()?, fields.next()?);
+                let (s, e) = range.split_once('-')?;
+                let at = |h| usize::from_str_radix(h, 16).ok();
+                Some((at(s)?, at(e)?, perms.to_string()))
+            })
+            .collect()
+    }
+
+    /// Inaccessible mappings of 1 GiB or more: what is left of the wasm pools' reservations
+    /// once slots in them are in use.
+    pub(super) fn reservations() -> Vec<(usize, usize)> {
+        mappings()
+            .into_iter()
+            .filter(|(s, e, perms)| perms.starts_with("---") && e - s >= 1 << 30)
+            .map(|(s, e, _)| (s, e))
+            .collect()
+    }
+
+    /// Asks the kernel to reclaim now (`MADV_PAGEOUT`, Linux 5.4+) every writable page within
+    /// `pool`'s address ranges; returns how many kB of the process are in swap afterwards.
+    pub(super) fn page_out(pool: &[(usize, usize)]) -> u64 {
+        for (s, e, perms) in mappings() {
+            let inside = pool.iter().any(|&(ps, pe)| ps <= s && e <= pe);
+            if inside && perms.starts_with("rw") {
+                // SAFETY: advice only; MADV_PAGEOUT moves pages, never changes what they hold.
+                unsafe { libc::madvise(s as *mut libc::c_void, e - s, libc::MADV_PAGEOUT) };
             }
-            run.clear();
-        };
-        for line in maps.lines() {
-            let mut fields = line.split_whitespace();
-            let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
-                continue;
-            };
-            let Some((s, e)) = range.split_once('-') else {
-                continue;
-            };
-            let (s, e) = (
-                usize::from_str_radix(s, 16).unwrap(),
-                usize::from_str_radix(e, 16).unwrap(),
-            );
-            if run.last().is_some_and(|&(_, end, _)| end != s) {
-                flush(&mut run);
-            }
-            run.push((s, e, perms));
         }
-        flush(&mut run);
         let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
         status
             .lines()
