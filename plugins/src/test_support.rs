@@ -188,6 +188,27 @@ pub fn memory_snoop(data: u8) -> Vec<u8> {
     binary(&wat_phases_text(&body, &response, &extra, 2))
 }
 
+/// Looks for functions an earlier instance left in its table, and leaves its own: a table of
+/// 2,048 functions (16 KiB, four pages, so the pool resets it by its written pages), entries in
+/// three of its pages. `on-request` traps unless they are null, then sets them; `on-response` traps
+/// unless they are still set. A stale entry would be a pointer into another instance.
+pub fn table_snoop() -> Vec<u8> {
+    const AT: [u32; 3] = [100, 700, 1500];
+    let each = |what: &str| -> String {
+        AT.iter()
+            .map(|i| what.replace('I', &i.to_string()))
+            .collect()
+    };
+    let body = format!(
+        "{}{}",
+        each("(if (i32.eqz (ref.is_null (table.get $t (i32.const I)))) (then unreachable))\n"),
+        each("(table.set $t (i32.const I) (ref.func $marker))\n"),
+    );
+    let response = each("(if (ref.is_null (table.get $t (i32.const I))) (then unreachable))\n");
+    let extra = "(table $t 2048 2048 funcref) (func $marker) (elem declare func $marker)";
+    binary(&wat_phases_text(&body, &response, extra, 2))
+}
+
 /// Writes a secret to every other page of its memory from 512 KiB to 3 MiB (320 pages apart from
 /// each other: 320 separate dirty runs, more than the pool's page scan takes in one call, and
 /// 1.25 MiB in all, more than the pool keeps resident), after checking that none of them holds

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use wharf_metrics::Metrics;
-use wharf_plugins::test_support::{get_request, memory_scatter, memory_snoop};
+use wharf_plugins::test_support::{get_request, memory_scatter, memory_snoop, table_snoop};
 use wharf_plugins::types::{RequestAction, Response};
 use wharf_plugins::{
     CompiledPlugin, Invocation, PluginError, PluginQuotas, PluginRuntime, RuntimeSettings,
@@ -126,39 +126,36 @@ async fn a_plugin_that_dirties_many_separate_pages_finds_them_all_reset() {
 }
 
 /// The kernel may swap a written page out while its instance lives (memory pressure on the node),
-/// or move it (compaction); the reset at drop must still find it. Each request's secrets are pushed
-/// out to swap (`MADV_PAGEOUT` on this runtime's pool) before its instance drops, and the next
-/// request, another tenant's, probes the slot. Needs swap: `scripts/test` turns on a swap file for
-/// the run when the machine has none; elsewhere the test says it did not run (or fails, with
-/// `WHARF_TEST_SWAP=required`).
+/// or move it (compaction); the reset at drop must still find it. Each request's secrets (in its
+/// memory, and functions in its table) are pushed out to swap (`MADV_PAGEOUT` on this runtime's
+/// pools) before its instance drops, and the next request, another tenant's, probes the slot.
+/// Needs swap: `scripts/test` turns on a swap file for the run when the machine has none;
+/// elsewhere the test says it did not run (or fails, with `WHARF_TEST_SWAP=required`).
 #[tokio::test(flavor = "current_thread")]
 async fn a_page_swapped_out_before_the_reset_is_reset_too() {
     if !swap::usable() {
         return;
     }
-    let before = swap::reservations();
+    let before = swap::mappings();
     let rt = pooled(2);
-    let pool = swap::reservations()
-        .into_iter()
-        .filter(|&(s, e)| !before.iter().any(|&(bs, be)| bs <= s && e <= be))
-        .collect::<Vec<_>>();
-    assert!(
-        !pool.is_empty(),
-        "the runtime's pool reservation was not found"
-    );
-    let compiled = rt.validate(&memory_snoop(b'A')).expect("valid plugin");
-    let mut swapped = 0;
-    for i in 0..12 {
-        let tenant = if i % 2 == 0 { "alpha" } else { "beta" };
-        let outcome = snoop_then(&rt, &compiled, tenant, || swapped += swap::page_out(&pool)).await;
-        if let Err(e) = outcome {
-            panic!("request {i} ({tenant}) found what the last one left: {e}");
+    let pools = swap::added_since(&before);
+    let snoops = [memory_snoop(b'A'), table_snoop()];
+    for (which, bytes) in ["memory", "table"].into_iter().zip(snoops) {
+        let compiled = rt.validate(&bytes).expect("valid plugin");
+        let mut swapped = 0;
+        for i in 0..12 {
+            let tenant = if i % 2 == 0 { "alpha" } else { "beta" };
+            let outcome =
+                snoop_then(&rt, &compiled, tenant, || swapped += swap::page_out(&pools)).await;
+            if let Err(e) = outcome {
+                panic!("{which} snoop, request {i} ({tenant}) found what the last one left: {e}");
+            }
         }
+        assert!(
+            swapped > 0,
+            "nothing was swapped out: the test showed nothing"
+        );
     }
-    assert!(
-        swapped > 0,
-        "nothing was swapped out: the test showed nothing"
-    );
 }
 
 /// Pushing a pool's pages out to swap, as memory pressure would.
@@ -181,7 +178,7 @@ mod swap {
     }
 
     /// This process's mappings: start, end, permissions.
-    fn mappings() -> Vec<(usize, usize, String)> {
+    pub(super) fn mappings() -> Vec<(usize, usize, String)> {
         let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps");
         maps.lines()
             .filter_map(|line| {
@@ -194,12 +191,13 @@ mod swap {
             .collect()
     }
 
-    /// Inaccessible mappings of 1 GiB or more: what is left of the wasm pools' reservations
-    /// once slots in them are in use.
-    pub(super) fn reservations() -> Vec<(usize, usize)> {
+    /// The mappings added since `before` (not within one of them): a runtime's pools, reserved
+    /// when it starts (and whatever else the process mapped meanwhile, which loses nothing by
+    /// being paged out).
+    pub(super) fn added_since(before: &[(usize, usize, String)]) -> Vec<(usize, usize)> {
         mappings()
             .into_iter()
-            .filter(|(s, e, perms)| perms.starts_with("---") && e - s >= 1 << 30)
+            .filter(|&(s, e, _)| !before.iter().any(|&(bs, be, _)| bs <= s && e <= be))
             .map(|(s, e, _)| (s, e))
             .collect()
     }
