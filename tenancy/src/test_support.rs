@@ -81,12 +81,17 @@ fn with_database(url: &str, db: &str) -> String {
 
 /// Resident memory of this process, in bytes (Linux).
 pub fn process_rss_bytes() -> u64 {
+    process_status_kib("VmRSS") * 1024
+}
+
+/// One of this process's `/proc/self/status` sizes (`VmRSS`, `VmSwap`…), in KiB; 0 when absent.
+pub fn process_status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
+        .unwrap_or(0)
 }
 
 /// CPU time this process used (user + system), from /proc.

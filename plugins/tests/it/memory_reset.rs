@@ -212,11 +212,6 @@ mod swap {
                 unsafe { libc::madvise(s as *mut libc::c_void, e - s, libc::MADV_PAGEOUT) };
             }
         }
-        let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmSwap:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+        wharf_tenancy::test_support::process_status_kib("VmSwap")
     }
 }
