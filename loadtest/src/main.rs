@@ -49,7 +49,7 @@ enum Scenario {
         iterations: usize,
         /// The gateway's shape: `on-response` too, with this many instances alive at once (each
         /// held from its `on-request` to its `on-response`, as across an upstream call). 0: the
-        /// bare floor (instantiate + `on-request`, one instance at a time).
+        /// bare floor (a fresh instance's `on-request`, one instance at a time).
         #[arg(long, default_value_t = 0)]
         in_flight: usize,
         /// Only the pooling allocator (what a node runs), e.g. under a profiler.
@@ -59,6 +59,11 @@ enum Scenario {
         /// data from the CPU caches as the proxy's own work does in a node.
         #[arg(long, default_value_t = 0)]
         evict: usize,
+        /// With --in-flight 0: instantiate in a call of its own before `on-request` (as
+        /// measured before the twelfth session) instead of in `on-request`'s trip, as the
+        /// gateway does.
+        #[arg(long)]
+        start_apart: bool,
     },
     /// Compile time of proxy-wasm modules per compiler (Cranelift opt levels, parallel or not,
     /// Winch), with fuel and epochs on, and each compiler's cost per request.
@@ -181,6 +186,7 @@ fn main() -> anyhow::Result<()> {
             in_flight,
             pooling_only,
             evict,
+            start_apart,
         } => {
             let (plugin, bytes) = match file {
                 Some(file) if !noop => (
@@ -198,6 +204,7 @@ fn main() -> anyhow::Result<()> {
                 in_flight,
                 pooling_only,
                 evict,
+                start_apart,
             })
         }
         Scenario::Compile {

@@ -20,6 +20,8 @@ pub(crate) struct Args {
     pub pooling_only: bool,
     /// Bytes written between two calls (untimed), as the proxy's own work would.
     pub evict: usize,
+    /// With `in_flight` 0: instantiation as a call of its own (`PluginRuntime::instantiate`).
+    pub start_apart: bool,
 }
 
 /// Writes one byte per cache line of `junk`.
@@ -40,7 +42,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         args.bytes.len(),
         args.iterations,
         match args.in_flight {
-            0 => "instantiate + on-request, one at a time".to_string(),
+            0 if args.start_apart => {
+                "instantiate, then on-request, two calls, one at a time".to_string()
+            }
+            // As the gateway runs a request's plugin: instantiated by its first call.
+            0 => "instantiate + on-request in one call, one at a time".to_string(),
             n => format!(
                 "on-request and on-response, {n} in flight, {} bytes written between calls",
                 args.evict
@@ -159,7 +165,11 @@ async fn measure(runtime: &PluginRuntime, args: &Args) -> anyhow::Result<(Summar
     for i in 0..args.iterations + 1000 {
         let start = Instant::now();
         let inv = invocation(&tenant, &plugin, quotas, &config);
-        let mut instance = runtime.instantiate(inv, &compiled).await?;
+        let mut instance = if args.start_apart {
+            runtime.instantiate(inv, &compiled).await?
+        } else {
+            runtime.prepare(inv, &compiled).await?
+        };
         instance.on_request(req.clone()).await?;
         drop(instance);
         if i >= 1000 {
