@@ -6,10 +6,13 @@
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
 pub mod allocations;
+mod plugin_series;
+
+pub use plugin_series::PluginSeries;
 
 use parking_lot::RwLock;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 pub use prometheus::proto::MetricFamily;
 use prometheus::{
@@ -39,9 +42,9 @@ const FUEL_BUCKETS: &[f64] = &[1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 pub struct Metrics {
     registry: Registry,
     /// Tenant label values admitted so far; past `tenant_label_cap`, tenants share `OTHER_TENANTS`.
-    tenant_labels: RwLock<HashMap<String, Arc<str>>>,
+    tenant_labels: RwLock<HashMap<String, TenantLabel>>,
     tenant_label_cap: usize,
-    other_tenants: Arc<str>,
+    other_tenants: TenantLabel,
     // Requests
     pub requests_total: IntCounterVec,
     /// Process-wide, only while counting is on ([`allocations`]).
@@ -110,7 +113,7 @@ impl Metrics {
         Metrics {
             tenant_labels: RwLock::new(HashMap::new()),
             tenant_label_cap: cap,
-            other_tenants: OTHER_TENANTS.into(),
+            other_tenants: TenantLabel::new(OTHER_TENANTS.into()),
             heap_allocations_total: counter(&r, "wharf_heap_allocations_total", "Heap allocations by the whole process; counted only while WHARF_COUNT_ALLOCATIONS=1 (a benchmark setting), else 0"),
             requests_total: counter_vec(&r, "wharf_requests_total", "Requests answered, by tenant, route and status code", &["tenant", "route", "code"]),
             request_duration: histogram_vec(&r, "wharf_request_duration_seconds", "Time from request header received to response finished, by tenant", &["tenant"], LATENCY_BUCKETS),
@@ -163,19 +166,34 @@ impl Metrics {
 
     /// The label value for a tenant: its id while under the cap, else `_other`.
     pub fn tenant(&self, id: &str) -> Arc<str> {
-        if let Some(l) = self.tenant_labels.read().get(id) {
-            return l.clone();
+        self.with_tenant(id, |t| t.label.clone())
+    }
+
+    /// The tenant's series in the plugin families, resolved once per label.
+    pub fn plugin_series(&self, id: &str) -> Arc<PluginSeries> {
+        self.with_tenant(id, |t| {
+            t.plugins
+                .get_or_init(|| Arc::new(PluginSeries::new(self, t.label.clone())))
+                .clone()
+        })
+    }
+
+    /// `f` on the tenant's entry, admitting it while under the cap (else `_other`'s).
+    fn with_tenant<R>(&self, id: &str, f: impl Fn(&TenantLabel) -> R) -> R {
+        if let Some(t) = self.tenant_labels.read().get(id) {
+            return f(t);
         }
         let mut labels = self.tenant_labels.write();
-        if let Some(l) = labels.get(id) {
-            return l.clone();
+        if let Some(t) = labels.get(id) {
+            return f(t);
         }
         if labels.len() >= self.tenant_label_cap {
-            return self.other_tenants.clone();
+            return f(&self.other_tenants);
         }
-        let label: Arc<str> = id.into();
-        labels.insert(id.to_string(), label.clone());
-        label
+        let t = labels
+            .entry(id.to_string())
+            .or_insert_with(|| TenantLabel::new(id.into()));
+        f(t)
     }
 
     /// The label a tenant's series carry, without assigning one: `None` while it has none (no
@@ -183,8 +201,8 @@ impl Metrics {
     pub fn tenant_label_if_known(&self, id: &str) -> Option<Arc<str>> {
         let labels = self.tenant_labels.read();
         match labels.get(id) {
-            Some(l) => Some(l.clone()),
-            None if labels.len() >= self.tenant_label_cap => Some(self.other_tenants.clone()),
+            Some(t) => Some(t.label.clone()),
+            None if labels.len() >= self.tenant_label_cap => Some(self.other_tenants.label.clone()),
             None => None,
         }
     }
@@ -273,6 +291,21 @@ fn histogram_vec(
             labels,
         ),
     )
+}
+
+/// A tenant's label value, and its plugin series once a plugin of it ran.
+struct TenantLabel {
+    label: Arc<str>,
+    plugins: OnceLock<Arc<PluginSeries>>,
+}
+
+impl TenantLabel {
+    fn new(label: Arc<str>) -> TenantLabel {
+        TenantLabel {
+            label,
+            plugins: OnceLock::new(),
+        }
+    }
 }
 
 impl Default for Metrics {

@@ -138,17 +138,36 @@ pub(crate) fn record<R>(
     started: std::time::Instant,
     result: &Result<R, crate::error::PluginError>,
 ) {
+    let tenant = metrics.tenant(tenant);
+    let duration = metrics
+        .plugin_duration
+        .with_label_values(&[&*tenant, phase]);
+    count(
+        metrics,
+        (&tenant, plugin),
+        phase,
+        &duration,
+        started,
+        result,
+    );
+}
+
+/// [`record`] with the tenant's label and its phase's duration series already resolved.
+pub(crate) fn count<R>(
+    metrics: &wharf_metrics::Metrics,
+    (tenant_label, plugin): (&str, &str),
+    phase: &str,
+    duration: &prometheus::Histogram,
+    started: std::time::Instant,
+    result: &Result<R, crate::error::PluginError>,
+) {
     let outcome = match result {
         Ok(_) => "ok",
         Err(e) => e.outcome(),
     };
-    let tenant = metrics.tenant(tenant);
     metrics
         .plugin_invocations_total
-        .with_label_values(&[&*tenant, plugin, phase, outcome])
+        .with_label_values(&[tenant_label, plugin, phase, outcome])
         .inc();
-    metrics
-        .plugin_duration
-        .with_label_values(&[&*tenant, phase])
-        .observe(started.elapsed().as_secs_f64());
+    duration.observe(started.elapsed().as_secs_f64());
 }

@@ -13,9 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use prometheus::{Counter, Histogram, IntCounter};
 use tokio::sync::Notify;
-use wharf_metrics::Metrics;
+use wharf_metrics::{Metrics, PluginSeries};
 
 pub struct FairScheduler {
     state: Mutex<State>,
@@ -51,9 +50,8 @@ pub struct CpuSlot {
     /// Waits that have ended, and the start of the one in progress (0: none).
     queued_ns: AtomicU64,
     waiting_since_ns: AtomicU64,
-    cpu_seconds: Counter,
-    queue_wait: Histogram,
-    yields: IntCounter,
+    /// The tenant's plugin series (CPU, queue wait, yields), resolved once per tenant.
+    series: Arc<PluginSeries>,
 }
 
 impl FairScheduler {
@@ -79,8 +77,6 @@ impl FairScheduler {
 
     /// A slot handle for one instance of `tenant`'s plugin (holds nothing yet).
     pub fn slot(self: &Arc<Self>, tenant: &Arc<str>) -> Arc<CpuSlot> {
-        let label = self.metrics.tenant(tenant);
-        let m = &self.metrics;
         Arc::new(CpuSlot {
             sched: self.clone(),
             tenant: tenant.clone(),
@@ -90,9 +86,7 @@ impl FairScheduler {
             held_since_ns: AtomicU64::new(0),
             queued_ns: AtomicU64::new(0),
             waiting_since_ns: AtomicU64::new(0),
-            cpu_seconds: m.plugin_cpu_seconds.with_label_values(&[&label]),
-            queue_wait: m.plugin_queue_wait.with_label_values(&[&label]),
-            yields: m.plugin_yields_total.with_label_values(&[&label]),
+            series: self.metrics.plugin_series(tenant),
         })
     }
 
@@ -150,6 +144,11 @@ impl FairScheduler {
 }
 
 impl CpuSlot {
+    /// The tenant's plugin series.
+    pub fn series(&self) -> &Arc<PluginSeries> {
+        &self.series
+    }
+
     /// Total time this instance has waited for the CPU (and for its tenant's instance quota).
     pub fn queued(&self) -> Duration {
         let since = self.waiting_since_ns.load(Ordering::Acquire);
@@ -168,7 +167,7 @@ impl CpuSlot {
     pub fn add_queued(&self, d: Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.queued_ns.fetch_add(ns, Ordering::Relaxed);
-        self.queue_wait.observe(d.as_secs_f64());
+        self.series.queue_wait.observe(d.as_secs_f64());
     }
 
     /// Waits for a slot: at once when one is free and nobody is queued, else in the tenant's
@@ -227,7 +226,7 @@ impl CpuSlot {
             self.sched.dispatch(&mut st)
         };
         drop(touched);
-        self.yields.inc();
+        self.series.yields.inc();
         self.wait().await;
     }
 
@@ -237,7 +236,7 @@ impl CpuSlot {
             self.sched.held.fetch_sub(1, Ordering::AcqRel);
             let since = self.held_since_ns.load(Ordering::Relaxed);
             let ran = self.sched.now_ns().saturating_sub(since);
-            self.cpu_seconds.inc_by(ran as f64 / 1e9);
+            self.series.cpu_seconds.inc_by(ran as f64 / 1e9);
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::Store;
-use wharf_metrics::Metrics;
+use wharf_metrics::{Metrics, PluginSeries};
 
 use crate::bindings::classic::HttpPlugin;
 use crate::bindings::filter::RequestFilter;
@@ -24,13 +24,14 @@ use wharf_tenancy::PluginQuotas;
 pub struct PluginInstance {
     /// `None` while a call runs on the plugin threads, or after a call was lost with its task.
     live: Option<Box<Live>>,
-    tenant: Arc<str>,
     plugin: Arc<str>,
     quotas: PluginQuotas,
     /// Own time the request's calls may still use.
     remaining: Duration,
     executor: Handle,
     metrics: Arc<Metrics>,
+    /// The tenant's plugin series.
+    series: Arc<PluginSeries>,
     /// Pool slots (global, tenant) held for as long as the instance lives.
     _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     failed: bool,
@@ -94,19 +95,20 @@ impl PluginInstance {
         permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     ) -> Self {
         metrics.plugin_instances_in_use.inc();
-        let (tenant, plugin) = (store.data().tenant.clone(), store.data().plugin.clone());
+        let plugin = store.data().plugin.clone();
+        let series = store.data().cpu.series().clone();
         PluginInstance {
             live: Some(Box::new(Live {
                 store,
                 compiled,
                 bindings: None,
             })),
-            tenant,
             plugin,
             quotas,
             remaining: Duration::from_millis(quotas.deadline_ms),
             executor,
             metrics,
+            series,
             _permits: permits,
             failed: false,
         }
@@ -305,8 +307,13 @@ impl PluginInstance {
     }
 
     fn record<R>(&self, phase: Phase, started: Instant, result: &Result<R, PluginError>) {
-        let who = (&*self.tenant, &*self.plugin);
-        crate::call::record(&self.metrics, who, phase.label(), started, result);
+        let duration = match phase {
+            Phase::Request => &self.series.on_request,
+            Phase::Response => &self.series.on_response,
+            Phase::ResponseBody => &self.series.on_response_body,
+        };
+        let who = (&*self.series.label, &*self.plugin);
+        crate::call::count(&self.metrics, who, phase.label(), duration, started, result);
     }
 
     /// Fuel used so far by this instance.
@@ -374,9 +381,8 @@ impl crate::call::Exec for Live {
 
 impl Drop for PluginInstance {
     fn drop(&mut self) {
-        self.metrics
-            .plugin_fuel_consumed
-            .with_label_values(&[&*self.metrics.tenant(&self.tenant)])
+        self.series
+            .fuel_consumed
             .observe(self.fuel_consumed() as f64);
         self.metrics.plugin_instances_in_use.dec();
     }

@@ -329,10 +329,7 @@ impl PluginRuntime {
                 Box::pin(st.cpu.clone().yield_slice()),
             ))
         });
-        self.metrics
-            .plugin_instantiations_total
-            .with_label_values(&[&*self.metrics.tenant(&store.data().tenant)])
-            .inc();
+        store.data().cpu.series().instantiations.inc();
         Ok(store)
     }
 
