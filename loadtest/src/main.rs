@@ -48,8 +48,8 @@ enum Scenario {
         #[arg(long, default_value_t = 20_000)]
         iterations: usize,
         /// The gateway's shape: `on-response` too, with this many instances alive at once (each
-        /// held from its `on-request` to its `on-response`, as across an upstream call). 0: the
-        /// bare floor (a fresh instance's `on-request`, one instance at a time).
+        /// held from its `on-request` to its `on-response`, as across an upstream call; a
+        /// request-filter's dropped after `on-request`, between the others). 0: the bare floor (a fresh instance's `on-request`, one instance at a time).
         #[arg(long, default_value_t = 0)]
         in_flight: usize,
         /// Only the pooling allocator (what a node runs), e.g. under a profiler.

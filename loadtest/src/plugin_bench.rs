@@ -183,7 +183,8 @@ async fn measure(runtime: &PluginRuntime, args: &Args) -> anyhow::Result<(Summar
 
 /// The gateway's shape: a request's instance is prepared, runs `on-request`, waits while
 /// `in_flight - 1` other requests start (its upstream call), runs `on-response` with the
-/// upstream's headers, and is dropped. One sample is one request's two phases and drop.
+/// upstream's headers, and is dropped. One sample is one request's two phases and drop. A
+/// request-filter's instance is dropped after `on-request` (it has no response phase).
 async fn measure_in_flight(
     runtime: &PluginRuntime,
     args: &Args,
@@ -246,6 +247,17 @@ async fn measure_in_flight(
         instance.on_request(req).await?;
         allocs[0] += a1 - a0;
         allocs[1] += count() - a1;
+        if !instance.has_response_phase() {
+            // A request-filter's instance ends before the upstream call, as in the gateway.
+            let a2 = count();
+            fuel += instance.fuel_consumed();
+            drop(instance);
+            allocs[3] += count() - a2;
+            if i >= 1000 {
+                samples.push(start.elapsed());
+            }
+            continue;
+        }
         waiting.push_back((instance, start.elapsed()));
     }
     let n = (args.iterations + 1000) as u64;
