@@ -128,7 +128,7 @@ impl Metrics {
             config_store_up: gauge(&r, "wharf_config_store_up", "1 when the last poll of the config store succeeded, 0 while serving the last good config"),
             config_propagation: histogram_vec(&r, "wharf_config_propagation_seconds", "Delay between a change being committed to the store and this node applying it", &[], &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]).with_label_values(&[] as &[&str]),
             plugin_invocations_total: counter_vec(&r, "wharf_plugin_invocations_total", "Plugin phase calls, by tenant, plugin, phase and outcome (ok or the error kind)", &["tenant", "plugin", "phase", "outcome"]),
-            plugin_duration: histogram_vec(&r, "wharf_plugin_duration_seconds", "Wall time of one plugin phase call, instantiation included for on_request", &["tenant", "phase"], LATENCY_BUCKETS),
+            plugin_duration: histogram_vec(&r, "wharf_plugin_duration_seconds", "Wall time of one plugin phase call, instantiation included for on_request (and, for a request-filter, its teardown)", &["tenant", "phase"], LATENCY_BUCKETS),
             plugin_fuel_consumed: histogram_vec(&r, "wharf_plugin_fuel_consumed", "Fuel one plugin instance used for its whole request", &["tenant"], FUEL_BUCKETS),
             plugin_instantiations_total: counter_vec(&r, "wharf_plugin_instantiations_total", "Plugin instances created (one per plugin per request)", &["tenant"]),
             plugin_logs_total: counter_vec(&r, "wharf_plugin_logs_total", "Plugin log lines, emitted or dropped by the per-request quota", &["tenant", "outcome"]),

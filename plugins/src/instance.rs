@@ -17,13 +17,18 @@ use crate::bindings::response_body::ResponseBodyPlugin;
 use crate::bindings::types::{Request, RequestAction, RequestHead, Response, ResponseAction};
 use crate::cache::{CompiledPlugin, Exports};
 use crate::error::{Failure, PluginError};
+use crate::instance_end::Ended;
 use crate::output;
 use crate::state::PluginState;
 use wharf_tenancy::PluginQuotas;
 
 pub struct PluginInstance {
-    /// `None` while a call runs on the plugin threads, or after a call was lost with its task.
+    /// `None` while a call runs on the plugin threads, after a call was lost with its task, or
+    /// once its last call ended it (`ended`).
     live: Option<Box<Live>>,
+    /// What the instance left when its last call ended it.
+    ended: Option<Ended>,
+    compiled: Arc<CompiledPlugin>,
     plugin: Arc<str>,
     quotas: PluginQuotas,
     /// Own time the request's calls may still use.
@@ -100,9 +105,11 @@ impl PluginInstance {
         PluginInstance {
             live: Some(Box::new(Live {
                 store,
-                compiled,
+                compiled: compiled.clone(),
                 bindings: None,
             })),
+            ended: None,
+            compiled,
             plugin,
             quotas,
             remaining: Duration::from_millis(quotas.deadline_ms),
@@ -120,9 +127,7 @@ impl PluginInstance {
 
     /// Whether it reads the response body (`response-body-plugin`).
     pub fn reads_response_body(&self) -> bool {
-        self.live
-            .as_ref()
-            .is_some_and(|l| l.compiled.exports.reads_response_body())
+        self.compiled.exports.reads_response_body()
     }
 
     /// The whole response body, for a `response-body-plugin`: `Some` replaces it (at most the
@@ -152,22 +157,26 @@ impl PluginInstance {
     /// Whether it has a response phase (a classic plugin); a filter's instance can end as soon
     /// as its request phase returns.
     pub fn has_response_phase(&self) -> bool {
-        self.live
-            .as_ref()
-            .is_some_and(|l| l.compiled.exports.has_response_phase())
+        self.compiled.exports.has_response_phase()
     }
 
     /// The body `on-request` set with `set-request-body`, if it did (taken: asked once).
     pub fn take_request_body(&mut self) -> Option<Vec<u8>> {
-        let live = self.live.as_mut()?;
-        live.store.data_mut().caps.body.replaced.take()
+        match (&mut self.live, &mut self.ended) {
+            (Some(live), _) => live.store.data_mut().caps.body.replaced.take(),
+            (None, Some(ended)) => ended.request_body.take(),
+            (None, None) => None,
+        }
     }
 
     /// The response edits a `request-filter` declared (`response-edits`), checked already
     /// (taken: asked once), with the plugin's name to carry them under.
     pub fn take_declared_response(&mut self) -> Option<(Arc<str>, ResponseAction)> {
-        let live = self.live.as_mut()?;
-        let action = live.store.data_mut().caps.response_edits.take()?;
+        let action = match (&mut self.live, &mut self.ended) {
+            (Some(live), _) => live.store.data_mut().caps.response_edits.take(),
+            (None, Some(ended)) => ended.declared.take(),
+            (None, None) => None,
+        }?;
         Some((self.plugin.clone(), action))
     }
 
@@ -215,7 +224,8 @@ impl PluginInstance {
         headers: http::HeaderMap,
     ) -> Result<RequestAction, PluginError> {
         let started = Instant::now();
-        let result = match self.call(Op::Filter(head, headers)).await {
+        // A filter's only call: the instance ends with it.
+        let result = match self.call_then_end(Op::Filter(head, headers), true).await {
             Ok(Done::Request(action)) => self.checked(action, output::check_request_action),
             Ok(_) => Err(self.trap("the call returned the wrong phase's result".into())),
             Err(e) => Err(e),
@@ -238,12 +248,22 @@ impl PluginInstance {
     /// Runs one call on the plugin threads. After a failure, or with no own time left, the
     /// instance is done.
     async fn call(&mut self, op: Op) -> Result<Done, PluginError> {
+        self.call_then_end(op, false).await
+    }
+
+    /// [`Self::call`]; with `last`, the instance ends with the call, dropped on the thread the
+    /// call finished on (`instance_end`), leaving what the gateway still asks of it.
+    async fn call_then_end(&mut self, op: Op, last: bool) -> Result<Done, PluginError> {
         if self.failed {
             return Err(self.trap("the instance already failed earlier in this request".into()));
         }
         let Some(live) = self.live.take() else {
             self.failed = true;
-            return Err(self.trap("the instance was lost".into()));
+            let why = match self.ended {
+                Some(_) => "the instance already ended with its last call",
+                None => "the instance was lost",
+            };
+            return Err(self.trap(why.into()));
         };
         if self.remaining.is_zero() {
             self.live = Some(live);
@@ -251,21 +271,27 @@ impl PluginInstance {
             return Err(self.timeout());
         }
         let here = !live.compiled.waits_on_io();
-        let finished = crate::call::start_on(
-            &self.executor,
-            crate::call::run(live, op, self.remaining, self.quotas),
-            here,
-        )
-        .await;
+        let (remaining, quotas) = (self.remaining, self.quotas);
+        let call = async move {
+            let (mut live, result, used) = crate::call::run(live, op, remaining, quotas).await;
+            let waited = live
+                .store
+                .data()
+                .waited_on_io
+                .swap(false, Ordering::Relaxed);
+            live.compiled.note_call(waited);
+            if !last {
+                return (Some(live), None, result, used);
+            }
+            let ended = Ended::take(&mut live.store);
+            drop(live);
+            (None, Some(ended), result, used)
+        };
+        let finished = crate::call::start_on(&self.executor, call, here).await;
         let result = match finished {
-            Ok((live, result, used)) => {
-                let waited = live
-                    .store
-                    .data()
-                    .waited_on_io
-                    .swap(false, Ordering::Relaxed);
-                live.compiled.note_call(waited);
-                self.live = Some(live);
+            Ok((live, ended, result, used)) => {
+                self.live = live;
+                self.ended = ended;
                 self.remaining = self.remaining.saturating_sub(used);
                 result.map_err(|f| self.failed_with(f))
             }
@@ -318,10 +344,11 @@ impl PluginInstance {
 
     /// Fuel used so far by this instance.
     pub fn fuel_consumed(&self) -> u64 {
-        let left = self
-            .live
-            .as_ref()
-            .map_or(0, |l| l.store.get_fuel().unwrap_or(0));
+        let left = match (&self.live, &self.ended) {
+            (Some(l), _) => l.store.get_fuel().unwrap_or(0),
+            (None, Some(ended)) => ended.fuel_left,
+            (None, None) => 0,
+        };
         self.quotas.fuel.saturating_sub(left)
     }
 }

@@ -16,6 +16,7 @@ mod executor;
 pub mod fair;
 pub mod footprint;
 pub mod instance;
+mod instance_end;
 pub mod limits;
 pub mod output;
 pub mod proxy_wasm;
