@@ -429,3 +429,50 @@ async fn a_chatty_plugin_writes_no_more_log_lines_than_its_tenants_quota() {
     // Three lines per request, each request anew; the rest dropped and counted.
     assert_eq!((count("emitted"), count("dropped")), (6, 94));
 }
+
+/// A request-filter's instance ends with its only call (dropped where the call finished, its
+/// pool slot back at once); what the gateway asks of it afterwards is still there.
+#[tokio::test]
+async fn a_filter_ends_with_its_call_and_leaves_its_declared_edits_and_fuel() {
+    let (rt, metrics) = runtime_in(None);
+    let compiled = rt.validate(&example_plugin("header-filter")).unwrap();
+    let tenant: Arc<str> = "acme".into();
+    let plugin: Arc<str> = "filter".into();
+    let inv = Invocation {
+        tenant: &tenant,
+        plugin: &plugin,
+        quotas: PluginQuotas::default(),
+        config: config(&[("response-header", "x-served"), ("response-value", "f")]),
+        outbound: Default::default(),
+        request_body: None,
+        capabilities: None,
+    };
+    let mut instance = rt.prepare(inv, &compiled).await.unwrap();
+    let action = instance.on_request(request("/", &[])).await.unwrap();
+    assert_eq!(
+        header_sets(&action),
+        vec![("x-wharf-plugin".to_string(), "add-header".to_string())]
+    );
+    assert!(instance.fuel_consumed() > 0, "the fuel it used is kept");
+    let (name, declared) = instance.take_declared_response().expect("declared edits");
+    assert_eq!(&*name, "filter");
+    let set: Vec<_> = declared
+        .headers
+        .iter()
+        .filter_map(|op| match op {
+            HeaderOp::Set(h) => Some((h.name.as_str(), h.value.as_slice())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(set, vec![("x-served", b"f".as_slice())]);
+    assert!(instance.take_declared_response().is_none(), "taken once");
+    let again = instance.on_request(request("/", &[])).await.unwrap_err();
+    assert!(again.to_string().contains("already ended"), "{again}");
+    drop(instance);
+    assert_eq!(metrics.plugin_instances_in_use.get(), 0);
+    let fuel = metrics
+        .plugin_fuel_consumed
+        .with_label_values(&["acme"])
+        .get_sample_sum();
+    assert!(fuel > 0.0, "the instance's fuel is counted: {fuel}");
+}
