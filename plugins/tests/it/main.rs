@@ -12,6 +12,7 @@ mod hostile_mysql;
 mod hostile_mysql_limits;
 mod hostile_redis;
 mod hostile_sqlite;
+mod instance_end;
 mod memory_reset;
 mod proxy_wasm_start;
 mod proxy_wasm_tiers;

@@ -1,0 +1,77 @@
+//! A request-filter's instance ends with its only call (`plugins/src/instance_end.rs`): dropped
+//! where the call finished, its pool slot back at once, and what the gateway asks of it
+//! afterwards (declared response edits, fuel) still there.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use wharf_metrics::Metrics;
+use wharf_plugins::test_support::{example_plugin, get_request};
+use wharf_plugins::types::{HeaderOp, RequestAction};
+use wharf_plugins::{Invocation, PluginQuotas, PluginRuntime, RuntimeSettings};
+
+fn runtime() -> (Arc<PluginRuntime>, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new());
+    let rt =
+        PluginRuntime::new(RuntimeSettings::default(), None, metrics.clone()).expect("runtime");
+    (rt, metrics)
+}
+
+/// A request-filter's instance ends with its only call (dropped where the call finished, its
+/// pool slot back at once); what the gateway asks of it afterwards is still there.
+#[tokio::test]
+async fn a_filter_ends_with_its_call_and_leaves_its_declared_edits_and_fuel() {
+    let (rt, metrics) = runtime();
+    let compiled = rt.validate(&example_plugin("header-filter")).unwrap();
+    let tenant: Arc<str> = "acme".into();
+    let plugin: Arc<str> = "filter".into();
+    let inv = Invocation {
+        tenant: &tenant,
+        plugin: &plugin,
+        quotas: PluginQuotas::default(),
+        config: Arc::new(BTreeMap::from([
+            ("response-header".to_string(), "x-served".to_string()),
+            ("response-value".to_string(), "f".to_string()),
+        ])),
+        outbound: Default::default(),
+        request_body: None,
+        capabilities: None,
+    };
+    let mut instance = rt.prepare(inv, &compiled).await.unwrap();
+    let action = instance
+        .on_request(get_request("/", &[], "acme"))
+        .await
+        .unwrap();
+    let RequestAction::Continue(edits) = &action else {
+        panic!("the filter continues: {action:?}");
+    };
+    assert!(
+        matches!(&edits.headers[..], [HeaderOp::Set(h)] if h.name == "x-wharf-plugin" && h.value == b"add-header"),
+        "its request edit: {edits:?}"
+    );
+    assert!(instance.fuel_consumed() > 0, "the fuel it used is kept");
+    let (name, declared) = instance.take_declared_response().expect("declared edits");
+    assert_eq!(&*name, "filter");
+    let set: Vec<_> = declared
+        .headers
+        .iter()
+        .filter_map(|op| match op {
+            HeaderOp::Set(h) => Some((h.name.as_str(), h.value.as_slice())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(set, vec![("x-served", b"f".as_slice())]);
+    assert!(instance.take_declared_response().is_none(), "taken once");
+    let again = instance
+        .on_request(get_request("/", &[], "acme"))
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("already ended"), "{again}");
+    drop(instance);
+    assert_eq!(metrics.plugin_instances_in_use.get(), 0);
+    let fuel = metrics
+        .plugin_fuel_consumed
+        .with_label_values(&["acme"])
+        .get_sample_sum();
+    assert!(fuel > 0.0, "the instance's fuel is counted: {fuel}");
+}
