@@ -58,7 +58,7 @@ impl Capability for Body {
 }
 
 impl Host for PluginState {
-    async fn request_body(&mut self) -> Vec<u8> {
+    fn request_body(&mut self) -> Vec<u8> {
         let b = &self.caps.body;
         match &b.replaced {
             Some(r) => r.clone(),
@@ -66,7 +66,7 @@ impl Host for PluginState {
         }
     }
 
-    async fn set_request_body(&mut self, body: Vec<u8>) -> Result<(), WitError> {
+    fn set_request_body(&mut self, body: Vec<u8>) -> Result<(), WitError> {
         let max = self.caps.body.max_bytes;
         if body.len() as u64 > max {
             let name = PluginQuotas::NAMES.body_max_bytes;

@@ -42,11 +42,11 @@ impl Capability for Config {
 }
 
 impl Host for PluginState {
-    async fn get(&mut self, key: String) -> Option<String> {
+    fn get(&mut self, key: String) -> Option<String> {
         self.caps.config.get(&key).cloned()
     }
 
-    async fn entries(&mut self) -> Vec<(String, String)> {
+    fn entries(&mut self) -> Vec<(String, String)> {
         self.caps
             .config
             .iter()

@@ -51,7 +51,7 @@ pub struct LogBudget {
 }
 
 impl Host for PluginState {
-    async fn log(&mut self, level: Level, message: String) {
+    fn log(&mut self, level: Level, message: String) {
         let level = match level {
             Level::Trace => tracing::Level::TRACE,
             Level::Debug => tracing::Level::DEBUG,

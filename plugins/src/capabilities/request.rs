@@ -43,7 +43,7 @@ impl Capability for Request {
 }
 
 impl Host for PluginState {
-    async fn get(&mut self, name: String) -> Vec<Vec<u8>> {
+    fn get(&mut self, name: String) -> Vec<Vec<u8>> {
         // Names are case-insensitive; a name that is not a legal header name matches nothing.
         match http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
             Ok(n) => self
@@ -57,7 +57,7 @@ impl Host for PluginState {
         }
     }
 
-    async fn entries(&mut self) -> Vec<Header> {
+    fn entries(&mut self) -> Vec<Header> {
         self.caps
             .request
             .iter()

@@ -45,7 +45,7 @@ impl Capability for ResponseEdits {
 }
 
 impl Host for PluginState {
-    async fn declare(&mut self, action: ResponseAction) -> Result<(), WitError> {
+    fn declare(&mut self, action: ResponseAction) -> Result<(), WitError> {
         match crate::output::check_response_action(&action) {
             Ok(()) => {
                 self.caps.response_edits = Some(action);
