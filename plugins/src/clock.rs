@@ -56,13 +56,15 @@ pub(crate) enum Overrun {
 
 /// Runs `call` until it ends, its own time passes the budget (plus a grace), or the instance's
 /// total queueing passes `queue_cap`. Re-arms as waiting extends the wall-clock end.
+///
+/// `call` is pinned by the caller: a future taken by value would be held twice in this one's
+/// state (the argument and its pinned move), and every future around it grows by as much.
 pub(crate) async fn guard<F: Future>(
     slot: &Arc<CpuSlot>,
     clock: CallClock,
     queue_cap: Duration,
-    call: F,
+    mut call: std::pin::Pin<&mut F>,
 ) -> Result<F::Output, Overrun> {
-    tokio::pin!(call);
     // Most calls end in their first poll: they need no timer. (Arming one costs a wake-up of
     // the runtime's driver per call, measurable at a few µs per plugin call.)
     if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
@@ -79,7 +81,7 @@ pub(crate) async fn guard<F: Future>(
         }
         tokio::select! {
             biased;
-            out = &mut call => return Ok(out),
+            out = call.as_mut() => return Ok(out),
             _ = tokio::time::sleep(own_left.min(queue_left)) => {}
         }
     }

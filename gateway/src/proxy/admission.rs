@@ -115,7 +115,9 @@ impl WharfProxy {
     /// Fleet-wide through Redis when so configured and reachable, else this node's limiter.
     async fn admit(&self, tenant: &str, rate: &TenantRate) -> std::result::Result<(), Duration> {
         if rate.scope() == RateScope::Fleet {
-            match self.fleet_limiter.check(tenant, rate).await {
+            // Boxed: the Redis round trip's state (~7 KB) would otherwise be part of every
+            // request's `request_filter` future, which Pingora boxes, fleet limit or not.
+            match Box::pin(self.fleet_limiter.check(tenant, rate)).await {
                 Some(decision) => return decision,
                 None => self
                     .metrics

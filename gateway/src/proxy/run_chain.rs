@@ -94,7 +94,9 @@ impl WharfProxy {
                     Ok(false)
                 }
                 RequestOutcome::Respond(reply) => {
-                    respond::reply(session, reply, ctx).await?;
+                    // Boxed: a reply runs the response phase (~4 KB of state) and is rare;
+                    // the chain's future stays the size of its common path.
+                    Box::pin(respond::reply(session, reply, ctx)).await?;
                     Ok(true)
                 }
                 RequestOutcome::Failed(e) => refuse(session, &GatewayError::Plugin(e), ctx).await,
