@@ -205,7 +205,7 @@ impl PluginInstance {
                 tenant_id: req.tenant_id,
                 route_id: req.route_id,
             };
-            return self.handle_request(head, headers).await;
+            return self.handle_request(head, &headers).await;
         }
         let started = Instant::now();
         let result = match self.call(Op::Request(req)).await {
@@ -217,13 +217,18 @@ impl PluginInstance {
         result
     }
 
-    /// A `request-filter`'s only phase: the head in the call, the headers for it to ask for.
+    /// A `request-filter`'s only phase: the head in the call, the headers for it to ask for
+    /// (copied only for a plugin that can ask: [`CompiledPlugin::reads_headers`]).
     pub async fn handle_request(
         &mut self,
         head: RequestHead,
-        headers: http::HeaderMap,
+        headers: &http::HeaderMap,
     ) -> Result<RequestAction, PluginError> {
         let started = Instant::now();
+        let headers = match self.compiled.reads_headers {
+            true => headers.clone(),
+            false => http::HeaderMap::new(),
+        };
         // A filter's only call: the instance ends with it.
         let result = match self.call_then_end(Op::Filter(head, headers), true).await {
             Ok(Done::Request(action)) => self.checked(action, output::check_request_action),

@@ -234,7 +234,7 @@ async fn run_request(
             tenant_id: cx.tenant.to_string(),
             route_id: cx.route.to_string(),
         };
-        instance.handle_request(head, req.headers.clone()).await?
+        instance.handle_request(head, &req.headers).await?
     };
     Ok((Plugged::Component(instance), RequestStep::Action(action)))
 }

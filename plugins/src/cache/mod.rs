@@ -385,18 +385,24 @@ impl ComponentCache {
         footprint: Footprint,
         tier: Tier,
     ) -> Result<Arc<CompiledPlugin>, RejectError> {
-        let (exports, image, reads_body) = match code {
+        let (exports, image, (reads_body, reads_headers)) = match code {
             Code::Component(component) => {
                 let pre = self
                     .linker
                     .instantiate_pre(&component)
                     .map_err(|e| RejectError::WrongWorld(describe(&e)))?;
                 let exports = Exports::of(&component, pre)?;
-                let reads_body = component
-                    .component_type()
-                    .imports(&self.optimized.engine)
-                    .any(|(name, _)| name.starts_with(crate::capabilities::body::INTERFACE));
-                (exports, component.image_range(), reads_body)
+                let imports = |interface: &str| {
+                    component
+                        .component_type()
+                        .imports(&self.optimized.engine)
+                        .any(|(name, _)| name.starts_with(interface))
+                };
+                let reads = (
+                    imports(crate::capabilities::body::INTERFACE),
+                    imports(crate::capabilities::request::INTERFACE),
+                );
+                (exports, component.image_range(), reads)
             }
             Code::Module(module) => {
                 let linker = match (tier, &self.baseline) {
@@ -405,7 +411,11 @@ impl ComponentCache {
                 };
                 let code = crate::proxy_wasm::ProxyWasmCode::new(linker, &module)
                     .map_err(|e| RejectError::ProxyWasm(describe(&e)))?;
-                (Exports::ProxyWasm(code), module.image_range(), false)
+                (
+                    Exports::ProxyWasm(code),
+                    module.image_range(),
+                    (false, false),
+                )
             }
         };
         Ok(Arc::new(CompiledPlugin {
@@ -414,6 +424,7 @@ impl ComponentCache {
             code_bytes: (image.end as u64).saturating_sub(image.start as u64),
             slots: footprint.slots(),
             reads_body,
+            reads_headers,
             tier,
             superseded: AtomicBool::new(false),
             last_used: AtomicU64::new(self.ticks.fetch_add(1, Ordering::Relaxed)),

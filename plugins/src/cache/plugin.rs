@@ -93,6 +93,9 @@ pub struct CompiledPlugin {
     pub slots: u32,
     /// It imports `wharf:plugin/body`: the proxy reads the request body whole for it.
     pub reads_body: bool,
+    /// It imports `wharf:plugin/request`: a filter's call gets the request's headers to ask
+    /// for. Others cannot ask, so none are handed over (a copy of the map per filter saved).
+    pub reads_headers: bool,
     /// Which compiler made its code.
     pub tier: Tier,
     /// Optimized code replaced this (baseline) code in the cache.

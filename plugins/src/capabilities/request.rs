@@ -2,7 +2,8 @@
 //! A classic plugin (`http-plugin`) gets every header lowered into each call; a filter gets the
 //! head only, and each `get(name)` copies one header's values into the guest. The proxy hands
 //! the headers over as they are (`http::HeaderMap`, reference-counted values) with the call
-//! ([`crate::PluginInstance::handle_request`]).
+//! ([`crate::PluginInstance::handle_request`]), only to a plugin that imports this interface
+//! ([`crate::CompiledPlugin::reads_headers`]): no other can ask for them.
 
 use wasmtime::component::{HasSelf, Linker};
 
@@ -10,6 +11,9 @@ use super::{Capability, HostError, InstanceContext, NodeContext, SettingsError, 
 use crate::bindings::wharf::plugin::request::{add_to_linker, Host};
 use crate::bindings::wharf::plugin::types::Header;
 use crate::state::PluginState;
+
+/// Its name in a component's imports, up to the version.
+pub const INTERFACE: &str = "wharf:plugin/request@";
 
 pub struct Request;
 

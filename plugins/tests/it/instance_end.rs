@@ -17,26 +17,35 @@ fn runtime() -> (Arc<PluginRuntime>, Arc<Metrics>) {
     (rt, metrics)
 }
 
+fn invocation<'a>(
+    (tenant, plugin): (&'a Arc<str>, &'a Arc<str>),
+    config: &[(&str, &str)],
+) -> Invocation<'a> {
+    Invocation {
+        tenant,
+        plugin,
+        quotas: PluginQuotas::default(),
+        config: Arc::new(
+            config
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        outbound: Default::default(),
+        request_body: None,
+        capabilities: None,
+    }
+}
+
 /// A request-filter's instance ends with its only call (dropped where the call finished, its
 /// pool slot back at once); what the gateway asks of it afterwards is still there.
 #[tokio::test]
 async fn a_filter_ends_with_its_call_and_leaves_its_declared_edits_and_fuel() {
     let (rt, metrics) = runtime();
     let compiled = rt.validate(&example_plugin("header-filter")).unwrap();
-    let tenant: Arc<str> = "acme".into();
-    let plugin: Arc<str> = "filter".into();
-    let inv = Invocation {
-        tenant: &tenant,
-        plugin: &plugin,
-        quotas: PluginQuotas::default(),
-        config: Arc::new(BTreeMap::from([
-            ("response-header".to_string(), "x-served".to_string()),
-            ("response-value".to_string(), "f".to_string()),
-        ])),
-        outbound: Default::default(),
-        request_body: None,
-        capabilities: None,
-    };
+    let (tenant, plugin): (Arc<str>, Arc<str>) = ("acme".into(), "filter".into());
+    let config = [("response-header", "x-served"), ("response-value", "f")];
+    let inv = invocation((&tenant, &plugin), &config);
     let mut instance = rt.prepare(inv, &compiled).await.unwrap();
     let action = instance
         .on_request(get_request("/", &[], "acme"))
@@ -74,4 +83,32 @@ async fn a_filter_ends_with_its_call_and_leaves_its_declared_edits_and_fuel() {
         .with_label_values(&["acme"])
         .get_sample_sum();
     assert!(fuel > 0.0, "the instance's fuel is counted: {fuel}");
+}
+
+/// The request's headers go to a filter that imports `wharf:plugin/request` (it asks for the
+/// key), and to no other: `header-filter` cannot ask, so no copy is made for it.
+#[tokio::test]
+async fn only_a_filter_that_imports_the_request_interface_is_handed_the_headers() {
+    let (rt, _) = runtime();
+    assert!(
+        !rt.validate(&example_plugin("header-filter"))
+            .unwrap()
+            .reads_headers
+    );
+    let compiled = rt.validate(&example_plugin("api-key-auth")).unwrap();
+    assert!(compiled.reads_headers);
+    let (tenant, plugin): (Arc<str>, Arc<str>) = ("acme".into(), "auth".into());
+    for (headers, allowed) in [(&[("x-api-key", "k1")][..], true), (&[][..], false)] {
+        let inv = invocation((&tenant, &plugin), &[("keys", "k1,k2")]);
+        let mut instance = rt.prepare(inv, &compiled).await.unwrap();
+        let action = instance
+            .on_request(get_request("/", headers, "acme"))
+            .await
+            .unwrap();
+        match (&action, allowed) {
+            (RequestAction::Continue(_), true) => {}
+            (RequestAction::Respond(r), false) => assert_eq!(r.status, 401),
+            _ => panic!("with {headers:?}: {action:?}"),
+        }
+    }
 }
