@@ -369,6 +369,28 @@ pub fn capabilities(
         .unwrap_or_else(|e| panic!("test capabilities: {e}"))
 }
 
+/// An invocation by `tenant` of its attachment `plugin` with `config`, default quotas, no
+/// outbound hosts, body or backends.
+pub fn invocation<'a>(
+    (tenant, plugin): (&'a std::sync::Arc<str>, &'a std::sync::Arc<str>),
+    config: &[(&str, &str)],
+) -> crate::Invocation<'a> {
+    crate::Invocation {
+        tenant,
+        plugin,
+        quotas: crate::PluginQuotas::default(),
+        config: std::sync::Arc::new(
+            config
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        outbound: Default::default(),
+        request_body: None,
+        capabilities: None,
+    }
+}
+
 /// A GET of `path` from 127.0.0.1 with `headers`, as the gateway hands it to `on-request`.
 pub fn get_request(path: &str, headers: &[(&str, &str)], tenant: &str) -> crate::types::Request {
     crate::types::Request {

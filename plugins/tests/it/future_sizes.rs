@@ -5,13 +5,12 @@
 //! holding the call, `handle_request`'s future was 6 KB and the gateway's `run_chain` 13.5 KB
 //! (docs/benchmarks.md, thirteenth session).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use wharf_metrics::Metrics;
-use wharf_plugins::test_support::{example_plugin, get_request};
+use wharf_plugins::test_support::{example_plugin, get_request, invocation};
 use wharf_plugins::types::RequestHead;
-use wharf_plugins::{Invocation, PluginQuotas, PluginRuntime, RuntimeSettings};
+use wharf_plugins::{PluginRuntime, RuntimeSettings};
 
 /// Room for the phase's own locals and the boxed call's handle, not for the call's state
 /// (debug build: 584 bytes for `handle_request`, 992 for a classic `on_request`; 5,952 before).
@@ -24,15 +23,7 @@ async fn a_plugin_calls_future_holds_a_pointer_to_the_call_not_the_call() {
     let (tenant, plugin): (Arc<str>, Arc<str>) = ("acme".into(), "p".into());
     for name in ["header-filter", "add-header"] {
         let compiled = rt.validate(&example_plugin(name)).unwrap();
-        let inv = Invocation {
-            tenant: &tenant,
-            plugin: &plugin,
-            quotas: PluginQuotas::default(),
-            config: Arc::new(BTreeMap::new()),
-            outbound: Default::default(),
-            request_body: None,
-            capabilities: None,
-        };
+        let inv = invocation((&tenant, &plugin), &[]);
         let mut instance = rt.prepare(inv, &compiled).await.unwrap();
         let size = if compiled.exports.has_response_phase() {
             let call = instance.on_request(get_request("/", &[], "acme"));

@@ -2,39 +2,18 @@
 //! where the call finished, its pool slot back at once, and what the gateway asks of it
 //! afterwards (declared response edits, fuel) still there.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use wharf_metrics::Metrics;
-use wharf_plugins::test_support::{example_plugin, get_request};
+use wharf_plugins::test_support::{example_plugin, get_request, invocation};
 use wharf_plugins::types::{HeaderOp, RequestAction};
-use wharf_plugins::{Invocation, PluginQuotas, PluginRuntime, RuntimeSettings};
+use wharf_plugins::{PluginRuntime, RuntimeSettings};
 
 fn runtime() -> (Arc<PluginRuntime>, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
     let rt =
         PluginRuntime::new(RuntimeSettings::default(), None, metrics.clone()).expect("runtime");
     (rt, metrics)
-}
-
-fn invocation<'a>(
-    (tenant, plugin): (&'a Arc<str>, &'a Arc<str>),
-    config: &[(&str, &str)],
-) -> Invocation<'a> {
-    Invocation {
-        tenant,
-        plugin,
-        quotas: PluginQuotas::default(),
-        config: Arc::new(
-            config
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-        ),
-        outbound: Default::default(),
-        request_body: None,
-        capabilities: None,
-    }
 }
 
 /// A request-filter's instance ends with its only call (dropped where the call finished, its
