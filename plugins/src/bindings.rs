@@ -58,3 +58,14 @@ world_exports!(
     filter,
     "request-filter"
 );
+
+/// `request-filter`'s export as a plain call, for a filter that imports only plain host calls:
+/// it runs on the caller's stack, without a fiber (`fiberless.rs`).
+pub mod filter_plain {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "request-filter",
+        imports: { default: async },
+        with: { "wharf:plugin": crate::bindings::wharf::plugin },
+    });
+}

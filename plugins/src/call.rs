@@ -43,6 +43,7 @@ pub(crate) async fn run<E: Exec>(
     state.limiter.hit = false;
     state.timed_out = false;
     state.queue_exceeded = false;
+    state.ran_long = false;
     // Re-arm the tick: after the upstream call the old deadline has long passed, which would
     // start the call with a needless callback.
     held.store().set_epoch_deadline(1);

@@ -17,6 +17,7 @@ use crate::bindings::response_body::ResponseBodyPlugin;
 use crate::bindings::types::{Request, RequestAction, RequestHead, Response, ResponseAction};
 use crate::cache::{CompiledPlugin, Exports};
 use crate::error::{Failure, PluginError};
+use crate::fiberless::{self, Attempt};
 use crate::instance_end::Ended;
 use crate::output;
 use crate::state::PluginState;
@@ -284,7 +285,7 @@ impl PluginInstance {
                 .data()
                 .waited_on_io
                 .swap(false, Ordering::Relaxed);
-            live.compiled.note_call(waited);
+            live.compiled.note_call(waited, live.store.data().ran_long);
             if !last {
                 return (Some(live), None, result, used);
             }
@@ -367,6 +368,22 @@ impl crate::call::Exec for Live {
     }
 
     async fn exec(&mut self, op: Op) -> wasmtime::Result<Done> {
+        let op = match op {
+            // A filter's only call: without a fiber when it can (`fiberless.rs`).
+            Op::Filter(head, headers) if self.bindings.is_none() => {
+                self.store.data_mut().caps.request = headers;
+                if let Some(pre) = self.compiled.fiberless() {
+                    match fiberless::attempt(&mut self.store, pre, &head) {
+                        Attempt::Done(action) => return action.map(Done::Request),
+                        Attempt::SliceOver => fiberless::restart(&mut self.store)
+                            .map_err(|e| wasmtime::Error::msg(e.to_string()))?,
+                    }
+                }
+                let headers = std::mem::take(&mut self.store.data_mut().caps.request);
+                Op::Filter(head, headers)
+            }
+            op => op,
+        };
         let bindings = match self.bindings.take() {
             Some(b) => b,
             None => match &self.compiled.exports {

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 mod executor;
 pub mod fair;
+mod fiberless;
 pub mod footprint;
 pub mod instance;
 mod instance_end;
@@ -24,6 +25,7 @@ mod round_robin;
 pub mod runtime;
 pub mod settings;
 pub mod state;
+mod store;
 
 pub use bindings::types;
 pub use cache::{sha256_hex, CompiledPlugin};

@@ -15,13 +15,13 @@ use crate::capabilities::{InstanceContext, InstanceStates, NodeCapabilities, Ten
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::Linker;
-use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime::{Engine, Store};
 use wharf_metrics::Metrics;
 
 use crate::cache::{CompiledPlugin, ComponentCache};
 use crate::clock::CallClock;
 use crate::compiler::Compiler;
-use crate::error::{Failure, PluginError, RejectError};
+use crate::error::{PluginError, RejectError};
 use crate::fair::{CpuSlot, FairScheduler};
 use crate::instance::PluginInstance;
 use crate::limits::StoreLimiter;
@@ -297,39 +297,16 @@ impl PluginRuntime {
             queue_cap,
             timed_out: false,
             queue_exceeded: false,
+            fiberless: false,
+            slice_over: false,
+            ran_long: false,
             caps: instance_states(&inv),
             metrics: self.metrics.clone(),
             tenant_caps: inv.capabilities,
             proxy: None,
             quotas: inv.quotas,
         };
-        let mut store = Store::new(engine, state);
-        store.limiter(|s| &mut s.limiter);
-        store.set_fuel(inv.quotas.fuel).map_err(|e| {
-            PluginError::new(
-                inv.plugin.as_ref(),
-                Failure::Capacity(format!("fuel accounting unavailable: {e}")),
-            )
-        })?;
-        // Every tick: past the plugin's own deadline (or the queueing cap) stop it; otherwise
-        // hand the CPU to the next tenant in line, if any (a one-tick time slice).
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut ctx| {
-            let st = ctx.data_mut();
-            if st.call.expired(&st.cpu) {
-                st.timed_out = true;
-                return Ok(UpdateDeadline::Interrupt);
-            }
-            if st.cpu.queued() >= st.queue_cap {
-                st.queue_exceeded = true;
-                return Ok(UpdateDeadline::Interrupt);
-            }
-            Ok(UpdateDeadline::YieldCustom(
-                1,
-                Box::pin(st.cpu.clone().yield_slice()),
-            ))
-        });
-        store.data().cpu.series().instantiations.inc();
+        let store = crate::store::armed(engine, state)?;
         Ok(store)
     }
 

@@ -33,6 +33,13 @@ pub struct PluginState {
     /// Why the epoch tick interrupted the plugin, for the error it gets.
     pub timed_out: bool,
     pub queue_exceeded: bool,
+    /// The call in progress runs on the caller's stack, without a fiber: it cannot yield, so
+    /// the tick that ends its slice ends the call, to be restarted on a fiber (`fiberless.rs`).
+    pub fiberless: bool,
+    /// A tick ended the slice of a call without a fiber: restart it on one.
+    pub slice_over: bool,
+    /// The call in progress ran past a time slice (yielded it, or restarted on a fiber).
+    pub ran_long: bool,
     /// Each capability's state of this instance (`caps.log`, `caps.config`, …).
     pub caps: InstanceStates,
     pub metrics: Arc<Metrics>,
@@ -43,6 +50,37 @@ pub struct PluginState {
     pub proxy: Option<Box<crate::proxy_wasm::context::HostContext>>,
     /// The tenant's plugin quotas this store runs under.
     pub quotas: wharf_tenancy::PluginQuotas,
+}
+
+impl PluginState {
+    /// The state a restarted call starts from (`fiberless.rs`): the same request, clock and
+    /// capabilities, with nothing the ended attempt did (a declared response edit, a replaced
+    /// body, held log lines) and a fresh memory count for the fresh store.
+    pub(crate) fn for_restart(&self) -> PluginState {
+        let mut caps = self.caps.clone();
+        caps.body.replaced = None;
+        caps.response_edits = None;
+        caps.log.drop_held();
+        PluginState {
+            tenant: self.tenant.clone(),
+            plugin: self.plugin.clone(),
+            limiter: StoreLimiter::new(self.quotas.memory_bytes),
+            cpu: self.cpu.clone(),
+            waited_on_io: Default::default(),
+            call: self.call,
+            queue_cap: self.queue_cap,
+            timed_out: false,
+            queue_exceeded: false,
+            fiberless: false,
+            slice_over: false,
+            ran_long: false,
+            caps,
+            metrics: self.metrics.clone(),
+            tenant_caps: self.tenant_caps.clone(),
+            proxy: None,
+            quotas: self.quotas,
+        }
+    }
 }
 
 /// Waits for a host call's I/O without holding a plugin CPU slot (other tenants' plugins run

@@ -8,6 +8,7 @@ use wasmtime::component::{Component, InstancePre};
 use super::describe;
 use crate::bindings::classic::HttpPluginPre;
 use crate::bindings::filter::RequestFilterPre;
+use crate::bindings::filter_plain::RequestFilterPre as RequestFilterPlainPre;
 use crate::bindings::response_body::ResponseBodyPluginPre;
 use crate::error::RejectError;
 use crate::state::PluginState;
@@ -104,6 +105,21 @@ pub struct CompiledPlugin {
     pub(super) last_used: AtomicU64,
     /// Whether each of its last 8 calls waited on I/O (a bit each, the newest lowest).
     pub(super) io_calls: AtomicU8,
+    /// Its `handle-request` as a plain call, for a filter that imports only plain host calls
+    /// (`fiberless.rs`).
+    pub(crate) plain_filter: Option<RequestFilterPlainPre<PluginState>>,
+    /// Whether each of its last 8 calls ran past a time slice (a bit each, the newest lowest).
+    pub(super) long_calls: AtomicU8,
+}
+
+/// Pushes a call's bit into a history. Nothing is written when the history stays the same (a
+/// plugin whose calls never wait, or always do): every proxy thread calls this for every call,
+/// and a write would bounce the cache line between their cores.
+fn note(history: &AtomicU8, bit: bool) {
+    let _ = history.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+        let next = (h << 1) | u8::from(bit);
+        (next != h).then_some(next)
+    });
 }
 
 impl CompiledPlugin {
@@ -115,16 +131,23 @@ impl CompiledPlugin {
         self.io_calls.load(Ordering::Relaxed).count_ones() >= 5
     }
 
-    /// Records whether a call waited on I/O. Nothing is written when the history stays the
-    /// same (a plugin whose calls never wait, or always do): every proxy thread calls this for
-    /// every call, and a write would bounce the cache line between their cores.
-    pub fn note_call(&self, waited_on_io: bool) {
-        let _ = self
-            .io_calls
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
-                let next = (h << 1) | u8::from(waited_on_io);
-                (next != h).then_some(next)
-            });
+    /// Its plain `handle-request`, when a call may start without a fiber: it imports only
+    /// plain host calls, and fewer than 3 of its last 8 calls ran past a time slice (a call
+    /// without a fiber that does is ended and restarted on one, its work so far lost).
+    pub(crate) fn fiberless(&self) -> Option<&RequestFilterPlainPre<PluginState>> {
+        let long = self.long_calls.load(Ordering::Relaxed).count_ones();
+        self.plain_filter.as_ref().filter(|_| long < 3)
+    }
+
+    /// Whether its next call starts without a fiber ([`Self::fiberless`]).
+    pub fn starts_without_fiber(&self) -> bool {
+        self.fiberless().is_some()
+    }
+
+    /// Records whether a call waited on I/O, and whether it ran past a time slice.
+    pub fn note_call(&self, waited_on_io: bool, long: bool) {
+        note(&self.io_calls, waited_on_io);
+        note(&self.long_calls, long);
     }
 
     /// Whether optimized code has replaced this code: its holders take the cache's current

@@ -19,6 +19,7 @@ pub const INTERFACE: &str = "wharf:plugin/body@";
 pub struct Body;
 
 /// One instance's view of the body.
+#[derive(Clone)]
 pub struct RequestBody {
     body: Bytes,
     max_bytes: u64,

@@ -36,6 +36,7 @@ impl Capability for Log {
         LogBudget {
             remaining: q.lines_per_request,
             line_bytes: q.line_bytes as usize,
+            held: Vec::new(),
         }
     }
 
@@ -45,9 +46,23 @@ impl Capability for Log {
 }
 
 /// What one instance may still write.
+#[derive(Clone)]
 pub struct LogBudget {
     remaining: u32,
     line_bytes: usize,
+    /// Lines a call without a fiber wrote, emitted when it ends: if a tick ends it to restart
+    /// on a fiber, they are dropped, and the restarted call writes them once (`fiberless.rs`).
+    held: Vec<(tracing::Level, String)>,
+}
+
+impl LogBudget {
+    /// The held lines go, and their budget comes back (the call restarts).
+    pub(crate) fn drop_held(&mut self) {
+        self.remaining = self
+            .remaining
+            .saturating_add(u32::try_from(self.held.len()).unwrap_or(u32::MAX));
+        self.held.clear();
+    }
 }
 
 impl Host for PluginState {
@@ -66,9 +81,8 @@ impl Host for PluginState {
 impl PluginState {
     /// One line of the plugin's log, within its budget (every plugin kind logs through here).
     pub fn log_line(&mut self, level: tracing::Level, message: &str) {
-        let tenant = self.tenant.as_ref();
-        let label = self.metrics.tenant(tenant);
         if self.caps.log.remaining == 0 {
+            let label = self.metrics.tenant(&self.tenant);
             self.metrics
                 .plugin_logs_total
                 .with_label_values(&[&label, "dropped"])
@@ -76,15 +90,32 @@ impl PluginState {
             return;
         }
         self.caps.log.remaining -= 1;
-        self.metrics
-            .plugin_logs_total
-            .with_label_values(&[&label, "emitted"])
-            .inc();
         let mut end = message.len().min(self.caps.log.line_bytes);
         while !message.is_char_boundary(end) {
             end -= 1;
         }
         let msg = &message[..end];
+        if self.fiberless {
+            self.caps.log.held.push((level, msg.to_string()));
+            return;
+        }
+        self.emit_line(level, msg);
+    }
+
+    /// The lines a call without a fiber held, now that it ended.
+    pub(crate) fn emit_held_lines(&mut self) {
+        for (level, msg) in std::mem::take(&mut self.caps.log.held) {
+            self.emit_line(level, &msg);
+        }
+    }
+
+    fn emit_line(&self, level: tracing::Level, msg: &str) {
+        let tenant = self.tenant.as_ref();
+        let label = self.metrics.tenant(tenant);
+        self.metrics
+            .plugin_logs_total
+            .with_label_values(&[&label, "emitted"])
+            .inc();
         let plugin = self.plugin.as_ref();
         match level {
             tracing::Level::TRACE => {

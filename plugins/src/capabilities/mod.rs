@@ -60,7 +60,7 @@ pub trait Capability: Send + Sync + Sized + 'static {
     /// A tenant's state on this node (pools, rates), built on first use.
     type TenantState: Send + Sync + 'static;
     /// One plugin instance's state, built with every instance: keep it cheap.
-    type InstanceState: Send + 'static;
+    type InstanceState: Clone + Send + 'static;
 
     fn new(settings: Self::Settings, node: &NodeContext) -> Result<Self, SettingsError>;
 

@@ -27,7 +27,9 @@ macro_rules! registry {
             $(pub $field: $cap,)+
         }
 
-        /// Every capability's per-instance state, in the instance's store.
+        /// Every capability's per-instance state, in the instance's store (cloned only for a
+        /// call restarted on a fiber: `fiberless.rs`).
+        #[derive(Clone)]
         pub struct InstanceStates {
             $(pub $field: <$cap as Capability>::InstanceState,)+
         }

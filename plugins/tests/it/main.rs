@@ -7,6 +7,7 @@ mod backends;
 mod backends_sql;
 mod compiled_cache;
 mod fairness;
+mod fiberless;
 mod future_sizes;
 mod hostile_backends;
 mod hostile_mysql;

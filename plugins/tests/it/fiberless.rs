@@ -1,0 +1,188 @@
+//! A request-filter that imports only plain host calls runs without a fiber (`fiberless.rs`),
+//! and a call of it that runs past its time slice is ended and restarted on a fiber: the same
+//! answer, its log lines written once, its deadline still whole across both attempts, and a
+//! plugin that keeps running long starts on a fiber from then on.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use wharf_metrics::Metrics;
+use wharf_plugins::test_support::{binary, example_plugin};
+use wharf_plugins::types::{RequestAction, RequestHead};
+use wharf_plugins::{
+    CompiledPlugin, Invocation, PluginError, PluginQuotas, PluginRuntime, RuntimeSettings,
+};
+
+/// A `request-filter` that writes one log line, counts to `spins` and continues.
+fn spin_filter(spins: u32) -> Vec<u8> {
+    binary(&format!(
+        r#"(component
+  (type $types-ty (instance
+    (type (;0;) (record (field "method" string) (field "path" string) (field "client-addr" string) (field "tenant-id" string) (field "route-id" string)))
+    (export (;1;) "request-head" (type (eq 0)))
+    (type (;2;) (list u8))
+    (type (;3;) (record (field "name" string) (field "value" 2)))
+    (export (;4;) "header" (type (eq 3)))
+    (type (;5;) (variant (case "set" 4) (case "append" 4) (case "remove" string)))
+    (export (;6;) "header-op" (type (eq 5)))
+    (type (;7;) (list 6))
+    (type (;8;) (option string))
+    (type (;9;) (record (field "headers" 7) (field "path" 8)))
+    (export (;10;) "request-edits" (type (eq 9)))
+    (type (;11;) (list 4))
+    (type (;12;) (record (field "status" u16) (field "headers" 11) (field "body" 2)))
+    (export (;13;) "reply" (type (eq 12)))
+    (type (;14;) (variant (case "continue" 10) (case "respond" 13)))
+    (export (;15;) "request-action" (type (eq 14)))))
+  (import "wharf:plugin/types@0.1.0" (instance $types (type $types-ty)))
+  (alias export $types "request-head" (type $request-head))
+  (import "request-head" (type $head (eq $request-head)))
+  (alias export $types "request-action" (type $request-action))
+  (import "request-action" (type $action (eq $request-action)))
+  (type $log-ty (instance
+    (type (;0;) (enum "trace" "debug" "info" "warn" "error"))
+    (export (;1;) "level" (type (eq 0)))
+    (type (;2;) (func (param "level" 1) (param "message" string)))
+    (export (;0;) "log" (func (type 2)))))
+  (import "wharf:plugin/log@0.1.0" (instance $log (type $log-ty)))
+  (alias export $log "log" (func $log-f))
+  (core module $mem
+    (memory (export "memory") 1)
+    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (i32.const 16384)))
+  (core instance $memi (instantiate $mem))
+  (alias core export $memi "memory" (core memory $memory))
+  (alias core export $memi "cabi_realloc" (core func $cabi_realloc))
+  (core func $log-lowered (canon lower (func $log-f) (memory $memory) string-encoding=utf8))
+  (core instance $host (export "log" (func $log-lowered)))
+  (core module $m
+    (import "env" "memory" (memory 1))
+    (import "host" "log" (func $log (param i32 i32 i32)))
+    (func (export "handle-request") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+      (local $i i32)
+      (i32.store8 (i32.const 8192) (i32.const 120))
+      (call $log (i32.const 2) (i32.const 8192) (i32.const 1))
+      (block $done (loop $again
+        (br_if $done (i32.ge_u (local.get $i) (i32.const {spins})))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $again)))
+      (i32.const 0)))
+  (core instance $main (instantiate $m (with "env" (instance $memi)) (with "host" (instance $host))))
+  (type $handle-ty (func (param "req" $head) (result $action)))
+  (alias core export $main "handle-request" (core func $handle-core))
+  (func $handle (type $handle-ty) (canon lift (core func $handle-core) (memory $memory) (realloc $cabi_realloc) string-encoding=utf8))
+  (export "handle-request" (func $handle)))"#,
+        spins = spins as i32
+    ))
+}
+
+fn runtime() -> (Arc<PluginRuntime>, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new());
+    let settings = RuntimeSettings {
+        max_instances: 16,
+        threads: 1,
+        ..RuntimeSettings::default()
+    };
+    let rt = PluginRuntime::new(settings, None, metrics.clone()).expect("runtime");
+    (rt, metrics)
+}
+
+fn quotas(deadline_ms: u64) -> PluginQuotas {
+    PluginQuotas {
+        fuel: u64::MAX / 4,
+        deadline_ms,
+        ..PluginQuotas::default()
+    }
+}
+
+async fn call(
+    rt: &PluginRuntime,
+    compiled: &Arc<CompiledPlugin>,
+    quotas: PluginQuotas,
+) -> Result<RequestAction, PluginError> {
+    let (tenant, plugin): (Arc<str>, Arc<str>) = ("t".into(), "spin".into());
+    let inv = Invocation {
+        tenant: &tenant,
+        plugin: &plugin,
+        quotas,
+        config: Arc::new(BTreeMap::new()),
+        outbound: Default::default(),
+        request_body: None,
+        capabilities: None,
+    };
+    let head = RequestHead {
+        method: "GET".into(),
+        path: "/".into(),
+        client_addr: "127.0.0.1".into(),
+        tenant_id: "t".into(),
+        route_id: "r".into(),
+    };
+    let mut instance = rt.prepare(inv, compiled).await?;
+    instance.handle_request(head, &http::HeaderMap::new()).await
+}
+
+fn log_lines(metrics: &Metrics, outcome: &str) -> u64 {
+    let wanted = format!("wharf_plugin_logs_total{{outcome=\"{outcome}\",tenant=\"t\"}}");
+    metrics
+        .render()
+        .lines()
+        .find(|l| l.starts_with(&wanted))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_call_past_its_slice_restarts_on_a_fiber_with_the_same_answer_and_one_log_line() {
+    let (rt, metrics) = runtime();
+    // ~100 ms of counting: far past one 100 µs slice, so every call is ended and restarted.
+    let long = rt.validate(&spin_filter(100_000_000)).unwrap();
+    assert!(long.starts_without_fiber(), "a filter of plain host calls");
+    for n in 1..=3 {
+        let action = call(&rt, &long, quotas(5_000))
+            .await
+            .expect("the call ends");
+        assert!(matches!(action, RequestAction::Continue(_)), "{action:?}");
+        // The ended attempt's line was held and dropped: the restarted call's is the only one.
+        assert_eq!(log_lines(&metrics, "emitted"), n);
+    }
+    assert_eq!(log_lines(&metrics, "dropped"), 0);
+    assert!(
+        !long.starts_without_fiber(),
+        "3 of its last 8 calls ran long: it starts on a fiber"
+    );
+    // A quick filter stays without a fiber, call after call.
+    let quick = rt.validate(&spin_filter(10)).unwrap();
+    for n in 1..=3 {
+        call(&rt, &quick, quotas(5_000)).await.expect("quick call");
+        assert_eq!(log_lines(&metrics, "emitted"), 3 + n);
+    }
+    assert!(quick.starts_without_fiber());
+}
+
+#[tokio::test]
+async fn a_spinning_filter_is_restarted_and_still_stopped_at_its_deadline() {
+    let (rt, metrics) = runtime();
+    let spin = rt.validate(&spin_filter(u32::MAX)).unwrap();
+    let err = call(&rt, &spin, quotas(60))
+        .await
+        .expect_err("spins past 60 ms");
+    assert_eq!(err.code(), "plugin_timeout", "{err}");
+    assert_eq!(metrics.plugin_instances_in_use.get(), 0);
+}
+
+#[test]
+fn only_filters_of_plain_host_calls_start_without_a_fiber() {
+    let (rt, _) = runtime();
+    let plain = |name: &str| {
+        rt.validate(&example_plugin(name))
+            .unwrap()
+            .starts_without_fiber()
+    };
+    // `config` and `response-edits`; `request` too.
+    assert!(plain("header-filter"));
+    assert!(plain("api-key-auth"));
+    // Redis host calls wait on I/O: a fiber.
+    assert!(!plain("redis-rate-limit"));
+    // An `http-plugin` (two phases) runs on a fiber as before.
+    assert!(!plain("add-header"));
+}
