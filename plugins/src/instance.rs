@@ -11,14 +11,11 @@ use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::Store;
 use wharf_metrics::{Metrics, PluginSeries};
 
-use crate::bindings::classic::HttpPlugin;
-use crate::bindings::filter::RequestFilter;
-use crate::bindings::response_body::ResponseBodyPlugin;
 use crate::bindings::types::{Request, RequestAction, RequestHead, Response, ResponseAction};
-use crate::cache::{CompiledPlugin, Exports};
+use crate::cache::CompiledPlugin;
 use crate::error::{Failure, PluginError};
-use crate::fiberless::{self, Attempt};
 use crate::instance_end::Ended;
+use crate::live::{Done, Live, Op};
 use crate::output;
 use crate::state::PluginState;
 use wharf_tenancy::PluginQuotas;
@@ -41,37 +38,6 @@ pub struct PluginInstance {
     /// Pool slots (global, tenant) held for as long as the instance lives.
     _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     failed: bool,
-}
-
-/// What travels to the plugin threads.
-struct Live {
-    store: Store<PluginState>,
-    compiled: Arc<CompiledPlugin>,
-    /// Set by the first call (instantiation runs the component's start function).
-    bindings: Option<Bindings>,
-}
-
-/// The instance's exports, by its world.
-enum Bindings {
-    Classic(HttpPlugin),
-    ResponseBody(ResponseBodyPlugin),
-    Filter(RequestFilter),
-}
-
-enum Op {
-    Start,
-    Request(Request),
-    /// A filter's request: its head, and the headers its `request` imports read from.
-    Filter(RequestHead, http::HeaderMap),
-    Response(Response),
-    ResponseBody(Vec<u8>),
-}
-
-enum Done {
-    Started,
-    Request(RequestAction),
-    Response(ResponseAction),
-    ResponseBody(Option<Vec<u8>>),
 }
 
 #[derive(Clone, Copy)]
@@ -356,75 +322,6 @@ impl PluginInstance {
             (None, None) => 0,
         };
         self.quotas.fuel.saturating_sub(left)
-    }
-}
-
-impl crate::call::Exec for Live {
-    type Op = Op;
-    type Done = Done;
-
-    fn store(&mut self) -> &mut Store<PluginState> {
-        &mut self.store
-    }
-
-    async fn exec(&mut self, op: Op) -> wasmtime::Result<Done> {
-        let op = match op {
-            // A filter's only call: without a fiber when it can (`fiberless.rs`).
-            Op::Filter(head, headers) if self.bindings.is_none() => {
-                self.store.data_mut().caps.request = headers;
-                if let Some(pre) = self.compiled.fiberless() {
-                    match fiberless::attempt(&mut self.store, pre, &head) {
-                        Attempt::Done(action) => return action.map(Done::Request),
-                        Attempt::SliceOver => fiberless::restart(&mut self.store)
-                            .map_err(|e| wasmtime::Error::msg(e.to_string()))?,
-                    }
-                }
-                let headers = std::mem::take(&mut self.store.data_mut().caps.request);
-                Op::Filter(head, headers)
-            }
-            op => op,
-        };
-        let bindings = match self.bindings.take() {
-            Some(b) => b,
-            None => match &self.compiled.exports {
-                Exports::Classic(pre) => {
-                    Bindings::Classic(pre.instantiate_async(&mut self.store).await?)
-                }
-                Exports::ResponseBody(pre) => {
-                    Bindings::ResponseBody(pre.instantiate_async(&mut self.store).await?)
-                }
-                Exports::RequestFilter(pre) => {
-                    Bindings::Filter(pre.instantiate_async(&mut self.store).await?)
-                }
-                Exports::ProxyWasm(_) => {
-                    wasmtime::bail!("a proxy-wasm module runs in a VM, not as an instance")
-                }
-            },
-        };
-        let bindings = self.bindings.insert(bindings);
-        Ok(match (op, bindings) {
-            (Op::Start, _) => Done::Started,
-            (Op::Request(req), Bindings::Classic(b)) => {
-                Done::Request(b.call_on_request(&mut self.store, &req).await?)
-            }
-            (Op::Filter(head, headers), Bindings::Filter(b)) => {
-                self.store.data_mut().caps.request = headers;
-                Done::Request(b.call_handle_request(&mut self.store, &head).await?)
-            }
-            (Op::Response(resp), Bindings::Classic(b)) => {
-                Done::Response(b.call_on_response(&mut self.store, &resp).await?)
-            }
-            (Op::Request(req), Bindings::ResponseBody(b)) => {
-                Done::Request(b.call_on_request(&mut self.store, &req).await?)
-            }
-            (Op::Response(resp), Bindings::ResponseBody(b)) => {
-                Done::Response(b.call_on_response(&mut self.store, &resp).await?)
-            }
-            (Op::ResponseBody(body), Bindings::ResponseBody(b)) => {
-                Done::ResponseBody(b.call_on_response_body(&mut self.store, &body).await?)
-            }
-            _ => wasmtime::bail!("the plugin's world has no such phase"),
-        })
     }
 }
 

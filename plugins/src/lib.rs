@@ -19,6 +19,7 @@ pub mod footprint;
 pub mod instance;
 mod instance_end;
 pub mod limits;
+mod live;
 pub mod output;
 pub mod proxy_wasm;
 mod round_robin;
