@@ -16,6 +16,22 @@ use wharf_plugins::{
 
 /// A `request-filter` that writes one log line, counts to `spins` and continues.
 fn spin_filter(spins: u32) -> Vec<u8> {
+    let spins = spins as i32;
+    filter(
+        &format!(
+            "(local $i i32)
+      (block $done (loop $again
+        (br_if $done (i32.ge_u (local.get $i) (i32.const {spins})))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $again)))"
+        ),
+        "",
+    )
+}
+
+/// A `request-filter` that writes one log line, runs `body` (WAT instructions; `extra` adds
+/// functions) and continues.
+fn filter(body: &str, extra: &str) -> Vec<u8> {
     binary(&format!(
         r#"(component
   (type $types-ty (instance
@@ -58,21 +74,17 @@ fn spin_filter(spins: u32) -> Vec<u8> {
   (core module $m
     (import "env" "memory" (memory 1))
     (import "host" "log" (func $log (param i32 i32 i32)))
+    {extra}
     (func (export "handle-request") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
-      (local $i i32)
+      {body}
       (i32.store8 (i32.const 8192) (i32.const 120))
       (call $log (i32.const 2) (i32.const 8192) (i32.const 1))
-      (block $done (loop $again
-        (br_if $done (i32.ge_u (local.get $i) (i32.const {spins})))
-        (local.set $i (i32.add (local.get $i) (i32.const 1)))
-        (br $again)))
       (i32.const 0)))
   (core instance $main (instantiate $m (with "env" (instance $memi)) (with "host" (instance $host))))
   (type $handle-ty (func (param "req" $head) (result $action)))
   (alias core export $main "handle-request" (core func $handle-core))
   (func $handle (type $handle-ty) (canon lift (core func $handle-core) (memory $memory) (realloc $cabi_realloc) string-encoding=utf8))
-  (export "handle-request" (func $handle)))"#,
-        spins = spins as i32
+  (export "handle-request" (func $handle)))"#
     ))
 }
 
@@ -168,6 +180,28 @@ async fn a_spinning_filter_is_restarted_and_still_stopped_at_its_deadline() {
         .expect_err("spins past 60 ms");
     assert_eq!(err.code(), "plugin_timeout", "{err}");
     assert_eq!(metrics.plugin_instances_in_use.get(), 0);
+}
+
+#[tokio::test]
+async fn a_recursing_filter_meets_its_stack_limit_on_the_callers_stack() {
+    let (rt, _) = runtime();
+    let rec = rt
+        .validate(&filter(
+            "(drop (call $rec (i32.const 0)))",
+            "(func $rec (param i32) (result i32) (i32.add (call $rec (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))",
+        ))
+        .unwrap();
+    assert!(rec.starts_without_fiber());
+    for _ in 0..3 {
+        let err = call(&rt, &rec, quotas(1_000)).await.expect_err("overflows");
+        assert_eq!(err.code(), "plugin_trap", "{err}");
+        assert!(err.to_string().contains("call stack exhausted"), "{err}");
+    }
+    // The thread that ran it is fine: the next filter runs.
+    let quick = rt.validate(&spin_filter(10)).unwrap();
+    call(&rt, &quick, quotas(1_000))
+        .await
+        .expect("a filter after the overflow");
 }
 
 #[test]
