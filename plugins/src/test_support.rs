@@ -289,13 +289,12 @@ pub fn huge_headers() -> Vec<u8> {
     wat_plugin(body, "", 18)
 }
 
-/// Writes `lines` one-byte log lines at `info` in `on-request`, then continues: a chatty (or
-/// hostile) plugin against its tenant's log quota.
-pub fn log_flood(lines: u32) -> Vec<u8> {
-    binary(&format!(
-        r#"(component
-  {TYPES}
-  (type $log-ty (instance
+/// The `log` import and a memory module with `cabi_realloc` (instance `$memi`, memory
+/// `$memory`), with `log` lowered into core instance `$host`: what a WAT component that logs
+/// puts before its own core module (which imports `env` `memory` and `host` `log`).
+pub fn log_host() -> String {
+    format!(
+        r#"(type $log-ty (instance
     (type (;0;) (enum "trace" "debug" "info" "warn" "error"))
     (export (;1;) "level" (type (eq 0)))
     (type (;2;) (func (param "level" 1) (param "message" string)))
@@ -311,7 +310,18 @@ pub fn log_flood(lines: u32) -> Vec<u8> {
   (alias core export $memi "memory" (core memory $memory))
   (alias core export $memi "cabi_realloc" (core func $cabi_realloc))
   (core func $log-lowered (canon lower (func $log-f) (memory $memory) string-encoding=utf8))
-  (core instance $host (export "log" (func $log-lowered)))
+  (core instance $host (export "log" (func $log-lowered)))"#
+    )
+}
+
+/// Writes `lines` one-byte log lines at `info` in `on-request`, then continues: a chatty (or
+/// hostile) plugin against its tenant's log quota.
+pub fn log_flood(lines: u32) -> Vec<u8> {
+    let log_host = log_host();
+    binary(&format!(
+        r#"(component
+  {TYPES}
+  {log_host}
   (core module $m
     (import "env" "memory" (memory 1))
     (import "host" "log" (func $log (param i32 i32 i32)))

@@ -3,7 +3,6 @@
 //! tenant's plugins; waiting is never charged to a deadline; compiles are one per tenant.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,13 +50,8 @@ async fn call(
 ) -> Result<(), PluginError> {
     let (tenant, plugin): (Arc<str>, Arc<str>) = (tenant.into(), "p".into());
     let inv = Invocation {
-        tenant: &tenant,
-        plugin: &plugin,
         quotas,
-        config: Arc::new(BTreeMap::new()),
-        outbound: Default::default(),
-        request_body: None,
-        capabilities: None,
+        ..invocation((&tenant, &plugin), &[])
     };
     let mut instance = rt.prepare(inv, compiled).await?;
     instance.on_request(request()).await.map(|_| ())

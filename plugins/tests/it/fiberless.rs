@@ -4,11 +4,10 @@
 //! plugin that keeps running long starts on a fiber from then on.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use wharf_metrics::Metrics;
-use wharf_plugins::test_support::{binary, example_plugin};
+use wharf_plugins::test_support::{binary, example_plugin, invocation, log_host};
 use wharf_plugins::types::{RequestAction, RequestHead};
 use wharf_plugins::{
     CompiledPlugin, Invocation, PluginError, PluginQuotas, PluginRuntime, RuntimeSettings,
@@ -32,6 +31,7 @@ fn spin_filter(spins: u32) -> Vec<u8> {
 /// A `request-filter` that writes one log line, runs `body` (WAT instructions; `extra` adds
 /// functions) and continues.
 fn filter(body: &str, extra: &str) -> Vec<u8> {
+    let log_host = log_host();
     binary(&format!(
         r#"(component
   (type $types-ty (instance
@@ -56,21 +56,7 @@ fn filter(body: &str, extra: &str) -> Vec<u8> {
   (import "request-head" (type $head (eq $request-head)))
   (alias export $types "request-action" (type $request-action))
   (import "request-action" (type $action (eq $request-action)))
-  (type $log-ty (instance
-    (type (;0;) (enum "trace" "debug" "info" "warn" "error"))
-    (export (;1;) "level" (type (eq 0)))
-    (type (;2;) (func (param "level" 1) (param "message" string)))
-    (export (;0;) "log" (func (type 2)))))
-  (import "wharf:plugin/log@0.1.0" (instance $log (type $log-ty)))
-  (alias export $log "log" (func $log-f))
-  (core module $mem
-    (memory (export "memory") 1)
-    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (i32.const 16384)))
-  (core instance $memi (instantiate $mem))
-  (alias core export $memi "memory" (core memory $memory))
-  (alias core export $memi "cabi_realloc" (core func $cabi_realloc))
-  (core func $log-lowered (canon lower (func $log-f) (memory $memory) string-encoding=utf8))
-  (core instance $host (export "log" (func $log-lowered)))
+  {log_host}
   (core module $m
     (import "env" "memory" (memory 1))
     (import "host" "log" (func $log (param i32 i32 i32)))
@@ -114,13 +100,8 @@ async fn call(
 ) -> Result<RequestAction, PluginError> {
     let (tenant, plugin): (Arc<str>, Arc<str>) = ("t".into(), "spin".into());
     let inv = Invocation {
-        tenant: &tenant,
-        plugin: &plugin,
         quotas,
-        config: Arc::new(BTreeMap::new()),
-        outbound: Default::default(),
-        request_body: None,
-        capabilities: None,
+        ..invocation((&tenant, &plugin), &[])
     };
     let head = RequestHead {
         method: "GET".into(),
