@@ -60,8 +60,14 @@ impl crate::call::Exec for Live {
                 if let Some(pre) = self.compiled.fiberless() {
                     match fiberless::attempt(&mut self.store, pre, &head) {
                         Attempt::Done(action) => return action.map(Done::Request),
-                        Attempt::SliceOver => fiberless::restart(&mut self.store)
-                            .map_err(|e| wasmtime::Error::msg(e.to_string()))?,
+                        Attempt::SliceOver => {
+                            fiberless::restart(&mut self.store)
+                                .map_err(|e| wasmtime::Error::msg(e.to_string()))?;
+                            // What the tick would have done to a call on a fiber: the next
+                            // tenant in line runs first, and the rest of the call goes to the
+                            // plugin threads (`call::start_on`).
+                            self.store.data().cpu.clone().yield_slice().await;
+                        }
                     }
                 }
                 let headers = std::mem::take(&mut self.store.data_mut().caps.request);
