@@ -54,10 +54,11 @@ impl crate::call::Exec for Live {
 
     async fn exec(&mut self, op: Op) -> wasmtime::Result<Done> {
         let op = match op {
-            // A filter's only call: without a fiber when it can (`fiberless.rs`).
-            Op::Filter(head, headers) if self.bindings.is_none() => {
+            // A filter's call: its headers go into the store for `request` to read; without a
+            // fiber when it can (`fiberless.rs`).
+            Op::Filter(head, headers) => {
                 self.store.data_mut().caps.request = headers;
-                if let Some(pre) = self.compiled.fiberless() {
+                if let (None, Some(pre)) = (&self.bindings, self.compiled.fiberless()) {
                     match fiberless::attempt(&mut self.store, pre, &head) {
                         Attempt::Done(action) => return action.map(Done::Request),
                         Attempt::SliceOver => {
@@ -70,8 +71,8 @@ impl crate::call::Exec for Live {
                         }
                     }
                 }
-                let headers = std::mem::take(&mut self.store.data_mut().caps.request);
-                Op::Filter(head, headers)
+                // The headers are in the store now.
+                Op::Filter(head, http::HeaderMap::new())
             }
             op => op,
         };
@@ -98,8 +99,7 @@ impl crate::call::Exec for Live {
             (Op::Request(req), Bindings::Classic(b)) => {
                 Done::Request(b.call_on_request(&mut self.store, &req).await?)
             }
-            (Op::Filter(head, headers), Bindings::Filter(b)) => {
-                self.store.data_mut().caps.request = headers;
+            (Op::Filter(head, _), Bindings::Filter(b)) => {
                 Done::Request(b.call_handle_request(&mut self.store, &head).await?)
             }
             (Op::Response(resp), Bindings::Classic(b)) => {
