@@ -37,6 +37,7 @@ impl Capability for Log {
             remaining: q.lines_per_request,
             line_bytes: q.line_bytes as usize,
             held: Vec::new(),
+            held_dropped: 0,
         }
     }
 
@@ -53,6 +54,8 @@ pub struct LogBudget {
     /// Lines a call without a fiber wrote, emitted when it ends: if a tick ends it to restart
     /// on a fiber, they are dropped, and the restarted call writes them once (`fiberless.rs`).
     held: Vec<(tracing::Level, String)>,
+    /// Lines over the budget such a call wrote, counted as dropped when it ends.
+    held_dropped: u32,
 }
 
 impl LogBudget {
@@ -62,6 +65,7 @@ impl LogBudget {
             .remaining
             .saturating_add(u32::try_from(self.held.len()).unwrap_or(u32::MAX));
         self.held.clear();
+        self.held_dropped = 0;
     }
 }
 
@@ -82,11 +86,11 @@ impl PluginState {
     /// One line of the plugin's log, within its budget (every plugin kind logs through here).
     pub fn log_line(&mut self, level: tracing::Level, message: &str) {
         if self.caps.log.remaining == 0 {
-            let label = self.metrics.tenant(&self.tenant);
-            self.metrics
-                .plugin_logs_total
-                .with_label_values(&[&label, "dropped"])
-                .inc();
+            if self.fiberless {
+                self.caps.log.held_dropped += 1;
+            } else {
+                self.count_dropped(1);
+            }
             return;
         }
         self.caps.log.remaining -= 1;
@@ -107,6 +111,18 @@ impl PluginState {
         for (level, msg) in std::mem::take(&mut self.caps.log.held) {
             self.emit_line(level, &msg);
         }
+        let dropped = std::mem::take(&mut self.caps.log.held_dropped);
+        if dropped > 0 {
+            self.count_dropped(dropped);
+        }
+    }
+
+    fn count_dropped(&self, lines: u32) {
+        let label = self.metrics.tenant(&self.tenant);
+        self.metrics
+            .plugin_logs_total
+            .with_label_values(&[&label, "dropped"])
+            .inc_by(u64::from(lines));
     }
 
     fn emit_line(&self, level: tracing::Level, msg: &str) {

@@ -153,6 +153,46 @@ async fn a_call_past_its_slice_restarts_on_a_fiber_with_the_same_answer_and_one_
 }
 
 #[tokio::test]
+async fn its_log_lines_stay_within_the_quota_once_per_request_across_a_restart() {
+    let (rt, metrics) = runtime();
+    // 50 lines (plus the filter's own last one) against the default 32 per request.
+    let log_50 = "(block $done (loop $again
+        (br_if $done (i32.ge_u (local.get $j) (i32.const 50)))
+        (call $log (i32.const 2) (i32.const 8192) (i32.const 1))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $again)))";
+    let spin = "(block $spun (loop $spin
+        (br_if $spun (i32.ge_u (local.get $i) (i32.const 100000000)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $spin)))";
+    let locals = "(local $i i32) (local $j i32)";
+    let quick = rt
+        .validate(&filter(&format!("{locals} {log_50}"), ""))
+        .unwrap();
+    call(&rt, &quick, quotas(5_000)).await.expect("quick call");
+    assert_eq!(
+        (
+            log_lines(&metrics, "emitted"),
+            log_lines(&metrics, "dropped")
+        ),
+        (32, 19)
+    );
+    // Logs its 50 lines, then runs past its slice: the ended attempt's lines (held) and its
+    // over-quota count go, the budget comes back, and the restarted call counts as one request.
+    let long = rt
+        .validate(&filter(&format!("{locals} {log_50} {spin}"), ""))
+        .unwrap();
+    call(&rt, &long, quotas(5_000)).await.expect("long call");
+    assert_eq!(
+        (
+            log_lines(&metrics, "emitted"),
+            log_lines(&metrics, "dropped")
+        ),
+        (64, 38)
+    );
+}
+
+#[tokio::test]
 async fn a_spinning_filter_is_restarted_and_still_stopped_at_its_deadline() {
     let (rt, metrics) = runtime();
     let spin = rt.validate(&spin_filter(u32::MAX)).unwrap();
