@@ -69,3 +69,14 @@ pub mod filter_plain {
         with: { "wharf:plugin": crate::bindings::wharf::plugin },
     });
 }
+
+/// `http-plugin`'s exports as plain calls: its first call (instantiation and `on-request`) runs
+/// without a fiber when it imports only plain host calls (`fiberless.rs`).
+pub mod classic_plain {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "http-plugin",
+        imports: { default: async },
+        with: { "wharf:plugin": crate::bindings::wharf::plugin },
+    });
+}

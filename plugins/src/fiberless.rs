@@ -1,6 +1,7 @@
 //! A request-filter that imports only plain host calls (`log`, `config`, `request`, `body`,
 //! `response-edits`: `exact` in `bindings.rs`) is instantiated and called on the caller's stack,
-//! without a fiber.
+//! without a fiber; so is an `http-plugin`'s first call (instantiation and `on-request`), whose
+//! `on-response` then runs on a fiber as before.
 //!
 //! Why: an async call runs its wasm on a fiber, and a filter took two (one for the start
 //! function at instantiation, one for `handle-request`), with a stack from the pool and the
@@ -21,8 +22,11 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, InstancePre};
 use wasmtime::{Engine, Store};
 
+use crate::bindings::classic::HttpPluginIndices;
+use crate::bindings::classic_plain::HttpPluginIndices as HttpPluginPlainIndices;
 use crate::bindings::filter_plain::RequestFilterPre;
-use crate::bindings::types::{RequestAction, RequestHead};
+use crate::bindings::types::{Request, RequestAction, RequestHead};
+use crate::cache::Exports;
 use crate::error::PluginError;
 use crate::state::PluginState;
 
@@ -36,14 +40,27 @@ const PLAIN: [&str; 6] = [
     "wharf:plugin/response-edits@",
 ];
 
-/// `handle-request` as a plain call, for a request-filter whose imports are all plain host
-/// calls; `None` for any other component.
-pub(crate) fn plain_filter(
-    component: &Component,
-    engine: &Engine,
-    pre: &InstancePre<PluginState>,
-) -> Option<RequestFilterPre<PluginState>> {
-    component.get_export_index(None, "handle-request")?;
+/// A component's first call as a plain call.
+pub(crate) enum Plain {
+    /// A request-filter's `handle-request`.
+    Filter(RequestFilterPre<PluginState>),
+    /// An `http-plugin`'s `on-request` (its instantiation and this call).
+    Classic(ClassicPlain),
+}
+
+/// An `http-plugin`'s first call as a plain call. Its `on-response` comes after the upstream's
+/// answer and runs on a fiber, through the exports bound the usual way (`then`): the instance
+/// lives on between the two, so that call could not restart.
+pub(crate) struct ClassicPlain {
+    pre: InstancePre<PluginState>,
+    now: HttpPluginPlainIndices,
+    then: HttpPluginIndices,
+}
+
+/// The first call without a fiber, for a request-filter or an `http-plugin` whose imports are
+/// all plain host calls; `None` for any other component (and for `response-body-plugin`s,
+/// whose body calls come later still).
+pub(crate) fn plain(component: &Component, engine: &Engine, exports: &Exports) -> Option<Plain> {
     let plain = component
         .component_type()
         .imports(engine)
@@ -53,27 +70,37 @@ pub(crate) fn plain_filter(
     if !plain {
         return None;
     }
-    RequestFilterPre::new(pre.clone()).ok()
+    match exports {
+        Exports::RequestFilter(filter) => RequestFilterPre::new(filter.instance_pre().clone())
+            .ok()
+            .map(Plain::Filter),
+        Exports::Classic(classic) => {
+            let pre = classic.instance_pre().clone();
+            Some(Plain::Classic(ClassicPlain {
+                now: HttpPluginPlainIndices::new(&pre).ok()?,
+                then: HttpPluginIndices::new(&pre).ok()?,
+                pre,
+            }))
+        }
+        Exports::ResponseBody(_) | Exports::ProxyWasm(_) => None,
+    }
 }
 
 /// How an attempt without a fiber ended.
-pub(crate) enum Attempt {
-    Done(wasmtime::Result<RequestAction>),
+pub(crate) enum Attempt<R> {
+    Done(wasmtime::Result<R>),
     /// A tick ended its slice: restart it on a fiber ([`restart`]).
     SliceOver,
 }
 
-/// Instantiates the filter and calls it on this thread's stack. The request's headers are in
-/// the store already.
-pub(crate) fn attempt(
+/// Runs `call` (an instantiation and the first call) on this thread's stack. The request's
+/// headers are in the store already.
+fn attempt<R>(
     store: &mut Store<PluginState>,
-    pre: &RequestFilterPre<PluginState>,
-    head: &RequestHead,
-) -> Attempt {
+    call: impl FnOnce(&mut Store<PluginState>) -> wasmtime::Result<R>,
+) -> Attempt<R> {
     store.data_mut().fiberless = true;
-    let result = pre
-        .instantiate(&mut *store)
-        .and_then(|filter| filter.call_handle_request(&mut *store, head));
+    let result = call(store);
     let state = store.data_mut();
     state.fiberless = false;
     if state.slice_over {
@@ -81,6 +108,35 @@ pub(crate) fn attempt(
     }
     state.emit_held_lines();
     Attempt::Done(result)
+}
+
+/// A filter's instantiation and `handle-request`.
+pub(crate) fn filter(
+    store: &mut Store<PluginState>,
+    pre: &RequestFilterPre<PluginState>,
+    head: &RequestHead,
+) -> Attempt<RequestAction> {
+    attempt(store, |store| {
+        pre.instantiate(&mut *store)?
+            .call_handle_request(&mut *store, head)
+    })
+}
+
+/// An `http-plugin`'s instantiation and `on-request`; with the action, its exports bound for
+/// the calls after (on a fiber).
+pub(crate) fn on_request(
+    store: &mut Store<PluginState>,
+    plain: &ClassicPlain,
+    req: &Request,
+) -> Attempt<(RequestAction, crate::bindings::classic::HttpPlugin)> {
+    attempt(store, |store| {
+        let instance = plain.pre.instantiate(&mut *store)?;
+        let action = plain
+            .now
+            .load(&mut *store, &instance)?
+            .call_on_request(&mut *store, req)?;
+        Ok((action, plain.then.load(&mut *store, &instance)?))
+    })
 }
 
 /// Replaces the store of an ended attempt (dropped here, with its instance) by a fresh one for

@@ -9,7 +9,7 @@ use crate::bindings::filter::RequestFilter;
 use crate::bindings::response_body::ResponseBodyPlugin;
 use crate::bindings::types::{Request, RequestAction, RequestHead, Response, ResponseAction};
 use crate::cache::{CompiledPlugin, Exports};
-use crate::fiberless::{self, Attempt};
+use crate::fiberless::{self, Attempt, Plain};
 use crate::state::PluginState;
 use std::sync::Arc;
 
@@ -44,6 +44,17 @@ pub(crate) enum Done {
     ResponseBody(Option<Vec<u8>>),
 }
 
+impl Live {
+    /// After an attempt without a fiber ran past its slice: a fresh store for the same call,
+    /// and what the tick would have done to a call on a fiber: the next tenant in line runs
+    /// first, and the rest of the call goes to the plugin threads (`call::start_on`).
+    async fn restart(&mut self) -> wasmtime::Result<()> {
+        fiberless::restart(&mut self.store).map_err(|e| wasmtime::Error::msg(e.to_string()))?;
+        self.store.data().cpu.clone().yield_slice().await;
+        Ok(())
+    }
+}
+
 impl crate::call::Exec for Live {
     type Op = Op;
     type Done = Done;
@@ -58,21 +69,33 @@ impl crate::call::Exec for Live {
             // fiber when it can (`fiberless.rs`).
             Op::Filter(head, headers) => {
                 self.store.data_mut().caps.request = headers;
-                if let (None, Some(pre)) = (&self.bindings, self.compiled.fiberless()) {
-                    match fiberless::attempt(&mut self.store, pre, &head) {
+                if let (None, Some(Plain::Filter(pre))) =
+                    (&self.bindings, self.compiled.fiberless())
+                {
+                    match fiberless::filter(&mut self.store, pre, &head) {
                         Attempt::Done(action) => return action.map(Done::Request),
-                        Attempt::SliceOver => {
-                            fiberless::restart(&mut self.store)
-                                .map_err(|e| wasmtime::Error::msg(e.to_string()))?;
-                            // What the tick would have done to a call on a fiber: the next
-                            // tenant in line runs first, and the rest of the call goes to the
-                            // plugin threads (`call::start_on`).
-                            self.store.data().cpu.clone().yield_slice().await;
-                        }
+                        Attempt::SliceOver => self.restart().await?,
                     }
                 }
                 // The headers are in the store now.
                 Op::Filter(head, http::HeaderMap::new())
+            }
+            // An `http-plugin`'s first call, without a fiber when it can; its `on-response`
+            // runs on one, through the exports this binds.
+            Op::Request(req) => {
+                if let (None, Some(Plain::Classic(plain))) =
+                    (&self.bindings, self.compiled.fiberless())
+                {
+                    match fiberless::on_request(&mut self.store, plain, &req) {
+                        Attempt::Done(done) => {
+                            let (action, exports) = done?;
+                            self.bindings = Some(Bindings::Classic(exports));
+                            return Ok(Done::Request(action));
+                        }
+                        Attempt::SliceOver => self.restart().await?,
+                    }
+                }
+                Op::Request(req)
             }
             op => op,
         };

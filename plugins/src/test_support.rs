@@ -317,6 +317,25 @@ pub fn log_host() -> String {
 /// Writes `lines` one-byte log lines at `info` in `on-request`, then continues: a chatty (or
 /// hostile) plugin against its tenant's log quota.
 pub fn log_flood(lines: u32) -> Vec<u8> {
+    http_plugin(
+        &format!(
+            "(block $done (loop $again
+        (br_if $done (i32.ge_u (local.get $i) (i32.const {lines})))
+        (call $log (i32.const 2) (i32.const 8192) (i32.const 1))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $again)))
+      (i32.const 0)"
+        ),
+        "(i32.const 256)",
+        "",
+    )
+}
+
+/// An `http-plugin` that imports only `log` (`$log`: level, pointer, length; memory address
+/// 8192 holds the byte `x`; `on-request` has a local `$i`). `on_request` and `on_response` are
+/// the WAT bodies of the two exports, each leaving the address of its result in memory (all
+/// zeros: continue, unchanged); `extra` adds globals and functions.
+pub fn http_plugin(on_request: &str, on_response: &str, extra: &str) -> Vec<u8> {
     let log_host = log_host();
     binary(&format!(
         r#"(component
@@ -325,17 +344,13 @@ pub fn log_flood(lines: u32) -> Vec<u8> {
   (core module $m
     (import "env" "memory" (memory 1))
     (import "host" "log" (func $log (param i32 i32 i32)))
+    {extra}
     (func (export "on-request") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
       (local $i i32)
       (i32.store8 (i32.const 8192) (i32.const 120))
-      (block $done (loop $again
-        (br_if $done (i32.ge_u (local.get $i) (i32.const {lines})))
-        (call $log (i32.const 2) (i32.const 8192) (i32.const 1))
-        (local.set $i (i32.add (local.get $i) (i32.const 1)))
-        (br $again)))
-      (i32.const 0))
+      {on_request})
     (func (export "on-response") (param i32 i32 i32) (result i32)
-      (i32.const 256)))
+      {on_response}))
   (core instance $main (instantiate $m (with "env" (instance $memi)) (with "host" (instance $host))))
   (type $on-request-ty (func (param "req" $req) (result $req-action)))
   (alias core export $main "on-request" (core func $on-request-core))

@@ -385,15 +385,14 @@ impl ComponentCache {
         footprint: Footprint,
         tier: Tier,
     ) -> Result<Arc<CompiledPlugin>, RejectError> {
-        let (exports, image, (reads_body, reads_headers), plain_filter) = match code {
+        let (exports, image, (reads_body, reads_headers), plain) = match code {
             Code::Component(component) => {
                 let pre = self
                     .linker
                     .instantiate_pre(&component)
                     .map_err(|e| RejectError::WrongWorld(describe(&e)))?;
-                let plain_filter =
-                    crate::fiberless::plain_filter(&component, &self.optimized.engine, &pre);
                 let exports = Exports::of(&component, pre)?;
+                let plain = crate::fiberless::plain(&component, &self.optimized.engine, &exports);
                 let imports = |interface: &str| {
                     component
                         .component_type()
@@ -404,7 +403,7 @@ impl ComponentCache {
                     imports(crate::capabilities::body::INTERFACE),
                     imports(crate::capabilities::request::INTERFACE),
                 );
-                (exports, component.image_range(), reads, plain_filter)
+                (exports, component.image_range(), reads, plain)
             }
             Code::Module(module) => {
                 let linker = match (tier, &self.baseline) {
@@ -432,7 +431,7 @@ impl ComponentCache {
             superseded: AtomicBool::new(false),
             last_used: AtomicU64::new(self.ticks.fetch_add(1, Ordering::Relaxed)),
             io_calls: AtomicU8::new(0),
-            plain_filter,
+            plain,
             long_calls: AtomicU8::new(0),
         }))
     }

@@ -8,9 +8,9 @@ use wasmtime::component::{Component, InstancePre};
 use super::describe;
 use crate::bindings::classic::HttpPluginPre;
 use crate::bindings::filter::RequestFilterPre;
-use crate::bindings::filter_plain::RequestFilterPre as RequestFilterPlainPre;
 use crate::bindings::response_body::ResponseBodyPluginPre;
 use crate::error::RejectError;
+use crate::fiberless::Plain;
 use crate::state::PluginState;
 
 /// A plugin's exports, checked once when it is compiled: which it has says its world.
@@ -105,9 +105,9 @@ pub struct CompiledPlugin {
     pub(super) last_used: AtomicU64,
     /// Whether each of its last 8 calls waited on I/O (a bit each, the newest lowest).
     pub(super) io_calls: AtomicU8,
-    /// Its `handle-request` as a plain call, for a filter that imports only plain host calls
-    /// (`fiberless.rs`).
-    pub(crate) plain_filter: Option<RequestFilterPlainPre<PluginState>>,
+    /// Its first call as a plain call, for a request-filter or an `http-plugin` that imports
+    /// only plain host calls (`fiberless.rs`).
+    pub(crate) plain: Option<Plain>,
     /// Whether each of its last 8 calls ran past a time slice (a bit each, the newest lowest).
     pub(super) long_calls: AtomicU8,
 }
@@ -131,12 +131,12 @@ impl CompiledPlugin {
         self.io_calls.load(Ordering::Relaxed).count_ones() >= 5
     }
 
-    /// Its plain `handle-request`, when a call may start without a fiber: it imports only
+    /// Its plain first call, when an instance may start without a fiber: it imports only
     /// plain host calls, and fewer than 3 of its last 8 calls ran past a time slice (a call
     /// without a fiber that does is ended and restarted on one, its work so far lost).
-    pub(crate) fn fiberless(&self) -> Option<&RequestFilterPlainPre<PluginState>> {
+    pub(crate) fn fiberless(&self) -> Option<&Plain> {
         let long = self.long_calls.load(Ordering::Relaxed).count_ones();
-        self.plain_filter.as_ref().filter(|_| long < 3)
+        self.plain.as_ref().filter(|_| long < 3)
     }
 
     /// Whether its next call starts without a fiber ([`Self::fiberless`]).

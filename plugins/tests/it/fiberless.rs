@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use wharf_metrics::Metrics;
-use wharf_plugins::test_support::{binary, example_plugin, invocation, log_host};
-use wharf_plugins::types::{RequestAction, RequestHead};
+use wharf_plugins::test_support::{binary, example_plugin, http_plugin, invocation, log_host};
+use wharf_plugins::types::{Request, RequestAction, RequestHead, Response};
 use wharf_plugins::{
     CompiledPlugin, Invocation, PluginError, PluginQuotas, PluginRuntime, RuntimeSettings,
 };
@@ -115,11 +115,22 @@ async fn call(
 }
 
 fn log_lines(metrics: &Metrics, outcome: &str) -> u64 {
-    let wanted = format!("wharf_plugin_logs_total{{outcome=\"{outcome}\",tenant=\"t\"}}");
+    series(
+        metrics,
+        &format!("wharf_plugin_logs_total{{outcome=\"{outcome}\",tenant=\"t\"}}"),
+    )
+}
+
+/// Stores made for tenant `t`'s calls: a restarted call makes two.
+fn instantiations(metrics: &Metrics) -> u64 {
+    series(metrics, "wharf_plugin_instantiations_total{tenant=\"t\"}")
+}
+
+fn series(metrics: &Metrics, wanted: &str) -> u64 {
     metrics
         .render()
         .lines()
-        .find(|l| l.starts_with(&wanted))
+        .find(|l| l.starts_with(wanted))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0)
 }
@@ -238,6 +249,119 @@ fn only_filters_of_plain_host_calls_start_without_a_fiber() {
     assert!(plain("api-key-auth"));
     // Redis host calls wait on I/O: a fiber.
     assert!(!plain("redis-rate-limit"));
-    // An `http-plugin` (two phases) runs on a fiber as before.
-    assert!(!plain("add-header"));
+    // An `http-plugin`'s first call too (its `on-response` runs on a fiber).
+    assert!(plain("add-header"));
+}
+
+/// An `http-plugin` whose `on-request` logs one line, counts to `spins` and then sets a global
+/// to 7 (a restarted call would log twice if the ended attempt's line were not held); its `on-response` answers status `200 + the global`: it reads what `on-request` left in
+/// the same instance.
+fn spin_plugin(spins: u32) -> Vec<u8> {
+    http_plugin(
+        &format!(
+            "(call $log (i32.const 2) (i32.const 8192) (i32.const 1))
+      (block $done (loop $again
+        (br_if $done (i32.ge_u (local.get $i) (i32.const {spins})))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $again)))
+      (global.set $seen (i32.const 7))
+      (i32.const 0)"
+        ),
+        // response-action at 512: status some(200 + $seen), no header ops.
+        "(i32.store8 (i32.const 512) (i32.const 1))
+      (i32.store16 (i32.const 514) (i32.add (i32.const 200) (global.get $seen)))
+      (i32.store (i32.const 516) (i32.const 0))
+      (i32.store (i32.const 520) (i32.const 0))
+      (i32.const 512)",
+        "(global $seen (mut i32) (i32.const 0))",
+    )
+}
+
+/// `on-request`, then `on-response` on the same instance: the status it answers.
+async fn both_phases(
+    rt: &PluginRuntime,
+    compiled: &Arc<CompiledPlugin>,
+    quotas: PluginQuotas,
+) -> Result<Option<u16>, PluginError> {
+    let (tenant, plugin): (Arc<str>, Arc<str>) = ("t".into(), "spin".into());
+    let inv = Invocation {
+        quotas,
+        ..invocation((&tenant, &plugin), &[])
+    };
+    let req = Request {
+        method: "GET".into(),
+        path: "/".into(),
+        headers: vec![],
+        client_addr: "127.0.0.1".into(),
+        tenant_id: "t".into(),
+        route_id: "r".into(),
+    };
+    let mut instance = rt.prepare(inv, compiled).await?;
+    let action = instance.on_request(req).await?;
+    assert!(matches!(action, RequestAction::Continue(_)));
+    let resp = Response {
+        status: 200,
+        headers: vec![],
+    };
+    Ok(instance.on_response(resp).await?.status)
+}
+
+#[tokio::test]
+async fn an_http_plugins_first_call_runs_without_a_fiber_and_its_response_phase_sees_its_state() {
+    // A tick a second: a call is not ended by one that lands while the test threads share the
+    // cores with the other tests.
+    let metrics = Arc::new(Metrics::new());
+    let settings = RuntimeSettings {
+        max_instances: 16,
+        threads: 1,
+        epoch_tick_us: 1_000_000,
+        ..RuntimeSettings::default()
+    };
+    let rt = PluginRuntime::new(settings, None, metrics.clone()).expect("runtime");
+    let quick = rt.validate(&spin_plugin(10)).unwrap();
+    for _ in 0..5 {
+        assert!(quick.starts_without_fiber());
+        assert_eq!(
+            both_phases(&rt, &quick, quotas(1_000)).await.unwrap(),
+            Some(207)
+        );
+    }
+    assert_eq!(log_lines(&metrics, "emitted"), 5);
+    assert_eq!(
+        instantiations(&metrics),
+        5,
+        "one store per request: none restarted"
+    );
+}
+
+#[tokio::test]
+async fn an_http_plugin_past_its_slice_restarts_and_its_response_phase_sees_the_restarted_call() {
+    let (rt, metrics) = runtime();
+    // ~100 ms of counting in `on-request`, after its one log line: far past a 100 µs slice.
+    let long = rt.validate(&spin_plugin(60_000_000)).unwrap();
+    assert!(long.starts_without_fiber());
+    assert_eq!(
+        both_phases(&rt, &long, quotas(10_000)).await.unwrap(),
+        Some(207)
+    );
+    // Restarted: a second store; one line (the ended attempt's was held and dropped with it);
+    // and `on-response` saw what the restarted `on-request` left.
+    assert_eq!(instantiations(&metrics), 2);
+    assert_eq!(log_lines(&metrics, "emitted"), 1);
+    for call in 2..=4 {
+        assert_eq!(
+            both_phases(&rt, &long, quotas(10_000)).await.unwrap(),
+            Some(207)
+        );
+        assert_eq!(log_lines(&metrics, "emitted"), call);
+    }
+    // Each `on-request` ran long (restarted, or yielding on a fiber): 3 of the last 8 calls.
+    assert!(!long.starts_without_fiber(), "a fiber from the start");
+    let before = instantiations(&metrics);
+    both_phases(&rt, &long, quotas(10_000)).await.unwrap();
+    assert_eq!(
+        instantiations(&metrics),
+        before + 1,
+        "on a fiber: no restart"
+    );
 }
