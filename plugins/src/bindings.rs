@@ -26,16 +26,18 @@ wasmtime::component::bindgen!({
 
 pub use wharf::plugin::types;
 
-/// One plugin world's exports, over the shared import bindings above.
+/// One plugin world's exports, over the shared import bindings above: `{ default: async }` for
+/// async calls (on a fiber), `{}` for plain calls (for a component that imports only plain host
+/// calls: its first call runs on the caller's stack, `fiberless.rs`).
 macro_rules! world_exports {
-    ($(#[$doc:meta])* $module:ident, $world:literal) => {
+    ($(#[$doc:meta])* $module:ident, $world:literal, $exports:tt) => {
         $(#[$doc])*
         pub mod $module {
             wasmtime::component::bindgen!({
                 path: "wit",
                 world: $world,
                 imports: { default: async },
-                exports: { default: async },
+                exports: $exports,
                 with: { "wharf:plugin": crate::bindings::wharf::plugin },
             });
         }
@@ -46,37 +48,31 @@ world_exports!(
     /// `http-plugin` and `body-plugin` (the latter only adds an import): `on-request` with every
     /// header, `on-response`.
     classic,
-    "http-plugin"
+    "http-plugin",
+    { default: async }
 );
 world_exports!(
     /// `response-body-plugin`: the classic phases plus `on-response-body`.
     response_body,
-    "response-body-plugin"
+    "response-body-plugin",
+    { default: async }
 );
 world_exports!(
     /// `request-filter` and `request-body-filter`: `handle-request` with the head only.
     filter,
-    "request-filter"
+    "request-filter",
+    { default: async }
 );
-
-/// `request-filter`'s export as a plain call, for a filter that imports only plain host calls:
-/// it runs on the caller's stack, without a fiber (`fiberless.rs`).
-pub mod filter_plain {
-    wasmtime::component::bindgen!({
-        path: "wit",
-        world: "request-filter",
-        imports: { default: async },
-        with: { "wharf:plugin": crate::bindings::wharf::plugin },
-    });
-}
-
-/// `http-plugin`'s exports as plain calls: its first call (instantiation and `on-request`) runs
-/// without a fiber when it imports only plain host calls (`fiberless.rs`).
-pub mod classic_plain {
-    wasmtime::component::bindgen!({
-        path: "wit",
-        world: "http-plugin",
-        imports: { default: async },
-        with: { "wharf:plugin": crate::bindings::wharf::plugin },
-    });
-}
+world_exports!(
+    /// `request-filter`'s `handle-request` as a plain call.
+    filter_plain,
+    "request-filter",
+    {}
+);
+world_exports!(
+    /// `http-plugin`'s `on-request` as a plain call (its `on-response` runs on a fiber, through
+    /// `classic`).
+    classic_plain,
+    "http-plugin",
+    {}
+);

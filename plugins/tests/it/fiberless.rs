@@ -10,7 +10,8 @@ use wharf_metrics::Metrics;
 use wharf_plugins::test_support::{binary, example_plugin, http_plugin, invocation, log_host};
 use wharf_plugins::types::{Request, RequestAction, RequestHead, Response};
 use wharf_plugins::{
-    CompiledPlugin, Invocation, PluginError, PluginQuotas, PluginRuntime, RuntimeSettings,
+    CompiledPlugin, Invocation, PluginError, PluginInstance, PluginQuotas, PluginRuntime,
+    RuntimeSettings,
 };
 
 /// A `request-filter` that writes one log line, counts to `spins` and continues.
@@ -75,10 +76,15 @@ fn filter(body: &str, extra: &str) -> Vec<u8> {
 }
 
 fn runtime() -> (Arc<PluginRuntime>, Arc<Metrics>) {
+    runtime_ticking(RuntimeSettings::default().epoch_tick_us)
+}
+
+fn runtime_ticking(epoch_tick_us: u64) -> (Arc<PluginRuntime>, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
     let settings = RuntimeSettings {
         max_instances: 16,
         threads: 1,
+        epoch_tick_us,
         ..RuntimeSettings::default()
     };
     let rt = PluginRuntime::new(settings, None, metrics.clone()).expect("runtime");
@@ -93,16 +99,25 @@ fn quotas(deadline_ms: u64) -> PluginQuotas {
     }
 }
 
-async fn call(
+/// A plugin of tenant `t`, ready for its first call.
+async fn prepared(
     rt: &PluginRuntime,
     compiled: &Arc<CompiledPlugin>,
     quotas: PluginQuotas,
-) -> Result<RequestAction, PluginError> {
+) -> Result<PluginInstance, PluginError> {
     let (tenant, plugin): (Arc<str>, Arc<str>) = ("t".into(), "spin".into());
     let inv = Invocation {
         quotas,
         ..invocation((&tenant, &plugin), &[])
     };
+    rt.prepare(inv, compiled).await
+}
+
+async fn call(
+    rt: &PluginRuntime,
+    compiled: &Arc<CompiledPlugin>,
+    quotas: PluginQuotas,
+) -> Result<RequestAction, PluginError> {
     let head = RequestHead {
         method: "GET".into(),
         path: "/".into(),
@@ -110,7 +125,7 @@ async fn call(
         tenant_id: "t".into(),
         route_id: "r".into(),
     };
-    let mut instance = rt.prepare(inv, compiled).await?;
+    let mut instance = prepared(rt, compiled, quotas).await?;
     instance.handle_request(head, &http::HeaderMap::new()).await
 }
 
@@ -283,11 +298,6 @@ async fn both_phases(
     compiled: &Arc<CompiledPlugin>,
     quotas: PluginQuotas,
 ) -> Result<Option<u16>, PluginError> {
-    let (tenant, plugin): (Arc<str>, Arc<str>) = ("t".into(), "spin".into());
-    let inv = Invocation {
-        quotas,
-        ..invocation((&tenant, &plugin), &[])
-    };
     let req = Request {
         method: "GET".into(),
         path: "/".into(),
@@ -296,7 +306,7 @@ async fn both_phases(
         tenant_id: "t".into(),
         route_id: "r".into(),
     };
-    let mut instance = rt.prepare(inv, compiled).await?;
+    let mut instance = prepared(rt, compiled, quotas).await?;
     let action = instance.on_request(req).await?;
     assert!(matches!(action, RequestAction::Continue(_)));
     let resp = Response {
@@ -310,14 +320,7 @@ async fn both_phases(
 async fn an_http_plugins_first_call_runs_without_a_fiber_and_its_response_phase_sees_its_state() {
     // A tick a second: a call is not ended by one that lands while the test threads share the
     // cores with the other tests.
-    let metrics = Arc::new(Metrics::new());
-    let settings = RuntimeSettings {
-        max_instances: 16,
-        threads: 1,
-        epoch_tick_us: 1_000_000,
-        ..RuntimeSettings::default()
-    };
-    let rt = PluginRuntime::new(settings, None, metrics.clone()).expect("runtime");
+    let (rt, metrics) = runtime_ticking(1_000_000);
     let quick = rt.validate(&spin_plugin(10)).unwrap();
     for _ in 0..5 {
         assert!(quick.starts_without_fiber());
