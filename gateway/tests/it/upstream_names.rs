@@ -25,7 +25,7 @@ async fn until(gw: &Wharf, within: Duration, check: impl Fn(&Reply) -> bool) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn named_upstreams_follow_dns_and_never_dial_what_egress_refuses() {
     // Two upstreams on the same port of two loopback addresses: the name picks one.
-    let port = free_addr().port();
+    let (_held, port) = held_port();
     let one = Upstream::start_on(format!("127.0.0.2:{port}").parse().unwrap(), "one").await;
     let _two = Upstream::start_on(format!("127.0.0.3:{port}").parse().unwrap(), "two").await;
     let dns = Dns::start(&[("api.names.test", "127.0.0.2")]);
@@ -165,7 +165,7 @@ async fn names_are_checked_as_targets_when_a_route_is_written() {
 
 #[tokio::test]
 async fn a_node_starts_with_its_names_resolved() {
-    let port = free_addr().port();
+    let (_held, port) = held_port();
     let _up = Upstream::start_on(format!("127.0.0.4:{port}").parse().unwrap(), "first").await;
     let dns = Dns::start(&[("boot.names.test", "127.0.0.4")]);
     let (url, store) = fresh_store(StoreKind::Sqlite).await;

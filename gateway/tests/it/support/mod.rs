@@ -113,6 +113,16 @@ pub(crate) fn free_addr() -> SocketAddr {
     l.local_addr().expect("addr")
 }
 
+/// A port held on 127.0.0.1 while the returned listener lives: test servers on other loopback
+/// addresses (127.0.0.2, …) may take it, and the gateway's own listeners (on 127.0.0.1, picked
+/// after) cannot. Released first, the kernel may hand it to the gateway, whose egress check then
+/// refuses the test's upstream as the gateway itself.
+pub(crate) fn held_port() -> (std::net::TcpListener, u16) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    (l, port)
+}
+
 /// `N` distinct free addresses: held open together while picked, so two are never the same
 /// port (one after the other, the kernel may hand the released port out again).
 pub(crate) fn free_addrs<const N: usize>() -> [SocketAddr; N] {
