@@ -117,7 +117,18 @@ fn write(dir: &Path, name: &str, text: &str) {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM, so the master stops its worker on the way out (a SIGKILLed master leaves its
+    /// worker running, orphaned, after the test); SIGKILL only if it has not exited in 2 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..40 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
