@@ -136,6 +136,11 @@ fn log_lines(metrics: &Metrics, outcome: &str) -> u64 {
     )
 }
 
+/// Tenant `t`'s log lines written and dropped over its quota.
+fn emitted_and_dropped(metrics: &Metrics) -> (u64, u64) {
+    (log_lines(metrics, "emitted"), log_lines(metrics, "dropped"))
+}
+
 /// Stores made for tenant `t`'s calls: a restarted call makes two.
 fn instantiations(metrics: &Metrics) -> u64 {
     series(metrics, "wharf_plugin_instantiations_total{tenant=\"t\"}")
@@ -196,26 +201,14 @@ async fn its_log_lines_stay_within_the_quota_once_per_request_across_a_restart()
         .validate(&filter(&format!("{locals} {log_50}"), ""))
         .unwrap();
     call(&rt, &quick, quotas(5_000)).await.expect("quick call");
-    assert_eq!(
-        (
-            log_lines(&metrics, "emitted"),
-            log_lines(&metrics, "dropped")
-        ),
-        (32, 19)
-    );
+    assert_eq!(emitted_and_dropped(&metrics), (32, 19));
     // Logs its 50 lines, then runs past its slice: the ended attempt's lines (held) and its
     // over-quota count go, the budget comes back, and the restarted call counts as one request.
     let long = rt
         .validate(&filter(&format!("{locals} {log_50} {spin}"), ""))
         .unwrap();
     call(&rt, &long, quotas(5_000)).await.expect("long call");
-    assert_eq!(
-        (
-            log_lines(&metrics, "emitted"),
-            log_lines(&metrics, "dropped")
-        ),
-        (64, 38)
-    );
+    assert_eq!(emitted_and_dropped(&metrics), (64, 38));
 }
 
 #[tokio::test]
