@@ -17,20 +17,19 @@ bench_tenant() {
   w plugin add --tenant bench --name filter --file "$plugins/header-filter.wasm"
   w route add --tenant bench filter --prefix /filter --upstream "127.0.0.1:$up"
   w route attach --tenant bench filter --plugin filter
-  # A chain of three plugins (three copies of add-header, each setting its own header).
-  w plugin add --tenant bench --name tag2 --file "$plugins/add-header.wasm"
-  w plugin add --tenant bench --name tag3 --file "$plugins/add-header.wasm"
-  w route add --tenant bench chain --prefix /chain --upstream "127.0.0.1:$up"
-  w route attach --tenant bench chain --plugin tag
-  w route attach --tenant bench chain --plugin tag2 --set request-header=x-tag2 --set response-header=x-tag2
-  w route attach --tenant bench chain --plugin tag3 --set request-header=x-tag3 --set response-header=x-tag3
-  # The same chain as request-filters (three header-filters): no instance held across the upstream.
-  w plugin add --tenant bench --name filter2 --file "$plugins/header-filter.wasm"
-  w plugin add --tenant bench --name filter3 --file "$plugins/header-filter.wasm"
-  w route add --tenant bench fchain --prefix /fchain --upstream "127.0.0.1:$up"
-  w route attach --tenant bench fchain --plugin filter
-  w route attach --tenant bench fchain --plugin filter2 --set request-header=x-tag2 --set response-header=x-tag2
-  w route attach --tenant bench fchain --plugin filter3 --set request-header=x-tag3 --set response-header=x-tag3
+  # chain ROUTE WASM FIRST SECOND THIRD: a route of three copies of one plugin (FIRST added
+  # already), each setting its own headers.
+  chain() {
+    w plugin add --tenant bench --name "$4" --file "$2"
+    w plugin add --tenant bench --name "$5" --file "$2"
+    w route add --tenant bench "$1" --prefix "/$1" --upstream "127.0.0.1:$up"
+    w route attach --tenant bench "$1" --plugin "$3"
+    w route attach --tenant bench "$1" --plugin "$4" --set request-header=x-tag2 --set response-header=x-tag2
+    w route attach --tenant bench "$1" --plugin "$5" --set request-header=x-tag3 --set response-header=x-tag3
+  }
+  # Three add-headers; the same chain as request-filters (no instance held across the upstream).
+  chain chain "$plugins/add-header.wasm" tag tag2 tag3
+  chain fchain "$plugins/header-filter.wasm" filter filter2 filter3
   # One Redis INCR per request (a limit no request reaches; the tenant's Redis rate raised to match).
   w plugin add --tenant bench --name limiter --file "$plugins/redis-rate-limit.wasm"
   w route add --tenant bench limited --prefix /limited --upstream "127.0.0.1:$up"
