@@ -38,3 +38,23 @@ prune_stale_test_binaries() {
     | awk '{ n = $2; sub(/-[0-9a-f]+$/, "", n); if (seen[n]++ >= 3) print $2 }' \
     | while read -r f; do rm -f "$deps/$f"; done
 }
+
+# nginx_conf DIR BODY [MAIN-CONTEXT LINES]: DIR/nginx.conf for a foreground nginx with one worker
+# (run it as `nginx -c DIR/nginx.conf -p DIR`), BODY in its `http` block, its files all in DIR.
+nginx_conf() {
+  mkdir -p "$1"
+  cat > "$1/nginx.conf" <<NGINX
+${3:-}
+worker_processes 1;
+daemon off;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $1; proxy_temp_path $1; fastcgi_temp_path $1;
+  uwsgi_temp_path $1; scgi_temp_path $1;
+  $2
+}
+NGINX
+}
