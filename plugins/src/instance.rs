@@ -165,13 +165,13 @@ impl PluginInstance {
                     headers.append(n, v);
                 }
             }
-            let head = RequestHead {
+            let head = Arc::new(RequestHead {
                 method: req.method,
                 path: req.path,
                 client_addr: req.client_addr,
                 tenant_id: req.tenant_id,
                 route_id: req.route_id,
-            };
+            });
             return self.handle_request(head, &headers).await;
         }
         let started = Instant::now();
@@ -184,11 +184,12 @@ impl PluginInstance {
         result
     }
 
-    /// A `request-filter`'s only phase: the head in the call, the headers for it to ask for
-    /// (copied only for a plugin that can ask: [`CompiledPlugin::reads_headers`]).
+    /// A `request-filter`'s only phase: the head in the call (shared by the filters of a
+    /// chain), the headers for it to ask for (copied only for a plugin that can ask:
+    /// [`CompiledPlugin::reads_headers`]).
     pub async fn handle_request(
         &mut self,
-        head: RequestHead,
+        head: Arc<RequestHead>,
         headers: &http::HeaderMap,
     ) -> Result<RequestAction, PluginError> {
         let started = Instant::now();

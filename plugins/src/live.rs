@@ -2,6 +2,8 @@
 //! one operation a call runs in it (instantiating on the first, on a fiber or without one:
 //! `fiberless.rs`).
 
+use std::sync::Arc;
+
 use wasmtime::Store;
 
 use crate::bindings::classic::HttpPlugin;
@@ -11,7 +13,6 @@ use crate::bindings::types::{Request, RequestAction, RequestHead, Response, Resp
 use crate::cache::{CompiledPlugin, Exports};
 use crate::fiberless::{self, Attempt, Plain};
 use crate::state::PluginState;
-use std::sync::Arc;
 
 /// What travels to the plugin threads.
 pub(crate) struct Live {
@@ -32,7 +33,7 @@ pub(crate) enum Op {
     Start,
     Request(Request),
     /// A filter's request: its head, and the headers its `request` imports read from.
-    Filter(RequestHead, http::HeaderMap),
+    Filter(Arc<RequestHead>, http::HeaderMap),
     Response(Response),
     ResponseBody(Vec<u8>),
 }

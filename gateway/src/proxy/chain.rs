@@ -9,13 +9,12 @@ use tracing::Instrument;
 use wharf_plugins::capabilities::TenantCapabilities;
 
 use super::paused::Paused;
+use super::plugin_input;
 use crate::control::plugin_ref::Attached;
 use crate::control::resolve::Unavailable;
 use wharf_plugins::cache::Exports;
 use wharf_plugins::proxy_wasm::pool::{ProxyStream, RequestStep};
-use wharf_plugins::types::{
-    Header, Reply, Request, RequestAction, RequestEdits, RequestHead, ResponseAction,
-};
+use wharf_plugins::types::{Reply, RequestAction, RequestEdits, RequestHead, ResponseAction};
 use wharf_plugins::{
     CompiledPlugin, Failure, Invocation, PluginError, PluginInstance, PluginQuotas, PluginRuntime,
 };
@@ -106,13 +105,14 @@ pub async fn on_request(
     body: &mut Option<bytes::Bytes>,
     continued: &mut Vec<Continued>,
 ) -> RequestOutcome {
+    let mut head = None;
     for (i, att) in chain.iter().enumerate() {
         let plugin = compiled(cx.runtime, att).await;
         if body.is_none() && plugin.as_ref().is_ok_and(|c| c.reads_body) {
             return RequestOutcome::NeedsBody(i);
         }
         let span = tracing::debug_span!(target: "wharf::trace", "plugin", plugin = %att.name, phase = "on_request");
-        let result = run_request(cx, att, plugin, req, body)
+        let result = run_request(cx, att, plugin, req, body, &mut head)
             .instrument(span)
             .await;
         match result {
@@ -131,7 +131,7 @@ pub async fn on_request(
                 }
             }
             Ok((plugin, RequestStep::Action(RequestAction::Continue(edits)))) => {
-                go_on(plugin, &edits, att.fail_open, false, req, body, continued);
+                go_on(plugin, edits, att.fail_open, false, req, body, continued);
             }
             Ok((_, RequestStep::Action(RequestAction::Respond(reply)))) => {
                 return RequestOutcome::Respond(reply)
@@ -149,7 +149,7 @@ pub async fn on_request(
 /// it waits for its response phase when it has one.
 pub(super) fn go_on(
     mut plugin: Plugged,
-    edits: &RequestEdits,
+    edits: RequestEdits,
     fail_open: bool,
     body_seen: bool,
     req: &mut RequestHeader,
@@ -170,7 +170,7 @@ pub(super) fn go_on(
         }
         Plugged::Declared(..) => {}
     }
-    for op in &edits.headers {
+    for op in edits.headers {
         super::edits::apply_op(req, op);
     }
     if let Some(path) = edits.path.as_deref() {
@@ -202,6 +202,7 @@ async fn run_request(
     compiled: Result<Arc<CompiledPlugin>, PluginError>,
     req: &RequestHeader,
     body: &Option<bytes::Bytes>,
+    head: &mut Option<Arc<RequestHead>>,
 ) -> Result<(Plugged, RequestStep), PluginError> {
     let compiled = compiled?;
     let request_body = if compiled.reads_body {
@@ -224,17 +225,14 @@ async fn run_request(
     }
     let mut instance = cx.runtime.prepare(inv, &compiled).await?;
     let action = if compiled.exports.has_response_phase() {
-        instance.on_request(wit_request(cx, req)).await?
+        instance
+            .on_request(plugin_input::wit_request(cx, req))
+            .await?
     } else {
         // The head only; the headers go along as they are, copied into the plugin when asked.
-        let head = RequestHead {
-            method: req.method.as_str().to_string(),
-            path: path_and_query(req),
-            client_addr: cx.client_addr.clone(),
-            tenant_id: cx.tenant.to_string(),
-            route_id: cx.route.to_string(),
-        };
-        instance.handle_request(head, &req.headers).await?
+        instance
+            .handle_request(plugin_input::filter_head(cx, req, head), &req.headers)
+            .await?
     };
     Ok((Plugged::Component(instance), RequestStep::Action(action)))
 }
@@ -345,31 +343,4 @@ async fn compiled(
             Failure::Capacity("the plugin is still loading on this node".into()),
         )),
     }
-}
-
-fn wit_request(cx: &ChainCtx<'_>, req: &RequestHeader) -> Request {
-    Request {
-        method: req.method.as_str().to_string(),
-        path: path_and_query(req),
-        headers: wit_headers(&req.headers),
-        client_addr: cx.client_addr.clone(),
-        tenant_id: cx.tenant.to_string(),
-        route_id: cx.route.to_string(),
-    }
-}
-
-fn path_and_query(req: &RequestHeader) -> String {
-    req.uri
-        .path_and_query()
-        .map_or_else(|| req.uri.path().to_string(), |p| p.as_str().to_string())
-}
-
-pub(super) fn wit_headers(headers: &http::HeaderMap) -> Vec<Header> {
-    headers
-        .iter()
-        .map(|(k, v)| Header {
-            name: k.as_str().to_string(),
-            value: v.as_bytes().to_vec(),
-        })
-        .collect()
 }

@@ -20,20 +20,19 @@ pub(super) fn reply_header(reply: &Reply) -> pingora_core::Result<ResponseHeader
     Ok(resp)
 }
 
-// Names and values were checked by the runtime (`wharf_plugins::output`): the parses below
-// cannot fail for checked output, and an unparsable op is skipped rather than trusted.
-fn header_pair(h: &Header) -> Option<(HeaderName, HeaderValue)> {
-    Some((
-        HeaderName::from_bytes(h.name.as_bytes()).ok()?,
-        HeaderValue::from_bytes(&h.value).ok()?,
-    ))
+// Names and values were checked by the runtime (`wharf_plugins::output`): the parse below cannot
+// fail for checked output, and an unparsable op is skipped rather than trusted. The name and
+// value move into the header as the plugin returned them (its bytes, not copies; the name keeps
+// its case on the wire, as a client's does).
+fn header_pair(h: Header) -> Option<(String, HeaderValue)> {
+    Some((h.name, HeaderValue::try_from(h.value).ok()?))
 }
 
 /// Request and response headers take the same edits; Pingora gives them no common trait.
 pub(super) trait EditHeaders {
-    fn set(&mut self, name: HeaderName, value: HeaderValue);
-    fn append(&mut self, name: HeaderName, value: HeaderValue);
-    fn remove(&mut self, name: &HeaderName);
+    fn set(&mut self, name: String, value: HeaderValue);
+    fn append(&mut self, name: String, value: HeaderValue);
+    fn remove(&mut self, name: &str);
 }
 
 macro_rules! edit_headers_for {
@@ -41,17 +40,17 @@ macro_rules! edit_headers_for {
         impl EditHeaders for $t {
             // Edits were validated with the plugin's output; a refusal here is logged (debug:
             // a plugin could otherwise make the log its own) and the edit is skipped.
-            fn set(&mut self, name: HeaderName, value: HeaderValue) {
+            fn set(&mut self, name: String, value: HeaderValue) {
                 if let Err(e) = self.insert_header(name, value) {
                     tracing::debug!("plugin header edit skipped: {e}");
                 }
             }
-            fn append(&mut self, name: HeaderName, value: HeaderValue) {
+            fn append(&mut self, name: String, value: HeaderValue) {
                 if let Err(e) = self.append_header(name, value) {
                     tracing::debug!("plugin header edit skipped: {e}");
                 }
             }
-            fn remove(&mut self, name: &HeaderName) {
+            fn remove(&mut self, name: &str) {
                 self.remove_header(name);
             }
         }
@@ -60,7 +59,7 @@ macro_rules! edit_headers_for {
 edit_headers_for!(RequestHeader);
 edit_headers_for!(ResponseHeader);
 
-pub(super) fn apply_op(target: &mut impl EditHeaders, op: &HeaderOp) {
+pub(super) fn apply_op(target: &mut impl EditHeaders, op: HeaderOp) {
     match op {
         HeaderOp::Set(h) => {
             if let Some((n, v)) = header_pair(h) {
@@ -72,21 +71,17 @@ pub(super) fn apply_op(target: &mut impl EditHeaders, op: &HeaderOp) {
                 target.append(n, v);
             }
         }
-        HeaderOp::Remove(name) => {
-            if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
-                target.remove(&n);
-            }
-        }
+        HeaderOp::Remove(name) => target.remove(&name),
     }
 }
 
-pub(super) fn apply_response_action(resp: &mut ResponseHeader, action: &ResponseAction) {
+pub(super) fn apply_response_action(resp: &mut ResponseHeader, action: ResponseAction) {
     if let Some(status) = action.status {
         if let Err(e) = resp.set_status(status) {
             tracing::debug!("plugin status {status} skipped: {e}");
         }
     }
-    for op in &action.headers {
+    for op in action.headers {
         apply_op(resp, op);
     }
 }

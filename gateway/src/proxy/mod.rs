@@ -17,6 +17,7 @@ pub mod errors;
 mod lookalikes;
 pub mod pace;
 mod paused;
+mod plugin_input;
 pub mod proxy_wasm;
 pub mod rate_limit;
 mod request_info;

@@ -44,7 +44,7 @@ pub(super) async fn resume(
                 *body = Some(b.into());
             }
             let plugin = Plugged::ProxyWasm(stream);
-            go_on(plugin, &edits, fail_open, true, req, body, continued);
+            go_on(plugin, edits, fail_open, true, req, body, continued);
             RequestOutcome::Continue
         }
         Ok((RequestAction::Respond(reply), _)) => RequestOutcome::Respond(reply),

@@ -12,8 +12,9 @@ use wharf_plugins::proxy_wasm::pool::ResponseStep;
 use wharf_plugins::types::{Reply, Response, ResponseAction};
 use wharf_plugins::PluginError;
 
-use super::chain::{wit_headers, AwaitingBody, Continued, Plugged};
+use super::chain::{AwaitingBody, Continued, Plugged};
 use super::errors::GatewayError;
+use super::plugin_input::wit_headers;
 use super::trailers::AwaitingTrailers;
 use super::{respond, response_body, response_stream, RequestCtx};
 
@@ -112,10 +113,10 @@ pub(super) async fn on_response(
                 return Ok(ResponseOutcome::Reply(reply));
             }
             Ok(step) => {
-                if let ResponseStep::Action(action) = &step {
+                let held = matches!(step, ResponseStep::Held);
+                if let ResponseStep::Action(action) = step {
                     super::edits::apply_response_action(resp, action);
                 }
-                let held = matches!(step, ResponseStep::Held);
                 if held || c.plugin.reads_response_body() {
                     awaiting_body.push(AwaitingBody {
                         plugin: c.plugin,

@@ -135,7 +135,7 @@ pub(super) async fn piece(
         Err(stop) => return stopped(ctx, stop, pass.max),
     };
     if let Some(head) = session.held_response_header.as_mut() {
-        for action in &piece.heads {
+        for action in std::mem::take(&mut piece.heads) {
             super::edits::apply_response_action(head, action);
         }
     }

@@ -118,13 +118,13 @@ async fn call(
     compiled: &Arc<CompiledPlugin>,
     quotas: PluginQuotas,
 ) -> Result<RequestAction, PluginError> {
-    let head = RequestHead {
+    let head = std::sync::Arc::new(RequestHead {
         method: "GET".into(),
         path: "/".into(),
         client_addr: "127.0.0.1".into(),
         tenant_id: "t".into(),
         route_id: "r".into(),
-    };
+    });
     let mut instance = prepared(rt, compiled, quotas).await?;
     instance.handle_request(head, &http::HeaderMap::new()).await
 }

@@ -29,13 +29,13 @@ async fn a_plugin_calls_future_holds_a_pointer_to_the_call_not_the_call() {
             let call = instance.on_request(get_request("/", &[], "acme"));
             std::mem::size_of_val(&call)
         } else {
-            let head = RequestHead {
+            let head = std::sync::Arc::new(RequestHead {
                 method: "GET".into(),
                 path: "/".into(),
                 client_addr: "127.0.0.1".into(),
                 tenant_id: "acme".into(),
                 route_id: "r".into(),
-            };
+            });
             let headers = http::HeaderMap::new();
             let call = instance.handle_request(head, &headers);
             std::mem::size_of_val(&call)

@@ -20,11 +20,11 @@ fn header_ops_set_append_and_remove_and_skip_what_does_not_parse() {
     let mut req = RequestHeader::build("GET", b"/", None).unwrap();
     req.insert_header("x-a", "1").unwrap();
     req.insert_header("x-gone", "1").unwrap();
-    apply_op(&mut req, &HeaderOp::Set(header("x-a", "2")));
-    apply_op(&mut req, &HeaderOp::Append(header("x-a", "3")));
-    apply_op(&mut req, &HeaderOp::Remove("x-gone".into()));
-    apply_op(&mut req, &HeaderOp::Set(header("bad name", "v")));
-    apply_op(&mut req, &HeaderOp::Set(header("x-b", "line\nbreak")));
+    apply_op(&mut req, HeaderOp::Set(header("x-a", "2")));
+    apply_op(&mut req, HeaderOp::Append(header("x-a", "3")));
+    apply_op(&mut req, HeaderOp::Remove("x-gone".into()));
+    apply_op(&mut req, HeaderOp::Set(header("bad name", "v")));
+    apply_op(&mut req, HeaderOp::Set(header("x-b", "line\nbreak")));
     assert_eq!(values(&req, "x-a"), ["2", "3"]);
     assert!(values(&req, "x-gone").is_empty());
     assert!(values(&req, "x-b").is_empty());
@@ -37,7 +37,7 @@ fn a_response_action_sets_status_and_headers_and_a_rewrite_keeps_a_bad_path_out(
         status: Some(418),
         headers: vec![HeaderOp::Set(header("x-plugin", "yes"))],
     };
-    apply_response_action(&mut resp, &action);
+    apply_response_action(&mut resp, action);
     assert_eq!(resp.status.as_u16(), 418);
     assert_eq!(resp.headers.get("x-plugin").unwrap(), "yes");
 
