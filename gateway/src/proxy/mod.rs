@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -121,6 +122,10 @@ impl ProxyHttp for WharfProxy {
         ctx.in_flight = Some(self.in_flight.enter());
         ctx
     }
+
+    // Wharf compresses no response. Pingora's default adds its compression module, disabled,
+    // which still costs every request a module context and a call in each phase.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn early_request_filter(
         &self,
