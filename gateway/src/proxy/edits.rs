@@ -2,19 +2,20 @@
 //! a path rewrite, a response status, and the head of a plugin's own reply. The runtime checked
 //! every name and value already; what still does not parse is skipped, never trusted.
 
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use pingora_http::{RequestHeader, ResponseHeader};
-use wharf_plugins::types::{Header, HeaderOp, Reply, ResponseAction};
+use wharf_plugins::types::{Header, HeaderOp, ResponseAction};
 
-/// The response header of a plugin's own reply (validated by the runtime already).
-pub(super) fn reply_header(reply: &Reply) -> pingora_core::Result<ResponseHeader> {
-    let mut resp = ResponseHeader::build(reply.status, Some(reply.headers.len() + 2))?;
-    for h in &reply.headers {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(h.name.as_bytes()),
-            HeaderValue::from_bytes(&h.value),
-        ) {
-            resp.append_header(name, value)?;
+/// The response header of a plugin's own reply (validated by the runtime already), its
+/// headers moved in as edits are.
+pub(super) fn reply_header(
+    status: u16,
+    headers: Vec<Header>,
+) -> pingora_core::Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(status, Some(headers.len() + 2))?;
+    for h in headers {
+        if let Some((name, value)) = header_pair(h) {
+            resp.append(name, value);
         }
     }
     Ok(resp)

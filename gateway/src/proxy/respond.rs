@@ -20,7 +20,12 @@ pub(super) fn stamp(resp: &mut ResponseHeader, request_id: &RequestId) -> Result
 
 /// A plugin's own reply, after the `on-response` of the plugins before it.
 pub(super) async fn reply(session: &mut Session, reply: Reply, ctx: &mut RequestCtx) -> Result<()> {
-    let mut resp = edits::reply_header(&reply)?;
+    let Reply {
+        status,
+        headers,
+        body,
+    } = reply;
+    let mut resp = edits::reply_header(status, headers)?;
     // A plugin's own reply is not an upstream body: `on-response-body` is not called for it.
     let mut not_for_replies = Vec::new();
     // A module's own reply in turn (`proxy_send_local_response` on a reply) is not taken.
@@ -30,11 +35,11 @@ pub(super) async fn reply(session: &mut Session, reply: Reply, ctx: &mut Request
     if let Err(e) = run.await {
         return error(session, &GatewayError::Plugin(e), &ctx.request_id).await;
     }
-    resp.insert_header("Content-Length", reply.body.len().to_string())?;
+    resp.insert_header("Content-Length", body.len().to_string())?;
     stamp(&mut resp, &ctx.request_id)?;
     session.write_response_header(Box::new(resp), false).await?;
     session
-        .write_response_body(Some(Bytes::from(reply.body)), true)
+        .write_response_body(Some(Bytes::from(body)), true)
         .await?;
     Ok(())
 }
