@@ -12,7 +12,7 @@ use super::chain::ChainCtx;
 pub(super) fn wit_request(cx: &ChainCtx<'_>, req: &RequestHeader) -> Request {
     Request {
         method: req.method.as_str().to_string(),
-        path: path_and_query(req),
+        path: path_and_query(req).to_string(),
         headers: wit_headers(&req.headers),
         client_addr: cx.client_addr.clone(),
         tenant_id: cx.tenant.to_string(),
@@ -27,10 +27,7 @@ pub(super) fn filter_head(
     req: &RequestHeader,
     cached: &mut Option<Arc<RequestHead>>,
 ) -> Arc<RequestHead> {
-    let path = req
-        .uri
-        .path_and_query()
-        .map_or(req.uri.path(), |p| p.as_str());
+    let path = path_and_query(req);
     if let Some(head) = cached {
         if head.path == path && head.method == req.method.as_str() {
             return head.clone();
@@ -47,10 +44,11 @@ pub(super) fn filter_head(
     head
 }
 
-fn path_and_query(req: &RequestHeader) -> String {
+/// The request's path and query, as a plugin is given them.
+fn path_and_query(req: &RequestHeader) -> &str {
     req.uri
         .path_and_query()
-        .map_or_else(|| req.uri.path().to_string(), |p| p.as_str().to_string())
+        .map_or(req.uri.path(), |p| p.as_str())
 }
 
 pub(super) fn wit_headers(headers: &http::HeaderMap) -> Vec<Header> {
