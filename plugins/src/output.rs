@@ -65,10 +65,8 @@ fn check_reply(reply: &Reply) -> Result<(), String> {
             reply.headers.len()
         ));
     }
-    let mut bytes = 0;
-    for h in &reply.headers {
-        bytes += check_header(h)?;
-    }
+    // Sizes before contents, as in `check_ops`.
+    let bytes: usize = reply.headers.iter().map(header_bytes).sum();
     if bytes > MAX_HEADER_BYTES {
         return Err(format!(
             "{bytes} bytes of reply headers, the limit is {MAX_HEADER_BYTES}"
@@ -80,7 +78,7 @@ fn check_reply(reply: &Reply) -> Result<(), String> {
             reply.body.len()
         ));
     }
-    Ok(())
+    reply.headers.iter().try_for_each(check_header)
 }
 
 fn check_status(status: u16, min: u16) -> Result<(), String> {
@@ -116,33 +114,42 @@ fn check_ops(ops: &[HeaderOp]) -> Result<(), String> {
             ops.len()
         ));
     }
-    let mut bytes = 0;
-    for op in ops {
-        bytes += match op {
-            HeaderOp::Set(h) | HeaderOp::Append(h) => check_header(h)?,
-            HeaderOp::Remove(name) => check_name(name)?,
-        };
-    }
+    // Sizes before contents: output over the limit is refused before a byte of it is scanned
+    // (a plugin can return megabytes of header value from memory it grew but never wrote).
+    let bytes: usize = ops
+        .iter()
+        .map(|op| match op {
+            HeaderOp::Set(h) | HeaderOp::Append(h) => header_bytes(h),
+            HeaderOp::Remove(name) => name.len(),
+        })
+        .sum();
     if bytes > MAX_HEADER_BYTES {
         return Err(format!(
             "{bytes} bytes of header edits, the limit is {MAX_HEADER_BYTES}"
         ));
     }
-    Ok(())
+    ops.iter().try_for_each(|op| match op {
+        HeaderOp::Set(h) | HeaderOp::Append(h) => check_header(h),
+        HeaderOp::Remove(name) => check_name(name),
+    })
 }
 
-fn check_header(h: &Header) -> Result<usize, String> {
-    let name = check_name(&h.name)?;
+fn header_bytes(h: &Header) -> usize {
+    h.name.len() + h.value.len()
+}
+
+fn check_header(h: &Header) -> Result<(), String> {
+    check_name(&h.name)?;
     if !legal_value(&h.value) {
         return Err(format!(
             "header {:?} has a value that is not legal in HTTP",
             h.name
         ));
     }
-    Ok(name + h.value.len())
+    Ok(())
 }
 
-fn check_name(name: &str) -> Result<usize, String> {
+fn check_name(name: &str) -> Result<(), String> {
     if !legal_name(name.as_bytes()) {
         let shown: String = name.chars().take(64).collect();
         return Err(format!("{shown:?} is not a legal header name"));
@@ -152,7 +159,7 @@ fn check_name(name: &str) -> Result<usize, String> {
             "header {name:?} is managed by the gateway and cannot be edited"
         ));
     }
-    Ok(name.len())
+    Ok(())
 }
 
 // The two checks below are `http`'s own rules for `HeaderName::from_bytes` and
@@ -228,6 +235,13 @@ mod tests {
             path: None,
         });
         assert!(check_request_action(&big).unwrap_err().0.contains("limit"));
+        // Over the limit and illegal too: refused for its size, before its bytes are read.
+        let big_and_bad = RequestAction::Continue(RequestEdits {
+            headers: vec![set("x", &vec![b'\n'; 20_000])],
+            path: None,
+        });
+        let refused = check_request_action(&big_and_bad).unwrap_err().0;
+        assert!(refused.contains("limit"), "{refused}");
     }
 
     #[test]
