@@ -1,6 +1,8 @@
 //! Hostnames a tenant owns, exact or wildcard, and how a request's Host is normalized before
 //! it is looked up.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
@@ -113,24 +115,30 @@ fn is_dns_name(name: &str) -> bool {
 }
 
 /// Normalize a request's Host / :authority for lookup: lowercase, no port, no trailing dot.
-pub fn normalize_host(raw: &str) -> String {
+/// Borrowed from `raw` when that is already its normal form (a lookup runs on every request).
+pub fn normalize_host(raw: &str) -> Cow<'_, str> {
     let raw = raw.trim();
-    let without_port = if raw.starts_with('[') {
+    let host: Cow<'_, str> = if raw.starts_with('[') {
         // IPv6 literal: keep the brackets' content as is.
-        raw.split(']')
-            .next()
-            .map(|s| format!("{s}]"))
-            .unwrap_or_default()
+        match raw.find(']') {
+            Some(end) => Cow::Borrowed(&raw[..=end]),
+            None => Cow::Owned(format!("{raw}]")),
+        }
     } else {
-        raw.rsplit_once(':')
-            .map_or(raw, |(h, port)| {
-                if port.bytes().all(|b| b.is_ascii_digit()) {
-                    h
-                } else {
-                    raw
-                }
-            })
-            .to_string()
+        Cow::Borrowed(raw.rsplit_once(':').map_or(raw, |(h, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                raw
+            }
+        }))
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    let trimmed = host.trim_end_matches('.');
+    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Cow::Owned(trimmed.to_ascii_lowercase());
+    }
+    match host {
+        Cow::Borrowed(h) => Cow::Borrowed(h.trim_end_matches('.')),
+        Cow::Owned(h) => Cow::Owned(h.trim_end_matches('.').to_string()),
+    }
 }

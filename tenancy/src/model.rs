@@ -238,5 +238,12 @@ mod tests {
         assert_eq!(normalize_host("API.Acme.Test:8080"), "api.acme.test");
         assert_eq!(normalize_host("api.acme.test."), "api.acme.test");
         assert_eq!(normalize_host("[::1]:80"), "[::1]");
+        assert_eq!(normalize_host("[::1"), "[::1]");
+        assert_eq!(normalize_host(" Api.Test.:443 "), "api.test");
+        // Already normal: borrowed, not copied (a lookup runs on every request).
+        assert!(matches!(
+            normalize_host("api.acme.test:8080"),
+            std::borrow::Cow::Borrowed("api.acme.test")
+        ));
     }
 }

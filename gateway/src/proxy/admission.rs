@@ -57,7 +57,7 @@ impl WharfProxy {
         let host = request_host(req).unwrap_or_default();
         let table = self.config.load();
         let (tenant, route) =
-            match find_route(&table, &host, req.method.as_str(), req.uri.path(), sni) {
+            match find_route(&table, host, req.method.as_str(), req.uri.path(), sni) {
                 Ok(found) => found,
                 Err((tenant, e)) => {
                     ctx.tenant = tenant;

@@ -47,7 +47,9 @@ use crate::tls::resolver::Sni;
 pub use ctx::RequestCtx;
 use errors::GatewayError;
 use rate_limit::FleetLimiter;
-use request_info::{client_ip, code_label, request_id};
+use request_info::{
+    client_ip, code_label, request_id, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REQUEST_ID,
+};
 use wharf_plugins::capabilities::networking::EgressPolicy;
 
 pub struct WharfProxy {
@@ -228,15 +230,15 @@ impl ProxyHttp for WharfProxy {
         if let Some(client) = client_ip(session) {
             let forwarded = match upstream
                 .headers
-                .get("x-forwarded-for")
+                .get(X_FORWARDED_FOR.name())
                 .and_then(|v| v.to_str().ok())
             {
                 Some(prev) => format!("{prev}, {client}"),
                 None => client,
             };
-            upstream.insert_header("X-Forwarded-For", forwarded)?;
+            upstream.insert_known_header(&X_FORWARDED_FOR, forwarded)?;
         }
-        upstream.insert_header("X-Forwarded-Proto", "http")?;
+        upstream.insert_known_header(&X_FORWARDED_PROTO, "http")?;
         let upstream_host = ctx
             .route
             .as_ref()
@@ -250,7 +252,7 @@ impl ProxyHttp for WharfProxy {
             upstream.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         }
         upstream.append_header("Via", self.node.via.clone())?;
-        upstream.insert_header("X-Request-Id", ctx.request_id.header())?;
+        upstream.insert_known_header(&X_REQUEST_ID, ctx.request_id.header())?;
         // With tracing on, the upstream's parent is Wharf's span; otherwise traceparent passes
         // through untouched.
         for (name, value) in tracing_setup::trace_headers(&ctx.span) {

@@ -63,7 +63,7 @@ fn properties(cx: &ChainCtx<'_>, att: &Attached, req: &RequestHeader, path: &str
     properties::of_request(&RequestFacts {
         path,
         method: req.method.as_str(),
-        host: &host,
+        host,
         scheme: cx.scheme,
         protocol,
         request_id: cx.request_id,

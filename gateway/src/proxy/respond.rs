@@ -10,11 +10,11 @@ use wharf_plugins::types::Reply;
 use super::ctx::RequestCtx;
 use super::edits;
 use super::errors::GatewayError;
-use super::request_info::RequestId;
+use super::request_info::{RequestId, X_REQUEST_ID};
 
 /// Headers every response carries, whoever produced it.
 pub(super) fn stamp(resp: &mut ResponseHeader, request_id: &RequestId) -> Result<()> {
-    resp.insert_header("X-Request-Id", request_id.header())?;
+    resp.insert_known_header(&X_REQUEST_ID, request_id.header())?;
     Ok(())
 }
 

@@ -19,7 +19,8 @@ impl WharfProxy {
         if route.chain.is_empty() {
             return Ok(false);
         }
-        let request_id = ctx.request_id.as_str().to_string();
+        // Shared bytes, not a copy: the upstream request and the response take the same id.
+        let request_id = ctx.request_id.clone();
         let cx = ChainCtx {
             runtime: &self.runtime,
             tenant: &tenant.id,
@@ -27,7 +28,7 @@ impl WharfProxy {
             quotas: tenant.plugin_quotas,
             client_addr: client_ip(session).unwrap_or_default(),
             capabilities: &tenant.capabilities,
-            request_id: &request_id,
+            request_id: request_id.as_str(),
             scheme: if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
                 "https"
             } else {

@@ -49,16 +49,13 @@ impl Capability for Request {
 impl Host for PluginState {
     fn get(&mut self, name: String) -> Vec<Vec<u8>> {
         // Names are case-insensitive; a name that is not a legal header name matches nothing.
-        match http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
-            Ok(n) => self
-                .caps
-                .request
-                .get_all(&n)
-                .iter()
-                .map(|v| v.as_bytes().to_vec())
-                .collect(),
-            Err(_) => Vec::new(),
-        }
+        // `get_all(&str)` folds the case on the stack (no copy of the name per call).
+        self.caps
+            .request
+            .get_all(name.as_str())
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect()
     }
 
     fn entries(&mut self) -> Vec<Header> {

@@ -77,8 +77,15 @@ async fn only_a_filter_that_imports_the_request_interface_is_handed_the_headers(
     let compiled = rt.validate(&example_plugin("api-key-auth")).unwrap();
     assert!(compiled.reads_headers);
     let (tenant, plugin): (Arc<str>, Arc<str>) = ("acme".into(), "auth".into());
-    for (headers, allowed) in [(&[("x-api-key", "k1")][..], true), (&[][..], false)] {
-        let inv = invocation((&tenant, &plugin), &[("keys", "k1,k2")]);
+    // The plugin asks for its configured name: in any case it finds the header as sent; a
+    // name that is not a legal header name finds nothing.
+    for (asked, headers, allowed) in [
+        ("x-api-key", &[("x-api-key", "k1")][..], true),
+        ("x-api-key", &[][..], false),
+        ("X-API-Key", &[("X-Api-KEY", "k2")][..], true),
+        ("x api key", &[("x-api-key", "k1")][..], false),
+    ] {
+        let inv = invocation((&tenant, &plugin), &[("keys", "k1,k2"), ("header", asked)]);
         let mut instance = rt.prepare(inv, &compiled).await.unwrap();
         let action = instance
             .on_request(get_request("/", headers, "acme"))
@@ -87,7 +94,7 @@ async fn only_a_filter_that_imports_the_request_interface_is_handed_the_headers(
         match (&action, allowed) {
             (RequestAction::Continue(_), true) => {}
             (RequestAction::Respond(r), false) => assert_eq!(r.status, 401),
-            _ => panic!("with {headers:?}: {action:?}"),
+            _ => panic!("asking {asked:?} with {headers:?}: {action:?}"),
         }
     }
 }
