@@ -4,11 +4,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Linker, WasmStr};
+use wasmtime::StoreContextMut;
 
 use super::{Capability, HostError, InstanceContext, NodeContext, SettingsError, TenantContext};
-use crate::bindings::wharf::plugin::config::{add_to_linker, Host};
 use crate::state::PluginState;
+
+/// Its name in a component's imports (`plugins/wit/world.wit`).
+const INTERFACE: &str = "wharf:plugin/config@0.1.0";
 
 /// The capability: the attachment's configuration, shared by the instances of the attachment.
 pub struct Config;
@@ -24,8 +27,28 @@ impl Capability for Config {
         Ok(Config)
     }
 
+    /// Linked by hand, not from the bindings: `get`'s key is read where it lies in the guest's
+    /// memory (`WasmStr`), not copied into a `String` first. A filter makes several gets per
+    /// request (`header-filter`: four).
     fn link(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
-        add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)
+        let mut config = linker.instance(INTERFACE)?;
+        config.func_wrap(
+            "get",
+            |cx: StoreContextMut<'_, PluginState>, (key,): (WasmStr,)| {
+                let key = key.to_str(&cx)?;
+                Ok((cx.data().caps.config.get(&*key).cloned(),))
+            },
+        )?;
+        config.func_wrap("entries", |cx: StoreContextMut<'_, PluginState>, ()| {
+            let entries: Vec<(String, String)> = cx
+                .data()
+                .caps
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            Ok((entries,))
+        })
     }
 
     fn quotas(_: &wharf_tenancy::Quotas) -> &() {
@@ -38,19 +61,5 @@ impl Capability for Config {
 
     async fn open(&self, _: TenantContext<'_, Self>) -> Result<(), HostError> {
         Ok(())
-    }
-}
-
-impl Host for PluginState {
-    fn get(&mut self, key: String) -> Option<String> {
-        self.caps.config.get(&key).cloned()
-    }
-
-    fn entries(&mut self) -> Vec<(String, String)> {
-        self.caps
-            .config
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
     }
 }
