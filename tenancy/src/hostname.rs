@@ -118,27 +118,26 @@ fn is_dns_name(name: &str) -> bool {
 /// Borrowed from `raw` when that is already its normal form (a lookup runs on every request).
 pub fn normalize_host(raw: &str) -> Cow<'_, str> {
     let raw = raw.trim();
-    let host: Cow<'_, str> = if raw.starts_with('[') {
+    let host = if raw.starts_with('[') {
         // IPv6 literal: keep the brackets' content as is.
         match raw.find(']') {
-            Some(end) => Cow::Borrowed(&raw[..=end]),
-            None => Cow::Owned(format!("{raw}]")),
+            Some(end) => &raw[..=end],
+            // Unclosed: closed here (it ends in `]`, so there is no dot to trim).
+            None => return Cow::Owned(format!("{raw}]").to_ascii_lowercase()),
         }
     } else {
-        Cow::Borrowed(raw.rsplit_once(':').map_or(raw, |(h, port)| {
+        raw.rsplit_once(':').map_or(raw, |(h, port)| {
             if port.bytes().all(|b| b.is_ascii_digit()) {
                 h
             } else {
                 raw
             }
-        }))
+        })
     };
-    let trimmed = host.trim_end_matches('.');
-    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Cow::Owned(trimmed.to_ascii_lowercase());
-    }
-    match host {
-        Cow::Borrowed(h) => Cow::Borrowed(h.trim_end_matches('.')),
-        Cow::Owned(h) => Cow::Owned(h.trim_end_matches('.').to_string()),
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
     }
 }
