@@ -15,6 +15,21 @@ async fn python_cors_plugin_answers_preflights_and_marks_responses() {
     let up = Upstream::start("up").await;
     store.create_tenant("py", "Py", &["py.test"]).await.unwrap();
     relaxed(&store, "py").await;
+    // An 18 MB component takes a debug build ~45 s to compile: the compiled code is cached
+    // across runs (it is keyed by content and engine), so only a machine's first run pays.
+    let cache = std::env::var("WHARF_CACHE_DIR").map_or_else(
+        |_| std::env::temp_dir().join("wharf-compiled-test"),
+        |d| std::path::PathBuf::from(d).join("compiled-test"),
+    );
+    let gw = Wharf::start_configured(
+        &url,
+        &format!("compiled_cache = \"{}\"", cache.display()),
+        &[],
+    )
+    .await;
+    // Attached once the node serves, as a tenant's upload is: a node compiles what its disk cache
+    // lacks before its first table serves, and this compile (~45 s in a debug build) would be
+    // longer than a node's start may take.
     store
         .put_route("py", route("api", "/", &[&up.target()]))
         .await
@@ -29,20 +44,9 @@ async fn python_cors_plugin_answers_preflights_and_marks_responses() {
         OnError::FailClosed,
     )
     .await;
-    // An 18 MB component takes a debug build ~45 s to compile: the compiled code is cached
-    // across runs (it is keyed by content and engine), so only a machine's first run pays.
-    let cache = std::env::var("WHARF_CACHE_DIR").map_or_else(
-        |_| std::env::temp_dir().join("wharf-compiled-test"),
-        |d| std::path::PathBuf::from(d).join("compiled-test"),
-    );
-    let gw = Wharf::start_configured(
-        &url,
-        &format!("compiled_cache = \"{}\"", cache.display()),
-        &[],
-    )
-    .await;
 
-    // The route serves once the plugin is compiled (the table swaps in with it).
+    // The plugin serves once it is compiled (the table swaps in with it); before, the node may
+    // know no route yet (404), or the route without its plugin (the upstream's 200).
     let preflight = [
         ("origin", "https://app.test"),
         ("access-control-request-method", "PUT"),
@@ -51,7 +55,7 @@ async fn python_cors_plugin_answers_preflights_and_marks_responses() {
     let deadline = Instant::now() + Duration::from_secs(240);
     let answer = loop {
         let r = gw.request("OPTIONS", "py.test", "/items", &preflight).await;
-        if r.status != 404 || Instant::now() > deadline {
+        if r.status == 204 || Instant::now() > deadline {
             break r;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

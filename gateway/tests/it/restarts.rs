@@ -154,7 +154,10 @@ async fn sqlite_store_survives_kill_9_mid_write() {
         "kill -9 mid-write: {} acknowledged writes, all present",
         acked.len()
     );
-    assert_eq!(gw.get("w0-t0.test", "/").await.json["error"], "no_route");
+    // A tenant whose write was acknowledged routes after the restart (a writer's first write
+    // may have timed out on a loaded machine: `w0-t0` itself is not promised).
+    let host = format!("{}.test", acked[0]);
+    assert_eq!(gw.get(&host, "/").await.json["error"], "no_route");
 }
 
 /// SIGTERM while an admin write is under way (a JavaScript plugin upload: validated and compiled
