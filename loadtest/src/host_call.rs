@@ -2,7 +2,6 @@
 //! run once per request in a fresh instance (`on-request` with the tenant's capabilities), and
 //! the loop that times the same call made directly and through the plugin, back to back.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,7 +43,7 @@ pub(crate) struct PluginCall {
     compiled: Arc<CompiledPlugin>,
     tenant: Arc<str>,
     plugin: Arc<str>,
-    config: Arc<BTreeMap<String, String>>,
+    config: wharf_plugins::AttachmentConfig,
     outbound: Arc<[OutboundHost]>,
     caps: Arc<TenantCapabilities>,
     request: Request,
@@ -67,12 +66,7 @@ impl PluginCall {
             compiled,
             tenant: "bench".into(),
             plugin: name.into(),
-            config: Arc::new(
-                config
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
+            config: wharf_plugins::attachment_config(config.iter().copied()),
             outbound: outbound.into(),
             caps,
             request: wharf_plugins::test_support::get_request("/", headers, "bench"),

@@ -1,13 +1,12 @@
 //! Scenario `plugin`: cost of one plugin request (fresh store + instantiate + `on-request`), with
 //! the pooling allocator and with on-demand allocation, side by side in the same run.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use wharf_metrics::Metrics;
 use wharf_plugins::types::{Header, Request, Response};
-use wharf_plugins::{Invocation, PluginQuotas, PluginRuntime, RuntimeSettings};
+use wharf_plugins::{AttachmentConfig, Invocation, PluginQuotas, PluginRuntime, RuntimeSettings};
 
 use crate::stats::{micros, Summary};
 
@@ -101,11 +100,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn config() -> Arc<BTreeMap<String, String>> {
-    Arc::new(BTreeMap::from([(
-        "request-value".to_string(),
-        "bench".to_string(),
-    )]))
+fn config() -> AttachmentConfig {
+    wharf_plugins::attachment_config([("request-value", "bench")])
 }
 
 fn quotas() -> PluginQuotas {
@@ -120,7 +116,7 @@ fn invocation<'a>(
     tenant: &'a Arc<str>,
     plugin: &'a Arc<str>,
     quotas: PluginQuotas,
-    config: &Arc<BTreeMap<String, String>>,
+    config: &AttachmentConfig,
 ) -> Invocation<'a> {
     Invocation {
         tenant,

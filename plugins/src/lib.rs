@@ -30,6 +30,7 @@ mod store;
 
 pub use bindings::types;
 pub use cache::{sha256_hex, CompiledPlugin};
+pub use capabilities::config::{attachment_config, AttachmentConfig};
 pub use error::{Failure, PluginError, RejectError};
 pub use instance::PluginInstance;
 pub use runtime::{Invocation, PluginRuntime};

@@ -6,7 +6,7 @@
 mod admission;
 
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,7 +76,7 @@ pub struct Invocation<'a> {
     pub tenant: &'a Arc<str>,
     pub plugin: &'a Arc<str>,
     pub quotas: PluginQuotas,
-    pub config: Arc<BTreeMap<String, String>>,
+    pub config: crate::AttachmentConfig,
     /// The attachment's `allowed_outbound_hosts` (empty: no outbound HTTP).
     pub outbound: Arc<[wharf_tenancy::outbound::OutboundHost]>,
     /// The request body, for a plugin that reads it ([`CompiledPlugin::reads_body`]).

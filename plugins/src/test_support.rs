@@ -21,7 +21,7 @@ pub fn example_plugin(name: &str) -> Vec<u8> {
 }
 
 /// The world's types, as a component imports them (copied from what wit-component emits).
-const TYPES: &str = r#"
+pub const TYPES: &str = r#"
   (type $types-ty
     (instance
       (type (;0;) (list u8))
@@ -60,7 +60,7 @@ const TYPES: &str = r#"
 
 /// A bump allocator over the module's memory from `$bump`: the `cabi_realloc` the canonical ABI
 /// calls to pass strings and lists in.
-const REALLOC: &str = r#"(func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+pub const REALLOC: &str = r#"(func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
       (local $p i32)
       (local.set $p (i32.and (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
                              (i32.sub (i32.const 0) (local.get 2))))
@@ -404,12 +404,7 @@ pub fn invocation<'a>(
         tenant,
         plugin,
         quotas: crate::PluginQuotas::default(),
-        config: std::sync::Arc::new(
-            config
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ),
+        config: crate::attachment_config(config.iter().copied()),
         outbound: Default::default(),
         request_body: None,
         capabilities: None,

@@ -127,7 +127,7 @@ pub async fn run(a: TestArgs) -> anyhow::Result<bool> {
         tenant: &tenant,
         plugin: &name,
         quotas: quotas.plugin,
-        config: Arc::new(if proxy {
+        config: wharf_plugins::attachment_config(if proxy {
             BTreeMap::new()
         } else {
             config(&a.config)?

@@ -6,7 +6,6 @@
 //! therefore reads no plugin the disk cache holds: each is loaded by its first request.
 
 use parking_lot::Mutex;
-use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 
 use tokio::runtime::Handle;
@@ -35,7 +34,7 @@ pub struct Attached {
     pub name: Arc<str>,
     /// `Err`: the attached version does not exist.
     pub plugin: Result<Arc<PluginRef>, Unavailable>,
-    pub config: Arc<BTreeMap<String, String>>,
+    pub config: wharf_plugins::AttachmentConfig,
     /// Where the plugin may send HTTP requests.
     pub outbound: Arc<[wharf_tenancy::outbound::OutboundHost]>,
     /// A proxy-wasm plugin's configurations (empty for components).

@@ -363,7 +363,7 @@ fn resolve_chain(tenant: &Tenant, route: &Route, plugins: &PluginSet) -> Vec<Att
             Attached {
                 name: a.plugin.as_str().into(),
                 plugin,
-                config: Arc::new(a.config.clone()),
+                config: wharf_plugins::attachment_config(&a.config),
                 outbound: a.allowed_outbound_hosts.as_slice().into(),
                 proxy: VmConfigs::new(
                     proxy_config::bytes(&a.vm_config),

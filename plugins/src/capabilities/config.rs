@@ -13,6 +13,23 @@ use crate::state::PluginState;
 /// Its name in a component's imports (`plugins/wit/world.wit`).
 const INTERFACE: &str = "wharf:plugin/config@0.1.0";
 
+/// An attachment's configuration as its instances read it. Each value is shared, so a
+/// `config.get` hands it over without a copy in the host: wasmtime lowers an `Arc<str>` as a
+/// string, straight into the guest's memory (`header-filter` makes four gets a request).
+pub type AttachmentConfig = Arc<BTreeMap<String, Arc<str>>>;
+
+/// An attachment's configuration from its key/value pairs.
+pub fn attachment_config<K: Into<String>, V: AsRef<str>>(
+    pairs: impl IntoIterator<Item = (K, V)>,
+) -> AttachmentConfig {
+    Arc::new(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), Arc::from(v.as_ref())))
+            .collect(),
+    )
+}
+
 /// The capability: the attachment's configuration, shared by the instances of the attachment.
 pub struct Config;
 
@@ -21,7 +38,7 @@ impl Capability for Config {
     type Settings = ();
     type Quotas = ();
     type TenantState = ();
-    type InstanceState = Arc<BTreeMap<String, String>>;
+    type InstanceState = AttachmentConfig;
 
     fn new(_: (), _: &NodeContext) -> Result<Self, SettingsError> {
         Ok(Config)
@@ -40,7 +57,7 @@ impl Capability for Config {
             },
         )?;
         config.func_wrap("entries", |cx: StoreContextMut<'_, PluginState>, ()| {
-            let entries: Vec<(String, String)> = cx
+            let entries: Vec<(String, Arc<str>)> = cx
                 .data()
                 .caps
                 .config

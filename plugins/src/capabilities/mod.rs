@@ -32,7 +32,7 @@ pub mod request;
 pub mod response_edits;
 pub mod sql;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -147,7 +147,7 @@ pub struct InstanceContext<'a> {
     pub tenant: &'a Arc<str>,
     pub plugin: &'a Arc<str>,
     /// The attachment's configuration.
-    pub config: &'a Arc<BTreeMap<String, String>>,
+    pub config: &'a config::AttachmentConfig,
     /// The attachment's `allowed_outbound_hosts`.
     pub outbound: &'a Arc<[wharf_tenancy::outbound::OutboundHost]>,
     /// The request body, read for a plugin that imports `wharf:plugin/body`.

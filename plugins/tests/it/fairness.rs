@@ -232,7 +232,7 @@ async fn core_instance_heavy_plugins_are_charged_their_pool_slots() {
             max_instances,
             ..PluginQuotas::default()
         },
-        config: Arc::new(Default::default()),
+        config: Default::default(),
         outbound: Default::default(),
         request_body: None,
         capabilities: None,

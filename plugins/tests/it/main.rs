@@ -10,6 +10,7 @@ mod fairness;
 mod fiberless;
 mod future_sizes;
 mod hostile_backends;
+mod hostile_config;
 mod hostile_mysql;
 mod hostile_mysql_limits;
 mod hostile_redis;

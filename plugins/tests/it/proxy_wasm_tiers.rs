@@ -5,7 +5,6 @@
 //! limits as optimized code: a module spinning forever is stopped at its deadline, one growing
 //! its memory past the tenant's quota is refused, and another tenant's VM goes on meanwhile.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,7 +54,7 @@ async fn request(
         tenant: &tenant,
         plugin: &name,
         quotas,
-        config: Arc::new(BTreeMap::new()),
+        config: Default::default(),
         outbound: Arc::from(Vec::new()),
         request_body: None,
         capabilities: None,

@@ -2,7 +2,6 @@
 //! adversarial WAT components. Every failure stays inside its own instance.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,13 +28,8 @@ fn request(path: &str, headers: &[(&str, &str)]) -> Request {
     wharf_plugins::test_support::get_request(path, headers, "acme")
 }
 
-fn config(pairs: &[(&str, &str)]) -> Arc<BTreeMap<String, String>> {
-    Arc::new(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    )
+fn config(pairs: &[(&str, &str)]) -> wharf_plugins::AttachmentConfig {
+    wharf_plugins::attachment_config(pairs.iter().copied())
 }
 
 async fn run_request(

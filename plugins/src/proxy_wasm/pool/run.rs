@@ -2,7 +2,6 @@
 //! the plugin threads with what the request has left of its fuel and deadline; the VM started
 //! first when it is not running; a failure drops the VM (FAIL_RELOAD) and fails the request.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,7 +39,7 @@ pub(super) struct Who {
     pub(super) tenant: Arc<str>,
     pub(super) plugin: Arc<str>,
     pub(super) quotas: PluginQuotas,
-    config: Arc<BTreeMap<String, String>>,
+    config: crate::AttachmentConfig,
     pub(super) outbound: Arc<[OutboundHost]>,
     pub(super) capabilities: Option<Arc<TenantCapabilities>>,
 }
