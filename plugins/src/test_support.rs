@@ -58,6 +58,17 @@ pub const TYPES: &str = r#"
   (import "response-action" (type $resp-action (eq $response-action)))
 "#;
 
+/// An `http-plugin`'s two exports, lifted from core instance `$main` (its `on-request` and
+/// `on-response`) with memory `$memory` and `$cabi_realloc`: the end of every WAT component here.
+pub const LIFTED_PHASES: &str = r#"(type $on-request-ty (func (param "req" $req) (result $req-action)))
+  (alias core export $main "on-request" (core func $on-request-core))
+  (func $on-request (type $on-request-ty) (canon lift (core func $on-request-core) (memory $memory) (realloc $cabi_realloc) string-encoding=utf8))
+  (export "on-request" (func $on-request))
+  (type $on-response-ty (func (param "resp" $resp) (result $resp-action)))
+  (alias core export $main "on-response" (core func $on-response-core))
+  (func $on-response (type $on-response-ty) (canon lift (core func $on-response-core) (memory $memory) (realloc $cabi_realloc) string-encoding=utf8))
+  (export "on-response" (func $on-response))"#;
+
 /// A bump allocator over the module's memory from `$bump`: the `cabi_realloc` the canonical ABI
 /// calls to pass strings and lists in.
 pub const REALLOC: &str = r#"(func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
@@ -114,14 +125,7 @@ fn wat_phases_text(body: &str, response: &str, extra: &str, pages: u32) -> Strin
   (core instance $main (instantiate $m))
   (alias core export $main "memory" (core memory $memory))
   (alias core export $main "cabi_realloc" (core func $cabi_realloc))
-  (type $on-request-ty (func (param "req" $req) (result $req-action)))
-  (alias core export $main "on-request" (core func $on-request-core))
-  (func $on-request (type $on-request-ty) (canon lift (core func $on-request-core) (memory $memory) (realloc $cabi_realloc) string-encoding=utf8))
-  (export "on-request" (func $on-request))
-  (type $on-response-ty (func (param "resp" $resp) (result $resp-action)))
-  (alias core export $main "on-response" (core func $on-response-core))
-  (func $on-response (type $on-response-ty) (canon lift (core func $on-response-core) (memory $memory) (realloc $cabi_realloc) string-encoding=utf8))
-  (export "on-response" (func $on-response))
+  {LIFTED_PHASES}
 )"#,
         heap = pages * 65536,
     )
@@ -352,14 +356,7 @@ pub fn http_plugin(on_request: &str, on_response: &str, extra: &str) -> Vec<u8> 
     (func (export "on-response") (param i32 i32 i32) (result i32)
       {on_response}))
   (core instance $main (instantiate $m (with "env" (instance $memi)) (with "host" (instance $host))))
-  (type $on-request-ty (func (param "req" $req) (result $req-action)))
-  (alias core export $main "on-request" (core func $on-request-core))
-  (func $on-request (type $on-request-ty) (canon lift (core func $on-request-core) (memory $memory) (realloc $cabi_realloc) string-encoding=utf8))
-  (export "on-request" (func $on-request))
-  (type $on-response-ty (func (param "resp" $resp) (result $resp-action)))
-  (alias core export $main "on-response" (core func $on-response-core))
-  (func $on-response (type $on-response-ty) (canon lift (core func $on-response-core) (memory $memory) (realloc $cabi_realloc) string-encoding=utf8))
-  (export "on-response" (func $on-response))
+  {LIFTED_PHASES}
 )"#
     ))
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use wharf_metrics::Metrics;
-use wharf_plugins::test_support::{binary, get_request, invocation, REALLOC, TYPES};
+use wharf_plugins::test_support::{binary, get_request, invocation, LIFTED_PHASES, REALLOC, TYPES};
 use wharf_plugins::types::RequestAction;
 use wharf_plugins::{PluginRuntime, RuntimeSettings};
 
@@ -50,14 +50,7 @@ fn config_reader(ptr: u32, len: u32, want_some: bool) -> Vec<u8> {
     (func (export "on-response") (param i32 i32 i32) (result i32)
       (i32.const 256)))
   (core instance $main (instantiate $m (with "env" (instance $memi)) (with "host" (instance $host))))
-  (type $on-request-ty (func (param "req" $req) (result $req-action)))
-  (alias core export $main "on-request" (core func $on-request-core))
-  (func $on-request (type $on-request-ty) (canon lift (core func $on-request-core) (memory $memory) (realloc $cabi_realloc) string-encoding=utf8))
-  (export "on-request" (func $on-request))
-  (type $on-response-ty (func (param "resp" $resp) (result $resp-action)))
-  (alias core export $main "on-response" (core func $on-response-core))
-  (func $on-response (type $on-response-ty) (canon lift (core func $on-response-core) (memory $memory) (realloc $cabi_realloc) string-encoding=utf8))
-  (export "on-response" (func $on-response))
+  {LIFTED_PHASES}
 )"#
     ))
 }
