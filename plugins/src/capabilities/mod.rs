@@ -239,6 +239,23 @@ impl TenantCapabilities {
         NodeCapabilities: Registered<C>,
     {
         let cell: &OnceCell<C::TenantState> = NodeCapabilities::cell(&self.states);
+        if let Some(state) = cell.get() {
+            return Ok(state);
+        }
+        // The first use's future (a pool, a connection, provisioning) is kilobytes: boxed, so
+        // the future of every host call that awaits this one does not carry it. Measured: a
+        // Redis call's future was 20 KB, copied whole each time a plugin made one.
+        // Typed as `dyn Future + Send` here: callers' auto-trait checks stop at the box.
+        let open: std::pin::Pin<Box<dyn Future<Output = _> + Send + '_>> =
+            Box::pin(self.open::<C>());
+        open.await
+    }
+
+    async fn open<C: Capability>(&self) -> Result<&C::TenantState, HostError>
+    where
+        NodeCapabilities: Registered<C>,
+    {
+        let cell: &OnceCell<C::TenantState> = NodeCapabilities::cell(&self.states);
         let capability = self.node.capability();
         let ctx = TenantContext {
             tenant: &self.tenant,

@@ -48,3 +48,29 @@ async fn a_plugin_calls_future_holds_a_pointer_to_the_call_not_the_call() {
             .unwrap();
     }
 }
+
+/// A host call's future stays small too: the first use's set-up (a tenant's pool, its first
+/// connection) and a connection's opening are boxed where they are taken. Before, they sat in
+/// every Redis call's future: 20 KB, copied whole at each call (docs/benchmarks.md, twentieth
+/// session). Real Redis (WHARF_TEST_REDIS_URL).
+#[tokio::test]
+async fn a_redis_calls_future_does_not_carry_the_connections_set_up() {
+    use wharf_plugins::capabilities::redis::Redis;
+    let url =
+        std::env::var("WHARF_TEST_REDIS_URL").expect("WHARF_TEST_REDIS_URL: run scripts/test");
+    let caps = wharf_plugins::test_support::capabilities(
+        Some(url),
+        wharf_plugins::capabilities::sql::SqlBackend::Disabled,
+        wharf_plugins::capabilities::DEFAULT_RESULT_BUDGET_BYTES,
+    );
+    let tenant = caps.tenant("sizes", &wharf_tenancy::Quotas::default());
+    let first_use = tenant.get::<Redis>();
+    let size = std::mem::size_of_val(&first_use);
+    assert!(size <= 256, "the capability's future is {size} bytes");
+    let redis = first_use.await.expect("Redis is up");
+    let call = redis.command("GET", vec![b"k".to_vec()]);
+    let size = std::mem::size_of_val(&call);
+    // Debug build: 856 bytes (2,984 before).
+    assert!(size <= BUDGET, "a Redis command's future is {size} bytes");
+    call.await.expect("the command runs");
+}

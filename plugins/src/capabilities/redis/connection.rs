@@ -111,6 +111,15 @@ impl Connections {
         if let Some(leased) = self.shared() {
             return Ok(leased);
         }
+        // Opening's future (a connect and its handshake) is kilobytes: boxed, so every
+        // command's future does not carry it.
+        let open: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>> =
+            Box::pin(self.open_shared());
+        open.await
+    }
+
+    /// Opens the shared connection, or finds the one another caller opened meanwhile.
+    async fn open_shared(&self) -> Result<(Lease, bool), Opening> {
         let tried = self.attempts.load(Ordering::Acquire);
         let _one = self.opening.lock().await;
         if let Some(leased) = self.shared() {
