@@ -99,6 +99,7 @@ impl ControlPlane {
             });
         }
         periodic::spawn_usage_ticker(self.usage.clone());
+        periodic::spawn_capability_upkeep(sync.capabilities.clone(), sync.live.clone());
         let mut store: Option<Store> = None;
         let mut first = true;
         loop {

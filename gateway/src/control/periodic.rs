@@ -1,11 +1,12 @@
 //! Work a node does now and then beside config sync, each task with its own state: telling the
-//! store which version it serves, pruning the audit log, the usage snapshot for the console, and
-//! the gauges of upstream targets' health.
+//! store which version it serves, pruning the audit log, the usage snapshot for the console, the
+//! capabilities' upkeep, and the gauges of upstream targets' health.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wharf_metrics::Metrics;
+use wharf_plugins::capabilities::{Capabilities, UPKEEP_EVERY};
 use wharf_plugins::PluginRuntime;
 use wharf_tenancy::store::now_ms;
 use wharf_tenancy::{AuditRetention, Store};
@@ -110,6 +111,25 @@ pub fn spawn_usage_ticker(usage: Arc<crate::usage::UsageHistory>) {
         loop {
             minute.tick().await;
             usage.snapshot();
+        }
+    });
+}
+
+/// The capabilities' periodic work (e.g. recounting tenants' Redis usage) over the tenants of
+/// the table in force, on this runtime, in a task of its own: a long walk never holds up
+/// config sync. The first run waits one period, so a fleet restarting at once does not walk
+/// its Redis together.
+pub fn spawn_capability_upkeep(capabilities: Arc<Capabilities>, live: Arc<LiveConfig>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(UPKEEP_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let tenants: Vec<String> = live.load().tenants().map(|t| t.id.to_string()).collect();
+            if let Err(e) = capabilities.upkeep(&tenants).await {
+                tracing::warn!("the capabilities' upkeep failed: {e}");
+            }
         }
     });
 }

@@ -93,7 +93,16 @@ pub trait Capability: Send + Sync + Sized + 'static {
     fn purge(&self, _tenant: &str) -> impl Future<Output = Result<(), HostError>> + Send {
         async { Ok(()) }
     }
+
+    /// Work the control plane asks for now and then ([`UPKEEP_EVERY`]) over the fleet's
+    /// tenants (e.g. recounting their Redis usage). Safe to run on every node at once.
+    fn upkeep(&self, _tenants: &[String]) -> impl Future<Output = Result<(), HostError>> + Send {
+        async { Ok(()) }
+    }
 }
+
+/// How often the control plane runs the capabilities' [`Capability::upkeep`].
+pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The capability's settings were wrong (a bad CIDR, URL, …).
 #[derive(Debug, thiserror::Error)]
@@ -223,6 +232,11 @@ impl Capabilities {
     pub async fn purge(&self, tenant: &str) -> Result<(), HostError> {
         self.tenants.lock().remove(tenant);
         self.node.purge(tenant).await
+    }
+
+    /// Every capability's periodic work over `tenants` (the fleet's, from the routing table).
+    pub async fn upkeep(&self, tenants: &[String]) -> Result<(), HostError> {
+        self.node.upkeep(tenants).await
     }
 
     /// Drops the state of tenants that no longer exist.

@@ -69,6 +69,11 @@ macro_rules! registry {
                 $(self.$field.purge(tenant).await?;)+
                 Ok(())
             }
+
+            async fn upkeep(&self, tenants: &[String]) -> Result<(), HostError> {
+                $(self.$field.upkeep(tenants).await?;)+
+                Ok(())
+            }
         }
 
         impl InstanceStates {

@@ -20,4 +20,5 @@ mod memory_reset;
 mod proxy_wasm_start;
 mod proxy_wasm_tiers;
 mod redis_pool;
+mod redis_recount;
 mod runtime;

@@ -63,7 +63,10 @@ impl TenantRedis {
 
         let call = |verb: &str, script: &str| {
             let mut call = redis::cmd(verb);
-            call.arg(script).arg(1 + keys.len()).arg(&self.usage_key);
+            call.arg(script)
+                .arg(2 + keys.len())
+                .arg(&self.usage_key)
+                .arg(&self.marker_key);
             for k in &keys {
                 call.arg(&k[..]);
             }

@@ -110,6 +110,25 @@ impl Capability for Redis {
         Ok(redis)
     }
 
+    /// Each tenant's usage recounted from its live keys: expired keys' bytes released.
+    async fn upkeep(&self, tenants: &[String]) -> Result<(), HostError> {
+        let Some(url) = &self.url else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        match super::recount(url, tenants, super::Pace::default()).await? {
+            Some(done) => tracing::info!(
+                keys = done.keys,
+                tenants = done.tenants,
+                released_bytes = done.released,
+                seconds = started.elapsed().as_secs_f64(),
+                "Redis usage recounted"
+            ),
+            None => tracing::debug!("another node is recounting Redis usage"),
+        }
+        Ok(())
+    }
+
     /// Its keys, and Wharf's keys about it.
     async fn purge(&self, tenant: &str) -> Result<(), HostError> {
         match &self.url {

@@ -7,6 +7,8 @@ mod host;
 pub use host::{Redis, RedisSettings};
 mod connection;
 mod eval;
+mod recount;
+pub use recount::{marker_key, recount, Pace, Recounted};
 mod reply;
 mod script;
 mod trusted;
@@ -144,6 +146,8 @@ pub struct TenantRedis {
     max_memory: u64,
     /// Wharf's key counting the bytes this tenant's keys use.
     usage_key: String,
+    /// Wharf's key holding the tenant's recount while one runs (`recount.rs`).
+    marker_key: String,
     budget: ResultBudget,
     metrics: Arc<Metrics>,
     trusted: Arc<TrustedScripts>,
@@ -152,8 +156,11 @@ pub struct TenantRedis {
 /// A tenant's key namespace. Tenants live under `wharf:t:`, Wharf's own keys under `wharf:sys:`:
 /// no tenant id can name a key of Wharf's.
 pub fn key_prefix(tenant: &str) -> String {
-    format!("wharf:t:{tenant}:")
+    format!("{TENANT_KEYS}{tenant}:")
 }
+
+/// Where every tenant's keys start.
+const TENANT_KEYS: &str = "wharf:t:";
 
 /// Wharf's own key `name` (e.g. the fleet rate limiter's state of a tenant).
 pub fn system_key(name: &str) -> String {
@@ -194,6 +201,7 @@ pub async fn purge(url: &str, tenant: &str) -> Result<(), HostError> {
     }
     redis::cmd("UNLINK")
         .arg(usage_key(tenant))
+        .arg(marker_key(tenant))
         .arg(system_key(&format!("ratelimit:{tenant}")))
         .query_async::<i64>(&mut conn)
         .await
@@ -241,6 +249,7 @@ impl TenantRedis {
             max_reply: q.redis.max_reply_bytes,
             max_memory: q.redis.max_memory_bytes,
             usage_key: usage_key(tenant),
+            marker_key: marker_key(tenant),
             budget,
             metrics,
             trusted,
@@ -274,8 +283,9 @@ impl TenantRedis {
         let call = |verb: &str, script: &str| {
             let mut call = redis::cmd(verb);
             call.arg(script)
-                .arg(1 + positions.len())
-                .arg(&self.usage_key);
+                .arg(2 + positions.len())
+                .arg(&self.usage_key)
+                .arg(&self.marker_key);
             for &i in &positions {
                 call.arg(&args[i][..]);
             }

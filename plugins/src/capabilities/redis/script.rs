@@ -64,7 +64,11 @@ const SHRINKS: &[&str] = &[
 /// - the memory a write changed (MEMORY USAGE of its keys, before and after) is added to the
 ///   usage.
 ///
-/// KEYS: [usage key, the command's keys…]; ARGV: [reply cap, memory quota, class, command, args…].
+/// - while the tenant's usage is being recounted (its marker key exists), growth is added to the
+///   recount too, shrinkage not (`recount.rs`: a recount must never end below the truth).
+///
+/// KEYS: [usage key, recount marker, the command's keys…]; ARGV: [reply cap, memory quota, class,
+/// command, args…].
 pub(super) const SCRIPT: &str = SCRIPT_TEXT;
 
 /// [`SCRIPT`]'s digest, for `EVALSHA`.
@@ -76,7 +80,7 @@ local cap, quota, class = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local cmd = {unpack(ARGV, 4)}
 local function mem()
   local n = 0
-  for i = 2, #KEYS do n = n + (redis.call('MEMORY', 'USAGE', KEYS[i]) or 0) end
+  for i = 3, #KEYS do n = n + (redis.call('MEMORY', 'USAGE', KEYS[i]) or 0) end
   return n
 end
 local before = 0
@@ -96,6 +100,7 @@ local reply = redis.call(unpack(cmd))
 if class ~= 'r' then
   local delta = mem() - before
   if delta ~= 0 then redis.call('INCRBY', KEYS[1], delta) end
+  if delta > 0 and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('INCRBY', KEYS[2], delta) end
 end
 local function size(v)
   local t = type(v)

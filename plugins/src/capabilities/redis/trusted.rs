@@ -105,12 +105,13 @@ fn not_trusted(sha: &str) -> HostError {
 /// The wrapper's own names all start with `wharf_`, so that the script's text (whose globals
 /// Redis refuses anyway) cannot mistake one for its own.
 ///
-/// KEYS: [usage key, the script's keys…]; ARGV: [reply cap, memory quota, time budget (ms), the
-/// script's args…].
+/// KEYS: [usage key, recount marker, the script's keys…]; ARGV: [reply cap, memory quota, time
+/// budget (ms), the script's args…]. Usage and recount are kept as for a plain command
+/// (`script.rs`).
 const HEAD: &str = r#"
 local wharf_cap, wharf_quota, wharf_budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local wharf_usage, wharf_keys, wharf_argv, wharf_given = KEYS[1], {}, {}, {}
-for i = 2, #KEYS do wharf_keys[#wharf_keys + 1] = KEYS[i]; wharf_given[KEYS[i]] = true end
+local wharf_usage, wharf_marker, wharf_keys, wharf_argv, wharf_given = KEYS[1], KEYS[2], {}, {}, {}
+for i = 3, #KEYS do wharf_keys[#wharf_keys + 1] = KEYS[i]; wharf_given[KEYS[i]] = true end
 for i = 4, #ARGV do wharf_argv[#wharf_argv + 1] = ARGV[i] end
 local wharf_redis = redis
 local function wharf_clock()
@@ -159,6 +160,7 @@ const TAIL: &str = r#"
 end, wharf_keys, wharf_argv, wharf_shim)
 local wharf_delta = wharf_mem() - wharf_before
 if wharf_delta ~= 0 then wharf_redis.call('INCRBY', wharf_usage, wharf_delta) end
+if wharf_delta > 0 and wharf_redis.call('EXISTS', wharf_marker) == 1 then wharf_redis.call('INCRBY', wharf_marker, wharf_delta) end
 if not wharf_ok then
   if type(wharf_reply) == 'table' and wharf_reply.err then return wharf_reply end
   return wharf_redis.error_reply(tostring(wharf_reply))
