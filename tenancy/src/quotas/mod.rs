@@ -61,6 +61,8 @@ quota_group! {
         /// Largest Redis reply handed to a plugin.
         max_reply_bytes: u64 = 1 << 20, "redis_max_reply_bytes", within(1 << 10, 64 << 20);
         /// Memory the tenant's Redis keys may use; over it, writes fail with `quota-exceeded`.
+        /// Each write's change is counted as it runs; keys that expired are given back when the
+        /// usage is recounted from the live keys, every 10 minutes.
         max_memory_bytes: u64 = 64 << 20, "redis_max_memory_bytes", within(64 << 10, 64 << 30);
     }
 }
