@@ -44,6 +44,7 @@ impl Default for Pace {
         }
     }
 }
+
 /// How long the lock holds without a batch renewing it.
 const LOCK_MS: u64 = 60_000;
 /// How long a marker lives: a walk still running past it recounts nothing (its markers are
