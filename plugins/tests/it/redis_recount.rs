@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use deadpool_redis::redis::{self, aio::MultiplexedConnection};
 use wharf_plugins::capabilities::redis::{
-    key_prefix, marker_key, recount, usage_key, Pace, Redis, TenantRedis,
+    key_prefix, marker_key, recount, usage_key, Pace, Recounted, Redis, TenantRedis,
 };
 use wharf_plugins::capabilities::sql::SqlBackend;
-use wharf_plugins::capabilities::{Capabilities, HostError, DEFAULT_RESULT_BUDGET_BYTES};
+use wharf_plugins::capabilities::{
+    Capabilities, HostError, TenantCapabilities, DEFAULT_RESULT_BUDGET_BYTES,
+};
 use wharf_tenancy::test_support::unique_suffix;
 use wharf_tenancy::{Quotas, RedisQuotas};
 
@@ -103,6 +105,31 @@ fn within_a_walks_slack(counted: i64, live: i64) {
         counted >= live && counted <= 2 * live,
         "usage {counted} after a quiet walk, the keys use {live}"
     );
+}
+
+/// A walk of `tenants` at `pace`, in a task of its own.
+fn spawn_walk(
+    tenants: &[String],
+    pace: Pace,
+) -> tokio::task::JoinHandle<Result<Option<Recounted>, HostError>> {
+    let (url, tenants) = (url(), tenants.to_vec());
+    tokio::spawn(async move { recount(&url, &tenants, pace).await })
+}
+
+/// A tenant that may send as many commands as the tests do, with `n` keys of `value` written.
+async fn busy_tenant_with_keys(
+    b: &Capabilities,
+    name: &str,
+    n: usize,
+    value: &str,
+) -> (String, Arc<TenantCapabilities>) {
+    let t = tenant_id(name);
+    let caps = b.tenant(&t, &busy());
+    let r = caps.get::<Redis>().await.unwrap();
+    for i in 0..n {
+        run(r, &["SET", &format!("k{i}"), value]).await.unwrap();
+    }
+    (t, caps)
 }
 
 async fn run(r: &TenantRedis, args: &[&str]) -> Result<(), HostError> {
@@ -203,26 +230,16 @@ async fn a_quota_filled_by_expired_keys_opens_again() {
 async fn writes_racing_a_walk_never_leave_the_usage_below_the_keys() {
     let _serial = SERIAL.lock().await;
     let b = backends();
-    let t = tenant_id("rrace");
-    let caps = b.tenant(&t, &busy());
+    let (t, caps) = busy_tenant_with_keys(&b, "rrace", 600, "0123456789").await;
     let r = caps.get::<Redis>().await.unwrap();
-    for i in 0..600 {
-        run(r, &["SET", &format!("k{i}"), "0123456789"])
-            .await
-            .unwrap();
-    }
-    // A slow walk (20 keys a batch, 30 batches or more), and the tenant's writes meanwhile: deletes, new keys,
-    // growth, shrinkage, and keys that expire.
+    // A slow walk (20 keys a batch, 30 batches or more), and the tenant's writes meanwhile:
+    // deletes, new keys, growth, shrinkage, and keys that expire.
     let slow = Pace {
         batch: 20,
         pause: Duration::from_millis(10),
     };
     let tenants = vec![t.clone()];
-    let walk = tokio::spawn({
-        let url = url();
-        let tenants = tenants.clone();
-        async move { recount(&url, &tenants, slow).await }
-    });
+    let walk = spawn_walk(&tenants, slow);
     // Rounds of writes for as long as the walk runs (at most 300).
     let mut i = 0;
     while !walk.is_finished() && i < 300 {
@@ -252,7 +269,8 @@ async fn writes_racing_a_walk_never_leave_the_usage_below_the_keys() {
         .unwrap()
         .unwrap()
         .expect("the walk held the lock");
-    assert!(done.keys >= 600, "the walk saw {} keys", done.keys);
+    // Deletes may take keys before the walk reaches them; the odd ones stayed throughout.
+    assert!(done.keys >= 300, "the walk saw {} keys", done.keys);
     let mut conn = plain().await;
     let live = live_bytes(&mut conn, &t).await;
     let counted = usage(&mut conn, &t).await;
@@ -275,21 +293,13 @@ async fn writes_racing_a_walk_never_leave_the_usage_below_the_keys() {
 async fn one_walk_at_a_time() {
     let _serial = SERIAL.lock().await;
     let b = backends();
-    let t = tenant_id("rlock");
-    let caps = b.tenant(&t, &busy());
-    let r = caps.get::<Redis>().await.unwrap();
-    for i in 0..200 {
-        run(r, &["SET", &format!("k{i}"), "v"]).await.unwrap();
-    }
+    let (t, _caps) = busy_tenant_with_keys(&b, "rlock", 200, "v").await;
     let tenants = vec![t.clone()];
     let slow = Pace {
         batch: 5,
         pause: Duration::from_millis(5),
     };
-    let first = tokio::spawn({
-        let (url, tenants) = (url(), tenants.clone());
-        async move { recount(&url, &tenants, slow).await }
-    });
+    let first = spawn_walk(&tenants, slow);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let second = recount(&url(), &tenants, Pace::default()).await.unwrap();
     assert_eq!(second, None, "a second walk started while the first ran");
