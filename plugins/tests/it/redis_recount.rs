@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use deadpool_redis::redis::{self, aio::MultiplexedConnection};
 use wharf_plugins::capabilities::redis::{
-    key_prefix, marker_key, recount, usage_key, Pace, Recounted, Redis, TenantRedis,
+    done_key, key_prefix, marker_key, recount, usage_key, Pace, Recounted, Redis, TenantRedis,
 };
 use wharf_plugins::capabilities::sql::SqlBackend;
 use wharf_plugins::capabilities::{
@@ -237,6 +237,7 @@ async fn writes_racing_a_walk_never_leave_the_usage_below_the_keys() {
     let slow = Pace {
         batch: 20,
         pause: Duration::from_millis(10),
+        ..Pace::default()
     };
     let tenants = vec![t.clone()];
     let walk = spawn_walk(&tenants, slow);
@@ -298,6 +299,7 @@ async fn one_walk_at_a_time() {
     let slow = Pace {
         batch: 5,
         pause: Duration::from_millis(5),
+        ..Pace::default()
     };
     let first = spawn_walk(&tenants, slow);
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -309,5 +311,37 @@ async fn one_walk_at_a_time() {
         .await
         .unwrap()
         .is_some());
+    b.purge(&t).await.unwrap();
+}
+
+/// As if the last walk ended long ago.
+async fn forget_last_walk(conn: &mut MultiplexedConnection) {
+    let _: () = redis::cmd("DEL")
+        .arg(done_key())
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_fleet_walks_once_per_period_not_once_per_node() {
+    let _serial = SERIAL.lock().await;
+    let b = backends();
+    let (t, _caps) = busy_tenant_with_keys(&b, "rperiod", 10, "v").await;
+    let tenants = vec![t.clone()];
+    let hourly = Pace {
+        every: Duration::from_secs(3600),
+        ..Pace::default()
+    };
+    let mut conn = plain().await;
+    forget_last_walk(&mut conn).await;
+    // One node walks; every other node's turn within the hour finds it done.
+    assert!(recount(&url(), &tenants, hourly).await.unwrap().is_some());
+    for _node in 0..3 {
+        assert_eq!(recount(&url(), &tenants, hourly).await.unwrap(), None);
+    }
+    forget_last_walk(&mut conn).await;
+    assert!(recount(&url(), &tenants, hourly).await.unwrap().is_some());
+    forget_last_walk(&mut conn).await;
     b.purge(&t).await.unwrap();
 }

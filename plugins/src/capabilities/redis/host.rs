@@ -116,7 +116,11 @@ impl Capability for Redis {
             return Ok(());
         };
         let started = std::time::Instant::now();
-        match super::recount(url, tenants, super::Pace::default()).await? {
+        let pace = super::Pace {
+            every: crate::capabilities::UPKEEP_EVERY,
+            ..super::Pace::default()
+        };
+        match super::recount(url, tenants, pace).await? {
             Some(done) => tracing::info!(
                 keys = done.keys,
                 tenants = done.tenants,
@@ -124,7 +128,7 @@ impl Capability for Redis {
                 seconds = started.elapsed().as_secs_f64(),
                 "Redis usage recounted"
             ),
-            None => tracing::debug!("another node is recounting Redis usage"),
+            None => tracing::debug!("another node recounts Redis usage, or did lately"),
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ pub use host::{Redis, RedisSettings};
 mod connection;
 mod eval;
 mod recount;
-pub use recount::{marker_key, recount, Pace, Recounted};
+pub use recount::{done_key, marker_key, recount, Pace, Recounted};
 mod reply;
 mod script;
 mod trusted;

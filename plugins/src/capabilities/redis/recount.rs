@@ -32,15 +32,21 @@ pub struct Pace {
     pub batch: u32,
     /// The pause between batches.
     pub pause: Duration,
+    /// No walk when one ended less than this long ago, on any node: the fleet walks once per
+    /// period, not once per node. Zero: walk whenever the lock is free.
+    pub every: Duration,
 }
 
 impl Default for Pace {
-    /// 500 keys a batch (about a millisecond of Redis's time) and 5 ms between batches: a walk
-    /// takes a small share of Redis.
+    /// 200 keys a batch and 10 ms between batches. Redis runs a batch for no one else: 0.87 ms
+    /// of its time (measured on 400,000 keys; 1.8 ms for 500 keys a batch), which is as long as
+    /// another tenant's command may wait behind it. A walk takes about 7 % of Redis while it
+    /// runs: 400,000 keys in 25 s.
     fn default() -> Self {
         Pace {
-            batch: 500,
-            pause: Duration::from_millis(5),
+            batch: 200,
+            pause: Duration::from_millis(10),
+            every: Duration::ZERO,
         }
     }
 }
@@ -58,6 +64,11 @@ pub fn marker_key(tenant: &str) -> String {
 
 fn lock_key() -> String {
     system_key("recount-lock")
+}
+
+/// Present for [`Pace::every`] after a walk ends.
+pub fn done_key() -> String {
+    system_key("recount-done")
 }
 
 /// What one walk did.
@@ -108,7 +119,8 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 0
 "#;
 
-/// Recounts `tenants`' usage. `None` when another node's walk holds the lock.
+/// Recounts `tenants`' usage. `None` when another node's walk holds the lock, or one ended
+/// less than [`Pace::every`] ago.
 pub async fn recount(
     url: &str,
     tenants: &[String],
@@ -119,6 +131,16 @@ pub async fn recount(
         .await
         .map_err(|_| HostError::Timeout)?
         .map_err(|_| HostError::BackendUnavailable)?;
+    if !pace.every.is_zero() {
+        let recent: bool = redis::cmd("EXISTS")
+            .arg(done_key())
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        if recent {
+            return Ok(None);
+        }
+    }
     // A walk's own name for the lock: distinct per walk, so one never releases another's.
     let token = format!("{:016x}", rand::random::<u64>());
     let locked: Option<String> = redis::cmd("SET")
@@ -134,6 +156,15 @@ pub async fn recount(
         return Ok(None);
     }
     let walked = walk(&mut conn, &token, tenants, pace).await;
+    if walked.is_ok() && !pace.every.is_zero() {
+        let _ = redis::cmd("SET")
+            .arg(done_key())
+            .arg(1)
+            .arg("PX")
+            .arg(u64::try_from(pace.every.as_millis()).unwrap_or(u64::MAX))
+            .query_async::<()>(&mut conn)
+            .await;
+    }
     let _ = eval(UNLOCK, &[lock_key()])
         .arg(&token)
         .query_async::<i64>(&mut conn)
