@@ -226,7 +226,24 @@ mod tests {
         .unwrap();
         assert_eq!(b.redis.url.as_deref(), Some("redis://r"));
         assert_eq!(b.redis.trusted_scripts, ["/etc/wharf/rl.lua"]);
+        assert_eq!(b.redis.recount_every_seconds, 600);
         assert!(toml::from_str::<Bootstrap>("[redis]\nurl = \"redis://r\"\nscripts = []").is_err());
+        let b: Bootstrap =
+            toml::from_str("[redis]\nurl = \"redis://r\"\nrecount_every_seconds = 0").unwrap();
+        let refused = wharf_plugins::capabilities::Capabilities::new(
+            wharf_plugins::capabilities::CapabilitySettings {
+                redis: b.redis,
+                ..Default::default()
+            },
+            std::sync::Arc::new(wharf_metrics::Metrics::new()),
+            1 << 20,
+        )
+        .err()
+        .map(|e| e.to_string());
+        assert_eq!(
+            refused.as_deref(),
+            Some("redis: recount_every_seconds: 0 is not between 1 and 86400")
+        );
     }
 }
 

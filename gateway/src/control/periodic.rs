@@ -117,8 +117,7 @@ pub fn spawn_usage_ticker(usage: Arc<crate::usage::UsageHistory>) {
 
 /// The capabilities' periodic work (e.g. recounting tenants' Redis usage) over the tenants of
 /// the table in force, on this runtime, in a task of its own: a long walk never holds up
-/// config sync. The first run waits one period, so a fleet restarting at once does not walk
-/// its Redis together.
+/// config sync. The first run waits one period, for the node's first table.
 pub fn spawn_capability_upkeep(capabilities: Arc<Capabilities>, live: Arc<LiveConfig>) {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(UPKEEP_EVERY);

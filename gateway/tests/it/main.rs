@@ -52,6 +52,7 @@ mod proxy_wasm_ticks;
 mod proxy_wasm_trailers;
 mod proxy_wasm_uploads;
 mod rate_limits;
+mod redis_usage;
 mod reload;
 mod request_bodies;
 mod request_filters;

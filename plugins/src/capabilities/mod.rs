@@ -95,14 +95,16 @@ pub trait Capability: Send + Sync + Sized + 'static {
     }
 
     /// Work the control plane asks for now and then ([`UPKEEP_EVERY`]) over the fleet's
-    /// tenants (e.g. recounting their Redis usage). Safe to run on every node at once.
+    /// tenants (e.g. recounting their Redis usage): it decides itself what is due. Safe to run
+    /// on every node at once.
     fn upkeep(&self, _tenants: &[String]) -> impl Future<Output = Result<(), HostError>> + Send {
         async { Ok(()) }
     }
 }
 
-/// How often the control plane runs the capabilities' [`Capability::upkeep`].
-pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+/// How often the control plane runs the capabilities' [`Capability::upkeep`]; each decides what
+/// is due (Redis: a recount per its `recount_every_seconds`, fleet-wide).
+pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The capability's settings were wrong (a bad CIDR, URL, …).
 #[derive(Debug, thiserror::Error)]

@@ -151,6 +151,7 @@ async fn redis_scripts_run_only_when_trusted_and_on_the_callers_keys() {
         redis: RedisSettings {
             url: Some(redis_url()),
             trusted_scripts: vec![sha1_hex(incr.as_bytes())],
+            ..Default::default()
         },
         ..Default::default()
     };

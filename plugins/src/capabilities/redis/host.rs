@@ -17,13 +17,29 @@ use crate::capabilities::{
 use crate::state::{off_cpu, PluginState};
 
 /// Where the fleet's Redis is: `redis = "redis://…"` in the bootstrap file, or a `[redis]`
-/// section with `url` and the operator's `trusted_scripts` (Lua scripts tenants may run with
-/// EVAL/EVALSHA: files, or their SHA1s); unset, plugins' Redis calls get `backend-unavailable`.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+/// section with `url`, the operator's `trusted_scripts` (Lua scripts tenants may run with
+/// EVAL/EVALSHA: files, or their SHA1s) and `recount_every_seconds` (how often the fleet
+/// recounts tenants' usage, `recount.rs`); unset, plugins' Redis calls get `backend-unavailable`.
+#[derive(Debug, Clone, serde::Deserialize)]
 #[serde(from = "RawSettings")]
 pub struct RedisSettings {
     pub url: Option<String>,
     pub trusted_scripts: Vec<String>,
+    pub recount_every_seconds: u64,
+}
+
+/// Ten minutes: expired keys' bytes come back within about that, for a walk of a few percent of
+/// Redis while it runs.
+const RECOUNT_EVERY_SECONDS: u64 = 600;
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            url: None,
+            trusted_scripts: Vec::new(),
+            recount_every_seconds: RECOUNT_EVERY_SECONDS,
+        }
+    }
 }
 
 /// The two shapes the bootstrap file may give.
@@ -40,6 +56,7 @@ struct Section {
     url: Option<String>,
     #[serde(default)]
     trusted_scripts: Vec<String>,
+    recount_every_seconds: Option<u64>,
 }
 
 impl From<RawSettings> for RedisSettings {
@@ -47,11 +64,12 @@ impl From<RawSettings> for RedisSettings {
         match raw {
             RawSettings::Url(url) => RedisSettings {
                 url: Some(url),
-                trusted_scripts: Vec::new(),
+                ..RedisSettings::default()
             },
             RawSettings::Section(s) => RedisSettings {
                 url: s.url,
                 trusted_scripts: s.trusted_scripts,
+                recount_every_seconds: s.recount_every_seconds.unwrap_or(RECOUNT_EVERY_SECONDS),
             },
         }
     }
@@ -62,6 +80,7 @@ impl From<RawSettings> for RedisSettings {
 pub struct Redis {
     url: Option<String>,
     trusted: Arc<TrustedScripts>,
+    recount_every: std::time::Duration,
 }
 
 impl Capability for Redis {
@@ -77,9 +96,19 @@ impl Capability for Redis {
                 capability: Self::NAME,
                 reason: format!("trusted_scripts: {reason}"),
             })?;
+        if !(1..=86_400).contains(&settings.recount_every_seconds) {
+            return Err(SettingsError {
+                capability: Self::NAME,
+                reason: format!(
+                    "recount_every_seconds: {} is not between 1 and 86400",
+                    settings.recount_every_seconds
+                ),
+            });
+        }
         Ok(Redis {
             url: settings.url,
             trusted: Arc::new(trusted),
+            recount_every: std::time::Duration::from_secs(settings.recount_every_seconds),
         })
     }
 
@@ -110,14 +139,15 @@ impl Capability for Redis {
         Ok(redis)
     }
 
-    /// Each tenant's usage recounted from its live keys: expired keys' bytes released.
+    /// Each tenant's usage recounted from its live keys, expired keys' bytes released: by one
+    /// node of the fleet, once per `recount_every_seconds`.
     async fn upkeep(&self, tenants: &[String]) -> Result<(), HostError> {
         let Some(url) = &self.url else {
             return Ok(());
         };
         let started = std::time::Instant::now();
         let pace = super::Pace {
-            every: crate::capabilities::UPKEEP_EVERY,
+            every: self.recount_every,
             ..super::Pace::default()
         };
         match super::recount(url, tenants, pace).await? {
