@@ -13,31 +13,11 @@ use wharf_plugins::capabilities::sql::SqlValue;
 use wharf_plugins::capabilities::sql::{Sql, SqlBackend};
 use wharf_plugins::capabilities::{Capabilities, CapabilitySettings, DEFAULT_RESULT_BUDGET_BYTES};
 use wharf_plugins::test_support::example_plugin;
-use wharf_tenancy::{OnError, Quotas, Store};
-
-/// A store whose new tenant (`host`) runs every request through the redis-rate-limit plugin
-/// (`limit` per 30 s) to an echo upstream: (store URL, store, upstream, tenant id).
-async fn rate_limited_tenant(host: &str, limit: &str) -> (String, Store, Upstream, String) {
-    let (url, store) = fresh_store(StoreKind::Sqlite).await;
-    let up = Upstream::start("up").await;
-    let t = tenant_id();
-    tenant_with_route(&store, &t, &[host], route("api", "/", &[&up.target()])).await;
-    attach_plugin(
-        &store,
-        &t,
-        "api",
-        "redis-rate-limit",
-        &example_plugin("redis-rate-limit"),
-        &[("limit", limit), ("window-seconds", "30")],
-        OnError::FailClosed,
-    )
-    .await;
-    (url, store, up, t)
-}
+use wharf_tenancy::{OnError, Quotas};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_rate_limit_end_to_end() {
-    let (url, store, _up, t) = rate_limited_tenant("rl.test", "3").await;
+    let (url, store, _up, t) = rate_limited_tenant("rl.test", "3", "30").await;
     relaxed(&store, &t).await;
     let gw = Wharf::start_configured(&url, &format!("redis = \"{}\"", redis_url()), &[]).await;
 
@@ -102,7 +82,7 @@ async fn slow_relay(to: String, delay: std::time::Duration) -> String {
 /// connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_connection_is_not_charged_to_the_first_requests_deadline() {
-    let (url, _store, _up, _t) = rate_limited_tenant("first.test", "100").await;
+    let (url, _store, _up, _t) = rate_limited_tenant("first.test", "100", "30").await;
     let relay = slow_relay(redis_addr(), std::time::Duration::from_millis(300)).await;
     let gw = Wharf::start_configured(&url, &format!("redis = \"redis://{relay}\""), &[]).await;
     for _ in 0..3 {

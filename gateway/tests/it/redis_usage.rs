@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 
 use deadpool_redis::redis::{self, aio::MultiplexedConnection};
 use wharf_plugins::capabilities::redis::usage_key;
-use wharf_plugins::test_support::example_plugin;
-use wharf_tenancy::OnError;
 
 use crate::support::*;
 
@@ -24,26 +22,8 @@ async fn usage(conn: &mut MultiplexedConnection, tenant: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_gives_back_the_bytes_of_keys_that_expired() {
-    let (url, store) = fresh_store(StoreKind::Sqlite).await;
-    let up = Upstream::start("up").await;
-    let t = tenant_id();
-    tenant_with_route(
-        &store,
-        &t,
-        &["usage.test"],
-        route("api", "/", &[&up.target()]),
-    )
-    .await;
-    attach_plugin(
-        &store,
-        &t,
-        "api",
-        "redis-rate-limit",
-        &example_plugin("redis-rate-limit"),
-        &[("limit", "100"), ("window-seconds", "1")],
-        OnError::FailClosed,
-    )
-    .await;
+    // One window is one second.
+    let (url, _store, _up, t) = rate_limited_tenant("usage.test", "100", "1").await;
     let toml = format!(
         "[redis]\nurl = \"{}\"\nrecount_every_seconds = 1\n",
         redis_url()

@@ -276,3 +276,27 @@ pub(crate) async fn fast_health_checks(store: &Store, tenant: &str) {
         .await
         .unwrap();
 }
+
+/// A store whose new tenant (`host`) runs every request through the redis-rate-limit plugin
+/// (`limit` per `window` seconds) to an echo upstream: (store URL, store, upstream, tenant id).
+pub(crate) async fn rate_limited_tenant(
+    host: &str,
+    limit: &str,
+    window: &str,
+) -> (String, Store, Upstream, String) {
+    let (url, store) = fresh_store(StoreKind::Sqlite).await;
+    let up = Upstream::start("up").await;
+    let t = tenant_id();
+    tenant_with_route(&store, &t, &[host], route("api", "/", &[&up.target()])).await;
+    attach_plugin(
+        &store,
+        &t,
+        "api",
+        "redis-rate-limit",
+        &wharf_plugins::test_support::example_plugin("redis-rate-limit"),
+        &[("limit", limit), ("window-seconds", window)],
+        wharf_tenancy::OnError::FailClosed,
+    )
+    .await;
+    (url, store, up, t)
+}
