@@ -113,6 +113,15 @@ redis.call('DEL', KEYS[2])
 return before - tonumber(counted)
 "#;
 
+/// Takes the lock, unless a walk ended within the period (when the caller keeps one): in one
+/// step, so no node starts a walk just after another ended one. KEYS: [lock, done]; ARGV:
+/// [token, lock ms, whether the done key counts]. Returns 1 when taken.
+const LOCK: &str = r#"
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"#;
+
 /// Releases the lock if this walk still holds it. KEYS: [lock]; ARGV: [token].
 const UNLOCK: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
@@ -131,28 +140,16 @@ pub async fn recount(
         .await
         .map_err(|_| HostError::Timeout)?
         .map_err(|_| HostError::BackendUnavailable)?;
-    if !pace.every.is_zero() {
-        let recent: bool = redis::cmd("EXISTS")
-            .arg(done_key())
-            .query_async(&mut conn)
-            .await
-            .map_err(backend)?;
-        if recent {
-            return Ok(None);
-        }
-    }
     // A walk's own name for the lock: distinct per walk, so one never releases another's.
     let token = format!("{:016x}", rand::random::<u64>());
-    let locked: Option<String> = redis::cmd("SET")
-        .arg(lock_key())
+    let locked: bool = eval(LOCK, &[lock_key(), done_key()])
         .arg(&token)
-        .arg("NX")
-        .arg("PX")
         .arg(LOCK_MS)
+        .arg(u8::from(!pace.every.is_zero()))
         .query_async(&mut conn)
         .await
         .map_err(backend)?;
-    if locked.is_none() {
+    if !locked {
         return Ok(None);
     }
     let walked = walk(&mut conn, &token, tenants, pace).await;
