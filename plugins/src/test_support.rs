@@ -425,3 +425,17 @@ pub fn get_request(path: &str, headers: &[(&str, &str)], tenant: &str) -> crate:
         route_id: "api".into(),
     }
 }
+
+/// Wharf's count of `tenant`'s bytes in Redis (the usage key; absent: 0). Panics on a Redis
+/// error: a test's failure report.
+pub async fn redis_usage(
+    conn: &mut deadpool_redis::redis::aio::MultiplexedConnection,
+    tenant: &str,
+) -> i64 {
+    let v: Option<i64> = deadpool_redis::redis::cmd("GET")
+        .arg(crate::capabilities::redis::usage_key(tenant))
+        .query_async(conn)
+        .await
+        .unwrap_or_else(|e| panic!("reading the usage of {tenant}: {e}"));
+    v.unwrap_or(0)
+}

@@ -6,19 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use deadpool_redis::redis::{self, aio::MultiplexedConnection};
-use wharf_plugins::capabilities::redis::usage_key;
+use deadpool_redis::redis;
+use wharf_plugins::test_support::redis_usage;
 
 use crate::support::*;
-
-async fn usage(conn: &mut MultiplexedConnection, tenant: &str) -> i64 {
-    let v: Option<i64> = redis::cmd("GET")
-        .arg(usage_key(tenant))
-        .query_async(conn)
-        .await
-        .unwrap();
-    v.unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_gives_back_the_bytes_of_keys_that_expired() {
@@ -42,13 +33,13 @@ async fn a_node_gives_back_the_bytes_of_keys_that_expired() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let counted = usage(&mut conn, &t).await;
+    let counted = redis_usage(&mut conn, &t).await;
     assert!(counted > 0, "the callers' keys were counted: {counted}");
 
     // The keys expire after a second; the node's upkeep (every 10 s) recounts soon after.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let left = usage(&mut conn, &t).await;
+        let left = redis_usage(&mut conn, &t).await;
         if left == 0 {
             break;
         }

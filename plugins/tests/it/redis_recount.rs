@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use deadpool_redis::redis::{self, aio::MultiplexedConnection};
 use wharf_plugins::capabilities::redis::{
-    done_key, key_prefix, marker_key, recount, usage_key, Pace, Recounted, Redis, TenantRedis,
+    done_key, key_prefix, marker_key, recount, Pace, Recounted, Redis, TenantRedis,
 };
 use wharf_plugins::capabilities::sql::SqlBackend;
 use wharf_plugins::capabilities::{
     Capabilities, HostError, TenantCapabilities, DEFAULT_RESULT_BUDGET_BYTES,
 };
+use wharf_plugins::test_support::redis_usage;
 use wharf_tenancy::test_support::unique_suffix;
 use wharf_tenancy::{Quotas, RedisQuotas};
 
@@ -54,16 +55,6 @@ async fn plain() -> MultiplexedConnection {
         .get_multiplexed_async_connection()
         .await
         .unwrap()
-}
-
-/// Wharf's count of the tenant's bytes.
-async fn usage(conn: &mut MultiplexedConnection, tenant: &str) -> i64 {
-    let v: Option<i64> = redis::cmd("GET")
-        .arg(usage_key(tenant))
-        .query_async(conn)
-        .await
-        .unwrap();
-    v.unwrap_or(0)
 }
 
 /// What the tenant's live keys use, by Redis's own MEMORY USAGE.
@@ -158,7 +149,7 @@ async fn keys_that_expired_give_their_bytes_back_at_the_next_recount() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut conn = plain().await;
     let live = live_bytes(&mut conn, &t).await;
-    let before = usage(&mut conn, &t).await;
+    let before = redis_usage(&mut conn, &t).await;
     assert!(
         before - live >= 40 * 40,
         "expired keys stay counted until a recount: usage {before}, live {live}"
@@ -169,7 +160,7 @@ async fn keys_that_expired_give_their_bytes_back_at_the_next_recount() {
         .unwrap()
         .expect("no other walk holds the lock");
     assert_eq!(done.tenants, 1);
-    let after = usage(&mut conn, &t).await;
+    let after = redis_usage(&mut conn, &t).await;
     assert_eq!(done.released, before - after);
     within_a_walks_slack(after, live);
     let marker: bool = redis::cmd("EXISTS")
@@ -221,7 +212,7 @@ async fn a_quota_filled_by_expired_keys_opens_again() {
         .await
         .unwrap()
         .expect("no other walk holds the lock");
-    assert_eq!(usage(&mut conn, &t).await, 0);
+    assert_eq!(redis_usage(&mut conn, &t).await, 0);
     run(r, &["SET", "after", "1"]).await.unwrap();
     b.purge(&t).await.unwrap();
 }
@@ -274,7 +265,7 @@ async fn writes_racing_a_walk_never_leave_the_usage_below_the_keys() {
     assert!(done.keys >= 300, "the walk saw {} keys", done.keys);
     let mut conn = plain().await;
     let live = live_bytes(&mut conn, &t).await;
-    let counted = usage(&mut conn, &t).await;
+    let counted = redis_usage(&mut conn, &t).await;
     assert!(
         counted >= live,
         "usage {counted} fell below what the keys use ({live})"
@@ -285,7 +276,10 @@ async fn writes_racing_a_walk_never_leave_the_usage_below_the_keys() {
         .await
         .unwrap()
         .unwrap();
-    let (counted, live) = (usage(&mut conn, &t).await, live_bytes(&mut conn, &t).await);
+    let (counted, live) = (
+        redis_usage(&mut conn, &t).await,
+        live_bytes(&mut conn, &t).await,
+    );
     within_a_walks_slack(counted, live);
     b.purge(&t).await.unwrap();
 }

@@ -170,11 +170,7 @@ pub fn system_key(name: &str) -> String {
 /// Deletes every key of a tenant, and Wharf's keys about it, a batch at a time (SCAN, never
 /// KEYS: Redis keeps serving everyone else meanwhile).
 pub async fn purge(url: &str, tenant: &str) -> Result<(), HostError> {
-    let client = redis::Client::open(url).map_err(|e| HostError::Backend(e.to_string()))?;
-    let mut conn = tokio::time::timeout(COMMAND_TIMEOUT, client.get_multiplexed_async_connection())
-        .await
-        .map_err(|_| HostError::Timeout)?
-        .map_err(|_| HostError::BackendUnavailable)?;
+    let mut conn = connect_own(url).await?;
     let pattern = format!("{}*", key_prefix(tenant));
     let mut cursor: u64 = 0;
     loop {
@@ -186,13 +182,13 @@ pub async fn purge(url: &str, tenant: &str) -> Result<(), HostError> {
             .arg(1000)
             .query_async(&mut conn)
             .await
-            .map_err(|e| HostError::Backend(e.to_string()))?;
+            .map_err(backend)?;
         if !keys.is_empty() {
             redis::cmd("UNLINK")
                 .arg(&keys)
                 .query_async::<i64>(&mut conn)
                 .await
-                .map_err(|e| HostError::Backend(e.to_string()))?;
+                .map_err(backend)?;
         }
         if next == 0 {
             break;
@@ -205,8 +201,22 @@ pub async fn purge(url: &str, tenant: &str) -> Result<(), HostError> {
         .arg(system_key(&format!("ratelimit:{tenant}")))
         .query_async::<i64>(&mut conn)
         .await
-        .map_err(|e| HostError::Backend(e.to_string()))?;
+        .map_err(backend)?;
     Ok(())
+}
+
+/// A connection of Wharf's own, for work outside any tenant's calls (a purge, a recount).
+async fn connect_own(url: &str) -> Result<redis::aio::MultiplexedConnection, HostError> {
+    let client = redis::Client::open(url).map_err(backend)?;
+    tokio::time::timeout(COMMAND_TIMEOUT, client.get_multiplexed_async_connection())
+        .await
+        .map_err(|_| HostError::Timeout)?
+        .map_err(|_| HostError::BackendUnavailable)
+}
+
+/// Redis's error, as the host reports it (operators' logs; never a client's answer).
+fn backend(e: redis::RedisError) -> HostError {
+    HostError::Backend(e.to_string())
 }
 
 /// Wharf's count of the bytes a tenant's keys use (see the script).

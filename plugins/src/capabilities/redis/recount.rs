@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use deadpool_redis::redis::{self, aio::MultiplexedConnection};
 
-use super::{system_key, usage_key, HostError, COMMAND_TIMEOUT, TENANT_KEYS};
+use super::{backend, connect_own, system_key, usage_key, HostError, TENANT_KEYS};
 
 /// How fast a walk goes.
 #[derive(Debug, Clone, Copy)]
@@ -135,11 +135,7 @@ pub async fn recount(
     tenants: &[String],
     pace: Pace,
 ) -> Result<Option<Recounted>, HostError> {
-    let client = redis::Client::open(url).map_err(|e| HostError::Backend(e.to_string()))?;
-    let mut conn = tokio::time::timeout(COMMAND_TIMEOUT, client.get_multiplexed_async_connection())
-        .await
-        .map_err(|_| HostError::Timeout)?
-        .map_err(|_| HostError::BackendUnavailable)?;
+    let mut conn = connect_own(url).await?;
     // A walk's own name for the lock: distinct per walk, so one never releases another's.
     let token = format!("{:016x}", rand::random::<u64>());
     let locked: bool = eval(LOCK, &[lock_key(), done_key()])
@@ -237,8 +233,4 @@ fn eval(script: &str, keys: &[String]) -> redis::Cmd {
     let mut cmd = redis::cmd("EVAL");
     cmd.arg(script).arg(keys.len()).arg(keys);
     cmd
-}
-
-fn backend(e: redis::RedisError) -> HostError {
-    HostError::Backend(e.to_string())
 }
