@@ -360,6 +360,9 @@ try:
 except Exception as e:  # the failing step is printed above
     shot("failure")
     print(f"FAILED: {type(e).__name__}: {e}", file=sys.stderr)
+    if isinstance(e, urllib.error.HTTPError):
+        # The gateway's JSON names what failed (e.g. plugin_timeout or upstream_timeout).
+        print(f"response: {e.read()[:2000]!r}", file=sys.stderr)
     print(driver.find_element(By.TAG_NAME, "body").text[:3000], file=sys.stderr)
     sys.exit(1)
 finally:
