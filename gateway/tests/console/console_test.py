@@ -36,7 +36,9 @@ for a in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disabl
     opts.add_argument(a)
 driver = webdriver.Chrome(service=Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")),
                           options=opts)
-wait = WebDriverWait(driver, 15)
+# The usage panel re-renders every few seconds: an element read just as it is replaced is
+# stale, and the wait looks again.
+wait = WebDriverWait(driver, 15, ignored_exceptions=(StaleElementReferenceException,))
 
 
 def step(name):
@@ -251,7 +253,7 @@ try:
     assert body["headers"].get("x-wharf-plugin") == "console", body
     wait.until(lambda d: int(d.find_element(By.ID, "usage-total").text.split()[0]) >= 25,
                "usage total counts the requests")
-    assert "req/s" in driver.find_element(By.ID, "usage").text
+    wait.until(lambda d: "req/s" in d.find_element(By.ID, "usage").text, "usage shows req/s")
     shot("tenant")
     shot("tenant-usage", at="usage")
 
