@@ -334,6 +334,14 @@ async fn the_fleet_walks_once_per_period_not_once_per_node() {
     for _node in 0..3 {
         assert_eq!(recount(&url(), &tenants, hourly).await.unwrap(), None);
     }
+    // A node with a shorter period (a setting being rolled out) goes by its own.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let brisk = Pace {
+        every: Duration::from_millis(50),
+        ..Pace::default()
+    };
+    assert!(recount(&url(), &tenants, brisk).await.unwrap().is_some());
+    assert_eq!(recount(&url(), &tenants, hourly).await.unwrap(), None);
     forget_last_walk(&mut conn).await;
     assert!(recount(&url(), &tenants, hourly).await.unwrap().is_some());
     forget_last_walk(&mut conn).await;

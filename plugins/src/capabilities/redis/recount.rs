@@ -66,7 +66,8 @@ fn lock_key() -> String {
     system_key("recount-lock")
 }
 
-/// Present for [`Pace::every`] after a walk ends.
+/// When the last walk ended (ms, Redis's clock): a node walks again once its [`Pace::every`] has
+/// passed since.
 pub fn done_key() -> String {
     system_key("recount-done")
 }
@@ -113,14 +114,34 @@ redis.call('DEL', KEYS[2])
 return before - tonumber(counted)
 "#;
 
-/// Takes the lock, unless a walk ended within the period (when the caller keeps one): in one
-/// step, so no node starts a walk just after another ended one. KEYS: [lock, done]; ARGV:
-/// [token, lock ms, whether the done key counts]. Returns 1 when taken.
+/// Takes the lock, unless a walk ended less than the caller's period ago (when it keeps one): in
+/// one step, so no node starts a walk just after another ended one. Each node measures the last
+/// walk's age against its own period, so a node whose period is shorter (a setting being rolled
+/// out) is not held to another's. KEYS: [lock, done]; ARGV: [token, lock ms, period ms, 0: none].
+/// Returns 1 when taken.
 const LOCK: &str = r#"
-if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local period = tonumber(ARGV[3])
+if period > 0 then
+  local ended = tonumber(redis.call('GET', KEYS[2]) or '')
+  local t = redis.call('TIME')
+  if ended and tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - ended < period then
+    return 0
+  end
+end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 return 0
 "#;
+
+/// Records when a walk ended (Redis's clock, ms), kept as long as the longest period a node may
+/// have. KEYS: [done]; ARGV: [keep ms].
+const DONE: &str = r#"
+local t = redis.call('TIME')
+redis.call('SET', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), 'PX', ARGV[1])
+return 0
+"#;
+
+/// How long [`DONE`]'s record is kept: the longest `recount_every_seconds` (a day).
+const DONE_KEEP_MS: u64 = 86_400_000;
 
 /// Releases the lock if this walk still holds it. KEYS: [lock]; ARGV: [token].
 const UNLOCK: &str = r#"
@@ -141,7 +162,7 @@ pub async fn recount(
     let locked: bool = eval(LOCK, &[lock_key(), done_key()])
         .arg(&token)
         .arg(LOCK_MS)
-        .arg(u8::from(!pace.every.is_zero()))
+        .arg(u64::try_from(pace.every.as_millis()).unwrap_or(u64::MAX))
         .query_async(&mut conn)
         .await
         .map_err(backend)?;
@@ -150,12 +171,9 @@ pub async fn recount(
     }
     let walked = walk(&mut conn, &token, tenants, pace).await;
     if walked.is_ok() && !pace.every.is_zero() {
-        let _ = redis::cmd("SET")
-            .arg(done_key())
-            .arg(1)
-            .arg("PX")
-            .arg(u64::try_from(pace.every.as_millis()).unwrap_or(u64::MAX))
-            .query_async::<()>(&mut conn)
+        let _ = eval(DONE, &[done_key()])
+            .arg(DONE_KEEP_MS)
+            .query_async::<i64>(&mut conn)
             .await;
     }
     let _ = eval(UNLOCK, &[lock_key()])
