@@ -7,6 +7,7 @@ use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
 use wharf_tenancy::{Quotas, RedisQuotas};
 
+use super::recount::EVERY_MAX_SECONDS;
 use super::trusted::TrustedScripts;
 use super::TenantRedis;
 use crate::bindings::wharf::plugin::redis::{add_to_linker, Host, RedisValue};
@@ -96,11 +97,11 @@ impl Capability for Redis {
                 capability: Self::NAME,
                 reason: format!("trusted_scripts: {reason}"),
             })?;
-        if !(1..=86_400).contains(&settings.recount_every_seconds) {
+        if !(1..=EVERY_MAX_SECONDS).contains(&settings.recount_every_seconds) {
             return Err(SettingsError {
                 capability: Self::NAME,
                 reason: format!(
-                    "recount_every_seconds: {} is not between 1 and 86400",
+                    "recount_every_seconds: {} is not between 1 and {EVERY_MAX_SECONDS}",
                     settings.recount_every_seconds
                 ),
             });

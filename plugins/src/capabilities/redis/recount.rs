@@ -140,8 +140,11 @@ redis.call('SET', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1
 return 0
 "#;
 
-/// How long [`DONE`]'s record is kept: the longest `recount_every_seconds` (a day).
-const DONE_KEEP_MS: u64 = 86_400_000;
+/// The longest `recount_every_seconds` a node may be configured with (a day).
+pub(super) const EVERY_MAX_SECONDS: u64 = 86_400;
+
+/// How long [`DONE`]'s record is kept: the longest period, so no node's period outlives it.
+const DONE_KEEP_MS: u64 = EVERY_MAX_SECONDS * 1000;
 
 /// Releases the lock if this walk still holds it. KEYS: [lock]; ARGV: [token].
 const UNLOCK: &str = r#"
